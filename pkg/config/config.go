@@ -92,8 +92,8 @@ type Trunk struct {
 	Match string `yaml:"match"`
 	// Address is the trunk's SIP URI or host:port.
 	Address   string   `yaml:"address"`
-	Transport string   `yaml:"transport"` // udp, tcp, tls
-	Codecs    []string `yaml:"codecs"`    // in preference order: PCMU, PCMA, opus, G722
+	Transport string   `yaml:"transport"`  // udp, tcp, tls
+	Codecs    []string `yaml:"codecs"`     // in preference order: PCMU, PCMA, opus, G722
 	MediaMode string   `yaml:"media_mode"` // auto, passthrough, transcode
 	SRTP      string   `yaml:"srtp"`       // off, optional, required (SDES), dtls
 	// AllowSDESOverInsecureTransport permits SDES keys over UDP/TCP, where anyone on the path can read them.
