@@ -16,3 +16,5 @@ require (
 	gopkg.in/yaml.v3 v3.0.1
 	modernc.org/sqlite v1.61.1
 )
+
+require github.com/pion/randutil v0.1.0 // indirect
