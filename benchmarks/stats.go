@@ -15,8 +15,8 @@ type RecvStats struct {
 	clockRate   float64
 	started     bool
 	t0          time.Time // arrival of the first packet: arrival clock origin
-	baseExt     int64 // extended seq of the first packet
-	maxExt      int64 // highest extended seq seen
+	baseExt     int64     // extended seq of the first packet
+	maxExt      int64     // highest extended seq seen
 	received    uint64
 	duplicates  uint64
 	jitter      float64 // in timestamp units, RFC 3550 J
