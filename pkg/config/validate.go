@@ -1,0 +1,346 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Codecs the relay can negotiate, in their canonical spelling.
+var supportedCodecs = []string{"PCMU", "PCMA", "opus", "G722"}
+
+// DefaultTrunkCodecs is what a trunk with no codecs listed offers: G.711,
+// which every SIP peer speaks.
+var DefaultTrunkCodecs = []string{"PCMU", "PCMA"}
+
+// normalize puts case-insensitive values into their canonical spelling and
+// fills the empty values that have a documented meaning, so that the rest
+// of the relay compares exact strings.
+func (c *Config) normalize() {
+	c.Media.Latching = strings.ToLower(strings.TrimSpace(c.Media.Latching))
+	c.Log.Level = strings.ToLower(strings.TrimSpace(c.Log.Level))
+	c.Log.Format = strings.ToLower(strings.TrimSpace(c.Log.Format))
+	for i := range c.Trunks {
+		t := &c.Trunks[i]
+		t.Transport = strings.ToLower(strings.TrimSpace(t.Transport))
+		if t.Transport == "" {
+			t.Transport = addressTransport(t.Address)
+		}
+		t.MediaMode = strings.ToLower(strings.TrimSpace(t.MediaMode))
+		if t.MediaMode == "" {
+			t.MediaMode = "auto"
+		}
+		t.SRTP = strings.ToLower(strings.TrimSpace(t.SRTP))
+		if t.SRTP == "" {
+			t.SRTP = "off"
+		}
+		if len(t.Codecs) == 0 {
+			t.Codecs = append([]string(nil), DefaultTrunkCodecs...)
+		} else {
+			codecs := make([]string, len(t.Codecs))
+			for j, name := range t.Codecs {
+				codecs[j] = canonicalCodec(name)
+			}
+			t.Codecs = codecs
+		}
+	}
+}
+
+// canonicalCodec returns the canonical spelling of a supported codec name,
+// or name unchanged if it is not supported (Validate then reports it).
+func canonicalCodec(name string) string {
+	for _, s := range supportedCodecs {
+		if strings.EqualFold(strings.TrimSpace(name), s) {
+			return s
+		}
+	}
+	return name
+}
+
+// addressTransport is the transport an address implies: ";transport=" if
+// given, tls for sips:, else udp.
+func addressTransport(addr string) string {
+	lower := strings.ToLower(addr)
+	if i := strings.Index(lower, ";transport="); i >= 0 {
+		v := lower[i+len(";transport="):]
+		if j := strings.IndexAny(v, ";?"); j >= 0 {
+			v = v[:j]
+		}
+		return v
+	}
+	if strings.HasPrefix(lower, "sips:") {
+		return "tls"
+	}
+	return "udp"
+}
+
+// Validate checks every value. Its errors name the key, e.g.
+// `media.port_min: 70000 is not a port`; all problems found are joined.
+// Values are compared case-insensitively; Load and LoadFile also normalise
+// them, so a Config they return holds canonical spellings.
+func (c Config) Validate() error {
+	var v validator
+
+	v.listen("http.listen", c.HTTP.Listen, true)
+	v.certPair("http", c.HTTP.TLSCert, c.HTTP.TLSKey)
+
+	v.listen("sip.udp_listen", c.SIP.UDPListen, false)
+	v.listen("sip.tcp_listen", c.SIP.TCPListen, false)
+	v.listen("sip.tls_listen", c.SIP.TLSListen, false)
+	v.certPair("sip", c.SIP.TLSCert, c.SIP.TLSKey)
+	if c.SIP.TLSListen != "" && (c.SIP.TLSCert == "" || c.SIP.TLSKey == "") {
+		v.add("sip.tls_listen", "needs sip.tls_cert and sip.tls_key")
+	}
+	if c.SIP.UDPListen == "" && c.SIP.TCPListen == "" && c.SIP.TLSListen == "" {
+		v.add("sip.udp_listen", "no SIP listener: set at least one of sip.udp_listen, sip.tcp_listen, sip.tls_listen")
+	}
+	if h := c.SIP.Host; h != "" && !validHost(h) {
+		v.add("sip.host", "%q is not a host name or IP address", h)
+	}
+	v.positive("sip.invite_timeout", c.SIP.InviteTimeout)
+
+	if _, err := netip.ParseAddr(c.Media.BindIP); err != nil {
+		v.add("media.bind_ip", "%q is not an IP address", c.Media.BindIP)
+	}
+	if c.Media.PublicIP != "" {
+		if ip, err := netip.ParseAddr(c.Media.PublicIP); err != nil {
+			v.add("media.public_ip", "%q is not an IP address", c.Media.PublicIP)
+		} else if ip.IsUnspecified() {
+			v.add("media.public_ip", "%s cannot be advertised to peers", c.Media.PublicIP)
+		}
+	}
+	minOK := v.port("media.port_min", c.Media.PortMin)
+	maxOK := v.port("media.port_max", c.Media.PortMax)
+	if minOK && maxOK {
+		switch {
+		case c.Media.PortMin > c.Media.PortMax:
+			v.add("media.port_min", "%d is above media.port_max %d", c.Media.PortMin, c.Media.PortMax)
+		case firstEven(c.Media.PortMin)+1 > c.Media.PortMax:
+			// RTP takes an even port and RTCP the odd one above it.
+			v.add("media.port_min", "range %d-%d holds no even/odd RTP/RTCP port pair", c.Media.PortMin, c.Media.PortMax)
+		}
+	}
+	if v.port("media.webrtc_port", c.Media.WebRTCPort) && minOK && maxOK &&
+		c.Media.WebRTCPort >= c.Media.PortMin && c.Media.WebRTCPort <= c.Media.PortMax {
+		v.add("media.webrtc_port", "%d lies inside the RTP range media.port_min-media.port_max (%d-%d)",
+			c.Media.WebRTCPort, c.Media.PortMin, c.Media.PortMax)
+	}
+	v.positive("media.timeout", c.Media.Timeout)
+	v.oneOf("media.latching", c.Media.Latching, "sdp", "learn")
+
+	v.intRange("transcode.opus_complexity", c.Transcode.OpusComplexity, 0, 10)
+	v.intRange("transcode.opus_bitrate", c.Transcode.OpusBitrate, 6000, 510000)
+	v.intRange("transcode.opus_packet_loss", c.Transcode.OpusPacketLoss, 0, 100)
+
+	v.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
+	v.oneOf("log.format", c.Log.Format, "text", "json")
+
+	names := make(map[string]int, len(c.Trunks))
+	for i, t := range c.Trunks {
+		p := fmt.Sprintf("trunks[%d].", i)
+		if t.Name == "" {
+			v.add(p+"name", "is required")
+		} else if first, dup := names[t.Name]; dup {
+			v.add(p+"name", "%q is already the name of trunks[%d]", t.Name, first)
+		} else {
+			names[t.Name] = i
+		}
+		if t.Match != "" {
+			if _, err := regexp.Compile(t.Match); err != nil {
+				v.add(p+"match", "%q is not a regular expression: %v", t.Match, err)
+			}
+		}
+		transport := strings.ToLower(t.Transport)
+		if transport == "" {
+			transport = addressTransport(t.Address)
+		}
+		if t.Address == "" {
+			v.add(p+"address", "is required")
+		} else if err := checkAddress(t.Address, transport); err != nil {
+			v.add(p+"address", "%q: %v", t.Address, err)
+		}
+		v.oneOf(p+"transport", transport, "udp", "tcp", "tls")
+		seen := make(map[string]bool, len(t.Codecs))
+		for _, name := range t.Codecs {
+			canon := canonicalCodec(name)
+			switch {
+			case !slices.Contains(supportedCodecs, canon):
+				v.add(p+"codecs", "%q is not supported (supported: %s)", name, strings.Join(supportedCodecs, ", "))
+			case seen[canon]:
+				v.add(p+"codecs", "%q is listed twice", name)
+			}
+			seen[canon] = true
+		}
+		mode := strings.ToLower(t.MediaMode)
+		if mode != "" {
+			v.oneOf(p+"media_mode", mode, "auto", "passthrough", "transcode")
+		}
+		srtp := strings.ToLower(t.SRTP)
+		if srtp != "" {
+			v.oneOf(p+"srtp", srtp, "off", "optional", "required", "dtls")
+		}
+		if (srtp == "optional" || srtp == "required") && transport != "tls" && !t.AllowSDESOverInsecureTransport {
+			// SDES puts the SRTP keys in the SDP; over UDP or TCP anyone on
+			// the path can read them, so the operator has to ask for it.
+			v.add(p+"srtp", "%q (SDES) over %s exposes the keys; use transport tls, srtp dtls, or set allow_sdes_over_insecure_transport", t.SRTP, transport)
+		}
+		switch t.Ptime {
+		case 0, 10, 20, 30, 40:
+		default:
+			v.add(p+"ptime", "%d is not one of 0 (default 20), 10, 20, 30, 40", t.Ptime)
+		}
+	}
+
+	if c.Trunk != "" {
+		if _, isName := names[c.Trunk]; !isName {
+			if err := checkAddress(c.Trunk, addressTransport(c.Trunk)); err != nil {
+				v.add("trunk", "%q is neither a trunk name nor a SIP address: %v", c.Trunk, err)
+			}
+		}
+	}
+	return v.err()
+}
+
+// validator collects problems so that one run reports them all.
+type validator struct{ errs []error }
+
+func (v *validator) add(key, format string, args ...any) {
+	v.errs = append(v.errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+}
+
+func (v *validator) err() error { return errors.Join(v.errs...) }
+
+func (v *validator) port(key string, p int) bool {
+	if p < 1 || p > 65535 {
+		v.add(key, "%d is not a port", p)
+		return false
+	}
+	return true
+}
+
+func (v *validator) intRange(key string, n, lo, hi int) {
+	if n < lo || n > hi {
+		v.add(key, "%d is outside %d..%d", n, lo, hi)
+	}
+}
+
+func (v *validator) positive(key string, d time.Duration) {
+	if d <= 0 {
+		v.add(key, "%s must be above zero", d)
+	}
+}
+
+func (v *validator) oneOf(key, value string, allowed ...string) {
+	for _, a := range allowed {
+		if strings.EqualFold(value, a) {
+			return
+		}
+	}
+	v.add(key, "%q is not one of %s", value, strings.Join(allowed, ", "))
+}
+
+// listen checks a host:port listen address; port 0 (any free port) is
+// allowed because tests start relays side by side.
+func (v *validator) listen(key, addr string, required bool) {
+	if addr == "" {
+		if required {
+			v.add(key, "is required")
+		}
+		return
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		v.add(key, "%q is not host:port", addr)
+		return
+	}
+	if host != "" && !validHost(host) {
+		v.add(key, "%q: %q is not a host name or IP address", addr, host)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		v.add(key, "%q: %q is not a port", addr, port)
+	}
+}
+
+func (v *validator) certPair(section, cert, key string) {
+	switch {
+	case cert != "" && key == "":
+		v.add(section+".tls_key", "is required with %s.tls_cert", section)
+	case cert == "" && key != "":
+		v.add(section+".tls_cert", "is required with %s.tls_key", section)
+	}
+}
+
+// checkAddress accepts a SIP URI (sip:, sips:) or host[:port]. It checks
+// the shape only (scheme, optional user@, host, port, ;params); signalling
+// parses the URI properly when it dials.
+func checkAddress(addr, transport string) error {
+	rest := addr
+	lower := strings.ToLower(addr)
+	isURI := strings.HasPrefix(lower, "sip:") || strings.HasPrefix(lower, "sips:")
+	if isURI {
+		_, rest, _ = strings.Cut(addr, ":")
+		if strings.HasPrefix(lower, "sips:") && transport != "tls" {
+			return fmt.Errorf("sips: needs transport tls, not %s", transport)
+		}
+		if i := strings.IndexByte(rest, '?'); i >= 0 {
+			rest = rest[:i] // headers play no part in where the trunk is
+		}
+		var params string
+		rest, params, _ = strings.Cut(rest, ";")
+		if i := strings.LastIndexByte(rest, '@'); i >= 0 {
+			if i == 0 {
+				return errors.New("empty user before @")
+			}
+			rest = rest[i+1:]
+		}
+		for _, p := range strings.Split(params, ";") {
+			name, value, _ := strings.Cut(p, "=")
+			if strings.EqualFold(name, "transport") && !strings.EqualFold(value, transport) {
+				return fmt.Errorf("transport=%s in the URI contradicts transport %s", value, transport)
+			}
+		}
+	} else if strings.ContainsAny(addr, "@;?/ ") || strings.Contains(addr, "://") {
+		return errors.New("not a SIP URI (sip:host:port) or host:port")
+	}
+	host, port, err := net.SplitHostPort(rest)
+	if err != nil {
+		// No port: the whole thing must be a host (an IPv6 one in brackets).
+		host, port = rest, ""
+		if strings.HasPrefix(host, "[") != strings.HasSuffix(host, "]") {
+			return fmt.Errorf("%q is not a host name or IP address", host)
+		}
+		host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+		if strings.Contains(host, ":") {
+			if _, err := netip.ParseAddr(host); err != nil || !strings.HasPrefix(rest, "[") {
+				return fmt.Errorf("%q is not host:port (IPv6 addresses go in brackets)", rest)
+			}
+		}
+	}
+	if !validHost(host) {
+		return fmt.Errorf("%q is not a host name or IP address", host)
+	}
+	if port != "" {
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return fmt.Errorf("%q is not a port", port)
+		}
+	}
+	return nil
+}
+
+var hostnameRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*\.?$`)
+
+// validHost accepts an IP address (IPv6 with or without brackets) or a DNS name.
+func validHost(h string) bool {
+	if _, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(h, "["), "]")); err == nil {
+		return true
+	}
+	return len(h) <= 253 && hostnameRE.MatchString(h)
+}
+
+func firstEven(n int) int { return n + n%2 }
