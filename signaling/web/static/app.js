@@ -1,0 +1,348 @@
+// app.js — the softphone: microphone, RTCPeerConnection, the SIP UA from
+// sip.js, the page's controls, and window.mediarelay for tests.
+//
+// Query parameters (all optional):
+//   ws=ws://host:port/path   SIP WebSocket URL (default: ws(s)://<this host>/ws)
+//   target=sip:...           initial call target (default: sip:echo@<this host>)
+//   user=name                our SIP user name (default: webphone)
+
+import { UA } from './sip.js';
+
+const params = new URLSearchParams(location.search);
+const wsUrl = params.get('ws') || `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`;
+const defaultTarget = params.get('target') || `sip:echo@${location.hostname}`;
+
+const $ = (id) => document.getElementById(id);
+const ui = {
+  form: $('dial'), target: $('target'), call: $('call'), hangup: $('hangup'),
+  status: $('status'), micbar: $('micbar'), keypad: $('keypad'), remote: $('remote'), log: $('log'),
+};
+
+// How long to wait for ICE gathering before sending whatever candidates we have.
+const GATHER_CAP_MS = 2000;
+// The analyser looks at the telephone band; outside it G.711 carries nothing,
+// which would drag the noise-floor estimate down to silence.
+const BAND_LO_HZ = 100;
+const BAND_HI_HZ = 3800;
+
+const logLines = [];
+function log(line) {
+  const stamped = `${(performance.now() / 1000).toFixed(3)} ${line}`;
+  logLines.push(stamped);
+  if (logLines.length > 500) logLines.shift();
+  console.log('[mediarelay] ' + line);
+  if (ui.log) ui.log.textContent = logLines.join('\n');
+}
+
+const ua = new UA({ wsUrl, user: params.get('user') || 'webphone', log });
+
+let audioCtx = null;
+let session = null; // the current call's media: {pc, local, remote, call, timers, ...}
+const tone = { binHz: 0, lo: 0, hi: 0, max: null, frames: 0 };
+
+/** The object tests drive; see README-style notes on each member. */
+const api = {
+  state: 'idle',        // idle, connecting, calling, ringing, early, established, ending, ended, failed
+  lastCode: 0,          // last SIP status code of the INVITE (or 0 for a local failure)
+  lastReason: '',
+  endedBy: '',          // 'local' or 'remote' once the call is over
+  hangupAcked: false,   // our BYE got a 2xx, or our CANCEL produced the 487
+  media: 'new',         // RTCPeerConnection.connectionState
+  micLevel: -Infinity,  // dBFS of the microphone, updated every 100 ms
+  stats: {},            // a snapshot of getStats(), updated every second
+  log: logLines,
+  wsUrl,
+  call,
+  hangup,
+  dtmf,
+  toneLevels,
+};
+window.mediarelay = api;
+
+function setState(state, text, kind = '') {
+  api.state = state;
+  ui.status.textContent = text;
+  ui.status.className = 'status' + (kind ? ' ' + kind : '');
+  const busy = !['idle', 'ended', 'failed'].includes(state);
+  ui.call.disabled = busy;
+  ui.hangup.disabled = !busy;
+  log(`state ${state}: ${text}`);
+}
+
+/**
+ * Places a call to target. Resolves once the INVITE is sent; follow progress
+ * through api.state. options.audioProcessing=false turns off echo
+ * cancellation, noise suppression and AGC (tests send steady tones, which
+ * those would remove).
+ */
+async function call(target = defaultTarget, options = {}) {
+  if (session) throw new Error('a call is already in progress');
+  const processing = options.audioProcessing !== false;
+  Object.assign(api, { lastCode: 0, lastReason: '', endedBy: '', hangupAcked: false, media: 'new', stats: {} });
+  const s = (session = { timers: [], aborted: false, earlySdp: '' });
+  setState('connecting', `Preparing call to ${target}…`);
+  try {
+    ensureAudioContext();
+    s.local = await navigator.mediaDevices.getUserMedia({
+      audio: { echoCancellation: processing, noiseSuppression: processing, autoGainControl: processing },
+      video: false,
+    });
+    startMicMeter(s);
+
+    const pc = (s.pc = new RTCPeerConnection({ iceServers: [], bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' }));
+    for (const track of s.local.getAudioTracks()) pc.addTrack(track, s.local);
+    pc.ontrack = (ev) => attachRemote(s, ev.streams[0] || new MediaStream([ev.track]));
+    pc.onconnectionstatechange = () => {
+      api.media = pc.connectionState;
+      log(`media ${pc.connectionState}`);
+    };
+    await pc.setLocalDescription(await pc.createOffer());
+    await iceGatheringDone(pc);
+    if (s.aborted) return;
+
+    await ua.connect();
+    if (s.aborted) return;
+    setState('calling', `Calling ${target}…`);
+    s.call = ua.invite(target, pc.localDescription.sdp, {
+      progress: (ev) => onProgress(s, ev),
+      answered: (ev) => onAnswered(s, ev),
+      failed: (ev) => onFailed(s, ev),
+      ended: (ev) => onEnded(s, ev),
+      offer: (ev) => onOffer(s, ev),
+    });
+    s.timers.push(setInterval(() => collectStats(s), 1000));
+  } catch (err) {
+    api.lastReason = err.message;
+    setState('failed', `Call failed: ${err.message}`, 'error');
+    teardown(s);
+    throw err;
+  }
+}
+
+/** Hangs up (BYE, or CANCEL while ringing). Resolves when the call is over. */
+function hangup() {
+  const s = session;
+  if (!s) return Promise.resolve();
+  const over = new Promise((resolve) => { s.onOver = resolve; });
+  if (!s.call) { // still preparing: nothing was sent yet
+    s.aborted = true;
+    setState('ended', 'Call abandoned');
+    teardown(s);
+    return Promise.resolve();
+  }
+  setState('ending', 'Hanging up…');
+  s.call.hangup();
+  return over;
+}
+
+/** Sends RFC 4733 DTMF digits on the audio sender. Returns false if it cannot. */
+function dtmf(digits, duration = 100, gap = 70) {
+  const sender = session && session.pc && session.pc.getSenders().find((x) => x.track && x.track.kind === 'audio');
+  if (!sender || !sender.dtmf || !sender.dtmf.canInsertDTMF) {
+    log('DTMF not possible now (no call, or telephone-event not negotiated)');
+    return false;
+  }
+  sender.dtmf.ontonechange = (ev) => { if (ev.tone) log(`DTMF ${ev.tone}`); };
+  sender.dtmf.insertDTMF(String(digits), duration, gap);
+  return true;
+}
+
+/**
+ * Returns, for each frequency in Hz, the highest level seen at it in the
+ * remote audio during the call, in dB above that moment's median level over
+ * the telephone band (the noise floor). null where nothing was measured.
+ */
+function toneLevels(freqs) {
+  return freqs.map((f) => {
+    if (!tone.max || tone.frames === 0) return null;
+    const centre = Math.round(f / tone.binHz);
+    let best = -Infinity;
+    // ±2 bins (about ±12 Hz at 48 kHz) absorbs window leakage and clock drift.
+    for (let i = Math.max(centre - 2, 0); i <= Math.min(centre + 2, tone.max.length - 1); i++) {
+      best = Math.max(best, tone.max[i]);
+    }
+    return Number.isFinite(best) ? Math.round(best * 10) / 10 : null;
+  });
+}
+
+function onProgress(s, { status, reason, sdp }) {
+  api.lastCode = status;
+  api.lastReason = reason;
+  if (status === 100) return;
+  if (sdp) {
+    s.earlySdp = sdp;
+    // Early media: a provisional answer lets audio flow before the 200.
+    s.pc.setRemoteDescription({ type: 'pranswer', sdp })
+      .catch((err) => log(`early SDP rejected: ${err.message}`));
+  }
+  if (status === 180) setState('ringing', `Ringing (${status} ${reason})`);
+  else setState('early', `${status} ${reason}${sdp ? ' (early media)' : ''}`);
+}
+
+async function onAnswered(s, { sdp }) {
+  api.lastCode = 200;
+  api.lastReason = 'OK';
+  const answer = sdp || s.earlySdp;
+  if (!answer) {
+    api.lastReason = 'answer without SDP';
+    setState('ending', 'The answer carried no SDP; hanging up', 'error');
+    s.call.hangup();
+    return;
+  }
+  try {
+    await s.pc.setRemoteDescription({ type: 'answer', sdp: answer });
+  } catch (err) {
+    api.lastReason = `bad SDP answer: ${err.message}`;
+    setState('ending', `Bad SDP answer (${err.message}); hanging up`, 'error');
+    s.call.hangup();
+    return;
+  }
+  if (api.state !== 'ending') setState('established', 'In call', 'ok');
+}
+
+function onFailed(s, { status, reason }) {
+  api.lastCode = status;
+  api.lastReason = reason;
+  setState('failed', status ? `Call failed: ${status} ${reason}` : `Call failed: ${reason}`, 'error');
+}
+
+function onEnded(s, { by, status }) {
+  api.endedBy = by;
+  api.hangupAcked = by === 'local' && ((status >= 200 && status < 300) || status === 487);
+  if (api.state !== 'failed') {
+    const how = by === 'remote' ? 'by the other side' : api.hangupAcked ? '' : '(no answer to our BYE/CANCEL)';
+    setState('ended', `Call ended ${how}`.trim());
+  }
+  teardown(s);
+}
+
+async function onOffer(s, { sdp }) {
+  await s.pc.setRemoteDescription({ type: 'offer', sdp });
+  await s.pc.setLocalDescription(await s.pc.createAnswer());
+  return s.pc.localDescription.sdp;
+}
+
+function teardown(s) {
+  for (const t of s.timers) clearInterval(t);
+  s.timers = [];
+  if (s.pc) s.pc.close();
+  if (s.local) for (const t of s.local.getTracks()) t.stop();
+  ui.remote.srcObject = null;
+  ui.micbar.style.width = '0';
+  if (session === s) session = null;
+  if (s.onOver) s.onOver();
+}
+
+function iceGatheringDone(pc) {
+  if (pc.iceGatheringState === 'complete') return Promise.resolve();
+  return new Promise((resolve) => {
+    const timer = setTimeout(done, GATHER_CAP_MS);
+    function done() {
+      clearTimeout(timer);
+      pc.removeEventListener('icegatheringstatechange', check);
+      resolve();
+    }
+    function check() { if (pc.iceGatheringState === 'complete') done(); }
+    pc.addEventListener('icegatheringstatechange', check);
+  });
+}
+
+function ensureAudioContext() {
+  if (!audioCtx) audioCtx = new AudioContext();
+  if (audioCtx.state === 'suspended') audioCtx.resume().catch(() => {});
+}
+
+function attachRemote(s, stream) {
+  if (s.remote === stream) return;
+  s.remote = stream;
+  // Chromium feeds WebRTC audio into WebAudio only while the stream is also
+  // attached to a media element, so the <audio> element is needed for both.
+  ui.remote.srcObject = stream;
+  ui.remote.play().catch((err) => log(`audio playback: ${err.message}`));
+
+  const src = audioCtx.createMediaStreamSource(stream);
+  const an = audioCtx.createAnalyser();
+  an.fftSize = 8192;
+  an.smoothingTimeConstant = 0;
+  src.connect(an);
+  // A silent path to the destination keeps the graph pulled in every browser.
+  const sink = audioCtx.createGain();
+  sink.gain.value = 0;
+  an.connect(sink).connect(audioCtx.destination);
+
+  const bins = new Float32Array(an.frequencyBinCount);
+  tone.binHz = audioCtx.sampleRate / an.fftSize;
+  tone.lo = Math.ceil(BAND_LO_HZ / tone.binHz);
+  tone.hi = Math.floor(BAND_HI_HZ / tone.binHz);
+  tone.max = new Float32Array(bins.length).fill(-Infinity);
+  tone.frames = 0;
+  const band = new Float32Array(tone.hi - tone.lo + 1);
+  s.timers.push(setInterval(() => {
+    an.getFloatFrequencyData(bins);
+    for (let i = tone.lo; i <= tone.hi; i++) band[i - tone.lo] = Number.isFinite(bins[i]) ? bins[i] : -300;
+    band.sort();
+    const floor = band[band.length >> 1];
+    for (let i = tone.lo; i <= tone.hi; i++) {
+      const rel = (Number.isFinite(bins[i]) ? bins[i] : -300) - floor;
+      if (rel > tone.max[i]) tone.max[i] = rel;
+    }
+    tone.frames++;
+  }, 100));
+}
+
+function startMicMeter(s) {
+  const src = audioCtx.createMediaStreamSource(s.local);
+  const an = audioCtx.createAnalyser();
+  an.fftSize = 1024;
+  src.connect(an);
+  const buf = new Float32Array(an.fftSize);
+  s.timers.push(setInterval(() => {
+    an.getFloatTimeDomainData(buf);
+    let sum = 0;
+    for (const x of buf) sum += x * x;
+    const db = 10 * Math.log10(sum / buf.length || 1e-12);
+    api.micLevel = Math.round(db * 10) / 10;
+    ui.micbar.style.width = `${Math.max(0, Math.min(100, ((db + 60) / 60) * 100))}%`;
+  }, 100));
+}
+
+async function collectStats(s) {
+  if (!s.pc) return;
+  const out = {};
+  const report = await s.pc.getStats();
+  const codecs = new Map();
+  report.forEach((r) => { if (r.type === 'codec') codecs.set(r.id, r.mimeType); });
+  report.forEach((r) => {
+    if (r.kind !== 'audio' && r.type !== 'candidate-pair') return;
+    if (r.type === 'inbound-rtp') {
+      Object.assign(out, {
+        packetsReceived: r.packetsReceived, packetsLost: r.packetsLost, bytesReceived: r.bytesReceived,
+        jitter: r.jitter, audioLevel: r.audioLevel, codecIn: codecs.get(r.codecId),
+      });
+    } else if (r.type === 'outbound-rtp') {
+      Object.assign(out, { packetsSent: r.packetsSent, bytesSent: r.bytesSent, codecOut: codecs.get(r.codecId) });
+    } else if (r.type === 'candidate-pair' && r.nominated) {
+      out.iceState = r.state;
+      out.rtt = r.currentRoundTripTime;
+    }
+  });
+  api.stats = out;
+}
+
+// --- the page's controls ---
+ui.target.value = defaultTarget;
+ui.form.addEventListener('submit', (ev) => {
+  ev.preventDefault();
+  call(ui.target.value.trim()).catch(() => {});
+});
+ui.hangup.addEventListener('click', () => hangup());
+ui.keypad.addEventListener('click', (ev) => {
+  const digit = ev.target.dataset && ev.target.dataset.digit;
+  if (digit) dtmf(digit);
+});
+document.addEventListener('keydown', (ev) => {
+  if (ev.target === ui.target || !session) return;
+  if (/^[0-9*#]$/.test(ev.key)) dtmf(ev.key);
+});
+setState('idle', 'Idle');
+log(`SIP WebSocket: ${wsUrl}`);
