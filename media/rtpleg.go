@@ -1,0 +1,389 @@
+package media
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// Latching modes for RTPLegOptions.Latching.
+const (
+	// LatchSDP accepts media only from the address the peer's SDP gave.
+	LatchSDP = "sdp"
+	// LatchLearn latches the first valid source and drops every other one.
+	LatchLearn = "learn"
+)
+
+// Drop reasons passed to OnDrop callbacks; stable, for metric labels.
+const (
+	DropUnlatched     = "unlatched_source"
+	DropMalformed     = "malformed"
+	DropTruncated     = "truncated"
+	DropRTCPMalformed = "rtcp_malformed"
+	DropUnknownPT     = "unknown_pt"
+	DropWriteFailed   = "write_failed"
+	DropSRTPAuth      = "srtp_auth"
+	DropSRTPReplay    = "srtp_replay"
+)
+
+// ErrNoRemote is returned by WriteRTP while the leg has nowhere to send:
+// no SetRemote yet, or the peer put the call on hold with an unspecified
+// address, and nothing latched.
+var ErrNoRemote = errors.New("rtp leg: no remote address")
+
+// errMalformedOut rejects an outgoing packet that isn't valid RTP; we don't
+// send what we couldn't parse ourselves.
+var errMalformedOut = errors.New("rtp leg: malformed outgoing RTP packet")
+
+const defaultRTCPInterval = 5 * time.Second
+
+// RTPLegOptions configures NewRTPLeg.
+type RTPLegOptions struct {
+	// Ports supplies the RTP/RTCP socket pair. Required.
+	Ports *PortAllocator
+	// ClockRate of the negotiated codec, for jitter and SR timestamps
+	// (8000 for G.711/G.722, 48000 for Opus). 0 means 8000.
+	ClockRate uint32
+	// Latching is LatchSDP (default when empty) or LatchLearn.
+	Latching string
+	// OnDrop, if set, is called for every dropped incoming packet with one
+	// of the Drop* reasons. It runs on the packet path: keep it cheap.
+	OnDrop func(reason string)
+	// RTCPInterval is the mean RTCP report interval; 0 means 5 s.
+	RTCPInterval time.Duration
+	// CNAME for RTCP SDES; empty means a random one.
+	CNAME string
+	// Logger; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// remote is the peer's negotiated addresses, replaced as a whole on re-INVITE.
+type remote struct {
+	rtp, rtcp netip.AddrPort
+}
+
+// RTPLeg is the SIP-side media leg: one RTP/RTCP UDP port pair, latched to
+// the peer, with RFC 3550 receive statistics and periodic RTCP reports.
+//
+// ReadRTP must be called from one goroutine at a time (the receive
+// statistics are updated without locks); WriteRTP, SetRemote, Stats and
+// Close are safe from any goroutine.
+type RTPLeg struct {
+	o      RTPLegOptions
+	log    *slog.Logger
+	pair   *PortPair
+	local  netip.AddrPort
+	learn  bool
+	clock  uint32
+	cname  string
+	ssrc   uint32 // our SSRC for RTCP until we send media
+	remote atomic.Pointer[remote]
+
+	// Learned sources (LatchLearn), and in both modes where the peer's
+	// RTCP came from (the address symmetric RTCP answers to).
+	latchedRTP  atomic.Pointer[netip.AddrPort]
+	latchedRTCP atomic.Pointer[netip.AddrPort]
+	rtcpMux     atomic.Bool // the peer sends RTCP on its RTP port
+
+	recv    recvStats
+	dropped atomic.Uint64
+
+	pktsOut, bytesOut, octetsOut atomic.Uint64
+	sentSSRC                     atomic.Uint32
+	sentTS                       atomic.Uint32
+	sentAt                       atomic.Int64 // unix nanos of the last send; 0 if none
+
+	// From the peer's RTCP.
+	lastSRMid     atomic.Uint32 // middle 32 bits of the peer's last SR NTP time
+	lastSRAt      atomic.Int64  // when it arrived, unix nanos
+	remoteLost    atomic.Int64
+	remoteFrac    atomic.Uint32 // fraction lost × 256
+	remoteJitter  atomic.Uint32 // timestamp units
+	rttNanos      atomic.Int64
+	rtcpLoopState rtcpPrior // owned by the RTCP sender
+
+	done      chan struct{}
+	loopWG    sync.WaitGroup
+	readerWG  sync.WaitGroup
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// NewRTPLeg allocates a port pair and starts the RTCP goroutines.
+func NewRTPLeg(o RTPLegOptions) (*RTPLeg, error) {
+	if o.Ports == nil {
+		return nil, errors.New("rtp leg: no port allocator")
+	}
+	switch o.Latching {
+	case "":
+		o.Latching = LatchSDP
+	case LatchSDP, LatchLearn:
+	default:
+		return nil, fmt.Errorf("rtp leg: unknown latching mode %q", o.Latching)
+	}
+	if o.ClockRate == 0 {
+		o.ClockRate = 8000
+	}
+	if o.RTCPInterval <= 0 {
+		o.RTCPInterval = defaultRTCPInterval
+	}
+	var rnd [12]byte
+	if _, err := rand.Read(rnd[:]); err != nil {
+		return nil, fmt.Errorf("rtp leg: random: %w", err)
+	}
+	if o.CNAME == "" {
+		o.CNAME = hex.EncodeToString(rnd[4:])
+	}
+	pair, err := o.Ports.Allocate()
+	if err != nil {
+		return nil, fmt.Errorf("rtp leg: %w", err)
+	}
+	local := netip.AddrPortFrom(o.Ports.IP(), uint16(pair.Port()))
+	log := o.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	l := &RTPLeg{
+		o:     o,
+		log:   log.With("leg", local.String()),
+		pair:  pair,
+		local: local,
+		learn: o.Latching == LatchLearn,
+		clock: o.ClockRate,
+		cname: o.CNAME,
+		ssrc:  binary.BigEndian.Uint32(rnd[:4]),
+		done:  make(chan struct{}),
+	}
+	l.recv.clockRate = uint64(o.ClockRate)
+	l.recv.epoch = time.Now()
+	l.loopWG.Add(1)
+	go l.rtcpSendLoop()
+	l.readerWG.Add(1)
+	go l.rtcpReadLoop()
+	return l, nil
+}
+
+// LocalAddr is the local RTP address, for the SDP (RTCP is its port + 1).
+func (l *RTPLeg) LocalAddr() netip.AddrPort { return l.local }
+
+// SetRemote sets the peer's RTP and RTCP addresses from its SDP (c=, m=,
+// a=rtcp). A zero rtcp means the RTP port + 1; rtcp equal to rtp means
+// rtcp-mux. It may be called again on re-INVITE. An unspecified address
+// (c=0.0.0.0, hold) stops sending. In LatchLearn mode a changed RTP address
+// forgets the learned source, since the peer has said it moved.
+func (l *RTPLeg) SetRemote(rtp, rtcp netip.AddrPort) {
+	rtp = unmap(rtp)
+	if !rtcp.IsValid() || rtcp.Port() == 0 {
+		rtcp = netip.AddrPortFrom(rtp.Addr(), rtp.Port()+1)
+	}
+	rtcp = unmap(rtcp)
+	old := l.remote.Swap(&remote{rtp: rtp, rtcp: rtcp})
+	if old == nil || old.rtp != rtp {
+		l.latchedRTP.Store(nil)
+		l.latchedRTCP.Store(nil)
+		l.rtcpMux.Store(false)
+	}
+	l.log.Debug("rtp leg remote set", "rtp", rtp.String(), "rtcp", rtcp.String())
+}
+
+func unmap(a netip.AddrPort) netip.AddrPort {
+	return netip.AddrPortFrom(a.Addr().Unmap(), a.Port())
+}
+
+func (l *RTPLeg) drop(reason string) {
+	l.dropped.Add(1)
+	if l.o.OnDrop != nil {
+		l.o.OnDrop(reason)
+	}
+}
+
+// ReadRTP blocks until an RTP packet from the latched peer arrives, copies it
+// into b (which should hold a full datagram, 1500 bytes or more) and returns
+// its length. Everything else that arrives meanwhile is dropped and counted,
+// and RTCP multiplexed on the RTP port is consumed. After Close it returns an
+// error wrapping net.ErrClosed.
+func (l *RTPLeg) ReadRTP(b []byte) (int, error) {
+	for {
+		n, _, flags, from, err := l.pair.RTP.ReadMsgUDPAddrPort(b, nil)
+		if err != nil {
+			return 0, fmt.Errorf("rtp leg %s: read: %w", l.local, err)
+		}
+		if flags&syscall.MSG_TRUNC != 0 {
+			l.drop(DropTruncated)
+			continue
+		}
+		if n, ok := l.accept(b[:n], unmap(from)); ok {
+			return n, nil
+		}
+	}
+}
+
+// accept runs one datagram received on the RTP port through latching,
+// validation, SRTP and statistics. It returns the plaintext length and
+// whether to deliver it. It is the whole untrusted-input path of the RTP
+// port, so the fuzz target drives it directly.
+func (l *RTPLeg) accept(pkt []byte, from netip.AddrPort) (int, bool) {
+	if IsRTCP(pkt) {
+		if !l.rtcpSourceOK(from, true) {
+			l.drop(DropUnlatched)
+			return 0, false
+		}
+		if l.handleRTCP(pkt, from, true) {
+			l.rtcpMux.Store(true)
+		}
+		return 0, false
+	}
+	latched := l.latchedRTP.Load()
+	if l.learn {
+		if latched != nil && *latched != from {
+			l.drop(DropUnlatched)
+			return 0, false
+		}
+	} else if r := l.remote.Load(); r == nil || r.rtp != from {
+		l.drop(DropUnlatched)
+		return 0, false
+	}
+	if _, ok := RTPHeaderLen(pkt); !ok {
+		l.drop(DropMalformed)
+		return 0, false
+	}
+	if l.learn && latched == nil {
+		// Latch only on a packet that parsed (and, with SRTP,
+		// authenticated), so garbage sprayed at the port can't win.
+		a := from
+		l.latchedRTP.Store(&a)
+		l.log.Info("rtp leg latched", "source", from.String())
+	}
+	l.recv.update(pkt, time.Now())
+	return len(pkt), true
+}
+
+// rtcpSourceOK applies latching to an RTCP packet, received on the RTP port
+// (mux) or on the RTCP port.
+func (l *RTPLeg) rtcpSourceOK(from netip.AddrPort, onRTPPort bool) bool {
+	if !l.learn {
+		r := l.remote.Load()
+		if r == nil {
+			return false
+		}
+		if onRTPPort {
+			return from == r.rtp || from == r.rtcp
+		}
+		return from == r.rtcp
+	}
+	rtpSrc := l.latchedRTP.Load()
+	if onRTPPort {
+		return rtpSrc != nil && *rtpSrc == from
+	}
+	if c := l.latchedRTCP.Load(); c != nil {
+		return *c == from
+	}
+	// Not learned yet: the first valid RTCP source is latched by
+	// handleRTCP, but only from the host the RTP came from, if any.
+	return rtpSrc == nil || rtpSrc.Addr() == from.Addr()
+}
+
+// WriteRTP sends one RTP packet to the peer: to where its media is latched
+// from once latched (symmetric RTP), else to its SDP address. It does not
+// retain b.
+func (l *RTPLeg) WriteRTP(b []byte) error {
+	dst, ok := l.rtpDest()
+	if !ok {
+		return ErrNoRemote
+	}
+	hdr, ok := RTPHeaderLen(b)
+	if !ok {
+		return errMalformedOut
+	}
+	octets := rtpPayloadLen(b, hdr)
+	_, err := l.pair.RTP.WriteToUDPAddrPort(b, dst)
+	if err != nil {
+		return fmt.Errorf("rtp leg %s: write to %s: %w", l.local, dst, err)
+	}
+	l.pktsOut.Add(1)
+	l.bytesOut.Add(uint64(len(b)))
+	l.octetsOut.Add(uint64(octets))
+	l.sentSSRC.Store(SSRC(b))
+	l.sentTS.Store(Timestamp(b))
+	l.sentAt.Store(time.Now().UnixNano())
+	return nil
+}
+
+func (l *RTPLeg) rtpDest() (netip.AddrPort, bool) {
+	if a := l.latchedRTP.Load(); a != nil {
+		return *a, true
+	}
+	r := l.remote.Load()
+	if r == nil || !r.rtp.IsValid() || r.rtp.Addr().IsUnspecified() || r.rtp.Port() == 0 {
+		return netip.AddrPort{}, false
+	}
+	return r.rtp, true
+}
+
+// rtcpDest says where to send RTCP and from which socket.
+func (l *RTPLeg) rtcpDest() (netip.AddrPort, *net.UDPConn, bool) {
+	r := l.remote.Load()
+	if l.rtcpMux.Load() || (r != nil && r.rtcp == r.rtp) {
+		dst, ok := l.rtpDest()
+		return dst, l.pair.RTP, ok
+	}
+	if a := l.latchedRTCP.Load(); a != nil {
+		return *a, l.pair.RTCP, true
+	}
+	if a := l.latchedRTP.Load(); a != nil && (r == nil || *a != r.rtp) {
+		// Learned RTP from somewhere the SDP didn't say (a NATed
+		// peer): until its RTCP arrives and latches, the next port on
+		// the same public address is the best guess.
+		return netip.AddrPortFrom(a.Addr(), a.Port()+1), l.pair.RTCP, true
+	}
+	if r == nil || !r.rtcp.IsValid() || r.rtcp.Addr().IsUnspecified() {
+		return netip.AddrPort{}, nil, false
+	}
+	return r.rtcp, l.pair.RTCP, true
+}
+
+// Stats returns a snapshot of the leg's counters. Safe concurrently.
+func (l *RTPLeg) Stats() LegStats {
+	s := LegStats{
+		PacketsIn:          l.recv.packets.Load(),
+		PacketsOut:         l.pktsOut.Load(),
+		BytesIn:            l.recv.bytes.Load(),
+		BytesOut:           l.bytesOut.Load(),
+		Dropped:            l.dropped.Load(),
+		Lost:               l.recv.totalLost(),
+		Jitter:             l.recv.jitterMs(),
+		RemoteLost:         l.remoteLost.Load(),
+		RemoteFractionLost: float64(l.remoteFrac.Load()) / 256,
+		RemoteJitter:       float64(l.remoteJitter.Load()) * 1000 / float64(l.clock),
+		RTT:                time.Duration(l.rttNanos.Load()),
+	}
+	if t := l.recv.lastRecv.Load(); t != 0 {
+		s.LastReceived = time.Unix(0, t)
+	}
+	return s
+}
+
+// Close sends an RTCP BYE, releases the ports and stops the leg's
+// goroutines. It is idempotent.
+func (l *RTPLeg) Close() error {
+	l.closeOnce.Do(func() {
+		close(l.done)
+		l.loopWG.Wait()
+		l.sendReport(true)
+		l.closeErr = l.pair.Close()
+		l.readerWG.Wait()
+		if l.closeErr != nil {
+			l.closeErr = fmt.Errorf("rtp leg %s: close: %w", l.local, l.closeErr)
+		}
+	})
+	return l.closeErr
+}
