@@ -1,0 +1,173 @@
+package media
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"os"
+	"runtime"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pion/rtp"
+)
+
+// Test port ranges sit outside the demo's 20000-39999 so tests of other
+// packages running at the same time don't collide; the allocator skips
+// ports that are busy anyway.
+var (
+	portMu   sync.Mutex
+	nextBase = 42000 + (os.Getpid()%200)*20
+)
+
+// testPorts returns an allocator over a fresh range of n pairs on loopback.
+func testPorts(t testing.TB, pairs int) *PortAllocator {
+	t.Helper()
+	portMu.Lock()
+	base := nextBase
+	nextBase += 2 * pairs
+	if nextBase > 60000 {
+		nextBase = 42000
+	}
+	portMu.Unlock()
+	a, err := NewPortAllocator("127.0.0.1", base, base+2*pairs-1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// dropLog records OnDrop reasons.
+type dropLog struct {
+	mu      sync.Mutex
+	reasons []string
+}
+
+func (d *dropLog) add(r string) {
+	d.mu.Lock()
+	d.reasons = append(d.reasons, r)
+	d.mu.Unlock()
+}
+
+func (d *dropLog) count(r string) int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	n := 0
+	for _, x := range d.reasons {
+		if x == r {
+			n++
+		}
+	}
+	return n
+}
+
+func (d *dropLog) all() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return slices.Clone(d.reasons)
+}
+
+func newTestLeg(t testing.TB, ports *PortAllocator, o RTPLegOptions) *RTPLeg {
+	t.Helper()
+	o.Ports = ports
+	l, err := NewRTPLeg(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l
+}
+
+// peer is a raw UDP endpoint standing in for the far end.
+type peer struct {
+	rtp, rtcp *net.UDPConn
+}
+
+func newPeer(t testing.TB) *peer {
+	t.Helper()
+	p := &peer{rtp: listenLoopback(t), rtcp: listenLoopback(t)}
+	return p
+}
+
+func listenLoopback(t testing.TB) *net.UDPConn {
+	t.Helper()
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func addrOf(c *net.UDPConn) netip.AddrPort {
+	return unmap(c.LocalAddr().(*net.UDPAddr).AddrPort())
+}
+
+func rtcpAddrOf(l *RTPLeg) netip.AddrPort {
+	return netip.AddrPortFrom(l.LocalAddr().Addr(), l.LocalAddr().Port()+1)
+}
+
+func mkRTP(t testing.TB, pt uint8, seq uint16, ts, ssrc uint32, marker bool, payload []byte) []byte {
+	t.Helper()
+	p := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: pt, SequenceNumber: seq, Timestamp: ts, SSRC: ssrc, Marker: marker}, Payload: payload}
+	b, err := p.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func send(t testing.TB, c *net.UDPConn, to netip.AddrPort, b []byte) {
+	t.Helper()
+	if _, err := c.WriteToUDPAddrPort(b, to); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// recv reads one datagram with a generous deadline (a failsafe against a
+// hung test, not a timing assertion).
+func recv(t testing.TB, c *net.UDPConn) ([]byte, netip.AddrPort) {
+	t.Helper()
+	buf := make([]byte, 2048)
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	n, from, err := c.ReadFromUDPAddrPort(buf)
+	if err != nil {
+		t.Fatalf("peer read: %v", err)
+	}
+	return buf[:n], unmap(from)
+}
+
+// readLeg reads one packet from a leg with the same failsafe deadline.
+func readLeg(t testing.TB, l *RTPLeg) []byte {
+	t.Helper()
+	buf := make([]byte, 2048)
+	l.pair.RTP.SetReadDeadline(time.Now().Add(10 * time.Second))
+	defer l.pair.RTP.SetReadDeadline(time.Time{})
+	n, err := l.ReadRTP(buf)
+	if err != nil {
+		t.Fatalf("leg read: %v", err)
+	}
+	return buf[:n]
+}
+
+// eventually polls cond; the deadline only keeps a broken test from hanging.
+func eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// waitGoroutines polls until the goroutine count falls back to base.
+func waitGoroutines(t testing.TB, base int) {
+	t.Helper()
+	eventually(t, "goroutines to exit", func() bool { return runtime.NumGoroutine() <= base })
+}
+
+func isClosed(err error) bool { return errors.Is(err, net.ErrClosed) }

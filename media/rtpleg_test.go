@@ -1,0 +1,376 @@
+package media
+
+import (
+	"bytes"
+	"errors"
+	"net/netip"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/pion/rtcp"
+)
+
+func TestPortAllocator(t *testing.T) {
+	a := testPorts(t, 4)
+	var pairs []*PortPair
+	seen := map[int]bool{}
+	for i := 0; i < 4; i++ {
+		p, err := a.Allocate()
+		if err != nil {
+			t.Fatalf("allocate %d: %v", i, err)
+		}
+		if p.Port()%2 != 0 {
+			t.Errorf("RTP port %d is odd", p.Port())
+		}
+		if got := p.RTCP.LocalAddr().(interface{ String() string }).String(); got == "" {
+			t.Error("no RTCP address")
+		}
+		if seen[p.Port()] {
+			t.Errorf("port %d handed out twice", p.Port())
+		}
+		seen[p.Port()] = true
+		pairs = append(pairs, p)
+	}
+	if a.InUse() != 4 {
+		t.Errorf("InUse = %d, want 4", a.InUse())
+	}
+	if _, err := a.Allocate(); !errors.Is(err, ErrNoPorts) {
+		t.Fatalf("allocate on a full range: %v, want ErrNoPorts", err)
+	}
+	for _, p := range pairs {
+		if err := p.Close(); err != nil {
+			t.Fatal(err)
+		}
+		p.Close() // idempotent
+	}
+	if a.InUse() != 0 {
+		t.Errorf("InUse after close = %d, want 0", a.InUse())
+	}
+
+	// Round-robin: a just-freed pair is not handed out again at once.
+	p1, err := a.Allocate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	port1 := p1.Port()
+	p1.Close()
+	p2, err := a.Allocate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p2.Close()
+	if p2.Port() == port1 {
+		t.Errorf("freed port %d reused at once", port1)
+	}
+}
+
+func TestPortAllocatorBadRange(t *testing.T) {
+	for _, r := range [][2]int{{0, 10}, {10, 5}, {5, 5}, {20000, 70000}} {
+		if _, err := NewPortAllocator("127.0.0.1", r[0], r[1]); err == nil {
+			t.Errorf("range %v accepted", r)
+		}
+	}
+	if _, err := NewPortAllocator("not-an-ip", 20000, 20010); err == nil {
+		t.Error("bad IP accepted")
+	}
+}
+
+// TestLegCloseReleasesPorts allocates the whole range through legs, closes
+// them, allocates it all again, and checks no goroutine is left behind.
+func TestLegCloseReleasesPorts(t *testing.T) {
+	base := runtime.NumGoroutine()
+	a := testPorts(t, 3)
+	for round := 0; round < 2; round++ {
+		var legs []*RTPLeg
+		for i := 0; i < 3; i++ {
+			l, err := NewRTPLeg(RTPLegOptions{Ports: a})
+			if err != nil {
+				t.Fatalf("round %d leg %d: %v", round, i, err)
+			}
+			legs = append(legs, l)
+		}
+		if _, err := NewRTPLeg(RTPLegOptions{Ports: a}); !errors.Is(err, ErrNoPorts) {
+			t.Fatalf("leg on a full range: %v, want ErrNoPorts", err)
+		}
+		// A blocked reader must be released by Close.
+		readErr := make(chan error, 1)
+		go func() {
+			_, err := legs[0].ReadRTP(make([]byte, 1500))
+			readErr <- err
+		}()
+		for _, l := range legs {
+			if err := l.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if err := l.Close(); err != nil {
+				t.Fatalf("second Close: %v", err)
+			}
+		}
+		if err := <-readErr; !isClosed(err) {
+			t.Fatalf("ReadRTP after Close: %v, want net.ErrClosed", err)
+		}
+		if a.InUse() != 0 {
+			t.Fatalf("InUse after close = %d", a.InUse())
+		}
+	}
+	waitGoroutines(t, base)
+}
+
+func TestLatchingSDP(t *testing.T) {
+	var drops dropLog
+	leg := newTestLeg(t, testPorts(t, 1), RTPLegOptions{OnDrop: drops.add})
+	p := newPeer(t)
+	intruder := newPeer(t)
+	leg.SetRemote(addrOf(p.rtp), addrOf(p.rtcp))
+
+	// Same host, other port; and RTCP from the intruder too.
+	send(t, intruder.rtp, leg.LocalAddr(), mkRTP(t, 0, 1, 160, 0xbad, false, []byte("stolen")))
+	send(t, p.rtcp, leg.LocalAddr(), mkRTP(t, 0, 2, 320, 0xbad, false, []byte("wrong port")))
+	rr, _ := (&rtcp.ReceiverReport{SSRC: 0xbad}).Marshal()
+	send(t, intruder.rtcp, rtcpAddrOf(leg), rr)
+	send(t, p.rtp, leg.LocalAddr(), mkRTP(t, 0, 3, 480, 0x600d, false, []byte("good")))
+
+	got := readLeg(t, leg)
+	if SSRC(got) != 0x600d || !bytes.HasSuffix(got, []byte("good")) {
+		t.Fatalf("delivered %x, want the peer's packet", got)
+	}
+	// Two RTP drops on the reading goroutine, one RTCP drop on the
+	// leg's RTCP goroutine, in whatever order.
+	eventually(t, "three unlatched drops", func() bool { return drops.count(DropUnlatched) == 3 })
+	if s := leg.Stats(); s.PacketsIn != 1 || s.Dropped != 3 {
+		t.Errorf("stats %+v, want 1 in, 3 dropped", s)
+	}
+
+	// Before SetRemote nothing is accepted at all in sdp mode.
+	leg2 := newTestLeg(t, testPorts(t, 1), RTPLegOptions{Latching: LatchSDP, OnDrop: drops.add})
+	go leg2.ReadRTP(make([]byte, 1500)) // drops happen on the reading goroutine
+	send(t, p.rtp, leg2.LocalAddr(), mkRTP(t, 0, 1, 160, 1, false, []byte("early")))
+	eventually(t, "early packet drop", func() bool { return leg2.Stats().Dropped == 1 })
+	if err := leg2.WriteRTP(mkRTP(t, 0, 1, 1, 1, false, nil)); !errors.Is(err, ErrNoRemote) {
+		t.Errorf("WriteRTP without remote: %v, want ErrNoRemote", err)
+	}
+}
+
+func TestLatchingLearn(t *testing.T) {
+	var drops dropLog
+	leg := newTestLeg(t, testPorts(t, 1), RTPLegOptions{Latching: LatchLearn, OnDrop: drops.add})
+	sdpPeer := newPeer(t) // what the SDP said
+	natted := newPeer(t)  // where the media really comes from
+	intruder := newPeer(t)
+	leg.SetRemote(addrOf(sdpPeer.rtp), netip.AddrPort{})
+
+	// Garbage arriving first must not win the latch.
+	send(t, intruder.rtp, leg.LocalAddr(), []byte{0x80, 0, 0})
+	send(t, natted.rtp, leg.LocalAddr(), mkRTP(t, 0, 1, 160, 7, false, []byte("first")))
+	send(t, intruder.rtp, leg.LocalAddr(), mkRTP(t, 0, 2, 320, 7, false, []byte("inject")))
+	send(t, natted.rtp, leg.LocalAddr(), mkRTP(t, 0, 2, 320, 7, false, []byte("second")))
+
+	for _, want := range []string{"first", "second"} {
+		if got := readLeg(t, leg); !bytes.HasSuffix(got, []byte(want)) {
+			t.Fatalf("delivered %q, want %q", got[12:], want)
+		}
+	}
+	if drops.count(DropMalformed) != 1 || drops.count(DropUnlatched) != 1 {
+		t.Errorf("drops %v, want one malformed and one unlatched", drops.all())
+	}
+
+	// Symmetric RTP: we answer to the latched source, not the SDP address.
+	if err := leg.WriteRTP(mkRTP(t, 0, 9, 9, 9, false, []byte("back"))); err != nil {
+		t.Fatal(err)
+	}
+	got, from := recv(t, natted.rtp)
+	if !bytes.HasSuffix(got, []byte("back")) || from != leg.LocalAddr() {
+		t.Fatalf("natted peer got %q from %s", got, from)
+	}
+}
+
+// TestLegStatsLoss checks the RFC 3550 loss count from sequence numbers.
+func TestLegStatsLoss(t *testing.T) {
+	leg := newTestLeg(t, testPorts(t, 1), RTPLegOptions{})
+	p := newPeer(t)
+	leg.SetRemote(addrOf(p.rtp), addrOf(p.rtcp))
+	seqs := []uint16{65533, 65534, 65535, 1, 2, 5} // wraps; 0, 3 and 4 lost
+	for _, s := range seqs {
+		send(t, p.rtp, leg.LocalAddr(), mkRTP(t, 0, s, uint32(s)*160, 42, false, make([]byte, 160)))
+	}
+	for range seqs {
+		readLeg(t, leg)
+	}
+	s := leg.Stats()
+	if s.PacketsIn != uint64(len(seqs)) || s.Lost != 3 {
+		t.Errorf("PacketsIn=%d Lost=%d, want %d and 3", s.PacketsIn, s.Lost, len(seqs))
+	}
+	if s.BytesIn != uint64(len(seqs)*172) || s.LastReceived.IsZero() || s.Jitter < 0 {
+		t.Errorf("stats %+v", s)
+	}
+
+	// A new SSRC starts a new count; the old loss stays in the total.
+	for _, sq := range []uint16{100, 102} {
+		send(t, p.rtp, leg.LocalAddr(), mkRTP(t, 0, sq, 0, 43, false, nil))
+		readLeg(t, leg)
+	}
+	if s := leg.Stats(); s.Lost != 4 {
+		t.Errorf("Lost after SSRC change = %d, want 4", s.Lost)
+	}
+}
+
+func TestRTCPReports(t *testing.T) {
+	var drops dropLog
+	leg := newTestLeg(t, testPorts(t, 1), RTPLegOptions{RTCPInterval: 20 * time.Millisecond, CNAME: "leg@test", OnDrop: drops.add})
+	p := newPeer(t)
+	leg.SetRemote(addrOf(p.rtp), addrOf(p.rtcp))
+
+	// Media both ways.
+	const ourSSRC, peerSSRC = 0x1111, 0x2222
+	for i := 0; i < 5; i++ {
+		if err := leg.WriteRTP(mkRTP(t, 0, uint16(i), uint32(i)*160, ourSSRC, false, make([]byte, 160))); err != nil {
+			t.Fatal(err)
+		}
+		recv(t, p.rtp)
+	}
+	for _, s := range []uint16{10, 11, 13} {
+		send(t, p.rtp, leg.LocalAddr(), mkRTP(t, 0, s, uint32(s)*160, peerSSRC, false, make([]byte, 160)))
+		readLeg(t, leg)
+	}
+
+	// The peer's RTCP socket receives a valid compound SR.
+	var sr *rtcp.SenderReport
+	var cname string
+	for sr == nil {
+		b, from := recv(t, p.rtcp)
+		if from != rtcpAddrOf(leg) {
+			t.Fatalf("RTCP from %s, want %s", from, rtcpAddrOf(leg))
+		}
+		pkts, err := rtcp.Unmarshal(b)
+		if err != nil {
+			t.Fatalf("leg sent invalid RTCP: %v", err)
+		}
+		for _, pk := range pkts {
+			switch pk := pk.(type) {
+			case *rtcp.SenderReport:
+				if len(pk.Reports) == 1 && pk.Reports[0].LastSequenceNumber == 13 {
+					sr = pk
+				}
+			case *rtcp.SourceDescription:
+				cname = string(pk.Chunks[0].Items[0].Text)
+			}
+		}
+	}
+	if sr.SSRC != ourSSRC || sr.PacketCount != 5 || sr.OctetCount != 5*160 {
+		t.Errorf("SR %+v, want SSRC %x, 5 packets, 800 octets", sr, ourSSRC)
+	}
+	if rb := sr.Reports[0]; rb.SSRC != peerSSRC || rb.TotalLost != 1 {
+		t.Errorf("report block %+v, want SSRC %x and 1 lost", rb, peerSSRC)
+	}
+	if cname != "leg@test" {
+		t.Errorf("CNAME %q", cname)
+	}
+
+	// The peer's RR about our stream lands in Stats, with an RTT from the
+	// LSR/DLSR pair.
+	rr := &rtcp.ReceiverReport{SSRC: peerSSRC, Reports: []rtcp.ReceptionReport{{
+		SSRC: ourSSRC, FractionLost: 64, TotalLost: 5, LastSequenceNumber: 4, Jitter: 80,
+		LastSenderReport: uint32(sr.NTPTime >> 16), Delay: 0,
+	}}}
+	b, err := rr.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	send(t, p.rtcp, rtcpAddrOf(leg), b)
+	eventually(t, "remote stats", func() bool { return leg.Stats().RemoteLost == 5 })
+	s := leg.Stats()
+	if s.RemoteFractionLost != 0.25 || s.RemoteJitter != 10 || s.RTT <= 0 {
+		t.Errorf("remote stats %+v, want 25%% lost, 10 ms jitter, an RTT", s)
+	}
+
+	// rtcp-mux: an RR on the RTP port is consumed, not delivered as RTP.
+	rr.Reports[0].TotalLost = 6
+	b, _ = rr.Marshal()
+	send(t, p.rtp, leg.LocalAddr(), b)
+	send(t, p.rtp, leg.LocalAddr(), mkRTP(t, 0, 14, 14*160, peerSSRC, false, []byte("rtp")))
+	if got := readLeg(t, leg); !bytes.HasSuffix(got, []byte("rtp")) {
+		t.Fatalf("delivered %x, want the RTP packet", got)
+	}
+	if s := leg.Stats(); s.RemoteLost != 6 {
+		t.Errorf("muxed RR not handled: RemoteLost %d", s.RemoteLost)
+	}
+
+	// Garbage on the RTCP port is counted.
+	send(t, p.rtcp, rtcpAddrOf(leg), []byte{0x80, 201, 0, 9, 1})
+	eventually(t, "rtcp_malformed drop", func() bool { return drops.count(DropRTCPMalformed) == 1 })
+
+	// Close sends a BYE (after whatever reports were in flight). Since
+	// the peer uses rtcp-mux now, so does the leg: RTCP goes to the
+	// peer's RTP port.
+	leg.Close()
+	for {
+		b, _ := recv(t, p.rtp)
+		if !IsRTCP(b) {
+			t.Fatalf("RTP after Close: %x", b)
+		}
+		pkts, err := rtcp.Unmarshal(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bye, ok := pkts[len(pkts)-1].(*rtcp.Goodbye); ok {
+			if len(bye.Sources) != 1 || bye.Sources[0] != ourSSRC {
+				t.Errorf("BYE %+v", bye)
+			}
+			break
+		}
+	}
+}
+
+// TestRTCPReceiverReport: a leg that hasn't sent media reports with RR.
+func TestRTCPReceiverReport(t *testing.T) {
+	leg := newTestLeg(t, testPorts(t, 1), RTPLegOptions{RTCPInterval: 20 * time.Millisecond, Latching: LatchLearn})
+	p := newPeer(t)
+	leg.SetRemote(addrOf(p.rtp), addrOf(p.rtcp))
+	send(t, p.rtp, leg.LocalAddr(), mkRTP(t, 0, 1, 160, 0x77, false, nil))
+	readLeg(t, leg)
+	for {
+		b, _ := recv(t, p.rtcp)
+		pkts, err := rtcp.Unmarshal(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rr, ok := pkts[0].(*rtcp.ReceiverReport); ok && len(rr.Reports) == 1 {
+			if rr.Reports[0].SSRC != 0x77 {
+				t.Errorf("RR %+v", rr)
+			}
+			return
+		}
+	}
+}
+
+func TestMalformedInput(t *testing.T) {
+	var drops dropLog
+	leg := newTestLeg(t, testPorts(t, 1), RTPLegOptions{OnDrop: drops.add})
+	p := newPeer(t)
+	leg.SetRemote(addrOf(p.rtp), addrOf(p.rtcp))
+	bad := [][]byte{
+		{},               // empty datagram
+		{0x80},           // short
+		make([]byte, 12), // version 0
+		append([]byte{0x8f, 0}, make([]byte, 10)...),              // 15 CSRCs missing
+		append([]byte{0x90, 0}, make([]byte, 12)...),              // extension header cut
+		{0x90, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff}, // extension length past end
+		append([]byte{0xa0, 0}, append(make([]byte, 10), 0)...),   // padding count 0
+		append([]byte{0xa0, 0}, append(make([]byte, 10), 99)...),  // padding past end
+	}
+	for _, b := range bad {
+		send(t, p.rtp, leg.LocalAddr(), b)
+	}
+	send(t, p.rtp, leg.LocalAddr(), mkRTP(t, 0, 1, 1, 1, false, []byte("ok")))
+	if got := readLeg(t, leg); !bytes.HasSuffix(got, []byte("ok")) {
+		t.Fatalf("delivered %x", got)
+	}
+	if n := drops.count(DropMalformed); n != len(bad) {
+		t.Errorf("malformed drops = %d, want %d (%v)", n, len(bad), drops.all())
+	}
+	for _, b := range bad {
+		send(t, p.rtcp, rtcpAddrOf(leg), b)
+	}
+	eventually(t, "rtcp drops", func() bool { return drops.count(DropRTCPMalformed) == len(bad) })
+}
