@@ -38,7 +38,7 @@ const ua = new UA({ wsUrl, user: params.get('user') || 'webphone', log });
 
 let audioCtx = null;
 let session = null; // the current call's media: {pc, local, remote, call, timers, ...}
-const tone = { binHz: 0, lo: 0, hi: 0, max: null, frames: 0 };
+const tone = { binHz: 0, lo: 0, hi: 0, sum: null, peak: 0, frames: 0 };
 
 /** The object tests drive; see README-style notes on each member. */
 const api = {
@@ -148,20 +148,29 @@ function dtmf(digits, duration = 100, gap = 70) {
 }
 
 /**
- * Returns, for each frequency in Hz, the highest level seen at it in the
- * remote audio during the call, in dB above that moment's median level over
- * the telephone band (the noise floor). null where nothing was measured.
+ * Returns, for each frequency in Hz, the level of the remote audio at it,
+ * averaged over the call, in dB above the median level of the telephone band
+ * (the noise floor). Averaging the power spectrum rather than keeping peaks
+ * makes the onset clicks and codec transients vanish, while a tone that was
+ * present for a good part of the call stands well out. null where nothing
+ * was measured.
  */
 function toneLevels(freqs) {
   return freqs.map((f) => {
-    if (!tone.max || tone.frames === 0) return null;
+    if (!tone.sum || tone.frames === 0) return null;
+    const band = Array.from(tone.sum.subarray(tone.lo, tone.hi + 1)).sort((a, b) => a - b);
+    const floor = band[band.length >> 1];
     const centre = Math.round(f / tone.binHz);
-    let best = -Infinity;
+    let peak = 0;
     // ±2 bins (about ±12 Hz at 48 kHz) absorbs window leakage and clock drift.
-    for (let i = Math.max(centre - 2, 0); i <= Math.min(centre + 2, tone.max.length - 1); i++) {
-      best = Math.max(best, tone.max[i]);
+    for (let i = Math.max(centre - 2, 0); i <= Math.min(centre + 2, tone.sum.length - 1); i++) {
+      peak = Math.max(peak, tone.sum[i]);
     }
-    return Number.isFinite(best) ? Math.round(best * 10) / 10 : null;
+    if (peak <= 0) return null;
+    // A floor of digital silence would make any trace of sound infinitely
+    // loud; 120 dB below the loudest bin is as deep as we care to look.
+    const db = 10 * Math.log10(peak / Math.max(floor, tone.peak * 1e-12));
+    return Math.round(db * 10) / 10;
   });
 }
 
@@ -274,17 +283,16 @@ function attachRemote(s, stream) {
   tone.binHz = audioCtx.sampleRate / an.fftSize;
   tone.lo = Math.ceil(BAND_LO_HZ / tone.binHz);
   tone.hi = Math.floor(BAND_HI_HZ / tone.binHz);
-  tone.max = new Float32Array(bins.length).fill(-Infinity);
+  tone.sum = new Float64Array(bins.length);
+  tone.peak = 0;
   tone.frames = 0;
-  const band = new Float32Array(tone.hi - tone.lo + 1);
+  // Every 100 ms, add the power spectrum of the last 8192 samples (170 ms).
   s.timers.push(setInterval(() => {
     an.getFloatFrequencyData(bins);
-    for (let i = tone.lo; i <= tone.hi; i++) band[i - tone.lo] = Number.isFinite(bins[i]) ? bins[i] : -300;
-    band.sort();
-    const floor = band[band.length >> 1];
-    for (let i = tone.lo; i <= tone.hi; i++) {
-      const rel = (Number.isFinite(bins[i]) ? bins[i] : -300) - floor;
-      if (rel > tone.max[i]) tone.max[i] = rel;
+    for (let i = 0; i < bins.length; i++) {
+      if (!Number.isFinite(bins[i])) continue; // -Infinity: no energy at all
+      tone.sum[i] += Math.pow(10, bins[i] / 10);
+      if (tone.sum[i] > tone.peak) tone.peak = tone.sum[i];
     }
     tone.frames++;
   }, 100));

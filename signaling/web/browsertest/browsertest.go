@@ -1,0 +1,423 @@
+// Package browsertest places calls from a real browser — Debian's headless
+// Chromium driven by playwright-core — through the softphone page of
+// signaling/web, for tests anywhere in the module.
+//
+// A test typically looks like this:
+//
+//	func TestBrowserEcho(t *testing.T) {
+//		if !browsertest.InNetns(t) {
+//			return // the parent: the child already ran the test body
+//		}
+//		// ... start a relay on 127.0.0.1 ...
+//		wav := filepath.Join(t.TempDir(), "mic.wav")
+//		browsertest.WriteToneWAV(wav, []float64{400, 1000}, 2)
+//		res, err := browsertest.Call(ctx, browsertest.Options{
+//			PageURL: "http://127.0.0.1:8080/", Target: "sip:echo@127.0.0.1",
+//			WAV: wav, Hold: 3 * time.Second, Freqs: []float64{400, 1000},
+//		})
+//		// ... assert on res.ToneDB ...
+//	}
+//
+// The node side (run.mjs, package.json) lives in this package's source
+// directory; its node_modules is installed there by .ci/deps, or by
+// EnsureDeps on first use.
+package browsertest
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// DirEnv names an environment variable that overrides where run.mjs and
+// package.json are looked for; by default it is this package's source
+// directory, which is found from the build's file paths (so -trimpath
+// builds need the variable).
+const DirEnv = "MEDIARELAY_BROWSERTEST_DIR"
+
+// netnsEnv marks the re-executed test binary; its value is the test's name.
+const netnsEnv = "MEDIARELAY_BROWSERTEST_NETNS"
+
+// Chromium is the browser binary that run.mjs launches.
+const Chromium = "/usr/bin/chromium"
+
+// Options describe one browser call.
+type Options struct {
+	// PageURL is the softphone page to open. The page connects to
+	// ws(s)://<its host>/ws unless the URL carries ?ws=<websocket URL>.
+	PageURL string
+	// Target is the SIP URI to call; empty means the page's default,
+	// sip:echo@<page host>.
+	Target string
+	// WAV is the fake microphone: a 16-bit PCM WAV file that Chromium
+	// loops (see WriteToneWAV). Empty means Chromium's built-in beeps.
+	WAV string
+	// Hold is how long to stay in the call once media flows; 0 means 3 s.
+	Hold time.Duration
+	// Freqs are the frequencies, in Hz, whose levels in the received audio
+	// are reported in Result.ToneDB.
+	Freqs []float64
+	// DTMF, if not empty, is sent as RFC 4733 events one second into the call.
+	DTMF string
+	// Timeout bounds the whole browser run; 0 means Hold + 45 s.
+	Timeout time.Duration
+}
+
+// Result is what the browser saw.
+type Result struct {
+	// Established reports that the INVITE got a 2xx and the SDP answer was accepted.
+	Established bool
+	// MediaConnected reports that ICE and DTLS completed (connectionState "connected").
+	MediaConnected bool
+	// Code and Reason are the INVITE's final (or last) status; Code is 0
+	// for a failure before any response (no WebSocket, no microphone).
+	Code   int
+	Reason string
+	// ToneDB maps each of Options.Freqs to the level of the received audio
+	// at it, averaged over the call, in dB above the noise floor (the
+	// median level over 100-3800 Hz). A steady tone that came back stands
+	// tens of dB out; a frequency nobody sent sits near 0. A frequency for
+	// which nothing was measured is absent.
+	ToneDB map[float64]float64
+	// DTMFSent reports that the page could queue Options.DTMF on its sender.
+	DTMFSent bool
+	// HungUp reports that our BYE (or CANCEL) was answered with success.
+	HungUp bool
+	// EndedBy is "local" or "remote" once the call is over.
+	EndedBy string
+	// Stats is the page's last getStats() summary (packets, codec, jitter).
+	Stats map[string]any
+	// Log holds the page's and run.mjs's log lines, for failure reports.
+	Log []string
+}
+
+// wireResult is run.mjs's JSON line.
+type wireResult struct {
+	Established    bool               `json:"established"`
+	MediaConnected bool               `json:"mediaConnected"`
+	Code           int                `json:"code"`
+	Reason         string             `json:"reason"`
+	ToneDB         map[string]float64 `json:"toneDB"`
+	DTMFSent       bool               `json:"dtmfSent"`
+	HungUp         bool               `json:"hungUp"`
+	EndedBy        string             `json:"endedBy"`
+	Stats          map[string]any     `json:"stats"`
+	Log            []string           `json:"log"`
+	Error          string             `json:"error"`
+}
+
+// wireOptions is run.mjs's input.
+type wireOptions struct {
+	PageURL   string    `json:"pageUrl"`
+	Target    string    `json:"target,omitempty"`
+	WAV       string    `json:"wav,omitempty"`
+	HoldMs    int64     `json:"holdMs"`
+	Freqs     []float64 `json:"freqs"`
+	DTMF      string    `json:"dtmf,omitempty"`
+	TimeoutMs int64     `json:"timeoutMs"`
+	Chromium  string    `json:"chromium"`
+}
+
+// Call opens the page in headless Chromium, calls o.Target, stays in the
+// call for o.Hold, measures the received tones, hangs up and reports.
+//
+// The error is non-nil when the call was not established, media did not
+// connect, or the hang-up was not acknowledged; the Result is still filled
+// in as far as the browser got, so a test that expects a rejection (say,
+// 404) can ignore the error and check Result.Code.
+func Call(ctx context.Context, o Options) (Result, error) {
+	if o.PageURL == "" {
+		return Result{}, errors.New("browsertest: Options.PageURL is empty")
+	}
+	dir, err := Dir()
+	if err != nil {
+		return Result{}, err
+	}
+	if err := EnsureDeps(ctx); err != nil {
+		return Result{}, err
+	}
+	if o.Hold <= 0 {
+		o.Hold = 3 * time.Second
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = o.Hold + 45*time.Second
+	}
+	if o.WAV != "" {
+		if o.WAV, err = filepath.Abs(o.WAV); err != nil {
+			return Result{}, err
+		}
+	}
+	in, err := json.Marshal(wireOptions{
+		PageURL:   o.PageURL,
+		Target:    o.Target,
+		WAV:       o.WAV,
+		HoldMs:    o.Hold.Milliseconds(),
+		Freqs:     o.Freqs,
+		DTMF:      o.DTMF,
+		TimeoutMs: o.Timeout.Milliseconds(),
+		Chromium:  Chromium,
+	})
+	if err != nil {
+		return Result{}, err
+	}
+
+	// run.mjs enforces o.Timeout itself and reports; the context deadline
+	// here is the backstop for a wedged node or browser.
+	ctx, cancel := context.WithTimeout(ctx, o.Timeout+15*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "node", filepath.Join(dir, "run.mjs"), string(in))
+	cmd.Dir = dir
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout = &stdout
+	cmd.Stderr = &stderr
+	// Own process group, so a cancel also takes Chromium and its helpers down.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 5 * time.Second
+	runErr := cmd.Run()
+
+	var w wireResult
+	line := lastJSONLine(stdout.Bytes())
+	if line == nil {
+		return Result{Log: splitLines(stderr.String())},
+			fmt.Errorf("browsertest: run.mjs printed no result (%v): %s", runErr, tail(stderr.String(), 2000))
+	}
+	if err := json.Unmarshal(line, &w); err != nil {
+		return Result{}, fmt.Errorf("browsertest: bad result line %q: %v", line, err)
+	}
+	res := Result{
+		Established:    w.Established,
+		MediaConnected: w.MediaConnected,
+		Code:           w.Code,
+		Reason:         w.Reason,
+		ToneDB:         map[float64]float64{},
+		DTMFSent:       w.DTMFSent,
+		HungUp:         w.HungUp,
+		EndedBy:        w.EndedBy,
+		Stats:          w.Stats,
+		Log:            append(w.Log, splitLines(stderr.String())...),
+	}
+	for k, v := range w.ToneDB {
+		f, err := strconv.ParseFloat(k, 64)
+		if err == nil {
+			res.ToneDB[f] = v
+		}
+	}
+	switch {
+	case w.Error != "":
+		return res, fmt.Errorf("browsertest: %s", w.Error)
+	case runErr != nil:
+		return res, fmt.Errorf("browsertest: run.mjs: %v: %s", runErr, tail(stderr.String(), 2000))
+	}
+	return res, nil
+}
+
+// Dir returns the directory holding run.mjs and package.json.
+func Dir() (string, error) {
+	if d := os.Getenv(DirEnv); d != "" {
+		return d, nil
+	}
+	_, file, _, ok := runtime.Caller(0)
+	if ok {
+		d := filepath.Dir(file)
+		if _, err := os.Stat(filepath.Join(d, "run.mjs")); err == nil {
+			return d, nil
+		}
+	}
+	return "", fmt.Errorf("browsertest: cannot find run.mjs next to the package source; set %s", DirEnv)
+}
+
+// EnsureDeps installs the node dependencies (playwright-core, no browser
+// download) into Dir()/node_modules unless they are there. It needs the
+// npm registry, so call it before entering a network namespace; InNetns
+// does.
+func EnsureDeps(ctx context.Context) error {
+	dir, err := Dir()
+	if err != nil {
+		return err
+	}
+	marker := filepath.Join(dir, "node_modules", "playwright-core", "package.json")
+	if _, err := os.Stat(marker); err == nil {
+		return nil
+	}
+	if _, err := exec.LookPath("npm"); err != nil {
+		return errors.New("browsertest: npm not found; run .ci/deps to install node and the browser")
+	}
+	// Several test binaries may get here at once; one installs, the others wait.
+	lock, err := os.OpenFile(filepath.Join(dir, ".npm-install.lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		return err
+	}
+	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
+	if _, err := os.Stat(marker); err == nil {
+		return nil
+	}
+	cmd := exec.CommandContext(ctx, "npm", "install", "--no-audit", "--no-fund", "--silent")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("browsertest: npm install in %s: %v\n%s", dir, err, out)
+	}
+	return nil
+}
+
+// InNetns re-executes the running test inside a fresh network namespace
+// that has only lo (unshare -n, ip link set lo up), because Chromium picks
+// non-loopback interfaces for WebRTC otherwise.
+//
+// It returns true in the child, where the test body goes on, and false in
+// the parent, which has already waited for the child and reported its
+// result and output through t; the caller returns at once. As root it uses
+// a plain network namespace; otherwise it tries a user namespace (unshare
+// -r), and skips the test only if that is impossible too.
+//
+// Everything the test body needs must be started in the child, after
+// InNetns returns true: the parent's sockets are in another namespace.
+func InNetns(t *testing.T) bool {
+	t.Helper()
+	if os.Getenv(netnsEnv) == t.Name() {
+		return true
+	}
+	if err := EnsureDeps(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	unshare, err := unshareArgs()
+	if err != nil {
+		if os.Geteuid() == 0 {
+			t.Fatalf("cannot create a network namespace as root: %v", err)
+		}
+		t.Skipf("browser test needs a network namespace with only lo, and this user cannot make one (not root, and no user namespaces): %v", err)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	args := append(unshare, "--", "/bin/sh", "-c", `ip link set lo up && exec "$@"`, "sh", exe,
+		"-test.run="+runPattern(t.Name()), "-test.v=true", "-test.count=1")
+	if d, ok := t.Deadline(); ok {
+		args = append(args, "-test.timeout="+time.Until(d).Round(time.Second).String())
+	}
+	cmd := exec.Command("unshare", args...)
+	cmd.Env = append(os.Environ(), netnsEnv+"="+t.Name())
+	out, err := cmd.CombinedOutput()
+	text := string(out)
+	t.Logf("output of %s in a network namespace:\n%s", t.Name(), text)
+
+	switch {
+	case err != nil:
+		t.Errorf("%s failed in its network namespace: %v", t.Name(), err)
+	case strings.Contains(text, "--- SKIP: "+t.Name()+" "):
+		t.Skip("skipped in the network namespace (see output above)")
+	case !strings.Contains(text, "--- PASS: "+t.Name()+" "):
+		t.Errorf("%s did not run in its network namespace (see output above)", t.Name())
+	}
+	return false
+}
+
+// unshareArgs returns the unshare flags that work here: -n as root, -r -n
+// (a user namespace mapping us to root) otherwise.
+func unshareArgs() ([]string, error) {
+	try := [][]string{{"-n"}}
+	if os.Geteuid() != 0 {
+		try = [][]string{{"-r", "-n"}}
+	}
+	var errs []error
+	for _, a := range try {
+		out, err := exec.Command("unshare", append(a, "--", "ip", "link", "set", "lo", "up")...).CombinedOutput()
+		if err == nil {
+			return a, nil
+		}
+		errs = append(errs, fmt.Errorf("unshare %s: %v: %s", strings.Join(a, " "), err, bytes.TrimSpace(out)))
+	}
+	return nil, errors.Join(errs...)
+}
+
+// runPattern matches exactly the named test (and its subtests), level by level.
+func runPattern(name string) string {
+	parts := strings.Split(name, "/")
+	for i, p := range parts {
+		parts[i] = "^" + regexp.QuoteMeta(p) + "$"
+	}
+	return strings.Join(parts, "/")
+}
+
+// WriteToneWAV writes a 48 kHz, 16-bit, mono PCM WAV file of the given
+// length holding the sum of equal-amplitude sines at freqs (peak about
+// -6 dBFS in total), for Options.WAV. Chromium loops the file, so choose a
+// length holding whole cycles of every tone (1 s does for whole-Hz
+// frequencies) to keep the loop point click-free.
+func WriteToneWAV(path string, freqs []float64, seconds float64) error {
+	const rate = 48000
+	if len(freqs) == 0 || seconds <= 0 {
+		return errors.New("browsertest: WriteToneWAV needs frequencies and a positive length")
+	}
+	n := int(seconds * rate)
+	amp := 0.5 * 32767 / float64(len(freqs))
+	data := make([]byte, 44+2*n)
+	le := binary.LittleEndian
+	copy(data[0:], "RIFF")
+	le.PutUint32(data[4:], uint32(36+2*n))
+	copy(data[8:], "WAVEfmt ")
+	le.PutUint32(data[16:], 16) // fmt chunk size
+	le.PutUint16(data[20:], 1)  // PCM
+	le.PutUint16(data[22:], 1)  // mono
+	le.PutUint32(data[24:], rate)
+	le.PutUint32(data[28:], rate*2) // byte rate
+	le.PutUint16(data[32:], 2)      // block align
+	le.PutUint16(data[34:], 16)     // bits per sample
+	copy(data[36:], "data")
+	le.PutUint32(data[40:], uint32(2*n))
+	for i := 0; i < n; i++ {
+		var v float64
+		for _, f := range freqs {
+			v += math.Sin(2 * math.Pi * f * float64(i) / rate)
+		}
+		le.PutUint16(data[44+2*i:], uint16(int16(math.Round(v*amp))))
+	}
+	return os.WriteFile(path, data, 0o644)
+}
+
+func lastJSONLine(b []byte) []byte {
+	lines := bytes.Split(bytes.TrimSpace(b), []byte("\n"))
+	for i := len(lines) - 1; i >= 0; i-- {
+		if l := bytes.TrimSpace(lines[i]); bytes.HasPrefix(l, []byte("{")) {
+			return l
+		}
+	}
+	return nil
+}
+
+func splitLines(s string) []string {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return nil
+	}
+	return strings.Split(s, "\n")
+}
+
+func tail(s string, n int) string {
+	s = strings.TrimSpace(s)
+	if len(s) > n {
+		return "…" + s[len(s)-n:]
+	}
+	return s
+}

@@ -1,0 +1,370 @@
+package browsertest_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http/httptest"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+	"github.com/pion/ice/v4"
+	"github.com/pion/webrtc/v4"
+
+	"github.com/mediarelay/mediarelay/signaling/web"
+	"github.com/mediarelay/mediarelay/signaling/web/browsertest"
+)
+
+// TestEchoCall proves the softphone page, its SIP UA and the harness end to
+// end, without the relay: the page calls a sipgo UAS over WebSocket whose
+// pion peer echoes the browser's RTP back, and the tones of the fake
+// microphone must come back into the page; the page's BYE must reach the UAS.
+func TestEchoCall(t *testing.T) {
+	if !browsertest.InNetns(t) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	tones := []float64{400, 1000}
+	const quiet = 2500.0 // a frequency nobody sends: the noise floor for comparison
+	wav := filepath.Join(t.TempDir(), "tones.wav")
+	if err := browsertest.WriteToneWAV(wav, tones, 1); err != nil {
+		t.Fatal(err)
+	}
+
+	uas := startEchoUAS(t)
+	page := httptest.NewServer(web.Handler())
+	defer page.Close()
+	pageURL := page.URL + "/?ws=" + url.QueryEscape(uas.wsURL)
+
+	t.Run("busy", func(t *testing.T) {
+		res, err := browsertest.Call(ctx, browsertest.Options{PageURL: pageURL, Target: "sip:busy@127.0.0.1"})
+		if err == nil {
+			t.Fatal("a call to a busy UAS succeeded")
+		}
+		if res.Established || res.Code != 486 || res.Reason != "Busy Here" {
+			for _, l := range res.Log {
+				t.Log(l)
+			}
+			t.Fatalf("got established=%v %d %q, want the 486 Busy Here", res.Established, res.Code, res.Reason)
+		}
+		call := uas.lastCall()
+		if call == nil {
+			t.Fatal("the UAS saw no INVITE")
+		}
+		select {
+		case <-call.rejectACKed:
+		case <-time.After(3 * time.Second):
+			t.Error("the page did not ACK the 486")
+		}
+	})
+
+	for _, codec := range []string{"opus", "pcmu"} {
+		t.Run(codec, func(t *testing.T) {
+			res, err := browsertest.Call(ctx, browsertest.Options{
+				PageURL: pageURL,
+				Target:  "sip:echo-" + codec + "@127.0.0.1",
+				WAV:     wav,
+				Hold:    3 * time.Second,
+				Freqs:   append(tones, quiet),
+				DTMF:    "1#",
+			})
+			for _, l := range res.Log {
+				t.Log(l)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("tone levels (dB over noise floor): %v; stats: %v", res.ToneDB, res.Stats)
+
+			if got := fmt.Sprint(res.Stats["codecIn"]); !strings.EqualFold(got, "audio/"+codec) {
+				t.Errorf("received codec %s, want audio/%s", got, codec)
+			}
+			floor, ok := res.ToneDB[quiet]
+			if !ok {
+				t.Fatalf("no level measured at %v Hz", quiet)
+			}
+			for _, f := range tones {
+				db, ok := res.ToneDB[f]
+				switch {
+				case !ok:
+					t.Errorf("%v Hz: nothing measured", f)
+				case db < 20 || db < floor+15:
+					t.Errorf("%v Hz came back at %.1f dB (the quiet %v Hz at %.1f dB): tone not detected", f, db, quiet, floor)
+				}
+			}
+			if !res.HungUp {
+				t.Error("the page's hang-up was not acknowledged")
+			}
+
+			call := uas.lastCall()
+			if call == nil {
+				t.Fatal("the UAS saw no INVITE")
+			}
+			select {
+			case <-call.bye:
+			case <-time.After(3 * time.Second):
+				t.Error("BYE from the page did not reach the UAS")
+			}
+			if got := call.dtmfDigits(); got != "1#" {
+				t.Errorf("UAS received DTMF %q, want %q", got, "1#")
+			}
+		})
+	}
+}
+
+// echoUAS is a SIP-over-WebSocket UAS whose calls echo RTP back to the caller.
+type echoUAS struct {
+	wsURL string
+
+	mu    sync.Mutex
+	calls []*echoCall
+}
+
+// echoCall is what the UAS saw of one call.
+type echoCall struct {
+	bye         chan struct{} // closed when the caller's BYE arrived
+	rejectACKed chan struct{} // closed when the ACK for our 486 arrived
+
+	mu     sync.Mutex
+	events []byte // RFC 4733 event codes, one per event (end packets deduplicated)
+}
+
+func (c *echoCall) dtmfDigits() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	const digits = "0123456789*#ABCD"
+	var b strings.Builder
+	for _, e := range c.events {
+		if int(e) < len(digits) {
+			b.WriteByte(digits[e])
+		}
+	}
+	return b.String()
+}
+
+func (u *echoUAS) lastCall() *echoCall {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if len(u.calls) == 0 {
+		return nil
+	}
+	return u.calls[len(u.calls)-1]
+}
+
+// startEchoUAS serves SIP over WebSocket on its own loopback port (sipgo's
+// WS upgrade ignores the path, so it cannot share the page's HTTP server).
+// The INVITE's user picks the codec: echo-opus or echo-pcmu.
+func startEchoUAS(t *testing.T) *echoUAS {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ua, err := sipgo.NewUA(sipgo.WithUserAgent("browsertest-echo"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := sipgo.NewServer(ua)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := sipgo.NewClient(ua)
+	if err != nil {
+		t.Fatal(err)
+	}
+	uriParams := sip.NewParams()
+	uriParams.Add("transport", "ws")
+	contact := sip.ContactHeader{Address: sip.Uri{
+		Scheme: "sip", User: "echo", Host: "127.0.0.1", Port: port, UriParams: uriParams,
+	}}
+	dialogs := sipgo.NewDialogServerCache(client, contact)
+	u := &echoUAS{wsURL: fmt.Sprintf("ws://127.0.0.1:%d/ws", port)}
+
+	srv.OnInvite(func(req *sip.Request, tx sip.ServerTransaction) {
+		dlg, err := dialogs.ReadInvite(req, tx)
+		if err != nil {
+			t.Logf("UAS: bad INVITE: %v", err)
+			_ = tx.Respond(sip.NewResponseFromRequest(req, 400, "Bad Request", nil))
+			return
+		}
+		defer dlg.Close()
+		call := &echoCall{bye: make(chan struct{}), rejectACKed: make(chan struct{})}
+		u.mu.Lock()
+		u.calls = append(u.calls, call)
+		u.mu.Unlock()
+
+		if req.Recipient.User == "busy" {
+			// A final non-2xx: the page must ACK it (RFC 3261 §17.1.1.3).
+			if err := tx.Respond(sip.NewResponseFromRequest(req, 486, "Busy Here", nil)); err != nil {
+				t.Logf("UAS: 486: %v", err)
+				return
+			}
+			select {
+			case <-tx.Acks():
+				close(call.rejectACKed)
+			case <-time.After(5 * time.Second):
+			}
+			return
+		}
+		// Exercise the page's provisional-response handling before answering.
+		if err := dlg.Respond(180, "Ringing", nil); err != nil {
+			t.Logf("UAS: 180: %v", err)
+			return
+		}
+		codec := strings.TrimPrefix(req.Recipient.User, "echo-")
+		pc, answer, err := newEchoPeer(codec, string(req.Body()), call)
+		if err != nil {
+			t.Logf("UAS: %v", err)
+			_ = dlg.Respond(488, "Not Acceptable Here", nil)
+			return
+		}
+		defer pc.Close()
+		// RespondSDP returns once the ACK arrives (it retransmits the 200 until then).
+		if err := dlg.RespondSDP([]byte(answer)); err != nil {
+			t.Logf("UAS: 200: %v", err)
+			return
+		}
+		// Keep the peer echoing until the dialog ends (BYE) or the test does.
+		<-dlg.Context().Done()
+	})
+	srv.OnAck(func(req *sip.Request, tx sip.ServerTransaction) {
+		if err := dialogs.ReadAck(req, tx); err != nil {
+			t.Logf("UAS: ACK: %v", err)
+		}
+	})
+	srv.OnBye(func(req *sip.Request, tx sip.ServerTransaction) {
+		if err := dialogs.ReadBye(req, tx); err != nil {
+			t.Logf("UAS: BYE: %v", err)
+			_ = tx.Respond(sip.NewResponseFromRequest(req, 481, "Call/Transaction Does Not Exist", nil))
+			return
+		}
+		if c := u.lastCall(); c != nil {
+			close(c.bye)
+		}
+	})
+
+	go func() {
+		if err := srv.ServeWS(ln); err != nil && !errors.Is(err, net.ErrClosed) {
+			t.Logf("UAS: ServeWS: %v", err)
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		srv.Close()
+		ua.Close()
+	})
+	return u
+}
+
+// newEchoPeer answers the browser's offer with a pion peer that sends every
+// audio packet it receives back on its own track, and records RFC 4733
+// events instead of echoing them.
+func newEchoPeer(codec, offer string, call *echoCall) (*webrtc.PeerConnection, string, error) {
+	var audio webrtc.RTPCodecCapability
+	switch codec {
+	case "opus":
+		audio = webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2, SDPFmtpLine: "minptime=10;useinbandfec=1"}
+	case "pcmu":
+		audio = webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypePCMU, ClockRate: 8000, Channels: 1}
+	default:
+		return nil, "", fmt.Errorf("unknown codec %q", codec)
+	}
+	m := &webrtc.MediaEngine{}
+	if err := m.RegisterCodec(webrtc.RTPCodecParameters{RTPCodecCapability: audio, PayloadType: 111}, webrtc.RTPCodecTypeAudio); err != nil {
+		return nil, "", err
+	}
+	event := webrtc.RTPCodecCapability{MimeType: "audio/telephone-event", ClockRate: audio.ClockRate, SDPFmtpLine: "0-16"}
+	if err := m.RegisterCodec(webrtc.RTPCodecParameters{RTPCodecCapability: event, PayloadType: 101}, webrtc.RTPCodecTypeAudio); err != nil {
+		return nil, "", err
+	}
+	var se webrtc.SettingEngine
+	// Only lo exists in the test's namespace, and pion skips it by default.
+	se.SetIncludeLoopbackCandidate(true)
+	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	api := webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithSettingEngine(se))
+
+	pc, err := api.NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		return nil, "", err
+	}
+	fail := func(err error) (*webrtc.PeerConnection, string, error) {
+		pc.Close()
+		return nil, "", err
+	}
+	track, err := webrtc.NewTrackLocalStaticRTP(audio, "audio", "echo")
+	if err != nil {
+		return fail(err)
+	}
+	sender, err := pc.AddTrack(track)
+	if err != nil {
+		return fail(err)
+	}
+	go func() { // RTCP must be read for the sender's interceptors to run
+		buf := make([]byte, 1500)
+		for {
+			if _, _, err := sender.Read(buf); err != nil {
+				return
+			}
+		}
+	}()
+	pc.OnTrack(func(remote *webrtc.TrackRemote, recv *webrtc.RTPReceiver) {
+		var audioPT, eventPT webrtc.PayloadType = 255, 255
+		for _, c := range recv.GetParameters().Codecs {
+			if strings.EqualFold(c.MimeType, event.MimeType) {
+				eventPT = c.PayloadType
+			} else if strings.EqualFold(c.MimeType, audio.MimeType) {
+				audioPT = c.PayloadType
+			}
+		}
+		var lastEventTS uint32
+		var seq uint16
+		for {
+			pkt, _, err := remote.ReadRTP()
+			if err != nil {
+				return
+			}
+			switch webrtc.PayloadType(pkt.PayloadType) {
+			case audioPT:
+				// Renumber, so the events we keep to ourselves leave no gap
+				// that the browser would count as loss.
+				pkt.SequenceNumber = seq
+				seq++
+				_ = track.WriteRTP(pkt)
+			case eventPT:
+				// An event is sent as several packets sharing a timestamp; the
+				// end bit (0x80 in byte 1) marks the last, repeated 3 times.
+				if len(pkt.Payload) >= 4 && pkt.Payload[1]&0x80 != 0 && pkt.Timestamp != lastEventTS {
+					lastEventTS = pkt.Timestamp
+					call.mu.Lock()
+					call.events = append(call.events, pkt.Payload[0])
+					call.mu.Unlock()
+				}
+			}
+		}
+	})
+
+	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: offer}); err != nil {
+		return fail(fmt.Errorf("offer: %w", err))
+	}
+	answer, err := pc.CreateAnswer(nil)
+	if err != nil {
+		return fail(err)
+	}
+	gathered := webrtc.GatheringCompletePromise(pc)
+	if err := pc.SetLocalDescription(answer); err != nil {
+		return fail(err)
+	}
+	<-gathered
+	return pc, pc.LocalDescription().SDP, nil
+}
