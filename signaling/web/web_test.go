@@ -4,6 +4,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os/exec"
 	"strings"
 	"testing"
 )
@@ -106,4 +107,21 @@ func readAll(t *testing.T, resp *http.Response) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// TestSIPUserAgentJS runs the JavaScript unit tests of the page's SIP user
+// agent (testdata/sip_test.mjs) under node, when node is installed.
+func TestSIPUserAgentJS(t *testing.T) {
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Skip("node not installed (.ci/deps installs it)")
+	}
+	// static/*.js are browser modules without a package.json saying so;
+	// module detection lets node load them as ES modules all the same.
+	cmd := exec.Command(node, "--experimental-detect-module", "--test", "testdata/sip_test.mjs")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("node --test: %v\n%s", err, out)
+	}
+	t.Logf("%s", out)
 }

@@ -66,6 +66,7 @@ function setState(state, text, kind = '') {
   const busy = !['idle', 'ended', 'failed'].includes(state);
   ui.call.disabled = busy;
   ui.hangup.disabled = !busy;
+  for (const b of ui.keypad.querySelectorAll('button')) b.disabled = !['established', 'early'].includes(state);
   log(`state ${state}: ${text}`);
 }
 

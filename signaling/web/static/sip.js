@@ -269,6 +269,20 @@ export class UA {
     this.transactions = new Map(); // branch -> handler(response)
     this.call = null;
     this.onclose = null;
+    this.timers = new Set();
+  }
+
+  /** setTimeout that close() can cancel. */
+  later(fn, ms) {
+    const id = setTimeout(() => { this.timers.delete(id); fn(); }, ms);
+    this.timers.add(id);
+    return id;
+  }
+
+  /** Cancels a timer from later(). */
+  cancel(id) {
+    clearTimeout(id);
+    this.timers.delete(id);
   }
 
   /** Opens the WebSocket if it is not open; resolves once it is. */
@@ -299,7 +313,10 @@ export class UA {
     return this.connecting;
   }
 
+  /** Closes the socket and cancels every pending timer. */
   close() {
+    for (const id of this.timers) clearTimeout(id);
+    this.timers.clear();
     if (this.ws) this.ws.close(1000);
     this.ws = null;
   }
@@ -385,17 +402,17 @@ export class UA {
   requestNonInvite(build) {
     const branch = newBranch();
     return new Promise((resolve) => {
-      const timer = setTimeout(() => { this.transactions.delete(branch); resolve(null); }, NON_INVITE_TIMEOUT_MS);
+      const timer = this.later(() => { this.transactions.delete(branch); resolve(null); }, NON_INVITE_TIMEOUT_MS);
       this.transactions.set(branch, (res) => {
         if (res.status < 200) return;
-        clearTimeout(timer);
+        this.cancel(timer);
         this.transactions.delete(branch);
         resolve(res);
       });
       try {
         this.send(build(branch));
       } catch (err) {
-        clearTimeout(timer);
+        this.cancel(timer);
         this.transactions.delete(branch);
         this.log(err.message);
         resolve(null);
@@ -431,7 +448,7 @@ class Call {
 
   start(sdp) {
     this.ua.transactions.set(this.inviteBranch, (res) => this.inviteResponse(res));
-    this.timerB = setTimeout(() => {
+    this.timerB = this.ua.later(() => {
       if (this.state === 'calling' && !this.provisional) this.fail(408, 'Request Timeout (no response)');
     }, TIMER_B_MS);
     const headers = [
@@ -466,7 +483,7 @@ class Call {
     if (status < 200) {
       if (this.state !== 'calling' && this.state !== 'early') return;
       this.provisional = true;
-      clearTimeout(this.timerB);
+      this.ua.cancel(this.timerB);
       if (status > 100) {
         this.state = 'early';
         if (res.to.params.has('tag')) this.remoteToValue = res.get('to');
@@ -491,7 +508,7 @@ class Call {
         this.sendBye();
         return;
       }
-      clearTimeout(this.timerB);
+      this.ua.cancel(this.timerB);
       this.establish(res);
       this.ua.send(this.ack);
       this.state = 'confirmed';
@@ -514,7 +531,7 @@ class Call {
     ]);
     try { this.ua.send(ack); } catch (err) { this.ua.log(err.message); }
     if (this.done) return;
-    clearTimeout(this.timerB);
+    this.ua.cancel(this.timerB);
     if (this.cancelWanted && status === 487) {
       this.finish('local', status);
     } else {
@@ -619,7 +636,7 @@ class Call {
     this.cancelWanted = true;
     if (this.provisional) this.sendCancel();
     // If the far end never answers the CANCEL or INVITE, end locally anyway.
-    setTimeout(() => { if (!this.done) this.finish('local', 0); }, NON_INVITE_TIMEOUT_MS);
+    this.ua.later(() => { if (!this.done) this.finish('local', 0); }, NON_INVITE_TIMEOUT_MS);
   }
 
   sendCancel() {
@@ -659,9 +676,9 @@ class Call {
     if (this.done) return;
     this.done = true;
     this.state = 'ended';
-    clearTimeout(this.timerB);
+    this.ua.cancel(this.timerB);
     // Keep the INVITE transaction a little longer so a late 2xx still gets ACKed and BYEd.
-    setTimeout(() => this.ua.transactions.delete(this.inviteBranch), 32000);
+    this.ua.later(() => this.ua.transactions.delete(this.inviteBranch), TIMER_B_MS);
     this.emit('ended', { by, status });
   }
 
