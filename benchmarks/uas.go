@@ -42,6 +42,7 @@ type UAS struct {
 	mu     sync.RWMutex
 	byAddr map[netip.AddrPort]*uasCall
 	byID   map[string]*uasCall
+	sipIDs map[string]string // SIP Call-ID -> call key, for BYE
 
 	measuring atomic.Bool   // collect delay samples only in the steady window
 	unknown   atomic.Uint64 // RTP from an address no call negotiated
@@ -66,7 +67,7 @@ type uasCall struct {
 // NewUAS listens for SIP on sipAddr (UDP, e.g. "127.0.0.1:0") and for RTP on
 // a fresh loopback port pair, and starts serving. echo false means sink.
 func NewUAS(ctx context.Context, sipAddr string, echo bool, log *slog.Logger) (*UAS, error) {
-	u := &UAS{echo: echo, log: log, byAddr: map[netip.AddrPort]*uasCall{}, byID: map[string]*uasCall{}}
+	u := &UAS{echo: echo, log: log, byAddr: map[netip.AddrPort]*uasCall{}, byID: map[string]*uasCall{}, sipIDs: map[string]string{}}
 	var err error
 	if u.rtpConn, u.rtcpConn, err = listenPair(); err != nil {
 		return nil, err
@@ -170,7 +171,16 @@ func (u *UAS) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	if h := req.CallID(); h != nil {
 		callID = h.Value()
 	}
-	answer, err := u.Answer(callID, req.Body())
+	// The called user is the key: the load client picks a unique one per
+	// call, and a B2BUA changes the Call-ID but keeps the user.
+	key := req.Recipient.User
+	if key == "" {
+		key = callID
+	}
+	u.mu.Lock()
+	u.sipIDs[callID] = key
+	u.mu.Unlock()
+	answer, err := u.Answer(key, req.Body())
 	if err != nil {
 		u.log.Warn("uas: rejecting INVITE", "call_id", callID, "err", err)
 		_ = tx.Respond(sip.NewResponseFromRequest(req, 488, "Not Acceptable Here", nil))
@@ -188,15 +198,21 @@ func (u *UAS) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 
 func (u *UAS) onBye(req *sip.Request, tx sip.ServerTransaction) {
 	if h := req.CallID(); h != nil {
-		u.Release(h.Value())
+		u.mu.Lock()
+		key, ok := u.sipIDs[h.Value()]
+		delete(u.sipIDs, h.Value())
+		u.mu.Unlock()
+		if ok {
+			u.Release(key)
+		}
 	}
 	_ = tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
 }
 
-// Answer accepts an SDP offer for callID and returns the answer. It picks the
+// Answer accepts an SDP offer for the call filed under key and returns the answer. It picks the
 // first offered codec it supports (PCMU, PCMA, opus) and does SDES-SRTP
 // (AES_CM_128_HMAC_SHA1_80) when the offer is RTP/SAVP with a=crypto.
-func (u *UAS) Answer(callID string, offer []byte) ([]byte, error) {
+func (u *UAS) Answer(key string, offer []byte) ([]byte, error) {
 	var sd sdp.SessionDescription
 	if err := sd.Unmarshal(offer); err != nil {
 		return nil, fmt.Errorf("parse offer: %w", err)
@@ -265,7 +281,7 @@ func (u *UAS) Answer(callID string, offer []byte) ([]byte, error) {
 		return nil, fmt.Errorf("no supported codec in %v", md.MediaName.Formats)
 	}
 	proto := strings.Join(md.MediaName.Protos, "/")
-	c := &uasCall{id: callID, remote: remote, codec: rtpmap, ssrc: randUint32(), outSeq: uint16(randUint32())}
+	c := &uasCall{id: key, remote: remote, codec: rtpmap, ssrc: randUint32(), outSeq: uint16(randUint32())}
 	c.stats = NewRecvStats(clockRateOf(rtpmap))
 	var cryptoLine string
 	if strings.Contains(proto, "SAVP") {
@@ -288,10 +304,10 @@ func (u *UAS) Answer(callID string, offer []byte) ([]byte, error) {
 	}
 
 	u.mu.Lock()
-	if old := u.byID[callID]; old != nil {
+	if old := u.byID[key]; old != nil {
 		delete(u.byAddr, old.remote)
 	}
-	u.byID[callID] = c
+	u.byID[key] = c
 	u.byAddr[remote] = c
 	u.mu.Unlock()
 
@@ -309,19 +325,19 @@ func (u *UAS) Answer(callID string, offer []byte) ([]byte, error) {
 }
 
 // Release forgets a call (after BYE, or when the rtpengine driver deletes it).
-func (u *UAS) Release(callID string) {
+func (u *UAS) Release(key string) {
 	u.mu.Lock()
-	if c := u.byID[callID]; c != nil {
+	if c := u.byID[key]; c != nil {
 		delete(u.byAddr, c.remote)
-		delete(u.byID, callID)
+		delete(u.byID, key)
 	}
 	u.mu.Unlock()
 }
 
-// CallStats reads the browser->trunk stream of callID as received here.
-func (u *UAS) CallStats(callID string) (StreamSnapshot, bool) {
+// CallStats reads the browser->trunk stream of the call filed under key.
+func (u *UAS) CallStats(key string) (StreamSnapshot, bool) {
 	u.mu.RLock()
-	c := u.byID[callID]
+	c := u.byID[key]
 	u.mu.RUnlock()
 	if c == nil {
 		return StreamSnapshot{}, false
@@ -331,10 +347,10 @@ func (u *UAS) CallStats(callID string) (StreamSnapshot, bool) {
 	return c.stats.Snapshot(), true
 }
 
-// TakeDelays returns and clears the one-way browser->trunk delay samples (ms) of callID.
-func (u *UAS) TakeDelays(callID string) []float64 {
+// TakeDelays returns and clears the one-way browser->trunk delay samples (ms) of the call filed under key.
+func (u *UAS) TakeDelays(key string) []float64 {
 	u.mu.RLock()
-	c := u.byID[callID]
+	c := u.byID[key]
 	u.mu.RUnlock()
 	if c == nil {
 		return nil

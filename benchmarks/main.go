@@ -1,0 +1,281 @@
+package benchmarks
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Main is `mediarelay bench`: it parses args, runs the benchmark, prints a
+// table to stdout (progress and logs go to stderr) and returns the exit code.
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("mediarelay bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		wsURL       = fs.String("ws", "", "SIP-over-WebSocket URL of a running relay, e.g. ws://127.0.0.1:8080/ws (its default trunk must be --uas-listen)")
+		relayPid    = fs.Int("relay-pid", 0, "pid of the relay behind --ws, to measure its CPU and memory")
+		spawn       = fs.Bool("spawn", false, "start a mediarelay child with a config matching the scenario")
+		against     = fs.String("against", "", "also run the same load against another relay: rtpengine")
+		scenarioF   = fs.String("scenario", "", "shorthand: pcmu, opus, transcode (opus<->PCMU) or srtp (PCMU, SDES-SRTP trunk)")
+		calls       = fs.Int("calls", 50, "concurrent calls")
+		rate        = fs.Float64("rate", 20, "ramp rate, calls started per second")
+		hold        = fs.Duration("hold", 20*time.Second, "steady window: how long all calls are held and measured after the ramp")
+		settle      = fs.Duration("settle", 2*time.Second, "pause between the ramp and the window")
+		codecF      = fs.String("codec", "pcmu", "browser codec: pcmu or opus")
+		trunkMode   = fs.String("trunk-mode", "passthrough", "trunk media mode: passthrough or transcode")
+		trunkSRTP   = fs.Bool("trunk-srtp", false, "SDES-SRTP on the trunk leg")
+		uasMode     = fs.String("uas", "echo", "trunk UAS: echo or sink")
+		uasListen   = fs.String("uas-listen", "127.0.0.1:0", "trunk UAS SIP address (UDP); fix it when the relay is not spawned")
+		wsConns     = fs.Int("ws-conns", 4, "WebSocket connections the calls are spread over")
+		ladder      = fs.String("ladder", "", "comma-separated call counts to step through, e.g. 50,100,200,400; stops at the knee")
+		kneeLoss    = fs.Float64("knee-loss", 0.1, "loss percent (either direction) above which a ladder step is past the knee")
+		jsonOut     = fs.String("json", "", "write results as JSON to this file")
+		plotOut     = fs.String("plot", "", "write an SVG of CPU per call and delay against concurrent calls (for --ladder)")
+		setupTmo    = fs.Duration("setup-timeout", 15*time.Second, "per-call limit for INVITE to first audio")
+		verbose     = fs.Bool("v", false, "debug logging")
+		relayLogOut = fs.String("relay-log", "", "file for the spawned relays' logs (default: discarded unless -v)")
+	)
+	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			return 0
+		}
+		return 2
+	}
+	lvl := slog.LevelInfo
+	if *verbose {
+		lvl = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
+
+	sc, err := buildScenario(*scenarioF, *codecF, *trunkMode, *trunkSRTP, *uasMode)
+	if err != nil {
+		fmt.Fprintln(stderr, "bench:", err)
+		return 2
+	}
+	steps := []int{*calls}
+	if *ladder != "" {
+		steps = nil
+		for _, f := range strings.Split(*ladder, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n < 1 {
+				fmt.Fprintf(stderr, "bench: --ladder: bad step %q\n", f)
+				return 2
+			}
+			steps = append(steps, n)
+		}
+	}
+	if *wsURL == "" && !*spawn && *against == "" {
+		fmt.Fprintln(stderr, "bench: nothing to measure: give --spawn, --ws URL, or --against rtpengine")
+		return 2
+	}
+	if *against != "" && *against != "rtpengine" {
+		fmt.Fprintf(stderr, "bench: --against %q: only rtpengine is supported\n", *against)
+		return 2
+	}
+	if *rate <= 0 {
+		fmt.Fprintln(stderr, "bench: --rate must be positive")
+		return 2
+	}
+
+	tmp, err := os.MkdirTemp("", "mediarelay-bench-")
+	if err != nil {
+		fmt.Fprintln(stderr, "bench:", err)
+		return 1
+	}
+	defer os.RemoveAll(tmp)
+
+	uas, err := NewUAS(ctx, *uasListen, sc.Echo, log)
+	if err != nil {
+		fmt.Fprintln(stderr, "bench:", err)
+		return 1
+	}
+	defer uas.Close()
+	client, err := NewClient(sc.Codec, log)
+	if err != nil {
+		fmt.Fprintln(stderr, "bench:", err)
+		return 1
+	}
+	defer client.Close()
+	sendCtx, stopSend := context.WithCancel(ctx)
+	defer stopSend()
+	go client.Run(sendCtx)
+
+	var relayLog io.Writer = io.Discard
+	if *verbose {
+		relayLog = stderr
+	}
+	if *relayLogOut != "" {
+		f, err := os.Create(*relayLogOut)
+		if err != nil {
+			fmt.Fprintln(stderr, "bench:", err)
+			return 1
+		}
+		defer f.Close()
+		relayLog = f
+	}
+
+	var targets []target
+	switch {
+	case *spawn:
+		rp, err := spawnRelay(ctx, log, relayLog, sc, uas.SIPAddr(), tmp)
+		if err != nil {
+			fmt.Fprintln(stderr, "bench: spawn relay:", err)
+			return 1
+		}
+		defer rp.Stop()
+		log.Info("relay started", "pid", rp.Pid(), "ws", rp.ws)
+		targets = append(targets, wsTarget("mediarelay", rp.ws, rp.Pid(), *wsConns, log))
+	case *wsURL != "":
+		log.Info("targeting a running relay; its default trunk must be the bench UAS", "ws", *wsURL, "uas", uas.SIPAddr())
+		targets = append(targets, wsTarget("mediarelay", *wsURL, *relayPid, *wsConns, log))
+	}
+	if *against == "rtpengine" {
+		t, stop, err := rtpengineTarget(ctx, log, relayLog, sc, uas)
+		if err != nil {
+			fmt.Fprintln(stderr, "bench: rtpengine:", err)
+			return 1
+		}
+		defer stop()
+		targets = append(targets, t)
+	}
+
+	b := &bench{uas: uas, client: client, log: log, stderr: stderr, tty: isTerminal(stderr)}
+	params := RunParams{Rate: *rate, Hold: *hold, Settle: *settle, SetupTimeout: *setupTmo}
+	report := &Report{Machine: machineInfo(), Scenario: sc, Started: time.Now().UTC(), KneeLossPct: *kneeLoss}
+	failed := false
+	for _, t := range targets {
+		tr := TargetLadder{Target: t.name}
+		for _, n := range steps {
+			params.Calls = n
+			log.Info("run", "target", t.name, "scenario", sc.Name, "calls", n)
+			res, err := b.run(ctx, t, sc, params)
+			if err != nil {
+				fmt.Fprintf(stderr, "bench: %s with %d calls: %v\n", t.name, n, err)
+				failed = true
+				break
+			}
+			tr.Steps = append(tr.Steps, res)
+			if res.Unsupported != "" {
+				break
+			}
+			if res.Clean(*kneeLoss) {
+				tr.Knee = n
+			} else {
+				tr.PastKnee = n
+				if len(steps) > 1 {
+					break
+				}
+			}
+			if err := sleepCtx(ctx, time.Second); err != nil {
+				break
+			}
+		}
+		report.Targets = append(report.Targets, tr)
+	}
+	report.Finished = time.Now().UTC()
+	report.WriteTable(stdout)
+	if *jsonOut != "" {
+		data, _ := json.MarshalIndent(report, "", "  ")
+		if err := os.WriteFile(*jsonOut, append(data, '\n'), 0o644); err != nil {
+			fmt.Fprintln(stderr, "bench: --json:", err)
+			return 1
+		}
+	}
+	if *plotOut != "" {
+		if err := os.WriteFile(*plotOut, []byte(report.SVG()), 0o644); err != nil {
+			fmt.Fprintln(stderr, "bench: --plot:", err)
+			return 1
+		}
+	}
+	if failed || ctx.Err() != nil {
+		return 1
+	}
+	for _, t := range report.Targets {
+		for _, r := range t.Steps {
+			if r.Unsupported == "" && len(steps) == 1 && !r.Clean(*kneeLoss) {
+				return 1 // a single run that failed calls or lost audio
+			}
+		}
+	}
+	return 0
+}
+
+// buildScenario turns flags (or a --scenario shorthand) into a Scenario.
+func buildScenario(short, codec, mode string, srtp bool, uas string) (Scenario, error) {
+	switch short {
+	case "":
+	case "pcmu":
+		codec, mode, srtp = "pcmu", "passthrough", false
+	case "opus":
+		codec, mode, srtp = "opus", "passthrough", false
+	case "transcode":
+		codec, mode, srtp = "opus", "transcode", false
+	case "srtp":
+		codec, mode, srtp = "pcmu", "passthrough", true
+	default:
+		return Scenario{}, fmt.Errorf("unknown --scenario %q (pcmu, opus, transcode, srtp)", short)
+	}
+	c, err := ParseCodec(codec)
+	if err != nil {
+		return Scenario{}, err
+	}
+	sc := Scenario{Codec: c, CodecName: c.Name, TrunkSRTP: srtp}
+	switch mode {
+	case "passthrough":
+		sc.TrunkCodec = c.Name
+	case "transcode":
+		sc.TrunkCodec = "PCMU"
+		if c.Name == "PCMU" {
+			sc.TrunkCodec = "opus"
+		}
+	default:
+		return Scenario{}, fmt.Errorf("unknown --trunk-mode %q (passthrough, transcode)", mode)
+	}
+	switch uas {
+	case "echo":
+		sc.Echo = true
+	case "sink":
+	default:
+		return Scenario{}, fmt.Errorf("unknown --uas %q (echo, sink)", uas)
+	}
+	sc.Name = c.Name + " passthrough"
+	if sc.Transcode() {
+		sc.Name = c.Name + "<->" + sc.TrunkCodec + " transcode"
+	}
+	if srtp {
+		sc.Name += ", SDES-SRTP trunk"
+	} else {
+		sc.Name += ", RTP trunk"
+	}
+	return sc, nil
+}
+
+func wsTarget(name, url string, pid, conns int, log *slog.Logger) target {
+	return target{name: name, pid: pid, newSig: func(ctx context.Context, onBye func(string)) (signaler, error) {
+		return newSipSignaler(ctx, url, conns, log, onBye)
+	}}
+}
+
+func rtpengineTarget(ctx context.Context, log *slog.Logger, out io.Writer, sc Scenario, uas *UAS) (target, func(), error) {
+	portMin := 40000 + 2*int(randUint32()%2000)
+	p, err := startRtpengine(ctx, log, out, portMin, portMin+5999)
+	if err != nil {
+		return target{}, nil, err
+	}
+	log.Info("rtpengine started", "pid", p.Pid(), "ng", p.ngAddr)
+	t := target{name: "rtpengine", pid: p.Pid(), newSig: func(ctx context.Context, _ func(string)) (signaler, error) {
+		ng, err := newNGClient(p.ngAddr)
+		if err != nil {
+			return nil, err
+		}
+		return &ngSignaler{ng: ng, uas: uas, sc: sc}, nil
+	}}
+	return t, p.Stop, nil
+}

@@ -1,0 +1,232 @@
+package benchmarks
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Report is everything one `mediarelay bench` invocation measured.
+type Report struct {
+	Machine     Machine        `json:"machine"`
+	Scenario    Scenario       `json:"scenario"`
+	Started     time.Time      `json:"started"`
+	Finished    time.Time      `json:"finished"`
+	KneeLossPct float64        `json:"knee_loss_pct"`
+	Targets     []TargetLadder `json:"targets"`
+}
+
+// TargetLadder is one relay's runs, one per ladder step.
+type TargetLadder struct {
+	Target string    `json:"target"`
+	Steps  []*Result `json:"steps"`
+	// Knee is the largest step with no failed calls and loss within the
+	// threshold; PastKnee the first step that was not (0: none reached).
+	Knee     int `json:"knee_calls"`
+	PastKnee int `json:"past_knee_calls,omitempty"`
+}
+
+// Machine describes where the numbers were taken.
+type Machine struct {
+	CPU    string `json:"cpu"`
+	Cores  int    `json:"cores"`
+	Kernel string `json:"kernel"`
+	Go     string `json:"go"`
+}
+
+func machineInfo() Machine {
+	m := Machine{Cores: runtime.NumCPU(), Go: runtime.Version()}
+	if f, err := os.Open("/proc/cpuinfo"); err == nil {
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
+				m.CPU = strings.TrimSpace(v)
+				break
+			}
+		}
+		f.Close()
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m.Kernel = strings.TrimSpace(string(b))
+	}
+	return m
+}
+
+func fmtDist(d Dist) string {
+	if d.N == 0 {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.1f / %.1f / %.1f", d.P50, d.P95, d.P99)
+}
+
+func fmtLoss(d DirStats) string {
+	return fmt.Sprintf("%.3f%% (%d/%d)", d.LossPct, d.Lost, d.Expected)
+}
+
+// WriteTable prints, for every ladder step, the metrics of each relay side
+// by side, then the ladder summary with the knee.
+func (r *Report) WriteTable(w io.Writer) {
+	fmt.Fprintf(w, "\nScenario: %s, trunk UAS %s\n", r.Scenario.Name, map[bool]string{true: "echo", false: "sink"}[r.Scenario.Echo])
+	fmt.Fprintf(w, "Machine: %s, %d cores, Linux %s, %s\n", r.Machine.CPU, r.Machine.Cores, r.Machine.Kernel, r.Machine.Go)
+	steps := map[int][]*Result{}
+	var order []int
+	for _, t := range r.Targets {
+		for _, s := range t.Steps {
+			if _, ok := steps[s.Calls]; !ok {
+				order = append(order, s.Calls)
+			}
+			steps[s.Calls] = append(steps[s.Calls], s)
+		}
+	}
+	for _, n := range order {
+		rs := steps[n]
+		fmt.Fprintf(w, "\n== %d calls ==\n", n)
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		row := func(name string, f func(*Result) string) {
+			cells := []string{name}
+			for _, x := range rs {
+				if x.Unsupported != "" {
+					cells = append(cells, "-")
+					continue
+				}
+				cells = append(cells, f(x))
+			}
+			fmt.Fprintln(tw, strings.Join(cells, "\t"))
+		}
+		hdr := []string{"metric"}
+		for _, x := range rs {
+			hdr = append(hdr, x.Target)
+		}
+		fmt.Fprintln(tw, strings.Join(hdr, "\t"))
+		unsupported := false
+		for _, x := range rs {
+			if x.Unsupported != "" {
+				unsupported = true
+			}
+		}
+		if unsupported {
+			cells := []string{"supported"}
+			for _, x := range rs {
+				if x.Unsupported != "" {
+					cells = append(cells, "NOT SUPPORTED: "+x.Unsupported)
+				} else {
+					cells = append(cells, "yes")
+				}
+			}
+			fmt.Fprintln(tw, strings.Join(cells, "\t"))
+		}
+		row("calls attempted/established/failed", func(x *Result) string {
+			return fmt.Sprintf("%d / %d / %d", x.Attempted, x.Established, x.Failed)
+		})
+		row("failed by cause", func(x *Result) string {
+			if len(x.FailedBy) == 0 {
+				return "-"
+			}
+			var p []string
+			for _, k := range sortedKeys(x.FailedBy) {
+				p = append(p, fmt.Sprintf("%s:%d", k, x.FailedBy[k]))
+			}
+			return strings.Join(p, " ")
+		})
+		row("concurrent in window / window s", func(x *Result) string { return fmt.Sprintf("%d / %.1f", x.Concurrent, x.WindowS) })
+		row("setup INVITE->200 ms p50/p95/p99", func(x *Result) string { return fmtDist(x.SetupMs) })
+		row("setup INVITE->first audio ms p50/p95/p99", func(x *Result) string { return fmtDist(x.FirstAudioMs) })
+		row("loss browser->trunk", func(x *Result) string { return fmtLoss(x.Up) })
+		row("loss trunk->browser", func(x *Result) string { return fmtLoss(x.Down) })
+		row("jitter browser->trunk ms mean/max", func(x *Result) string { return fmt.Sprintf("%.2f / %.2f", x.Up.JitterMeanMs, x.Up.JitterMaxMs) })
+		row("jitter trunk->browser ms mean/max", func(x *Result) string {
+			return fmt.Sprintf("%.2f / %.2f", x.Down.JitterMeanMs, x.Down.JitterMaxMs)
+		})
+		row("delay browser->trunk ms p50/p95/p99", func(x *Result) string { return fmtDist(x.Up.DelayMs) })
+		row("delay trunk->browser ms p50/p95/p99", func(x *Result) string { return fmtDist(x.Down.DelayMs) })
+		row("echo round trip ms p50/p95/p99", func(x *Result) string { return fmtDist(x.RTTMs) })
+		row("relay CPU cores (user+sys)", func(x *Result) string {
+			if !x.Relay.Measured {
+				return "n/a"
+			}
+			return fmt.Sprintf("%.3f (%.1f+%.1f s)", x.Relay.CPUCores, x.Relay.CPUUserMicros/1e6, x.Relay.CPUSysMicros/1e6)
+		})
+		row("relay CPU-µs per call-second", func(x *Result) string {
+			if !x.Relay.Measured {
+				return "n/a"
+			}
+			return fmt.Sprintf("%.0f", x.Relay.CPUMicrosPerCallS)
+		})
+		row("relay calls per core (implied)", func(x *Result) string {
+			if !x.Relay.Measured {
+				return "n/a"
+			}
+			return fmt.Sprintf("%.0f", x.Relay.CallsPerCore)
+		})
+		row("relay RSS idle -> loaded MB, per call KB", func(x *Result) string {
+			if !x.Relay.Measured {
+				return "n/a"
+			}
+			return fmt.Sprintf("%.1f -> %.1f, %.0f", float64(x.Relay.RSSIdleBytes)/(1<<20), float64(x.Relay.RSSLoadedBytes)/(1<<20), x.Relay.MemPerCallBytes/1024)
+		})
+		row("load generator CPU cores, µs per call-s", func(x *Result) string {
+			return fmt.Sprintf("%.3f, %.0f", x.LoadGen.CPUCores, x.LoadGen.CPUMicrosPerCallS)
+		})
+		tw.Flush()
+		if ratio := cpuRatio(rs); ratio != "" {
+			fmt.Fprintln(w, ratio)
+		}
+		for _, x := range rs {
+			if x.DelayNote != "" {
+				fmt.Fprintf(w, "note (%s): delay %s\n", x.Target, x.DelayNote)
+			}
+		}
+	}
+	if len(order) > 1 {
+		fmt.Fprintf(w, "\n== ladder (knee: largest step with 0 failed calls and loss <= %.2f%%) ==\n", r.KneeLossPct)
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "target\tcalls\tfailed\tloss up/down %\tsetup p95 ms\tdelay up p50 ms\trelay µs/call-s\tcalls/core\tloadgen µs/call-s")
+		for _, t := range r.Targets {
+			for _, x := range t.Steps {
+				if x.Unsupported != "" {
+					fmt.Fprintf(tw, "%s\t%d\tnot supported: %s\n", t.Target, x.Calls, x.Unsupported)
+					continue
+				}
+				fmt.Fprintf(tw, "%s\t%d\t%d\t%.3f / %.3f\t%.1f\t%.2f\t%.0f\t%.0f\t%.0f\n", t.Target, x.Calls, x.Failed, x.Up.LossPct, x.Down.LossPct,
+					x.SetupMs.P95, x.Up.DelayMs.P50, x.Relay.CPUMicrosPerCallS, x.Relay.CallsPerCore, x.LoadGen.CPUMicrosPerCallS)
+			}
+		}
+		tw.Flush()
+		for _, t := range r.Targets {
+			switch {
+			case t.PastKnee > 0 && t.Knee > 0:
+				fmt.Fprintf(w, "knee %s: clean at %d calls, not at %d\n", t.Target, t.Knee, t.PastKnee)
+			case t.PastKnee > 0:
+				fmt.Fprintf(w, "knee %s: below %d calls (the first step already failed or lost audio)\n", t.Target, t.PastKnee)
+			case t.Knee > 0:
+				fmt.Fprintf(w, "knee %s: not reached; clean up to %d calls\n", t.Target, t.Knee)
+			}
+		}
+	}
+}
+
+// cpuRatio compares mediarelay's CPU per call-second with rtpengine's.
+func cpuRatio(rs []*Result) string {
+	var mr, re *Result
+	for _, x := range rs {
+		if x.Unsupported != "" || !x.Relay.Measured || x.Relay.CPUMicrosPerCallS <= 0 {
+			continue
+		}
+		switch x.Target {
+		case "mediarelay":
+			mr = x
+		case "rtpengine":
+			re = x
+		}
+	}
+	if mr == nil || re == nil {
+		return ""
+	}
+	return fmt.Sprintf("CPU per call-second, mediarelay / rtpengine = %.2f", mr.Relay.CPUMicrosPerCallS/re.Relay.CPUMicrosPerCallS)
+}
+

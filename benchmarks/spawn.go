@@ -1,0 +1,171 @@
+package benchmarks
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// moduleRoot finds the mediarelay module's directory, walking up from the
+// working directory.
+func moduleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		data, err := os.ReadFile(filepath.Join(dir, "go.mod"))
+		if err == nil && bytes.Contains(data, []byte("module github.com/mediarelay/mediarelay")) {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("mediarelay module root not found above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// relayBinary returns a mediarelay binary: this executable when it is
+// mediarelay (the usual `mediarelay bench --spawn`), else one built with
+// `go build` into tmpDir (tests, `go run`).
+func relayBinary(ctx context.Context, tmpDir string, log *slog.Logger) (string, error) {
+	if exe, err := os.Executable(); err == nil && filepath.Base(exe) == "mediarelay" {
+		return exe, nil
+	}
+	root, err := moduleRoot()
+	if err != nil {
+		return "", fmt.Errorf("locate mediarelay to build: %w", err)
+	}
+	out := filepath.Join(tmpDir, "mediarelay")
+	log.Info("building mediarelay", "dir", root)
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./cmd/mediarelay")
+	cmd.Dir = root
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build ./cmd/mediarelay: %w: %s", err, tail(b, 2000))
+	}
+	return out, nil
+}
+
+// relayProc is a mediarelay child started by --spawn.
+type relayProc struct {
+	cmd  *exec.Cmd
+	ws   string
+	done chan struct{}
+}
+
+// relayConfig writes the YAML for a relay whose single trunk (matching every
+// user) is the bench UAS, with the scenario's codecs, media mode and SRTP.
+func relayConfig(sc Scenario, uasAddr, dir string, httpPort, sipPort, webrtcPort, portMin, portMax int) string {
+	srtp := "off"
+	if sc.TrunkSRTP {
+		srtp = "required"
+	}
+	mode := "passthrough"
+	if sc.Transcode() {
+		mode = "transcode"
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "http:\n  listen: 127.0.0.1:%d\n", httpPort)
+	fmt.Fprintf(&b, "sip:\n  udp_listen: 127.0.0.1:%d\n  tcp_listen: 127.0.0.1:%d\n  host: 127.0.0.1\n  echo: false\n", sipPort, sipPort)
+	fmt.Fprintf(&b, "media:\n  bind_ip: 127.0.0.1\n  port_min: %d\n  port_max: %d\n  webrtc_port: %d\n  timeout: 30s\n", portMin, portMax, webrtcPort)
+	fmt.Fprintf(&b, "cdr:\n  path: %s\n", filepath.Join(dir, "cdr.db"))
+	b.WriteString("log:\n  level: warn\n")
+	b.WriteString("trunks:\n  - name: bench\n    match: \".*\"\n")
+	fmt.Fprintf(&b, "    address: sip:%s\n    transport: udp\n    codecs: [%s]\n    media_mode: %s\n    srtp: %s\n", uasAddr, sc.TrunkCodec, mode, srtp)
+	if sc.TrunkSRTP {
+		// SDES keys over UDP are fine on loopback, and the benchmark needs them.
+		b.WriteString("    allow_sdes_over_insecure_transport: true\n")
+	}
+	return b.String()
+}
+
+// spawnRelay starts `mediarelay serve --config FILE` and waits for /healthz.
+func spawnRelay(ctx context.Context, log *slog.Logger, logOut io.Writer, sc Scenario, uasAddr, tmpDir string) (*relayProc, error) {
+	bin, err := relayBinary(ctx, tmpDir, log)
+	if err != nil {
+		return nil, err
+	}
+	httpPort, err := freeTCPPort()
+	if err != nil {
+		return nil, err
+	}
+	sipPort, err := freeUDPPort()
+	if err != nil {
+		return nil, err
+	}
+	webrtcPort, err := freeUDPPort()
+	if err != nil {
+		return nil, err
+	}
+	// A random 4000-port block below rtpengine's, so concurrent runs on one
+	// machine rarely collide.
+	portMin := 20000 + 2*rand.IntN(8000)
+	cfgPath := filepath.Join(tmpDir, "relay.yaml")
+	if err := os.WriteFile(cfgPath, []byte(relayConfig(sc, uasAddr, tmpDir, httpPort, sipPort, webrtcPort, portMin, portMin+3999)), 0o600); err != nil {
+		return nil, fmt.Errorf("write relay config: %w", err)
+	}
+	cmd := exec.Command(bin, "serve", "--config", cfgPath)
+	cmd.Stdout = logOut
+	cmd.Stderr = logOut
+	cmd.Dir = tmpDir
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s serve: %w", bin, err)
+	}
+	p := &relayProc{cmd: cmd, ws: fmt.Sprintf("ws://127.0.0.1:%d/ws", httpPort), done: make(chan struct{})}
+	go func() { _ = cmd.Wait(); close(p.done) }()
+	health := "http://127.0.0.1:" + strconv.Itoa(httpPort) + "/healthz"
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, health, nil)
+		res, err := http.DefaultClient.Do(req)
+		if err == nil {
+			res.Body.Close()
+			if res.StatusCode == http.StatusOK {
+				return p, nil
+			}
+		}
+		select {
+		case <-p.done:
+			return nil, fmt.Errorf("mediarelay exited at start (%v); config:\n%s", cmd.ProcessState, mustRead(cfgPath))
+		case <-ctx.Done():
+			p.Stop()
+			return nil, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			p.Stop()
+			return nil, fmt.Errorf("mediarelay not healthy at %s after 30s", health)
+		}
+	}
+}
+
+func mustRead(path string) string {
+	b, _ := os.ReadFile(path)
+	return string(b)
+}
+
+// Pid is the relay's process id.
+func (p *relayProc) Pid() int { return p.cmd.Process.Pid }
+
+// Stop ends the relay this benchmark started, by its PID.
+func (p *relayProc) Stop() {
+	_ = p.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+}
