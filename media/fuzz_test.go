@@ -7,16 +7,18 @@ import (
 	"testing"
 
 	"github.com/pion/rtcp"
+	"github.com/pion/srtp/v3"
 )
 
 // fuzzLeg is a leg without sockets: the fuzz target drives its input path
 // (accept, acceptRTCP) directly.
-func fuzzLeg(learn bool) *RTPLeg {
+func fuzzLeg(learn bool, sess *srtpSession) *RTPLeg {
 	l := &RTPLeg{
 		o:     RTPLegOptions{ClockRate: 8000, RTCPInterval: defaultRTCPInterval},
 		log:   slog.New(slog.NewTextHandler(io.Discard, nil)),
 		learn: learn,
 		clock: 8000,
+		srtp:  sess,
 	}
 	l.recv.clockRate = 8000
 	return l
@@ -41,24 +43,30 @@ func FuzzRTPInput(f *testing.F) {
 	f.Add([]byte{}, false)
 
 	src := netip.MustParseAddrPort("192.0.2.1:4000")
+	key := make([]byte, 30)
 	f.Fuzz(func(t *testing.T, data []byte, learn bool) {
 		if n, ok := RTPHeaderLen(data); ok && (n < rtpHeaderMin || n > len(data) || rtpPayloadLen(data, n) < 0) {
 			t.Fatalf("header length %d for %d bytes", n, len(data))
 		}
-		l := fuzzLeg(learn)
-		l.SetRemote(src, netip.AddrPort{})
-		// Twice, so the second pass runs the statistics update
-		// against the state the first one left.
-		for range 2 {
-			pkt := append([]byte(nil), data...)
-			if n, ok := l.accept(pkt, src); ok && n != len(data) {
-				t.Fatalf("accepted %d of %d bytes", n, len(data))
-			}
-			l.acceptRTCP(append([]byte(nil), data...), netip.AddrPortFrom(src.Addr(), src.Port()+1))
+		sess, err := newSRTPSession(&SRTPConfig{Profile: srtp.ProtectionProfileAes128CmHmacSha1_80, LocalKey: key, RemoteKey: key})
+		if err != nil {
+			t.Fatal(err)
 		}
-		_ = l.Stats()
-		if l.recv.pubHave.Load() {
-			_ = l.reportBlock(l.recv.epoch)
+		// Plain and SRTP legs. Twice each, so the second pass runs the
+		// statistics update against the state the first one left.
+		for _, l := range []*RTPLeg{fuzzLeg(learn, nil), fuzzLeg(learn, sess)} {
+			l.SetRemote(src, netip.AddrPort{})
+			for range 2 {
+				pkt := append([]byte(nil), data...)
+				if n, ok := l.accept(pkt, src); ok && (n > len(data) || (l.srtp == nil && n != len(data))) {
+					t.Fatalf("accepted %d of %d bytes", n, len(data))
+				}
+				l.acceptRTCP(append([]byte(nil), data...), netip.AddrPortFrom(src.Addr(), src.Port()+1))
+				_ = l.Stats()
+				if l.recv.pubHave.Load() {
+					_ = l.reportBlock(l.recv.epoch)
+				}
+			}
 		}
 
 		fw := NewForwarder(ForwarderOptions{PTMap: map[uint8]uint8{0: 8, 101: 96, 127: 0}, ClockRate: 8000})

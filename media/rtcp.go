@@ -91,6 +91,14 @@ func (l *RTPLeg) acceptRTCP(pkt []byte, from netip.AddrPort) {
 // what the peer reports about our stream. It returns false (and counts a
 // drop) if the packet doesn't parse.
 func (l *RTPLeg) handleRTCP(pkt []byte, from netip.AddrPort, onRTPPort bool) bool {
+	if l.srtp != nil {
+		var reason string
+		var ok bool
+		if pkt, reason, ok = l.srtp.decryptRTCP(pkt); !ok {
+			l.drop(reason)
+			return false
+		}
+	}
 	pkts, err := rtcp.Unmarshal(pkt)
 	if err != nil {
 		l.drop(DropRTCPMalformed)
@@ -213,6 +221,12 @@ func (l *RTPLeg) sendReport(bye bool) {
 	if err != nil {
 		l.log.Warn("rtcp marshal failed", "err", err)
 		return
+	}
+	if l.srtp != nil {
+		if b, err = l.srtp.encryptRTCP(b); err != nil {
+			l.log.Warn("srtcp encrypt failed", "err", err)
+			return
+		}
 	}
 	if _, err := conn.WriteToUDPAddrPort(b, dst); err != nil {
 		l.log.Debug("rtcp send failed", "to", dst.String(), "err", err)

@@ -62,6 +62,10 @@ type RTPLegOptions struct {
 	RTCPInterval time.Duration
 	// CNAME for RTCP SDES; empty means a random one.
 	CNAME string
+	// SRTP, if set, protects the leg with SDES-SRTP/SRTCP; packets that
+	// fail authentication or replay checks are dropped and counted
+	// (DropSRTPAuth, DropSRTPReplay).
+	SRTP *SRTPConfig
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -86,6 +90,7 @@ type RTPLeg struct {
 	clock  uint32
 	cname  string
 	ssrc   uint32 // our SSRC for RTCP until we send media
+	srtp   *srtpSession
 	remote atomic.Pointer[remote]
 
 	// Learned sources (LatchLearn), and in both modes where the peer's
@@ -143,6 +148,13 @@ func NewRTPLeg(o RTPLegOptions) (*RTPLeg, error) {
 	if o.CNAME == "" {
 		o.CNAME = hex.EncodeToString(rnd[4:])
 	}
+	var sess *srtpSession
+	if o.SRTP != nil {
+		var err error
+		if sess, err = newSRTPSession(o.SRTP); err != nil {
+			return nil, fmt.Errorf("rtp leg: %w", err)
+		}
+	}
 	pair, err := o.Ports.Allocate()
 	if err != nil {
 		return nil, fmt.Errorf("rtp leg: %w", err)
@@ -161,6 +173,7 @@ func NewRTPLeg(o RTPLegOptions) (*RTPLeg, error) {
 		clock: o.ClockRate,
 		cname: o.CNAME,
 		ssrc:  binary.BigEndian.Uint32(rnd[:4]),
+		srtp:  sess,
 		done:  make(chan struct{}),
 	}
 	l.recv.clockRate = uint64(o.ClockRate)
@@ -256,6 +269,19 @@ func (l *RTPLeg) accept(pkt []byte, from netip.AddrPort) (int, bool) {
 		l.drop(DropMalformed)
 		return 0, false
 	}
+	if l.srtp != nil {
+		var reason string
+		var ok bool
+		if pkt, reason, ok = l.srtp.decryptRTP(pkt); !ok {
+			l.drop(reason)
+			return 0, false
+		}
+		if _, ok := RTPHeaderLen(pkt); !ok {
+			// Authentic but malformed once the tag is off (e.g. padding).
+			l.drop(DropMalformed)
+			return 0, false
+		}
+	}
 	if l.learn && latched == nil {
 		// Latch only on a packet that parsed (and, with SRTP,
 		// authenticated), so garbage sprayed at the port can't win.
@@ -305,8 +331,11 @@ func (l *RTPLeg) WriteRTP(b []byte) error {
 		return errMalformedOut
 	}
 	octets := rtpPayloadLen(b, hdr)
-	_, err := l.pair.RTP.WriteToUDPAddrPort(b, dst)
-	if err != nil {
+	if l.srtp != nil {
+		if err := l.writeSRTP(b, dst); err != nil {
+			return err
+		}
+	} else if _, err := l.pair.RTP.WriteToUDPAddrPort(b, dst); err != nil {
 		return fmt.Errorf("rtp leg %s: write to %s: %w", l.local, dst, err)
 	}
 	l.pktsOut.Add(1)
