@@ -108,7 +108,7 @@ func Detect(pcm []int16, rate int, freq float64) bool {
 func Delay(ref, got []int16, maxLag int) int {
 	best, bestLag := math.Inf(-1), 0
 	for lag := -maxLag; lag <= maxLag; lag++ {
-		c := correlation(ref, got, lag)
+		c := Correlation(ref, got, lag)
 		if c > best {
 			best, bestLag = c, lag
 		}
@@ -116,9 +116,11 @@ func Delay(ref, got []int16, maxLag int) int {
 	return bestLag
 }
 
-// correlation is the normalised cross-correlation of ref[i] and got[i+lag]
-// over their overlap.
-func correlation(ref, got []int16, lag int) float64 {
+// Correlation is the normalised cross-correlation of ref[i] and got[i+lag]
+// over their overlap: 1 for identical shapes, about 0 for unrelated
+// signals. Use it to check that the lag Delay found is a real match. It
+// returns -Inf if either overlap is silent.
+func Correlation(ref, got []int16, lag int) float64 {
 	var xy, xx, yy float64
 	for i, r := range ref {
 		j := i + lag
