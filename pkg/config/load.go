@@ -181,6 +181,12 @@ func newFlagSet(set *[]setting) *flag.FlagSet {
 // is normalised and validated. For -h or --help it returns an error
 // wrapping flag.ErrHelp; the caller then prints Usage.
 func Load(args []string, environ []string) (Config, error) {
+	return load(args, environ, os.ReadFile)
+}
+
+// load is Load with the file reader given, so the fuzz test can feed bytes
+// without touching the disk.
+func load(args []string, environ []string, readFile func(string) ([]byte, error)) (Config, error) {
 	var flagSettings []setting
 	fs := newFlagSet(&flagSettings)
 	if err := fs.Parse(args); err != nil {
@@ -226,7 +232,7 @@ func Load(args []string, environ []string) (Config, error) {
 
 	c := Default()
 	if path != "" {
-		data, err := os.ReadFile(path)
+		data, err := readFile(path)
 		if err != nil {
 			return Config{}, fmt.Errorf("config file: %w", err)
 		}
