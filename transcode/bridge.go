@@ -365,7 +365,8 @@ func (d *direction) run(h handler, from RTPReader, to RTPWriter, name string) er
 			d.ring.flush()
 			return fmt.Errorf("transcode %s: read: %w", name, err)
 		}
-		d.handle(h, d.rbuf[:min(n, len(d.rbuf))])
+		// A misbehaving reader must not be able to make us slice out of range.
+		d.handle(h, d.rbuf[:max(0, min(n, len(d.rbuf)))])
 	}
 }
 

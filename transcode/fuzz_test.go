@@ -19,11 +19,12 @@ func FuzzParseRTP(f *testing.F) {
 		if len(b) < rtpHeaderLen || b[0]>>6 != 2 {
 			t.Fatal("accepted a packet without a v2 header")
 		}
-		// The payload must lie inside b, after the fixed header.
-		if len(p.Payload) > len(b)-rtpHeaderLen {
-			t.Fatalf("payload of %d bytes from a %d-byte packet", len(p.Payload), len(b))
+		// The payload must alias b after the fixed header and inside it.
+		off := cap(b) - cap(p.Payload)
+		if off < rtpHeaderLen || off+len(p.Payload) > len(b) {
+			t.Fatalf("payload [%d:%d] of a %d-byte packet", off, off+len(p.Payload), len(b))
 		}
-		if cap(p.Payload) > 0 && &p.Payload[:1][0] != &b[len(b)-cap(p.Payload)] && len(p.Payload) > 0 {
+		if len(p.Payload) > 0 && &p.Payload[0] != &b[off] {
 			t.Fatal("payload does not alias the packet")
 		}
 		if p.PT != b[1]&0x7F || p.Seq != binary.BigEndian.Uint16(b[2:]) || p.SSRC != binary.BigEndian.Uint32(b[8:]) {

@@ -230,6 +230,23 @@ func (e *G722Encoder) Encode(dst []byte, pcm []int16) int {
 	return n
 }
 
+// quantL returns the decision interval (1–30) of the magnitude mag for the
+// scale factor det: the first i with mag < q6[i]·det/4096, or 30. The
+// levels grow with i, so a binary search finds the same interval as the
+// Recommendation's linear scan in 5 steps instead of up to 29.
+func quantL(mag, det int32) int {
+	lo, hi := 1, 30
+	for lo < hi {
+		mid := (lo + hi) / 2
+		if mag < (q6[mid]*det)>>12 {
+			hi = mid
+		} else {
+			lo = mid + 1
+		}
+	}
+	return lo
+}
+
 func (e *G722Encoder) encodePair(s0, s1 int16) byte {
 	// Transmit QMF: two new samples in, one low and one high band sample out.
 	copy(e.x[:22], e.x[2:])
@@ -249,12 +266,7 @@ func (e *G722Encoder) encodePair(s0, s1 int16) byte {
 	if el < 0 {
 		mag = -(el + 1)
 	}
-	i := 1
-	for ; i < 30; i++ {
-		if mag < (q6[i]*lb.det)>>12 {
-			break
-		}
-	}
+	i := quantL(mag, lb.det)
 	il := ilp[i]
 	if el < 0 {
 		il = iln[i]

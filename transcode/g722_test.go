@@ -146,3 +146,39 @@ func BenchmarkG722Decode20ms(b *testing.B) {
 		dec.Decode(pcm, code)
 	}
 }
+
+// TestG722QuantizerSearch checks the binary search against the linear scan
+// of the Recommendation for every scale factor SCALEL can produce, at every
+// decision boundary (±1) and the extremes.
+func TestG722QuantizerSearch(t *testing.T) {
+	dets := map[int32]bool{}
+	for nb := int32(0); nb <= 18432; nb++ {
+		var b adpcmBand // nb starts at 0, so scale sets nb to exactly this nb
+		b.scale(nb, 18432, 8)
+		dets[b.det] = true
+	}
+	for det := range dets {
+		mags := []int32{0, 32767}
+		for i := 1; i < 30; i++ {
+			th := (q6[i] * det) >> 12
+			mags = append(mags, th-1, th, th+1)
+		}
+		for _, mag := range mags {
+			if mag < 0 || mag > 32767 {
+				continue
+			}
+			i := 1
+			for ; i < 30; i++ {
+				if mag < (q6[i]*det)>>12 {
+					break
+				}
+			}
+			if got := quantL(mag, det); got != i {
+				t.Fatalf("quantL(%d, %d) = %d, linear scan says %d", mag, det, got, i)
+			}
+		}
+	}
+	if len(dets) < 100 {
+		t.Fatalf("only %d scale factors enumerated", len(dets))
+	}
+}
