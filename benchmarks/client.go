@@ -105,6 +105,9 @@ func NewClient(codec Codec, log *slog.Logger) (*Client, error) {
 	se.SetIPFilter(func(ip net.IP) bool { return ip.Equal(net.IPv4(127, 0, 0, 1)) })
 	se.SetInterfaceFilter(func(name string) bool { return name == "lo" })
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	// An echo can send RTP back before pion has finished applying the answer;
+	// without this, pion drops that SSRC for good and OnTrack never fires.
+	se.SetHandleUndeclaredSSRCWithoutAnswer(true)
 
 	me := &webrtc.MediaEngine{}
 	cap := webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypePCMU, ClockRate: 8000, Channels: 1}
@@ -166,11 +169,15 @@ func (cl *Client) Run(ctx context.Context) {
 		cl.mu.Lock()
 		calls := cl.active
 		cl.mu.Unlock()
+		t0 := time.Now()
 		for _, c := range calls {
 			if !c.sending.Load() {
 				continue
 			}
 			cl.sendFrame(c)
+		}
+		if el := time.Since(t0); el > 10*time.Millisecond {
+			cl.log.Debug("slow send tick", "calls", len(calls), "took", el, "late", -d)
 		}
 	}
 }

@@ -275,7 +275,7 @@ func rtpengineTarget(ctx context.Context, log *slog.Logger, out io.Writer, sc Sc
 		if err != nil {
 			return nil, err
 		}
-		return &ngSignaler{ng: ng, uas: uas, sc: sc}, nil
+		return &ngSignaler{ng: ng, uas: uas, sc: sc, log: log}, nil
 	}}
 	return t, p.Stop, nil
 }

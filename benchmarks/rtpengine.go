@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -120,7 +121,7 @@ type ngSignaler struct {
 	ng        *ngClient
 	uas       *UAS
 	sc        Scenario
-	transcode bool
+	log       *slog.Logger
 }
 
 func (s *ngSignaler) Setup(ctx context.Context, c *call, offer string) (string, int, error) {
@@ -129,7 +130,9 @@ func (s *ngSignaler) Setup(ctx context.Context, c *call, offer string) (string, 
 		trunkProto = "RTP/SAVP"
 	}
 	cmd := map[string]any{
-		"command": "offer", "call-id": c.id, "from-tag": "ft" + c.user, "sdp": offer,
+		"command": "offer", "call-id": c.id, "from-tag": "ft" + c.user, "sdp": hostAddress(offer),
+		// What a SIP proxy passes as the offer's source address.
+		"received-from": []any{"IP4", "127.0.0.1"},
 		"transport-protocol": trunkProto,
 		"ICE":                "remove",
 		"rtcp-mux":           []any{"demux"},
@@ -144,6 +147,7 @@ func (s *ngSignaler) Setup(ctx context.Context, c *call, offer string) (string, 
 		return "", 0, err
 	}
 	trunkOffer, _ := r["sdp"].(string)
+	s.log.Debug("ng offer", "call", c.user, "browser_offer", offer, "trunk_offer", trunkOffer)
 	ans, err := s.uas.Answer(c.user, []byte(trunkOffer))
 	if err != nil {
 		return "", 488, fmt.Errorf("trunk UAS: %w", err)
@@ -159,7 +163,26 @@ func (s *ngSignaler) Setup(ctx context.Context, c *call, offer string) (string, 
 		return "", 0, err
 	}
 	browserAnswer, _ := r["sdp"].(string)
+	s.log.Debug("ng answer", "call", c.user, "trunk_answer", string(ans), "browser_answer", browserAnswer)
 	return browserAnswer, 200, nil
+}
+
+// hostAddress puts the host candidate's address into c= and m= of a WebRTC
+// offer. Browsers write c=IN IP4 0.0.0.0 and port 9 and rely on ICE; rtpengine
+// reads 0.0.0.0 as RFC 2543 hold and would forward the stream sendonly.
+func hostAddress(offer string) string {
+	var ip, port string
+	for _, l := range strings.Split(offer, "\r\n") {
+		if f := strings.Fields(l); len(f) >= 8 && strings.HasPrefix(l, "a=candidate:") && f[1] == "1" && f[7] == "host" {
+			ip, port = f[4], f[5]
+			break
+		}
+	}
+	if ip == "" {
+		return offer
+	}
+	offer = strings.ReplaceAll(offer, "c=IN IP4 0.0.0.0", "c=IN IP4 "+ip)
+	return strings.Replace(offer, "m=audio 9 ", "m=audio "+port+" ", 1)
 }
 
 func (s *ngSignaler) Teardown(ctx context.Context, c *call) error {

@@ -282,6 +282,7 @@ func (b *bench) run(ctx context.Context, t target, sc Scenario, p RunParams) (*R
 		res.Relay.MeasurementComment = "relay pid unknown (use --spawn or --relay-pid)"
 	}
 	res.UnknownRTP = b.uas.Unknown()
+	b.log.Debug("run done", "uas_unknown_rtp", res.UnknownRTP, "uas_invites", b.uas.Invites(), "sent", b.client.sent.Load(), "recv", b.client.recv.Load())
 
 	// Hang up, a few at a time, like the ramp but faster.
 	sem := make(chan struct{}, 32)
