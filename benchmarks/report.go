@@ -229,4 +229,3 @@ func cpuRatio(rs []*Result) string {
 	}
 	return fmt.Sprintf("CPU per call-second, mediarelay / rtpengine = %.2f", mr.Relay.CPUMicrosPerCallS/re.Relay.CPUMicrosPerCallS)
 }
-

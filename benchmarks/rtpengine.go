@@ -118,10 +118,10 @@ func (n *ngClient) Close() { _ = n.conn.Close() }
 // an ng offer, the rewritten plain-RTP offer to the trunk UAS, the UAS's
 // answer through an ng answer back to the browser.
 type ngSignaler struct {
-	ng        *ngClient
-	uas       *UAS
-	sc        Scenario
-	log       *slog.Logger
+	ng  *ngClient
+	uas *UAS
+	sc  Scenario
+	log *slog.Logger
 }
 
 func (s *ngSignaler) Setup(ctx context.Context, c *call, offer string) (string, int, error) {
@@ -132,7 +132,7 @@ func (s *ngSignaler) Setup(ctx context.Context, c *call, offer string) (string, 
 	cmd := map[string]any{
 		"command": "offer", "call-id": c.id, "from-tag": "ft" + c.user, "sdp": hostAddress(offer),
 		// What a SIP proxy passes as the offer's source address.
-		"received-from": []any{"IP4", "127.0.0.1"},
+		"received-from":      []any{"IP4", "127.0.0.1"},
 		"transport-protocol": trunkProto,
 		"ICE":                "remove",
 		"rtcp-mux":           []any{"demux"},
