@@ -73,6 +73,10 @@ type Options struct {
 	Freqs []float64
 	// DTMF, if not empty, is sent as RFC 4733 events one second into the call.
 	DTMF string
+	// CancelWhenRinging makes the browser hang up as soon as a 180 or 183
+	// arrives (a CANCEL) instead of waiting for the answer; Call then
+	// succeeds if the CANCEL ended the call with a 487 (Result.HungUp).
+	CancelWhenRinging bool
 	// Timeout bounds the whole browser run; 0 means Hold + 45 s.
 	Timeout time.Duration
 }
@@ -128,6 +132,7 @@ type wireOptions struct {
 	HoldMs    int64     `json:"holdMs"`
 	Freqs     []float64 `json:"freqs"`
 	DTMF      string    `json:"dtmf,omitempty"`
+	Cancel    bool      `json:"cancel,omitempty"`
 	TimeoutMs int64     `json:"timeoutMs"`
 	Chromium  string    `json:"chromium"`
 }
@@ -136,7 +141,8 @@ type wireOptions struct {
 // call for o.Hold, measures the received tones, hangs up and reports.
 //
 // The error is non-nil when the call was not established, media did not
-// connect, or the hang-up was not acknowledged; the Result is still filled
+// connect, or the hang-up was not acknowledged (with CancelWhenRinging:
+// when the call did not ring or the CANCEL did not bring a 487); the Result is still filled
 // in as far as the browser got, so a test that expects a rejection (say,
 // 404) can ignore the error and check Result.Code.
 func Call(ctx context.Context, o Options) (Result, error) {
@@ -168,6 +174,7 @@ func Call(ctx context.Context, o Options) (Result, error) {
 		HoldMs:    o.Hold.Milliseconds(),
 		Freqs:     o.Freqs,
 		DTMF:      o.DTMF,
+		Cancel:    o.CancelWhenRinging,
 		TimeoutMs: o.Timeout.Milliseconds(),
 		Chromium:  Chromium,
 	})
@@ -193,6 +200,9 @@ func Call(ctx context.Context, o Options) (Result, error) {
 	var w wireResult
 	line := lastJSONLine(stdout.Bytes())
 	if line == nil {
+		if ctx.Err() != nil {
+			runErr = fmt.Errorf("%w: %v", ctx.Err(), runErr)
+		}
 		return Result{Log: splitLines(stderr.String())},
 			fmt.Errorf("browsertest: run.mjs printed no result (%v): %s", runErr, tail(stderr.String(), 2000))
 	}

@@ -30,8 +30,9 @@ func TestEchoCall(t *testing.T) {
 	if !browsertest.InNetns(t) {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
+	// No overall deadline of our own: each browser run bounds itself, and a
+	// loaded machine can make Chromium's start alone take many seconds.
+	ctx := t.Context()
 
 	tones := []float64{400, 1000}
 	const quiet = 2500.0 // a frequency nobody sends: the noise floor for comparison
@@ -64,6 +65,28 @@ func TestEchoCall(t *testing.T) {
 		case <-call.rejectACKed:
 		case <-time.After(3 * time.Second):
 			t.Error("the page did not ACK the 486")
+		}
+	})
+
+	t.Run("cancel", func(t *testing.T) {
+		res, err := browsertest.Call(ctx, browsertest.Options{PageURL: pageURL, Target: "sip:ring@127.0.0.1", CancelWhenRinging: true})
+		if err != nil {
+			for _, l := range res.Log {
+				t.Log(l)
+			}
+			t.Fatal(err)
+		}
+		if res.Established || res.Code != 487 || !res.HungUp {
+			t.Errorf("got established=%v %d %q hungUp=%v, want a 487 after the CANCEL", res.Established, res.Code, res.Reason, res.HungUp)
+		}
+		call := uas.lastCall()
+		if call == nil {
+			t.Fatal("the UAS saw no INVITE")
+		}
+		select {
+		case <-call.canceled:
+		case <-time.After(3 * time.Second):
+			t.Error("the UAS did not see the call cancelled")
 		}
 	})
 
@@ -133,6 +156,7 @@ type echoUAS struct {
 type echoCall struct {
 	bye         chan struct{} // closed when the caller's BYE arrived
 	rejectACKed chan struct{} // closed when the ACK for our 486 arrived
+	canceled    chan struct{} // closed when the caller's CANCEL ended the ringing
 
 	mu     sync.Mutex
 	events []byte // RFC 4733 event codes, one per event (end packets deduplicated)
@@ -198,7 +222,7 @@ func startEchoUAS(t *testing.T) *echoUAS {
 			return
 		}
 		defer dlg.Close()
-		call := &echoCall{bye: make(chan struct{}), rejectACKed: make(chan struct{})}
+		call := &echoCall{bye: make(chan struct{}), rejectACKed: make(chan struct{}), canceled: make(chan struct{})}
 		u.mu.Lock()
 		u.calls = append(u.calls, call)
 		u.mu.Unlock()
@@ -213,6 +237,22 @@ func startEchoUAS(t *testing.T) *echoUAS {
 			case <-tx.Acks():
 				close(call.rejectACKed)
 			case <-time.After(5 * time.Second):
+			}
+			return
+		}
+		if req.Recipient.User == "ring" {
+			// Ring until the caller gives up; sipgo answers the CANCEL with
+			// 200 and the INVITE with 487 by itself.
+			if err := dlg.Respond(180, "Ringing", nil); err != nil {
+				t.Logf("UAS: 180: %v", err)
+				return
+			}
+			select {
+			case <-dlg.Context().Done():
+				if errors.Is(tx.Err(), sip.ErrTransactionCanceled) || errors.Is(context.Cause(dlg.Context()), sip.ErrTransactionCanceled) {
+					close(call.canceled)
+				}
+			case <-time.After(20 * time.Second):
 			}
 			return
 		}

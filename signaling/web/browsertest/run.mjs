@@ -5,7 +5,8 @@
 //
 // Opens the page, calls the target, waits for the call and its media, holds,
 // reads window.mediarelay.toneLevels(freqs), hangs up and checks the hang-up
-// was acknowledged. Prints exactly one JSON line on stdout (also on failure,
+// was acknowledged. With "cancel": true it instead hangs up as soon as the
+// call rings and checks the CANCEL was answered by a 487. Prints exactly one JSON line on stdout (also on failure,
 // with an "error" field) and exits 1 on failure, 2 on a usage error.
 
 import { chromium } from 'playwright-core';
@@ -47,8 +48,14 @@ function finish(error) {
 }
 
 async function cleanup() {
-  if (context) await context.close().catch(() => {});
-  rmSync(profile, { recursive: true, force: true });
+  // Closing can crawl on a loaded machine; past a few seconds, exiting is
+  // enough, since Playwright kills the browser it launched when node exits.
+  if (context) await Promise.race([context.close().catch(() => {}), sleep(5000)]);
+  try {
+    rmSync(profile, { recursive: true, force: true });
+  } catch (err) {
+    note(`cannot remove ${profile}: ${err.message}`);
+  }
 }
 
 // The whole run is bounded: report what we have and leave.
@@ -112,6 +119,8 @@ async function main() {
     return `call could not start: ${callErr}`;
   }
 
+  if (opts.cancel) return cancelWhileRinging(page);
+
   await page.waitForFunction((states) => states.includes(window.mediarelay.state), FINAL_STATES, { timeout: 20000 })
     .catch(() => {});
   let s = await snapshot(page);
@@ -151,6 +160,24 @@ async function main() {
   note(`hung up: state ${s.state}, acknowledged ${s.hangupAcked}`);
   if (!s.hangupAcked) return 'hang-up (BYE) was not acknowledged';
   if (opts.dtmf && !result.dtmfSent) return 'DTMF could not be sent (telephone-event not negotiated?)';
+  return '';
+}
+
+// Hangs up as soon as the far end rings: the page sends CANCEL, and the
+// 487 that follows counts as the acknowledgement.
+async function cancelWhileRinging(page) {
+  const ringing = ['ringing', 'early'];
+  await page.waitForFunction((states) => states.includes(window.mediarelay.state), ringing.concat(FINAL_STATES),
+    { timeout: 20000 }).catch(() => {});
+  let s = await snapshot(page);
+  if (!ringing.includes(s.state)) return `call did not ring: state ${s.state}, ${s.code} ${s.reason}`.trim();
+  note(`ringing (${s.code}); cancelling`);
+  await page.evaluate(() => window.mediarelay.hangup());
+  s = await snapshot(page);
+  result.hungUp = s.hangupAcked;
+  note(`cancelled: state ${s.state}, ${s.code} ${s.reason}, acknowledged ${s.hangupAcked}`);
+  if (s.state === 'established' || s.code === 200) return 'the call was answered despite the CANCEL';
+  if (!s.hangupAcked) return `CANCEL was not acknowledged with a 487 (got ${s.code} ${s.reason})`;
   return '';
 }
 

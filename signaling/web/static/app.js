@@ -216,8 +216,12 @@ function onFailed(s, { status, reason }) {
   setState('failed', status ? `Call failed: ${status} ${reason}` : `Call failed: ${reason}`, 'error');
 }
 
-function onEnded(s, { by, status }) {
+function onEnded(s, { by, status, reason }) {
   api.endedBy = by;
+  if (status === 487) { // the INVITE's final answer after our CANCEL
+    api.lastCode = status;
+    api.lastReason = reason;
+  }
   api.hangupAcked = by === 'local' && ((status >= 200 && status < 300) || status === 487);
   if (api.state !== 'failed') {
     const how = by === 'remote' ? 'by the other side' : api.hangupAcked ? '' : '(no answer to our BYE/CANCEL)';

@@ -388,7 +388,8 @@ export class UA {
    *   progress({status, reason, sdp})  1xx; sdp is '' when there is none
    *   answered({sdp})                  2xx, after the ACK went out
    *   failed({status, reason})         3xx-6xx, or a local failure (status 0 or 408)
-   *   ended({by, status})              the call is over: by 'local' or 'remote'
+   *   ended({by, status, reason})      the call is over: by 'local' or 'remote'; status is
+   *                                    the answer to our BYE, or the 487 after our CANCEL
    *   offer({sdp}) -> Promise<sdp>     in-dialog re-INVITE/UPDATE carrying an offer
    */
   invite(target, sdp, events = {}) {
@@ -533,7 +534,7 @@ class Call {
     if (this.done) return;
     this.ua.cancel(this.timerB);
     if (this.cancelWanted && status === 487) {
-      this.finish('local', status);
+      this.finish('local', status, res.reason);
     } else {
       this.fail(status, res.reason);
     }
@@ -672,14 +673,14 @@ class Call {
     this.finish(status === 0 && this.state === 'confirmed' ? 'remote' : 'local', status);
   }
 
-  finish(by, status) {
+  finish(by, status, reason = '') {
     if (this.done) return;
     this.done = true;
     this.state = 'ended';
     this.ua.cancel(this.timerB);
     // Keep the INVITE transaction a little longer so a late 2xx still gets ACKed and BYEd.
     this.ua.later(() => this.ua.transactions.delete(this.inviteBranch), TIMER_B_MS);
-    this.emit('ended', { by, status });
+    this.emit('ended', { by, status, reason });
   }
 
   emit(name, arg) {

@@ -162,7 +162,7 @@ test('INVITE, early media, 2xx with Record-Route, re-ACK, BYE', async () => {
   assert.equal(bye.from.params.get('tag'), invite.from.params.get('tag'));
   await feed(respond(bye, 200, 'OK', { toTag: '' }));
   await new Promise((r) => setTimeout(r, 0));
-  assert.deepEqual(seen.at(-1), ['ended', { by: 'local', status: 200 }]);
+  assert.deepEqual(seen.at(-1), ['ended', { by: 'local', status: 200, reason: '' }]);
 });
 
 test('CANCEL while ringing, then ACK the 487', async () => {
@@ -185,7 +185,7 @@ test('CANCEL while ringing, then ACK the 487', async () => {
   assert.equal(ack.method, 'ACK');
   assert.equal(ack.topVia.params.get('branch'), invite.topVia.params.get('branch'));
   assert.equal(ack.to.params.get('tag'), 'bob1');
-  assert.deepEqual(seen.at(-1), ['ended', { by: 'local', status: 487 }]);
+  assert.deepEqual(seen.at(-1), ['ended', { by: 'local', status: 487, reason: 'Request Terminated' }]);
 });
 
 test('a rejected call is ACKed and reported', async () => {
@@ -227,5 +227,5 @@ test('answers BYE, OPTIONS and stray requests', async () => {
   assert.equal(unknown.status, 481);
   assert.equal(bye.status, 200);
   assert.equal(bye.to.params.get('tag'), fromTag);
-  assert.deepEqual(seen.at(-1), ['ended', { by: 'remote', status: 0 }]);
+  assert.deepEqual(seen.at(-1), ['ended', { by: 'remote', status: 0, reason: '' }]);
 });
