@@ -208,22 +208,26 @@ func (s *Store) Write(r Record) error {
 		return errors.New("cdr: record has no call id")
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.closed {
+		s.mu.Unlock()
 		return ErrClosed
 	}
 	if _, dup := s.pending[r.CallID]; dup {
+		s.mu.Unlock()
 		return fmt.Errorf("%w: %s", ErrDuplicate, r.CallID)
 	}
 	select {
 	case s.queue <- r:
 		s.pending[r.CallID] = struct{}{}
+		s.mu.Unlock()
 		return nil
 	default:
-		n := s.dropped.Add(1)
-		s.log.Warn("CDR dropped: write queue full", "call_id", r.CallID, "dropped_total", n)
-		return fmt.Errorf("%w: %s", ErrQueueFull, r.CallID)
 	}
+	s.mu.Unlock()
+	// Log outside the lock: other calls ending now should not wait on it.
+	n := s.dropped.Add(1)
+	s.log.Warn("CDR dropped: write queue full", "call_id", r.CallID, "dropped_total", n)
+	return fmt.Errorf("%w: %s", ErrQueueFull, r.CallID)
 }
 
 // Stats returns the counts of written, dropped and failed records.

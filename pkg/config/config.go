@@ -14,8 +14,9 @@ type Config struct {
 	Transcode Transcode `yaml:"transcode"`
 	CDR       CDR       `yaml:"cdr"`
 	Log       Log       `yaml:"log"`
-	// Trunk is the default trunk (a SIP URI such as sip:10.0.0.1:5060;transport=tcp)
-	// for browser calls that match no entry of Trunks.
+	// Trunk is the default trunk (a SIP URI such as sip:10.0.0.1:5060;transport=tcp,
+	// host:port, or the Name of an entry of Trunks) for browser calls that
+	// match no entry of Trunks.
 	Trunk string `yaml:"trunk"`
 	// Trunks are tried in order; the first whose Match matches the called user wins.
 	Trunks []Trunk `yaml:"trunks"`
@@ -91,11 +92,17 @@ type Trunk struct {
 	// (the trunk is then reachable only as the default).
 	Match string `yaml:"match"`
 	// Address is the trunk's SIP URI or host:port.
-	Address   string   `yaml:"address"`
-	Transport string   `yaml:"transport"`  // udp, tcp, tls
-	Codecs    []string `yaml:"codecs"`     // in preference order: PCMU, PCMA, opus, G722
-	MediaMode string   `yaml:"media_mode"` // auto, passthrough, transcode
-	SRTP      string   `yaml:"srtp"`       // off, optional, required (SDES), dtls
+	Address string `yaml:"address"`
+	// Transport is udp, tcp or tls; Load fills an empty one from the
+	// address (";transport=", tls for sips:, else udp).
+	Transport string `yaml:"transport"`
+	// Codecs in preference order: PCMU, PCMA, opus, G722. Load spells them
+	// canonically and fills an empty list with DefaultTrunkCodecs.
+	Codecs []string `yaml:"codecs"`
+	// MediaMode is auto, passthrough or transcode; Load turns "" into auto.
+	MediaMode string `yaml:"media_mode"`
+	// SRTP is off, optional, required (SDES) or dtls; Load turns "" into off.
+	SRTP string `yaml:"srtp"`
 	// AllowSDESOverInsecureTransport permits SDES keys over UDP/TCP, where anyone on the path can read them.
 	AllowSDESOverInsecureTransport bool   `yaml:"allow_sdes_over_insecure_transport"`
 	Username                       string `yaml:"username"`

@@ -303,7 +303,8 @@ func LoadFile(path string) (Config, error) {
 func Usage(w io.Writer) {
 	def := reflect.ValueOf(Default())
 	fmt.Fprintf(w, "Usage: mediarelay serve [flags]\n\n")
-	fmt.Fprintf(w, "Precedence: defaults < YAML file < %s* environment < flags.\n\n", EnvPrefix)
+	fmt.Fprintf(w, "Precedence: defaults < YAML file < %s* environment < flags.\n", EnvPrefix)
+	fmt.Fprintf(w, "Booleans take =: --sip-echo=false. Lists are comma-separated. Durations look like 30s or 1m30s.\n\n")
 	fmt.Fprintf(w, "  --%s FILE\n        YAML configuration file (env %sCONFIG)\n", configKey, EnvPrefix)
 	fmt.Fprintf(w, "  --%s YAML\n        trunk list as inline YAML or JSON, replacing the file's (env %sTRUNKS)\n", trunksKey, EnvPrefix)
 	sorted := append([]field(nil), fields...)
