@@ -24,12 +24,14 @@
 package browsertest
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"os/exec"
@@ -38,6 +40,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -63,8 +66,9 @@ type Options struct {
 	// Target is the SIP URI to call; empty means the page's default,
 	// sip:echo@<page host>.
 	Target string
-	// WAV is the fake microphone: a 16-bit PCM WAV file that Chromium
-	// loops (see WriteToneWAV). Empty means Chromium's built-in beeps.
+	// WAV is the fake microphone for the package-level Call: a 16-bit PCM
+	// WAV file that Chromium loops (see WriteToneWAV); empty means
+	// Chromium's built-in beeps. Browser.Call ignores it (see Launch).
 	WAV string
 	// Hold is how long to stay in the call once media flows; 0 means 3 s.
 	Hold time.Duration
@@ -124,37 +128,116 @@ type wireResult struct {
 	Error          string             `json:"error"`
 }
 
-// wireOptions is run.mjs's input.
+// wireOptions is one call's request line to run.mjs --serve.
 type wireOptions struct {
 	PageURL   string    `json:"pageUrl"`
 	Target    string    `json:"target,omitempty"`
-	WAV       string    `json:"wav,omitempty"`
 	HoldMs    int64     `json:"holdMs"`
 	Freqs     []float64 `json:"freqs"`
 	DTMF      string    `json:"dtmf,omitempty"`
 	Cancel    bool      `json:"cancel,omitempty"`
 	TimeoutMs int64     `json:"timeoutMs"`
-	Chromium  string    `json:"chromium"`
 }
 
-// Call opens the page in headless Chromium, calls o.Target, stays in the
-// call for o.Hold, measures the received tones, hangs up and reports.
-//
-// The error is non-nil when the call was not established, media did not
-// connect, or the hang-up was not acknowledged (with CancelWhenRinging:
-// when the call did not ring or the CANCEL did not bring a 487); the Result is still filled
-// in as far as the browser got, so a test that expects a rejection (say,
-// 404) can ignore the error and check Result.Code.
+// Call launches headless Chromium with o.WAV as its microphone, places one
+// call (see Browser.Call) and closes the browser. For several calls, Launch
+// one Browser and reuse it: Chromium's start takes seconds on a busy machine.
 func Call(ctx context.Context, o Options) (Result, error) {
-	if o.PageURL == "" {
-		return Result{}, errors.New("browsertest: Options.PageURL is empty")
-	}
-	dir, err := Dir()
+	b, err := Launch(ctx, o.WAV)
 	if err != nil {
 		return Result{}, err
 	}
+	res, err := b.Call(ctx, o)
+	if cerr := b.Close(); err == nil && cerr != nil {
+		err = cerr
+	}
+	return res, err
+}
+
+// Browser is a running headless Chromium (driven by run.mjs --serve) that
+// places calls one after another, each in a fresh tab.
+type Browser struct {
+	mu      sync.Mutex // one call at a time
+	cmd     *exec.Cmd
+	stdin   io.WriteCloser
+	results chan []byte // run.mjs's result lines; closed when its stdout ends
+	stderr  *lockedBuffer
+	closed  bool
+}
+
+// Launch starts Chromium, with wav (a 16-bit PCM WAV file, looped; see
+// WriteToneWAV) as its fake microphone, or Chromium's built-in beeps if wav
+// is empty. The browser lives until Close or until ctx is done.
+func Launch(ctx context.Context, wav string) (*Browser, error) {
+	dir, err := Dir()
+	if err != nil {
+		return nil, err
+	}
 	if err := EnsureDeps(ctx); err != nil {
-		return Result{}, err
+		return nil, err
+	}
+	if wav != "" {
+		if wav, err = filepath.Abs(wav); err != nil {
+			return nil, err
+		}
+		if _, err := os.Stat(wav); err != nil {
+			return nil, fmt.Errorf("browsertest: microphone file: %w", err)
+		}
+	}
+	launch, err := json.Marshal(map[string]string{"wav": wav, "chromium": Chromium})
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.CommandContext(ctx, "node", filepath.Join(dir, "run.mjs"), "--serve", string(launch))
+	cmd.Dir = dir
+	b := &Browser{cmd: cmd, results: make(chan []byte), stderr: &lockedBuffer{}}
+	cmd.Stderr = b.stderr
+	// Own process group, so killing it also takes Chromium and its helpers down.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 5 * time.Second
+	if b.stdin, err = cmd.StdinPipe(); err != nil {
+		return nil, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("browsertest: starting node: %w", err)
+	}
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		sc.Buffer(make([]byte, 64*1024), 16<<20) // a result carries the page's whole log
+		for sc.Scan() {
+			if line := bytes.TrimSpace(sc.Bytes()); bytes.HasPrefix(line, []byte("{")) {
+				b.results <- bytes.Clone(line)
+			}
+		}
+		close(b.results)
+	}()
+	return b, nil
+}
+
+// Call opens o.PageURL in a new tab, calls o.Target, stays in the call for
+// o.Hold, measures the received tones, hangs up and reports. o.WAV is
+// ignored: the microphone was chosen at Launch.
+//
+// The error is non-nil when the call was not established, media did not
+// connect, or the hang-up was not acknowledged (with CancelWhenRinging:
+// when the call did not ring or the CANCEL did not bring a 487); the
+// Result is still filled in as far as the browser got, so a test that
+// expects a rejection (say, 404) can ignore the error and check
+// Result.Code. If the browser itself fails or hangs, it is killed and
+// later calls fail too.
+func (b *Browser) Call(ctx context.Context, o Options) (Result, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return Result{}, errors.New("browsertest: browser is closed")
+	}
+	if o.PageURL == "" {
+		return Result{}, errors.New("browsertest: Options.PageURL is empty")
 	}
 	if o.Hold <= 0 {
 		o.Hold = 3 * time.Second
@@ -162,50 +245,44 @@ func Call(ctx context.Context, o Options) (Result, error) {
 	if o.Timeout <= 0 {
 		o.Timeout = o.Hold + 45*time.Second
 	}
-	if o.WAV != "" {
-		if o.WAV, err = filepath.Abs(o.WAV); err != nil {
-			return Result{}, err
-		}
-	}
-	in, err := json.Marshal(wireOptions{
+	req, err := json.Marshal(wireOptions{
 		PageURL:   o.PageURL,
 		Target:    o.Target,
-		WAV:       o.WAV,
 		HoldMs:    o.Hold.Milliseconds(),
 		Freqs:     o.Freqs,
 		DTMF:      o.DTMF,
 		Cancel:    o.CancelWhenRinging,
 		TimeoutMs: o.Timeout.Milliseconds(),
-		Chromium:  Chromium,
 	})
 	if err != nil {
 		return Result{}, err
 	}
+	if _, err := b.stdin.Write(append(req, '\n')); err != nil {
+		return Result{}, fmt.Errorf("browsertest: browser gone: %v: %s", err, tail(b.stderr.String(), 2000))
+	}
 
-	// run.mjs enforces o.Timeout itself and reports; the context deadline
-	// here is the backstop for a wedged node or browser.
-	ctx, cancel := context.WithTimeout(ctx, o.Timeout+15*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "node", filepath.Join(dir, "run.mjs"), string(in))
-	cmd.Dir = dir
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout = &stdout
-	cmd.Stderr = &stderr
-	// Own process group, so a cancel also takes Chromium and its helpers down.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	cmd.WaitDelay = 5 * time.Second
-	runErr := cmd.Run()
+	// run.mjs enforces o.Timeout itself, and a first call also waits for
+	// Chromium to start; past that margin the browser is wedged.
+	backstop := time.NewTimer(o.Timeout + 75*time.Second)
+	defer backstop.Stop()
+	var line []byte
+	var ok bool
+	select {
+	case line, ok = <-b.results:
+		if !ok {
+			err := b.cmd.Wait()
+			b.closed = true
+			return Result{}, fmt.Errorf("browsertest: browser exited (%v): %s", err, tail(b.stderr.String(), 2000))
+		}
+	case <-ctx.Done():
+		b.kill()
+		return Result{}, fmt.Errorf("browsertest: %w", ctx.Err())
+	case <-backstop.C:
+		b.kill()
+		return Result{}, fmt.Errorf("browsertest: no result from the browser within %v: %s", o.Timeout+75*time.Second, tail(b.stderr.String(), 2000))
+	}
 
 	var w wireResult
-	line := lastJSONLine(stdout.Bytes())
-	if line == nil {
-		if ctx.Err() != nil {
-			runErr = fmt.Errorf("%w: %v", ctx.Err(), runErr)
-		}
-		return Result{Log: splitLines(stderr.String())},
-			fmt.Errorf("browsertest: run.mjs printed no result (%v): %s", runErr, tail(stderr.String(), 2000))
-	}
 	if err := json.Unmarshal(line, &w); err != nil {
 		return Result{}, fmt.Errorf("browsertest: bad result line %q: %v", line, err)
 	}
@@ -219,21 +296,75 @@ func Call(ctx context.Context, o Options) (Result, error) {
 		HungUp:         w.HungUp,
 		EndedBy:        w.EndedBy,
 		Stats:          w.Stats,
-		Log:            append(w.Log, splitLines(stderr.String())...),
+		Log:            w.Log,
 	}
 	for k, v := range w.ToneDB {
-		f, err := strconv.ParseFloat(k, 64)
-		if err == nil {
+		if f, err := strconv.ParseFloat(k, 64); err == nil {
 			res.ToneDB[f] = v
 		}
 	}
-	switch {
-	case w.Error != "":
+	if w.Error != "" {
 		return res, fmt.Errorf("browsertest: %s", w.Error)
-	case runErr != nil:
-		return res, fmt.Errorf("browsertest: run.mjs: %v: %s", runErr, tail(stderr.String(), 2000))
 	}
 	return res, nil
+}
+
+// Close ends the browser and waits for it to exit.
+func (b *Browser) Close() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil
+	}
+	b.closed = true
+	b.stdin.Close() // run.mjs closes Chromium and exits at the end of its input
+	// run.mjs bounds its own shutdown; this is the backstop if it hangs.
+	stuck := time.AfterFunc(30*time.Second, func() { _ = syscall.Kill(-b.cmd.Process.Pid, syscall.SIGKILL) })
+	defer stuck.Stop()
+	for range b.results {
+	}
+	err := b.cmd.Wait()
+	var exit *exec.ExitError
+	if errors.As(err, &exit) {
+		// Exit status 1 only says some call failed, which Call has reported.
+		if exit.ExitCode() == 1 {
+			return nil
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("browsertest: browser: %v: %s", err, tail(b.stderr.String(), 2000))
+	}
+	return nil
+}
+
+func (b *Browser) kill() {
+	if b.closed {
+		return
+	}
+	b.closed = true
+	_ = syscall.Kill(-b.cmd.Process.Pid, syscall.SIGKILL)
+	b.stdin.Close()
+	for range b.results {
+	}
+	_ = b.cmd.Wait()
+}
+
+// lockedBuffer collects a child's stderr while others read it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
 }
 
 // Dir returns the directory holding run.mjs and package.json.
@@ -404,24 +535,6 @@ func WriteToneWAV(path string, freqs []float64, seconds float64) error {
 		le.PutUint16(data[44+2*i:], uint16(int16(math.Round(v*amp))))
 	}
 	return os.WriteFile(path, data, 0o644)
-}
-
-func lastJSONLine(b []byte) []byte {
-	lines := bytes.Split(bytes.TrimSpace(b), []byte("\n"))
-	for i := len(lines) - 1; i >= 0; i-- {
-		if l := bytes.TrimSpace(lines[i]); bytes.HasPrefix(l, []byte("{")) {
-			return l
-		}
-	}
-	return nil
-}
-
-func splitLines(s string) []string {
-	s = strings.TrimSpace(s)
-	if s == "" {
-		return nil
-	}
-	return strings.Split(s, "\n")
 }
 
 func tail(s string, n int) string {

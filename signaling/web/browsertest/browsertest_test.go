@@ -45,9 +45,18 @@ func TestEchoCall(t *testing.T) {
 	page := httptest.NewServer(web.Handler())
 	defer page.Close()
 	pageURL := page.URL + "/?ws=" + url.QueryEscape(uas.wsURL)
+	browser, err := browsertest.Launch(ctx, wav)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := browser.Close(); err != nil {
+			t.Error(err)
+		}
+	}()
 
 	t.Run("busy", func(t *testing.T) {
-		res, err := browsertest.Call(ctx, browsertest.Options{PageURL: pageURL, Target: "sip:busy@127.0.0.1"})
+		res, err := browser.Call(ctx, browsertest.Options{PageURL: pageURL, Target: "sip:busy@127.0.0.1"})
 		if err == nil {
 			t.Fatal("a call to a busy UAS succeeded")
 		}
@@ -69,7 +78,7 @@ func TestEchoCall(t *testing.T) {
 	})
 
 	t.Run("cancel", func(t *testing.T) {
-		res, err := browsertest.Call(ctx, browsertest.Options{PageURL: pageURL, Target: "sip:ring@127.0.0.1", CancelWhenRinging: true})
+		res, err := browser.Call(ctx, browsertest.Options{PageURL: pageURL, Target: "sip:ring@127.0.0.1", CancelWhenRinging: true})
 		if err != nil {
 			for _, l := range res.Log {
 				t.Log(l)
@@ -90,12 +99,12 @@ func TestEchoCall(t *testing.T) {
 		}
 	})
 
-	for _, codec := range []string{"opus", "pcmu"} {
-		t.Run(codec, func(t *testing.T) {
-			res, err := browsertest.Call(ctx, browsertest.Options{
+	for _, c := range []struct{ mode, codec string }{{"echo", "opus"}, {"echo", "pcmu"}, {"early", "pcmu"}} {
+		codec := c.codec
+		t.Run(c.mode+"-"+codec, func(t *testing.T) {
+			res, err := browser.Call(ctx, browsertest.Options{
 				PageURL: pageURL,
-				Target:  "sip:echo-" + codec + "@127.0.0.1",
-				WAV:     wav,
+				Target:  "sip:" + c.mode + "-" + codec + "@127.0.0.1",
 				Hold:    3 * time.Second,
 				Freqs:   append(tones, quiet),
 				DTMF:    "1#",
@@ -261,7 +270,9 @@ func startEchoUAS(t *testing.T) *echoUAS {
 			t.Logf("UAS: 180: %v", err)
 			return
 		}
-		codec := strings.TrimPrefix(req.Recipient.User, "echo-")
+		// echo-CODEC answers with a 200; early-CODEC first sends the answer
+		// in a 183 (early media, a "pranswer" in the page), then the 200.
+		mode, codec, _ := strings.Cut(req.Recipient.User, "-")
 		pc, answer, err := newEchoPeer(codec, string(req.Body()), call)
 		if err != nil {
 			t.Logf("UAS: %v", err)
@@ -269,6 +280,13 @@ func startEchoUAS(t *testing.T) *echoUAS {
 			return
 		}
 		defer pc.Close()
+		if mode == "early" {
+			if err := dlg.Respond(183, "Session Progress", []byte(answer), sip.NewHeader("Content-Type", "application/sdp")); err != nil {
+				t.Logf("UAS: 183: %v", err)
+				return
+			}
+			time.Sleep(500 * time.Millisecond) // let early media start before the answer
+		}
 		// RespondSDP returns once the ACK arrives (it retransmits the 200 until then).
 		if err := dlg.RespondSDP([]byte(answer)); err != nil {
 			t.Logf("UAS: 200: %v", err)
