@@ -2,6 +2,7 @@ package media
 
 import (
 	"encoding/binary"
+	"net/netip"
 	"testing"
 )
 
@@ -51,5 +52,52 @@ func BenchmarkRTPLegLoopback(b *testing.B) {
 		if _, err := rx.ReadRTP(buf); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkRTPLegReadBurst measures the receive side alone, per packet,
+// when packets queue at the socket (a reader behind under load): bursts of
+// 32 are sent with the timer stopped, then read. recvmmsg is the default
+// on Linux; recvmsg is the one-syscall-per-packet fallback.
+func BenchmarkRTPLegReadBurst(b *testing.B) {
+	for _, batched := range []bool{true, false} {
+		name := "recvmmsg"
+		if !batched {
+			name = "recvmsg"
+		}
+		b.Run(name, func(b *testing.B) {
+			rx := newTestLeg(b, testPorts(b, 1), RTPLegOptions{})
+			if !batched {
+				rx.batch = nil
+			}
+			src := listenLoopback(b)
+			rx.SetRemote(addrOf(src), netip.AddrPort{})
+			pkt := mkRTP(b, 0, 0, 0, 42, false, make([]byte, 160))
+			buf := make([]byte, 1500)
+			const burst = 32
+			var seq uint16
+			b.SetBytes(int64(len(pkt)))
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if i%burst == 0 {
+					b.StopTimer()
+					for j := 0; j < burst; j++ {
+						seq++
+						binary.BigEndian.PutUint16(pkt[2:], seq)
+						send(b, src, rx.LocalAddr(), pkt)
+					}
+					b.StartTimer()
+				}
+				if _, err := rx.ReadRTP(buf); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			// Drain what the last burst left so Close finds nothing odd.
+			for rem := b.N % burst; rem != 0 && rem < burst; rem++ {
+				rx.ReadRTP(buf)
+			}
+		})
 	}
 }

@@ -167,5 +167,5 @@ func (s *recvStats) currentLost() int64 {
 
 // jitterMs converts the published jitter to milliseconds.
 func (s *recvStats) jitterMs() float64 {
-	return float64(s.pubJitter.Load()>>4) * 1000 / float64(s.clockRate)
+	return float64(s.pubJitter.Load()) / 16 * 1000 / float64(s.clockRate)
 }
