@@ -1,9 +1,10 @@
 // sip.js — a minimal SIP user agent over WebSocket (RFC 3261, RFC 7118).
 //
-// It does exactly what a softphone placing one call at a time needs: INVITE
+// It does exactly what a softphone with one call at a time needs: INVITE
 // with an SDP offer, provisional and final responses (with early media),
-// ACK for 2xx and non-2xx, CANCEL, BYE in both directions, OPTIONS, and a
-// polite refusal of incoming calls. WebSocket is a reliable transport, so no
+// ACK for 2xx and non-2xx, CANCEL, BYE in both directions, OPTIONS,
+// REGISTER, digest authentication (MD5), and incoming calls that the user
+// accepts or declines. WebSocket is a reliable transport, so no
 // request retransmission timers are needed (RFC 3261 §17.1.1.2); the only
 // retransmission we still meet is a 2xx to INVITE from the far end, which we
 // re-ACK.
@@ -119,6 +120,85 @@ export function parseCSeq(value) {
 /** Counts the bytes of a string in UTF-8, which is what Content-Length counts. */
 export function byteLength(s) {
   return new TextEncoder().encode(s).length;
+}
+
+// MD5 (RFC 1321) is what SIP digest authentication uses, and WebCrypto
+// does not offer it.
+const MD5_S = [7, 12, 17, 22, 5, 9, 14, 20, 4, 11, 16, 23, 6, 10, 15, 21];
+const MD5_K = Array.from({ length: 64 }, (_, i) => Math.floor(Math.abs(Math.sin(i + 1)) * 2 ** 32) >>> 0);
+
+/** Returns the MD5 of a string's UTF-8 bytes as lower-case hex. */
+export function md5hex(str) {
+  const msg = new TextEncoder().encode(str);
+  const len = msg.length;
+  const blocks = ((len + 8) >> 6) + 1;
+  const w = new Uint32Array(blocks * 16);
+  for (let i = 0; i < len; i++) w[i >> 2] |= msg[i] << ((i % 4) * 8);
+  w[len >> 2] |= 0x80 << ((len % 4) * 8);
+  w[blocks * 16 - 2] = (len * 8) >>> 0;
+  w[blocks * 16 - 1] = Math.floor(len / 0x20000000);
+  let h = [0x67452301, 0xefcdab89, 0x98badcfe, 0x10325476];
+  for (let off = 0; off < w.length; off += 16) {
+    let [a, b, c, d] = h;
+    for (let i = 0; i < 64; i++) {
+      let f, g;
+      if (i < 16) { f = (b & c) | (~b & d); g = i; }
+      else if (i < 32) { f = (d & b) | (~d & c); g = (5 * i + 1) % 16; }
+      else if (i < 48) { f = b ^ c ^ d; g = (3 * i + 5) % 16; }
+      else { f = c ^ (b | ~d); g = (7 * i) % 16; }
+      const x = (a + f + MD5_K[i] + w[off + g]) >>> 0;
+      const r = MD5_S[(i >> 4) * 4 + (i % 4)];
+      [a, d, c] = [d, c, b];
+      b = (b + ((x << r) | (x >>> (32 - r)))) >>> 0;
+    }
+    h = [(h[0] + a) >>> 0, (h[1] + b) >>> 0, (h[2] + c) >>> 0, (h[3] + d) >>> 0];
+  }
+  return h.map((v) => [0, 8, 16, 24].map((sh) => ((v >>> sh) & 0xff).toString(16).padStart(2, '0')).join('')).join('');
+}
+
+/** Parses a 'Digest realm="x", nonce="y", qop="auth"' challenge into a Map. */
+export function parseChallenge(value) {
+  const m = /^\s*Digest\s+(.*)$/is.exec(value || '');
+  if (!m) throw new Error('not a Digest challenge: ' + JSON.stringify(value));
+  const params = new Map();
+  for (const part of splitCommas(m[1])) {
+    const eq = part.indexOf('=');
+    if (eq > 0) params.set(part.slice(0, eq).trim().toLowerCase(), part.slice(eq + 1).trim().replace(/^"(.*)"$/s, '$1'));
+  }
+  return params;
+}
+
+/**
+ * Builds the Authorization (or Proxy-Authorization) value answering a
+ * digest challenge (RFC 2617 / RFC 3261 §22.4), MD5 with or without qop=auth.
+ */
+export function digestAuthorization({ method, uri, user, password, challenge, cnonce = randomToken(16), nc = 1 }) {
+  const c = parseChallenge(challenge);
+  const algorithm = c.get('algorithm') || 'MD5';
+  if (algorithm.toUpperCase() !== 'MD5') throw new Error(`unsupported digest algorithm ${algorithm}`);
+  const realm = c.get('realm') || '';
+  const nonce = c.get('nonce') || '';
+  const ha1 = md5hex(`${user}:${realm}:${password}`);
+  const ha2 = md5hex(`${method}:${uri}`);
+  const qops = (c.get('qop') || '').split(',').map((q) => q.trim().toLowerCase());
+  let value = `Digest username="${user}", realm="${realm}", nonce="${nonce}", uri="${uri}"`;
+  if (qops.includes('auth')) {
+    const ncHex = nc.toString(16).padStart(8, '0');
+    value += `, response="${md5hex(`${ha1}:${nonce}:${ncHex}:${cnonce}:auth:${ha2}`)}", qop=auth, nc=${ncHex}, cnonce="${cnonce}"`;
+  } else {
+    value += `, response="${md5hex(`${ha1}:${nonce}:${ha2}`)}"`;
+  }
+  value += ', algorithm=MD5';
+  if (c.has('opaque')) value += `, opaque="${c.get('opaque')}"`;
+  return value;
+}
+
+/** Returns the [header, value] answering a 401 or 407 response to method on uri. */
+function authHeader(res, method, uri, user, password) {
+  const proxy = res.status === 407;
+  const challenge = res.get(proxy ? 'proxy-authenticate' : 'www-authenticate');
+  return [proxy ? 'Proxy-Authorization' : 'Authorization',
+    digestAuthorization({ method, uri, user, password, challenge })];
 }
 
 /** A parsed SIP message. Header names are stored in lower case, long form. */
@@ -257,19 +337,89 @@ export class UA {
    * @param {string} o.user    user part of our From and Contact
    * @param {function} [o.log] called with one line per event and message
    */
-  constructor({ wsUrl, user = 'webphone', log = () => {} }) {
+  constructor({ wsUrl, user = 'webphone', password = '', domain = '', log = () => {} }) {
     this.wsUrl = wsUrl;
-    this.user = user;
     this.log = log;
+    this.password = password;   // for digest challenges; '' means we cannot answer them
+    this.domain = domain || (typeof location !== 'undefined' ? location.hostname : 'localhost');
     // RFC 7118 §5.2: the UA cannot know its address, so it uses a random
     // .invalid domain in Via and Contact; responses come back on the socket.
     this.viaHost = randomToken(12) + '.invalid';
-    this.contact = `<sip:${user}@${this.viaHost};transport=ws>`;
+    this.setUser(user);
+    this.registration = null;     // {expires, callId, seq, tag} while we want to be registered
+    this.registered = false;
+    this.onincoming = null;       // called with an IncomingCall; without it, INVITEs get 486
+    this.onregistration = null;   // called with {registered, status, reason}
     this.ws = null;
     this.transactions = new Map(); // branch -> handler(response)
     this.call = null;
     this.onclose = null;
     this.timers = new Set();
+  }
+
+  /** Changes our user name (and so our Contact). */
+  setUser(user) {
+    this.user = user;
+    this.contact = `<sip:${user}@${this.viaHost};transport=ws>`;
+  }
+
+  /**
+   * Registers our Contact for sip:user@domain (expires 0 unregisters), with
+   * digest authentication if challenged, and keeps refreshing it. Resolves
+   * with {status, reason} of the final response (status 0: no response).
+   */
+  async register(expires = 600) {
+    await this.connect();
+    const reg = this.registration || { callId: randomToken(20), seq: 1 + Math.floor(Math.random() * 10000), tag: randomToken(10) };
+    reg.expires = expires;
+    this.registration = expires > 0 ? reg : null;
+    if (reg.refresh) this.cancel(reg.refresh);
+    const aor = `sip:${this.user}@${this.domain}`;
+    const uri = `sip:${this.domain}`;
+    let auth = null;
+    for (let attempt = 0; ; attempt++) {
+      const seq = reg.seq++;
+      const res = await this.requestNonInvite((branch) => serialise(`REGISTER ${uri} SIP/2.0`, [
+        ['Via', `SIP/2.0/WSS ${this.viaHost};branch=${branch};rport`],
+        ['Max-Forwards', '70'],
+        ['To', `<${aor}>`],
+        ['From', `<${aor}>;tag=${reg.tag}`],
+        ['Call-ID', reg.callId],
+        ['CSeq', `${seq} REGISTER`],
+        ['Contact', `${this.contact};expires=${expires}`],
+        ['Expires', String(expires)],
+        ['Allow', ALLOW],
+        ['User-Agent', USER_AGENT],
+        ...(auth ? [auth] : []),
+      ]));
+      if (!res) return this.registrationResult(false, 0, 'No response');
+      if ((res.status === 401 || res.status === 407) && attempt === 0 && this.password) {
+        try {
+          auth = authHeader(res, 'REGISTER', uri, this.user, this.password);
+          continue;
+        } catch (err) {
+          this.log(`cannot answer the challenge: ${err.message}`);
+        }
+      }
+      if (res.status < 200 || res.status >= 300 || expires === 0) {
+        if (expires > 0) this.registration = null;
+        return this.registrationResult(false, res.status, res.reason);
+      }
+      // Refresh well before the registrar's expiry (the Expires it granted).
+      const granted = Number(res.get('expires')) || expires;
+      reg.refresh = this.later(() => {
+        if (this.registration === reg) this.register(reg.expires).catch((err) => this.log(err.message));
+      }, Math.max(granted * 800, 5000));
+      return this.registrationResult(true, res.status, res.reason);
+    }
+  }
+
+  registrationResult(registered, status, reason) {
+    this.registered = registered;
+    const r = { registered, status, reason };
+    this.log(`registration: ${registered ? 'registered' : 'not registered'} (${status} ${reason})`);
+    if (this.onregistration) this.onregistration(r);
+    return r;
   }
 
   /** setTimeout that close() can cancel. */
@@ -306,6 +456,14 @@ export class UA {
         if (this.ws === ws) this.ws = null;
         if (!opened) { this.connecting = null; reject(new Error(`cannot connect to ${this.wsUrl}`)); return; }
         if (this.call) this.call.transportLost();
+        if (this.registered) this.registrationResult(false, 0, 'Connection lost');
+        // A registration is kept up across a lost socket: retry after a pause.
+        const reg = this.registration;
+        if (reg) {
+          this.later(() => {
+            if (this.registration === reg) this.register(reg.expires).catch((err) => this.log(err.message));
+          }, 5000);
+        }
         if (this.onclose) this.onclose(ev);
       };
       ws.onmessage = (ev) => this.receive(ev.data);
@@ -315,6 +473,7 @@ export class UA {
 
   /** Closes the socket and cancels every pending timer. */
   close() {
+    this.registration = null;
     for (const id of this.timers) clearTimeout(id);
     this.timers.clear();
     if (this.ws) this.ws.close(1000);
@@ -362,6 +521,10 @@ export class UA {
       call.receiveRequest(req);
       return;
     }
+    if (req.method === 'CANCEL' && call instanceof IncomingCall && call.matchesCancel(req)) {
+      call.receiveCancel(req);
+      return;
+    }
     const respond = (code, reason, headers = []) =>
       this.send(buildResponse(req, code, reason, { toTag: randomToken(10), headers }));
     const inDialog = req.to.params.has('tag');
@@ -370,10 +533,15 @@ export class UA {
         return; // for a response we sent; nothing to do
       case 'OPTIONS':
         return respond(200, 'OK', [['Allow', ALLOW], ['Accept', 'application/sdp'], ['Contact', this.contact]]);
-      case 'INVITE':
-        // Incoming calls are not supported yet; say so the SIP way.
+      case 'INVITE': {
         if (inDialog) return respond(481, 'Call/Transaction Does Not Exist');
-        return respond(486, 'Busy Here');
+        if (!this.onincoming || (call && !call.done)) return respond(486, 'Busy Here');
+        const incoming = new IncomingCall(this, req);
+        this.call = incoming;
+        incoming.ring();
+        this.onincoming(incoming);
+        return;
+      }
       case 'CANCEL':
       case 'BYE':
         return respond(481, 'Call/Transaction Does Not Exist');
@@ -447,7 +615,8 @@ class Call {
     this.done = false;
   }
 
-  start(sdp) {
+  start(sdp, extra = []) {
+    this.sdp = sdp;
     this.ua.transactions.set(this.inviteBranch, (res) => this.inviteResponse(res));
     this.timerB = this.ua.later(() => {
       if (this.state === 'calling' && !this.provisional) this.fail(408, 'Request Timeout (no response)');
@@ -462,6 +631,7 @@ class Call {
       ['Contact', this.ua.contact],
       ['Allow', ALLOW],
       ['User-Agent', USER_AGENT],
+      ...extra,
       ['Content-Type', 'application/sdp'],
     ];
     this.ua.send(serialise(`INVITE ${this.target} SIP/2.0`, headers, sdp));
@@ -533,6 +703,23 @@ class Call {
     try { this.ua.send(ack); } catch (err) { this.ua.log(err.message); }
     if (this.done) return;
     this.ua.cancel(this.timerB);
+    if ((status === 401 || status === 407) && !this.authTried && this.ua.password && !this.cancelWanted) {
+      // Try once more with credentials: same dialog identifiers, next CSeq,
+      // new transaction (RFC 3261 §22.2).
+      this.authTried = true;
+      try {
+        const auth = authHeader(res, 'INVITE', this.target, this.ua.user, this.ua.password);
+        this.ua.transactions.delete(this.inviteBranch);
+        this.localSeq = this.inviteSeq = this.inviteSeq + 1;
+        this.inviteBranch = newBranch();
+        this.provisional = false;
+        this.state = 'calling';
+        this.start(this.sdp, [auth]);
+        return;
+      } catch (err) {
+        this.ua.log(`cannot answer the challenge: ${err.message}`);
+      }
+    }
     if (this.cancelWanted && status === 487) {
       this.finish('local', status, res.reason);
     } else {
@@ -692,6 +879,106 @@ class Call {
     } catch (err) {
       this.ua.log(`${name} handler: ${err.stack || err}`);
     }
+  }
+}
+
+/**
+ * IncomingCall is an INVITE we received and the dialog it creates (we are
+ * the UAS). The application sets .events (as for UA.invite, plus
+ * confirmed({sdp}) when the ACK arrives, carrying the answer if the INVITE
+ * had no offer), then calls accept(sdp) or reject().
+ */
+class IncomingCall extends Call {
+  constructor(ua, invite) {
+    super(ua, invite.uri, {});
+    this.invite = invite;
+    this.callId = invite.callId;
+    this.localTag = randomToken(10);
+    this.remoteTag = invite.from.params.get('tag') || '';
+    // Requests we send in this dialog go from the INVITE's To to its From.
+    this.fromValue = `${invite.get('to')};tag=${this.localTag}`;
+    this.remoteToValue = invite.get('from');
+    const contact = invite.get('contact');
+    this.remoteTarget = contact ? parseNameAddr(contact).uri : invite.from.uri;
+    // The UAS keeps the Record-Route order (§12.1.1).
+    this.routeSet = invite.getAll('record-route');
+    this.inviteSeq = invite.cseq.seq;
+    this.offer = isSdp(invite) ? invite.body : '';
+    this.caller = invite.from;
+    this.state = 'incoming';
+  }
+
+  respondInvite(status, reason, headers = [], body = '') {
+    const text = buildResponse(this.invite, status, reason, { toTag: this.localTag, headers, body });
+    this.ua.send(text);
+    return text;
+  }
+
+  ring() {
+    this.respondInvite(180, 'Ringing', [['Contact', this.ua.contact]]);
+  }
+
+  /** Answers with our SDP (an answer, or an offer if the INVITE had none). */
+  accept(sdp) {
+    if (this.state !== 'incoming') throw new Error(`cannot accept in state ${this.state}`);
+    this.state = 'answering';
+    const ok = this.respondInvite(200, 'OK', [
+      ['Contact', this.ua.contact], ['Allow', ALLOW], ['Content-Type', 'application/sdp']], sdp);
+    // The UAS core retransmits its 2xx until the ACK, whatever the
+    // transport (§13.3.1.4): T1, doubling up to T2, giving up after 64*T1.
+    let interval = 500;
+    let waited = 0;
+    const resend = () => {
+      if (this.state !== 'answering') return;
+      if (waited >= 32000) {
+        this.ua.log('no ACK for our 200; ending the call');
+        this.state = 'confirmed';
+        this.hangup();
+        return;
+      }
+      try { this.ua.send(ok); } catch { return; }
+      waited += interval;
+      interval = Math.min(interval * 2, 4000);
+      this.retransmit = this.ua.later(resend, interval);
+    };
+    this.retransmit = this.ua.later(resend, interval);
+  }
+
+  /** Declines the call while it rings (603 Decline unless told otherwise). */
+  reject(status = 603, reason = 'Decline') {
+    if (this.state !== 'incoming') return;
+    this.respondInvite(status, reason);
+    this.finish('local', status, reason);
+  }
+
+  matchesCancel(req) {
+    return req.callId === this.callId &&
+      req.topVia.params.get('branch') === this.invite.topVia.params.get('branch');
+  }
+
+  receiveCancel(req) {
+    this.ua.send(buildResponse(req, 200, 'OK', { toTag: this.localTag }));
+    if (this.state !== 'incoming') return; // too late: answered already
+    this.respondInvite(487, 'Request Terminated');
+    this.finish('remote', 487, 'Request Terminated');
+  }
+
+  receiveRequest(req) {
+    if (req.method === 'ACK' && this.state === 'answering') {
+      this.ua.cancel(this.retransmit);
+      this.state = 'confirmed';
+      this.emit('confirmed', { sdp: isSdp(req) ? req.body : '' });
+      if (this.byeWanted) this.hangup();
+      return;
+    }
+    super.receiveRequest(req);
+  }
+
+  hangup() {
+    if (this.done) return;
+    if (this.state === 'incoming') this.reject();
+    else if (this.state === 'answering') this.byeWanted = true; // BYE once the ACK is in
+    else super.hangup();
   }
 }
 

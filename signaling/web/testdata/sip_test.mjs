@@ -3,8 +3,10 @@
 
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import {
   parseMessage, parseNameAddr, parseVia, splitCommas, buildResponse, hostOf, byteLength, UA,
+  md5hex, digestAuthorization, parseChallenge,
 } from '../static/sip.js';
 
 const CRLF = '\r\n';
@@ -88,10 +90,10 @@ test('builds responses that copy Vias and add a To tag', () => {
 // A UA wired to a fake socket: sent() returns and forgets what it sent.
 const uas = [];
 after(() => { for (const ua of uas) ua.close(); });
-function fakeUA() {
+function fakeUA(opts = {}) {
   globalThis.WebSocket ??= { OPEN: 1 };
   const out = [];
-  const ua = new UA({ wsUrl: 'ws://test/ws', user: 'alice' });
+  const ua = new UA({ wsUrl: 'ws://test/ws', user: 'alice', domain: 'relay.test', ...opts });
   uas.push(ua);
   ua.ws = { readyState: 1, send: (t) => out.push(t), close() {} };
   return { ua, sent: () => out.splice(0).map(parseMessage), feed: (text) => ua.receive(text) };
@@ -228,4 +230,158 @@ test('answers BYE, OPTIONS and stray requests', async () => {
   assert.equal(bye.status, 200);
   assert.equal(bye.to.params.get('tag'), fromTag);
   assert.deepEqual(seen.at(-1), ['ended', { by: 'remote', status: 0, reason: '' }]);
+});
+
+test('md5 matches node:crypto', () => {
+  for (const input of ['', 'a', 'abc', 'é€😀', 'x'.repeat(55), 'y'.repeat(56), 'z'.repeat(64), 'q'.repeat(1000)]) {
+    assert.equal(md5hex(input), createHash('md5').update(input, 'utf8').digest('hex'), `md5 of ${input.length} chars`);
+  }
+});
+
+test('digest response matches RFC 2617 §3.5', () => {
+  const challenge = 'Digest realm="testrealm@host.com", qop="auth,auth-int", ' +
+    'nonce="dcd98b7102dd2f0e8b11d0f600bfb0c093", opaque="5ccc069c403ebaf9f0171e9517f40e41"';
+  assert.equal(parseChallenge(challenge).get('qop'), 'auth,auth-int');
+  const v = digestAuthorization({
+    method: 'GET', uri: '/dir/index.html', user: 'Mufasa', password: 'Circle Of Life', challenge, cnonce: '0a4f113b',
+  });
+  assert.match(v, /response="6629fae49393a05397450978507c4ef1"/);
+  assert.match(v, /qop=auth, nc=00000001, cnonce="0a4f113b"/);
+  assert.match(v, /opaque="5ccc069c403ebaf9f0171e9517f40e41"/);
+  assert.throws(() => digestAuthorization({ method: 'X', uri: 'u', user: 'a', password: 'b', challenge: 'Digest algorithm=SHA-256' }), /unsupported/);
+});
+
+test('REGISTER answers a 401 with digest credentials', async () => {
+  const { ua, sent, feed } = fakeUA({ password: 'secret' });
+  const results = [];
+  ua.onregistration = (r) => results.push(r);
+  const done = ua.register(300);
+  await new Promise((r) => setTimeout(r, 0));
+  const [first] = sent();
+  assert.equal(first.method, 'REGISTER');
+  assert.equal(first.uri, 'sip:relay.test');
+  assert.equal(first.to.uri, 'sip:alice@relay.test');
+  assert.match(first.get('contact'), /^<sip:alice@.+\.invalid;transport=ws>;expires=300$/);
+  await feed(respond(first, 401, 'Unauthorized', { extra: ['WWW-Authenticate: Digest realm="relay", nonce="n1", qop="auth"'] }));
+  await new Promise((r) => setTimeout(r, 0));
+  const [second] = sent();
+  assert.equal(second.callId, first.callId);
+  assert.equal(second.cseq.seq, first.cseq.seq + 1);
+  const auth = second.get('authorization');
+  assert.match(auth, /^Digest username="alice", realm="relay", nonce="n1", uri="sip:relay.test"/);
+  const cnonce = /cnonce="([^"]+)"/.exec(auth)[1];
+  const expected = digestAuthorization({ method: 'REGISTER', uri: 'sip:relay.test', user: 'alice', password: 'secret',
+    challenge: 'Digest realm="relay", nonce="n1", qop="auth"', cnonce });
+  assert.equal(auth, expected);
+  await feed(respond(second, 200, 'OK', { extra: ['Expires: 120'] }));
+  assert.deepEqual(await done, { registered: true, status: 200, reason: 'OK' });
+  assert.equal(ua.registered, true);
+  assert.deepEqual(results.at(-1), { registered: true, status: 200, reason: 'OK' });
+});
+
+test('INVITE answers a 407 once, with the next CSeq', async () => {
+  const { ua, sent, feed } = fakeUA({ password: 'pw' });
+  const { seen, events } = recorder();
+  ua.invite('sip:bob@trunk', 'v=0\r\n', events);
+  const [first] = sent();
+  await feed(respond(first, 407, 'Proxy Authentication Required', {
+    extra: ['Proxy-Authenticate: Digest realm="r", nonce="n"'] }));
+  const [ack, second] = sent();
+  assert.equal(ack.method, 'ACK');
+  assert.equal(ack.topVia.params.get('branch'), first.topVia.params.get('branch'));
+  assert.equal(second.method, 'INVITE');
+  assert.equal(second.callId, first.callId);
+  assert.equal(second.from.params.get('tag'), first.from.params.get('tag'));
+  assert.equal(second.cseq.seq, first.cseq.seq + 1);
+  assert.notEqual(second.topVia.params.get('branch'), first.topVia.params.get('branch'));
+  assert.match(second.get('proxy-authorization'), /^Digest username="alice", realm="r", nonce="n", uri="sip:bob@trunk", response="[0-9a-f]{32}"/);
+  assert.equal(second.body, 'v=0\r\n');
+  await feed(respond(second, 407, 'Proxy Authentication Required', {
+    extra: ['Proxy-Authenticate: Digest realm="r", nonce="n2"'] }));
+  const [ack2, ...rest] = sent();
+  assert.equal(ack2.method, 'ACK');
+  assert.deepEqual(rest, [], 'only one retry');
+  assert.deepEqual(seen.map(([n]) => n), ['failed', 'ended']);
+});
+
+function incomingInvite({ body = 'v=0\r\ns=offer\r\n', branch = 'z9hG4bKin1' } = {}) {
+  return msg(
+    'INVITE sip:alice@x.invalid;transport=ws SIP/2.0',
+    `Via: SIP/2.0/WS relay:8080;branch=${branch}`,
+    'Record-Route: <sip:rr1;lr>', 'Record-Route: <sip:rr2;lr>',
+    'From: "Bob" <sip:bob@trunk>;tag=bobtag', 'To: <sip:alice@relay.test>',
+    'Call-ID: in-1', 'CSeq: 10 INVITE', 'Contact: <sip:bob@10.0.0.9:5060>',
+    ...(body ? ['Content-Type: application/sdp'] : []), `Content-Length: ${byteLength(body)}`, '', body);
+}
+
+test('incoming call: ring, accept, ACK, BYE from us', async () => {
+  const { ua, sent, feed } = fakeUA();
+  let incoming = null;
+  const { seen, events } = recorder();
+  events.confirmed = (ev) => seen.push(['confirmed', ev]);
+  ua.onincoming = (c) => { incoming = c; c.events = events; };
+  await feed(incomingInvite());
+  const [ringing] = sent();
+  assert.equal(ringing.status, 180);
+  const localTag = ringing.to.params.get('tag');
+  assert.ok(localTag);
+  assert.equal(incoming.offer, 'v=0\r\ns=offer\r\n');
+  assert.equal(incoming.caller.display, 'Bob');
+
+  // A second call while this one rings is busy.
+  await feed(incomingInvite({ branch: 'z9hG4bKother' }).replace('Call-ID: in-1', 'Call-ID: in-2'));
+  assert.equal(sent()[0].status, 486);
+
+  incoming.accept('v=0\r\ns=answer\r\n');
+  const [ok] = sent();
+  assert.equal(ok.status, 200);
+  assert.equal(ok.to.params.get('tag'), localTag);
+  assert.equal(ok.body, 'v=0\r\ns=answer\r\n');
+  assert.ok(ok.get('contact'));
+  await feed(msg('ACK sip:alice@x.invalid;transport=ws SIP/2.0', 'Via: SIP/2.0/WS relay;branch=z9hG4bKack',
+    'From: "Bob" <sip:bob@trunk>;tag=bobtag', `To: <sip:alice@relay.test>;tag=${localTag}`,
+    'Call-ID: in-1', 'CSeq: 10 ACK', 'Content-Length: 0', '', ''));
+  assert.deepEqual(seen.at(-1), ['confirmed', { sdp: '' }]);
+
+  incoming.hangup();
+  const [bye] = sent();
+  assert.equal(bye.method, 'BYE');
+  assert.equal(bye.uri, 'sip:bob@10.0.0.9:5060');
+  assert.deepEqual(bye.getAll('route'), ['<sip:rr1;lr>', '<sip:rr2;lr>']);
+  assert.equal(bye.from.uri, 'sip:alice@relay.test');
+  assert.equal(bye.from.params.get('tag'), localTag);
+  assert.equal(bye.to.uri, 'sip:bob@trunk');
+  assert.equal(bye.to.params.get('tag'), 'bobtag');
+  assert.equal(bye.callId, 'in-1');
+  await feed(respond(bye, 200, 'OK', { toTag: '' }));
+  await new Promise((r) => setTimeout(r, 0));
+  assert.deepEqual(seen.at(-1), ['ended', { by: 'local', status: 200, reason: '' }]);
+});
+
+test('incoming call: CANCEL while ringing, decline, and no handler', async () => {
+  const { ua, sent, feed } = fakeUA();
+  const { seen, events } = recorder();
+  ua.onincoming = (c) => { c.events = events; };
+  await feed(incomingInvite());
+  sent();
+  await feed(msg('CANCEL sip:alice@x.invalid;transport=ws SIP/2.0', 'Via: SIP/2.0/WS relay:8080;branch=z9hG4bKin1',
+    'From: "Bob" <sip:bob@trunk>;tag=bobtag', 'To: <sip:alice@relay.test>', 'Call-ID: in-1', 'CSeq: 10 CANCEL',
+    'Content-Length: 0', '', ''));
+  const [cancelOk, terminated] = sent();
+  assert.equal(cancelOk.status, 200);
+  assert.equal(cancelOk.cseq.method, 'CANCEL');
+  assert.equal(terminated.status, 487);
+  assert.equal(terminated.cseq.method, 'INVITE');
+  assert.deepEqual(seen.at(-1), ['ended', { by: 'remote', status: 487, reason: 'Request Terminated' }]);
+
+  let incoming;
+  ua.onincoming = (c) => { incoming = c; c.events = events; };
+  await feed(incomingInvite({ branch: 'z9hG4bKin2' }).replace('Call-ID: in-1', 'Call-ID: in-3'));
+  sent();
+  incoming.hangup();
+  assert.equal(sent()[0].status, 603);
+
+  ua.onincoming = null;
+  await feed(incomingInvite({ branch: 'z9hG4bKin3' }).replace('Call-ID: in-1', 'Call-ID: in-4'));
+  assert.equal(sent()[0].status, 486);
 });
