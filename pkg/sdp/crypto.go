@@ -238,7 +238,7 @@ func (c Crypto) String() string {
 		b.WriteString(base64.StdEncoding.EncodeToString(k.KeySalt))
 		if k.Lifetime != 0 {
 			b.WriteByte('|')
-			if bits.OnesCount64(k.Lifetime) == 1 {
+			if k.Lifetime > 1 && bits.OnesCount64(k.Lifetime) == 1 {
 				b.WriteString("2^")
 				b.WriteString(strconv.Itoa(bits.TrailingZeros64(k.Lifetime)))
 			} else {

@@ -109,6 +109,7 @@ func FuzzParseCrypto(f *testing.F) {
 		"1 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR|2^20|1:4",
 		"a=crypto:2 AEAD_AES_256_GCM inline:MTIzNDU2Nzg5MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDEyMzQ= UNENCRYPTED_SRTCP",
 		"3 X inline:AAAA|1:1;inline:AAAB|1048576|2:1 KDR=1",
+		"0 0 inline:0A==|1", // once formatted as the invalid 2^0
 	} {
 		f.Add(s)
 	}
