@@ -37,7 +37,8 @@ type signaler interface {
 type Client struct {
 	codec  Codec
 	frames [][]byte
-	api    *webrtc.API
+	api    *webrtc.API // calls share one UDP socket (ICE UDP mux)
+	apiOwn *webrtc.API // each call gets its own UDP socket
 	cert   webrtc.Certificate
 	udp    *net.UDPConn
 	mux    ice.UDPMux
@@ -122,6 +123,14 @@ func NewClient(codec Codec, log *slog.Logger) (*Client, error) {
 	// but the relay's forwarding cost is what we measure, and interceptors
 	// would add a goroutine and timers per call to the load client.
 	api := webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithSettingEngine(se))
+	// A relay that also serves every WebRTC leg from one port (mediarelay)
+	// would see every call on the same 5-tuple if the client shared one
+	// socket too: nothing could tell the calls apart after ICE. Against such
+	// a relay each call needs its own local port, as each browser has.
+	own := se
+	own.SetICEUDPMux(nil)
+	own.SetEphemeralUDPPortRange(20000, 60999)
+	apiOwn := webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithSettingEngine(own))
 
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -133,7 +142,7 @@ func NewClient(codec Codec, log *slog.Logger) (*Client, error) {
 		udp.Close()
 		return nil, fmt.Errorf("dtls certificate: %w", err)
 	}
-	return &Client{codec: codec, frames: frames, api: api, cert: *cert, udp: udp, mux: mux, log: log}, nil
+	return &Client{codec: codec, frames: frames, api: api, apiOwn: apiOwn, cert: *cert, udp: udp, mux: mux, log: log}, nil
 }
 
 // Close releases the shared socket.
@@ -225,8 +234,12 @@ func (e *errSetup) Error() string { return e.reason + ": " + e.err.Error() }
 
 // place sets a call up: offer, signalling, ICE+DTLS, first audio back. It
 // returns once media flows both ways or the call failed.
-func (cl *Client) place(ctx context.Context, c *call, mediaTimeout time.Duration) error {
-	pc, err := cl.api.NewPeerConnection(webrtc.Configuration{Certificates: []webrtc.Certificate{cl.cert}})
+func (cl *Client) place(ctx context.Context, c *call, mediaTimeout time.Duration, sharedSocket bool) error {
+	api := cl.apiOwn
+	if sharedSocket {
+		api = cl.api
+	}
+	pc, err := api.NewPeerConnection(webrtc.Configuration{Certificates: []webrtc.Certificate{cl.cert}})
 	if err != nil {
 		return &errSetup{"local", fmt.Errorf("new peer connection: %w", err)}
 	}

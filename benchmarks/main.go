@@ -270,7 +270,7 @@ func rtpengineTarget(ctx context.Context, log *slog.Logger, out io.Writer, sc Sc
 		return target{}, nil, err
 	}
 	log.Info("rtpengine started", "pid", p.Pid(), "ng", p.ngAddr)
-	t := target{name: "rtpengine", pid: p.Pid(), newSig: func(ctx context.Context, _ func(string)) (signaler, error) {
+	t := target{name: "rtpengine", pid: p.Pid(), sharedSocket: true, newSig: func(ctx context.Context, _ func(string)) (signaler, error) {
 		ng, err := newNGClient(p.ngAddr)
 		if err != nil {
 			return nil, err

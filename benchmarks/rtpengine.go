@@ -295,6 +295,18 @@ func freeUDPPort() (int, error) {
 	return c.LocalAddr().(*net.UDPAddr).Port, nil
 }
 
+// freeUDPPortAt returns the first port in [lo, hi] free on 127.0.0.1.
+func freeUDPPortAt(lo, hi int) (int, error) {
+	for p := lo; p <= hi; p++ {
+		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: p})
+		if err == nil {
+			c.Close()
+			return p, nil
+		}
+	}
+	return 0, fmt.Errorf("no free udp port in %d-%d", lo, hi)
+}
+
 func freeTCPPort() (int, error) {
 	l, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {

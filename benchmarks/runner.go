@@ -42,6 +42,9 @@ type target struct {
 	pid     int // 0: CPU and memory not measured
 	newSig  func(ctx context.Context, onBye func(string)) (signaler, error)
 	support string // non-empty: the scenario is not supported, and why
+	// sharedSocket: all calls from one client UDP port. Only for relays
+	// that give each call its own port (rtpengine); see Client.apiOwn.
+	sharedSocket bool
 }
 
 // DirStats is one direction of media over the steady window.
@@ -156,7 +159,7 @@ func (b *bench) run(ctx context.Context, t target, sc Scenario, p RunParams) (*R
 			defer wg.Done()
 			cctx, cancel := context.WithTimeout(ctx, p.SetupTimeout)
 			defer cancel()
-			errs[i] = b.client.place(cctx, c, p.SetupTimeout)
+			errs[i] = b.client.place(cctx, c, p.SetupTimeout, t.sharedSocket)
 			if errs[i] != nil {
 				setupFailed.Add(1)
 				b.log.Debug("call failed", "target", t.name, "call", c.user, "err", errs[i])

@@ -105,13 +105,13 @@ func spawnRelay(ctx context.Context, log *slog.Logger, logOut io.Writer, sc Scen
 	if err != nil {
 		return nil, err
 	}
-	webrtcPort, err := freeUDPPort()
+	// A random 4000-port block below rtpengine's, so concurrent runs on one
+	// machine rarely collide; the WebRTC port just above it, outside the range.
+	portMin := 20000 + 2*rand.IntN(8000)
+	webrtcPort, err := freeUDPPortAt(portMin+4000, portMin+4100)
 	if err != nil {
 		return nil, err
 	}
-	// A random 4000-port block below rtpengine's, so concurrent runs on one
-	// machine rarely collide.
-	portMin := 20000 + 2*rand.IntN(8000)
 	cfgPath := filepath.Join(tmpDir, "relay.yaml")
 	if err := os.WriteFile(cfgPath, []byte(relayConfig(sc, uasAddr, tmpDir, httpPort, sipPort, webrtcPort, portMin, portMin+3999)), 0o600); err != nil {
 		return nil, fmt.Errorf("write relay config: %w", err)
