@@ -81,6 +81,13 @@ type Options struct {
 	// arrives (a CANCEL) instead of waiting for the answer; Call then
 	// succeeds if the CANCEL ended the call with a 487 (Result.HungUp).
 	CancelWhenRinging bool
+	// Answer makes the page register as User (answering a digest challenge
+	// with Password) and wait for an incoming call instead of calling
+	// Target; it answers, holds, measures and hangs up as for an outgoing
+	// call. Start the call towards the browser once the registration is in.
+	Answer   bool
+	User     string
+	Password string
 	// Timeout bounds the whole browser run; 0 means Hold + 45 s.
 	Timeout time.Duration
 }
@@ -136,6 +143,9 @@ type wireOptions struct {
 	Freqs     []float64 `json:"freqs"`
 	DTMF      string    `json:"dtmf,omitempty"`
 	Cancel    bool      `json:"cancel,omitempty"`
+	Answer    bool      `json:"answer,omitempty"`
+	User      string    `json:"user,omitempty"`
+	Password  string    `json:"password,omitempty"`
 	TimeoutMs int64     `json:"timeoutMs"`
 }
 
@@ -252,6 +262,9 @@ func (b *Browser) Call(ctx context.Context, o Options) (Result, error) {
 		Freqs:     o.Freqs,
 		DTMF:      o.DTMF,
 		Cancel:    o.CancelWhenRinging,
+		Answer:    o.Answer,
+		User:      o.User,
+		Password:  o.Password,
 		TimeoutMs: o.Timeout.Milliseconds(),
 	})
 	if err != nil {

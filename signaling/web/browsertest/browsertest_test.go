@@ -2,12 +2,15 @@ package browsertest_test
 
 import (
 	"context"
+	"crypto/md5"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
 	"net/http/httptest"
 	"net/url"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -99,6 +102,41 @@ func TestEchoCall(t *testing.T) {
 		}
 	})
 
+	t.Run("incoming", func(t *testing.T) {
+		call := &echoCall{bye: make(chan struct{})}
+		uacCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
+		defer cancel()
+		uacErr := make(chan error, 1)
+		go func() { uacErr <- uas.callBrowser(uacCtx, call) }()
+
+		res, err := browser.Call(ctx, browsertest.Options{
+			PageURL:  pageURL,
+			Answer:   true,
+			User:     regUser,
+			Password: regPassword,
+			Hold:     3 * time.Second,
+			Freqs:    append(tones, quiet),
+			DTMF:     "1#",
+		})
+		for _, l := range res.Log {
+			t.Log(l)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("tone levels (dB over noise floor): %v; stats: %v", res.ToneDB, res.Stats)
+		checkTones(t, res, tones, quiet)
+		if !res.HungUp {
+			t.Error("the page's hang-up was not acknowledged")
+		}
+		if err := <-uacErr; err != nil {
+			t.Errorf("calling the browser: %v", err)
+		}
+		if got := call.dtmfDigits(); got != "1#" {
+			t.Errorf("received DTMF %q, want %q", got, "1#")
+		}
+	})
+
 	for _, c := range []struct{ mode, codec string }{{"echo", "opus"}, {"echo", "pcmu"}, {"early", "pcmu"}} {
 		codec := c.codec
 		t.Run(c.mode+"-"+codec, func(t *testing.T) {
@@ -120,19 +158,7 @@ func TestEchoCall(t *testing.T) {
 			if got := fmt.Sprint(res.Stats["codecIn"]); !strings.EqualFold(got, "audio/"+codec) {
 				t.Errorf("received codec %s, want audio/%s", got, codec)
 			}
-			floor, ok := res.ToneDB[quiet]
-			if !ok {
-				t.Fatalf("no level measured at %v Hz", quiet)
-			}
-			for _, f := range tones {
-				db, ok := res.ToneDB[f]
-				switch {
-				case !ok:
-					t.Errorf("%v Hz: nothing measured", f)
-				case db < 20 || db < floor+15:
-					t.Errorf("%v Hz came back at %.1f dB (the quiet %v Hz at %.1f dB): tone not detected", f, db, quiet, floor)
-				}
-			}
+			checkTones(t, res, tones, quiet)
 			if !res.HungUp {
 				t.Error("the page's hang-up was not acknowledged")
 			}
@@ -153,13 +179,52 @@ func TestEchoCall(t *testing.T) {
 	}
 }
 
-// echoUAS is a SIP-over-WebSocket UAS whose calls echo RTP back to the caller.
-type echoUAS struct {
-	wsURL string
-
-	mu    sync.Mutex
-	calls []*echoCall
+// checkTones asserts that every tone came back well above the noise floor
+// and well above a frequency nobody sent.
+func checkTones(t *testing.T, res browsertest.Result, tones []float64, quiet float64) {
+	t.Helper()
+	floor, ok := res.ToneDB[quiet]
+	if !ok {
+		t.Fatalf("no level measured at %v Hz", quiet)
+	}
+	for _, f := range tones {
+		db, ok := res.ToneDB[f]
+		switch {
+		case !ok:
+			t.Errorf("%v Hz: nothing measured", f)
+		case db < 20 || db < floor+15:
+			t.Errorf("%v Hz came back at %.1f dB (the quiet %v Hz at %.1f dB): tone not detected", f, db, quiet, floor)
+		}
+	}
 }
+
+// echoUAS is a SIP-over-WebSocket UAS whose calls echo RTP back to the
+// caller. It is also a registrar (digest-authenticated) and can call a
+// registered browser.
+type echoUAS struct {
+	wsURL   string
+	client  *sipgo.Client
+	contact sip.ContactHeader
+
+	registered chan registration // each successful REGISTER with expires > 0
+
+	mu      sync.Mutex
+	calls   []*echoCall
+	uacDlgs map[string]*sipgo.DialogClientSession // calls we placed, by Call-ID
+}
+
+// registration is where a registered browser can be reached.
+type registration struct {
+	contact sip.Uri
+	source  string // the WebSocket connection's remote address
+}
+
+// Credentials the registrar accepts.
+const (
+	regUser     = "alice"
+	regPassword = "s3cret"
+	regRealm    = "browsertest"
+)
 
 // echoCall is what the UAS saw of one call.
 type echoCall struct {
@@ -221,7 +286,14 @@ func startEchoUAS(t *testing.T) *echoUAS {
 		Scheme: "sip", User: "echo", Host: "127.0.0.1", Port: port, UriParams: uriParams,
 	}}
 	dialogs := sipgo.NewDialogServerCache(client, contact)
-	u := &echoUAS{wsURL: fmt.Sprintf("ws://127.0.0.1:%d/ws", port)}
+	u := &echoUAS{
+		wsURL:      fmt.Sprintf("ws://127.0.0.1:%d/ws", port),
+		client:     client,
+		contact:    contact,
+		registered: make(chan registration, 4),
+		uacDlgs:    map[string]*sipgo.DialogClientSession{},
+	}
+	srv.OnRegister(func(req *sip.Request, tx sip.ServerTransaction) { u.register(t, req, tx) })
 
 	srv.OnInvite(func(req *sip.Request, tx sip.ServerTransaction) {
 		dlg, err := dialogs.ReadInvite(req, tx)
@@ -273,7 +345,7 @@ func startEchoUAS(t *testing.T) *echoUAS {
 		// echo-CODEC answers with a 200; early-CODEC first sends the answer
 		// in a 183 (early media, a "pranswer" in the page), then the 200.
 		mode, codec, _ := strings.Cut(req.Recipient.User, "-")
-		pc, answer, err := newEchoPeer(codec, string(req.Body()), call)
+		pc, answer, err := answerEcho(codec, string(req.Body()), call)
 		if err != nil {
 			t.Logf("UAS: %v", err)
 			_ = dlg.Respond(488, "Not Acceptable Here", nil)
@@ -301,6 +373,15 @@ func startEchoUAS(t *testing.T) *echoUAS {
 		}
 	})
 	srv.OnBye(func(req *sip.Request, tx sip.ServerTransaction) {
+		u.mu.Lock()
+		uac := u.uacDlgs[req.CallID().Value()]
+		u.mu.Unlock()
+		if uac != nil { // a call we placed to the browser
+			if err := uac.ReadBye(req, tx); err != nil {
+				t.Logf("UAC: BYE: %v", err)
+			}
+			return
+		}
 		if err := dialogs.ReadBye(req, tx); err != nil {
 			t.Logf("UAS: BYE: %v", err)
 			_ = tx.Respond(sip.NewResponseFromRequest(req, 481, "Call/Transaction Does Not Exist", nil))
@@ -324,10 +405,148 @@ func startEchoUAS(t *testing.T) *echoUAS {
 	return u
 }
 
-// newEchoPeer answers the browser's offer with a pion peer that sends every
-// audio packet it receives back on its own track, and records RFC 4733
-// events instead of echoing them.
-func newEchoPeer(codec, offer string, call *echoCall) (*webrtc.PeerConnection, string, error) {
+// register is a one-user registrar with digest authentication (RFC 2617,
+// qop=auth), which the page must answer.
+func (u *echoUAS) register(t *testing.T, req *sip.Request, tx sip.ServerTransaction) {
+	respond := func(code int, reason string, hdrs ...sip.Header) {
+		res := sip.NewResponseFromRequest(req, code, reason, nil)
+		for _, h := range hdrs {
+			res.AppendHeader(h)
+		}
+		if err := tx.Respond(res); err != nil {
+			t.Logf("registrar: %v", err)
+		}
+	}
+	auth := req.GetHeader("Authorization")
+	if auth == nil {
+		respond(401, "Unauthorized", sip.NewHeader("WWW-Authenticate",
+			`Digest realm="`+regRealm+`", nonce="`+fmt.Sprint(time.Now().UnixNano())+`", qop="auth", algorithm=MD5`))
+		return
+	}
+	p := map[string]string{}
+	for _, m := range regexp.MustCompile(`(\w+)=(?:"([^"]*)"|([^,\s]+))`).FindAllStringSubmatch(auth.Value(), -1) {
+		p[m[1]] = m[2] + m[3]
+	}
+	md5hex := func(s string) string { sum := md5.Sum([]byte(s)); return hex.EncodeToString(sum[:]) }
+	ha1 := md5hex(p["username"] + ":" + regRealm + ":" + regPassword)
+	ha2 := md5hex("REGISTER:" + p["uri"])
+	want := md5hex(strings.Join([]string{ha1, p["nonce"], p["nc"], p["cnonce"], p["qop"], ha2}, ":"))
+	if p["username"] != regUser || p["qop"] != "auth" || p["response"] != want {
+		t.Logf("registrar: bad credentials %q", auth.Value())
+		respond(403, "Forbidden")
+		return
+	}
+	contact := req.Contact()
+	if contact == nil {
+		respond(400, "Missing Contact")
+		return
+	}
+	expires := "600"
+	if h := req.GetHeader("Expires"); h != nil {
+		expires = h.Value()
+	}
+	respond(200, "OK", sip.NewHeader("Contact", contact.Value()), sip.NewHeader("Expires", expires))
+	if expires != "0" {
+		u.registered <- registration{contact: contact.Address, source: req.Source()}
+	}
+}
+
+// callBrowser waits for the browser to register, then calls it with an
+// echo peer's offer; it returns once the browser hangs up.
+func (u *echoUAS) callBrowser(ctx context.Context, call *echoCall) error {
+	var reg registration
+	select {
+	case reg = <-u.registered:
+	case <-ctx.Done():
+		return fmt.Errorf("no registration: %w", ctx.Err())
+	}
+	pc, err := newEchoPeer("opus", call)
+	if err != nil {
+		return err
+	}
+	defer pc.Close()
+	offer, err := pc.CreateOffer(nil)
+	if err != nil {
+		return err
+	}
+	sdp, err := setLocalAndGather(pc, offer)
+	if err != nil {
+		return err
+	}
+
+	// The browser's Contact is a .invalid host: reach it over the WebSocket
+	// connection it registered on (RewriteContact does the same for the ACK
+	// and in-dialog requests).
+	req := sip.NewRequest(sip.INVITE, reg.contact)
+	req.SetTransport("WS")
+	req.SetDestination(reg.source)
+	req.SetBody([]byte(sdp))
+	req.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+	dua := &sipgo.DialogUA{Client: u.client, ContactHDR: u.contact, RewriteContact: true}
+	dlg, err := dua.WriteInvite(ctx, req)
+	if err != nil {
+		return fmt.Errorf("INVITE: %w", err)
+	}
+	defer dlg.Close()
+	u.mu.Lock()
+	u.uacDlgs[req.CallID().Value()] = dlg
+	u.mu.Unlock()
+	if err := dlg.WaitAnswer(ctx, sipgo.AnswerOptions{}); err != nil {
+		return fmt.Errorf("waiting for the answer: %w", err)
+	}
+	answer := webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: string(dlg.InviteResponse.Body())}
+	if err := pc.SetRemoteDescription(answer); err != nil {
+		return fmt.Errorf("answer: %w", err)
+	}
+	if err := dlg.Ack(ctx); err != nil {
+		return fmt.Errorf("ACK: %w", err)
+	}
+	select {
+	case <-dlg.Context().Done(): // the browser's BYE
+		close(call.bye)
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("no BYE from the browser: %w", ctx.Err())
+	}
+}
+
+// answerEcho answers the browser's offer with a new echo peer.
+func answerEcho(codec, offer string, call *echoCall) (*webrtc.PeerConnection, string, error) {
+	pc, err := newEchoPeer(codec, call)
+	if err != nil {
+		return nil, "", err
+	}
+	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: offer}); err != nil {
+		pc.Close()
+		return nil, "", fmt.Errorf("offer: %w", err)
+	}
+	answer, err := pc.CreateAnswer(nil)
+	if err != nil {
+		pc.Close()
+		return nil, "", err
+	}
+	sdp, err := setLocalAndGather(pc, answer)
+	if err != nil {
+		pc.Close()
+		return nil, "", err
+	}
+	return pc, sdp, nil
+}
+
+// setLocalAndGather applies our description and returns it with every ICE
+// candidate in it, as SIP has no trickle here.
+func setLocalAndGather(pc *webrtc.PeerConnection, desc webrtc.SessionDescription) (string, error) {
+	gathered := webrtc.GatheringCompletePromise(pc)
+	if err := pc.SetLocalDescription(desc); err != nil {
+		return "", err
+	}
+	<-gathered
+	return pc.LocalDescription().SDP, nil
+}
+
+// newEchoPeer returns a pion peer that sends every audio packet it receives
+// back on its own track, and records RFC 4733 events instead of echoing them.
+func newEchoPeer(codec string, call *echoCall) (*webrtc.PeerConnection, error) {
 	var audio webrtc.RTPCodecCapability
 	switch codec {
 	case "opus":
@@ -335,15 +554,15 @@ func newEchoPeer(codec, offer string, call *echoCall) (*webrtc.PeerConnection, s
 	case "pcmu":
 		audio = webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypePCMU, ClockRate: 8000, Channels: 1}
 	default:
-		return nil, "", fmt.Errorf("unknown codec %q", codec)
+		return nil, fmt.Errorf("unknown codec %q", codec)
 	}
 	m := &webrtc.MediaEngine{}
 	if err := m.RegisterCodec(webrtc.RTPCodecParameters{RTPCodecCapability: audio, PayloadType: 111}, webrtc.RTPCodecTypeAudio); err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	event := webrtc.RTPCodecCapability{MimeType: "audio/telephone-event", ClockRate: audio.ClockRate, SDPFmtpLine: "0-16"}
 	if err := m.RegisterCodec(webrtc.RTPCodecParameters{RTPCodecCapability: event, PayloadType: 101}, webrtc.RTPCodecTypeAudio); err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	var se webrtc.SettingEngine
 	// Only lo exists in the test's namespace, and pion skips it by default.
@@ -354,11 +573,11 @@ func newEchoPeer(codec, offer string, call *echoCall) (*webrtc.PeerConnection, s
 
 	pc, err := api.NewPeerConnection(webrtc.Configuration{})
 	if err != nil {
-		return nil, "", err
+		return nil, err
 	}
-	fail := func(err error) (*webrtc.PeerConnection, string, error) {
+	fail := func(err error) (*webrtc.PeerConnection, error) {
 		pc.Close()
-		return nil, "", err
+		return nil, err
 	}
 	track, err := webrtc.NewTrackLocalStaticRTP(audio, "audio", "echo")
 	if err != nil {
@@ -412,17 +631,5 @@ func newEchoPeer(codec, offer string, call *echoCall) (*webrtc.PeerConnection, s
 		}
 	})
 
-	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: offer}); err != nil {
-		return fail(fmt.Errorf("offer: %w", err))
-	}
-	answer, err := pc.CreateAnswer(nil)
-	if err != nil {
-		return fail(err)
-	}
-	gathered := webrtc.GatheringCompletePromise(pc)
-	if err := pc.SetLocalDescription(answer); err != nil {
-		return fail(err)
-	}
-	<-gathered
-	return pc, pc.LocalDescription().SDP, nil
+	return pc, nil
 }

@@ -15,6 +15,8 @@
 // and its media, holds, reads window.mediarelay.toneLevels(freqs), hangs up
 // and checks the hang-up was acknowledged. With "cancel": true it instead
 // hangs up as soon as the call rings and checks the CANCEL brought a 487.
+// With "answer": true it registers as "user" (and "password") and answers
+// the first incoming call instead of calling out; the rest is the same.
 
 import { chromium } from 'playwright-core';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -117,6 +119,25 @@ async function runCall(opts) {
     return '';
   }
 
+  // Registers, waits for a call to ring and answers it.
+  async function answerIncoming() {
+    const user = opts.user || 'webphone';
+    const reg = await page.evaluate(([u, p]) => window.mediarelay.register(u, p)
+      .then((r) => r, (e) => ({ registered: false, status: 0, reason: e.message })), [user, opts.password || '']);
+    if (!reg.registered) return `registration as ${user} failed: ${reg.status} ${reg.reason}`.trim();
+    note(`registered as ${user}; waiting for a call`);
+    await page.waitForFunction(() => window.mediarelay.state === 'incoming', null, { timeout: opts.ringTimeoutMs ?? 20000 })
+      .catch(() => {});
+    const s = await snapshot();
+    if (s.state !== 'incoming') return `no incoming call (state ${s.state})`;
+    const caller = await page.evaluate(() => window.mediarelay.incoming);
+    note(`incoming call from ${caller && caller.uri}; answering`);
+    const err = await page.evaluate(
+      () => window.mediarelay.answer({ audioProcessing: false }).then(() => '', (e) => e.message));
+    if (err) return `could not answer: ${err}`;
+    return '';
+  }
+
   async function call() {
     page = await context.newPage();
     page.on('console', (m) => note(`console.${m.type()}: ${m.text()}`));
@@ -127,16 +148,21 @@ async function runCall(opts) {
     await page.goto(opts.pageUrl, { waitUntil: 'load', timeout: 15000 });
     await page.waitForFunction(() => window.mediarelay && window.mediarelay.state === 'idle', null, { timeout: 10000 });
 
-    const target = opts.target || (await page.inputValue('#target'));
-    note(`calling ${target}`);
-    // Echo cancellation and noise suppression would eat the steady test tones.
-    const callErr = await page.evaluate(
-      (t) => window.mediarelay.call(t, { audioProcessing: false }).then(() => '', (e) => e.message), target);
-    if (callErr) {
-      await snapshot();
-      return `call could not start: ${callErr}`;
+    if (opts.answer) {
+      const err = await answerIncoming();
+      if (err) return err;
+    } else {
+      const target = opts.target || (await page.inputValue('#target'));
+      note(`calling ${target}`);
+      // Echo cancellation and noise suppression would eat the steady test tones.
+      const callErr = await page.evaluate(
+        (t) => window.mediarelay.call(t, { audioProcessing: false }).then(() => '', (e) => e.message), target);
+      if (callErr) {
+        await snapshot();
+        return `call could not start: ${callErr}`;
+      }
+      if (opts.cancel) return cancelWhileRinging();
     }
-    if (opts.cancel) return cancelWhileRinging();
 
     await page.waitForFunction((states) => states.includes(window.mediarelay.state), FINAL_STATES, { timeout: 20000 })
       .catch(() => {});
@@ -173,6 +199,7 @@ async function runCall(opts) {
     s = await snapshot();
     result.hungUp = s.hangupAcked;
     note(`hung up: state ${s.state}, acknowledged ${s.hangupAcked}`);
+    if (opts.answer) await page.evaluate(() => window.mediarelay.unregister()).catch(() => {});
     if (!s.hangupAcked) return 'hang-up (BYE) was not acknowledged';
     if (opts.dtmf && !result.dtmfSent) return 'DTMF could not be sent (telephone-event not negotiated?)';
     return '';

@@ -5,6 +5,9 @@
 //   ws=ws://host:port/path   SIP WebSocket URL (default: ws(s)://<this host>/ws)
 //   target=sip:...           initial call target (default: sip:echo@<this host>)
 //   user=name                our SIP user name (default: webphone)
+//   password=secret          for digest challenges (REGISTER, INVITE)
+//   domain=host              our SIP domain (default: this host)
+//   register=1               register on load, to receive calls
 
 import { UA } from './sip.js';
 
@@ -14,8 +17,9 @@ const defaultTarget = params.get('target') || `sip:echo@${location.hostname}`;
 
 const $ = (id) => document.getElementById(id);
 const ui = {
-  form: $('dial'), target: $('target'), call: $('call'), hangup: $('hangup'),
+  form: $('dial'), target: $('target'), call: $('call'), answer: $('answer'), hangup: $('hangup'),
   status: $('status'), micbar: $('micbar'), keypad: $('keypad'), remote: $('remote'), log: $('log'),
+  account: $('account'), user: $('user'), password: $('password'), register: $('register'), regStatus: $('regstatus'),
 };
 
 // How long to wait for ICE gathering before sending whatever candidates we have.
@@ -34,7 +38,18 @@ function log(line) {
   if (ui.log) ui.log.textContent = logLines.join('\n');
 }
 
-const ua = new UA({ wsUrl, user: params.get('user') || 'webphone', log });
+const ua = new UA({
+  wsUrl, log,
+  user: params.get('user') || 'webphone',
+  password: params.get('password') || '',
+  domain: params.get('domain') || location.hostname,
+});
+ua.onincoming = onIncoming;
+ua.onregistration = ({ registered, status, reason }) => {
+  api.registered = registered;
+  ui.regStatus.textContent = registered ? `Registered as ${ua.user}@${ua.domain}` : `Not registered${status ? ` (${status} ${reason})` : reason ? ` (${reason})` : ''}`;
+  ui.register.textContent = registered ? 'Unregister' : 'Register';
+};
 
 let audioCtx = null;
 let session = null; // the current call's media: {pc, local, remote, call, timers, ...}
@@ -42,7 +57,8 @@ const tone = { binHz: 0, lo: 0, hi: 0, sum: null, peak: 0, frames: 0 };
 
 /** The object tests drive; see README-style notes on each member. */
 const api = {
-  state: 'idle',        // idle, connecting, calling, ringing, early, established, ending, ended, failed
+  state: 'idle',        // idle, connecting, calling, ringing, early, incoming, answering,
+                        // established, ending, ended, failed
   lastCode: 0,          // last SIP status code of the INVITE (or 0 for a local failure)
   lastReason: '',
   endedBy: '',          // 'local' or 'remote' once the call is over
@@ -50,12 +66,17 @@ const api = {
   media: 'new',         // RTCPeerConnection.connectionState
   micLevel: -Infinity,  // dBFS of the microphone, updated every 100 ms
   stats: {},            // a snapshot of getStats(), updated every second
+  registered: false,    // our Contact is registered (see register())
+  incoming: null,       // the caller while an incoming call rings: {display, uri}
   log: logLines,
   wsUrl,
   call,
+  answer,
   hangup,
   dtmf,
   toneLevels,
+  register,
+  unregister,
 };
 window.mediarelay = api;
 
@@ -66,6 +87,9 @@ function setState(state, text, kind = '') {
   const busy = !['idle', 'ended', 'failed'].includes(state);
   ui.call.disabled = busy;
   ui.hangup.disabled = !busy;
+  ui.hangup.textContent = state === 'incoming' ? 'Decline' : 'Hang up';
+  ui.answer.hidden = state !== 'incoming';
+  ui.call.hidden = state === 'incoming';
   for (const b of ui.keypad.querySelectorAll('button')) b.disabled = !['established', 'early'].includes(state);
   log(`state ${state}: ${text}`);
 }
@@ -83,26 +107,13 @@ async function call(target = defaultTarget, options = {}) {
   const s = (session = { timers: [], aborted: false, earlySdp: '' });
   setState('connecting', `Preparing call to ${target}…`);
   try {
-    ensureAudioContext();
-    s.local = await navigator.mediaDevices.getUserMedia({
-      audio: { echoCancellation: processing, noiseSuppression: processing, autoGainControl: processing },
-      video: false,
-    });
-    startMicMeter(s);
-
-    const pc = (s.pc = new RTCPeerConnection({ iceServers: [], bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' }));
-    for (const track of s.local.getAudioTracks()) pc.addTrack(track, s.local);
-    pc.ontrack = (ev) => attachRemote(s, ev.streams[0] || new MediaStream([ev.track]));
-    pc.onconnectionstatechange = () => {
-      api.media = pc.connectionState;
-      log(`media ${pc.connectionState}`);
-    };
+    const pc = await prepareMedia(s, processing);
     await pc.setLocalDescription(await pc.createOffer());
     await iceGatheringDone(pc);
-    if (s.aborted) return;
+    if (s.aborted) return teardown(s); // hung up while we prepared
 
     await ua.connect();
-    if (s.aborted) return;
+    if (s.aborted) return teardown(s);
     setState('calling', `Calling ${target}…`);
     s.call = ua.invite(target, pc.localDescription.sdp, {
       progress: (ev) => onProgress(s, ev),
@@ -118,6 +129,110 @@ async function call(target = defaultTarget, options = {}) {
     teardown(s);
     throw err;
   }
+}
+
+/** Gets the microphone and a peer connection sending it, for session s. */
+async function prepareMedia(s, processing) {
+  ensureAudioContext();
+  s.local = await navigator.mediaDevices.getUserMedia({
+    audio: { echoCancellation: processing, noiseSuppression: processing, autoGainControl: processing },
+    video: false,
+  });
+  startMicMeter(s);
+  const pc = (s.pc = new RTCPeerConnection({ iceServers: [], bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' }));
+  for (const track of s.local.getAudioTracks()) pc.addTrack(track, s.local);
+  pc.ontrack = (ev) => attachRemote(s, ev.streams[0] || new MediaStream([ev.track]));
+  pc.onconnectionstatechange = () => {
+    api.media = pc.connectionState;
+    log(`media ${pc.connectionState}`);
+  };
+  return pc;
+}
+
+/** A call arrives: ring until answer() or hangup(). */
+function onIncoming(incoming) {
+  if (session) { // the UA only offers us one when it has no call, but be sure
+    incoming.reject(486, 'Busy Here');
+    return;
+  }
+  Object.assign(api, { lastCode: 0, lastReason: '', endedBy: '', hangupAcked: false, media: 'new', stats: {} });
+  const s = (session = { timers: [], aborted: false, earlySdp: '', call: incoming });
+  const who = incoming.caller.display || incoming.caller.uri;
+  api.incoming = { display: incoming.caller.display, uri: incoming.caller.uri };
+  incoming.events = {
+    failed: (ev) => onFailed(s, ev),
+    ended: (ev) => onEnded(s, ev),
+    offer: (ev) => onOffer(s, ev),
+    confirmed: (ev) => onConfirmed(s, ev),
+  };
+  setState('incoming', `Incoming call from ${who}`);
+}
+
+/**
+ * Answers the ringing incoming call. options.audioProcessing as for call().
+ * Resolves once the 200 OK is sent; api.state becomes 'established' on the ACK.
+ */
+async function answer(options = {}) {
+  const s = session;
+  if (!s || api.state !== 'incoming') throw new Error('no incoming call to answer');
+  const incoming = s.call;
+  api.incoming = null;
+  setState('answering', 'Answering…');
+  try {
+    ensureAudioContext();
+    const pc = await prepareMedia(s, options.audioProcessing !== false);
+    if (incoming.offer) {
+      await pc.setRemoteDescription({ type: 'offer', sdp: incoming.offer });
+      await pc.setLocalDescription(await pc.createAnswer());
+    } else {
+      // No offer in the INVITE: ours goes in the 200, the answer comes in the ACK.
+      await pc.setLocalDescription(await pc.createOffer());
+      s.awaitingAnswer = true;
+    }
+    await iceGatheringDone(pc);
+    if (incoming.done) return teardown(s); // the caller gave up meanwhile
+    incoming.accept(pc.localDescription.sdp);
+    s.timers.push(setInterval(() => collectStats(s), 1000));
+  } catch (err) {
+    api.lastReason = err.message;
+    log(`cannot answer: ${err.message}`);
+    incoming.reject(488, 'Not Acceptable Here');
+    throw err;
+  }
+}
+
+async function onConfirmed(s, { sdp }) {
+  api.lastCode = 200;
+  api.lastReason = 'OK';
+  if (s.awaitingAnswer) {
+    try {
+      if (!sdp) throw new Error('the ACK carried no SDP answer');
+      await s.pc.setRemoteDescription({ type: 'answer', sdp });
+    } catch (err) {
+      api.lastReason = err.message;
+      setState('ending', `${err.message}; hanging up`, 'error');
+      s.call.hangup();
+      return;
+    }
+  }
+  if (api.state === 'answering') setState('established', 'In call', 'ok');
+}
+
+/** Registers as user (default: the current one) to receive calls. */
+async function register(user = ua.user, password = ua.password) {
+  if (session) throw new Error('cannot change registration during a call');
+  if (user !== ua.user) {
+    if (ua.registered) await ua.register(0);
+    ua.setUser(user);
+  }
+  ua.password = password;
+  return ua.register();
+}
+
+/** Removes our registration. */
+async function unregister() {
+  if (!ua.registration && !ua.registered) return { registered: false, status: 0, reason: '' };
+  return ua.register(0);
 }
 
 /** Hangs up (BYE, or CANCEL while ringing). Resolves when the call is over. */
@@ -218,13 +333,16 @@ function onFailed(s, { status, reason }) {
 
 function onEnded(s, { by, status, reason }) {
   api.endedBy = by;
+  api.incoming = null;
   if (status === 487) { // the INVITE's final answer after our CANCEL
     api.lastCode = status;
     api.lastReason = reason;
   }
   api.hangupAcked = by === 'local' && ((status >= 200 && status < 300) || status === 487);
   if (api.state !== 'failed') {
-    const how = by === 'remote' ? 'by the other side' : api.hangupAcked ? '' : '(no answer to our BYE/CANCEL)';
+    let how = by === 'remote' ? 'by the other side' : api.hangupAcked ? '' : '(no answer to our BYE/CANCEL)';
+    if (status === 487 && by === 'remote') how = '(the caller gave up)';
+    if (status >= 300 && status !== 487 && by === 'local') how = `(declined: ${status} ${reason})`;
     setState('ended', `Call ended ${how}`.trim());
   }
   teardown(s);
@@ -349,6 +467,14 @@ ui.form.addEventListener('submit', (ev) => {
   call(ui.target.value.trim()).catch(() => {});
 });
 ui.hangup.addEventListener('click', () => hangup());
+ui.answer.addEventListener('click', () => answer().catch(() => {}));
+ui.user.value = ua.user;
+ui.password.value = ua.password;
+ui.register.addEventListener('click', () => {
+  const op = ua.registered ? unregister() : register(ui.user.value.trim() || 'webphone', ui.password.value);
+  op.catch((err) => { ui.regStatus.textContent = `Registration failed: ${err.message}`; });
+});
+if (params.get('register') === '1') ui.register.click();
 ui.keypad.addEventListener('click', (ev) => {
   const digit = ev.target.dataset && ev.target.dataset.digit;
   if (digit) dtmf(digit);
