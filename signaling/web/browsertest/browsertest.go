@@ -30,6 +30,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"math"
@@ -466,9 +467,12 @@ func InNetns(t *testing.T) bool {
 	}
 
 	args := append(unshare, "--", "/bin/sh", "-c", `ip link set lo up && exec "$@"`, "sh", exe,
-		"-test.run="+runPattern(t.Name()), "-test.v=true", "-test.count=1")
+		"-test.run="+runPattern(t.Name(), flagValue("test.run")), "-test.v=true", "-test.count=1")
 	if d, ok := t.Deadline(); ok {
 		args = append(args, "-test.timeout="+time.Until(d).Round(time.Second).String())
+	}
+	if testing.Short() {
+		args = append(args, "-test.short")
 	}
 	cmd := exec.Command("unshare", args...)
 	cmd.Env = append(os.Environ(), netnsEnv+"="+t.Name())
@@ -505,13 +509,26 @@ func unshareArgs() ([]string, error) {
 	return nil, errors.Join(errs...)
 }
 
-// runPattern matches exactly the named test (and its subtests), level by level.
-func runPattern(name string) string {
+// runPattern matches exactly the named test, level by level, and keeps the
+// subtest levels of the parent's own -run pattern (so that -run
+// TestX/opus still picks only that subtest in the child).
+func runPattern(name, parentRun string) string {
 	parts := strings.Split(name, "/")
 	for i, p := range parts {
 		parts[i] = "^" + regexp.QuoteMeta(p) + "$"
 	}
+	if levels := strings.Split(parentRun, "/"); len(levels) > len(parts) {
+		parts = append(parts, levels[len(parts):]...)
+	}
 	return strings.Join(parts, "/")
+}
+
+// flagValue returns a command-line flag's value, or "" if it is not defined.
+func flagValue(name string) string {
+	if f := flag.Lookup(name); f != nil {
+		return f.Value.String()
+	}
+	return ""
 }
 
 // WriteToneWAV writes a 48 kHz, 16-bit, mono PCM WAV file of the given

@@ -5,7 +5,6 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"regexp"
 	"testing"
 )
 
@@ -54,12 +53,14 @@ func amplitude(x []float64, f, rate float64) float64 {
 
 func TestRunPattern(t *testing.T) {
 	// go test splits -run on "/" and matches each level separately.
-	got := runPattern("TestEcho/opus+pcmu_(2)")
-	want := `^TestEcho$/^opus\+pcmu_\(2\)$`
-	if got != want {
-		t.Errorf("runPattern = %q, want %q", got, want)
-	}
-	if regexp.MustCompile(`^TestEcho$`).MatchString("TestEchoCall") {
-		t.Error("anchoring broken")
+	for _, c := range []struct{ name, parent, want string }{
+		{"TestEcho", "", `^TestEcho$`},
+		{"TestEcho/opus+pcmu_(2)", "", `^TestEcho$/^opus\+pcmu_\(2\)$`},
+		{"TestEcho", "Echo/opus", `^TestEcho$/opus`},
+		{"TestEcho", "Test.*", `^TestEcho$`},
+	} {
+		if got := runPattern(c.name, c.parent); got != c.want {
+			t.Errorf("runPattern(%q, %q) = %q, want %q", c.name, c.parent, got, c.want)
+		}
 	}
 }
