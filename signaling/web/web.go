@@ -1,6 +1,22 @@
 // Package web serves the built-in softphone page: a static HTML/JS client
 // with its own minimal SIP-over-WebSocket user agent (RFC 7118), used as the
-// demo page of `mediarelay serve` and by the browser tests.
+// demo page of `mediarelay serve` and by the browser tests
+// (signaling/web/browsertest).
+//
+// The page connects to ws(s)://<its host>/ws with subprotocol "sip" and
+// calls sip:echo@<its host> by default. Query parameters override that:
+//
+//	ws=URL          the SIP WebSocket (e.g. ws://127.0.0.1:5066/ws)
+//	target=URI      the initial call target
+//	user=NAME       our SIP user (default webphone)
+//	password=PW     answers digest challenges to REGISTER and INVITE
+//	domain=HOST     our SIP domain for REGISTER (default: the page's host)
+//	register=1      register on load, to receive calls
+//
+// Tests drive the page through window.mediarelay: call(target, {audioProcessing}),
+// hangup(), dtmf(digits), answer(), register(user, password), unregister(),
+// toneLevels([hz...]) and the fields state, lastCode, lastReason, endedBy,
+// hangupAcked, media, micLevel, stats, registered, incoming and log.
 package web
 
 import (

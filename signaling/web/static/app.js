@@ -102,6 +102,7 @@ function setState(state, text, kind = '') {
  */
 async function call(target = defaultTarget, options = {}) {
   if (session) throw new Error('a call is already in progress');
+  target = normaliseTarget(target);
   const processing = options.audioProcessing !== false;
   Object.assign(api, { lastCode: 0, lastReason: '', endedBy: '', hangupAcked: false, media: 'new', stats: {} });
   const s = (session = { timers: [], aborted: false, earlySdp: '' });
@@ -129,6 +130,13 @@ async function call(target = defaultTarget, options = {}) {
     teardown(s);
     throw err;
   }
+}
+
+/** Turns what a person types ("echo", "bob@pbx", "sip:...") into a SIP URI. */
+function normaliseTarget(target) {
+  const t = String(target).trim();
+  if (/^sips?:/i.test(t)) return t;
+  return t.includes('@') ? `sip:${t}` : `sip:${t}@${location.hostname}`;
 }
 
 /** Gets the microphone and a peer connection sending it, for session s. */
@@ -480,7 +488,7 @@ ui.keypad.addEventListener('click', (ev) => {
   if (digit) dtmf(digit);
 });
 document.addEventListener('keydown', (ev) => {
-  if (ev.target === ui.target || !session) return;
+  if (ev.target instanceof HTMLInputElement || !session) return;
   if (/^[0-9*#]$/.test(ev.key)) dtmf(ev.key);
 });
 setState('idle', 'Idle');
