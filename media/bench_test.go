@@ -70,8 +70,8 @@ func BenchmarkRTPLegReadBurst(b *testing.B) {
 			if !batched {
 				rx.batch = nil
 			}
-			src := listenLoopback(b)
-			rx.SetRemote(addrOf(src), netip.AddrPort{})
+			src := udpListen(b)
+			rx.SetRemote(udpAddr(src), netip.AddrPort{})
 			pkt := mkRTP(b, 0, 0, 0, 42, false, make([]byte, 160))
 			buf := make([]byte, 1500)
 			const burst = 32
@@ -85,7 +85,7 @@ func BenchmarkRTPLegReadBurst(b *testing.B) {
 					for j := 0; j < burst; j++ {
 						seq++
 						binary.BigEndian.PutUint16(pkt[2:], seq)
-						send(b, src, rx.LocalAddr(), pkt)
+						udpSend(b, src, rx.LocalAddr(), pkt)
 					}
 					b.StartTimer()
 				}

@@ -17,9 +17,9 @@ func TestForwarderBetweenLegs(t *testing.T) {
 	ports := testPorts(t, 2)
 	legA := newTestLeg(t, ports, RTPLegOptions{})
 	legB := newTestLeg(t, ports, RTPLegOptions{})
-	caller, callee := newPeer(t), newPeer(t)
-	legA.SetRemote(addrOf(caller.rtp), addrOf(caller.rtcp))
-	legB.SetRemote(addrOf(callee.rtp), addrOf(callee.rtcp))
+	caller, callee := newUDPPeer(t), newUDPPeer(t)
+	legA.SetRemote(udpAddr(caller.rtp), udpAddr(caller.rtcp))
+	legB.SetRemote(udpAddr(callee.rtp), udpAddr(callee.rtcp))
 
 	var drops dropLog
 	var forwarded atomic.Int64
@@ -56,12 +56,12 @@ func TestForwarderBetweenLegs(t *testing.T) {
 		sent = append(sent, in{0, 40000 + uint16(i), 1e9 + 160*uint32(i), 0xbbbb, false})
 	}
 	for i, s := range sent {
-		send(t, caller.rtp, legA.LocalAddr(), mkRTP(t, s.pt, s.seq, s.ts, s.ssrc, s.marker, []byte(fmt.Sprintf("payload %d", i))))
+		udpSend(t, caller.rtp, legA.LocalAddr(), mkRTP(t, s.pt, s.seq, s.ts, s.ssrc, s.marker, []byte(fmt.Sprintf("payload %d", i))))
 	}
 
 	var got []rtp.Packet
 	for len(got) < len(sent)-1 {
-		b, from := recv(t, callee.rtp)
+		b, from := udpRecv(t, callee.rtp)
 		if from != legB.LocalAddr() {
 			t.Fatalf("callee got media from %s, want %s", from, legB.LocalAddr())
 		}
@@ -105,11 +105,11 @@ func TestForwarderBetweenLegs(t *testing.T) {
 	}
 
 	legA.Close()
-	if err := <-runErr; !isClosed(err) {
+	if err := <-runErr; !isNetClosed(err) {
 		t.Errorf("Run returned %v, want net.ErrClosed", err)
 	}
 	legB.Close()
-	waitGoroutines(t, base)
+	waitGoroutinesBelow(t, base)
 }
 
 // TestForwarderReorder keeps reordered packets in order relative to each

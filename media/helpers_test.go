@@ -80,18 +80,18 @@ func newTestLeg(t testing.TB, ports *PortAllocator, o RTPLegOptions) *RTPLeg {
 	return l
 }
 
-// peer is a raw UDP endpoint standing in for the far end.
-type peer struct {
+// udpPeer is a raw UDP endpoint standing in for the far end.
+type udpPeer struct {
 	rtp, rtcp *net.UDPConn
 }
 
-func newPeer(t testing.TB) *peer {
+func newUDPPeer(t testing.TB) *udpPeer {
 	t.Helper()
-	p := &peer{rtp: listenLoopback(t), rtcp: listenLoopback(t)}
+	p := &udpPeer{rtp: udpListen(t), rtcp: udpListen(t)}
 	return p
 }
 
-func listenLoopback(t testing.TB) *net.UDPConn {
+func udpListen(t testing.TB) *net.UDPConn {
 	t.Helper()
 	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
@@ -101,7 +101,7 @@ func listenLoopback(t testing.TB) *net.UDPConn {
 	return c
 }
 
-func addrOf(c *net.UDPConn) netip.AddrPort {
+func udpAddr(c *net.UDPConn) netip.AddrPort {
 	return unmap(c.LocalAddr().(*net.UDPAddr).AddrPort())
 }
 
@@ -119,7 +119,7 @@ func mkRTP(t testing.TB, pt uint8, seq uint16, ts, ssrc uint32, marker bool, pay
 	return b
 }
 
-func send(t testing.TB, c *net.UDPConn, to netip.AddrPort, b []byte) {
+func udpSend(t testing.TB, c *net.UDPConn, to netip.AddrPort, b []byte) {
 	t.Helper()
 	if _, err := c.WriteToUDPAddrPort(b, to); err != nil {
 		t.Fatal(err)
@@ -128,7 +128,7 @@ func send(t testing.TB, c *net.UDPConn, to netip.AddrPort, b []byte) {
 
 // recv reads one datagram with a generous deadline (a failsafe against a
 // hung test, not a timing assertion).
-func recv(t testing.TB, c *net.UDPConn) ([]byte, netip.AddrPort) {
+func udpRecv(t testing.TB, c *net.UDPConn) ([]byte, netip.AddrPort) {
 	t.Helper()
 	buf := make([]byte, 2048)
 	c.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -140,7 +140,7 @@ func recv(t testing.TB, c *net.UDPConn) ([]byte, netip.AddrPort) {
 }
 
 // readLeg reads one packet from a leg with the same failsafe deadline.
-func readLeg(t testing.TB, l *RTPLeg) []byte {
+func readLegRTP(t testing.TB, l *RTPLeg) []byte {
 	t.Helper()
 	buf := make([]byte, 2048)
 	l.pair.RTP.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -153,7 +153,7 @@ func readLeg(t testing.TB, l *RTPLeg) []byte {
 }
 
 // eventually polls cond; the deadline only keeps a broken test from hanging.
-func eventually(t testing.TB, what string, cond func() bool) {
+func pollUntil(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !cond() {
@@ -165,9 +165,9 @@ func eventually(t testing.TB, what string, cond func() bool) {
 }
 
 // waitGoroutines polls until the goroutine count falls back to base.
-func waitGoroutines(t testing.TB, base int) {
+func waitGoroutinesBelow(t testing.TB, base int) {
 	t.Helper()
-	eventually(t, "goroutines to exit", func() bool { return runtime.NumGoroutine() <= base })
+	pollUntil(t, "goroutines to exit", func() bool { return runtime.NumGoroutine() <= base })
 }
 
-func isClosed(err error) bool { return errors.Is(err, net.ErrClosed) }
+func isNetClosed(err error) bool { return errors.Is(err, net.ErrClosed) }

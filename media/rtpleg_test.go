@@ -107,37 +107,37 @@ func TestLegCloseReleasesPorts(t *testing.T) {
 				t.Fatalf("second Close: %v", err)
 			}
 		}
-		if err := <-readErr; !isClosed(err) {
+		if err := <-readErr; !isNetClosed(err) {
 			t.Fatalf("ReadRTP after Close: %v, want net.ErrClosed", err)
 		}
 		if a.InUse() != 0 {
 			t.Fatalf("InUse after close = %d", a.InUse())
 		}
 	}
-	waitGoroutines(t, base)
+	waitGoroutinesBelow(t, base)
 }
 
 func TestLatchingSDP(t *testing.T) {
 	var drops dropLog
 	leg := newTestLeg(t, testPorts(t, 1), RTPLegOptions{OnDrop: drops.add})
-	p := newPeer(t)
-	intruder := newPeer(t)
-	leg.SetRemote(addrOf(p.rtp), addrOf(p.rtcp))
+	p := newUDPPeer(t)
+	intruder := newUDPPeer(t)
+	leg.SetRemote(udpAddr(p.rtp), udpAddr(p.rtcp))
 
 	// Same host, other port; and RTCP from the intruder too.
-	send(t, intruder.rtp, leg.LocalAddr(), mkRTP(t, 0, 1, 160, 0xbad, false, []byte("stolen")))
-	send(t, p.rtcp, leg.LocalAddr(), mkRTP(t, 0, 2, 320, 0xbad, false, []byte("wrong port")))
+	udpSend(t, intruder.rtp, leg.LocalAddr(), mkRTP(t, 0, 1, 160, 0xbad, false, []byte("stolen")))
+	udpSend(t, p.rtcp, leg.LocalAddr(), mkRTP(t, 0, 2, 320, 0xbad, false, []byte("wrong port")))
 	rr, _ := (&rtcp.ReceiverReport{SSRC: 0xbad}).Marshal()
-	send(t, intruder.rtcp, rtcpAddrOf(leg), rr)
-	send(t, p.rtp, leg.LocalAddr(), mkRTP(t, 0, 3, 480, 0x600d, false, []byte("good")))
+	udpSend(t, intruder.rtcp, rtcpAddrOf(leg), rr)
+	udpSend(t, p.rtp, leg.LocalAddr(), mkRTP(t, 0, 3, 480, 0x600d, false, []byte("good")))
 
-	got := readLeg(t, leg)
+	got := readLegRTP(t, leg)
 	if SSRC(got) != 0x600d || !bytes.HasSuffix(got, []byte("good")) {
 		t.Fatalf("delivered %x, want the peer's packet", got)
 	}
 	// Two RTP drops on the reading goroutine, one RTCP drop on the
 	// leg's RTCP goroutine, in whatever order.
-	eventually(t, "three unlatched drops", func() bool { return drops.count(DropUnlatched) == 3 })
+	pollUntil(t, "three unlatched drops", func() bool { return drops.count(DropUnlatched) == 3 })
 	if s := leg.Stats(); s.PacketsIn != 1 || s.Dropped != 3 {
 		t.Errorf("stats %+v, want 1 in, 3 dropped", s)
 	}
@@ -145,8 +145,8 @@ func TestLatchingSDP(t *testing.T) {
 	// Before SetRemote nothing is accepted at all in sdp mode.
 	leg2 := newTestLeg(t, testPorts(t, 1), RTPLegOptions{Latching: LatchSDP, OnDrop: drops.add})
 	go leg2.ReadRTP(make([]byte, 1500)) // drops happen on the reading goroutine
-	send(t, p.rtp, leg2.LocalAddr(), mkRTP(t, 0, 1, 160, 1, false, []byte("early")))
-	eventually(t, "early packet drop", func() bool { return leg2.Stats().Dropped == 1 })
+	udpSend(t, p.rtp, leg2.LocalAddr(), mkRTP(t, 0, 1, 160, 1, false, []byte("early")))
+	pollUntil(t, "early packet drop", func() bool { return leg2.Stats().Dropped == 1 })
 	if err := leg2.WriteRTP(mkRTP(t, 0, 1, 1, 1, false, nil)); !errors.Is(err, ErrNoRemote) {
 		t.Errorf("WriteRTP without remote: %v, want ErrNoRemote", err)
 	}
@@ -155,19 +155,19 @@ func TestLatchingSDP(t *testing.T) {
 func TestLatchingLearn(t *testing.T) {
 	var drops dropLog
 	leg := newTestLeg(t, testPorts(t, 1), RTPLegOptions{Latching: LatchLearn, OnDrop: drops.add})
-	sdpPeer := newPeer(t) // what the SDP said
-	natted := newPeer(t)  // where the media really comes from
-	intruder := newPeer(t)
-	leg.SetRemote(addrOf(sdpPeer.rtp), netip.AddrPort{})
+	sdpPeer := newUDPPeer(t) // what the SDP said
+	natted := newUDPPeer(t)  // where the media really comes from
+	intruder := newUDPPeer(t)
+	leg.SetRemote(udpAddr(sdpPeer.rtp), netip.AddrPort{})
 
 	// Garbage arriving first must not win the latch.
-	send(t, intruder.rtp, leg.LocalAddr(), []byte{0x80, 0, 0})
-	send(t, natted.rtp, leg.LocalAddr(), mkRTP(t, 0, 1, 160, 7, false, []byte("first")))
-	send(t, intruder.rtp, leg.LocalAddr(), mkRTP(t, 0, 2, 320, 7, false, []byte("inject")))
-	send(t, natted.rtp, leg.LocalAddr(), mkRTP(t, 0, 2, 320, 7, false, []byte("second")))
+	udpSend(t, intruder.rtp, leg.LocalAddr(), []byte{0x80, 0, 0})
+	udpSend(t, natted.rtp, leg.LocalAddr(), mkRTP(t, 0, 1, 160, 7, false, []byte("first")))
+	udpSend(t, intruder.rtp, leg.LocalAddr(), mkRTP(t, 0, 2, 320, 7, false, []byte("inject")))
+	udpSend(t, natted.rtp, leg.LocalAddr(), mkRTP(t, 0, 2, 320, 7, false, []byte("second")))
 
 	for _, want := range []string{"first", "second"} {
-		if got := readLeg(t, leg); !bytes.HasSuffix(got, []byte(want)) {
+		if got := readLegRTP(t, leg); !bytes.HasSuffix(got, []byte(want)) {
 			t.Fatalf("delivered %q, want %q", got[12:], want)
 		}
 	}
@@ -179,7 +179,7 @@ func TestLatchingLearn(t *testing.T) {
 	if err := leg.WriteRTP(mkRTP(t, 0, 9, 9, 9, false, []byte("back"))); err != nil {
 		t.Fatal(err)
 	}
-	got, from := recv(t, natted.rtp)
+	got, from := udpRecv(t, natted.rtp)
 	if !bytes.HasSuffix(got, []byte("back")) || from != leg.LocalAddr() {
 		t.Fatalf("natted peer got %q from %s", got, from)
 	}
@@ -188,14 +188,14 @@ func TestLatchingLearn(t *testing.T) {
 // TestLegStatsLoss checks the RFC 3550 loss count from sequence numbers.
 func TestLegStatsLoss(t *testing.T) {
 	leg := newTestLeg(t, testPorts(t, 1), RTPLegOptions{})
-	p := newPeer(t)
-	leg.SetRemote(addrOf(p.rtp), addrOf(p.rtcp))
+	p := newUDPPeer(t)
+	leg.SetRemote(udpAddr(p.rtp), udpAddr(p.rtcp))
 	seqs := []uint16{65533, 65534, 65535, 1, 2, 5} // wraps; 0, 3 and 4 lost
 	for _, s := range seqs {
-		send(t, p.rtp, leg.LocalAddr(), mkRTP(t, 0, s, uint32(s)*160, 42, false, make([]byte, 160)))
+		udpSend(t, p.rtp, leg.LocalAddr(), mkRTP(t, 0, s, uint32(s)*160, 42, false, make([]byte, 160)))
 	}
 	for range seqs {
-		readLeg(t, leg)
+		readLegRTP(t, leg)
 	}
 	s := leg.Stats()
 	if s.PacketsIn != uint64(len(seqs)) || s.Lost != 3 {
@@ -207,8 +207,8 @@ func TestLegStatsLoss(t *testing.T) {
 
 	// A new SSRC starts a new count; the old loss stays in the total.
 	for _, sq := range []uint16{100, 102} {
-		send(t, p.rtp, leg.LocalAddr(), mkRTP(t, 0, sq, 0, 43, false, nil))
-		readLeg(t, leg)
+		udpSend(t, p.rtp, leg.LocalAddr(), mkRTP(t, 0, sq, 0, 43, false, nil))
+		readLegRTP(t, leg)
 	}
 	if s := leg.Stats(); s.Lost != 4 {
 		t.Errorf("Lost after SSRC change = %d, want 4", s.Lost)
@@ -218,8 +218,8 @@ func TestLegStatsLoss(t *testing.T) {
 func TestRTCPReports(t *testing.T) {
 	var drops dropLog
 	leg := newTestLeg(t, testPorts(t, 1), RTPLegOptions{RTCPInterval: 20 * time.Millisecond, CNAME: "leg@test", OnDrop: drops.add})
-	p := newPeer(t)
-	leg.SetRemote(addrOf(p.rtp), addrOf(p.rtcp))
+	p := newUDPPeer(t)
+	leg.SetRemote(udpAddr(p.rtp), udpAddr(p.rtcp))
 
 	// Media both ways.
 	const ourSSRC, peerSSRC = 0x1111, 0x2222
@@ -227,18 +227,18 @@ func TestRTCPReports(t *testing.T) {
 		if err := leg.WriteRTP(mkRTP(t, 0, uint16(i), uint32(i)*160, ourSSRC, false, make([]byte, 160))); err != nil {
 			t.Fatal(err)
 		}
-		recv(t, p.rtp)
+		udpRecv(t, p.rtp)
 	}
 	for _, s := range []uint16{10, 11, 13} {
-		send(t, p.rtp, leg.LocalAddr(), mkRTP(t, 0, s, uint32(s)*160, peerSSRC, false, make([]byte, 160)))
-		readLeg(t, leg)
+		udpSend(t, p.rtp, leg.LocalAddr(), mkRTP(t, 0, s, uint32(s)*160, peerSSRC, false, make([]byte, 160)))
+		readLegRTP(t, leg)
 	}
 
 	// The peer's RTCP socket receives a valid compound SR.
 	var sr *rtcp.SenderReport
 	var cname string
 	for sr == nil {
-		b, from := recv(t, p.rtcp)
+		b, from := udpRecv(t, p.rtcp)
 		if from != rtcpAddrOf(leg) {
 			t.Fatalf("RTCP from %s, want %s", from, rtcpAddrOf(leg))
 		}
@@ -277,8 +277,8 @@ func TestRTCPReports(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	send(t, p.rtcp, rtcpAddrOf(leg), b)
-	eventually(t, "remote stats", func() bool { return leg.Stats().RemoteLost == 5 })
+	udpSend(t, p.rtcp, rtcpAddrOf(leg), b)
+	pollUntil(t, "remote stats", func() bool { return leg.Stats().RemoteLost == 5 })
 	s := leg.Stats()
 	if s.RemoteFractionLost != 0.25 || s.RemoteJitter != 10 || s.RTT <= 0 {
 		t.Errorf("remote stats %+v, want 25%% lost, 10 ms jitter, an RTT", s)
@@ -287,9 +287,9 @@ func TestRTCPReports(t *testing.T) {
 	// rtcp-mux: an RR on the RTP port is consumed, not delivered as RTP.
 	rr.Reports[0].TotalLost = 6
 	b, _ = rr.Marshal()
-	send(t, p.rtp, leg.LocalAddr(), b)
-	send(t, p.rtp, leg.LocalAddr(), mkRTP(t, 0, 14, 14*160, peerSSRC, false, []byte("rtp")))
-	if got := readLeg(t, leg); !bytes.HasSuffix(got, []byte("rtp")) {
+	udpSend(t, p.rtp, leg.LocalAddr(), b)
+	udpSend(t, p.rtp, leg.LocalAddr(), mkRTP(t, 0, 14, 14*160, peerSSRC, false, []byte("rtp")))
+	if got := readLegRTP(t, leg); !bytes.HasSuffix(got, []byte("rtp")) {
 		t.Fatalf("delivered %x, want the RTP packet", got)
 	}
 	if s := leg.Stats(); s.RemoteLost != 6 {
@@ -297,15 +297,15 @@ func TestRTCPReports(t *testing.T) {
 	}
 
 	// Garbage on the RTCP port is counted.
-	send(t, p.rtcp, rtcpAddrOf(leg), []byte{0x80, 201, 0, 9, 1})
-	eventually(t, "rtcp_malformed drop", func() bool { return drops.count(DropRTCPMalformed) == 1 })
+	udpSend(t, p.rtcp, rtcpAddrOf(leg), []byte{0x80, 201, 0, 9, 1})
+	pollUntil(t, "rtcp_malformed drop", func() bool { return drops.count(DropRTCPMalformed) == 1 })
 
 	// Close sends a BYE (after whatever reports were in flight). Since
 	// the peer uses rtcp-mux now, so does the leg: RTCP goes to the
 	// peer's RTP port.
 	leg.Close()
 	for {
-		b, _ := recv(t, p.rtp)
+		b, _ := udpRecv(t, p.rtp)
 		if !IsRTCP(b) {
 			t.Fatalf("RTP after Close: %x", b)
 		}
@@ -325,12 +325,12 @@ func TestRTCPReports(t *testing.T) {
 // TestRTCPReceiverReport: a leg that hasn't sent media reports with RR.
 func TestRTCPReceiverReport(t *testing.T) {
 	leg := newTestLeg(t, testPorts(t, 1), RTPLegOptions{RTCPInterval: 20 * time.Millisecond, Latching: LatchLearn})
-	p := newPeer(t)
-	leg.SetRemote(addrOf(p.rtp), addrOf(p.rtcp))
-	send(t, p.rtp, leg.LocalAddr(), mkRTP(t, 0, 1, 160, 0x77, false, nil))
-	readLeg(t, leg)
+	p := newUDPPeer(t)
+	leg.SetRemote(udpAddr(p.rtp), udpAddr(p.rtcp))
+	udpSend(t, p.rtp, leg.LocalAddr(), mkRTP(t, 0, 1, 160, 0x77, false, nil))
+	readLegRTP(t, leg)
 	for {
-		b, _ := recv(t, p.rtcp)
+		b, _ := udpRecv(t, p.rtcp)
 		pkts, err := rtcp.Unmarshal(b)
 		if err != nil {
 			t.Fatal(err)
@@ -347,8 +347,8 @@ func TestRTCPReceiverReport(t *testing.T) {
 func TestMalformedInput(t *testing.T) {
 	var drops dropLog
 	leg := newTestLeg(t, testPorts(t, 1), RTPLegOptions{OnDrop: drops.add})
-	p := newPeer(t)
-	leg.SetRemote(addrOf(p.rtp), addrOf(p.rtcp))
+	p := newUDPPeer(t)
+	leg.SetRemote(udpAddr(p.rtp), udpAddr(p.rtcp))
 	bad := [][]byte{
 		{},               // empty datagram
 		{0x80},           // short
@@ -360,17 +360,17 @@ func TestMalformedInput(t *testing.T) {
 		append([]byte{0xa0, 0}, append(make([]byte, 10), 99)...),  // padding past end
 	}
 	for _, b := range bad {
-		send(t, p.rtp, leg.LocalAddr(), b)
+		udpSend(t, p.rtp, leg.LocalAddr(), b)
 	}
-	send(t, p.rtp, leg.LocalAddr(), mkRTP(t, 0, 1, 1, 1, false, []byte("ok")))
-	if got := readLeg(t, leg); !bytes.HasSuffix(got, []byte("ok")) {
+	udpSend(t, p.rtp, leg.LocalAddr(), mkRTP(t, 0, 1, 1, 1, false, []byte("ok")))
+	if got := readLegRTP(t, leg); !bytes.HasSuffix(got, []byte("ok")) {
 		t.Fatalf("delivered %x", got)
 	}
 	if n := drops.count(DropMalformed); n != len(bad) {
 		t.Errorf("malformed drops = %d, want %d (%v)", n, len(bad), drops.all())
 	}
 	for _, b := range bad {
-		send(t, p.rtcp, rtcpAddrOf(leg), b)
+		udpSend(t, p.rtcp, rtcpAddrOf(leg), b)
 	}
-	eventually(t, "rtcp drops", func() bool { return drops.count(DropRTCPMalformed) == len(bad) })
+	pollUntil(t, "rtcp drops", func() bool { return drops.count(DropRTCPMalformed) == len(bad) })
 }

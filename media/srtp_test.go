@@ -25,7 +25,7 @@ func randomKey(t testing.TB, p srtp.ProtectionProfile) []byte {
 
 // srtpPeer is the far end of an encrypted leg, using pion/srtp directly.
 type srtpPeer struct {
-	*peer
+	*udpPeer
 	enc, dec *srtp.Context
 }
 
@@ -39,14 +39,14 @@ func newSRTPPair(t testing.TB, suite string, o RTPLegOptions) (*RTPLeg, *srtpPee
 	kl, _ := prof.KeyLen()
 	o.SRTP = &SRTPConfig{Profile: prof, LocalKey: legKey, RemoteKey: peerKey}
 	leg := newTestLeg(t, testPorts(t, 1), o)
-	p := &srtpPeer{peer: newPeer(t)}
+	p := &srtpPeer{udpPeer: newUDPPeer(t)}
 	if p.enc, err = srtp.CreateContext(peerKey[:kl], peerKey[kl:], prof); err != nil {
 		t.Fatal(err)
 	}
 	if p.dec, err = srtp.CreateContext(legKey[:kl], legKey[kl:], prof); err != nil {
 		t.Fatal(err)
 	}
-	leg.SetRemote(addrOf(p.rtp), addrOf(p.rtcp))
+	leg.SetRemote(udpAddr(p.rtp), udpAddr(p.rtcp))
 	return leg, p
 }
 
@@ -72,8 +72,8 @@ func TestSRTPLeg(t *testing.T) {
 				if bytes.Contains(enc, []byte("secret")) {
 					t.Fatal("peer sent plaintext")
 				}
-				send(t, p.rtp, leg.LocalAddr(), enc)
-				if got := readLeg(t, leg); !bytes.Equal(got, plain) {
+				udpSend(t, p.rtp, leg.LocalAddr(), enc)
+				if got := readLegRTP(t, leg); !bytes.Equal(got, plain) {
 					t.Fatalf("leg read %x, want %x", got, plain)
 				}
 			}
@@ -83,7 +83,7 @@ func TestSRTPLeg(t *testing.T) {
 			if err := leg.WriteRTP(plain); err != nil {
 				t.Fatal(err)
 			}
-			wire, _ := recv(t, p.rtp)
+			wire, _ := udpRecv(t, p.rtp)
 			if bytes.Contains(wire, []byte("answer")) {
 				t.Fatal("leg sent plaintext")
 			}
@@ -98,7 +98,7 @@ func TestSRTPLeg(t *testing.T) {
 			// SRTCP both ways: the leg's SR decrypts and parses at the
 			// peer, and the peer's RR reaches the leg's stats.
 			for got := false; !got; {
-				b, _ := recv(t, p.rtcp)
+				b, _ := udpRecv(t, p.rtcp)
 				pt, err := p.dec.DecryptRTCP(nil, b, nil)
 				if err != nil {
 					t.Fatalf("peer SRTCP decrypt: %v", err)
@@ -115,12 +115,12 @@ func TestSRTPLeg(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			send(t, p.rtcp, rtcpAddrOf(leg), srr)
-			eventually(t, "SRTCP RR", func() bool { return leg.Stats().RemoteLost == 3 })
+			udpSend(t, p.rtcp, rtcpAddrOf(leg), srr)
+			pollUntil(t, "SRTCP RR", func() bool { return leg.Stats().RemoteLost == 3 })
 			// A plaintext RR is not authentic and is dropped.
 			rr, _ = (&rtcp.ReceiverReport{SSRC: 0x5150, Reports: []rtcp.ReceptionReport{{SSRC: 0xabc, TotalLost: 9}}}).Marshal()
-			send(t, p.rtcp, rtcpAddrOf(leg), rr)
-			eventually(t, "plain RTCP drop", func() bool { return drops.count(DropSRTPAuth) == 1 })
+			udpSend(t, p.rtcp, rtcpAddrOf(leg), rr)
+			pollUntil(t, "plain RTCP drop", func() bool { return drops.count(DropSRTPAuth) == 1 })
 			if leg.Stats().RemoteLost != 3 {
 				t.Error("unauthenticated RTCP was used")
 			}
@@ -138,12 +138,12 @@ func TestSRTPTamperedAndReplayed(t *testing.T) {
 			tampered[14] ^= 1 // in the payload
 			good := p.encrypt(t, mkRTP(t, 0, 3, 480, 9, false, []byte("three")))
 
-			send(t, p.rtp, leg.LocalAddr(), first)
-			send(t, p.rtp, leg.LocalAddr(), tampered)
-			send(t, p.rtp, leg.LocalAddr(), first) // replay
-			send(t, p.rtp, leg.LocalAddr(), good)
+			udpSend(t, p.rtp, leg.LocalAddr(), first)
+			udpSend(t, p.rtp, leg.LocalAddr(), tampered)
+			udpSend(t, p.rtp, leg.LocalAddr(), first) // replay
+			udpSend(t, p.rtp, leg.LocalAddr(), good)
 			for _, want := range []string{"one", "three"} {
-				if got := readLeg(t, leg); !bytes.HasSuffix(got, []byte(want)) {
+				if got := readLegRTP(t, leg); !bytes.HasSuffix(got, []byte(want)) {
 					t.Fatalf("delivered %x, want %q", got, want)
 				}
 			}
@@ -162,13 +162,13 @@ func TestSRTPTamperedAndReplayed(t *testing.T) {
 func TestSRTPLearnLatchNeedsAuth(t *testing.T) {
 	var drops dropLog
 	leg, p := newSRTPPair(t, SuiteAESCM128SHA1_80, RTPLegOptions{Latching: LatchLearn, OnDrop: drops.add})
-	intruder := newPeer(t)
-	send(t, intruder.rtp, leg.LocalAddr(), mkRTP(t, 0, 1, 160, 9, false, make([]byte, 40)))
-	send(t, p.rtp, leg.LocalAddr(), p.encrypt(t, mkRTP(t, 0, 1, 160, 9, false, []byte("real"))))
-	if got := readLeg(t, leg); !bytes.HasSuffix(got, []byte("real")) {
+	intruder := newUDPPeer(t)
+	udpSend(t, intruder.rtp, leg.LocalAddr(), mkRTP(t, 0, 1, 160, 9, false, make([]byte, 40)))
+	udpSend(t, p.rtp, leg.LocalAddr(), p.encrypt(t, mkRTP(t, 0, 1, 160, 9, false, []byte("real"))))
+	if got := readLegRTP(t, leg); !bytes.HasSuffix(got, []byte("real")) {
 		t.Fatalf("delivered %x", got)
 	}
-	if a := leg.latchedRTP.Load(); a == nil || *a != addrOf(p.rtp) {
+	if a := leg.latchedRTP.Load(); a == nil || *a != udpAddr(p.rtp) {
 		t.Fatalf("latched %v, want the peer", a)
 	}
 	if drops.count(DropSRTPAuth) != 1 {
