@@ -197,10 +197,16 @@ func (l *RTPLeg) LocalAddr() netip.AddrPort { return l.local }
 // forgets the learned source, since the peer has said it moved.
 func (l *RTPLeg) SetRemote(rtp, rtcp netip.AddrPort) {
 	rtp = unmap(rtp)
-	if !rtcp.IsValid() || rtcp.Port() == 0 {
+	switch {
+	case !rtp.IsValid() || rtp.Port() == 0:
+		// Port 0 rejects the stream (RFC 3264 §6): nowhere to send
+		// RTCP either.
+		rtcp = netip.AddrPort{}
+	case !rtcp.IsValid() || rtcp.Port() == 0:
 		rtcp = netip.AddrPortFrom(rtp.Addr(), rtp.Port()+1)
+	default:
+		rtcp = unmap(rtcp)
 	}
-	rtcp = unmap(rtcp)
 	old := l.remote.Swap(&remote{rtp: rtp, rtcp: rtcp})
 	if old == nil || old.rtp != rtp {
 		l.latchedRTP.Store(nil)

@@ -374,3 +374,27 @@ func TestMalformedInput(t *testing.T) {
 	}
 	pollUntil(t, "rtcp drops", func() bool { return drops.count(DropRTCPMalformed) == len(bad) })
 }
+
+func TestSetRemoteRTCPAddress(t *testing.T) {
+	leg := newTestLeg(t, testPorts(t, 1), RTPLegOptions{})
+	rtpAddr := netip.MustParseAddrPort("192.0.2.7:4000")
+	leg.SetRemote(rtpAddr, netip.AddrPort{})
+	if dst, conn, ok := leg.rtcpDest(); !ok || dst.Port() != 4001 || conn != leg.pair.RTCP {
+		t.Errorf("default RTCP dest %v %v", dst, ok)
+	}
+	leg.SetRemote(rtpAddr, rtpAddr) // a=rtcp-mux
+	if dst, conn, ok := leg.rtcpDest(); !ok || dst != rtpAddr || conn != leg.pair.RTP {
+		t.Errorf("mux RTCP dest %v %v", dst, ok)
+	}
+	leg.SetRemote(netip.MustParseAddrPort("[::ffff:192.0.2.7]:0"), netip.AddrPort{}) // rejected stream
+	if _, _, ok := leg.rtcpDest(); ok {
+		t.Error("RTCP dest for a rejected stream")
+	}
+	if _, ok := leg.rtpDest(); ok {
+		t.Error("RTP dest for a rejected stream")
+	}
+	leg.SetRemote(netip.MustParseAddrPort("0.0.0.0:4000"), netip.AddrPort{}) // hold
+	if err := leg.WriteRTP(mkRTP(t, 0, 1, 1, 1, false, nil)); !errors.Is(err, ErrNoRemote) {
+		t.Errorf("WriteRTP on hold: %v", err)
+	}
+}
