@@ -385,3 +385,33 @@ test('incoming call: CANCEL while ringing, decline, and no handler', async () =>
   await feed(incomingInvite({ branch: 'z9hG4bKin3' }).replace('Call-ID: in-1', 'Call-ID: in-4'));
   assert.equal(sent()[0].status, 486);
 });
+
+test('re-INVITE with an offer is answered; without one it is refused', async () => {
+  const { ua, sent, feed } = fakeUA();
+  const { events } = recorder();
+  events.offer = async ({ sdp }) => `answer-to:${sdp.trim()}\r\n`;
+  ua.invite('sip:echo@127.0.0.1', 'v=0\r\n', events);
+  const [invite] = sent();
+  await feed(respond(invite, 200, 'OK', { extra: ['Contact: <sip:echo@h>'], body: 'v=0\r\n' }));
+  sent(); // the ACK
+  const fromTag = invite.from.params.get('tag');
+  const inDialog = (method, cseq, body = '') => msg(
+    `${method} sip:alice@x.invalid SIP/2.0`, `Via: SIP/2.0/WS relay;branch=z9hG4bKre${cseq}`,
+    'From: <sip:echo@127.0.0.1>;tag=bob1', `To: <sip:alice@x>;tag=${fromTag}`, `Call-ID: ${invite.callId}`,
+    `CSeq: ${cseq} ${method}`, ...(body ? ['Content-Type: application/sdp'] : []),
+    `Content-Length: ${byteLength(body)}`, '', body);
+
+  await feed(inDialog('INVITE', 20, 'v=0\r\ns=reoffer\r\n'));
+  await new Promise((r) => setTimeout(r, 0));
+  const [ok] = sent();
+  assert.equal(ok.status, 200);
+  assert.equal(ok.body, 'answer-to:v=0\r\ns=reoffer\r\n');
+  assert.equal(ok.get('content-type'), 'application/sdp');
+
+  await feed(inDialog('INVITE', 21));
+  assert.equal(sent()[0].status, 488);
+  await feed(inDialog('UPDATE', 22));
+  assert.equal(sent()[0].status, 200);
+  await feed(inDialog('MESSAGE', 23));
+  assert.equal(sent()[0].status, 405);
+});
