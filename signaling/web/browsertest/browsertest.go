@@ -18,6 +18,10 @@
 //		// ... assert on res.ToneDB ...
 //	}
 //
+// For several calls, Launch one Browser and use its Call method: Chromium's
+// start costs seconds on a busy machine. The package is for tests (it
+// imports testing).
+//
 // The node side (run.mjs, package.json) lives in this package's source
 // directory; its node_modules is installed there by .ci/deps, or by
 // EnsureDeps on first use.
@@ -89,7 +93,8 @@ type Options struct {
 	Answer   bool
 	User     string
 	Password string
-	// Timeout bounds the whole browser run; 0 means Hold + 45 s.
+	// Timeout bounds the call in the browser, from opening the page to the
+	// hang-up; 0 means Hold + 45 s.
 	Timeout time.Duration
 }
 
