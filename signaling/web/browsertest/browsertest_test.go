@@ -59,7 +59,8 @@ func TestEchoCall(t *testing.T) {
 	}()
 
 	t.Run("busy", func(t *testing.T) {
-		res, err := browser.Call(ctx, browsertest.Options{PageURL: pageURL, Target: "sip:busy@127.0.0.1"})
+		// The one-shot Call (its own browser, Chromium's beeps as microphone).
+		res, err := browsertest.Call(ctx, browsertest.Options{PageURL: pageURL, Target: "sip:busy@127.0.0.1"})
 		if err == nil {
 			t.Fatal("a call to a busy UAS succeeded")
 		}
