@@ -276,12 +276,14 @@ func (cl *Client) place(ctx context.Context, c *call, mediaTimeout time.Duration
 	if err := pc.SetLocalDescription(offer); err != nil {
 		return &errSetup{"local", fmt.Errorf("set local description: %w", err)}
 	}
+	tGather := time.Now()
 	select {
 	case <-gathered:
 	case <-ctx.Done():
 		return &errSetup{"local", ctx.Err()}
 	}
 	c.tInvite = time.Now()
+	cl.log.Debug("gathered", "call", c.user, "took", c.tInvite.Sub(tGather))
 	answer, code, err := c.sig.Setup(ctx, c, pc.LocalDescription().SDP)
 	c.code = code
 	if err != nil {

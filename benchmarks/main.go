@@ -41,6 +41,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		setupTmo    = fs.Duration("setup-timeout", 15*time.Second, "per-call limit for INVITE to first audio")
 		verbose     = fs.Bool("v", false, "debug logging")
 		relayLogOut = fs.String("relay-log", "", "file for the spawned relays' logs (default: discarded unless -v)")
+		relayBin    = fs.String("relay-bin", "", "mediarelay binary for --spawn (default: this executable if it is mediarelay, else go build)")
 	)
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
@@ -124,7 +125,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var targets []target
 	switch {
 	case *spawn:
-		rp, err := spawnRelay(ctx, log, relayLog, sc, uas.SIPAddr(), tmp)
+		rp, err := spawnRelay(ctx, log, relayLog, *relayBin, sc, uas.SIPAddr(), tmp)
 		if err != nil {
 			fmt.Fprintln(stderr, "bench: spawn relay:", err)
 			return 1

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync"
 )
 
 // sipSignaler places calls over SIP-over-WebSocket, spreading them over a
@@ -16,14 +17,20 @@ func newSipSignaler(ctx context.Context, wsURL string, n int, log *slog.Logger, 
 	if n < 1 {
 		n = 1
 	}
-	s := &sipSignaler{}
-	for i := 0; i < n; i++ {
-		c, err := newSipWS(ctx, wsURL, log, onBye)
-		if err != nil {
-			s.Close()
-			return nil, err
-		}
-		s.conns = append(s.conns, c)
+	s := &sipSignaler{conns: make([]*sipWS, n)}
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.conns[i], errs[i] = newSipWS(ctx, wsURL, log, onBye)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		s.Close()
+		return nil, err
 	}
 	return s, nil
 }
@@ -47,6 +54,8 @@ func (s *sipSignaler) Teardown(ctx context.Context, c *call) error {
 
 func (s *sipSignaler) Close() {
 	for _, c := range s.conns {
-		c.Close()
+		if c != nil {
+			c.Close()
+		}
 	}
 }

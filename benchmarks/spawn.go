@@ -1,6 +1,7 @@
 package benchmarks
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -92,10 +94,12 @@ func relayConfig(sc Scenario, uasAddr, dir string, httpPort, sipPort, webrtcPort
 }
 
 // spawnRelay starts `mediarelay serve --config FILE` and waits for /healthz.
-func spawnRelay(ctx context.Context, log *slog.Logger, logOut io.Writer, sc Scenario, uasAddr, tmpDir string) (*relayProc, error) {
-	bin, err := relayBinary(ctx, tmpDir, log)
-	if err != nil {
-		return nil, err
+func spawnRelay(ctx context.Context, log *slog.Logger, logOut io.Writer, bin string, sc Scenario, uasAddr, tmpDir string) (*relayProc, error) {
+	if bin == "" {
+		var err error
+		if bin, err = relayBinary(ctx, tmpDir, log); err != nil {
+			return nil, err
+		}
 	}
 	httpPort, err := freeTCPPort()
 	if err != nil {
@@ -125,16 +129,12 @@ func spawnRelay(ctx context.Context, log *slog.Logger, logOut io.Writer, sc Scen
 	}
 	p := &relayProc{cmd: cmd, ws: fmt.Sprintf("ws://127.0.0.1:%d/ws", httpPort), done: make(chan struct{})}
 	go func() { _ = cmd.Wait(); close(p.done) }()
-	health := "http://127.0.0.1:" + strconv.Itoa(httpPort) + "/healthz"
+	httpAddr := "127.0.0.1:" + strconv.Itoa(httpPort)
+	health := "http://" + httpAddr + "/healthz"
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, health, nil)
-		res, err := http.DefaultClient.Do(req)
-		if err == nil {
-			res.Body.Close()
-			if res.StatusCode == http.StatusOK {
-				return p, nil
-			}
+		if healthy(httpAddr) {
+			return p, nil
 		}
 		select {
 		case <-p.done:
@@ -149,6 +149,27 @@ func spawnRelay(ctx context.Context, log *slog.Logger, logOut io.Writer, sc Scen
 			return nil, fmt.Errorf("mediarelay not healthy at %s after 30s", health)
 		}
 	}
+}
+
+// healthy asks GET /healthz with a request head padded to a power of two
+// (see padHead), so a head-sniffing server answers at once.
+func healthy(addr string) bool {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return false
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+	head := padHead("GET /healthz HTTP/1.1\r\nHost: "+addr+"\r\nConnection: close\r\n") + "\r\n"
+	if _, err := io.WriteString(c, head); err != nil {
+		return false
+	}
+	res, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		return false
+	}
+	res.Body.Close()
+	return res.StatusCode == http.StatusOK
 }
 
 func mustRead(path string) string {

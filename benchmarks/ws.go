@@ -51,7 +51,8 @@ func dialWS(ctx context.Context, rawURL, subprotocol string) (*wsConn, error) {
 	key := base64.StdEncoding.EncodeToString(k[:])
 	path := u.RequestURI()
 	req := "GET " + path + " HTTP/1.1\r\nHost: " + u.Host + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-		"Sec-WebSocket-Key: " + key + "\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: " + subprotocol + "\r\n\r\n"
+		"Sec-WebSocket-Key: " + key + "\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: " + subprotocol + "\r\n"
+	req = padHead(req) + "\r\n"
 	if dl, ok := ctx.Deadline(); ok {
 		_ = c.SetDeadline(dl)
 	}
@@ -81,6 +82,20 @@ func dialWS(ctx context.Context, rawURL, subprotocol string) (*wsConn, error) {
 	}
 	_ = c.SetDeadline(time.Time{})
 	return &wsConn{c: c, br: br}, nil
+}
+
+// padHead pads a request head (without its final CRLF) with a header so that
+// the whole head is a power of two in length. A server that sniffs the head
+// with bufio.Reader.Peek of doubling sizes (as mediarelay's HTTP/WS demux
+// did) otherwise waits for bytes that never come until its read deadline.
+func padHead(head string) string {
+	const pad = "X-Pad: \r\n"
+	n := len(head) + len(pad) + 2
+	size := 64
+	for size < n {
+		size *= 2
+	}
+	return head + "X-Pad: " + strings.Repeat("x", size-n) + "\r\n"
 }
 
 // WriteText sends one masked text frame.
