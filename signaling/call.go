@@ -1,0 +1,333 @@
+package signaling
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emiago/sipgo"
+
+	"github.com/mediarelay/mediarelay/media"
+	"github.com/mediarelay/mediarelay/pkg/cdr"
+	"github.com/mediarelay/mediarelay/pkg/sdp"
+	"github.com/mediarelay/mediarelay/transcode"
+)
+
+// End causes, as written to CDRs and the calls_total metric.
+const (
+	endNormalBrowser = "normal"       // browser hung up
+	endNormalTrunk   = "normal_trunk" // trunk hung up
+	endBusy          = "busy"         // 486/600
+	endNoAnswer      = "no_answer"    // ring timeout or 408/480
+	endCancelled     = "cancelled"    // browser cancelled while ringing
+	endRejected      = "rejected"     // any other final failure from the trunk
+	endUnreachable   = "trunk_unreachable"
+	endMediaTimeout  = "media_timeout"
+	endICEFailed     = "ice_failed"
+	endNoCodec       = "no_common_codec"
+	endBadRequest    = "bad_request"
+	endNoRoute       = "no_route"
+	endError         = "error"
+	endShutdown      = "shutdown"
+)
+
+// Call is one relayed call: a browser dialog and a trunk dialog, and the
+// media legs and forwarding between them.
+type Call struct {
+	r     *Relay
+	id    string
+	log   *slog.Logger
+	trunk *sipgo.DialogClientSession
+	// browser is the dialog with the browser (we are its UAS).
+	browser *sipgo.DialogServerSession
+
+	browserDialogID, trunkDialogID string
+	browserCallID, trunkCallID     string
+	from, to                       string
+	route                          *Trunk
+	direction                      string
+
+	browserOffer string
+	offered      []sdp.Codec
+	rtp          *media.RTPLeg
+	web          *media.WebRTCLeg
+	answerSDP    string
+	plan         mediaPlan
+	bridge       *transcode.Bridge
+	mediaUp      bool
+	mediaWG      sync.WaitGroup
+
+	start, answered time.Time
+
+	// abort stops a call that is still being set up (cancels the INVITE).
+	abort context.CancelCauseFunc
+	// stopWhy says why the INVITE was cancelled, when the relay did it.
+	stopWhy atomic.Pointer[error]
+
+	once  sync.Once
+	ended chan struct{}
+	cause string
+	code  int
+}
+
+func newCallID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// setupMedia builds the WebRTC answer and starts forwarding for the trunk's
+// answer (from a 183 or the 200). It runs once; later answers only move the
+// RTP destination.
+func (c *Call) setupMedia(answer sdp.Audio) error {
+	if c.mediaUp {
+		c.setRemote(answer)
+		return nil
+	}
+	browserAudio := mustAudio(c.browserOffer)
+	plan, err := decide(c.route.MediaMode, browserAudio, answer, c.offered)
+	if err != nil {
+		return err
+	}
+	c.plan = plan
+	web, answerSDP, err := c.r.webrtc.Answer(c.browserOffer, plan.BrowserCodec)
+	if err != nil {
+		return err
+	}
+	c.web, c.answerSDP = web, answerSDP
+	c.setRemote(answer)
+	c.mediaUp = true
+
+	if plan.Mode == ModePassthrough {
+		c.startPassthrough(answer)
+	} else if err := c.startTranscode(answer); err != nil {
+		return err
+	}
+	c.log.Info("media negotiated", "mode", plan.Mode, "sip_codec", plan.SIPCodec.Name, "webrtc_codec", plan.BrowserCodec)
+	return nil
+}
+
+func (c *Call) setRemote(a sdp.Audio) {
+	if !a.Addr.IsValid() || a.Addr.IsUnspecified() || a.Port == 0 {
+		return // on hold or rejected stream: keep what we had
+	}
+	var rtcp netip.AddrPort
+	if a.RTCPPort != 0 {
+		rtcp = netip.AddrPortFrom(a.Addr, uint16(a.RTCPPort))
+	}
+	c.rtp.SetRemote(netip.AddrPortFrom(a.Addr, uint16(a.Port)), rtcp)
+}
+
+func mustAudio(offer string) sdp.Audio {
+	_, a, _ := sdp.Parse([]byte(offer))
+	return a
+}
+
+// webPT returns the browser's payload type for a codec of our answer.
+func (c *Call) webPT(name string, clock uint32) (uint8, bool) {
+	for _, x := range c.web.Audio.Codecs {
+		if x.Is(name) && (clock == 0 || x.Clock == clock) {
+			return x.PT, true
+		}
+	}
+	return 0, false
+}
+
+func (c *Call) startPassthrough(answer sdp.Audio) {
+	toSIP := map[uint8]uint8{}
+	toWeb := map[uint8]uint8{}
+	if pt, ok := c.webPT(c.plan.BrowserCodec, 0); ok {
+		toSIP[pt] = c.plan.SIPCodec.PT
+		toWeb[c.plan.SIPCodec.PT] = pt
+	}
+	// telephone-event passes through only where both legs use the same clock;
+	// across clocks it needs re-timing, which the transcode bridge does.
+	if ev := c.plan.SIPDTMF; ev.PT != 0 {
+		if pt, ok := c.webPT("telephone-event", ev.Clock); ok {
+			toSIP[pt] = ev.PT
+			toWeb[ev.PT] = pt
+		}
+	}
+	clock := c.plan.SIPCodec.Clock
+	fs := media.NewForwarder(media.ForwarderOptions{PTMap: toSIP, ClockRate: clock, OnDrop: c.r.countDrop})
+	fw := media.NewForwarder(media.ForwarderOptions{PTMap: toWeb, ClockRate: clock, OnDrop: c.r.countDrop})
+	c.run(func() error { return fs.Run(c.web, c.rtp) })
+	c.run(func() error { return fw.Run(c.rtp, c.web) })
+}
+
+func (c *Call) startTranscode(answer sdp.Audio) error {
+	opusPT, _ := c.webPT("opus", 48000)
+	webDTMF, _ := c.webPT("telephone-event", 48000)
+	ptime := answer.Ptime
+	if ptime == 0 {
+		ptime = c.route.Ptime
+	}
+	tc := c.r.cfg.Transcode
+	b, err := transcode.NewBridge(transcode.Options{
+		OpusPT:         opusPT,
+		WebRTCDTMFPT:   webDTMF,
+		SIPCodec:       c.plan.SIPCodec.Name,
+		SIPPT:          c.plan.SIPCodec.PT,
+		SIPDTMFPT:      c.plan.SIPDTMF.PT,
+		PtimeMs:        ptime,
+		OpusComplexity: tc.OpusComplexity,
+		OpusBitrate:    tc.OpusBitrate,
+		OpusPacketLoss: tc.OpusPacketLoss,
+		OpusFEC:        tc.OpusFEC,
+		OpusDTX:        tc.OpusDTX,
+	})
+	if err != nil {
+		return err
+	}
+	c.bridge = b
+	c.run(func() error { return b.RunToSIP(c.web, c.rtp) })
+	c.run(func() error { return b.RunToWebRTC(c.rtp, c.web) })
+	return nil
+}
+
+func (c *Call) run(f func() error) {
+	c.mediaWG.Add(1)
+	go func() {
+		defer c.mediaWG.Done()
+		_ = f() // returns when a leg closes
+	}()
+}
+
+// watch hangs the call up when media stops or the WebRTC leg fails.
+func (c *Call) watch() {
+	timeout := c.r.cfg.Media.Timeout
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.ended:
+			return
+		case <-c.web.Failed():
+			c.hangup(endICEFailed, 0, "")
+			return
+		case now := <-t.C:
+			if timeout <= 0 {
+				continue
+			}
+			since := c.answered
+			if ws := c.web.Stats().LastReceived; ws.After(since) {
+				since = ws
+			}
+			webIdle := now.Sub(since)
+			since = c.answered
+			if rs := c.rtp.Stats().LastReceived; rs.After(since) {
+				since = rs
+			}
+			if webIdle > timeout || now.Sub(since) > timeout {
+				c.hangup(endMediaTimeout, 0, "")
+				return
+			}
+		}
+	}
+}
+
+// hangup ends the call once: BYE to each established leg that did not hang
+// up itself, legs closed, the CDR written.
+func (c *Call) hangup(cause string, code int, reason string) {
+	c.once.Do(func() {
+		c.cause, c.code = cause, code
+		close(c.ended)
+		if c.abort != nil {
+			c.abort(errors.New(cause))
+		}
+		var wg sync.WaitGroup
+		bye := func(f func(context.Context) error, leg string) {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				if err := f(ctx); err != nil {
+					c.log.Debug("bye failed", "leg", leg, "err", err)
+				}
+			}()
+		}
+		if !c.answered.IsZero() {
+			if cause != endNormalTrunk && c.trunk != nil {
+				bye(c.trunk.Bye, "trunk")
+			}
+			if cause != endNormalBrowser && c.browser != nil {
+				bye(c.browser.Bye, "browser")
+			}
+		}
+		wg.Wait()
+		c.closeMedia()
+		c.finish()
+	})
+}
+
+func (c *Call) closeMedia() {
+	if c.web != nil {
+		_ = c.web.Close()
+	}
+	if c.rtp != nil {
+		_ = c.rtp.Close()
+	}
+	c.mediaWG.Wait()
+}
+
+// finish writes the CDR and forgets the call.
+func (c *Call) finish() {
+	end := time.Now()
+	c.r.removeCall(c)
+	c.r.countEnd(c.cause)
+	rec := cdr.Record{
+		CallID:        c.id,
+		BrowserCallID: c.browserCallID,
+		TrunkCallID:   c.trunkCallID,
+		From:          c.from,
+		To:            c.to,
+		Direction:     c.direction,
+		Start:         c.start,
+		Answer:        c.answered,
+		End:           end,
+		EndCause:      c.cause,
+		SIPCode:       c.code,
+	}
+	if c.route != nil {
+		rec.Trunk = c.route.Name
+	}
+	if c.mediaUp {
+		rec.Mode = c.plan.Mode
+		rec.WebRTCCodec = c.plan.BrowserCodec
+		rec.SIPCodec = c.plan.SIPCodec.Name
+		ws, rs := c.web.Stats(), c.rtp.Stats()
+		rec.WebRTCPacketsIn, rec.WebRTCPacketsOut = ws.PacketsIn, ws.PacketsOut
+		rec.SIPPacketsIn, rec.SIPPacketsOut = rs.PacketsIn, rs.PacketsOut
+		rec.WebRTCLoss = lossFraction(ws)
+		rec.SIPLoss = lossFraction(rs)
+		rec.WebRTCJitterMs, rec.SIPJitterMs = ws.Jitter, rs.Jitter
+		worstLoss := max(rec.WebRTCLoss, rec.SIPLoss)
+		rec.MOS = cdr.EstimateMOS(rec.SIPCodec, worstLoss, max(ws.Jitter, rs.Jitter), 0)
+		if c.bridge != nil {
+			st := c.bridge.Stats()
+			rec.DTMFEvents = int(st.DTMFEventsToSIP + st.DTMFEventsToWebRTC)
+		}
+		c.r.countLegs(ws, rs)
+	}
+	if c.r.cdr != nil {
+		if err := c.r.cdr.Write(rec); err != nil {
+			c.log.Error("cdr not written", "err", err)
+		}
+	}
+	c.log.Info("call ended", "cause", c.cause, "code", c.code, "duration", end.Sub(c.start).Round(time.Millisecond).String())
+}
+
+func lossFraction(s media.LegStats) float64 {
+	expected := int64(s.PacketsIn) + s.Lost
+	if expected <= 0 || s.Lost <= 0 {
+		return 0
+	}
+	return float64(s.Lost) / float64(expected)
+}

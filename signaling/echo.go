@@ -1,0 +1,204 @@
+package signaling
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/mediarelay/mediarelay/pkg/config"
+	"github.com/mediarelay/mediarelay/pkg/sdp"
+)
+
+// echoIdle ends an echo session nobody sends to, in case its BYE was lost.
+const echoIdle = 60 * time.Second
+
+// Echo is the built-in sip:echo endpoint: a SIP UAS of its own on loopback
+// that the relay reaches through a real SIP leg, and that sends every RTP
+// packet back where it came from.
+type Echo struct {
+	log   *slog.Logger
+	ip    string
+	ua    *sipgo.UserAgent
+	srv   *sipgo.Server
+	dua   *sipgo.DialogUA
+	conn  net.PacketConn
+	trunk *Trunk
+
+	mu       sync.Mutex
+	sessions map[string]*echoSession
+	wg       sync.WaitGroup
+}
+
+type echoSession struct {
+	dss  *sipgo.DialogServerSession
+	conn *net.UDPConn
+}
+
+// StartEcho listens for SIP on a free UDP port of ip.
+func StartEcho(ctx context.Context, ip string, log *slog.Logger) (*Echo, error) {
+	if ip == "" || ip == "0.0.0.0" || ip == "::" {
+		ip = "127.0.0.1"
+	}
+	e := &Echo{log: log.With("component", "echo"), ip: ip, sessions: map[string]*echoSession{}}
+	var err error
+	if e.conn, err = net.ListenPacket("udp", net.JoinHostPort(ip, "0")); err != nil {
+		return nil, fmt.Errorf("echo sip socket: %w", err)
+	}
+	port := e.conn.LocalAddr().(*net.UDPAddr).Port
+	if e.ua, err = sipgo.NewUA(sipgo.WithUserAgent("mediarelay-echo"), sipgo.WithUserAgentHostname(ip)); err != nil {
+		e.conn.Close()
+		return nil, err
+	}
+	if e.srv, err = sipgo.NewServer(e.ua, sipgo.WithServerLogger(e.log)); err != nil {
+		e.conn.Close()
+		return nil, err
+	}
+	cli, err := sipgo.NewClient(e.ua, sipgo.WithClientHostname(ip))
+	if err != nil {
+		e.conn.Close()
+		return nil, err
+	}
+	e.dua = &sipgo.DialogUA{Client: cli, ContactHDR: sip.ContactHeader{Address: sip.Uri{User: "echo", Host: ip, Port: port}}}
+	e.srv.OnInvite(e.onInvite)
+	e.srv.OnAck(func(req *sip.Request, tx sip.ServerTransaction) {
+		if s := e.session(req); s != nil {
+			_ = s.dss.ReadAck(req, tx)
+		}
+	})
+	e.srv.OnBye(func(req *sip.Request, tx sip.ServerTransaction) {
+		s := e.session(req)
+		if s == nil {
+			_ = tx.Respond(sip.NewResponseFromRequest(req, 481, "Call/Transaction Does Not Exist", nil))
+			return
+		}
+		_ = s.dss.ReadBye(req, tx)
+		e.end(s)
+	})
+	go func() { _ = e.srv.ServeUDP(e.conn) }()
+	e.trunk, err = compileTrunk(config.Trunk{
+		Name:    "echo",
+		Address: fmt.Sprintf("sip:echo@%s", net.JoinHostPort(ip, fmt.Sprint(port))),
+		Codecs:  []string{"opus", "PCMU", "PCMA", "G722"},
+	})
+	if err != nil {
+		e.Close()
+		return nil, err
+	}
+	return e, nil
+}
+
+// Addr is the echo endpoint's SIP address.
+func (e *Echo) Addr() string { return e.conn.LocalAddr().String() }
+
+func (e *Echo) session(req *sip.Request) *echoSession {
+	id, err := sip.DialogIDFromRequestUAS(req)
+	if err != nil {
+		return nil
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.sessions[id]
+}
+
+func (e *Echo) onInvite(req *sip.Request, tx sip.ServerTransaction) {
+	_, offer, err := sdp.Parse(req.Body())
+	if err != nil {
+		_ = tx.Respond(sip.NewResponseFromRequest(req, 400, "Bad Request", nil))
+		return
+	}
+	var answer []sdp.Codec
+	for _, c := range offer.Codecs {
+		if !c.Is("telephone-event") {
+			answer = append(answer, c) // the first codec offered: echo doesn't care which
+			break
+		}
+	}
+	if len(answer) == 0 {
+		_ = tx.Respond(sip.NewResponseFromRequest(req, 488, "Not Acceptable Here", nil))
+		return
+	}
+	for _, c := range offer.Codecs {
+		if c.Is("telephone-event") {
+			answer = append(answer, c)
+		}
+	}
+	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP(e.ip)})
+	if err != nil {
+		_ = tx.Respond(sip.NewResponseFromRequest(req, 503, "Service Unavailable", nil))
+		return
+	}
+	dss, err := e.dua.ReadInvite(req, tx)
+	if err != nil {
+		conn.Close()
+		_ = tx.Respond(sip.NewResponseFromRequest(req, 400, "Bad Request", nil))
+		return
+	}
+	s := &echoSession{dss: dss, conn: conn}
+	e.mu.Lock()
+	e.sessions[dss.ID] = s
+	e.mu.Unlock()
+	e.wg.Add(1)
+	go e.echo(s)
+	local := conn.LocalAddr().(*net.UDPAddr)
+	body := sdp.Offer{
+		SessionID: uint64(time.Now().UnixNano()), Version: 1,
+		Addr:   netip.MustParseAddr(e.ip),
+		Port:   local.Port,
+		Codecs: answer,
+		Ptime:  offer.Ptime,
+	}.Marshal()
+	if err := dss.RespondSDP(body); err != nil {
+		e.log.Debug("echo answer not acknowledged", "err", err)
+		e.end(s)
+	}
+}
+
+// echo sends each packet back to its sender until the socket closes.
+func (e *Echo) echo(s *echoSession) {
+	defer e.wg.Done()
+	buf := make([]byte, 1500)
+	for {
+		_ = s.conn.SetReadDeadline(time.Now().Add(echoIdle))
+		n, from, err := s.conn.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				e.end(s)
+			}
+			return
+		}
+		_, _ = s.conn.WriteToUDPAddrPort(buf[:n], from)
+	}
+}
+
+func (e *Echo) end(s *echoSession) {
+	e.mu.Lock()
+	delete(e.sessions, s.dss.ID)
+	e.mu.Unlock()
+	_ = s.conn.Close()
+}
+
+// Close stops the endpoint and its sessions.
+func (e *Echo) Close() error {
+	e.mu.Lock()
+	ss := make([]*echoSession, 0, len(e.sessions))
+	for _, s := range e.sessions {
+		ss = append(ss, s)
+	}
+	e.mu.Unlock()
+	for _, s := range ss {
+		e.end(s)
+	}
+	err := e.conn.Close()
+	e.wg.Wait()
+	_ = e.ua.Close()
+	return err
+}

@@ -1,0 +1,482 @@
+package signaling
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+	"github.com/pion/ice/v4"
+	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
+
+	"github.com/mediarelay/mediarelay/pkg/config"
+	"github.com/mediarelay/mediarelay/pkg/sdp"
+)
+
+// portBase spreads RTP port ranges between relays started by one test binary.
+var (
+	portMu   sync.Mutex
+	portBase = 30000 + (os.Getpid()%50)*100
+)
+
+func testLogger(t *testing.T) *slog.Logger {
+	if os.Getenv("MEDIARELAY_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// startRelay runs a relay on loopback with ephemeral ports until the test ends.
+func startRelay(t *testing.T, mod func(*config.Config)) *Relay {
+	t.Helper()
+	cfg := config.Default()
+	cfg.HTTP.Listen = "127.0.0.1:0"
+	cfg.SIP.UDPListen = "127.0.0.1:0"
+	cfg.SIP.TCPListen = "127.0.0.1:0"
+	cfg.Media.BindIP = "127.0.0.1"
+	cfg.Media.WebRTCPort = 0
+	portMu.Lock()
+	cfg.Media.PortMin, cfg.Media.PortMax = portBase, portBase+99
+	portBase += 100
+	portMu.Unlock()
+	cfg.CDR.Path = filepath.Join(t.TempDir(), "cdr.db")
+	cfg.SIP.InviteTimeout = 3 * time.Second
+	if mod != nil {
+		mod(&cfg)
+	}
+	r, err := New(cfg, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Serve(ctx) }()
+	select {
+	case <-r.Ready():
+	case err := <-done:
+		cancel()
+		t.Fatalf("relay did not start: %v", err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	return r
+}
+
+// trunkUAS is a SIP peer on loopback standing in for a carrier or PBX.
+type trunkUAS struct {
+	t    *testing.T
+	addr string
+	ua   *sipgo.UserAgent
+	srv  *sipgo.Server
+	dua  *sipgo.DialogUA
+
+	// behaviour, set before calls are placed
+	code     int           // final code; 0 or 200 answers
+	codecs   []string      // codecs it accepts, in its preference; nil = first offered
+	ring     bool          // send 180 first
+	noAnswer bool          // ring forever
+	early    bool          // 183 with SDP before the 200
+	echo     bool          // echo RTP back
+	byeAfter time.Duration // hang up after answering
+
+	mu       sync.Mutex
+	invites  []*sip.Request
+	dialogs  []*sipgo.DialogServerSession
+	conns    []*net.UDPConn
+	byes     chan struct{}
+	cancels  chan struct{}
+	answered chan struct{}
+}
+
+func newTrunkUAS(t *testing.T) *trunkUAS {
+	t.Helper()
+	u := &trunkUAS{t: t, echo: true, byes: make(chan struct{}, 10), cancels: make(chan struct{}, 10), answered: make(chan struct{}, 10)}
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.addr = pc.LocalAddr().String()
+	u.ua, _ = sipgo.NewUA(sipgo.WithUserAgent("trunk"), sipgo.WithUserAgentHostname("127.0.0.1"))
+	u.srv, _ = sipgo.NewServer(u.ua)
+	cli, _ := sipgo.NewClient(u.ua, sipgo.WithClientHostname("127.0.0.1"))
+	host, port := splitHostPort(u.addr)
+	u.dua = &sipgo.DialogUA{Client: cli, ContactHDR: sip.ContactHeader{Address: sip.Uri{User: "trunk", Host: host, Port: port}}}
+	u.srv.OnInvite(u.onInvite)
+	u.srv.OnAck(func(req *sip.Request, tx sip.ServerTransaction) {
+		if d := u.dialog(req); d != nil {
+			_ = d.ReadAck(req, tx)
+		}
+	})
+	u.srv.OnBye(func(req *sip.Request, tx sip.ServerTransaction) {
+		if d := u.dialog(req); d != nil {
+			_ = d.ReadBye(req, tx)
+		} else {
+			_ = tx.Respond(sip.NewResponseFromRequest(req, 481, "No dialog", nil))
+		}
+		u.byes <- struct{}{}
+	})
+	go func() { _ = u.srv.ServeUDP(pc) }()
+	t.Cleanup(func() {
+		pc.Close()
+		u.mu.Lock()
+		for _, c := range u.conns {
+			c.Close()
+		}
+		u.mu.Unlock()
+		u.ua.Close()
+	})
+	return u
+}
+
+func (u *trunkUAS) dialog(req *sip.Request) *sipgo.DialogServerSession {
+	id, err := sip.DialogIDFromRequestUAS(req)
+	if err != nil {
+		return nil
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for _, d := range u.dialogs {
+		if d.ID == id {
+			return d
+		}
+	}
+	return nil
+}
+
+func (u *trunkUAS) lastInvite() *sip.Request {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if len(u.invites) == 0 {
+		return nil
+	}
+	return u.invites[len(u.invites)-1]
+}
+
+func (u *trunkUAS) onInvite(req *sip.Request, tx sip.ServerTransaction) {
+	u.mu.Lock()
+	u.invites = append(u.invites, req)
+	u.mu.Unlock()
+	d, err := u.dua.ReadInvite(req, tx)
+	if err != nil {
+		return
+	}
+	u.mu.Lock()
+	u.dialogs = append(u.dialogs, d)
+	u.mu.Unlock()
+	if u.code != 0 && u.code != 200 {
+		_ = d.Respond(u.code, "Trunk Says No", nil)
+		return
+	}
+	if u.ring || u.noAnswer {
+		_ = d.Respond(180, "Ringing", nil)
+	}
+	if u.noAnswer {
+		<-d.Context().Done()
+		u.cancels <- struct{}{}
+		return
+	}
+	_, offer, err := sdp.Parse(req.Body())
+	if err != nil {
+		_ = d.Respond(400, "Bad SDP", nil)
+		return
+	}
+	var chosen []sdp.Codec
+	for _, c := range offer.Codecs {
+		if c.Is("telephone-event") {
+			continue
+		}
+		if u.codecs == nil || containsFold(u.codecs, c.Name) {
+			chosen = append(chosen, c)
+			break
+		}
+	}
+	if len(chosen) == 0 {
+		_ = d.Respond(488, "Not Acceptable Here", nil)
+		return
+	}
+	if ev, ok := offer.DTMF(8000); ok {
+		chosen = append(chosen, ev)
+	}
+	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		_ = d.Respond(503, "No port", nil)
+		return
+	}
+	u.mu.Lock()
+	u.conns = append(u.conns, conn)
+	u.mu.Unlock()
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := conn.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			if u.echo {
+				_, _ = conn.WriteToUDPAddrPort(buf[:n], from)
+			}
+		}
+	}()
+	body := sdp.Offer{SessionID: 1, Version: 1, Addr: netip.MustParseAddr("127.0.0.1"),
+		Port: conn.LocalAddr().(*net.UDPAddr).Port, Codecs: chosen}.Marshal()
+	if u.early {
+		res := sip.NewResponseFromRequest(d.InviteRequest, 183, "Session Progress", body)
+		res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+		_ = d.WriteResponse(res)
+		time.Sleep(300 * time.Millisecond)
+	}
+	if err := d.RespondSDP(body); err != nil {
+		return
+	}
+	u.answered <- struct{}{}
+	if u.byeAfter > 0 {
+		time.Sleep(u.byeAfter)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = d.Bye(ctx)
+	}
+}
+
+func containsFold(list []string, s string) bool {
+	for _, x := range list {
+		if strings.EqualFold(x, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// phone is a browser stand-in: SIP over WebSocket with sipgo and a pion
+// PeerConnection offering ICE, DTLS-SRTP and the given codecs.
+type phone struct {
+	t     *testing.T
+	ua    *sipgo.UserAgent
+	dua   *sipgo.DialogUA
+	pc    *webrtc.PeerConnection
+	track *webrtc.TrackLocalStaticRTP
+	codec webrtc.RTPCodecCapability
+
+	dcs      *sipgo.DialogClientSession
+	byes     chan struct{}
+	received chan *rtp.Packet
+	provs    []int
+}
+
+var phoneCodecs = map[string]webrtc.RTPCodecParameters{
+	"opus": {RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2, SDPFmtpLine: "minptime=10;useinbandfec=1"}, PayloadType: 111},
+	"PCMU": {RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypePCMU, ClockRate: 8000}, PayloadType: 0},
+	"PCMA": {RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypePCMA, ClockRate: 8000}, PayloadType: 8},
+	"G729": {RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: "audio/G729", ClockRate: 8000}, PayloadType: 18},
+}
+
+// newPhone makes a phone offering codecs; it sends with the first.
+func newPhone(t *testing.T, codecs ...string) *phone {
+	t.Helper()
+	p := &phone{t: t, byes: make(chan struct{}, 2), received: make(chan *rtp.Packet, 1000)}
+	var m webrtc.MediaEngine
+	for _, c := range codecs {
+		if err := m.RegisterCodec(phoneCodecs[c], webrtc.RTPCodecTypeAudio); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, ev := range []webrtc.RTPCodecParameters{
+		{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: "audio/telephone-event", ClockRate: 48000, SDPFmtpLine: "0-16"}, PayloadType: 110},
+		{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: "audio/telephone-event", ClockRate: 8000, SDPFmtpLine: "0-16"}, PayloadType: 126},
+	} {
+		if err := m.RegisterCodec(ev, webrtc.RTPCodecTypeAudio); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var s webrtc.SettingEngine
+	s.SetIncludeLoopbackCandidate(true)
+	s.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
+	s.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	s.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	api := webrtc.NewAPI(webrtc.WithMediaEngine(&m), webrtc.WithSettingEngine(s))
+	pc, err := api.NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.pc = pc
+	p.codec = phoneCodecs[codecs[0]].RTPCodecCapability
+	p.track, err = webrtc.NewTrackLocalStaticRTP(p.codec, "audio", "phone")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pc.AddTrack(p.track); err != nil {
+		t.Fatal(err)
+	}
+	pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+		for {
+			pkt, _, err := tr.ReadRTP()
+			if err != nil {
+				return
+			}
+			select {
+			case p.received <- pkt:
+			default:
+			}
+		}
+	})
+	t.Cleanup(func() { _ = pc.Close() })
+
+	p.ua, _ = sipgo.NewUA(sipgo.WithUserAgent("phone"), sipgo.WithUserAgentHostname("phone.invalid"))
+	srv, _ := sipgo.NewServer(p.ua)
+	cli, _ := sipgo.NewClient(p.ua)
+	p.dua = &sipgo.DialogUA{Client: cli, ContactHDR: sip.ContactHeader{Address: sip.Uri{User: "alice", Host: "phone.invalid", UriParams: sip.HeaderParams{{K: "transport", V: "ws"}}}}}
+	srv.OnBye(func(req *sip.Request, tx sip.ServerTransaction) {
+		if p.dcs != nil {
+			_ = p.dcs.ReadBye(req, tx)
+		}
+		p.byes <- struct{}{}
+	})
+	t.Cleanup(func() { p.ua.Close() })
+	return p
+}
+
+func (p *phone) offer() string {
+	p.t.Helper()
+	o, err := p.pc.CreateOffer(nil)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	g := webrtc.GatheringCompletePromise(p.pc)
+	if err := p.pc.SetLocalDescription(o); err != nil {
+		p.t.Fatal(err)
+	}
+	<-g
+	return p.pc.LocalDescription().SDP
+}
+
+// invite sends an INVITE with body to target through the relay's WebSocket.
+// It returns the final response.
+func (p *phone) invite(ctx context.Context, r *Relay, user string, body []byte) (*sip.Response, error) {
+	host, port := splitHostPort(r.HTTPAddr().String())
+	target := sip.Uri{User: user, Host: host, Port: port, UriParams: sip.HeaderParams{{K: "transport", V: "ws"}}}
+	var hdrs []sip.Header
+	if body != nil {
+		hdrs = append(hdrs, sip.NewHeader("Content-Type", "application/sdp"))
+	}
+	dcs, err := p.dua.Invite(ctx, target, body, hdrs...)
+	if err != nil {
+		return nil, err
+	}
+	p.dcs = dcs
+	err = dcs.WaitAnswer(ctx, sipgo.AnswerOptions{OnResponse: func(res *sip.Response) error {
+		p.provs = append(p.provs, int(res.StatusCode))
+		return nil
+	}})
+	var dr *sipgo.ErrDialogResponse
+	if errors.As(err, &dr) {
+		return dr.Res, nil
+	}
+	if err != nil {
+		return dcs.InviteResponse, err
+	}
+	if err := dcs.Ack(ctx); err != nil {
+		return nil, err
+	}
+	return dcs.InviteResponse, nil
+}
+
+// call places a WebRTC call and waits for ICE/DTLS to connect.
+func (p *phone) call(r *Relay, user string) {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	res, err := p.invite(ctx, r, user, []byte(p.offer()))
+	if err != nil {
+		p.t.Fatalf("invite: %v", err)
+	}
+	if res.StatusCode != 200 {
+		p.t.Fatalf("call answered %d %s", res.StatusCode, res.Reason)
+	}
+	if err := p.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: string(res.Body())}); err != nil {
+		p.t.Fatalf("relay answer: %v", err)
+	}
+	connected := make(chan struct{})
+	var once sync.Once
+	p.pc.OnConnectionStateChange(func(s webrtc.PeerConnectionState) {
+		if s == webrtc.PeerConnectionStateConnected {
+			once.Do(func() { close(connected) })
+		}
+	})
+	if p.pc.ConnectionState() == webrtc.PeerConnectionStateConnected {
+		once.Do(func() { close(connected) })
+	}
+	select {
+	case <-connected:
+	case <-ctx.Done():
+		p.t.Fatal("webrtc leg did not connect")
+	}
+}
+
+// hangup sends BYE.
+func (p *phone) hangup() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := p.dcs.Bye(ctx); err != nil {
+		p.t.Errorf("bye: %v", err)
+	}
+}
+
+// sendFrames sends n packets, 20 ms apart, each with a payload that names
+// its index, and returns the payloads.
+func (p *phone) sendFrames(n, size int) [][]byte {
+	var sent [][]byte
+	tsStep := p.codec.ClockRate / 50
+	for i := 0; i < n; i++ {
+		payload := make([]byte, size)
+		for j := range payload {
+			payload[j] = byte(i*7 + j)
+		}
+		copy(payload, fmt.Sprintf("frame-%04d", i))
+		pkt := &rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: uint16(1000 + i), Timestamp: uint32(5000 + i*int(tsStep)), SSRC: 1234}, Payload: payload}
+		if err := p.track.WriteRTP(pkt); err != nil {
+			p.t.Fatalf("send: %v", err)
+		}
+		sent = append(sent, payload)
+		time.Sleep(20 * time.Millisecond)
+	}
+	return sent
+}
+
+// collect gathers what arrives until quiet for the given time.
+func (p *phone) collect(quiet time.Duration) []*rtp.Packet {
+	var got []*rtp.Packet
+	for {
+		select {
+		case pkt := <-p.received:
+			got = append(got, pkt)
+		case <-time.After(quiet):
+			return got
+		}
+	}
+}
+
+// waitFor polls cond; tests use it for effects that land asynchronously.
+func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}

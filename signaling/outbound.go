@@ -1,0 +1,358 @@
+package signaling
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/mediarelay/mediarelay/media"
+	"github.com/mediarelay/mediarelay/pkg/sdp"
+)
+
+// ringTimeout bounds how long a trunk may ring before the relay gives up.
+const ringTimeout = 3 * time.Minute
+
+var (
+	errInviteTimeout = errors.New("trunk did not respond")
+	errRingTimeout   = errors.New("trunk did not answer")
+	errBrowserCancel = errors.New("browser cancelled")
+)
+
+func (r *Relay) onInvite(req *sip.Request, tx sip.ServerTransaction) {
+	r.countRequest(req)
+	if to := req.To(); to != nil {
+		if _, ok := to.Params.Get("tag"); ok {
+			r.onReInvite(req, tx)
+			return
+		}
+	}
+	switch strings.ToLower(req.Transport()) {
+	case "ws", "wss":
+		r.outbound(req, tx)
+	default:
+		// Calls from trunks into browsers need a registrar; until then
+		// nobody can be reached this way.
+		respond(tx, req, 404, "Not Found")
+		r.countSetupFailure(404)
+	}
+}
+
+// onReInvite answers an in-dialog INVITE. Hold, resume and codec change are
+// not relayed yet: the current session is confirmed unchanged.
+func (r *Relay) onReInvite(req *sip.Request, tx sip.ServerTransaction) {
+	c, s := r.callAndSide(req)
+	if c == nil {
+		respond(tx, req, 481, "Call/Transaction Does Not Exist")
+		return
+	}
+	var body string
+	switch s {
+	case sideBrowser:
+		body = c.answerSDP
+	case sideTrunk:
+		body = string(c.trunk.InviteRequest.Body())
+	}
+	res := sip.NewResponseFromRequest(req, 200, "OK", []byte(body))
+	res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+	_ = tx.Respond(res)
+}
+
+func respond(tx sip.ServerTransaction, req *sip.Request, code int, reason string, hdrs ...sip.Header) {
+	res := sip.NewResponseFromRequest(req, code, reason, nil)
+	for _, h := range hdrs {
+		res.AppendHeader(h)
+	}
+	_ = tx.Respond(res)
+}
+
+// outbound relays a browser's INVITE to a trunk. It returns when the
+// browser's INVITE transaction is over (answered, rejected or cancelled);
+// an answered call lives on in its Call.
+func (r *Relay) outbound(req *sip.Request, tx sip.ServerTransaction) {
+	_ = tx.Respond(sip.NewResponseFromRequest(req, 100, "Trying", nil))
+
+	if ct := req.ContentType(); ct == nil || !strings.EqualFold(strings.TrimSpace(ct.Value()), "application/sdp") || len(req.Body()) == 0 {
+		respond(tx, req, 488, "Not Acceptable Here", sip.NewHeader("Warning", `399 mediarelay "an SDP offer is required"`))
+		r.countSetupFailure(488)
+		return
+	}
+	_, offer, err := sdp.Parse(req.Body())
+	if err != nil {
+		respond(tx, req, 400, "Bad Request", sip.NewHeader("Warning", `399 mediarelay "malformed SDP"`))
+		r.countSetupFailure(400)
+		return
+	}
+	user := req.Recipient.User
+	route := r.route(user)
+	if route == nil {
+		respond(tx, req, 404, "Not Found")
+		r.countSetupFailure(404)
+		return
+	}
+	offered, err := trunkOffer(route.MediaMode, route.Codecs, offer)
+	if err != nil {
+		respond(tx, req, 488, "Not Acceptable Here")
+		r.countSetupFailure(488)
+		return
+	}
+	dss, err := r.browserUA.ReadInvite(req, tx)
+	if err != nil {
+		respond(tx, req, 400, "Bad Request")
+		r.countSetupFailure(400)
+		return
+	}
+
+	c := &Call{
+		r:               r,
+		id:              newCallID(),
+		browser:         dss,
+		browserDialogID: dss.ID,
+		browserCallID:   req.CallID().Value(),
+		from:            req.From().Address.User,
+		to:              user,
+		route:           route,
+		direction:       "outbound",
+		browserOffer:    string(req.Body()),
+		offered:         offered,
+		start:           time.Now(),
+		ended:           make(chan struct{}),
+	}
+	c.log = r.log.With("call", c.id, "trunk", route.Name)
+	r.addCall(c)
+	r.indexDialog(c, dss.ID)
+	r.wg.Add(1)
+	defer r.wg.Done()
+
+	fail := func(code int, reason, cause string, hdrs ...sip.Header) {
+		res := sip.NewResponseFromRequest(dss.InviteRequest, code, reason, nil)
+		for _, h := range hdrs {
+			res.AppendHeader(h)
+		}
+		_ = dss.WriteResponse(res)
+		r.countSetupFailure(code)
+		c.hangup(cause, code, reason)
+	}
+
+	c.rtp, err = media.NewRTPLeg(media.RTPLegOptions{
+		Ports:    r.ports,
+		Latching: r.cfg.Media.Latching,
+		OnDrop:   r.countDrop,
+		Logger:   c.log,
+	})
+	if err != nil {
+		c.log.Warn("no media port", "err", err)
+		fail(503, "Service Unavailable", endError, sip.NewHeader("Retry-After", "5"))
+		return
+	}
+
+	ptime := route.Ptime
+	body := sdp.Offer{
+		SessionID: uint64(time.Now().UnixNano()),
+		Version:   1,
+		Addr:      r.mediaAddr(),
+		Port:      int(c.rtp.LocalAddr().Port()),
+		Codecs:    offered,
+		Ptime:     ptime,
+	}.Marshal()
+
+	recipient := route.uri.Clone()
+	recipient.User = user
+	if route.Transport != "" && route.Transport != "udp" {
+		if recipient.UriParams == nil {
+			recipient.UriParams = sip.NewParams()
+		}
+		recipient.UriParams.Add("transport", route.Transport)
+	}
+	from := &sip.FromHeader{
+		DisplayName: req.From().DisplayName,
+		Address:     sip.Uri{User: c.from, Host: r.host},
+		Params:      sip.NewParams(),
+	}
+	from.Params.Add("tag", sip.GenerateTagN(16))
+	to := &sip.ToHeader{Address: sip.Uri{User: user, Host: recipient.Host}}
+
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	c.abort = cancel
+	var provisional atomic.Bool
+	go c.superviseInvite(ctx, cancel, &provisional)
+
+	dcs, err := r.trunkUA.Invite(ctx, *recipient, body, from, to, sip.NewHeader("Content-Type", "application/sdp"))
+	if err != nil {
+		c.log.Warn("trunk unreachable", "err", err)
+		fail(503, "Service Unavailable", endUnreachable)
+		return
+	}
+	c.trunk = dcs
+	c.trunkCallID = dcs.InviteRequest.CallID().Value()
+
+	earlySent := false
+	err = dcs.WaitAnswer(ctx, sipgo.AnswerOptions{
+		Username: route.Username,
+		Password: route.Password,
+		OnResponse: func(res *sip.Response) error {
+			if !res.IsProvisional() || res.StatusCode == 100 {
+				return nil
+			}
+			provisional.Store(true)
+			if res.StatusCode == 183 && len(res.Body()) > 0 && !earlySent {
+				_, ans, err := sdp.Parse(res.Body())
+				if err != nil {
+					return fmt.Errorf("183 sdp: %w", err)
+				}
+				if err := c.setupMedia(ans); err != nil {
+					return err
+				}
+				earlySent = true
+				p := sip.NewResponseFromRequest(dss.InviteRequest, 183, "Session Progress", []byte(c.answerSDP))
+				p.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+				_ = dss.WriteResponse(p) // a cancelled browser is handled by superviseInvite
+				return nil
+			}
+			_ = dss.Respond(180, "Ringing", nil)
+			return nil
+		},
+	})
+	if err != nil {
+		c.failInvite(ctx, err, fail)
+		return
+	}
+
+	_, ans, perr := sdp.Parse(dcs.InviteResponse.Body())
+	if perr == nil {
+		perr = c.setupMedia(ans)
+	}
+	if ackErr := dcs.Ack(context.Background()); ackErr != nil {
+		c.log.Warn("ack to trunk failed", "err", ackErr)
+	}
+	c.trunkDialogID = dcs.ID
+	r.indexDialog(c, dcs.ID)
+	c.answered = time.Now()
+	if perr != nil {
+		c.log.Warn("trunk answer unusable", "err", perr)
+		// The trunk's dialog exists now: hangup sends it a BYE.
+		res := sip.NewResponseFromRequest(dss.InviteRequest, 488, "Not Acceptable Here", nil)
+		_ = dss.WriteResponse(res)
+		r.countSetupFailure(488)
+		c.browser = nil // never established towards the browser
+		c.hangup(endNoCodec, 488, "")
+		return
+	}
+	go c.watch()
+	if err := dss.RespondSDP([]byte(c.answerSDP)); err != nil {
+		c.log.Warn("browser did not take the answer", "err", err)
+		c.hangup(endError, 0, "")
+		return
+	}
+	c.log.Info("call answered", "from", c.from, "to", c.to)
+}
+
+// superviseInvite cancels the INVITE when the browser cancels, the trunk
+// does not respond in time, or it rings too long. Without a provisional
+// response a CANCEL may not be sent, so the wait is abandoned instead.
+func (c *Call) superviseInvite(ctx context.Context, cancel context.CancelCauseFunc, provisional *atomic.Bool) {
+	inviteT := time.NewTimer(c.r.cfg.SIP.InviteTimeout)
+	ringT := time.NewTimer(ringTimeout)
+	defer inviteT.Stop()
+	defer ringT.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.browser.Context().Done():
+			c.stop(cancel, errBrowserCancel, !provisional.Load())
+			return
+		case <-inviteT.C:
+			if !provisional.Load() {
+				c.stop(cancel, errInviteTimeout, true)
+				return
+			}
+		case <-ringT.C:
+			c.stop(cancel, errRingTimeout, false)
+			return
+		}
+	}
+}
+
+// stop cancels the INVITE for why. sipgo sends a CANCEL unless the cause is
+// exactly its force error, which abandons the wait instead.
+func (c *Call) stop(cancel context.CancelCauseFunc, why error, force bool) {
+	c.stopWhy.Store(&why)
+	if force {
+		cancel(sipgo.WaitAnswerForceCancelErr)
+	} else {
+		cancel(why)
+	}
+}
+
+// failInvite maps the outcome of an unanswered INVITE to the browser.
+func (c *Call) failInvite(ctx context.Context, err error, fail func(int, string, string, ...sip.Header)) {
+	var dr *sipgo.ErrDialogResponse
+	cause := context.Cause(ctx)
+	if why := c.stopWhy.Load(); why != nil {
+		cause = *why
+	}
+	switch {
+	case errors.As(err, &dr):
+		code, reason, endCause := mapFinal(dr.Res)
+		c.log.Info("trunk rejected call", "code", dr.Res.StatusCode, "relayed", code)
+		var hdrs []sip.Header
+		if ra := dr.Res.GetHeader("Retry-After"); ra != nil && code == 503 {
+			hdrs = append(hdrs, sip.NewHeader("Retry-After", ra.Value()))
+		}
+		fail(code, reason, endCause, hdrs...)
+	case errors.Is(cause, errBrowserCancel):
+		// The transaction layer has already answered the browser with 487.
+		c.hangup(endCancelled, 487, "")
+	case errors.Is(cause, errInviteTimeout):
+		fail(408, "Request Timeout", endUnreachable)
+	case errors.Is(cause, errRingTimeout):
+		fail(408, "Request Timeout", endNoAnswer)
+	case cause != nil:
+		// hangup already ran (shutdown); make sure the browser hears of it.
+		fail(503, "Service Unavailable", endShutdown)
+	default:
+		c.log.Warn("trunk invite failed", "err", err)
+		fail(503, "Service Unavailable", endUnreachable)
+	}
+}
+
+// mapFinal turns a trunk's final failure into what the browser gets. Most
+// codes pass unchanged; those that would make the browser act on the
+// trunk's network (redirects, auth challenges for the relay's credentials)
+// do not.
+func mapFinal(res *sip.Response) (int, string, string) {
+	code := int(res.StatusCode)
+	switch {
+	case code == 486 || code == 600:
+		return code, res.Reason, endBusy
+	case code == 408 || code == 480:
+		return code, res.Reason, endNoAnswer
+	case code >= 300 && code < 400:
+		return 480, "Temporarily Unavailable", endRejected
+	case code == 401 || code == 407:
+		return 403, "Forbidden", endRejected
+	case code >= 500 && code < 600:
+		return 503, "Service Unavailable", endRejected
+	case code >= 400 && code < 700:
+		return code, res.Reason, endRejected
+	}
+	return 500, "Server Internal Error", endError
+}
+
+// mediaAddr is the address the relay puts in SDP towards trunks.
+func (r *Relay) mediaAddr() netip.Addr {
+	for _, a := range []string{r.cfg.Media.PublicIP, r.cfg.Media.BindIP, r.host} {
+		if ip, err := netip.ParseAddr(a); err == nil && !ip.IsUnspecified() {
+			return ip
+		}
+	}
+	return netip.MustParseAddr("127.0.0.1")
+}

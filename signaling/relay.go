@@ -1,0 +1,468 @@
+// Package signaling is the relay's SIP side: SIP over WebSocket for
+// browsers, UDP and TCP for trunks, the B2BUA that turns one INVITE into two
+// independent dialogs, and the Call that owns the two media legs.
+package signaling
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/mediarelay/mediarelay/media"
+	"github.com/mediarelay/mediarelay/pkg/cdr"
+	"github.com/mediarelay/mediarelay/pkg/config"
+	"github.com/mediarelay/mediarelay/pkg/metrics"
+	"github.com/mediarelay/mediarelay/signaling/web"
+)
+
+// Trunk is a configured SIP peer with its pattern compiled and address parsed.
+type Trunk struct {
+	config.Trunk
+	match *regexp.Regexp
+	uri   sip.Uri
+}
+
+// Relay is a running mediarelay: listeners, the B2BUA and its calls.
+type Relay struct {
+	cfg   config.Config
+	log   *slog.Logger
+	host  string // address in our Via/Contact towards trunks
+	start time.Time
+
+	ua        *sipgo.UserAgent
+	server    *sipgo.Server
+	client    *sipgo.Client
+	browserUA *sipgo.DialogUA
+	trunkUA   *sipgo.DialogUA
+
+	ports  *media.PortAllocator
+	webrtc *media.WebRTC
+	cdr    *cdr.Store
+	reg    *metrics.Registry
+	m      *metrics.Relay
+	drops  dropCounters
+
+	trunks       []*Trunk
+	defaultTrunk *Trunk
+	echo         *Echo
+
+	mu       sync.Mutex
+	calls    map[string]*Call // by relay call id
+	byDialog map[string]*Call // by either leg's dialog id
+	wg       sync.WaitGroup
+
+	httpAddr, udpAddr, tcpAddr net.Addr
+
+	httpSrv *http.Server
+	demux   *httpDemux
+	closers []func() error
+	ready   chan struct{}
+}
+
+// New builds a relay from a validated configuration; Serve starts it.
+func New(cfg config.Config, log *slog.Logger) (*Relay, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	r := &Relay{
+		cfg:      cfg,
+		log:      log,
+		start:    time.Now(),
+		calls:    map[string]*Call{},
+		byDialog: map[string]*Call{},
+		ready:    make(chan struct{}),
+	}
+	r.host = cfg.SIP.Host
+	if r.host == "" {
+		r.host = cfg.Media.PublicIP
+	}
+	if r.host == "" && cfg.Media.BindIP != "" && cfg.Media.BindIP != "0.0.0.0" && cfg.Media.BindIP != "::" {
+		r.host = cfg.Media.BindIP
+	}
+	if r.host == "" {
+		r.host = "127.0.0.1"
+	}
+	for _, t := range cfg.Trunks {
+		tr, err := compileTrunk(t)
+		if err != nil {
+			return nil, fmt.Errorf("trunk %s: %w", t.Name, err)
+		}
+		r.trunks = append(r.trunks, tr)
+	}
+	if cfg.Trunk != "" {
+		tr, err := compileTrunk(config.Trunk{Name: "default", Address: cfg.Trunk})
+		if err != nil {
+			return nil, fmt.Errorf("trunk: %w", err)
+		}
+		r.defaultTrunk = tr
+	}
+
+	r.reg = metrics.NewRegistry()
+	r.m = metrics.NewRelay(r.reg)
+
+	var err error
+	if r.ports, err = media.NewPortAllocator(cfg.Media.BindIP, cfg.Media.PortMin, cfg.Media.PortMax); err != nil {
+		return nil, fmt.Errorf("media ports: %w", err)
+	}
+	return r, nil
+}
+
+func compileTrunk(t config.Trunk) (*Trunk, error) {
+	tr := &Trunk{Trunk: t}
+	if t.Match != "" {
+		re, err := regexp.Compile(t.Match)
+		if err != nil {
+			return nil, fmt.Errorf("match: %w", err)
+		}
+		tr.match = re
+	}
+	addr := t.Address
+	if !strings.HasPrefix(addr, "sip:") && !strings.HasPrefix(addr, "sips:") {
+		addr = "sip:" + addr
+	}
+	if err := sip.ParseUri(addr, &tr.uri); err != nil {
+		return nil, fmt.Errorf("address %q: %w", t.Address, err)
+	}
+	if tr.Transport == "" {
+		if tp, ok := tr.uri.UriParams.Get("transport"); ok && tp != "" {
+			tr.Transport = strings.ToLower(tp)
+		} else {
+			tr.Transport = "udp"
+		}
+	}
+	if len(tr.Codecs) == 0 {
+		tr.Codecs = []string{"PCMU", "PCMA", "opus"}
+	}
+	if tr.MediaMode == "" {
+		tr.MediaMode = ModeAuto
+	}
+	return tr, nil
+}
+
+// route picks the trunk for a browser call to user.
+func (r *Relay) route(user string) *Trunk {
+	if user == "echo" && r.echo != nil {
+		return r.echo.trunk
+	}
+	for _, t := range r.trunks {
+		if t.match != nil && t.match.MatchString(user) {
+			return t
+		}
+	}
+	return r.defaultTrunk
+}
+
+// Serve opens every listener and serves until ctx ends; then it hangs up
+// all calls and releases everything.
+func (r *Relay) Serve(ctx context.Context) error {
+	defer r.shutdown()
+	if err := r.open(ctx); err != nil {
+		return err
+	}
+	close(r.ready)
+	r.log.Info("mediarelay ready", "http", r.cfg.HTTP.Listen, "sip_udp", r.cfg.SIP.UDPListen,
+		"sip_tcp", r.cfg.SIP.TCPListen, "webrtc", r.webrtc.LocalAddr().String(),
+		"rtp_ports", fmt.Sprintf("%d-%d", r.cfg.Media.PortMin, r.cfg.Media.PortMax))
+	<-ctx.Done()
+	return nil
+}
+
+// Ready is closed when every listener is open.
+func (r *Relay) Ready() <-chan struct{} { return r.ready }
+
+func (r *Relay) open(ctx context.Context) error {
+	var err error
+	r.webrtc, err = media.NewWebRTC(media.WebRTCOptions{
+		BindIP: r.cfg.Media.BindIP, Port: r.cfg.Media.WebRTCPort, PublicIP: r.cfg.Media.PublicIP, Logger: r.log,
+	})
+	if err != nil {
+		return err
+	}
+	r.closers = append(r.closers, r.webrtc.Close)
+
+	if r.cfg.CDR.Path != "" {
+		if r.cdr, err = cdr.Open(r.cfg.CDR.Path); err != nil {
+			return fmt.Errorf("cdr %s: %w", r.cfg.CDR.Path, err)
+		}
+		r.closers = append(r.closers, r.cdr.Close)
+	}
+
+	r.ua, err = sipgo.NewUA(sipgo.WithUserAgent("mediarelay"), sipgo.WithUserAgentHostname(r.host))
+	if err != nil {
+		return fmt.Errorf("sip user agent: %w", err)
+	}
+	r.closers = append(r.closers, r.ua.Close)
+	if r.server, err = sipgo.NewServer(r.ua, sipgo.WithServerLogger(r.log.With("component", "sip"))); err != nil {
+		return fmt.Errorf("sip server: %w", err)
+	}
+	if r.client, err = sipgo.NewClient(r.ua, sipgo.WithClientHostname(r.host),
+		sipgo.WithClientLogger(r.log.With("component", "sip"))); err != nil {
+		return fmt.Errorf("sip client: %w", err)
+	}
+	// Listen first, serve last: the dialog UAs need the bound ports for
+	// their Contact, and no request may arrive before the handlers exist.
+	var serveUDP, serveTCP func() error
+	if a := r.cfg.SIP.UDPListen; a != "" {
+		pc, err := net.ListenPacket("udp", a)
+		if err != nil {
+			return fmt.Errorf("sip.udp_listen %s: %w", a, err)
+		}
+		r.closers = append(r.closers, pc.Close)
+		r.udpAddr = pc.LocalAddr()
+		serveUDP = func() error { return r.server.ServeUDP(pc) }
+	}
+	if a := r.cfg.SIP.TCPListen; a != "" {
+		l, err := net.Listen("tcp", a)
+		if err != nil {
+			return fmt.Errorf("sip.tcp_listen %s: %w", a, err)
+		}
+		r.closers = append(r.closers, l.Close)
+		r.tcpAddr = l.Addr()
+		serveTCP = func() error { return r.server.ServeTCP(l) }
+	}
+	if err := r.listenHTTP(); err != nil {
+		return err
+	}
+
+	httpHost, httpPort := splitHostPort(r.httpAddr.String())
+	if ip, err := netip.ParseAddr(httpHost); err != nil || ip.IsUnspecified() {
+		httpHost = r.host
+	}
+	r.browserUA = &sipgo.DialogUA{
+		Client:         r.client,
+		ContactHDR:     sip.ContactHeader{Address: sip.Uri{User: "mediarelay", Host: httpHost, Port: httpPort, UriParams: sip.HeaderParams{{K: "transport", V: "ws"}}}},
+		RewriteContact: true, // browsers' Contact is a .invalid host; reach them on their WebSocket
+	}
+	sipAddr := r.udpAddr
+	if sipAddr == nil {
+		sipAddr = r.tcpAddr
+	}
+	sipPort := 0
+	if sipAddr != nil {
+		_, sipPort = splitHostPort(sipAddr.String())
+	}
+	r.trunkUA = &sipgo.DialogUA{
+		Client:     r.client,
+		ContactHDR: sip.ContactHeader{Address: sip.Uri{User: "mediarelay", Host: r.host, Port: sipPort}},
+	}
+	r.server.OnInvite(r.onInvite)
+	r.server.OnAck(r.onAck)
+	r.server.OnBye(r.onBye)
+	r.server.OnOptions(r.onOptions)
+	r.server.OnCancel(func(req *sip.Request, tx sip.ServerTransaction) {
+		// CANCELs that match an INVITE are handled by the transaction layer.
+		_ = tx.Respond(sip.NewResponseFromRequest(req, 481, "Call/Transaction Does Not Exist", nil))
+	})
+	r.server.OnNoRoute(func(req *sip.Request, tx sip.ServerTransaction) {
+		_ = tx.Respond(sip.NewResponseFromRequest(req, 405, "Method Not Allowed", nil))
+	})
+	if r.cfg.SIP.Echo {
+		if r.echo, err = StartEcho(ctx, r.cfg.Media.BindIP, r.log); err != nil {
+			return fmt.Errorf("echo endpoint: %w", err)
+		}
+		r.closers = append(r.closers, r.echo.Close)
+	}
+
+	if serveUDP != nil {
+		go r.serveLog("udp", serveUDP)
+	}
+	if serveTCP != nil {
+		go r.serveLog("tcp", serveTCP)
+	}
+	go r.demux.serve()
+	go r.serveLog("http", func() error { return r.httpSrv.Serve(r.demux.http) })
+	go r.serveLog("ws", func() error { return r.server.ServeWS(r.demux.ws) })
+	return nil
+}
+
+func (r *Relay) listenHTTP() error {
+	l, err := net.Listen("tcp", r.cfg.HTTP.Listen)
+	if err != nil {
+		return fmt.Errorf("http.listen %s: %w", r.cfg.HTTP.Listen, err)
+	}
+	r.httpAddr = l.Addr()
+	if r.cfg.HTTP.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(r.cfg.HTTP.TLSCert, r.cfg.HTTP.TLSKey)
+		if err != nil {
+			l.Close()
+			return fmt.Errorf("http.tls_cert: %w", err)
+		}
+		l = tls.NewListener(l, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+	}
+	r.demux = newHTTPDemux(l)
+	r.closers = append(r.closers, l.Close)
+	mux := http.NewServeMux()
+	mux.Handle("/", web.Handler())
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		fmt.Fprintln(w, "ok")
+	})
+	mux.Handle("/metrics", r.reg.Handler())
+	r.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	return nil
+}
+
+func (r *Relay) serveLog(name string, f func() error) {
+	if err := f(); err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, http.ErrServerClosed) {
+		r.log.Error("listener stopped", "listener", name, "err", err)
+	}
+}
+
+// shutdown hangs up every call, then closes listeners and stores.
+func (r *Relay) shutdown() {
+	r.mu.Lock()
+	calls := make([]*Call, 0, len(r.calls))
+	for _, c := range r.calls {
+		calls = append(calls, c)
+	}
+	r.mu.Unlock()
+	for _, c := range calls {
+		c.hangup(endShutdown, 0, "")
+	}
+	r.wg.Wait()
+	if r.httpSrv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_ = r.httpSrv.Shutdown(ctx)
+		cancel()
+	}
+	for i := len(r.closers) - 1; i >= 0; i-- {
+		_ = r.closers[i]()
+	}
+}
+
+// HTTPAddr is the address of the HTTP and WebSocket listener (after Ready).
+func (r *Relay) HTTPAddr() net.Addr { return r.httpAddr }
+
+// SIPUDPAddr is the address of the SIP UDP listener (after Ready), or nil.
+func (r *Relay) SIPUDPAddr() net.Addr { return r.udpAddr }
+
+// SIPTCPAddr is the address of the SIP TCP listener (after Ready), or nil.
+func (r *Relay) SIPTCPAddr() net.Addr { return r.tcpAddr }
+
+// ActiveCalls is the number of calls in progress.
+func (r *Relay) ActiveCalls() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.calls)
+}
+
+// PortsInUse is the number of RTP port pairs allocated.
+func (r *Relay) PortsInUse() int { return r.ports.InUse() }
+
+// CDR is the relay's record store (nil when disabled).
+func (r *Relay) CDR() *cdr.Store { return r.cdr }
+
+func (r *Relay) onOptions(req *sip.Request, tx sip.ServerTransaction) {
+	res := sip.NewResponseFromRequest(req, 200, "OK", nil)
+	res.AppendHeader(sip.NewHeader("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS"))
+	res.AppendHeader(sip.NewHeader("Accept", "application/sdp"))
+	_ = tx.Respond(res)
+}
+
+func (r *Relay) onAck(req *sip.Request, tx sip.ServerTransaction) {
+	if c := r.callFor(req); c != nil && c.browser != nil {
+		_ = c.browser.ReadAck(req, tx)
+	}
+}
+
+func (r *Relay) onBye(req *sip.Request, tx sip.ServerTransaction) {
+	c, side := r.callAndSide(req)
+	if c == nil {
+		_ = tx.Respond(sip.NewResponseFromRequest(req, 481, "Call/Transaction Does Not Exist", nil))
+		return
+	}
+	switch side {
+	case sideBrowser:
+		_ = c.browser.ReadBye(req, tx)
+		c.hangup(endNormalBrowser, 0, "")
+	case sideTrunk:
+		_ = c.trunk.ReadBye(req, tx)
+		c.hangup(endNormalTrunk, 0, "")
+	}
+}
+
+type side int
+
+const (
+	sideNone side = iota
+	sideBrowser
+	sideTrunk
+)
+
+func (r *Relay) callFor(req *sip.Request) *Call {
+	c, _ := r.callAndSide(req)
+	return c
+}
+
+// callAndSide finds the call an in-dialog request belongs to and which of
+// its legs sent it.
+func (r *Relay) callAndSide(req *sip.Request) (*Call, side) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if id, err := sip.DialogIDFromRequestUAS(req); err == nil {
+		if c := r.byDialog[id]; c != nil && c.browserDialogID == id {
+			return c, sideBrowser
+		}
+	}
+	if id, err := sip.DialogIDFromRequestUAC(req); err == nil {
+		if c := r.byDialog[id]; c != nil && c.trunkDialogID == id {
+			return c, sideTrunk
+		}
+	}
+	return nil, sideNone
+}
+
+func (r *Relay) addCall(c *Call) {
+	r.mu.Lock()
+	r.calls[c.id] = c
+	r.mu.Unlock()
+	r.m.CallsActive.Inc()
+}
+
+func (r *Relay) indexDialog(c *Call, id string) {
+	r.mu.Lock()
+	r.byDialog[id] = c
+	r.mu.Unlock()
+}
+
+func (r *Relay) removeCall(c *Call) {
+	r.mu.Lock()
+	if _, ok := r.calls[c.id]; ok {
+		delete(r.calls, c.id)
+		delete(r.byDialog, c.browserDialogID)
+		delete(r.byDialog, c.trunkDialogID)
+		r.m.CallsActive.Dec()
+	}
+	r.mu.Unlock()
+}
+
+func splitHostPort(a string) (string, int) {
+	h, p, err := net.SplitHostPort(a)
+	if err != nil {
+		return a, 0
+	}
+	n, _ := strconv.Atoi(p)
+	return h, n
+}
+
+func firstNonEmpty(s ...string) string {
+	for _, x := range s {
+		if x != "" {
+			return x
+		}
+	}
+	return ""
+}

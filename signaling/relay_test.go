@@ -1,0 +1,284 @@
+package signaling
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mediarelay/mediarelay/pkg/config"
+)
+
+func withTrunk(u *trunkUAS, mode string, codecs ...string) func(*config.Config) {
+	return func(c *config.Config) {
+		c.Trunks = []config.Trunk{{Name: "carrier", Match: ".*", Address: "sip:" + u.addr, Transport: "udp", Codecs: codecs, MediaMode: mode}}
+	}
+}
+
+// echoCall places a call through a trunk that echoes, sends frames and
+// checks they come back byte for byte.
+func echoCall(t *testing.T, phoneCodec string, trunkCodecs ...string) {
+	u := newTrunkUAS(t)
+	r := startRelay(t, withTrunk(u, ModeAuto, trunkCodecs...))
+	p := newPhone(t, phoneCodec)
+	p.call(r, "1000")
+
+	sent := p.sendFrames(100, 160)
+	got := p.collect(time.Second)
+	want := map[string]bool{}
+	for _, s := range sent {
+		want[string(s)] = true
+	}
+	matched := 0
+	for _, pkt := range got {
+		if !want[string(pkt.Payload)] {
+			t.Fatalf("a packet came back that was never sent: %q", pkt.Payload[:12])
+		}
+		matched++
+	}
+	if matched < len(sent)*9/10 {
+		t.Fatalf("only %d of %d frames came back", matched, len(sent))
+	}
+
+	p.hangup()
+	select {
+	case <-u.byes:
+	case <-time.After(5 * time.Second):
+		t.Fatal("trunk never got the BYE")
+	}
+	waitFor(t, "call cleanup", 5*time.Second, func() bool { return r.ActiveCalls() == 0 && r.PortsInUse() == 0 })
+	waitFor(t, "cdr", 5*time.Second, func() bool {
+		n, _ := r.CDR().Count(context.Background())
+		return n == 1
+	})
+}
+
+func TestPassthroughPCMU(t *testing.T) { echoCall(t, "PCMU", "PCMU", "PCMA") }
+
+func TestPassthroughOpus(t *testing.T) { echoCall(t, "opus", "opus", "PCMU") }
+
+func TestTopologyHiding(t *testing.T) {
+	u := newTrunkUAS(t)
+	r := startRelay(t, withTrunk(u, ModeAuto, "PCMU"))
+	p := newPhone(t, "PCMU")
+	p.call(r, "2000")
+	inv := u.lastInvite()
+	raw := inv.String()
+	if strings.Contains(raw, "phone.invalid") || strings.Contains(raw, "phone.invalid") {
+		t.Fatalf("browser address leaked to the trunk:\n%s", raw)
+	}
+	if inv.CallID().Value() == p.dcs.InviteRequest.CallID().Value() {
+		t.Fatal("trunk leg reuses the browser's Call-ID")
+	}
+	if n := len(inv.GetHeaders("Via")); n != 1 {
+		t.Fatalf("trunk INVITE has %d Via headers", n)
+	}
+	res := p.dcs.InviteResponse.String()
+	if strings.Contains(res, u.addr) || strings.Contains(res, "trunk") {
+		t.Fatalf("trunk address leaked to the browser:\n%s", res)
+	}
+	p.hangup()
+}
+
+func TestTrunkBusy(t *testing.T) {
+	u := newTrunkUAS(t)
+	u.code = 486
+	r := startRelay(t, withTrunk(u, ModeAuto, "PCMU"))
+	p := newPhone(t, "PCMU")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := p.invite(ctx, r, "3000", []byte(p.offer()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.StatusCode != 486 {
+		t.Fatalf("browser got %d, want 486", res.StatusCode)
+	}
+	waitFor(t, "cleanup", 5*time.Second, func() bool { return r.ActiveCalls() == 0 && r.PortsInUse() == 0 })
+}
+
+func TestTrunkUnreachable(t *testing.T) {
+	for _, tc := range []struct {
+		name, transport string
+		want            int
+	}{
+		{"udp", "udp", 408}, // nobody answers: bounded by sip.invite_timeout
+		{"tcp", "tcp", 503}, // connection refused
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := startRelay(t, func(c *config.Config) {
+				c.Trunks = []config.Trunk{{Name: "dead", Match: ".*", Address: "sip:127.0.0.1:9", Transport: tc.transport}}
+				c.SIP.InviteTimeout = 2 * time.Second
+			})
+			p := newPhone(t, "PCMU")
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			res, err := p.invite(ctx, r, "4000", []byte(p.offer()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if int(res.StatusCode) != tc.want {
+				t.Fatalf("browser got %d, want %d", res.StatusCode, tc.want)
+			}
+			waitFor(t, "cleanup", 5*time.Second, func() bool { return r.ActiveCalls() == 0 && r.PortsInUse() == 0 })
+		})
+	}
+}
+
+func TestBrowserCancelsWhileRinging(t *testing.T) {
+	u := newTrunkUAS(t)
+	u.noAnswer = true
+	r := startRelay(t, withTrunk(u, ModeAuto, "PCMU"))
+	p := newPhone(t, "PCMU")
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		waitFor(t, "ringing", 10*time.Second, func() bool { return u.lastInvite() != nil })
+		time.Sleep(300 * time.Millisecond)
+		cancel()
+	}()
+	res, _ := p.invite(ctx, r, "5000", []byte(p.offer()))
+	if res == nil || res.StatusCode != 487 {
+		t.Fatalf("browser got %v, want 487", res)
+	}
+	select {
+	case <-u.cancels:
+	case <-time.After(5 * time.Second):
+		t.Fatal("trunk never saw the CANCEL")
+	}
+	waitFor(t, "cleanup", 5*time.Second, func() bool { return r.ActiveCalls() == 0 && r.PortsInUse() == 0 })
+}
+
+func TestTrunkHangsUp(t *testing.T) {
+	u := newTrunkUAS(t)
+	u.byeAfter = 500 * time.Millisecond
+	r := startRelay(t, withTrunk(u, ModeAuto, "PCMU"))
+	p := newPhone(t, "PCMU")
+	p.call(r, "6000")
+	select {
+	case <-p.byes:
+	case <-time.After(10 * time.Second):
+		t.Fatal("browser never got the BYE")
+	}
+	waitFor(t, "cleanup", 5*time.Second, func() bool { return r.ActiveCalls() == 0 && r.PortsInUse() == 0 })
+}
+
+func TestMediaTimeout(t *testing.T) {
+	u := newTrunkUAS(t)
+	u.echo = false // the trunk sends nothing
+	r := startRelay(t, func(c *config.Config) {
+		withTrunk(u, ModeAuto, "PCMU")(c)
+		c.Media.Timeout = 2 * time.Second
+	})
+	p := newPhone(t, "PCMU")
+	p.call(r, "7000")
+	go p.sendFrames(200, 160) // the browser keeps talking
+	for _, ch := range []chan struct{}{p.byes, u.byes} {
+		select {
+		case <-ch:
+		case <-time.After(15 * time.Second):
+			t.Fatal("a leg was not hung up after the media timeout")
+		}
+	}
+	waitFor(t, "cleanup", 5*time.Second, func() bool { return r.ActiveCalls() == 0 && r.PortsInUse() == 0 })
+}
+
+func TestNoCommonCodec(t *testing.T) {
+	u := newTrunkUAS(t)
+	r := startRelay(t, withTrunk(u, ModePassthrough, "PCMU"))
+	p := newPhone(t, "G729")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := p.invite(ctx, r, "8000", []byte(p.offer()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.StatusCode != 488 {
+		t.Fatalf("browser got %d, want 488", res.StatusCode)
+	}
+	if u.lastInvite() != nil {
+		t.Fatal("the trunk was called although nothing could be relayed")
+	}
+}
+
+func TestMalformedSDP(t *testing.T) {
+	u := newTrunkUAS(t)
+	r := startRelay(t, withTrunk(u, ModeAuto, "PCMU"))
+	p := newPhone(t, "PCMU")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := p.invite(ctx, r, "9000", []byte("v=0\r\nthis is not sdp\r\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.StatusCode != 400 {
+		t.Fatalf("browser got %d, want 400", res.StatusCode)
+	}
+}
+
+func TestEchoEndpoint(t *testing.T) {
+	r := startRelay(t, nil)
+	p := newPhone(t, "opus", "PCMU")
+	p.call(r, "echo")
+	sent := p.sendFrames(50, 80)
+	got := p.collect(time.Second)
+	if len(got) < len(sent)*9/10 {
+		t.Fatalf("echo returned %d of %d frames", len(got), len(sent))
+	}
+	for _, pkt := range got {
+		if !bytes.HasPrefix(pkt.Payload, []byte("frame-")) {
+			t.Fatalf("unexpected payload %q", pkt.Payload)
+		}
+	}
+	p.hangup()
+	waitFor(t, "cleanup", 5*time.Second, func() bool { return r.ActiveCalls() == 0 && r.PortsInUse() == 0 })
+}
+
+func TestHTTPEndpoints(t *testing.T) {
+	r := startRelay(t, nil)
+	base := "http://" + r.HTTPAddr().String()
+	for path, want := range map[string]string{"/healthz": "ok", "/metrics": "mediarelay_calls_active", "/": "<html"} {
+		res, err := http.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != 200 || !strings.Contains(strings.ToLower(string(b)), strings.ToLower(want)) {
+			t.Fatalf("%s: %d %q", path, res.StatusCode, b)
+		}
+	}
+}
+
+// TestNoLeaks places and ends calls and checks that every port and
+// goroutine of them is released.
+func TestNoLeaks(t *testing.T) {
+	u := newTrunkUAS(t)
+	r := startRelay(t, withTrunk(u, ModeAuto, "PCMU"))
+	// One call first so lazily started background goroutines exist.
+	p := newPhone(t, "PCMU")
+	p.call(r, "1")
+	p.hangup()
+	waitFor(t, "cleanup", 5*time.Second, func() bool { return r.ActiveCalls() == 0 && r.PortsInUse() == 0 })
+	base := runtime.NumGoroutine()
+	for i := 0; i < 3; i++ {
+		p := newPhone(t, "PCMU")
+		p.call(r, "1")
+		p.sendFrames(10, 160)
+		p.hangup()
+		_ = p.pc.Close()
+	}
+	waitFor(t, "cleanup", 5*time.Second, func() bool { return r.ActiveCalls() == 0 && r.PortsInUse() == 0 })
+	// Timers of finished SIP transactions linger a few seconds; allow them to expire.
+	deadline := time.Now().Add(40 * time.Second)
+	for runtime.NumGoroutine() > base+5 && time.Now().Before(deadline) {
+		time.Sleep(200 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > base+5 {
+		buf := make([]byte, 1<<20)
+		t.Fatalf("goroutines: %d before, %d after\n%s", base, n, buf[:runtime.Stack(buf, true)])
+	}
+}

@@ -1,0 +1,148 @@
+package signaling
+
+import (
+	"bufio"
+	"bytes"
+	"net"
+	"sync"
+	"time"
+)
+
+// httpDemux splits one TCP listener between the HTTP server and sipgo's
+// WebSocket transport. sipgo upgrades any connection it is given without
+// looking at the path, so the request is read here: a WebSocket upgrade to
+// /ws, or to any path with the "sip" subprotocol, goes to SIP; everything
+// else to HTTP.
+type httpDemux struct {
+	l    net.Listener
+	ws   *chanListener
+	http *chanListener
+}
+
+func newHTTPDemux(l net.Listener) *httpDemux {
+	return &httpDemux{l: l, ws: newChanListener(l.Addr()), http: newChanListener(l.Addr())}
+}
+
+// serve accepts until the listener closes.
+func (d *httpDemux) serve() {
+	defer d.ws.Close()
+	defer d.http.Close()
+	for {
+		c, err := d.l.Accept()
+		if err != nil {
+			return
+		}
+		go d.route(c)
+	}
+}
+
+func (d *httpDemux) route(c net.Conn) {
+	// A client that never sends its request line must not hold a goroutine.
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReaderSize(c, 4096)
+	head, err := peekHead(br)
+	if err != nil {
+		c.Close()
+		return
+	}
+	_ = c.SetReadDeadline(time.Time{})
+	pc := &prefixConn{Conn: c, r: br}
+	if isWebSocketSIP(head) {
+		d.ws.push(pc)
+		return
+	}
+	d.http.push(pc)
+}
+
+// peekHead returns the request head (up to the blank line) without
+// consuming it. It asks for one byte more than is buffered each time, so it
+// never waits for bytes the client has not sent.
+func peekHead(br *bufio.Reader) ([]byte, error) {
+	for {
+		n := br.Buffered() + 1
+		if n > br.Size() {
+			b, _ := br.Peek(br.Size())
+			return b, nil // oversized head: let HTTP answer it
+		}
+		if _, err := br.Peek(n); err != nil {
+			return nil, err
+		}
+		b, _ := br.Peek(br.Buffered())
+		if i := bytes.Index(b, []byte("\r\n\r\n")); i >= 0 {
+			return b[:i], nil
+		}
+	}
+}
+
+func isWebSocketSIP(head []byte) bool {
+	line, rest, _ := bytes.Cut(head, []byte("\r\n"))
+	f := bytes.Fields(line)
+	if len(f) != 3 || string(f[0]) != "GET" {
+		return false
+	}
+	path, _, _ := bytes.Cut(f[1], []byte("?"))
+	upgrade, sipProto := false, false
+	for _, h := range bytes.Split(rest, []byte("\r\n")) {
+		k, v, ok := bytes.Cut(h, []byte(":"))
+		if !ok {
+			continue
+		}
+		k, v = bytes.TrimSpace(k), bytes.TrimSpace(v)
+		switch {
+		case bytes.EqualFold(k, []byte("Upgrade")):
+			upgrade = bytes.EqualFold(v, []byte("websocket"))
+		case bytes.EqualFold(k, []byte("Sec-WebSocket-Protocol")):
+			for _, p := range bytes.Split(v, []byte(",")) {
+				sipProto = sipProto || bytes.EqualFold(bytes.TrimSpace(p), []byte("sip"))
+			}
+		}
+	}
+	return upgrade && (string(path) == "/ws" || sipProto)
+}
+
+// prefixConn reads through the bufio.Reader that peeked the request head.
+type prefixConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *prefixConn) Read(b []byte) (int, error) { return c.r.Read(b) }
+
+// chanListener is a net.Listener fed by the demux.
+type chanListener struct {
+	addr   net.Addr
+	ch     chan net.Conn
+	done   chan struct{}
+	closed sync.Once
+}
+
+func newChanListener(a net.Addr) *chanListener {
+	return &chanListener{addr: a, ch: make(chan net.Conn), done: make(chan struct{})}
+}
+
+func (l *chanListener) push(c net.Conn) {
+	select {
+	case l.ch <- c:
+	case <-l.done:
+		c.Close()
+	}
+}
+
+// Accept waits for the next routed connection.
+func (l *chanListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.ch:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+// Close stops Accept.
+func (l *chanListener) Close() error {
+	l.closed.Do(func() { close(l.done) })
+	return nil
+}
+
+// Addr is the shared listener's address.
+func (l *chanListener) Addr() net.Addr { return l.addr }
