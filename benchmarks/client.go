@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/pion/ice/v4"
+	"github.com/pion/interceptor"
 	"github.com/pion/logging"
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
@@ -122,7 +123,9 @@ func NewClient(codec Codec, log *slog.Logger) (*Client, error) {
 	// No interceptors: no NACK, no RTCP reports. A browser would send RTCP,
 	// but the relay's forwarding cost is what we measure, and interceptors
 	// would add a goroutine and timers per call to the load client.
-	api := webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithSettingEngine(se))
+	// NewAPI adds pion's default interceptors unless given a registry.
+	noInterceptors := webrtc.WithInterceptorRegistry(&interceptor.Registry{})
+	api := webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithSettingEngine(se), noInterceptors)
 	// A relay that also serves every WebRTC leg from one port (mediarelay)
 	// would see every call on the same 5-tuple if the client shared one
 	// socket too: nothing could tell the calls apart after ICE. Against such
@@ -130,7 +133,7 @@ func NewClient(codec Codec, log *slog.Logger) (*Client, error) {
 	own := se
 	own.SetICEUDPMux(nil)
 	own.SetEphemeralUDPPortRange(20000, 60999)
-	apiOwn := webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithSettingEngine(own))
+	apiOwn := webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithSettingEngine(own), noInterceptors)
 
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
