@@ -162,11 +162,11 @@ type Dist struct {
 	Max float64 `json:"max"`
 }
 
-// Summarize computes a Dist of xs (NaN percentiles when empty).
+// Summarize computes a Dist of xs. An empty sample gives the zero Dist
+// (N == 0 says there was nothing), not NaN, which JSON cannot carry.
 func Summarize(xs []float64) Dist {
 	if len(xs) == 0 {
-		nan := math.NaN()
-		return Dist{P50: nan, P95: nan, P99: nan, Max: nan}
+		return Dist{}
 	}
 	s := append([]float64(nil), xs...)
 	sort.Float64s(s)

@@ -105,6 +105,9 @@ func TestPercentile(t *testing.T) {
 	if !math.IsNaN(Percentile(nil, 50)) {
 		t.Fatal("empty percentile should be NaN")
 	}
+	if d := Summarize(nil); d != (Dist{}) {
+		t.Fatalf("empty Summarize = %+v, want zero", d)
+	}
 	d := Summarize(xs)
 	if d.N != 10 || d.P50 != 10.9 || d.P99 != 55 || d.Max != 55 {
 		t.Fatalf("Summarize = %+v", d)
