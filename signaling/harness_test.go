@@ -239,6 +239,10 @@ func (u *trunkUAS) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		_ = d.WriteResponse(res)
 		time.Sleep(300 * time.Millisecond)
 	}
+	go func() {
+		<-d.Context().Done() // BYE either way, or never confirmed
+		conn.Close()
+	}()
 	if err := d.RespondSDP(body); err != nil {
 		return
 	}
@@ -425,6 +429,12 @@ func (p *phone) call(r *Relay, user string) {
 	}
 }
 
+// close ends the phone's PeerConnection and SIP stack.
+func (p *phone) close() {
+	_ = p.pc.Close()
+	_ = p.ua.Close()
+}
+
 // hangup sends BYE.
 func (p *phone) hangup() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -479,4 +489,12 @@ func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Fatalf("timed out waiting for %s", what)
+}
+
+// TestMain shortens SIP's transaction timers: on loopback nothing is lost,
+// and finished transactions (64*T1) then release their goroutines in
+// seconds, which the leak test waits for.
+func TestMain(m *testing.M) {
+	sip.SetTimers(50*time.Millisecond, 400*time.Millisecond, 500*time.Millisecond)
+	os.Exit(m.Run())
 }

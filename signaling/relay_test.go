@@ -3,6 +3,7 @@ package signaling
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"runtime"
@@ -258,27 +259,53 @@ func TestHTTPEndpoints(t *testing.T) {
 func TestNoLeaks(t *testing.T) {
 	u := newTrunkUAS(t)
 	r := startRelay(t, withTrunk(u, ModeAuto, "PCMU"))
-	// One call first so lazily started background goroutines exist.
-	p := newPhone(t, "PCMU")
-	p.call(r, "1")
-	p.hangup()
-	waitFor(t, "cleanup", 5*time.Second, func() bool { return r.ActiveCalls() == 0 && r.PortsInUse() == 0 })
-	base := runtime.NumGoroutine()
-	for i := 0; i < 3; i++ {
+	oneCall := func() {
 		p := newPhone(t, "PCMU")
 		p.call(r, "1")
 		p.sendFrames(10, 160)
 		p.hangup()
-		_ = p.pc.Close()
+		p.close()
+	}
+	// One call first so lazily started background goroutines exist.
+	oneCall()
+	waitFor(t, "cleanup", 5*time.Second, func() bool { return r.ActiveCalls() == 0 && r.PortsInUse() == 0 })
+	// Timers of finished SIP transactions linger up to 64*T1 (3.2 s with
+	// TestMain's timers); let them expire before counting.
+	settle := func(limit int) int {
+		deadline := time.Now().Add(5 * time.Second)
+		for runtime.NumGoroutine() > limit && time.Now().Before(deadline) {
+			time.Sleep(200 * time.Millisecond)
+		}
+		return runtime.NumGoroutine()
+	}
+	base := settle(-1)
+	for i := 0; i < 3; i++ {
+		oneCall()
 	}
 	waitFor(t, "cleanup", 5*time.Second, func() bool { return r.ActiveCalls() == 0 && r.PortsInUse() == 0 })
-	// Timers of finished SIP transactions linger a few seconds; allow them to expire.
-	deadline := time.Now().Add(40 * time.Second)
-	for runtime.NumGoroutine() > base+5 && time.Now().Before(deadline) {
-		time.Sleep(200 * time.Millisecond)
+	if n := settle(base); n > base {
+		t.Fatalf("goroutines: %d before, %d after\n%s", base, n, goroutineSummary())
 	}
-	if n := runtime.NumGoroutine(); n > base+5 {
-		buf := make([]byte, 1<<20)
-		t.Fatalf("goroutines: %d before, %d after\n%s", base, n, buf[:runtime.Stack(buf, true)])
+}
+
+// goroutineSummary counts live goroutines by the function they were created by.
+func goroutineSummary() string {
+	buf := make([]byte, 4<<20)
+	stacks := strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n")
+	count := map[string]int{}
+	for _, s := range stacks {
+		lines := strings.Split(s, "\n")
+		key := lines[len(lines)-2]
+		for _, l := range lines {
+			if strings.HasPrefix(l, "created by ") {
+				key = l
+			}
+		}
+		count[key]++
 	}
+	var b strings.Builder
+	for k, n := range count {
+		fmt.Fprintf(&b, "%3d %s\n", n, k)
+	}
+	return b.String()
 }
