@@ -109,6 +109,7 @@ func (c *Call) setupMedia(answer sdp.Audio) error {
 	} else if err := c.startTranscode(answer); err != nil {
 		return err
 	}
+	c.r.m.TranscodedCalls.With(plan.Mode).Inc()
 	c.log.Info("media negotiated", "mode", plan.Mode, "sip_codec", plan.SIPCodec.Name, "webrtc_codec", plan.BrowserCodec)
 	return nil
 }
