@@ -157,3 +157,76 @@ func truncate(b []byte, n int) []byte {
 	}
 	return b
 }
+
+// ParseUDPDrops sums the drops column of /proc/net/udp (or udp6) contents
+// over the sockets whose inode is in inodes. A drop there is a datagram the
+// kernel discarded because the socket's receive buffer was full: loss that
+// happened inside the receiving process's host, not on the path.
+func ParseUDPDrops(data []byte, inodes map[string]bool) (int64, error) {
+	var total int64
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	first := true
+	for sc.Scan() {
+		if first { // header line
+			first = false
+			continue
+		}
+		f := strings.Fields(sc.Text())
+		if len(f) < 13 {
+			continue
+		}
+		if !inodes[f[9]] {
+			continue
+		}
+		n, err := strconv.ParseInt(f[len(f)-1], 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("udp drops %q: %w", f[len(f)-1], err)
+		}
+		total += n
+	}
+	return total, sc.Err()
+}
+
+// socketInodes lists the socket inodes open in pid (0: this process).
+func socketInodes(pid int) (map[string]bool, error) {
+	dir := "/proc/self/fd"
+	if pid != 0 {
+		dir = "/proc/" + strconv.Itoa(pid) + "/fd"
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("list fds of pid %d: %w", pid, err)
+	}
+	inodes := map[string]bool{}
+	for _, e := range ents {
+		l, err := os.Readlink(dir + "/" + e.Name())
+		if err != nil {
+			continue
+		}
+		if strings.HasPrefix(l, "socket:[") && strings.HasSuffix(l, "]") {
+			inodes[l[len("socket:["):len(l)-1]] = true
+		}
+	}
+	return inodes, nil
+}
+
+// ReadUDPDrops returns the receive-buffer drops so far on pid's UDP sockets.
+func ReadUDPDrops(pid int) (int64, error) {
+	inodes, err := socketInodes(pid)
+	if err != nil {
+		return 0, err
+	}
+	var total int64
+	for _, f := range []string{"/proc/net/udp", "/proc/net/udp6"} {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		n, err := ParseUDPDrops(data, inodes)
+		if err != nil {
+			return 0, err
+		}
+		total += n
+	}
+	return total, nil
+}

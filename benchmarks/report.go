@@ -172,6 +172,16 @@ func (r *Report) WriteTable(w io.Writer) {
 		row("load generator CPU cores, µs per call-s", func(x *Result) string {
 			return fmt.Sprintf("%.3f, %.0f", x.LoadGen.CPUCores, x.LoadGen.CPUMicrosPerCallS)
 		})
+		row("load generator send rate (% of 50 pps/call)", func(x *Result) string {
+			s := fmt.Sprintf("%.1f%%", x.SendRatePct)
+			if x.LoadGenLimited() {
+				s += " LIMITED BY LOAD GENERATOR"
+			}
+			return s
+		})
+		row("UDP rcvbuf drops relay / load generator", func(x *Result) string {
+			return fmt.Sprintf("%d / %d", x.RelayUDPDrops, x.LoadGenUDPDrops)
+		})
 		tw.Flush()
 		if ratio := cpuRatio(rs); ratio != "" {
 			fmt.Fprintln(w, ratio)
@@ -185,22 +195,28 @@ func (r *Report) WriteTable(w io.Writer) {
 	if len(order) > 1 {
 		fmt.Fprintf(w, "\n== ladder (knee: largest step with 0 failed calls and loss <= %.2f%%) ==\n", r.KneeLossPct)
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "target\tcalls\tfailed\tloss up/down %\tsetup p95 ms\tdelay up p50 ms\trelay µs/call-s\tcalls/core\tloadgen µs/call-s")
+		fmt.Fprintln(tw, "target\tcalls\tfailed\tloss up/down %\tsetup p95 ms\tdelay up p50 ms\trelay µs/call-s\tcalls/core\tloadgen µs/call-s\tsend rate %\trelay drops")
 		for _, t := range r.Targets {
 			for _, x := range t.Steps {
 				if x.Unsupported != "" {
 					fmt.Fprintf(tw, "%s\t%d\tnot supported: %s\n", t.Target, x.Calls, x.Unsupported)
 					continue
 				}
-				fmt.Fprintf(tw, "%s\t%d\t%d\t%.3f / %.3f\t%.1f\t%.2f\t%.0f\t%.0f\t%.0f\n", t.Target, x.Calls, x.Failed, x.Up.LossPct, x.Down.LossPct,
-					x.SetupMs.P95, x.Up.DelayMs.P50, x.Relay.CPUMicrosPerCallS, x.Relay.CallsPerCore, x.LoadGen.CPUMicrosPerCallS)
+				fmt.Fprintf(tw, "%s\t%d\t%d\t%.3f / %.3f\t%.1f\t%.2f\t%.0f\t%.0f\t%.0f\t%.1f\t%d\n", t.Target, x.Calls, x.Failed, x.Up.LossPct, x.Down.LossPct,
+					x.SetupMs.P95, x.Up.DelayMs.P50, x.Relay.CPUMicrosPerCallS, x.Relay.CallsPerCore, x.LoadGen.CPUMicrosPerCallS, x.SendRatePct, x.RelayUDPDrops)
 			}
 		}
 		tw.Flush()
 		for _, t := range r.Targets {
 			switch {
 			case t.PastKnee > 0 && t.Knee > 0:
-				fmt.Fprintf(w, "knee %s: clean at %d calls, not at %d\n", t.Target, t.Knee, t.PastKnee)
+				why := ""
+				for _, x := range t.Steps {
+					if x.Calls == t.PastKnee && x.LoadGenLimited() {
+						why = " (the load generator could not keep its send rate there: the relay's own limit is higher)"
+					}
+				}
+				fmt.Fprintf(w, "knee %s: clean at %d calls, not at %d%s\n", t.Target, t.Knee, t.PastKnee, why)
 			case t.PastKnee > 0:
 				fmt.Fprintf(w, "knee %s: below %d calls (the first step already failed or lost audio)\n", t.Target, t.PastKnee)
 			case t.Knee > 0:

@@ -94,11 +94,27 @@ type Result struct {
 	Relay        ProcStats      `json:"relay"`
 	LoadGen      ProcStats      `json:"load_generator"`
 	UnknownRTP   uint64         `json:"uas_unknown_rtp"`
+	// SendRatePct is the share of the nominal 50 packets/s per call the load
+	// client actually sent in the window; well below 100 means the load
+	// generator, not the relay, was the limit.
+	SendRatePct float64 `json:"send_rate_pct"`
+	// Receive-buffer overflows on each process's UDP sockets in the window.
+	RelayUDPDrops   int64 `json:"relay_udp_drops"`
+	LoadGenUDPDrops int64 `json:"load_generator_udp_drops"`
 }
+
+// minSendRatePct is the send rate below which a run measures the load
+// generator rather than the relay.
+const minSendRatePct = 97
 
 // Clean reports whether the run had no failed calls and loss within maxLossPct.
 func (r *Result) Clean(maxLossPct float64) bool {
-	return r.Unsupported == "" && r.Failed == 0 && r.Up.LossPct <= maxLossPct && r.Down.LossPct <= maxLossPct
+	return r.Unsupported == "" && r.Failed == 0 && r.Up.LossPct <= maxLossPct && r.Down.LossPct <= maxLossPct && !r.LoadGenLimited()
+}
+
+// LoadGenLimited reports whether the load client could not keep the send rate.
+func (r *Result) LoadGenLimited() bool {
+	return r.Unsupported == "" && r.Concurrent > 0 && r.SendRatePct < minSendRatePct
 }
 
 // bench holds what runs share: the UAS, the client, the output.
@@ -218,6 +234,12 @@ func (b *bench) run(ctx context.Context, t target, sc Scenario, p RunParams) (*R
 		relayA, relayErr = ReadCPU(t.pid)
 	}
 	selfA, _ := ReadCPU(0)
+	sentA := b.client.sent.Load()
+	var relayDropsA int64
+	if t.pid > 0 {
+		relayDropsA, _ = ReadUDPDrops(t.pid)
+	}
+	selfDropsA, _ := ReadUDPDrops(0)
 	stopProgress = b.progress(ctx, t, "hold", len(up), &setupDone, &setupFailed)
 	err = sleepCtx(ctx, p.Hold)
 	stopProgress()
@@ -225,6 +247,15 @@ func (b *bench) run(ctx context.Context, t target, sc Scenario, p RunParams) (*R
 		return nil, err
 	}
 	selfB, _ := ReadCPU(0)
+	sentB := b.client.sent.Load()
+	if t.pid > 0 {
+		if d, err := ReadUDPDrops(t.pid); err == nil {
+			res.RelayUDPDrops = d - relayDropsA
+		}
+	}
+	if d, err := ReadUDPDrops(0); err == nil {
+		res.LoadGenUDPDrops = d - selfDropsA
+	}
 	var relayB CPUSample
 	if t.pid > 0 && relayErr == nil {
 		relayB, relayErr = ReadCPU(t.pid)
@@ -262,6 +293,9 @@ func (b *bench) run(ctx context.Context, t target, sc Scenario, p RunParams) (*R
 		res.Failed += n
 	}
 	res.WindowS = selfB.When.Sub(selfA.When).Seconds()
+	if n := len(up); n > 0 && res.WindowS > 0 {
+		res.SendRatePct = 100 * float64(sentB-sentA) / (float64(n) * 50 * res.WindowS)
+	}
 	fillDir(&res.Up, upJit, upDelay)
 	fillDir(&res.Down, downJit, downDelay)
 	res.RTTMs = Summarize(rtt)

@@ -170,3 +170,19 @@ func TestReadSelf(t *testing.T) {
 		t.Fatalf("ReadRSS(self) = %d %v", rss, err)
 	}
 }
+
+func TestUDPDrops(t *testing.T) {
+	// Recorded /proc/net/udp: the relay owns inodes 5001 and 5003.
+	data := []byte(`   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops
+  100: 0100007F:9C41 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 5001 2 0000000000000000 17
+  101: 0100007F:9C42 00000000:0000 07 00000000:00034000 00:00000000 00000000     0        0 5002 2 0000000000000000 900
+  102: 0100007F:9C43 0100007F:13C4 01 00000000:00000000 00:00000000 00000000     0        0 5003 2 0000000000000000 3
+`)
+	n, err := ParseUDPDrops(data, map[string]bool{"5001": true, "5003": true})
+	if err != nil || n != 20 {
+		t.Fatalf("ParseUDPDrops = %d, %v; want 20", n, err)
+	}
+	if _, err := ReadUDPDrops(0); err != nil {
+		t.Fatalf("ReadUDPDrops(self): %v", err)
+	}
+}
