@@ -14,7 +14,7 @@ fi
 run() {
 	local name="$1"; shift
 	echo "== $name" >&2
-	"$bin" bench --spawn --against rtpengine --hold 20s --rate 40 \
+	"$bin" bench --spawn --relay-bin "$bin" --against rtpengine --hold 20s --rate 40 \
 		--json "$out/$name.json" --plot "$out/$name.svg" "$@" | tee "$out/$name.txt"
 }
 run pcmu --scenario pcmu --ladder 50,100,200,400,600,800
