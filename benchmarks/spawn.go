@@ -43,8 +43,10 @@ func moduleRoot() (string, error) {
 // mediarelay (the usual `mediarelay bench --spawn`), else one built with
 // `go build` into tmpDir (tests, `go run`).
 func relayBinary(ctx context.Context, tmpDir string, log *slog.Logger) (string, error) {
-	if exe, err := os.Executable(); err == nil && filepath.Base(exe) == "mediarelay" {
-		return exe, nil
+	if exe, err := os.Executable(); err == nil {
+		if base := filepath.Base(exe); strings.HasPrefix(base, "mediarelay") && !strings.HasSuffix(base, ".test") {
+			return exe, nil
+		}
 	}
 	root, err := moduleRoot()
 	if err != nil {
