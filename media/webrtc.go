@@ -116,6 +116,8 @@ type WebRTCLeg struct {
 	outBytes atomic.Uint64
 	dropped  atomic.Uint64
 	hdr      rtp.Header // reused by WriteRTP; only the forwarding goroutine writes
+
+	connectTimeout time.Duration // for legs made by Offer: ICE+DTLS bound after SetAnswer
 }
 
 // Answer creates a leg that answers the browser's offer with codec (opus,

@@ -65,6 +65,16 @@ type Call struct {
 
 	start, answered time.Time
 
+	// Inbound calls (trunk → browser, inbound.go): the relay is the UAS
+	// towards the trunk and the UAC towards the browser.
+	inTrunk    *sipgo.DialogServerSession
+	outBrowser *sipgo.DialogClientSession
+	trunkOffer sdp.Audio
+	// Mid-call state (midcall.go).
+	sipCodecs              []sdp.Codec // what the SIP leg's SDP carries
+	sdpSession, sdpVersion uint64
+	mid                    midCallState
+
 	// abort stops a call that is still being set up (cancels the INVITE).
 	abort context.CancelCauseFunc
 	// stopWhy says why the INVITE was cancelled, when the relay did it.
@@ -213,15 +223,15 @@ func (c *Call) watch() {
 			c.hangup(endICEFailed, 0, "")
 			return
 		case now := <-t.C:
-			if timeout <= 0 {
+			if timeout <= 0 || c.onHold() {
 				continue
 			}
-			since := c.answered
+			since := c.mediaSince()
 			if ws := c.web.Stats().LastReceived; ws.After(since) {
 				since = ws
 			}
 			webIdle := now.Sub(since)
-			since = c.answered
+			since = c.mediaSince()
 			if rs := c.rtp.Stats().LastReceived; rs.After(since) {
 				since = rs
 			}
@@ -261,6 +271,7 @@ func (c *Call) hangup(cause string, code int, reason string) {
 			if cause != endNormalBrowser && c.browser != nil {
 				bye(c.browser.Bye, "browser")
 			}
+			c.byeInbound(cause, bye)
 		}
 		wg.Wait()
 		c.closeMedia()

@@ -37,31 +37,8 @@ func (r *Relay) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	case "ws", "wss":
 		r.outbound(req, tx)
 	default:
-		// Calls from trunks into browsers need a registrar; until then
-		// nobody can be reached this way.
-		respond(tx, req, 404, "Not Found")
-		r.countSetupFailure(404)
+		r.inbound(req, tx) // inbound.go: a trunk calls a registered browser
 	}
-}
-
-// onReInvite answers an in-dialog INVITE. Hold, resume and codec change are
-// not relayed yet: the current session is confirmed unchanged.
-func (r *Relay) onReInvite(req *sip.Request, tx sip.ServerTransaction) {
-	c, s := r.callAndSide(req)
-	if c == nil {
-		respond(tx, req, 481, "Call/Transaction Does Not Exist")
-		return
-	}
-	var body string
-	switch s {
-	case sideBrowser:
-		body = c.answerSDP
-	case sideTrunk:
-		body = string(c.trunk.InviteRequest.Body())
-	}
-	res := sip.NewResponseFromRequest(req, 200, "OK", []byte(body))
-	res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
-	_ = tx.Respond(res)
 }
 
 func respond(tx sip.ServerTransaction, req *sip.Request, code int, reason string, hdrs ...sip.Header) {

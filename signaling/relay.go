@@ -58,6 +58,8 @@ type Relay struct {
 	trunks       []*Trunk
 	defaultTrunk *Trunk
 	echo         *Echo
+	registrar    *registrar // browsers' registrations (registrar.go)
+	inb          *inboundState
 
 	mu       sync.Mutex
 	calls    map[string]*Call // by relay call id
@@ -112,6 +114,9 @@ func New(cfg config.Config, log *slog.Logger) (*Relay, error) {
 
 	r.reg = metrics.NewRegistry()
 	r.m = metrics.NewRelay(r.reg)
+	if err := r.initInbound(cfg); err != nil {
+		return nil, err
+	}
 
 	var err error
 	if r.ports, err = media.NewPortAllocator(cfg.Media.BindIP, cfg.Media.PortMin, cfg.Media.PortMax); err != nil {
@@ -262,6 +267,8 @@ func (r *Relay) open(ctx context.Context) error {
 	r.server.OnAck(r.onAck)
 	r.server.OnBye(r.onBye)
 	r.server.OnOptions(r.onOptions)
+	r.server.OnRegister(r.onRegister)
+	r.registerMidCall()
 	r.server.OnCancel(func(req *sip.Request, tx sip.ServerTransaction) {
 		// CANCELs that match an INVITE are handled by the transaction layer.
 		_ = tx.Respond(sip.NewResponseFromRequest(req, 481, "Call/Transaction Does Not Exist", nil))
@@ -303,6 +310,7 @@ func (r *Relay) listenHTTP() error {
 		l = tls.NewListener(l, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
 	}
 	r.demux = newHTTPDemux(l)
+	r.demux.onWSClose = r.registrar.connClosed
 	r.closers = append(r.closers, l.Close)
 	mux := http.NewServeMux()
 	mux.Handle("/", web.Handler())
@@ -375,6 +383,8 @@ func (r *Relay) onOptions(req *sip.Request, tx sip.ServerTransaction) {
 func (r *Relay) onAck(req *sip.Request, tx sip.ServerTransaction) {
 	if c := r.callFor(req); c != nil && c.browser != nil {
 		_ = c.browser.ReadAck(req, tx)
+	} else if c != nil && c.inTrunk != nil {
+		_ = c.inTrunk.ReadAck(req, tx)
 	}
 }
 
@@ -386,10 +396,10 @@ func (r *Relay) onBye(req *sip.Request, tx sip.ServerTransaction) {
 	}
 	switch side {
 	case sideBrowser:
-		_ = c.browser.ReadBye(req, tx)
+		c.readBrowserBye(req, tx)
 		c.hangup(endNormalBrowser, 0, "")
 	case sideTrunk:
-		_ = c.trunk.ReadBye(req, tx)
+		c.readTrunkBye(req, tx)
 		c.hangup(endNormalTrunk, 0, "")
 	}
 }
@@ -412,14 +422,22 @@ func (r *Relay) callFor(req *sip.Request) *Call {
 func (r *Relay) callAndSide(req *sip.Request) (*Call, side) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	// On calls from browsers the relay is UAS to the browser and UAC to
+	// the trunk; on calls into browsers (inbound.go) the other way round.
 	if id, err := sip.DialogIDFromRequestUAS(req); err == nil {
-		if c := r.byDialog[id]; c != nil && c.browserDialogID == id {
+		if c := r.byDialog[id]; c != nil && c.browserDialogID == id && c.outBrowser == nil {
 			return c, sideBrowser
+		}
+		if c := r.byDialog[id]; c != nil && c.trunkDialogID == id && c.inTrunk != nil {
+			return c, sideTrunk
 		}
 	}
 	if id, err := sip.DialogIDFromRequestUAC(req); err == nil {
-		if c := r.byDialog[id]; c != nil && c.trunkDialogID == id {
+		if c := r.byDialog[id]; c != nil && c.trunkDialogID == id && c.inTrunk == nil {
 			return c, sideTrunk
+		}
+		if c := r.byDialog[id]; c != nil && c.browserDialogID == id && c.outBrowser != nil {
+			return c, sideBrowser
 		}
 	}
 	return nil, sideNone

@@ -17,6 +17,9 @@ type httpDemux struct {
 	l    net.Listener
 	ws   *chanListener
 	http *chanListener
+	// onWSClose, when set, hears the remote address of each SIP WebSocket
+	// that ends (registrations made over it end too).
+	onWSClose func(remote string)
 }
 
 func newHTTPDemux(l net.Listener) *httpDemux {
@@ -48,6 +51,10 @@ func (d *httpDemux) route(c net.Conn) {
 	_ = c.SetReadDeadline(time.Time{})
 	pc := &prefixConn{Conn: c, r: br}
 	if isWebSocketSIP(head) {
+		if d.onWSClose != nil {
+			d.ws.push(&closeNotifyConn{Conn: pc, onClose: d.onWSClose})
+			return
+		}
 		d.ws.push(pc)
 		return
 	}

@@ -20,6 +20,20 @@ type Config struct {
 	Trunk string `yaml:"trunk"`
 	// Trunks are tried in order; the first whose Match matches the called user wins.
 	Trunks []Trunk `yaml:"trunks"`
+	// Users may REGISTER their browsers over WS/WSS and be called from trunks.
+	Users []User `yaml:"users,omitempty"`
+}
+
+// User is one browser user the registrar authenticates. Give Password, or
+// one or both stored hashes (HA1 = H(name:realm:password) in hex, for the
+// relay's sip.realm), so the config file need not hold plain passwords.
+type User struct {
+	Name      string `yaml:"name"`
+	Password  string `yaml:"password"`
+	HA1MD5    string `yaml:"ha1_md5"`
+	HA1SHA256 string `yaml:"ha1_sha256"`
+	// DIDs are numbers that, called from a trunk, ring this user.
+	DIDs []string `yaml:"dids,omitempty"`
 }
 
 // HTTP is the browser-facing listener: the softphone page, /ws, /healthz, /metrics.
@@ -45,6 +59,22 @@ type SIP struct {
 	InviteTimeout time.Duration `yaml:"invite_timeout"`
 	// Echo enables the built-in sip:echo@relay endpoint.
 	Echo bool `yaml:"echo"`
+	// Realm is the digest realm of the registrar; empty means "mediarelay".
+	Realm string `yaml:"realm"`
+	// UsersFile holds more users, one "name:realm:ha1" line each (htdigest
+	// style; MD5 HA1 of 32 hex digits or SHA-256 HA1 of 64, a name may have
+	// both on two lines). Lines starting with # are comments.
+	UsersFile string `yaml:"users_file"`
+	// RegisterMaxExpires caps the expiry a browser may ask for.
+	RegisterMaxExpires time.Duration `yaml:"register_max_expires"`
+	// RegisterRate is how many REGISTERs per second one source IP may
+	// send on average (burst RegisterBurst); more get 503 with Retry-After.
+	RegisterRate  int `yaml:"register_rate"`
+	RegisterBurst int `yaml:"register_burst"`
+	// AuthFailures is how many wrong passwords for one user from one source
+	// IP are answered with a new challenge; after that, 403 for AuthLockout.
+	AuthFailures int           `yaml:"auth_failures"`
+	AuthLockout  time.Duration `yaml:"auth_lockout"`
 }
 
 // Media is the RTP side: addresses, ports, timeouts.
@@ -108,6 +138,14 @@ type Trunk struct {
 	Username                       string `yaml:"username"`
 	Password                       string `yaml:"password"`
 	Ptime                          int    `yaml:"ptime"` // ms; 0 means 20
+	// Sources are the IP addresses or CIDR prefixes calls from this trunk
+	// come from; empty means the address of Address (when it is an IP).
+	// INVITEs from any other source get 403.
+	Sources []string `yaml:"sources,omitempty"`
+	// InboundUsername and InboundPassword, when set, let the trunk's
+	// INVITEs from sources not listed authenticate with digest instead.
+	InboundUsername string `yaml:"inbound_username"`
+	InboundPassword string `yaml:"inbound_password"`
 }
 
 // Default returns the embedded defaults: a demo relay on loopback with the echo endpoint.
@@ -115,10 +153,16 @@ func Default() Config {
 	return Config{
 		HTTP: HTTP{Listen: "127.0.0.1:8080"},
 		SIP: SIP{
-			UDPListen:     ":5060",
-			TCPListen:     ":5060",
-			InviteTimeout: 32 * time.Second,
-			Echo:          true,
+			UDPListen:          ":5060",
+			TCPListen:          ":5060",
+			InviteTimeout:      32 * time.Second,
+			Echo:               true,
+			Realm:              "mediarelay",
+			RegisterMaxExpires: time.Hour,
+			RegisterRate:       10,
+			RegisterBurst:      30,
+			AuthFailures:       3,
+			AuthLockout:        time.Minute,
 		},
 		Media: Media{
 			BindIP:     "127.0.0.1",

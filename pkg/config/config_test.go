@@ -48,6 +48,8 @@ func TestFullExample(t *testing.T) {
 			UDPListen: "0.0.0.0:5060", TCPListen: "0.0.0.0:5060", TLSListen: "0.0.0.0:5061",
 			TLSCert: "/etc/mediarelay/sip.crt", TLSKey: "/etc/mediarelay/sip.key", TLSCA: "/etc/mediarelay/ca.pem",
 			Host: "relay.example.com", InviteTimeout: 20 * time.Second, Echo: false,
+			Realm: "example.com", RegisterMaxExpires: 30 * time.Minute, RegisterRate: 5, RegisterBurst: 10,
+			AuthFailures: 5, AuthLockout: 2 * time.Minute,
 		},
 		Media: Media{
 			BindIP: "10.0.0.5", PublicIP: "203.0.113.7", PortMin: 30000, PortMax: 34999,
@@ -62,12 +64,17 @@ func TestFullExample(t *testing.T) {
 				Name: "carrier", Match: `^\+?1[0-9]{10}$`, Address: "sip:sbc.carrier.example:5061;transport=tls",
 				Transport: "tls", Codecs: []string{"PCMA", "PCMU"}, MediaMode: "passthrough", SRTP: "required",
 				Username: "acct42", Password: "s3cret", Ptime: 20,
+				Sources: []string{"198.51.100.0/24", "203.0.113.9"},
 			},
 			{
 				Name: "pbx", Match: `^[0-9]{3,4}$`, Address: "192.168.1.10:5080", Transport: "udp",
 				Codecs: []string{"opus", "G722", "PCMU"}, MediaMode: "transcode", SRTP: "optional",
 				AllowSDESOverInsecureTransport: true, Ptime: 40,
 			},
+		},
+		Users: []User{
+			{Name: "alice", Password: "wonderland", DIDs: []string{"+1 555 010 2000"}},
+			{Name: "bob", HA1MD5: "0123456789abcdef0123456789abcdef"},
 		},
 	}
 	if !reflect.DeepEqual(c, want) {

@@ -195,7 +195,10 @@ func (c Config) Validate() error {
 		default:
 			v.add(p+"ptime", "%d is not one of 0 (default 20), 10, 20, 30, 40", t.Ptime)
 		}
+		validateTrunkInbound(&v, p, t)
 	}
+
+	c.validateUsers(&v)
 
 	if c.Trunk != "" {
 		if _, isName := names[c.Trunk]; !isName {

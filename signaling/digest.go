@@ -1,0 +1,312 @@
+package signaling
+
+import (
+	"bufio"
+	"crypto/hmac"
+	"crypto/md5"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"hash"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/mediarelay/mediarelay/pkg/config"
+)
+
+// Digest algorithms the registrar offers, strongest first (RFC 8760).
+const (
+	algSHA256 = "SHA-256"
+	algMD5    = "MD5"
+)
+
+// nonceLifetime bounds how long a challenge's nonce is accepted; older
+// ones get a fresh challenge with stale=true.
+const nonceLifetime = 5 * time.Minute
+
+func newHash(alg string) hash.Hash {
+	if strings.EqualFold(alg, algSHA256) {
+		return sha256.New()
+	}
+	return md5.New()
+}
+
+func hexHash(alg string, parts ...string) string {
+	h := newHash(alg)
+	h.Write([]byte(strings.Join(parts, ":")))
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// credential is what the relay knows of one user: HA1 per algorithm.
+type credential struct {
+	name string
+	ha1  map[string]string // algorithm → hex HA1
+}
+
+// credentials is the user table: from the config's users and users_file.
+type credentials struct {
+	realm string
+	users map[string]*credential
+	dids  map[string]string // normalised number → user
+}
+
+func loadCredentials(cfg config.Config) (*credentials, error) {
+	c := &credentials{realm: firstNonEmpty(cfg.SIP.Realm, "mediarelay"), users: map[string]*credential{}, dids: map[string]string{}}
+	for _, u := range cfg.Users {
+		cr := &credential{name: u.Name, ha1: map[string]string{}}
+		if u.Password != "" {
+			cr.ha1[algMD5] = hexHash(algMD5, u.Name, c.realm, u.Password)
+			cr.ha1[algSHA256] = hexHash(algSHA256, u.Name, c.realm, u.Password)
+		}
+		if u.HA1MD5 != "" {
+			cr.ha1[algMD5] = strings.ToLower(u.HA1MD5)
+		}
+		if u.HA1SHA256 != "" {
+			cr.ha1[algSHA256] = strings.ToLower(u.HA1SHA256)
+		}
+		c.users[u.Name] = cr
+		for _, d := range u.DIDs {
+			c.dids[config.NormalizeNumber(d)] = u.Name
+		}
+	}
+	if cfg.SIP.UsersFile != "" {
+		if err := c.loadFile(cfg.SIP.UsersFile); err != nil {
+			return nil, fmt.Errorf("sip.users_file: %w", err)
+		}
+	}
+	return c, nil
+}
+
+// loadFile reads "name:realm:ha1" lines; the HA1's length says its algorithm.
+func (c *credentials) loadFile(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		parts := strings.Split(line, ":")
+		if len(parts) != 3 || parts[0] == "" {
+			return fmt.Errorf("%s:%d: want name:realm:ha1", path, n)
+		}
+		name, realm, ha1 := parts[0], parts[1], strings.ToLower(parts[2])
+		if realm != c.realm {
+			return fmt.Errorf("%s:%d: realm %q is not sip.realm %q", path, n, realm, c.realm)
+		}
+		var alg string
+		switch _, err := hex.DecodeString(ha1); {
+		case err != nil:
+			return fmt.Errorf("%s:%d: ha1 is not hex", path, n)
+		case len(ha1) == 32:
+			alg = algMD5
+		case len(ha1) == 64:
+			alg = algSHA256
+		default:
+			return fmt.Errorf("%s:%d: ha1 is neither MD5 (32 hex digits) nor SHA-256 (64)", path, n)
+		}
+		cr := c.users[name]
+		if cr == nil {
+			cr = &credential{name: name, ha1: map[string]string{}}
+			c.users[name] = cr
+		}
+		cr.ha1[alg] = ha1
+	}
+	return sc.Err()
+}
+
+// userFor maps a called user or DID to a registered user name.
+func (c *credentials) userFor(target string) (string, bool) {
+	if _, ok := c.users[target]; ok {
+		return target, true
+	}
+	if n := config.NormalizeNumber(target); n != "" {
+		if u, ok := c.dids[n]; ok {
+			return u, true
+		}
+		if u, ok := c.dids["+"+strings.TrimPrefix(n, "+")]; ok {
+			return u, true
+		}
+		if u, ok := c.dids[strings.TrimPrefix(n, "+")]; ok {
+			return u, true
+		}
+	}
+	return "", false
+}
+
+// nonceMaker makes stateless nonces: a timestamp and an HMAC over it and
+// the client's IP, so a nonce is only good from where it was issued.
+type nonceMaker struct{ key [32]byte }
+
+func newNonceMaker() *nonceMaker {
+	n := &nonceMaker{}
+	_, _ = rand.Read(n.key[:])
+	return n
+}
+
+func (n *nonceMaker) make(ip string, now time.Time) string {
+	var b [24]byte
+	binary.BigEndian.PutUint64(b[:8], uint64(now.UnixNano()))
+	m := hmac.New(sha256.New, n.key[:])
+	m.Write(b[:8])
+	m.Write([]byte(ip))
+	copy(b[8:], m.Sum(nil)[:16])
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// check reports whether nonce is one of ours for ip, and whether it is too old.
+func (n *nonceMaker) check(nonce, ip string, now time.Time) (ok, stale bool) {
+	b, err := base64.RawURLEncoding.DecodeString(nonce)
+	if err != nil || len(b) != 24 {
+		return false, false
+	}
+	m := hmac.New(sha256.New, n.key[:])
+	m.Write(b[:8])
+	m.Write([]byte(ip))
+	if !hmac.Equal(m.Sum(nil)[:16], b[8:]) {
+		return false, false
+	}
+	issued := time.Unix(0, int64(binary.BigEndian.Uint64(b[:8])))
+	return true, now.Sub(issued) > nonceLifetime || issued.After(now.Add(time.Minute))
+}
+
+// challenges returns the WWW-Authenticate values: SHA-256 first, then MD5
+// for clients that know no better (RFC 8760 section 2.4).
+func challenges(realm, nonce string, stale bool) []string {
+	var out []string
+	for _, alg := range []string{algSHA256, algMD5} {
+		v := fmt.Sprintf(`Digest realm="%s", nonce="%s", algorithm=%s, qop="auth"`, realm, nonce, alg)
+		if stale {
+			v += ", stale=true"
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
+// parseDigest reads the parameters of an Authorization: Digest header.
+func parseDigest(v string) (map[string]string, bool) {
+	v = strings.TrimSpace(v)
+	scheme, rest, ok := strings.Cut(v, " ")
+	if !ok || !strings.EqualFold(scheme, "Digest") {
+		return nil, false
+	}
+	out := map[string]string{}
+	s := rest
+	for {
+		s = strings.TrimLeft(s, " \t,")
+		if s == "" {
+			break
+		}
+		eq := strings.IndexByte(s, '=')
+		if eq <= 0 {
+			return nil, false
+		}
+		key := strings.ToLower(strings.TrimSpace(s[:eq]))
+		s = strings.TrimLeft(s[eq+1:], " \t")
+		var val string
+		if strings.HasPrefix(s, `"`) {
+			var b strings.Builder
+			i := 1
+			for ; i < len(s); i++ {
+				if s[i] == '\\' && i+1 < len(s) {
+					i++
+					b.WriteByte(s[i])
+					continue
+				}
+				if s[i] == '"' {
+					break
+				}
+				b.WriteByte(s[i])
+			}
+			if i >= len(s) {
+				return nil, false
+			}
+			val, s = b.String(), s[i+1:]
+		} else {
+			end := strings.IndexByte(s, ',')
+			if end < 0 {
+				end = len(s)
+			}
+			val, s = strings.TrimSpace(s[:end]), s[end:]
+		}
+		if _, dup := out[key]; dup {
+			return nil, false
+		}
+		out[key] = val
+	}
+	return out, true
+}
+
+// digestResult is the outcome of checking an Authorization header.
+type digestResult int
+
+const (
+	digestMissing digestResult = iota // no usable credentials: challenge
+	digestStale                        // right password, old nonce: challenge with stale=true
+	digestWrong                        // wrong password or unknown user
+	digestOK
+)
+
+// verify checks an Authorization value for method against the user table.
+func (c *credentials) verify(n *nonceMaker, auth, method, ip string, now time.Time) (digestResult, string) {
+	p, ok := parseDigest(auth)
+	if !ok {
+		return digestMissing, ""
+	}
+	user := p["username"]
+	if p["realm"] != c.realm || p["nonce"] == "" || p["response"] == "" || user == "" {
+		return digestMissing, user
+	}
+	alg := p["algorithm"]
+	if alg == "" {
+		alg = algMD5
+	}
+	switch {
+	case strings.EqualFold(alg, algMD5):
+		alg = algMD5
+	case strings.EqualFold(alg, algSHA256):
+		alg = algSHA256
+	default:
+		return digestMissing, user
+	}
+	nonceOK, stale := n.check(p["nonce"], ip, now)
+	if !nonceOK {
+		return digestMissing, user
+	}
+	cr := c.users[user]
+	if cr == nil {
+		return digestWrong, user
+	}
+	ha1 := cr.ha1[alg]
+	if ha1 == "" {
+		// A stored hash of the other algorithm cannot check this response.
+		return digestMissing, user
+	}
+	ha2 := hexHash(alg, method, p["uri"])
+	var want string
+	switch p["qop"] {
+	case "auth":
+		want = hexHash(alg, ha1, p["nonce"], p["nc"], p["cnonce"], "auth", ha2)
+	case "":
+		want = hexHash(alg, ha1, p["nonce"], ha2)
+	default:
+		return digestMissing, user
+	}
+	if subtle.ConstantTimeCompare([]byte(strings.ToLower(p["response"])), []byte(want)) != 1 {
+		return digestWrong, user
+	}
+	if stale {
+		return digestStale, user
+	}
+	return digestOK, user
+}

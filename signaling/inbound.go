@@ -1,0 +1,652 @@
+package signaling
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/mediarelay/mediarelay/media"
+	"github.com/mediarelay/mediarelay/pkg/config"
+	"github.com/mediarelay/mediarelay/pkg/metrics"
+	"github.com/mediarelay/mediarelay/pkg/sdp"
+)
+
+// inboundState is what calls from trunks into browsers need: who may send
+// them, and who can be reached.
+type inboundState struct {
+	creds   *credentials
+	sources map[*Trunk][]netip.Prefix
+	// trunkAuth holds the trunks that authenticate with digest (by username).
+	trunkAuth *credentials
+	byAuth    map[string]*Trunk
+	nonces    *nonceMaker
+	rejected  *metrics.CounterVec
+}
+
+func (r *Relay) initInbound(cfg config.Config) error {
+	creds, err := loadCredentials(cfg)
+	if err != nil {
+		return err
+	}
+	in := &inboundState{
+		creds:     creds,
+		sources:   map[*Trunk][]netip.Prefix{},
+		trunkAuth: &credentials{realm: creds.realm, users: map[string]*credential{}},
+		byAuth:    map[string]*Trunk{},
+		nonces:    newNonceMaker(),
+		rejected: r.reg.NewCounterVec("mediarelay_inbound_rejected_total",
+			"INVITEs from trunks refused before ringing, by reason (unknown_source, not_found, offline, auth).", "reason"),
+	}
+	for _, t := range r.trunks {
+		var list []netip.Prefix
+		for _, s := range t.Sources {
+			p, err := config.ParseSource(s)
+			if err != nil {
+				return fmt.Errorf("trunks %s: sources %q: %w", t.Name, s, err)
+			}
+			list = append(list, p)
+		}
+		if len(list) == 0 {
+			if ip, err := netip.ParseAddr(t.uri.Host); err == nil {
+				list = append(list, netip.PrefixFrom(ip.Unmap(), ip.Unmap().BitLen()))
+			}
+		}
+		in.sources[t] = list
+		if t.InboundUsername != "" {
+			in.trunkAuth.users[t.InboundUsername] = &credential{name: t.InboundUsername, ha1: map[string]string{
+				algMD5:    hexHash(algMD5, t.InboundUsername, creds.realm, t.InboundPassword),
+				algSHA256: hexHash(algSHA256, t.InboundUsername, creds.realm, t.InboundPassword),
+			}}
+			in.byAuth[t.InboundUsername] = t
+		}
+	}
+	r.inb = in
+	r.registrar = newRegistrar(r, creds)
+	return nil
+}
+
+// trunkFor identifies the trunk an INVITE comes from: by source address,
+// else by digest credentials. It answers the request itself (407 or 403)
+// and returns nil when the sender is not, or not yet, known.
+func (r *Relay) trunkFor(req *sip.Request, tx sip.ServerTransaction) *Trunk {
+	in := r.inb
+	ip, err := netip.ParseAddr(sourceIP(req.Source()))
+	if err == nil {
+		ip = ip.Unmap()
+		for _, t := range r.trunks {
+			for _, p := range in.sources[t] {
+				if p.Contains(ip) {
+					return t
+				}
+			}
+		}
+	}
+	if len(in.byAuth) > 0 {
+		now := time.Now()
+		var res digestResult
+		var user string
+		if h := req.GetHeader("Proxy-Authorization"); h != nil {
+			res, user = in.trunkAuth.verify(in.nonces, h.Value(), req.Method.String(), sourceIP(req.Source()), now)
+		}
+		if res == digestOK {
+			return in.byAuth[user]
+		}
+		if res != digestWrong {
+			resp := sip.NewResponseFromRequest(req, 407, "Proxy Authentication Required", nil)
+			for _, c := range challenges(in.trunkAuth.realm, in.nonces.make(sourceIP(req.Source()), now), res == digestStale) {
+				resp.AppendHeader(sip.NewHeader("Proxy-Authenticate", c))
+			}
+			_ = tx.Respond(resp)
+			return nil
+		}
+		in.rejected.With("auth").Inc()
+	} else {
+		in.rejected.With("unknown_source").Inc()
+	}
+	r.log.Warn("INVITE from unknown source refused", "source", req.Source())
+	respond(tx, req, 403, "Forbidden")
+	r.countSetupFailure(403)
+	return nil
+}
+
+// browserCodecsFor lists what the relay offers the browser for a trunk's
+// offer: codecs it can pass through in the trunk's order, then Opus when
+// it can transcode.
+func browserCodecsFor(mode string, allowed []string, offer sdp.Audio) []string {
+	var out []string
+	canTranscode := false
+	for _, c := range offer.Codecs {
+		if c.Is("telephone-event") || !hasFold(allowed, c.Name) {
+			continue
+		}
+		if transcodable(c.Name) {
+			canTranscode = true
+		}
+		if _, err := webrtcCodec(c.Name); err == nil && mode != ModeTranscode && !hasFold(out, c.Name) {
+			out = append(out, strings.ToLower(c.Name))
+		}
+	}
+	if canTranscode && mode != ModePassthrough && !hasFold(out, "opus") {
+		out = append(out, "opus")
+	}
+	return out
+}
+
+// planInbound settles the media once the browser has answered.
+func planInbound(mode string, allowed []string, offer sdp.Audio, browserCodec string) (mediaPlan, error) {
+	p := mediaPlan{BrowserCodec: browserCodec}
+	found := false
+	if mode != ModeTranscode {
+		for _, c := range offer.Codecs {
+			if c.Is(browserCodec) && hasFold(allowed, c.Name) {
+				p.Mode, p.SIPCodec, found = ModePassthrough, c, true
+				break
+			}
+		}
+	}
+	if !found && mode != ModePassthrough && strings.EqualFold(browserCodec, "opus") {
+		for _, c := range offer.Codecs {
+			if transcodable(c.Name) && hasFold(allowed, c.Name) {
+				p.Mode, p.SIPCodec, found = ModeTranscode, c, true
+				break
+			}
+		}
+	}
+	if !found {
+		return p, errNoCommonCodec
+	}
+	if ev, ok := offer.DTMF(p.SIPCodec.Clock); ok {
+		p.SIPDTMF = ev
+	} else if ev, ok := offer.DTMF(8000); ok {
+		p.SIPDTMF = ev
+	}
+	return p, nil
+}
+
+// fork is one browser being rung for an inbound call.
+type fork struct {
+	b           *binding
+	leg         *media.WebRTCLeg
+	dcs         *sipgo.DialogClientSession
+	cancel      context.CancelCauseFunc
+	provisional atomic.Bool
+	cancelled   atomic.Bool
+}
+
+type forkResult struct {
+	f   *fork
+	err error
+}
+
+// inbound rings the registered browsers of the user a trunk calls.
+func (r *Relay) inbound(req *sip.Request, tx sip.ServerTransaction) {
+	route := r.trunkFor(req, tx)
+	if route == nil {
+		return
+	}
+	in := r.inb
+	user, ok := in.creds.userFor(req.Recipient.User)
+	if !ok {
+		in.rejected.With("not_found").Inc()
+		respond(tx, req, 404, "Not Found")
+		r.countSetupFailure(404)
+		return
+	}
+	bindings := r.registrar.lookup(user)
+	if len(bindings) == 0 {
+		in.rejected.With("offline").Inc()
+		respond(tx, req, 480, "Temporarily Unavailable")
+		r.countSetupFailure(480)
+		return
+	}
+	if ct := req.ContentType(); ct == nil || !strings.EqualFold(strings.TrimSpace(ct.Value()), "application/sdp") || len(req.Body()) == 0 {
+		respond(tx, req, 488, "Not Acceptable Here", sip.NewHeader("Warning", `399 mediarelay "an SDP offer is required"`))
+		r.countSetupFailure(488)
+		return
+	}
+	_, offer, err := sdp.Parse(req.Body())
+	if err != nil {
+		respond(tx, req, 400, "Bad Request", sip.NewHeader("Warning", `399 mediarelay "malformed SDP"`))
+		r.countSetupFailure(400)
+		return
+	}
+	if tooBrief(req, tx) {
+		r.countSetupFailure(422)
+		return
+	}
+	codecs := browserCodecsFor(route.MediaMode, route.Codecs, offer)
+	if len(codecs) == 0 {
+		respond(tx, req, 488, "Not Acceptable Here")
+		r.countSetupFailure(488)
+		return
+	}
+	_ = tx.Respond(sip.NewResponseFromRequest(req, 100, "Trying", nil))
+	dss, err := r.trunkUA.ReadInvite(req, tx)
+	if err != nil {
+		respond(tx, req, 400, "Bad Request")
+		r.countSetupFailure(400)
+		return
+	}
+	c := &Call{
+		r:             r,
+		id:            newCallID(),
+		inTrunk:       dss,
+		trunkDialogID: dss.ID,
+		trunkCallID:   req.CallID().Value(),
+		from:          callerOf(req),
+		to:            user,
+		route:         route,
+		direction:     "inbound",
+		trunkOffer:    offer,
+		start:         time.Now(),
+		ended:         make(chan struct{}),
+	}
+	c.log = r.log.With("call", c.id, "trunk", route.Name)
+	r.addCall(c)
+	r.indexDialog(c, dss.ID)
+	r.wg.Add(1)
+	defer r.wg.Done()
+
+	fail := func(code int, reason, cause string, hdrs ...sip.Header) {
+		res := sip.NewResponseFromRequest(dss.InviteRequest, code, reason, nil)
+		for _, h := range hdrs {
+			res.AppendHeader(h)
+		}
+		_ = dss.WriteResponse(res)
+		r.countSetupFailure(code)
+		c.hangup(cause, code, reason)
+	}
+	c.rtp, err = media.NewRTPLeg(media.RTPLegOptions{Ports: r.ports, Latching: r.cfg.Media.Latching, OnDrop: r.countDrop, Logger: c.log})
+	if err != nil {
+		c.log.Warn("no media port", "err", err)
+		fail(503, "Service Unavailable", endError, sip.NewHeader("Retry-After", "5"))
+		return
+	}
+
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	c.abort = cancel
+	ringCtx, ringCancel := context.WithTimeout(ctx, ringTimeout)
+	defer ringCancel()
+
+	forks := r.ring(ringCtx, c, bindings, codecs, req)
+	if len(forks) == 0 {
+		fail(480, "Temporarily Unavailable", endUnreachable)
+		return
+	}
+	results := make(chan forkResult, len(forks))
+	var ringingSent atomic.Bool
+	for _, f := range forks {
+		fctx, fcancel := context.WithCancelCause(ringCtx)
+		f.cancel = fcancel
+		go func() {
+			defer fcancel(nil)
+			err := f.dcs.WaitAnswer(fctx, sipgo.AnswerOptions{OnResponse: func(res *sip.Response) error {
+				if res.IsProvisional() && res.StatusCode != 100 {
+					f.provisional.Store(true)
+					if ringingSent.CompareAndSwap(false, true) {
+						_ = dss.Respond(180, "Ringing", nil)
+					}
+				}
+				return nil
+			}})
+			results <- forkResult{f, err}
+		}()
+	}
+
+	var winner *fork
+	var finals []*sip.Response
+	pending := len(forks)
+	trunkGone := dss.Context().Done()
+	ringDone := ringCtx.Done()
+	for pending > 0 && winner == nil {
+		select {
+		case res := <-results:
+			pending--
+			var dr *sipgo.ErrDialogResponse
+			switch {
+			case res.err == nil:
+				winner = res.f
+			case errors.As(res.err, &dr):
+				finals = append(finals, dr.Res)
+				res.f.leg.Close()
+				if code := dr.Res.StatusCode; code >= 600 {
+					// 6xx ends the search (RFC 3261 16.7).
+					r.cancelForks(forks, nil, `SIP;cause=600;text="Busy Everywhere"`)
+					pending = r.drainForks(results, pending)
+				}
+			default:
+				res.f.leg.Close()
+			}
+		case <-trunkGone:
+			trunkGone, ringDone = nil, nil
+			r.cancelForks(forks, nil, `SIP;cause=487;text="Request Terminated"`)
+		case <-ringDone:
+			trunkGone, ringDone = nil, nil
+			r.cancelForks(forks, nil, `SIP;cause=408;text="Request Timeout"`)
+		}
+	}
+	if winner != nil {
+		// Others: CANCEL, or BYE if they answered too.
+		r.cancelForks(forks, winner, `SIP;cause=200;text="Call completed elsewhere"`)
+		go r.byeLateAnswers(results, pending)
+	}
+	if winner == nil || dss.Context().Err() != nil {
+		if winner != nil {
+			_ = winner.dcs.Ack(context.Background())
+			bctx, bcancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_ = winner.dcs.Bye(bctx)
+			bcancel()
+			winner.leg.Close()
+		}
+		switch {
+		case dss.Context().Err() != nil:
+			c.hangup(endCancelled, 487, "") // the transaction layer answered 487
+		case ringCtx.Err() != nil && ctx.Err() == nil:
+			fail(480, "Temporarily Unavailable", endNoAnswer)
+		case ctx.Err() != nil:
+			fail(503, "Service Unavailable", endShutdown)
+		default:
+			code, reason, cause := pickFinal(finals)
+			fail(code, reason, cause)
+		}
+		return
+	}
+
+	// The browser answered: apply its answer, then answer the trunk.
+	c.outBrowser = winner.dcs
+	c.web = winner.leg
+	c.browserDialogID = winner.dcs.ID
+	c.browserCallID = winner.dcs.InviteRequest.CallID().Value()
+	r.indexDialog(c, winner.dcs.ID)
+	if err := winner.dcs.Ack(context.Background()); err != nil {
+		c.log.Warn("ack to browser failed", "err", err)
+	}
+	c.answered = time.Now()
+	if err := c.startInboundMedia(string(winner.dcs.InviteResponse.Body())); err != nil {
+		c.log.Warn("browser answer unusable", "err", err)
+		res := sip.NewResponseFromRequest(dss.InviteRequest, 488, "Not Acceptable Here", nil)
+		_ = dss.WriteResponse(res)
+		r.countSetupFailure(488)
+		c.inTrunk = nil // never established towards the trunk
+		c.hangup(endNoCodec, 488, "")
+		return
+	}
+	go c.watch()
+	res := sip.NewSDPResponseFromRequest(dss.InviteRequest, []byte(c.answerSDP))
+	c.addSessionTimer(req, res)
+	if err := dss.WriteResponse(res); err != nil {
+		c.log.Warn("trunk did not take the answer", "err", err)
+		c.hangup(endError, 0, "")
+		return
+	}
+	c.log.Info("inbound call answered", "from", c.from, "to", c.to, "device", winner.b.key)
+}
+
+// ring sends an INVITE with a fresh WebRTC offer to each binding.
+func (r *Relay) ring(ctx context.Context, c *Call, bindings []*binding, codecs []string, trunkReq *sip.Request) []*fork {
+	var forks []*fork
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, b := range bindings {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			leg, offer, err := r.webrtc.Offer(codecs)
+			if err != nil {
+				c.log.Warn("webrtc offer failed", "err", err)
+				return
+			}
+			req := sip.NewRequest(sip.INVITE, *b.contact.Address.Clone())
+			req.SetBody([]byte(offer))
+			req.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+			from := &sip.FromHeader{DisplayName: callerName(trunkReq), Address: sip.Uri{User: c.from, Host: r.host}, Params: sip.NewParams()}
+			from.Params.Add("tag", sip.GenerateTagN(16))
+			req.AppendHeader(from)
+			req.AppendHeader(&sip.ToHeader{Address: sip.Uri{User: c.to, Host: r.host}})
+			req.SetTransport(strings.ToUpper(b.transport))
+			req.SetDestination(b.source)
+			f := &fork{b: b, leg: leg}
+			dcs, err := r.browserUA.WriteInvite(ctx, req)
+			if err != nil {
+				c.log.Warn("browser unreachable", "device", b.key, "err", err)
+				leg.Close()
+				return
+			}
+			f.dcs = dcs
+			mu.Lock()
+			forks = append(forks, f)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return forks
+}
+
+// cancelForks stops every fork but keep: a CANCEL carrying reason where a
+// provisional response allows one, else the wait is abandoned.
+func (r *Relay) cancelForks(forks []*fork, keep *fork, reason string) {
+	for _, f := range forks {
+		if f == keep || !f.cancelled.CompareAndSwap(false, true) {
+			continue
+		}
+		if f.provisional.Load() && f.dcs.InviteResponse != nil {
+			go r.sendCancel(f, reason)
+			continue
+		}
+		f.cancel(sipgo.WaitAnswerForceCancelErr)
+	}
+}
+
+// sendCancel sends a CANCEL with a Reason header (RFC 3326) for a fork's
+// INVITE; the INVITE transaction then ends with 487.
+func (r *Relay) sendCancel(f *fork, reason string) {
+	inv := f.dcs.InviteRequest
+	cancel := sip.NewRequest(sip.CANCEL, inv.Recipient)
+	cancel.AppendHeader(sip.HeaderClone(inv.Via()))
+	cancel.AppendHeader(sip.HeaderClone(inv.From()))
+	cancel.AppendHeader(sip.HeaderClone(inv.To()))
+	cancel.AppendHeader(sip.HeaderClone(inv.CallID()))
+	cancel.AppendHeader(&sip.CSeqHeader{SeqNo: inv.CSeq().SeqNo, MethodName: sip.CANCEL})
+	if reason != "" {
+		cancel.AppendHeader(sip.NewHeader("Reason", reason))
+	}
+	cancel.SetTransport(inv.Transport())
+	cancel.SetDestination(f.b.source)
+	ctx, done := context.WithTimeout(context.Background(), 5*time.Second)
+	defer done()
+	if _, err := r.client.Do(ctx, cancel); err != nil {
+		r.log.Debug("cancel failed", "device", f.b.key, "err", err)
+		f.cancel(sipgo.WaitAnswerForceCancelErr)
+	}
+}
+
+// drainForks waits for the remaining forks after a 6xx.
+func (r *Relay) drainForks(results chan forkResult, pending int) int {
+	for ; pending > 0; pending-- {
+		res := <-results
+		if res.err == nil {
+			r.hangUpFork(res.f)
+		} else {
+			res.f.leg.Close()
+		}
+	}
+	return 0
+}
+
+// byeLateAnswers ends forks that answered after another won.
+func (r *Relay) byeLateAnswers(results chan forkResult, pending int) {
+	for ; pending > 0; pending-- {
+		res := <-results
+		if res.err == nil {
+			r.hangUpFork(res.f)
+		} else {
+			res.f.leg.Close()
+		}
+	}
+}
+
+func (r *Relay) hangUpFork(f *fork) {
+	_ = f.dcs.Ack(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = f.dcs.Bye(ctx)
+	f.leg.Close()
+}
+
+// pickFinal chooses what the trunk hears when no browser answered: 6xx
+// first, then busy, then the lowest other code.
+func pickFinal(finals []*sip.Response) (int, string, string) {
+	var best *sip.Response
+	for _, res := range finals {
+		switch {
+		case best == nil:
+			best = res
+		case res.StatusCode >= 600 && best.StatusCode < 600:
+			best = res
+		case best.StatusCode >= 600:
+		case res.StatusCode == 486 && best.StatusCode != 486:
+			best = res
+		case best.StatusCode != 486 && res.StatusCode < best.StatusCode:
+			best = res
+		}
+	}
+	if best == nil {
+		return 480, "Temporarily Unavailable", endNoAnswer
+	}
+	code := int(best.StatusCode)
+	switch {
+	case code == 486 || code == 600 || code == 603:
+		return code, best.Reason, endBusy
+	case code == 408 || code == 480 || code == 487:
+		return 480, "Temporarily Unavailable", endNoAnswer
+	case code >= 400 && code < 700 && code != 401 && code != 407:
+		return code, best.Reason, endRejected
+	}
+	return 480, "Temporarily Unavailable", endRejected
+}
+
+// startInboundMedia applies the winning browser's answer and starts
+// forwarding; c.answerSDP becomes the SDP answer for the trunk.
+func (c *Call) startInboundMedia(browserAnswer string) error {
+	if err := c.web.SetAnswer(browserAnswer); err != nil {
+		return err
+	}
+	var browserCodec string
+	for _, x := range c.web.Audio.Codecs {
+		if !x.Is("telephone-event") {
+			browserCodec = x.Name
+			break
+		}
+	}
+	plan, err := planInbound(c.route.MediaMode, c.route.Codecs, c.trunkOffer, browserCodec)
+	if err != nil {
+		return err
+	}
+	c.plan = plan
+	codecs := []sdp.Codec{plan.SIPCodec}
+	if plan.SIPDTMF.PT != 0 {
+		codecs = append(codecs, plan.SIPDTMF)
+	}
+	c.sdpVersion = 1
+	c.sdpSession = uint64(time.Now().UnixNano())
+	c.answerSDP = string(sdp.Offer{
+		SessionID: c.sdpSession,
+		Version:   c.sdpVersion,
+		Addr:      c.r.mediaAddr(),
+		Port:      int(c.rtp.LocalAddr().Port()),
+		Codecs:    codecs,
+		Ptime:     c.trunkOffer.Ptime,
+	}.Marshal())
+	c.sipCodecs = codecs
+	c.setRemote(c.trunkOffer)
+	c.mediaUp = true
+	if plan.Mode == ModePassthrough {
+		c.startPassthrough(c.trunkOffer)
+	} else if err := c.startTranscode(c.trunkOffer); err != nil {
+		return err
+	}
+	c.log.Info("media negotiated", "mode", plan.Mode, "sip_codec", plan.SIPCodec.Name, "webrtc_codec", plan.BrowserCodec)
+	return nil
+}
+
+// callerOf is the calling user of a trunk's INVITE: P-Asserted-Identity
+// when present, else From.
+func callerOf(req *sip.Request) string {
+	if h := req.GetHeader("P-Asserted-Identity"); h != nil {
+		var u sip.Uri
+		params := sip.NewParams()
+		if _, err := sip.ParseAddressValue(h.Value(), &u, &params); err == nil && u.User != "" {
+			return u.User
+		}
+	}
+	if f := req.From(); f != nil {
+		return f.Address.User
+	}
+	return ""
+}
+
+func callerName(req *sip.Request) string {
+	if h := req.GetHeader("P-Asserted-Identity"); h != nil {
+		var u sip.Uri
+		params := sip.NewParams()
+		if name, err := sip.ParseAddressValue(h.Value(), &u, &params); err == nil && name != "" {
+			return name
+		}
+	}
+	if f := req.From(); f != nil {
+		return f.DisplayName
+	}
+	return ""
+}
+
+// readTrunkBye answers a BYE from the trunk on either kind of call.
+func (c *Call) readTrunkBye(req *sip.Request, tx sip.ServerTransaction) {
+	switch {
+	case c.trunk != nil:
+		_ = c.trunk.ReadBye(req, tx)
+	case c.inTrunk != nil:
+		_ = c.inTrunk.ReadBye(req, tx)
+	default:
+		respond(tx, req, 200, "OK")
+	}
+}
+
+// readBrowserBye answers a BYE from the browser on either kind of call.
+func (c *Call) readBrowserBye(req *sip.Request, tx sip.ServerTransaction) {
+	switch {
+	case c.browser != nil:
+		_ = c.browser.ReadBye(req, tx)
+	case c.outBrowser != nil:
+		_ = c.outBrowser.ReadBye(req, tx)
+	default:
+		respond(tx, req, 200, "OK")
+	}
+}
+
+// byeInbound sends BYE on the dialogs of an inbound call (hangup).
+func (c *Call) byeInbound(cause string, bye func(func(context.Context) error, string)) {
+	if cause != endNormalTrunk && c.inTrunk != nil {
+		bye(c.inTrunk.Bye, "trunk")
+	}
+	if cause != endNormalBrowser && c.outBrowser != nil {
+		bye(c.outBrowser.Bye, "browser")
+	}
+}
+
+func hasFold(list []string, s string) bool {
+	for _, x := range list {
+		if strings.EqualFold(x, s) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,401 @@
+package signaling
+
+import (
+	"net"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/mediarelay/mediarelay/pkg/metrics"
+)
+
+// minExpires is the shortest registration the registrar accepts (423
+// Interval Too Brief below it, RFC 3261 10.3).
+const minExpires = 30 * time.Second
+
+// defaultExpires is used when a REGISTER names no expiry.
+const defaultExpires = 10 * time.Minute
+
+// binding is one registered browser (one device) of a user.
+type binding struct {
+	user      string
+	contact   sip.ContactHeader // as the browser sent it
+	key       string            // contact URI, tells devices apart
+	source    string            // WebSocket peer address: where to send requests
+	transport string            // ws or wss
+	expires   time.Time
+	callID    string
+	cseq      uint32
+}
+
+// registrar keeps browsers' registrations, authenticates REGISTERs and
+// throttles sources that send too many or guess passwords.
+type registrar struct {
+	r      *Relay
+	creds  *credentials
+	nonces *nonceMaker
+
+	mu       sync.Mutex
+	byUser   map[string]map[string]*binding // user → key → binding
+	buckets  map[string]*bucket              // source IP → REGISTER tokens
+	failures map[string]*failure             // source IP + user → wrong passwords
+
+	rejected *metrics.CounterVec
+}
+
+type bucket struct {
+	tokens float64
+	last   time.Time
+}
+
+type failure struct {
+	n      int
+	last   time.Time
+	locked time.Time // until
+}
+
+func newRegistrar(r *Relay, creds *credentials) *registrar {
+	return &registrar{
+		r:        r,
+		creds:    creds,
+		nonces:   newNonceMaker(),
+		byUser:   map[string]map[string]*binding{},
+		buckets:  map[string]*bucket{},
+		failures: map[string]*failure{},
+		rejected: r.reg.NewCounterVec("mediarelay_register_rejected_total",
+			"REGISTERs refused, by reason (throttled, auth_failed, locked_out, forbidden).", "reason"),
+	}
+}
+
+func sourceIP(src string) string {
+	h, _, err := net.SplitHostPort(src)
+	if err != nil {
+		return src
+	}
+	return h
+}
+
+// allow takes a token from ip's bucket.
+func (g *registrar) allow(ip string, now time.Time) bool {
+	rate := float64(g.r.cfg.SIP.RegisterRate)
+	burst := float64(g.r.cfg.SIP.RegisterBurst)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	b := g.buckets[ip]
+	if b == nil {
+		if len(g.buckets) > 100000 {
+			g.pruneLocked(now)
+		}
+		b = &bucket{tokens: burst, last: now}
+		g.buckets[ip] = b
+	}
+	b.tokens = min(burst, b.tokens+now.Sub(b.last).Seconds()*rate)
+	b.last = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}
+
+// pruneLocked forgets full buckets and old failures so the maps stay small.
+func (g *registrar) pruneLocked(now time.Time) {
+	burst := float64(g.r.cfg.SIP.RegisterBurst)
+	rate := float64(g.r.cfg.SIP.RegisterRate)
+	for ip, b := range g.buckets {
+		if b.tokens+now.Sub(b.last).Seconds()*rate >= burst {
+			delete(g.buckets, ip)
+		}
+	}
+	for k, f := range g.failures {
+		if now.After(f.locked) && now.Sub(f.last) > g.r.cfg.SIP.AuthLockout {
+			delete(g.failures, k)
+		}
+	}
+}
+
+func (g *registrar) lockedOut(ip, user string, now time.Time) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	f := g.failures[ip+"\x00"+user]
+	return f != nil && now.Before(f.locked)
+}
+
+// fail records a wrong password and reports whether the source is now locked out.
+func (g *registrar) fail(ip, user string, now time.Time) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	k := ip + "\x00" + user
+	f := g.failures[k]
+	if f == nil || now.Sub(f.last) > g.r.cfg.SIP.AuthLockout {
+		f = &failure{}
+		g.failures[k] = f
+	}
+	f.n++
+	f.last = now
+	if f.n >= g.r.cfg.SIP.AuthFailures {
+		f.locked = now.Add(g.r.cfg.SIP.AuthLockout)
+		f.n = 0
+		return true
+	}
+	return false
+}
+
+func (g *registrar) succeed(ip, user string) {
+	g.mu.Lock()
+	delete(g.failures, ip+"\x00"+user)
+	g.mu.Unlock()
+}
+
+// authenticate checks req's credentials, answering it when they do not
+// pass. It returns the authenticated user, or "" when it has responded.
+func (g *registrar) authenticate(req *sip.Request, tx sip.ServerTransaction, claimed string) string {
+	now := time.Now()
+	ip := sourceIP(req.Source())
+	if g.lockedOut(ip, claimed, now) {
+		g.rejected.With("locked_out").Inc()
+		respond(tx, req, 403, "Forbidden")
+		return ""
+	}
+	var res digestResult
+	var user string
+	if h := req.GetHeader("Authorization"); h != nil {
+		res, user = g.creds.verify(g.nonces, h.Value(), req.Method.String(), ip, now)
+	}
+	switch res {
+	case digestOK:
+		if user != claimed {
+			g.rejected.With("forbidden").Inc()
+			respond(tx, req, 403, "Forbidden")
+			return ""
+		}
+		g.succeed(ip, user)
+		return user
+	case digestWrong:
+		g.rejected.With("auth_failed").Inc()
+		if g.fail(ip, claimed, now) {
+			g.r.log.Warn("registration locked out after wrong passwords", "user", claimed, "source", ip)
+			respond(tx, req, 403, "Forbidden")
+			return ""
+		}
+	}
+	g.challenge(req, tx, ip, res == digestStale, now)
+	return ""
+}
+
+func (g *registrar) challenge(req *sip.Request, tx sip.ServerTransaction, ip string, stale bool, now time.Time) {
+	res := sip.NewResponseFromRequest(req, 401, "Unauthorized", nil)
+	for _, c := range challenges(g.creds.realm, g.nonces.make(ip, now), stale) {
+		res.AppendHeader(sip.NewHeader("WWW-Authenticate", c))
+	}
+	_ = tx.Respond(res)
+}
+
+func (r *Relay) onRegister(req *sip.Request, tx sip.ServerTransaction) {
+	r.countRequest(req)
+	g := r.registrar
+	now := time.Now()
+	switch strings.ToLower(req.Transport()) {
+	case "ws", "wss":
+	default:
+		g.rejected.With("forbidden").Inc()
+		respond(tx, req, 403, "Forbidden", sip.NewHeader("Warning", `399 mediarelay "browsers register over WebSocket"`))
+		return
+	}
+	ip := sourceIP(req.Source())
+	if !g.allow(ip, now) {
+		g.rejected.With("throttled").Inc()
+		respond(tx, req, 503, "Service Unavailable", sip.NewHeader("Retry-After", "5"))
+		return
+	}
+	to := req.To()
+	if to == nil || to.Address.User == "" {
+		respond(tx, req, 400, "Bad Request")
+		return
+	}
+	aor := to.Address.User
+	user := g.authenticate(req, tx, aor)
+	if user == "" {
+		return
+	}
+
+	expires := defaultExpires
+	if h := req.GetHeader("Expires"); h != nil {
+		n, err := strconv.Atoi(strings.TrimSpace(h.Value()))
+		if err != nil || n < 0 {
+			respond(tx, req, 400, "Bad Request")
+			return
+		}
+		expires = time.Duration(n) * time.Second
+	}
+	contacts := req.GetHeaders("Contact")
+	var changes []func()
+	for _, h := range contacts {
+		if strings.TrimSpace(h.Value()) == "*" {
+			if expires != 0 || len(contacts) != 1 {
+				respond(tx, req, 400, "Bad Request")
+				return
+			}
+			changes = append(changes, func() { g.removeUser(user) })
+			continue
+		}
+		var ch sip.ContactHeader
+		if ct, ok := h.(*sip.ContactHeader); ok {
+			ch = *ct.Clone()
+		} else if _, err := sip.ParseAddressValue(h.Value(), &ch.Address, &ch.Params); err != nil {
+			respond(tx, req, 400, "Bad Request")
+			return
+		}
+		exp := expires
+		if ch.Params != nil {
+			if v, ok := ch.Params.Get("expires"); ok {
+				n, err := strconv.Atoi(v)
+				if err != nil || n < 0 {
+					respond(tx, req, 400, "Bad Request")
+					return
+				}
+				exp = time.Duration(n) * time.Second
+			}
+		}
+		if exp > 0 && exp < minExpires {
+			respond(tx, req, 423, "Interval Too Brief", sip.NewHeader("Min-Expires", strconv.Itoa(int(minExpires.Seconds()))))
+			return
+		}
+		exp = min(exp, r.cfg.SIP.RegisterMaxExpires)
+		b := &binding{
+			user: user, contact: ch, key: contactKey(ch.Address), source: req.Source(),
+			transport: strings.ToLower(req.Transport()), expires: now.Add(exp),
+			callID: req.CallID().Value(), cseq: req.CSeq().SeqNo,
+		}
+		if exp == 0 {
+			changes = append(changes, func() { g.remove(user, b.key) })
+		} else {
+			changes = append(changes, func() { g.add(b) })
+		}
+	}
+	for _, f := range changes {
+		f()
+	}
+	res := sip.NewResponseFromRequest(req, 200, "OK", nil)
+	for _, b := range g.lookup(user) {
+		c := b.contact.Clone()
+		if c.Params == nil {
+			c.Params = sip.NewParams()
+		}
+		c.Params.Remove("expires")
+		c.Params.Add("expires", strconv.Itoa(int(time.Until(b.expires).Round(time.Second).Seconds())))
+		res.AppendHeader(c)
+	}
+	res.AppendHeader(sip.NewHeader("Date", now.UTC().Format(time.RFC1123)))
+	_ = tx.Respond(res)
+	r.log.Debug("registered", "user", user, "bindings", len(g.lookup(user)), "source", req.Source())
+}
+
+// contactKey names a device: its contact URI without parameters that may
+// change between refreshes.
+func contactKey(u sip.Uri) string {
+	return strings.ToLower(u.User + "@" + u.HostPort())
+}
+
+func (g *registrar) add(b *binding) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	m := g.byUser[b.user]
+	if m == nil {
+		m = map[string]*binding{}
+		g.byUser[b.user] = m
+	}
+	if old := m[b.key]; old != nil && old.callID == b.callID && b.cseq < old.cseq {
+		return // out of order
+	}
+	m[b.key] = b
+}
+
+func (g *registrar) remove(user, key string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if m := g.byUser[user]; m != nil {
+		delete(m, key)
+		if len(m) == 0 {
+			delete(g.byUser, user)
+		}
+	}
+}
+
+func (g *registrar) removeUser(user string) {
+	g.mu.Lock()
+	delete(g.byUser, user)
+	g.mu.Unlock()
+}
+
+// lookup returns user's live bindings, newest expiry first.
+func (g *registrar) lookup(user string) []*binding {
+	now := time.Now()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var out []*binding
+	for k, b := range g.byUser[user] {
+		if now.After(b.expires) {
+			delete(g.byUser[user], k)
+			continue
+		}
+		out = append(out, b)
+	}
+	if m := g.byUser[user]; m != nil && len(m) == 0 {
+		delete(g.byUser, user)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].expires.After(out[j].expires) })
+	return out
+}
+
+// connClosed drops every registration made over the WebSocket from source.
+func (g *registrar) connClosed(source string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for user, m := range g.byUser {
+		for k, b := range m {
+			if b.source == source {
+				delete(m, k)
+				g.r.log.Debug("registration ended with its websocket", "user", user, "source", source)
+			}
+		}
+		if len(m) == 0 {
+			delete(g.byUser, user)
+		}
+	}
+}
+
+// Registered returns how many devices user has registered (for tests and status).
+func (r *Relay) Registered(user string) int { return len(r.registrar.lookup(user)) }
+
+// closeNotifyConn tells the registrar when a WebSocket connection ends.
+type closeNotifyConn struct {
+	net.Conn
+	once    sync.Once
+	onClose func(remote string)
+}
+
+func (c *closeNotifyConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if err != nil {
+		c.notify()
+	}
+	return n, err
+}
+
+func (c *closeNotifyConn) Close() error {
+	c.notify()
+	return c.Conn.Close()
+}
+
+func (c *closeNotifyConn) notify() {
+	c.once.Do(func() {
+		if c.onClose != nil {
+			c.onClose(c.Conn.RemoteAddr().String())
+		}
+	})
+}
