@@ -62,6 +62,7 @@ type Call struct {
 	bridge       *transcode.Bridge
 	mediaUp      bool
 	mediaWG      sync.WaitGroup
+	sec          callSecurity // SIP leg encryption (sdes.go, dtls.go)
 
 	start, answered time.Time
 
@@ -106,6 +107,10 @@ func (c *Call) setupMedia(answer sdp.Audio) error {
 		return err
 	}
 	c.plan = plan
+	// Keys go in before the leg has a remote (and so before it reads).
+	if err := c.secureAnswer(answer); err != nil {
+		return err
+	}
 	web, answerSDP, err := c.r.webrtc.Answer(c.browserOffer, plan.BrowserCodec)
 	if err != nil {
 		return err
@@ -223,6 +228,11 @@ func (c *Call) watch() {
 			c.hangup(endICEFailed, 0, "")
 			return
 		case now := <-t.C:
+			if c.srtpAuthFailing() {
+				c.log.Warn("trunk's SRTP keeps failing authentication; ending the call")
+				c.hangup(endSRTPAuth, 0, "")
+				return
+			}
 			if timeout <= 0 || c.onHold() {
 				continue
 			}

@@ -120,7 +120,7 @@ func (r *Relay) outbound(req *sip.Request, tx sip.ServerTransaction) {
 	c.rtp, err = media.NewRTPLeg(media.RTPLegOptions{
 		Ports:    r.ports,
 		Latching: r.cfg.Media.Latching,
-		OnDrop:   r.countDrop,
+		OnDrop:   c.onRTPDrop,
 		Logger:   c.log,
 	})
 	if err != nil {
@@ -130,14 +130,20 @@ func (r *Relay) outbound(req *sip.Request, tx sip.ServerTransaction) {
 	}
 
 	ptime := route.Ptime
-	body := sdp.Offer{
+	sdpOffer := sdp.Offer{
 		SessionID: uint64(time.Now().UnixNano()),
 		Version:   1,
 		Addr:      r.mediaAddr(),
 		Port:      int(c.rtp.LocalAddr().Port()),
 		Codecs:    offered,
 		Ptime:     ptime,
-	}.Marshal()
+	}
+	if err := c.secureOffer(&sdpOffer); err != nil {
+		c.log.Warn("trunk's SRTP policy cannot be met; not calling it", "srtp", route.SRTP, "transport", route.Transport, "err", err)
+		fail(488, "Not Acceptable Here", setupCause(err), sip.NewHeader("Warning", `399 mediarelay "SRTP policy"`))
+		return
+	}
+	body := sdpOffer.Marshal()
 
 	recipient := route.uri.Clone()
 	recipient.User = user
@@ -161,9 +167,9 @@ func (r *Relay) outbound(req *sip.Request, tx sip.ServerTransaction) {
 	var provisional atomic.Bool
 	go c.superviseInvite(ctx, cancel, &provisional)
 
-	dcs, err := r.trunkUA.Invite(ctx, *recipient, body, from, to, sip.NewHeader("Content-Type", "application/sdp"))
+	dcs, err := r.dialogUAFor(route).Invite(ctx, *recipient, body, from, to, sip.NewHeader("Content-Type", "application/sdp"))
 	if err != nil {
-		c.log.Warn("trunk unreachable", "err", err)
+		logTrunkError(c.log, route, err)
 		fail(503, "Service Unavailable", endUnreachable)
 		return
 	}
@@ -219,7 +225,7 @@ func (r *Relay) outbound(req *sip.Request, tx sip.ServerTransaction) {
 		_ = dss.WriteResponse(res)
 		r.countSetupFailure(488)
 		c.browser = nil // never established towards the browser
-		c.hangup(endNoCodec, 488, "")
+		c.hangup(setupCause(perr), 488, "")
 		return
 	}
 	go c.watch()

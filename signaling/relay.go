@@ -47,6 +47,9 @@ type Relay struct {
 	client    *sipgo.Client
 	browserUA *sipgo.DialogUA
 	trunkUA   *sipgo.DialogUA
+	// trunkTLSUA is for trunks over TLS (Contact on the TLS listener).
+	trunkTLSUA *sipgo.DialogUA
+	tls        *tlsState
 
 	ports  *media.PortAllocator
 	webrtc *media.WebRTC
@@ -66,7 +69,7 @@ type Relay struct {
 	byDialog map[string]*Call // by either leg's dialog id
 	wg       sync.WaitGroup
 
-	httpAddr, udpAddr, tcpAddr net.Addr
+	httpAddr, udpAddr, tcpAddr, tlsAddr net.Addr
 
 	httpSrv *http.Server
 	demux   *httpDemux
@@ -79,6 +82,7 @@ func New(cfg config.Config, log *slog.Logger) (*Relay, error) {
 	if log == nil {
 		log = slog.Default()
 	}
+	log = redactLogger(log) // no SRTP key in any log line
 	r := &Relay{
 		cfg:      cfg,
 		log:      log,
@@ -205,7 +209,14 @@ func (r *Relay) open(ctx context.Context) error {
 		r.closers = append(r.closers, r.cdr.Close)
 	}
 
-	r.ua, err = sipgo.NewUA(sipgo.WithUserAgent("mediarelay"), sipgo.WithUserAgentHostname(r.host))
+	if r.tls, err = newTLSState(r.cfg, r.log); err != nil {
+		return err
+	}
+	sipLog := r.log.With("component", "sip")
+	r.ua, err = sipgo.NewUA(sipgo.WithUserAgent("mediarelay"), sipgo.WithUserAgentHostname(r.host),
+		sipgo.WithUserAgenTLSConfig(r.tls.clientConfig()),
+		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(sipLog)),
+		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(sipLog)))
 	if err != nil {
 		return fmt.Errorf("sip user agent: %w", err)
 	}
@@ -238,6 +249,12 @@ func (r *Relay) open(ctx context.Context) error {
 		r.tcpAddr = l.Addr()
 		serveTCP = func() error { return r.server.ServeTCP(l) }
 	}
+	var serveTLS func() error
+	if a := r.cfg.SIP.TLSListen; a != "" {
+		if serveTLS, err = r.listenSIPTLS(a); err != nil {
+			return err
+		}
+	}
 	if err := r.listenHTTP(); err != nil {
 		return err
 	}
@@ -263,6 +280,7 @@ func (r *Relay) open(ctx context.Context) error {
 		Client:     r.client,
 		ContactHDR: sip.ContactHeader{Address: sip.Uri{User: "mediarelay", Host: r.host, Port: sipPort}},
 	}
+	r.trunkTLSUA = r.newTrunkTLSUA()
 	r.server.OnInvite(r.onInvite)
 	r.server.OnAck(r.onAck)
 	r.server.OnBye(r.onBye)
@@ -289,6 +307,9 @@ func (r *Relay) open(ctx context.Context) error {
 	if serveTCP != nil {
 		go r.serveLog("tcp", serveTCP)
 	}
+	if serveTLS != nil {
+		go r.serveLog("tls", serveTLS)
+	}
 	go r.demux.serve()
 	go r.serveLog("http", func() error { return r.httpSrv.Serve(r.demux.http) })
 	go r.serveLog("ws", func() error { return r.server.ServeWS(r.demux.ws) })
@@ -302,12 +323,8 @@ func (r *Relay) listenHTTP() error {
 	}
 	r.httpAddr = l.Addr()
 	if r.cfg.HTTP.TLSCert != "" {
-		cert, err := tls.LoadX509KeyPair(r.cfg.HTTP.TLSCert, r.cfg.HTTP.TLSKey)
-		if err != nil {
-			l.Close()
-			return fmt.Errorf("http.tls_cert: %w", err)
-		}
-		l = tls.NewListener(l, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+		// The certificate was loaded by newTLSState and reloads with it.
+		l = tls.NewListener(l, r.tls.httpConfig())
 	}
 	r.demux = newHTTPDemux(l)
 	r.demux.onWSClose = r.registrar.connClosed
@@ -359,6 +376,9 @@ func (r *Relay) SIPUDPAddr() net.Addr { return r.udpAddr }
 
 // SIPTCPAddr is the address of the SIP TCP listener (after Ready), or nil.
 func (r *Relay) SIPTCPAddr() net.Addr { return r.tcpAddr }
+
+// SIPTLSAddr is the address of the SIP TLS listener (after Ready), or nil.
+func (r *Relay) SIPTLSAddr() net.Addr { return r.tlsAddr }
 
 // ActiveCalls is the number of calls in progress.
 func (r *Relay) ActiveCalls() int {

@@ -50,7 +50,17 @@ type SIP struct {
 	TLSListen string `yaml:"tls_listen"`
 	TLSCert   string `yaml:"tls_cert"`
 	TLSKey    string `yaml:"tls_key"`
-	TLSCA     string `yaml:"tls_ca"`
+	TLSCA     string `yaml:"tls_ca"` // PEM bundle: trunks' servers and (with TLSRequireClientCert) clients are verified against it; empty means the system roots for trunks
+	// TLSClientCert and TLSClientKey, when set, are presented to trunks
+	// that ask for a client certificate (mutual TLS).
+	TLSClientCert string `yaml:"tls_client_cert"`
+	TLSClientKey  string `yaml:"tls_client_key"`
+	// TLSRequireClientCert makes the TLS listener demand a client
+	// certificate that verifies against TLSCA.
+	TLSRequireClientCert bool `yaml:"tls_require_client_cert"`
+	// TLSInsecureSkipVerify turns off verification of trunks' TLS
+	// certificates. Anyone on the path can then read SDES keys: test only.
+	TLSInsecureSkipVerify bool `yaml:"tls_insecure_skip_verify"`
 	// Host is the address the relay puts in Via and Contact towards trunks;
 	// empty means the media public IP, else the bind IP, else 127.0.0.1.
 	Host string `yaml:"host"`

@@ -97,6 +97,15 @@ func (c Config) Validate() error {
 	if c.SIP.TLSListen != "" && (c.SIP.TLSCert == "" || c.SIP.TLSKey == "") {
 		v.add("sip.tls_listen", "needs sip.tls_cert and sip.tls_key")
 	}
+	switch {
+	case c.SIP.TLSClientCert != "" && c.SIP.TLSClientKey == "":
+		v.add("sip.tls_client_key", "is required with sip.tls_client_cert")
+	case c.SIP.TLSClientCert == "" && c.SIP.TLSClientKey != "":
+		v.add("sip.tls_client_cert", "is required with sip.tls_client_key")
+	}
+	if c.SIP.TLSRequireClientCert && c.SIP.TLSCA == "" {
+		v.add("sip.tls_require_client_cert", "needs sip.tls_ca to verify client certificates against")
+	}
 	if c.SIP.UDPListen == "" && c.SIP.TCPListen == "" && c.SIP.TLSListen == "" {
 		v.add("sip.udp_listen", "no SIP listener: set at least one of sip.udp_listen, sip.tcp_listen, sip.tls_listen")
 	}
