@@ -157,9 +157,26 @@ func (cl *Client) Close() {
 // SetMeasuring turns delay sampling on or off.
 func (cl *Client) SetMeasuring(on bool) { cl.measuring.Store(on) }
 
-// Run is the one sender goroutine: every 20 ms it writes the next frame of
-// every active call. It returns when ctx ends.
-func (cl *Client) Run(ctx context.Context) {
+// Run sends media until ctx ends: senders goroutines (normally one), each
+// writing, every 20 ms, the next frame of its share of the active calls. A
+// call always belongs to the same sender (by index), so its packet state is
+// never touched by two goroutines.
+func (cl *Client) Run(ctx context.Context, senders int) {
+	if senders < 1 {
+		senders = 1
+	}
+	var wg sync.WaitGroup
+	for k := range senders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cl.sendLoop(ctx, k, senders)
+		}()
+	}
+	wg.Wait()
+}
+
+func (cl *Client) sendLoop(ctx context.Context, shard, shards int) {
 	const ptime = 20 * time.Millisecond
 	next := time.Now()
 	timer := time.NewTimer(ptime)
@@ -183,7 +200,7 @@ func (cl *Client) Run(ctx context.Context) {
 		cl.mu.Unlock()
 		t0 := time.Now()
 		for _, c := range calls {
-			if !c.sending.Load() {
+			if c.idx%shards != shard || !c.sending.Load() {
 				continue
 			}
 			cl.sendFrame(c)

@@ -41,6 +41,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		setupTmo    = fs.Duration("setup-timeout", 15*time.Second, "per-call limit for INVITE to first audio")
 		verbose     = fs.Bool("v", false, "debug logging")
 		relayLogOut = fs.String("relay-log", "", "file for the spawned relays' logs (default: discarded unless -v)")
+		senders     = fs.Int("senders", 1, "sender goroutines writing media (each serves a fixed share of the calls every 20 ms)")
 		relayBin    = fs.String("relay-bin", "", "mediarelay binary for --spawn (default: this executable if it is mediarelay, else go build)")
 	)
 	if err := fs.Parse(args); err != nil {
@@ -106,7 +107,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	defer client.Close()
 	sendCtx, stopSend := context.WithCancel(ctx)
 	defer stopSend()
-	go client.Run(sendCtx)
+	go client.Run(sendCtx, *senders)
 
 	var relayLog io.Writer = io.Discard
 	if *verbose {
