@@ -208,12 +208,14 @@ func (r *Relay) outbound(req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 
+	// ACK first: a DTLS-SRTP trunk may wait for it before its handshake,
+	// which setupMedia waits for.
+	if ackErr := dcs.Ack(context.Background()); ackErr != nil {
+		c.log.Warn("ack to trunk failed", "err", ackErr)
+	}
 	_, ans, perr := sdp.Parse(dcs.InviteResponse.Body())
 	if perr == nil {
 		perr = c.setupMedia(ans)
-	}
-	if ackErr := dcs.Ack(context.Background()); ackErr != nil {
-		c.log.Warn("ack to trunk failed", "err", ackErr)
 	}
 	c.trunkDialogID = dcs.ID
 	r.indexDialog(c, dcs.ID)

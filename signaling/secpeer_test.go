@@ -30,6 +30,7 @@ import (
 
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
+	"github.com/pion/dtls/v3/pkg/crypto/selfsign"
 	"github.com/pion/srtp/v3"
 
 	"github.com/mediarelay/mediarelay/media"
@@ -226,6 +227,8 @@ type secTrunk struct {
 	plain        bool   // answer RTP/AVP without crypto
 	cryptoAnyway bool   // answer with crypto even to a plain offer
 	wrongKey     bool   // encrypt the echo with a key other than the answered one
+	dtlsMode     bool   // answer UDP/TLS/RTP/SAVP and do DTLS-SRTP (setup:active)
+	wrongFP      bool   // announce a fingerprint that is not its certificate's
 	echo         bool
 
 	mu       sync.Mutex
@@ -238,6 +241,7 @@ type secTrunk struct {
 	// media of the last call
 	decOK, decFail atomic.Int64
 	media          chan secMedia
+	dtlsErr        atomic.Pointer[error]
 	answerCrypto   string // the a=crypto value it answered (holds its key)
 }
 
@@ -257,6 +261,7 @@ func newSecTrunk(t *testing.T, transport string, serverTLS *tls.Config) *secTrun
 	u.srv, _ = sipgo.NewServer(u.ua)
 	cli, _ := sipgo.NewClient(u.ua, sipgo.WithClientHostname("127.0.0.1"))
 	var closer io.Closer
+	var serve func() // started once the handlers are in place
 	switch transport {
 	case "tls":
 		l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -265,7 +270,7 @@ func newSecTrunk(t *testing.T, transport string, serverTLS *tls.Config) *secTrun
 		}
 		closer = l
 		u.addr = l.Addr().String()
-		go func() { _ = u.srv.ServeTLS(tls.NewListener(l, serverTLS)) }()
+		serve = func() { _ = u.srv.ServeTLS(tls.NewListener(l, serverTLS)) }
 	default:
 		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 		if err != nil {
@@ -273,7 +278,7 @@ func newSecTrunk(t *testing.T, transport string, serverTLS *tls.Config) *secTrun
 		}
 		closer = pc
 		u.addr = pc.LocalAddr().String()
-		go func() { _ = u.srv.ServeUDP(pc) }()
+		serve = func() { _ = u.srv.ServeUDP(pc) }
 	}
 	host, port := splitHostPort(u.addr)
 	contact := sip.Uri{User: "trunk", Host: host, Port: port}
@@ -295,6 +300,7 @@ func newSecTrunk(t *testing.T, transport string, serverTLS *tls.Config) *secTrun
 		}
 		u.byes <- struct{}{}
 	})
+	go serve()
 	t.Cleanup(func() {
 		closer.Close()
 		u.mu.Lock()
@@ -371,7 +377,25 @@ func (u *secTrunk) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 
 	// Pick the relay's crypto line and answer with a fresh key of ours.
 	var dec, enc *srtp.Context
-	if !u.plain {
+	var dtlsOpts *media.DTLSOptions
+	if u.dtlsMode {
+		cert, _ := selfsign.GenerateSelfSigned()
+		announced := cert
+		if u.wrongFP {
+			announced, _ = selfsign.GenerateSelfSigned()
+		}
+		fp, _ := media.Fingerprint(announced, "sha-256")
+		ans.Proto = "UDP/TLS/RTP/SAVP"
+		ans.Extra = []string{"fingerprint:" + fp, "setup:active"}
+		var theirHash, theirFP string
+		for _, a := range offer.Attrs {
+			if a.Key == "fingerprint" {
+				theirHash, theirFP, _ = sdp.ParseFingerprint(a.Value)
+			}
+		}
+		dtlsOpts = &media.DTLSOptions{Certificate: cert, Client: true, FingerprintHash: theirHash, Fingerprint: theirFP,
+			Remote: netip.AddrPortFrom(offer.Addr, uint16(offer.Port)), Timeout: 5 * time.Second}
+	} else if !u.plain {
 		var theirs sdp.Crypto
 		found := false
 		for _, line := range offer.Crypto {
@@ -426,7 +450,7 @@ func (u *secTrunk) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	var lastMu sync.Mutex
 	var last []byte
 	reported := false
-	go func() {
+	echoLoop := func() {
 		buf := make([]byte, 1500)
 		for {
 			n, from, err := conn.ReadFromUDPAddrPort(buf)
@@ -460,7 +484,21 @@ func (u *secTrunk) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 				_, _ = conn.WriteToUDPAddrPort(pkt, from)
 			}
 		}
-	}()
+	}
+	if dtlsOpts == nil {
+		go echoLoop()
+	} else {
+		go func() {
+			keys, err := media.DTLSKeys(context.Background(), conn, *dtlsOpts)
+			if err != nil {
+				u.dtlsErr.Store(&err)
+				return
+			}
+			dec, _ = srtpContextProfile(keys.Profile, keys.RemoteKey)
+			enc, _ = srtpContextProfile(keys.Profile, keys.LocalKey)
+			echoLoop()
+		}()
+	}
 	go func() {
 		<-d.Context().Done()
 		conn.Close()
@@ -469,6 +507,10 @@ func (u *secTrunk) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 	u.answered <- struct{}{}
+}
+
+func srtpContextProfile(p srtp.ProtectionProfile, keySalt []byte) (*srtp.Context, error) {
+	return srtpContext(p, keySalt)
 }
 
 func srtpContext(p srtp.ProtectionProfile, keySalt []byte) (*srtp.Context, error) {
