@@ -15,10 +15,11 @@ import (
 )
 
 // Session timers (RFC 4028) on the trunk leg.
-const (
-	minSE          = 90 * time.Second
-	endSessionTime = "session_expired"
-)
+const endSessionTime = "session_expired"
+
+// minSE is the shortest session interval the relay accepts (RFC 4028's
+// 90 s; a variable so tests can shorten it).
+var minSE = 90 * time.Second
 
 // midCallState is what changes during a call: hold, SDP versions, the
 // session timer.
@@ -208,6 +209,11 @@ func (c *Call) offerIn(s side, req *sip.Request) (string, int, string) {
 		return "", 400, ""
 	}
 	dir := normDir(a)
+	if s == sideBrowser {
+		// WebRTC SDP always says c=0.0.0.0 (ICE decides); only the
+		// attribute counts.
+		dir = firstNonEmpty(a.Direction, "sendrecv")
+	}
 	if s == sideTrunk {
 		if _, ok := a.Find(c.plan.SIPCodec.Name); !ok {
 			// The relay keeps the codec it negotiated; a trunk that drops

@@ -192,6 +192,11 @@ func (p *regPhone) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 			return
 		}
 	}
+	tx.OnCancel(func(c *sip.Request) {
+		p.mu.Lock()
+		p.cancels = append(p.cancels, c)
+		p.mu.Unlock()
+	})
 	p.mu.Lock()
 	p.invites = append(p.invites, req)
 	code, delay, never := p.code, p.delay, p.never

@@ -313,6 +313,7 @@ func (r *Relay) open(ctx context.Context) error {
 	go r.demux.serve()
 	go r.serveLog("http", func() error { return r.httpSrv.Serve(r.demux.http) })
 	go r.serveLog("ws", func() error { return r.server.ServeWS(r.demux.ws) })
+	r.startTrunkRegistrations(ctx) // trunkreg.go
 	return nil
 }
 

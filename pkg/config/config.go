@@ -156,6 +156,11 @@ type Trunk struct {
 	// INVITEs from sources not listed authenticate with digest instead.
 	InboundUsername string `yaml:"inbound_username"`
 	InboundPassword string `yaml:"inbound_password"`
+	// Register makes the relay REGISTER to the trunk as RegisterUser
+	// (default Username) with Username and Password, keeping it refreshed.
+	Register        bool          `yaml:"register"`
+	RegisterUser    string        `yaml:"register_user"`
+	RegisterExpires time.Duration `yaml:"register_expires"` // asked for; 0 means 1h
 }
 
 // Default returns the embedded defaults: a demo relay on loopback with the echo endpoint.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"time"
 )
 
 // validateUsers checks users, the registrar settings and DIDs.
@@ -70,6 +71,12 @@ func validateTrunkInbound(v *validator, p string, t Trunk) {
 	}
 	if (t.InboundUsername == "") != (t.InboundPassword == "") {
 		v.add(p+"inbound_username", "inbound_username and inbound_password go together")
+	}
+	if t.Register && t.Username == "" && t.RegisterUser == "" {
+		v.add(p+"register", "needs username (or register_user) and password")
+	}
+	if t.RegisterExpires < 0 || (t.RegisterExpires > 0 && t.RegisterExpires < 10*time.Second) {
+		v.add(p+"register_expires", "%s is not 0 (one hour) or at least 10s", t.RegisterExpires)
 	}
 }
 

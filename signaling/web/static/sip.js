@@ -196,7 +196,12 @@ export function digestAuthorization({ method, uri, user, password, challenge, cn
 /** Returns the [header, value] answering a 401 or 407 response to method on uri. */
 function authHeader(res, method, uri, user, password) {
   const proxy = res.status === 407;
-  const challenge = res.get(proxy ? 'proxy-authenticate' : 'www-authenticate');
+  // A server may offer several algorithms (RFC 8760: SHA-256 first); this
+  // UA answers the MD5 one.
+  const all = res.getAll(proxy ? 'proxy-authenticate' : 'www-authenticate');
+  const challenge = all.find((v) => {
+    try { return (parseChallenge(v).get('algorithm') || 'MD5').toUpperCase() === 'MD5'; } catch { return false; }
+  }) ?? all[0];
   return [proxy ? 'Proxy-Authorization' : 'Authorization',
     digestAuthorization({ method, uri, user, password, challenge })];
 }
