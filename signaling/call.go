@@ -78,6 +78,9 @@ type Call struct {
 
 	// abort stops a call that is still being set up (cancels the INVITE).
 	abort context.CancelCauseFunc
+	// browserRejected is set when the browser got a final failure although
+	// the trunk answered: its dialog never existed, so no BYE goes there.
+	browserRejected atomic.Bool
 	// stopWhy says why the INVITE was cancelled, when the relay did it.
 	stopWhy atomic.Pointer[error]
 
@@ -278,7 +281,7 @@ func (c *Call) hangup(cause string, code int, reason string) {
 			if cause != endNormalTrunk && c.trunk != nil {
 				bye(c.trunk.Bye, "trunk")
 			}
-			if cause != endNormalBrowser && c.browser != nil {
+			if cause != endNormalBrowser && c.browser != nil && !c.browserRejected.Load() {
 				bye(c.browser.Bye, "browser")
 			}
 			c.byeInbound(cause, bye)

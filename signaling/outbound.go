@@ -165,7 +165,7 @@ func (r *Relay) outbound(req *sip.Request, tx sip.ServerTransaction) {
 	defer cancel(nil)
 	c.abort = cancel
 	var provisional atomic.Bool
-	go c.superviseInvite(ctx, cancel, &provisional)
+	go c.superviseInvite(ctx, dss.Context(), cancel, &provisional)
 
 	dcs, err := r.dialogUAFor(route).Invite(ctx, *recipient, body, from, to, sip.NewHeader("Content-Type", "application/sdp"))
 	if err != nil {
@@ -226,7 +226,7 @@ func (r *Relay) outbound(req *sip.Request, tx sip.ServerTransaction) {
 		res := sip.NewResponseFromRequest(dss.InviteRequest, 488, "Not Acceptable Here", nil)
 		_ = dss.WriteResponse(res)
 		r.countSetupFailure(488)
-		c.browser = nil // never established towards the browser
+		c.browserRejected.Store(true) // no BYE: the browser got a final failure
 		c.hangup(setupCause(perr), 488, "")
 		return
 	}
@@ -242,7 +242,7 @@ func (r *Relay) outbound(req *sip.Request, tx sip.ServerTransaction) {
 // superviseInvite cancels the INVITE when the browser cancels, the trunk
 // does not respond in time, or it rings too long. Without a provisional
 // response a CANCEL may not be sent, so the wait is abandoned instead.
-func (c *Call) superviseInvite(ctx context.Context, cancel context.CancelCauseFunc, provisional *atomic.Bool) {
+func (c *Call) superviseInvite(ctx, browser context.Context, cancel context.CancelCauseFunc, provisional *atomic.Bool) {
 	inviteT := time.NewTimer(c.r.cfg.SIP.InviteTimeout)
 	ringT := time.NewTimer(ringTimeout)
 	defer inviteT.Stop()
@@ -251,7 +251,7 @@ func (c *Call) superviseInvite(ctx context.Context, cancel context.CancelCauseFu
 		select {
 		case <-ctx.Done():
 			return
-		case <-c.browser.Context().Done():
+		case <-browser.Done():
 			c.stop(cancel, errBrowserCancel, !provisional.Load())
 			return
 		case <-inviteT.C:

@@ -79,6 +79,19 @@ func serve(args []string, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// SIGHUP re-reads certificates without dropping calls.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for range hup {
+			if err := relay.ReloadTLS(); err != nil {
+				log.Error("certificate reload failed; keeping the old ones", "err", err)
+			} else {
+				log.Info("certificates reloaded")
+			}
+		}
+	}()
 	if err := relay.Serve(ctx); err != nil {
 		log.Error("relay stopped", "err", err)
 		return 1
