@@ -64,6 +64,13 @@ func fmtDist(d Dist) string {
 	return fmt.Sprintf("%.1f / %.1f / %.1f", d.P50, d.P95, d.P99)
 }
 
+func fmtMs(v float64, n int) string {
+	if n == 0 {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.2f", v)
+}
+
 func fmtLoss(d DirStats) string {
 	return fmt.Sprintf("%.3f%% (%d/%d)", d.LossPct, d.Lost, d.Expected)
 }
@@ -193,7 +200,7 @@ func (r *Report) WriteTable(w io.Writer) {
 		}
 	}
 	if len(order) > 1 {
-		fmt.Fprintf(w, "\n== ladder (knee: largest step with 0 failed calls and loss <= %.2f%%) ==\n", r.KneeLossPct)
+		fmt.Fprintf(w, "\n== ladder (knee: largest step with 0 failed calls, loss and relay rcvbuf drops <= %.2f%%) ==\n", r.KneeLossPct)
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "target\tcalls\tfailed\tloss up/down %\tsetup p95 ms\tdelay up p50 ms\trelay µs/call-s\tcalls/core\tloadgen µs/call-s\tsend rate %\trelay drops")
 		for _, t := range r.Targets {
@@ -202,8 +209,8 @@ func (r *Report) WriteTable(w io.Writer) {
 					fmt.Fprintf(tw, "%s\t%d\tnot supported: %s\n", t.Target, x.Calls, x.Unsupported)
 					continue
 				}
-				fmt.Fprintf(tw, "%s\t%d\t%d\t%.3f / %.3f\t%.1f\t%.2f\t%.0f\t%.0f\t%.0f\t%.1f\t%d\n", t.Target, x.Calls, x.Failed, x.Up.LossPct, x.Down.LossPct,
-					x.SetupMs.P95, x.Up.DelayMs.P50, x.Relay.CPUMicrosPerCallS, x.Relay.CallsPerCore, x.LoadGen.CPUMicrosPerCallS, x.SendRatePct, x.RelayUDPDrops)
+				fmt.Fprintf(tw, "%s\t%d\t%d\t%.3f / %.3f\t%.1f\t%s\t%.0f\t%.0f\t%.0f\t%.1f\t%d\n", t.Target, x.Calls, x.Failed, x.Up.LossPct, x.Down.LossPct,
+					x.SetupMs.P95, fmtMs(x.Up.DelayMs.P50, x.Up.DelayMs.N), x.Relay.CPUMicrosPerCallS, x.Relay.CallsPerCore, x.LoadGen.CPUMicrosPerCallS, x.SendRatePct, x.RelayUDPDrops)
 			}
 		}
 		tw.Flush()

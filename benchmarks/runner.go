@@ -108,8 +108,23 @@ type Result struct {
 const minSendRatePct = 97
 
 // Clean reports whether the run had no failed calls and loss within maxLossPct.
+//
+// Datagrams the relay's kernel dropped for a full receive buffer count as
+// loss too: a transcoding relay sends on its own clock and conceals what it
+// lost, so the far end may see no gap at all.
 func (r *Result) Clean(maxLossPct float64) bool {
-	return r.Unsupported == "" && r.Failed == 0 && r.Up.LossPct <= maxLossPct && r.Down.LossPct <= maxLossPct && !r.LoadGenLimited()
+	return r.Unsupported == "" && r.Failed == 0 && r.Up.LossPct <= maxLossPct && r.Down.LossPct <= maxLossPct &&
+		r.RelayDropPct() <= maxLossPct && !r.LoadGenLimited()
+}
+
+// RelayDropPct is the relay's receive-buffer drops as a percentage of the
+// packets it should have received in the window (both directions).
+func (r *Result) RelayDropPct() float64 {
+	n := r.Up.Expected + r.Down.Expected
+	if n == 0 {
+		return 0
+	}
+	return 100 * float64(r.RelayUDPDrops) / float64(n)
 }
 
 // LoadGenLimited reports whether the load client could not keep the send rate.
