@@ -31,6 +31,7 @@ type trunkUAC struct {
 	mu      sync.Mutex
 	dcs     *sipgo.DialogClientSession
 	reinv   []*sip.Request
+	notifys []string
 	byes    chan struct{}
 	rtpConn *net.UDPConn
 	remote  netip.AddrPort
@@ -73,6 +74,12 @@ func newTrunkUAC(t *testing.T) *trunkUAC {
 		_ = tx.Respond(res)
 	})
 	srv.OnAck(func(req *sip.Request, tx sip.ServerTransaction) {})
+	srv.OnNotify(func(req *sip.Request, tx sip.ServerTransaction) {
+		u.mu.Lock()
+		u.notifys = append(u.notifys, strings.TrimSpace(string(req.Body())))
+		u.mu.Unlock()
+		_ = tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
+	})
 	go func() { _ = srv.ServeUDP(pc) }()
 	u.rtpConn, err = net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {

@@ -54,6 +54,8 @@ func (c *Call) mediaSince() time.Time {
 
 func (r *Relay) registerMidCall() {
 	r.server.OnUpdate(r.onUpdate)
+	r.server.OnRefer(r.onRefer)   // transfer.go
+	r.server.OnNotify(r.onNotify) // transfer.go
 }
 
 // normDir reads an SDP's direction; a 0.0.0.0 connection address is the

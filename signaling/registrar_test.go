@@ -67,6 +67,8 @@ type regPhone struct {
 	byes    chan struct{}
 	ringing chan struct{}
 	pauseEc bool
+	track   *webrtc.TrackLocalStaticRTP
+	rx      chan *rtp.Packet
 }
 
 func newRegPhone(t *testing.T, r *Relay, user, device string, codecs ...string) *regPhone {
@@ -75,7 +77,7 @@ func newRegPhone(t *testing.T, r *Relay, user, device string, codecs ...string) 
 		codecs = []string{"PCMU"}
 	}
 	p := &regPhone{t: t, r: r, user: user, device: device, codecs: codecs,
-		conn: make(chan struct{}, 4), byes: make(chan struct{}, 4), ringing: make(chan struct{}, 4)}
+		conn: make(chan struct{}, 4), byes: make(chan struct{}, 4), ringing: make(chan struct{}, 4), rx: make(chan *rtp.Packet, 1000)}
 	p.ua, _ = sipgo.NewUA(sipgo.WithUserAgent("regphone"), sipgo.WithUserAgentHostname(device+".invalid"))
 	srv, _ := sipgo.NewServer(p.ua)
 	p.cli, _ = sipgo.NewClient(p.ua)
@@ -282,6 +284,9 @@ func (p *regPhone) answer(offer string) (string, error) {
 	if _, err := pc.AddTrack(track); err != nil {
 		return "", err
 	}
+	p.mu.Lock()
+	p.track = track
+	p.mu.Unlock()
 	pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
 		for {
 			pkt, _, err := tr.ReadRTP()
@@ -294,6 +299,11 @@ func (p *regPhone) answer(offer string) (string, error) {
 			p.mu.Unlock()
 			if !pause {
 				_ = track.WriteRTP(pkt)
+			} else {
+				select {
+				case p.rx <- pkt:
+				default:
+				}
 			}
 		}
 	})
@@ -451,4 +461,34 @@ func TestRegisterOnlyOverWebSocket(t *testing.T) {
 	}
 }
 
-var _ = rtp.Packet{}
+// sendCheck stops echoing, sends n frames and counts those that come back
+// unchanged (the far end echoes).
+func (p *regPhone) sendCheck(n int) int {
+	p.mu.Lock()
+	p.pauseEc = true
+	track := p.track
+	p.mu.Unlock()
+	for len(p.rx) > 0 {
+		<-p.rx
+	}
+	sent := map[string]bool{}
+	seq := uint16(time.Now().UnixNano())
+	for i := 0; i < n; i++ {
+		payload := make([]byte, 160)
+		copy(payload, fmt.Sprintf("browser-%d-%04d", seq, i))
+		sent[string(payload)] = true
+		_ = track.WriteRTP(&rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: seq + uint16(i), Timestamp: uint32(i * 160)}, Payload: payload})
+		time.Sleep(20 * time.Millisecond)
+	}
+	matched := 0
+	for {
+		select {
+		case pkt := <-p.rx:
+			if sent[string(pkt.Payload)] {
+				matched++
+			}
+		case <-time.After(time.Second):
+			return matched
+		}
+	}
+}

@@ -122,7 +122,8 @@ func sippAck(n int) string {
 
 // sippExpect is a <recv> of a 200 whose text must match re.
 func sippExpect(re string) string {
-	return fmt.Sprintf(`<action><ereg regexp="%s" search_in="msg" check_it="true" assign_to="m%d"/></action>`, re, len(re))
+	// One variable for all checks: SIPp rejects a variable used only once.
+	return fmt.Sprintf(`<action><ereg regexp="%s" search_in="msg" check_it="true" assign_to="chk"/></action>`, re)
 }
 
 const sippRecvBye = `  <recv request="BYE"/>
@@ -352,4 +353,46 @@ func sippFreePort(t *testing.T) int {
 	}
 	defer c.Close()
 	return c.LocalAddr().(*net.UDPAddr).Port
+}
+
+const sippRecvNotify = `  <recv request="NOTIFY">%s</recv>
+  <send>
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+    ]]>
+  </send>
+`
+
+// TestSIPpRefer: SIPp calls the browser, then transfers it with REFER to
+// a number on another trunk; the relay reports with NOTIFY, hangs up on
+// SIPp, and the browser talks to the target (audio checked).
+func TestSIPpRefer(t *testing.T) {
+	port := sippFreePort(t)
+	target := newTrunkUAS(t)
+	r := startRelay(t, chain(withUsers("alice", "wonderland"), func(c *config.Config) {
+		c.Trunks = append(c.Trunks, config.Trunk{Name: "target", Match: "^7", Address: "sip:" + target.addr, Codecs: []string{"PCMU"}})
+	}, sippCarrier(port)))
+	p := newRegPhone(t, r, "alice", "laptop", "PCMU")
+	p.mustRegister("wonderland")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	scen := fmt.Sprintf(sippHead, "refer", "", "") + sippPause(1000) +
+		sippInDialog("REFER", 2, "Refer-To: <sip:7001@127.0.0.1>", "") +
+		`  <recv response="202"/>` + "\n" +
+		fmt.Sprintf(sippRecvNotify, sippExpect("SIP/2.0 100 Trying")) +
+		fmt.Sprintf(sippRecvNotify, sippExpect("SIP/2.0 200 OK")) +
+		sippRecvBye
+	runSIPp(t, ctx, r, port, "alice", scen)
+	if got := p.sendCheck(50); got < 40 {
+		t.Fatalf("after the transfer only %d of 50 frames came back from the target", got)
+	}
+	if r.ActiveCalls() != 1 {
+		t.Fatal("the transferred call is gone")
+	}
 }
