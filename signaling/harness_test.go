@@ -91,6 +91,7 @@ type trunkUAS struct {
 	noAnswer bool          // ring forever
 	early    bool          // 183 with SDP before the 200
 	echo     bool          // echo RTP back
+	capture  chan []byte   // if set, a copy of every RTP packet received
 	byeAfter time.Duration // hang up after answering
 
 	mu       sync.Mutex
@@ -225,6 +226,12 @@ func (u *trunkUAS) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 			n, from, err := conn.ReadFromUDPAddrPort(buf)
 			if err != nil {
 				return
+			}
+			if u.capture != nil {
+				select {
+				case u.capture <- append([]byte(nil), buf[:n]...):
+				default:
+				}
 			}
 			if u.echo {
 				_, _ = conn.WriteToUDPAddrPort(buf[:n], from)
