@@ -440,7 +440,17 @@ func TestOutboundDigestAuth(t *testing.T) {
 			if code == 401 {
 				authHdr, chalHdr = "Authorization", "WWW-Authenticate"
 			}
-			u.srv.OnInvite(func(req *sip.Request, tx sip.ServerTransaction) {
+			// The challenging front: its own socket, handing authenticated
+			// INVITEs to the trunk stand-in (whose Contact takes the dialog).
+			front, err := net.ListenPacket("udp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer front.Close()
+			fua, _ := sipgo.NewUA(sipgo.WithUserAgentHostname("127.0.0.1"))
+			defer fua.Close()
+			fsrv, _ := sipgo.NewServer(fua)
+			fsrv.OnInvite(func(req *sip.Request, tx sip.ServerTransaction) {
 				if h := req.GetHeader(authHdr); h != nil {
 					if res, _ := creds.verify(nonces, h.Value(), "INVITE", "127.0.0.1", time.Now()); res == digestOK {
 						mu.Lock()
@@ -457,8 +467,9 @@ func TestOutboundDigestAuth(t *testing.T) {
 				res.AppendHeader(sip.NewHeader(chalHdr, challenges("carrier", nonces.make("127.0.0.1", time.Now()), false)[1]))
 				_ = tx.Respond(res)
 			})
+			go func() { _ = fsrv.ServeUDP(front) }()
 			r := startRelay(t, func(c *config.Config) {
-				c.Trunks = []config.Trunk{{Name: "carrier", Match: ".*", Address: "sip:" + u.addr, Codecs: []string{"PCMU"}, Username: "acct42", Password: "s3cret"}}
+				c.Trunks = []config.Trunk{{Name: "carrier", Match: ".*", Address: "sip:" + front.LocalAddr().String(), Codecs: []string{"PCMU"}, Username: "acct42", Password: "s3cret"}}
 			})
 			p := newPhone(t, "PCMU")
 			p.call(r, "15550001111")
