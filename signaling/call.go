@@ -323,6 +323,9 @@ func (c *Call) finish() {
 	if c.route != nil {
 		rec.Trunk = c.route.Name
 	}
+	if rec.SIPCode == 0 && !c.answered.IsZero() {
+		rec.SIPCode = 200
+	}
 	if c.mediaUp {
 		rec.Mode = c.plan.Mode
 		rec.WebRTCCodec = c.plan.BrowserCodec

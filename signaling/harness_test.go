@@ -2,6 +2,7 @@ package signaling
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"io"
@@ -504,4 +505,26 @@ func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
 func TestMain(m *testing.M) {
 	sip.SetTimers(50*time.Millisecond, 400*time.Millisecond, 500*time.Millisecond)
 	os.Exit(m.Run())
+}
+
+// lastEnd waits for the relay's CDRs to number n and returns the end cause
+// and SIP code of the newest, read straight from the SQLite file as an
+// operator would.
+func lastEnd(t *testing.T, r *Relay, n int) (string, int) {
+	t.Helper()
+	waitFor(t, "cdr rows", 5*time.Second, func() bool {
+		got, _ := r.CDR().Count(context.Background())
+		return got == n
+	})
+	db, err := sql.Open("sqlite", "file:"+r.cfg.CDR.Path+"?mode=ro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var cause string
+	var code int
+	if err := db.QueryRow(`SELECT end_cause, sip_code FROM cdr ORDER BY end_time DESC LIMIT 1`).Scan(&cause, &code); err != nil {
+		t.Fatal(err)
+	}
+	return cause, code
 }

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mediarelay/mediarelay/pkg/cdr"
 	"github.com/mediarelay/mediarelay/pkg/config"
 )
 
@@ -27,6 +28,7 @@ func echoCall(t *testing.T, phoneCodec string, trunkCodecs ...string) {
 	r := startRelay(t, withTrunk(u, ModeAuto, trunkCodecs...))
 	p := newPhone(t, phoneCodec)
 	p.call(r, "1000")
+	callID := activeCallID(t, r)
 
 	sent := p.sendFrames(100, 160)
 	got := p.collect(time.Second)
@@ -52,10 +54,33 @@ func echoCall(t *testing.T, phoneCodec string, trunkCodecs ...string) {
 		t.Fatal("trunk never got the BYE")
 	}
 	waitFor(t, "call cleanup", 5*time.Second, func() bool { return r.ActiveCalls() == 0 && r.PortsInUse() == 0 })
+	var rec cdr.Record
 	waitFor(t, "cdr", 5*time.Second, func() bool {
-		n, _ := r.CDR().Count(context.Background())
-		return n == 1
+		var err error
+		rec, err = r.CDR().Query(context.Background(), callID)
+		return err == nil
 	})
+	if n, _ := r.CDR().Count(context.Background()); n != 1 {
+		t.Fatalf("%d CDR rows for one call", n)
+	}
+	if rec.EndCause != endNormalBrowser || rec.SIPCode != 200 || rec.Trunk != "carrier" || rec.To != "1000" ||
+		rec.Mode != ModePassthrough || !strings.EqualFold(rec.SIPCodec, phoneCodec) || !strings.EqualFold(rec.WebRTCCodec, phoneCodec) ||
+		rec.Answer.IsZero() || rec.End.Before(rec.Answer) || rec.WebRTCPacketsIn < 90 || rec.SIPPacketsIn < 90 ||
+		rec.BrowserCallID == "" || rec.TrunkCallID == "" || rec.BrowserCallID == rec.TrunkCallID || rec.MOS < 4 {
+		t.Fatalf("CDR: %+v", rec)
+	}
+}
+
+// activeCallID returns the id of the relay's only call.
+func activeCallID(t *testing.T, r *Relay) string {
+	t.Helper()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for id := range r.calls {
+		return id
+	}
+	t.Fatal("no active call")
+	return ""
 }
 
 func TestPassthroughPCMU(t *testing.T) { echoCall(t, "PCMU", "PCMU", "PCMA") }
@@ -99,6 +124,9 @@ func TestTrunkBusy(t *testing.T) {
 	if res.StatusCode != 486 {
 		t.Fatalf("browser got %d, want 486", res.StatusCode)
 	}
+	if cause, code := lastEnd(t, r, 1); cause != endBusy || code != 486 {
+		t.Fatalf("CDR end %s/%d, want busy/486", cause, code)
+	}
 	waitFor(t, "cleanup", 5*time.Second, func() bool { return r.ActiveCalls() == 0 && r.PortsInUse() == 0 })
 }
 
@@ -125,6 +153,9 @@ func TestTrunkUnreachable(t *testing.T) {
 			if int(res.StatusCode) != tc.want {
 				t.Fatalf("browser got %d, want %d", res.StatusCode, tc.want)
 			}
+			if cause, code := lastEnd(t, r, 1); cause != endUnreachable || code != tc.want {
+				t.Fatalf("CDR end %s/%d, want trunk_unreachable/%d", cause, code, tc.want)
+			}
 			waitFor(t, "cleanup", 5*time.Second, func() bool { return r.ActiveCalls() == 0 && r.PortsInUse() == 0 })
 		})
 	}
@@ -149,6 +180,9 @@ func TestBrowserCancelsWhileRinging(t *testing.T) {
 	case <-u.cancels:
 	case <-time.After(5 * time.Second):
 		t.Fatal("trunk never saw the CANCEL")
+	}
+	if cause, code := lastEnd(t, r, 1); cause != endCancelled || code != 487 {
+		t.Fatalf("CDR end %s/%d, want cancelled/487", cause, code)
 	}
 	waitFor(t, "cleanup", 5*time.Second, func() bool { return r.ActiveCalls() == 0 && r.PortsInUse() == 0 })
 }
@@ -183,6 +217,9 @@ func TestMediaTimeout(t *testing.T) {
 		case <-time.After(15 * time.Second):
 			t.Fatal("a leg was not hung up after the media timeout")
 		}
+	}
+	if cause, _ := lastEnd(t, r, 1); cause != endMediaTimeout {
+		t.Fatalf("CDR end %s, want media_timeout", cause)
 	}
 	waitFor(t, "cleanup", 5*time.Second, func() bool { return r.ActiveCalls() == 0 && r.PortsInUse() == 0 })
 }
