@@ -219,7 +219,8 @@ func (r *Report) WriteTable(w io.Writer) {
 			case t.PastKnee > 0 && t.Knee > 0:
 				why := ""
 				for _, x := range t.Steps {
-					if x.Calls == t.PastKnee && x.LoadGenLimited() {
+					relayClean := x.Failed == 0 && x.Up.LossPct <= r.KneeLossPct && x.Down.LossPct <= r.KneeLossPct && x.RelayDropPct() <= r.KneeLossPct
+					if x.Calls == t.PastKnee && x.LoadGenLimited() && relayClean {
 						why = " (the load generator could not keep its send rate there: the relay's own limit is higher)"
 					}
 				}
