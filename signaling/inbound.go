@@ -241,7 +241,7 @@ func (r *Relay) inbound(req *sip.Request, tx sip.ServerTransaction) {
 		inTrunk:       dss,
 		trunkDialogID: dss.ID,
 		trunkCallID:   req.CallID().Value(),
-		from:          callerOf(req),
+		from:          formatNumber(route, callerOf(req)),
 		to:            user,
 		route:         route,
 		direction:     "inbound",
@@ -412,6 +412,9 @@ func (r *Relay) ring(ctx context.Context, c *Call, bindings []*binding, codecs [
 			from.Params.Add("tag", sip.GenerateTagN(16))
 			req.AppendHeader(from)
 			req.AppendHeader(&sip.ToHeader{Address: sip.Uri{User: c.to, Host: r.host}})
+			for _, h := range passHeaders(c.route, trunkReq) {
+				req.AppendHeader(h)
+			}
 			req.SetTransport(strings.ToUpper(b.transport))
 			req.SetDestination(b.source)
 			f := &fork{b: b, leg: leg}

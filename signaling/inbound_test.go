@@ -32,6 +32,7 @@ type trunkUAC struct {
 	dcs     *sipgo.DialogClientSession
 	reinv   []*sip.Request
 	notifys []string
+	fromUser string // caller number in From; default +15557654321
 	byes    chan struct{}
 	rtpConn *net.UDPConn
 	remote  netip.AddrPort
@@ -112,7 +113,7 @@ func withCarrier(u *trunkUAC) func(*config.Config) {
 func (u *trunkUAC) invite(ctx context.Context, r *Relay, user string, hdrs ...sip.Header) (*sip.Response, error) {
 	host, port := splitHostPort(r.SIPUDPAddr().String())
 	hdrs = append(hdrs, sip.NewHeader("Content-Type", "application/sdp"))
-	from := &sip.FromHeader{DisplayName: "Carol Caller", Address: sip.Uri{User: "+15557654321", Host: "carrier.example"}, Params: sip.NewParams()}
+	from := &sip.FromHeader{DisplayName: "Carol Caller", Address: sip.Uri{User: firstNonEmpty(u.fromUser, "+15557654321"), Host: "carrier.example"}, Params: sip.NewParams()}
 	from.Params.Add("tag", sip.GenerateTagN(8))
 	hdrs = append(hdrs, from)
 	dcs, err := u.dua.Invite(ctx, sip.Uri{User: user, Host: host, Port: port}, u.sdp(1, "sendrecv"), hdrs...)

@@ -153,12 +153,7 @@ func (r *Relay) outbound(req *sip.Request, tx sip.ServerTransaction) {
 		}
 		recipient.UriParams.Add("transport", route.Transport)
 	}
-	from := &sip.FromHeader{
-		DisplayName: req.From().DisplayName,
-		Address:     sip.Uri{User: c.from, Host: r.host},
-		Params:      sip.NewParams(),
-	}
-	from.Params.Add("tag", sip.GenerateTagN(16))
+	from, identity := r.outboundIdentity(route, req, c.from) // identity.go
 	to := &sip.ToHeader{Address: sip.Uri{User: user, Host: recipient.Host}}
 
 	ctx, cancel := context.WithCancelCause(context.Background())
@@ -167,7 +162,7 @@ func (r *Relay) outbound(req *sip.Request, tx sip.ServerTransaction) {
 	var provisional atomic.Bool
 	go c.superviseInvite(ctx, dss.Context(), cancel, &provisional)
 
-	dcs, err := r.dialogUAFor(route).Invite(ctx, *recipient, body, from, to, sip.NewHeader("Content-Type", "application/sdp"))
+	dcs, err := r.dialogUAFor(route).Invite(ctx, *recipient, body, append([]sip.Header{from, to, sip.NewHeader("Content-Type", "application/sdp")}, identity...)...)
 	if err != nil {
 		logTrunkError(c.log, route, err)
 		fail(503, "Service Unavailable", endUnreachable)

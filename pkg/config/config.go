@@ -161,6 +161,20 @@ type Trunk struct {
 	Register        bool          `yaml:"register"`
 	RegisterUser    string        `yaml:"register_user"`
 	RegisterExpires time.Duration `yaml:"register_expires"` // asked for; 0 means 1h
+	// CallerID, when set, is the number presented to this trunk for every
+	// call (From and P-Asserted-Identity) instead of the browser's user.
+	CallerID string `yaml:"caller_id"`
+	// NumberFormat is how caller numbers are written towards this trunk and
+	// read from it: "" (as they are) or e164 (+country code; national
+	// numbers with a leading 0 get CountryCode).
+	NumberFormat string `yaml:"number_format"`
+	CountryCode  string `yaml:"country_code"`
+	// AssertIdentity adds P-Asserted-Identity to INVITEs sent to this trunk.
+	AssertIdentity bool `yaml:"assert_identity"`
+	// PassHeaders names headers copied from the other leg's INVITE onto the
+	// INVITE sent to this trunk, and from this trunk's INVITEs to browsers;
+	// no other header of one side reaches the other.
+	PassHeaders []string `yaml:"pass_headers,omitempty"`
 }
 
 // Default returns the embedded defaults: a demo relay on loopback with the echo endpoint.

@@ -75,6 +75,22 @@ func validateTrunkInbound(v *validator, p string, t Trunk) {
 	if t.Register && t.Username == "" && t.RegisterUser == "" {
 		v.add(p+"register", "needs username (or register_user) and password")
 	}
+	if t.NumberFormat != "" {
+		v.oneOf(p+"number_format", t.NumberFormat, "e164")
+	}
+	if strings.EqualFold(t.NumberFormat, "e164") && (t.CountryCode == "" || strings.Trim(t.CountryCode, "0123456789") != "" || len(t.CountryCode) > 3) {
+		v.add(p+"country_code", "%q is not a country calling code (1-3 digits), which number_format e164 needs", t.CountryCode)
+	}
+	if t.CallerID != "" && NormalizeNumber(t.CallerID) == "" {
+		v.add(p+"caller_id", "%q is not a phone number", t.CallerID)
+	}
+	for _, h := range t.PassHeaders {
+		switch strings.ToLower(strings.TrimSpace(h)) {
+		case "", "via", "from", "to", "call-id", "cseq", "contact", "route", "record-route", "max-forwards",
+			"content-type", "content-length", "authorization", "proxy-authorization":
+			v.add(p+"pass_headers", "%q cannot be passed between legs", h)
+		}
+	}
 	if t.RegisterExpires < 0 || (t.RegisterExpires > 0 && t.RegisterExpires < 10*time.Second) {
 		v.add(p+"register_expires", "%s is not 0 (one hour) or at least 10s", t.RegisterExpires)
 	}
