@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pion/interceptor"
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
 
@@ -151,7 +152,10 @@ func (w *WebRTC) Answer(offer string, codec string) (*WebRTCLeg, string, error) 
 			return nil, "", fmt.Errorf("register telephone-event: %w", err)
 		}
 	}
-	api := webrtc.NewAPI(webrtc.WithMediaEngine(&m), webrtc.WithSettingEngine(w.settings))
+	// An empty interceptor registry: pion's defaults (NACK, TWCC, RTCP
+	// reports) allocate per packet and buy nothing for relayed audio.
+	api := webrtc.NewAPI(webrtc.WithMediaEngine(&m), webrtc.WithSettingEngine(w.settings),
+		webrtc.WithInterceptorRegistry(&interceptor.Registry{}))
 	pc, err := api.NewPeerConnection(webrtc.Configuration{})
 	if err != nil {
 		return nil, "", fmt.Errorf("peer connection: %w", err)
