@@ -142,8 +142,15 @@ func (w *WebRTC) Answer(offer string, codec string) (*WebRTCLeg, string, error) 
 		webrtc.RTPCodecTypeAudio); err != nil {
 		return nil, "", fmt.Errorf("register %s: %w", codec, err)
 	}
+	// Answer telephone-event only at the audio codec's clock when the browser
+	// offers it there: given both, Chrome may pick the other one, which
+	// neither the forwarder nor the bridge can re-time.
+	evClock := uint32(0)
+	if _, ok := offered.DTMF(capab.ClockRate); ok {
+		evClock = capab.ClockRate
+	}
 	for _, ev := range offered.Codecs {
-		if !ev.Is("telephone-event") {
+		if !ev.Is("telephone-event") || (evClock != 0 && ev.Clock != evClock) {
 			continue
 		}
 		capEv := webrtc.RTPCodecCapability{MimeType: "audio/telephone-event", ClockRate: ev.Clock, Channels: 1, SDPFmtpLine: ev.Fmtp}

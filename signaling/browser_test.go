@@ -2,9 +2,12 @@ package signaling
 
 import (
 	"context"
+	"encoding/binary"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/pion/rtp"
 
 	"github.com/mediarelay/mediarelay/pkg/config"
 
@@ -34,6 +37,7 @@ func TestBrowser(t *testing.T) {
 	defer browser.Close()
 
 	u := newTrunkUAS(t)
+	u.capture = make(chan []byte, 4000)
 	r := startRelay(t, func(c *config.Config) {
 		c.Trunks = []config.Trunk{
 			{Name: "pcmu-auto", Match: "^1", Address: "sip:" + u.addr, Codecs: []string{"PCMU"}, MediaMode: ModeAuto},
@@ -48,8 +52,11 @@ func TestBrowser(t *testing.T) {
 		{"pcmu-trunk-transcoded", "sip:2555@127.0.0.1", ModeTranscode},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			for len(u.capture) > 0 {
+				<-u.capture
+			}
 			res, err := browser.Call(ctx, browsertest.Options{
-				PageURL: page, Target: tc.target, Hold: 4 * time.Second, Freqs: append(tones, quiet),
+				PageURL: page, Target: tc.target, Hold: 4 * time.Second, Freqs: append(tones, quiet), DTMF: "1#",
 			})
 			if err != nil {
 				t.Fatalf("call: %v (log: %v)", err, res.Log)
@@ -66,11 +73,41 @@ func TestBrowser(t *testing.T) {
 			if modes[tc.mode] != before+1 {
 				t.Errorf("the call did not run in mode %s", tc.mode)
 			}
+			if tc.name != "echo" {
+				checkDTMFAtTrunk(t, u.capture, []byte{1, 11})
+			}
 			waitFor(t, "call cleanup", 5*time.Second, func() bool { return r.ActiveCalls() == 0 && r.PortsInUse() == 0 })
 		})
 	}
 	n, err := r.CDR().Count(ctx)
 	if err != nil || n != 3 {
 		t.Fatalf("cdr rows: %d, %v", n, err)
+	}
+}
+
+// checkDTMFAtTrunk reads what the trunk received and checks that the digits
+// arrived as RFC 4733 telephone-event at the SIP leg's 8 kHz clock: payload
+// type 101 as offered, each event ended, and durations plausible at 8 kHz
+// (a browser's 100 ms tone is 800 units; at 48 kHz it would be 4800).
+func checkDTMFAtTrunk(t *testing.T, capture chan []byte, digits []byte) {
+	t.Helper()
+	ended := map[byte]uint16{}
+	for len(capture) > 0 {
+		var pkt rtp.Packet
+		if pkt.Unmarshal(<-capture) != nil || pkt.PayloadType != 101 || len(pkt.Payload) < 4 {
+			continue
+		}
+		if pkt.Payload[1]&0x80 != 0 {
+			ended[pkt.Payload[0]] = binary.BigEndian.Uint16(pkt.Payload[2:4])
+		}
+	}
+	for _, d := range digits {
+		dur, ok := ended[d]
+		switch {
+		case !ok:
+			t.Errorf("DTMF event %d never ended at the trunk (got %v)", d, ended)
+		case dur < 320 || dur > 4000:
+			t.Errorf("DTMF event %d lasted %d units: not an 8 kHz duration", d, dur)
+		}
 	}
 }

@@ -75,6 +75,9 @@ type Call struct {
 	sipCodecs              []sdp.Codec // what the SIP leg's SDP carries
 	sdpSession, sdpVersion uint64
 	mid                    midCallState
+	// DTMF over SIP INFO (dtmf.go).
+	inj      atomic.Pointer[dtmfInjector]
+	dtmfOnce sync.Once
 
 	// abort stops a call that is still being set up (cancels the INVITE).
 	abort context.CancelCauseFunc
@@ -115,6 +118,7 @@ func (c *Call) setupMedia(answer sdp.Audio) error {
 		return err
 	}
 	web, answerSDP, err := c.r.webrtc.Answer(c.browserOffer, plan.BrowserCodec)
+	c.log.Debug("webrtc answer", "sdp", answerSDP)
 	if err != nil {
 		return err
 	}
@@ -176,8 +180,8 @@ func (c *Call) startPassthrough(answer sdp.Audio) {
 	clock := c.plan.SIPCodec.Clock
 	fs := media.NewForwarder(media.ForwarderOptions{PTMap: toSIP, ClockRate: clock, OnDrop: c.r.countDrop})
 	fw := media.NewForwarder(media.ForwarderOptions{PTMap: toWeb, ClockRate: clock, OnDrop: c.r.countDrop})
-	c.run(func() error { return fs.Run(c.web, c.rtp) })
-	c.run(func() error { return fw.Run(c.rtp, c.web) })
+	c.run(func() error { return fs.Run(c.web, c.sipWriter()) })
+	c.run(func() error { return fw.Run(c.sipReader(), c.web) })
 }
 
 func (c *Call) startTranscode(answer sdp.Audio) error {
@@ -205,8 +209,8 @@ func (c *Call) startTranscode(answer sdp.Audio) error {
 		return err
 	}
 	c.bridge = b
-	c.run(func() error { return b.RunToSIP(c.web, c.rtp) })
-	c.run(func() error { return b.RunToWebRTC(c.rtp, c.web) })
+	c.run(func() error { return b.RunToSIP(c.web, c.sipWriter()) })
+	c.run(func() error { return b.RunToWebRTC(c.sipReader(), c.web) })
 	return nil
 }
 
@@ -341,6 +345,10 @@ func (c *Call) finish() {
 		if c.bridge != nil {
 			st := c.bridge.Stats()
 			rec.DTMFEvents = int(st.DTMFEventsToSIP + st.DTMFEventsToWebRTC)
+			c.log.Info("transcoding stats", "to_sip_frames", st.ToSIPFrames, "to_webrtc_frames", st.ToWebRTCFrames,
+				"plc", st.PLCFrames, "fec", st.FECFrames, "lost", st.LostPackets, "late", st.LatePackets,
+				"dropped", st.DroppedPackets, "dtmf_to_sip", st.DTMFEventsToSIP, "dtmf_to_webrtc", st.DTMFEventsToWebRTC,
+				"dtmf_dropped", st.DTMFDropped)
 		}
 		c.r.countLegs(ws, rs)
 	}
