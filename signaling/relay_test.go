@@ -11,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+
 	"github.com/mediarelay/mediarelay/pkg/cdr"
 	"github.com/mediarelay/mediarelay/pkg/config"
 )
@@ -345,4 +348,22 @@ func goroutineSummary() string {
 		fmt.Fprintf(&b, "%3d %s\n", n, k)
 	}
 	return b.String()
+}
+
+func TestOptionsAnswered(t *testing.T) {
+	r := startRelay(t, nil)
+	ua, _ := sipgo.NewUA(sipgo.WithUserAgentHostname("127.0.0.1"))
+	defer ua.Close()
+	cli, _ := sipgo.NewClient(ua, sipgo.WithClientHostname("127.0.0.1"))
+	host, port := splitHostPort(r.SIPUDPAddr().String())
+	req := sip.NewRequest(sip.OPTIONS, sip.Uri{Host: host, Port: port})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	res, err := cli.Do(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.StatusCode != 200 || res.GetHeader("Allow") == nil {
+		t.Fatalf("OPTIONS: %s", res.StartLine())
+	}
 }
