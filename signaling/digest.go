@@ -252,8 +252,8 @@ type digestResult int
 
 const (
 	digestMissing digestResult = iota // no usable credentials: challenge
-	digestStale                        // right password, old nonce: challenge with stale=true
-	digestWrong                        // wrong password or unknown user
+	digestStale                       // right password, old nonce: challenge with stale=true
+	digestWrong                       // wrong password or unknown user
 	digestOK
 )
 

@@ -28,14 +28,15 @@ type trunkUAC struct {
 	cli  *sipgo.Client
 	dua  *sipgo.DialogUA
 
-	mu      sync.Mutex
-	dcs     *sipgo.DialogClientSession
-	reinv   []*sip.Request
-	notifys []string
+	mu       sync.Mutex
+	dcs      *sipgo.DialogClientSession
+	reinv    []*sip.Request
+	notifys  []string
+	infos    []string
 	fromUser string // caller number in From; default +15557654321
-	byes    chan struct{}
-	rtpConn *net.UDPConn
-	remote  netip.AddrPort
+	byes     chan struct{}
+	rtpConn  *net.UDPConn
+	remote   netip.AddrPort
 }
 
 func newTrunkUAC(t *testing.T) *trunkUAC {
@@ -75,6 +76,12 @@ func newTrunkUAC(t *testing.T) *trunkUAC {
 		_ = tx.Respond(res)
 	})
 	srv.OnAck(func(req *sip.Request, tx sip.ServerTransaction) {})
+	srv.OnInfo(func(req *sip.Request, tx sip.ServerTransaction) {
+		u.mu.Lock()
+		u.infos = append(u.infos, string(req.Body()))
+		u.mu.Unlock()
+		_ = tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
+	})
 	srv.OnNotify(func(req *sip.Request, tx sip.ServerTransaction) {
 		u.mu.Lock()
 		u.notifys = append(u.notifys, strings.TrimSpace(string(req.Body())))

@@ -56,6 +56,7 @@ func (r *Relay) registerMidCall() {
 	r.server.OnUpdate(r.onUpdate)
 	r.server.OnRefer(r.onRefer)   // transfer.go
 	r.server.OnNotify(r.onNotify) // transfer.go
+	r.server.OnInfo(r.onInfo)     // dtmf.go
 }
 
 // normDir reads an SDP's direction; a 0.0.0.0 connection address is the

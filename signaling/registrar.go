@@ -41,8 +41,8 @@ type registrar struct {
 
 	mu       sync.Mutex
 	byUser   map[string]map[string]*binding // user → key → binding
-	buckets  map[string]*bucket              // source IP → REGISTER tokens
-	failures map[string]*failure             // source IP + user → wrong passwords
+	buckets  map[string]*bucket             // source IP → REGISTER tokens
+	failures map[string]*failure            // source IP + user → wrong passwords
 
 	rejected *metrics.CounterVec
 }

@@ -264,6 +264,10 @@ func (p *regPhone) answer(offer string) (string, error) {
 			return "", err
 		}
 	}
+	if err := m.RegisterCodec(webrtc.RTPCodecParameters{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: "audio/telephone-event", ClockRate: 8000, SDPFmtpLine: "0-16"}, PayloadType: 101},
+		webrtc.RTPCodecTypeAudio); err != nil {
+		return "", err
+	}
 	var s webrtc.SettingEngine
 	s.SetIncludeLoopbackCandidate(true)
 	s.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })

@@ -38,12 +38,12 @@ func (r *Relay) startTrunkRegistrations(ctx context.Context) {
 
 // trunkRegistration is one registration binding of the relay at a trunk.
 type trunkRegistration struct {
-	r      *Relay
-	t      *Trunk
-	user   string
-	callID string
+	r       *Relay
+	t       *Trunk
+	user    string
+	callID  string
 	fromTag string
-	cseq   uint32
+	cseq    uint32
 }
 
 func (r *Relay) keepRegistered(ctx context.Context, t *Trunk, status func(bool)) {

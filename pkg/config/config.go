@@ -175,6 +175,10 @@ type Trunk struct {
 	// INVITE sent to this trunk, and from this trunk's INVITEs to browsers;
 	// no other header of one side reaches the other.
 	PassHeaders []string `yaml:"pass_headers,omitempty"`
+	// DTMF is how digits go to this trunk: rfc4733 (telephone-event RTP,
+	// the default) or info (SIP INFO application/dtmf-relay). INFO from
+	// the trunk is always accepted and played to the browser as RFC 4733.
+	DTMF string `yaml:"dtmf"`
 }
 
 // Default returns the embedded defaults: a demo relay on loopback with the echo endpoint.

@@ -75,6 +75,9 @@ func validateTrunkInbound(v *validator, p string, t Trunk) {
 	if t.Register && t.Username == "" && t.RegisterUser == "" {
 		v.add(p+"register", "needs username (or register_user) and password")
 	}
+	if t.DTMF != "" {
+		v.oneOf(p+"dtmf", t.DTMF, "rfc4733", "info")
+	}
 	if t.NumberFormat != "" {
 		v.oneOf(p+"number_format", t.NumberFormat, "e164")
 	}

@@ -23,6 +23,7 @@ func TestUsersAndInboundKeysValidated(t *testing.T) {
 		{"trunks:\n  - name: t\n    address: 10.0.0.1\n    number_format: e164\n", "trunks[0].country_code"},
 		{"trunks:\n  - name: t\n    address: 10.0.0.1\n    number_format: local\n", "trunks[0].number_format"},
 		{"trunks:\n  - name: t\n    address: 10.0.0.1\n    pass_headers: [Via]\n", "trunks[0].pass_headers"},
+		{"trunks:\n  - name: t\n    address: 10.0.0.1\n    dtmf: sms\n", "trunks[0].dtmf"},
 	} {
 		_, err := LoadFile(writeFile(t, tc.yaml))
 		if err == nil || !strings.Contains(err.Error(), tc.key+":") {
