@@ -24,33 +24,48 @@ const (
 // SDP with its ICE candidates. The leg is usable once SetAnswer has applied
 // the browser's answer.
 func (w *WebRTC) Offer(codecs []string) (*WebRTCLeg, string, error) {
-	if len(codecs) == 0 {
-		return nil, "", errors.New("no codec to offer")
+	var list []sdp.Codec
+	for _, name := range codecs {
+		list = append(list, sdp.Codec{Name: name, PT: offerPT[strings.ToLower(name)]})
 	}
+	list = append(list,
+		sdp.Codec{Name: "telephone-event", PT: offerDTMF48kPT, Clock: 48000},
+		sdp.Codec{Name: "telephone-event", PT: offerDTMF8kPT, Clock: 8000})
+	return w.OfferCodecs(list)
+}
+
+// OfferCodecs is Offer with the payload types given: audio codecs by name
+// in preference order, and telephone-event entries (PT and clock). A
+// transfer uses it to offer a new browser the numbering the call's
+// forwarding already uses.
+func (w *WebRTC) OfferCodecs(codecs []sdp.Codec) (*WebRTCLeg, string, error) {
 	var m webrtc.MediaEngine
 	var first webrtc.RTPCodecCapability
-	for i, name := range codecs {
-		capab, err := codecCapability(name)
+	audio := 0
+	for _, c := range codecs {
+		if c.Is("telephone-event") {
+			capEv := webrtc.RTPCodecCapability{MimeType: "audio/telephone-event", ClockRate: c.Clock, Channels: 1, SDPFmtpLine: "0-16"}
+			if err := m.RegisterCodec(webrtc.RTPCodecParameters{RTPCodecCapability: capEv, PayloadType: webrtc.PayloadType(c.PT)},
+				webrtc.RTPCodecTypeAudio); err != nil {
+				return nil, "", fmt.Errorf("register telephone-event: %w", err)
+			}
+			continue
+		}
+		capab, err := codecCapability(c.Name)
 		if err != nil {
 			return nil, "", err
 		}
-		if i == 0 {
+		if audio == 0 {
 			first = capab
 		}
-		if err := m.RegisterCodec(webrtc.RTPCodecParameters{RTPCodecCapability: capab, PayloadType: webrtc.PayloadType(offerPT[strings.ToLower(name)])},
+		audio++
+		if err := m.RegisterCodec(webrtc.RTPCodecParameters{RTPCodecCapability: capab, PayloadType: webrtc.PayloadType(c.PT)},
 			webrtc.RTPCodecTypeAudio); err != nil {
-			return nil, "", fmt.Errorf("register %s: %w", name, err)
+			return nil, "", fmt.Errorf("register %s: %w", c.Name, err)
 		}
 	}
-	for _, ev := range []struct {
-		pt    uint8
-		clock uint32
-	}{{offerDTMF48kPT, 48000}, {offerDTMF8kPT, 8000}} {
-		capEv := webrtc.RTPCodecCapability{MimeType: "audio/telephone-event", ClockRate: ev.clock, Channels: 1, SDPFmtpLine: "0-16"}
-		if err := m.RegisterCodec(webrtc.RTPCodecParameters{RTPCodecCapability: capEv, PayloadType: webrtc.PayloadType(ev.pt)},
-			webrtc.RTPCodecTypeAudio); err != nil {
-			return nil, "", fmt.Errorf("register telephone-event: %w", err)
-		}
+	if audio == 0 {
+		return nil, "", errors.New("no codec to offer")
 	}
 	api := webrtc.NewAPI(webrtc.WithMediaEngine(&m), webrtc.WithSettingEngine(w.settings))
 	pc, err := api.NewPeerConnection(webrtc.Configuration{})

@@ -78,6 +78,9 @@ type Call struct {
 	// DTMF over SIP INFO (dtmf.go).
 	inj      atomic.Pointer[dtmfInjector]
 	dtmfOnce sync.Once
+	// The browser leg as the forwarding sees it; a transfer swaps it (transfer.go).
+	wio     *webIO
+	webOnce sync.Once
 
 	// abort stops a call that is still being set up (cancels the INVITE).
 	abort context.CancelCauseFunc
@@ -180,8 +183,8 @@ func (c *Call) startPassthrough(answer sdp.Audio) {
 	clock := c.plan.SIPCodec.Clock
 	fs := media.NewForwarder(media.ForwarderOptions{PTMap: toSIP, ClockRate: clock, OnDrop: c.r.countDrop})
 	fw := media.NewForwarder(media.ForwarderOptions{PTMap: toWeb, ClockRate: clock, OnDrop: c.r.countDrop})
-	c.run(func() error { return fs.Run(c.web, c.sipWriter()) })
-	c.run(func() error { return fw.Run(c.sipReader(), c.web) })
+	c.run(func() error { return fs.Run(c.webRW(), c.sipWriter()) })
+	c.run(func() error { return fw.Run(c.sipReader(), c.webRW()) })
 }
 
 func (c *Call) startTranscode(answer sdp.Audio) error {
@@ -209,8 +212,8 @@ func (c *Call) startTranscode(answer sdp.Audio) error {
 		return err
 	}
 	c.bridge = b
-	c.run(func() error { return b.RunToSIP(c.web, c.sipWriter()) })
-	c.run(func() error { return b.RunToWebRTC(c.sipReader(), c.web) })
+	c.run(func() error { return b.RunToSIP(c.webRW(), c.sipWriter()) })
+	c.run(func() error { return b.RunToWebRTC(c.sipReader(), c.webRW()) })
 	return nil
 }
 
@@ -231,7 +234,7 @@ func (c *Call) watch() {
 		select {
 		case <-c.ended:
 			return
-		case <-c.web.Failed():
+		case <-c.webLeg().Failed():
 			c.hangup(endICEFailed, 0, "")
 			return
 		case now := <-t.C:
@@ -244,7 +247,7 @@ func (c *Call) watch() {
 				continue
 			}
 			since := c.mediaSince()
-			if ws := c.web.Stats().LastReceived; ws.After(since) {
+			if ws := c.webLeg().Stats().LastReceived; ws.After(since) {
 				since = ws
 			}
 			webIdle := now.Sub(since)

@@ -100,7 +100,10 @@ func (c *Call) sipReader() media.RTPReader {
 // sipWriter is what the browser → trunk direction writes to: the RTP leg,
 // or, for a trunk that takes DTMF as INFO, a filter turning events into INFO.
 func (c *Call) sipWriter() media.RTPWriter {
-	if c.route == nil || !strings.EqualFold(c.route.DTMF, "info") || c.plan.SIPDTMF.PT == 0 {
+	c.r.mu.Lock() // a transfer may change the route
+	route := c.route
+	c.r.mu.Unlock()
+	if route == nil || !strings.EqualFold(route.DTMF, "info") || c.plan.SIPDTMF.PT == 0 {
 		return c.rtp
 	}
 	return &dtmfToInfo{c: c, dst: c.rtp, pt: c.plan.SIPDTMF.PT, clock: c.plan.SIPDTMF.Clock}

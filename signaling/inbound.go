@@ -81,6 +81,15 @@ func (r *Relay) trunkFor(req *sip.Request, tx sip.ServerTransaction) *Trunk {
 	ip, err := netip.ParseAddr(sourceIP(req.Source()))
 	if err == nil {
 		ip = ip.Unmap()
+		// Several trunks on one IP (a PBX and a carrier on one SBC) are told
+		// apart by the source port when their address names it.
+		if src, err := netip.ParseAddrPort(req.Source()); err == nil {
+			for _, t := range r.trunks {
+				if a, err := netip.ParseAddr(t.uri.Host); err == nil && a.Unmap() == ip && t.uri.Port == int(src.Port()) && len(t.Sources) == 0 {
+					return t
+				}
+			}
+		}
 		for _, t := range r.trunks {
 			for _, p := range in.sources[t] {
 				if p.Contains(ip) {
@@ -277,7 +286,8 @@ func (r *Relay) inbound(req *sip.Request, tx sip.ServerTransaction) {
 	ringCtx, ringCancel := context.WithTimeout(ctx, ringTimeout)
 	defer ringCancel()
 
-	forks := r.ring(ringCtx, c, bindings, codecs, req)
+	forks := r.ring(ringCtx, c, bindings, func() (*media.WebRTCLeg, string, error) { return r.webrtc.Offer(codecs) },
+		ringParty{name: callerName(req), from: c.from, to: c.to, extra: passHeaders(route, req)})
 	if len(forks) == 0 {
 		fail(480, "Temporarily Unavailable", endUnreachable)
 		return
@@ -392,7 +402,13 @@ func (r *Relay) inbound(req *sip.Request, tx sip.ServerTransaction) {
 }
 
 // ring sends an INVITE with a fresh WebRTC offer to each binding.
-func (r *Relay) ring(ctx context.Context, c *Call, bindings []*binding, codecs []string, trunkReq *sip.Request) []*fork {
+// ringParty says who calls whom in the INVITEs to browsers.
+type ringParty struct {
+	name, from, to string
+	extra          []sip.Header
+}
+
+func (r *Relay) ring(ctx context.Context, c *Call, bindings []*binding, makeOffer func() (*media.WebRTCLeg, string, error), party ringParty) []*fork {
 	var forks []*fork
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -400,7 +416,7 @@ func (r *Relay) ring(ctx context.Context, c *Call, bindings []*binding, codecs [
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			leg, offer, err := r.webrtc.Offer(codecs)
+			leg, offer, err := makeOffer()
 			if err != nil {
 				c.log.Warn("webrtc offer failed", "err", err)
 				return
@@ -408,12 +424,12 @@ func (r *Relay) ring(ctx context.Context, c *Call, bindings []*binding, codecs [
 			req := sip.NewRequest(sip.INVITE, *b.contact.Address.Clone())
 			req.SetBody([]byte(offer))
 			req.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
-			from := &sip.FromHeader{DisplayName: callerName(trunkReq), Address: sip.Uri{User: c.from, Host: r.host}, Params: sip.NewParams()}
+			from := &sip.FromHeader{DisplayName: party.name, Address: sip.Uri{User: party.from, Host: r.host}, Params: sip.NewParams()}
 			from.Params.Add("tag", sip.GenerateTagN(16))
 			req.AppendHeader(from)
-			req.AppendHeader(&sip.ToHeader{Address: sip.Uri{User: c.to, Host: r.host}})
-			for _, h := range passHeaders(c.route, trunkReq) {
-				req.AppendHeader(h)
+			req.AppendHeader(&sip.ToHeader{Address: sip.Uri{User: party.to, Host: r.host}})
+			for _, h := range party.extra {
+				req.AppendHeader(sip.HeaderClone(h))
 			}
 			req.SetTransport(strings.ToUpper(b.transport))
 			req.SetDestination(b.source)

@@ -67,6 +67,8 @@ type regPhone struct {
 	byes    chan struct{}
 	ringing chan struct{}
 	pauseEc bool
+	notifys []string
+	lastSeq uint16 // of the last packet echoed: SRTP's replay window wants sends to go on from it
 	track   *webrtc.TrackLocalStaticRTP
 	rx      chan *rtp.Packet
 }
@@ -95,6 +97,12 @@ func newRegPhone(t *testing.T, r *Relay, user, device string, codecs ...string) 
 			_ = tx.Respond(sip.NewResponseFromRequest(req, 481, "No dialog", nil))
 		}
 		p.byes <- struct{}{}
+	})
+	srv.OnNotify(func(req *sip.Request, tx sip.ServerTransaction) {
+		p.mu.Lock()
+		p.notifys = append(p.notifys, strings.TrimSpace(string(req.Body())))
+		p.mu.Unlock()
+		_ = tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
 	})
 	srv.OnCancel(func(req *sip.Request, tx sip.ServerTransaction) {
 		p.mu.Lock()
@@ -302,6 +310,9 @@ func (p *regPhone) answer(offer string) (string, error) {
 			pause := p.pauseEc
 			p.mu.Unlock()
 			if !pause {
+				p.mu.Lock()
+				p.lastSeq = pkt.SequenceNumber
+				p.mu.Unlock()
 				_ = track.WriteRTP(pkt)
 			} else {
 				select {
@@ -471,17 +482,20 @@ func (p *regPhone) sendCheck(n int) int {
 	p.mu.Lock()
 	p.pauseEc = true
 	track := p.track
+	seq := p.lastSeq + 1
 	p.mu.Unlock()
 	for len(p.rx) > 0 {
 		<-p.rx
 	}
 	sent := map[string]bool{}
-	seq := uint16(time.Now().UnixNano())
 	for i := 0; i < n; i++ {
 		payload := make([]byte, 160)
 		copy(payload, fmt.Sprintf("browser-%d-%04d", seq, i))
 		sent[string(payload)] = true
 		_ = track.WriteRTP(&rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: seq + uint16(i), Timestamp: uint32(i * 160)}, Payload: payload})
+		p.mu.Lock()
+		p.lastSeq = seq + uint16(i)
+		p.mu.Unlock()
 		time.Sleep(20 * time.Millisecond)
 	}
 	matched := 0

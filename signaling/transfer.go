@@ -71,11 +71,14 @@ func (r *Relay) onRefer(req *sip.Request, tx sip.ServerTransaction) {
 		respond(tx, req, 501, "Not Implemented", sip.NewHeader("Warning", `399 mediarelay "attended transfer is not supported"`))
 		return
 	}
-	if s != sideTrunk {
-		// A browser transferring its peer would leave two trunk legs, a
-		// call shape the relay does not carry.
-		respond(tx, req, 603, "Decline", sip.NewHeader("Warning", `399 mediarelay "transfer from the browser side is not supported"`))
-		return
+	if s == sideBrowser {
+		// The browser hands its peer on. The relay can connect the trunk
+		// leg to another registered user; connecting it to a second trunk
+		// leg is a call shape it does not carry.
+		if _, ok := r.inb.creds.userFor(target.User); !ok {
+			respond(tx, req, 603, "Decline", sip.NewHeader("Warning", `399 mediarelay "transfer target must be a registered user"`))
+			return
+		}
 	}
 	old, err := c.ref(s)
 	if err != nil {
@@ -85,6 +88,10 @@ func (r *Relay) onRefer(req *sip.Request, tx sip.ServerTransaction) {
 	res := sip.NewResponseFromRequest(req, 202, "Accepted", nil)
 	c.addContact(s, res)
 	if err := tx.Respond(res); err != nil {
+		return
+	}
+	if s == sideBrowser {
+		go c.transferBrowser(old, target.User)
 		return
 	}
 	go c.transferTrunk(old, target.User)

@@ -104,3 +104,62 @@ func TestTransferToBusyTarget(t *testing.T) {
 	}
 	_ = u.bye()
 }
+
+// TestTransferFromBrowser: the browser that took a trunk's call transfers
+// the caller to another registered user with REFER; the relay rings that
+// user's browser, swaps it in, reports with NOTIFY and hangs up on the
+// transferor. The caller's audio then goes through the new browser.
+func TestTransferFromBrowser(t *testing.T) {
+	r, u, alice := answeredCall(t, func(c *config.Config) { c.Media.Timeout = 30 * time.Second })
+	bob := newRegPhone(t, r, "bob", "desk", "PCMU")
+	bob.mustRegister("builder")
+	alice.mu.Lock()
+	d := alice.dialogs[0]
+	alice.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	target := d.InviteRequest.Contact().Address
+	req := sip.NewRequest(sip.REFER, *target.Clone())
+	req.AppendHeader(sip.NewHeader("Refer-To", "<sip:bob@127.0.0.1>"))
+	res, err := d.Do(ctx, req)
+	if err != nil || res.StatusCode != 202 {
+		t.Fatalf("REFER: %v %v", res, err)
+	}
+	select {
+	case <-bob.conn:
+	case <-ctx.Done():
+		t.Fatal("the transfer target's browser did not connect")
+	}
+	select {
+	case <-alice.byes:
+	case <-ctx.Done():
+		t.Fatal("the transferor got no BYE")
+	}
+	alice.mu.Lock()
+	notes := strings.Join(alice.notifys, " | ")
+	alice.mu.Unlock()
+	if notes != "SIP/2.0 100 Trying | SIP/2.0 200 OK" {
+		t.Fatalf("NOTIFYs: %s", notes)
+	}
+	if from := bob.invites[0].From().Address.User; from != "+15557654321" {
+		t.Fatalf("transfer target sees caller %q, want the trunk's caller", from)
+	}
+	if got := u.echoCheck(50); got < 40 {
+		t.Fatalf("after the transfer only %d of 50 frames came back through the new browser", got)
+	}
+	if r.ActiveCalls() != 1 {
+		t.Fatal("call count changed")
+	}
+	// Transfer to someone who is not a user is declined.
+	req = sip.NewRequest(sip.REFER, *bob.dialogs[0].InviteRequest.Contact().Address.Clone())
+	req.AppendHeader(sip.NewHeader("Refer-To", "<sip:nobody@127.0.0.1>"))
+	if res, err := bob.dialogs[0].Do(ctx, req); err != nil || res.StatusCode != 603 {
+		t.Fatalf("REFER to a non-user: %v %v", res, err)
+	}
+	_ = u.bye()
+	select {
+	case <-bob.byes:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the new browser got no BYE")
+	}
+}

@@ -1,0 +1,176 @@
+package signaling
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/mediarelay/mediarelay/media"
+	"github.com/mediarelay/mediarelay/pkg/sdp"
+)
+
+// webIO is the browser leg as the forwarders see it: a transfer from the
+// browser side swaps in the new browser's leg without restarting them.
+type webIO struct {
+	cur atomic.Pointer[media.WebRTCLeg]
+}
+
+func (w *webIO) ReadRTP(b []byte) (int, error) {
+	for {
+		l := w.cur.Load()
+		n, err := l.ReadRTP(b)
+		if err != nil && w.cur.Load() != l {
+			continue // the leg was swapped (and the old one closed): read the new one
+		}
+		return n, err
+	}
+}
+
+func (w *webIO) WriteRTP(b []byte) error { return w.cur.Load().WriteRTP(b) }
+
+func (c *Call) webRW() *webIO {
+	c.webOnce.Do(func() {
+		w := &webIO{}
+		w.cur.Store(c.web)
+		c.wio = w
+	})
+	return c.wio
+}
+
+// webLeg is the current browser leg.
+func (c *Call) webLeg() *media.WebRTCLeg { return c.webRW().cur.Load() }
+
+// transferBrowser performs a blind transfer the browser asked for: its
+// peer (the trunk leg) is connected to the registered user target, whose
+// browsers ring with an offer in the numbering the forwarding already uses.
+func (c *Call) transferBrowser(old dialogRef, target string) {
+	r := c.r
+	c.notify(old, "100 Trying", false)
+	user, ok := r.inb.creds.userFor(target)
+	if !ok {
+		c.notify(old, "404 Not Found", true)
+		return
+	}
+	bindings := r.registrar.lookup(user)
+	if len(bindings) == 0 {
+		c.notify(old, "480 Temporarily Unavailable", true)
+		return
+	}
+	cur := c.webLeg()
+	var codecs []sdp.Codec
+	for _, x := range cur.Audio.Codecs {
+		if x.Is(c.plan.BrowserCodec) || x.Is("telephone-event") {
+			codecs = append(codecs, x)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), ringTimeout)
+	defer cancel()
+	go func() {
+		select {
+		case <-c.ended:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	party := ringParty{from: c.from, to: user}
+	if c.direction == "outbound" {
+		party.from = c.to // the trunk's party is the one being transferred
+	}
+	forks := r.ring(ctx, c, bindings, func() (*media.WebRTCLeg, string, error) { return r.webrtc.OfferCodecs(codecs) }, party)
+	if len(forks) == 0 {
+		c.notify(old, "480 Temporarily Unavailable", true)
+		return
+	}
+	results := make(chan forkResult, len(forks))
+	for _, f := range forks {
+		fctx, fcancel := context.WithCancelCause(ctx)
+		f.cancel = fcancel
+		go func() {
+			defer fcancel(nil)
+			err := f.dcs.WaitAnswer(fctx, sipgo.AnswerOptions{OnResponse: func(res *sip.Response) error {
+				if res.IsProvisional() && res.StatusCode != 100 {
+					f.provisional.Store(true)
+				}
+				return nil
+			}})
+			results <- forkResult{f, err}
+		}()
+	}
+	var winner *fork
+	var finals []*sip.Response
+	pending := len(forks)
+	for pending > 0 && winner == nil {
+		res := <-results
+		pending--
+		var dr *sipgo.ErrDialogResponse
+		switch {
+		case res.err == nil:
+			winner = res.f
+		case errors.As(res.err, &dr):
+			finals = append(finals, dr.Res)
+			res.f.leg.Close()
+		default:
+			res.f.leg.Close()
+		}
+	}
+	if winner == nil {
+		code, reason, _ := pickFinal(finals)
+		c.notify(old, fmtStatus(code, reason), true)
+		return
+	}
+	r.cancelForks(forks, winner, `SIP;cause=200;text="Call completed elsewhere"`)
+	go r.byeLateAnswers(results, pending)
+	_ = winner.dcs.Ack(context.Background())
+	leg := winner.leg
+	err := leg.SetAnswer(string(winner.dcs.InviteResponse.Body()))
+	if err == nil && (len(leg.Audio.Codecs) == 0 || !leg.Audio.Codecs[0].Is(c.plan.BrowserCodec)) {
+		err = errNoCommonCodec
+	}
+	if err != nil {
+		c.log.Info("transfer target's answer unusable", "err", err)
+		r.hangUpFork(winner)
+		c.notify(old, "488 Not Acceptable Here", true)
+		return
+	}
+	// Swap the browser leg.
+	r.mu.Lock()
+	select {
+	case <-c.ended:
+		r.mu.Unlock()
+		r.hangUpFork(winner)
+		return
+	default:
+	}
+	oldServer, oldClient := c.browser, c.outBrowser
+	delete(r.byDialog, c.browserDialogID)
+	c.browser, c.outBrowser = nil, winner.dcs
+	c.browserDialogID, c.browserCallID = winner.dcs.ID, winner.dcs.InviteRequest.CallID().Value()
+	r.byDialog[winner.dcs.ID] = c
+	c.web = leg
+	r.mu.Unlock()
+	c.webRW().cur.Store(leg)
+	_ = cur.Close()
+	c.mid.mu.Lock()
+	c.mid.webVer, c.mid.browserDir = 0, ""
+	c.mid.setDir(sideBrowser, "sendrecv")
+	c.mid.mu.Unlock()
+	c.log.Info("transferred by the browser", "target", user)
+
+	c.notify(old, "200 OK", true)
+	bctx, bcancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer bcancel()
+	if oldServer != nil {
+		_ = oldServer.Bye(bctx)
+	} else if oldClient != nil {
+		_ = oldClient.Bye(bctx)
+	}
+}
+
+func fmtStatus(code int, reason string) string {
+	return strconv.Itoa(code) + " " + reason
+}
