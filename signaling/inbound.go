@@ -227,6 +227,12 @@ func (r *Relay) inbound(req *sip.Request, tx sip.ServerTransaction) {
 		r.countSetupFailure(400)
 		return
 	}
+	if p := strings.ToUpper(offer.Proto); (p != "" && p != "RTP/AVP") || srtpPolicy(route) == "required" || srtpPolicy(route) == "dtls" {
+		// Keys for the SIP leg are negotiated on calls to trunks only.
+		respond(tx, req, 488, "Not Acceptable Here", sip.NewHeader("Warning", `399 mediarelay "SRTP on calls from trunks is not supported"`))
+		r.countSetupFailure(488)
+		return
+	}
 	if tooBrief(req, tx) {
 		r.countSetupFailure(422)
 		return

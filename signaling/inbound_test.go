@@ -490,3 +490,28 @@ func TestOutboundDigestAuth(t *testing.T) {
 		})
 	}
 }
+
+// TestInboundSRTPOfferRefused: an SRTP offer from a trunk gets 488 rather
+// than a plain RTP answer it cannot use.
+func TestInboundSRTPOfferRefused(t *testing.T) {
+	r, u := inboundRelay(t)
+	p := newRegPhone(t, r, "alice", "laptop")
+	p.mustRegister("wonderland")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	host, port := splitHostPort(r.SIPUDPAddr().String())
+	body := strings.Replace(string(u.sdp(1, "sendrecv")), "RTP/AVP", "RTP/SAVP", 1) +
+		"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz\r\n"
+	dcs, err := u.dua.Invite(ctx, sip.Uri{User: "alice", Host: host, Port: port}, []byte(body), sip.NewHeader("Content-Type", "application/sdp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = dcs.WaitAnswer(ctx, sipgo.AnswerOptions{})
+	var dr *sipgo.ErrDialogResponse
+	if !errors.As(err, &dr) || dr.Res.StatusCode != 488 {
+		t.Fatalf("SRTP offer: %v, want 488", err)
+	}
+	if len(p.invites) != 0 {
+		t.Fatal("the browser rang")
+	}
+}

@@ -3,10 +3,13 @@ package signaling
 import (
 	"context"
 	"net"
+	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/mediarelay/mediarelay/pkg/config"
@@ -263,4 +266,173 @@ func TestSessionTimerTooBrief(t *testing.T) {
 
 func newLoopbackUDP() (*net.UDPConn, error) {
 	return net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+}
+
+// holdUAS answers INVITEs with PCMU and echoes RTP; re-INVITEs are
+// answered with the mirrored direction and recorded.
+type holdUAS struct {
+	addr  string
+	media *net.UDPConn
+	mu    sync.Mutex
+	dirs  []string
+	dss   *sipgo.DialogServerSession
+	dua   *sipgo.DialogUA
+}
+
+func newHoldUAS(t *testing.T) *holdUAS {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &holdUAS{addr: pc.LocalAddr().String()}
+	h.media, err = newLoopbackUDP()
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := h.media.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			_, _ = h.media.WriteToUDPAddrPort(buf[:n], from)
+		}
+	}()
+	ua, _ := sipgo.NewUA(sipgo.WithUserAgentHostname("127.0.0.1"))
+	srv, _ := sipgo.NewServer(ua)
+	cli, _ := sipgo.NewClient(ua, sipgo.WithClientHostname("127.0.0.1"))
+	host, port := splitHostPort(h.addr)
+	h.dua = &sipgo.DialogUA{Client: cli, ContactHDR: sip.ContactHeader{Address: sip.Uri{User: "pbx", Host: host, Port: port}}}
+	body := func(dir string, v uint64) []byte {
+		return sdp.Offer{SessionID: 9, Version: v, Addr: netip.MustParseAddr("127.0.0.1"), Port: h.media.LocalAddr().(*net.UDPAddr).Port,
+			Direction: dir, Codecs: []sdp.Codec{sipCodecs["pcmu"], dtmf8k}}.Marshal()
+	}
+	srv.OnInvite(func(req *sip.Request, tx sip.ServerTransaction) {
+		if tag, _ := req.To().Params.Get("tag"); tag != "" {
+			_, a, _ := sdp.Parse(req.Body())
+			h.mu.Lock()
+			h.dirs = append(h.dirs, normDir(a))
+			n := len(h.dirs)
+			h.mu.Unlock()
+			res := sip.NewResponseFromRequest(req, 200, "OK", body(answerDir(normDir(a)), uint64(1+n)))
+			res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+			res.AppendHeader(sip.HeaderClone(&h.dua.ContactHDR))
+			_ = tx.Respond(res)
+			return
+		}
+		d, err := h.dua.ReadInvite(req, tx)
+		if err != nil {
+			return
+		}
+		h.mu.Lock()
+		h.dss = d
+		h.mu.Unlock()
+		_ = d.RespondSDP(body("sendrecv", 1))
+	})
+	srv.OnAck(func(req *sip.Request, tx sip.ServerTransaction) {
+		h.mu.Lock()
+		d := h.dss
+		h.mu.Unlock()
+		if d != nil {
+			_ = d.ReadAck(req, tx)
+		}
+	})
+	srv.OnBye(func(req *sip.Request, tx sip.ServerTransaction) {
+		_ = tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
+	})
+	go func() { _ = srv.ServeUDP(pc) }()
+	t.Cleanup(func() {
+		pc.Close()
+		h.media.Close()
+		ua.Close()
+	})
+	return h
+}
+
+// TestHoldResumeOutboundCall: on a call from the browser, the browser
+// holds and resumes with re-INVITEs; the trunk is offered the same
+// directions, nothing times out, and audio flows after the resume.
+func TestHoldResumeOutboundCall(t *testing.T) {
+	h := newHoldUAS(t)
+	r := startRelay(t, func(c *config.Config) {
+		c.Media.Timeout = 2 * time.Second
+		c.Trunks = []config.Trunk{{Name: "pbx", Match: ".*", Address: "sip:" + h.addr, Codecs: []string{"PCMU"}}}
+	})
+	p := newPhone(t, "PCMU")
+	p.call(r, "2000")
+	send := func(dir string, ver uint64) *sip.Response {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		target := p.dcs.InviteResponse.Contact().Address
+		req := sip.NewRequest(sip.INVITE, *target.Clone())
+		req.SetBody([]byte(rewriteSDP(p.pc.LocalDescription().SDP, dir, ver, "")))
+		req.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+		res, err := p.dcs.Do(ctx, req)
+		if err != nil {
+			t.Fatalf("re-INVITE: %v", err)
+		}
+		if res.StatusCode == 200 {
+			ack := sip.NewRequest(sip.ACK, *target.Clone())
+			ack.AppendHeader(&sip.CSeqHeader{SeqNo: req.CSeq().SeqNo, MethodName: sip.ACK})
+			_ = p.dcs.WriteRequest(ack)
+		}
+		return res
+	}
+	res := send("inactive", 10)
+	if res.StatusCode != 200 || sdpDir(t, res.Body()) != "inactive" {
+		t.Fatalf("hold answered %d %s", res.StatusCode, res.Body())
+	}
+	waitFor(t, "hold offered to the trunk", 5*time.Second, func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return len(h.dirs) == 1 && h.dirs[0] == "inactive"
+	})
+	time.Sleep(3 * time.Second)
+	if r.ActiveCalls() != 1 {
+		t.Fatal("the call ended while on hold")
+	}
+	if res := send("sendrecv", 11); res.StatusCode != 200 || sdpDir(t, res.Body()) != "sendrecv" {
+		t.Fatalf("resume answered %d", res.StatusCode)
+	}
+	waitFor(t, "resume offered to the trunk", 5*time.Second, func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return len(h.dirs) == 2 && h.dirs[1] == "sendrecv"
+	})
+	sent := p.sendFrames(50, 160)
+	got := p.collect(time.Second)
+	want := map[string]bool{}
+	for _, s := range sent {
+		want[string(s)] = true
+	}
+	matched := 0
+	for _, pkt := range got {
+		if want[string(pkt.Payload)] {
+			matched++
+		}
+	}
+	if matched < 40 {
+		t.Fatalf("after resume only %d of 50 frames came back", matched)
+	}
+	// The trunk (the callee here) holds too: it gets recvonly back.
+	h.mu.Lock()
+	d := h.dss
+	h.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	target := d.InviteRequest.Contact().Address
+	req := sip.NewRequest(sip.INVITE, *target.Clone())
+	req.SetBody(sdp.Offer{SessionID: 9, Version: 10, Addr: netip.MustParseAddr("127.0.0.1"), Port: h.media.LocalAddr().(*net.UDPAddr).Port,
+		Direction: "sendonly", Codecs: []sdp.Codec{sipCodecs["pcmu"], dtmf8k}}.Marshal())
+	req.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+	res, err := d.Do(ctx, req)
+	if err != nil || res.StatusCode != 200 || sdpDir(t, res.Body()) != "recvonly" {
+		t.Fatalf("hold from the trunk: %v %v", res, err)
+	}
+	ack := sip.NewRequest(sip.ACK, *target.Clone())
+	ack.AppendHeader(&sip.CSeqHeader{SeqNo: req.CSeq().SeqNo, MethodName: sip.ACK})
+	_ = d.WriteRequest(ack)
+	p.hangup()
 }
