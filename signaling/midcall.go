@@ -414,7 +414,7 @@ func (c *Call) inDialog(ctx context.Context, s side, method sip.RequestMethod, b
 // Session timers ----------------------------------------------------------
 
 // sessionExpires reads Session-Expires: "1800;refresher=uac".
-func sessionExpires(req *sip.Request) (time.Duration, string, bool) {
+func sessionExpires(req interface{ GetHeader(string) sip.Header }) (time.Duration, string, bool) {
 	h := req.GetHeader("Session-Expires")
 	if h == nil {
 		h = req.GetHeader("x")
@@ -462,17 +462,34 @@ func (c *Call) refreshSessionTimer(req *sip.Request, res *sip.Response) {
 	if !ok {
 		return
 	}
-	// The trunk is the UAC of its dialog on inbound calls, the UAS on outbound.
-	trunkRole, ourRole := "uac", "uas"
-	if c.inTrunk == nil {
-		trunkRole, ourRole = "uas", "uac"
-	}
-	if refresher == "" {
-		refresher = trunkRole
+	// Roles are those of this transaction: the trunk sent the request, so
+	// it is the UAC; without a choice the refresher is the one asking.
+	if refresher != "uas" {
+		refresher = "uac"
 	}
 	res.AppendHeader(sip.NewHeader("Session-Expires", fmt.Sprintf("%d;refresher=%s", int(se.Seconds()), refresher)))
 	if sup := req.GetHeader("Supported"); sup != nil && strings.Contains(strings.ToLower(sup.Value()), "timer") {
 		res.AppendHeader(sip.NewHeader("Require", "timer"))
+	}
+	c.applySessionTimer(se, refresher == "uas")
+}
+
+// trunkAnswerSessionTimer applies the Session-Expires of a trunk's 2xx to
+// the relay's INVITE (the relay was the UAC).
+func (c *Call) trunkAnswerSessionTimer(res *sip.Response) {
+	se, refresher, ok := sessionExpires(res)
+	if !ok {
+		return
+	}
+	c.applySessionTimer(se, refresher != "uas")
+}
+
+// applySessionTimer arms the session timer: the relay refreshes at half
+// the interval, or ends the call when the trunk's refresh does not come.
+func (c *Call) applySessionTimer(se time.Duration, weRefresh bool) {
+	refresher := "uac"
+	if !weRefresh {
+		refresher = "trunk"
 	}
 	c.mid.seMu.Lock()
 	defer c.mid.seMu.Unlock()
@@ -480,7 +497,7 @@ func (c *Call) refreshSessionTimer(req *sip.Request, res *sip.Response) {
 	if c.mid.seTimer != nil {
 		c.mid.seTimer.Stop()
 	}
-	if refresher == ourRole {
+	if weRefresh {
 		c.mid.seTimer = time.AfterFunc(se/2, c.sendRefresh)
 		return
 	}

@@ -277,15 +277,22 @@ type holdUAS struct {
 	dirs  []string
 	dss   *sipgo.DialogServerSession
 	dua   *sipgo.DialogUA
+	// se, if set, goes into the 200 as Session-Expires.
+	se       string
+	updates  []*sip.Request
+	firstInv *sip.Request
 }
 
-func newHoldUAS(t *testing.T) *holdUAS {
+func newHoldUAS(t *testing.T, se ...string) *holdUAS {
 	t.Helper()
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	h := &holdUAS{addr: pc.LocalAddr().String()}
+	if len(se) > 0 {
+		h.se = se[0]
+	}
 	h.media, err = newLoopbackUDP()
 	if err != nil {
 		t.Fatal(err)
@@ -328,8 +335,15 @@ func newHoldUAS(t *testing.T) *holdUAS {
 		}
 		h.mu.Lock()
 		h.dss = d
+		h.firstInv = req
+		se := h.se
 		h.mu.Unlock()
-		_ = d.RespondSDP(body("sendrecv", 1))
+		res := sip.NewSDPResponseFromRequest(d.InviteRequest, body("sendrecv", 1))
+		if se != "" {
+			res.AppendHeader(sip.NewHeader("Session-Expires", se))
+			res.AppendHeader(sip.NewHeader("Require", "timer"))
+		}
+		_ = d.WriteResponse(res)
 	})
 	srv.OnAck(func(req *sip.Request, tx sip.ServerTransaction) {
 		h.mu.Lock()
@@ -341,6 +355,16 @@ func newHoldUAS(t *testing.T) *holdUAS {
 	})
 	srv.OnBye(func(req *sip.Request, tx sip.ServerTransaction) {
 		_ = tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
+	})
+	srv.OnUpdate(func(req *sip.Request, tx sip.ServerTransaction) {
+		h.mu.Lock()
+		h.updates = append(h.updates, req)
+		h.mu.Unlock()
+		res := sip.NewResponseFromRequest(req, 200, "OK", nil)
+		if se := req.GetHeader("Session-Expires"); se != nil {
+			res.AppendHeader(sip.NewHeader("Session-Expires", se.Value()))
+		}
+		_ = tx.Respond(res)
 	})
 	go func() { _ = srv.ServeUDP(pc) }()
 	t.Cleanup(func() {
@@ -434,5 +458,37 @@ func TestHoldResumeOutboundCall(t *testing.T) {
 	ack := sip.NewRequest(sip.ACK, *target.Clone())
 	ack.AppendHeader(&sip.CSeqHeader{SeqNo: req.CSeq().SeqNo, MethodName: sip.ACK})
 	_ = d.WriteRequest(ack)
+	p.hangup()
+}
+
+// TestSessionTimerOutbound: a trunk that answers the relay's INVITE with
+// Session-Expires and refresher=uac gets refreshes (UPDATE) from the relay.
+func TestSessionTimerOutbound(t *testing.T) {
+	h := newHoldUAS(t, "2;refresher=uac")
+	r := startRelay(t, func(c *config.Config) {
+		c.Trunks = []config.Trunk{{Name: "pbx", Match: ".*", Address: "sip:" + h.addr, Codecs: []string{"PCMU"}}}
+	})
+	p := newPhone(t, "PCMU")
+	p.call(r, "2000")
+	h.mu.Lock()
+	sup := h.firstInv.GetHeader("Supported")
+	h.mu.Unlock()
+	if sup == nil || !strings.Contains(sup.Value(), "timer") {
+		t.Fatalf("INVITE to the trunk lacks Supported: timer")
+	}
+	waitFor(t, "two refreshes", 4*time.Second, func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return len(h.updates) >= 2
+	})
+	h.mu.Lock()
+	se := h.updates[0].GetHeader("Session-Expires")
+	h.mu.Unlock()
+	if se == nil || se.Value() != "2;refresher=uac" {
+		t.Fatalf("refresh Session-Expires %v", se)
+	}
+	if r.ActiveCalls() != 1 {
+		t.Fatal("call ended")
+	}
 	p.hangup()
 }

@@ -162,7 +162,8 @@ func (r *Relay) outbound(req *sip.Request, tx sip.ServerTransaction) {
 	var provisional atomic.Bool
 	go c.superviseInvite(ctx, dss.Context(), cancel, &provisional)
 
-	dcs, err := r.dialogUAFor(route).Invite(ctx, *recipient, body, append([]sip.Header{from, to, sip.NewHeader("Content-Type", "application/sdp")}, identity...)...)
+	dcs, err := r.dialogUAFor(route).Invite(ctx, *recipient, body, append([]sip.Header{from, to, sip.NewHeader("Content-Type", "application/sdp"),
+		sip.NewHeader("Supported", "timer")}, identity...)...)
 	if err != nil {
 		logTrunkError(c.log, route, err)
 		fail(503, "Service Unavailable", endUnreachable)
@@ -215,6 +216,7 @@ func (r *Relay) outbound(req *sip.Request, tx sip.ServerTransaction) {
 	c.trunkDialogID = dcs.ID
 	r.indexDialog(c, dcs.ID)
 	c.answered = time.Now()
+	c.trunkAnswerSessionTimer(dcs.InviteResponse) // midcall.go: RFC 4028
 	if perr != nil {
 		c.log.Warn("trunk answer unusable", "err", perr)
 		// The trunk's dialog exists now: hangup sends it a BYE.
