@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"hash"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -51,12 +52,16 @@ type credential struct {
 // credentials is the user table: from the config's users and users_file.
 type credentials struct {
 	realm string
+	algs  []string // accepted algorithms; empty means both
 	users map[string]*credential
 	dids  map[string]string // normalised number → user
 }
 
 func loadCredentials(cfg config.Config) (*credentials, error) {
 	c := &credentials{realm: firstNonEmpty(cfg.SIP.Realm, "mediarelay"), users: map[string]*credential{}, dids: map[string]string{}}
+	for _, a := range cfg.SIP.DigestAlgorithms {
+		c.algs = append(c.algs, canonicalAlg(a))
+	}
 	for _, u := range cfg.Users {
 		cr := &credential{name: u.Name, ha1: map[string]string{}}
 		if u.Password != "" {
@@ -181,9 +186,13 @@ func (n *nonceMaker) check(nonce, ip string, now time.Time) (ok, stale bool) {
 
 // challenges returns the WWW-Authenticate values: SHA-256 first, then MD5
 // for clients that know no better (RFC 8760 section 2.4).
-func challenges(realm, nonce string, stale bool) []string {
+func challenges(realm, nonce string, stale bool, algs ...string) []string {
 	var out []string
-	for _, alg := range []string{algSHA256, algMD5} {
+	if len(algs) == 0 {
+		algs = []string{algSHA256, algMD5}
+	}
+	for _, alg := range algs {
+		alg = canonicalAlg(alg)
 		v := fmt.Sprintf(`Digest realm="%s", nonce="%s", algorithm=%s, qop="auth"`, realm, nonce, alg)
 		if stale {
 			v += ", stale=true"
@@ -191,6 +200,13 @@ func challenges(realm, nonce string, stale bool) []string {
 		out = append(out, v)
 	}
 	return out
+}
+
+func canonicalAlg(a string) string {
+	if strings.EqualFold(a, algSHA256) {
+		return algSHA256
+	}
+	return algMD5
 }
 
 // parseDigest reads the parameters of an Authorization: Digest header.
@@ -278,6 +294,9 @@ func (c *credentials) verify(n *nonceMaker, auth, method, ip string, now time.Ti
 		alg = algSHA256
 	default:
 		return digestMissing, user
+	}
+	if len(c.algs) > 0 && !slices.Contains(c.algs, alg) {
+		return digestMissing, user // not offered: challenge again
 	}
 	nonceOK, stale := n.check(p["nonce"], ip, now)
 	if !nonceOK {

@@ -189,7 +189,7 @@ func (g *registrar) authenticate(req *sip.Request, tx sip.ServerTransaction, cla
 
 func (g *registrar) challenge(req *sip.Request, tx sip.ServerTransaction, ip string, stale bool, now time.Time) {
 	res := sip.NewResponseFromRequest(req, 401, "Unauthorized", nil)
-	for _, c := range challenges(g.creds.realm, g.nonces.make(ip, now), stale) {
+	for _, c := range challenges(g.creds.realm, g.nonces.make(ip, now), stale, g.creds.algs...) {
 		res.AppendHeader(sip.NewHeader("WWW-Authenticate", c))
 	}
 	_ = tx.Respond(res)

@@ -287,6 +287,12 @@ func TestBrowserAnswersSIPp(t *testing.T) {
 	if !browsertest.InNetns(t) {
 		return
 	}
+	browserAnswersSIPp(t, func(r *Relay) string { return "http://" + r.HTTPAddr().String() + "/" }, nil)
+}
+
+// browserAnswersSIPp runs a page (from pageURL) that registers as alice
+// and answers; SIPp calls alice with two tones, which the page must hear.
+func browserAnswersSIPp(t *testing.T, pageURL func(*Relay) string, mod func(*config.Config)) {
 	tones, quiet := []float64{500, 1300}, 2500.0
 	dir := t.TempDir()
 	wav := filepath.Join(dir, "mic.wav")
@@ -306,7 +312,7 @@ func TestBrowserAnswersSIPp(t *testing.T) {
 	defer browser.Close()
 
 	port := sippFreePort(t)
-	r := startRelay(t, chain(withUsers("alice", "wonderland"), sippCarrier(port)))
+	r := startRelay(t, chain(withUsers("alice", "wonderland"), sippCarrier(port), mod))
 	type result struct {
 		res browsertest.Result
 		err error
@@ -314,12 +320,23 @@ func TestBrowserAnswersSIPp(t *testing.T) {
 	done := make(chan result, 1)
 	go func() {
 		res, err := browser.Call(ctx, browsertest.Options{
-			PageURL: "http://" + r.HTTPAddr().String() + "/", Answer: true, User: "alice", Password: "wonderland",
+			PageURL: pageURL(r), Answer: true, User: "alice", Password: "wonderland",
 			Hold: 5 * time.Second, Freqs: append(tones, quiet),
 		})
 		done <- result{res, err}
 	}()
-	waitFor(t, "the page to register", 60*time.Second, func() bool { return r.Registered("alice") == 1 })
+	registered := false
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline) && !registered; time.Sleep(50 * time.Millisecond) {
+		select {
+		case res := <-done:
+			t.Fatalf("browser gave up before registering: %v (log: %v)", res.err, res.res.Log)
+		default:
+		}
+		registered = r.Registered("alice") == 1
+	}
+	if !registered {
+		t.Fatal("the page did not register")
+	}
 
 	// SIPp plays the tones after the ACK and waits for the page's BYE.
 	play := fmt.Sprintf(`  <nop><action><exec rtp_stream="%s,-1,0"/></action></nop>

@@ -85,6 +85,11 @@ type SIP struct {
 	// IP are answered with a new challenge; after that, 403 for AuthLockout.
 	AuthFailures int           `yaml:"auth_failures"`
 	AuthLockout  time.Duration `yaml:"auth_lockout"`
+	// DigestAlgorithms are the challenges a REGISTER gets, in this order
+	// (RFC 8760: SHA-256, MD5), and the only ones accepted. The default,
+	// SHA-256 then MD5, also suits clients that keep only the last
+	// challenge and know only MD5 (JsSIP).
+	DigestAlgorithms []string `yaml:"digest_algorithms"`
 }
 
 // Media is the RTP side: addresses, ports, timeouts.
@@ -196,6 +201,7 @@ func Default() Config {
 			RegisterBurst:      30,
 			AuthFailures:       3,
 			AuthLockout:        time.Minute,
+			DigestAlgorithms:   []string{"SHA-256", "MD5"},
 		},
 		Media: Media{
 			BindIP:     "127.0.0.1",

@@ -24,6 +24,12 @@ func (c Config) validateUsers(v *validator) {
 		v.add("sip.auth_failures", "%d must be at least 1", c.SIP.AuthFailures)
 	}
 	v.positive("sip.auth_lockout", c.SIP.AuthLockout)
+	if len(c.SIP.DigestAlgorithms) == 0 {
+		v.add("sip.digest_algorithms", "is empty: list SHA-256, MD5 or both")
+	}
+	for _, a := range c.SIP.DigestAlgorithms {
+		v.oneOf("sip.digest_algorithms", a, "SHA-256", "MD5")
+	}
 	names := map[string]int{}
 	dids := map[string]string{}
 	for i, u := range c.Users {

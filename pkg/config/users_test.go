@@ -16,6 +16,7 @@ func TestUsersAndInboundKeysValidated(t *testing.T) {
 		{"users:\n  - name: a\n    password: x\n    dids: [abc]\n", "users[0].dids"},
 		{"users:\n  - name: a\n    password: x\n    dids: ['+1 555']\n  - name: b\n    password: y\n    dids: ['+1555']\n", "users[1].dids"},
 		{"sip:\n  register_rate: 0\n", "sip.register_rate"},
+		{"sip:\n  digest_algorithms: [SHA-1]\n", "sip.digest_algorithms"},
 		{"sip:\n  auth_lockout: 0s\n", "sip.auth_lockout"},
 		{"trunks:\n  - name: t\n    address: 10.0.0.1\n    sources: [bogus]\n", "trunks[0].sources"},
 		{"trunks:\n  - name: t\n    address: 10.0.0.1\n    inbound_username: u\n", "trunks[0].inbound_username"},
