@@ -510,3 +510,35 @@ func (p *regPhone) sendCheck(n int) int {
 		}
 	}
 }
+
+// TestRegisterDigestAlgorithmsRestricted: with sip.digest_algorithms
+// [SHA-256] only that challenge is offered, and an MD5 answer is not taken.
+func TestRegisterDigestAlgorithmsRestricted(t *testing.T) {
+	r := startRelay(t, chain(withUsers("alice", "wonderland"), func(c *config.Config) { c.SIP.DigestAlgorithms = []string{"SHA-256"} }))
+	p := newRegPhone(t, r, "alice", "laptop")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req := p.registerReq(300)
+	res, err := p.cli.Do(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chals := res.GetHeaders("WWW-Authenticate")
+	if res.StatusCode != 401 || len(chals) != 1 || !strings.Contains(chals[0].Value(), "algorithm=SHA-256") {
+		t.Fatalf("challenge %d %v", res.StatusCode, chals)
+	}
+	// Answer as if MD5 had been offered with the same nonce.
+	md5 := strings.Replace(chals[0].Value(), "algorithm=SHA-256", "algorithm=MD5", 1)
+	res.RemoveHeader("WWW-Authenticate")
+	res.AppendHeader(sip.NewHeader("WWW-Authenticate", md5))
+	res, err = p.cli.DoDigestAuth(ctx, req, res, sipgo.DigestAuth{Username: "alice", Password: "wonderland"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.StatusCode != 401 || r.Registered("alice") != 0 {
+		t.Fatalf("MD5 answer to a SHA-256-only registrar: %d", res.StatusCode)
+	}
+	if res := p.register("wonderland", 300, false); res.StatusCode != 200 {
+		t.Fatalf("SHA-256 register: %d", res.StatusCode)
+	}
+}
