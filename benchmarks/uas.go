@@ -62,6 +62,12 @@ type uasCall struct {
 	upDelay []float64 // ms, browser -> trunk one-way, from the marker
 	outSeq  uint16
 	ssrc    uint32
+	// The echo's RTP clock: timestamps follow the echo's own send times, so
+	// the trunk->browser jitter measured at the client is that direction's
+	// alone, not the round trip's.
+	t0     time.Time
+	tsBase uint32
+	rate   int64
 }
 
 // NewUAS listens for SIP on sipAddr (UDP, e.g. "127.0.0.1:0") and for RTP on
@@ -281,7 +287,8 @@ func (u *UAS) Answer(key string, offer []byte) ([]byte, error) {
 		return nil, fmt.Errorf("no supported codec in %v", md.MediaName.Formats)
 	}
 	proto := strings.Join(md.MediaName.Protos, "/")
-	c := &uasCall{id: key, remote: remote, codec: rtpmap, ssrc: randUint32(), outSeq: uint16(randUint32())}
+	c := &uasCall{id: key, remote: remote, codec: rtpmap, ssrc: randUint32(), outSeq: uint16(randUint32()),
+		t0: time.Now(), tsBase: randUint32(), rate: int64(clockRateOf(rtpmap))}
 	c.stats = NewRecvStats(clockRateOf(rtpmap))
 	var cryptoLine string
 	if strings.Contains(proto, "SAVP") {
@@ -414,9 +421,10 @@ func (u *UAS) readRTP() {
 		if !u.echo {
 			continue
 		}
-		// Echo with our own SSRC and sequence, keeping the timestamp, so loss
-		// and jitter on the way back are measured independently of the way in.
-		oh := rtp.Header{Version: 2, PayloadType: hdr.PayloadType, SequenceNumber: seq, Timestamp: hdr.Timestamp, SSRC: c.ssrc, Marker: hdr.Marker}
+		// Echo with our own SSRC, sequence and timestamps, so loss and jitter
+		// on the way back are measured independently of the way in.
+		ts := c.tsBase + uint32(int64(now.Sub(c.t0))*c.rate/int64(time.Second))
+		oh := rtp.Header{Version: 2, PayloadType: hdr.PayloadType, SequenceNumber: seq, Timestamp: ts, SSRC: c.ssrc, Marker: hdr.Marker}
 		ohl, _ := oh.MarshalTo(out)
 		m := copy(out[ohl:], payload)
 		if hasMarker {
