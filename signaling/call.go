@@ -71,6 +71,8 @@ type Call struct {
 	inTrunk    *sipgo.DialogServerSession
 	outBrowser *sipgo.DialogClientSession
 	trunkOffer sdp.Audio
+	lateOffer  bool        // the trunk's INVITE had no SDP: its answer comes in the ACK
+	lateDone   atomic.Bool // that answer was applied
 	// Mid-call state (midcall.go).
 	sipCodecs              []sdp.Codec // what the SIP leg's SDP carries
 	sdpSession, sdpVersion uint64

@@ -216,12 +216,26 @@ func (r *Relay) inbound(req *sip.Request, tx sip.ServerTransaction) {
 		r.countSetupFailure(480)
 		return
 	}
-	if ct := req.ContentType(); ct == nil || !strings.EqualFold(strings.TrimSpace(ct.Value()), "application/sdp") || len(req.Body()) == 0 {
-		respond(tx, req, 488, "Not Acceptable Here", sip.NewHeader("Warning", `399 mediarelay "an SDP offer is required"`))
-		r.countSetupFailure(488)
+	var offer sdp.Audio
+	var err error
+	lateOffer := len(req.Body()) == 0
+	switch {
+	case lateOffer:
+		// No offer (RFC 3261 13.2.1): the relay offers in its 200 what the
+		// trunk is configured for, and the ACK brings the answer.
+		for _, name := range route.Codecs {
+			if c, ok := sipCodecs[strings.ToLower(name)]; ok {
+				offer.Codecs = append(offer.Codecs, c)
+			}
+		}
+		offer.Codecs = append(offer.Codecs, dtmf8k)
+	case req.ContentType() == nil || !strings.EqualFold(strings.TrimSpace(req.ContentType().Value()), "application/sdp"):
+		respond(tx, req, 415, "Unsupported Media Type", sip.NewHeader("Accept", "application/sdp"))
+		r.countSetupFailure(415)
 		return
+	default:
+		_, offer, err = sdp.Parse(req.Body())
 	}
-	_, offer, err := sdp.Parse(req.Body())
 	if err != nil {
 		respond(tx, req, 400, "Bad Request", sip.NewHeader("Warning", `399 mediarelay "malformed SDP"`))
 		r.countSetupFailure(400)
@@ -261,6 +275,7 @@ func (r *Relay) inbound(req *sip.Request, tx sip.ServerTransaction) {
 		route:         route,
 		direction:     "inbound",
 		trunkOffer:    offer,
+		lateOffer:     lateOffer,
 		start:         time.Now(),
 		ended:         make(chan struct{}),
 	}
@@ -674,4 +689,24 @@ func hasFold(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// trunkAck completes a call whose INVITE had no offer: the trunk's ACK
+// carries its answer to the relay's 200.
+func (c *Call) trunkAck(req *sip.Request) {
+	if !c.lateOffer || len(req.Body()) == 0 || !c.lateDone.CompareAndSwap(false, true) {
+		return
+	}
+	_, ans, err := sdp.Parse(req.Body())
+	if err == nil {
+		if _, ok := ans.Find(c.plan.SIPCodec.Name); !ok {
+			err = errNoCommonCodec
+		}
+	}
+	if err != nil {
+		c.log.Info("trunk's answer in the ACK unusable", "err", err)
+		go c.hangup(endNoCodec, 0, "")
+		return
+	}
+	c.setRemote(ans)
 }

@@ -515,3 +515,47 @@ func TestInboundSRTPOfferRefused(t *testing.T) {
 		t.Fatal("the browser rang")
 	}
 }
+
+// TestInboundLateOffer: a trunk INVITE without SDP gets the relay's offer
+// in the 200 and answers in the ACK; audio then flows.
+func TestInboundLateOffer(t *testing.T) {
+	r, u := inboundRelay(t)
+	p := newRegPhone(t, r, "alice", "laptop", "PCMU")
+	p.mustRegister("wonderland")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	host, port := splitHostPort(r.SIPUDPAddr().String())
+	dcs, err := u.dua.Invite(ctx, sip.Uri{User: "alice", Host: host, Port: port}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dcs.WaitAnswer(ctx, sipgo.AnswerOptions{}); err != nil {
+		t.Fatalf("late-offer INVITE: %v", err)
+	}
+	_, offer, err := sdp.Parse(dcs.InviteResponse.Body())
+	if err != nil {
+		t.Fatalf("200 carries no offer: %v", err)
+	}
+	if _, ok := offer.Find("PCMU"); !ok {
+		t.Fatalf("relay offered %v", offer.Codecs)
+	}
+	ack := sip.NewRequest(sip.ACK, dcs.InviteResponse.Contact().Address)
+	ack.SetBody(u.sdp(1, "sendrecv"))
+	ack.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+	if err := dcs.WriteAck(ctx, ack); err != nil {
+		t.Fatal(err)
+	}
+	u.mu.Lock()
+	u.dcs = dcs
+	u.mu.Unlock()
+	u.remote = netip.AddrPortFrom(offer.Addr, uint16(offer.Port))
+	select {
+	case <-p.conn:
+	case <-ctx.Done():
+		t.Fatal("browser leg did not connect")
+	}
+	if got := u.echoCheck(40); got < 32 {
+		t.Fatalf("only %d of 40 frames came back", got)
+	}
+	_ = u.bye()
+}

@@ -406,6 +406,7 @@ func (r *Relay) onAck(req *sip.Request, tx sip.ServerTransaction) {
 		_ = c.browser.ReadAck(req, tx)
 	} else if c != nil && c.inTrunk != nil {
 		_ = c.inTrunk.ReadAck(req, tx)
+		c.trunkAck(req) // inbound.go: an answer to the relay's offer
 	}
 }
 
