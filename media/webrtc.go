@@ -173,37 +173,7 @@ func (w *WebRTC) Answer(offer string, codec string) (*WebRTCLeg, string, error) 
 	if err != nil {
 		return nil, "", fmt.Errorf("peer connection: %w", err)
 	}
-	l := &WebRTCLeg{
-		pc:        pc,
-		track:     &localTrack{capab: capab},
-		log:       w.log,
-		remote:    make(chan *webrtc.TrackRemote, 1),
-		connected: make(chan struct{}),
-		failed:    make(chan struct{}),
-		closed:    make(chan struct{}),
-		rx:        recvStats{clockRate: uint64(capab.ClockRate), epoch: time.Now()},
-	}
-	pc.OnTrack(func(t *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
-		if t.Kind() != webrtc.RTPCodecTypeAudio {
-			return
-		}
-		select {
-		case l.remote <- t:
-		default: // a second audio track is not ours to relay
-		}
-	})
-	pc.OnConnectionStateChange(func(s webrtc.PeerConnectionState) {
-		switch s {
-		case webrtc.PeerConnectionStateConnected:
-			select {
-			case <-l.connected:
-			default:
-				close(l.connected)
-			}
-		case webrtc.PeerConnectionStateFailed:
-			l.failOnce.Do(func() { close(l.failed) })
-		}
-	})
+	l := w.newLeg(pc, capab)
 	fail := func(err error) (*WebRTCLeg, string, error) {
 		_ = pc.Close()
 		return nil, "", err
@@ -215,16 +185,8 @@ func (w *WebRTC) Answer(offer string, codec string) (*WebRTCLeg, string, error) 
 	if err != nil {
 		return fail(fmt.Errorf("add track: %w", err))
 	}
-	// RTCP from the browser must be read or pion's buffers fill; the
-	// receiver reports in it are not used yet.
-	go func() {
-		buf := make([]byte, 1500)
-		for {
-			if _, _, err := sender.Read(buf); err != nil {
-				return
-			}
-		}
-	}()
+	// RTCP from the browser must be read or pion's buffers fill.
+	go drainRTCP(sender)
 	answer, err := pc.CreateAnswer(nil)
 	if err != nil {
 		return fail(fmt.Errorf("create answer: %w", err))

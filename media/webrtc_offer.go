@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pion/interceptor"
 	"github.com/pion/webrtc/v4"
 
 	"github.com/mediarelay/mediarelay/pkg/sdp"
@@ -67,7 +68,9 @@ func (w *WebRTC) OfferCodecs(codecs []sdp.Codec) (*WebRTCLeg, string, error) {
 	if audio == 0 {
 		return nil, "", errors.New("no codec to offer")
 	}
-	api := webrtc.NewAPI(webrtc.WithMediaEngine(&m), webrtc.WithSettingEngine(w.settings))
+	// No interceptors, as in Answer: they allocate per packet.
+	api := webrtc.NewAPI(webrtc.WithMediaEngine(&m), webrtc.WithSettingEngine(w.settings),
+		webrtc.WithInterceptorRegistry(&interceptor.Registry{}))
 	pc, err := api.NewPeerConnection(webrtc.Configuration{})
 	if err != nil {
 		return nil, "", fmt.Errorf("peer connection: %w", err)
@@ -177,6 +180,7 @@ func (w *WebRTC) newLeg(pc *webrtc.PeerConnection, capab webrtc.RTPCodecCapabili
 	return l
 }
 
+// drainRTCP reads and drops RTCP for a sender; the reports are not used.
 func drainRTCP(sender *webrtc.RTPSender) {
 	buf := make([]byte, 1500)
 	for {

@@ -26,11 +26,26 @@ import (
 	"github.com/mediarelay/mediarelay/pkg/sdp"
 )
 
-// portBase spreads RTP port ranges between relays started by one test binary.
+// portBase spreads RTP port ranges between relays started by one test
+// binary, in 16000-19999: below the kernel's ephemeral ports (32768+), where
+// the sockets of tests running beside us land, and apart from the media
+// tests (10000-15999) and baresip's RTP (20000-29999).
 var (
 	portMu   sync.Mutex
-	portBase = 30000 + (os.Getpid()%50)*100
+	portBase = 16000 + (os.Getpid()%100)*40
 )
+
+// nextPortRange returns a fresh range of 20 RTP port pairs.
+func nextPortRange() (int, int) {
+	portMu.Lock()
+	defer portMu.Unlock()
+	if portBase+40 > 20000 {
+		portBase = 16000
+	}
+	lo := portBase
+	portBase += 40
+	return lo, lo + 39
+}
 
 func testLogger(t *testing.T) *slog.Logger {
 	if os.Getenv("MEDIARELAY_TEST_LOG") != "" {
@@ -48,10 +63,7 @@ func startRelay(t *testing.T, mod func(*config.Config)) *Relay {
 	cfg.SIP.TCPListen = "127.0.0.1:0"
 	cfg.Media.BindIP = "127.0.0.1"
 	cfg.Media.WebRTCPort = 0
-	portMu.Lock()
-	cfg.Media.PortMin, cfg.Media.PortMax = portBase, portBase+99
-	portBase += 100
-	portMu.Unlock()
+	cfg.Media.PortMin, cfg.Media.PortMax = nextPortRange()
 	cfg.CDR.Path = filepath.Join(t.TempDir(), "cdr.db")
 	cfg.SIP.InviteTimeout = 3 * time.Second
 	if mod != nil {

@@ -153,10 +153,7 @@ func startRelayWith(t *testing.T, pki *testPKI, log *slog.Logger, mod func(*conf
 	cfg.SIP.TCPListen = "127.0.0.1:0"
 	cfg.Media.BindIP = "127.0.0.1"
 	cfg.Media.WebRTCPort = 0
-	portMu.Lock()
-	cfg.Media.PortMin, cfg.Media.PortMax = portBase, portBase+99
-	portBase += 100
-	portMu.Unlock()
+	cfg.Media.PortMin, cfg.Media.PortMax = nextPortRange()
 	cfg.CDR.Path = filepath.Join(t.TempDir(), "cdr.db")
 	cfg.SIP.InviteTimeout = 3 * time.Second
 	if pki != nil {

@@ -62,10 +62,7 @@ func TestRegisterToTrunk(t *testing.T) {
 	cfg := config.Default()
 	cfg.HTTP.Listen, cfg.SIP.UDPListen, cfg.SIP.TCPListen = "127.0.0.1:0", "127.0.0.1:0", ""
 	cfg.Media.WebRTCPort, cfg.CDR.Path = 0, ""
-	portMu.Lock()
-	cfg.Media.PortMin, cfg.Media.PortMax = portBase, portBase+99
-	portBase += 100
-	portMu.Unlock()
+	cfg.Media.PortMin, cfg.Media.PortMax = nextPortRange()
 	cfg.Trunks = []config.Trunk{{Name: "carrier", Address: "sip:" + pc.LocalAddr().String(), Username: "acct42", Password: "s3cret",
 		Register: true, RegisterExpires: time.Minute}}
 	r, err := New(cfg, testLogger(t))
