@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
 
 	"github.com/mediarelay/mediarelay/media"
 	"github.com/mediarelay/mediarelay/pkg/cdr"
@@ -96,6 +97,43 @@ type Call struct {
 	ended chan struct{}
 	cause string
 	code  int
+}
+
+// admit registers a new call with the relay under its first dialog.
+func (r *Relay) admit(c *Call, dialogID string) {
+	c.log = r.log.With("call", c.id, "trunk", c.route.Name)
+	r.addCall(c)
+	r.indexDialog(c, dialogID)
+}
+
+// rejectInvite answers the INVITE of dss with a final failure and ends the
+// call with cause.
+func (c *Call) rejectInvite(dss *sipgo.DialogServerSession, code int, reason, cause string, hdrs ...sip.Header) {
+	res := sip.NewResponseFromRequest(dss.InviteRequest, code, reason, nil)
+	for _, h := range hdrs {
+		res.AppendHeader(h)
+	}
+	_ = dss.WriteResponse(res)
+	c.r.countSetupFailure(code)
+	c.hangup(cause, code, reason)
+}
+
+// openRTPLeg allocates the call's SIP-side media ports; when the range is
+// exhausted it rejects the call with 503 and Retry-After and reports false.
+func (c *Call) openRTPLeg(fail func(int, string, string, ...sip.Header)) bool {
+	var err error
+	c.rtp, err = media.NewRTPLeg(media.RTPLegOptions{
+		Ports:    c.r.ports,
+		Latching: c.r.cfg.Media.Latching,
+		OnDrop:   c.onRTPDrop,
+		Logger:   c.log,
+	})
+	if err != nil {
+		c.log.Warn("no media port", "err", err)
+		fail(503, "Service Unavailable", endError, sip.NewHeader("Retry-After", "5"))
+		return false
+	}
+	return true
 }
 
 func newCallID() string {

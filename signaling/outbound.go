@@ -12,7 +12,6 @@ import (
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 
-	"github.com/mediarelay/mediarelay/media"
 	"github.com/mediarelay/mediarelay/pkg/sdp"
 )
 
@@ -101,31 +100,14 @@ func (r *Relay) outbound(req *sip.Request, tx sip.ServerTransaction) {
 		start:           time.Now(),
 		ended:           make(chan struct{}),
 	}
-	c.log = r.log.With("call", c.id, "trunk", route.Name)
-	r.addCall(c)
-	r.indexDialog(c, dss.ID)
+	r.admit(c, dss.ID)
 	r.wg.Add(1)
 	defer r.wg.Done()
 
 	fail := func(code int, reason, cause string, hdrs ...sip.Header) {
-		res := sip.NewResponseFromRequest(dss.InviteRequest, code, reason, nil)
-		for _, h := range hdrs {
-			res.AppendHeader(h)
-		}
-		_ = dss.WriteResponse(res)
-		r.countSetupFailure(code)
-		c.hangup(cause, code, reason)
+		c.rejectInvite(dss, code, reason, cause, hdrs...)
 	}
-
-	c.rtp, err = media.NewRTPLeg(media.RTPLegOptions{
-		Ports:    r.ports,
-		Latching: r.cfg.Media.Latching,
-		OnDrop:   c.onRTPDrop,
-		Logger:   c.log,
-	})
-	if err != nil {
-		c.log.Warn("no media port", "err", err)
-		fail(503, "Service Unavailable", endError, sip.NewHeader("Retry-After", "5"))
+	if !c.openRTPLeg(fail) {
 		return
 	}
 
