@@ -241,9 +241,11 @@ func (r *Relay) inbound(req *sip.Request, tx sip.ServerTransaction) {
 		r.countSetupFailure(400)
 		return
 	}
-	if p := strings.ToUpper(offer.Proto); (p != "" && p != "RTP/AVP") || srtpPolicy(route) == "required" || srtpPolicy(route) == "dtls" {
-		// Keys for the SIP leg are negotiated on calls to trunks only.
-		respond(tx, req, 488, "Not Acceptable Here", sip.NewHeader("Warning", `399 mediarelay "SRTP on calls from trunks is not supported"`))
+	// SDES per the trunk's SRTP policy (sdes_inbound.go); DTLS-SRTP offers
+	// from trunks get 488.
+	keys, refuse := inboundSecurity(route, offer, lateOffer)
+	if refuse != "" {
+		respond(tx, req, 488, "Not Acceptable Here", sip.NewHeader("Warning", `399 mediarelay "`+refuse+`"`))
 		r.countSetupFailure(488)
 		return
 	}
@@ -258,7 +260,7 @@ func (r *Relay) inbound(req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 	_ = tx.Respond(sip.NewResponseFromRequest(req, 100, "Trying", nil))
-	dss, err := r.trunkUA.ReadInvite(req, tx)
+	dss, err := r.dialogUAFor(route).ReadInvite(req, tx)
 	if err != nil {
 		respond(tx, req, 400, "Bad Request")
 		r.countSetupFailure(400)
@@ -286,7 +288,7 @@ func (r *Relay) inbound(req *sip.Request, tx sip.ServerTransaction) {
 	fail := func(code int, reason, cause string, hdrs ...sip.Header) {
 		c.rejectInvite(dss, code, reason, cause, hdrs...)
 	}
-	if !c.openRTPLeg(fail) {
+	if !c.openRTPLeg(fail) || !c.startInboundSRTP(keys, fail) {
 		return
 	}
 
@@ -391,7 +393,7 @@ func (r *Relay) inbound(req *sip.Request, tx sip.ServerTransaction) {
 		c.log.Warn("ack to browser failed", "err", err)
 	}
 	c.answered = time.Now()
-	if err := c.startInboundMedia(string(winner.dcs.InviteResponse.Body())); err != nil {
+	if err := c.startInboundMedia(string(winner.dcs.InviteResponse.Body()), keys); err != nil {
 		c.log.Warn("browser answer unusable", "err", err)
 		res := sip.NewResponseFromRequest(dss.InviteRequest, 488, "Not Acceptable Here", nil)
 		_ = dss.WriteResponse(res)
@@ -565,7 +567,7 @@ func pickFinal(finals []*sip.Response) (int, string, string) {
 
 // startInboundMedia applies the winning browser's answer and starts
 // forwarding; c.answerSDP becomes the SDP answer for the trunk.
-func (c *Call) startInboundMedia(browserAnswer string) error {
+func (c *Call) startInboundMedia(browserAnswer string, keys *inboundKeys) error {
 	if err := c.web.SetAnswer(browserAnswer); err != nil {
 		return err
 	}
@@ -587,14 +589,16 @@ func (c *Call) startInboundMedia(browserAnswer string) error {
 	}
 	c.sdpVersion = 1
 	c.sdpSession = uint64(time.Now().UnixNano())
-	c.answerSDP = string(sdp.Offer{
+	ans := sdp.Offer{
 		SessionID: c.sdpSession,
 		Version:   c.sdpVersion,
 		Addr:      c.r.mediaAddr(),
 		Port:      int(c.rtp.LocalAddr().Port()),
 		Codecs:    codecs,
 		Ptime:     c.trunkOffer.Ptime,
-	}.Marshal())
+	}
+	keys.answerSecurity(&ans)
+	c.answerSDP = string(ans.Marshal())
 	c.sipCodecs = codecs
 	c.setRemote(c.trunkOffer)
 	c.mediaUp = true

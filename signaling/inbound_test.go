@@ -491,8 +491,9 @@ func TestOutboundDigestAuth(t *testing.T) {
 	}
 }
 
-// TestInboundSRTPOfferRefused: an SRTP offer from a trunk gets 488 rather
-// than a plain RTP answer it cannot use.
+// TestInboundSRTPOfferRefused: an RTP/SAVP offer from a trunk whose SRTP
+// policy is off (the default) gets 488 rather than a plain RTP answer it
+// cannot use. SDES under optional/required: sdes_inbound_test.go.
 func TestInboundSRTPOfferRefused(t *testing.T) {
 	r, u := inboundRelay(t)
 	p := newRegPhone(t, r, "alice", "laptop")
