@@ -188,7 +188,11 @@ func (c *Call) addContact(s side, res *sip.Response) {
 	if res.Contact() != nil {
 		return
 	}
-	if s == sideTrunk {
+	if s == sideTrunk && c.route != nil {
+		// The trunk's dialog runs over TLS when its trunk does: the Contact
+		// must say so, or in-dialog requests would fall back to plain UDP.
+		res.AppendHeader(sip.HeaderClone(&c.r.dialogUAFor(c.route).ContactHDR))
+	} else if s == sideTrunk {
 		res.AppendHeader(sip.HeaderClone(&c.r.trunkUA.ContactHDR))
 	} else {
 		res.AppendHeader(sip.HeaderClone(&c.r.browserUA.ContactHDR))
