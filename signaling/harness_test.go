@@ -91,6 +91,7 @@ func startRelay(t *testing.T, mod func(*config.Config)) *Relay {
 
 // trunkUAS is a SIP peer on loopback standing in for a carrier or PBX.
 type trunkUAS struct {
+	dialogBook
 	t    *testing.T
 	addr string
 	ua   *sipgo.UserAgent
@@ -108,8 +109,6 @@ type trunkUAS struct {
 	byeAfter time.Duration // hang up after answering
 
 	mu       sync.Mutex
-	invites  []*sip.Request
-	dialogs  []*sipgo.DialogServerSession
 	conns    []*net.UDPConn
 	byes     chan struct{}
 	cancels  chan struct{}
@@ -156,41 +155,11 @@ func newTrunkUAS(t *testing.T) *trunkUAS {
 	return u
 }
 
-func (u *trunkUAS) dialog(req *sip.Request) *sipgo.DialogServerSession {
-	id, err := sip.DialogIDFromRequestUAS(req)
-	if err != nil {
-		return nil
-	}
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	for _, d := range u.dialogs {
-		if d.ID == id {
-			return d
-		}
-	}
-	return nil
-}
-
-func (u *trunkUAS) lastInvite() *sip.Request {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	if len(u.invites) == 0 {
-		return nil
-	}
-	return u.invites[len(u.invites)-1]
-}
-
 func (u *trunkUAS) onInvite(req *sip.Request, tx sip.ServerTransaction) {
-	u.mu.Lock()
-	u.invites = append(u.invites, req)
-	u.mu.Unlock()
-	d, err := u.dua.ReadInvite(req, tx)
+	d, err := u.readInvite(u.dua, req, tx)
 	if err != nil {
 		return
 	}
-	u.mu.Lock()
-	u.dialogs = append(u.dialogs, d)
-	u.mu.Unlock()
 	if u.code != 0 && u.code != 200 {
 		_ = d.Respond(u.code, "Trunk Says No", nil)
 		return
@@ -539,4 +508,53 @@ func lastEnd(t *testing.T, r *Relay, n int) (string, int) {
 		t.Fatal(err)
 	}
 	return cause, code
+}
+
+// dialogBook remembers the INVITEs and dialogs a test UAS has seen, so
+// in-dialog requests (ACK, BYE) find their dialog.
+type dialogBook struct {
+	bookMu  sync.Mutex
+	invites []*sip.Request
+	dialogs []*sipgo.DialogServerSession
+}
+
+// readInvite records req and opens its dialog.
+func (b *dialogBook) readInvite(dua *sipgo.DialogUA, req *sip.Request, tx sip.ServerTransaction) (*sipgo.DialogServerSession, error) {
+	b.bookMu.Lock()
+	b.invites = append(b.invites, req)
+	b.bookMu.Unlock()
+	d, err := dua.ReadInvite(req, tx)
+	if err != nil {
+		return nil, err
+	}
+	b.bookMu.Lock()
+	b.dialogs = append(b.dialogs, d)
+	b.bookMu.Unlock()
+	return d, nil
+}
+
+// dialog finds the dialog an in-dialog request belongs to.
+func (b *dialogBook) dialog(req *sip.Request) *sipgo.DialogServerSession {
+	id, err := sip.DialogIDFromRequestUAS(req)
+	if err != nil {
+		return nil
+	}
+	b.bookMu.Lock()
+	defer b.bookMu.Unlock()
+	for _, d := range b.dialogs {
+		if d.ID == id {
+			return d
+		}
+	}
+	return nil
+}
+
+// lastInvite is the newest INVITE received, or nil.
+func (b *dialogBook) lastInvite() *sip.Request {
+	b.bookMu.Lock()
+	defer b.bookMu.Unlock()
+	if len(b.invites) == 0 {
+		return nil
+	}
+	return b.invites[len(b.invites)-1]
 }

@@ -212,6 +212,7 @@ func metricValue(text, name, label string) float64 {
 
 // secTrunk is a SIP peer over TLS or UDP that does SDES-SRTP with pion/srtp.
 type secTrunk struct {
+	dialogBook
 	t         *testing.T
 	addr      string // host:port of its SIP listener
 	transport string
@@ -229,8 +230,6 @@ type secTrunk struct {
 	echo         bool
 
 	mu       sync.Mutex
-	invites  []*sip.Request
-	dialogs  []*sipgo.DialogServerSession
 	conns    []*net.UDPConn
 	answered chan struct{}
 	byes     chan struct{}
@@ -320,41 +319,11 @@ func (u *secTrunk) trunkConfig(policy, mode string, codecs ...string) config.Tru
 		Codecs: codecs, MediaMode: mode, SRTP: policy}
 }
 
-func (u *secTrunk) dialog(req *sip.Request) *sipgo.DialogServerSession {
-	id, err := sip.DialogIDFromRequestUAS(req)
-	if err != nil {
-		return nil
-	}
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	for _, d := range u.dialogs {
-		if d.ID == id {
-			return d
-		}
-	}
-	return nil
-}
-
-func (u *secTrunk) lastInvite() *sip.Request {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	if len(u.invites) == 0 {
-		return nil
-	}
-	return u.invites[len(u.invites)-1]
-}
-
 func (u *secTrunk) onInvite(req *sip.Request, tx sip.ServerTransaction) {
-	u.mu.Lock()
-	u.invites = append(u.invites, req)
-	u.mu.Unlock()
-	d, err := u.dua.ReadInvite(req, tx)
+	d, err := u.readInvite(u.dua, req, tx)
 	if err != nil {
 		return
 	}
-	u.mu.Lock()
-	u.dialogs = append(u.dialogs, d)
-	u.mu.Unlock()
 	_, offer, err := sdp.Parse(req.Body())
 	if err != nil {
 		_ = d.Respond(400, "Bad SDP", nil)
