@@ -184,6 +184,31 @@ func (n *nonceMaker) check(nonce, ip string, now time.Time) (ok, stale bool) {
 	return true, now.Sub(issued) > nonceLifetime || issued.After(now.Add(time.Minute))
 }
 
+// algsFor lists the algorithms to challenge user with: those accepted that
+// the user has a stored hash for, so that a user kept only as an MD5 HA1
+// is not asked for a SHA-256 response it can never pass. An unknown user
+// gets every accepted algorithm, which tells a prober nothing.
+func (c *credentials) algsFor(user string) []string {
+	accepted := c.algs
+	if len(accepted) == 0 {
+		accepted = []string{algSHA256, algMD5}
+	}
+	cr := c.users[user]
+	if cr == nil {
+		return accepted
+	}
+	var out []string
+	for _, a := range accepted {
+		if cr.ha1[a] != "" {
+			out = append(out, a)
+		}
+	}
+	if len(out) == 0 {
+		return accepted
+	}
+	return out
+}
+
 // challenges returns the WWW-Authenticate values: SHA-256 first, then MD5
 // for clients that know no better (RFC 8760 section 2.4).
 func challenges(realm, nonce string, stale bool, algs ...string) []string {

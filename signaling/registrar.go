@@ -183,13 +183,13 @@ func (g *registrar) authenticate(req *sip.Request, tx sip.ServerTransaction, cla
 			return ""
 		}
 	}
-	g.challenge(req, tx, ip, res == digestStale, now)
+	g.challenge(req, tx, ip, firstNonEmpty(user, claimed), res == digestStale, now)
 	return ""
 }
 
-func (g *registrar) challenge(req *sip.Request, tx sip.ServerTransaction, ip string, stale bool, now time.Time) {
+func (g *registrar) challenge(req *sip.Request, tx sip.ServerTransaction, ip, user string, stale bool, now time.Time) {
 	res := sip.NewResponseFromRequest(req, 401, "Unauthorized", nil)
-	for _, c := range challenges(g.creds.realm, g.nonces.make(ip, now), stale, g.creds.algs...) {
+	for _, c := range challenges(g.creds.realm, g.nonces.make(ip, now), stale, g.creds.algsFor(user)...) {
 		res.AppendHeader(sip.NewHeader("WWW-Authenticate", c))
 	}
 	_ = tx.Respond(res)

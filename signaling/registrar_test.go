@@ -400,10 +400,30 @@ func TestRegisterHashedUsersFile(t *testing.T) {
 	}
 	r := startRelay(t, func(c *config.Config) { c.SIP.UsersFile = path })
 	p := newRegPhone(t, r, "bob", "laptop")
-	// Only an MD5 hash is stored: the SHA-256 answer cannot be checked and
-	// is challenged again; MD5 works.
-	if res := p.register("builder", 300, true); res.StatusCode != 200 {
-		t.Fatalf("MD5 register with stored HA1: %d %s", res.StatusCode, res.Reason)
+	// Only an MD5 hash is stored: bob is challenged with MD5 alone, so a
+	// client that prefers SHA-256 (or takes the first challenge) still
+	// gets in.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req := p.registerReq(300)
+	res, err := p.cli.Do(ctx, req)
+	if err != nil || res.StatusCode != 401 {
+		t.Fatalf("first REGISTER: %v %v", res, err)
+	}
+	chals := res.GetHeaders("WWW-Authenticate")
+	if len(chals) != 1 || !strings.Contains(chals[0].Value(), "algorithm=MD5") {
+		t.Fatalf("bob has only an MD5 hash but was challenged with %v", chals)
+	}
+	res, err = p.cli.DoDigestAuth(ctx, req, res, sipgo.DigestAuth{Username: "bob", Password: "builder"})
+	if err != nil || res.StatusCode != 200 {
+		t.Fatalf("register answering the offered challenge: %v %v", res, err)
+	}
+	// An unknown user is offered both, as anyone is: the challenge does not
+	// say who exists.
+	q := newRegPhone(t, r, "mallory", "laptop")
+	res, err = q.cli.Do(ctx, q.registerReq(300))
+	if err != nil || res.StatusCode != 401 || len(res.GetHeaders("WWW-Authenticate")) != 2 {
+		t.Fatalf("unknown user's challenge: %v %v", res, err)
 	}
 }
 
