@@ -432,6 +432,20 @@ func (l *RTPLeg) Stats() LegStats {
 	return s
 }
 
+// PauseReads makes a ReadRTP blocked in another goroutine return an error
+// wrapping os.ErrDeadlineExceeded, and every ReadRTP fail the same way
+// until ResumeReads. It lets a call hand the leg to a new reader (a
+// transfer joins it to another call) without closing it: packets that
+// arrive meanwhile wait in the socket buffer. RTCP keeps running.
+func (l *RTPLeg) PauseReads() error {
+	return l.pair.RTP.SetReadDeadline(time.Unix(1, 0))
+}
+
+// ResumeReads lets ReadRTP block again after PauseReads.
+func (l *RTPLeg) ResumeReads() error {
+	return l.pair.RTP.SetReadDeadline(time.Time{})
+}
+
 // Close sends an RTCP BYE, releases the ports and stops the leg's
 // goroutines. It is idempotent.
 func (l *RTPLeg) Close() error {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"net/netip"
+	"os"
 	"runtime"
 	"testing"
 	"time"
@@ -396,5 +397,36 @@ func TestSetRemoteRTCPAddress(t *testing.T) {
 	leg.SetRemote(netip.MustParseAddrPort("0.0.0.0:4000"), netip.AddrPort{}) // hold
 	if err := leg.WriteRTP(mkRTP(t, 0, 1, 1, 1, false, nil)); !errors.Is(err, ErrNoRemote) {
 		t.Errorf("WriteRTP on hold: %v", err)
+	}
+}
+
+// TestPauseReadsHandsOver: a reader blocked on the leg returns when reads
+// are paused, and a new reader gets the packets that arrived meanwhile.
+func TestPauseReadsHandsOver(t *testing.T) {
+	leg := newTestLeg(t, testPorts(t, 1), RTPLegOptions{})
+	p := newUDPPeer(t)
+	leg.SetRemote(udpAddr(p.rtp), udpAddr(p.rtcp))
+	first := make(chan error, 1)
+	go func() {
+		_, err := leg.ReadRTP(make([]byte, 1500))
+		first <- err
+	}()
+	if err := leg.PauseReads(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-first:
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("paused read returned %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a blocked reader was not released by PauseReads")
+	}
+	udpSend(t, p.rtp, leg.LocalAddr(), mkRTP(t, 0, 7, 160, 0x600d, false, []byte("kept")))
+	if err := leg.ResumeReads(); err != nil {
+		t.Fatal(err)
+	}
+	if got := readLegRTP(t, leg); !bytes.HasSuffix(got, []byte("kept")) {
+		t.Fatalf("new reader got %x", got)
 	}
 }
