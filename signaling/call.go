@@ -84,6 +84,11 @@ type Call struct {
 	// The browser leg as the forwarding sees it; a transfer swaps it (transfer.go).
 	wio     *webIO
 	webOnce sync.Once
+	// trunkSDP, when set, is the relay's SDP on the trunk dialog (after an
+	// INVITE with Replaces put a new dialog there).
+	trunkSDP string
+	// handedOff: the trunk leg went on in a join (join.go); guarded by r.mu.
+	handedOff bool
 
 	// abort stops a call that is still being set up (cancels the INVITE).
 	abort context.CancelCauseFunc
@@ -324,9 +329,15 @@ func (c *Call) hangup(cause string, code int, reason string) {
 				}
 			}()
 		}
+		c.stopSessionTimer()
+		// A transfer may hand the trunk leg to a join at the same time:
+		// read it under the lock that hand-off takes.
+		c.r.mu.Lock()
+		trunk := c.trunk
+		c.r.mu.Unlock()
 		if !c.answered.IsZero() {
-			if cause != endNormalTrunk && c.trunk != nil {
-				bye(c.trunk.Bye, "trunk")
+			if cause != endNormalTrunk && trunk != nil {
+				bye(trunk.Bye, "trunk")
 			}
 			if cause != endNormalBrowser && c.browser != nil && !c.browserRejected.Load() {
 				bye(c.browser.Bye, "browser")
@@ -343,7 +354,10 @@ func (c *Call) closeMedia() {
 	if c.web != nil {
 		_ = c.web.Close()
 	}
-	if c.rtp != nil {
+	c.r.mu.Lock()
+	keep := c.handedOff
+	c.r.mu.Unlock()
+	if c.rtp != nil && !keep {
 		_ = c.rtp.Close()
 	}
 	c.mediaWG.Wait()

@@ -201,6 +201,9 @@ func (r *Relay) inbound(req *sip.Request, tx sip.ServerTransaction) {
 	if route == nil {
 		return
 	}
+	if r.replaceTrunkLeg(req, tx, route) { // transfer_join.go
+		return
+	}
 	in := r.inb
 	user, ok := in.creds.userFor(req.Recipient.User)
 	if !ok {
@@ -667,8 +670,11 @@ func (c *Call) readBrowserBye(req *sip.Request, tx sip.ServerTransaction) {
 
 // byeInbound sends BYE on the dialogs of an inbound call (hangup).
 func (c *Call) byeInbound(cause string, bye func(func(context.Context) error, string)) {
-	if cause != endNormalTrunk && c.inTrunk != nil {
-		bye(c.inTrunk.Bye, "trunk")
+	c.r.mu.Lock()
+	inTrunk := c.inTrunk // read under the lock a transfer's hand-off takes
+	c.r.mu.Unlock()
+	if cause != endNormalTrunk && inTrunk != nil {
+		bye(inTrunk.Bye, "trunk")
 	}
 	if cause != endNormalBrowser && c.outBrowser != nil {
 		bye(c.outBrowser.Bye, "browser")

@@ -133,6 +133,9 @@ func (r *Relay) onReInvite(req *sip.Request, tx sip.ServerTransaction) {
 // of INVITE, or (without a body) a session refresh.
 func (r *Relay) onUpdate(req *sip.Request, tx sip.ServerTransaction) {
 	r.countRequest(req)
+	if r.joinRequest(req, tx) { // join.go
+		return
+	}
 	c, s := r.callAndSide(req)
 	if c == nil {
 		respond(tx, req, 481, "Call/Transaction Does Not Exist")
@@ -258,6 +261,8 @@ func (c *Call) localSDP(s side, dir string) string {
 	if s == sideTrunk {
 		ver = &c.mid.sipVer
 		switch {
+		case c.trunkSDP != "":
+			base = c.trunkSDP
 		case c.inTrunk != nil:
 			base = c.answerSDP
 		case c.trunk != nil:

@@ -28,7 +28,9 @@ func (r *Relay) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	r.countRequest(req)
 	if to := req.To(); to != nil {
 		if _, ok := to.Params.Get("tag"); ok {
-			r.onReInvite(req, tx)
+			if !r.joinRequest(req, tx) { // join.go
+				r.onReInvite(req, tx)
+			}
 			return
 		}
 	}

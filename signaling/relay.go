@@ -67,6 +67,7 @@ type Relay struct {
 	mu       sync.Mutex
 	calls    map[string]*Call // by relay call id
 	byDialog map[string]*Call // by either leg's dialog id
+	joins    map[string]*join // trunk-to-trunk calls after a transfer, by either leg's dialog id
 	wg       sync.WaitGroup
 
 	httpAddr, udpAddr, tcpAddr, tlsAddr net.Addr
@@ -89,6 +90,7 @@ func New(cfg config.Config, log *slog.Logger) (*Relay, error) {
 		start:    time.Now(),
 		calls:    map[string]*Call{},
 		byDialog: map[string]*Call{},
+		joins:    map[string]*join{},
 		ready:    make(chan struct{}),
 	}
 	r.host = cfg.SIP.Host
@@ -358,6 +360,15 @@ func (r *Relay) shutdown() {
 	for _, c := range calls {
 		c.hangup(endShutdown, 0, "")
 	}
+	r.mu.Lock()
+	joins := make([]*join, 0, len(r.joins))
+	for _, j := range r.joins {
+		joins = append(joins, j)
+	}
+	r.mu.Unlock()
+	for _, j := range joins {
+		j.hangup(endShutdown, -1)
+	}
 	r.wg.Wait()
 	if r.httpSrv != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -385,7 +396,7 @@ func (r *Relay) SIPTLSAddr() net.Addr { return r.tlsAddr }
 func (r *Relay) ActiveCalls() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return len(r.calls)
+	return len(r.calls) + len(r.joins)/2 // a join is indexed by both its dialogs
 }
 
 // PortsInUse is the number of RTP port pairs allocated.
@@ -402,15 +413,24 @@ func (r *Relay) onOptions(req *sip.Request, tx sip.ServerTransaction) {
 }
 
 func (r *Relay) onAck(req *sip.Request, tx sip.ServerTransaction) {
-	if c := r.callFor(req); c != nil && c.browser != nil {
+	if r.joinRequest(req, tx) {
+		return
+	}
+	c, s := r.callAndSide(req)
+	switch {
+	case c == nil:
+	case s == sideBrowser && c.browser != nil:
 		_ = c.browser.ReadAck(req, tx)
-	} else if c != nil && c.inTrunk != nil {
+	case s == sideTrunk && c.inTrunk != nil:
 		_ = c.inTrunk.ReadAck(req, tx)
 		c.trunkAck(req) // inbound.go: an answer to the relay's offer
 	}
 }
 
 func (r *Relay) onBye(req *sip.Request, tx sip.ServerTransaction) {
+	if r.joinRequest(req, tx) { // join.go
+		return
+	}
 	c, side := r.callAndSide(req)
 	if c == nil {
 		_ = tx.Respond(sip.NewResponseFromRequest(req, 481, "Call/Transaction Does Not Exist", nil))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/emiago/sipgo"
@@ -38,6 +39,8 @@ func (c *Call) ref(s side) (dialogRef, error) {
 	return dialogRef{}, fmt.Errorf("no %s dialog", sideName(s))
 }
 
+// request sends a request in the dialog and waits for its final response;
+// a 2xx to an INVITE is ACKed.
 func (d dialogRef) request(ctx context.Context, method sip.RequestMethod, body []byte, hdrs ...sip.Header) (*sip.Response, error) {
 	req := sip.NewRequest(method, *d.target.Clone())
 	if body != nil {
@@ -46,37 +49,77 @@ func (d dialogRef) request(ctx context.Context, method sip.RequestMethod, body [
 	for _, h := range hdrs {
 		req.AppendHeader(h)
 	}
-	return d.do(ctx, req)
+	res, err := d.do(ctx, req)
+	if err != nil || method != sip.INVITE || !res.IsSuccess() {
+		return res, err
+	}
+	ack := sip.NewRequest(sip.ACK, *d.target.Clone())
+	ack.AppendHeader(&sip.CSeqHeader{SeqNo: req.CSeq().SeqNo, MethodName: sip.ACK})
+	if err := d.write(ack); err != nil {
+		return res, fmt.Errorf("ack: %w", err)
+	}
+	return res, nil
 }
 
-func (r *Relay) onRefer(req *sip.Request, tx sip.ServerTransaction) {
-	r.countRequest(req)
-	c, s := r.callAndSide(req)
-	if c == nil || c.answered.IsZero() {
-		respond(tx, req, 481, "Call/Transaction Does Not Exist")
-		return
-	}
+// referTarget reads a REFER's Refer-To, answering the REFER when it is
+// missing or unusable.
+func referTarget(req *sip.Request, tx sip.ServerTransaction) (sip.Uri, bool) {
 	h := req.GetHeader("Refer-To")
 	if h == nil {
 		respond(tx, req, 400, "Bad Request", sip.NewHeader("Warning", `399 mediarelay "Refer-To is required"`))
-		return
+		return sip.Uri{}, false
 	}
 	var target sip.Uri
 	params := sip.NewParams()
 	if _, err := sip.ParseAddressValue(h.Value(), &target, &params); err != nil || target.User == "" {
 		respond(tx, req, 400, "Bad Request")
+		return sip.Uri{}, false
+	}
+	return target, true
+}
+
+func (r *Relay) onRefer(req *sip.Request, tx sip.ServerTransaction) {
+	r.countRequest(req)
+	if r.joinRequest(req, tx) {
 		return
 	}
-	if target.Headers != nil && target.Headers.Has("Replaces") {
-		respond(tx, req, 501, "Not Implemented", sip.NewHeader("Warning", `399 mediarelay "attended transfer is not supported"`))
+	c, s := r.callAndSide(req)
+	if c == nil || c.answered.IsZero() {
+		respond(tx, req, 481, "Call/Transaction Does Not Exist")
 		return
 	}
-	if s == sideBrowser {
-		// The browser hands its peer on. The relay can connect the trunk
-		// leg to another registered user; connecting it to a second trunk
-		// leg is a call shape it does not carry.
-		if _, ok := r.inb.creds.userFor(target.User); !ok {
-			respond(tx, req, 603, "Decline", sip.NewHeader("Warning", `399 mediarelay "transfer target must be a registered user"`))
+	target, ok := referTarget(req, tx)
+	if !ok {
+		return
+	}
+	rep, hasReplaces, repOK := referReplaces(target)
+	if hasReplaces && !repOK {
+		respond(tx, req, 400, "Bad Request", sip.NewHeader("Warning", `399 mediarelay "malformed Replaces in Refer-To"`))
+		return
+	}
+	// What the relay will do, decided before it accepts the REFER.
+	var run func(old dialogRef)
+	switch {
+	case s == sideTrunk:
+		// The trunk hands the browser on. With Replaces (attended transfer
+		// inside the trunk's network) the INVITE to the target carries it,
+		// and the target's side swaps its consultation call for ours.
+		var extra []sip.Header
+		if hasReplaces {
+			extra = append(extra, sip.NewHeader("Replaces", rep.String()))
+		}
+		run = func(old dialogRef) { c.transferTrunk(old, target.User, extra...) }
+	case hasReplaces:
+		// Attended transfer: the browser connects the trunk peers of two
+		// of its calls, the one named by Replaces and this one.
+		run = func(old dialogRef) { c.transferAttended(old, rep) }
+	default:
+		if _, ok := r.inb.creds.userFor(target.User); ok {
+			run = func(old dialogRef) { c.transferBrowser(old, target.User) }
+		} else if route := r.route(target.User); route != nil {
+			run = func(old dialogRef) { c.transferToTrunk(old, route, target.User) }
+		} else {
+			respond(tx, req, 603, "Decline", sip.NewHeader("Warning", `399 mediarelay "transfer target is neither a registered user nor routable"`))
 			return
 		}
 	}
@@ -90,15 +133,16 @@ func (r *Relay) onRefer(req *sip.Request, tx sip.ServerTransaction) {
 	if err := tx.Respond(res); err != nil {
 		return
 	}
-	if s == sideBrowser {
-		go c.transferBrowser(old, target.User)
-		return
-	}
-	go c.transferTrunk(old, target.User)
+	go run(old)
 }
 
 // notify reports a transfer's progress on the referring dialog.
 func (c *Call) notify(d dialogRef, status string, final bool) {
+	notifyRefer(c.log, d, status, final)
+}
+
+// notifyRefer sends a REFER's NOTIFY (RFC 3515) with a sipfrag status line.
+func notifyRefer(log *slog.Logger, d dialogRef, status string, final bool) {
 	state := "active;expires=60"
 	if final {
 		state = "terminated;reason=noresource"
@@ -109,17 +153,25 @@ func (c *Call) notify(d dialogRef, status string, final bool) {
 		sip.NewHeader("Event", "refer"), sip.NewHeader("Subscription-State", state),
 		sip.NewHeader("Content-Type", "message/sipfrag;version=2.0"))
 	if err != nil {
-		c.log.Debug("notify failed", "err", err)
+		log.Debug("notify failed", "err", err)
 	}
 }
 
-// transferTrunk replaces the trunk leg with a call to user.
-func (c *Call) transferTrunk(old dialogRef, user string) {
+// transferTrunk replaces the trunk leg with a call to user; extra headers
+// (Replaces) go on the INVITE.
+func (c *Call) transferTrunk(old dialogRef, user string, extra ...sip.Header) {
 	r := c.r
 	c.notify(old, "100 Trying", false)
 	route := r.route(user)
 	if route == nil {
 		c.notify(old, "404 Not Found", true)
+		return
+	}
+	if c.sec.keyed.Load() || c.sec.policy == SRTPDTLS {
+		// The leg's keys belong to the trunk that negotiated them; a new
+		// dialog on the same leg would need a re-keyed leg.
+		c.log.Info("transfer of an encrypted trunk leg refused", "target", user)
+		c.notify(old, "488 Not Acceptable Here", true)
 		return
 	}
 	codecs := []sdp.Codec{c.plan.SIPCodec}
@@ -128,20 +180,10 @@ func (c *Call) transferTrunk(old dialogRef, user string) {
 	}
 	body := sdp.Offer{SessionID: uint64(time.Now().UnixNano()), Version: 1, Addr: r.mediaAddr(),
 		Port: int(c.rtp.LocalAddr().Port()), Codecs: codecs, Ptime: route.Ptime}.Marshal()
-	recipient := route.uri.Clone()
-	recipient.User = user
-	if route.Transport != "" && route.Transport != "udp" {
-		if recipient.UriParams == nil {
-			recipient.UriParams = sip.NewParams()
-		}
-		recipient.UriParams.Add("transport", route.Transport)
-	}
-	from := &sip.FromHeader{Address: sip.Uri{User: c.to, Host: r.host}, Params: sip.NewParams()}
+	fromUser := c.to
 	if c.direction == "outbound" {
-		from.Address.User = c.from
+		fromUser = c.from
 	}
-	from.Params.Add("tag", sip.GenerateTagN(16))
-	to := &sip.ToHeader{Address: sip.Uri{User: user, Host: recipient.Host}}
 	ctx, cancel := context.WithTimeout(context.Background(), ringTimeout)
 	defer cancel()
 	go func() {
@@ -151,21 +193,12 @@ func (c *Call) transferTrunk(old dialogRef, user string) {
 		case <-ctx.Done():
 		}
 	}()
-	dcs, err := r.dialogUAFor(route).Invite(ctx, *recipient, body, from, to, sip.NewHeader("Content-Type", "application/sdp"))
-	if err == nil {
-		err = dcs.WaitAnswer(ctx, sipgo.AnswerOptions{Username: route.Username, Password: route.Password})
-	}
-	if err != nil {
-		var dr *sipgo.ErrDialogResponse
-		status := "503 Service Unavailable"
-		if errors.As(err, &dr) {
-			status = fmt.Sprintf("%d %s", dr.Res.StatusCode, dr.Res.Reason)
-		}
-		c.log.Info("transfer failed", "target", user, "err", err)
+	dcs, status := r.inviteTrunk(ctx, route, user, fromUser, body, extra...)
+	if dcs == nil {
+		c.log.Info("transfer failed", "target", user, "status", status)
 		c.notify(old, status, true)
 		return
 	}
-	_ = dcs.Ack(context.Background())
 	_, ans, perr := sdp.Parse(dcs.InviteResponse.Body())
 	if perr == nil {
 		if _, ok := ans.Find(c.plan.SIPCodec.Name); !ok {
@@ -194,6 +227,7 @@ func (c *Call) transferTrunk(old dialogRef, user string) {
 	delete(r.byDialog, c.trunkDialogID)
 	c.trunk, c.inTrunk = dcs, nil
 	c.trunkDialogID, c.trunkCallID = dcs.ID, dcs.InviteRequest.CallID().Value()
+	c.trunkSDP = ""
 	c.route = route
 	r.byDialog[dcs.ID] = c
 	r.mu.Unlock()
@@ -218,9 +252,51 @@ func (c *Call) transferTrunk(old dialogRef, user string) {
 // performs); the relay has nothing to do with them.
 func (r *Relay) onNotify(req *sip.Request, tx sip.ServerTransaction) {
 	r.countRequest(req)
+	if r.joinRequest(req, tx) {
+		return
+	}
 	if c := r.callFor(req); c == nil {
 		respond(tx, req, 481, "Subscription Does Not Exist")
 		return
 	}
 	respond(tx, req, 200, "OK")
+}
+
+// inviteTrunk calls user through route with an SDP offer and waits for
+// the answer (answering digest challenges with the trunk's credentials).
+// It returns the ACKed dialog, or nil and a status line for a NOTIFY.
+func (r *Relay) inviteTrunk(ctx context.Context, route *Trunk, user, fromUser string, body []byte, extra ...sip.Header) (*sipgo.DialogClientSession, string) {
+	recipient := route.uri.Clone()
+	recipient.User = user
+	if route.Transport != "" && route.Transport != "udp" {
+		if recipient.UriParams == nil {
+			recipient.UriParams = sip.NewParams()
+		}
+		recipient.UriParams.Add("transport", route.Transport)
+	}
+	from := &sip.FromHeader{Address: sip.Uri{User: formatNumber(route, fromUser), Host: r.host}, Params: sip.NewParams()}
+	from.Params.Add("tag", sip.GenerateTagN(16))
+	to := &sip.ToHeader{Address: sip.Uri{User: user, Host: recipient.Host}}
+	hdrs := append([]sip.Header{from, to, sip.NewHeader("Content-Type", "application/sdp")}, extra...)
+	dcs, err := r.dialogUAFor(route).Invite(ctx, *recipient, body, hdrs...)
+	if err == nil {
+		err = dcs.WaitAnswer(ctx, sipgo.AnswerOptions{Username: route.Username, Password: route.Password})
+	}
+	if err != nil {
+		var dr *sipgo.ErrDialogResponse
+		if errors.As(err, &dr) {
+			return nil, fmt.Sprintf("%d %s", dr.Res.StatusCode, dr.Res.Reason)
+		}
+		if ctx.Err() != nil {
+			return nil, "487 Request Terminated"
+		}
+		return nil, "503 Service Unavailable"
+	}
+	if err := dcs.Ack(ctx); err != nil {
+		bctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = dcs.Bye(bctx)
+		return nil, "503 Service Unavailable"
+	}
+	return dcs, ""
 }

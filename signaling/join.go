@@ -1,0 +1,522 @@
+package signaling
+
+import (
+	"context"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/mediarelay/mediarelay/media"
+	"github.com/mediarelay/mediarelay/pkg/cdr"
+	"github.com/mediarelay/mediarelay/pkg/sdp"
+)
+
+// A join connects two trunk legs with the relay in the media path. It is
+// what is left of a browser's call when the browser hands its trunk peer
+// on to a number that routes to a trunk (blind REFER), or connects the
+// trunk peers of two of its calls (attended transfer, REFER with
+// Replaces). Each trunk leg keeps its dialog, media port, codec and keys;
+// the browser legs are gone. Media passes through unchanged but for the
+// RTP header, so both legs carry the same codec.
+
+// endTransferred ends a browser's call whose trunk leg went on in a join.
+const endTransferred = "transferred"
+
+// directionTransfer is the CDR direction of a join.
+const directionTransfer = "transfer"
+
+// trunkLeg is one trunk dialog of a join and its media.
+type trunkLeg struct {
+	route    *Trunk
+	dialogID string
+	callID   string
+	party    string                     // the far end's number, for the CDR
+	dcs      *sipgo.DialogClientSession // the relay placed the call, or
+	dss      *sipgo.DialogServerSession // the trunk placed it
+	rtp      *media.RTPLeg
+	codec    sdp.Codec
+	dtmf     sdp.Codec // PT 0: no telephone-event
+	sdp      string    // the relay's last SDP on this dialog
+	ver      uint64
+	dir      string // the direction the far end last asked for
+}
+
+// ref is the leg's dialog, for requests the relay sends in it.
+func (l *trunkLeg) ref() dialogRef {
+	if l.dcs != nil {
+		target := l.dcs.InviteRequest.Recipient
+		if ct := l.dcs.InviteResponse.Contact(); ct != nil {
+			target = ct.Address
+		}
+		return dialogRef{target, l.dcs.Do, l.dcs.WriteRequest}
+	}
+	target := l.dss.InviteRequest.From().Address
+	if ct := l.dss.InviteRequest.Contact(); ct != nil {
+		target = ct.Address
+	}
+	return dialogRef{target, l.dss.Do, l.dss.WriteRequest}
+}
+
+func (l *trunkLeg) bye(ctx context.Context) error {
+	if l.dcs != nil {
+		return l.dcs.Bye(ctx)
+	}
+	return l.dss.Bye(ctx)
+}
+
+// drop ends a leg that never made it into a join.
+func (l *trunkLeg) drop() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = l.bye(ctx)
+	_ = l.rtp.Close()
+}
+
+// nextSDP is the relay's SDP on the leg with direction dir and a new version.
+func (l *trunkLeg) nextSDP(dir string) string {
+	l.ver++
+	return rewriteSDP(l.sdp, dir, l.ver, "")
+}
+
+func (l *trunkLeg) setRemote(a sdp.Audio) {
+	if !a.Addr.IsValid() || a.Addr.IsUnspecified() || a.Port == 0 {
+		return // on hold: keep what we had
+	}
+	var rtcp netip.AddrPort
+	if a.RTCPPort != 0 {
+		rtcp = netip.AddrPortFrom(a.Addr, uint16(a.RTCPPort))
+	}
+	l.rtp.SetRemote(netip.AddrPortFrom(a.Addr, uint16(a.Port)), rtcp)
+}
+
+// join is two trunk legs relayed to each other.
+type join struct {
+	r        *Relay
+	id       string
+	log      *slog.Logger
+	from, to string
+	start    time.Time
+
+	mu   sync.Mutex // guards legs and serialises offers on the join
+	legs [2]*trunkLeg
+
+	held    atomic.Bool
+	resumed atomic.Int64 // unix ns of the last resume (media timeout baseline)
+	mediaWG sync.WaitGroup
+
+	once  sync.Once
+	ended chan struct{}
+	cause string
+}
+
+// startJoin relays a and b to each other until either hangs up.
+func (r *Relay) startJoin(a, b *trunkLeg) *join {
+	j := &join{r: r, id: newCallID(), legs: [2]*trunkLeg{a, b}, from: a.party, to: b.party,
+		start: time.Now(), ended: make(chan struct{})}
+	j.log = r.log.With("call", j.id, "trunk", a.route.Name, "trunk2", b.route.Name)
+	r.mu.Lock()
+	r.joins[a.dialogID] = j
+	r.joins[b.dialogID] = j
+	r.mu.Unlock()
+	r.m.CallsActive.Inc()
+	j.mu.Lock()
+	j.startMedia()
+	j.mu.Unlock()
+	go j.watch()
+	j.log.Info("trunk legs joined", "codec", a.codec.Name, "leg1", a.callID, "leg2", b.callID)
+	return j
+}
+
+// startMedia runs one forwarder per direction; j.mu is held.
+func (j *join) startMedia() {
+	for i := range j.legs {
+		src, dst := j.legs[i], j.legs[1-i]
+		_ = src.rtp.ResumeReads()
+		pts := map[uint8]uint8{src.codec.PT: dst.codec.PT}
+		if src.dtmf.PT != 0 && dst.dtmf.PT != 0 && src.dtmf.Clock == dst.dtmf.Clock {
+			pts[src.dtmf.PT] = dst.dtmf.PT
+		}
+		f := media.NewForwarder(media.ForwarderOptions{PTMap: pts, ClockRate: dst.codec.Clock, OnDrop: j.r.countDrop})
+		j.mediaWG.Add(1)
+		go func() {
+			defer j.mediaWG.Done()
+			_ = f.Run(src.rtp, dst.rtp) // returns when a leg closes or pauses
+		}()
+	}
+}
+
+// watch ends the join when media stops on either leg (unless held).
+func (j *join) watch() {
+	timeout := j.r.cfg.Media.Timeout
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-j.ended:
+			return
+		case now := <-t.C:
+			if timeout <= 0 || j.held.Load() {
+				continue
+			}
+			base := j.start
+			if ns := j.resumed.Load(); ns != 0 && time.Unix(0, ns).After(base) {
+				base = time.Unix(0, ns)
+			}
+			j.mu.Lock()
+			legs := j.legs
+			j.mu.Unlock()
+			for _, l := range legs {
+				since := base
+				if lr := l.rtp.Stats().LastReceived; lr.After(since) {
+					since = lr
+				}
+				if now.Sub(since) > timeout {
+					j.hangup(endMediaTimeout, -1)
+					return
+				}
+			}
+		}
+	}
+}
+
+// hangup ends the join once: BYE to every leg but the one that sent BYE
+// (from; -1 for none), media closed, the CDR written.
+func (j *join) hangup(cause string, from int) {
+	j.once.Do(func() {
+		j.mu.Lock()
+		j.cause = cause
+		close(j.ended)
+		legs := j.legs
+		j.mu.Unlock()
+		var wg sync.WaitGroup
+		for i, l := range legs {
+			if i == from {
+				continue
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				if err := l.bye(ctx); err != nil {
+					j.log.Debug("bye failed", "leg", i, "err", err)
+				}
+			}()
+		}
+		wg.Wait()
+		for _, l := range legs {
+			_ = l.rtp.Close()
+		}
+		j.mediaWG.Wait()
+		j.finish(legs)
+	})
+}
+
+func (j *join) finish(legs [2]*trunkLeg) {
+	r := j.r
+	end := time.Now()
+	r.mu.Lock()
+	for _, l := range legs {
+		if r.joins[l.dialogID] == j {
+			delete(r.joins, l.dialogID)
+		}
+	}
+	r.mu.Unlock()
+	r.m.CallsActive.Dec()
+	r.countEnd(j.cause)
+	a, b := legs[0], legs[1]
+	as, bs := a.rtp.Stats(), b.rtp.Stats()
+	trunk := a.route.Name
+	if b.route.Name != trunk {
+		trunk += "," + b.route.Name
+	}
+	// A join has no browser leg: the Browser* and WebRTC* fields describe
+	// the second trunk leg (see cdr.Record).
+	rec := cdr.Record{
+		CallID: j.id, TrunkCallID: a.callID, BrowserCallID: b.callID,
+		From: j.from, To: j.to, Trunk: trunk, Direction: directionTransfer,
+		Start: j.start, Answer: j.start, End: end, EndCause: j.cause, SIPCode: 200,
+		Mode: ModePassthrough, SIPCodec: a.codec.Name, WebRTCCodec: b.codec.Name,
+		SIPPacketsIn: as.PacketsIn, SIPPacketsOut: as.PacketsOut,
+		WebRTCPacketsIn: bs.PacketsIn, WebRTCPacketsOut: bs.PacketsOut,
+		SIPLoss: lossFraction(as), WebRTCLoss: lossFraction(bs),
+		SIPJitterMs: as.Jitter, WebRTCJitterMs: bs.Jitter,
+	}
+	rec.MOS = cdr.EstimateMOS(a.codec.Name, max(rec.SIPLoss, rec.WebRTCLoss), max(as.Jitter, bs.Jitter), 0)
+	r.countLegs(media.LegStats{}, as)
+	r.countLegs(media.LegStats{}, bs)
+	if r.cdr != nil {
+		if err := r.cdr.Write(rec); err != nil {
+			j.log.Error("cdr not written", "err", err)
+		}
+	}
+	j.log.Info("call ended", "cause", j.cause, "duration", end.Sub(j.start).Round(time.Millisecond).String())
+}
+
+// In-dialog requests ----------------------------------------------------
+
+// joinFor finds the join an in-dialog request belongs to and the index of
+// the leg that sent it.
+func (r *Relay) joinFor(req *sip.Request) (*join, int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.joins) == 0 {
+		return nil, -1
+	}
+	uas, _ := sip.DialogIDFromRequestUAS(req) // the trunk placed the leg
+	uac, _ := sip.DialogIDFromRequestUAC(req) // the relay placed it
+	for _, id := range []string{uas, uac} {
+		j := r.joins[id]
+		if j == nil {
+			continue
+		}
+		for i, l := range j.legs {
+			if l.dialogID == id && (l.dss != nil) == (id == uas) {
+				return j, i
+			}
+		}
+	}
+	return nil, -1
+}
+
+// joinRequest serves an in-dialog request that belongs to a join and
+// reports whether it did.
+func (r *Relay) joinRequest(req *sip.Request, tx sip.ServerTransaction) bool {
+	j, i := r.joinFor(req)
+	if j == nil {
+		return false
+	}
+	switch req.Method {
+	case sip.BYE:
+		j.onBye(i, req, tx)
+	case sip.INVITE, sip.UPDATE:
+		j.onOffer(i, req, tx)
+	case sip.ACK:
+		// Acknowledges a 2xx of ours; a join takes no answers in ACKs.
+	case sip.INFO:
+		j.onInfo(i, req, tx)
+	case sip.NOTIFY:
+		respond(tx, req, 200, "OK")
+	case sip.REFER:
+		j.onRefer(i, req, tx)
+	default:
+		respond(tx, req, 405, "Method Not Allowed", sip.NewHeader("Allow", "INVITE, ACK, BYE, UPDATE, INFO, REFER, NOTIFY, OPTIONS"))
+	}
+	return true
+}
+
+func (j *join) onBye(i int, req *sip.Request, tx sip.ServerTransaction) {
+	j.mu.Lock()
+	l := j.legs[i]
+	j.mu.Unlock()
+	if l.dcs != nil {
+		_ = l.dcs.ReadBye(req, tx)
+	} else {
+		_ = l.dss.ReadBye(req, tx)
+	}
+	j.hangup(endNormalTrunk, i)
+}
+
+// onOffer handles a re-INVITE or UPDATE from leg i: hold, resume, a moved
+// address or a session refresh. The codec is fixed for the join's life:
+// the other leg carries the same one and there is no transcoder between.
+func (j *join) onOffer(i int, req *sip.Request, tx sip.ServerTransaction) {
+	if !j.mu.TryLock() {
+		respond(tx, req, 491, "Request Pending")
+		return
+	}
+	l := j.legs[i]
+	var body string
+	fwd := ""
+	switch {
+	case len(req.Body()) == 0 && req.Method == sip.UPDATE:
+		// A session refresh: nothing changes.
+	case len(req.Body()) == 0:
+		body = l.nextSDP(firstNonEmpty(j.legs[1-i].dir, "sendrecv"))
+	default:
+		_, a, err := sdp.Parse(req.Body())
+		if err != nil {
+			j.mu.Unlock()
+			respond(tx, req, 400, "Bad Request")
+			return
+		}
+		if _, ok := a.Find(l.codec.Name); !ok {
+			j.mu.Unlock()
+			respond(tx, req, 488, "Not Acceptable Here", sip.NewHeader("Warning", `399 mediarelay "the codec of a transferred call cannot change"`))
+			return
+		}
+		l.setRemote(a)
+		dir := normDir(a)
+		if dir != firstNonEmpty(l.dir, "sendrecv") {
+			fwd = dir
+		}
+		l.dir = dir
+		j.updateHeld()
+		body = l.nextSDP(answerDir(dir))
+	}
+	route := l.route
+	j.mu.Unlock()
+	var res *sip.Response
+	if body == "" {
+		res = sip.NewResponseFromRequest(req, 200, "OK", nil)
+	} else {
+		res = sip.NewResponseFromRequest(req, 200, "OK", []byte(body))
+		res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+	}
+	if se, refresher, ok := sessionExpires(req); ok {
+		// The requester keeps refreshing: a join does not take over the
+		// refresher role (RFC 4028 section 9).
+		if refresher != "uas" {
+			refresher = "uac"
+		}
+		res.AppendHeader(sip.NewHeader("Session-Expires", formatSE(se, refresher)))
+	}
+	res.AppendHeader(sip.HeaderClone(&j.r.dialogUAFor(route).ContactHDR))
+	if err := tx.Respond(res); err != nil {
+		return
+	}
+	if fwd != "" {
+		go j.offerOut(1-i, fwd)
+	}
+}
+
+func formatSE(se time.Duration, refresher string) string {
+	return strings.TrimSuffix(se.Truncate(time.Second).String(), "s") + ";refresher=" + refresher
+}
+
+// updateHeld sets the hold flag from both legs' directions; j.mu is held.
+func (j *join) updateHeld() {
+	held := false
+	for _, l := range j.legs {
+		if l.dir != "" && l.dir != "sendrecv" {
+			held = true
+		}
+	}
+	if j.held.Swap(held) && !held {
+		j.resumed.Store(time.Now().UnixNano())
+	}
+}
+
+// offerOut tells leg k the direction the other leg asked for.
+func (j *join) offerOut(k int, dir string) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	select {
+	case <-j.ended:
+		return
+	default:
+	}
+	l := j.legs[k]
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := l.ref().request(ctx, sip.INVITE, []byte(l.nextSDP(dir)), sip.NewHeader("Content-Type", "application/sdp"))
+	if err != nil || !res.IsSuccess() {
+		j.log.Info("re-INVITE to the other trunk leg failed", "err", err, "res", res)
+		return
+	}
+	if _, a, err := sdp.Parse(res.Body()); err == nil {
+		l.setRemote(a)
+	}
+}
+
+// onInfo passes INFO (DTMF, mostly) to the other leg and returns its answer.
+func (j *join) onInfo(i int, req *sip.Request, tx sip.ServerTransaction) {
+	j.mu.Lock()
+	other := j.legs[1-i]
+	j.mu.Unlock()
+	var hdrs []sip.Header
+	if ct := req.ContentType(); ct != nil {
+		hdrs = append(hdrs, sip.NewHeader("Content-Type", ct.Value()))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	res, err := other.ref().request(ctx, sip.INFO, req.Body(), hdrs...)
+	if err != nil {
+		respond(tx, req, 408, "Request Timeout")
+		return
+	}
+	respond(tx, req, int(res.StatusCode), res.Reason)
+}
+
+// onRefer: a trunk in a join transfers its peer (the other trunk leg) to
+// a new target. The relay calls the target and swaps it in for the
+// referring leg.
+func (j *join) onRefer(i int, req *sip.Request, tx sip.ServerTransaction) {
+	target, ok := referTarget(req, tx)
+	if !ok {
+		return
+	}
+	route := j.r.route(target.User)
+	if route == nil {
+		respond(tx, req, 603, "Decline", sip.NewHeader("Warning", `399 mediarelay "no route to the transfer target"`))
+		return
+	}
+	var extra []sip.Header
+	if rep, present, ok := referReplaces(target); present {
+		if !ok {
+			respond(tx, req, 400, "Bad Request", sip.NewHeader("Warning", `399 mediarelay "malformed Replaces"`))
+			return
+		}
+		extra = append(extra, sip.NewHeader("Replaces", rep.String()))
+	}
+	j.mu.Lock()
+	old := j.legs[i]
+	peer := j.legs[1-i]
+	j.mu.Unlock()
+	res := sip.NewResponseFromRequest(req, 202, "Accepted", nil)
+	res.AppendHeader(sip.HeaderClone(&j.r.dialogUAFor(old.route).ContactHDR))
+	if err := tx.Respond(res); err != nil {
+		return
+	}
+	go j.transfer(i, old, peer, route, target.User, extra)
+}
+
+func (j *join) transfer(i int, old, peer *trunkLeg, route *Trunk, user string, extra []sip.Header) {
+	ref := old.ref()
+	notify := func(status string, final bool) { notifyRefer(j.log, ref, status, final) }
+	notify("100 Trying", false)
+	ctx, cancel := context.WithTimeout(context.Background(), ringTimeout)
+	defer cancel()
+	go func() {
+		select {
+		case <-j.ended:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	leg, status := j.r.dialTrunk(ctx, route, user, peer.party, peer.codec, peer.dtmf, extra...)
+	if leg == nil {
+		notify(status, true)
+		return
+	}
+	// Swap the leg: stop both forwarders, then start them on the new pair.
+	j.mu.Lock()
+	select {
+	case <-j.ended:
+		j.mu.Unlock()
+		leg.drop()
+		return
+	default:
+	}
+	for _, l := range j.legs {
+		_ = l.rtp.PauseReads()
+	}
+	j.mediaWG.Wait()
+	j.legs[i] = leg
+	j.r.mu.Lock()
+	delete(j.r.joins, old.dialogID)
+	j.r.joins[leg.dialogID] = j
+	j.r.mu.Unlock()
+	j.updateHeld()
+	j.startMedia()
+	j.mu.Unlock()
+	j.log.Info("transferred", "target", user, "trunk", route.Name)
+	notify("200 OK", true)
+	old.drop()
+}

@@ -1,0 +1,328 @@
+package signaling
+
+import (
+	"context"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/mediarelay/mediarelay/pkg/sdp"
+)
+
+// Transfers that leave two trunk legs talking (join.go): the browser
+// hands its trunk peer to a number routed to a trunk, or connects the
+// trunk peers of two of its calls; and a trunk's INVITE with Replaces
+// that takes over the trunk leg of a call.
+
+// trunkParty is the number at the trunk end of the call.
+func (c *Call) trunkParty() string {
+	if c.direction == "outbound" {
+		return c.to
+	}
+	return c.from
+}
+
+// handOff takes the trunk leg out of the call for a join. The call's
+// forwarding stops reading it, and the call's hang-up (which the caller
+// does next) leaves its dialog and port alone. It reports false when the
+// call has ended or has no answered trunk leg.
+func (c *Call) handOff() (*trunkLeg, bool) {
+	r := c.r
+	c.mid.mu.Lock() // no offer of the call's own in flight
+	defer c.mid.mu.Unlock()
+	if c.answered.IsZero() || !c.mediaUp {
+		return nil, false
+	}
+	leg := &trunkLeg{
+		route:    c.route,
+		dialogID: c.trunkDialogID,
+		callID:   c.trunkCallID,
+		party:    c.trunkParty(),
+		dcs:      c.trunk,
+		dss:      c.inTrunk,
+		rtp:      c.rtp,
+		codec:    c.plan.SIPCodec,
+		dtmf:     c.plan.SIPDTMF,
+		dir:      c.mid.trunkDir,
+	}
+	if leg.dcs == nil && leg.dss == nil {
+		return nil, false
+	}
+	leg.sdp = c.localSDP(sideTrunk, c.currentDir(sideTrunk))
+	leg.ver = c.mid.sipVer
+	r.mu.Lock()
+	select {
+	case <-c.ended:
+		r.mu.Unlock()
+		return nil, false
+	default:
+	}
+	delete(r.byDialog, c.trunkDialogID)
+	c.trunk, c.inTrunk = nil, nil
+	c.handedOff = true
+	r.mu.Unlock()
+	c.stopSessionTimer()
+	_ = c.rtp.PauseReads()
+	return leg, true
+}
+
+// transferToTrunk performs a blind transfer the browser asked for to a
+// number that routes to a trunk: the relay calls it with the trunk leg's
+// codec and joins the two trunk legs.
+func (c *Call) transferToTrunk(old dialogRef, route *Trunk, user string) {
+	c.notify(old, "100 Trying", false)
+	if c.sec.policy == SRTPDTLS {
+		// The DTLS association belongs to the call; a join does not carry it.
+		c.notify(old, "488 Not Acceptable Here", true)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), ringTimeout)
+	defer cancel()
+	go func() {
+		select {
+		case <-c.ended:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	leg, status := c.r.dialTrunk(ctx, route, user, c.trunkParty(), c.plan.SIPCodec, c.plan.SIPDTMF)
+	if leg == nil {
+		c.log.Info("transfer failed", "target", user, "status", status)
+		c.notify(old, status, true)
+		return
+	}
+	mine, ok := c.handOff()
+	if !ok {
+		leg.drop()
+		return
+	}
+	c.notify(old, "200 OK", true)
+	c.hangup(endTransferred, 0, "")
+	c.log.Info("transferred by the browser to a trunk", "target", user, "trunk", route.Name)
+	c.r.startJoin(mine, leg)
+}
+
+// transferAttended connects the trunk peers of two of the browser's calls:
+// this one and the one whose browser dialog rep names (RFC 5589 section 7).
+func (c *Call) transferAttended(old dialogRef, rep replaces) {
+	c.notify(old, "100 Trying", false)
+	other := c.r.callByBrowserDialog(rep)
+	if other == nil || other == c || other.answered.IsZero() {
+		c.notify(old, "481 Call/Transaction Does Not Exist", true)
+		return
+	}
+	if c.sec.policy == SRTPDTLS || other.sec.policy == SRTPDTLS {
+		c.notify(old, "488 Not Acceptable Here", true)
+		return
+	}
+	if !c.plan.SIPCodec.Is(other.plan.SIPCodec.Name) || c.plan.SIPCodec.Clock != other.plan.SIPCodec.Clock {
+		// The join relays without transcoding.
+		c.log.Info("attended transfer between calls with different codecs refused",
+			"codec", c.plan.SIPCodec.Name, "other", other.plan.SIPCodec.Name)
+		c.notify(old, "488 Not Acceptable Here", true)
+		return
+	}
+	b, ok := other.handOff()
+	if !ok {
+		c.notify(old, "481 Call/Transaction Does Not Exist", true)
+		return
+	}
+	a, ok := c.handOff()
+	if !ok {
+		// This call ended under us: the other trunk party has nobody to
+		// talk to.
+		other.hangup(endTransferred, 0, "")
+		b.drop()
+		return
+	}
+	c.notify(old, "200 OK", true)
+	c.hangup(endTransferred, 0, "")
+	other.hangup(endTransferred, 0, "")
+	c.log.Info("attended transfer: trunk legs joined", "other_call", other.id)
+	c.r.startJoin(a, b)
+}
+
+// callByBrowserDialog finds the answered call whose browser dialog rep names.
+func (r *Relay) callByBrowserDialog(rep replaces) *Call {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, c := range r.calls {
+		if c.browserCallID == rep.callID && rep.matches(c.browserDialogID) {
+			return c
+		}
+	}
+	return nil
+}
+
+// callByTrunkDialog finds the call whose trunk dialog rep names.
+func (r *Relay) callByTrunkDialog(rep replaces) *Call {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, c := range r.calls {
+		if c.trunkCallID == rep.callID && rep.matches(c.trunkDialogID) {
+			return c
+		}
+	}
+	return nil
+}
+
+// dialTrunk places a call to user through route for a join, on a new
+// media leg keyed by the trunk's SRTP policy, offering codec (and dtmf if
+// it has a PT). It returns the answered leg, or nil and a status line.
+func (r *Relay) dialTrunk(ctx context.Context, route *Trunk, user, fromUser string, codec, dtmf sdp.Codec, extra ...sip.Header) (*trunkLeg, string) {
+	// A scratch call holds the leg's SRTP state while it is negotiated; it
+	// is never admitted.
+	nc := &Call{r: r, id: newCallID(), route: route, ended: make(chan struct{})}
+	nc.log = r.log.With("call", nc.id, "trunk", route.Name)
+	status := ""
+	if !nc.openRTPLeg(func(code int, reason, _ string, _ ...sip.Header) { status = fmtStatus(code, reason) }) {
+		return nil, status
+	}
+	codecs := []sdp.Codec{codec}
+	if dtmf.PT != 0 {
+		codecs = append(codecs, dtmf)
+	}
+	offer := sdp.Offer{SessionID: uint64(time.Now().UnixNano()), Version: 1, Addr: r.mediaAddr(),
+		Port: int(nc.rtp.LocalAddr().Port()), Codecs: codecs, Ptime: route.Ptime}
+	if nc.sec.policy = srtpPolicy(route); nc.sec.policy == SRTPDTLS {
+		_ = nc.rtp.Close()
+		return nil, "488 Not Acceptable Here"
+	}
+	if err := nc.secureOffer(&offer); err != nil {
+		nc.log.Warn("transfer target's SRTP policy cannot be met", "err", err)
+		_ = nc.rtp.Close()
+		return nil, "488 Not Acceptable Here"
+	}
+	body := offer.Marshal()
+	dcs, status := r.inviteTrunk(ctx, route, user, fromUser, body, extra...)
+	if dcs == nil {
+		_ = nc.rtp.Close()
+		return nil, status
+	}
+	leg := &trunkLeg{route: route, dialogID: dcs.ID, callID: dcs.InviteRequest.CallID().Value(), party: user,
+		dcs: dcs, rtp: nc.rtp, codec: codec, sdp: string(body), ver: 1}
+	_, ans, err := sdp.Parse(dcs.InviteResponse.Body())
+	if err == nil {
+		if _, ok := ans.Find(codec.Name); !ok {
+			err = errNoCommonCodec
+		}
+	}
+	if err == nil {
+		err = nc.secureAnswer(ans)
+	}
+	if err != nil {
+		nc.log.Info("transfer target's answer unusable", "err", err)
+		leg.drop()
+		return nil, "488 Not Acceptable Here"
+	}
+	if _, ok := ans.DTMF(dtmf.Clock); ok && dtmf.PT != 0 {
+		leg.dtmf = dtmf
+	}
+	leg.setRemote(ans)
+	return leg, ""
+}
+
+// replaceTrunkLeg answers a trunk's INVITE with Replaces naming the trunk
+// leg of a call (RFC 3891): the new dialog takes that leg's place on the
+// same media port and codec, and the old dialog gets BYE. It reports
+// whether the INVITE was a replacement (and so has been answered).
+func (r *Relay) replaceTrunkLeg(req *sip.Request, tx sip.ServerTransaction, route *Trunk) bool {
+	h := req.GetHeader("Replaces")
+	if h == nil {
+		return false
+	}
+	fail := func(code int, reason, warning string) {
+		hdrs := []sip.Header{}
+		if warning != "" {
+			hdrs = append(hdrs, sip.NewHeader("Warning", `399 mediarelay "`+warning+`"`))
+		}
+		respond(tx, req, code, reason, hdrs...)
+		r.countSetupFailure(code)
+	}
+	rep, ok := parseReplaces(h.Value())
+	if !ok {
+		fail(400, "Bad Request", "malformed Replaces")
+		return true
+	}
+	c := r.callByTrunkDialog(rep)
+	if c == nil || c.answered.IsZero() || !c.mediaUp {
+		fail(481, "Call/Transaction Does Not Exist", "")
+		return true
+	}
+	if rep.earlyOnly {
+		fail(486, "Busy Here", "")
+		return true
+	}
+	if len(req.Body()) == 0 {
+		fail(488, "Not Acceptable Here", "an INVITE with Replaces needs an SDP offer")
+		return true
+	}
+	_, offer, err := sdp.Parse(req.Body())
+	if err != nil {
+		fail(400, "Bad Request", "malformed SDP")
+		return true
+	}
+	if c.sec.keyed.Load() || c.sec.policy == SRTPDTLS || len(offer.Crypto) > 0 {
+		fail(488, "Not Acceptable Here", "an encrypted trunk leg cannot be re-keyed")
+		return true
+	}
+	codec, ok := offer.Find(c.plan.SIPCodec.Name)
+	if !ok {
+		fail(488, "Not Acceptable Here", "")
+		return true
+	}
+	// The call's forwarding writes the call's own payload types: answer
+	// with them (RFC 3264 lets an answerer's PTs differ for static ones,
+	// and telephone-event is kept only when the numbering agrees).
+	codecs := []sdp.Codec{c.plan.SIPCodec}
+	if ev, ok := offer.DTMF(8000); ok && c.plan.SIPDTMF.PT != 0 && ev.PT == c.plan.SIPDTMF.PT {
+		codecs = append(codecs, c.plan.SIPDTMF)
+	}
+	if codec.PT != c.plan.SIPCodec.PT {
+		fail(488, "Not Acceptable Here", "payload type numbering differs")
+		return true
+	}
+	dss, err := r.dialogUAFor(route).ReadInvite(req, tx)
+	if err != nil {
+		fail(400, "Bad Request", "")
+		return true
+	}
+	c.mid.mu.Lock()
+	body := sdp.Offer{SessionID: uint64(time.Now().UnixNano()), Version: 1, Addr: r.mediaAddr(),
+		Port: int(c.rtp.LocalAddr().Port()), Codecs: codecs, Ptime: route.Ptime}.Marshal()
+	r.mu.Lock()
+	select {
+	case <-c.ended:
+		r.mu.Unlock()
+		c.mid.mu.Unlock()
+		_ = dss.Respond(481, "Call/Transaction Does Not Exist", nil)
+		return true
+	default:
+	}
+	oldClient, oldServer := c.trunk, c.inTrunk
+	delete(r.byDialog, c.trunkDialogID)
+	c.trunk, c.inTrunk = nil, dss
+	c.trunkDialogID, c.trunkCallID = dss.ID, req.CallID().Value()
+	c.trunkSDP = string(body)
+	c.route = route
+	r.byDialog[dss.ID] = c
+	r.mu.Unlock()
+	c.mid.sipVer, c.mid.trunkDir = 0, ""
+	c.mid.setDir(sideTrunk, "sendrecv")
+	c.setRemote(offer)
+	c.mid.mu.Unlock()
+	res := sip.NewSDPResponseFromRequest(dss.InviteRequest, body) // carries the dialog's To tag
+	c.addContact(sideTrunk, res)
+	if err := dss.WriteResponse(res); err != nil {
+		c.log.Info("answer to INVITE with Replaces failed", "err", err)
+	}
+	c.log.Info("trunk leg replaced", "by", req.CallID().Value(), "trunk", route.Name)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if oldClient != nil {
+		_ = oldClient.Bye(ctx)
+	} else if oldServer != nil {
+		_ = oldServer.Bye(ctx)
+	}
+	return true
+}

@@ -1,0 +1,354 @@
+package signaling
+
+import (
+	"context"
+	"database/sql"
+	"net"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/mediarelay/mediarelay/pkg/config"
+)
+
+// browserRefer sends REFER with Refer-To on the browser's dialog d.
+func browserRefer(t *testing.T, d *sipgo.DialogServerSession, referTo string) *sip.Response {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req := sip.NewRequest(sip.REFER, *d.InviteRequest.Contact().Address.Clone())
+	req.AppendHeader(sip.NewHeader("Refer-To", referTo))
+	res, err := d.Do(ctx, req)
+	if err != nil {
+		t.Fatalf("REFER: %v", err)
+	}
+	return res
+}
+
+// withTarget routes numbers starting with 7 to a trunkUAS.
+func withTarget(u *trunkUAS) func(*config.Config) {
+	return func(c *config.Config) {
+		c.Media.Timeout = 30 * time.Second
+		c.Trunks = append([]config.Trunk{{Name: "target", Match: "^7", Address: "sip:" + u.addr, Codecs: []string{"PCMU"}}}, c.Trunks...)
+	}
+}
+
+func waitNotifys(t *testing.T, p *regPhone, n int) string {
+	t.Helper()
+	waitFor(t, "NOTIFYs", 10*time.Second, func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return len(p.notifys) >= n
+	})
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return strings.Join(p.notifys, " | ")
+}
+
+// cdrDirections reads (direction, end_cause) of every CDR row, oldest first.
+func cdrRows(t *testing.T, r *Relay, n int) [][2]string {
+	t.Helper()
+	waitFor(t, "cdr rows", 10*time.Second, func() bool {
+		got, _ := r.CDR().Count(context.Background())
+		return got == n
+	})
+	db, err := sql.Open("sqlite", "file:"+r.cfg.CDR.Path+"?mode=ro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	rows, err := db.Query(`SELECT direction, end_cause FROM cdr ORDER BY end_time`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var out [][2]string
+	for rows.Next() {
+		var d, c string
+		if err := rows.Scan(&d, &c); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, [2]string{d, c})
+	}
+	return out
+}
+
+// TestBrowserTransfersToTrunk: the browser that took a trunk's call
+// transfers the caller to a number that routes to another trunk. The relay
+// calls it, joins the two trunk legs and hangs up on the browser; the
+// caller then talks to the new trunk (which echoes).
+func TestBrowserTransfersToTrunk(t *testing.T) {
+	target := newTrunkUAS(t)
+	r, u, alice := answeredCall(t, withTarget(target))
+	alice.mu.Lock()
+	d := alice.dialogs[0]
+	alice.mu.Unlock()
+	if res := browserRefer(t, d, "<sip:7001@127.0.0.1>"); res.StatusCode != 202 {
+		t.Fatalf("REFER answered %d", res.StatusCode)
+	}
+	select {
+	case <-target.answered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the transfer target was never called")
+	}
+	select {
+	case <-alice.byes:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the transferring browser got no BYE")
+	}
+	if notes := waitNotifys(t, alice, 2); notes != "SIP/2.0 100 Trying | SIP/2.0 200 OK" {
+		t.Fatalf("NOTIFYs: %s", notes)
+	}
+	inv := target.lastInvite()
+	if from := inv.From().Address.User; from != "+15557654321" {
+		t.Fatalf("target sees caller %q, want the transferred trunk party", from)
+	}
+	if strings.Contains(inv.String(), u.addr) || strings.Contains(inv.String(), "carrier.example") {
+		t.Fatalf("the first trunk's details leaked to the target:\n%s", inv)
+	}
+	if got := u.echoCheck(50); got < 40 {
+		t.Fatalf("after the transfer only %d of 50 frames came back from the new trunk", got)
+	}
+	if n := r.ActiveCalls(); n != 1 {
+		t.Fatalf("%d active calls, want 1 (the joined trunk legs)", n)
+	}
+	// Hold and resume from the caller's side reach the target.
+	if res := u.reinvite(t, "sendonly", 2); res.StatusCode != 200 || sdpDir(t, res.Body()) != "recvonly" {
+		t.Fatalf("hold in a joined call: %d %s", res.StatusCode, res.Body())
+	}
+	if res := u.reinvite(t, "sendrecv", 3); res.StatusCode != 200 {
+		t.Fatalf("resume: %d", res.StatusCode)
+	}
+	if got := u.echoCheck(30); got < 24 {
+		t.Fatalf("after resume only %d of 30 frames came back", got)
+	}
+	if err := u.bye(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-target.byes:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the target got no BYE when the caller hung up")
+	}
+	rows := cdrRows(t, r, 2)
+	if rows[0] != [2]string{"inbound", endTransferred} || rows[1] != [2]string{directionTransfer, endNormalTrunk} {
+		t.Fatalf("CDR rows %v", rows)
+	}
+	waitFor(t, "ports released", 5*time.Second, func() bool { return r.PortsInUse() == 0 })
+}
+
+// TestBrowserTransferToUnreachableTrunk: the target says busy; the browser
+// hears 486 in the NOTIFY and its call goes on.
+func TestBrowserTransferToBusyTrunk(t *testing.T) {
+	target := newTrunkUAS(t)
+	target.code = 486
+	r, u, alice := answeredCall(t, withTarget(target))
+	alice.mu.Lock()
+	d := alice.dialogs[0]
+	alice.mu.Unlock()
+	if res := browserRefer(t, d, "<sip:7001@127.0.0.1>"); res.StatusCode != 202 {
+		t.Fatalf("REFER answered %d", res.StatusCode)
+	}
+	if notes := waitNotifys(t, alice, 2); notes != "SIP/2.0 100 Trying | SIP/2.0 486 Trunk Says No" {
+		t.Fatalf("NOTIFYs: %s", notes)
+	}
+	if got := u.echoCheck(30); got < 24 {
+		t.Fatalf("after the failed transfer only %d of 30 frames came back", got)
+	}
+	if r.PortsInUse() != 1 {
+		t.Fatalf("%d port pairs in use, want the call's one", r.PortsInUse())
+	}
+	// Nobody and nothing routable: declined at once.
+	if res := browserRefer(t, d, "<sip:nobody@127.0.0.1>"); res.StatusCode != 603 {
+		t.Fatalf("REFER to an unroutable target: %d", res.StatusCode)
+	}
+}
+
+// replacesParam is the Refer-To form of a Replaces naming dialog d as the
+// relay sees it.
+func replacesParam(d *sipgo.DialogServerSession) string {
+	relayTag, _ := d.InviteRequest.From().Params.Get("tag")
+	myTag, _ := d.InviteResponse.To().Params.Get("tag")
+	v := d.InviteRequest.CallID().Value() + ";to-tag=" + relayTag + ";from-tag=" + myTag
+	return url.QueryEscape(v)
+}
+
+// TestBrowserAttendedTransfer: a browser has a call from one trunk party
+// and a consultation call with another, and connects the two with REFER
+// and Replaces. Both browser legs end; the trunk parties talk.
+func TestBrowserAttendedTransfer(t *testing.T) {
+	u2 := newTrunkUAC(t)
+	u2.fromUser = "+15550001111"
+	r, u, alice := answeredCall(t, func(c *config.Config) {
+		c.Media.Timeout = 30 * time.Second
+		c.Trunks = append(c.Trunks, config.Trunk{Name: "carrier2", Match: "^8", Address: "sip:" + u2.addr, Transport: "udp", Codecs: []string{"PCMU"}})
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if res, err := u2.invite(ctx, r, "alice"); err != nil || res.StatusCode != 200 {
+		t.Fatalf("consultation call: %v %v", res, err)
+	}
+	select {
+	case <-alice.conn:
+	case <-ctx.Done():
+		t.Fatal("consultation call's browser leg did not connect")
+	}
+	alice.mu.Lock()
+	first, consult := alice.dialogs[0], alice.dialogs[1]
+	alice.mu.Unlock()
+
+	// A Replaces naming no call of the relay's: 481 in the NOTIFY.
+	if res := browserRefer(t, first, "<sip:8000@127.0.0.1?Replaces=nosuch%3Bto-tag%3D1%3Bfrom-tag%3D2>"); res.StatusCode != 202 {
+		t.Fatalf("REFER answered %d", res.StatusCode)
+	}
+	if notes := waitNotifys(t, alice, 2); !strings.HasSuffix(notes, "SIP/2.0 481 Call/Transaction Does Not Exist") {
+		t.Fatalf("NOTIFYs: %s", notes)
+	}
+	// A malformed one is refused at once.
+	if res := browserRefer(t, first, "<sip:8000@127.0.0.1?Replaces=justacallid>"); res.StatusCode != 400 {
+		t.Fatalf("malformed Replaces: %d", res.StatusCode)
+	}
+
+	if res := browserRefer(t, first, "<sip:8000@127.0.0.1?Replaces="+replacesParam(consult)+">"); res.StatusCode != 202 {
+		t.Fatalf("REFER answered %d", res.StatusCode)
+	}
+	for i := 0; i < 2; i++ {
+		select {
+		case <-alice.byes:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("browser got %d BYEs, want one per call", i)
+		}
+	}
+	if notes := waitNotifys(t, alice, 4); !strings.HasSuffix(notes, "SIP/2.0 100 Trying | SIP/2.0 200 OK") {
+		t.Fatalf("NOTIFYs: %s", notes)
+	}
+	// u2 echoes what it gets, so u hears itself through u2.
+	stop := echoUDP(u2.rtpConn)
+	defer stop()
+	if got := u.echoCheck(50); got < 40 {
+		t.Fatalf("after the attended transfer only %d of 50 frames came back through the other trunk party", got)
+	}
+	if n := r.ActiveCalls(); n != 1 {
+		t.Fatalf("%d active calls, want 1", n)
+	}
+	if err := u2.bye(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-u.byes:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the first trunk party got no BYE when the other hung up")
+	}
+	rows := cdrRows(t, r, 3)
+	if rows[2] != [2]string{directionTransfer, endNormalTrunk} {
+		t.Fatalf("CDR rows %v", rows)
+	}
+	waitFor(t, "ports released", 5*time.Second, func() bool { return r.PortsInUse() == 0 })
+}
+
+// echoUDP sends every datagram on c back where it came from until stop.
+func echoUDP(c *net.UDPConn) (stop func()) {
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		buf := make([]byte, 1500)
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			_ = c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+			n, from, err := c.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				continue
+			}
+			_, _ = c.WriteToUDPAddrPort(buf[:n], from)
+		}
+	}()
+	return func() { close(done); <-finished }
+}
+
+// TestTrunkReferWithReplaces: a PBX user who consulted someone inside the
+// PBX completes the transfer with REFER and Replaces; the relay's INVITE
+// to the target carries the Replaces so the PBX can swap its own call.
+func TestTrunkReferWithReplaces(t *testing.T) {
+	target := newTrunkUAS(t)
+	_, u, _ := answeredCall(t, withTarget(target))
+	res := u.refer(t, "<sip:7001@127.0.0.1?Replaces=consult%40pbx%3Bto-tag%3Daaa%3Bfrom-tag%3Dbbb>")
+	if res.StatusCode != 202 {
+		t.Fatalf("REFER answered %d", res.StatusCode)
+	}
+	select {
+	case <-target.answered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the transfer target was never called")
+	}
+	h := target.lastInvite().GetHeader("Replaces")
+	if h == nil || h.Value() != "consult@pbx;to-tag=aaa;from-tag=bbb" {
+		t.Fatalf("INVITE to the target carries Replaces %v", h)
+	}
+	select {
+	case <-u.byes:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the transferring trunk leg got no BYE")
+	}
+}
+
+// TestInviteWithReplaces: a new trunk dialog takes over a call's trunk leg
+// (RFC 3891), as when a PBX phone completes an attended transfer by
+// calling the relay. The browser stays; the old dialog gets BYE.
+func TestInviteWithReplaces(t *testing.T) {
+	u2 := newTrunkUAC(t)
+	r, u, _ := answeredCall(t, func(c *config.Config) {
+		c.Media.Timeout = 30 * time.Second
+		c.Trunks = append(c.Trunks, config.Trunk{Name: "pbx", Match: "^8", Address: "sip:" + u2.addr, Transport: "udp", Codecs: []string{"PCMU"}})
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	// Unknown dialog: 481.
+	res, err := u2.invite(ctx, r, "alice", sip.NewHeader("Replaces", "nosuch;to-tag=1;from-tag=2"))
+	if err != nil || res.StatusCode != 481 {
+		t.Fatalf("INVITE replacing nothing: %v %v", res, err)
+	}
+	// u's dialog as the relay sees it: to-tag is the relay's, from-tag u's.
+	u.mu.Lock()
+	dcs := u.dcs
+	u.mu.Unlock()
+	relayTag, _ := dcs.InviteResponse.To().Params.Get("tag")
+	uTag, _ := dcs.InviteRequest.From().Params.Get("tag")
+	rep := dcs.InviteRequest.CallID().Value() + ";to-tag=" + relayTag + ";from-tag=" + uTag
+	if res, err := u2.invite(ctx, r, "alice", sip.NewHeader("Replaces", rep+";early-only")); err != nil || res.StatusCode != 486 {
+		t.Fatalf("early-only Replaces of a confirmed dialog: %v %v", res, err)
+	}
+	res, err = u2.invite(ctx, r, "alice", sip.NewHeader("Replaces", rep))
+	if err != nil || res.StatusCode != 200 {
+		t.Fatalf("INVITE with Replaces: %v %v", res, err)
+	}
+	select {
+	case <-u.byes:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the replaced dialog got no BYE")
+	}
+	if got := u2.echoCheck(50); got < 40 {
+		t.Fatalf("the replacing party got only %d of 50 frames back from the browser", got)
+	}
+	if n := r.ActiveCalls(); n != 1 {
+		t.Fatalf("%d active calls, want 1", n)
+	}
+	// Mid-call requests now go to the new dialog: hold works.
+	if res := u2.reinvite(t, "sendonly", 2); res.StatusCode != 200 {
+		t.Fatalf("hold on the replacing dialog: %d", res.StatusCode)
+	}
+	if err := u2.bye(); err != nil {
+		t.Fatal(err)
+	}
+	if cause, _ := lastEnd(t, r, 1); cause != endNormalTrunk {
+		t.Fatalf("end cause %q", cause)
+	}
+}
