@@ -45,6 +45,12 @@ type trunkLeg struct {
 	sdp      string    // the relay's last SDP on this dialog
 	ver      uint64
 	dir      string // the direction the far end last asked for
+
+	// Session timer (RFC 4028) as negotiated on the dialog: se is 0 without
+	// one; weRefresh says the relay sends the refreshes.
+	se        time.Duration
+	weRefresh bool
+	seTimer   *time.Timer // guarded by the join's mu
 }
 
 // ref is the leg's dialog, for requests the relay sends in it.
@@ -127,6 +133,9 @@ func (r *Relay) startJoin(a, b *trunkLeg) *join {
 	r.m.CallsActive.Inc()
 	j.mu.Lock()
 	j.startMedia()
+	for _, l := range j.legs {
+		j.armSessionTimer(l)
+	}
 	j.mu.Unlock()
 	go j.watch()
 	j.log.Info("trunk legs joined", "codec", a.codec.Name, "leg1", a.callID, "leg2", b.callID)
@@ -193,6 +202,11 @@ func (j *join) hangup(cause string, from int) {
 		j.cause = cause
 		close(j.ended)
 		legs := j.legs
+		for _, l := range legs {
+			if l.seTimer != nil {
+				l.seTimer.Stop()
+			}
+		}
 		j.mu.Unlock()
 		var wg sync.WaitGroup
 		for i, l := range legs {
@@ -376,7 +390,13 @@ func (j *join) onOffer(i int, req *sip.Request, tx sip.ServerTransaction) {
 			refresher = "uac"
 		}
 		res.AppendHeader(sip.NewHeader("Session-Expires", formatSE(se, refresher)))
+		j.mu.Lock()
+		l.se, l.weRefresh = se, refresher == "uas"
+		j.mu.Unlock()
 	}
+	j.mu.Lock()
+	j.armSessionTimer(l) // any offer or refresh from the leg restarts its clock
+	j.mu.Unlock()
 	res.AppendHeader(sip.HeaderClone(&j.r.dialogUAFor(route).ContactHDR))
 	if err := tx.Respond(res); err != nil {
 		return
@@ -388,6 +408,53 @@ func (j *join) onOffer(i int, req *sip.Request, tx sip.ServerTransaction) {
 
 func formatSE(se time.Duration, refresher string) string {
 	return strings.TrimSuffix(se.Truncate(time.Second).String(), "s") + ";refresher=" + refresher
+}
+
+// armSessionTimer (re)starts leg l's session timer; j.mu is held. When the
+// relay refreshes it sends UPDATE at half the interval; when the trunk
+// does, the join ends if no refresh comes before the interval minus
+// min(32 s, a third of it) (RFC 4028 section 10).
+func (j *join) armSessionTimer(l *trunkLeg) {
+	if l.seTimer != nil {
+		l.seTimer.Stop()
+	}
+	if l.se <= 0 {
+		return
+	}
+	if l.weRefresh {
+		l.seTimer = time.AfterFunc(l.se/2, func() { j.refresh(l) })
+		return
+	}
+	grace := min(32*time.Second, l.se/3)
+	l.seTimer = time.AfterFunc(l.se-grace, func() {
+		j.log.Info("session timer expired: no refresh from the trunk", "leg", l.callID, "interval", l.se)
+		j.hangup(endSessionTime, -1)
+	})
+}
+
+// refresh sends a session refresh (UPDATE without SDP) on leg l.
+func (j *join) refresh(l *trunkLeg) {
+	select {
+	case <-j.ended:
+		return
+	default:
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := l.ref().request(ctx, sip.UPDATE, nil,
+		sip.NewHeader("Session-Expires", formatSE(l.se, "uac")), sip.NewHeader("Supported", "timer"))
+	if err != nil || (res.StatusCode != 200 && res.StatusCode != 405 && res.StatusCode != 501) {
+		j.log.Info("session refresh failed", "leg", l.callID, "err", err)
+		j.hangup(endSessionTime, -1)
+		return
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	select {
+	case <-j.ended:
+	default:
+		j.armSessionTimer(l)
+	}
 }
 
 // updateHeld sets the hold flag from both legs' directions; j.mu is held.
@@ -508,7 +575,11 @@ func (j *join) transfer(i int, old, peer *trunkLeg, route *Trunk, user string, e
 		_ = l.rtp.PauseReads()
 	}
 	j.mediaWG.Wait()
+	if old.seTimer != nil {
+		old.seTimer.Stop()
+	}
 	j.legs[i] = leg
+	j.armSessionTimer(leg)
 	j.r.mu.Lock()
 	delete(j.r.joins, old.dialogID)
 	j.r.joins[leg.dialogID] = j

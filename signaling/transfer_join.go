@@ -50,6 +50,9 @@ func (c *Call) handOff() (*trunkLeg, bool) {
 	}
 	leg.sdp = c.localSDP(sideTrunk, c.currentDir(sideTrunk))
 	leg.ver = c.mid.sipVer
+	c.mid.seMu.Lock()
+	leg.se, leg.weRefresh = c.mid.se, c.mid.refresher == "uac"
+	c.mid.seMu.Unlock()
 	r.mu.Lock()
 	select {
 	case <-c.ended:
@@ -217,6 +220,9 @@ func (r *Relay) dialTrunk(ctx context.Context, route *Trunk, user, fromUser stri
 	}
 	if _, ok := ans.DTMF(dtmf.Clock); ok && dtmf.PT != 0 {
 		leg.dtmf = dtmf
+	}
+	if se, refresher, ok := sessionExpires(dcs.InviteResponse); ok {
+		leg.se, leg.weRefresh = se, refresher != "uas" // the relay was the UAC
 	}
 	leg.setRemote(ans)
 	return leg, ""

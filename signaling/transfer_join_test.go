@@ -352,3 +352,86 @@ func TestInviteWithReplaces(t *testing.T) {
 		t.Fatalf("end cause %q", cause)
 	}
 }
+
+// joinedCall is TestBrowserTransfersToTrunk's set-up: a trunk's call to a
+// browser, transferred by the browser to the target trunk.
+func joinedCall(t *testing.T, target *trunkUAS) (*Relay, *trunkUAC) {
+	t.Helper()
+	r, u, alice := answeredCall(t, withTarget(target))
+	alice.mu.Lock()
+	d := alice.dialogs[0]
+	alice.mu.Unlock()
+	if res := browserRefer(t, d, "<sip:7001@127.0.0.1>"); res.StatusCode != 202 {
+		t.Fatalf("REFER answered %d", res.StatusCode)
+	}
+	if notes := waitNotifys(t, alice, 2); !strings.HasSuffix(notes, "200 OK") {
+		t.Fatalf("NOTIFYs: %s", notes)
+	}
+	<-target.answered
+	return r, u
+}
+
+// TestJoinSessionTimer: a trunk leg of a join that asks for a session
+// timer and then never refreshes ends the joined call, on both legs.
+func TestJoinSessionTimer(t *testing.T) {
+	target := newTrunkUAS(t)
+	r, u := joinedCall(t, target)
+	if res := u.reinvite(t, "sendrecv", 2, sip.NewHeader("Session-Expires", "2;refresher=uac")); res.StatusCode != 200 {
+		t.Fatalf("re-INVITE with a session timer: %d", res.StatusCode)
+	} else if h := res.GetHeader("Session-Expires"); h == nil || h.Value() != "2;refresher=uac" {
+		t.Fatalf("2xx Session-Expires %v", h)
+	}
+	for name, ch := range map[string]chan struct{}{"caller": u.byes, "target": target.byes} {
+		select {
+		case <-ch:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("the %s got no BYE when the session expired", name)
+		}
+	}
+	if cause, _ := lastEnd(t, r, 2); cause != endSessionTime {
+		t.Fatalf("join ended with %q", cause)
+	}
+}
+
+// TestJoinReferAgain: a trunk in a joined call transfers its peer on; the
+// relay calls the new target and swaps it in for the referring leg.
+func TestJoinReferAgain(t *testing.T) {
+	target := newTrunkUAS(t)
+	r, u := joinedCall(t, target)
+	target.bookMu.Lock()
+	first := target.dialogs[0]
+	target.bookMu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req := sip.NewRequest(sip.REFER, *first.InviteRequest.Contact().Address.Clone())
+	req.AppendHeader(sip.NewHeader("Refer-To", "<sip:7002@127.0.0.1>"))
+	res, err := first.Do(ctx, req)
+	if err != nil || res.StatusCode != 202 {
+		t.Fatalf("REFER in a join: %v %v", res, err)
+	}
+	select {
+	case <-target.answered:
+	case <-ctx.Done():
+		t.Fatal("the second target was never called")
+	}
+	select {
+	case <-target.byes: // the referring dialog is hung up
+	case <-ctx.Done():
+		t.Fatal("the referring leg got no BYE")
+	}
+	if got := u.echoCheck(50); got < 40 {
+		t.Fatalf("after the second transfer only %d of 50 frames came back", got)
+	}
+	if n := r.ActiveCalls(); n != 1 {
+		t.Fatalf("%d active calls", n)
+	}
+	if err := u.bye(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-target.byes:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the second target got no BYE")
+	}
+	waitFor(t, "ports released", 5*time.Second, func() bool { return r.PortsInUse() == 0 })
+}
