@@ -51,6 +51,7 @@ type trunkLeg struct {
 	se        time.Duration
 	weRefresh bool
 	seTimer   *time.Timer // guarded by the join's mu
+	offering  bool        // a re-INVITE of ours is outstanding; guarded by the join's mu
 }
 
 // ref is the leg's dialog, for requests the relay sends in it.
@@ -109,8 +110,9 @@ type join struct {
 	from, to string
 	start    time.Time
 
-	mu   sync.Mutex // guards legs and serialises offers on the join
-	legs [2]*trunkLeg
+	mu      sync.Mutex // guards legs and their offer state
+	offered *sync.Cond // signalled when an offer of ours completes
+	legs    [2]*trunkLeg
 
 	held    atomic.Bool
 	resumed atomic.Int64 // unix ns of the last resume (media timeout baseline)
@@ -125,6 +127,7 @@ type join struct {
 func (r *Relay) startJoin(a, b *trunkLeg) *join {
 	j := &join{r: r, id: newCallID(), legs: [2]*trunkLeg{a, b}, from: a.party, to: b.party,
 		start: time.Now(), ended: make(chan struct{})}
+	j.offered = sync.NewCond(&j.mu)
 	j.log = r.log.With("call", j.id, "trunk", a.route.Name, "trunk2", b.route.Name)
 	r.mu.Lock()
 	r.joins[a.dialogID] = j
@@ -341,11 +344,13 @@ func (j *join) onBye(i int, req *sip.Request, tx sip.ServerTransaction) {
 // address or a session refresh. The codec is fixed for the join's life:
 // the other leg carries the same one and there is no transcoder between.
 func (j *join) onOffer(i int, req *sip.Request, tx sip.ServerTransaction) {
-	if !j.mu.TryLock() {
-		respond(tx, req, 491, "Request Pending")
+	j.mu.Lock()
+	l := j.legs[i]
+	if l.offering {
+		j.mu.Unlock()
+		respond(tx, req, 491, "Request Pending") // glare with our own offer on this dialog
 		return
 	}
-	l := j.legs[i]
 	var body string
 	fwd := ""
 	switch {
@@ -473,16 +478,28 @@ func (j *join) updateHeld() {
 // offerOut tells leg k the direction the other leg asked for.
 func (j *join) offerOut(k int, dir string) {
 	j.mu.Lock()
-	defer j.mu.Unlock()
 	select {
 	case <-j.ended:
+		j.mu.Unlock()
 		return
 	default:
 	}
 	l := j.legs[k]
+	for l.offering { // one offer of ours at a time on a dialog
+		j.offered.Wait()
+	}
+	l.offering = true
+	body := l.nextSDP(dir)
+	j.mu.Unlock()
+	defer func() {
+		j.mu.Lock()
+		l.offering = false
+		j.offered.Broadcast()
+		j.mu.Unlock()
+	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	res, err := l.ref().request(ctx, sip.INVITE, []byte(l.nextSDP(dir)), sip.NewHeader("Content-Type", "application/sdp"))
+	res, err := l.ref().request(ctx, sip.INVITE, []byte(body), sip.NewHeader("Content-Type", "application/sdp"))
 	if err != nil || !res.IsSuccess() {
 		j.log.Info("re-INVITE to the other trunk leg failed", "err", err, "res", res)
 		return
