@@ -184,6 +184,12 @@ func (r *Relay) Serve(ctx context.Context) error {
 		return err
 	}
 	close(r.ready)
+	if ip, err := netip.ParseAddr(r.cfg.Media.BindIP); err == nil && ip.IsUnspecified() && r.cfg.Media.PublicIP == "" {
+		// Peers must be told an address they can reach; with a wildcard
+		// bind and no public_ip the relay can only guess.
+		r.log.Warn("media.bind_ip is a wildcard and media.public_ip is not set: SDP and ICE candidates will advertise "+
+			r.mediaAddr().String()+"; set media.public_ip to the address peers reach", "bind_ip", r.cfg.Media.BindIP)
+	}
 	r.log.Info("mediarelay ready", "http", r.cfg.HTTP.Listen, "sip_udp", r.cfg.SIP.UDPListen,
 		"sip_tcp", r.cfg.SIP.TCPListen, "webrtc", r.webrtc.LocalAddr().String(),
 		"rtp_ports", fmt.Sprintf("%d-%d", r.cfg.Media.PortMin, r.cfg.Media.PortMax))

@@ -5,9 +5,11 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -366,4 +368,56 @@ func TestOptionsAnswered(t *testing.T) {
 	if res.StatusCode != 200 || res.GetHeader("Allow") == nil {
 		t.Fatalf("OPTIONS: %s", res.StartLine())
 	}
+}
+
+// TestWarnsWithoutPublicIP: a wildcard media bind without public_ip makes
+// the relay guess what to advertise; the operator is told at start.
+func TestWarnsWithoutPublicIP(t *testing.T) {
+	for _, tc := range []struct {
+		bind, public string
+		warn         bool
+	}{{"0.0.0.0", "", true}, {"0.0.0.0", "127.0.0.1", false}, {"127.0.0.1", "", false}} {
+		cfg := config.Default()
+		cfg.HTTP.Listen, cfg.SIP.UDPListen, cfg.SIP.TCPListen = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+		cfg.Media.BindIP, cfg.Media.PublicIP = tc.bind, tc.public
+		cfg.Media.WebRTCPort = 0
+		cfg.Media.PortMin, cfg.Media.PortMax = nextPortRange()
+		cfg.CDR.Path = ""
+		var buf safeBuffer
+		r, err := New(cfg, slog.New(slog.NewTextHandler(&buf, nil)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- r.Serve(ctx) }()
+		select {
+		case <-r.Ready():
+		case err := <-done:
+			t.Fatalf("relay did not start: %v", err)
+		}
+		cancel()
+		<-done
+		if got := strings.Contains(buf.String(), "media.public_ip is not set"); got != tc.warn {
+			t.Errorf("bind %s public %q: warned %v, want %v\n%s", tc.bind, tc.public, got, tc.warn, buf.String())
+		}
+	}
+}
+
+// safeBuffer is a bytes.Buffer for a logger written from several goroutines.
+type safeBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *safeBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *safeBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
