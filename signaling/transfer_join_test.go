@@ -168,12 +168,14 @@ func TestBrowserTransferToBusyTrunk(t *testing.T) {
 	}
 }
 
-// replacesParam is the Refer-To form of a Replaces naming dialog d as the
-// relay sees it.
+// replacesParam is the Refer-To form of a Replaces naming dialog d the way
+// JsSIP writes it (RTCSession/ReferSubscriber.js): to-tag and from-tag are
+// the tags of the dialog's INVITE, so for a call the browser answered
+// to-tag is the browser's own tag.
 func replacesParam(d *sipgo.DialogServerSession) string {
 	relayTag, _ := d.InviteRequest.From().Params.Get("tag")
 	myTag, _ := d.InviteResponse.To().Params.Get("tag")
-	v := d.InviteRequest.CallID().Value() + ";to-tag=" + relayTag + ";from-tag=" + myTag
+	v := d.InviteRequest.CallID().Value() + ";to-tag=" + myTag + ";from-tag=" + relayTag
 	return url.QueryEscape(v)
 }
 
