@@ -1,5 +1,7 @@
 package transcode
 
+import "strings"
+
 // G.711 (ITU-T G.711, 1988) companding by table lookup.
 //
 // The tables are filled at init from the classic segment algorithm (the one
@@ -153,4 +155,36 @@ func AlawDecode(dst []int16, src []byte) {
 	for i, b := range src {
 		dst[i] = alawDec[b]
 	}
+}
+
+// G.711 μ-law ↔ A-law conversion, byte for byte. A call whose legs both
+// speak G.711 but in different laws (a browser on PCMU, a trunk that moved
+// to PCMA) needs no decoder: each code maps to the code of the other law
+// whose interval holds its reconstruction level, one table load per sample.
+var (
+	ulawToAlaw [256]byte
+	alawToUlaw [256]byte
+)
+
+func init() {
+	for i := range 256 {
+		ulawToAlaw[i] = alawEnc[uint16(ulawDec[i])>>3]
+		alawToUlaw[i] = ulawEnc[uint16(alawDec[i])>>2]
+	}
+}
+
+// G711Recode returns the table that converts G.711 bytes of codec from into
+// codec to ("PCMU" or "PCMA", any case), for MulawToAlaw-style conversion
+// in place; ok is false unless from and to are the two different laws.
+// The table is a copy: the caller may keep it.
+func G711Recode(from, to string) (tab *[256]byte, ok bool) {
+	switch {
+	case strings.EqualFold(from, "PCMU") && strings.EqualFold(to, "PCMA"):
+		t := ulawToAlaw
+		return &t, true
+	case strings.EqualFold(from, "PCMA") && strings.EqualFold(to, "PCMU"):
+		t := alawToUlaw
+		return &t, true
+	}
+	return nil, false
 }

@@ -168,3 +168,63 @@ func TestG711NoAllocs(t *testing.T) {
 		t.Errorf("G.711 allocates %v times per frame", n)
 	}
 }
+
+// TestG711Recode: converting a code to the other law gives what an encoder
+// of that law makes of the code's level (checked against the independent
+// segment transcriptions), which is one of the two levels of the other law
+// either side of it: never a level further away.
+func TestG711Recode(t *testing.T) {
+	u2a, ok1 := G711Recode("PCMU", "pcma")
+	a2u, ok2 := G711Recode("pcma", "PCMU")
+	if !ok1 || !ok2 {
+		t.Fatal("no μ-law ↔ A-law table")
+	}
+	for _, pair := range [][2]string{{"PCMU", "PCMU"}, {"PCMU", "G722"}, {"opus", "PCMA"}} {
+		if _, ok := G711Recode(pair[0], pair[1]); ok {
+			t.Errorf("G711Recode(%s, %s) gave a table", pair[0], pair[1])
+		}
+	}
+	for _, c := range []struct {
+		name           string
+		tab            *[256]byte
+		fromDec, toDec *[256]int16
+		classic        func(int16) byte
+	}{{"μ→A", u2a, &ulawDec, &alawDec, classicAlaw}, {"A→μ", a2u, &alawDec, &ulawDec, classicUlaw}} {
+		for code := range 256 {
+			v := c.fromDec[code]
+			got := c.tab[code]
+			if want := c.classic(v); got != want {
+				t.Fatalf("%s: %#02x (level %d) → %#02x, an encoder gives %#02x", c.name, code, v, got, want)
+			}
+			lvl := int32(c.toDec[got])
+			lo, hi := min(lvl, int32(v)), max(lvl, int32(v))
+			for other := range 256 {
+				if l := int32(c.toDec[other]); l > lo && l < hi {
+					t.Fatalf("%s: %#02x (level %d) → level %d, but level %d lies between", c.name, code, v, lvl, l)
+				}
+			}
+		}
+	}
+	// A tone converted byte by byte is as good as one encoded in A-law
+	// from the start, give or take one requantisation.
+	pcm := make([]int16, 8000)
+	for i := range pcm {
+		pcm[i] = int16(8000 * math.Sin(2*math.Pi*1000*float64(i)/8000+0.3))
+	}
+	mu := make([]byte, len(pcm))
+	MulawEncode(mu, pcm)
+	for i, b := range mu {
+		mu[i] = u2a[b]
+	}
+	back := make([]int16, len(pcm))
+	AlawDecode(back, mu)
+	var sig, noise float64
+	for i := range pcm {
+		sig += float64(pcm[i]) * float64(pcm[i])
+		d := float64(pcm[i]) - float64(back[i])
+		noise += d * d
+	}
+	if snr := 10 * math.Log10(sig/noise); snr < 30 {
+		t.Errorf("μ-law tone converted to A-law: SNR %.1f dB, want ≥ 30", snr)
+	}
+}
