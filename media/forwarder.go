@@ -30,6 +30,11 @@ type ForwarderOptions struct {
 	OnPacket func(n int)
 	// OnDrop, if set, is called for every dropped packet with a Drop* reason.
 	OnDrop func(reason string)
+	// Recode, if set, converts the payload of packets whose source payload
+	// type is RecodePT byte by byte: Recode[b] replaces b. A G.711 μ-law
+	// leg joined to an A-law leg needs only that, no decoder.
+	Recode   *[256]byte
+	RecodePT uint8
 }
 
 // Forwarder passes RTP from one leg to the other without decoding. It maps
@@ -41,12 +46,14 @@ type ForwarderOptions struct {
 // A Forwarder serves one direction; Run and Rewrite must not be called
 // concurrently. LastPacket is safe from any goroutine.
 type Forwarder struct {
-	o    ForwarderOptions
-	pt   [128]int16 // destination PT, or -1 to drop; avoids a map lookup per packet
-	ssrc uint32
-	buf  []byte
+	o      ForwarderOptions
+	pt     [128]int16 // destination PT, or -1 to drop; avoids a map lookup per packet
+	ssrc   uint32
+	buf    []byte
+	recode [256]byte // o.Recode, copied so the caller's table can change
 
 	have      bool
+	resync    bool // the next packet starts a new source, whatever its SSRC (Resume)
 	srcSSRC   uint32
 	highInSeq uint16 // highest input sequence number of the current source
 	seqOff    uint16 // added to the input sequence number
@@ -62,6 +69,9 @@ type Forwarder struct {
 // NewForwarder builds a Forwarder and its PT table.
 func NewForwarder(o ForwarderOptions) *Forwarder {
 	f := &Forwarder{o: o, ssrc: o.SSRC, buf: make([]byte, forwardBufSize)}
+	if o.Recode != nil {
+		f.recode = *o.Recode
+	}
 	for i := range f.pt {
 		f.pt[i] = -1
 	}
@@ -96,31 +106,38 @@ func (f *Forwarder) Run(from RTPReader, to RTPWriter) error {
 		if err != nil {
 			return err
 		}
-		pkt := f.buf[:n]
-		if !f.Rewrite(pkt) {
-			continue
-		}
-		if err := to.WriteRTP(pkt); err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return err
-			}
-			f.drop(DropWriteFailed)
-			continue
-		}
-		if f.o.OnPacket != nil {
-			f.o.OnPacket(n)
+		if err := f.forward(f.buf[:n], to); errors.Is(err, net.ErrClosed) {
+			return err
 		}
 	}
+}
+
+// forward rewrites pkt and writes it to to. A write error is counted and
+// returned.
+func (f *Forwarder) forward(pkt []byte, to RTPWriter) error {
+	if !f.Rewrite(pkt) {
+		return nil
+	}
+	if err := to.WriteRTP(pkt); err != nil {
+		f.drop(DropWriteFailed)
+		return err
+	}
+	if f.o.OnPacket != nil {
+		f.o.OnPacket(len(pkt))
+	}
+	return nil
 }
 
 // Rewrite applies the forwarding step to one packet in place and reports
 // whether to send it. It allocates nothing.
 func (f *Forwarder) Rewrite(pkt []byte) bool {
-	if _, ok := RTPHeaderLen(pkt); !ok {
+	hl, ok := RTPHeaderLen(pkt)
+	if !ok {
 		f.drop(DropMalformed)
 		return false
 	}
-	dstPT := f.pt[pkt[1]&0x7f]
+	srcPT := pkt[1] & 0x7f
+	dstPT := f.pt[srcPT]
 	if dstPT < 0 {
 		f.drop(DropUnknownPT)
 		return false
@@ -136,8 +153,8 @@ func (f *Forwarder) Rewrite(pkt []byte) bool {
 		// The first source passes its numbering through unchanged.
 		f.have, f.srcSSRC, f.highInSeq = true, ssrc, seq
 		f.outSeq, f.outTS = seq-1, ts
-	case ssrc != f.srcSSRC:
-		f.srcSSRC = ssrc
+	case ssrc != f.srcSSRC || f.resync:
+		f.srcSSRC, f.resync = ssrc, false
 		f.rebase(seq, ts, now)
 		rebased = true
 	default:
@@ -163,7 +180,23 @@ func (f *Forwarder) Rewrite(pkt []byte) bool {
 	binary.BigEndian.PutUint16(pkt[2:], outSeq)
 	binary.BigEndian.PutUint32(pkt[4:], outTS)
 	binary.BigEndian.PutUint32(pkt[8:], f.ssrc)
+	if f.o.Recode != nil && srcPT == f.o.RecodePT {
+		tab := &f.recode
+		payload := pkt[hl : hl+rtpPayloadLen(pkt, hl)]
+		for i, b := range payload {
+			payload[i] = tab[b]
+		}
+	}
 	return true
+}
+
+// frameStep is the timestamp step of one 20 ms frame, the guess when the
+// source gave nothing to go on.
+func (f *Forwarder) frameStep() uint32 {
+	if f.o.ClockRate != 0 {
+		return f.o.ClockRate / 50
+	}
+	return 160 // 20 ms of G.711
 }
 
 // rebase makes the packet (seq, ts) follow the last output packet directly:
@@ -172,10 +205,7 @@ func (f *Forwarder) Rewrite(pkt []byte) bool {
 func (f *Forwarder) rebase(seq uint16, ts uint32, now int64) {
 	step := f.tsStep
 	if step == 0 {
-		step = 160 // 20 ms of G.711, when the source gave us nothing to go on
-		if f.o.ClockRate != 0 {
-			step = f.o.ClockRate / 50
-		}
+		step = f.frameStep()
 	}
 	if f.o.ClockRate != 0 && f.lastNanos != 0 {
 		elapsedUs := uint64(max(now-f.lastNanos, 0)) / 1000
@@ -196,3 +226,46 @@ func (f *Forwarder) LastPacket() time.Time {
 	}
 	return time.Time{}
 }
+
+// Position is where the forwarded stream has got to. Like Rewrite, it
+// must not run concurrently with Run or Rewrite.
+func (f *Forwarder) Position() StreamPos {
+	if !f.have {
+		return StreamPos{}
+	}
+	step := f.tsStep
+	if step == 0 {
+		step = f.frameStep()
+	}
+	return StreamPos{SSRC: f.ssrc, Seq: f.outSeq, NextTS: f.outTS + step, Clock: f.o.ClockRate, At: f.lastNanos}
+}
+
+// Resume makes a Forwarder that has forwarded nothing carry on the stream
+// another stage left at p: its SSRC, and the first packet rebased to follow
+// p's last one.
+func (f *Forwarder) Resume(p StreamPos) {
+	if !p.Valid() || f.have {
+		return
+	}
+	f.ssrc = p.SSRC
+	f.have, f.resync = true, true
+	f.outSeq = p.Seq
+	f.lastNanos = p.At
+	f.tsStep = 0
+	// rebase adds one frame, or the elapsed time, to outTS.
+	f.outTS = p.NextTS - f.frameStep()
+}
+
+// Stage returns the Forwarder as a Path stage writing to to. Write errors
+// are counted (DropWriteFailed); a Path stops only when its reader does.
+func (f *Forwarder) Stage(to RTPWriter) Stage { return &forwardStage{f: f, to: to} }
+
+type forwardStage struct {
+	f  *Forwarder
+	to RTPWriter
+}
+
+func (s *forwardStage) Process(pkt []byte)  { _ = s.f.forward(pkt, s.to) }
+func (s *forwardStage) Flush()              {}
+func (s *forwardStage) Position() StreamPos { return s.f.Position() }
+func (s *forwardStage) Resume(p StreamPos)  { s.f.Resume(p) }
