@@ -5,8 +5,11 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sync/atomic"
+	"time"
 
 	"github.com/hraban/opus"
+
+	"github.com/mediarelay/mediarelay/media"
 )
 
 // RTPReader is what a leg provides to read media: one whole RTP packet per
@@ -110,7 +113,7 @@ type counters struct {
 // Every buffer, the codecs and the reorder rings are allocated by
 // NewBridge, so the packet path does not allocate.
 type Bridge struct {
-	c   counters
+	c   *counters // shared with the call's earlier bridges (Successor)
 	sip toSIP
 	web toWebRTC
 }
@@ -141,7 +144,15 @@ const (
 )
 
 // NewBridge validates o and allocates everything a call needs.
-func NewBridge(o Options) (*Bridge, error) {
+func NewBridge(o Options) (*Bridge, error) { return newBridge(o, &counters{}) }
+
+// Successor makes the bridge that takes over from b when the call's SIP
+// codec changes: a new bridge for o whose Stats go on from b's, so the
+// call's counters survive the change and b can be dropped once its
+// directions are switched away from.
+func (b *Bridge) Successor(o Options) (*Bridge, error) { return newBridge(o, b.c) }
+
+func newBridge(o Options, c *counters) (*Bridge, error) {
 	var codec sipCodec
 	rate := 8000
 	switch o.SIPCodec {
@@ -197,11 +208,11 @@ func NewBridge(o Options) (*Bridge, error) {
 		return nil, fmt.Errorf("opus encoder: %w", err)
 	}
 
-	b := &Bridge{}
+	b := &Bridge{c: c}
 	frame := rate * frameMs / 1000
 
 	s := &b.sip
-	s.init(&b.c, rate, sipClock, rate*ptime/1000, opusClock, o.WebRTCDTMFPT, o.SIPDTMFPT, 1, 6)
+	s.init(b.c, rate, sipClock, rate*ptime/1000, opusClock, o.WebRTCDTMFPT, o.SIPDTMFPT, 1, 6)
 	s.pk.sink = s
 	s.ring.h = s
 	s.codec, s.sipPT, s.opusPT = codec, o.SIPPT, o.OpusPT
@@ -212,10 +223,10 @@ func NewBridge(o Options) (*Bridge, error) {
 	if codec == codecG722 {
 		s.g722 = NewG722Encoder()
 	}
-	s.frames, s.packets, s.events = &b.c.toSIPFrames, &b.c.toSIPPackets, &b.c.dtmfToSIP
+	s.frames, s.packets, s.events = &c.toSIPFrames, &c.toSIPPackets, &c.dtmfToSIP
 
 	w := &b.web
-	w.init(&b.c, rate, opusClock, frame, sipClock, o.SIPDTMFPT, o.WebRTCDTMFPT, 6, 1)
+	w.init(b.c, rate, opusClock, frame, sipClock, o.SIPDTMFPT, o.WebRTCDTMFPT, 6, 1)
 	w.pk.sink = w
 	w.ring.h = w
 	w.codec, w.sipPT, w.opusPT = codec, o.SIPPT, o.OpusPT
@@ -226,7 +237,7 @@ func NewBridge(o Options) (*Bridge, error) {
 	if codec == codecG722 {
 		w.g722 = NewG722Decoder()
 	}
-	w.frames, w.packets, w.events = &b.c.toWebRTCFrames, &b.c.toWebRTCPackets, &b.c.dtmfToWebRTC
+	w.frames, w.packets, w.events = &c.toWebRTCFrames, &c.toWebRTCPackets, &c.dtmfToWebRTC
 	return b, nil
 }
 
@@ -251,10 +262,10 @@ func configureEncoder(enc *opus.Encoder, o Options) error {
 	return nil
 }
 
-// Stats returns a snapshot of the counters. It is safe to call while the
-// bridge runs.
+// Stats returns a snapshot of the counters, those of the bridges b
+// succeeded included. It is safe to call while the bridge runs.
 func (b *Bridge) Stats() Stats {
-	c := &b.c
+	c := b.c
 	return Stats{
 		ToSIPFrames:        c.toSIPFrames.Load(),
 		ToSIPPackets:       c.toSIPPackets.Load(),
@@ -317,9 +328,11 @@ type direction struct {
 	nextIn          uint32 // input timestamp expected for the next audio
 
 	// Output stream.
-	outSSRC uint32
-	outSeq  uint16
-	sent    bool
+	outSSRC  uint32
+	outSeq   uint16
+	outClock int
+	sent     bool
+	sentAt   int64 // unix ns of the last packet written, for Position
 
 	// DTMF.
 	dtmfIn, dtmfOut uint8
@@ -334,7 +347,7 @@ func (d *direction) init(c *counters, rate, outClock, frameSamples, inClock int,
 	d.c = c
 	d.rbuf = make([]byte, readBufSize)
 	d.out = make([]byte, outBufSize)
-	d.rate, d.inClock = rate, inClock
+	d.rate, d.inClock, d.outClock = rate, inClock, outClock
 	d.mul, d.div = mul, div
 	d.needRebase = true
 	// RFC 3550 §5.1: random SSRC and initial sequence number and timestamp.
@@ -444,11 +457,58 @@ func (d *direction) send(pt uint8, marker bool, ts uint32, payloadLen int) {
 	}
 	putRTPHeader(d.out, marker, pt, d.outSeq, ts, d.outSSRC)
 	d.outSeq++
+	d.sentAt = time.Now().UnixNano()
 	if err := d.to.WriteRTP(d.out[:rtpHeaderLen+payloadLen]); err != nil {
 		d.c.writeErrors.Add(1)
 		return
 	}
 	d.packets.Add(1)
+}
+
+// ToSIPStage returns the WebRTC → SIP direction as a media.Stage writing
+// to to, for a media.Path that can replace it when the call's codecs
+// change. A direction runs either as a Stage or in RunToSIP, not both.
+func (b *Bridge) ToSIPStage(to RTPWriter) media.Stage {
+	b.sip.to = to
+	return &stage{d: &b.sip.direction, h: &b.sip}
+}
+
+// ToWebRTCStage is ToSIPStage for the SIP → WebRTC direction.
+func (b *Bridge) ToWebRTCStage(to RTPWriter) media.Stage {
+	b.web.to = to
+	return &stage{d: &b.web.direction, h: &b.web}
+}
+
+// stage adapts one direction to media.Stage.
+type stage struct {
+	d *direction
+	h handler
+}
+
+func (s *stage) Process(pkt []byte) { s.d.handle(s.h, pkt) }
+
+// Flush plays out what the reorder buffer holds.
+func (s *stage) Flush() { s.d.ring.flush() }
+
+func (s *stage) Position() media.StreamPos {
+	d := s.d
+	if !d.sent {
+		return media.StreamPos{}
+	}
+	return media.StreamPos{SSRC: d.outSSRC, Seq: d.outSeq - 1, NextTS: d.pk.nextTS(), Clock: uint32(d.outClock), At: d.sentAt}
+}
+
+// Resume takes over the SSRC and numbering of the stream p describes, so a
+// codec change on the other leg is no new stream to this leg's receiver.
+// The first packet still carries the marker bit: a new talkspurt.
+func (s *stage) Resume(p media.StreamPos) {
+	d := s.d
+	if !p.Valid() || d.sent || d.pk.valid {
+		return
+	}
+	d.outSSRC = p.SSRC
+	d.outSeq = p.Seq + 1
+	d.pk.start = p.TSAfter(uint32(d.outClock), time.Now().UnixNano())
 }
 
 // dtmf re-times an RFC 4733 telephone-event packet: new payload type,
