@@ -17,7 +17,6 @@ import (
 	"github.com/mediarelay/mediarelay/media"
 	"github.com/mediarelay/mediarelay/pkg/cdr"
 	"github.com/mediarelay/mediarelay/pkg/sdp"
-	"github.com/mediarelay/mediarelay/transcode"
 )
 
 // End causes, as written to CDRs and the calls_total metric.
@@ -59,8 +58,7 @@ type Call struct {
 	rtp          *media.RTPLeg
 	web          *media.WebRTCLeg
 	answerSDP    string
-	plan         mediaPlan
-	bridge       *transcode.Bridge
+	active       atomic.Pointer[activeMedia] // plan and forwarding, replaced when the trunk changes codec (codecchange.go)
 	mediaUp      bool
 	mediaWG      sync.WaitGroup
 	sec          callSecurity // SIP leg encryption (sdes.go, dtls.go)
@@ -160,7 +158,7 @@ func (c *Call) setupMedia(answer sdp.Audio) error {
 	if err != nil {
 		return err
 	}
-	c.plan = plan
+	c.active.Store(&activeMedia{plan: plan})
 	// Keys go in before the leg has a remote (and so before it reads).
 	if err := c.secureAnswer(answer); err != nil {
 		return err
@@ -174,11 +172,11 @@ func (c *Call) setupMedia(answer sdp.Audio) error {
 	c.setRemote(answer)
 	c.mediaUp = true
 
-	if plan.Mode == ModePassthrough {
-		c.startPassthrough(answer)
-	} else if err := c.startTranscode(answer); err != nil {
+	if err := c.startForwarding(plan, sipPtime(answer, c.route)); err != nil {
 		return err
 	}
+	// Counted once, with the mode of the setup, even if the trunk changes
+	// codec later (the CDR has the final mode).
 	c.r.m.TranscodedCalls.With(plan.Mode).Inc()
 	c.log.Info("media negotiated", "mode", plan.Mode, "sip_codec", plan.SIPCodec.Name, "webrtc_codec", plan.BrowserCodec)
 	return nil
@@ -202,64 +200,12 @@ func mustAudio(offer string) sdp.Audio {
 
 // webPT returns the browser's payload type for a codec of our answer.
 func (c *Call) webPT(name string, clock uint32) (uint8, bool) {
-	for _, x := range c.web.Audio.Codecs {
+	for _, x := range c.webLeg().Audio.Codecs {
 		if x.Is(name) && (clock == 0 || x.Clock == clock) {
 			return x.PT, true
 		}
 	}
 	return 0, false
-}
-
-func (c *Call) startPassthrough(answer sdp.Audio) {
-	toSIP := map[uint8]uint8{}
-	toWeb := map[uint8]uint8{}
-	if pt, ok := c.webPT(c.plan.BrowserCodec, 0); ok {
-		toSIP[pt] = c.plan.SIPCodec.PT
-		toWeb[c.plan.SIPCodec.PT] = pt
-	}
-	// telephone-event passes through only where both legs use the same clock;
-	// across clocks it needs re-timing, which the transcode bridge does.
-	if ev := c.plan.SIPDTMF; ev.PT != 0 {
-		if pt, ok := c.webPT("telephone-event", ev.Clock); ok {
-			toSIP[pt] = ev.PT
-			toWeb[ev.PT] = pt
-		}
-	}
-	clock := c.plan.SIPCodec.Clock
-	fs := media.NewForwarder(media.ForwarderOptions{PTMap: toSIP, ClockRate: clock, OnDrop: c.r.countDrop})
-	fw := media.NewForwarder(media.ForwarderOptions{PTMap: toWeb, ClockRate: clock, OnDrop: c.r.countDrop})
-	c.run(func() error { return fs.Run(c.webRW(), c.sipWriter()) })
-	c.run(func() error { return fw.Run(c.sipReader(), c.webRW()) })
-}
-
-func (c *Call) startTranscode(answer sdp.Audio) error {
-	opusPT, _ := c.webPT("opus", 48000)
-	webDTMF, _ := c.webPT("telephone-event", 48000)
-	ptime := answer.Ptime
-	if ptime == 0 {
-		ptime = c.route.Ptime
-	}
-	tc := c.r.cfg.Transcode
-	b, err := transcode.NewBridge(transcode.Options{
-		OpusPT:         opusPT,
-		WebRTCDTMFPT:   webDTMF,
-		SIPCodec:       c.plan.SIPCodec.Name,
-		SIPPT:          c.plan.SIPCodec.PT,
-		SIPDTMFPT:      c.plan.SIPDTMF.PT,
-		PtimeMs:        ptime,
-		OpusComplexity: tc.OpusComplexity,
-		OpusBitrate:    tc.OpusBitrate,
-		OpusPacketLoss: tc.OpusPacketLoss,
-		OpusFEC:        tc.OpusFEC,
-		OpusDTX:        tc.OpusDTX,
-	})
-	if err != nil {
-		return err
-	}
-	c.bridge = b
-	c.run(func() error { return b.RunToSIP(c.webRW(), c.sipWriter()) })
-	c.run(func() error { return b.RunToWebRTC(c.sipReader(), c.webRW()) })
-	return nil
 }
 
 func (c *Call) run(f func() error) {
@@ -387,10 +333,11 @@ func (c *Call) finish() {
 	if rec.SIPCode == 0 && !c.answered.IsZero() {
 		rec.SIPCode = 200
 	}
-	if c.mediaUp {
-		rec.Mode = c.plan.Mode
-		rec.WebRTCCodec = c.plan.BrowserCodec
-		rec.SIPCodec = c.plan.SIPCodec.Name
+	if m := c.active.Load(); c.mediaUp && m != nil {
+		// The media as it ended: a trunk may have changed codec mid-call.
+		rec.Mode = m.plan.Mode
+		rec.WebRTCCodec = m.plan.BrowserCodec
+		rec.SIPCodec = m.plan.SIPCodec.Name
 		ws, rs := c.web.Stats(), c.rtp.Stats()
 		rec.WebRTCPacketsIn, rec.WebRTCPacketsOut = ws.PacketsIn, ws.PacketsOut
 		rec.SIPPacketsIn, rec.SIPPacketsOut = rs.PacketsIn, rs.PacketsOut
@@ -399,8 +346,8 @@ func (c *Call) finish() {
 		rec.WebRTCJitterMs, rec.SIPJitterMs = ws.Jitter, rs.Jitter
 		worstLoss := max(rec.WebRTCLoss, rec.SIPLoss)
 		rec.MOS = cdr.EstimateMOS(rec.SIPCodec, worstLoss, max(ws.Jitter, rs.Jitter), 0)
-		if c.bridge != nil {
-			st := c.bridge.Stats()
+		if m.bridge != nil {
+			st := m.bridge.Stats()
 			rec.DTMFEvents = int(st.DTMFEventsToSIP + st.DTMFEventsToWebRTC)
 			c.log.Info("transcoding stats", "to_sip_frames", st.ToSIPFrames, "to_webrtc_frames", st.ToWebRTCFrames,
 				"plc", st.PLCFrames, "fec", st.FECFrames, "lost", st.LostPackets, "late", st.LatePackets,

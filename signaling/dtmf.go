@@ -99,14 +99,18 @@ func (c *Call) sipReader() media.RTPReader {
 
 // sipWriter is what the browser → trunk direction writes to: the RTP leg,
 // or, for a trunk that takes DTMF as INFO, a filter turning events into INFO.
-func (c *Call) sipWriter() media.RTPWriter {
+func (c *Call) sipWriter() media.RTPWriter { return c.sipWriterFor(c.currentPlan()) }
+
+// sipWriterFor is sipWriter for plan, which may not be the call's yet
+// (codecchange.go builds the stages of a new plan before switching).
+func (c *Call) sipWriterFor(plan mediaPlan) media.RTPWriter {
 	c.r.mu.Lock() // a transfer may change the route
 	route := c.route
 	c.r.mu.Unlock()
-	if route == nil || !strings.EqualFold(route.DTMF, "info") || c.plan.SIPDTMF.PT == 0 {
+	if route == nil || !strings.EqualFold(route.DTMF, "info") || plan.SIPDTMF.PT == 0 {
 		return c.rtp
 	}
-	return &dtmfToInfo{c: c, dst: c.rtp, pt: c.plan.SIPDTMF.PT, clock: c.plan.SIPDTMF.Clock}
+	return &dtmfToInfo{c: c, dst: c.rtp, pt: plan.SIPDTMF.PT, clock: plan.SIPDTMF.Clock}
 }
 
 // dtmfToInfo sends telephone-event packets as SIP INFO, one per digit.
@@ -174,11 +178,12 @@ func (r *Relay) onInfo(req *sip.Request, tx sip.ServerTransaction) {
 	}
 	respond(tx, req, 200, "OK")
 	inj := c.inj.Load()
-	if s != sideTrunk || inj == nil || c.plan.SIPDTMF.PT == 0 {
+	ev := c.currentPlan().SIPDTMF // the trunk may renumber it mid-call
+	if s != sideTrunk || inj == nil || ev.PT == 0 {
 		c.log.Info("dtmf info not relayed", "digit", string(digit))
 		return
 	}
-	inj.play(byte(strings.IndexByte(dtmfEvents, digit)), dur, c.plan.SIPDTMF.PT, c.plan.SIPDTMF.Clock)
+	inj.play(byte(strings.IndexByte(dtmfEvents, digit)), dur, ev.PT, ev.Clock)
 }
 
 // parseDTMFInfo reads "Signal=5\r\nDuration=160" (application/dtmf-relay)

@@ -585,11 +585,8 @@ func (c *Call) startInboundMedia(browserAnswer string, keys *inboundKeys) error 
 	if err != nil {
 		return err
 	}
-	c.plan = plan
-	codecs := []sdp.Codec{plan.SIPCodec}
-	if plan.SIPDTMF.PT != 0 {
-		codecs = append(codecs, plan.SIPDTMF)
-	}
+	c.active.Store(&activeMedia{plan: plan})
+	codecs := sipCodecList(plan)
 	c.sdpVersion = 1
 	c.sdpSession = uint64(time.Now().UnixNano())
 	ans := sdp.Offer{
@@ -605,9 +602,7 @@ func (c *Call) startInboundMedia(browserAnswer string, keys *inboundKeys) error 
 	c.sipCodecs = codecs
 	c.setRemote(c.trunkOffer)
 	c.mediaUp = true
-	if plan.Mode == ModePassthrough {
-		c.startPassthrough(c.trunkOffer)
-	} else if err := c.startTranscode(c.trunkOffer); err != nil {
+	if err := c.startForwarding(plan, sipPtime(c.trunkOffer, c.route)); err != nil {
 		return err
 	}
 	c.log.Info("media negotiated", "mode", plan.Mode, "sip_codec", plan.SIPCodec.Name, "webrtc_codec", plan.BrowserCodec)
@@ -698,7 +693,7 @@ func (c *Call) trunkAck(req *sip.Request) {
 	}
 	_, ans, err := sdp.Parse(req.Body())
 	if err == nil {
-		if _, ok := ans.Find(c.plan.SIPCodec.Name); !ok {
+		if _, ok := ans.Find(c.currentPlan().SIPCodec.Name); !ok {
 			err = errNoCommonCodec
 		}
 	}

@@ -225,9 +225,11 @@ func (c *Call) offerIn(s side, req *sip.Request) (string, int, string) {
 		dir = firstNonEmpty(a.Direction, "sendrecv")
 	}
 	if s == sideTrunk {
-		if _, ok := a.Find(c.plan.SIPCodec.Name); !ok {
-			// The relay keeps the codec it negotiated; a trunk that drops
-			// it gets 488 and the call goes on as it was.
+		// A new codec or new payload types: the relay re-plumbs the media
+		// and the browser keeps its codec (codecchange.go). What it cannot
+		// join to the browser's codec gets 488, and the call goes on as it was.
+		if err := c.followTrunkOffer(a); err != nil {
+			c.log.Info("trunk's mid-call offer refused", "err", err)
 			return "", 488, ""
 		}
 		c.setRemote(a) // a moved address (or port) takes effect now
@@ -253,7 +255,8 @@ func (c *Call) currentDir(s side) string {
 }
 
 // localSDP is the relay's SDP towards side s with direction dir and a new
-// version: the session it established, rewritten.
+// version: the session it established, rewritten; towards the trunk, with
+// the codecs of the current plan.
 func (c *Call) localSDP(s side, dir string) string {
 	var base string
 	var ver *uint64
@@ -287,6 +290,11 @@ func (c *Call) localSDP(s side, dir string) string {
 		*ver = sdpVersion(base)
 	}
 	*ver++
+	if s == sideTrunk && c.active.Load() != nil {
+		// Only what the call uses now: the codec may have changed since
+		// the first SDP, which for a call to a trunk listed all offered.
+		base = setCodecs(base, sipCodecList(c.currentPlan()))
+	}
 	return rewriteSDP(base, dir, *ver, setup)
 }
 

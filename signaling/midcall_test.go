@@ -187,13 +187,14 @@ func TestTrunkMovesMediaAddress(t *testing.T) {
 	if got := u.echoCheck(40); got < 32 {
 		t.Fatalf("after the move only %d of 40 frames came back", got)
 	}
-	// Dropping the negotiated codec is refused and the call goes on.
+	// Moving to a codec the relay cannot join to the browser's (G.729) is
+	// refused and the call goes on.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	target := u.dcs.InviteResponse.Contact().Address
 	req := sip.NewRequest(sip.INVITE, *target.Clone())
-	body := strings.Replace(string(u.sdp(6, "sendrecv")), "RTP/AVP 0 101", "RTP/AVP 8 101", 1)
-	body = strings.Replace(body, "a=rtpmap:0 PCMU/8000", "a=rtpmap:8 PCMA/8000", 1)
+	body := strings.Replace(string(u.sdp(6, "sendrecv")), "RTP/AVP 0 101", "RTP/AVP 18 101", 1)
+	body = strings.Replace(body, "a=rtpmap:0 PCMU/8000", "a=rtpmap:18 G729/8000", 1)
 	req.SetBody([]byte(body))
 	req.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
 	res, err = u.dcs.Do(ctx, req)

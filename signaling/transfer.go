@@ -174,10 +174,8 @@ func (c *Call) transferTrunk(old dialogRef, user string, extra ...sip.Header) {
 		c.notify(old, "488 Not Acceptable Here", true)
 		return
 	}
-	codecs := []sdp.Codec{c.plan.SIPCodec}
-	if c.plan.SIPDTMF.PT != 0 {
-		codecs = append(codecs, c.plan.SIPDTMF)
-	}
+	plan := c.currentPlan()
+	codecs := sipCodecList(plan)
 	body := sdp.Offer{SessionID: uint64(time.Now().UnixNano()), Version: 1, Addr: r.mediaAddr(),
 		Port: int(c.rtp.LocalAddr().Port()), Codecs: codecs, Ptime: route.Ptime}.Marshal()
 	fromUser := c.to
@@ -201,7 +199,7 @@ func (c *Call) transferTrunk(old dialogRef, user string, extra ...sip.Header) {
 	}
 	_, ans, perr := sdp.Parse(dcs.InviteResponse.Body())
 	if perr == nil {
-		if _, ok := ans.Find(c.plan.SIPCodec.Name); !ok {
+		if _, ok := ans.Find(plan.SIPCodec.Name); !ok {
 			perr = errNoCommonCodec
 		}
 	}

@@ -64,7 +64,7 @@ func (c *Call) transferBrowser(old dialogRef, target string) {
 	cur := c.webLeg()
 	var codecs []sdp.Codec
 	for _, x := range cur.Audio.Codecs {
-		if x.Is(c.plan.BrowserCodec) || x.Is("telephone-event") {
+		if x.Is(c.currentPlan().BrowserCodec) || x.Is("telephone-event") {
 			codecs = append(codecs, x)
 		}
 	}
@@ -128,7 +128,7 @@ func (c *Call) transferBrowser(old dialogRef, target string) {
 	_ = winner.dcs.Ack(context.Background())
 	leg := winner.leg
 	err := leg.SetAnswer(string(winner.dcs.InviteResponse.Body()))
-	if err == nil && (len(leg.Audio.Codecs) == 0 || !leg.Audio.Codecs[0].Is(c.plan.BrowserCodec)) {
+	if err == nil && (len(leg.Audio.Codecs) == 0 || !leg.Audio.Codecs[0].Is(c.currentPlan().BrowserCodec)) {
 		err = errNoCommonCodec
 	}
 	if err != nil {

@@ -33,6 +33,7 @@ func (c *Call) handOff() (*trunkLeg, bool) {
 	if c.answered.IsZero() || !c.mediaUp {
 		return nil, false
 	}
+	plan := c.currentPlan()
 	leg := &trunkLeg{
 		route:    c.route,
 		dialogID: c.trunkDialogID,
@@ -41,8 +42,8 @@ func (c *Call) handOff() (*trunkLeg, bool) {
 		dcs:      c.trunk,
 		dss:      c.inTrunk,
 		rtp:      c.rtp,
-		codec:    c.plan.SIPCodec,
-		dtmf:     c.plan.SIPDTMF,
+		codec:    plan.SIPCodec,
+		dtmf:     plan.SIPDTMF,
 		dir:      c.mid.trunkDir,
 	}
 	if leg.dcs == nil && leg.dss == nil {
@@ -88,7 +89,8 @@ func (c *Call) transferToTrunk(old dialogRef, route *Trunk, user string) {
 		case <-ctx.Done():
 		}
 	}()
-	leg, status := c.r.dialTrunk(ctx, route, user, c.trunkParty(), c.plan.SIPCodec, c.plan.SIPDTMF)
+	plan := c.currentPlan()
+	leg, status := c.r.dialTrunk(ctx, route, user, c.trunkParty(), plan.SIPCodec, plan.SIPDTMF)
 	if leg == nil {
 		c.log.Info("transfer failed", "target", user, "status", status)
 		c.notify(old, status, true)
@@ -118,10 +120,11 @@ func (c *Call) transferAttended(old dialogRef, rep replaces) {
 		c.notify(old, "488 Not Acceptable Here", true)
 		return
 	}
-	if !c.plan.SIPCodec.Is(other.plan.SIPCodec.Name) || c.plan.SIPCodec.Clock != other.plan.SIPCodec.Clock {
+	mine, theirs := c.currentPlan().SIPCodec, other.currentPlan().SIPCodec
+	if !mine.Is(theirs.Name) || mine.Clock != theirs.Clock {
 		// The join relays without transcoding.
 		c.log.Info("attended transfer between calls with different codecs refused",
-			"codec", c.plan.SIPCodec.Name, "other", other.plan.SIPCodec.Name)
+			"codec", mine.Name, "other", theirs.Name)
 		c.notify(old, "488 Not Acceptable Here", true)
 		return
 	}
@@ -272,7 +275,8 @@ func (r *Relay) replaceTrunkLeg(req *sip.Request, tx sip.ServerTransaction, rout
 		fail(488, "Not Acceptable Here", "an encrypted trunk leg cannot be re-keyed")
 		return true
 	}
-	codec, ok := offer.Find(c.plan.SIPCodec.Name)
+	plan := c.currentPlan()
+	codec, ok := offer.Find(plan.SIPCodec.Name)
 	if !ok {
 		fail(488, "Not Acceptable Here", "")
 		return true
@@ -280,11 +284,11 @@ func (r *Relay) replaceTrunkLeg(req *sip.Request, tx sip.ServerTransaction, rout
 	// The call's forwarding writes the call's own payload types: answer
 	// with them (RFC 3264 lets an answerer's PTs differ for static ones,
 	// and telephone-event is kept only when the numbering agrees).
-	codecs := []sdp.Codec{c.plan.SIPCodec}
-	if ev, ok := offer.DTMF(8000); ok && c.plan.SIPDTMF.PT != 0 && ev.PT == c.plan.SIPDTMF.PT {
-		codecs = append(codecs, c.plan.SIPDTMF)
+	codecs := []sdp.Codec{plan.SIPCodec}
+	if ev, ok := offer.DTMF(8000); ok && plan.SIPDTMF.PT != 0 && ev.PT == plan.SIPDTMF.PT {
+		codecs = append(codecs, plan.SIPDTMF)
 	}
-	if codec.PT != c.plan.SIPCodec.PT {
+	if codec.PT != plan.SIPCodec.PT {
 		fail(488, "Not Acceptable Here", "payload type numbering differs")
 		return true
 	}
