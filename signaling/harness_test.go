@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -177,12 +178,15 @@ func (u *trunkUAS) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		_ = d.Respond(400, "Bad SDP", nil)
 		return
 	}
+	u.mu.Lock() // answerWith may set codecs while the UAS runs
+	accept := u.codecs
+	u.mu.Unlock()
 	var chosen []sdp.Codec
 	for _, c := range offer.Codecs {
 		if c.Is("telephone-event") {
 			continue
 		}
-		if u.codecs == nil || containsFold(u.codecs, c.Name) {
+		if accept == nil || containsFold(accept, c.Name) {
 			chosen = append(chosen, c)
 			break
 		}
@@ -267,6 +271,7 @@ type phone struct {
 	byes     chan struct{}
 	received chan *rtp.Packet
 	provs    []int
+	opusSeq  uint16 // next sequence number of sendOpusTone
 }
 
 var phoneCodecs = map[string]webrtc.RTPCodecParameters{
@@ -337,6 +342,25 @@ func newPhone(t *testing.T, codecs ...string) *phone {
 		}
 		p.byes <- struct{}{}
 	})
+	// The relay's in-dialog offers (the trunk holds or resumes) are answered
+	// with the phone's session in the answering direction; the
+	// PeerConnection stays as it is, as the relay keeps ICE and DTLS.
+	var reinvites atomic.Uint64
+	srv.OnInvite(func(req *sip.Request, tx sip.ServerTransaction) {
+		dir := "sendrecv"
+		for _, d := range []string{"sendonly", "recvonly", "inactive"} {
+			if strings.Contains(string(req.Body()), "a="+d) {
+				dir = d
+			}
+		}
+		local := p.pc.LocalDescription().SDP
+		body := rewriteSDP(local, answerDir(dir), sdpVersion(local)+reinvites.Add(1), "")
+		res := sip.NewResponseFromRequest(req, 200, "OK", []byte(body))
+		res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+		res.AppendHeader(sip.HeaderClone(&p.dua.ContactHDR))
+		_ = tx.Respond(res)
+	})
+	srv.OnAck(func(*sip.Request, sip.ServerTransaction) {})
 	t.Cleanup(func() { p.ua.Close() })
 	return p
 }

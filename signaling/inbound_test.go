@@ -37,6 +37,7 @@ type trunkUAC struct {
 	byes     chan struct{}
 	rtpConn  *net.UDPConn
 	remote   netip.AddrPort
+	pt       uint8 // audio payload type it sends: PCMU (0) unless it moved the call to another codec
 }
 
 func newTrunkUAC(t *testing.T) *trunkUAC {
@@ -175,7 +176,7 @@ func (u *trunkUAC) echoCheck(n int) int {
 		payload := make([]byte, 160)
 		copy(payload, fmt.Sprintf("pcmu-%d-%04d", seq, i))
 		sent[string(payload)] = true
-		pkt := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 0, SequenceNumber: seq + uint16(i), Timestamp: uint32(i * 160), SSRC: 99}, Payload: payload}
+		pkt := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: u.pt, SequenceNumber: seq + uint16(i), Timestamp: uint32(i * 160), SSRC: 99}, Payload: payload}
 		b, _ := pkt.Marshal()
 		_, _ = u.rtpConn.WriteToUDPAddrPort(b, u.remote)
 		time.Sleep(20 * time.Millisecond)

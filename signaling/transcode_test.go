@@ -12,7 +12,8 @@ import (
 )
 
 // sendOpusTone encodes pcm (48 kHz mono) as 20 ms Opus frames and sends
-// them from the phone in real time.
+// them from the phone in real time. A second tone carries on the sequence
+// numbers of the first (SRTP would drop repeated ones as replays).
 func (p *phone) sendOpusTone(t *testing.T, pcm []int16) {
 	enc, err := opus.NewEncoder(48000, 1, opus.AppVoIP)
 	if err != nil {
@@ -24,8 +25,9 @@ func (p *phone) sendOpusTone(t *testing.T, pcm []int16) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		pkt := &rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 111, SequenceNumber: uint16(i / 960), Timestamp: uint32(i), SSRC: 77},
+		pkt := &rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 111, SequenceNumber: p.opusSeq, Timestamp: uint32(p.opusSeq) * 960, SSRC: 77},
 			Payload: append([]byte(nil), buf[:n]...)}
+		p.opusSeq++
 		if err := p.track.WriteRTP(pkt); err != nil {
 			t.Fatal(err)
 		}
