@@ -112,14 +112,16 @@ func (f *Forwarder) Run(from RTPReader, to RTPWriter) error {
 	}
 }
 
-// forward rewrites pkt and writes it to to. A write error is counted and
-// returned.
+// forward rewrites pkt and writes it to to. A write error is returned, and
+// counted unless the writer is closed (the call is ending).
 func (f *Forwarder) forward(pkt []byte, to RTPWriter) error {
 	if !f.Rewrite(pkt) {
 		return nil
 	}
 	if err := to.WriteRTP(pkt); err != nil {
-		f.drop(DropWriteFailed)
+		if !errors.Is(err, net.ErrClosed) {
+			f.drop(DropWriteFailed)
+		}
 		return err
 	}
 	if f.o.OnPacket != nil {
@@ -257,7 +259,7 @@ func (f *Forwarder) Resume(p StreamPos) {
 }
 
 // Stage returns the Forwarder as a Path stage writing to to. Write errors
-// are counted (DropWriteFailed); a Path stops only when its reader does.
+// are counted as in Run, but a Path stops only when its reader does.
 func (f *Forwarder) Stage(to RTPWriter) Stage { return &forwardStage{f: f, to: to} }
 
 type forwardStage struct {
