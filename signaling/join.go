@@ -15,6 +15,7 @@ import (
 	"github.com/mediarelay/mediarelay/media"
 	"github.com/mediarelay/mediarelay/pkg/cdr"
 	"github.com/mediarelay/mediarelay/pkg/sdp"
+	"github.com/mediarelay/mediarelay/transcode"
 )
 
 // A join connects two trunk legs with the relay in the media path. It is
@@ -23,7 +24,8 @@ import (
 // trunk peers of two of its calls (attended transfer, REFER with
 // Replaces). Each trunk leg keeps its dialog, media port, codec and keys;
 // the browser legs are gone. Media passes through unchanged but for the
-// RTP header, so both legs carry the same codec.
+// RTP header, so both legs carry the same codec, or G.711's two laws,
+// converted byte by byte; nothing is decoded.
 
 // endTransferred ends a browser's call whose trunk leg went on in a join.
 const endTransferred = "transferred"
@@ -135,13 +137,13 @@ func (r *Relay) startJoin(a, b *trunkLeg) *join {
 	r.mu.Unlock()
 	r.m.CallsActive.Inc()
 	j.mu.Lock()
+	j.log.Info("trunk legs joined", "codec", a.codec.Name, "codec2", b.codec.Name, "leg1", a.callID, "leg2", b.callID)
 	j.startMedia()
 	for _, l := range j.legs {
 		j.armSessionTimer(l)
 	}
 	j.mu.Unlock()
 	go j.watch()
-	j.log.Info("trunk legs joined", "codec", a.codec.Name, "leg1", a.callID, "leg2", b.callID)
 	return j
 }
 
@@ -154,13 +156,39 @@ func (j *join) startMedia() {
 		if src.dtmf.PT != 0 && dst.dtmf.PT != 0 && src.dtmf.Clock == dst.dtmf.Clock {
 			pts[src.dtmf.PT] = dst.dtmf.PT
 		}
-		f := media.NewForwarder(media.ForwarderOptions{PTMap: pts, ClockRate: dst.codec.Clock, OnDrop: j.r.countDrop})
+		o := media.ForwarderOptions{PTMap: pts, ClockRate: dst.codec.Clock, OnDrop: j.r.countDrop}
+		if !src.codec.Is(dst.codec.Name) {
+			// μ-law on one leg, A-law on the other (joinable checked it).
+			o.Recode, _ = transcode.G711Recode(src.codec.Name, dst.codec.Name)
+			o.RecodePT = src.codec.PT
+		}
+		f := media.NewForwarder(o)
 		j.mediaWG.Add(1)
 		go func() {
 			defer j.mediaWG.Done()
 			_ = f.Run(src.rtp, dst.rtp) // returns when a leg closes or pauses
 		}()
 	}
+}
+
+// joinable says whether legs with codecs a and b can be joined: the same
+// codec, or G.711's two laws, which a table converts.
+func joinable(a, b sdp.Codec) bool {
+	if a.Is(b.Name) {
+		return a.Clock == b.Clock
+	}
+	_, ok := transcode.G711Recode(a.Name, b.Name)
+	return ok
+}
+
+// restartMedia stops both forwarders and starts them again on the current
+// legs and codecs; j.mu is held.
+func (j *join) restartMedia() {
+	for _, l := range j.legs {
+		_ = l.rtp.PauseReads()
+	}
+	j.mediaWG.Wait()
+	j.startMedia()
 }
 
 // watch ends the join when media stops on either leg (unless held).
@@ -205,6 +233,7 @@ func (j *join) hangup(cause string, from int) {
 		j.cause = cause
 		close(j.ended)
 		legs := j.legs
+		codecs := [2]string{legs[0].codec.Name, legs[1].codec.Name}
 		for _, l := range legs {
 			if l.seTimer != nil {
 				l.seTimer.Stop()
@@ -231,11 +260,11 @@ func (j *join) hangup(cause string, from int) {
 			_ = l.rtp.Close()
 		}
 		j.mediaWG.Wait()
-		j.finish(legs)
+		j.finish(legs, codecs)
 	})
 }
 
-func (j *join) finish(legs [2]*trunkLeg) {
+func (j *join) finish(legs [2]*trunkLeg, codecs [2]string) {
 	r := j.r
 	end := time.Now()
 	r.mu.Lock()
@@ -259,13 +288,16 @@ func (j *join) finish(legs [2]*trunkLeg) {
 		CallID: j.id, TrunkCallID: a.callID, BrowserCallID: b.callID,
 		From: j.from, To: j.to, Trunk: trunk, Direction: directionTransfer,
 		Start: j.start, Answer: j.start, End: end, EndCause: j.cause, SIPCode: 200,
-		Mode: ModePassthrough, SIPCodec: a.codec.Name, WebRTCCodec: b.codec.Name,
+		Mode: ModePassthrough, SIPCodec: codecs[0], WebRTCCodec: codecs[1],
 		SIPPacketsIn: as.PacketsIn, SIPPacketsOut: as.PacketsOut,
 		WebRTCPacketsIn: bs.PacketsIn, WebRTCPacketsOut: bs.PacketsOut,
 		SIPLoss: lossFraction(as), WebRTCLoss: lossFraction(bs),
 		SIPJitterMs: as.Jitter, WebRTCJitterMs: bs.Jitter,
 	}
-	rec.MOS = cdr.EstimateMOS(a.codec.Name, max(rec.SIPLoss, rec.WebRTCLoss), max(as.Jitter, bs.Jitter), 0)
+	if !strings.EqualFold(codecs[0], codecs[1]) {
+		rec.Mode = ModeTranscode // G.711 law conversion, as calls record it
+	}
+	rec.MOS = cdr.EstimateMOS(codecs[0], max(rec.SIPLoss, rec.WebRTCLoss), max(as.Jitter, bs.Jitter), 0)
 	r.countLegs(media.LegStats{}, as)
 	r.countLegs(media.LegStats{}, bs)
 	if r.cdr != nil {
@@ -278,9 +310,9 @@ func (j *join) finish(legs [2]*trunkLeg) {
 
 // In-dialog requests ----------------------------------------------------
 
-// joinFor finds the join an in-dialog request belongs to and the index of
+// joinByDialog finds the join an in-dialog request belongs to and the index of
 // the leg that sent it.
-func (r *Relay) joinFor(req *sip.Request) (*join, int) {
+func (r *Relay) joinByDialog(req *sip.Request) (*join, int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if len(r.joins) == 0 {
@@ -305,7 +337,7 @@ func (r *Relay) joinFor(req *sip.Request) (*join, int) {
 // joinRequest serves an in-dialog request that belongs to a join and
 // reports whether it did.
 func (r *Relay) joinRequest(req *sip.Request, tx sip.ServerTransaction) bool {
-	j, i := r.joinFor(req)
+	j, i := r.joinByDialog(req)
 	if j == nil {
 		return false
 	}
@@ -341,7 +373,8 @@ func (j *join) onBye(i int, req *sip.Request, tx sip.ServerTransaction) {
 }
 
 // onOffer handles a re-INVITE or UPDATE from leg i: hold, resume, a moved
-// address or a session refresh. The codec is fixed for the join's life:
+// address, a session refresh, or a move to a codec the other leg's can be
+// joined to (joinable); any other codec change gets 488:
 // the other leg carries the same one and there is no transcoder between.
 func (j *join) onOffer(i int, req *sip.Request, tx sip.ServerTransaction) {
 	j.mu.Lock()
@@ -365,12 +398,32 @@ func (j *join) onOffer(i int, req *sip.Request, tx sip.ServerTransaction) {
 			respond(tx, req, 400, "Bad Request")
 			return
 		}
-		if _, ok := a.Find(l.codec.Name); !ok {
+		codec, ok := j.followCodec(l, j.legs[1-i], a)
+		if !ok {
 			j.mu.Unlock()
-			respond(tx, req, 488, "Not Acceptable Here", sip.NewHeader("Warning", `399 mediarelay "the codec of a transferred call cannot change"`))
+			respond(tx, req, 488, "Not Acceptable Here", sip.NewHeader("Warning", `399 mediarelay "no codec the other leg can be joined to"`))
 			return
 		}
 		l.setRemote(a)
+		dtmf := l.dtmf
+		if ev, ok := a.DTMF(8000); ok && dtmf.PT != 0 {
+			dtmf.PT = ev.PT
+		} else if !ok {
+			dtmf = sdp.Codec{} // the offer dropped telephone-event
+		}
+		if !codec.Is(l.codec.Name) || codec.PT != l.codec.PT || dtmf.PT != l.dtmf.PT {
+			// The leg moves to another codec, or renumbers: answer with
+			// its numbering and re-plumb both directions.
+			l.codec = sdp.Codec{Name: codec.Name, PT: codec.PT, Clock: codec.Clock, Channels: max(codec.Channels, 1)}
+			l.dtmf = dtmf
+			codecs := []sdp.Codec{l.codec}
+			if l.dtmf.PT != 0 {
+				codecs = append(codecs, l.dtmf)
+			}
+			l.sdp = setCodecs(l.sdp, codecs)
+			j.restartMedia()
+			j.log.Info("trunk leg changed codec", "leg", l.callID, "codec", codec.Name)
+		}
 		dir := normDir(a)
 		if dir != firstNonEmpty(l.dir, "sendrecv") {
 			fwd = dir
@@ -411,6 +464,22 @@ func (j *join) onOffer(i int, req *sip.Request, tx sip.ServerTransaction) {
 	}
 }
 
+// followCodec picks the codec leg l goes on with after its offer a: the
+// one it has if still offered, else the first offered one that the other
+// leg's codec can be joined to.
+func (j *join) followCodec(l, other *trunkLeg, a sdp.Audio) (sdp.Codec, bool) {
+	if c, ok := a.Find(l.codec.Name); ok && c.Clock == l.codec.Clock {
+		return c, true
+	}
+	for _, c := range a.Codecs {
+		if !c.Is("telephone-event") && joinable(c, other.codec) {
+			return c, true
+		}
+	}
+	return sdp.Codec{}, false
+}
+
+// formatSE is a Session-Expires value.
 func formatSE(se time.Duration, refresher string) string {
 	return strings.TrimSuffix(se.Truncate(time.Second).String(), "s") + ";refresher=" + refresher
 }
@@ -551,14 +620,14 @@ func (j *join) onRefer(i int, req *sip.Request, tx sip.ServerTransaction) {
 	}
 	j.mu.Lock()
 	old := j.legs[i]
-	peer := j.legs[1-i]
+	peer := *j.legs[1-i] // a copy: its codec may change while the target rings
 	j.mu.Unlock()
 	res := sip.NewResponseFromRequest(req, 202, "Accepted", nil)
 	res.AppendHeader(sip.HeaderClone(&j.r.dialogUAFor(old.route).ContactHDR))
 	if err := tx.Respond(res); err != nil {
 		return
 	}
-	go j.transfer(i, old, peer, route, target.User, extra)
+	go j.transfer(i, old, &peer, route, target.User, extra)
 }
 
 func (j *join) transfer(i int, old, peer *trunkLeg, route *Trunk, user string, extra []sip.Header) {

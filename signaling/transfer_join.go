@@ -2,6 +2,7 @@ package signaling
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
@@ -121,8 +122,8 @@ func (c *Call) transferAttended(old dialogRef, rep replaces) {
 		return
 	}
 	mine, theirs := c.currentPlan().SIPCodec, other.currentPlan().SIPCodec
-	if !mine.Is(theirs.Name) || mine.Clock != theirs.Clock {
-		// The join relays without transcoding.
+	if !joinable(mine, theirs) {
+		// A join converts G.711 laws but decodes nothing.
 		c.log.Info("attended transfer between calls with different codecs refused",
 			"codec", mine.Name, "other", theirs.Name)
 		c.notify(old, "488 Not Acceptable Here", true)
@@ -184,9 +185,17 @@ func (r *Relay) dialTrunk(ctx context.Context, route *Trunk, user, fromUser stri
 	if !nc.openRTPLeg(func(code int, reason, _ string, _ ...sip.Header) { status = fmtStatus(code, reason) }) {
 		return nil, status
 	}
+	// The peer's codec first; G.711's other law too if the trunk takes
+	// it, since the join converts between them.
 	codecs := []sdp.Codec{codec}
+	for _, alt := range []sdp.Codec{sipCodecs["pcmu"], sipCodecs["pcma"]} {
+		if !alt.Is(codec.Name) && joinable(codec, alt) && hasFold(route.Codecs, alt.Name) {
+			codecs = append(codecs, alt)
+		}
+	}
+	audio := codecs
 	if dtmf.PT != 0 {
-		codecs = append(codecs, dtmf)
+		codecs = append(codecs[:len(codecs):len(codecs)], dtmf)
 	}
 	offer := sdp.Offer{SessionID: uint64(time.Now().UnixNano()), Version: 1, Addr: r.mediaAddr(),
 		Port: int(nc.rtp.LocalAddr().Port()), Codecs: codecs, Ptime: route.Ptime}
@@ -209,8 +218,12 @@ func (r *Relay) dialTrunk(ctx context.Context, route *Trunk, user, fromUser stri
 		dcs: dcs, rtp: nc.rtp, codec: codec, sdp: string(body), ver: 1}
 	_, ans, err := sdp.Parse(dcs.InviteResponse.Body())
 	if err == nil {
-		if _, ok := ans.Find(codec.Name); !ok {
-			err = errNoCommonCodec
+		err = errNoCommonCodec
+		for _, a := range ans.Codecs {
+			if i := slices.IndexFunc(audio, func(c sdp.Codec) bool { return c.Is(a.Name) }); i >= 0 {
+				leg.codec, err = audio[i], nil
+				break
+			}
 		}
 	}
 	if err == nil {

@@ -437,3 +437,53 @@ func TestJoinReferAgain(t *testing.T) {
 	}
 	waitFor(t, "ports released", 5*time.Second, func() bool { return r.PortsInUse() == 0 })
 }
+
+// TestJoinCodecChange: a joined trunk leg moves from PCMU to PCMA; the
+// join converts between the laws, and its tones still come back through
+// the other (PCMU, echoing) leg. A codec neither leg can be joined to is
+// refused and the call goes on.
+func TestJoinCodecChange(t *testing.T) {
+	target := newTrunkUAS(t)
+	target.capture = make(chan []byte, 4000)
+	_, u := joinedCall(t, target)
+	body := strings.Replace(string(u.sdp(2, "sendrecv")), "RTP/AVP 0 101", "RTP/AVP 8 101", 1)
+	body = strings.Replace(body, "a=rtpmap:0 PCMU/8000", "a=rtpmap:8 PCMA/8000", 1)
+	g729 := strings.Replace(string(u.sdp(3, "sendrecv")), "RTP/AVP 0 101", "RTP/AVP 18 101", 1)
+	g729 = strings.Replace(g729, "a=rtpmap:0 PCMU/8000", "a=rtpmap:18 G729/8000", 1)
+	reoffer := func(b string) *sip.Response {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		req := sip.NewRequest(sip.UPDATE, *u.dcs.InviteResponse.Contact().Address.Clone())
+		req.SetBody([]byte(b))
+		req.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+		res, err := u.dcs.Do(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	res := reoffer(body)
+	if res.StatusCode != 200 || !strings.Contains(string(res.Body()), "a=rtpmap:8 PCMA/8000") || strings.Contains(string(res.Body()), "PCMU") {
+		t.Fatalf("UPDATE to PCMA: %d\n%s", res.StatusCode, res.Body())
+	}
+	u.pt = 8
+	if !u.tonesBack(t) {
+		t.Fatal("the PCMA leg's tones did not come back through the PCMU leg")
+	}
+	if res := reoffer(g729); res.StatusCode != 488 {
+		t.Fatalf("UPDATE to G.729 answered %d", res.StatusCode)
+	}
+	if !u.tonesBack(t) {
+		t.Fatal("after a refused codec change the tones stopped")
+	}
+	// The target trunk leg stayed on PCMU throughout.
+	got := target.captured()
+	for pt := range got {
+		if pt != 0 && pt != 101 {
+			t.Fatalf("the PCMU leg received payload type %d", pt)
+		}
+	}
+	if len(got[0]) < 100 {
+		t.Fatalf("the PCMU leg received %d PCMU packets", len(got[0]))
+	}
+}
