@@ -87,6 +87,9 @@ type Call struct {
 	trunkSDP string
 	// handedOff: the trunk leg went on in a join (join.go); guarded by r.mu.
 	handedOff bool
+	// dropsTo, on a scratch call that sets up a leg for another call
+	// (dialTrunk), is the call whose SRTP failure count its drops feed.
+	dropsTo *Call
 
 	// abort stops a call that is still being set up (cancels the INVITE).
 	abort context.CancelCauseFunc
@@ -125,10 +128,14 @@ func (c *Call) rejectInvite(dss *sipgo.DialogServerSession, code int, reason, ca
 // exhausted it rejects the call with 503 and Retry-After and reports false.
 func (c *Call) openRTPLeg(fail func(int, string, string, ...sip.Header)) bool {
 	var err error
+	onDrop := c.onRTPDrop
+	if c.dropsTo != nil {
+		onDrop = c.dropsTo.onRTPDrop
+	}
 	c.rtp, err = media.NewRTPLeg(media.RTPLegOptions{
 		Ports:    c.r.ports,
 		Latching: c.r.cfg.Media.Latching,
-		OnDrop:   c.onRTPDrop,
+		OnDrop:   onDrop,
 		Logger:   c.log,
 	})
 	if err != nil {
@@ -180,6 +187,15 @@ func (c *Call) setupMedia(answer sdp.Audio) error {
 	c.r.m.TranscodedCalls.With(plan.Mode).Inc()
 	c.log.Info("media negotiated", "mode", plan.Mode, "sip_codec", plan.SIPCodec.Name, "webrtc_codec", plan.BrowserCodec)
 	return nil
+}
+
+// sipLeg is the call's SIP media leg; a transfer from the trunk side may
+// replace it (swapSIPLeg), so goroutines other than the call's signalling
+// read it here.
+func (c *Call) sipLeg() *media.RTPLeg {
+	c.r.mu.Lock()
+	defer c.r.mu.Unlock()
+	return c.rtp
 }
 
 func (c *Call) setRemote(a sdp.Audio) {
@@ -243,7 +259,7 @@ func (c *Call) watch() {
 			}
 			webIdle := now.Sub(since)
 			since = c.mediaSince()
-			if rs := c.rtp.Stats().LastReceived; rs.After(since) {
+			if rs := c.sipLeg().Stats().LastReceived; rs.After(since) {
 				since = rs
 			}
 			if webIdle > timeout || now.Sub(since) > timeout {

@@ -30,6 +30,9 @@ type activeMedia struct {
 	// bridge is the last Opus bridge the call used, nil if none; its
 	// Stats count those of the bridges before it (transcode.Successor).
 	bridge *transcode.Bridge
+	// toWebDone is closed when toWeb's read loop returns (its SIP leg
+	// closed, or paused for a new one: swapSIPLeg).
+	toWebDone chan struct{}
 }
 
 // currentPlan is the call's media plan; zero before the media is settled.
@@ -217,11 +220,20 @@ func (c *Call) startForwarding(plan mediaPlan, ptime int) error {
 	if err != nil {
 		return err
 	}
-	m := &activeMedia{plan: plan, toSIP: media.NewPath(toSIP), toWeb: media.NewPath(toWeb), bridge: b}
+	m := &activeMedia{plan: plan, toSIP: media.NewPath(toSIP), toWeb: media.NewPath(toWeb), bridge: b, toWebDone: make(chan struct{})}
 	c.active.Store(m)
 	c.run(func() error { return m.toSIP.Run(c.webRW()) })
-	c.run(func() error { return m.toWeb.Run(c.sipReader()) })
+	c.runToWeb(m.toWeb, m.toWebDone)
 	return nil
+}
+
+// runToWeb runs the trunk → browser path on the SIP leg's reader, closing
+// done when it returns.
+func (c *Call) runToWeb(p *media.Path, done chan struct{}) {
+	c.run(func() error {
+		defer close(done)
+		return p.Run(c.sipReader())
+	})
 }
 
 // followTrunkOffer applies a trunk's mid-call offer to the media: a new
@@ -255,7 +267,7 @@ func (c *Call) followTrunkOffer(offer sdp.Audio) error {
 	if err != nil {
 		return err
 	}
-	m := &activeMedia{plan: next, toSIP: cur.toSIP, toWeb: cur.toWeb, bridge: cur.bridge}
+	m := &activeMedia{plan: next, toSIP: cur.toSIP, toWeb: cur.toWeb, bridge: cur.bridge, toWebDone: cur.toWebDone}
 	if b != nil {
 		m.bridge = b
 	}

@@ -93,7 +93,7 @@ func (d *dtmfInjector) play(event byte, dur time.Duration, pt uint8, clock uint3
 
 // sipReader is what the trunk → browser direction reads from.
 func (c *Call) sipReader() media.RTPReader {
-	c.dtmfOnce.Do(func() { c.inj.Store(&dtmfInjector{src: c.rtp}) })
+	c.dtmfOnce.Do(func() { c.inj.Store(&dtmfInjector{src: c.sipLeg()}) })
 	return c.inj.Load()
 }
 
@@ -104,13 +104,13 @@ func (c *Call) sipWriter() media.RTPWriter { return c.sipWriterFor(c.currentPlan
 // sipWriterFor is sipWriter for plan, which may not be the call's yet
 // (codecchange.go builds the stages of a new plan before switching).
 func (c *Call) sipWriterFor(plan mediaPlan) media.RTPWriter {
-	c.r.mu.Lock() // a transfer may change the route
-	route := c.route
+	c.r.mu.Lock() // a transfer may change the route and the leg
+	route, leg := c.route, c.rtp
 	c.r.mu.Unlock()
 	if route == nil || !strings.EqualFold(route.DTMF, "info") || plan.SIPDTMF.PT == 0 {
-		return c.rtp
+		return leg
 	}
-	return &dtmfToInfo{c: c, dst: c.rtp, pt: plan.SIPDTMF.PT, clock: plan.SIPDTMF.Clock}
+	return &dtmfToInfo{c: c, dst: leg, pt: plan.SIPDTMF.PT, clock: plan.SIPDTMF.Clock}
 }
 
 // dtmfToInfo sends telephone-event packets as SIP INFO, one per digit.

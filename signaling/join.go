@@ -54,6 +54,14 @@ type trunkLeg struct {
 	weRefresh bool
 	seTimer   *time.Timer // guarded by the join's mu
 	offering  bool        // a re-INVITE of ours is outstanding; guarded by the join's mu
+
+	srtp legSecurity // what dialTrunk negotiated
+}
+
+// legSecurity is the SRTP state of a leg dialTrunk set up.
+type legSecurity struct {
+	policy, suite string
+	keyed         bool
 }
 
 // ref is the leg's dialog, for requests the relay sends in it.
@@ -73,10 +81,13 @@ func (l *trunkLeg) ref() dialogRef {
 }
 
 func (l *trunkLeg) bye(ctx context.Context) error {
-	if l.dcs != nil {
+	switch {
+	case l.dcs != nil:
 		return l.dcs.Bye(ctx)
+	case l.dss != nil:
+		return l.dss.Bye(ctx)
 	}
-	return l.dss.Bye(ctx)
+	return nil
 }
 
 // drop ends a leg that never made it into a join.
@@ -643,7 +654,7 @@ func (j *join) transfer(i int, old, peer *trunkLeg, route *Trunk, user string, e
 		case <-ctx.Done():
 		}
 	}()
-	leg, status := j.r.dialTrunk(ctx, route, user, peer.party, peer.codec, peer.dtmf, extra...)
+	leg, status := j.r.dialTrunk(ctx, route, user, peer.party, peer.codec, peer.dtmf, dialOptions{otherLaw: true, extra: extra})
 	if leg == nil {
 		notify(status, true)
 		return

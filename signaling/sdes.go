@@ -205,11 +205,12 @@ const srtpAuthLimit = 3
 // authentication (wrong key, or an attacker) while nothing authentic arrives.
 func (c *Call) srtpAuthFailing() bool {
 	s := &c.sec
-	if c.rtp == nil || !s.keyed.Load() {
+	leg := c.sipLeg()
+	if leg == nil || !s.keyed.Load() {
 		return false
 	}
 	fails := s.authFails.Load()
-	in := c.rtp.Stats().PacketsIn
+	in := leg.Stats().PacketsIn
 	if fails > s.lastFails && in == s.lastIn {
 		s.badTicks++
 	} else {

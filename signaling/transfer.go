@@ -157,7 +157,8 @@ func notifyRefer(log *slog.Logger, d dialogRef, status string, final bool) {
 	}
 }
 
-// transferTrunk replaces the trunk leg with a call to user; extra headers
+// transferTrunk replaces the trunk leg with a call to user on a new media
+// leg, keyed by the target trunk's own SRTP policy; extra headers
 // (Replaces) go on the INVITE.
 func (c *Call) transferTrunk(old dialogRef, user string, extra ...sip.Header) {
 	r := c.r
@@ -167,17 +168,6 @@ func (c *Call) transferTrunk(old dialogRef, user string, extra ...sip.Header) {
 		c.notify(old, "404 Not Found", true)
 		return
 	}
-	if c.sec.keyed.Load() || c.sec.policy == SRTPDTLS {
-		// The leg's keys belong to the trunk that negotiated them; a new
-		// dialog on the same leg would need a re-keyed leg.
-		c.log.Info("transfer of an encrypted trunk leg refused", "target", user)
-		c.notify(old, "488 Not Acceptable Here", true)
-		return
-	}
-	plan := c.currentPlan()
-	codecs := sipCodecList(plan)
-	body := sdp.Offer{SessionID: uint64(time.Now().UnixNano()), Version: 1, Addr: r.mediaAddr(),
-		Port: int(c.rtp.LocalAddr().Port()), Codecs: codecs, Ptime: route.Ptime}.Marshal()
 	fromUser := c.to
 	if c.direction == "outbound" {
 		fromUser = c.from
@@ -191,59 +181,92 @@ func (c *Call) transferTrunk(old dialogRef, user string, extra ...sip.Header) {
 		case <-ctx.Done():
 		}
 	}()
-	dcs, status := r.inviteTrunk(ctx, route, user, fromUser, body, extra...)
-	if dcs == nil {
+	plan := c.currentPlan()
+	leg, status := r.dialTrunk(ctx, route, user, fromUser, plan.SIPCodec, plan.SIPDTMF, dialOptions{owner: c, extra: extra})
+	if leg == nil {
 		c.log.Info("transfer failed", "target", user, "status", status)
 		c.notify(old, status, true)
 		return
 	}
-	_, ans, perr := sdp.Parse(dcs.InviteResponse.Body())
-	if perr == nil {
-		if _, ok := ans.Find(plan.SIPCodec.Name); !ok {
-			perr = errNoCommonCodec
-		}
-	}
-	if perr != nil {
-		bctx, bcancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_ = dcs.Bye(bctx)
-		bcancel()
-		c.notify(old, "488 Not Acceptable Here", true)
+	oldLeg, ok := c.swapSIPLeg(leg)
+	if !ok {
+		leg.drop()
 		return
 	}
-	// Swap the trunk leg.
+	_ = oldLeg.rtp.Close() // the media has moved; the dialog waits for the NOTIFY
+	c.log.Info("transferred", "target", user, "trunk", route.Name)
+	c.notify(old, "200 OK", true)
+	oldLeg.drop()
+}
+
+// swapSIPLeg puts leg (a dialog and media leg that dialTrunk set up) in
+// place of the call's trunk leg, and returns the old one for the caller to
+// hang up. Both directions of the media move to the new leg without a new
+// stream towards the browser. It reports false when the call has ended.
+func (c *Call) swapSIPLeg(leg *trunkLeg) (*trunkLeg, bool) {
+	r := c.r
+	c.mid.mu.Lock()
+	defer c.mid.mu.Unlock()
+	cur := c.active.Load()
+	if cur == nil || cur.toSIP == nil {
+		return nil, false
+	}
 	r.mu.Lock()
 	select {
 	case <-c.ended:
 		r.mu.Unlock()
-		bctx, bcancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_ = dcs.Bye(bctx)
-		bcancel()
-		return
+		return nil, false
 	default:
 	}
-	oldClient, oldServer := c.trunk, c.inTrunk
+	old := &trunkLeg{route: c.route, dialogID: c.trunkDialogID, callID: c.trunkCallID, dcs: c.trunk, dss: c.inTrunk, rtp: c.rtp}
 	delete(r.byDialog, c.trunkDialogID)
-	c.trunk, c.inTrunk = dcs, nil
-	c.trunkDialogID, c.trunkCallID = dcs.ID, dcs.InviteRequest.CallID().Value()
-	c.trunkSDP = ""
-	c.route = route
-	r.byDialog[dcs.ID] = c
+	c.trunk, c.inTrunk = leg.dcs, nil
+	c.trunkDialogID, c.trunkCallID = leg.dialogID, leg.callID
+	c.trunkSDP = leg.sdp
+	c.route = leg.route
+	c.rtp = leg.rtp
+	r.byDialog[leg.dialogID] = c
 	r.mu.Unlock()
-	c.mid.mu.Lock()
-	c.mid.sipVer, c.mid.trunkDir = 0, ""
+	c.sec.policy, c.sec.suite = leg.srtp.policy, leg.srtp.suite
+	c.sec.keyed.Store(leg.srtp.keyed)
+	c.mid.sipVer, c.mid.trunkDir = leg.ver, ""
 	c.mid.setDir(sideTrunk, "sendrecv")
-	c.mid.mu.Unlock()
-	c.setRemote(ans)
-	c.log.Info("transferred", "target", user, "trunk", route.Name)
 
-	c.notify(old, "200 OK", true)
-	bctx, bcancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer bcancel()
-	if oldClient != nil {
-		_ = oldClient.Bye(bctx)
-	} else if oldServer != nil {
-		_ = oldServer.Bye(bctx)
+	// The browser-bound loop reads the old leg: stop it there and run it on
+	// the new one with the stage it had, then switch both directions to
+	// stages built for the new leg (the browser-bound one carries on its
+	// stream; the trunk-bound one writes to the new leg).
+	_ = old.rtp.PauseReads()
+	<-cur.toWebDone
+	c.dtmfOnce.Do(func() {})
+	c.inj.Store(&dtmfInjector{src: leg.rtp})
+	plan := cur.plan
+	plan.SIPCodec, plan.SIPDTMF = leg.codec, leg.dtmf
+	m := &activeMedia{plan: plan, toSIP: cur.toSIP, toWeb: cur.toWeb, bridge: cur.bridge, toWebDone: make(chan struct{})}
+	c.runToWeb(m.toWeb, m.toWebDone)
+	ptime := leg.route.Ptime
+	if _, ans, err := sdp.Parse(leg.dcs.InviteResponse.Body()); err == nil {
+		ptime = sipPtime(ans, leg.route)
 	}
+	toSIP, toWeb, b, err := c.stages(plan, ptime, cur.bridge)
+	if err != nil {
+		// The codec is the one the call had, so the stages were built
+		// before; keep forwarding what we can.
+		c.log.Warn("media for the transfer target", "err", err)
+	} else {
+		if b != nil {
+			m.bridge = b
+		}
+		c.active.Store(m)
+		m.toSIP.Switch(toSIP)
+		m.toWeb.Switch(toWeb)
+	}
+	if err != nil {
+		c.active.Store(m)
+	}
+	c.stopSessionTimer()
+	c.trunkAnswerSessionTimer(leg.dcs.InviteResponse)
+	return old, true
 }
 
 // onNotify accepts in-dialog NOTIFYs (a peer reporting on a transfer it

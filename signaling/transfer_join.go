@@ -91,7 +91,7 @@ func (c *Call) transferToTrunk(old dialogRef, route *Trunk, user string) {
 		}
 	}()
 	plan := c.currentPlan()
-	leg, status := c.r.dialTrunk(ctx, route, user, c.trunkParty(), plan.SIPCodec, plan.SIPDTMF)
+	leg, status := c.r.dialTrunk(ctx, route, user, c.trunkParty(), plan.SIPCodec, plan.SIPDTMF, dialOptions{otherLaw: true})
 	if leg == nil {
 		c.log.Info("transfer failed", "target", user, "status", status)
 		c.notify(old, status, true)
@@ -176,10 +176,17 @@ func (r *Relay) callByTrunkDialog(rep replaces) *Call {
 // dialTrunk places a call to user through route for a join, on a new
 // media leg keyed by the trunk's SRTP policy, offering codec (and dtmf if
 // it has a PT). It returns the answered leg, or nil and a status line.
-func (r *Relay) dialTrunk(ctx context.Context, route *Trunk, user, fromUser string, codec, dtmf sdp.Codec, extra ...sip.Header) (*trunkLeg, string) {
+// dialOptions are dialTrunk's choices.
+type dialOptions struct {
+	otherLaw bool         // offer G.711's other law too: a join converts between them
+	owner    *Call        // the call the leg is for, if not a join: its SRTP failures count there
+	extra    []sip.Header // on the INVITE (Replaces)
+}
+
+func (r *Relay) dialTrunk(ctx context.Context, route *Trunk, user, fromUser string, codec, dtmf sdp.Codec, o dialOptions) (*trunkLeg, string) {
 	// A scratch call holds the leg's SRTP state while it is negotiated; it
 	// is never admitted.
-	nc := &Call{r: r, id: newCallID(), route: route, ended: make(chan struct{})}
+	nc := &Call{r: r, id: newCallID(), route: route, ended: make(chan struct{}), dropsTo: o.owner}
 	nc.log = r.log.With("call", nc.id, "trunk", route.Name)
 	status := ""
 	if !nc.openRTPLeg(func(code int, reason, _ string, _ ...sip.Header) { status = fmtStatus(code, reason) }) {
@@ -189,7 +196,7 @@ func (r *Relay) dialTrunk(ctx context.Context, route *Trunk, user, fromUser stri
 	// it, since the join converts between them.
 	codecs := []sdp.Codec{codec}
 	for _, alt := range []sdp.Codec{sipCodecs["pcmu"], sipCodecs["pcma"]} {
-		if !alt.Is(codec.Name) && joinable(codec, alt) && hasFold(route.Codecs, alt.Name) {
+		if o.otherLaw && !alt.Is(codec.Name) && joinable(codec, alt) && hasFold(route.Codecs, alt.Name) {
 			codecs = append(codecs, alt)
 		}
 	}
@@ -209,7 +216,7 @@ func (r *Relay) dialTrunk(ctx context.Context, route *Trunk, user, fromUser stri
 		return nil, "488 Not Acceptable Here"
 	}
 	body := offer.Marshal()
-	dcs, status := r.inviteTrunk(ctx, route, user, fromUser, body, extra...)
+	dcs, status := r.inviteTrunk(ctx, route, user, fromUser, body, o.extra...)
 	if dcs == nil {
 		_ = nc.rtp.Close()
 		return nil, status
@@ -241,6 +248,7 @@ func (r *Relay) dialTrunk(ctx context.Context, route *Trunk, user, fromUser stri
 		leg.se, leg.weRefresh = se, refresher != "uas" // the relay was the UAC
 	}
 	leg.setRemote(ans)
+	leg.srtp = legSecurity{policy: nc.sec.policy, suite: nc.sec.suite, keyed: nc.sec.keyed.Load()}
 	return leg, ""
 }
 

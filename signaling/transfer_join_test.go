@@ -487,3 +487,53 @@ func TestJoinCodecChange(t *testing.T) {
 		t.Fatalf("the PCMU leg received %d PCMU packets", len(got[0]))
 	}
 }
+
+// TestTransferFromSDESTrunk: a trunk whose leg is SDES-SRTP encrypted
+// transfers the browser to a plain-RTP trunk. The relay calls the target
+// on a new media leg keyed (here: not keyed) by the target's own policy
+// and moves the browser's media to it; the old keys go with the old leg.
+func TestTransferFromSDESTrunk(t *testing.T) {
+	c := newSDESCaller(t, nil)
+	target := newTrunkUAS(t)
+	r := startRelayWith(t, nil, nil, chain(withUsers("alice", "wonderland"), func(cfg *config.Config) {
+		cfg.Media.Timeout = 30 * time.Second
+		cfg.Trunks = []config.Trunk{
+			{Name: "target", Match: "^7", Address: "sip:" + target.addr, Codecs: []string{"PCMU"}, Sources: []string{"127.0.0.2/32"}},
+			{Name: "t", Match: ".*", Address: "sip:127.0.0.1:5999", Transport: "udp", Codecs: []string{"PCMU"},
+				SRTP: SRTPOptional, AllowSDESOverInsecureTransport: true},
+		}
+	}))
+	p := newRegPhone(t, r, "alice", "laptop", "PCMU")
+	p.mustRegister("wonderland")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	res := c.call(ctx, r.SIPUDPAddr(), "udp", "alice", c.offer("RTP/AVP", true))
+	if res.StatusCode != 200 {
+		t.Fatalf("trunk got %d %s", res.StatusCode, res.Reason)
+	}
+	select {
+	case <-p.conn:
+	case <-ctx.Done():
+		t.Fatal("browser leg did not connect")
+	}
+	req := sip.NewRequest(sip.REFER, *c.dcs.InviteResponse.Contact().Address.Clone())
+	req.AppendHeader(sip.NewHeader("Refer-To", "<sip:7001@127.0.0.1>"))
+	if res, err := c.dcs.Do(ctx, req); err != nil || res.StatusCode != 202 {
+		t.Fatalf("REFER: %v %v", res, err)
+	}
+	select {
+	case <-target.answered:
+	case <-ctx.Done():
+		t.Fatal("the transfer target was never called")
+	}
+	if inv := target.lastInvite(); strings.Contains(string(inv.Body()), "a=crypto") {
+		t.Fatalf("the plain target was offered SDES:\n%s", inv.Body())
+	}
+	// The browser's audio reaches the plain target (which echoes) and
+	// comes back: the new leg is plain RTP, not the old leg's SRTP.
+	waitFor(t, "the swap", 10*time.Second, func() bool { return p.sendCheck(10) >= 5 })
+	if got := p.sendCheck(50); got < 40 {
+		t.Fatalf("after the transfer only %d of 50 frames came back from the plain target", got)
+	}
+	waitFor(t, "the old leg's port released", 5*time.Second, func() bool { return r.PortsInUse() == 1 })
+}
