@@ -64,8 +64,8 @@ func (u *trunkUAS) reoffer(t *testing.T, method sip.RequestMethod, version uint6
 		if res.StatusCode != 491 {
 			break
 		}
-		// The relay is still offering the browser our previous change:
-		// glare, retried a little later as RFC 3261 section 14.1 says.
+		// Glare with an offer of the relay's on this dialog, retried a
+		// little later as RFC 3261 section 14.1 says.
 		select {
 		case <-ctx.Done():
 			t.Fatalf("%s: still 491 after retrying", method)

@@ -25,6 +25,11 @@ var minSE = 90 * time.Second
 // session timer.
 type midCallState struct {
 	mu sync.Mutex // serialises offers and answers on the call
+	// offering[s]: a re-INVITE of ours to side s is outstanding (mu is not
+	// held meanwhile); an offer from s then is glare (491), one from the
+	// other side is not.
+	offering  [3]bool
+	offerDone *sync.Cond // on mu; made on first use
 
 	held    atomic.Bool  // either side has put the call on hold
 	resumed atomic.Int64 // unix ns of the last resume (media timeout baseline)
@@ -206,10 +211,11 @@ func (c *Call) addContact(s side, res *sip.Response) {
 // status code, and the direction to offer the other side ("" when the
 // direction did not change).
 func (c *Call) offerIn(s side, req *sip.Request) (string, int, string) {
-	if !c.mid.mu.TryLock() {
-		return "", 491, "" // an offer of ours is outstanding: glare
-	}
+	c.mid.mu.Lock()
 	defer c.mid.mu.Unlock()
+	if c.mid.offering[s] {
+		return "", 491, "" // an offer of ours to s is outstanding: glare
+	}
 	if len(req.Body()) == 0 {
 		// Late offer in a re-INVITE: we offer what we have; the ACK answers.
 		return c.localSDP(s, c.currentDir(s)), 200, ""
@@ -353,15 +359,31 @@ func rewriteSDP(body, dir string, version uint64, setup string) string {
 func (c *Call) offerOut(s side, dir string) {
 	c.mid.mu.Lock()
 	defer c.mid.mu.Unlock()
+	if c.mid.offerDone == nil {
+		c.mid.offerDone = sync.NewCond(&c.mid.mu)
+	}
+	for c.mid.offering[s] { // one offer of ours at a time per dialog
+		c.mid.offerDone.Wait()
+	}
 	select {
 	case <-c.ended:
 		return
 	default:
 	}
 	body := c.localSDP(s, dir)
+	c.r.mu.Lock()
+	dialog := c.trunkDialogID // a transfer may replace the trunk dialog meanwhile
+	c.r.mu.Unlock()
+	// The far end's answer may take a while: the other side's offers must
+	// not wait for it (nor get 491).
+	c.mid.offering[s] = true
+	c.mid.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
 	res, err := c.inDialog(ctx, s, sip.INVITE, []byte(body), sip.NewHeader("Content-Type", "application/sdp"))
+	cancel()
+	c.mid.mu.Lock()
+	c.mid.offering[s] = false
+	c.mid.offerDone.Broadcast()
 	if err != nil {
 		c.log.Warn("re-INVITE failed", "leg", sideName(s), "err", err)
 		return
@@ -370,7 +392,10 @@ func (c *Call) offerOut(s side, dir string) {
 		c.log.Info("re-INVITE refused", "leg", sideName(s), "code", res.StatusCode)
 		return
 	}
-	if s == sideTrunk && len(res.Body()) > 0 {
+	c.r.mu.Lock()
+	same := c.trunkDialogID == dialog
+	c.r.mu.Unlock()
+	if s == sideTrunk && len(res.Body()) > 0 && same {
 		if _, a, err := sdp.Parse(res.Body()); err == nil {
 			c.setRemote(a)
 		}

@@ -493,3 +493,39 @@ func TestSessionTimerOutbound(t *testing.T) {
 	}
 	p.hangup()
 }
+
+// TestOfferWhileRelayOffersOtherSide: the trunk holds and at once resumes
+// while the relay's re-INVITE carrying the hold to the browser is still
+// unanswered. That is no glare (the relay's offer is on the other
+// dialog): the resume is answered 200, not 491, and both offers reach the
+// browser in order.
+func TestOfferWhileRelayOffersOtherSide(t *testing.T) {
+	_, u, p := answeredCall(t, func(c *config.Config) { c.Media.Timeout = 30 * time.Second })
+	p.set(func(p *regPhone) { p.reDelay = time.Second })
+	if res := u.reinvite(t, "sendonly", 2); res.StatusCode != 200 {
+		t.Fatalf("hold: %d", res.StatusCode)
+	}
+	waitFor(t, "the hold offered to the browser", 5*time.Second, func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return len(p.reinv) == 1
+	})
+	if res := u.reinvite(t, "sendrecv", 3); res.StatusCode != 200 {
+		t.Fatalf("resume while the relay's hold offer to the browser is pending: %d", res.StatusCode)
+	}
+	waitFor(t, "the resume offered to the browser", 10*time.Second, func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return len(p.reinv) == 2
+	})
+	p.mu.Lock()
+	last := p.reinv[1]
+	p.mu.Unlock()
+	if d := sdpDir(t, last.Body()); d != "sendrecv" {
+		t.Fatalf("the browser's last offer says %s", d)
+	}
+	p.set(func(p *regPhone) { p.reDelay = 0 })
+	if got := u.echoCheck(30); got < 24 {
+		t.Fatalf("after resume only %d of 30 frames came back", got)
+	}
+}

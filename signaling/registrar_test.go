@@ -67,6 +67,7 @@ type regPhone struct {
 	byes    chan struct{}
 	ringing chan struct{}
 	pauseEc bool
+	reDelay time.Duration // answer re-INVITEs this late
 	notifys []string
 	lastSeq uint16 // of the last packet echoed: SRTP's replay window wants sends to go on from it
 	track   *webrtc.TrackLocalStaticRTP
@@ -250,7 +251,9 @@ func (p *regPhone) onReInvite(req *sip.Request, tx sip.ServerTransaction) {
 	p.mu.Lock()
 	p.reinv = append(p.reinv, req)
 	pc := p.pcs[len(p.pcs)-1]
+	delay := p.reDelay
 	p.mu.Unlock()
+	time.Sleep(delay)
 	dir := "sendrecv"
 	for _, d := range []string{"sendonly", "recvonly", "inactive"} {
 		if strings.Contains(string(req.Body()), "a="+d) {

@@ -29,7 +29,7 @@ func (c *Call) trunkParty() string {
 // call has ended or has no answered trunk leg.
 func (c *Call) handOff() (*trunkLeg, bool) {
 	r := c.r
-	c.mid.mu.Lock() // no offer of the call's own in flight
+	c.mid.mu.Lock() // serialised with offers and answers on the call
 	defer c.mid.mu.Unlock()
 	if c.answered.IsZero() || !c.mediaUp {
 		return nil, false
