@@ -645,15 +645,8 @@ func (j *join) transfer(i int, old, peer *trunkLeg, route *Trunk, user string, e
 	ref := old.ref()
 	notify := func(status string, final bool) { notifyRefer(j.log, ref, status, final) }
 	notify("100 Trying", false)
-	ctx, cancel := context.WithTimeout(context.Background(), ringTimeout)
+	ctx, cancel := untilEnded(j.ended, ringTimeout)
 	defer cancel()
-	go func() {
-		select {
-		case <-j.ended:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	leg, status := j.r.dialTrunk(ctx, route, user, peer.party, peer.codec, peer.dtmf, dialOptions{otherLaw: true, extra: extra})
 	if leg == nil {
 		notify(status, true)

@@ -129,14 +129,7 @@ func (r *Relay) outbound(req *sip.Request, tx sip.ServerTransaction) {
 	}
 	body := sdpOffer.Marshal()
 
-	recipient := route.uri.Clone()
-	recipient.User = user
-	if route.Transport != "" && route.Transport != "udp" {
-		if recipient.UriParams == nil {
-			recipient.UriParams = sip.NewParams()
-		}
-		recipient.UriParams.Add("transport", route.Transport)
-	}
+	recipient := route.requestURI(user)
 	from, identity := r.outboundIdentity(route, req, c.from) // identity.go
 	to := &sip.ToHeader{Address: sip.Uri{User: user, Host: recipient.Host}}
 
@@ -314,6 +307,19 @@ func mapFinal(res *sip.Response) (int, string, string) {
 }
 
 // mediaAddr is the address the relay puts in SDP towards trunks.
+// requestURI is the Request-URI for calling user through the trunk.
+func (t *Trunk) requestURI(user string) *sip.Uri {
+	u := t.uri.Clone()
+	u.User = user
+	if t.Transport != "" && t.Transport != "udp" {
+		if u.UriParams == nil {
+			u.UriParams = sip.NewParams()
+		}
+		u.UriParams.Add("transport", t.Transport)
+	}
+	return u
+}
+
 func (r *Relay) mediaAddr() netip.Addr {
 	for _, a := range []string{r.cfg.Media.PublicIP, r.cfg.Media.BindIP, r.host} {
 		if ip, err := netip.ParseAddr(a); err == nil && !ip.IsUnspecified() {

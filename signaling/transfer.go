@@ -172,15 +172,8 @@ func (c *Call) transferTrunk(old dialogRef, user string, extra ...sip.Header) {
 	if c.direction == "outbound" {
 		fromUser = c.from
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), ringTimeout)
+	ctx, cancel := untilEnded(c.ended, ringTimeout)
 	defer cancel()
-	go func() {
-		select {
-		case <-c.ended:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	plan := c.currentPlan()
 	leg, status := r.dialTrunk(ctx, route, user, fromUser, plan.SIPCodec, plan.SIPDTMF, dialOptions{owner: c, extra: extra})
 	if leg == nil {
@@ -283,18 +276,25 @@ func (r *Relay) onNotify(req *sip.Request, tx sip.ServerTransaction) {
 	respond(tx, req, 200, "OK")
 }
 
+// untilEnded is a context for ringing a transfer target: done after d, or
+// when ended (the call or join being transferred) closes.
+func untilEnded(ended <-chan struct{}, d time.Duration) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	go func() {
+		select {
+		case <-ended:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
+}
+
 // inviteTrunk calls user through route with an SDP offer and waits for
 // the answer (answering digest challenges with the trunk's credentials).
 // It returns the ACKed dialog, or nil and a status line for a NOTIFY.
 func (r *Relay) inviteTrunk(ctx context.Context, route *Trunk, user, fromUser string, body []byte, extra ...sip.Header) (*sipgo.DialogClientSession, string) {
-	recipient := route.uri.Clone()
-	recipient.User = user
-	if route.Transport != "" && route.Transport != "udp" {
-		if recipient.UriParams == nil {
-			recipient.UriParams = sip.NewParams()
-		}
-		recipient.UriParams.Add("transport", route.Transport)
-	}
+	recipient := route.requestURI(user)
 	from := &sip.FromHeader{Address: sip.Uri{User: formatNumber(route, fromUser), Host: r.host}, Params: sip.NewParams()}
 	from.Params.Add("tag", sip.GenerateTagN(16))
 	to := &sip.ToHeader{Address: sip.Uri{User: user, Host: recipient.Host}}

@@ -68,15 +68,8 @@ func (c *Call) transferBrowser(old dialogRef, target string) {
 			codecs = append(codecs, x)
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), ringTimeout)
+	ctx, cancel := untilEnded(c.ended, ringTimeout)
 	defer cancel()
-	go func() {
-		select {
-		case <-c.ended:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	party := ringParty{from: c.from, to: user}
 	if c.direction == "outbound" {
 		party.from = c.to // the trunk's party is the one being transferred

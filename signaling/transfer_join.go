@@ -81,15 +81,8 @@ func (c *Call) transferToTrunk(old dialogRef, route *Trunk, user string) {
 		c.notify(old, "488 Not Acceptable Here", true)
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), ringTimeout)
+	ctx, cancel := untilEnded(c.ended, ringTimeout)
 	defer cancel()
-	go func() {
-		select {
-		case <-c.ended:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	plan := c.currentPlan()
 	leg, status := c.r.dialTrunk(ctx, route, user, c.trunkParty(), plan.SIPCodec, plan.SIPDTMF, dialOptions{otherLaw: true})
 	if leg == nil {
@@ -149,33 +142,27 @@ func (c *Call) transferAttended(old dialogRef, rep replaces) {
 	c.r.startJoin(a, b)
 }
 
-// callByBrowserDialog finds the answered call whose browser dialog rep names.
+// callByBrowserDialog finds the call whose browser dialog rep names.
 func (r *Relay) callByBrowserDialog(rep replaces) *Call {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for _, c := range r.calls {
-		if c.browserCallID == rep.callID && rep.matches(c.browserDialogID) {
-			return c
-		}
-	}
-	return nil
+	return r.callByDialog(rep, func(c *Call) (string, string) { return c.browserCallID, c.browserDialogID })
 }
 
 // callByTrunkDialog finds the call whose trunk dialog rep names.
 func (r *Relay) callByTrunkDialog(rep replaces) *Call {
+	return r.callByDialog(rep, func(c *Call) (string, string) { return c.trunkCallID, c.trunkDialogID })
+}
+
+func (r *Relay) callByDialog(rep replaces, dialog func(*Call) (callID, dialogID string)) *Call {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, c := range r.calls {
-		if c.trunkCallID == rep.callID && rep.matches(c.trunkDialogID) {
+		if callID, id := dialog(c); callID == rep.callID && rep.matches(id) {
 			return c
 		}
 	}
 	return nil
 }
 
-// dialTrunk places a call to user through route for a join, on a new
-// media leg keyed by the trunk's SRTP policy, offering codec (and dtmf if
-// it has a PT). It returns the answered leg, or nil and a status line.
 // dialOptions are dialTrunk's choices.
 type dialOptions struct {
 	otherLaw bool         // offer G.711's other law too: a join converts between them
