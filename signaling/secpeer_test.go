@@ -511,11 +511,13 @@ func countBack(t *testing.T, p *phone, n int) int {
 	return len(p.collect(time.Second))
 }
 
+// waitChan waits for a signal on ch; the deadline only keeps a broken test
+// from hanging.
 func waitChan(t *testing.T, what string, ch <-chan struct{}) {
 	t.Helper()
 	select {
 	case <-ch:
-	case <-time.After(5 * time.Second):
+	case <-time.After(10 * time.Second):
 		t.Fatalf("timed out waiting for %s", what)
 	}
 }

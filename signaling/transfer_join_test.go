@@ -15,18 +15,25 @@ import (
 	"github.com/mediarelay/mediarelay/pkg/config"
 )
 
-// browserRefer sends REFER with Refer-To on the browser's dialog d.
-func browserRefer(t *testing.T, d *sipgo.DialogServerSession, referTo string) *sip.Response {
+// sendRefer sends REFER with Refer-To to target, the far end of the
+// dialog whose Do is do, and returns the response.
+func sendRefer(t *testing.T, target sip.Uri, do func(context.Context, *sip.Request) (*sip.Response, error), referTo string) *sip.Response {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	req := sip.NewRequest(sip.REFER, *d.InviteRequest.Contact().Address.Clone())
+	req := sip.NewRequest(sip.REFER, *target.Clone())
 	req.AppendHeader(sip.NewHeader("Refer-To", referTo))
-	res, err := d.Do(ctx, req)
+	res, err := do(ctx, req)
 	if err != nil {
 		t.Fatalf("REFER: %v", err)
 	}
 	return res
+}
+
+// browserRefer sends REFER on a dialog the browser (or a trunk) answered.
+func browserRefer(t *testing.T, d *sipgo.DialogServerSession, referTo string) *sip.Response {
+	t.Helper()
+	return sendRefer(t, d.InviteRequest.Contact().Address, d.Do, referTo)
 }
 
 // withTarget routes numbers starting with 7 to a trunkUAS.
@@ -90,16 +97,8 @@ func TestBrowserTransfersToTrunk(t *testing.T) {
 	if res := browserRefer(t, d, "<sip:7001@127.0.0.1>"); res.StatusCode != 202 {
 		t.Fatalf("REFER answered %d", res.StatusCode)
 	}
-	select {
-	case <-target.answered:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the transfer target was never called")
-	}
-	select {
-	case <-alice.byes:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the transferring browser got no BYE")
-	}
+	waitChan(t, "the transfer target's INVITE", target.answered)
+	waitChan(t, "a BYE to the transferring browser", alice.byes)
 	if notes := waitNotifys(t, alice, 2); notes != "SIP/2.0 100 Trying | SIP/2.0 200 OK" {
 		t.Fatalf("NOTIFYs: %s", notes)
 	}
@@ -129,11 +128,7 @@ func TestBrowserTransfersToTrunk(t *testing.T) {
 	if err := u.bye(); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case <-target.byes:
-	case <-time.After(5 * time.Second):
-		t.Fatal("the target got no BYE when the caller hung up")
-	}
+	waitChan(t, "a BYE to the target after the caller hung up", target.byes)
 	rows := cdrRows(t, r, 2)
 	if rows[0] != [2]string{"inbound", endTransferred} || rows[1] != [2]string{directionTransfer, endNormalTrunk} {
 		t.Fatalf("CDR rows %v", rows)
@@ -194,11 +189,7 @@ func TestBrowserAttendedTransfer(t *testing.T) {
 	if res, err := u2.invite(ctx, r, "alice"); err != nil || res.StatusCode != 200 {
 		t.Fatalf("consultation call: %v %v", res, err)
 	}
-	select {
-	case <-alice.conn:
-	case <-ctx.Done():
-		t.Fatal("consultation call's browser leg did not connect")
-	}
+	waitChan(t, "the consultation call's browser leg to connect", alice.conn)
 	alice.mu.Lock()
 	first, consult := alice.dialogs[0], alice.dialogs[1]
 	alice.mu.Unlock()
@@ -240,11 +231,7 @@ func TestBrowserAttendedTransfer(t *testing.T) {
 	if err := u2.bye(); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case <-u.byes:
-	case <-time.After(5 * time.Second):
-		t.Fatal("the first trunk party got no BYE when the other hung up")
-	}
+	waitChan(t, "a BYE to the first trunk party after the other hung up", u.byes)
 	rows := cdrRows(t, r, 3)
 	if rows[2] != [2]string{directionTransfer, endNormalTrunk} {
 		t.Fatalf("CDR rows %v", rows)
@@ -286,20 +273,12 @@ func TestTrunkReferWithReplaces(t *testing.T) {
 	if res.StatusCode != 202 {
 		t.Fatalf("REFER answered %d", res.StatusCode)
 	}
-	select {
-	case <-target.answered:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the transfer target was never called")
-	}
+	waitChan(t, "the transfer target's INVITE", target.answered)
 	h := target.lastInvite().GetHeader("Replaces")
 	if h == nil || h.Value() != "consult@pbx;to-tag=aaa;from-tag=bbb" {
 		t.Fatalf("INVITE to the target carries Replaces %v", h)
 	}
-	select {
-	case <-u.byes:
-	case <-time.After(5 * time.Second):
-		t.Fatal("the transferring trunk leg got no BYE")
-	}
+	waitChan(t, "a BYE to the transferring trunk leg", u.byes)
 }
 
 // TestInviteWithReplaces: a new trunk dialog takes over a call's trunk leg
@@ -332,11 +311,7 @@ func TestInviteWithReplaces(t *testing.T) {
 	if err != nil || res.StatusCode != 200 {
 		t.Fatalf("INVITE with Replaces: %v %v", res, err)
 	}
-	select {
-	case <-u.byes:
-	case <-time.After(5 * time.Second):
-		t.Fatal("the replaced dialog got no BYE")
-	}
+	waitChan(t, "a BYE on the replaced dialog", u.byes)
 	if got := u2.echoCheck(50); got < 40 {
 		t.Fatalf("the replacing party got only %d of 50 frames back from the browser", got)
 	}
@@ -403,24 +378,11 @@ func TestJoinReferAgain(t *testing.T) {
 	target.bookMu.Lock()
 	first := target.dialogs[0]
 	target.bookMu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	req := sip.NewRequest(sip.REFER, *first.InviteRequest.Contact().Address.Clone())
-	req.AppendHeader(sip.NewHeader("Refer-To", "<sip:7002@127.0.0.1>"))
-	res, err := first.Do(ctx, req)
-	if err != nil || res.StatusCode != 202 {
-		t.Fatalf("REFER in a join: %v %v", res, err)
+	if res := browserRefer(t, first, "<sip:7002@127.0.0.1>"); res.StatusCode != 202 {
+		t.Fatalf("REFER in a join: %v", res)
 	}
-	select {
-	case <-target.answered:
-	case <-ctx.Done():
-		t.Fatal("the second target was never called")
-	}
-	select {
-	case <-target.byes: // the referring dialog is hung up
-	case <-ctx.Done():
-		t.Fatal("the referring leg got no BYE")
-	}
+	waitChan(t, "the second target's INVITE", target.answered)
+	waitChan(t, "a BYE to the referring leg", target.byes) // the referring dialog is hung up
 	if got := u.echoCheck(50); got < 40 {
 		t.Fatalf("after the second transfer only %d of 50 frames came back", got)
 	}
@@ -430,11 +392,7 @@ func TestJoinReferAgain(t *testing.T) {
 	if err := u.bye(); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case <-target.byes:
-	case <-time.After(5 * time.Second):
-		t.Fatal("the second target got no BYE")
-	}
+	waitChan(t, "a BYE to the second target", target.byes)
 	waitFor(t, "ports released", 5*time.Second, func() bool { return r.PortsInUse() == 0 })
 }
 
@@ -511,21 +469,11 @@ func TestTransferFromSDESTrunk(t *testing.T) {
 	if res.StatusCode != 200 {
 		t.Fatalf("trunk got %d %s", res.StatusCode, res.Reason)
 	}
-	select {
-	case <-p.conn:
-	case <-ctx.Done():
-		t.Fatal("browser leg did not connect")
+	waitChan(t, "the browser leg to connect", p.conn)
+	if res := sendRefer(t, c.dcs.InviteResponse.Contact().Address, c.dcs.Do, "<sip:7001@127.0.0.1>"); res.StatusCode != 202 {
+		t.Fatalf("REFER: %v", res)
 	}
-	req := sip.NewRequest(sip.REFER, *c.dcs.InviteResponse.Contact().Address.Clone())
-	req.AppendHeader(sip.NewHeader("Refer-To", "<sip:7001@127.0.0.1>"))
-	if res, err := c.dcs.Do(ctx, req); err != nil || res.StatusCode != 202 {
-		t.Fatalf("REFER: %v %v", res, err)
-	}
-	select {
-	case <-target.answered:
-	case <-ctx.Done():
-		t.Fatal("the transfer target was never called")
-	}
+	waitChan(t, "the transfer target's INVITE", target.answered)
 	if inv := target.lastInvite(); strings.Contains(string(inv.Body()), "a=crypto") {
 		t.Fatalf("the plain target was offered SDES:\n%s", inv.Body())
 	}

@@ -14,16 +14,7 @@ import (
 // refer sends REFER from the trunk's side of the call and returns the response.
 func (u *trunkUAC) refer(t *testing.T, target string) *sip.Response {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	dest := u.dcs.InviteResponse.Contact().Address
-	req := sip.NewRequest(sip.REFER, *dest.Clone())
-	req.AppendHeader(sip.NewHeader("Refer-To", target))
-	res, err := u.dcs.Do(ctx, req)
-	if err != nil {
-		t.Fatalf("refer: %v", err)
-	}
-	return res
+	return sendRefer(t, u.dcs.InviteResponse.Contact().Address, u.dcs.Do, target)
 }
 
 func TestTransferFromTrunk(t *testing.T) {
