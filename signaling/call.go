@@ -198,15 +198,19 @@ func (c *Call) sipLeg() *media.RTPLeg {
 	return c.rtp
 }
 
-func (c *Call) setRemote(a sdp.Audio) {
+func (c *Call) setRemote(a sdp.Audio) { setLegRemote(c.rtp, a) }
+
+// setLegRemote points leg at the media address of a peer's SDP; an
+// unspecified address (on hold) or a rejected stream keeps what it had.
+func setLegRemote(leg *media.RTPLeg, a sdp.Audio) {
 	if !a.Addr.IsValid() || a.Addr.IsUnspecified() || a.Port == 0 {
-		return // on hold or rejected stream: keep what we had
+		return
 	}
 	var rtcp netip.AddrPort
 	if a.RTCPPort != 0 {
 		rtcp = netip.AddrPortFrom(a.Addr, uint16(a.RTCPPort))
 	}
-	c.rtp.SetRemote(netip.AddrPortFrom(a.Addr, uint16(a.Port)), rtcp)
+	leg.SetRemote(netip.AddrPortFrom(a.Addr, uint16(a.Port)), rtcp)
 }
 
 func mustAudio(offer string) sdp.Audio {

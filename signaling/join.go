@@ -3,7 +3,6 @@ package signaling
 import (
 	"context"
 	"log/slog"
-	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -67,17 +66,9 @@ type legSecurity struct {
 // ref is the leg's dialog, for requests the relay sends in it.
 func (l *trunkLeg) ref() dialogRef {
 	if l.dcs != nil {
-		target := l.dcs.InviteRequest.Recipient
-		if ct := l.dcs.InviteResponse.Contact(); ct != nil {
-			target = ct.Address
-		}
-		return dialogRef{target, l.dcs.Do, l.dcs.WriteRequest}
+		return clientRef(l.dcs)
 	}
-	target := l.dss.InviteRequest.From().Address
-	if ct := l.dss.InviteRequest.Contact(); ct != nil {
-		target = ct.Address
-	}
-	return dialogRef{target, l.dss.Do, l.dss.WriteRequest}
+	return serverRef(l.dss)
 }
 
 func (l *trunkLeg) bye(ctx context.Context) error {
@@ -104,16 +95,7 @@ func (l *trunkLeg) nextSDP(dir string) string {
 	return rewriteSDP(l.sdp, dir, l.ver, "")
 }
 
-func (l *trunkLeg) setRemote(a sdp.Audio) {
-	if !a.Addr.IsValid() || a.Addr.IsUnspecified() || a.Port == 0 {
-		return // on hold: keep what we had
-	}
-	var rtcp netip.AddrPort
-	if a.RTCPPort != 0 {
-		rtcp = netip.AddrPortFrom(a.Addr, uint16(a.RTCPPort))
-	}
-	l.rtp.SetRemote(netip.AddrPortFrom(a.Addr, uint16(a.Port)), rtcp)
-}
+func (l *trunkLeg) setRemote(a sdp.Audio) { setLegRemote(l.rtp, a) }
 
 // join is two trunk legs relayed to each other.
 type join struct {

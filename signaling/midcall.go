@@ -413,44 +413,11 @@ func sideName(s side) string {
 // inDialog sends a request on side s's dialog and waits for its final
 // response; for INVITE it also sends the ACK.
 func (c *Call) inDialog(ctx context.Context, s side, method sip.RequestMethod, body []byte, hdrs ...sip.Header) (*sip.Response, error) {
-	var target sip.Uri
-	var do func(context.Context, *sip.Request) (*sip.Response, error)
-	var write func(*sip.Request) error
-	switch {
-	case s == sideTrunk && c.trunk != nil:
-		target = c.trunk.InviteResponse.Contact().Address
-		do, write = c.trunk.Do, c.trunk.WriteRequest
-	case s == sideTrunk && c.inTrunk != nil:
-		target = c.inTrunk.InviteRequest.Contact().Address
-		do, write = c.inTrunk.Do, c.inTrunk.WriteRequest
-	case s == sideBrowser && c.browser != nil:
-		target = c.browser.InviteRequest.Contact().Address
-		do, write = c.browser.Do, c.browser.WriteRequest
-	case s == sideBrowser && c.outBrowser != nil:
-		target = c.outBrowser.InviteResponse.Contact().Address
-		do, write = c.outBrowser.Do, c.outBrowser.WriteRequest
-	default:
-		return nil, fmt.Errorf("no %s dialog", sideName(s))
-	}
-	req := sip.NewRequest(method, *target.Clone())
-	if body != nil {
-		req.SetBody(body)
-	}
-	for _, h := range hdrs {
-		req.AppendHeader(h)
-	}
-	res, err := do(ctx, req)
+	d, err := c.ref(s)
 	if err != nil {
 		return nil, err
 	}
-	if method == sip.INVITE && res.IsSuccess() {
-		ack := sip.NewRequest(sip.ACK, *target.Clone())
-		ack.AppendHeader(&sip.CSeqHeader{SeqNo: req.CSeq().SeqNo, MethodName: sip.ACK})
-		if err := write(ack); err != nil {
-			return res, fmt.Errorf("ack: %w", err)
-		}
-	}
-	return res, nil
+	return d.request(ctx, method, body, hdrs...)
 }
 
 // Session timers ----------------------------------------------------------

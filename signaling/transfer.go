@@ -28,15 +28,35 @@ type dialogRef struct {
 func (c *Call) ref(s side) (dialogRef, error) {
 	switch {
 	case s == sideTrunk && c.trunk != nil:
-		return dialogRef{c.trunk.InviteResponse.Contact().Address, c.trunk.Do, c.trunk.WriteRequest}, nil
+		return clientRef(c.trunk), nil
 	case s == sideTrunk && c.inTrunk != nil:
-		return dialogRef{c.inTrunk.InviteRequest.Contact().Address, c.inTrunk.Do, c.inTrunk.WriteRequest}, nil
+		return serverRef(c.inTrunk), nil
 	case s == sideBrowser && c.browser != nil:
-		return dialogRef{c.browser.InviteRequest.Contact().Address, c.browser.Do, c.browser.WriteRequest}, nil
+		return serverRef(c.browser), nil
 	case s == sideBrowser && c.outBrowser != nil:
-		return dialogRef{c.outBrowser.InviteResponse.Contact().Address, c.outBrowser.Do, c.outBrowser.WriteRequest}, nil
+		return clientRef(c.outBrowser), nil
 	}
 	return dialogRef{}, fmt.Errorf("no %s dialog", sideName(s))
+}
+
+// clientRef is a dialog the relay placed: requests go to the answer's
+// Contact (the Request-URI if a peer sent none).
+func clientRef(d *sipgo.DialogClientSession) dialogRef {
+	target := d.InviteRequest.Recipient
+	if ct := d.InviteResponse.Contact(); ct != nil {
+		target = ct.Address
+	}
+	return dialogRef{target, d.Do, d.WriteRequest}
+}
+
+// serverRef is a dialog the peer placed: requests go to its INVITE's
+// Contact (its From address if it sent none).
+func serverRef(d *sipgo.DialogServerSession) dialogRef {
+	target := d.InviteRequest.From().Address
+	if ct := d.InviteRequest.Contact(); ct != nil {
+		target = ct.Address
+	}
+	return dialogRef{target, d.Do, d.WriteRequest}
 }
 
 // request sends a request in the dialog and waits for its final response;
