@@ -11,37 +11,47 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// readBatchSize is how many datagrams one recvmmsg may return. A leg's
-// socket carries one call (50-100 packets/s), so a handful is plenty: when
-// the reader falls behind under load it catches up in one syscall.
+// readBatchSize is how many datagrams one recvmmsg may return on a SIP
+// leg's socket. It carries one call (50-100 packets/s), so a handful is
+// plenty: when the reader falls behind under load it catches up in one
+// syscall.
 const readBatchSize = 8
 
 // readBufSize holds any datagram an Ethernet MTU allows, with room to spare.
 const readBufSize = 2048
 
-// batchReader receives with recvmmsg into buffers it owns and hands the
-// datagrams out one at a time, so ReadRTP keeps its one-packet API. It
-// parses source addresses itself because golang.org/x/net's ReadBatch
-// allocates a net.UDPAddr per message. Used by the reading goroutine only.
+// batchReader receives with recvmmsg into buffers it owns. It parses source
+// addresses itself because golang.org/x/net's ReadBatch allocates a
+// net.UDPAddr per message. Used by one reading goroutine only.
 type batchReader struct {
 	rc    syscall.RawConn
-	hdrs  [readBatchSize]unix.Mmsghdr
-	iovs  [readBatchSize]unix.Iovec
-	names [readBatchSize]unix.RawSockaddrInet6 // large enough for IPv4 too
-	bufs  [readBatchSize][]byte
+	hdrs  []unix.Mmsghdr
+	iovs  []unix.Iovec
+	names []unix.RawSockaddrInet6 // large enough for IPv4 too
+	bufs  [][]byte
 
 	got, next int
 	errno     syscall.Errno
 	recvFn    func(fd uintptr) bool // the method value, made once: no allocation per read
 }
 
-func newBatchReader(c *net.UDPConn) *batchReader {
+func newBatchReader(c *net.UDPConn) *batchReader { return newBatchReaderSize(c, readBatchSize) }
+
+// newBatchReaderSize makes a reader that takes up to size datagrams per
+// syscall.
+func newBatchReaderSize(c *net.UDPConn, size int) *batchReader {
 	rc, err := c.SyscallConn()
 	if err != nil {
 		return nil
 	}
-	r := &batchReader{rc: rc}
-	backing := make([]byte, readBatchSize*readBufSize)
+	r := &batchReader{
+		rc:    rc,
+		hdrs:  make([]unix.Mmsghdr, size),
+		iovs:  make([]unix.Iovec, size),
+		names: make([]unix.RawSockaddrInet6, size),
+		bufs:  make([][]byte, size),
+	}
+	backing := make([]byte, size*readBufSize)
 	for i := range r.hdrs {
 		r.bufs[i] = backing[i*readBufSize : (i+1)*readBufSize : (i+1)*readBufSize]
 		r.iovs[i].Base = &r.bufs[i][0]
@@ -62,7 +72,7 @@ func (r *batchReader) recv(fd uintptr) bool {
 		r.hdrs[i].Hdr.Namelen = unix.SizeofSockaddrInet6
 		r.hdrs[i].Hdr.Flags = 0
 	}
-	n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.hdrs[0])), readBatchSize, unix.MSG_DONTWAIT, 0, 0)
+	n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.hdrs[0])), uintptr(len(r.hdrs)), unix.MSG_DONTWAIT, 0, 0)
 	switch e {
 	case 0:
 		r.got, r.next, r.errno = int(n), 0, 0
@@ -73,6 +83,28 @@ func (r *batchReader) recv(fd uintptr) bool {
 		r.got, r.next, r.errno = 0, 0, e
 		return true
 	}
+}
+
+// fill blocks until at least one datagram is in the batch and returns how
+// many there are; message i is then at(i).
+func (r *batchReader) fill() (int, error) {
+	r.got, r.next = 0, 0
+	for r.got == 0 {
+		if err := r.rc.Read(r.recvFn); err != nil {
+			return 0, err
+		}
+		if r.errno != 0 {
+			return 0, r.errno
+		}
+	}
+	return r.got, nil
+}
+
+// at returns message i of the last fill: its bytes, source, and whether
+// the kernel truncated it.
+func (r *batchReader) at(i int) (pkt []byte, from netip.AddrPort, truncated bool) {
+	h := &r.hdrs[i]
+	return r.bufs[i][:h.Len], r.source(i), h.Hdr.Flags&unix.MSG_TRUNC != 0
 }
 
 // read returns the next datagram, its source, and whether the kernel
@@ -88,8 +120,8 @@ func (r *batchReader) read() (pkt []byte, from netip.AddrPort, truncated bool, e
 	}
 	i := r.next
 	r.next++
-	h := &r.hdrs[i]
-	return r.bufs[i][:h.Len], r.source(i), h.Hdr.Flags&unix.MSG_TRUNC != 0, nil
+	pkt, from, truncated = r.at(i)
+	return pkt, from, truncated, nil
 }
 
 // source decodes the sockaddr of message i. Zones of link-local IPv6

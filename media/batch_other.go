@@ -8,12 +8,20 @@ import (
 	"net/netip"
 )
 
-// batchReader is Linux-only (recvmmsg); elsewhere ReadRTP reads one
+// batchReader is Linux-only (recvmmsg); elsewhere readers take one
 // datagram per syscall.
 type batchReader struct{}
 
 func newBatchReader(*net.UDPConn) *batchReader { return nil }
 
+func newBatchReaderSize(*net.UDPConn, int) *batchReader { return nil }
+
+var errNoBatch = errors.New("batch reads unsupported")
+
 func (*batchReader) read() ([]byte, netip.AddrPort, bool, error) {
-	return nil, netip.AddrPort{}, false, errors.New("batch reads unsupported")
+	return nil, netip.AddrPort{}, false, errNoBatch
 }
+
+func (*batchReader) fill() (int, error) { return 0, errNoBatch }
+
+func (*batchReader) at(int) ([]byte, netip.AddrPort, bool) { return nil, netip.AddrPort{}, false }

@@ -14,11 +14,11 @@ import (
 // (accept, acceptRTCP) directly.
 func fuzzLeg(learn bool, sess *srtpSession) *RTPLeg {
 	l := &RTPLeg{
-		o:     RTPLegOptions{ClockRate: 8000, RTCPInterval: defaultRTCPInterval},
-		log:   slog.New(slog.NewTextHandler(io.Discard, nil)),
-		learn: learn,
-		clock: 8000,
-		srtp:  sess,
+		o:         RTPLegOptions{ClockRate: 8000, RTCPInterval: defaultRTCPInterval},
+		log:       slog.New(slog.NewTextHandler(io.Discard, nil)),
+		learn:     learn,
+		rtcpState: rtcpState{clock: 8000},
+		srtp:      sess,
 	}
 	l.recv.clockRate = 8000
 	return l
@@ -64,7 +64,7 @@ func FuzzRTPInput(f *testing.F) {
 				l.acceptRTCP(append([]byte(nil), data...), netip.AddrPortFrom(src.Addr(), src.Port()+1))
 				_ = l.Stats()
 				if l.recv.pubHave.Load() {
-					_ = l.reportBlock(l.recv.epoch)
+					_ = l.reportBlock(&l.recv, l.recv.epoch)
 				}
 			}
 		}

@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/rtcp"
@@ -99,63 +100,136 @@ func (l *RTPLeg) handleRTCP(pkt []byte, from netip.AddrPort, onRTPPort bool) boo
 			return false
 		}
 	}
-	pkts, err := rtcp.Unmarshal(pkt)
-	if err != nil {
+	if !l.received(pkt, time.Now()) {
 		l.drop(DropRTCPMalformed)
 		return false
 	}
-	now := time.Now()
+	return true
+}
+
+// sendReport sends a compound SR or RR + SDES CNAME (+ BYE) to the peer's
+// RTCP address. It allocates, but runs every few seconds, off the packet
+// path.
+func (l *RTPLeg) sendReport(bye bool) {
+	dst, conn, ok := l.rtcpDest()
+	if !ok {
+		return
+	}
+	b, err := l.report(&l.recv, time.Now(), bye)
+	if err != nil {
+		l.log.Warn("rtcp marshal failed", "err", err)
+		return
+	}
+	if l.srtp != nil {
+		if b, err = l.srtp.encryptRTCP(b); err != nil {
+			l.log.Warn("srtcp encrypt failed", "err", err)
+			return
+		}
+	}
+	if _, err := conn.WriteToUDPAddrPort(b, dst); err != nil {
+		l.log.Debug("rtcp send failed", "to", dst.String(), "err", err)
+	}
+}
+
+// rtcpState is one leg's RTCP session (RFC 3550 §6): what we sent, for our
+// sender reports, and what the peer reports about it. Both kinds of leg
+// embed it. The counters are atomics: the packet path updates them and the
+// reporting timer reads them.
+type rtcpState struct {
+	ssrc  uint32 // our SSRC for RTCP until we send media
+	cname string
+	clock uint32 // of what we send, for SR timestamps and jitter in ms
+
+	pktsOut, bytesOut, octetsOut atomic.Uint64
+	sentSSRC                     atomic.Uint32
+	sentTS                       atomic.Uint32
+	sentAt                       atomic.Int64 // unix nanos of the last send; 0 if none
+
+	// From the peer's RTCP.
+	lastSRMid    atomic.Uint32 // middle 32 bits of the peer's last SR NTP time
+	lastSRAt     atomic.Int64  // when it arrived, unix nanos
+	remoteLost   atomic.Int64
+	remoteFrac   atomic.Uint32 // fraction lost × 256
+	remoteJitter atomic.Uint32 // timestamp units
+	rttNanos     atomic.Int64
+	prior        rtcpPrior // owned by the report sender
+}
+
+// sent counts one RTP packet sent (b, with octets of payload).
+func (r *rtcpState) sent(b []byte, octets int) {
+	r.pktsOut.Add(1)
+	r.bytesOut.Add(uint64(len(b)))
+	r.octetsOut.Add(uint64(octets))
+	r.sentSSRC.Store(SSRC(b))
+	r.sentTS.Store(Timestamp(b))
+	r.sentAt.Store(time.Now().UnixNano())
+}
+
+// received keeps what a plaintext compound RTCP packet from the peer says;
+// false if it does not parse.
+func (r *rtcpState) received(pkt []byte, now time.Time) bool {
+	pkts, err := rtcp.Unmarshal(pkt)
+	if err != nil {
+		return false
+	}
 	for _, p := range pkts {
 		switch p := p.(type) {
 		case *rtcp.SenderReport:
-			l.lastSRMid.Store(uint32(p.NTPTime >> 16))
-			l.lastSRAt.Store(now.UnixNano())
-			l.useReports(p.Reports, now)
+			r.lastSRMid.Store(uint32(p.NTPTime >> 16))
+			r.lastSRAt.Store(now.UnixNano())
+			r.useReports(p.Reports, now)
 		case *rtcp.ReceiverReport:
-			l.useReports(p.Reports, now)
-		case *rtcp.Goodbye:
-			l.log.Debug("rtcp bye", "from", from.String(), "mux", onRTPPort)
+			r.useReports(p.Reports, now)
 		}
 	}
 	return true
 }
 
 // useReports keeps the report block about our own stream, if any.
-func (l *RTPLeg) useReports(reports []rtcp.ReceptionReport, now time.Time) {
-	ours := l.ssrc
-	if l.pktsOut.Load() > 0 {
-		ours = l.sentSSRC.Load()
+func (r *rtcpState) useReports(reports []rtcp.ReceptionReport, now time.Time) {
+	ours := r.ssrc
+	if r.pktsOut.Load() > 0 {
+		ours = r.sentSSRC.Load()
 	}
-	for _, r := range reports {
-		if r.SSRC != ours {
+	for _, rr := range reports {
+		if rr.SSRC != ours {
 			continue
 		}
-		l.remoteFrac.Store(uint32(r.FractionLost))
-		lost := int64(r.TotalLost & 0xffffff)
+		r.remoteFrac.Store(uint32(rr.FractionLost))
+		lost := int64(rr.TotalLost & 0xffffff)
 		if lost&0x800000 != 0 { // 24-bit two's complement
 			lost -= 1 << 24
 		}
-		l.remoteLost.Store(lost)
-		l.remoteJitter.Store(r.Jitter)
-		if r.LastSenderReport != 0 {
+		r.remoteLost.Store(lost)
+		r.remoteJitter.Store(rr.Jitter)
+		if rr.LastSenderReport != 0 {
 			// RFC 3550 §6.4.1: RTT = A - LSR - DLSR, in 1/65536 s.
-			rtt := ntpMid(now) - r.LastSenderReport - r.Delay
+			rtt := ntpMid(now) - rr.LastSenderReport - rr.Delay
 			if int32(rtt) >= 0 {
-				l.rttNanos.Store(int64(rtt) * int64(time.Second) / 65536)
+				r.rttNanos.Store(int64(rtt) * int64(time.Second) / 65536)
 			}
 		}
 	}
 }
 
+// peerStats fills what the peer reported into s.
+func (r *rtcpState) peerStats(s *LegStats) {
+	s.RemoteLost = r.remoteLost.Load()
+	s.RemoteFractionLost = float64(r.remoteFrac.Load()) / 256
+	if r.clock != 0 {
+		s.RemoteJitter = float64(r.remoteJitter.Load()) * 1000 / float64(r.clock)
+	}
+	s.RTT = time.Duration(r.rttNanos.Load())
+}
+
 // reportBlock builds the reception report for the current incoming source.
-func (l *RTPLeg) reportBlock(now time.Time) rtcp.ReceptionReport {
-	s := &l.recv
+func (r *rtcpState) reportBlock(s *recvStats, now time.Time) rtcp.ReceptionReport {
 	ssrc := s.pubSSRC.Load()
 	extMax := s.pubExtMax.Load()
 	expected := int64(extMax) - int64(s.pubBase.Load()) + 1
 	received := s.pubRecv.Load()
 
-	p := &l.rtcpLoopState
+	p := &r.prior
 	if !p.have || p.ssrc != ssrc || expected < p.expected || received < p.received {
 		*p = rtcpPrior{have: true, ssrc: ssrc}
 	}
@@ -175,60 +249,41 @@ func (l *RTPLeg) reportBlock(now time.Time) rtcp.ReceptionReport {
 		LastSequenceNumber: extMax,
 		Jitter:             s.pubJitter.Load() >> 4,
 	}
-	if at := l.lastSRAt.Load(); at != 0 {
-		rr.LastSenderReport = l.lastSRMid.Load()
+	if at := r.lastSRAt.Load(); at != 0 {
+		rr.LastSenderReport = r.lastSRMid.Load()
 		rr.Delay = uint32(now.Sub(time.Unix(0, at)) * 65536 / time.Second)
 	}
 	return rr
 }
 
-// sendReport sends a compound SR or RR + SDES CNAME (+ BYE) to the peer's
-// RTCP address. It allocates, but runs every few seconds, off the packet
-// path.
-func (l *RTPLeg) sendReport(bye bool) {
-	dst, conn, ok := l.rtcpDest()
-	if !ok {
-		return
-	}
-	now := time.Now()
+// report marshals a compound SR (or RR, before we sent anything) with a
+// block about recv's current source, SDES CNAME, and BYE if asked.
+func (r *rtcpState) report(recv *recvStats, now time.Time, bye bool) ([]byte, error) {
 	var reports []rtcp.ReceptionReport
-	if l.recv.pubHave.Load() {
-		reports = append(reports, l.reportBlock(now))
+	if recv.pubHave.Load() {
+		reports = append(reports, r.reportBlock(recv, now))
 	}
-	ssrc := l.ssrc
+	ssrc := r.ssrc
 	var pkts []rtcp.Packet
-	if sent := l.pktsOut.Load(); sent > 0 {
-		ssrc = l.sentSSRC.Load()
+	if sent := r.pktsOut.Load(); sent > 0 {
+		ssrc = r.sentSSRC.Load()
 		// The RTP time that corresponds to now, extrapolated from the
 		// last packet we sent, so the peer can sync and measure.
-		elapsed := uint64(max(now.UnixNano()-l.sentAt.Load(), 0)) / 1000
+		elapsed := uint64(max(now.UnixNano()-r.sentAt.Load(), 0)) / 1000
 		pkts = append(pkts, &rtcp.SenderReport{
 			SSRC:        ssrc,
 			NTPTime:     ntpTime(now),
-			RTPTime:     l.sentTS.Load() + uint32(elapsed*uint64(l.clock)/1e6),
+			RTPTime:     r.sentTS.Load() + uint32(elapsed*uint64(r.clock)/1e6),
 			PacketCount: uint32(sent),
-			OctetCount:  uint32(l.octetsOut.Load()),
+			OctetCount:  uint32(r.octetsOut.Load()),
 			Reports:     reports,
 		})
 	} else {
 		pkts = append(pkts, &rtcp.ReceiverReport{SSRC: ssrc, Reports: reports})
 	}
-	pkts = append(pkts, rtcp.NewCNAMESourceDescription(ssrc, l.cname))
+	pkts = append(pkts, rtcp.NewCNAMESourceDescription(ssrc, r.cname))
 	if bye {
 		pkts = append(pkts, &rtcp.Goodbye{Sources: []uint32{ssrc}})
 	}
-	b, err := rtcp.Marshal(pkts)
-	if err != nil {
-		l.log.Warn("rtcp marshal failed", "err", err)
-		return
-	}
-	if l.srtp != nil {
-		if b, err = l.srtp.encryptRTCP(b); err != nil {
-			l.log.Warn("srtcp encrypt failed", "err", err)
-			return
-		}
-	}
-	if _, err := conn.WriteToUDPAddrPort(b, dst); err != nil {
-		l.log.Debug("rtcp send failed", "to", dst.String(), "err", err)
-	}
+	return rtcp.Marshal(pkts)
 }

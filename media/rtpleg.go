@@ -87,9 +87,6 @@ type RTPLeg struct {
 	pair   *PortPair
 	local  netip.AddrPort
 	learn  bool
-	clock  uint32
-	cname  string
-	ssrc   uint32 // our SSRC for RTCP until we send media
 	srtp   *srtpSession
 	batch  *batchReader // nil: one recvmsg per packet
 	remote atomic.Pointer[remote]
@@ -102,20 +99,7 @@ type RTPLeg struct {
 
 	recv    recvStats
 	dropped atomic.Uint64
-
-	pktsOut, bytesOut, octetsOut atomic.Uint64
-	sentSSRC                     atomic.Uint32
-	sentTS                       atomic.Uint32
-	sentAt                       atomic.Int64 // unix nanos of the last send; 0 if none
-
-	// From the peer's RTCP.
-	lastSRMid     atomic.Uint32 // middle 32 bits of the peer's last SR NTP time
-	lastSRAt      atomic.Int64  // when it arrived, unix nanos
-	remoteLost    atomic.Int64
-	remoteFrac    atomic.Uint32 // fraction lost × 256
-	remoteJitter  atomic.Uint32 // timestamp units
-	rttNanos      atomic.Int64
-	rtcpLoopState rtcpPrior // owned by the RTCP sender
+	rtcpState
 
 	done      chan struct{}
 	loopWG    sync.WaitGroup
@@ -171,9 +155,11 @@ func NewRTPLeg(o RTPLegOptions) (*RTPLeg, error) {
 		pair:  pair,
 		local: local,
 		learn: o.Latching == LatchLearn,
-		clock: o.ClockRate,
-		cname: o.CNAME,
-		ssrc:  binary.BigEndian.Uint32(rnd[:4]),
+		rtcpState: rtcpState{
+			clock: o.ClockRate,
+			cname: o.CNAME,
+			ssrc:  binary.BigEndian.Uint32(rnd[:4]),
+		},
 		srtp:  sess,
 		batch: newBatchReader(pair.RTP),
 		done:  make(chan struct{}),
@@ -369,12 +355,7 @@ func (l *RTPLeg) WriteRTP(b []byte) error {
 	} else if _, err := l.pair.RTP.WriteToUDPAddrPort(b, dst); err != nil {
 		return fmt.Errorf("rtp leg %s: write to %s: %w", l.local, dst, err)
 	}
-	l.pktsOut.Add(1)
-	l.bytesOut.Add(uint64(len(b)))
-	l.octetsOut.Add(uint64(octets))
-	l.sentSSRC.Store(SSRC(b))
-	l.sentTS.Store(Timestamp(b))
-	l.sentAt.Store(time.Now().UnixNano())
+	l.sent(b, octets)
 	return nil
 }
 
@@ -414,18 +395,15 @@ func (l *RTPLeg) rtcpDest() (netip.AddrPort, *net.UDPConn, bool) {
 // Stats returns a snapshot of the leg's counters. Safe concurrently.
 func (l *RTPLeg) Stats() LegStats {
 	s := LegStats{
-		PacketsIn:          l.recv.packets.Load(),
-		PacketsOut:         l.pktsOut.Load(),
-		BytesIn:            l.recv.bytes.Load(),
-		BytesOut:           l.bytesOut.Load(),
-		Dropped:            l.dropped.Load(),
-		Lost:               l.recv.totalLost(),
-		Jitter:             l.recv.jitterMs(),
-		RemoteLost:         l.remoteLost.Load(),
-		RemoteFractionLost: float64(l.remoteFrac.Load()) / 256,
-		RemoteJitter:       float64(l.remoteJitter.Load()) * 1000 / float64(l.clock),
-		RTT:                time.Duration(l.rttNanos.Load()),
+		PacketsIn:  l.recv.packets.Load(),
+		PacketsOut: l.pktsOut.Load(),
+		BytesIn:    l.recv.bytes.Load(),
+		BytesOut:   l.bytesOut.Load(),
+		Dropped:    l.dropped.Load(),
+		Lost:       l.recv.totalLost(),
+		Jitter:     l.recv.jitterMs(),
 	}
+	l.peerStats(&s)
 	if t := l.recv.lastRecv.Load(); t != 0 {
 		s.LastReceived = time.Unix(0, t)
 	}
