@@ -83,8 +83,13 @@ func NewPath(s Stage) *Path {
 func (p *Path) Switch(s Stage) { p.next.Store(&stageRef{s}) }
 
 // Run reads from until it returns an error, which Run returns after
-// flushing the current stage. One goroutine runs a Path.
+// flushing the current stage. One goroutine runs a Path. A PacketSource
+// is served instead of read: its packets are processed on the goroutine
+// that received them.
 func (p *Path) Run(from RTPReader) error {
+	if src, ok := from.(PacketSource); ok {
+		return p.serve(src)
+	}
 	cur := p.next.Load()
 	for {
 		n, err := from.ReadRTP(p.buf)
@@ -100,4 +105,21 @@ func (p *Path) Run(from RTPReader) error {
 		// A misbehaving reader must not be able to make us slice out of range.
 		cur.s.Process(p.buf[:max(0, min(n, len(p.buf)))])
 	}
+}
+
+// serve is Run for a PacketSource: the source calls the stage on its own
+// goroutine, and Serve returns only once that has stopped, so cur is ours
+// again afterwards.
+func (p *Path) serve(src PacketSource) error {
+	cur := p.next.Load()
+	err := src.Serve(func(pkt []byte) {
+		if next := p.next.Load(); next != cur {
+			cur.s.Flush()
+			next.s.Resume(cur.s.Position())
+			cur = next
+		}
+		cur.s.Process(pkt)
+	})
+	cur.s.Flush()
+	return err
 }

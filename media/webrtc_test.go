@@ -117,7 +117,21 @@ func connectedLeg(b testing.TB, w *WebRTC) (*WebRTCLeg, *webrtc.PeerConnection) 
 	if err := leg.WaitConnected(ctx); err != nil {
 		b.Fatal(err)
 	}
+	waitPCConnected(b, pc)
 	return leg, pc
+}
+
+// waitPCConnected waits until the browser side has finished DTLS too: our
+// leg, the DTLS server, is done one flight before the client, and what the
+// client writes before then is dropped by pion.
+func waitPCConnected(t testing.TB, pc *webrtc.PeerConnection) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); pc.ConnectionState() != webrtc.PeerConnectionStateConnected; {
+		if time.Now().After(deadline) {
+			t.Fatalf("browser side never connected: %s", pc.ConnectionState())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // BenchmarkWebRTCLegWrite measures sending one G.711 packet to the browser:

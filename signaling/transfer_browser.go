@@ -31,6 +31,19 @@ func (w *webIO) ReadRTP(b []byte) (int, error) {
 	}
 }
 
+// Serve delivers the current browser leg's packets to h, moving on to the
+// new leg when a transfer swaps it in (media.PacketSource).
+func (w *webIO) Serve(h func(pkt []byte)) error {
+	for {
+		l := w.cur.Load()
+		err := l.Serve(h)
+		if w.cur.Load() != l {
+			continue
+		}
+		return err
+	}
+}
+
 func (w *webIO) WriteRTP(b []byte) error { return w.cur.Load().WriteRTP(b) }
 
 func (c *Call) webRW() *webIO {

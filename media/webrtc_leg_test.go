@@ -1,0 +1,177 @@
+package media
+
+import (
+	"bytes"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/pion/rtp"
+	"github.com/pion/stun/v4"
+	"github.com/pion/webrtc/v4"
+)
+
+// TestWebRTCLegMediaBothWaysUnderSpray connects a pion client to a leg
+// and checks that its RTP arrives byte for byte and ours reaches it, while
+// another socket sprays the shared port with RTP, DTLS and STUN checks
+// signed with the wrong password: none of that reaches the call, and the
+// forged checks get no answer.
+func TestWebRTCLegMediaBothWaysUnderSpray(t *testing.T) {
+	w, err := NewWebRTC(WebRTCOptions{BindIP: "127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	pc := browserPC(t)
+	track, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypePCMU, ClockRate: 8000}, "a", "b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pc.AddTrack(track); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan []byte, 512)
+	pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+		for {
+			p, _, err := tr.ReadRTP()
+			if err != nil {
+				return
+			}
+			got <- append([]byte(nil), p.Payload...)
+		}
+	})
+	leg, answer, err := w.Answer(offerOf(t, pc), "PCMU")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer leg.Close()
+	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: answer}); err != nil {
+		t.Fatal(err)
+	}
+
+	spray, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer spray.Close()
+	port := w.LocalAddr().(*net.UDPAddr)
+	forged := stun.MustBuild(stun.TransactionID, stun.BindingRequest,
+		stun.NewUsername(leg.ufrag+":evil"), stun.NewShortTermIntegrity("not-the-password-at-all"), stun.Fingerprint)
+	stopSpray := make(chan struct{})
+	sprayDone := make(chan struct{})
+	go func() {
+		defer close(sprayDone)
+		fake := make([]byte, 12+160)
+		fake[0], fake[1] = 0x80, 0
+		for i := 0; ; i++ {
+			select {
+			case <-stopSpray:
+				return
+			case <-time.After(2 * time.Millisecond):
+			}
+			fake[3] = byte(i)
+			_, _ = spray.WriteToUDP(fake, port)
+			_, _ = spray.WriteToUDP([]byte{22, 254, 253, 0, 0}, port)
+			_, _ = spray.WriteToUDP(forged.Raw, port)
+		}
+	}()
+
+	if err := leg.WaitConnected(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	waitPCConnected(t, pc)
+	const n = 50
+	// Read before writing: the leg keeps nothing for a reader that is not there yet.
+	fromBrowser := make(chan []byte, n)
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			k, err := leg.ReadRTP(buf)
+			if err != nil {
+				close(fromBrowser)
+				return
+			}
+			fromBrowser <- append([]byte(nil), buf[:k]...)
+		}
+	}()
+	for leg.sink.Load() == nil {
+		time.Sleep(time.Millisecond)
+	}
+	// Browser to relay: payloads numbered so that each can be checked.
+	for i := range n {
+		payload := bytes.Repeat([]byte{byte(i)}, 160)
+		if err := track.WriteRTP(&rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: uint16(i), Timestamp: uint32(i * 160), SSRC: 7}, Payload: payload}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	buf := make([]byte, 1500)
+	for i := range n {
+		var p []byte
+		select {
+		case p = <-fromBrowser:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("only %d of %d packets from the browser arrived", i, n)
+		}
+		want := bytes.Repeat([]byte{byte(i)}, 160)
+		if !bytes.Equal(p[12:], want) {
+			t.Fatalf("packet %d from the browser: payload %x..., want %x...", i, p[12:16], want[:4])
+		}
+	}
+	// Relay to browser.
+	pkt := make([]byte, 12+160)
+	pkt[0], pkt[1] = 0x80, 0
+	for i := range n {
+		pkt[3] = byte(i)
+		copy(pkt[12:], bytes.Repeat([]byte{0x40 + byte(i)}, 160))
+		if err := leg.WriteRTP(pkt); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	for i := range n {
+		select {
+		case p := <-got:
+			if want := bytes.Repeat([]byte{0x40 + byte(i)}, 160); !bytes.Equal(p, want) {
+				t.Fatalf("packet %d to the browser: payload %x..., want %x...", i, p[:4], want[:4])
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("only %d of %d packets reached the browser", i, n)
+		}
+	}
+	close(stopSpray)
+	<-sprayDone
+	if s := leg.Stats(); s.PacketsIn != n {
+		t.Errorf("leg counted %d packets in, want %d (spray must not count)", s.PacketsIn, n)
+	}
+	_ = spray.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	if k, _, err := spray.ReadFromUDP(buf); err == nil {
+		t.Errorf("the sprayer got a %d-byte answer", k)
+	}
+}
+
+// TestWebRTCLegClosedStopsServe: Serve returns once the leg closes, and a
+// closed leg refuses writes.
+func TestWebRTCLegClosedStopsServe(t *testing.T) {
+	w, err := NewWebRTC(WebRTCOptions{BindIP: "127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	leg, _ := connectedLeg(t, w)
+	done := make(chan error, 1)
+	go func() { done <- leg.Serve(func([]byte) {}) }()
+	leg.Close()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("Serve returned nil")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Serve did not return after Close")
+	}
+	pkt := make([]byte, 12+160)
+	pkt[0] = 0x80
+	if err := leg.WriteRTP(pkt); err == nil {
+		t.Fatal("write to a closed leg succeeded")
+	}
+}
