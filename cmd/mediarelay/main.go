@@ -79,6 +79,14 @@ func serve(args []string, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if cfg.Debug.PprofListen != "" {
+		srv, err := servePprof(cfg.Debug.PprofListen, log)
+		if err != nil {
+			log.Error("cannot start", "err", err)
+			return 1
+		}
+		defer srv.Close()
+	}
 	// SIGHUP re-reads certificates without dropping calls.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)

@@ -14,6 +14,7 @@ type Config struct {
 	Transcode Transcode `yaml:"transcode"`
 	CDR       CDR       `yaml:"cdr"`
 	Log       Log       `yaml:"log"`
+	Debug     Debug     `yaml:"debug"`
 	// Trunk is the default trunk (a SIP URI such as sip:10.0.0.1:5060;transport=tcp,
 	// host:port, or the Name of an entry of Trunks) for browser calls that
 	// match no entry of Trunks.
@@ -128,6 +129,15 @@ type CDR struct {
 type Log struct {
 	Level  string `yaml:"level"`  // debug, info, warn, error
 	Format string `yaml:"format"` // text or json
+}
+
+// Debug holds operators' diagnostics, all off by default.
+type Debug struct {
+	// PprofListen, when set, serves Go's net/http/pprof profiles on this
+	// address (host:port). It must be a loopback address unless
+	// PprofForce is set: profiles reveal memory contents.
+	PprofListen string `yaml:"pprof_listen"`
+	PprofForce  bool   `yaml:"pprof_force"`
 }
 
 // Trunk is one SIP peer the relay sends calls to and accepts calls from.

@@ -318,3 +318,19 @@ func TestLoadFileIgnoresEnvironment(t *testing.T) {
 		t.Errorf("LoadFile(empty) = %+v, %v; want defaults", c, err)
 	}
 }
+
+// TestPprofListenLoopbackOnly: the profiling listener is refused on a
+// public address unless forced, and accepted on loopback by flag and env.
+func TestPprofListenLoopbackOnly(t *testing.T) {
+	if _, err := Load([]string{"--debug-pprof-listen", "0.0.0.0:6060"}, nil); err == nil || !strings.Contains(err.Error(), "debug.pprof_listen") {
+		t.Fatalf("public pprof address: err = %v, want one naming debug.pprof_listen", err)
+	}
+	c, err := Load([]string{"--debug-pprof-listen", "0.0.0.0:6060", "--debug-pprof-force"}, nil)
+	if err != nil || c.Debug.PprofListen != "0.0.0.0:6060" {
+		t.Fatalf("forced: %+v, %v", c.Debug, err)
+	}
+	c, err = Load(nil, []string{"MEDIARELAY_DEBUG_PPROF_LISTEN=127.0.0.1:6060"})
+	if err != nil || c.Debug.PprofListen != "127.0.0.1:6060" {
+		t.Fatalf("loopback by env: %+v, %v", c.Debug, err)
+	}
+}

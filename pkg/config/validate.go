@@ -149,6 +149,14 @@ func (c Config) Validate() error {
 
 	v.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	v.oneOf("log.format", c.Log.Format, "text", "json")
+	if c.Debug.PprofListen != "" {
+		v.listen("debug.pprof_listen", c.Debug.PprofListen, true)
+		host, _, err := net.SplitHostPort(c.Debug.PprofListen)
+		ip := net.ParseIP(host)
+		if err == nil && !c.Debug.PprofForce && (ip == nil || !ip.IsLoopback()) && host != "localhost" {
+			v.add("debug.pprof_listen", "%q is not a loopback address; profiles expose memory: set debug.pprof_force to serve them there anyway", c.Debug.PprofListen)
+		}
+	}
 
 	names := make(map[string]int, len(c.Trunks))
 	for i, t := range c.Trunks {
