@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
@@ -25,6 +27,7 @@ import (
 
 	"github.com/mediarelay/mediarelay/pkg/config"
 	"github.com/mediarelay/mediarelay/pkg/sdp"
+	"github.com/mediarelay/mediarelay/transcode"
 )
 
 // portBase spreads RTP port ranges between relays started by one test
@@ -108,6 +111,8 @@ type trunkUAS struct {
 	echo     bool          // echo RTP back
 	capture  chan []byte   // if set, a copy of every RTP packet received
 	byeAfter time.Duration // hang up after answering
+	stream   int           // after the ACK, send this many packets of a tone at 50 packets/s
+	streamed chan int      // with stream: how many packets were sent, once done
 
 	mu       sync.Mutex
 	conns    []*net.UDPConn
@@ -118,7 +123,8 @@ type trunkUAS struct {
 
 func newTrunkUAS(t *testing.T) *trunkUAS {
 	t.Helper()
-	u := &trunkUAS{t: t, echo: true, byes: make(chan struct{}, 10), cancels: make(chan struct{}, 10), answered: make(chan struct{}, 10)}
+	u := &trunkUAS{t: t, echo: true, byes: make(chan struct{}, 10), cancels: make(chan struct{}, 10), answered: make(chan struct{}, 10),
+		streamed: make(chan int, 10)}
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -239,13 +245,50 @@ func (u *trunkUAS) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	if err := d.RespondSDP(body); err != nil {
 		return
 	}
+	// RespondSDP returns once the ACK is in.
 	u.answered <- struct{}{}
+	if u.stream > 0 {
+		to := netip.AddrPortFrom(offer.Addr, uint16(offer.Port))
+		go func() { u.streamed <- sendToneRTP(conn, to, chosen[0].PT, u.stream) }()
+	}
 	if u.byeAfter > 0 {
 		time.Sleep(u.byeAfter)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = d.Bye(ctx)
 	}
+}
+
+// sendToneRTP sends n RTP packets of a 1 kHz tone in μ-law (20 ms each,
+// at 50 packets/s) from conn to to with payload type pt, and returns how
+// many were sent.
+func sendToneRTP(conn *net.UDPConn, to netip.AddrPort, pt uint8, n int) int {
+	pcm := make([]int16, 160) // 20 whole cycles: every frame is the same
+	for i := range pcm {
+		pcm[i] = int16(8000 * math.Sin(2*math.Pi*1000*float64(i)/8000))
+	}
+	frame := make([]byte, len(pcm))
+	transcode.MulawEncode(frame, pcm)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	ssrc := rand.Uint32()
+	sent := 0
+	for i := 0; i < n; i++ {
+		if i > 0 {
+			<-tick.C
+		}
+		pkt := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: pt, Marker: i == 0,
+			SequenceNumber: uint16(i), Timestamp: uint32(i * 160), SSRC: ssrc}, Payload: frame}
+		b, err := pkt.Marshal()
+		if err != nil {
+			break
+		}
+		if _, err := conn.WriteToUDPAddrPort(b, to); err != nil {
+			break
+		}
+		sent++
+	}
+	return sent
 }
 
 func containsFold(list []string, s string) bool {

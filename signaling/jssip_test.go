@@ -55,23 +55,33 @@ func TestJsSIPAnswersSIPp(t *testing.T) {
 	if !browsertest.InNetns(t) {
 		return
 	}
+	srv := httptest.NewServer(http.FileServer(http.Dir(bundlePage(t, jssipEsbuild, jssipDir))))
+	defer srv.Close()
+	browserAnswersSIPp(t, func(r *Relay) string {
+		return srv.URL + "/index.html?ws=ws://" + r.HTTPAddr().String() + "/ws"
+	}, nil)
+}
+
+// jssipEsbuild is the esbuild that the JsSIP page's package.json installs.
+var jssipEsbuild = filepath.Join(jssipDir, "node_modules", ".bin", "esbuild")
+
+// bundlePage builds a test page for a third-party SIP stack: esbuild
+// bundles dir/page.js (and what it imports) into bundle.js beside a copy
+// of dir/index.html, in a fresh directory that it returns.
+func bundlePage(t *testing.T, esbuild, dir string) string {
+	t.Helper()
 	out := t.TempDir()
-	esbuild := filepath.Join(jssipDir, "node_modules", ".bin", "esbuild")
-	cmd := exec.Command(esbuild, filepath.Join(jssipDir, "page.js"), "--bundle", "--format=iife", "--log-level=warning",
+	cmd := exec.Command(esbuild, filepath.Join(dir, "page.js"), "--bundle", "--format=iife", "--log-level=warning",
 		"--outfile="+filepath.Join(out, "bundle.js"))
 	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("esbuild: %v\n%s", err, b)
+		t.Fatalf("esbuild %s: %v\n%s", dir, err, b)
 	}
-	html, err := os.ReadFile(filepath.Join(jssipDir, "index.html"))
+	html, err := os.ReadFile(filepath.Join(dir, "index.html"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(out, "index.html"), html, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(http.FileServer(http.Dir(out)))
-	defer srv.Close()
-	browserAnswersSIPp(t, func(r *Relay) string {
-		return srv.URL + "/index.html?ws=ws://" + r.HTTPAddr().String() + "/ws"
-	}, nil)
+	return out
 }

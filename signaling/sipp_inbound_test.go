@@ -313,30 +313,10 @@ func browserAnswersSIPp(t *testing.T, pageURL func(*Relay) string, mod func(*con
 
 	port := sippFreePort(t)
 	r := startRelay(t, chain(withUsers("alice", "wonderland"), sippCarrier(port), mod))
-	type result struct {
-		res browsertest.Result
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		res, err := browser.Call(ctx, browsertest.Options{
-			PageURL: pageURL(r), Answer: true, User: "alice", Password: "wonderland",
-			Hold: 5 * time.Second, Freqs: append(tones, quiet),
-		})
-		done <- result{res, err}
-	}()
-	registered := false
-	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline) && !registered; time.Sleep(50 * time.Millisecond) {
-		select {
-		case res := <-done:
-			t.Fatalf("browser gave up before registering: %v (log: %v)", res.err, res.res.Log)
-		default:
-		}
-		registered = r.Registered("alice") == 1
-	}
-	if !registered {
-		t.Fatal("the page did not register")
-	}
+	done := answeringBrowser(t, ctx, browser, r, browsertest.Options{
+		PageURL: pageURL(r), Answer: true, User: "alice", Password: "wonderland",
+		Hold: 5 * time.Second, Freqs: append(tones, quiet),
+	})
 
 	// SIPp plays the tones after the ACK and waits for the page's BYE.
 	play := fmt.Sprintf(`  <nop><action><exec rtp_stream="%s,-1,0"/></action></nop>
@@ -359,6 +339,36 @@ func browserAnswersSIPp(t *testing.T, pageURL func(*Relay) string, mod func(*con
 		}
 	}
 	waitFor(t, "call cleanup", 5*time.Second, func() bool { return r.ActiveCalls() == 0 && r.PortsInUse() == 0 })
+}
+
+// browserResult is what a browser call running in the background gave.
+type browserResult struct {
+	res browsertest.Result
+	err error
+}
+
+// answeringBrowser starts o (an Answer call) in browser and returns once
+// the page has registered as o.User with the relay; the call's result
+// comes on the channel.
+func answeringBrowser(t *testing.T, ctx context.Context, browser *browsertest.Browser, r *Relay, o browsertest.Options) <-chan browserResult {
+	t.Helper()
+	done := make(chan browserResult, 1)
+	go func() {
+		res, err := browser.Call(ctx, o)
+		done <- browserResult{res, err}
+	}()
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		select {
+		case res := <-done:
+			t.Fatalf("browser gave up before registering: %v (log: %v)", res.err, res.res.Log)
+		default:
+		}
+		if r.Registered(o.User) == 1 {
+			return done
+		}
+	}
+	t.Fatal("the page did not register")
+	return nil
 }
 
 // sippFreePort finds a loopback UDP port nobody holds right now.

@@ -121,9 +121,35 @@ type Result struct {
 	// EndedBy is "local" or "remote" once the call is over.
 	EndedBy string
 	// Stats is the page's last getStats() summary (packets, codec, jitter).
+	// A page with refreshStats() (the JsSIP and SIP.js pages, see
+	// pagekit.js) refreshes it at the end of the hold, so its
+	// packetsReceived covers the whole call.
 	Stats map[string]any
+	// Timing holds the first-audio marks of a page that keeps them (see
+	// pagekit.js); it is nil for one that does not.
+	Timing *Timing
 	// Log holds the page's and run.mjs's log lines, for failure reports.
 	Log []string
+}
+
+// Timing is when, in the page's clock (milliseconds), the call's ACK was
+// received (answered call) or sent (placed call), the media connected
+// (ICE and DTLS), and the first inbound RTP packet showed in getStats().
+// A mark the page did not reach is nil.
+type Timing struct {
+	ACK       *float64 `json:"ack"`
+	Connected *float64 `json:"connected"`
+	FirstRTP  *float64 `json:"firstRtp"`
+}
+
+// SinceACK is how long after the ACK a mark of t (Connected, FirstRTP)
+// was reached, negative if before, and false if either mark is missing.
+// FirstRTP is a few milliseconds late at most: the page polls getStats().
+func (t *Timing) SinceACK(mark *float64) (time.Duration, bool) {
+	if t == nil || t.ACK == nil || mark == nil {
+		return 0, false
+	}
+	return time.Duration((*mark - *t.ACK) * float64(time.Millisecond)), true
 }
 
 // wireResult is run.mjs's JSON line.
@@ -137,6 +163,7 @@ type wireResult struct {
 	HungUp         bool               `json:"hungUp"`
 	EndedBy        string             `json:"endedBy"`
 	Stats          map[string]any     `json:"stats"`
+	Timing         *Timing            `json:"timing"`
 	Log            []string           `json:"log"`
 	Error          string             `json:"error"`
 }
@@ -315,6 +342,7 @@ func (b *Browser) Call(ctx context.Context, o Options) (Result, error) {
 		HungUp:         w.HungUp,
 		EndedBy:        w.EndedBy,
 		Stats:          w.Stats,
+		Timing:         w.Timing,
 		Log:            w.Log,
 	}
 	for k, v := range w.ToneDB {
@@ -402,7 +430,8 @@ func Dir() (string, error) {
 }
 
 // EnsureDeps installs the node dependencies (playwright-core, no browser
-// download) into Dir()/node_modules unless they are there. It needs the
+// download; esbuild and SIP.js for the SIP.js test page) into
+// Dir()/node_modules unless they are all there. It needs the
 // npm registry, so call it before entering a network namespace; InNetns
 // does.
 func EnsureDeps(ctx context.Context) error {
@@ -410,8 +439,7 @@ func EnsureDeps(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	marker := filepath.Join(dir, "node_modules", "playwright-core", "package.json")
-	if _, err := os.Stat(marker); err == nil {
+	if depsInstalled(dir) {
 		return nil
 	}
 	if _, err := exec.LookPath("npm"); err != nil {
@@ -427,7 +455,7 @@ func EnsureDeps(ctx context.Context) error {
 		return err
 	}
 	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
-	if _, err := os.Stat(marker); err == nil {
+	if depsInstalled(dir) {
 		return nil
 	}
 	cmd := exec.CommandContext(ctx, "npm", "install", "--no-audit", "--no-fund", "--silent")
@@ -437,6 +465,37 @@ func EnsureDeps(ctx context.Context) error {
 		return fmt.Errorf("browsertest: npm install in %s: %v\n%s", dir, err, out)
 	}
 	return nil
+}
+
+// depsInstalled reports whether every dependency in dir's package.json
+// is in its node_modules (a checkout may predate one added later).
+func depsInstalled(dir string) bool {
+	b, err := os.ReadFile(filepath.Join(dir, "package.json"))
+	if err != nil {
+		return false
+	}
+	var pkg struct {
+		Dependencies map[string]string `json:"dependencies"`
+	}
+	if json.Unmarshal(b, &pkg) != nil {
+		return false
+	}
+	for name := range pkg.Dependencies {
+		if _, err := os.Stat(filepath.Join(dir, "node_modules", name, "package.json")); err != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// Esbuild is the esbuild binary this package's package.json installs
+// (EnsureDeps), for tests that bundle a page.
+func Esbuild() (string, error) {
+	dir, err := Dir()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(dir, "node_modules", ".bin", "esbuild"), nil
 }
 
 // InNetns re-executes the running test inside a fresh network namespace

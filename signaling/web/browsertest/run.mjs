@@ -17,6 +17,9 @@
 // hangs up as soon as the call rings and checks the CANCEL brought a 487.
 // With "answer": true it registers as "user" (and "password") and answers
 // the first incoming call instead of calling out; the rest is the same.
+// A page that keeps window.mediarelay.timing (see pagekit.js) has it
+// reported in "timing", and one with refreshStats() gets its getStats()
+// summary refreshed at the end of the hold.
 
 import { chromium } from 'playwright-core';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -82,7 +85,7 @@ async function runCall(opts) {
   const started = Date.now();
   const result = {
     established: false, mediaConnected: false, code: 0, reason: '', toneDB: {}, dtmfSent: false,
-    hungUp: false, endedBy: '', state: '', stats: {}, log: [], error: '',
+    hungUp: false, endedBy: '', state: '', stats: {}, timing: null, log: [], error: '',
   };
   const note = (line) => result.log.push(`${((Date.now() - started) / 1000).toFixed(3)} ${line}`);
   const holdMs = opts.holdMs ?? 3000;
@@ -94,10 +97,10 @@ async function runCall(opts) {
       const m = window.mediarelay;
       return {
         state: m.state, code: m.lastCode, reason: m.lastReason, media: m.media,
-        endedBy: m.endedBy, hangupAcked: m.hangupAcked, stats: m.stats,
+        endedBy: m.endedBy, hangupAcked: m.hangupAcked, stats: m.stats, timing: m.timing || null,
       };
     });
-    Object.assign(result, { state: s.state, code: s.code, reason: s.reason, endedBy: s.endedBy, stats: s.stats });
+    Object.assign(result, { state: s.state, code: s.code, reason: s.reason, endedBy: s.endedBy, stats: s.stats, timing: s.timing });
     if (s.media === 'connected') result.mediaConnected = true;
     return s;
   }
@@ -186,6 +189,9 @@ async function runCall(opts) {
     }
     await sleep(Math.max(0, holdMs - (Date.now() - holdStart)));
 
+    // A page that can refresh its getStats() summary does so now, so the
+    // packet counts cover the whole hold.
+    await page.evaluate(() => window.mediarelay.refreshStats && window.mediarelay.refreshStats());
     const freqs = opts.freqs ?? [];
     const levels = await page.evaluate((f) => window.mediarelay.toneLevels(f), freqs);
     freqs.forEach((f, i) => { if (levels[i] !== null) result.toneDB[String(f)] = levels[i]; });
