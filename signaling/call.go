@@ -52,6 +52,11 @@ type Call struct {
 	from, to                       string
 	route                          *Trunk
 	direction                      string
+	// user is the authenticated browser user of a call from a browser
+	// ("" for anonymous and echo calls); userHeld says it holds one of
+	// the user's sip.user_max_calls slots until removeCall.
+	user     string
+	userHeld bool
 
 	browserOffer string
 	offered      []sdp.Codec

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/mediarelay/mediarelay/pkg/config"
+	"github.com/mediarelay/mediarelay/pkg/token"
 )
 
 // Digest algorithms the registrar offers, strongest first (RFC 8760).
@@ -55,10 +56,14 @@ type credentials struct {
 	algs  []string // accepted algorithms; empty means both
 	users map[string]*credential
 	dids  map[string]string // normalised number → user
+	// tokenSecret, when set, admits "EXPIRY:USER" usernames whose password
+	// is base64(HMAC-SHA1(tokenSecret, username)) (pkg/token).
+	tokenSecret string
 }
 
 func loadCredentials(cfg config.Config) (*credentials, error) {
-	c := &credentials{realm: firstNonEmpty(cfg.SIP.Realm, "mediarelay"), users: map[string]*credential{}, dids: map[string]string{}}
+	c := &credentials{realm: firstNonEmpty(cfg.SIP.Realm, "mediarelay"), users: map[string]*credential{}, dids: map[string]string{},
+		tokenSecret: cfg.SIP.TokenSecret}
 	for _, a := range cfg.SIP.DigestAlgorithms {
 		c.algs = append(c.algs, canonicalAlg(a))
 	}
@@ -295,8 +300,33 @@ const (
 	digestMissing digestResult = iota // no usable credentials: challenge
 	digestStale                       // right password, old nonce: challenge with stale=true
 	digestWrong                       // wrong password or unknown user
+	digestExpired                     // time-limited credentials past their expiry: 403
 	digestOK
 )
+
+// lookup finds the credential for a digest username: a configured user,
+// else token credentials (pkg/token) when a secret is configured. identity
+// is who the caller is: the username, or a token's USER part.
+func (c *credentials) lookup(username string, now time.Time) (cr *credential, identity string, expired bool) {
+	if cr := c.users[username]; cr != nil {
+		return cr, username, false
+	}
+	if c.tokenSecret == "" {
+		return nil, username, false
+	}
+	exp, user, err := token.Parse(username)
+	if err != nil {
+		return nil, username, false
+	}
+	if !now.Before(exp) {
+		return nil, user, true
+	}
+	pw := token.Password(c.tokenSecret, username)
+	return &credential{name: username, ha1: map[string]string{
+		algMD5:    hexHash(algMD5, username, c.realm, pw),
+		algSHA256: hexHash(algSHA256, username, c.realm, pw),
+	}}, user, false
+}
 
 // verify checks an Authorization value for method against the user table.
 func (c *credentials) verify(n *nonceMaker, auth, method, ip string, now time.Time) (digestResult, string) {
@@ -327,7 +357,10 @@ func (c *credentials) verify(n *nonceMaker, auth, method, ip string, now time.Ti
 	if !nonceOK {
 		return digestMissing, user
 	}
-	cr := c.users[user]
+	cr, identity, expired := c.lookup(user, now)
+	if expired {
+		return digestExpired, identity
+	}
 	if cr == nil {
 		return digestWrong, user
 	}
@@ -350,7 +383,7 @@ func (c *credentials) verify(n *nonceMaker, auth, method, ip string, now time.Ti
 		return digestWrong, user
 	}
 	if stale {
-		return digestStale, user
+		return digestStale, identity
 	}
-	return digestOK, user
+	return digestOK, identity
 }

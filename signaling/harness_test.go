@@ -67,6 +67,9 @@ func startRelay(t *testing.T, mod func(*config.Config)) *Relay {
 	cfg.Media.PortMin, cfg.Media.PortMax = nextPortRange()
 	cfg.CDR.Path = filepath.Join(t.TempDir(), "cdr.db")
 	cfg.SIP.InviteTimeout = 3 * time.Second
+	// Tests that are not about caller authentication call trunks
+	// anonymously; callauth_test.go turns this off.
+	cfg.SIP.AnonymousCalls = true
 	if mod != nil {
 		mod(&cfg)
 	}
@@ -272,6 +275,8 @@ type phone struct {
 	received chan *rtp.Packet
 	provs    []int
 	opusSeq  uint16 // next sequence number of sendOpusTone
+	// authUser and authPass answer the relay's 407 when set.
+	authUser, authPass string
 }
 
 var phoneCodecs = map[string]webrtc.RTPCodecParameters{
@@ -393,7 +398,7 @@ func (p *phone) invite(ctx context.Context, r *Relay, user string, body []byte) 
 		return nil, err
 	}
 	p.dcs = dcs
-	err = dcs.WaitAnswer(ctx, sipgo.AnswerOptions{OnResponse: func(res *sip.Response) error {
+	err = dcs.WaitAnswer(ctx, sipgo.AnswerOptions{Username: p.authUser, Password: p.authPass, OnResponse: func(res *sip.Response) error {
 		p.provs = append(p.provs, int(res.StatusCode))
 		return nil
 	}})

@@ -74,6 +74,10 @@ func (r *Relay) outbound(req *sip.Request, tx sip.ServerTransaction) {
 		r.countSetupFailure(404)
 		return
 	}
+	caller, ok := r.authorizeCall(req, tx, route) // callauth.go
+	if !ok {
+		return
+	}
 	offered, err := trunkOffer(route.MediaMode, route.Codecs, offer)
 	if err != nil {
 		respond(tx, req, 488, "Not Acceptable Here")
@@ -101,6 +105,13 @@ func (r *Relay) outbound(req *sip.Request, tx sip.ServerTransaction) {
 		offered:         offered,
 		start:           time.Now(),
 		ended:           make(chan struct{}),
+		user:            caller,
+	}
+	if caller != "" {
+		c.from = caller // the caller is who authenticated, whatever From says
+	}
+	if !r.admitUser(c, req, tx) {
+		return
 	}
 	r.admit(c, dss.ID)
 	r.wg.Add(1)

@@ -44,7 +44,8 @@ type registrar struct {
 	buckets  map[string]*bucket             // source IP → REGISTER tokens
 	failures map[string]*failure            // source IP + user → wrong passwords
 
-	rejected *metrics.CounterVec
+	rejected     *metrics.CounterVec // REGISTERs
+	callRejected *metrics.CounterVec // browsers' INVITEs (callauth.go)
 }
 
 type bucket struct {
@@ -67,7 +68,9 @@ func newRegistrar(r *Relay, creds *credentials) *registrar {
 		buckets:  map[string]*bucket{},
 		failures: map[string]*failure{},
 		rejected: r.reg.NewCounterVec("mediarelay_register_rejected_total",
-			"REGISTERs refused, by reason (throttled, auth_failed, locked_out, forbidden).", "reason"),
+			"REGISTERs refused, by reason (throttled, auth_failed, locked_out, forbidden, expired).", "reason"),
+		callRejected: r.reg.NewCounterVec("mediarelay_call_auth_rejected_total",
+			"Browser calls refused before any trunk was dialled, by reason (challenged, auth_failed, locked_out, expired, user_max_calls, user_call_rate, transfer).", "reason"),
 	}
 }
 
@@ -151,48 +154,89 @@ func (g *registrar) succeed(ip, user string) {
 	g.mu.Unlock()
 }
 
+// authKind says how a request is challenged: a registrar's 401 or a
+// proxy's 407 (RFC 3261 22.3), and the headers that go with each.
+type authKind struct {
+	code        int
+	reason      string
+	challenge   string // header carrying the challenge
+	credentials string // header carrying the answer
+}
+
+var (
+	registrarAuth = authKind{401, "Unauthorized", "WWW-Authenticate", "Authorization"}
+	proxyAuth     = authKind{407, "Proxy Authentication Required", "Proxy-Authenticate", "Proxy-Authorization"}
+)
+
 // authenticate checks req's credentials, answering it when they do not
-// pass. It returns the authenticated user, or "" when it has responded.
-func (g *registrar) authenticate(req *sip.Request, tx sip.ServerTransaction, claimed string) string {
+// pass. claimed, when not empty, is the user the request must be from (a
+// REGISTER's address of record). It returns the authenticated user, or ""
+// when it has responded.
+func (g *registrar) authenticate(req *sip.Request, tx sip.ServerTransaction, claimed string, k authKind) string {
 	now := time.Now()
 	ip := sourceIP(req.Source())
-	if g.lockedOut(ip, claimed, now) {
-		g.rejected.With("locked_out").Inc()
-		respond(tx, req, 403, "Forbidden")
-		return ""
+	rej := g.rejected
+	if k.code == proxyAuth.code {
+		rej = g.callRejected
 	}
 	var res digestResult
 	var user string
-	if h := req.GetHeader("Authorization"); h != nil {
+	if h := req.GetHeader(k.credentials); h != nil {
 		res, user = g.creds.verify(g.nonces, h.Value(), req.Method.String(), ip, now)
+	}
+	key := firstNonEmpty(claimed, user)
+	if key != "" && g.lockedOut(ip, key, now) {
+		rej.With("locked_out").Inc()
+		respond(tx, req, 403, "Forbidden")
+		return ""
 	}
 	switch res {
 	case digestOK:
-		if user != claimed {
-			g.rejected.With("forbidden").Inc()
+		if claimed != "" && user != claimed {
+			rej.With("forbidden").Inc()
 			respond(tx, req, 403, "Forbidden")
 			return ""
 		}
 		g.succeed(ip, user)
 		return user
+	case digestExpired:
+		rej.With("expired").Inc()
+		respond(tx, req, 403, "Forbidden", sip.NewHeader("Warning", `399 mediarelay "credentials expired"`))
+		return ""
 	case digestWrong:
-		g.rejected.With("auth_failed").Inc()
-		if g.fail(ip, claimed, now) {
-			g.r.log.Warn("registration locked out after wrong passwords", "user", claimed, "source", ip)
+		rej.With("auth_failed").Inc()
+		if g.fail(ip, key, now) {
+			g.r.log.Warn("authentication locked out after wrong passwords", "user", key, "source", ip, "method", req.Method.String())
 			respond(tx, req, 403, "Forbidden")
 			return ""
 		}
 	}
-	g.challenge(req, tx, ip, firstNonEmpty(user, claimed), res == digestStale, now)
+	g.challenge(req, tx, ip, key, res == digestStale, now, k)
 	return ""
 }
 
-func (g *registrar) challenge(req *sip.Request, tx sip.ServerTransaction, ip, user string, stale bool, now time.Time) {
-	res := sip.NewResponseFromRequest(req, 401, "Unauthorized", nil)
+func (g *registrar) challenge(req *sip.Request, tx sip.ServerTransaction, ip, user string, stale bool, now time.Time, k authKind) {
+	res := sip.NewResponseFromRequest(req, k.code, k.reason, nil)
 	for _, c := range challenges(g.creds.realm, g.nonces.make(ip, now), stale, g.creds.algsFor(user)...) {
-		res.AppendHeader(sip.NewHeader("WWW-Authenticate", c))
+		res.AppendHeader(sip.NewHeader(k.challenge, c))
 	}
 	_ = tx.Respond(res)
+}
+
+// userOn returns the user registered over the connection source (a
+// WebSocket peer address), or "" when it has no live registration.
+func (g *registrar) userOn(source string) string {
+	now := time.Now()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for user, m := range g.byUser {
+		for _, b := range m {
+			if b.source == source && now.Before(b.expires) {
+				return user
+			}
+		}
+	}
+	return ""
 }
 
 func (r *Relay) onRegister(req *sip.Request, tx sip.ServerTransaction) {
@@ -218,7 +262,7 @@ func (r *Relay) onRegister(req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 	aor := to.Address.User
-	user := g.authenticate(req, tx, aor)
+	user := g.authenticate(req, tx, aor, registrarAuth)
 	if user == "" {
 		return
 	}

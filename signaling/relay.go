@@ -61,7 +61,8 @@ type Relay struct {
 	trunks       []*Trunk
 	defaultTrunk *Trunk
 	echo         *Echo
-	registrar    *registrar // browsers' registrations (registrar.go)
+	registrar    *registrar  // browsers' registrations (registrar.go)
+	limits       *userLimits // per-user call limits (callauth.go)
 	inb          *inboundState
 
 	mu       sync.Mutex
@@ -123,6 +124,7 @@ func New(cfg config.Config, log *slog.Logger) (*Relay, error) {
 	if err := r.initInbound(cfg); err != nil {
 		return nil, err
 	}
+	r.limits = newUserLimits(cfg.SIP.UserMaxCalls, cfg.SIP.UserCallRate)
 
 	var err error
 	if r.ports, err = media.NewPortAllocator(cfg.Media.BindIP, cfg.Media.PortMin, cfg.Media.PortMax); err != nil {
@@ -189,6 +191,9 @@ func (r *Relay) Serve(ctx context.Context) error {
 		// bind and no public_ip the relay can only guess.
 		r.log.Warn("media.bind_ip is a wildcard and media.public_ip is not set: SDP and ICE candidates will advertise "+
 			r.mediaAddr().String()+"; set media.public_ip to the address peers reach", "bind_ip", r.cfg.Media.BindIP)
+	}
+	if r.cfg.SIP.AnonymousCalls {
+		r.log.Warn("sip.anonymous_calls is on: any WebSocket client can call trunks without credentials (toll fraud); turn it off on a public address")
 	}
 	r.log.Info("mediarelay ready", "http", r.cfg.HTTP.Listen, "sip_udp", r.cfg.SIP.UDPListen,
 		"sip_tcp", r.cfg.SIP.TCPListen, "webrtc", r.webrtc.LocalAddr().String(),
@@ -511,6 +516,9 @@ func (r *Relay) removeCall(c *Call) {
 		delete(r.byDialog, c.browserDialogID)
 		delete(r.byDialog, c.trunkDialogID)
 		r.m.CallsActive.Dec()
+		if c.userHeld {
+			r.limits.release(c.user)
+		}
 	}
 	r.mu.Unlock()
 }

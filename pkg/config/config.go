@@ -90,6 +90,21 @@ type SIP struct {
 	// SHA-256 then MD5, also suits clients that keep only the last
 	// challenge and know only MD5 (JsSIP).
 	DigestAlgorithms []string `yaml:"digest_algorithms"`
+	// TokenSecret, when set, lets browsers authenticate with time-limited
+	// credentials minted from it as coturn's REST API does: username
+	// "EXPIRY:USER" (Unix seconds), password base64(HMAC-SHA1(secret,
+	// username)). Expired credentials are refused.
+	TokenSecret string `yaml:"token_secret"`
+	// AnonymousCalls lets any WebSocket client call trunks without
+	// registering or authenticating (the behaviour before 2026-11): a
+	// toll-fraud risk on a public address, warned about at start.
+	AnonymousCalls bool `yaml:"anonymous_calls"`
+	// UserMaxCalls caps the calls one authenticated user may have at once
+	// (0: no cap); more get 403.
+	UserMaxCalls int `yaml:"user_max_calls"`
+	// UserCallRate is how many call attempts per minute one authenticated
+	// user may make (0: no limit); more get 503 with Retry-After.
+	UserCallRate int `yaml:"user_call_rate"`
 }
 
 // Media is the RTP side: addresses, ports, timeouts.
@@ -202,6 +217,8 @@ func Default() Config {
 			AuthFailures:       3,
 			AuthLockout:        time.Minute,
 			DigestAlgorithms:   []string{"SHA-256", "MD5"},
+			UserMaxCalls:       10,
+			UserCallRate:       30,
 		},
 		Media: Media{
 			BindIP:     "127.0.0.1",

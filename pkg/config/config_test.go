@@ -50,6 +50,7 @@ func TestFullExample(t *testing.T) {
 			Host: "relay.example.com", InviteTimeout: 20 * time.Second, Echo: false,
 			Realm: "example.com", RegisterMaxExpires: 30 * time.Minute, RegisterRate: 5, RegisterBurst: 10,
 			AuthFailures: 5, AuthLockout: 2 * time.Minute, DigestAlgorithms: []string{"SHA-256", "MD5"},
+			TokenSecret: "web-app-secret", AnonymousCalls: true, UserMaxCalls: 4, UserCallRate: 12,
 		},
 		Media: Media{
 			BindIP: "10.0.0.5", PublicIP: "203.0.113.7", PortMin: 30000, PortMax: 34999,

@@ -113,6 +113,8 @@ func (c Config) Validate() error {
 		v.add("sip.host", "%q is not a host name or IP address", h)
 	}
 	v.positive("sip.invite_timeout", c.SIP.InviteTimeout)
+	v.intRange("sip.user_max_calls", c.SIP.UserMaxCalls, 0, 1_000_000)
+	v.intRange("sip.user_call_rate", c.SIP.UserCallRate, 0, 1_000_000)
 
 	if _, err := netip.ParseAddr(c.Media.BindIP); err != nil {
 		v.add("media.bind_ip", "%q is not an IP address", c.Media.BindIP)
