@@ -57,6 +57,9 @@ type Relay struct {
 	reg    *metrics.Registry
 	m      *metrics.Relay
 	drops  dropCounters
+	// connRefused counts connections refused or closed by the relay's
+	// hygiene (foreign Origin, limits, idleness), by listener and reason.
+	connRefused *metrics.CounterVec
 
 	trunks       []*Trunk
 	defaultTrunk *Trunk
@@ -121,6 +124,8 @@ func New(cfg config.Config, log *slog.Logger) (*Relay, error) {
 
 	r.reg = metrics.NewRegistry()
 	r.m = metrics.NewRelay(r.reg)
+	r.connRefused = r.reg.NewCounterVec("mediarelay_connections_refused_total",
+		"Connections refused or closed by the relay, by listener (http, ws, tcp, tls) and reason (origin, per_source, total, idle, ping_timeout).", "listener", "reason")
 	if err := r.initInbound(cfg); err != nil {
 		return nil, err
 	}
@@ -342,6 +347,9 @@ func (r *Relay) listenHTTP() error {
 	}
 	r.demux = newHTTPDemux(l)
 	r.demux.onWSClose = r.registrar.connClosed
+	r.demux.allowedOrigins = r.cfg.HTTP.AllowedOrigins
+	r.demux.log = r.log
+	r.demux.onRefused = func(reason string) { r.connRefused.With("http", reason).Inc() }
 	r.closers = append(r.closers, l.Close)
 	mux := http.NewServeMux()
 	mux.Handle("/", web.Handler())

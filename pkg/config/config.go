@@ -41,6 +41,11 @@ type HTTP struct {
 	Listen  string `yaml:"listen"`
 	TLSCert string `yaml:"tls_cert"` // when set with TLSKey, serve HTTPS and WSS
 	TLSKey  string `yaml:"tls_key"`
+	// AllowedOrigins are the web origins (scheme://host[:port]) whose
+	// pages may open the SIP WebSocket, besides the relay's own (the
+	// request's Host) and clients that send no Origin (not browsers).
+	// "*" allows any. Other upgrades get 403.
+	AllowedOrigins []string `yaml:"allowed_origins,omitempty"`
 }
 
 // SIP is the trunk-facing signalling.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"net/url"
 	"regexp"
 	"slices"
 	"strconv"
@@ -89,6 +90,15 @@ func (c Config) Validate() error {
 
 	v.listen("http.listen", c.HTTP.Listen, true)
 	v.certPair("http", c.HTTP.TLSCert, c.HTTP.TLSKey)
+	for _, o := range c.HTTP.AllowedOrigins {
+		if o == "*" {
+			continue
+		}
+		if u, err := url.Parse(o); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
+			(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil {
+			v.add("http.allowed_origins", "%q is not an origin (scheme://host[:port], or *)", o)
+		}
+	}
 
 	v.listen("sip.udp_listen", c.SIP.UDPListen, false)
 	v.listen("sip.tcp_listen", c.SIP.TCPListen, false)
