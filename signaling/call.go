@@ -57,6 +57,9 @@ type Call struct {
 	// the user's sip.user_max_calls slots until removeCall.
 	user     string
 	userHeld bool
+	// wsSource is the WebSocket peer a browser's call came over (its
+	// connection is then busy, connguard.go).
+	wsSource string
 
 	browserOffer string
 	offered      []sdp.Codec

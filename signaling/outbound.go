@@ -106,6 +106,7 @@ func (r *Relay) outbound(req *sip.Request, tx sip.ServerTransaction) {
 		start:           time.Now(),
 		ended:           make(chan struct{}),
 		user:            caller,
+		wsSource:        req.Source(),
 	}
 	if caller != "" {
 		c.from = caller // the caller is who authenticated, whatever From says

@@ -60,6 +60,11 @@ type Relay struct {
 	// connRefused counts connections refused or closed by the relay's
 	// hygiene (foreign Origin, limits, idleness), by listener and reason.
 	connRefused *metrics.CounterVec
+	// Connection hygiene (connguard.go): SIP TCP/TLS streams and browsers'
+	// WebSockets, checked by reapers until reapDone closes.
+	sipReaper, wsReaper *connReaper
+	reapDone            chan struct{}
+	wsCalls             map[string]int // calls from browsers, by WebSocket peer address
 
 	trunks       []*Trunk
 	defaultTrunk *Trunk
@@ -96,6 +101,11 @@ func New(cfg config.Config, log *slog.Logger) (*Relay, error) {
 		byDialog: map[string]*Call{},
 		joins:    map[string]*join{},
 		ready:    make(chan struct{}),
+		wsCalls:  map[string]int{},
+
+		sipReaper: newConnReaper(),
+		wsReaper:  newConnReaper(),
+		reapDone:  make(chan struct{}),
 	}
 	r.host = cfg.SIP.Host
 	if r.host == "" {
@@ -265,7 +275,8 @@ func (r *Relay) open(ctx context.Context) error {
 		}
 		r.closers = append(r.closers, l.Close)
 		r.tcpAddr = l.Addr()
-		serveTCP = func() error { return r.server.ServeTCP(l) }
+		sl := r.sipStream(r.guard(l, "tcp", r.cfg.SIP.MaxConns, r.cfg.SIP.MaxConnsPerSource))
+		serveTCP = func() error { return r.server.ServeTCP(sl) }
 	}
 	var serveTLS func() error
 	if a := r.cfg.SIP.TLSListen; a != "" {
@@ -328,6 +339,11 @@ func (r *Relay) open(ctx context.Context) error {
 	if serveTLS != nil {
 		go r.serveLog("tls", serveTLS)
 	}
+	go r.sipReaper.run(reaperTick(r.cfg.SIP.TCPMessageTimeout, r.cfg.SIP.TCPIdleTimeout), r.reapDone,
+		func(reason string) { r.connRefused.With("sip_stream", reason).Inc() })
+	go r.wsReaper.run(reaperTick(r.cfg.HTTP.WSIdleTimeout, r.cfg.HTTP.WSPingInterval), r.reapDone,
+		func(reason string) { r.connRefused.With("ws", reason).Inc() })
+	r.closers = append(r.closers, func() error { close(r.reapDone); return nil })
 	go r.demux.serve()
 	go r.serveLog("http", func() error { return r.httpSrv.Serve(r.demux.http) })
 	go r.serveLog("ws", func() error { return r.server.ServeWS(r.demux.ws) })
@@ -341,6 +357,8 @@ func (r *Relay) listenHTTP() error {
 		return fmt.Errorf("http.listen %s: %w", r.cfg.HTTP.Listen, err)
 	}
 	r.httpAddr = l.Addr()
+	r.closers = append(r.closers, l.Close)
+	l = r.guard(l, "http", r.cfg.HTTP.MaxConns, r.cfg.HTTP.MaxConnsPerSource)
 	if r.cfg.HTTP.TLSCert != "" {
 		// The certificate was loaded by newTLSState and reloads with it.
 		l = tls.NewListener(l, r.tls.httpConfig())
@@ -350,7 +368,9 @@ func (r *Relay) listenHTTP() error {
 	r.demux.allowedOrigins = r.cfg.HTTP.AllowedOrigins
 	r.demux.log = r.log
 	r.demux.onRefused = func(reason string) { r.connRefused.With("http", reason).Inc() }
-	r.closers = append(r.closers, l.Close)
+	r.demux.wrapWS = func(c net.Conn) net.Conn {
+		return newWSConn(c, r.cfg.HTTP.WSIdleTimeout, r.cfg.HTTP.WSPingInterval, r.wsBusy, r.wsReaper)
+	}
 	mux := http.NewServeMux()
 	mux.Handle("/", web.Handler())
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -358,8 +378,27 @@ func (r *Relay) listenHTTP() error {
 		fmt.Fprintln(w, "ok")
 	})
 	mux.Handle("/metrics", r.reg.Handler())
-	r.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	r.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 60 * time.Second}
 	return nil
+}
+
+// guard caps a listener's connections and keeps it accepting through errors.
+func (r *Relay) guard(l net.Listener, name string, max, perSource int) net.Listener {
+	return newGuardedListener(l, name, max, perSource, r.log, func(reason string) { r.connRefused.With(name, reason).Inc() })
+}
+
+// sipStream holds a SIP TCP/TLS listener's connections to completing messages.
+func (r *Relay) sipStream(l net.Listener) net.Listener {
+	return &sipStreamListener{Listener: l, reaper: r.sipReaper, msgTimeout: r.cfg.SIP.TCPMessageTimeout,
+		idle: r.cfg.SIP.TCPIdleTimeout, log: r.log}
+}
+
+// wsBusy reports whether the WebSocket from remote carries a registration or a call.
+func (r *Relay) wsBusy(remote string) bool {
+	r.mu.Lock()
+	n := r.wsCalls[remote]
+	r.mu.Unlock()
+	return n > 0 || r.registrar.userOn(remote) != ""
 }
 
 func (r *Relay) serveLog(name string, f func() error) {
@@ -507,6 +546,9 @@ func (r *Relay) callAndSide(req *sip.Request) (*Call, side) {
 func (r *Relay) addCall(c *Call) {
 	r.mu.Lock()
 	r.calls[c.id] = c
+	if c.wsSource != "" {
+		r.wsCalls[c.wsSource]++
+	}
 	r.mu.Unlock()
 	r.m.CallsActive.Inc()
 }
@@ -526,6 +568,11 @@ func (r *Relay) removeCall(c *Call) {
 		r.m.CallsActive.Dec()
 		if c.userHeld {
 			r.limits.release(c.user)
+		}
+		if c.wsSource != "" {
+			if r.wsCalls[c.wsSource]--; r.wsCalls[c.wsSource] <= 0 {
+				delete(r.wsCalls, c.wsSource)
+			}
 		}
 	}
 	r.mu.Unlock()

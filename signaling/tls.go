@@ -200,7 +200,7 @@ func (r *Relay) listenSIPTLS(addr string) (func() error, error) {
 	}
 	r.closers = append(r.closers, l.Close)
 	r.tlsAddr = l.Addr()
-	tl := tls.NewListener(l, r.tls.serverConfig())
+	tl := r.sipStream(tls.NewListener(r.guard(l, "tls", r.cfg.SIP.MaxConns, r.cfg.SIP.MaxConnsPerSource), r.tls.serverConfig()))
 	return func() error { return r.server.ServeTLS(tl) }, nil
 }
 

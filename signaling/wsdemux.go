@@ -28,7 +28,9 @@ type httpDemux struct {
 	allowedOrigins []string
 	// onRefused, when set, hears each connection refused, by reason.
 	onRefused func(reason string)
-	log       *slog.Logger
+	// wrapWS, when set, wraps each SIP WebSocket connection (connguard.go).
+	wrapWS func(net.Conn) net.Conn
+	log    *slog.Logger
 }
 
 func newHTTPDemux(l net.Listener) *httpDemux {
@@ -67,11 +69,15 @@ func (d *httpDemux) route(c net.Conn) {
 			}
 			return
 		}
+		var wc net.Conn = pc
+		if d.wrapWS != nil {
+			wc = d.wrapWS(pc)
+		}
 		if d.onWSClose != nil {
-			d.ws.push(&closeNotifyConn{Conn: pc, onClose: d.onWSClose})
+			d.ws.push(&closeNotifyConn{Conn: wc, onClose: d.onWSClose})
 			return
 		}
-		d.ws.push(pc)
+		d.ws.push(wc)
 		return
 	}
 	d.http.push(pc)

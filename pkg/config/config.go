@@ -46,6 +46,16 @@ type HTTP struct {
 	// request's Host) and clients that send no Origin (not browsers).
 	// "*" allows any. Other upgrades get 403.
 	AllowedOrigins []string `yaml:"allowed_origins,omitempty"`
+	// MaxConns and MaxConnsPerSource cap open connections to this
+	// listener, in total and per source IP; more are closed at accept.
+	MaxConns          int `yaml:"max_conns"`
+	MaxConnsPerSource int `yaml:"max_conns_per_source"`
+	// WSIdleTimeout closes a SIP WebSocket that has had no registration
+	// and no call for this long.
+	WSIdleTimeout time.Duration `yaml:"ws_idle_timeout"`
+	// WSPingInterval is how often a WebSocket with a registration or a
+	// call is pinged; one that sends nothing back for two intervals is closed.
+	WSPingInterval time.Duration `yaml:"ws_ping_interval"`
 }
 
 // SIP is the trunk-facing signalling.
@@ -95,6 +105,17 @@ type SIP struct {
 	// SHA-256 then MD5, also suits clients that keep only the last
 	// challenge and know only MD5 (JsSIP).
 	DigestAlgorithms []string `yaml:"digest_algorithms"`
+	// TCPMessageTimeout closes a SIP TCP or TLS connection that has not
+	// completed its first message, or a message it started, within this
+	// long (CRLF keepalives count as messages).
+	TCPMessageTimeout time.Duration `yaml:"tcp_message_timeout"`
+	// TCPIdleTimeout closes a SIP TCP or TLS connection with no traffic
+	// either way for this long.
+	TCPIdleTimeout time.Duration `yaml:"tcp_idle_timeout"`
+	// MaxConns and MaxConnsPerSource cap open SIP TCP and TLS connections
+	// (each listener), in total and per source IP; more are closed at accept.
+	MaxConns          int `yaml:"max_conns"`
+	MaxConnsPerSource int `yaml:"max_conns_per_source"`
 	// TokenSecret, when set, lets browsers authenticate with time-limited
 	// credentials minted from it as coturn's REST API does: username
 	// "EXPIRY:USER" (Unix seconds), password base64(HMAC-SHA1(secret,
@@ -209,7 +230,13 @@ type Trunk struct {
 // Default returns the embedded defaults: a demo relay on loopback with the echo endpoint.
 func Default() Config {
 	return Config{
-		HTTP: HTTP{Listen: "127.0.0.1:8080"},
+		HTTP: HTTP{
+			Listen:            "127.0.0.1:8080",
+			MaxConns:          4096,
+			MaxConnsPerSource: 128,
+			WSIdleTimeout:     60 * time.Second,
+			WSPingInterval:    30 * time.Second,
+		},
 		SIP: SIP{
 			UDPListen:          ":5060",
 			TCPListen:          ":5060",
@@ -224,6 +251,10 @@ func Default() Config {
 			DigestAlgorithms:   []string{"SHA-256", "MD5"},
 			UserMaxCalls:       10,
 			UserCallRate:       30,
+			TCPMessageTimeout:  30 * time.Second,
+			TCPIdleTimeout:     10 * time.Minute,
+			MaxConns:           4096,
+			MaxConnsPerSource:  128,
 		},
 		Media: Media{
 			BindIP:     "127.0.0.1",

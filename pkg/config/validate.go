@@ -123,6 +123,14 @@ func (c Config) Validate() error {
 		v.add("sip.host", "%q is not a host name or IP address", h)
 	}
 	v.positive("sip.invite_timeout", c.SIP.InviteTimeout)
+	v.positive("sip.tcp_message_timeout", c.SIP.TCPMessageTimeout)
+	v.positive("sip.tcp_idle_timeout", c.SIP.TCPIdleTimeout)
+	v.intRange("sip.max_conns", c.SIP.MaxConns, 1, 10_000_000)
+	v.intRange("sip.max_conns_per_source", c.SIP.MaxConnsPerSource, 1, 10_000_000)
+	v.positive("http.ws_idle_timeout", c.HTTP.WSIdleTimeout)
+	v.positive("http.ws_ping_interval", c.HTTP.WSPingInterval)
+	v.intRange("http.max_conns", c.HTTP.MaxConns, 1, 10_000_000)
+	v.intRange("http.max_conns_per_source", c.HTTP.MaxConnsPerSource, 1, 10_000_000)
 	v.intRange("sip.user_max_calls", c.SIP.UserMaxCalls, 0, 1_000_000)
 	v.intRange("sip.user_call_rate", c.SIP.UserCallRate, 0, 1_000_000)
 
