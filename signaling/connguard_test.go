@@ -241,20 +241,20 @@ func (w *rawWS) request(t *testing.T, msg string) *sip.Response {
 	}
 }
 
-// register registers user over the raw WebSocket with digest.
-func (w *rawWS) register(t *testing.T, user, password string) {
-	t.Helper()
-	uri := "sip:127.0.0.1"
-	msg := func(cseq int, auth string) string {
-		s := "REGISTER " + uri + " SIP/2.0\r\nVia: SIP/2.0/WS raw.invalid;branch=z9hG4bK" + fmt.Sprint(cseq, "reg", user) +
-			"\r\nFrom: <sip:" + user + "@127.0.0.1>;tag=r1\r\nTo: <sip:" + user + "@127.0.0.1>\r\nCall-ID: reg-" + user +
-			"\r\nCSeq: " + fmt.Sprint(cseq) + " REGISTER\r\nContact: <sip:" + user + "@raw.invalid;transport=ws>\r\nExpires: 300\r\nMax-Forwards: 70\r\n"
-		if auth != "" {
-			s += "Authorization: " + auth + "\r\n"
-		}
-		return s + "Content-Length: 0\r\n\r\n"
+// registerMsg is a REGISTER of user (with auth as Authorization, if any).
+func registerMsg(user string, cseq int, auth string) string {
+	s := "REGISTER sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/WS raw.invalid;branch=z9hG4bK" + fmt.Sprint(cseq, "reg", user, time.Now().UnixNano()) +
+		"\r\nFrom: <sip:" + user + "@127.0.0.1>;tag=r1\r\nTo: <sip:" + user + "@127.0.0.1>\r\nCall-ID: reg-" + user +
+		"\r\nCSeq: " + fmt.Sprint(cseq) + " REGISTER\r\nContact: <sip:" + user + "@raw.invalid;transport=ws>\r\nExpires: 300\r\nMax-Forwards: 70\r\n"
+	if auth != "" {
+		s += "Authorization: " + auth + "\r\n"
 	}
-	res := w.request(t, msg(1, ""))
+	return s + "Content-Length: 0\r\n\r\n"
+}
+
+// answer401 computes the Authorization answering res's MD5 challenge.
+func answer401(t *testing.T, res *sip.Response, user, password string) string {
+	t.Helper()
 	if res.StatusCode != 401 {
 		t.Fatalf("REGISTER: %d, want 401", res.StatusCode)
 	}
@@ -264,12 +264,56 @@ func (w *rawWS) register(t *testing.T, user, password string) {
 			chal = c
 		}
 	}
-	cred, err := digest.Digest(chal, digest.Options{Method: "REGISTER", URI: uri, Username: user, Password: password, Count: 1})
+	if chal == nil {
+		t.Fatal("no MD5 challenge")
+	}
+	cred, err := digest.Digest(chal, digest.Options{Method: "REGISTER", URI: "sip:127.0.0.1", Username: user, Password: password, Count: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res := w.request(t, msg(2, cred.String())); res.StatusCode != 200 {
+	return cred.String()
+}
+
+// register registers user over the raw WebSocket with digest and returns
+// the Authorization it sent.
+func (w *rawWS) register(t *testing.T, user, password string) string {
+	t.Helper()
+	auth := answer401(t, w.request(t, registerMsg(user, 1, "")), user, password)
+	if res := w.request(t, registerMsg(user, 2, auth)); res.StatusCode != 200 {
 		t.Fatalf("REGISTER with credentials: %d", res.StatusCode)
+	}
+	return auth
+}
+
+// TestDigestReplay: a captured REGISTER Authorization replayed on another
+// WebSocket, or re-sent unchanged on the same one, gets a fresh challenge
+// (stale=true on the same connection), which the rightful client answers.
+func TestDigestReplay(t *testing.T) {
+	r := startRelay(t, withUsers("alice", "wonderland"))
+	victim := dialRawWS(t, r)
+	captured := victim.register(t, "alice", "wonderland")
+
+	attacker := dialRawWS(t, r)
+	res := attacker.request(t, registerMsg("alice", 3, captured))
+	if res.StatusCode != 401 {
+		t.Fatalf("replay on another WebSocket: %d, want 401", res.StatusCode)
+	}
+	if r.Registered("alice") != 1 {
+		t.Fatal("the replay registered a binding")
+	}
+
+	res = victim.request(t, registerMsg("alice", 4, captured))
+	if res.StatusCode != 401 {
+		t.Fatalf("same Authorization re-sent on its own WebSocket: %d, want 401", res.StatusCode)
+	}
+	if h := res.GetHeader("WWW-Authenticate"); h == nil || !strings.Contains(h.Value(), "stale=true") {
+		t.Errorf("re-sent Authorization not answered with stale=true: %v", h)
+	}
+	if res := victim.request(t, registerMsg("alice", 5, answer401(t, res, "alice", "wonderland"))); res.StatusCode != 200 {
+		t.Fatalf("answering the fresh challenge: %d", res.StatusCode)
+	}
+	if v := metricValue(metricsText(t, r), "mediarelay_register_rejected_total", `reason="replay"`); v != 1 {
+		t.Errorf("replays counted: %v, want 1", v)
 	}
 }
 

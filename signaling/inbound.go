@@ -110,7 +110,7 @@ func (r *Relay) trunkFor(req *sip.Request, tx sip.ServerTransaction) *Trunk {
 		}
 		if res != digestWrong {
 			resp := sip.NewResponseFromRequest(req, 407, "Proxy Authentication Required", nil)
-			for _, c := range challenges(in.trunkAuth.realm, in.nonces.make(sourceIP(req.Source()), now), res == digestStale, in.trunkAuth.algsFor(user)...) {
+			for _, c := range challenges(in.trunkAuth.realm, in.nonces.make(sourceIP(req.Source()), now), res == digestStale || res == digestReplay, in.trunkAuth.algsFor(user)...) {
 				resp.AppendHeader(sip.NewHeader("Proxy-Authenticate", c))
 			}
 			_ = tx.Respond(resp)

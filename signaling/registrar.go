@@ -68,9 +68,9 @@ func newRegistrar(r *Relay, creds *credentials) *registrar {
 		buckets:  map[string]*bucket{},
 		failures: map[string]*failure{},
 		rejected: r.reg.NewCounterVec("mediarelay_register_rejected_total",
-			"REGISTERs refused, by reason (throttled, auth_failed, locked_out, forbidden, expired).", "reason"),
+			"REGISTERs refused, by reason (throttled, auth_failed, locked_out, forbidden, expired, replay).", "reason"),
 		callRejected: r.reg.NewCounterVec("mediarelay_call_auth_rejected_total",
-			"Browser calls refused before any trunk was dialled, by reason (challenged, auth_failed, locked_out, expired, user_max_calls, user_call_rate, transfer).", "reason"),
+			"Browser calls refused before any trunk was dialled, by reason (challenged, auth_failed, locked_out, expired, replay, user_max_calls, user_call_rate, transfer).", "reason"),
 	}
 }
 
@@ -182,7 +182,7 @@ func (g *registrar) authenticate(req *sip.Request, tx sip.ServerTransaction, cla
 	var res digestResult
 	var user string
 	if h := req.GetHeader(k.credentials); h != nil {
-		res, user = g.creds.verify(g.nonces, h.Value(), req.Method.String(), ip, now)
+		res, user = g.creds.verify(g.nonces, h.Value(), req.Method.String(), nonceBinding(g.creds.realm, req), now)
 	}
 	key := firstNonEmpty(claimed, user)
 	if key != "" && g.lockedOut(ip, key, now) {
@@ -203,6 +203,8 @@ func (g *registrar) authenticate(req *sip.Request, tx sip.ServerTransaction, cla
 		rej.With("expired").Inc()
 		respond(tx, req, 403, "Forbidden", sip.NewHeader("Warning", `399 mediarelay "credentials expired"`))
 		return ""
+	case digestReplay:
+		rej.With("replay").Inc()
 	case digestWrong:
 		rej.With("auth_failed").Inc()
 		if g.fail(ip, key, now) {
@@ -211,13 +213,20 @@ func (g *registrar) authenticate(req *sip.Request, tx sip.ServerTransaction, cla
 			return ""
 		}
 	}
-	g.challenge(req, tx, ip, key, res == digestStale, now, k)
+	g.challenge(req, tx, key, res == digestStale || res == digestReplay, now, k)
 	return ""
 }
 
-func (g *registrar) challenge(req *sip.Request, tx sip.ServerTransaction, ip, user string, stale bool, now time.Time, k authKind) {
+// nonceBinding is what a challenge's nonce is bound to: the realm and the
+// connection (WebSocket, TCP or TLS peer; a UDP source address), so a
+// captured Authorization is worthless on another connection.
+func nonceBinding(realm string, req *sip.Request) string {
+	return realm + "\x00" + req.Transport() + "\x00" + req.Source()
+}
+
+func (g *registrar) challenge(req *sip.Request, tx sip.ServerTransaction, user string, stale bool, now time.Time, k authKind) {
 	res := sip.NewResponseFromRequest(req, k.code, k.reason, nil)
-	for _, c := range challenges(g.creds.realm, g.nonces.make(ip, now), stale, g.creds.algsFor(user)...) {
+	for _, c := range challenges(g.creds.realm, g.nonces.make(nonceBinding(g.creds.realm, req), now), stale, g.creds.algsFor(user)...) {
 		res.AppendHeader(sip.NewHeader(k.challenge, c))
 	}
 	_ = tx.Respond(res)
