@@ -87,6 +87,9 @@ func relayConfig(sc Scenario, uasAddr, dir string, httpPort, sipPort, webrtcPort
 	var b strings.Builder
 	fmt.Fprintf(&b, "http:\n  listen: 127.0.0.1:%d\n", httpPort)
 	fmt.Fprintf(&b, "sip:\n  udp_listen: 127.0.0.1:%d\n  tcp_listen: 127.0.0.1:%d\n  host: 127.0.0.1\n  echo: false\n", sipPort, sipPort)
+	// All the bench's calls come from one address, faster than a
+	// production source may place them.
+	b.WriteString("  invite_rate: 100000\n  invite_burst: 100000\n")
 	if creds.TokenSecret != "" {
 		fmt.Fprintf(&b, "  token_secret: %q\n", creds.TokenSecret)
 	}

@@ -70,6 +70,8 @@ func startRelay(t *testing.T, mod func(*config.Config)) *Relay {
 	// Tests that are not about caller authentication call trunks
 	// anonymously; callauth_test.go turns this off.
 	cfg.SIP.AnonymousCalls = true
+	// and place calls faster than a source may in production (ratelimit_test.go).
+	cfg.SIP.InviteRate, cfg.SIP.InviteBurst = 1000, 1000
 	if mod != nil {
 		mod(&cfg)
 	}

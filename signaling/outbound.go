@@ -34,6 +34,9 @@ func (r *Relay) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 			return
 		}
 	}
+	if r.throttled(req, tx) { // ratelimit.go
+		return
+	}
 	switch strings.ToLower(req.Transport()) {
 	case "ws", "wss":
 		r.outbound(req, tx)

@@ -41,7 +41,6 @@ type registrar struct {
 
 	mu       sync.Mutex
 	byUser   map[string]map[string]*binding // user → key → binding
-	buckets  map[string]*bucket             // source IP → REGISTER tokens
 	failures map[string]*failure            // source IP + user → wrong passwords
 
 	rejected     *metrics.CounterVec // REGISTERs
@@ -65,7 +64,6 @@ func newRegistrar(r *Relay, creds *credentials) *registrar {
 		creds:    creds,
 		nonces:   newNonceMaker(),
 		byUser:   map[string]map[string]*binding{},
-		buckets:  map[string]*bucket{},
 		failures: map[string]*failure{},
 		rejected: r.reg.NewCounterVec("mediarelay_register_rejected_total",
 			"REGISTERs refused, by reason (throttled, auth_failed, locked_out, forbidden, expired, replay).", "reason"),
@@ -82,38 +80,8 @@ func sourceIP(src string) string {
 	return h
 }
 
-// allow takes a token from ip's bucket.
-func (g *registrar) allow(ip string, now time.Time) bool {
-	rate := float64(g.r.cfg.SIP.RegisterRate)
-	burst := float64(g.r.cfg.SIP.RegisterBurst)
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	b := g.buckets[ip]
-	if b == nil {
-		if len(g.buckets) > 100000 {
-			g.pruneLocked(now)
-		}
-		b = &bucket{tokens: burst, last: now}
-		g.buckets[ip] = b
-	}
-	b.tokens = min(burst, b.tokens+now.Sub(b.last).Seconds()*rate)
-	b.last = now
-	if b.tokens < 1 {
-		return false
-	}
-	b.tokens--
-	return true
-}
-
-// pruneLocked forgets full buckets and old failures so the maps stay small.
+// pruneLocked forgets old failures so the map stays small.
 func (g *registrar) pruneLocked(now time.Time) {
-	burst := float64(g.r.cfg.SIP.RegisterBurst)
-	rate := float64(g.r.cfg.SIP.RegisterRate)
-	for ip, b := range g.buckets {
-		if b.tokens+now.Sub(b.last).Seconds()*rate >= burst {
-			delete(g.buckets, ip)
-		}
-	}
 	for k, f := range g.failures {
 		if now.After(f.locked) && now.Sub(f.last) > g.r.cfg.SIP.AuthLockout {
 			delete(g.failures, k)
@@ -134,6 +102,9 @@ func (g *registrar) fail(ip, user string, now time.Time) bool {
 	defer g.mu.Unlock()
 	k := ip + "\x00" + user
 	f := g.failures[k]
+	if f == nil && len(g.failures) > 100000 {
+		g.pruneLocked(now)
+	}
 	if f == nil || now.Sub(f.last) > g.r.cfg.SIP.AuthLockout {
 		f = &failure{}
 		g.failures[k] = f
@@ -259,10 +230,8 @@ func (r *Relay) onRegister(req *sip.Request, tx sip.ServerTransaction) {
 		respond(tx, req, 403, "Forbidden", sip.NewHeader("Warning", `399 mediarelay "browsers register over WebSocket"`))
 		return
 	}
-	ip := sourceIP(req.Source())
-	if !g.allow(ip, now) {
+	if r.throttled(req, tx) { // ratelimit.go
 		g.rejected.With("throttled").Inc()
-		respond(tx, req, 503, "Service Unavailable", sip.NewHeader("Retry-After", "5"))
 		return
 	}
 	to := req.To()

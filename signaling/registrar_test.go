@@ -459,6 +459,7 @@ func TestRegisterFloodThrottled(t *testing.T) {
 	r := startRelay(t, chain(withUsers("alice", "wonderland"), func(c *config.Config) {
 		c.SIP.RegisterRate = 5
 		c.SIP.RegisterBurst = 10
+		c.SIP.OverloadReplyRate = 1000 // every throttled REGISTER answered (ratelimit_test.go drops)
 	}))
 	p := newRegPhone(t, r, "alice", "laptop")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)

@@ -69,8 +69,9 @@ type Relay struct {
 	trunks       []*Trunk
 	defaultTrunk *Trunk
 	echo         *Echo
-	registrar    *registrar  // browsers' registrations (registrar.go)
-	limits       *userLimits // per-user call limits (callauth.go)
+	registrar    *registrar    // browsers' registrations (registrar.go)
+	limits       *userLimits   // per-user call limits (callauth.go)
+	srcLimits    *sourceLimits // per-source request rates (ratelimit.go)
 	inb          *inboundState
 
 	mu       sync.Mutex
@@ -140,6 +141,7 @@ func New(cfg config.Config, log *slog.Logger) (*Relay, error) {
 		return nil, err
 	}
 	r.limits = newUserLimits(cfg.SIP.UserMaxCalls, cfg.SIP.UserCallRate)
+	r.srcLimits = r.newSourceLimits()
 
 	var err error
 	if r.ports, err = media.NewPortAllocator(cfg.Media.BindIP, cfg.Media.PortMin, cfg.Media.PortMax); err != nil {
@@ -464,6 +466,9 @@ func (r *Relay) PortsInUse() int { return r.ports.InUse() }
 func (r *Relay) CDR() *cdr.Store { return r.cdr }
 
 func (r *Relay) onOptions(req *sip.Request, tx sip.ServerTransaction) {
+	if to := req.To(); (to == nil || !to.Params.Has("tag")) && r.throttled(req, tx) {
+		return
+	}
 	res := sip.NewResponseFromRequest(req, 200, "OK", nil)
 	res.AppendHeader(sip.NewHeader("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS"))
 	res.AppendHeader(sip.NewHeader("Accept", "application/sdp"))

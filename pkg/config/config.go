@@ -96,6 +96,17 @@ type SIP struct {
 	// send on average (burst RegisterBurst); more get 503 with Retry-After.
 	RegisterRate  int `yaml:"register_rate"`
 	RegisterBurst int `yaml:"register_burst"`
+	// InviteRate and OptionsRate are how many new INVITEs and OPTIONS per
+	// second one source IP may send on average (bursts of InviteBurst and
+	// OptionsBurst); more get 503 with Retry-After. Trunks' configured
+	// sources are not limited.
+	InviteRate   int `yaml:"invite_rate"`
+	InviteBurst  int `yaml:"invite_burst"`
+	OptionsRate  int `yaml:"options_rate"`
+	OptionsBurst int `yaml:"options_burst"`
+	// OverloadReplyRate is how many of those 503s per second one source
+	// gets (burst twice that); beyond it, its requests are dropped unanswered.
+	OverloadReplyRate int `yaml:"overload_reply_rate"`
 	// AuthFailures is how many wrong passwords for one user from one source
 	// IP are answered with a new challenge; after that, 403 for AuthLockout.
 	AuthFailures int           `yaml:"auth_failures"`
@@ -246,6 +257,11 @@ func Default() Config {
 			RegisterMaxExpires: time.Hour,
 			RegisterRate:       10,
 			RegisterBurst:      30,
+			InviteRate:         5,
+			InviteBurst:        20,
+			OptionsRate:        10,
+			OptionsBurst:       30,
+			OverloadReplyRate:  5,
 			AuthFailures:       3,
 			AuthLockout:        time.Minute,
 			DigestAlgorithms:   []string{"SHA-256", "MD5"},

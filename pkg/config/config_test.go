@@ -51,6 +51,7 @@ func TestFullExample(t *testing.T) {
 			TLSCert: "/etc/mediarelay/sip.crt", TLSKey: "/etc/mediarelay/sip.key", TLSCA: "/etc/mediarelay/ca.pem",
 			Host: "relay.example.com", InviteTimeout: 20 * time.Second, Echo: false,
 			Realm: "example.com", RegisterMaxExpires: 30 * time.Minute, RegisterRate: 5, RegisterBurst: 10,
+			InviteRate: 7, InviteBurst: 9, OptionsRate: 11, OptionsBurst: 13, OverloadReplyRate: 3,
 			AuthFailures: 5, AuthLockout: 2 * time.Minute, DigestAlgorithms: []string{"SHA-256", "MD5"},
 			TokenSecret: "web-app-secret", AnonymousCalls: true, UserMaxCalls: 4, UserCallRate: 12,
 			TCPMessageTimeout: 20 * time.Second, TCPIdleTimeout: 5 * time.Minute, MaxConns: 3000, MaxConnsPerSource: 40,

@@ -123,6 +123,13 @@ func (c Config) Validate() error {
 		v.add("sip.host", "%q is not a host name or IP address", h)
 	}
 	v.positive("sip.invite_timeout", c.SIP.InviteTimeout)
+	for _, k := range []struct {
+		key string
+		n   int
+	}{{"sip.invite_rate", c.SIP.InviteRate}, {"sip.invite_burst", c.SIP.InviteBurst}, {"sip.options_rate", c.SIP.OptionsRate},
+		{"sip.options_burst", c.SIP.OptionsBurst}, {"sip.overload_reply_rate", c.SIP.OverloadReplyRate}} {
+		v.intRange(k.key, k.n, 1, 1_000_000)
+	}
 	v.positive("sip.tcp_message_timeout", c.SIP.TCPMessageTimeout)
 	v.positive("sip.tcp_idle_timeout", c.SIP.TCPIdleTimeout)
 	v.intRange("sip.max_conns", c.SIP.MaxConns, 1, 10_000_000)
