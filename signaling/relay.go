@@ -242,7 +242,8 @@ func (r *Relay) open(ctx context.Context) error {
 	if r.tls, err = newTLSState(r.cfg, r.log); err != nil {
 		return err
 	}
-	sipLog := r.log.With("component", "sip")
+	boundSIPDefaultLogger()
+	sipLog := untrustedLogger(r.log).With("component", "sip")
 	r.ua, err = sipgo.NewUA(sipgo.WithUserAgent("mediarelay"), sipgo.WithUserAgentHostname(r.host),
 		sipgo.WithUserAgenTLSConfig(r.tls.clientConfig()),
 		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(sipLog)),
