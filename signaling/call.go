@@ -164,6 +164,9 @@ func newCallID() string {
 // answer (from a 183 or the 200). It runs once; later answers only move the
 // RTP destination.
 func (c *Call) setupMedia(answer sdp.Audio) error {
+	if err := usableConnection(answer); err != nil {
+		return err
+	}
 	if c.mediaUp {
 		c.setRemote(answer)
 		return nil
@@ -207,6 +210,19 @@ func (c *Call) sipLeg() *media.RTPLeg {
 }
 
 func (c *Call) setRemote(a sdp.Audio) { setLegRemote(c.rtp, a) }
+
+// errNoConnection is an SDP whose audio stream has no c= address (media or
+// session level): nowhere to send media; the call gets 488.
+var errNoConnection = errors.New("sdp: audio stream without a connection address (c=)")
+
+// usableConnection checks that a peer's SDP says where its media goes; a
+// rejected stream (port 0) needs no address.
+func usableConnection(a sdp.Audio) error {
+	if a.Port != 0 && !a.Addr.IsValid() {
+		return errNoConnection
+	}
+	return nil
+}
 
 // setLegRemote points leg at the media address of a peer's SDP; an
 // unspecified address (on hold) or a rejected stream keeps what it had.

@@ -2,6 +2,7 @@ package signaling
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -176,4 +177,26 @@ func TestCallAuthUserLimits(t *testing.T) {
 	if n := u.trunkInvites(); n != 2 {
 		t.Fatalf("the trunk received %d INVITEs, want 2", n)
 	}
+}
+
+// TestAnswerWithoutConnection: a trunk's answer whose SDP has no c= line
+// gives the browser 488, and the trunk's dialog is ended with a BYE.
+func TestAnswerWithoutConnection(t *testing.T) {
+	u := newTrunkUAS(t)
+	u.rewrite = func(b []byte) []byte {
+		var out []string
+		for _, l := range strings.Split(string(b), "\r\n") {
+			if !strings.HasPrefix(l, "c=") {
+				out = append(out, l)
+			}
+		}
+		return []byte(strings.Join(out, "\r\n"))
+	}
+	r := startRelay(t, withTrunk(u, ModeAuto, "PCMU"))
+	p := newPhone(t, "PCMU")
+	if code := callStatus(t, p, r, "+15551234567"); code != 488 {
+		t.Fatalf("answer without c=: browser got %d, want 488", code)
+	}
+	waitChan(t, "BYE to the trunk", u.byes)
+	waitFor(t, "cleanup", 5*time.Second, func() bool { return r.ActiveCalls() == 0 && r.PortsInUse() == 0 })
 }

@@ -105,14 +105,15 @@ type trunkUAS struct {
 	dua  *sipgo.DialogUA
 
 	// behaviour, set before calls are placed
-	code     int           // final code; 0 or 200 answers
-	codecs   []string      // codecs it accepts, in its preference; nil = first offered
-	ring     bool          // send 180 first
-	noAnswer bool          // ring forever
-	early    bool          // 183 with SDP before the 200
-	echo     bool          // echo RTP back
-	capture  chan []byte   // if set, a copy of every RTP packet received
-	byeAfter time.Duration // hang up after answering
+	code     int                 // final code; 0 or 200 answers
+	codecs   []string            // codecs it accepts, in its preference; nil = first offered
+	ring     bool                // send 180 first
+	noAnswer bool                // ring forever
+	early    bool                // 183 with SDP before the 200
+	echo     bool                // echo RTP back
+	capture  chan []byte         // if set, a copy of every RTP packet received
+	byeAfter time.Duration       // hang up after answering
+	rewrite  func([]byte) []byte // if set, applied to its SDP answer
 
 	mu       sync.Mutex
 	conns    []*net.UDPConn
@@ -231,6 +232,9 @@ func (u *trunkUAS) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	}()
 	body := sdp.Offer{SessionID: 1, Version: 1, Addr: netip.MustParseAddr("127.0.0.1"),
 		Port: conn.LocalAddr().(*net.UDPAddr).Port, Codecs: chosen}.Marshal()
+	if u.rewrite != nil {
+		body = u.rewrite(body)
+	}
 	if u.early {
 		res := sip.NewResponseFromRequest(d.InviteRequest, 183, "Session Progress", body)
 		res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))

@@ -244,6 +244,11 @@ func (r *Relay) inbound(req *sip.Request, tx sip.ServerTransaction) {
 		r.countSetupFailure(400)
 		return
 	}
+	if !lateOffer && usableConnection(offer) != nil {
+		respond(tx, req, 488, "Not Acceptable Here", sip.NewHeader("Warning", `399 mediarelay "SDP without a connection address"`))
+		r.countSetupFailure(488)
+		return
+	}
 	// SDES per the trunk's SRTP policy (sdes_inbound.go); DTLS-SRTP offers
 	// from trunks get 488.
 	keys, refuse := inboundSecurity(route, offer, lateOffer)
