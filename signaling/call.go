@@ -353,11 +353,8 @@ func (c *Call) closeMedia() {
 	c.mediaWG.Wait()
 }
 
-// finish writes the CDR and forgets the call.
-func (c *Call) finish() {
-	end := time.Now()
-	c.r.removeCall(c)
-	c.r.countEnd(c.cause)
+// cdrRecord is the call's CDR as far as its set-up goes.
+func (c *Call) cdrRecord() cdr.Record {
 	rec := cdr.Record{
 		CallID:        c.id,
 		BrowserCallID: c.browserCallID,
@@ -367,13 +364,36 @@ func (c *Call) finish() {
 		Direction:     c.direction,
 		Start:         c.start,
 		Answer:        c.answered,
-		End:           end,
-		EndCause:      c.cause,
-		SIPCode:       c.code,
 	}
 	if c.route != nil {
 		rec.Trunk = c.route.Name
 	}
+	return rec
+}
+
+// beginCDR writes the answered call's row, in progress until finish
+// completes it: a relay killed mid-call still leaves a record.
+func (c *Call) beginCDR() {
+	if c.r.cdr == nil {
+		return
+	}
+	rec := c.cdrRecord()
+	rec.SIPCode = 200
+	if m := c.active.Load(); m != nil {
+		rec.Mode, rec.WebRTCCodec, rec.SIPCodec = m.plan.Mode, m.plan.BrowserCodec, m.plan.SIPCodec.Name
+	}
+	if err := c.r.cdr.Begin(rec); err != nil {
+		c.log.Error("cdr not begun", "err", err)
+	}
+}
+
+// finish writes the CDR and forgets the call.
+func (c *Call) finish() {
+	end := time.Now()
+	c.r.removeCall(c)
+	c.r.countEnd(c.cause)
+	rec := c.cdrRecord()
+	rec.End, rec.EndCause, rec.SIPCode = end, c.cause, c.code
 	if rec.SIPCode == 0 && !c.answered.IsZero() {
 		rec.SIPCode = 200
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 
+	"github.com/mediarelay/mediarelay/pkg/cdr"
 	"github.com/mediarelay/mediarelay/pkg/config"
 	"github.com/mediarelay/mediarelay/pkg/token"
 )
@@ -199,4 +200,27 @@ func TestAnswerWithoutConnection(t *testing.T) {
 	}
 	waitChan(t, "BYE to the trunk", u.byes)
 	waitFor(t, "cleanup", 5*time.Second, func() bool { return r.ActiveCalls() == 0 && r.PortsInUse() == 0 })
+}
+
+// TestCDRWrittenAtAnswer: an answered call has its CDR row (in progress)
+// before it ends; the end completes the same row.
+func TestCDRWrittenAtAnswer(t *testing.T) {
+	u := newTrunkUAS(t)
+	r := startRelay(t, withTrunk(u, ModeAuto, "PCMU"))
+	p := newPhone(t, "PCMU")
+	p.call(r, "+15551234567")
+	id := activeCallID(t, r)
+	ctx := context.Background()
+	waitFor(t, "the in-progress CDR row", 5*time.Second, func() bool {
+		rec, err := r.CDR().Query(ctx, id)
+		return err == nil && rec.EndCause == cdr.CauseInProgress && !rec.Answer.IsZero()
+	})
+	p.hangup()
+	waitFor(t, "the row completed", 5*time.Second, func() bool {
+		rec, err := r.CDR().Query(ctx, id)
+		return err == nil && rec.EndCause == endNormalBrowser
+	})
+	if n, _ := r.CDR().Count(ctx); n != 1 {
+		t.Fatalf("%d CDR rows for one call", n)
+	}
 }

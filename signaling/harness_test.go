@@ -393,7 +393,12 @@ func (p *phone) offer() string {
 // invite sends an INVITE with body to target through the relay's WebSocket.
 // It returns the final response.
 func (p *phone) invite(ctx context.Context, r *Relay, user string, body []byte) (*sip.Response, error) {
-	host, port := splitHostPort(r.HTTPAddr().String())
+	return p.inviteAddr(ctx, r.HTTPAddr().String(), user, body)
+}
+
+// inviteAddr is invite to the relay whose HTTP/WebSocket listener is at addr.
+func (p *phone) inviteAddr(ctx context.Context, addr, user string, body []byte) (*sip.Response, error) {
+	host, port := splitHostPort(addr)
 	target := sip.Uri{User: user, Host: host, Port: port, UriParams: sip.HeaderParams{{K: "transport", V: "ws"}}}
 	var hdrs []sip.Header
 	if body != nil {
@@ -519,6 +524,9 @@ func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
 // and finished transactions (64*T1) then release their goroutines in
 // seconds, which the leak test waits for.
 func TestMain(m *testing.M) {
+	if path := os.Getenv(childRelayEnv); path != "" {
+		os.Exit(runChildRelay(path)) // restart_test.go
+	}
 	sip.SetTimers(50*time.Millisecond, 400*time.Millisecond, 500*time.Millisecond)
 	os.Exit(m.Run())
 }

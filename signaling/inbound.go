@@ -411,6 +411,7 @@ func (r *Relay) inbound(req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 	go c.watch()
+	c.beginCDR()
 	res := sip.NewSDPResponseFromRequest(dss.InviteRequest, []byte(c.answerSDP))
 	c.addSessionTimer(req, res)
 	if err := dss.WriteResponse(res); err != nil {

@@ -220,6 +220,7 @@ func (r *Relay) outbound(req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 	go c.watch()
+	c.beginCDR()
 	if err := dss.RespondSDP([]byte(c.answerSDP)); err != nil {
 		c.log.Warn("browser did not take the answer", "err", err)
 		c.hangup(endError, 0, "")
