@@ -132,7 +132,8 @@ func newTrunkUAS(t *testing.T) *trunkUAS {
 	u.addr = pc.LocalAddr().String()
 	u.ua, _ = sipgo.NewUA(sipgo.WithUserAgent("trunk"), sipgo.WithUserAgentHostname("127.0.0.1"))
 	u.srv, _ = sipgo.NewServer(u.ua)
-	cli, _ := sipgo.NewClient(u.ua, sipgo.WithClientHostname("127.0.0.1"))
+	// Its requests leave from its listener, as a real trunk's do (sockets_test.go).
+	cli, _ := sipgo.NewClient(u.ua, sipgo.WithClientHostname("127.0.0.1"), sipgo.WithClientConnectionAddr(u.addr))
 	host, port := splitHostPort(u.addr)
 	u.dua = &sipgo.DialogUA{Client: cli, ContactHDR: sip.ContactHeader{Address: sip.Uri{User: "trunk", Host: host, Port: port}}}
 	u.srv.OnInvite(u.onInvite)

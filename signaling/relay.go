@@ -295,6 +295,7 @@ func (r *Relay) open(ctx context.Context) error {
 	if ip, err := netip.ParseAddr(httpHost); err != nil || ip.IsUnspecified() {
 		httpHost = r.host
 	}
+	r.bindClient(r.client) // bind.go: after the listeners exist
 	r.browserUA = &sipgo.DialogUA{
 		Client:         r.client,
 		ContactHDR:     sip.ContactHeader{Address: sip.Uri{User: "mediarelay", Host: httpHost, Port: httpPort, UriParams: sip.HeaderParams{{K: "transport", V: "ws"}}}},
@@ -327,7 +328,7 @@ func (r *Relay) open(ctx context.Context) error {
 		_ = tx.Respond(sip.NewResponseFromRequest(req, 405, "Method Not Allowed", nil))
 	})
 	if r.cfg.SIP.Echo {
-		if r.echo, err = StartEcho(ctx, r.cfg.Media.BindIP, r.log); err != nil {
+		if r.echo, err = StartEcho(ctx, r.cfg.Media.BindIP, r.udpAddr, r.log); err != nil {
 			return fmt.Errorf("echo endpoint: %w", err)
 		}
 		r.closers = append(r.closers, r.echo.Close)
