@@ -120,7 +120,9 @@ func (r *Relay) trunkFor(req *sip.Request, tx sip.ServerTransaction) *Trunk {
 	} else {
 		in.rejected.With("unknown_source").Inc()
 	}
-	r.log.Warn("INVITE from unknown source refused", "source", req.Source())
+	// Debug: anyone on the Internet can make this line; the count is in
+	// mediarelay_inbound_rejected_total.
+	r.log.Debug("INVITE from unknown source refused", "source", req.Source())
 	respond(tx, req, 403, "Forbidden")
 	r.countSetupFailure(403)
 	return nil
