@@ -157,7 +157,9 @@ type Media struct {
 	// Timeout hangs up a call when either leg has received no RTP for this long.
 	Timeout time.Duration `yaml:"timeout"`
 	// Latching is "sdp" (accept RTP only from the SDP address) or "learn"
-	// (strict first-packet learning: the first source is latched, others dropped).
+	// (once the peer's SDP is known, the first source to send 5 valid
+	// packets in a row, one SSRC with rising sequence numbers, is latched;
+	// others are dropped).
 	Latching string `yaml:"latching"`
 }
 
