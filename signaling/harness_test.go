@@ -548,7 +548,7 @@ func lastEnd(t *testing.T, r *Relay, n int) (string, int) {
 	defer db.Close()
 	var cause string
 	var code int
-	if err := db.QueryRow(`SELECT end_cause, sip_code FROM cdr ORDER BY end_time DESC LIMIT 1`).Scan(&cause, &code); err != nil {
+	if err := db.QueryRow(`SELECT end_cause, sip_code FROM cdr WHERE end_cause != 'in_progress' ORDER BY end_time DESC LIMIT 1`).Scan(&cause, &code); err != nil {
 		t.Fatal(err)
 	}
 	return cause, code

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mediarelay/mediarelay/pkg/config"
 	"github.com/mediarelay/mediarelay/signaling/web/browsertest"
 )
 
@@ -73,5 +74,5 @@ func TestJsSIPAnswersSIPp(t *testing.T) {
 	defer srv.Close()
 	browserAnswersSIPp(t, func(r *Relay) string {
 		return srv.URL + "/index.html?ws=ws://" + r.HTTPAddr().String() + "/ws"
-	}, nil)
+	}, func(c *config.Config) { c.HTTP.AllowedOrigins = []string{srv.URL} }) // the page is served from elsewhere
 }

@@ -456,10 +456,11 @@ func (s *Store) Query(ctx context.Context, callID string) (Record, error) {
 
 func parseTime(s string) (time.Time, error) { return time.Parse(timeFormat, s) }
 
-// Count returns how many records the database holds.
+// Count returns how many final records the database holds: calls in
+// progress (Begin) are not counted until they end.
 func (s *Store) Count(ctx context.Context) (int, error) {
 	var n int
-	if err := s.db.QueryRowContext(ctx, `SELECT count(*) FROM cdr`).Scan(&n); err != nil {
+	if err := s.db.QueryRowContext(ctx, `SELECT count(*) FROM cdr WHERE end_cause != ?`, CauseInProgress).Scan(&n); err != nil {
 		return 0, fmt.Errorf("cdr: count: %w", err)
 	}
 	return n, nil
