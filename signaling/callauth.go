@@ -137,3 +137,16 @@ func (r *Relay) mayTransferToTrunk(c *Call, from side, route *Trunk) bool {
 	}
 	return c.user != ""
 }
+
+// browserUser maps a called user or DID to the user whose browsers ring: a
+// configured user, or, with sip.token_secret, a user registered with token
+// credentials (who has no entry in the user table).
+func (r *Relay) browserUser(target string) (string, bool) {
+	if u, ok := r.inb.creds.userFor(target); ok {
+		return u, true
+	}
+	if r.cfg.SIP.TokenSecret != "" && len(r.registrar.lookup(target)) > 0 {
+		return target, true
+	}
+	return "", false
+}

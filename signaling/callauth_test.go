@@ -224,3 +224,28 @@ func TestCDRWrittenAtAnswer(t *testing.T) {
 		t.Fatalf("%d CDR rows for one call", n)
 	}
 }
+
+// TestTokenUserReceivesCalls: a browser registered with token credentials
+// (a user the relay's table does not list) is rung by a trunk's call to its
+// user; an unregistered name still gets 404.
+func TestTokenUserReceivesCalls(t *testing.T) {
+	const secret = "shared-with-the-web-app"
+	r, u := inboundRelay(t, func(c *config.Config) { c.SIP.TokenSecret = secret })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if res, err := u.invite(ctx, r, "dora"); err != nil || res.StatusCode != 404 {
+		t.Fatalf("call to an unregistered token user: %v %v, want 404", res, err)
+	}
+	p := newRegPhone(t, r, "dora", "tablet", "PCMU")
+	var password string
+	p.authUser, password = token.Mint(secret, "dora", time.Now().Add(time.Hour))
+	p.mustRegister(password)
+	res, err := u.invite(ctx, r, "dora")
+	if err != nil || res.StatusCode != 200 {
+		t.Fatalf("call to a registered token user: %v %v", res, err)
+	}
+	if err := u.bye(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "cleanup", 5*time.Second, func() bool { return r.ActiveCalls() == 0 && r.PortsInUse() == 0 })
+}

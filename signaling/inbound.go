@@ -207,7 +207,7 @@ func (r *Relay) inbound(req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 	in := r.inb
-	user, ok := in.creds.userFor(req.Recipient.User)
+	user, ok := r.browserUser(req.Recipient.User)
 	if !ok {
 		in.rejected.With("not_found").Inc()
 		respond(tx, req, 404, "Not Found")

@@ -134,7 +134,7 @@ func (r *Relay) onRefer(req *sip.Request, tx sip.ServerTransaction) {
 		// of its calls, the one named by Replaces and this one.
 		run = func(old dialogRef) { c.transferAttended(old, rep) }
 	default:
-		if _, ok := r.inb.creds.userFor(target.User); ok {
+		if _, ok := r.browserUser(target.User); ok {
 			run = func(old dialogRef) { c.transferBrowser(old, target.User) }
 		} else if route := r.route(target.User); route != nil {
 			if !r.mayTransferToTrunk(c, s, route) {
