@@ -43,6 +43,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		relayLogOut = fs.String("relay-log", "", "file for the spawned relays' logs (default: discarded unless -v)")
 		senders     = fs.Int("senders", 1, "sender goroutines writing media (each serves a fixed share of the calls every 20 ms)")
 		relayBin    = fs.String("relay-bin", "", "mediarelay binary for --spawn (default: this executable if it is mediarelay, else go build)")
+		user        = fs.String("user", "", "answer the relay's digest challenges as this user (with --password); with --token-secret, the user every call's token names (default: one user per call)")
+		password    = fs.String("password", "", "password for --user")
+		tokenSecret = fs.String("token-secret", "", "the relay's sip.token_secret: mint time-limited credentials per call (--spawn sets a fresh one by default)")
 	)
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
@@ -123,20 +126,24 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		relayLog = f
 	}
 
+	creds := Credentials{User: *user, Password: *password, TokenSecret: *tokenSecret}
 	var targets []target
 	switch {
 	case *spawn:
-		rp, err := spawnRelay(ctx, log, relayLog, *relayBin, sc, uas.SIPAddr(), tmp)
+		if creds.TokenSecret == "" && creds.User == "" {
+			creds.TokenSecret = randToken(16)
+		}
+		rp, err := spawnRelay(ctx, log, relayLog, *relayBin, sc, uas.SIPAddr(), tmp, creds)
 		if err != nil {
 			fmt.Fprintln(stderr, "bench: spawn relay:", err)
 			return 1
 		}
 		defer rp.Stop()
 		log.Info("relay started", "pid", rp.Pid(), "ws", rp.ws)
-		targets = append(targets, wsTarget("mediarelay", rp.ws, rp.Pid(), *wsConns, log))
+		targets = append(targets, wsTarget("mediarelay", rp.ws, rp.Pid(), *wsConns, creds, log))
 	case *wsURL != "":
 		log.Info("targeting a running relay; its default trunk must be the bench UAS", "ws", *wsURL, "uas", uas.SIPAddr())
-		targets = append(targets, wsTarget("mediarelay", *wsURL, *relayPid, *wsConns, log))
+		targets = append(targets, wsTarget("mediarelay", *wsURL, *relayPid, *wsConns, creds, log))
 	}
 	if *against == "rtpengine" {
 		t, stop, err := rtpengineTarget(ctx, log, relayLog, sc, uas)
@@ -259,9 +266,9 @@ func buildScenario(short, codec, mode string, srtp bool, uas string) (Scenario, 
 	return sc, nil
 }
 
-func wsTarget(name, url string, pid, conns int, log *slog.Logger) target {
+func wsTarget(name, url string, pid, conns int, creds Credentials, log *slog.Logger) target {
 	return target{name: name, pid: pid, newSig: func(ctx context.Context, onBye func(string)) (signaler, error) {
-		return newSipSignaler(ctx, url, conns, log, onBye)
+		return newSipSignaler(ctx, url, conns, creds, log, onBye)
 	}}
 }
 

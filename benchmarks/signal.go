@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strconv"
 	"sync"
 )
 
@@ -13,7 +14,7 @@ type sipSignaler struct {
 	conns []*sipWS
 }
 
-func newSipSignaler(ctx context.Context, wsURL string, n int, log *slog.Logger, onBye func(string)) (*sipSignaler, error) {
+func newSipSignaler(ctx context.Context, wsURL string, n int, creds Credentials, log *slog.Logger, onBye func(string)) (*sipSignaler, error) {
 	if n < 1 {
 		n = 1
 	}
@@ -24,7 +25,7 @@ func newSipSignaler(ctx context.Context, wsURL string, n int, log *slog.Logger, 
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s.conns[i], errs[i] = newSipWS(ctx, wsURL, log, onBye)
+			s.conns[i], errs[i] = newSipWS(ctx, wsURL, creds, log, onBye)
 		}()
 	}
 	wg.Wait()
@@ -37,7 +38,7 @@ func newSipSignaler(ctx context.Context, wsURL string, n int, log *slog.Logger, 
 
 func (s *sipSignaler) Setup(ctx context.Context, c *call, offer string) (string, int, error) {
 	ws := s.conns[c.idx%len(s.conns)]
-	d, answer, code, err := ws.Invite(ctx, c.id, c.user, offer)
+	d, answer, code, err := ws.Invite(ctx, c.id, c.user, "bench"+strconv.Itoa(c.idx), offer)
 	if err != nil {
 		return "", code, err
 	}

@@ -13,9 +13,16 @@ import (
 )
 
 // TestSmoke builds and spawns the relay and places 3 calls for about
-// 3 s. It asserts only that calls complete and audio flows both ways: timing
-// belongs to benchmarks, not to pass/fail on a shared machine.
+// 3 s, authenticated with token credentials (the default of --spawn) and
+// with --user/--password. It asserts only that calls complete and audio
+// flows both ways: timing belongs to benchmarks, not to pass/fail on a
+// shared machine.
 func TestSmoke(t *testing.T) {
+	t.Run("token", func(t *testing.T) { smoke(t) })
+	t.Run("user-password", func(t *testing.T) { smoke(t, "--user", "loadtest", "--password", "s3cret") })
+}
+
+func smoke(t *testing.T, extra ...string) {
 	if testing.Short() {
 		t.Skip("-short")
 	}
@@ -28,7 +35,8 @@ func TestSmoke(t *testing.T) {
 	}
 	out := filepath.Join(dir, "smoke.json")
 	var stdout, stderr bytes.Buffer
-	rc := Main(ctx, []string{"--spawn", "--relay-bin", bin, "--calls", "3", "--rate", "10", "--hold", "3s", "--settle", "500ms", "--json", out}, &stdout, &stderr)
+	args := append([]string{"--spawn", "--relay-bin", bin, "--calls", "3", "--rate", "10", "--hold", "3s", "--settle", "500ms", "--json", out}, extra...)
+	rc := Main(ctx, args, &stdout, &stderr)
 	t.Logf("exit %d\n%s", rc, stdout.String())
 	data, err := os.ReadFile(out)
 	if err != nil {

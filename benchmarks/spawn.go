@@ -71,7 +71,11 @@ type relayProc struct {
 
 // relayConfig writes the YAML for a relay whose single trunk (matching every
 // user) is the bench UAS, with the scenario's codecs, media mode and SRTP.
-func relayConfig(sc Scenario, uasAddr, dir string, httpPort, sipPort, webrtcPort, portMin, portMax int) string {
+//
+// Callers authenticate as on a public relay: with token credentials minted
+// from creds.TokenSecret, or as creds.User, whose calls are then not
+// capped per user (the bench places them all).
+func relayConfig(sc Scenario, uasAddr, dir string, httpPort, sipPort, webrtcPort, portMin, portMax int, creds Credentials) string {
 	srtp := "off"
 	if sc.TrunkSRTP {
 		srtp = "required"
@@ -83,9 +87,21 @@ func relayConfig(sc Scenario, uasAddr, dir string, httpPort, sipPort, webrtcPort
 	var b strings.Builder
 	fmt.Fprintf(&b, "http:\n  listen: 127.0.0.1:%d\n", httpPort)
 	fmt.Fprintf(&b, "sip:\n  udp_listen: 127.0.0.1:%d\n  tcp_listen: 127.0.0.1:%d\n  host: 127.0.0.1\n  echo: false\n", sipPort, sipPort)
+	// All the bench's calls come from one address, faster than a
+	// production source may place them.
+	b.WriteString("  invite_rate: 100000\n  invite_burst: 100000\n")
+	if creds.TokenSecret != "" {
+		fmt.Fprintf(&b, "  token_secret: %q\n", creds.TokenSecret)
+	}
+	if creds.User != "" {
+		b.WriteString("  user_max_calls: 0\n  user_call_rate: 0\n")
+	}
 	fmt.Fprintf(&b, "media:\n  bind_ip: 127.0.0.1\n  port_min: %d\n  port_max: %d\n  webrtc_port: %d\n  timeout: 30s\n", portMin, portMax, webrtcPort)
 	fmt.Fprintf(&b, "cdr:\n  path: %s\n", filepath.Join(dir, "cdr.db"))
 	b.WriteString("log:\n  level: warn\n")
+	if creds.User != "" && creds.TokenSecret == "" {
+		fmt.Fprintf(&b, "users:\n  - name: %q\n    password: %q\n", creds.User, creds.Password)
+	}
 	b.WriteString("trunks:\n  - name: bench\n    match: \".*\"\n")
 	fmt.Fprintf(&b, "    address: sip:%s\n    transport: udp\n    codecs: [%s]\n    media_mode: %s\n    srtp: %s\n", uasAddr, sc.TrunkCodec, mode, srtp)
 	if sc.TrunkSRTP {
@@ -96,7 +112,7 @@ func relayConfig(sc Scenario, uasAddr, dir string, httpPort, sipPort, webrtcPort
 }
 
 // spawnRelay starts `mediarelay serve --config FILE` and waits for /healthz.
-func spawnRelay(ctx context.Context, log *slog.Logger, logOut io.Writer, bin string, sc Scenario, uasAddr, tmpDir string) (*relayProc, error) {
+func spawnRelay(ctx context.Context, log *slog.Logger, logOut io.Writer, bin string, sc Scenario, uasAddr, tmpDir string, creds Credentials) (*relayProc, error) {
 	if bin == "" {
 		var err error
 		if bin, err = relayBinary(ctx, tmpDir, log); err != nil {
@@ -119,7 +135,7 @@ func spawnRelay(ctx context.Context, log *slog.Logger, logOut io.Writer, bin str
 		return nil, err
 	}
 	cfgPath := filepath.Join(tmpDir, "relay.yaml")
-	if err := os.WriteFile(cfgPath, []byte(relayConfig(sc, uasAddr, tmpDir, httpPort, sipPort, webrtcPort, portMin, portMin+3999)), 0o600); err != nil {
+	if err := os.WriteFile(cfgPath, []byte(relayConfig(sc, uasAddr, tmpDir, httpPort, sipPort, webrtcPort, portMin, portMin+3999, creds)), 0o600); err != nil {
 		return nil, fmt.Errorf("write relay config: %w", err)
 	}
 	cmd := exec.Command(bin, "serve", "--config", cfgPath)

@@ -1,6 +1,7 @@
 package media
 
 import (
+	"encoding/binary"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -52,12 +53,16 @@ func FuzzRTPInput(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		// Plain and SRTP legs. Twice each, so the second pass runs the
-		// statistics update against the state the first one left.
+		// Plain and SRTP legs. Several passes each, with rising sequence
+		// numbers on RTP, so later passes run the statistics update
+		// against the state the first one left, and learn mode latches.
 		for _, l := range []*RTPLeg{fuzzLeg(learn, nil), fuzzLeg(learn, sess)} {
 			l.SetRemote(src, netip.AddrPort{})
-			for range 2 {
+			for i := range learnPackets + 1 {
 				pkt := append([]byte(nil), data...)
+				if i > 0 && l.srtp == nil && len(pkt) >= rtpHeaderMin && !IsRTCP(pkt) {
+					binary.BigEndian.PutUint16(pkt[2:4], binary.BigEndian.Uint16(pkt[2:4])+uint16(i))
+				}
 				if n, ok := l.accept(pkt, src); ok && (n > len(data) || (l.srtp == nil && n != len(data))) {
 					t.Fatalf("accepted %d of %d bytes", n, len(data))
 				}

@@ -19,13 +19,25 @@ import (
 const (
 	// LatchSDP accepts media only from the address the peer's SDP gave.
 	LatchSDP = "sdp"
-	// LatchLearn latches the first valid source and drops every other one.
+	// LatchLearn latches, once the peer's SDP is known, the first source
+	// to send learnPackets valid packets in a row (one SSRC, sequence
+	// numbers increasing), and drops every other one.
 	LatchLearn = "learn"
+)
+
+// Learning in LatchLearn mode: how many consecutive packets a source must
+// send to be latched, how far apart their sequence numbers may be, and
+// how many sources are followed at once.
+const (
+	learnPackets   = 5
+	learnSeqGap    = 100
+	learnSourceMax = 8
 )
 
 // Drop reasons passed to OnDrop callbacks; stable, for metric labels.
 const (
 	DropUnlatched     = "unlatched_source"
+	DropLearning      = "latch_learning" // a source's packets while it has not yet been latched (LatchLearn)
 	DropMalformed     = "malformed"
 	DropTruncated     = "truncated"
 	DropRTCPMalformed = "rtcp_malformed"
@@ -96,6 +108,11 @@ type RTPLeg struct {
 	latchedRTP  atomic.Pointer[netip.AddrPort]
 	latchedRTCP atomic.Pointer[netip.AddrPort]
 	rtcpMux     atomic.Bool // the peer sends RTCP on its RTP port
+	// LatchLearn candidates, owned by the reading goroutine; SetRemote
+	// bumps learnGen to make it start over.
+	learnGen  atomic.Uint32
+	candGen   uint32
+	learnSrcs []learnSource
 
 	recv    recvStats
 	dropped atomic.Uint64
@@ -198,6 +215,7 @@ func (l *RTPLeg) SetRemote(rtp, rtcp netip.AddrPort) {
 		l.latchedRTP.Store(nil)
 		l.latchedRTCP.Store(nil)
 		l.rtcpMux.Store(false)
+		l.learnGen.Add(1)
 	}
 	l.log.Debug("rtp leg remote set", "rtp", rtp.String(), "rtcp", rtcp.String())
 }
@@ -274,7 +292,9 @@ func (l *RTPLeg) accept(pkt []byte, from netip.AddrPort) (int, bool) {
 	}
 	latched := l.latchedRTP.Load()
 	if l.learn {
-		if latched != nil && *latched != from {
+		// Nothing is learned before the peer's SDP (the answer, on a
+		// call the relay placed), and nothing but the latched source after.
+		if (latched != nil && *latched != from) || (latched == nil && l.remote.Load() == nil) {
 			l.drop(DropUnlatched)
 			return 0, false
 		}
@@ -300,14 +320,54 @@ func (l *RTPLeg) accept(pkt []byte, from netip.AddrPort) (int, bool) {
 		}
 	}
 	if l.learn && latched == nil {
-		// Latch only on a packet that parsed (and, with SRTP,
-		// authenticated), so garbage sprayed at the port can't win.
+		// Latch only on packets that parsed (and, with SRTP,
+		// authenticated), several in a row from one source, so garbage
+		// or a single packet sprayed at the port can't win.
+		if !l.learnFrom(pkt, from) {
+			l.drop(DropLearning)
+			return 0, false
+		}
 		a := from
 		l.latchedRTP.Store(&a)
 		l.log.Info("rtp leg latched", "source", from.String())
 	}
 	l.recv.update(pkt, time.Now())
 	return len(pkt), true
+}
+
+// learnSource is a source LatchLearn is following.
+type learnSource struct {
+	from netip.AddrPort
+	ssrc uint32
+	seq  uint16
+	n    int // consecutive valid packets
+}
+
+// learnFrom counts a valid RTP packet from a not yet latched source and
+// reports whether that source has now sent learnPackets in a row.
+func (l *RTPLeg) learnFrom(pkt []byte, from netip.AddrPort) bool {
+	if gen := l.learnGen.Load(); gen != l.candGen {
+		l.learnSrcs, l.candGen = l.learnSrcs[:0], gen
+	}
+	ssrc, seq := binary.BigEndian.Uint32(pkt[8:12]), binary.BigEndian.Uint16(pkt[2:4])
+	for i := range l.learnSrcs {
+		c := &l.learnSrcs[i]
+		if c.from != from {
+			continue
+		}
+		if d := seq - c.seq; c.ssrc == ssrc && d >= 1 && d <= learnSeqGap {
+			c.n++
+		} else {
+			c.ssrc, c.n = ssrc, 1
+		}
+		c.seq = seq
+		return c.n >= learnPackets
+	}
+	if len(l.learnSrcs) >= learnSourceMax {
+		l.learnSrcs = append(l.learnSrcs[:0], l.learnSrcs[1:]...) // forget the oldest
+	}
+	l.learnSrcs = append(l.learnSrcs, learnSource{from: from, ssrc: ssrc, seq: seq, n: 1})
+	return learnPackets <= 1
 }
 
 // rtcpSourceOK applies latching to an RTCP packet, received on the RTP port

@@ -156,24 +156,54 @@ func TestLatchingSDP(t *testing.T) {
 func TestLatchingLearn(t *testing.T) {
 	var drops dropLog
 	leg := newTestLeg(t, testPorts(t, 1), RTPLegOptions{Latching: LatchLearn, OnDrop: drops.add})
-	sdpPeer := newUDPPeer(t) // what the SDP said
-	natted := newUDPPeer(t)  // where the media really comes from
+	intruder := newUDPPeer(t)
+
+	// Before the peer's SDP (the answer) nothing is learned: a sprayer
+	// racing the call set-up gets nowhere.
+	go func() { _, _ = leg.ReadRTP(make([]byte, 1500)) }() // only its drops matter; it returns at Close
+	for i := uint16(1); i <= learnPackets+1; i++ {
+		udpSend(t, intruder.rtp, leg.LocalAddr(), mkRTP(t, 0, i, 160*uint32(i), 66, false, []byte("early")))
+	}
+	pollUntil(t, "early packets dropped", func() bool { return drops.count(DropUnlatched) == learnPackets+1 })
+	if a := leg.latchedRTP.Load(); a != nil {
+		t.Fatalf("latched %v before the SDP", a)
+	}
+}
+
+// TestLatchingLearnAfterAnswer: once the SDP is known, the source latched
+// is the first to send several valid packets in a row (one SSRC, rising
+// sequence numbers); garbage, single sprayed packets, and a sprayer
+// changing SSRC each packet do not win.
+func TestLatchingLearnAfterAnswer(t *testing.T) {
+	var drops dropLog
+	leg := newTestLeg(t, testPorts(t, 1), RTPLegOptions{Latching: LatchLearn, OnDrop: drops.add})
+	sdpPeer := newUDPPeer(t)
+	natted := newUDPPeer(t)
 	intruder := newUDPPeer(t)
 	leg.SetRemote(udpAddr(sdpPeer.rtp), netip.AddrPort{})
 
-	// Garbage arriving first must not win the latch.
-	udpSend(t, intruder.rtp, leg.LocalAddr(), []byte{0x80, 0, 0})
-	udpSend(t, natted.rtp, leg.LocalAddr(), mkRTP(t, 0, 1, 160, 7, false, []byte("first")))
-	udpSend(t, intruder.rtp, leg.LocalAddr(), mkRTP(t, 0, 2, 320, 7, false, []byte("inject")))
-	udpSend(t, natted.rtp, leg.LocalAddr(), mkRTP(t, 0, 2, 320, 7, false, []byte("second")))
+	udpSend(t, intruder.rtp, leg.LocalAddr(), []byte{0x80, 0, 0}) // garbage
+	for i := uint16(1); i <= learnPackets; i++ {
+		udpSend(t, intruder.rtp, leg.LocalAddr(), mkRTP(t, 0, i, 160*uint32(i), 100+uint32(i), false, []byte("inject")))
+		payload := []byte("learning")
+		if i == learnPackets {
+			payload = []byte("latched")
+		}
+		udpSend(t, natted.rtp, leg.LocalAddr(), mkRTP(t, 0, i, 160*uint32(i), 7, false, payload))
+	}
+	udpSend(t, intruder.rtp, leg.LocalAddr(), mkRTP(t, 0, 9, 9*160, 7, false, []byte("inject")))
+	udpSend(t, natted.rtp, leg.LocalAddr(), mkRTP(t, 0, learnPackets+1, 160*(learnPackets+1), 7, false, []byte("next")))
 
-	for _, want := range []string{"first", "second"} {
+	for _, want := range []string{"latched", "next"} {
 		if got := readLegRTP(t, leg); !bytes.HasSuffix(got, []byte(want)) {
 			t.Fatalf("delivered %q, want %q", got[12:], want)
 		}
 	}
-	if drops.count(DropMalformed) != 1 || drops.count(DropUnlatched) != 1 {
-		t.Errorf("drops %v, want one malformed and one unlatched", drops.all())
+	if a := leg.latchedRTP.Load(); a == nil || *a != udpAddr(natted.rtp) {
+		t.Fatalf("latched %v, want the natted peer", a)
+	}
+	if drops.count(DropMalformed) != 1 || drops.count(DropUnlatched) != 1 || drops.count(DropLearning) != 2*learnPackets-1 {
+		t.Errorf("drops %v, want 1 malformed, 1 unlatched, %d learning", drops.all(), 2*learnPackets-1)
 	}
 
 	// Symmetric RTP: we answer to the latched source, not the SDP address.
@@ -328,7 +358,9 @@ func TestRTCPReceiverReport(t *testing.T) {
 	leg := newTestLeg(t, testPorts(t, 1), RTPLegOptions{RTCPInterval: 20 * time.Millisecond, Latching: LatchLearn})
 	p := newUDPPeer(t)
 	leg.SetRemote(udpAddr(p.rtp), udpAddr(p.rtcp))
-	udpSend(t, p.rtp, leg.LocalAddr(), mkRTP(t, 0, 1, 160, 0x77, false, nil))
+	for i := uint16(1); i <= learnPackets; i++ { // learn mode latches on the last
+		udpSend(t, p.rtp, leg.LocalAddr(), mkRTP(t, 0, i, 160*uint32(i), 0x77, false, nil))
+	}
 	readLegRTP(t, leg)
 	for {
 		b, _ := udpRecv(t, p.rtcp)

@@ -164,7 +164,9 @@ func TestSRTPLearnLatchNeedsAuth(t *testing.T) {
 	leg, p := newSRTPPair(t, SuiteAESCM128SHA1_80, RTPLegOptions{Latching: LatchLearn, OnDrop: drops.add})
 	intruder := newUDPPeer(t)
 	udpSend(t, intruder.rtp, leg.LocalAddr(), mkRTP(t, 0, 1, 160, 9, false, make([]byte, 40)))
-	udpSend(t, p.rtp, leg.LocalAddr(), p.encrypt(t, mkRTP(t, 0, 1, 160, 9, false, []byte("real"))))
+	for i := uint16(1); i <= learnPackets; i++ {
+		udpSend(t, p.rtp, leg.LocalAddr(), p.encrypt(t, mkRTP(t, 0, i, 160*uint32(i), 9, false, []byte("real"))))
+	}
 	if got := readLegRTP(t, leg); !bytes.HasSuffix(got, []byte("real")) {
 		t.Fatalf("delivered %x", got)
 	}

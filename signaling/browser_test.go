@@ -111,3 +111,50 @@ func checkDTMFAtTrunk(t *testing.T, capture chan []byte, digits []byte) {
 		}
 	}
 }
+
+// TestBrowserCallAuth: the softphone page in headless Chromium calling a
+// trunk with no credentials gets 407 and the trunk receives nothing; with
+// the user's password (page parameters) it answers the 407 and the call's
+// audio comes back.
+func TestBrowserCallAuth(t *testing.T) {
+	if !browsertest.InNetns(t) {
+		return
+	}
+	tones := []float64{400, 1000}
+	wav := filepath.Join(t.TempDir(), "tones.wav")
+	if err := browsertest.WriteToneWAV(wav, tones, 10); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	browser, err := browsertest.Launch(ctx, wav)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer browser.Close()
+	u := newTrunkUAS(t)
+	r := startRelay(t, chain(withTrunk(u, ModeAuto, "PCMU"), withUsers("alice", "wonderland"), authRequired))
+	page := "http://" + r.HTTPAddr().String() + "/"
+
+	res, err := browser.Call(ctx, browsertest.Options{PageURL: page, Target: "sip:+15551234567@127.0.0.1", Hold: time.Second})
+	if err == nil || res.Code != 407 {
+		t.Fatalf("call without credentials: code %d, err %v, want 407 (log: %v)", res.Code, err, res.Log)
+	}
+	if n := u.trunkInvites(); n != 0 {
+		t.Fatalf("the trunk received %d INVITEs from an unauthenticated browser", n)
+	}
+
+	res, err = browser.Call(ctx, browsertest.Options{PageURL: page + "?user=alice&password=wonderland",
+		Target: "sip:+15551234567@127.0.0.1", Hold: 3 * time.Second, Freqs: tones})
+	if err != nil {
+		t.Fatalf("call with credentials: %v (log: %v)", err, res.Log)
+	}
+	for _, f := range tones {
+		if db := res.ToneDB[f]; db < 20 {
+			t.Errorf("%v Hz came back at %.1f dB: not detected", f, db)
+		}
+	}
+	if n := u.trunkInvites(); n != 1 {
+		t.Fatalf("the trunk received %d INVITEs, want 1", n)
+	}
+}

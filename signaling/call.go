@@ -52,6 +52,14 @@ type Call struct {
 	from, to                       string
 	route                          *Trunk
 	direction                      string
+	// user is the authenticated browser user of a call from a browser
+	// ("" for anonymous and echo calls); userHeld says it holds one of
+	// the user's sip.user_max_calls slots until removeCall.
+	user     string
+	userHeld bool
+	// wsSource is the WebSocket peer a browser's call came over (its
+	// connection is then busy, connguard.go).
+	wsSource string
 
 	browserOffer string
 	offered      []sdp.Codec
@@ -156,6 +164,9 @@ func newCallID() string {
 // answer (from a 183 or the 200). It runs once; later answers only move the
 // RTP destination.
 func (c *Call) setupMedia(answer sdp.Audio) error {
+	if err := usableConnection(answer); err != nil {
+		return err
+	}
 	if c.mediaUp {
 		c.setRemote(answer)
 		return nil
@@ -199,6 +210,19 @@ func (c *Call) sipLeg() *media.RTPLeg {
 }
 
 func (c *Call) setRemote(a sdp.Audio) { setLegRemote(c.rtp, a) }
+
+// errNoConnection is an SDP whose audio stream has no c= address (media or
+// session level): nowhere to send media; the call gets 488.
+var errNoConnection = errors.New("sdp: audio stream without a connection address (c=)")
+
+// usableConnection checks that a peer's SDP says where its media goes; a
+// rejected stream (port 0) needs no address.
+func usableConnection(a sdp.Audio) error {
+	if a.Port != 0 && !a.Addr.IsValid() {
+		return errNoConnection
+	}
+	return nil
+}
 
 // setLegRemote points leg at the media address of a peer's SDP; an
 // unspecified address (on hold) or a rejected stream keeps what it had.
@@ -329,11 +353,8 @@ func (c *Call) closeMedia() {
 	c.mediaWG.Wait()
 }
 
-// finish writes the CDR and forgets the call.
-func (c *Call) finish() {
-	end := time.Now()
-	c.r.removeCall(c)
-	c.r.countEnd(c.cause)
+// cdrRecord is the call's CDR as far as its set-up goes.
+func (c *Call) cdrRecord() cdr.Record {
 	rec := cdr.Record{
 		CallID:        c.id,
 		BrowserCallID: c.browserCallID,
@@ -343,13 +364,36 @@ func (c *Call) finish() {
 		Direction:     c.direction,
 		Start:         c.start,
 		Answer:        c.answered,
-		End:           end,
-		EndCause:      c.cause,
-		SIPCode:       c.code,
 	}
 	if c.route != nil {
 		rec.Trunk = c.route.Name
 	}
+	return rec
+}
+
+// beginCDR writes the answered call's row, in progress until finish
+// completes it: a relay killed mid-call still leaves a record.
+func (c *Call) beginCDR() {
+	if c.r.cdr == nil {
+		return
+	}
+	rec := c.cdrRecord()
+	rec.SIPCode = 200
+	if m := c.active.Load(); m != nil {
+		rec.Mode, rec.WebRTCCodec, rec.SIPCodec = m.plan.Mode, m.plan.BrowserCodec, m.plan.SIPCodec.Name
+	}
+	if err := c.r.cdr.Begin(rec); err != nil {
+		c.log.Error("cdr not begun", "err", err)
+	}
+}
+
+// finish writes the CDR and forgets the call.
+func (c *Call) finish() {
+	end := time.Now()
+	c.r.removeCall(c)
+	c.r.countEnd(c.cause)
+	rec := c.cdrRecord()
+	rec.End, rec.EndCause, rec.SIPCode = end, c.cause, c.code
 	if rec.SIPCode == 0 && !c.answered.IsZero() {
 		rec.SIPCode = 200
 	}

@@ -157,14 +157,14 @@ func (u *trunkUAS) sendTrunkEvent(t *testing.T, pt uint8, event byte) {
 	}
 }
 
-// callRecord waits for the CDR of callID.
+// callRecord waits for the final CDR of callID.
 func callRecord(t *testing.T, r *Relay, callID string) cdr.Record {
 	t.Helper()
 	var rec cdr.Record
 	waitFor(t, "cdr", 5*time.Second, func() bool {
 		var err error
 		rec, err = r.CDR().Query(context.Background(), callID)
-		return err == nil
+		return err == nil && rec.EndCause != cdr.CauseInProgress
 	})
 	return rec
 }

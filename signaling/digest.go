@@ -14,10 +14,13 @@ import (
 	"hash"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/mediarelay/mediarelay/pkg/config"
+	"github.com/mediarelay/mediarelay/pkg/token"
 )
 
 // Digest algorithms the registrar offers, strongest first (RFC 8760).
@@ -55,10 +58,14 @@ type credentials struct {
 	algs  []string // accepted algorithms; empty means both
 	users map[string]*credential
 	dids  map[string]string // normalised number → user
+	// tokenSecret, when set, admits "EXPIRY:USER" usernames whose password
+	// is base64(HMAC-SHA1(tokenSecret, username)) (pkg/token).
+	tokenSecret string
 }
 
 func loadCredentials(cfg config.Config) (*credentials, error) {
-	c := &credentials{realm: firstNonEmpty(cfg.SIP.Realm, "mediarelay"), users: map[string]*credential{}, dids: map[string]string{}}
+	c := &credentials{realm: firstNonEmpty(cfg.SIP.Realm, "mediarelay"), users: map[string]*credential{}, dids: map[string]string{},
+		tokenSecret: cfg.SIP.TokenSecret}
 	for _, a := range cfg.SIP.DigestAlgorithms {
 		c.algs = append(c.algs, canonicalAlg(a))
 	}
@@ -148,35 +155,95 @@ func (c *credentials) userFor(target string) (string, bool) {
 	return "", false
 }
 
-// nonceMaker makes stateless nonces: a timestamp and an HMAC over it and
-// the client's IP, so a nonce is only good from where it was issued.
-type nonceMaker struct{ key [32]byte }
+// nonceMaker makes nonces: a timestamp and an HMAC over it and what the
+// nonce is bound to (the realm and the client's connection, or its IP), so
+// a nonce is only good where it was issued. It remembers the highest
+// nonce-count accepted for each nonce, so a captured Authorization cannot
+// be replayed.
+type nonceMaker struct {
+	key [32]byte
+
+	mu   sync.Mutex
+	used map[string]usedNonce
+}
+
+type usedNonce struct {
+	nc     uint64
+	issued time.Time
+}
+
+// maxUsedNonces bounds the replay memory; beyond it the oldest half is
+// dropped early (their owners get a fresh challenge, stale=true).
+const maxUsedNonces = 200000
 
 func newNonceMaker() *nonceMaker {
-	n := &nonceMaker{}
+	n := &nonceMaker{used: map[string]usedNonce{}}
 	_, _ = rand.Read(n.key[:])
 	return n
 }
 
-func (n *nonceMaker) make(ip string, now time.Time) string {
+// use records that nonce was answered with nonce-count nc (hex, with
+// qop=auth; "" without qop, when a nonce is good once) and reports false
+// for a replay: a count not above the highest seen for it.
+func (n *nonceMaker) use(nonce, qop, nc string, now time.Time) bool {
+	var count uint64 = 1
+	if qop != "" {
+		c, err := strconv.ParseUint(nc, 16, 64)
+		if err != nil || c == 0 {
+			return false
+		}
+		count = c
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if u, ok := n.used[nonce]; ok && count <= u.nc {
+		return false
+	}
+	if len(n.used) >= maxUsedNonces {
+		n.pruneLocked(now)
+	}
+	n.used[nonce] = usedNonce{nc: count, issued: now}
+	return true
+}
+
+// pruneLocked forgets nonces past their lifetime (check refuses them
+// anyway), and, if that is not enough, the older half.
+func (n *nonceMaker) pruneLocked(now time.Time) {
+	for k, u := range n.used {
+		if now.Sub(u.issued) > nonceLifetime {
+			delete(n.used, k)
+		}
+	}
+	if len(n.used) < maxUsedNonces/2 {
+		return
+	}
+	cut := now.Add(-nonceLifetime / 2)
+	for k, u := range n.used {
+		if u.issued.Before(cut) {
+			delete(n.used, k)
+		}
+	}
+}
+
+func (n *nonceMaker) make(bind string, now time.Time) string {
 	var b [24]byte
 	binary.BigEndian.PutUint64(b[:8], uint64(now.UnixNano()))
 	m := hmac.New(sha256.New, n.key[:])
 	m.Write(b[:8])
-	m.Write([]byte(ip))
+	m.Write([]byte(bind))
 	copy(b[8:], m.Sum(nil)[:16])
 	return base64.RawURLEncoding.EncodeToString(b[:])
 }
 
-// check reports whether nonce is one of ours for ip, and whether it is too old.
-func (n *nonceMaker) check(nonce, ip string, now time.Time) (ok, stale bool) {
+// check reports whether nonce is one of ours for bind, and whether it is too old.
+func (n *nonceMaker) check(nonce, bind string, now time.Time) (ok, stale bool) {
 	b, err := base64.RawURLEncoding.DecodeString(nonce)
 	if err != nil || len(b) != 24 {
 		return false, false
 	}
 	m := hmac.New(sha256.New, n.key[:])
 	m.Write(b[:8])
-	m.Write([]byte(ip))
+	m.Write([]byte(bind))
 	if !hmac.Equal(m.Sum(nil)[:16], b[8:]) {
 		return false, false
 	}
@@ -295,11 +362,37 @@ const (
 	digestMissing digestResult = iota // no usable credentials: challenge
 	digestStale                       // right password, old nonce: challenge with stale=true
 	digestWrong                       // wrong password or unknown user
+	digestExpired                     // time-limited credentials past their expiry: 403
+	digestReplay                      // right password, nonce-count already used: challenge anew (stale=true)
 	digestOK
 )
 
+// lookup finds the credential for a digest username: a configured user,
+// else token credentials (pkg/token) when a secret is configured. identity
+// is who the caller is: the username, or a token's USER part.
+func (c *credentials) lookup(username string, now time.Time) (cr *credential, identity string, expired bool) {
+	if cr := c.users[username]; cr != nil {
+		return cr, username, false
+	}
+	if c.tokenSecret == "" {
+		return nil, username, false
+	}
+	exp, user, err := token.Parse(username)
+	if err != nil {
+		return nil, username, false
+	}
+	if !now.Before(exp) {
+		return nil, user, true
+	}
+	pw := token.Password(c.tokenSecret, username)
+	return &credential{name: username, ha1: map[string]string{
+		algMD5:    hexHash(algMD5, username, c.realm, pw),
+		algSHA256: hexHash(algSHA256, username, c.realm, pw),
+	}}, user, false
+}
+
 // verify checks an Authorization value for method against the user table.
-func (c *credentials) verify(n *nonceMaker, auth, method, ip string, now time.Time) (digestResult, string) {
+func (c *credentials) verify(n *nonceMaker, auth, method, bind string, now time.Time) (digestResult, string) {
 	p, ok := parseDigest(auth)
 	if !ok {
 		return digestMissing, ""
@@ -323,11 +416,14 @@ func (c *credentials) verify(n *nonceMaker, auth, method, ip string, now time.Ti
 	if len(c.algs) > 0 && !slices.Contains(c.algs, alg) {
 		return digestMissing, user // not offered: challenge again
 	}
-	nonceOK, stale := n.check(p["nonce"], ip, now)
+	nonceOK, stale := n.check(p["nonce"], bind, now)
 	if !nonceOK {
 		return digestMissing, user
 	}
-	cr := c.users[user]
+	cr, identity, expired := c.lookup(user, now)
+	if expired {
+		return digestExpired, identity
+	}
 	if cr == nil {
 		return digestWrong, user
 	}
@@ -350,7 +446,10 @@ func (c *credentials) verify(n *nonceMaker, auth, method, ip string, now time.Ti
 		return digestWrong, user
 	}
 	if stale {
-		return digestStale, user
+		return digestStale, identity
 	}
-	return digestOK, user
+	if !n.use(p["nonce"], p["qop"], p["nc"], now) {
+		return digestReplay, identity
+	}
+	return digestOK, identity
 }

@@ -42,8 +42,11 @@ type echoSession struct {
 	conn *net.UDPConn
 }
 
-// StartEcho listens for SIP on a free UDP port of ip.
-func StartEcho(ctx context.Context, ip string, log *slog.Logger) (*Echo, error) {
+// StartEcho listens for SIP on a free UDP port of ip. When relay is set
+// (the relay's SIP UDP listener, which its requests leave from), requests
+// from anywhere else are dropped unanswered: the echo is the relay's
+// internal peer, not a SIP endpoint for the network.
+func StartEcho(ctx context.Context, ip string, relay net.Addr, log *slog.Logger) (*Echo, error) {
 	if ip == "" || ip == "0.0.0.0" || ip == "::" {
 		ip = "127.0.0.1"
 	}
@@ -67,13 +70,25 @@ func StartEcho(ctx context.Context, ip string, log *slog.Logger) (*Echo, error) 
 		return nil, err
 	}
 	e.dua = &sipgo.DialogUA{Client: cli, ContactHDR: sip.ContactHeader{Address: sip.Uri{User: "echo", Host: ip, Port: port}}}
-	e.srv.OnInvite(e.onInvite)
+	only := func(h sipgo.RequestHandler) sipgo.RequestHandler {
+		return func(req *sip.Request, tx sip.ServerTransaction) {
+			if !fromRelay(req.Source(), relay) {
+				tx.Terminate()
+				return
+			}
+			h(req, tx)
+		}
+	}
+	e.srv.OnInvite(only(e.onInvite))
+	e.srv.OnNoRoute(only(func(req *sip.Request, tx sip.ServerTransaction) {
+		_ = tx.Respond(sip.NewResponseFromRequest(req, 405, "Method Not Allowed", nil))
+	}))
 	e.srv.OnAck(func(req *sip.Request, tx sip.ServerTransaction) {
 		if s := e.session(req); s != nil {
 			_ = s.dss.ReadAck(req, tx)
 		}
 	})
-	e.srv.OnBye(func(req *sip.Request, tx sip.ServerTransaction) {
+	e.srv.OnBye(only(func(req *sip.Request, tx sip.ServerTransaction) {
 		s := e.session(req)
 		if s == nil {
 			_ = tx.Respond(sip.NewResponseFromRequest(req, 481, "Call/Transaction Does Not Exist", nil))
@@ -81,7 +96,7 @@ func StartEcho(ctx context.Context, ip string, log *slog.Logger) (*Echo, error) 
 		}
 		_ = s.dss.ReadBye(req, tx)
 		e.end(s)
-	})
+	}))
 	go func() { _ = e.srv.ServeUDP(e.conn) }()
 	e.trunk, err = compileTrunk(config.Trunk{
 		Name:    "echo",
@@ -93,6 +108,23 @@ func StartEcho(ctx context.Context, ip string, log *slog.Logger) (*Echo, error) 
 		return nil, err
 	}
 	return e, nil
+}
+
+// fromRelay reports whether src is the relay's listener relay (nil: any
+// source is). A wildcard listener matches by port on any address.
+func fromRelay(src string, relay net.Addr) bool {
+	if relay == nil {
+		return true
+	}
+	want, ok := relay.(*net.UDPAddr)
+	if !ok {
+		return true
+	}
+	got, err := net.ResolveUDPAddr("udp", src)
+	if err != nil {
+		return false
+	}
+	return got.Port == want.Port && (want.IP.IsUnspecified() || got.IP.Equal(want.IP))
 }
 
 // Addr is the echo endpoint's SIP address.

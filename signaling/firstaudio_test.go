@@ -104,6 +104,7 @@ func firstAudioCall(t *testing.T, ctx context.Context, browser *browsertest.Brow
 		c.Trunks = append(c.Trunks, config.Trunk{Name: "out", Match: "^1", Address: "sip:" + out.addr, Codecs: []string{"PCMU"}})
 		// SIP.js answers only the first challenge, and only MD5.
 		c.SIP.DigestAlgorithms = []string{"MD5"}
+		c.HTTP.AllowedOrigins = []string{pageRoot} // the page is served from elsewhere
 	})
 	page := fmt.Sprintf("%s/index.html?ws=ws://%s/ws", pageRoot, r.HTTPAddr())
 	o := browsertest.Options{Hold: 10 * time.Second} // outlasts the trunk's 8 s stream

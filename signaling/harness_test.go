@@ -70,6 +70,11 @@ func startRelay(t *testing.T, mod func(*config.Config)) *Relay {
 	cfg.Media.PortMin, cfg.Media.PortMax = nextPortRange()
 	cfg.CDR.Path = filepath.Join(t.TempDir(), "cdr.db")
 	cfg.SIP.InviteTimeout = 3 * time.Second
+	// Tests that are not about caller authentication call trunks
+	// anonymously; callauth_test.go turns this off.
+	cfg.SIP.AnonymousCalls = true
+	// and place calls faster than a source may in production (ratelimit_test.go).
+	cfg.SIP.InviteRate, cfg.SIP.InviteBurst = 1000, 1000
 	if mod != nil {
 		mod(&cfg)
 	}
@@ -103,16 +108,17 @@ type trunkUAS struct {
 	dua  *sipgo.DialogUA
 
 	// behaviour, set before calls are placed
-	code     int           // final code; 0 or 200 answers
-	codecs   []string      // codecs it accepts, in its preference; nil = first offered
-	ring     bool          // send 180 first
-	noAnswer bool          // ring forever
-	early    bool          // 183 with SDP before the 200
-	echo     bool          // echo RTP back
-	capture  chan []byte   // if set, a copy of every RTP packet received
-	byeAfter time.Duration // hang up after answering
-	stream   int           // after the ACK, send this many packets of a tone at 50 packets/s
-	streamed chan int      // with stream: how many packets were sent, once done
+	code     int                 // final code; 0 or 200 answers
+	codecs   []string            // codecs it accepts, in its preference; nil = first offered
+	ring     bool                // send 180 first
+	noAnswer bool                // ring forever
+	early    bool                // 183 with SDP before the 200
+	echo     bool                // echo RTP back
+	capture  chan []byte         // if set, a copy of every RTP packet received
+	byeAfter time.Duration       // hang up after answering
+	stream   int                 // after the ACK, send this many packets of a tone at 50 packets/s
+	streamed chan int            // with stream: how many packets were sent, once done
+	rewrite  func([]byte) []byte // if set, applied to its SDP answer
 
 	mu       sync.Mutex
 	conns    []*net.UDPConn
@@ -132,7 +138,8 @@ func newTrunkUAS(t *testing.T) *trunkUAS {
 	u.addr = pc.LocalAddr().String()
 	u.ua, _ = sipgo.NewUA(sipgo.WithUserAgent("trunk"), sipgo.WithUserAgentHostname("127.0.0.1"))
 	u.srv, _ = sipgo.NewServer(u.ua)
-	cli, _ := sipgo.NewClient(u.ua, sipgo.WithClientHostname("127.0.0.1"))
+	// Its requests leave from its listener, as a real trunk's do (sockets_test.go).
+	cli, _ := sipgo.NewClient(u.ua, sipgo.WithClientHostname("127.0.0.1"), sipgo.WithClientConnectionAddr(u.addr))
 	host, port := splitHostPort(u.addr)
 	u.dua = &sipgo.DialogUA{Client: cli, ContactHDR: sip.ContactHeader{Address: sip.Uri{User: "trunk", Host: host, Port: port}}}
 	u.srv.OnInvite(u.onInvite)
@@ -232,6 +239,9 @@ func (u *trunkUAS) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	}()
 	body := sdp.Offer{SessionID: 1, Version: 1, Addr: netip.MustParseAddr("127.0.0.1"),
 		Port: conn.LocalAddr().(*net.UDPAddr).Port, Codecs: chosen}.Marshal()
+	if u.rewrite != nil {
+		body = u.rewrite(body)
+	}
 	if u.early {
 		res := sip.NewResponseFromRequest(d.InviteRequest, 183, "Session Progress", body)
 		res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
@@ -315,6 +325,8 @@ type phone struct {
 	received chan *rtp.Packet
 	provs    []int
 	opusSeq  uint16 // next sequence number of sendOpusTone
+	// authUser and authPass answer the relay's 407 when set.
+	authUser, authPass string
 }
 
 var phoneCodecs = map[string]webrtc.RTPCodecParameters{
@@ -425,7 +437,12 @@ func (p *phone) offer() string {
 // invite sends an INVITE with body to target through the relay's WebSocket.
 // It returns the final response.
 func (p *phone) invite(ctx context.Context, r *Relay, user string, body []byte) (*sip.Response, error) {
-	host, port := splitHostPort(r.HTTPAddr().String())
+	return p.inviteAddr(ctx, r.HTTPAddr().String(), user, body)
+}
+
+// inviteAddr is invite to the relay whose HTTP/WebSocket listener is at addr.
+func (p *phone) inviteAddr(ctx context.Context, addr, user string, body []byte) (*sip.Response, error) {
+	host, port := splitHostPort(addr)
 	target := sip.Uri{User: user, Host: host, Port: port, UriParams: sip.HeaderParams{{K: "transport", V: "ws"}}}
 	var hdrs []sip.Header
 	if body != nil {
@@ -436,7 +453,7 @@ func (p *phone) invite(ctx context.Context, r *Relay, user string, body []byte) 
 		return nil, err
 	}
 	p.dcs = dcs
-	err = dcs.WaitAnswer(ctx, sipgo.AnswerOptions{OnResponse: func(res *sip.Response) error {
+	err = dcs.WaitAnswer(ctx, sipgo.AnswerOptions{Username: p.authUser, Password: p.authPass, OnResponse: func(res *sip.Response) error {
 		p.provs = append(p.provs, int(res.StatusCode))
 		return nil
 	}})
@@ -551,6 +568,9 @@ func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
 // and finished transactions (64*T1) then release their goroutines in
 // seconds, which the leak test waits for.
 func TestMain(m *testing.M) {
+	if path := os.Getenv(childRelayEnv); path != "" {
+		os.Exit(runChildRelay(path)) // restart_test.go
+	}
 	sip.SetTimers(50*time.Millisecond, 400*time.Millisecond, 500*time.Millisecond)
 	os.Exit(m.Run())
 }
@@ -571,7 +591,7 @@ func lastEnd(t *testing.T, r *Relay, n int) (string, int) {
 	defer db.Close()
 	var cause string
 	var code int
-	if err := db.QueryRow(`SELECT end_cause, sip_code FROM cdr ORDER BY end_time DESC LIMIT 1`).Scan(&cause, &code); err != nil {
+	if err := db.QueryRow(`SELECT end_cause, sip_code FROM cdr WHERE end_cause != 'in_progress' ORDER BY end_time DESC LIMIT 1`).Scan(&cause, &code); err != nil {
 		t.Fatal(err)
 	}
 	return cause, code

@@ -110,7 +110,7 @@ func (r *Relay) trunkFor(req *sip.Request, tx sip.ServerTransaction) *Trunk {
 		}
 		if res != digestWrong {
 			resp := sip.NewResponseFromRequest(req, 407, "Proxy Authentication Required", nil)
-			for _, c := range challenges(in.trunkAuth.realm, in.nonces.make(sourceIP(req.Source()), now), res == digestStale, in.trunkAuth.algsFor(user)...) {
+			for _, c := range challenges(in.trunkAuth.realm, in.nonces.make(sourceIP(req.Source()), now), res == digestStale || res == digestReplay, in.trunkAuth.algsFor(user)...) {
 				resp.AppendHeader(sip.NewHeader("Proxy-Authenticate", c))
 			}
 			_ = tx.Respond(resp)
@@ -120,7 +120,9 @@ func (r *Relay) trunkFor(req *sip.Request, tx sip.ServerTransaction) *Trunk {
 	} else {
 		in.rejected.With("unknown_source").Inc()
 	}
-	r.log.Warn("INVITE from unknown source refused", "source", req.Source())
+	// Debug: anyone on the Internet can make this line; the count is in
+	// mediarelay_inbound_rejected_total.
+	r.log.Debug("INVITE from unknown source refused", "source", req.Source())
 	respond(tx, req, 403, "Forbidden")
 	r.countSetupFailure(403)
 	return nil
@@ -205,7 +207,7 @@ func (r *Relay) inbound(req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 	in := r.inb
-	user, ok := in.creds.userFor(req.Recipient.User)
+	user, ok := r.browserUser(req.Recipient.User)
 	if !ok {
 		in.rejected.With("not_found").Inc()
 		respond(tx, req, 404, "Not Found")
@@ -242,6 +244,11 @@ func (r *Relay) inbound(req *sip.Request, tx sip.ServerTransaction) {
 	if err != nil {
 		respond(tx, req, 400, "Bad Request", sip.NewHeader("Warning", `399 mediarelay "malformed SDP"`))
 		r.countSetupFailure(400)
+		return
+	}
+	if !lateOffer && usableConnection(offer) != nil {
+		respond(tx, req, 488, "Not Acceptable Here", sip.NewHeader("Warning", `399 mediarelay "SDP without a connection address"`))
+		r.countSetupFailure(488)
 		return
 	}
 	// SDES per the trunk's SRTP policy (sdes_inbound.go); DTLS-SRTP offers
@@ -406,6 +413,7 @@ func (r *Relay) inbound(req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 	go c.watch()
+	c.beginCDR()
 	res := sip.NewSDPResponseFromRequest(dss.InviteRequest, []byte(c.answerSDP))
 	c.addSessionTimer(req, res)
 	if err := dss.WriteResponse(res); err != nil {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mediarelay/mediarelay/pkg/config"
 	"github.com/mediarelay/mediarelay/signaling/web/browsertest"
 )
 
@@ -59,7 +60,7 @@ func TestJsSIPAnswersSIPp(t *testing.T) {
 	defer srv.Close()
 	browserAnswersSIPp(t, func(r *Relay) string {
 		return srv.URL + "/index.html?ws=ws://" + r.HTTPAddr().String() + "/ws"
-	}, nil)
+	}, func(c *config.Config) { c.HTTP.AllowedOrigins = []string{srv.URL} }) // the page is served from elsewhere
 }
 
 // jssipEsbuild is the esbuild that the JsSIP page's package.json installs.

@@ -34,6 +34,9 @@ func (r *Relay) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 			return
 		}
 	}
+	if r.throttled(req, tx) { // ratelimit.go
+		return
+	}
 	switch strings.ToLower(req.Transport()) {
 	case "ws", "wss":
 		r.outbound(req, tx)
@@ -74,6 +77,10 @@ func (r *Relay) outbound(req *sip.Request, tx sip.ServerTransaction) {
 		r.countSetupFailure(404)
 		return
 	}
+	caller, ok := r.authorizeCall(req, tx, route) // callauth.go
+	if !ok {
+		return
+	}
 	offered, err := trunkOffer(route.MediaMode, route.Codecs, offer)
 	if err != nil {
 		respond(tx, req, 488, "Not Acceptable Here")
@@ -101,6 +108,14 @@ func (r *Relay) outbound(req *sip.Request, tx sip.ServerTransaction) {
 		offered:         offered,
 		start:           time.Now(),
 		ended:           make(chan struct{}),
+		user:            caller,
+		wsSource:        req.Source(),
+	}
+	if caller != "" {
+		c.from = caller // the caller is who authenticated, whatever From says
+	}
+	if !r.admitUser(c, req, tx) {
+		return
 	}
 	r.admit(c, dss.ID)
 	r.wg.Add(1)
@@ -205,6 +220,7 @@ func (r *Relay) outbound(req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 	go c.watch()
+	c.beginCDR()
 	if err := dss.RespondSDP([]byte(c.answerSDP)); err != nil {
 		c.log.Warn("browser did not take the answer", "err", err)
 		c.hangup(endError, 0, "")

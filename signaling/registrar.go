@@ -41,10 +41,10 @@ type registrar struct {
 
 	mu       sync.Mutex
 	byUser   map[string]map[string]*binding // user → key → binding
-	buckets  map[string]*bucket             // source IP → REGISTER tokens
 	failures map[string]*failure            // source IP + user → wrong passwords
 
-	rejected *metrics.CounterVec
+	rejected     *metrics.CounterVec // REGISTERs
+	callRejected *metrics.CounterVec // browsers' INVITEs (callauth.go)
 }
 
 type bucket struct {
@@ -64,10 +64,11 @@ func newRegistrar(r *Relay, creds *credentials) *registrar {
 		creds:    creds,
 		nonces:   newNonceMaker(),
 		byUser:   map[string]map[string]*binding{},
-		buckets:  map[string]*bucket{},
 		failures: map[string]*failure{},
 		rejected: r.reg.NewCounterVec("mediarelay_register_rejected_total",
-			"REGISTERs refused, by reason (throttled, auth_failed, locked_out, forbidden).", "reason"),
+			"REGISTERs refused, by reason (throttled, auth_failed, locked_out, forbidden, expired, replay).", "reason"),
+		callRejected: r.reg.NewCounterVec("mediarelay_call_auth_rejected_total",
+			"Browser calls refused before any trunk was dialled, by reason (challenged, auth_failed, locked_out, expired, replay, user_max_calls, user_call_rate, transfer).", "reason"),
 	}
 }
 
@@ -79,38 +80,8 @@ func sourceIP(src string) string {
 	return h
 }
 
-// allow takes a token from ip's bucket.
-func (g *registrar) allow(ip string, now time.Time) bool {
-	rate := float64(g.r.cfg.SIP.RegisterRate)
-	burst := float64(g.r.cfg.SIP.RegisterBurst)
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	b := g.buckets[ip]
-	if b == nil {
-		if len(g.buckets) > 100000 {
-			g.pruneLocked(now)
-		}
-		b = &bucket{tokens: burst, last: now}
-		g.buckets[ip] = b
-	}
-	b.tokens = min(burst, b.tokens+now.Sub(b.last).Seconds()*rate)
-	b.last = now
-	if b.tokens < 1 {
-		return false
-	}
-	b.tokens--
-	return true
-}
-
-// pruneLocked forgets full buckets and old failures so the maps stay small.
+// pruneLocked forgets old failures so the map stays small.
 func (g *registrar) pruneLocked(now time.Time) {
-	burst := float64(g.r.cfg.SIP.RegisterBurst)
-	rate := float64(g.r.cfg.SIP.RegisterRate)
-	for ip, b := range g.buckets {
-		if b.tokens+now.Sub(b.last).Seconds()*rate >= burst {
-			delete(g.buckets, ip)
-		}
-	}
 	for k, f := range g.failures {
 		if now.After(f.locked) && now.Sub(f.last) > g.r.cfg.SIP.AuthLockout {
 			delete(g.failures, k)
@@ -131,6 +102,9 @@ func (g *registrar) fail(ip, user string, now time.Time) bool {
 	defer g.mu.Unlock()
 	k := ip + "\x00" + user
 	f := g.failures[k]
+	if f == nil && len(g.failures) > 100000 {
+		g.pruneLocked(now)
+	}
 	if f == nil || now.Sub(f.last) > g.r.cfg.SIP.AuthLockout {
 		f = &failure{}
 		g.failures[k] = f
@@ -151,48 +125,98 @@ func (g *registrar) succeed(ip, user string) {
 	g.mu.Unlock()
 }
 
+// authKind says how a request is challenged: a registrar's 401 or a
+// proxy's 407 (RFC 3261 22.3), and the headers that go with each.
+type authKind struct {
+	code        int
+	reason      string
+	challenge   string // header carrying the challenge
+	credentials string // header carrying the answer
+}
+
+var (
+	registrarAuth = authKind{401, "Unauthorized", "WWW-Authenticate", "Authorization"}
+	proxyAuth     = authKind{407, "Proxy Authentication Required", "Proxy-Authenticate", "Proxy-Authorization"}
+)
+
 // authenticate checks req's credentials, answering it when they do not
-// pass. It returns the authenticated user, or "" when it has responded.
-func (g *registrar) authenticate(req *sip.Request, tx sip.ServerTransaction, claimed string) string {
+// pass. claimed, when not empty, is the user the request must be from (a
+// REGISTER's address of record). It returns the authenticated user, or ""
+// when it has responded.
+func (g *registrar) authenticate(req *sip.Request, tx sip.ServerTransaction, claimed string, k authKind) string {
 	now := time.Now()
 	ip := sourceIP(req.Source())
-	if g.lockedOut(ip, claimed, now) {
-		g.rejected.With("locked_out").Inc()
-		respond(tx, req, 403, "Forbidden")
-		return ""
+	rej := g.rejected
+	if k.code == proxyAuth.code {
+		rej = g.callRejected
 	}
 	var res digestResult
 	var user string
-	if h := req.GetHeader("Authorization"); h != nil {
-		res, user = g.creds.verify(g.nonces, h.Value(), req.Method.String(), ip, now)
+	if h := req.GetHeader(k.credentials); h != nil {
+		res, user = g.creds.verify(g.nonces, h.Value(), req.Method.String(), nonceBinding(g.creds.realm, req), now)
+	}
+	key := firstNonEmpty(claimed, user)
+	if key != "" && g.lockedOut(ip, key, now) {
+		rej.With("locked_out").Inc()
+		respond(tx, req, 403, "Forbidden")
+		return ""
 	}
 	switch res {
 	case digestOK:
-		if user != claimed {
-			g.rejected.With("forbidden").Inc()
+		if claimed != "" && user != claimed {
+			rej.With("forbidden").Inc()
 			respond(tx, req, 403, "Forbidden")
 			return ""
 		}
 		g.succeed(ip, user)
 		return user
+	case digestExpired:
+		rej.With("expired").Inc()
+		respond(tx, req, 403, "Forbidden", sip.NewHeader("Warning", `399 mediarelay "credentials expired"`))
+		return ""
+	case digestReplay:
+		rej.With("replay").Inc()
 	case digestWrong:
-		g.rejected.With("auth_failed").Inc()
-		if g.fail(ip, claimed, now) {
-			g.r.log.Warn("registration locked out after wrong passwords", "user", claimed, "source", ip)
+		rej.With("auth_failed").Inc()
+		if g.fail(ip, key, now) {
+			g.r.log.Warn("authentication locked out after wrong passwords", "user", key, "source", ip, "method", req.Method.String())
 			respond(tx, req, 403, "Forbidden")
 			return ""
 		}
 	}
-	g.challenge(req, tx, ip, firstNonEmpty(user, claimed), res == digestStale, now)
+	g.challenge(req, tx, key, res == digestStale || res == digestReplay, now, k)
 	return ""
 }
 
-func (g *registrar) challenge(req *sip.Request, tx sip.ServerTransaction, ip, user string, stale bool, now time.Time) {
-	res := sip.NewResponseFromRequest(req, 401, "Unauthorized", nil)
-	for _, c := range challenges(g.creds.realm, g.nonces.make(ip, now), stale, g.creds.algsFor(user)...) {
-		res.AppendHeader(sip.NewHeader("WWW-Authenticate", c))
+// nonceBinding is what a challenge's nonce is bound to: the realm and the
+// connection (WebSocket, TCP or TLS peer; a UDP source address), so a
+// captured Authorization is worthless on another connection.
+func nonceBinding(realm string, req *sip.Request) string {
+	return realm + "\x00" + req.Transport() + "\x00" + req.Source()
+}
+
+func (g *registrar) challenge(req *sip.Request, tx sip.ServerTransaction, user string, stale bool, now time.Time, k authKind) {
+	res := sip.NewResponseFromRequest(req, k.code, k.reason, nil)
+	for _, c := range challenges(g.creds.realm, g.nonces.make(nonceBinding(g.creds.realm, req), now), stale, g.creds.algsFor(user)...) {
+		res.AppendHeader(sip.NewHeader(k.challenge, c))
 	}
 	_ = tx.Respond(res)
+}
+
+// userOn returns the user registered over the connection source (a
+// WebSocket peer address), or "" when it has no live registration.
+func (g *registrar) userOn(source string) string {
+	now := time.Now()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for user, m := range g.byUser {
+		for _, b := range m {
+			if b.source == source && now.Before(b.expires) {
+				return user
+			}
+		}
+	}
+	return ""
 }
 
 func (r *Relay) onRegister(req *sip.Request, tx sip.ServerTransaction) {
@@ -206,10 +230,8 @@ func (r *Relay) onRegister(req *sip.Request, tx sip.ServerTransaction) {
 		respond(tx, req, 403, "Forbidden", sip.NewHeader("Warning", `399 mediarelay "browsers register over WebSocket"`))
 		return
 	}
-	ip := sourceIP(req.Source())
-	if !g.allow(ip, now) {
+	if r.throttled(req, tx) { // ratelimit.go
 		g.rejected.With("throttled").Inc()
-		respond(tx, req, 503, "Service Unavailable", sip.NewHeader("Retry-After", "5"))
 		return
 	}
 	to := req.To()
@@ -218,7 +240,7 @@ func (r *Relay) onRegister(req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 	aor := to.Address.User
-	user := g.authenticate(req, tx, aor)
+	user := g.authenticate(req, tx, aor, registrarAuth)
 	if user == "" {
 		return
 	}

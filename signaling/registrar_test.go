@@ -44,13 +44,14 @@ func chain(mods ...func(*config.Config)) func(*config.Config) {
 // regPhone is a browser stand-in that registers over WebSocket and answers
 // calls with a pion PeerConnection that echoes what it receives.
 type regPhone struct {
-	t      *testing.T
-	r      *Relay
-	user   string
-	device string
-	ua     *sipgo.UserAgent
-	cli    *sipgo.Client
-	dua    *sipgo.DialogUA
+	t        *testing.T
+	r        *Relay
+	user     string
+	device   string
+	authUser string // digest username when not user (token credentials)
+	ua       *sipgo.UserAgent
+	cli      *sipgo.Client
+	dua      *sipgo.DialogUA
 
 	mu      sync.Mutex
 	code    int           // answer with this final code instead of 200 (0 = answer)
@@ -167,7 +168,7 @@ func (p *regPhone) register(password string, exp int, md5Only bool) *sip.Respons
 	} else if !strings.Contains(res.GetHeader("WWW-Authenticate").Value(), "SHA-256") {
 		p.t.Fatalf("first challenge is not SHA-256: %s", res.GetHeader("WWW-Authenticate").Value())
 	}
-	res, err = p.cli.DoDigestAuth(ctx, req, res, sipgo.DigestAuth{Username: p.user, Password: password})
+	res, err = p.cli.DoDigestAuth(ctx, req, res, sipgo.DigestAuth{Username: firstNonEmpty(p.authUser, p.user), Password: password})
 	if err != nil {
 		p.t.Fatalf("register with credentials: %v", err)
 	}
@@ -459,6 +460,7 @@ func TestRegisterFloodThrottled(t *testing.T) {
 	r := startRelay(t, chain(withUsers("alice", "wonderland"), func(c *config.Config) {
 		c.SIP.RegisterRate = 5
 		c.SIP.RegisterBurst = 10
+		c.SIP.OverloadReplyRate = 1000 // every throttled REGISTER answered (ratelimit_test.go drops)
 	}))
 	p := newRegPhone(t, r, "alice", "laptop")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)

@@ -57,11 +57,21 @@ type Relay struct {
 	reg    *metrics.Registry
 	m      *metrics.Relay
 	drops  dropCounters
+	// connRefused counts connections refused or closed by the relay's
+	// hygiene (foreign Origin, limits, idleness), by listener and reason.
+	connRefused *metrics.CounterVec
+	// Connection hygiene (connguard.go): SIP TCP/TLS streams and browsers'
+	// WebSockets, checked by reapers until reapDone closes.
+	sipReaper, wsReaper *connReaper
+	reapDone            chan struct{}
+	wsCalls             map[string]int // calls from browsers, by WebSocket peer address
 
 	trunks       []*Trunk
 	defaultTrunk *Trunk
 	echo         *Echo
-	registrar    *registrar // browsers' registrations (registrar.go)
+	registrar    *registrar    // browsers' registrations (registrar.go)
+	limits       *userLimits   // per-user call limits (callauth.go)
+	srcLimits    *sourceLimits // per-source request rates (ratelimit.go)
 	inb          *inboundState
 
 	mu       sync.Mutex
@@ -92,6 +102,11 @@ func New(cfg config.Config, log *slog.Logger) (*Relay, error) {
 		byDialog: map[string]*Call{},
 		joins:    map[string]*join{},
 		ready:    make(chan struct{}),
+		wsCalls:  map[string]int{},
+
+		sipReaper: newConnReaper(),
+		wsReaper:  newConnReaper(),
+		reapDone:  make(chan struct{}),
 	}
 	r.host = cfg.SIP.Host
 	if r.host == "" {
@@ -120,9 +135,13 @@ func New(cfg config.Config, log *slog.Logger) (*Relay, error) {
 
 	r.reg = metrics.NewRegistry()
 	r.m = metrics.NewRelay(r.reg)
+	r.connRefused = r.reg.NewCounterVec("mediarelay_connections_refused_total",
+		"Connections refused or closed by the relay, by listener (http, ws, tcp, tls) and reason (origin, per_source, total, idle, ping_timeout).", "listener", "reason")
 	if err := r.initInbound(cfg); err != nil {
 		return nil, err
 	}
+	r.limits = newUserLimits(cfg.SIP.UserMaxCalls, cfg.SIP.UserCallRate)
+	r.srcLimits = r.newSourceLimits()
 
 	var err error
 	if r.ports, err = media.NewPortAllocator(cfg.Media.BindIP, cfg.Media.PortMin, cfg.Media.PortMax); err != nil {
@@ -190,6 +209,9 @@ func (r *Relay) Serve(ctx context.Context) error {
 		r.log.Warn("media.bind_ip is a wildcard and media.public_ip is not set: SDP and ICE candidates will advertise "+
 			r.mediaAddr().String()+"; set media.public_ip to the address peers reach", "bind_ip", r.cfg.Media.BindIP)
 	}
+	if r.cfg.SIP.AnonymousCalls {
+		r.log.Warn("sip.anonymous_calls is on: any WebSocket client can call trunks without credentials (toll fraud); turn it off on a public address")
+	}
 	r.log.Info("mediarelay ready", "http", r.cfg.HTTP.Listen, "sip_udp", r.cfg.SIP.UDPListen,
 		"sip_tcp", r.cfg.SIP.TCPListen, "webrtc", r.webrtc.LocalAddr().String(),
 		"rtp_ports", fmt.Sprintf("%d-%d", r.cfg.Media.PortMin, r.cfg.Media.PortMax))
@@ -220,7 +242,8 @@ func (r *Relay) open(ctx context.Context) error {
 	if r.tls, err = newTLSState(r.cfg, r.log); err != nil {
 		return err
 	}
-	sipLog := r.log.With("component", "sip")
+	boundSIPDefaultLogger()
+	sipLog := untrustedLogger(r.log).With("component", "sip")
 	r.ua, err = sipgo.NewUA(sipgo.WithUserAgent("mediarelay"), sipgo.WithUserAgentHostname(r.host),
 		sipgo.WithUserAgenTLSConfig(r.tls.clientConfig()),
 		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(sipLog)),
@@ -255,7 +278,8 @@ func (r *Relay) open(ctx context.Context) error {
 		}
 		r.closers = append(r.closers, l.Close)
 		r.tcpAddr = l.Addr()
-		serveTCP = func() error { return r.server.ServeTCP(l) }
+		sl := r.sipStream(r.guard(l, "tcp", r.cfg.SIP.MaxConns, r.cfg.SIP.MaxConnsPerSource))
+		serveTCP = func() error { return r.server.ServeTCP(sl) }
 	}
 	var serveTLS func() error
 	if a := r.cfg.SIP.TLSListen; a != "" {
@@ -271,6 +295,7 @@ func (r *Relay) open(ctx context.Context) error {
 	if ip, err := netip.ParseAddr(httpHost); err != nil || ip.IsUnspecified() {
 		httpHost = r.host
 	}
+	r.bindClient(r.client) // bind.go: after the listeners exist
 	r.browserUA = &sipgo.DialogUA{
 		Client:         r.client,
 		ContactHDR:     sip.ContactHeader{Address: sip.Uri{User: "mediarelay", Host: httpHost, Port: httpPort, UriParams: sip.HeaderParams{{K: "transport", V: "ws"}}}},
@@ -303,7 +328,7 @@ func (r *Relay) open(ctx context.Context) error {
 		_ = tx.Respond(sip.NewResponseFromRequest(req, 405, "Method Not Allowed", nil))
 	})
 	if r.cfg.SIP.Echo {
-		if r.echo, err = StartEcho(ctx, r.cfg.Media.BindIP, r.log); err != nil {
+		if r.echo, err = StartEcho(ctx, r.cfg.Media.BindIP, r.udpAddr, r.log); err != nil {
 			return fmt.Errorf("echo endpoint: %w", err)
 		}
 		r.closers = append(r.closers, r.echo.Close)
@@ -318,6 +343,11 @@ func (r *Relay) open(ctx context.Context) error {
 	if serveTLS != nil {
 		go r.serveLog("tls", serveTLS)
 	}
+	go r.sipReaper.run(reaperTick(r.cfg.SIP.TCPMessageTimeout, r.cfg.SIP.TCPIdleTimeout), r.reapDone,
+		func(reason string) { r.connRefused.With("sip_stream", reason).Inc() })
+	go r.wsReaper.run(reaperTick(r.cfg.HTTP.WSIdleTimeout, r.cfg.HTTP.WSPingInterval), r.reapDone,
+		func(reason string) { r.connRefused.With("ws", reason).Inc() })
+	r.closers = append(r.closers, func() error { close(r.reapDone); return nil })
 	go r.demux.serve()
 	go r.serveLog("http", func() error { return r.httpSrv.Serve(r.demux.http) })
 	go r.serveLog("ws", func() error { return r.server.ServeWS(r.demux.ws) })
@@ -331,13 +361,20 @@ func (r *Relay) listenHTTP() error {
 		return fmt.Errorf("http.listen %s: %w", r.cfg.HTTP.Listen, err)
 	}
 	r.httpAddr = l.Addr()
+	r.closers = append(r.closers, l.Close)
+	l = r.guard(l, "http", r.cfg.HTTP.MaxConns, r.cfg.HTTP.MaxConnsPerSource)
 	if r.cfg.HTTP.TLSCert != "" {
 		// The certificate was loaded by newTLSState and reloads with it.
 		l = tls.NewListener(l, r.tls.httpConfig())
 	}
 	r.demux = newHTTPDemux(l)
 	r.demux.onWSClose = r.registrar.connClosed
-	r.closers = append(r.closers, l.Close)
+	r.demux.allowedOrigins = r.cfg.HTTP.AllowedOrigins
+	r.demux.log = r.log
+	r.demux.onRefused = func(reason string) { r.connRefused.With("http", reason).Inc() }
+	r.demux.wrapWS = func(c net.Conn) net.Conn {
+		return newWSConn(c, r.cfg.HTTP.WSIdleTimeout, r.cfg.HTTP.WSPingInterval, r.wsBusy, r.wsReaper)
+	}
 	mux := http.NewServeMux()
 	mux.Handle("/", web.Handler())
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -345,8 +382,27 @@ func (r *Relay) listenHTTP() error {
 		fmt.Fprintln(w, "ok")
 	})
 	mux.Handle("/metrics", r.reg.Handler())
-	r.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	r.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 60 * time.Second}
 	return nil
+}
+
+// guard caps a listener's connections and keeps it accepting through errors.
+func (r *Relay) guard(l net.Listener, name string, max, perSource int) net.Listener {
+	return newGuardedListener(l, name, max, perSource, r.log, func(reason string) { r.connRefused.With(name, reason).Inc() })
+}
+
+// sipStream holds a SIP TCP/TLS listener's connections to completing messages.
+func (r *Relay) sipStream(l net.Listener) net.Listener {
+	return &sipStreamListener{Listener: l, reaper: r.sipReaper, msgTimeout: r.cfg.SIP.TCPMessageTimeout,
+		idle: r.cfg.SIP.TCPIdleTimeout, log: r.log}
+}
+
+// wsBusy reports whether the WebSocket from remote carries a registration or a call.
+func (r *Relay) wsBusy(remote string) bool {
+	r.mu.Lock()
+	n := r.wsCalls[remote]
+	r.mu.Unlock()
+	return n > 0 || r.registrar.userOn(remote) != ""
 }
 
 func (r *Relay) serveLog(name string, f func() error) {
@@ -412,6 +468,9 @@ func (r *Relay) PortsInUse() int { return r.ports.InUse() }
 func (r *Relay) CDR() *cdr.Store { return r.cdr }
 
 func (r *Relay) onOptions(req *sip.Request, tx sip.ServerTransaction) {
+	if to := req.To(); (to == nil || !to.Params.Has("tag")) && r.throttled(req, tx) {
+		return
+	}
 	res := sip.NewResponseFromRequest(req, 200, "OK", nil)
 	res.AppendHeader(sip.NewHeader("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS"))
 	res.AppendHeader(sip.NewHeader("Accept", "application/sdp"))
@@ -494,6 +553,9 @@ func (r *Relay) callAndSide(req *sip.Request) (*Call, side) {
 func (r *Relay) addCall(c *Call) {
 	r.mu.Lock()
 	r.calls[c.id] = c
+	if c.wsSource != "" {
+		r.wsCalls[c.wsSource]++
+	}
 	r.mu.Unlock()
 	r.m.CallsActive.Inc()
 }
@@ -511,6 +573,14 @@ func (r *Relay) removeCall(c *Call) {
 		delete(r.byDialog, c.browserDialogID)
 		delete(r.byDialog, c.trunkDialogID)
 		r.m.CallsActive.Dec()
+		if c.userHeld {
+			r.limits.release(c.user)
+		}
+		if c.wsSource != "" {
+			if r.wsCalls[c.wsSource]--; r.wsCalls[c.wsSource] <= 0 {
+				delete(r.wsCalls, c.wsSource)
+			}
+		}
 	}
 	r.mu.Unlock()
 }

@@ -63,7 +63,7 @@ func echoCall(t *testing.T, phoneCodec string, trunkCodecs ...string) {
 	waitFor(t, "cdr", 5*time.Second, func() bool {
 		var err error
 		rec, err = r.CDR().Query(context.Background(), callID)
-		return err == nil
+		return err == nil && rec.EndCause != cdr.CauseInProgress
 	})
 	if n, _ := r.CDR().Count(context.Background()); n != 1 {
 		t.Fatalf("%d CDR rows for one call", n)

@@ -156,6 +156,11 @@ func startRelayWith(t *testing.T, pki *testPKI, log *slog.Logger, mod func(*conf
 	cfg.Media.PortMin, cfg.Media.PortMax = nextPortRange()
 	cfg.CDR.Path = filepath.Join(t.TempDir(), "cdr.db")
 	cfg.SIP.InviteTimeout = 3 * time.Second
+	// Tests that are not about caller authentication call trunks
+	// anonymously; callauth_test.go turns this off.
+	cfg.SIP.AnonymousCalls = true
+	// and place calls faster than a source may in production (ratelimit_test.go).
+	cfg.SIP.InviteRate, cfg.SIP.InviteBurst = 1000, 1000
 	if pki != nil {
 		cfg.SIP.TLSListen = "127.0.0.1:0"
 		cfg.SIP.TLSCert, cfg.SIP.TLSKey = pki.issue(t, "relay", false)

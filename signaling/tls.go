@@ -117,10 +117,23 @@ func (s *tlsState) cert(which **tls.Certificate, key string) (*tls.Certificate, 
 	return *which, nil
 }
 
+// tls12Suites are the only TLS 1.2 cipher suites the relay offers or
+// accepts: ECDHE key exchange with AEAD ciphers (no CBC, no SHA-1 MACs, no
+// static RSA). TLS 1.3's suites are fixed by crypto/tls and all AEAD.
+var tls12Suites = []uint16{
+	tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+}
+
 // serverConfig is the SIP TLS listener's configuration.
 func (s *tlsState) serverConfig() *tls.Config {
 	c := &tls.Config{
-		MinVersion: tls.VersionTLS12,
+		MinVersion:   tls.VersionTLS12,
+		CipherSuites: tls12Suites,
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 			return s.cert(&s.sipCert, "sip.tls_cert")
 		},
@@ -169,6 +182,7 @@ func (s *tlsState) verifyClient(raw [][]byte) error {
 func (s *tlsState) clientConfig() *tls.Config {
 	return &tls.Config{
 		MinVersion:         tls.VersionTLS12,
+		CipherSuites:       tls12Suites,
 		RootCAs:            s.roots,
 		InsecureSkipVerify: s.sip.TLSInsecureSkipVerify,
 		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
@@ -185,7 +199,8 @@ func (s *tlsState) clientConfig() *tls.Config {
 // httpConfig serves HTTPS/WSS with the reloadable certificate.
 func (s *tlsState) httpConfig() *tls.Config {
 	return &tls.Config{
-		MinVersion: tls.VersionTLS12,
+		MinVersion:   tls.VersionTLS12,
+		CipherSuites: tls12Suites,
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 			return s.cert(&s.httpCert, "http.tls_cert")
 		},
@@ -200,7 +215,7 @@ func (r *Relay) listenSIPTLS(addr string) (func() error, error) {
 	}
 	r.closers = append(r.closers, l.Close)
 	r.tlsAddr = l.Addr()
-	tl := tls.NewListener(l, r.tls.serverConfig())
+	tl := r.sipStream(tls.NewListener(r.guard(l, "tls", r.cfg.SIP.MaxConns, r.cfg.SIP.MaxConnsPerSource), r.tls.serverConfig()))
 	return func() error { return r.server.ServeTLS(tl) }, nil
 }
 

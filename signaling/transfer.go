@@ -134,9 +134,14 @@ func (r *Relay) onRefer(req *sip.Request, tx sip.ServerTransaction) {
 		// of its calls, the one named by Replaces and this one.
 		run = func(old dialogRef) { c.transferAttended(old, rep) }
 	default:
-		if _, ok := r.inb.creds.userFor(target.User); ok {
+		if _, ok := r.browserUser(target.User); ok {
 			run = func(old dialogRef) { c.transferBrowser(old, target.User) }
 		} else if route := r.route(target.User); route != nil {
+			if !r.mayTransferToTrunk(c, s, route) {
+				r.registrar.callRejected.With("transfer").Inc()
+				respond(tx, req, 403, "Forbidden", sip.NewHeader("Warning", `399 mediarelay "transfer to a trunk needs an authenticated caller"`))
+				return
+			}
 			run = func(old dialogRef) { c.transferToTrunk(old, route, target.User) }
 		} else {
 			respond(tx, req, 603, "Decline", sip.NewHeader("Warning", `399 mediarelay "transfer target is neither a registered user nor routable"`))

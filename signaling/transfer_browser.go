@@ -64,7 +64,7 @@ func (c *Call) webLeg() *media.WebRTCLeg { return c.webRW().cur.Load() }
 func (c *Call) transferBrowser(old dialogRef, target string) {
 	r := c.r
 	c.notify(old, "100 Trying", false)
-	user, ok := r.inb.creds.userFor(target)
+	user, ok := r.browserUser(target)
 	if !ok {
 		c.notify(old, "404 Not Found", true)
 		return

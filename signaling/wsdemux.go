@@ -3,7 +3,10 @@ package signaling
 import (
 	"bufio"
 	"bytes"
+	"log/slog"
 	"net"
+	"net/url"
+	"strings"
 	"sync"
 	"time"
 )
@@ -20,6 +23,14 @@ type httpDemux struct {
 	// onWSClose, when set, hears the remote address of each SIP WebSocket
 	// that ends (registrations made over it end too).
 	onWSClose func(remote string)
+	// allowedOrigins are http.allowed_origins: besides the relay's own
+	// origin and no Origin at all, the only pages that may upgrade.
+	allowedOrigins []string
+	// onRefused, when set, hears each connection refused, by reason.
+	onRefused func(reason string)
+	// wrapWS, when set, wraps each SIP WebSocket connection (connguard.go).
+	wrapWS func(net.Conn) net.Conn
+	log    *slog.Logger
 }
 
 func newHTTPDemux(l net.Listener) *httpDemux {
@@ -51,14 +62,95 @@ func (d *httpDemux) route(c net.Conn) {
 	_ = c.SetReadDeadline(time.Time{})
 	pc := &prefixConn{Conn: c, r: br}
 	if isWebSocketSIP(head) {
-		if d.onWSClose != nil {
-			d.ws.push(&closeNotifyConn{Conn: pc, onClose: d.onWSClose})
+		if origin, ok := originAllowed(head, d.allowedOrigins); !ok {
+			d.refuse(c, "origin", "403 Forbidden")
+			if d.log != nil {
+				d.log.Debug("websocket upgrade from a foreign origin refused", "origin", truncate(origin, 100), "remote", c.RemoteAddr().String())
+			}
 			return
 		}
-		d.ws.push(pc)
+		var wc net.Conn = pc
+		if d.wrapWS != nil {
+			wc = d.wrapWS(pc)
+		}
+		if d.onWSClose != nil {
+			d.ws.push(&closeNotifyConn{Conn: wc, onClose: d.onWSClose})
+			return
+		}
+		d.ws.push(wc)
 		return
 	}
 	d.http.push(pc)
+}
+
+// refuse answers an HTTP request with status and closes the connection.
+func (d *httpDemux) refuse(c net.Conn, reason, status string) {
+	if d.onRefused != nil {
+		d.onRefused(reason)
+	}
+	_ = c.SetWriteDeadline(time.Now().Add(time.Second))
+	_, _ = c.Write([]byte("HTTP/1.1 " + status + "\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"))
+	_ = c.Close()
+}
+
+// headerValue returns the value of the first header called name in a
+// request head (request line, then "Name: value" lines).
+func headerValue(head []byte, name string) (string, bool) {
+	_, rest, _ := bytes.Cut(head, []byte("\r\n"))
+	for _, h := range bytes.Split(rest, []byte("\r\n")) {
+		k, v, ok := bytes.Cut(h, []byte(":"))
+		if ok && bytes.EqualFold(bytes.TrimSpace(k), []byte(name)) {
+			return string(bytes.TrimSpace(v)), true
+		}
+	}
+	return "", false
+}
+
+// originAllowed reports whether a WebSocket upgrade may proceed: it has no
+// Origin (not a browser), its Origin is the relay's own (its host and port
+// are the request's Host), or is listed in allowed ("*" allows any). It
+// also returns the Origin, for logging.
+func originAllowed(head []byte, allowed []string) (string, bool) {
+	origin, ok := headerValue(head, "Origin")
+	if !ok {
+		return "", true
+	}
+	norm := strings.ToLower(strings.TrimSuffix(origin, "/"))
+	for _, a := range allowed {
+		if a == "*" || strings.EqualFold(strings.TrimSuffix(a, "/"), norm) {
+			return origin, true
+		}
+	}
+	u, err := url.Parse(norm)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return origin, false
+	}
+	host, _ := headerValue(head, "Host")
+	return origin, host != "" && hostPortEqual(u.Host, strings.ToLower(host), u.Scheme)
+}
+
+// hostPortEqual compares an origin's host[:port] with a Host header,
+// treating a missing port as the scheme's default.
+func hostPortEqual(a, b, scheme string) bool {
+	def := "80"
+	if scheme == "https" {
+		def = "443"
+	}
+	withPort := func(h string) string {
+		if _, _, err := net.SplitHostPort(h); err == nil {
+			return h
+		}
+		return net.JoinHostPort(strings.Trim(h, "[]"), def)
+	}
+	return withPort(a) == withPort(b)
+}
+
+// truncate bounds untrusted text for a log line.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
 }
 
 // peekHead returns the request head (up to the blank line) without

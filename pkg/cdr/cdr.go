@@ -100,8 +100,31 @@ const columns = `call_id, browser_call_id, trunk_call_id, from_uri, to_uri, trun
 	webrtc_codec, sip_codec, mode, webrtc_packets_in, webrtc_packets_out, sip_packets_in,
 	sip_packets_out, webrtc_loss, sip_loss, webrtc_jitter_ms, sip_jitter_ms, mos, dtmf_events`
 
+// insertRecord inserts a row, or completes the row Begin wrote for the
+// call; a second final record for a call changes nothing (RowsAffected 0).
 const insertRecord = `INSERT INTO cdr (` + columns + `)
-	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+	ON CONFLICT(call_id) DO UPDATE SET
+	browser_call_id = excluded.browser_call_id, trunk_call_id = excluded.trunk_call_id,
+	from_uri = excluded.from_uri, to_uri = excluded.to_uri, trunk = excluded.trunk, direction = excluded.direction,
+	start_time = excluded.start_time, answer_time = excluded.answer_time, end_time = excluded.end_time,
+	duration_ms = excluded.duration_ms, billable_ms = excluded.billable_ms, end_cause = excluded.end_cause,
+	sip_code = excluded.sip_code, webrtc_codec = excluded.webrtc_codec, sip_codec = excluded.sip_codec,
+	mode = excluded.mode, webrtc_packets_in = excluded.webrtc_packets_in, webrtc_packets_out = excluded.webrtc_packets_out,
+	sip_packets_in = excluded.sip_packets_in, sip_packets_out = excluded.sip_packets_out,
+	webrtc_loss = excluded.webrtc_loss, sip_loss = excluded.sip_loss, webrtc_jitter_ms = excluded.webrtc_jitter_ms,
+	sip_jitter_ms = excluded.sip_jitter_ms, mos = excluded.mos, dtmf_events = excluded.dtmf_events
+	WHERE cdr.end_cause = '` + CauseInProgress + `'`
+
+// End causes the store itself gives.
+const (
+	// CauseInProgress marks the row Begin writes when a call is answered;
+	// Write completes it when the call ends.
+	CauseInProgress = "in_progress"
+	// CauseRelayRestart closes, at the next start, rows a relay left in
+	// progress (it was killed); their end time is the last one known.
+	CauseRelayRestart = "relay_restart"
+)
 
 // timeFormat is UTC ISO 8601 with microseconds: readable in the sqlite3
 // shell and understood by SQLite's date functions, and it sorts as text.
@@ -130,7 +153,7 @@ type Store struct {
 	mu      sync.Mutex
 	closed  bool
 	queue   chan Record
-	pending map[string]struct{} // call ids queued but not yet inserted
+	pending map[string]struct{} // records queued but not yet inserted (pendingKey)
 	done    chan struct{}       // closed when the writer has drained the queue
 
 	written, dropped, failed atomic.Uint64
@@ -164,6 +187,14 @@ func OpenWith(path string, queueSize int, log *slog.Logger) (*Store, error) {
 	if err := migrate(db); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("cdr: %s: %w", path, err)
+	}
+	res, err := db.Exec(`UPDATE cdr SET end_cause = ? WHERE end_cause = ?`, CauseRelayRestart, CauseInProgress)
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("cdr: %s: close calls left in progress: %w", path, err)
+	}
+	if n, _ := res.RowsAffected(); n > 0 {
+		log.Warn("CDRs of calls in progress when the relay last stopped closed", "path", path, "rows", n, "cause", CauseRelayRestart)
 	}
 	s := &Store{
 		db:      db,
@@ -204,6 +235,32 @@ func migrate(db *sql.DB) error {
 // record already in the database is refused by the primary key when the
 // writer inserts it: logged and counted in Stats().Failed.
 func (s *Store) Write(r Record) error {
+	if r.EndCause == CauseInProgress {
+		return errors.New("cdr: a final record cannot be in progress")
+	}
+	return s.queueRecord(r)
+}
+
+// Begin records an answered call in progress, so a relay killed before
+// the call ends leaves a row (closed at the next start with
+// CauseRelayRestart). r.End is the answer time until Write completes it.
+func (s *Store) Begin(r Record) error {
+	r.EndCause = CauseInProgress
+	r.End = r.Answer
+	if r.End.IsZero() {
+		r.End = r.Start
+	}
+	return s.queueRecord(r)
+}
+
+func pendingKey(r Record) string {
+	if r.EndCause == CauseInProgress {
+		return r.CallID + "\x00open"
+	}
+	return r.CallID
+}
+
+func (s *Store) queueRecord(r Record) error {
 	if r.CallID == "" {
 		return errors.New("cdr: record has no call id")
 	}
@@ -212,13 +269,13 @@ func (s *Store) Write(r Record) error {
 		s.mu.Unlock()
 		return ErrClosed
 	}
-	if _, dup := s.pending[r.CallID]; dup {
+	if _, dup := s.pending[pendingKey(r)]; dup {
 		s.mu.Unlock()
 		return fmt.Errorf("%w: %s", ErrDuplicate, r.CallID)
 	}
 	select {
 	case s.queue <- r:
-		s.pending[r.CallID] = struct{}{}
+		s.pending[pendingKey(r)] = struct{}{}
 		s.mu.Unlock()
 		return nil
 	default:
@@ -276,7 +333,7 @@ func (s *Store) writer() {
 		s.insert(batch)
 		s.mu.Lock()
 		for _, r := range batch {
-			delete(s.pending, r.CallID)
+			delete(s.pending, pendingKey(r))
 		}
 		s.mu.Unlock()
 	}
@@ -299,12 +356,20 @@ func (s *Store) insert(batch []Record) {
 	for _, r := range batch {
 		// A failed INSERT (duplicate call id) undoes only itself, not the
 		// transaction, so one bad record does not lose the rest.
-		if _, err := stmt.ExecContext(ctx, args(r)...); err != nil {
+		res, err := stmt.ExecContext(ctx, args(r)...)
+		if err == nil {
+			if n, _ := res.RowsAffected(); n == 0 {
+				err = errors.New("a final record for this call id is already stored")
+			}
+		}
+		if err != nil {
 			s.failed.Add(1)
 			s.log.Error("CDR not written", "call_id", r.CallID, "err", err)
 			continue
 		}
-		inserted++
+		if r.EndCause != CauseInProgress {
+			inserted++
+		}
 	}
 	stmt.Close()
 	if err := tx.Commit(); err != nil {
@@ -391,10 +456,11 @@ func (s *Store) Query(ctx context.Context, callID string) (Record, error) {
 
 func parseTime(s string) (time.Time, error) { return time.Parse(timeFormat, s) }
 
-// Count returns how many records the database holds.
+// Count returns how many final records the database holds: calls in
+// progress (Begin) are not counted until they end.
 func (s *Store) Count(ctx context.Context) (int, error) {
 	var n int
-	if err := s.db.QueryRowContext(ctx, `SELECT count(*) FROM cdr`).Scan(&n); err != nil {
+	if err := s.db.QueryRowContext(ctx, `SELECT count(*) FROM cdr WHERE end_cause != ?`, CauseInProgress).Scan(&n); err != nil {
 		return 0, fmt.Errorf("cdr: count: %w", err)
 	}
 	return n, nil

@@ -233,3 +233,65 @@ func TestEstimateMOS(t *testing.T) {
 		}
 	}
 }
+
+// TestBeginCompletedAtEnd: the row written at answer is completed in place
+// by the final record; the call still has one row.
+func TestBeginCompletedAtEnd(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "cdr.db")
+	s, err := OpenWith(path, 16, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	r := Record{CallID: "c1", From: "alice", To: "+1555", Direction: "outbound", Start: start, Answer: start.Add(time.Second)}
+	if err := s.Begin(r); err != nil {
+		t.Fatal(err)
+	}
+	r.End, r.EndCause, r.SIPCode = start.Add(time.Minute), "normal", 200
+	if err := s.Write(r); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err = OpenWith(path, 16, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	got, err := s.Query(context.Background(), "c1")
+	if err != nil || got.EndCause != "normal" || !got.End.Equal(r.End) {
+		t.Fatalf("row: %+v, %v", got, err)
+	}
+	if n, _ := s.Count(context.Background()); n != 1 {
+		t.Fatalf("%d rows, want 1", n)
+	}
+}
+
+// TestInProgressClosedAtRestart: a row left in progress (the relay was
+// killed mid-call) is closed with relay_restart when the store opens again.
+func TestInProgressClosedAtRestart(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "cdr.db")
+	s, err := OpenWith(path, 16, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	if err := s.Begin(Record{CallID: "crashed", Start: start, Answer: start.Add(time.Second)}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close() // as far as the database is concerned, a kill -9 after the answer
+	s, err = OpenWith(path, 16, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	got, err := s.Query(context.Background(), "crashed")
+	if err != nil || got.EndCause != CauseRelayRestart || !got.End.Equal(start.Add(time.Second)) {
+		t.Fatalf("row: %+v, %v", got, err)
+	}
+	// A late final record for it changes nothing.
+	if err := s.Write(Record{CallID: "crashed", Start: start, End: start.Add(time.Hour), EndCause: "normal"}); err != nil {
+		t.Fatal(err)
+	}
+}

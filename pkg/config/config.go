@@ -42,6 +42,21 @@ type HTTP struct {
 	Listen  string `yaml:"listen"`
 	TLSCert string `yaml:"tls_cert"` // when set with TLSKey, serve HTTPS and WSS
 	TLSKey  string `yaml:"tls_key"`
+	// AllowedOrigins are the web origins (scheme://host[:port]) whose
+	// pages may open the SIP WebSocket, besides the relay's own (the
+	// request's Host) and clients that send no Origin (not browsers).
+	// "*" allows any. Other upgrades get 403.
+	AllowedOrigins []string `yaml:"allowed_origins,omitempty"`
+	// MaxConns and MaxConnsPerSource cap open connections to this
+	// listener, in total and per source IP; more are closed at accept.
+	MaxConns          int `yaml:"max_conns"`
+	MaxConnsPerSource int `yaml:"max_conns_per_source"`
+	// WSIdleTimeout closes a SIP WebSocket that has had no registration
+	// and no call for this long.
+	WSIdleTimeout time.Duration `yaml:"ws_idle_timeout"`
+	// WSPingInterval is how often a WebSocket with a registration or a
+	// call is pinged; one that sends nothing back for two intervals is closed.
+	WSPingInterval time.Duration `yaml:"ws_ping_interval"`
 }
 
 // SIP is the trunk-facing signalling.
@@ -82,6 +97,17 @@ type SIP struct {
 	// send on average (burst RegisterBurst); more get 503 with Retry-After.
 	RegisterRate  int `yaml:"register_rate"`
 	RegisterBurst int `yaml:"register_burst"`
+	// InviteRate and OptionsRate are how many new INVITEs and OPTIONS per
+	// second one source IP may send on average (bursts of InviteBurst and
+	// OptionsBurst); more get 503 with Retry-After. Trunks' configured
+	// sources are not limited.
+	InviteRate   int `yaml:"invite_rate"`
+	InviteBurst  int `yaml:"invite_burst"`
+	OptionsRate  int `yaml:"options_rate"`
+	OptionsBurst int `yaml:"options_burst"`
+	// OverloadReplyRate is how many of those 503s per second one source
+	// gets (burst twice that); beyond it, its requests are dropped unanswered.
+	OverloadReplyRate int `yaml:"overload_reply_rate"`
 	// AuthFailures is how many wrong passwords for one user from one source
 	// IP are answered with a new challenge; after that, 403 for AuthLockout.
 	AuthFailures int           `yaml:"auth_failures"`
@@ -91,6 +117,32 @@ type SIP struct {
 	// SHA-256 then MD5, also suits clients that keep only the last
 	// challenge and know only MD5 (JsSIP).
 	DigestAlgorithms []string `yaml:"digest_algorithms"`
+	// TCPMessageTimeout closes a SIP TCP or TLS connection that has not
+	// completed its first message, or a message it started, within this
+	// long (CRLF keepalives count as messages).
+	TCPMessageTimeout time.Duration `yaml:"tcp_message_timeout"`
+	// TCPIdleTimeout closes a SIP TCP or TLS connection with no traffic
+	// either way for this long.
+	TCPIdleTimeout time.Duration `yaml:"tcp_idle_timeout"`
+	// MaxConns and MaxConnsPerSource cap open SIP TCP and TLS connections
+	// (each listener), in total and per source IP; more are closed at accept.
+	MaxConns          int `yaml:"max_conns"`
+	MaxConnsPerSource int `yaml:"max_conns_per_source"`
+	// TokenSecret, when set, lets browsers authenticate with time-limited
+	// credentials minted from it as coturn's REST API does: username
+	// "EXPIRY:USER" (Unix seconds), password base64(HMAC-SHA1(secret,
+	// username)). Expired credentials are refused.
+	TokenSecret string `yaml:"token_secret"`
+	// AnonymousCalls lets any WebSocket client call trunks without
+	// registering or authenticating (the behaviour before 2026-11): a
+	// toll-fraud risk on a public address, warned about at start.
+	AnonymousCalls bool `yaml:"anonymous_calls"`
+	// UserMaxCalls caps the calls one authenticated user may have at once
+	// (0: no cap); more get 403.
+	UserMaxCalls int `yaml:"user_max_calls"`
+	// UserCallRate is how many call attempts per minute one authenticated
+	// user may make (0: no limit); more get 503 with Retry-After.
+	UserCallRate int `yaml:"user_call_rate"`
 }
 
 // Media is the RTP side: addresses, ports, timeouts.
@@ -106,7 +158,9 @@ type Media struct {
 	// Timeout hangs up a call when either leg has received no RTP for this long.
 	Timeout time.Duration `yaml:"timeout"`
 	// Latching is "sdp" (accept RTP only from the SDP address) or "learn"
-	// (strict first-packet learning: the first source is latched, others dropped).
+	// (once the peer's SDP is known, the first source to send 5 valid
+	// packets in a row, one SSRC with rising sequence numbers, is latched;
+	// others are dropped).
 	Latching string `yaml:"latching"`
 }
 
@@ -199,7 +253,13 @@ type Trunk struct {
 // Default returns the embedded defaults: a demo relay on loopback with the echo endpoint.
 func Default() Config {
 	return Config{
-		HTTP: HTTP{Listen: "127.0.0.1:8080"},
+		HTTP: HTTP{
+			Listen:            "127.0.0.1:8080",
+			MaxConns:          4096,
+			MaxConnsPerSource: 128,
+			WSIdleTimeout:     60 * time.Second,
+			WSPingInterval:    30 * time.Second,
+		},
 		SIP: SIP{
 			UDPListen:          ":5060",
 			TCPListen:          ":5060",
@@ -209,9 +269,20 @@ func Default() Config {
 			RegisterMaxExpires: time.Hour,
 			RegisterRate:       10,
 			RegisterBurst:      30,
+			InviteRate:         5,
+			InviteBurst:        20,
+			OptionsRate:        10,
+			OptionsBurst:       30,
+			OverloadReplyRate:  5,
 			AuthFailures:       3,
 			AuthLockout:        time.Minute,
 			DigestAlgorithms:   []string{"SHA-256", "MD5"},
+			UserMaxCalls:       10,
+			UserCallRate:       30,
+			TCPMessageTimeout:  30 * time.Second,
+			TCPIdleTimeout:     10 * time.Minute,
+			MaxConns:           4096,
+			MaxConnsPerSource:  128,
 		},
 		Media: Media{
 			BindIP:     "127.0.0.1",

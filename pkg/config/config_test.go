@@ -43,13 +43,18 @@ func TestFullExample(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Config{
-		HTTP: HTTP{Listen: "0.0.0.0:8443", TLSCert: "/etc/mediarelay/web.crt", TLSKey: "/etc/mediarelay/web.key"},
+		HTTP: HTTP{Listen: "0.0.0.0:8443", TLSCert: "/etc/mediarelay/web.crt", TLSKey: "/etc/mediarelay/web.key",
+			AllowedOrigins: []string{"https://app.example.com"}, MaxConns: 2000, MaxConnsPerSource: 50,
+			WSIdleTimeout: 2 * time.Minute, WSPingInterval: 20 * time.Second},
 		SIP: SIP{
 			UDPListen: "0.0.0.0:5060", TCPListen: "0.0.0.0:5060", TLSListen: "0.0.0.0:5061",
 			TLSCert: "/etc/mediarelay/sip.crt", TLSKey: "/etc/mediarelay/sip.key", TLSCA: "/etc/mediarelay/ca.pem",
 			Host: "relay.example.com", InviteTimeout: 20 * time.Second, Echo: false,
 			Realm: "example.com", RegisterMaxExpires: 30 * time.Minute, RegisterRate: 5, RegisterBurst: 10,
+			InviteRate: 7, InviteBurst: 9, OptionsRate: 11, OptionsBurst: 13, OverloadReplyRate: 3,
 			AuthFailures: 5, AuthLockout: 2 * time.Minute, DigestAlgorithms: []string{"SHA-256", "MD5"},
+			TokenSecret: "web-app-secret", AnonymousCalls: true, UserMaxCalls: 4, UserCallRate: 12,
+			TCPMessageTimeout: 20 * time.Second, TCPIdleTimeout: 5 * time.Minute, MaxConns: 3000, MaxConnsPerSource: 40,
 		},
 		Media: Media{
 			BindIP: "10.0.0.5", PublicIP: "203.0.113.7", PortMin: 30000, PortMax: 34999,

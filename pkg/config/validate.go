@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"net/url"
 	"regexp"
 	"slices"
 	"strconv"
@@ -89,6 +90,15 @@ func (c Config) Validate() error {
 
 	v.listen("http.listen", c.HTTP.Listen, true)
 	v.certPair("http", c.HTTP.TLSCert, c.HTTP.TLSKey)
+	for _, o := range c.HTTP.AllowedOrigins {
+		if o == "*" {
+			continue
+		}
+		if u, err := url.Parse(o); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
+			(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil {
+			v.add("http.allowed_origins", "%q is not an origin (scheme://host[:port], or *)", o)
+		}
+	}
 
 	v.listen("sip.udp_listen", c.SIP.UDPListen, false)
 	v.listen("sip.tcp_listen", c.SIP.TCPListen, false)
@@ -113,6 +123,23 @@ func (c Config) Validate() error {
 		v.add("sip.host", "%q is not a host name or IP address", h)
 	}
 	v.positive("sip.invite_timeout", c.SIP.InviteTimeout)
+	for _, k := range []struct {
+		key string
+		n   int
+	}{{"sip.invite_rate", c.SIP.InviteRate}, {"sip.invite_burst", c.SIP.InviteBurst}, {"sip.options_rate", c.SIP.OptionsRate},
+		{"sip.options_burst", c.SIP.OptionsBurst}, {"sip.overload_reply_rate", c.SIP.OverloadReplyRate}} {
+		v.intRange(k.key, k.n, 1, 1_000_000)
+	}
+	v.positive("sip.tcp_message_timeout", c.SIP.TCPMessageTimeout)
+	v.positive("sip.tcp_idle_timeout", c.SIP.TCPIdleTimeout)
+	v.intRange("sip.max_conns", c.SIP.MaxConns, 1, 10_000_000)
+	v.intRange("sip.max_conns_per_source", c.SIP.MaxConnsPerSource, 1, 10_000_000)
+	v.positive("http.ws_idle_timeout", c.HTTP.WSIdleTimeout)
+	v.positive("http.ws_ping_interval", c.HTTP.WSPingInterval)
+	v.intRange("http.max_conns", c.HTTP.MaxConns, 1, 10_000_000)
+	v.intRange("http.max_conns_per_source", c.HTTP.MaxConnsPerSource, 1, 10_000_000)
+	v.intRange("sip.user_max_calls", c.SIP.UserMaxCalls, 0, 1_000_000)
+	v.intRange("sip.user_call_rate", c.SIP.UserCallRate, 0, 1_000_000)
 
 	if _, err := netip.ParseAddr(c.Media.BindIP); err != nil {
 		v.add("media.bind_ip", "%q is not an IP address", c.Media.BindIP)

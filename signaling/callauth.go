@@ -1,0 +1,152 @@
+package signaling
+
+import (
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+)
+
+// authorizeCall decides whether a browser's INVITE may dial route. Calls to
+// the built-in echo need nothing; any other call needs a live registration
+// on the same WebSocket or valid credentials in Proxy-Authorization (a
+// configured user or token credentials), unless sip.anonymous_calls is set.
+// It returns the caller's user ("" when anonymous) and false when it has
+// answered the INVITE.
+func (r *Relay) authorizeCall(req *sip.Request, tx sip.ServerTransaction, route *Trunk) (string, bool) {
+	if r.echo != nil && route == r.echo.trunk {
+		return "", true
+	}
+	g := r.registrar
+	hasCreds := req.GetHeader(proxyAuth.credentials) != nil
+	user := ""
+	if !hasCreds {
+		user = g.userOn(req.Source())
+	}
+	if user == "" && (hasCreds || !r.cfg.SIP.AnonymousCalls) {
+		if !hasCreds {
+			g.callRejected.With("challenged").Inc()
+		}
+		if user = g.authenticate(req, tx, "", proxyAuth); user == "" {
+			r.countSetupFailure(407)
+			return "", false
+		}
+	}
+	if user != "" && !r.limits.attempt(user, time.Now()) {
+		g.callRejected.With("user_call_rate").Inc()
+		r.log.Warn("call attempts over the user's rate", "user", user, "source", sourceIP(req.Source()))
+		respond(tx, req, 503, "Service Unavailable", sip.NewHeader("Retry-After", "60"))
+		r.countSetupFailure(503)
+		return "", false
+	}
+	return user, true
+}
+
+// userLimits enforces sip.user_max_calls and sip.user_call_rate for
+// authenticated browser users.
+type userLimits struct {
+	maxCalls int
+	perMin   int
+
+	mu       sync.Mutex
+	active   map[string]int
+	attempts map[string]*bucket // tokens refill at perMin per minute, burst perMin
+}
+
+func newUserLimits(maxCalls, perMin int) *userLimits {
+	return &userLimits{maxCalls: maxCalls, perMin: perMin, active: map[string]int{}, attempts: map[string]*bucket{}}
+}
+
+// attempt takes one call attempt from user's allowance.
+func (l *userLimits) attempt(user string, now time.Time) bool {
+	if l.perMin <= 0 {
+		return true
+	}
+	burst := float64(l.perMin)
+	rate := burst / 60
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b := l.attempts[user]
+	if b == nil {
+		if len(l.attempts) > 100000 {
+			for k, x := range l.attempts {
+				if x.tokens+now.Sub(x.last).Seconds()*rate >= burst {
+					delete(l.attempts, k)
+				}
+			}
+		}
+		b = &bucket{tokens: burst, last: now}
+		l.attempts[user] = b
+	}
+	b.tokens = min(burst, b.tokens+now.Sub(b.last).Seconds()*rate)
+	b.last = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}
+
+// acquire counts a call of user, or reports false when user is at the cap.
+func (l *userLimits) acquire(user string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.maxCalls > 0 && l.active[user] >= l.maxCalls {
+		return false
+	}
+	l.active[user]++
+	return true
+}
+
+// release ends a call acquire counted.
+func (l *userLimits) release(user string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.active[user] <= 1 {
+		delete(l.active, user)
+		return
+	}
+	l.active[user]--
+}
+
+// admitUser holds a call slot of c's user for the call's life; false means
+// the user is at sip.user_max_calls and the INVITE was answered 403.
+func (r *Relay) admitUser(c *Call, req *sip.Request, tx sip.ServerTransaction) bool {
+	if c.user == "" {
+		return true
+	}
+	if !r.limits.acquire(c.user) {
+		r.registrar.callRejected.With("user_max_calls").Inc()
+		respond(tx, req, 403, "Forbidden", sip.NewHeader("Warning",
+			`399 mediarelay "too many calls in progress for this user (max `+strconv.Itoa(r.limits.maxCalls)+`)"`))
+		r.countSetupFailure(403)
+		return false
+	}
+	c.userHeld = true
+	return true
+}
+
+// mayTransferToTrunk reports whether a REFER from side of c may make the
+// relay dial route: a browser may only when its call was authenticated (a
+// call to the echo needs no credentials, so it must not become a way to
+// reach a trunk), or anonymous calls are allowed.
+func (r *Relay) mayTransferToTrunk(c *Call, from side, route *Trunk) bool {
+	if from != sideBrowser || r.cfg.SIP.AnonymousCalls || (r.echo != nil && route == r.echo.trunk) {
+		return true
+	}
+	return c.user != ""
+}
+
+// browserUser maps a called user or DID to the user whose browsers ring: a
+// configured user, or, with sip.token_secret, a user registered with token
+// credentials (who has no entry in the user table).
+func (r *Relay) browserUser(target string) (string, bool) {
+	if u, ok := r.inb.creds.userFor(target); ok {
+		return u, true
+	}
+	if r.cfg.SIP.TokenSecret != "" && len(r.registrar.lookup(target)) > 0 {
+		return target, true
+	}
+	return "", false
+}
