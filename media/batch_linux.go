@@ -140,3 +140,22 @@ func (r *batchReader) source(i int) netip.AddrPort {
 	}
 	return netip.AddrPort{}
 }
+
+// take receives what is queued at fd without blocking, for a loop
+// handler, and returns how many datagrams are in the batch (message i is
+// at(i)). It does not enter the scheduler: the call cannot block.
+func (r *batchReader) take(fd int) int {
+	for i := range r.hdrs {
+		r.hdrs[i].Hdr.Namelen = unix.SizeofSockaddrInet6
+		r.hdrs[i].Hdr.Flags = 0
+	}
+	n, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, uintptr(fd), uintptr(unsafe.Pointer(&r.hdrs[0])), uintptr(len(r.hdrs)), unix.MSG_DONTWAIT, 0, 0)
+	if e != 0 {
+		return 0
+	}
+	r.got, r.next = int(n), 0
+	return int(n)
+}
+
+// size is how many datagrams a batch holds.
+func (r *batchReader) size() int { return len(r.hdrs) }

@@ -25,3 +25,10 @@ func (*batchReader) read() ([]byte, netip.AddrPort, bool, error) {
 func (*batchReader) fill() (int, error) { return 0, errNoBatch }
 
 func (*batchReader) at(int) ([]byte, netip.AddrPort, bool) { return nil, netip.AddrPort{}, false }
+
+func (*batchReader) take(int) int { return 0 }
+
+func (*batchReader) size() int { return 0 }
+
+// readBufSize holds any datagram an Ethernet MTU allows, with room to spare.
+const readBufSize = 2048

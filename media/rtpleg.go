@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -101,6 +102,7 @@ type RTPLeg struct {
 	learn  bool
 	srtp   *srtpSession
 	batch  *batchReader // nil: one recvmsg per packet
+	out    *udpSender   // RTP sends on the RTP socket
 	remote atomic.Pointer[remote]
 
 	// Learned sources (LatchLearn), and in both modes where the peer's
@@ -117,6 +119,15 @@ type RTPLeg struct {
 	recv    recvStats
 	dropped atomic.Uint64
 	rtcpState
+
+	// Serve: the media loop the RTP socket is on, and the packet handler.
+	fd      int // the RTP socket's descriptor, for the loop's raw reads
+	regMu   sync.Mutex
+	reg     *loop
+	regSlot int32
+	sink    func(pkt []byte) // set before the socket joins the loop
+	paused  atomic.Bool
+	pauseCh chan struct{} // wakes Serve on PauseReads
 
 	done      chan struct{}
 	loopWG    sync.WaitGroup
@@ -177,9 +188,15 @@ func NewRTPLeg(o RTPLegOptions) (*RTPLeg, error) {
 			cname: o.CNAME,
 			ssrc:  binary.BigEndian.Uint32(rnd[:4]),
 		},
-		srtp:  sess,
-		batch: newBatchReader(pair.RTP),
-		done:  make(chan struct{}),
+		srtp:    sess,
+		batch:   newBatchReader(pair.RTP),
+		out:     newUDPSender(pair.RTP),
+		fd:      -1,
+		pauseCh: make(chan struct{}, 1),
+		done:    make(chan struct{}),
+	}
+	if fd, err := socketFD(pair.RTP); err == nil {
+		l.fd = fd
 	}
 	l.recv.clockRate = uint64(o.ClockRate)
 	l.recv.epoch = time.Now()
@@ -412,7 +429,7 @@ func (l *RTPLeg) WriteRTP(b []byte) error {
 		if err := l.writeSRTP(b, dst); err != nil {
 			return err
 		}
-	} else if _, err := l.pair.RTP.WriteToUDPAddrPort(b, dst); err != nil {
+	} else if err := l.out.sendTo(b, dst); err != nil {
 		return fmt.Errorf("rtp leg %s: write to %s: %w", l.local, dst, err)
 	}
 	l.sent(b, octets)
@@ -476,12 +493,105 @@ func (l *RTPLeg) Stats() LegStats {
 // transfer joins it to another call) without closing it: packets that
 // arrive meanwhile wait in the socket buffer. RTCP keeps running.
 func (l *RTPLeg) PauseReads() error {
+	l.paused.Store(true)
+	select {
+	case l.pauseCh <- struct{}{}:
+	default:
+	}
 	return l.pair.RTP.SetReadDeadline(time.Unix(1, 0))
 }
 
 // ResumeReads lets ReadRTP block again after PauseReads.
 func (l *RTPLeg) ResumeReads() error {
+	l.paused.Store(false)
+	select {
+	case <-l.pauseCh:
+	default:
+	}
 	return l.pair.RTP.SetReadDeadline(time.Time{})
+}
+
+// Serve hands the peer's RTP to h on a media loop's goroutine, with no
+// copy and no goroutine of its own, until the leg closes or PauseReads
+// (then the error wraps os.ErrDeadlineExceeded, as ReadRTP's does).
+// Where there are no loops it reads with ReadRTP. (PacketSource)
+func (l *RTPLeg) Serve(h func(pkt []byte)) error {
+	lp, err := pickLoop()
+	if err != nil || l.batch == nil || l.fd < 0 {
+		buf := make([]byte, readBufSize)
+		for {
+			n, err := l.ReadRTP(buf)
+			if err != nil {
+				return err
+			}
+			h(buf[:n])
+		}
+	}
+	if l.paused.Load() {
+		return fmt.Errorf("rtp leg %s: read: %w", l.local, os.ErrDeadlineExceeded)
+	}
+	l.regMu.Lock()
+	select {
+	case <-l.done:
+		l.regMu.Unlock()
+		return fmt.Errorf("rtp leg %s: read: %w", l.local, net.ErrClosed)
+	default:
+	}
+	if l.reg != nil {
+		l.regMu.Unlock()
+		return fmt.Errorf("rtp leg %s: already served", l.local)
+	}
+	l.sink = h
+	slot, err := lp.add(l.fd, l)
+	if err != nil {
+		l.regMu.Unlock()
+		return fmt.Errorf("rtp leg %s: %w", l.local, err)
+	}
+	l.reg, l.regSlot = lp, slot
+	l.regMu.Unlock()
+	for {
+		select {
+		case <-l.done:
+			l.leaveLoop()
+			return fmt.Errorf("rtp leg %s: read: %w", l.local, net.ErrClosed)
+		case <-l.pauseCh:
+			if l.paused.Load() {
+				l.leaveLoop()
+				return fmt.Errorf("rtp leg %s: read: %w", l.local, os.ErrDeadlineExceeded)
+			}
+		}
+	}
+}
+
+// leaveLoop takes the RTP socket off its loop; once it returns the
+// handler is not running and the socket may close.
+func (l *RTPLeg) leaveLoop() {
+	l.regMu.Lock()
+	if l.reg != nil {
+		l.reg.remove(l.regSlot, l.fd)
+		l.reg = nil
+	}
+	l.regMu.Unlock()
+}
+
+// ready is the loop's call: every datagram queued at the RTP socket.
+func (l *RTPLeg) ready(time.Time) {
+	for {
+		n := l.batch.take(l.fd)
+		for i := range n {
+			pkt, from, truncated := l.batch.at(i)
+			if truncated {
+				l.drop(DropTruncated)
+				continue
+			}
+			if k, ok := l.accept(pkt, from); ok {
+				l.sink(pkt[:k])
+			}
+		}
+		if n < l.batch.size() {
+			return
+		}
+	}
 }
 
 // Close sends an RTCP BYE, releases the ports and stops the leg's
@@ -489,8 +599,10 @@ func (l *RTPLeg) ResumeReads() error {
 func (l *RTPLeg) Close() error {
 	l.closeOnce.Do(func() {
 		close(l.done)
+		l.leaveLoop()
 		l.loopWG.Wait()
 		l.sendReport(true)
+		l.out.shut()
 		l.closeErr = l.pair.Close()
 		l.readerWG.Wait()
 		if l.closeErr != nil {

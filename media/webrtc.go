@@ -120,12 +120,8 @@ func NewWebRTC(o WebRTCOptions) (*WebRTC, error) {
 		w.closeShards()
 		return nil, fmt.Errorf("webrtc: no address to advertise for %s", bind)
 	}
-	for _, s := range w.shards {
-		w.wg.Add(1)
-		go func() {
-			defer w.wg.Done()
-			s.run()
-		}()
+	for i, s := range w.shards {
+		s.start(i, &w.wg)
 	}
 	w.wg.Add(1)
 	go func() {
@@ -212,7 +208,7 @@ func (w *WebRTC) Close() error {
 
 func (w *WebRTC) closeShards() {
 	for _, s := range w.shards {
-		_ = s.conn.Close()
+		s.close()
 	}
 }
 

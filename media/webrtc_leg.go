@@ -399,7 +399,7 @@ func (l *WebRTCLeg) WriteRTP(b []byte) error {
 	copy(p[rtpHeaderMin:], payload)
 	out, err := sess.encRTP.EncryptRTP(sess.wbuf, p, &sess.whdr)
 	if err == nil {
-		_, err = d.s.conn.WriteToUDPAddrPort(out, d.addr)
+		err = d.s.out.sendTo(out, d.addr)
 	}
 	sess.wmu.Unlock()
 	if err != nil {

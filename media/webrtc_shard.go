@@ -23,6 +23,7 @@ const shardBatch = 64
 type shard struct {
 	w     *WebRTC
 	conn  *net.UDPConn
+	out   *udpSender
 	batch *batchReader // nil off Linux: one datagram per read
 	buf   []byte       // for reads without batch
 
@@ -31,14 +32,66 @@ type shard struct {
 	// until no packet of its is in flight.
 	mu    sync.Mutex
 	addrs map[netip.AddrPort]*WebRTCLeg // ICE-verified sources
+
+	// The media loop serving the socket, when there is one (Linux).
+	lp   *loop
+	fd   int
+	slot int32
+}
+
+// start serves the shard from media loop i, or where there are no loops
+// from a goroutine of its own, counted in wg.
+func (s *shard) start(i int, wg *sync.WaitGroup) {
+	if all, err := engineLoops(); err == nil && s.batch != nil {
+		if fd, err := socketFD(s.conn); err == nil {
+			lp := all[i%len(all)]
+			s.fd = fd // before add: ready may run at once
+			if slot, err := lp.add(fd, s); err == nil {
+				s.lp, s.slot = lp, slot
+				return
+			}
+		}
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.run()
+	}()
+}
+
+// close takes the socket off its loop, then closes it.
+func (s *shard) close() {
+	if s.lp != nil {
+		s.lp.remove(s.slot, s.fd)
+		s.lp = nil
+	}
+	s.out.shut()
+	_ = s.conn.Close()
+}
+
+// ready is the loop's call: every datagram queued at the socket, in
+// batches, under one hold of mu.
+func (s *shard) ready(now time.Time) {
+	s.mu.Lock()
+	for {
+		n := s.batch.take(s.fd)
+		for i := range n {
+			pkt, from, trunc := s.batch.at(i)
+			s.handle(pkt, from, trunc, now)
+		}
+		if n < s.batch.size() {
+			break
+		}
+	}
+	s.mu.Unlock()
 }
 
 func newShard(w *WebRTC, conn *net.UDPConn) *shard {
-	return &shard{w: w, conn: conn, batch: newBatchReaderSize(conn, shardBatch), buf: make([]byte, readBufSize),
+	return &shard{w: w, conn: conn, out: newUDPSender(conn), batch: newBatchReaderSize(conn, shardBatch), buf: make([]byte, readBufSize),
 		addrs: map[netip.AddrPort]*WebRTCLeg{}}
 }
 
-// run reads the socket until it is closed.
+// run reads the socket until it is closed, where no loop serves it.
 func (s *shard) run() {
 	for {
 		if s.batch == nil {

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
@@ -29,9 +30,12 @@ type dtmfInjector struct {
 	src   media.RTPReader
 	mu    sync.Mutex
 	queue [][]byte
-	ssrc  uint32
-	seq   uint16
-	ts    uint32
+	// queued is len(queue), so that the packet path takes the lock only
+	// while a digit is playing.
+	queued atomic.Int32
+	ssrc   uint32
+	seq    uint16
+	ts     uint32
 }
 
 func (d *dtmfInjector) ReadRTP(b []byte) (int, error) {
@@ -39,15 +43,50 @@ func (d *dtmfInjector) ReadRTP(b []byte) (int, error) {
 	if err != nil {
 		return n, err
 	}
-	d.mu.Lock()
-	if len(d.queue) > 0 {
-		p := d.queue[0]
-		d.queue = d.queue[1:]
-		d.mu.Unlock()
+	if p := d.next(); p != nil {
 		return copy(b, p), nil // the event packet takes the audio packet's place
 	}
-	d.mu.Unlock()
 	return n, nil
+}
+
+// next pops the next queued event packet, if any.
+func (d *dtmfInjector) next() []byte {
+	if d.queued.Load() == 0 {
+		return nil
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.queue) == 0 {
+		return nil
+	}
+	p := d.queue[0]
+	d.queue = d.queue[1:]
+	d.queued.Add(-1)
+	return p
+}
+
+// Serve is ReadRTP for a leg that is a media.PacketSource: packets stay
+// on the leg's loop goroutine, and an event packet takes the place of the
+// next audio packet as in ReadRTP.
+func (d *dtmfInjector) Serve(h func(pkt []byte)) error {
+	src, ok := d.src.(media.PacketSource)
+	if !ok {
+		buf := make([]byte, 2048)
+		for {
+			n, err := d.ReadRTP(buf)
+			if err != nil {
+				return err
+			}
+			h(buf[:n])
+		}
+	}
+	return src.Serve(func(pkt []byte) {
+		if p := d.next(); p != nil {
+			h(p)
+			return
+		}
+		h(pkt)
+	})
 }
 
 // play queues one digit of dur as RFC 4733 packets with payload type pt at
@@ -89,6 +128,7 @@ func (d *dtmfInjector) play(event byte, dur time.Duration, pt uint8, clock uint3
 	for i := 0; i < 3; i++ {
 		d.queue = append(d.queue, mk(total, true, false))
 	}
+	d.queued.Store(int32(len(d.queue)))
 }
 
 // sipReader is what the trunk → browser direction reads from.

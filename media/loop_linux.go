@@ -1,0 +1,223 @@
+//go:build linux
+
+package media
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// coalesceWindow is how long a loop waits after a round before it looks
+// at its sockets again. Packets that arrive meanwhile queue in their
+// sockets and are all taken in the next round: under load one wake-up
+// then serves many packets instead of one, which is most of the
+// per-packet cost of a relay on a 2-core machine. It bounds the delay the
+// loop adds to a packet.
+const coalesceWindow = 400 * time.Microsecond
+
+// loop is one core's share of the media: one goroutine waits on an epoll
+// set holding a shard of the shared WebRTC port and the SIP-leg sockets
+// pinned to it, and serves every ready socket in one round. Idle, it parks
+// in Go's netpoller (the epoll descriptor is itself pollable); busy, it
+// sleeps coalesceWindow between rounds on a timerfd. Handlers run on the
+// loop's goroutine with mu held, so removing one waits for a round in
+// progress.
+type loop struct {
+	epfd   int
+	ep     syscall.RawConn
+	epFile *os.File
+	tfd    int
+	timer  syscall.RawConn
+	tFile  *os.File
+	window time.Duration
+
+	events []unix.EpollEvent
+	found  int
+	pollFn func(uintptr) bool // method values made once: no allocation per round
+	tickFn func(uintptr) bool
+
+	mu    sync.Mutex
+	slots []loopHandler
+	free  []int32
+}
+
+// loopHandler is a socket's owner on a loop.
+type loopHandler interface {
+	// ready is called when the socket is readable. It must read with
+	// MSG_DONTWAIT until the socket is empty (or a batch comes back
+	// short), and must not block.
+	ready(now time.Time)
+}
+
+var (
+	loopsOnce sync.Once
+	loopsAll  []*loop
+	loopsErr  error
+	loopsNext atomic.Uint32
+)
+
+// engineLoops returns the process's media loops, one per core, started
+// on first use. They live as long as the process; idle, they cost nothing.
+func engineLoops() ([]*loop, error) {
+	loopsOnce.Do(func() {
+		for range runtime.GOMAXPROCS(0) {
+			lp, err := newLoop(coalesceWindow)
+			if err != nil {
+				loopsErr = err
+				return
+			}
+			loopsAll = append(loopsAll, lp)
+			go lp.run()
+		}
+	})
+	return loopsAll, loopsErr
+}
+
+// pickLoop returns the next loop, round robin.
+func pickLoop() (*loop, error) {
+	all, err := engineLoops()
+	if err != nil {
+		return nil, err
+	}
+	return all[int(loopsNext.Add(1))%len(all)], nil
+}
+
+func newLoop(window time.Duration) (*loop, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("media loop: epoll: %w", err)
+	}
+	// Non-blocking, so that os.NewFile puts it in Go's netpoller.
+	if err := unix.SetNonblock(epfd, true); err != nil {
+		unix.Close(epfd)
+		return nil, fmt.Errorf("media loop: epoll: %w", err)
+	}
+	tfd, err := unix.TimerfdCreate(unix.CLOCK_MONOTONIC, unix.TFD_NONBLOCK|unix.TFD_CLOEXEC)
+	if err != nil {
+		unix.Close(epfd)
+		return nil, fmt.Errorf("media loop: timerfd: %w", err)
+	}
+	lp := &loop{epfd: epfd, tfd: tfd, window: window, events: make([]unix.EpollEvent, 256)}
+	lp.epFile = os.NewFile(uintptr(epfd), "media-epoll")
+	lp.tFile = os.NewFile(uintptr(tfd), "media-timer")
+	if lp.ep, err = lp.epFile.SyscallConn(); err == nil {
+		lp.timer, err = lp.tFile.SyscallConn()
+	}
+	if err != nil {
+		lp.close()
+		return nil, fmt.Errorf("media loop: %w", err)
+	}
+	lp.pollFn, lp.tickFn = lp.poll, lp.tick
+	return lp, nil
+}
+
+func (lp *loop) close() {
+	_ = lp.epFile.Close()
+	_ = lp.tFile.Close()
+}
+
+// add puts fd in the loop's set with h as its handler and returns the
+// slot that remove takes.
+func (lp *loop) add(fd int, h loopHandler) (int32, error) {
+	lp.mu.Lock()
+	defer lp.mu.Unlock()
+	var slot int32
+	if n := len(lp.free); n > 0 {
+		slot, lp.free = lp.free[n-1], lp.free[:n-1]
+	} else {
+		slot = int32(len(lp.slots))
+		lp.slots = append(lp.slots, nil)
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: slot}
+	if err := unix.EpollCtl(lp.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+		lp.free = append(lp.free, slot)
+		return 0, fmt.Errorf("media loop: add socket: %w", err)
+	}
+	lp.slots[slot] = h
+	return slot, nil
+}
+
+// remove takes fd out of the set. When it returns, the handler is not
+// running and will not be called again, so the socket may be closed.
+func (lp *loop) remove(slot int32, fd int) {
+	lp.mu.Lock()
+	defer lp.mu.Unlock()
+	_ = unix.EpollCtl(lp.epfd, unix.EPOLL_CTL_DEL, fd, nil)
+	lp.slots[slot] = nil
+	lp.free = append(lp.free, slot)
+}
+
+// run serves rounds until the loop is closed.
+func (lp *loop) run() {
+	for {
+		// Parks in the netpoller only when nothing is ready.
+		if err := lp.ep.Read(lp.pollFn); err != nil {
+			return
+		}
+		if lp.found < 0 {
+			time.Sleep(10 * time.Millisecond) // a persistent epoll error: don't spin
+			continue
+		}
+		now := time.Now()
+		lp.mu.Lock()
+		for i := range lp.found {
+			if h := lp.slots[lp.events[i].Fd]; h != nil {
+				h.ready(now)
+			}
+		}
+		lp.mu.Unlock()
+		if lp.window > 0 {
+			ts := unix.NsecToTimespec(int64(lp.window))
+			if err := unix.TimerfdSettime(lp.tfd, 0, &unix.ItimerSpec{Value: ts}, nil); err == nil {
+				if err := lp.timer.Read(lp.tickFn); err != nil {
+					return
+				}
+			}
+		}
+	}
+}
+
+// poll takes the ready events without blocking; false makes RawConn.Read
+// wait in the netpoller for the epoll set to become readable.
+func (lp *loop) poll(fd uintptr) bool {
+	n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, fd, uintptr(unsafe.Pointer(&lp.events[0])), uintptr(len(lp.events)), 0, 0, 0)
+	switch {
+	case e == 0 && n > 0:
+		lp.found = int(n)
+		return true
+	case e == 0, e == unix.EINTR, e == unix.EAGAIN:
+		return false
+	default:
+		lp.found = -1
+		return true
+	}
+}
+
+// tick consumes the coalescing timer's expiry.
+func (lp *loop) tick(fd uintptr) bool {
+	var b [8]byte
+	_, _, e := unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&b[0])), 8)
+	return e != unix.EAGAIN && e != unix.EINTR
+}
+
+// socketFD returns the descriptor of c for the loop's raw reads and
+// writes. The caller keeps c open while it uses the number.
+func socketFD(c syscall.Conn) (int, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd := -1
+	if err := rc.Control(func(f uintptr) { fd = int(f) }); err != nil {
+		return -1, err
+	}
+	return fd, nil
+}

@@ -1,0 +1,26 @@
+//go:build !linux
+
+package media
+
+import (
+	"errors"
+	"syscall"
+	"time"
+)
+
+// Media loops need epoll; elsewhere every socket has a reading goroutine.
+type loop struct{}
+
+type loopHandler interface{ ready(now time.Time) }
+
+var errNoLoops = errors.New("media loops need Linux")
+
+func engineLoops() ([]*loop, error) { return nil, errNoLoops }
+
+func pickLoop() (*loop, error) { return nil, errNoLoops }
+
+func (*loop) add(int, loopHandler) (int32, error) { return 0, errNoLoops }
+
+func (*loop) remove(int32, int) {}
+
+func socketFD(syscall.Conn) (int, error) { return -1, errNoLoops }

@@ -1,0 +1,130 @@
+package media
+
+import (
+	"bytes"
+	"errors"
+	"net"
+	"os"
+	"testing"
+	"time"
+)
+
+// serveInto runs leg.Serve on its own goroutine, sending a copy of each
+// packet to got, and returns Serve's result channel.
+func serveInto(leg *RTPLeg, got chan<- []byte) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		done <- leg.Serve(func(pkt []byte) {
+			select {
+			case got <- append([]byte(nil), pkt...):
+			default:
+			}
+		})
+	}()
+	return done
+}
+
+// TestRTPLegServeHandsOver: a served leg delivers the latched peer's
+// packets byte for byte and drops an intruder's; PauseReads ends Serve
+// with a deadline error, packets that arrive meanwhile wait in the socket
+// for the next Serve, and Close ends Serve with net.ErrClosed.
+func TestRTPLegServeHandsOver(t *testing.T) {
+	leg := newTestLeg(t, testPorts(t, 1), RTPLegOptions{})
+	p := newUDPPeer(t)
+	intruder := newUDPPeer(t)
+	leg.SetRemote(udpAddr(p.rtp), udpAddr(p.rtcp))
+	got := make(chan []byte, 64)
+	done := serveInto(leg, got)
+
+	udpSend(t, intruder.rtp, leg.LocalAddr(), mkRTP(t, 0, 1, 160, 0xbad, false, []byte("stolen")))
+	want := mkRTP(t, 0, 2, 320, 0x600d, false, []byte("first"))
+	udpSend(t, p.rtp, leg.LocalAddr(), want)
+	select {
+	case pkt := <-got:
+		if !bytes.Equal(pkt, want) {
+			t.Fatalf("served %x, want %x", pkt, want)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("nothing served")
+	}
+
+	if err := leg.PauseReads(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("paused Serve returned %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("PauseReads did not end Serve")
+	}
+	if err := leg.Serve(func([]byte) {}); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("Serve on a paused leg: %v", err)
+	}
+	udpSend(t, p.rtp, leg.LocalAddr(), mkRTP(t, 0, 3, 480, 0x600d, false, []byte("kept")))
+	if err := leg.ResumeReads(); err != nil {
+		t.Fatal(err)
+	}
+	done = serveInto(leg, got)
+	select {
+	case pkt := <-got:
+		if !bytes.HasSuffix(pkt, []byte("kept")) {
+			t.Fatalf("after resume served %x", pkt)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the packet sent while paused was lost")
+	}
+	if s := leg.Stats(); s.PacketsIn != 2 || s.Dropped != 1 {
+		t.Errorf("stats %+v, want 2 in and the intruder's packet dropped", s)
+	}
+
+	leg.Close()
+	select {
+	case err := <-done:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("Serve after Close returned %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not end Serve")
+	}
+	if err := leg.WriteRTP(want); err == nil {
+		t.Error("a write to a closed leg succeeded")
+	}
+}
+
+// TestRTPLegServeManyLegsOneLoop: more legs than loops, each served, each
+// gets only its own peer's packets.
+func TestRTPLegServeManyLegsOneLoop(t *testing.T) {
+	const n = 12
+	ports := testPorts(t, n)
+	type served struct {
+		leg  *RTPLeg
+		peer *udpPeer
+		got  chan []byte
+	}
+	var all []served
+	for range n {
+		leg := newTestLeg(t, ports, RTPLegOptions{})
+		p := newUDPPeer(t)
+		leg.SetRemote(udpAddr(p.rtp), udpAddr(p.rtcp))
+		s := served{leg, p, make(chan []byte, 8)}
+		serveInto(leg, s.got)
+		all = append(all, s)
+	}
+	for round := range 3 {
+		for i, s := range all {
+			udpSend(t, s.peer.rtp, s.leg.LocalAddr(), mkRTP(t, 0, uint16(round+1), 160, uint32(100+i), false, []byte{byte(i), byte(round)}))
+		}
+		for i, s := range all {
+			select {
+			case pkt := <-s.got:
+				if SSRC(pkt) != uint32(100+i) || !bytes.HasSuffix(pkt, []byte{byte(i), byte(round)}) {
+					t.Fatalf("leg %d round %d served %x", i, round, pkt)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatalf("leg %d round %d: nothing served", i, round)
+			}
+		}
+	}
+}

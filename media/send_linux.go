@@ -1,0 +1,98 @@
+//go:build linux
+
+package media
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"runtime"
+	"sync/atomic"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// sendClosed marks a udpSender whose socket is about to close.
+const sendClosed = 1 << 62
+
+// udpSender writes datagrams with a raw non-blocking sendto: the media
+// path never blocks on a UDP send (a full buffer drops the packet, as the
+// network would), so the call need not go through the scheduler the way
+// net.UDPConn's does. It counts sends in flight so that a socket is never
+// closed, and its number reused, under one.
+type udpSender struct {
+	conn *net.UDPConn
+	fd   int  // -1: no raw descriptor, write through conn
+	v6   bool // the socket is AF_INET6: IPv4 peers go as mapped addresses
+	refs atomic.Int64
+}
+
+func newUDPSender(c *net.UDPConn) *udpSender {
+	s := &udpSender{conn: c, fd: -1}
+	fd, err := socketFD(c)
+	if err != nil {
+		return s
+	}
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		return s
+	}
+	_, s.v6 = sa.(*unix.SockaddrInet6)
+	s.fd = fd
+	return s
+}
+
+// sendTo sends b to dst.
+func (s *udpSender) sendTo(b []byte, dst netip.AddrPort) error {
+	if s.fd < 0 {
+		_, err := s.conn.WriteToUDPAddrPort(b, dst)
+		return err
+	}
+	if s.refs.Add(1)&sendClosed != 0 {
+		s.refs.Add(-1)
+		return net.ErrClosed
+	}
+	var e unix.Errno
+	if s.v6 {
+		var sa unix.RawSockaddrInet6
+		sa.Family = unix.AF_INET6
+		sa.Addr = dst.Addr().As16()
+		p := (*[2]byte)(unsafe.Pointer(&sa.Port))
+		p[0], p[1] = byte(dst.Port()>>8), byte(dst.Port())
+		_, _, e = unix.RawSyscall6(unix.SYS_SENDTO, uintptr(s.fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)),
+			unix.MSG_DONTWAIT, uintptr(unsafe.Pointer(&sa)), unix.SizeofSockaddrInet6)
+	} else {
+		a := dst.Addr().Unmap()
+		if !a.Is4() {
+			s.refs.Add(-1)
+			return fmt.Errorf("send to %s from an IPv4 socket", dst)
+		}
+		var sa unix.RawSockaddrInet4
+		sa.Family = unix.AF_INET
+		sa.Addr = a.As4()
+		p := (*[2]byte)(unsafe.Pointer(&sa.Port))
+		p[0], p[1] = byte(dst.Port()>>8), byte(dst.Port())
+		_, _, e = unix.RawSyscall6(unix.SYS_SENDTO, uintptr(s.fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)),
+			unix.MSG_DONTWAIT, uintptr(unsafe.Pointer(&sa)), unix.SizeofSockaddrInet4)
+	}
+	s.refs.Add(-1)
+	if e != 0 {
+		return e
+	}
+	return nil
+}
+
+// shut stops new sends and waits for those in flight; the socket may
+// then be closed.
+func (s *udpSender) shut() {
+	for {
+		v := s.refs.Load()
+		if v&sendClosed != 0 || s.refs.CompareAndSwap(v, v|sendClosed) {
+			break
+		}
+	}
+	for s.refs.Load()&^sendClosed != 0 {
+		runtime.Gosched()
+	}
+}
