@@ -44,8 +44,15 @@ func newBatchReaderSize(c *net.UDPConn, size int) *batchReader {
 	if err != nil {
 		return nil
 	}
+	r := newBatchBuffers(size)
+	r.rc = rc
+	return r
+}
+
+// newBatchBuffers makes a reader for take only: a loop's, shared by the
+// sockets it serves.
+func newBatchBuffers(size int) *batchReader {
 	r := &batchReader{
-		rc:    rc,
 		hdrs:  make([]unix.Mmsghdr, size),
 		iovs:  make([]unix.Iovec, size),
 		names: make([]unix.RawSockaddrInet6, size),

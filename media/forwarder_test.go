@@ -100,6 +100,8 @@ func TestForwarderBetweenLegs(t *testing.T) {
 	if drops.count(DropUnknownPT) != 1 {
 		t.Errorf("drops %v, want one unknown_pt", drops.all())
 	}
+	// OnPacket runs after the write: the callee may have the last packet first.
+	pollUntil(t, "every packet counted", func() bool { return forwarded.Load() == int64(len(sent)-1) })
 	if forwarded.Load() != int64(len(sent)-1) || fwd.LastPacket().IsZero() {
 		t.Errorf("OnPacket count %d, LastPacket %v", forwarded.Load(), fwd.LastPacket())
 	}

@@ -41,6 +41,9 @@ type loop struct {
 
 	events []unix.EpollEvent
 	found  int
+	// batch receives for the SIP legs on the loop: one set of buffers
+	// per core instead of one per call.
+	batch  *batchReader
 	pollFn func(uintptr) bool // method values made once: no allocation per round
 	tickFn func(uintptr) bool
 
@@ -54,7 +57,7 @@ type loopHandler interface {
 	// ready is called when the socket is readable. It must read with
 	// MSG_DONTWAIT until the socket is empty (or a batch comes back
 	// short), and must not block.
-	ready(now time.Time)
+	ready(lp *loop, now time.Time)
 }
 
 var (
@@ -105,7 +108,7 @@ func newLoop(window time.Duration) (*loop, error) {
 		unix.Close(epfd)
 		return nil, fmt.Errorf("media loop: timerfd: %w", err)
 	}
-	lp := &loop{epfd: epfd, tfd: tfd, window: window, events: make([]unix.EpollEvent, 256)}
+	lp := &loop{epfd: epfd, tfd: tfd, window: window, events: make([]unix.EpollEvent, 256), batch: newBatchBuffers(readBatchSize)}
 	lp.epFile = os.NewFile(uintptr(epfd), "media-epoll")
 	lp.tFile = os.NewFile(uintptr(tfd), "media-timer")
 	if lp.ep, err = lp.epFile.SyscallConn(); err == nil {
@@ -170,7 +173,7 @@ func (lp *loop) run() {
 		lp.mu.Lock()
 		for i := range lp.found {
 			if h := lp.slots[lp.events[i].Fd]; h != nil {
-				h.ready(now)
+				h.ready(lp, now)
 			}
 		}
 		lp.mu.Unlock()

@@ -9,9 +9,9 @@ import (
 )
 
 // Media loops need epoll; elsewhere every socket has a reading goroutine.
-type loop struct{}
+type loop struct{ batch *batchReader }
 
-type loopHandler interface{ ready(now time.Time) }
+type loopHandler interface{ ready(lp *loop, now time.Time) }
 
 var errNoLoops = errors.New("media loops need Linux")
 

@@ -137,13 +137,17 @@ func TestForwarderRecode(t *testing.T) {
 // rewrite, recode, write) allocates nothing.
 func TestPathZeroAllocs(t *testing.T) {
 	var tab [256]byte
-	r := &loopReader{pkt: mkRTP(t, 0, 0, 0, 42, false, make([]byte, 160)), limit: 1000}
+	const packets = 10000
+	r := &loopReader{pkt: mkRTP(t, 0, 0, 0, 42, false, make([]byte, 160)), limit: packets}
 	p := NewPath(NewForwarder(ForwarderOptions{PTMap: map[uint8]uint8{0: 8}, ClockRate: 8000, Recode: &tab}).Stage(discard{}))
+	// AllocsPerRun counts the whole process: the media loops and the
+	// goroutines other tests left winding down may allocate a few times
+	// meanwhile. One allocation per packet would be 10000.
 	if a := testing.AllocsPerRun(5, func() {
 		r.i = 0
 		_ = p.Run(r)
-	}); a != 0 {
-		t.Fatalf("%v allocations per 1000 packets", a)
+	}); a >= 5 {
+		t.Fatalf("%v allocations per %d packets", a, packets)
 	}
 }
 

@@ -95,15 +95,18 @@ type remote struct {
 // statistics are updated without locks); WriteRTP, SetRemote, Stats and
 // Close are safe from any goroutine.
 type RTPLeg struct {
-	o      RTPLegOptions
-	log    *slog.Logger
-	pair   *PortPair
-	local  netip.AddrPort
-	learn  bool
-	srtp   *srtpSession
-	batch  *batchReader // nil: one recvmsg per packet
-	out    *udpSender   // RTP sends on the RTP socket
-	remote atomic.Pointer[remote]
+	o     RTPLegOptions
+	log   *slog.Logger
+	pair  *PortPair
+	local netip.AddrPort
+	learn bool
+	srtp  *srtpSession
+	// batch is ReadRTP's, made on its first call (Serve reads into its
+	// loop's buffers); nil off Linux: one recvmsg per packet.
+	batch     *batchReader
+	batchOnce sync.Once
+	out       *udpSender // RTP sends on the RTP socket
+	remote    atomic.Pointer[remote]
 
 	// Learned sources (LatchLearn), and in both modes where the peer's
 	// RTCP came from (the address symmetric RTCP answers to).
@@ -189,7 +192,6 @@ func NewRTPLeg(o RTPLegOptions) (*RTPLeg, error) {
 			ssrc:  binary.BigEndian.Uint32(rnd[:4]),
 		},
 		srtp:    sess,
-		batch:   newBatchReader(pair.RTP),
 		out:     newUDPSender(pair.RTP),
 		fd:      -1,
 		pauseCh: make(chan struct{}, 1),
@@ -254,6 +256,7 @@ func (l *RTPLeg) drop(reason string) {
 // and RTCP multiplexed on the RTP port is consumed. After Close it returns an
 // error wrapping net.ErrClosed.
 func (l *RTPLeg) ReadRTP(b []byte) (int, error) {
+	l.batchOnce.Do(func() { l.batch = newBatchReader(l.pair.RTP) })
 	if l.batch != nil {
 		return l.readBatched(b)
 	}
@@ -517,7 +520,7 @@ func (l *RTPLeg) ResumeReads() error {
 // Where there are no loops it reads with ReadRTP. (PacketSource)
 func (l *RTPLeg) Serve(h func(pkt []byte)) error {
 	lp, err := pickLoop()
-	if err != nil || l.batch == nil || l.fd < 0 {
+	if err != nil || l.fd < 0 {
 		buf := make([]byte, readBufSize)
 		for {
 			n, err := l.ReadRTP(buf)
@@ -575,11 +578,11 @@ func (l *RTPLeg) leaveLoop() {
 }
 
 // ready is the loop's call: every datagram queued at the RTP socket.
-func (l *RTPLeg) ready(time.Time) {
+func (l *RTPLeg) ready(lp *loop, _ time.Time) {
 	for {
-		n := l.batch.take(l.fd)
+		n := lp.batch.take(l.fd)
 		for i := range n {
-			pkt, from, truncated := l.batch.at(i)
+			pkt, from, truncated := lp.batch.at(i)
 			if truncated {
 				l.drop(DropTruncated)
 				continue
@@ -588,7 +591,7 @@ func (l *RTPLeg) ready(time.Time) {
 				l.sink(pkt[:k])
 			}
 		}
-		if n < l.batch.size() {
+		if n < lp.batch.size() {
 			return
 		}
 	}

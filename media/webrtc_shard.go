@@ -71,7 +71,7 @@ func (s *shard) close() {
 
 // ready is the loop's call: every datagram queued at the socket, in
 // batches, under one hold of mu.
-func (s *shard) ready(now time.Time) {
+func (s *shard) ready(_ *loop, now time.Time) {
 	s.mu.Lock()
 	for {
 		n := s.batch.take(s.fd)
