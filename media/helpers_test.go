@@ -172,3 +172,10 @@ func waitGoroutinesBelow(t testing.TB, base int) {
 }
 
 func isNetClosed(err error) bool { return errors.Is(err, net.ErrClosed) }
+
+// TestMain starts the media loops first: they live as long as the process,
+// so tests that count goroutines must not see them appear.
+func TestMain(m *testing.M) {
+	_, _ = engineLoops()
+	os.Exit(m.Run())
+}

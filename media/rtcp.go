@@ -38,18 +38,77 @@ func (l *RTPLeg) nextRTCPInterval() time.Duration {
 	return l.o.RTCPInterval/2 + rand.N(l.o.RTCPInterval)
 }
 
-func (l *RTPLeg) rtcpSendLoop() {
-	defer l.loopWG.Done()
-	t := time.NewTimer(l.nextRTCPInterval())
-	defer t.Stop()
-	for {
-		select {
-		case <-l.done:
-			return
-		case <-t.C:
-			l.sendReport(false)
-			t.Reset(l.nextRTCPInterval())
+// startReports schedules the leg's RTCP reports on a timer rather than a
+// goroutine of its own: a call costs no stack while it waits.
+func (l *RTPLeg) startReports() {
+	l.rtcpMu.Lock()
+	defer l.rtcpMu.Unlock()
+	l.rtcpTimer = time.AfterFunc(l.nextRTCPInterval(), l.reportTick)
+}
+
+func (l *RTPLeg) reportTick() {
+	l.rtcpMu.Lock()
+	defer l.rtcpMu.Unlock()
+	if l.rtcpStopped {
+		return
+	}
+	l.sendReport(false)
+	l.rtcpTimer.Reset(l.nextRTCPInterval())
+}
+
+// stopReports cancels the timer; a report in progress finishes first.
+func (l *RTPLeg) stopReports() {
+	l.rtcpMu.Lock()
+	defer l.rtcpMu.Unlock()
+	l.rtcpStopped = true
+	if l.rtcpTimer != nil {
+		l.rtcpTimer.Stop()
+	}
+}
+
+// rtcpPort is the RTCP socket's handler on a media loop.
+type rtcpPort struct {
+	l    *RTPLeg
+	fd   int
+	lp   *loop
+	slot int32
+}
+
+// startRTCPReads puts the RTCP socket on a media loop, or where there are
+// none gives it a reading goroutine.
+func (l *RTPLeg) startRTCPReads() {
+	if lp, err := pickLoop(); err == nil {
+		if fd, err := socketFD(l.pair.RTCP); err == nil {
+			p := &rtcpPort{l: l, fd: fd, lp: lp}
+			if slot, err := lp.add(fd, p); err == nil {
+				p.slot = slot
+				l.rtcpPort = p
+				return
+			}
 		}
+	}
+	l.readerWG.Add(1)
+	go l.rtcpReadLoop()
+}
+
+func (p *rtcpPort) ready(lp *loop, _ time.Time) {
+	for {
+		n := lp.batch.take(p.fd)
+		for i := range n {
+			if pkt, from, truncated := lp.batch.at(i); !truncated {
+				p.l.acceptRTCP(pkt, from)
+			}
+		}
+		if n < lp.batch.size() {
+			return
+		}
+	}
+}
+
+// stopRTCPReads takes the RTCP socket off its loop before it closes.
+func (l *RTPLeg) stopRTCPReads() {
+	if p := l.rtcpPort; p != nil {
+		p.lp.remove(p.slot, p.fd)
 	}
 }
 

@@ -132,11 +132,14 @@ type RTPLeg struct {
 	paused  atomic.Bool
 	pauseCh chan struct{} // wakes Serve on PauseReads
 
-	done      chan struct{}
-	loopWG    sync.WaitGroup
-	readerWG  sync.WaitGroup
-	closeOnce sync.Once
-	closeErr  error
+	done        chan struct{}
+	rtcpMu      sync.Mutex // the report timer, and stopping it
+	rtcpTimer   *time.Timer
+	rtcpStopped bool
+	rtcpPort    *rtcpPort // the RTCP socket's loop handler; nil: read by a goroutine
+	readerWG    sync.WaitGroup
+	closeOnce   sync.Once
+	closeErr    error
 }
 
 // NewRTPLeg allocates a port pair and starts the RTCP goroutines.
@@ -202,10 +205,8 @@ func NewRTPLeg(o RTPLegOptions) (*RTPLeg, error) {
 	}
 	l.recv.clockRate = uint64(o.ClockRate)
 	l.recv.epoch = time.Now()
-	l.loopWG.Add(1)
-	go l.rtcpSendLoop()
-	l.readerWG.Add(1)
-	go l.rtcpReadLoop()
+	l.startReports()
+	l.startRTCPReads()
 	return l, nil
 }
 
@@ -603,8 +604,9 @@ func (l *RTPLeg) Close() error {
 	l.closeOnce.Do(func() {
 		close(l.done)
 		l.leaveLoop()
-		l.loopWG.Wait()
+		l.stopReports()
 		l.sendReport(true)
+		l.stopRTCPReads()
 		l.out.shut()
 		l.closeErr = l.pair.Close()
 		l.readerWG.Wait()
