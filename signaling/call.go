@@ -68,6 +68,7 @@ type Call struct {
 	answerSDP    string
 	active       atomic.Pointer[activeMedia] // plan and forwarding, replaced when the trunk changes codec (codecchange.go)
 	mediaUp      bool
+	counted      legCounts // packets and bytes already in the relay's counters
 	mediaWG      sync.WaitGroup
 	sec          callSecurity // SIP leg encryption (sdes.go, dtls.go)
 
@@ -418,7 +419,7 @@ func (c *Call) finish() {
 				"dropped", st.DroppedPackets, "dtmf_to_sip", st.DTMFEventsToSIP, "dtmf_to_webrtc", st.DTMFEventsToWebRTC,
 				"dtmf_dropped", st.DTMFDropped)
 		}
-		c.r.countLegs(ws, rs)
+		c.countMedia()
 	}
 	if c.r.cdr != nil {
 		if err := c.r.cdr.Write(rec); err != nil {

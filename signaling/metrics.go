@@ -47,8 +47,75 @@ func (r *Relay) countEnd(cause string) {
 	r.m.CallsTotal.With(cause).Inc()
 }
 
-// countLegs adds an ended call's packet counts. Counting at the end keeps
-// the packet path free of shared counters.
+// legCounts is what of a call's leg statistics is already in the relay's
+// packet and byte counters, per leg: the legs keep their own counts (the
+// packet path touches no shared counter) and the relay adds what is new
+// at each scrape and at the call's end.
+type legCounts struct {
+	mu       sync.Mutex
+	web, sip any // the legs counted; a transfer may swap one in
+	ws, rs   media.LegStats
+}
+
+// countLive brings the packet and byte counters up to date with the legs
+// of the calls in progress (Registry.BeforeScrape).
+func (r *Relay) countLive() {
+	r.mu.Lock()
+	calls := make([]*Call, 0, len(r.calls))
+	for _, c := range r.calls {
+		calls = append(calls, c)
+	}
+	r.mu.Unlock()
+	for _, c := range calls {
+		c.countMedia()
+	}
+}
+
+// countMedia adds what the call's legs moved since it was last counted.
+func (c *Call) countMedia() {
+	if !c.mediaStarted() {
+		return
+	}
+	web, sip := c.webLeg(), c.sipLeg()
+	if web == nil || sip == nil {
+		return
+	}
+	ws, rs := web.Stats(), sip.Stats()
+	n := &c.counted
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.web != any(web) {
+		n.web, n.ws = web, media.LegStats{}
+	}
+	if n.sip != any(sip) {
+		n.sip, n.rs = sip, media.LegStats{}
+	}
+	c.r.countLegs(since(ws, n.ws), since(rs, n.rs))
+	n.ws, n.rs = ws, rs
+}
+
+// mediaStarted says the call's legs exist and forward (startForwarding
+// has run), so that its leg accessors may be used from any goroutine.
+func (c *Call) mediaStarted() bool {
+	m := c.active.Load()
+	return m != nil && m.toSIP != nil
+}
+
+// since is cur minus what was counted before, per counter.
+func since(cur, before media.LegStats) media.LegStats {
+	d := func(a, b uint64) uint64 {
+		if a < b {
+			return 0
+		}
+		return a - b
+	}
+	return media.LegStats{
+		PacketsIn: d(cur.PacketsIn, before.PacketsIn), PacketsOut: d(cur.PacketsOut, before.PacketsOut),
+		BytesIn: d(cur.BytesIn, before.BytesIn), BytesOut: d(cur.BytesOut, before.BytesOut),
+	}
+}
+
+// countLegs adds packet and byte counts to the relay's counters.
 func (r *Relay) countLegs(web, sip media.LegStats) {
 	r.m.WebRTC.PacketsIn.Add(web.PacketsIn)
 	r.m.WebRTC.PacketsOut.Add(web.PacketsOut)

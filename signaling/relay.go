@@ -135,6 +135,7 @@ func New(cfg config.Config, log *slog.Logger) (*Relay, error) {
 
 	r.reg = metrics.NewRegistry()
 	r.m = metrics.NewRelay(r.reg)
+	r.reg.BeforeScrape(r.countLive)
 	r.connRefused = r.reg.NewCounterVec("mediarelay_connections_refused_total",
 		"Connections refused or closed by the relay, by listener (http, ws, tcp, tls) and reason (origin, per_source, total, idle, ping_timeout).", "listener", "reason")
 	if err := r.initInbound(cfg); err != nil {

@@ -51,6 +51,13 @@ func echoCall(t *testing.T, phoneCodec string, trunkCodecs ...string) {
 	if matched < len(sent)*9/10 {
 		t.Fatalf("only %d of %d frames came back", matched, len(sent))
 	}
+	// The packet counters move while the call is up, not only at its end.
+	live := metricsText(t, r)
+	for _, leg := range []string{`leg="webrtc",dir="in"`, `leg="sip",dir="in"`, `leg="sip",dir="out"`, `leg="webrtc",dir="out"`} {
+		if v := metricValue(live, "mediarelay_packets_total", leg); v < float64(matched) {
+			t.Errorf("mid-call mediarelay_packets_total{%s} = %v, want at least the %d frames that went through", leg, v, matched)
+		}
+	}
 
 	p.hangup()
 	select {
@@ -73,6 +80,14 @@ func echoCall(t *testing.T, phoneCodec string, trunkCodecs ...string) {
 		rec.Answer.IsZero() || rec.End.Before(rec.Answer) || rec.WebRTCPacketsIn < 90 || rec.SIPPacketsIn < 90 ||
 		rec.BrowserCallID == "" || rec.TrunkCallID == "" || rec.BrowserCallID == rec.TrunkCallID || rec.MOS < 4 {
 		t.Fatalf("CDR: %+v", rec)
+	}
+	// And the call's end adds only what came after the last scrape.
+	final := metricsText(t, r)
+	if v := metricValue(final, "mediarelay_packets_total", `leg="webrtc",dir="in"`); v != float64(rec.WebRTCPacketsIn) {
+		t.Errorf("after the call mediarelay_packets_total{webrtc,in} = %v, the CDR says %d", v, rec.WebRTCPacketsIn)
+	}
+	if v := metricValue(final, "mediarelay_packets_total", `leg="sip",dir="in"`); v != float64(rec.SIPPacketsIn) {
+		t.Errorf("after the call mediarelay_packets_total{sip,in} = %v, the CDR says %d", v, rec.SIPPacketsIn)
 	}
 }
 

@@ -151,6 +151,16 @@ type family struct {
 type Registry struct {
 	mu       sync.Mutex
 	families map[string]*family
+	before   []func()
+}
+
+// BeforeScrape registers f to run at the start of every WriteTo: the
+// place to bring counters up to date that are kept elsewhere between
+// scrapes (a call's packet counts, kept by its legs).
+func (r *Registry) BeforeScrape(f func()) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.before = append(r.before, f)
 }
 
 // NewRegistry returns an empty registry.
@@ -245,6 +255,12 @@ func (r *Registry) registerOptional(name, help, typ string, f func() (float64, b
 // by metric name and then by label values, so that successive scrapes
 // diff cleanly.
 func (r *Registry) WriteTo(w io.Writer) (int64, error) {
+	r.mu.Lock()
+	before := r.before
+	r.mu.Unlock()
+	for _, f := range before {
+		f()
+	}
 	r.mu.Lock()
 	fams := make([]*family, 0, len(r.families))
 	for _, f := range r.families {
