@@ -273,6 +273,7 @@ func (sh *shard) run(ctx context.Context) {
 
 // ready serves the n descriptors the last wait returned. Under sh.mu.
 func (sh *shard) ready(n int) {
+	now := time.Now()
 	for i := range n {
 		fd := sh.poll.readyFD(i)
 		if sh.poll.isTimer(fd) {
@@ -280,7 +281,29 @@ func (sh *shard) ready(n int) {
 			continue
 		}
 		if c := sh.byFD[fd]; c != nil {
-			sh.read(c)
+			sh.read(c, now)
+		}
+	}
+}
+
+// maxDrainPasses bounds how often a tick re-polls the media sockets: a
+// socket with more than one datagram queued is reported again, but a
+// flood must not keep the shard from sending.
+const maxDrainPasses = 4
+
+// drain reads what the calls carrying media have received since the last
+// tick. Under sh.mu.
+func (sh *shard) drain() {
+	for range maxDrainPasses {
+		n := sh.poll.pollQuiet()
+		if n == 0 {
+			return
+		}
+		now := time.Now()
+		for i := range n {
+			if c := sh.byFD[sh.poll.quietFD(i)]; c != nil {
+				sh.read(c, now)
+			}
 		}
 	}
 }
@@ -289,18 +312,15 @@ func (sh *shard) ready(n int) {
 // than that (the machine is saturated) are skipped, as a browser would.
 const maxCatchUp = 5
 
-// drainEvery is how many sends a tick makes before it reads what has come
-// back meanwhile: a long burst would otherwise hold replies in the socket
-// buffers and add its own length to the delays measured.
-const drainEvery = 32
-
-// tick sends every active call's next frame(s) and its consent checks.
-// Under sh.mu.
+// tick sends every active call's next frame(s) and its consent checks,
+// then reads what the active calls have received. Sending first keeps each
+// call's send time at the same offset from the tick however long reading
+// takes, so the load client adds no jitter of its own. Under sh.mu.
 func (sh *shard) tick(expired uint64) {
 	frames := min(expired, maxCatchUp)
 	t0 := time.Now()
-	for i := 0; i < len(sh.active); i++ {
-		c := sh.active[i]
+	defer sh.drain()
+	for _, c := range sh.active {
 		if !c.sending.Load() {
 			continue
 		}
@@ -309,11 +329,6 @@ func (sh *shard) tick(expired uint64) {
 		}
 		if t0.After(c.nextCheck) {
 			sh.consent(c, t0)
-		}
-		if i%drainEvery == drainEvery-1 {
-			if n := sh.poll.wait(0); n > 0 {
-				sh.ready(n)
-			}
 		}
 	}
 	if el := time.Since(t0); el > 10*time.Millisecond {
@@ -352,14 +367,18 @@ func (sh *shard) sendFrame(c *call) {
 
 // read takes one datagram from a call's socket and demultiplexes it by
 // its first byte (RFC 7983). Under sh.mu. Level-triggered epoll reports
-// the socket again if more are queued.
-func (sh *shard) read(c *call) {
-	n, from, ok := c.sock.recv(sh.rbuf)
+// the socket again if more are queued. now is when the shard woke.
+func (sh *shard) read(c *call, now time.Time) {
+	n, from, at, ok := c.sock.recv(sh.rbuf)
 	if !ok || n == 0 {
 		return
 	}
 	pkt := sh.rbuf[:n]
-	now := time.Now()
+	if at != 0 {
+		// The arrival, on now's monotonic clock: a packet that waited in
+		// the socket for the tick is timed as it arrived.
+		now = now.Add(time.Duration(at - now.UnixNano()))
+	}
 	switch b := pkt[0]; {
 	case b < 4:
 		sh.stun(c, pkt, from, now)
@@ -404,7 +423,7 @@ func (sh *shard) media(c *call, pkt []byte, now time.Time) {
 	c.mu.Lock()
 	c.stats.Update(sh.rhdr.SequenceNumber, sh.rhdr.Timestamp, now)
 	if marked && cl.measuring.Load() {
-		rx := nowNs()
+		rx := int64(now.Sub(epoch))
 		c.rtt = append(c.rtt, float64(rx-sendNs)/1e6)
 		if echoOff > 0 {
 			c.downDelay = append(c.downDelay, float64(rx-sendNs-int64(echoOff)*1000)/1e6)
@@ -603,6 +622,9 @@ func (cl *Client) handshake(ctx context.Context, sh *shard, c *call) error {
 	c.lastCheck = now
 	c.nextCheck = now.Add(consentInterval())
 	sh.active = append(sh.active, c)
+	if err := sh.poll.hush(c.sock.fdNum()); err != nil {
+		return fmt.Errorf("load client engine: %w", err)
+	}
 	return nil
 }
 

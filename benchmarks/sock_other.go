@@ -28,6 +28,9 @@ type poller struct{}
 func newPoller(tick time.Duration) (*poller, error) { return nil, errEngineUnsupported }
 func (p *poller) add(fd int) error                  { return errEngineUnsupported }
 func (p *poller) del(fd int)                        {}
+func (p *poller) hush(fd int) error                 { return errEngineUnsupported }
+func (p *poller) pollQuiet() int                    { return 0 }
+func (p *poller) quietFD(i int) int                 { return -1 }
 func (p *poller) wait(msec int) int                 { time.Sleep(time.Duration(msec) * time.Millisecond); return 0 }
 func (p *poller) readyFD(i int) int                 { return -1 }
 func (p *poller) ticks() uint64                     { return 0 }
