@@ -117,7 +117,8 @@ type callMedia struct {
 	remote    netip.AddrPort  // the pair's remote end
 	connected bool            // sock is connected to remote
 	enc, dec  *srtp.Context   // set once DTLS has keyed the call
-	iceDone   chan struct{}   // closed when a check of ours succeeded
+	iceOK     bool            // a check of ours succeeded: the pair is chosen
+	iceDone   chan struct{}   // closed when iceOK is set
 	dtlsIn    chan []byte     // DTLS records for the handshake
 	dtls      *dtls.Conn      // kept until hangup, for retransmissions
 	dtlsConn  *dtlsPacketConn // its transport

@@ -13,6 +13,7 @@ import (
 
 	"github.com/pion/rtp"
 	"github.com/pion/srtp/v3"
+	"github.com/pion/stun/v4"
 )
 
 // enginePair is a shard with one active call whose socket is connected to
@@ -197,5 +198,78 @@ func TestParseAnswer(t *testing.T) {
 		if _, err := parseAnswer(bad, CodecPCMU); err == nil {
 			t.Errorf("%s: parsed without error", name)
 		}
+	}
+}
+
+// TestICECheckAnsweredOnce: once a check has succeeded, neither a
+// duplicated success response nor the retransmission timer firing at the
+// same moment may restart the checks (that closed iceDone twice).
+func TestICECheckAnsweredOnce(t *testing.T) {
+	sh, _, peer := enginePair(t)
+	c := &call{user: "ice", firstCh: make(chan struct{}), stats: NewRecvStats(8000)}
+	c.iceDone = make(chan struct{})
+	c.ufrag, c.pwd = "localuf", "localpassword0123456789"
+	if err := sh.open(c); err != nil {
+		t.Fatal(err)
+	}
+	peerAddr := peer.LocalAddr().(*net.UDPAddr).AddrPort()
+	sh.applyAnswer(c, answerParams{ufrag: "remoteuf", pwd: "remotepassword01234567", setup: setupPassive, cands: []netip.AddrPort{peerAddr}})
+	if done, err := sh.sendChecks(c); done || err != nil {
+		t.Fatalf("sendChecks: done %v err %v", done, err)
+	}
+	_ = peer.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 1500)
+	n, from, err := peer.ReadFromUDPAddrPort(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := &stun.Message{Raw: append([]byte(nil), buf[:n]...)}
+	if err := req.Decode(); err != nil || req.Type != stun.BindingRequest {
+		t.Fatalf("check: %v %v", req.Type, err)
+	}
+	if err := stun.NewShortTermIntegrity("remotepassword01234567").Check(req); err != nil {
+		t.Fatalf("check not signed with the remote password: %v", err)
+	}
+	var user stun.Username
+	if err := user.GetFrom(req); err != nil || user.String() != "remoteuf:localuf" {
+		t.Fatalf("USERNAME %q (%v)", user, err)
+	}
+	if !req.Contains(stun.AttrUseCandidate) || !req.Contains(stun.AttrICEControlling) || !req.Contains(stun.AttrPriority) {
+		t.Fatal("check lacks USE-CANDIDATE, ICE-CONTROLLING or PRIORITY")
+	}
+	resp, err := stun.Build(req, stun.BindingSuccess, &stun.XORMappedAddress{IP: from.Addr().AsSlice(), Port: int(from.Port())},
+		stun.NewShortTermIntegrity("remotepassword01234567"), stun.Fingerprint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if _, err := peer.WriteToUDPAddrPort(resp.Raw, from); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		sh.mu.Lock()
+		sh.read(c, time.Now())
+		ok := c.iceOK
+		sh.mu.Unlock()
+		if ok || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	select {
+	case <-c.iceDone:
+	default:
+		t.Fatal("a valid success response did not complete ICE")
+	}
+	sh.mu.Lock()
+	sh.read(c, time.Now()) // the duplicate
+	sh.mu.Unlock()
+	if done, err := sh.sendChecks(c); !done || err != nil {
+		t.Fatalf("sendChecks after success: done %v err %v, want done", done, err)
+	}
+	if !c.connected || c.remote != peerAddr {
+		t.Errorf("pair %v connected %v, want %v", c.remote, c.connected, peerAddr)
 	}
 }

@@ -82,7 +82,11 @@ func (sh *shard) checkConnectivity(ctx context.Context, c *call) error {
 	t := time.NewTimer(rto)
 	defer t.Stop()
 	for {
-		if err := sh.sendChecks(c); err != nil {
+		done, err := sh.sendChecks(c)
+		if done {
+			return nil
+		}
+		if err != nil {
 			return err
 		}
 		t.Reset(rto)
@@ -98,16 +102,20 @@ func (sh *shard) checkConnectivity(ctx context.Context, c *call) error {
 }
 
 // sendChecks sends (or resends, with the same transactions) a check to
-// each remote candidate.
-func (sh *shard) sendChecks(c *call) error {
+// each remote candidate. done is true, and nothing is sent, once a check
+// has succeeded: the caller's timer and the success may race.
+func (sh *shard) sendChecks(c *call) (done bool, err error) {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
+	if c.iceOK {
+		return true, nil
+	}
 	if c.closed {
-		return errors.New("call closed")
+		return false, errors.New("call closed")
 	}
 	if c.checks == nil {
 		if len(c.cands) == 0 {
-			return errors.New("the answer has no usable candidate")
+			return false, errors.New("the answer has no usable candidate")
 		}
 		for _, to := range c.cands {
 			c.checks = append(c.checks, pendingCheck{tx: stun.NewTransactionID(), to: to})
@@ -124,9 +132,9 @@ func (sh *shard) sendChecks(c *call) error {
 		}
 	}
 	if len(errs) == len(c.checks) {
-		return errors.Join(errs...) // no candidate reachable at all
+		return false, errors.Join(errs...) // no candidate reachable at all
 	}
-	return nil
+	return false, nil
 }
 
 // consent sends a consent check on the chosen pair, or marks the call
@@ -214,10 +222,10 @@ func (sh *shard) answerCheck(c *call, m *stun.Message, from netip.AddrPort, now 
 // connectivity check it selects (and nominates) the pair, for a consent
 // check it renews consent.
 func (sh *shard) checkAnswered(c *call, m *stun.Message, from netip.AddrPort, now time.Time) {
-	consent := m.TransactionID == c.consentTx
+	consent := c.iceOK && m.TransactionID == c.consentTx
 	var to netip.AddrPort
 	for _, pc := range c.checks {
-		if pc.tx == m.TransactionID {
+		if pc.tx == m.TransactionID && !c.iceOK {
 			to = pc.to
 		}
 	}
@@ -238,6 +246,7 @@ func (sh *shard) checkAnswered(c *call, m *stun.Message, from netip.AddrPort, no
 	}
 	c.remote = from
 	c.checks = nil
+	c.iceOK = true
 	if err := c.sock.connect(from); err != nil {
 		sh.cl.log.Debug("connect to the selected pair failed; sending unconnected", "call", c.user, "err", err)
 	} else {
