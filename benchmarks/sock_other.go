@@ -15,13 +15,15 @@ var errEngineUnsupported = errors.New("the load client needs Linux (epoll, timer
 
 type udpSock struct{ port int }
 
-func openUDPSock() (*udpSock, error)                         { return nil, errEngineUnsupported }
-func (s *udpSock) sendTo(b []byte, to netip.AddrPort) error  { return errEngineUnsupported }
-func (s *udpSock) connect(to netip.AddrPort) error           { return errEngineUnsupported }
-func (s *udpSock) send(b []byte) error                       { return errEngineUnsupported }
-func (s *udpSock) recv(b []byte) (int, netip.AddrPort, bool) { return 0, netip.AddrPort{}, false }
-func (s *udpSock) close() error                              { return nil }
-func (s *udpSock) fdNum() int                                { return -1 }
+func openUDPSock() (*udpSock, error)                        { return nil, errEngineUnsupported }
+func (s *udpSock) sendTo(b []byte, to netip.AddrPort) error { return errEngineUnsupported }
+func (s *udpSock) connect(to netip.AddrPort) error          { return errEngineUnsupported }
+func (s *udpSock) send(b []byte) error                      { return errEngineUnsupported }
+func (s *udpSock) recv(b []byte) (int, netip.AddrPort, int64, bool) {
+	return 0, netip.AddrPort{}, 0, false
+}
+func (s *udpSock) close() error { return nil }
+func (s *udpSock) fdNum() int   { return -1 }
 
 type poller struct{}
 
