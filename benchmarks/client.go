@@ -5,19 +5,25 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/pion/ice/v4"
-	"github.com/pion/interceptor"
-	"github.com/pion/logging"
+	"github.com/pion/dtls/v3"
+	"github.com/pion/dtls/v3/pkg/crypto/selfsign"
 	"github.com/pion/rtp"
-	"github.com/pion/webrtc/v4"
+	"github.com/pion/srtp/v3"
+
+	"github.com/mediarelay/mediarelay/media"
 )
 
 // signaler sets a call up and tears it down: SIP over WebSocket for
@@ -30,23 +36,34 @@ type signaler interface {
 	Close()
 }
 
-// Client is the browser-like load client. Every call is a pion
-// PeerConnection, but all of them share one UDP socket (ICE UDP mux), one
-// DTLS certificate, and one sender goroutine that writes a pre-encoded frame
-// for every active call each 20 ms. Pion's own per-connection goroutines
-// (ICE, DTLS, SRTP readers) and one reader per remote track remain.
+// ptime is the packet interval of every call's stream.
+const ptime = 20 * time.Millisecond
+
+// Client is the browser-like load client. It does what a browser's WebRTC
+// stack does on the wire for one audio stream (its own UDP port per call,
+// a full controlling ICE agent, DTLS-SRTP), but in a small engine of its
+// own rather than a pion PeerConnection per call: PeerConnections cost the
+// load generator as much CPU as the relay it measures.
+//
+// The engine is a few shards (normally one), each a goroutine locked to an
+// OS thread that owns a fixed share of the calls: it waits in epoll on
+// their sockets and a 20 ms timerfd, and on each tick encrypts and sends
+// the next pre-encoded frame of every call, in place, with no allocation
+// and no goroutine hop per packet. Setup (ICE checks, the DTLS handshake)
+// runs on the goroutine placing the call; only the handshake is pion's.
 type Client struct {
 	codec  Codec
 	frames [][]byte
-	api    *webrtc.API // calls share one UDP socket (ICE UDP mux)
-	apiOwn *webrtc.API // each call gets its own UDP socket
-	cert   webrtc.Certificate
-	udp    *net.UDPConn
-	mux    ice.UDPMux
+	cert   tls.Certificate
+	fp     string // our a=fingerprint value: "sha-256 AB:CD:..."
 	log    *slog.Logger
+	// tieBreaker is ICE-CONTROLLING's value. The largest there is: the
+	// offerer controls, and a peer that thinks otherwise yields.
+	tieBreaker [8]byte
 
-	mu     sync.Mutex
-	active []*call // copy-on-write: the sender reads a snapshot without locking per packet
+	shards []*shard
+	stop   context.CancelFunc
+	loops  sync.WaitGroup
 
 	measuring atomic.Bool
 	sent      atomic.Uint64
@@ -58,18 +75,12 @@ type call struct {
 	idx  int
 	id   string // SIP Call-ID (or ng call-id)
 	user string // called user: also the key under which the UAS files the call
-	pc   *webrtc.PeerConnection
-	tr   *webrtc.TrackLocalStaticRTP
 	sig  signaler
 	dlg  *sipDialog
 	ws   *sipWS
 
-	pkt      rtp.Packet
-	payload  []byte
-	frame    int
 	sending  atomic.Bool
 	dropped  atomic.Bool // the relay ended it, or ICE/DTLS failed after setup
-	connCh   chan webrtc.PeerConnectionState
 	firstCh  chan struct{}
 	firstOne sync.Once
 
@@ -81,167 +92,398 @@ type call struct {
 	stats     *RecvStats
 	downDelay []float64 // ms, trunk -> browser one-way
 	rtt       []float64 // ms, round trip through the echo
+
+	callMedia
 }
 
-// NewClient prepares the shared pion API, socket and certificate.
-func NewClient(codec Codec, log *slog.Logger) (*Client, error) {
+// callMedia is a call's transport: socket, ICE, DTLS and SRTP state.
+type callMedia struct {
+	sh         *shard
+	sock       *udpSock // set once by open, before the call is published
+	ufrag, pwd string   // ours
+	ssrc       uint32
+	pt         uint8
+
+	// Set under sh.mu by applyAnswer; the shard reads them under sh.mu.
+	remoteUfrag, remotePwd string
+	cands                  []netip.AddrPort
+	fpHash, fp             string // the peer's a=fingerprint
+	dtlsClient             bool   // the answer said passive: we send the ClientHello
+
+	// Under sh.mu.
+	closed    bool
+	checks    []pendingCheck  // connectivity checks in flight
+	consentTx [12]byte        // the last consent check's transaction
+	remote    netip.AddrPort  // the pair's remote end
+	connected bool            // sock is connected to remote
+	enc, dec  *srtp.Context   // set once DTLS has keyed the call
+	iceOK     bool            // a check of ours succeeded: the pair is chosen
+	iceDone   chan struct{}   // closed when iceOK is set
+	dtlsIn    chan []byte     // DTLS records for the handshake
+	dtls      *dtls.Conn      // kept until hangup, for retransmissions
+	dtlsConn  *dtlsPacketConn // its transport
+	lastCheck time.Time       // last verified STUN or SRTP from the peer
+	nextCheck time.Time       // next consent check
+
+	// Owned by the shard's goroutine once the call sends.
+	seq   uint16
+	ts    uint32
+	frame int
+}
+
+// pendingCheck is a connectivity check we sent and retransmit.
+type pendingCheck struct {
+	tx [12]byte
+	to netip.AddrPort
+}
+
+// shard is one engine goroutine and the calls it serves (those whose index
+// is its own modulo the shard count).
+type shard struct {
+	cl   *Client
+	poll *poller
+	tid  atomic.Int64 // the OS thread it is locked to
+
+	// mu is held while the shard handles a batch of ready sockets or a
+	// tick (once per batch, not per packet), and by anyone else using a
+	// call's socket: a socket is closed only under it, so no descriptor
+	// is used after close or, reused, for another call.
+	mu     sync.Mutex
+	byFD   map[int]*call
+	active []*call // calls sending media
+	due    uint64  // timer expiries not yet served
+
+	rbuf []byte     // receive buffer, decrypted in place
+	wbuf []byte     // send buffer, encrypted in place
+	rhdr rtp.Header // scratch for SRTP
+	whdr rtp.Header
+}
+
+// NewClient prepares shards engine goroutines (at least one), the shared
+// DTLS certificate and the encoded frames, and starts the engine. Close
+// stops it.
+func NewClient(codec Codec, shards int, log *slog.Logger) (*Client, error) {
 	frames, err := Frames(codec)
 	if err != nil {
 		return nil, err
 	}
-	udp, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		return nil, fmt.Errorf("client udp listen: %w", err)
-	}
-	_ = udp.SetReadBuffer(8 << 20)
-	_ = udp.SetWriteBuffer(8 << 20)
-	lf := logging.NewDefaultLoggerFactory()
-	lf.DefaultLogLevel = logging.LogLevelError
-	mux := webrtc.NewICEUDPMux(lf.NewLogger("mux"), udp)
-
-	var se webrtc.SettingEngine
-	se.LoggerFactory = lf
-	se.SetICEUDPMux(mux)
-	se.SetIncludeLoopbackCandidate(true)
-	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
-	se.SetIPFilter(func(ip net.IP) bool { return ip.Equal(net.IPv4(127, 0, 0, 1)) })
-	se.SetInterfaceFilter(func(name string) bool { return name == "lo" })
-	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
-	// An echo can send RTP back before pion has finished applying the answer;
-	// without this, pion drops that SSRC for good and OnTrack never fires.
-	se.SetHandleUndeclaredSSRCWithoutAnswer(true)
-
-	me := &webrtc.MediaEngine{}
-	cap := webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypePCMU, ClockRate: 8000, Channels: 1}
-	if codec.Name == "opus" {
-		cap = webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2, SDPFmtpLine: "minptime=10;useinbandfec=1"}
-	}
-	if err := me.RegisterCodec(webrtc.RTPCodecParameters{RTPCodecCapability: cap, PayloadType: webrtc.PayloadType(codec.PayloadType)}, webrtc.RTPCodecTypeAudio); err != nil {
-		udp.Close()
-		return nil, fmt.Errorf("register codec: %w", err)
-	}
-	// No interceptors: no NACK, no RTCP reports. A browser would send RTCP,
-	// but the relay's forwarding cost is what we measure, and interceptors
-	// would add a goroutine and timers per call to the load client.
-	// NewAPI adds pion's default interceptors unless given a registry.
-	noInterceptors := webrtc.WithInterceptorRegistry(&interceptor.Registry{})
-	api := webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithSettingEngine(se), noInterceptors)
-	// A relay that also serves every WebRTC leg from one port (mediarelay)
-	// would see every call on the same 5-tuple if the client shared one
-	// socket too: nothing could tell the calls apart after ICE. Against such
-	// a relay each call needs its own local port, as each browser has.
-	own := se
-	own.SetICEUDPMux(nil)
-	own.SetEphemeralUDPPortRange(20000, 60999)
-	apiOwn := webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithSettingEngine(own), noInterceptors)
-
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		udp.Close()
 		return nil, fmt.Errorf("dtls key: %w", err)
 	}
-	cert, err := webrtc.GenerateCertificate(key)
+	cert, err := selfsign.SelfSign(key)
 	if err != nil {
-		udp.Close()
 		return nil, fmt.Errorf("dtls certificate: %w", err)
 	}
-	return &Client{codec: codec, frames: frames, api: api, apiOwn: apiOwn, cert: *cert, udp: udp, mux: mux, log: log}, nil
+	fp, err := media.Fingerprint(cert, "sha-256")
+	if err != nil {
+		return nil, fmt.Errorf("dtls fingerprint: %w", err)
+	}
+	cl := &Client{codec: codec, frames: frames, cert: cert, fp: fp, log: log}
+	binary.BigEndian.PutUint64(cl.tieBreaker[:], ^uint64(0))
+	if shards < 1 {
+		shards = 1
+	}
+	for range shards {
+		p, err := newPoller(ptime)
+		if err != nil {
+			cl.closeShards()
+			return nil, fmt.Errorf("load client engine: %w", err)
+		}
+		cl.shards = append(cl.shards, &shard{cl: cl, poll: p, byFD: map[int]*call{},
+			rbuf: make([]byte, 2048), wbuf: make([]byte, 2048)})
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cl.stop = cancel
+	for _, sh := range cl.shards {
+		cl.loops.Add(1)
+		go func() {
+			defer cl.loops.Done()
+			sh.run(ctx)
+		}()
+	}
+	return cl, nil
 }
 
-// Close releases the shared socket.
+// Close stops the engine and releases its descriptors. Calls must have
+// been hung up.
 func (cl *Client) Close() {
-	_ = cl.mux.Close()
-	_ = cl.udp.Close()
+	cl.stop()
+	cl.loops.Wait()
+	cl.closeShards()
+}
+
+func (cl *Client) closeShards() {
+	for _, sh := range cl.shards {
+		sh.mu.Lock()
+		for _, c := range sh.byFD {
+			sh.closeLocked(c)
+		}
+		sh.mu.Unlock()
+		sh.poll.close()
+	}
 }
 
 // SetMeasuring turns delay sampling on or off.
 func (cl *Client) SetMeasuring(on bool) { cl.measuring.Store(on) }
 
-// Run sends media until ctx ends: senders goroutines (normally one), each
-// writing, every 20 ms, the next frame of its share of the active calls. A
-// call always belongs to the same sender (by index), so its packet state is
-// never touched by two goroutines.
-func (cl *Client) Run(ctx context.Context, senders int) {
-	if senders < 1 {
-		senders = 1
+// CPU is the CPU time the engine's threads have used: the load client's
+// own cost while calls are up (setup runs elsewhere; the trunk UAS, which
+// shares the process, is not included).
+func (cl *Client) CPU() (CPUSample, error) {
+	var s CPUSample
+	for _, sh := range cl.shards {
+		tid := sh.tid.Load()
+		if tid == 0 {
+			return CPUSample{}, errors.New("load client engine not running")
+		}
+		t, err := ReadThreadCPU(int(tid))
+		if err != nil {
+			return CPUSample{}, err
+		}
+		s.UserTicks += t.UserTicks
+		s.SysTicks += t.SysTicks
 	}
-	var wg sync.WaitGroup
-	for k := range senders {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			cl.sendLoop(ctx, k, senders)
-		}()
-	}
-	wg.Wait()
+	s.When = time.Now()
+	return s, nil
 }
 
-func (cl *Client) sendLoop(ctx context.Context, shard, shards int) {
-	const ptime = 20 * time.Millisecond
-	next := time.Now()
-	timer := time.NewTimer(ptime)
-	defer timer.Stop()
-	for {
-		next = next.Add(ptime)
-		d := time.Until(next)
-		if d < -5*ptime {
-			// Far behind (machine saturated): skip rather than burst.
-			next = time.Now()
-			d = 0
+// run is a shard's loop: wait for sockets and the tick, serve them.
+func (sh *shard) run(ctx context.Context) {
+	// Locked, and never unlocked: the thread ends with the goroutine, so
+	// its CPU time in /proc is this shard's and no other goroutine's.
+	runtime.LockOSThread()
+	sh.tid.Store(int64(gettid()))
+	for ctx.Err() == nil {
+		// The tick wakes it every 20 ms, so cancellation is seen promptly
+		// without a timeout; 100 ms is a guard.
+		n := sh.poll.wait(100)
+		if n == 0 {
+			continue
 		}
-		timer.Reset(d)
-		select {
-		case <-ctx.Done():
+		sh.mu.Lock()
+		sh.ready(n)
+		for sh.due > 0 {
+			k := sh.due
+			sh.due = 0
+			sh.tick(k)
+		}
+		sh.mu.Unlock()
+	}
+}
+
+// ready serves the n descriptors the last wait returned. Under sh.mu.
+func (sh *shard) ready(n int) {
+	now := time.Now()
+	for i := range n {
+		fd := sh.poll.readyFD(i)
+		if sh.poll.isTimer(fd) {
+			sh.due += sh.poll.ticks()
+			continue
+		}
+		if c := sh.byFD[fd]; c != nil {
+			sh.read(c, now)
+		}
+	}
+}
+
+// maxDrainPasses bounds how often a tick re-polls the media sockets: a
+// socket with more than one datagram queued is reported again, but a
+// flood must not keep the shard from sending.
+const maxDrainPasses = 4
+
+// drain reads what the calls carrying media have received since the last
+// tick. Under sh.mu.
+func (sh *shard) drain() {
+	for range maxDrainPasses {
+		n := sh.poll.pollQuiet()
+		if n == 0 {
 			return
-		case <-timer.C:
 		}
-		cl.mu.Lock()
-		calls := cl.active
-		cl.mu.Unlock()
-		t0 := time.Now()
-		for _, c := range calls {
-			if c.idx%shards != shard || !c.sending.Load() {
-				continue
+		now := time.Now()
+		for i := range n {
+			if c := sh.byFD[sh.poll.quietFD(i)]; c != nil {
+				sh.read(c, now)
 			}
-			cl.sendFrame(c)
-		}
-		if el := time.Since(t0); el > 10*time.Millisecond {
-			cl.log.Debug("slow send tick", "calls", len(calls), "took", el, "late", -d)
 		}
 	}
 }
 
-func (cl *Client) sendFrame(c *call) {
+// maxCatchUp is how many missed ticks a shard makes up with a burst; more
+// than that (the machine is saturated) are skipped, as a browser would.
+const maxCatchUp = 5
+
+// tick sends every active call's next frame(s) and its consent checks,
+// then reads what the active calls have received. Sending first keeps each
+// call's send time at the same offset from the tick however long reading
+// takes, so the load client adds no jitter of its own. Under sh.mu.
+func (sh *shard) tick(expired uint64) {
+	frames := min(expired, maxCatchUp)
+	t0 := time.Now()
+	defer sh.drain()
+	for _, c := range sh.active {
+		if !c.sending.Load() {
+			continue
+		}
+		for range frames {
+			sh.sendFrame(c)
+		}
+		if t0.After(c.nextCheck) {
+			sh.consent(c, t0)
+		}
+	}
+	if el := time.Since(t0); el > 10*time.Millisecond {
+		sh.cl.log.Debug("slow send tick", "calls", len(sh.active), "took", el, "ticks", expired)
+	}
+}
+
+// sendFrame encrypts the call's next frame in place and sends it.
+func (sh *shard) sendFrame(c *call) {
+	cl := sh.cl
 	f := cl.frames[c.frame]
 	c.frame = (c.frame + 1) % len(cl.frames)
-	c.payload = append(c.payload[:0], f...)
-	stampMarker(c.payload, nowNs())
-	c.pkt.Payload = c.payload
-	c.pkt.SequenceNumber++
-	c.pkt.Timestamp += cl.codec.TSPerFrame
-	if err := c.tr.WriteRTP(&c.pkt); err == nil {
+	c.seq++
+	c.ts += cl.codec.TSPerFrame
+	p := sh.wbuf[:12+len(f)]
+	p[0] = 0x80 // version 2, no padding, extension or CSRC
+	p[1] = c.pt
+	binary.BigEndian.PutUint16(p[2:], c.seq)
+	binary.BigEndian.PutUint32(p[4:], c.ts)
+	binary.BigEndian.PutUint32(p[8:], c.ssrc)
+	copy(p[12:], f)
+	stampMarker(p[12:], nowNs())
+	out, err := c.enc.EncryptRTP(p, p, &sh.whdr)
+	if err != nil {
+		return
+	}
+	if c.connected {
+		err = c.sock.send(out)
+	} else {
+		err = c.sock.sendTo(out, c.remote)
+	}
+	if err == nil {
 		cl.sent.Add(1)
 	}
 }
 
-func (cl *Client) addActive(c *call) {
-	cl.mu.Lock()
-	a := make([]*call, len(cl.active), len(cl.active)+1)
-	copy(a, cl.active)
-	cl.active = append(a, c)
-	cl.mu.Unlock()
+// read takes one datagram from a call's socket and demultiplexes it by
+// its first byte (RFC 7983). Under sh.mu. Level-triggered epoll reports
+// the socket again if more are queued. now is when the shard woke.
+func (sh *shard) read(c *call, now time.Time) {
+	n, from, at, ok := c.sock.recv(sh.rbuf)
+	if !ok || n == 0 {
+		return
+	}
+	pkt := sh.rbuf[:n]
+	if at != 0 {
+		// The arrival, on now's monotonic clock: a packet that waited in
+		// the socket for the tick is timed as it arrived.
+		now = now.Add(time.Duration(at - now.UnixNano()))
+	}
+	switch b := pkt[0]; {
+	case b < 4:
+		sh.stun(c, pkt, from, now)
+	case b >= 20 && b <= 63:
+		if from != c.remote || c.dtlsIn == nil || (c.dtlsClient && isClientHello(pkt)) {
+			return // not the pair, before the answer, or a hello to a client
+		}
+		select {
+		case c.dtlsIn <- append([]byte(nil), pkt...):
+		default: // the handshake is not reading: DTLS retransmits
+		}
+	case b >= 128 && b <= 191:
+		if from != c.remote || c.dec == nil || media.IsRTCP(pkt) {
+			return // RTCP: we send none and measure none
+		}
+		sh.media(c, pkt, now)
+	}
 }
 
-func (cl *Client) removeActive(c *call) {
-	cl.mu.Lock()
-	a := make([]*call, 0, len(cl.active))
-	for _, x := range cl.active {
-		if x != c {
-			a = append(a, x)
+// media decrypts an SRTP packet in place and records it.
+func (sh *shard) media(c *call, pkt []byte, now time.Time) {
+	out, err := c.dec.DecryptRTP(pkt, pkt, &sh.rhdr)
+	if err != nil {
+		return
+	}
+	hl, ok := media.RTPHeaderLen(out)
+	if !ok {
+		return
+	}
+	payload := out[hl:]
+	if out[0]&0x20 != 0 { // padding, validated by RTPHeaderLen
+		payload = payload[:len(payload)-int(out[len(out)-1])]
+	}
+	c.lastCheck = now // authenticated media shows the peer is there
+	cl := sh.cl
+	cl.recv.Add(1)
+	c.firstOne.Do(func() {
+		c.tFirst = now
+		close(c.firstCh)
+	})
+	sendNs, echoOff, marked := readMarker(payload)
+	c.mu.Lock()
+	c.stats.Update(sh.rhdr.SequenceNumber, sh.rhdr.Timestamp, now)
+	if marked && cl.measuring.Load() {
+		rx := int64(now.Sub(epoch))
+		c.rtt = append(c.rtt, float64(rx-sendNs)/1e6)
+		if echoOff > 0 {
+			c.downDelay = append(c.downDelay, float64(rx-sendNs-int64(echoOff)*1000)/1e6)
 		}
 	}
-	cl.active = a
-	cl.mu.Unlock()
+	c.mu.Unlock()
+}
+
+// open gives the call its socket in this shard's epoll set.
+func (sh *shard) open(c *call) error {
+	s, err := openUDPSock()
+	if err != nil {
+		return err
+	}
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if err := sh.poll.add(s.fdNum()); err != nil {
+		_ = s.close()
+		return err
+	}
+	c.sh, c.sock = sh, s
+	sh.byFD[s.fdNum()] = c
+	return nil
+}
+
+// closeLocked releases the call's socket and DTLS session. Under sh.mu.
+func (sh *shard) closeLocked(c *call) {
+	if c.closed || c.sock == nil {
+		return
+	}
+	c.closed = true
+	for i, x := range sh.active {
+		if x == c {
+			sh.active = append(sh.active[:i], sh.active[i+1:]...)
+			break
+		}
+	}
+	fd := c.sock.fdNum()
+	delete(sh.byFD, fd)
+	sh.poll.del(fd)
+	_ = c.sock.close()
+	if c.dtlsConn != nil {
+		c.dtlsConn.stop()
+	}
+}
+
+// write sends a datagram of the call's setup (DTLS) on its pair.
+func (sh *shard) write(c *call, b []byte) error {
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	switch {
+	case c.closed:
+		return net.ErrClosed
+	case c.connected:
+		return c.sock.send(b)
+	case !c.remote.IsValid():
+		return nil // no pair yet: DTLS retransmits
+	}
+	return c.sock.sendTo(b, c.remote)
 }
 
 // errSetup tags why a call failed, for the failure table.
@@ -252,59 +494,22 @@ type errSetup struct {
 
 func (e *errSetup) Error() string { return e.reason + ": " + e.err.Error() }
 
-// place sets a call up: offer, signalling, ICE+DTLS, first audio back. It
-// returns once media flows both ways or the call failed.
-func (cl *Client) place(ctx context.Context, c *call, mediaTimeout time.Duration, sharedSocket bool) error {
-	api := cl.apiOwn
-	if sharedSocket {
-		api = cl.api
-	}
-	pc, err := api.NewPeerConnection(webrtc.Configuration{Certificates: []webrtc.Certificate{cl.cert}})
-	if err != nil {
-		return &errSetup{"local", fmt.Errorf("new peer connection: %w", err)}
-	}
-	c.pc = pc
-	c.connCh = make(chan webrtc.PeerConnectionState, 4)
+// place sets a call up: offer, signalling, ICE and DTLS, first audio back.
+// It returns once media flows both ways or the call failed.
+func (cl *Client) place(ctx context.Context, c *call, mediaTimeout time.Duration) error {
+	sh := cl.shards[c.idx%len(cl.shards)]
 	c.firstCh = make(chan struct{})
 	c.stats = NewRecvStats(cl.codec.ClockRate)
-	tr, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: "audio/" + cl.codec.Name, ClockRate: uint32(cl.codec.ClockRate), Channels: uint16(cl.codec.Channels)}, "audio", "bench")
-	if err != nil {
+	c.iceDone = make(chan struct{})
+	c.ufrag, c.pwd = randToken(4), randToken(12) // 8 and 24 ice-chars (RFC 8839 §5.4)
+	c.ssrc = randUint32()
+	c.seq, c.ts = uint16(randUint32()), randUint32()
+	if err := sh.open(c); err != nil {
 		return &errSetup{"local", err}
 	}
-	c.tr = tr
-	if _, err := pc.AddTransceiverFromTrack(tr, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendrecv}); err != nil {
-		return &errSetup{"local", fmt.Errorf("add transceiver: %w", err)}
-	}
-	c.pkt.Header = rtp.Header{Version: 2, PayloadType: cl.codec.PayloadType, SequenceNumber: uint16(randUint32()), Timestamp: randUint32()}
-	pc.OnConnectionStateChange(func(s webrtc.PeerConnectionState) {
-		select {
-		case c.connCh <- s:
-		default:
-		}
-		if s == webrtc.PeerConnectionStateFailed || s == webrtc.PeerConnectionStateDisconnected {
-			c.sending.Store(false)
-			c.dropped.Store(true)
-		}
-	})
-	pc.OnTrack(func(t *webrtc.TrackRemote, _ *webrtc.RTPReceiver) { cl.readTrack(c, t) })
 
-	offer, err := pc.CreateOffer(nil)
-	if err != nil {
-		return &errSetup{"local", fmt.Errorf("create offer: %w", err)}
-	}
-	gathered := webrtc.GatheringCompletePromise(pc)
-	if err := pc.SetLocalDescription(offer); err != nil {
-		return &errSetup{"local", fmt.Errorf("set local description: %w", err)}
-	}
-	tGather := time.Now()
-	select {
-	case <-gathered:
-	case <-ctx.Done():
-		return &errSetup{"local", ctx.Err()}
-	}
 	c.tInvite = time.Now()
-	cl.log.Debug("gathered", "call", c.user, "took", c.tInvite.Sub(tGather))
-	answer, code, err := c.sig.Setup(ctx, c, pc.LocalDescription().SDP)
+	answer, code, err := c.sig.Setup(ctx, c, cl.offer(c))
 	c.code = code
 	if err != nil {
 		if code >= 300 {
@@ -316,93 +521,137 @@ func (cl *Client) place(ctx context.Context, c *call, mediaTimeout time.Duration
 		return &errSetup{"signalling", err}
 	}
 	c.t200 = time.Now()
-	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: answer}); err != nil {
-		return &errSetup{"sdp", fmt.Errorf("set remote description: %w", err)}
+	ap, err := parseAnswer(answer, cl.codec)
+	if err != nil {
+		return &errSetup{"sdp", err}
 	}
-	deadline := time.NewTimer(mediaTimeout)
-	defer deadline.Stop()
-	for connected := false; !connected; {
-		select {
-		case s := <-c.connCh:
-			switch s {
-			case webrtc.PeerConnectionStateConnected:
-				connected = true
-			case webrtc.PeerConnectionStateFailed, webrtc.PeerConnectionStateClosed:
-				return &errSetup{"ice/dtls", fmt.Errorf("peer connection %s", s)}
-			}
-		case <-deadline.C:
-			return &errSetup{"ice/dtls", fmt.Errorf("not connected after %s", mediaTimeout)}
-		case <-ctx.Done():
-			return &errSetup{"ice/dtls", ctx.Err()}
-		}
+	sh.applyAnswer(c, ap)
+
+	mctx, cancel := context.WithTimeout(ctx, mediaTimeout)
+	defer cancel()
+	if err := sh.checkConnectivity(mctx, c); err != nil {
+		return &errSetup{"ice/dtls", fmt.Errorf("ice: %w", err)}
+	}
+	if err := cl.handshake(mctx, sh, c); err != nil {
+		return &errSetup{"ice/dtls", err}
 	}
 	c.sending.Store(true)
-	cl.addActive(c)
 	select {
 	case <-c.firstCh:
-	case <-deadline.C:
-		return &errSetup{"no-audio", fmt.Errorf("no audio back within %s", mediaTimeout)}
-	case <-ctx.Done():
-		return &errSetup{"no-audio", ctx.Err()}
+		return nil
+	case <-mctx.Done():
+		return &errSetup{"no-audio", fmt.Errorf("no audio back within %s: %w", mediaTimeout, mctx.Err())}
+	}
+}
+
+// applyAnswer installs the peer's parameters for the shard's checks.
+func (sh *shard) applyAnswer(c *call, ap answerParams) {
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	c.remoteUfrag, c.remotePwd = ap.ufrag, ap.pwd
+	c.cands = ap.cands
+	c.fpHash, c.fp = ap.fpHash, ap.fp
+	c.dtlsClient = ap.setup == setupPassive
+	c.pt = ap.pt
+	// DTLS is taken from here on. A peer that read our actpass as "be
+	// active" may have sent a ClientHello before it answered passive
+	// (rtpengine does): that record's sequence numbers would make pion
+	// discard the real handshake's as replays.
+	c.dtlsIn = make(chan []byte, 16)
+}
+
+// handshake runs DTLS on the selected pair in the role the answer gave us,
+// keys SRTP from it (RFC 5764 §4.2) and makes the call active.
+func (cl *Client) handshake(ctx context.Context, sh *shard, c *call) error {
+	raddr := net.UDPAddrFromAddrPort(c.remote) // set before iceDone closed
+	pc := &dtlsPacketConn{sh: sh, c: c, raddr: raddr, done: make(chan struct{})}
+	cfg := &dtls.Config{
+		Certificates:           []tls.Certificate{cl.cert},
+		SRTPProtectionProfiles: browserSRTPProfiles,
+		ExtendedMasterSecret:   dtls.RequestExtendedMasterSecret,
+		InsecureSkipVerify:     true, // self-signed: the fingerprint is the identity
+		ClientAuth:             dtls.RequireAnyClientCert,
+	}
+	cfg.VerifyPeerCertificate = func(raw [][]byte, chains [][]*x509.Certificate) error {
+		err := verifyFingerprint(c.fpHash, c.fp)(raw, chains)
+		if err != nil {
+			// pion/dtls closes the connection on this error and waits
+			// for its reader: unblock it.
+			go pc.stop()
+		}
+		return err
+	}
+	var (
+		dc  *dtls.Conn
+		err error
+	)
+	if c.dtlsClient {
+		dc, err = dtls.Client(pc, raddr, cfg)
+	} else {
+		dc, err = dtls.Server(pc, raddr, cfg)
+	}
+	if err != nil {
+		return fmt.Errorf("dtls: %w", err)
+	}
+	// pion/dtls, failing, waits for its reader goroutine, which is
+	// blocked in ReadFrom until the transport stops.
+	stopOnDone := context.AfterFunc(ctx, pc.stop)
+	err = dc.HandshakeContext(ctx)
+	stopOnDone()
+	if err != nil {
+		pc.stop()
+		_ = dc.Close()
+		return fmt.Errorf("dtls handshake: %w", err)
+	}
+	enc, dec, err := srtpContexts(dc, c.dtlsClient)
+	if err != nil {
+		pc.stop()
+		_ = dc.Close()
+		return err
+	}
+	now := time.Now()
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	// The session stays up until hangup: as DTLS server our last flight
+	// may be lost, and the client then retransmits its own.
+	c.dtls, c.dtlsConn = dc, pc
+	if c.closed {
+		pc.stop()
+		return errors.New("call closed during the handshake")
+	}
+	c.enc, c.dec = enc, dec
+	c.lastCheck = now
+	c.nextCheck = now.Add(consentInterval())
+	sh.active = append(sh.active, c)
+	if err := sh.poll.hush(c.sock.fdNum()); err != nil {
+		return fmt.Errorf("load client engine: %w", err)
 	}
 	return nil
 }
 
-// readTrack runs in the goroutine pion starts for OnTrack: it reads the
-// decrypted RTP of the remote track until the connection closes.
-func (cl *Client) readTrack(c *call, t *webrtc.TrackRemote) {
-	buf := make([]byte, 1500)
-	var h rtp.Header
-	for {
-		n, _, err := t.Read(buf)
-		if err != nil {
-			return
-		}
-		now := time.Now()
-		hl, err := h.Unmarshal(buf[:n])
-		if err != nil {
-			continue
-		}
-		payload := buf[hl:n]
-		if h.Padding && len(payload) > 0 {
-			if p := int(payload[len(payload)-1]); p <= len(payload) {
-				payload = payload[:len(payload)-p]
-			}
-		}
-		cl.recv.Add(1)
-		c.firstOne.Do(func() {
-			c.tFirst = now
-			close(c.firstCh)
-		})
-		sendNs, echoOff, ok := readMarker(payload)
-		c.mu.Lock()
-		c.stats.Update(h.SequenceNumber, h.Timestamp, now)
-		if ok && cl.measuring.Load() {
-			rx := nowNs()
-			c.rtt = append(c.rtt, float64(rx-sendNs)/1e6)
-			if echoOff > 0 {
-				c.downDelay = append(c.downDelay, float64(rx-sendNs-int64(echoOff)*1000)/1e6)
-			}
-		}
-		c.mu.Unlock()
-	}
-}
-
-// hangup stops media, ends the call's signalling and closes its connection.
+// hangup stops media, ends the call's signalling and closes its transport.
 func (cl *Client) hangup(ctx context.Context, c *call) error {
 	c.sending.Store(false)
-	cl.removeActive(c)
 	var err error
 	if c.t200 != (time.Time{}) && !c.dropped.Load() {
 		err = c.sig.Teardown(ctx, c)
 	}
-	if c.pc != nil {
-		if cerr := c.pc.Close(); cerr != nil && err == nil {
-			err = cerr
+	if sh := c.sh; sh != nil {
+		sh.mu.Lock()
+		sh.closeLocked(c)
+		dc := c.dtls
+		sh.mu.Unlock()
+		if dc != nil {
+			// Its transport is stopped: no close_notify leaves, as when a
+			// browser tab goes away; the relay has had the BYE.
+			_ = dc.Close()
 		}
 	}
 	return err
 }
+
+// opened reports whether place got as far as giving the call a socket.
+func (c *call) opened() bool { return c.sock != nil }
 
 // snapshot reads the call's downstream stats.
 func (c *call) snapshot() StreamSnapshot {

@@ -41,7 +41,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		setupTmo    = fs.Duration("setup-timeout", 15*time.Second, "per-call limit for INVITE to first audio")
 		verbose     = fs.Bool("v", false, "debug logging")
 		relayLogOut = fs.String("relay-log", "", "file for the spawned relays' logs (default: discarded unless -v)")
-		senders     = fs.Int("senders", 1, "sender goroutines writing media (each serves a fixed share of the calls every 20 ms)")
+		senders     = fs.Int("senders", 1, "load client engine threads (each sends and receives a fixed share of the calls' media)")
 		relayBin    = fs.String("relay-bin", "", "mediarelay binary for --spawn (default: this executable if it is mediarelay, else go build)")
 		user        = fs.String("user", "", "answer the relay's digest challenges as this user (with --password); with --token-secret, the user every call's token names (default: one user per call)")
 		password    = fs.String("password", "", "password for --user")
@@ -102,15 +102,12 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer uas.Close()
-	client, err := NewClient(sc.Codec, log)
+	client, err := NewClient(sc.Codec, *senders, log)
 	if err != nil {
 		fmt.Fprintln(stderr, "bench:", err)
 		return 1
 	}
 	defer client.Close()
-	sendCtx, stopSend := context.WithCancel(ctx)
-	defer stopSend()
-	go client.Run(sendCtx, *senders)
 
 	var relayLog io.Writer = io.Discard
 	if *verbose {
@@ -279,7 +276,7 @@ func rtpengineTarget(ctx context.Context, log *slog.Logger, out io.Writer, sc Sc
 		return target{}, nil, err
 	}
 	log.Info("rtpengine started", "pid", p.Pid(), "ng", p.ngAddr)
-	t := target{name: "rtpengine", pid: p.Pid(), sharedSocket: true, newSig: func(ctx context.Context, _ func(string)) (signaler, error) {
+	t := target{name: "rtpengine", pid: p.Pid(), newSig: func(ctx context.Context, _ func(string)) (signaler, error) {
 		ng, err := newNGClient(p.ngAddr)
 		if err != nil {
 			return nil, err

@@ -57,6 +57,20 @@ func ReadCPU(pid int) (CPUSample, error) {
 	return CPUSample{UserTicks: u, SysTicks: s, When: time.Now()}, nil
 }
 
+// ReadThreadCPU samples /proc/self/task/TID/stat: one thread of this
+// process, such as a load client engine thread locked to its goroutine.
+func ReadThreadCPU(tid int) (CPUSample, error) {
+	data, err := os.ReadFile("/proc/self/task/" + strconv.Itoa(tid) + "/stat")
+	if err != nil {
+		return CPUSample{}, fmt.Errorf("read cpu of thread %d: %w", tid, err)
+	}
+	u, s, err := ParseProcStat(data)
+	if err != nil {
+		return CPUSample{}, fmt.Errorf("thread %d: %w", tid, err)
+	}
+	return CPUSample{UserTicks: u, SysTicks: s, When: time.Now()}, nil
+}
+
 // CPUWindow is the CPU a process used between two samples.
 type CPUWindow struct {
 	UserMicros float64

@@ -179,6 +179,16 @@ func (r *Report) WriteTable(w io.Writer) {
 		row("load generator CPU cores, µs per call-s", func(x *Result) string {
 			return fmt.Sprintf("%.3f, %.0f", x.LoadGen.CPUCores, x.LoadGen.CPUMicrosPerCallS)
 		})
+		row("load client (browser side) CPU-µs per call-s, × relay", func(x *Result) string {
+			if !x.LoadClient.Measured {
+				return "n/a"
+			}
+			s := fmt.Sprintf("%.0f", x.LoadClient.CPUMicrosPerCallS)
+			if x.Relay.Measured && x.Relay.CPUMicrosPerCallS > 0 {
+				s += fmt.Sprintf(", %.2f×", x.LoadClient.CPUMicrosPerCallS/x.Relay.CPUMicrosPerCallS)
+			}
+			return s
+		})
 		row("load generator send rate (% of 50 pps/call)", func(x *Result) string {
 			s := fmt.Sprintf("%.1f%%", x.SendRatePct)
 			if x.LoadGenLimited() {
@@ -202,15 +212,15 @@ func (r *Report) WriteTable(w io.Writer) {
 	if len(order) > 1 {
 		fmt.Fprintf(w, "\n== ladder (knee: largest step with 0 failed calls, loss and relay rcvbuf drops <= %.2f%%) ==\n", r.KneeLossPct)
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "target\tcalls\tfailed\tloss up/down %\tsetup p95 ms\tdelay up p50 ms\trelay µs/call-s\tcalls/core\tloadgen µs/call-s\tsend rate %\trelay drops")
+		fmt.Fprintln(tw, "target\tcalls\tfailed\tloss up/down %\tsetup p95 ms\tdelay up p50 ms\trelay µs/call-s\tcalls/core\tloadgen µs/call-s\tclient µs/call-s\tsend rate %\trelay drops")
 		for _, t := range r.Targets {
 			for _, x := range t.Steps {
 				if x.Unsupported != "" {
 					fmt.Fprintf(tw, "%s\t%d\tnot supported: %s\n", t.Target, x.Calls, x.Unsupported)
 					continue
 				}
-				fmt.Fprintf(tw, "%s\t%d\t%d\t%.3f / %.3f\t%.1f\t%s\t%.0f\t%.0f\t%.0f\t%.1f\t%d\n", t.Target, x.Calls, x.Failed, x.Up.LossPct, x.Down.LossPct,
-					x.SetupMs.P95, fmtMs(x.Up.DelayMs.P50, x.Up.DelayMs.N), x.Relay.CPUMicrosPerCallS, x.Relay.CallsPerCore, x.LoadGen.CPUMicrosPerCallS, x.SendRatePct, x.RelayUDPDrops)
+				fmt.Fprintf(tw, "%s\t%d\t%d\t%.3f / %.3f\t%.1f\t%s\t%.0f\t%.0f\t%.0f\t%.0f\t%.1f\t%d\n", t.Target, x.Calls, x.Failed, x.Up.LossPct, x.Down.LossPct,
+					x.SetupMs.P95, fmtMs(x.Up.DelayMs.P50, x.Up.DelayMs.N), x.Relay.CPUMicrosPerCallS, x.Relay.CallsPerCore, x.LoadGen.CPUMicrosPerCallS, x.LoadClient.CPUMicrosPerCallS, x.SendRatePct, x.RelayUDPDrops)
 			}
 		}
 		tw.Flush()

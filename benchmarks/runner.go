@@ -42,9 +42,6 @@ type target struct {
 	pid     int // 0: CPU and memory not measured
 	newSig  func(ctx context.Context, onBye func(string)) (signaler, error)
 	support string // non-empty: the scenario is not supported, and why
-	// sharedSocket: all calls from one client UDP port. Only for relays
-	// that give each call its own port (rtpengine); see Client.apiOwn.
-	sharedSocket bool
 }
 
 // DirStats is one direction of media over the steady window.
@@ -93,7 +90,10 @@ type Result struct {
 	DelayNote    string         `json:"delay_note,omitempty"`
 	Relay        ProcStats      `json:"relay"`
 	LoadGen      ProcStats      `json:"load_generator"`
-	UnknownRTP   uint64         `json:"uas_unknown_rtp"`
+	// LoadClient is the browser side alone: the load client's engine
+	// threads, without the trunk UAS that shares the process.
+	LoadClient ProcStats `json:"load_client"`
+	UnknownRTP uint64    `json:"uas_unknown_rtp"`
 	// SendRatePct is the share of the nominal 50 packets/s per call the load
 	// client actually sent in the window; well below 100 means the load
 	// generator, not the relay, was the limit.
@@ -190,7 +190,7 @@ func (b *bench) run(ctx context.Context, t target, sc Scenario, p RunParams) (*R
 			defer wg.Done()
 			cctx, cancel := context.WithTimeout(ctx, p.SetupTimeout)
 			defer cancel()
-			errs[i] = b.client.place(cctx, c, p.SetupTimeout, t.sharedSocket)
+			errs[i] = b.client.place(cctx, c, p.SetupTimeout)
 			if errs[i] != nil {
 				setupFailed.Add(1)
 				b.log.Debug("call failed", "target", t.name, "call", c.user, "err", errs[i])
@@ -249,6 +249,7 @@ func (b *bench) run(ctx context.Context, t target, sc Scenario, p RunParams) (*R
 		relayA, relayErr = ReadCPU(t.pid)
 	}
 	selfA, _ := ReadCPU(0)
+	clientA, clientErr := b.client.CPU()
 	sentA := b.client.sent.Load()
 	var relayDropsA int64
 	if t.pid > 0 {
@@ -262,6 +263,10 @@ func (b *bench) run(ctx context.Context, t target, sc Scenario, p RunParams) (*R
 		return nil, err
 	}
 	selfB, _ := ReadCPU(0)
+	var clientB CPUSample
+	if clientErr == nil {
+		clientB, clientErr = b.client.CPU()
+	}
 	sentB := b.client.sent.Load()
 	if t.pid > 0 {
 		if d, err := ReadUDPDrops(t.pid); err == nil {
@@ -323,6 +328,13 @@ func (b *bench) run(ctx context.Context, t target, sc Scenario, p RunParams) (*R
 	res.LoadGen = procStats(0, CPUBetween(selfA, selfB), res.Concurrent)
 	res.LoadGen.Measured = true
 	res.LoadGen.MeasurementComment = "client and trunk UAS together"
+	if clientErr == nil {
+		res.LoadClient = procStats(0, CPUBetween(clientA, clientB), res.Concurrent)
+		res.LoadClient.Measured = true
+		res.LoadClient.MeasurementComment = "browser-side client: its engine threads (/proc/self/task), setup excluded"
+	} else {
+		res.LoadClient.MeasurementComment = clientErr.Error()
+	}
 	if t.pid > 0 && relayErr == nil {
 		res.Relay = procStats(t.pid, CPUBetween(relayA, relayB), res.Concurrent)
 		res.Relay.Measured = true
@@ -339,7 +351,7 @@ func (b *bench) run(ctx context.Context, t target, sc Scenario, p RunParams) (*R
 	// Hang up, a few at a time, like the ramp but faster.
 	sem := make(chan struct{}, 32)
 	for _, c := range all {
-		if c == nil || c.pc == nil {
+		if c == nil || !c.opened() {
 			continue
 		}
 		sem <- struct{}{}

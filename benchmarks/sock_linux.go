@@ -1,0 +1,262 @@
+//go:build linux
+
+package benchmarks
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// udpSock is one call's UDP socket on 127.0.0.1, used through its raw
+// descriptor: the shard's epoll set says when it is readable, so no
+// goroutine parks on it, and the per-packet syscalls allocate nothing.
+type udpSock struct {
+	fd   int
+	port int
+	// recvmsg's header, source address, buffer vector and control
+	// buffer, reused for every read: only the shard's goroutine reads.
+	msg unix.Msghdr
+	rsa unix.RawSockaddrInet4
+	iov unix.Iovec
+	oob [64]byte
+}
+
+// openUDPSock binds a non-blocking UDP socket to 127.0.0.1 on a port the
+// kernel picks: a call's own local port, as a browser's is.
+func openUDPSock() (*udpSock, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("udp socket: %w", err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("udp bind 127.0.0.1: %w", err)
+	}
+	// The kernel stamps each datagram's arrival, so a reply read on the
+	// next tick rather than at once is still timed to the nanosecond.
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("udp SO_TIMESTAMPNS: %w", err)
+	}
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("udp getsockname: %w", err)
+	}
+	sa4, ok := sa.(*unix.SockaddrInet4)
+	if !ok {
+		unix.Close(fd)
+		return nil, errors.New("udp getsockname: not IPv4")
+	}
+	return &udpSock{fd: fd, port: sa4.Port}, nil
+}
+
+func sockaddr(to netip.AddrPort) (*unix.SockaddrInet4, error) {
+	if !to.Addr().Unmap().Is4() {
+		return nil, fmt.Errorf("%s: only IPv4 peers are supported", to)
+	}
+	return &unix.SockaddrInet4{Addr: to.Addr().Unmap().As4(), Port: int(to.Port())}, nil
+}
+
+// sendTo sends one datagram to an address (STUN and DTLS, before the pair
+// is chosen and the socket connected).
+func (s *udpSock) sendTo(b []byte, to netip.AddrPort) error {
+	sa, err := sockaddr(to)
+	if err != nil {
+		return err
+	}
+	if err := unix.Sendto(s.fd, b, 0, sa); err != nil {
+		return fmt.Errorf("sendto %s: %w", to, err)
+	}
+	return nil
+}
+
+// connect fixes the peer: the kernel then routes sends once, not per
+// packet, and drops datagrams from anyone else.
+func (s *udpSock) connect(to netip.AddrPort) error {
+	sa, err := sockaddr(to)
+	if err != nil {
+		return err
+	}
+	if err := unix.Connect(s.fd, sa); err != nil {
+		return fmt.Errorf("connect %s: %w", to, err)
+	}
+	return nil
+}
+
+// send writes one datagram on a connected socket; it allocates nothing.
+func (s *udpSock) send(b []byte) error {
+	_, err := unix.Write(s.fd, b)
+	return err
+}
+
+// recv reads one datagram without blocking. ok is false when there was
+// none, or it was truncated, or the read failed; a failed read is not
+// worth more than a dropped packet to a load client. at is the kernel's
+// arrival stamp (Unix ns, wall clock), 0 if it gave none.
+func (s *udpSock) recv(b []byte) (n int, from netip.AddrPort, at int64, ok bool) {
+	s.iov.Base = &b[0]
+	s.iov.SetLen(len(b))
+	s.msg.Name = (*byte)(unsafe.Pointer(&s.rsa))
+	s.msg.Namelen = unix.SizeofSockaddrInet4
+	s.msg.Iov = &s.iov
+	s.msg.SetIovlen(1)
+	s.msg.Control = &s.oob[0]
+	s.msg.SetControllen(len(s.oob))
+	s.msg.Flags = 0
+	r, _, e := unix.Syscall(unix.SYS_RECVMSG, uintptr(s.fd), uintptr(unsafe.Pointer(&s.msg)), unix.MSG_DONTWAIT)
+	if e != 0 || s.msg.Flags&unix.MSG_TRUNC != 0 || s.rsa.Family != unix.AF_INET {
+		return 0, netip.AddrPort{}, 0, false
+	}
+	p := (*[2]byte)(unsafe.Pointer(&s.rsa.Port))
+	from = netip.AddrPortFrom(netip.AddrFrom4(s.rsa.Addr), uint16(p[0])<<8|uint16(p[1]))
+	return int(r), from, s.stamp(), true
+}
+
+// stamp finds SCM_TIMESTAMPNS in the last recvmsg's control data.
+func (s *udpSock) stamp() int64 {
+	oob := s.oob[:s.msg.Controllen]
+	for len(oob) >= unix.CmsgLen(0) {
+		h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
+		if int(h.Len) < unix.CmsgLen(0) || int(h.Len) > len(oob) {
+			return 0
+		}
+		if h.Level == unix.SOL_SOCKET && h.Type == unix.SCM_TIMESTAMPNS && int(h.Len) >= unix.CmsgLen(int(unsafe.Sizeof(unix.Timespec{}))) {
+			ts := (*unix.Timespec)(unsafe.Pointer(&oob[unix.CmsgLen(0)]))
+			return ts.Nano()
+		}
+		if sp := unix.CmsgSpace(int(h.Len) - unix.CmsgLen(0)); sp < len(oob) {
+			oob = oob[sp:]
+		} else {
+			break
+		}
+	}
+	return 0
+}
+
+func (s *udpSock) close() error { return unix.Close(s.fd) }
+
+func (s *udpSock) fdNum() int { return s.fd }
+
+// poller is a shard's two epoll sets. The shard blocks on the first: its
+// 20 ms timer and the sockets of calls being set up, whose handshakes
+// should not wait. The sockets of calls carrying media are in the second,
+// which the shard only polls, on each tick: their packets wait in the
+// socket buffers for at most a tick (the kernel stamps their arrival), and
+// the shard is woken 50 times a second, not once per few packets.
+type poller struct {
+	ep     int
+	quiet  int
+	timer  int // timerfd, periodic: the send tick
+	events []unix.EpollEvent
+	qev    []unix.EpollEvent
+	tbuf   [8]byte // the timer's expiry count
+}
+
+func newPoller(tick time.Duration) (*poller, error) {
+	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("epoll_create1: %w", err)
+	}
+	// A timerfd rather than epoll_wait's millisecond timeout: the tick
+	// is kept to the kernel's hrtimer precision, so the load client adds
+	// no jitter of its own to the stream the relay receives.
+	quiet, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		unix.Close(ep)
+		return nil, fmt.Errorf("epoll_create1: %w", err)
+	}
+	tfd, err := unix.TimerfdCreate(unix.CLOCK_MONOTONIC, unix.TFD_NONBLOCK|unix.TFD_CLOEXEC)
+	if err != nil {
+		unix.Close(ep)
+		unix.Close(quiet)
+		return nil, fmt.Errorf("timerfd_create: %w", err)
+	}
+	p := &poller{ep: ep, quiet: quiet, timer: tfd, events: make([]unix.EpollEvent, 128), qev: make([]unix.EpollEvent, 256)}
+	if err := p.add(tfd); err != nil {
+		p.close()
+		return nil, err
+	}
+	ts := unix.NsecToTimespec(int64(tick))
+	if err := unix.TimerfdSettime(tfd, 0, &unix.ItimerSpec{Interval: ts, Value: ts}, nil); err != nil {
+		p.close()
+		return nil, fmt.Errorf("timerfd_settime: %w", err)
+	}
+	return p, nil
+}
+
+func (p *poller) add(fd int) error {
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}
+	if err := unix.EpollCtl(p.ep, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+		return fmt.Errorf("epoll add fd %d: %w", fd, err)
+	}
+	return nil
+}
+
+// del forgets fd in whichever set holds it.
+func (p *poller) del(fd int) {
+	_ = unix.EpollCtl(p.ep, unix.EPOLL_CTL_DEL, fd, nil)
+	_ = unix.EpollCtl(p.quiet, unix.EPOLL_CTL_DEL, fd, nil)
+}
+
+// hush moves fd from the blocking set to the polled one.
+func (p *poller) hush(fd int) error {
+	if err := unix.EpollCtl(p.ep, unix.EPOLL_CTL_DEL, fd, nil); err != nil {
+		return fmt.Errorf("epoll del fd %d: %w", fd, err)
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}
+	if err := unix.EpollCtl(p.quiet, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+		return fmt.Errorf("epoll add fd %d: %w", fd, err)
+	}
+	return nil
+}
+
+// pollQuiet returns how many sockets of the polled set are readable now;
+// quietFD(i) is the i-th.
+func (p *poller) pollQuiet() int {
+	n, err := unix.EpollWait(p.quiet, p.qev, 0)
+	if err != nil {
+		return 0
+	}
+	return n
+}
+
+func (p *poller) quietFD(i int) int { return int(p.qev[i].Fd) }
+
+// wait returns the number of ready descriptors, 0 on timeout or signal;
+// readyFD(i) is the i-th. msec 0 polls, -1 blocks.
+func (p *poller) wait(msec int) int {
+	n, err := unix.EpollWait(p.ep, p.events, msec)
+	if err != nil {
+		return 0 // EINTR; anything else recurs and is seen as no events
+	}
+	return n
+}
+
+func (p *poller) readyFD(i int) int { return int(p.events[i].Fd) }
+
+func (p *poller) isTimer(fd int) bool { return fd == p.timer }
+
+// ticks reads the timer's expiry count (0 if it has not fired), which
+// also re-arms its readiness.
+func (p *poller) ticks() uint64 {
+	n, err := unix.Read(p.timer, p.tbuf[:])
+	if err != nil || n != 8 {
+		return 0
+	}
+	return *(*uint64)(unsafe.Pointer(&p.tbuf[0]))
+}
+
+func (p *poller) close() {
+	unix.Close(p.timer)
+	unix.Close(p.quiet)
+	unix.Close(p.ep)
+}
+
+// gettid is the calling thread's id, for its CPU time in /proc.
+func gettid() int { return unix.Gettid() }

@@ -1,0 +1,42 @@
+//go:build !linux
+
+package benchmarks
+
+import (
+	"errors"
+	"net/netip"
+	"time"
+)
+
+// The load client's engine is epoll, timerfd and raw UDP descriptors:
+// Linux only. Elsewhere the package builds, and NewClient says why it
+// cannot run.
+var errEngineUnsupported = errors.New("the load client needs Linux (epoll, timerfd)")
+
+type udpSock struct{ port int }
+
+func openUDPSock() (*udpSock, error)                        { return nil, errEngineUnsupported }
+func (s *udpSock) sendTo(b []byte, to netip.AddrPort) error { return errEngineUnsupported }
+func (s *udpSock) connect(to netip.AddrPort) error          { return errEngineUnsupported }
+func (s *udpSock) send(b []byte) error                      { return errEngineUnsupported }
+func (s *udpSock) recv(b []byte) (int, netip.AddrPort, int64, bool) {
+	return 0, netip.AddrPort{}, 0, false
+}
+func (s *udpSock) close() error { return nil }
+func (s *udpSock) fdNum() int   { return -1 }
+
+type poller struct{}
+
+func newPoller(tick time.Duration) (*poller, error) { return nil, errEngineUnsupported }
+func (p *poller) add(fd int) error                  { return errEngineUnsupported }
+func (p *poller) del(fd int)                        {}
+func (p *poller) hush(fd int) error                 { return errEngineUnsupported }
+func (p *poller) pollQuiet() int                    { return 0 }
+func (p *poller) quietFD(i int) int                 { return -1 }
+func (p *poller) wait(msec int) int                 { time.Sleep(time.Duration(msec) * time.Millisecond); return 0 }
+func (p *poller) readyFD(i int) int                 { return -1 }
+func (p *poller) ticks() uint64                     { return 0 }
+func (p *poller) isTimer(fd int) bool               { return false }
+func (p *poller) close()                            {}
+
+func gettid() int { return 0 }
