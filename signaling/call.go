@@ -149,7 +149,7 @@ func (c *Call) openRTPLeg(fail func(int, string, string, ...sip.Header)) bool {
 	})
 	if err != nil {
 		c.log.Warn("no media port", "err", err)
-		fail(503, "Service Unavailable", endError, sip.NewHeader("Retry-After", "5"))
+		fail(503, "No Media Ports", endError, sip.NewHeader("Retry-After", "5"))
 		return false
 	}
 	return true

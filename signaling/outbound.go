@@ -158,7 +158,7 @@ func (r *Relay) outbound(req *sip.Request, tx sip.ServerTransaction) {
 		sip.NewHeader("Supported", "timer")}, identity...)...)
 	if err != nil {
 		logTrunkError(c.log, route, err)
-		fail(503, "Service Unavailable", endUnreachable)
+		fail(503, "Trunk Unreachable", endUnreachable)
 		return
 	}
 	c.trunk = dcs
@@ -295,7 +295,7 @@ func (c *Call) failInvite(ctx context.Context, err error, fail func(int, string,
 		fail(503, "Service Unavailable", endShutdown)
 	default:
 		c.log.Warn("trunk invite failed", "err", err)
-		fail(503, "Service Unavailable", endUnreachable)
+		fail(503, "Trunk Unreachable", endUnreachable)
 	}
 }
 
