@@ -72,7 +72,7 @@ type stageRef struct{ s Stage }
 
 // NewPath returns a Path that starts with stage s.
 func NewPath(s Stage) *Path {
-	p := &Path{buf: make([]byte, forwardBufSize)}
+	p := &Path{}
 	p.next.Store(&stageRef{s})
 	return p
 }
@@ -89,6 +89,9 @@ func (p *Path) Switch(s Stage) { p.next.Store(&stageRef{s}) }
 func (p *Path) Run(from RTPReader) error {
 	if src, ok := from.(PacketSource); ok {
 		return p.serve(src)
+	}
+	if p.buf == nil {
+		p.buf = make([]byte, forwardBufSize) // only a reader needs one: sources lend theirs
 	}
 	cur := p.next.Load()
 	for {
