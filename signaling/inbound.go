@@ -314,25 +314,12 @@ func (r *Relay) inbound(req *sip.Request, tx sip.ServerTransaction) {
 		fail(480, "Temporarily Unavailable", endUnreachable)
 		return
 	}
-	results := make(chan forkResult, len(forks))
 	var ringingSent atomic.Bool
-	for _, f := range forks {
-		fctx, fcancel := context.WithCancelCause(ringCtx)
-		f.cancel = fcancel
-		go func() {
-			defer fcancel(nil)
-			err := f.dcs.WaitAnswer(fctx, sipgo.AnswerOptions{OnResponse: func(res *sip.Response) error {
-				if res.IsProvisional() && res.StatusCode != 100 {
-					f.provisional.Store(true)
-					if ringingSent.CompareAndSwap(false, true) {
-						_ = dss.Respond(180, "Ringing", nil)
-					}
-				}
-				return nil
-			}})
-			results <- forkResult{f, err}
-		}()
-	}
+	results := waitForks(ringCtx, forks, func() {
+		if ringingSent.CompareAndSwap(false, true) {
+			_ = dss.Respond(180, "Ringing", nil)
+		}
+	})
 
 	var winner *fork
 	var finals []*sip.Response
@@ -473,6 +460,38 @@ func (r *Relay) ring(ctx context.Context, c *Call, bindings []*binding, makeOffe
 	return forks
 }
 
+// waitForks waits for each fork's answer on its own goroutine and reports
+// it on the returned channel; onRinging runs on a fork's first ringing
+// response. The end of ctx cancels a fork's wait (and sipgo then sends a
+// CANCEL), except for a fork the relay has already CANCELled itself
+// (cancelForks): that one waits for its 487, and a second CANCEL on the
+// same branch would go unanswered.
+func waitForks(ctx context.Context, forks []*fork, onRinging func()) chan forkResult {
+	results := make(chan forkResult, len(forks))
+	for _, f := range forks {
+		fctx, fcancel := context.WithCancelCause(context.WithoutCancel(ctx))
+		f.cancel = fcancel
+		stop := context.AfterFunc(ctx, func() {
+			if !f.cancelled.Load() {
+				fcancel(context.Cause(ctx))
+			}
+		})
+		go func() {
+			defer stop()
+			defer fcancel(nil)
+			err := f.dcs.WaitAnswer(fctx, sipgo.AnswerOptions{OnResponse: func(res *sip.Response) error {
+				if res.IsProvisional() && res.StatusCode != 100 {
+					f.provisional.Store(true)
+					onRinging()
+				}
+				return nil
+			}})
+			results <- forkResult{f, err}
+		}()
+	}
+	return results
+}
+
 // cancelForks stops every fork but keep: a CANCEL carrying reason where a
 // provisional response allows one, else the wait is abandoned.
 func (r *Relay) cancelForks(forks []*fork, keep *fork, reason string) {
@@ -508,8 +527,14 @@ func (r *Relay) sendCancel(f *fork, reason string) {
 	if _, err := r.client.Do(ctx, cancel); err != nil {
 		r.log.Debug("cancel failed", "device", f.b.key, "err", err)
 		f.cancel(sipgo.WaitAnswerForceCancelErr)
+		return
 	}
+	// The device owes a 487; don't wait for it forever.
+	time.AfterFunc(cancelAnswerWait, func() { f.cancel(sipgo.WaitAnswerForceCancelErr) })
 }
+
+// cancelAnswerWait is how long a CANCELled fork waits for its 487.
+const cancelAnswerWait = 5 * time.Second
 
 // drainForks waits for the remaining forks after a 6xx.
 func (r *Relay) drainForks(results chan forkResult, pending int) int {

@@ -92,21 +92,7 @@ func (c *Call) transferBrowser(old dialogRef, target string) {
 		c.notify(old, "480 Temporarily Unavailable", true)
 		return
 	}
-	results := make(chan forkResult, len(forks))
-	for _, f := range forks {
-		fctx, fcancel := context.WithCancelCause(ctx)
-		f.cancel = fcancel
-		go func() {
-			defer fcancel(nil)
-			err := f.dcs.WaitAnswer(fctx, sipgo.AnswerOptions{OnResponse: func(res *sip.Response) error {
-				if res.IsProvisional() && res.StatusCode != 100 {
-					f.provisional.Store(true)
-				}
-				return nil
-			}})
-			results <- forkResult{f, err}
-		}()
-	}
+	results := waitForks(ctx, forks, func() {})
 	var winner *fork
 	var finals []*sip.Response
 	pending := len(forks)
