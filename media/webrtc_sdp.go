@@ -117,19 +117,6 @@ func (l *WebRTCLeg) setRemote(p remoteParams) error {
 	return nil
 }
 
-// answerDirection mirrors an offered direction (RFC 3264 §6.1).
-func answerDirection(offered string) string {
-	switch offered {
-	case "sendonly":
-		return "recvonly"
-	case "recvonly":
-		return "sendonly"
-	case "inactive":
-		return "inactive"
-	}
-	return "sendrecv"
-}
-
 // Answer creates a leg that answers the browser's offer with codec (opus,
 // PCMU, PCMA or G722) and telephone-event, and returns the answer SDP with
 // its ICE candidate. Nothing is sent before the browser starts ICE.
@@ -178,7 +165,7 @@ func (w *WebRTC) Answer(offer string, codec string) (*WebRTCLeg, string, error) 
 	if l.dtlsClient {
 		setup = sdp.SetupActive
 	}
-	l.local = w.session(l, s, rp.mid, codecs, setup, answerDirection(offered.Direction))
+	l.local = w.session(l, s, rp.mid, codecs, setup, sdp.AnswerDirection(offered.Direction))
 	if _, l.Audio, err = sdp.Parse([]byte(l.local)); err != nil {
 		_ = l.Close()
 		return nil, "", fmt.Errorf("own answer: %w", err)

@@ -409,7 +409,7 @@ func newPhone(t *testing.T, codecs ...string) *phone {
 			}
 		}
 		local := p.pc.LocalDescription().SDP
-		body := rewriteSDP(local, answerDir(dir), sdpVersion(local)+reinvites.Add(1), "")
+		body := rewriteSDP(local, sdp.AnswerDirection(dir), sdpVersion(local)+reinvites.Add(1), "")
 		res := sip.NewResponseFromRequest(req, 200, "OK", []byte(body))
 		res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
 		res.AppendHeader(sip.HeaderClone(&p.dua.ContactHDR))

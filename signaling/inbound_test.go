@@ -70,7 +70,7 @@ func newTrunkUAC(t *testing.T) *trunkUAC {
 		n := len(u.reinv)
 		u.mu.Unlock()
 		_, a, _ := sdp.Parse(req.Body())
-		body := u.sdp(uint64(100+n), answerDir(normDir(a)))
+		body := u.sdp(uint64(100+n), sdp.AnswerDirection(normDir(a)))
 		res := sip.NewResponseFromRequest(req, 200, "OK", body)
 		res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
 		res.AppendHeader(sip.HeaderClone(&u.dua.ContactHDR))

@@ -423,7 +423,7 @@ func (j *join) onOffer(i int, req *sip.Request, tx sip.ServerTransaction) {
 		}
 		l.dir = dir
 		j.updateHeld()
-		body = l.nextSDP(answerDir(dir))
+		body = l.nextSDP(sdp.AnswerDirection(dir))
 	}
 	route := l.route
 	j.mu.Unlock()

@@ -60,13 +60,7 @@ type legCounts struct {
 // countLive brings the packet and byte counters up to date with the legs
 // of the calls in progress (Registry.BeforeScrape).
 func (r *Relay) countLive() {
-	r.mu.Lock()
-	calls := make([]*Call, 0, len(r.calls))
-	for _, c := range r.calls {
-		calls = append(calls, c)
-	}
-	r.mu.Unlock()
-	for _, c := range calls {
+	for _, c := range r.callList() {
 		c.countMedia()
 	}
 }

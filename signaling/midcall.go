@@ -76,19 +76,6 @@ func normDir(a sdp.Audio) string {
 	return a.Direction
 }
 
-// answerDir is the direction that answers an offer's.
-func answerDir(offer string) string {
-	switch offer {
-	case "sendonly":
-		return "recvonly"
-	case "recvonly":
-		return "sendonly"
-	case "inactive":
-		return "inactive"
-	}
-	return "sendrecv"
-}
-
 // combined is what the relay tells one side when the other asked for dir:
 // the relay forwards exactly what it gets.
 func (m *midCallState) setDir(s side, dir string) (changed bool) {
@@ -241,7 +228,7 @@ func (c *Call) offerIn(s side, req *sip.Request) (string, int, string) {
 		c.setRemote(a) // a moved address (or port) takes effect now
 	}
 	changed := c.mid.setDir(s, dir)
-	ans := c.localSDP(s, answerDir(dir))
+	ans := c.localSDP(s, sdp.AnswerDirection(dir))
 	if changed {
 		return ans, 200, dir
 	}

@@ -324,7 +324,7 @@ func newHoldUAS(t *testing.T, se ...string) *holdUAS {
 			h.dirs = append(h.dirs, normDir(a))
 			n := len(h.dirs)
 			h.mu.Unlock()
-			res := sip.NewResponseFromRequest(req, 200, "OK", body(answerDir(normDir(a)), uint64(1+n)))
+			res := sip.NewResponseFromRequest(req, 200, "OK", body(sdp.AnswerDirection(normDir(a)), uint64(1+n)))
 			res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
 			res.AppendHeader(sip.HeaderClone(&h.dua.ContactHDR))
 			_ = tx.Respond(res)

@@ -20,6 +20,7 @@ import (
 	"github.com/pion/webrtc/v4"
 
 	"github.com/mediarelay/mediarelay/pkg/config"
+	"github.com/mediarelay/mediarelay/pkg/sdp"
 )
 
 // withUsers adds browser users (name, password pairs) to a relay's config.
@@ -261,7 +262,7 @@ func (p *regPhone) onReInvite(req *sip.Request, tx sip.ServerTransaction) {
 			dir = d
 		}
 	}
-	body := rewriteSDP(pc.LocalDescription().SDP, answerDir(dir), sdpVersion(pc.LocalDescription().SDP)+uint64(len(p.reinv)), "")
+	body := rewriteSDP(pc.LocalDescription().SDP, sdp.AnswerDirection(dir), sdpVersion(pc.LocalDescription().SDP)+uint64(len(p.reinv)), "")
 	res := sip.NewResponseFromRequest(req, 200, "OK", []byte(body))
 	res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
 	res.AppendHeader(sip.HeaderClone(&p.dua.ContactHDR))

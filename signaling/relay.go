@@ -412,15 +412,20 @@ func (r *Relay) serveLog(name string, f func() error) {
 	}
 }
 
-// shutdown hangs up every call, then closes listeners and stores.
-func (r *Relay) shutdown() {
+// callList is a snapshot of the calls in progress.
+func (r *Relay) callList() []*Call {
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	calls := make([]*Call, 0, len(r.calls))
 	for _, c := range r.calls {
 		calls = append(calls, c)
 	}
-	r.mu.Unlock()
-	for _, c := range calls {
+	return calls
+}
+
+// shutdown hangs up every call, then closes listeners and stores.
+func (r *Relay) shutdown() {
+	for _, c := range r.callList() {
 		c.hangup(endShutdown, 0, "")
 	}
 	r.mu.Lock()

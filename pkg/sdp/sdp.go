@@ -145,6 +145,21 @@ func audioFrom(s *psdp.SessionDescription, md *psdp.MediaDescription) (Audio, er
 	return a, nil
 }
 
+// AnswerDirection is the direction that answers an offered one (RFC 3264
+// §6.1): sendonly and recvonly swap, inactive stays, anything else is
+// sendrecv.
+func AnswerDirection(offered string) string {
+	switch offered {
+	case "sendonly":
+		return "recvonly"
+	case "recvonly":
+		return "sendonly"
+	case "inactive":
+		return "inactive"
+	}
+	return "sendrecv"
+}
+
 func isDirection(k string) bool {
 	switch k {
 	case "sendrecv", "sendonly", "recvonly", "inactive":

@@ -69,3 +69,13 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestAnswerDirection(t *testing.T) {
+	for offered, want := range map[string]string{
+		"sendrecv": "sendrecv", "sendonly": "recvonly", "recvonly": "sendonly", "inactive": "inactive", "": "sendrecv",
+	} {
+		if got := AnswerDirection(offered); got != want {
+			t.Errorf("AnswerDirection(%q) = %q, want %q", offered, got, want)
+		}
+	}
+}
