@@ -128,32 +128,10 @@ func DTLSKeys(ctx context.Context, conn *net.UDPConn, o DTLSOptions) (*SRTPConfi
 	defer cancel()
 	pc := &dtlsPacketConn{conn: conn, remote: unmap(o.Remote)}
 	defer pc.stop()
-	cfg := &dtls.Config{
-		Certificates:           []tls.Certificate{o.Certificate},
-		SRTPProtectionProfiles: dtlsProfiles,
-		ExtendedMasterSecret:   dtls.RequireExtendedMasterSecret,
-		InsecureSkipVerify:     true, // self-signed: the fingerprint is the identity
-		ClientAuth:             dtls.RequireAnyClientCert,
-		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
-			err := verifyFingerprint(raw, o.FingerprintHash, o.Fingerprint)
-			if err != nil {
-				// pion/dtls closes the connection on this error and
-				// waits for its reader: unblock it.
-				go pc.stop()
-			}
-			return err
-		},
-	}
 	raddr := net.UDPAddrFromAddrPort(pc.remote)
-	var (
-		dc  *dtls.Conn
-		err error
-	)
-	if o.Client {
-		dc, err = dtls.Client(pc, raddr, cfg)
-	} else {
-		dc, err = dtls.Server(pc, raddr, cfg)
-	}
+	// pion/dtls closes the connection on a fingerprint mismatch and waits
+	// for its reader: unblock it.
+	dc, err := newDTLSConn(pc, raddr, o.Certificate, o.Client, o.FingerprintHash, o.Fingerprint, func() { go pc.stop() })
 	if err != nil {
 		return nil, fmt.Errorf("dtls: %w", err)
 	}
@@ -170,6 +148,30 @@ func DTLSKeys(ctx context.Context, conn *net.UDPConn, o DTLSOptions) (*SRTPConfi
 	pc.stop()
 	_ = dc.Close()
 	return cfgOut, err
+}
+
+// newDTLSConn sets up the DTLS-SRTP end of a handshake over pc (client or
+// server) with our self-signed cert; the peer's certificate must match the
+// fingerprint from its SDP, and onMismatch runs when it does not.
+func newDTLSConn(pc net.PacketConn, raddr net.Addr, cert tls.Certificate, client bool, fpHash, fp string, onMismatch func()) (*dtls.Conn, error) {
+	cfg := &dtls.Config{
+		Certificates:           []tls.Certificate{cert},
+		SRTPProtectionProfiles: dtlsProfiles,
+		ExtendedMasterSecret:   dtls.RequireExtendedMasterSecret,
+		InsecureSkipVerify:     true, // self-signed: the fingerprint is the identity
+		ClientAuth:             dtls.RequireAnyClientCert,
+		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+			err := verifyFingerprint(raw, fpHash, fp)
+			if err != nil && onMismatch != nil {
+				onMismatch()
+			}
+			return err
+		},
+	}
+	if client {
+		return dtls.Client(pc, raddr, cfg)
+	}
+	return dtls.Server(pc, raddr, cfg)
 }
 
 func srtpFromDTLS(dc *dtls.Conn, client bool) (*SRTPConfig, error) {

@@ -3,8 +3,6 @@ package media
 import (
 	"context"
 	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -15,8 +13,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/pion/dtls/v3"
 
 	"github.com/mediarelay/mediarelay/pkg/sdp"
 )
@@ -219,25 +215,7 @@ func (l *WebRTCLeg) handshake() {
 	}
 	pc := &legDTLSConn{l: l, stop: make(chan struct{})}
 	raddr := &net.UDPAddr{IP: net.IPv4zero}
-	cfg := &dtls.Config{
-		Certificates:           []tls.Certificate{l.w.cert},
-		SRTPProtectionProfiles: dtlsProfiles,
-		ExtendedMasterSecret:   dtls.RequireExtendedMasterSecret,
-		InsecureSkipVerify:     true, // self-signed: the fingerprint is the identity
-		ClientAuth:             dtls.RequireAnyClientCert,
-		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
-			return verifyFingerprint(raw, l.fpHash, l.fp)
-		},
-	}
-	var (
-		dc  *dtls.Conn
-		err error
-	)
-	if l.dtlsClient {
-		dc, err = dtls.Client(pc, raddr, cfg)
-	} else {
-		dc, err = dtls.Server(pc, raddr, cfg)
-	}
+	dc, err := newDTLSConn(pc, raddr, l.w.cert, l.dtlsClient, l.fpHash, l.fp, nil)
 	if err != nil {
 		l.fail(fmt.Errorf("dtls: %w", err))
 		return

@@ -287,16 +287,7 @@ func (w *WebRTC) session(l *WebRTCLeg, offer *psdp.SessionDescription, mid strin
 			fmt.Fprintf(&b, "a=mid:%s\r\n", mid)
 		}
 		fmt.Fprintf(&b, "a=%s\r\na=rtcp-mux\r\n", dir)
-		for _, c := range codecs {
-			if c.Channels > 1 {
-				fmt.Fprintf(&b, "a=rtpmap:%d %s/%d/%d\r\n", c.PT, c.Name, c.Clock, c.Channels)
-			} else {
-				fmt.Fprintf(&b, "a=rtpmap:%d %s/%d\r\n", c.PT, c.Name, c.Clock)
-			}
-			if c.Fmtp != "" {
-				fmt.Fprintf(&b, "a=fmtp:%d %s\r\n", c.PT, c.Fmtp)
-			}
-		}
+		sdp.WriteRTPMaps(&b, codecs)
 		fmt.Fprintf(&b, "a=ssrc:%d cname:mediarelay\r\na=ssrc:%d msid:mediarelay audio\r\na=msid:mediarelay audio\r\n", l.ssrc, l.ssrc)
 		for i, a := range w.cands {
 			// RFC 8445 §5.1.2.1 host priority, lower for each further address.

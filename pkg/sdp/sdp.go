@@ -145,6 +145,20 @@ func audioFrom(s *psdp.SessionDescription, md *psdp.MediaDescription) (Audio, er
 	return a, nil
 }
 
+// WriteRTPMaps writes the a=rtpmap and a=fmtp lines of codecs.
+func WriteRTPMaps(b *strings.Builder, codecs []Codec) {
+	for _, c := range codecs {
+		if c.Channels > 1 {
+			fmt.Fprintf(b, "a=rtpmap:%d %s/%d/%d\r\n", c.PT, c.Name, c.Clock, c.Channels)
+		} else {
+			fmt.Fprintf(b, "a=rtpmap:%d %s/%d\r\n", c.PT, c.Name, c.Clock)
+		}
+		if c.Fmtp != "" {
+			fmt.Fprintf(b, "a=fmtp:%d %s\r\n", c.PT, c.Fmtp)
+		}
+	}
+}
+
 // AnswerDirection is the direction that answers an offered one (RFC 3264
 // §6.1): sendonly and recvonly swap, inactive stays, anything else is
 // sendrecv.
@@ -245,16 +259,7 @@ func (o Offer) Marshal() []byte {
 		fmt.Fprintf(&b, " %d", c.PT)
 	}
 	b.WriteString("\r\n")
-	for _, c := range o.Codecs {
-		if c.Channels > 1 {
-			fmt.Fprintf(&b, "a=rtpmap:%d %s/%d/%d\r\n", c.PT, c.Name, c.Clock, c.Channels)
-		} else {
-			fmt.Fprintf(&b, "a=rtpmap:%d %s/%d\r\n", c.PT, c.Name, c.Clock)
-		}
-		if c.Fmtp != "" {
-			fmt.Fprintf(&b, "a=fmtp:%d %s\r\n", c.PT, c.Fmtp)
-		}
-	}
+	WriteRTPMaps(&b, o.Codecs)
 	if o.Ptime > 0 {
 		fmt.Fprintf(&b, "a=ptime:%d\r\n", o.Ptime)
 	}
