@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math"
 	"math/rand/v2"
@@ -55,8 +54,34 @@ func testLogger(t *testing.T) *slog.Logger {
 	if os.Getenv("MEDIARELAY_TEST_LOG") != "" {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	return slog.New(slog.NewTextHandler(io.Discard, nil))
+	// Keep the relay's log and show it only when the test fails, so a
+	// failure seen once in CI says why.
+	var (
+		mu  sync.Mutex
+		buf strings.Builder
+	)
+	w := writerFunc(func(p []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if buf.Len() < 1<<20 {
+			buf.Write(p)
+		}
+		return len(p), nil
+	})
+	t.Cleanup(func() {
+		if t.Failed() {
+			mu.Lock()
+			defer mu.Unlock()
+			t.Logf("relay log:\n%s", buf.String())
+		}
+	})
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
+
+// writerFunc adapts a function to io.Writer.
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 
 // startRelay runs a relay on loopback with ephemeral ports until the test ends.
 func startRelay(t *testing.T, mod func(*config.Config)) *Relay {
