@@ -337,6 +337,9 @@ func (r *Relay) open(ctx context.Context) error {
 
 	if serveUDP != nil {
 		go r.serveLog("udp", serveUDP)
+		if err := r.awaitUDPServing(); err != nil {
+			return err
+		}
 	}
 	if serveTCP != nil {
 		go r.serveLog("tcp", serveTCP)
@@ -607,4 +610,25 @@ func firstNonEmpty(s ...string) string {
 		}
 	}
 	return ""
+}
+
+// awaitUDPServing waits until sipgo has taken the UDP listener into its
+// connection pool. Requests to trunks are sent from that socket
+// (bind.go); one sent before the serving goroutine ran would make sipgo
+// try to bind the listener's address a second time and fail, so a call
+// placed right after start would be answered 503.
+func (r *Relay) awaitUDPServing() error {
+	tl := r.ua.TransportLayer()
+	addr := r.udpAddr.String()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if c, _ := tl.GetConnection("udp", addr); c != nil {
+			c.Ref(-1) // GetConnection took a reference
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("sip.udp_listen %s: not serving after 5s", addr)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
