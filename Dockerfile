@@ -15,7 +15,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends libopus0 libopu
 COPY --from=build /out/mediarelay /usr/local/bin/mediarelay
 USER mediarelay
 WORKDIR /data
-EXPOSE 8080/tcp 5060/udp 5060/tcp 40000/udp 20000-39999/udp
+EXPOSE 8080/tcp 5060/udp 5060/tcp 40000/udp 40000/tcp 20000-39999/udp
 # In a container the defaults' loopback bind would be unreachable.
 ENV MEDIARELAY_HTTP_LISTEN=0.0.0.0:8080 MEDIARELAY_MEDIA_BIND_IP=0.0.0.0
 ENTRYPOINT ["mediarelay"]

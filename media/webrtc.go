@@ -44,8 +44,19 @@ type WebRTCOptions struct {
 	// Shards is the number of sockets and reading goroutines sharing the
 	// port; 0 means one per core (GOMAXPROCS).
 	Shards int
-	Logger *slog.Logger
+	// TCPPort is where passive ICE-TCP candidates (RFC 6544) listen, for
+	// browsers whose network blocks UDP: 0 offers none, TCPSameAsUDP the
+	// UDP port's number (with Port 0, an ephemeral TCP port).
+	TCPPort int
+	// TCPMaxConns and TCPMaxPerSource cap open ICE-TCP connections in
+	// total and per source IP; 0 means 4096 and 64.
+	TCPMaxConns, TCPMaxPerSource int
+	Logger                       *slog.Logger
 }
+
+// TCPSameAsUDP as WebRTCOptions.TCPPort listens for ICE-TCP on the UDP
+// port's number.
+const TCPSameAsUDP = -1
 
 // WebRTC holds what all WebRTC legs share: the shards reading the shared
 // port, the DTLS certificate, and the legs by ICE username fragment.
@@ -57,6 +68,7 @@ type WebRTC struct {
 	local  netip.AddrPort
 	cands  []netip.Addr // advertised in candidates
 	shards []*shard
+	tcp    *iceTCP // nil without ICE-TCP
 
 	mu   sync.Mutex
 	legs map[string]*WebRTCLeg // by local ICE ufrag
@@ -79,6 +91,12 @@ func NewWebRTC(o WebRTCOptions) (*WebRTC, error) {
 	}
 	if o.Shards <= 0 {
 		o.Shards = runtime.GOMAXPROCS(0)
+	}
+	if o.TCPMaxConns <= 0 {
+		o.TCPMaxConns = 4096
+	}
+	if o.TCPMaxPerSource <= 0 {
+		o.TCPMaxPerSource = 64
 	}
 	bind, err := netip.ParseAddr(o.BindIP)
 	if o.BindIP == "" {
@@ -119,6 +137,15 @@ func NewWebRTC(o WebRTCOptions) (*WebRTC, error) {
 	if len(w.cands) == 0 {
 		w.closeShards()
 		return nil, fmt.Errorf("webrtc: no address to advertise for %s", bind)
+	}
+	if tp := o.TCPPort; tp != 0 {
+		if tp == TCPSameAsUDP {
+			tp = o.Port // with Port 0, the kernel picks both
+		}
+		if w.tcp, err = w.listenICETCP(netip.AddrPortFrom(bind, uint16(tp)), o.TCPMaxConns, o.TCPMaxPerSource); err != nil {
+			w.closeShards()
+			return nil, fmt.Errorf("webrtc ice-tcp port %s: %w", netip.AddrPortFrom(bind, uint16(tp)), err)
+		}
 	}
 	for i, s := range w.shards {
 		s.start(i, &w.wg)
@@ -187,6 +214,14 @@ func candidateAddrs(bind netip.Addr, public string) []netip.Addr {
 // LocalAddr is the shared UDP port's address.
 func (w *WebRTC) LocalAddr() net.Addr { return net.UDPAddrFromAddrPort(w.local) }
 
+// TCPAddr is the ICE-TCP listener's address, nil when there is none.
+func (w *WebRTC) TCPAddr() net.Addr {
+	if w.tcp == nil {
+		return nil
+	}
+	return w.tcp.ln.Addr()
+}
+
 // Close closes the shared port; open legs fail.
 func (w *WebRTC) Close() error {
 	w.closeOnce.Do(func() {
@@ -207,6 +242,9 @@ func (w *WebRTC) Close() error {
 }
 
 func (w *WebRTC) closeShards() {
+	if w.tcp != nil {
+		w.tcp.close()
+	}
 	for _, s := range w.shards {
 		s.close()
 	}
@@ -271,6 +309,9 @@ func (w *WebRTC) janitor() {
 			}
 			for _, s := range w.shards {
 				s.sweep()
+			}
+			if w.tcp != nil {
+				w.tcp.sweep()
 			}
 		}
 	}

@@ -89,10 +89,38 @@ type WebRTCLeg struct {
 }
 
 // legDest is where a leg sends: the selected pair's remote address, from
-// the shard that verified it.
+// the shard that verified it, or the ICE-TCP connection it was verified on.
 type legDest struct {
 	s    *shard
+	tcp  *tcpPair // set for a pair over ICE-TCP; s is nil then
 	addr netip.AddrPort
+}
+
+// send writes one datagram on the pair: a raw send on the shard's socket
+// (the media path), or one RFC 4571 frame on the TCP connection.
+func (d *legDest) send(b []byte) error {
+	if d.tcp != nil {
+		return d.tcp.send(b)
+	}
+	return d.s.out.sendTo(b, d.addr)
+}
+
+// sendSlow is send for what is not media (DTLS, RTCP reports): through
+// the socket's net.UDPConn, so it may come from any goroutine without
+// counting against the raw sender.
+func (d *legDest) sendSlow(b []byte) (int, error) {
+	if d.tcp != nil {
+		if err := d.tcp.send(b); err != nil {
+			return 0, err
+		}
+		return len(b), nil
+	}
+	return d.s.conn.WriteToUDPAddrPort(b, d.addr)
+}
+
+// same reports whether d is the pair of a check from addr over tcp.
+func (d *legDest) same(addr netip.AddrPort, tcp *tcpPair) bool {
+	return d.addr == addr && d.tcp == tcp
 }
 
 type sinkRef struct{ h func([]byte) }
@@ -129,16 +157,16 @@ func (w *WebRTC) newLeg(clock uint32) (*WebRTCLeg, error) {
 
 func (l *WebRTCLeg) isClosed() bool { return l.isDown.Load() }
 
-// checked records a verified connectivity check from addr on shard s. The
-// first valid pair is used at once; a nominated one (USE-CANDIDATE)
-// replaces it, as does a later nomination of another pair.
-func (l *WebRTCLeg) checked(s *shard, addr netip.AddrPort, nominated bool, now time.Time) {
+// checked records a verified connectivity check on pair d. The first
+// valid pair is used at once; a nominated one (USE-CANDIDATE) replaces it,
+// as does a later nomination of another pair.
+func (l *WebRTCLeg) checked(d legDest, nominated bool, now time.Time) {
 	l.lastConsent.Store(now.UnixNano())
 	cur := l.dst.Load()
-	if cur == nil || (nominated && cur.addr != addr) {
-		l.dst.Store(&legDest{s: s, addr: addr})
+	if cur == nil || (nominated && !cur.same(d.addr, d.tcp)) {
+		l.dst.Store(&d)
 		if cur != nil {
-			l.log.Debug("webrtc leg: browser moved to another pair", "to", addr.String())
+			l.log.Debug("webrtc leg: browser moved to another pair", "to", d.addr.String(), "tcp", d.tcp != nil)
 		}
 		l.dstOnce.Do(func() { close(l.haveDst) })
 	}
@@ -377,7 +405,7 @@ func (l *WebRTCLeg) WriteRTP(b []byte) error {
 	copy(p[rtpHeaderMin:], payload)
 	out, err := sess.encRTP.EncryptRTP(sess.wbuf, p, &sess.whdr)
 	if err == nil {
-		err = d.s.out.sendTo(out, d.addr)
+		err = d.send(out)
 	}
 	sess.wmu.Unlock()
 	if err != nil {
@@ -420,7 +448,7 @@ func (l *WebRTCLeg) sendReport(now time.Time) {
 		b, err = sess.encryptRTCP(b)
 	}
 	if err == nil {
-		_, err = d.s.conn.WriteToUDPAddrPort(b, d.addr)
+		_, err = d.sendSlow(b)
 	}
 	if err != nil {
 		l.log.Debug("webrtc leg: rtcp report failed", "err", err)
@@ -471,7 +499,7 @@ func (c *legDTLSConn) WriteTo(b []byte, _ net.Addr) (int, error) {
 	if d == nil {
 		return len(b), nil // no pair yet: the peer retransmits
 	}
-	return d.s.conn.WriteToUDPAddrPort(b, d.addr)
+	return d.sendSlow(b)
 }
 
 func (c *legDTLSConn) close() { c.once.Do(func() { close(c.stop) }) }

@@ -81,6 +81,50 @@ func TestWebRTCLegMediaBothWaysUnderSpray(t *testing.T) {
 	}
 	waitPCConnected(t, pc)
 	const n = 50
+	mediaBothWays(t, leg, track, got, n)
+	close(stopSpray)
+	<-sprayDone
+	if s := leg.Stats(); s.PacketsIn != n {
+		t.Errorf("leg counted %d packets in, want %d (spray must not count)", s.PacketsIn, n)
+	}
+	_ = spray.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	if k, _, err := spray.ReadFromUDP(make([]byte, 1500)); err == nil {
+		t.Errorf("the sprayer got a %d-byte answer", k)
+	}
+}
+
+// TestWebRTCLegClosedStopsServe: Serve returns once the leg closes, and a
+// closed leg refuses writes.
+func TestWebRTCLegClosedStopsServe(t *testing.T) {
+	w, err := NewWebRTC(WebRTCOptions{BindIP: "127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	leg, _ := connectedLeg(t, w)
+	done := make(chan error, 1)
+	go func() { done <- leg.Serve(func([]byte) {}) }()
+	leg.Close()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("Serve returned nil")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Serve did not return after Close")
+	}
+	pkt := make([]byte, 12+160)
+	pkt[0] = 0x80
+	if err := leg.WriteRTP(pkt); err == nil {
+		t.Fatal("write to a closed leg succeeded")
+	}
+}
+
+// mediaBothWays sends n numbered packets from the browser's track to the
+// connected leg and n from the leg to the browser (got carries the
+// payloads the browser receives), and checks that each arrived intact.
+func mediaBothWays(t *testing.T, leg *WebRTCLeg, track *webrtc.TrackLocalStaticRTP, got <-chan []byte, n int) {
+	t.Helper()
 	// Read before writing: the leg keeps nothing for a reader that is not there yet.
 	fromBrowser := make(chan []byte, n)
 	go func() {
@@ -104,7 +148,6 @@ func TestWebRTCLegMediaBothWaysUnderSpray(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	buf := make([]byte, 1500)
 	for i := range n {
 		var p []byte
 		select {
@@ -137,41 +180,5 @@ func TestWebRTCLegMediaBothWaysUnderSpray(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			t.Fatalf("only %d of %d packets reached the browser", i, n)
 		}
-	}
-	close(stopSpray)
-	<-sprayDone
-	if s := leg.Stats(); s.PacketsIn != n {
-		t.Errorf("leg counted %d packets in, want %d (spray must not count)", s.PacketsIn, n)
-	}
-	_ = spray.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
-	if k, _, err := spray.ReadFromUDP(buf); err == nil {
-		t.Errorf("the sprayer got a %d-byte answer", k)
-	}
-}
-
-// TestWebRTCLegClosedStopsServe: Serve returns once the leg closes, and a
-// closed leg refuses writes.
-func TestWebRTCLegClosedStopsServe(t *testing.T) {
-	w, err := NewWebRTC(WebRTCOptions{BindIP: "127.0.0.1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
-	leg, _ := connectedLeg(t, w)
-	done := make(chan error, 1)
-	go func() { done <- leg.Serve(func([]byte) {}) }()
-	leg.Close()
-	select {
-	case err := <-done:
-		if err == nil {
-			t.Fatal("Serve returned nil")
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Serve did not return after Close")
-	}
-	pkt := make([]byte, 12+160)
-	pkt[0] = 0x80
-	if err := leg.WriteRTP(pkt); err == nil {
-		t.Fatal("write to a closed leg succeeded")
 	}
 }

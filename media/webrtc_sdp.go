@@ -294,6 +294,13 @@ func (w *WebRTC) session(l *WebRTCLeg, offer *psdp.SessionDescription, mid strin
 			prio := uint32(126)<<24 | uint32(65535-i)<<8 | 255
 			fmt.Fprintf(&b, "a=candidate:%d 1 udp %d %s %d typ host\r\n", i+1, prio, a, w.local.Port())
 		}
+		if w.tcp != nil {
+			for i, a := range w.cands {
+				// Below every UDP candidate, so UDP wins where it works.
+				prio := uint32(90)<<24 | uint32(65535-i)<<8 | 255
+				fmt.Fprintf(&b, "a=candidate:%d 1 tcp %d %s %d typ host tcptype passive\r\n", len(w.cands)+i+1, prio, a, w.tcp.port)
+			}
+		}
 		b.WriteString("a=end-of-candidates\r\n")
 	}
 	if offer == nil {

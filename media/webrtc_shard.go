@@ -159,46 +159,13 @@ func (s *shard) handle(pkt []byte, from netip.AddrPort, truncated bool, now time
 	}
 }
 
-// stun answers an ICE connectivity check (RFC 8445 §7.3) for a leg whose
-// username fragment and password it carries. A check that verifies makes
-// its source a valid pair at once: DTLS and media are accepted from it
-// without waiting for nomination (RFC 8445 §12), so a browser that starts
-// its handshake before nominating loses nothing.
+// stun answers an ICE connectivity check on the shard's socket.
 func (s *shard) stun(pkt []byte, from netip.AddrPort, now time.Time) {
-	m := &stun.Message{Raw: append([]byte(nil), pkt...)}
-	if err := m.Decode(); err != nil || m.Type != stun.BindingRequest {
-		return
-	}
-	var user stun.Username
-	if err := user.GetFrom(m); err != nil {
-		return
-	}
-	local, remote, ok := strings.Cut(string(user), ":")
-	if !ok {
-		return
-	}
-	l := s.w.legByUfrag(local)
+	l, resp, nominated := s.w.check(pkt, from)
 	if l == nil {
 		return
 	}
-	if err := stun.NewShortTermIntegrity(l.pwd).Check(m); err != nil {
-		return
-	}
-	if m.Contains(stun.AttrFingerprint) {
-		if err := stun.Fingerprint.Check(m); err != nil {
-			return
-		}
-	}
-	if ru := l.remoteUfrag.Load(); ru != nil && *ru != remote {
-		return // a check from an earlier ICE session, or someone else's
-	}
-	resp, err := stun.Build(m, stun.BindingSuccess,
-		&stun.XORMappedAddress{IP: from.Addr().AsSlice(), Port: int(from.Port())},
-		stun.NewShortTermIntegrity(l.pwd), stun.Fingerprint)
-	if err != nil {
-		return
-	}
-	if _, err := s.conn.WriteToUDPAddrPort(resp.Raw, from); err != nil {
+	if _, err := s.conn.WriteToUDPAddrPort(resp, from); err != nil {
 		s.w.log.Debug("webrtc: stun response failed", "to", from.String(), "err", err)
 		return
 	}
@@ -206,7 +173,50 @@ func (s *shard) stun(pkt []byte, from netip.AddrPort, now time.Time) {
 		return
 	}
 	s.addrs[from] = l
-	l.checked(s, from, m.Contains(stun.AttrUseCandidate), now)
+	l.checked(legDest{s: s, addr: from}, nominated, now)
+}
+
+// check verifies an ICE connectivity check (RFC 8445 §7.3) from from, on
+// UDP or TCP, for a leg whose username fragment and password it carries,
+// and returns that leg with the success response to send. A check that
+// verifies makes its source a valid pair at once: DTLS and media are
+// accepted from it without waiting for nomination (RFC 8445 §12), so a
+// browser that starts its handshake before nominating loses nothing. l is
+// nil when the check is not one to answer.
+func (w *WebRTC) check(pkt []byte, from netip.AddrPort) (l *WebRTCLeg, resp []byte, nominated bool) {
+	m := &stun.Message{Raw: append([]byte(nil), pkt...)}
+	if err := m.Decode(); err != nil || m.Type != stun.BindingRequest {
+		return nil, nil, false
+	}
+	var user stun.Username
+	if err := user.GetFrom(m); err != nil {
+		return nil, nil, false
+	}
+	local, remote, ok := strings.Cut(string(user), ":")
+	if !ok {
+		return nil, nil, false
+	}
+	if l = w.legByUfrag(local); l == nil {
+		return nil, nil, false
+	}
+	if err := stun.NewShortTermIntegrity(l.pwd).Check(m); err != nil {
+		return nil, nil, false
+	}
+	if m.Contains(stun.AttrFingerprint) {
+		if err := stun.Fingerprint.Check(m); err != nil {
+			return nil, nil, false
+		}
+	}
+	if ru := l.remoteUfrag.Load(); ru != nil && *ru != remote {
+		return nil, nil, false // a check from an earlier ICE session, or someone else's
+	}
+	r, err := stun.Build(m, stun.BindingSuccess,
+		&stun.XORMappedAddress{IP: from.Addr().AsSlice(), Port: int(from.Port())},
+		stun.NewShortTermIntegrity(l.pwd), stun.Fingerprint)
+	if err != nil {
+		return nil, nil, false
+	}
+	return l, r.Raw, m.Contains(stun.AttrUseCandidate)
 }
 
 // sweep forgets the sources of closed legs.

@@ -3,113 +3,12 @@ package signaling
 import (
 	"bytes"
 	"encoding/binary"
-	"errors"
 	"log/slog"
 	"net"
 	"sync"
 	"sync/atomic"
 	"time"
 )
-
-// Accept back-off after an error (EMFILE, ENFILE, ECONNABORTED...): from
-// minAcceptBackoff doubling to maxAcceptBackoff, as net/http does.
-const (
-	minAcceptBackoff = 5 * time.Millisecond
-	maxAcceptBackoff = time.Second
-)
-
-// guardedListener is a listener that never stops on an accept error (it
-// backs off and retries until closed) and caps open connections in total
-// and per source IP, closing the excess at accept.
-type guardedListener struct {
-	net.Listener
-	name      string
-	max       int
-	perSource int
-	log       *slog.Logger
-	onRefused func(reason string) // counts refusals
-
-	mu    sync.Mutex
-	total int
-	bySrc map[string]int
-}
-
-func newGuardedListener(l net.Listener, name string, max, perSource int, log *slog.Logger, onRefused func(string)) *guardedListener {
-	return &guardedListener{Listener: l, name: name, max: max, perSource: perSource, log: log, onRefused: onRefused, bySrc: map[string]int{}}
-}
-
-// Accept returns the next admitted connection; it fails only once the
-// listener is closed.
-func (l *guardedListener) Accept() (net.Conn, error) {
-	var delay time.Duration
-	for {
-		c, err := l.Listener.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return nil, err
-			}
-			if delay == 0 {
-				delay = minAcceptBackoff
-				l.log.Warn("accept failed; backing off", "listener", l.name, "err", err)
-			} else {
-				delay = min(2*delay, maxAcceptBackoff)
-			}
-			time.Sleep(delay)
-			continue
-		}
-		if delay != 0 {
-			l.log.Info("accepting again", "listener", l.name)
-			delay = 0
-		}
-		ip := sourceIP(c.RemoteAddr().String())
-		if reason := l.admit(ip); reason != "" {
-			if l.onRefused != nil {
-				l.onRefused(reason)
-			}
-			l.log.Debug("connection refused", "listener", l.name, "reason", reason, "source", ip)
-			_ = c.Close()
-			continue
-		}
-		return &guardedConn{Conn: c, l: l, ip: ip}, nil
-	}
-}
-
-// admit counts a connection from ip, or returns why it may not open.
-func (l *guardedListener) admit(ip string) string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	switch {
-	case l.total >= l.max:
-		return "total"
-	case l.bySrc[ip] >= l.perSource:
-		return "per_source"
-	}
-	l.total++
-	l.bySrc[ip]++
-	return ""
-}
-
-func (l *guardedListener) release(ip string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.total--
-	if l.bySrc[ip]--; l.bySrc[ip] <= 0 {
-		delete(l.bySrc, ip)
-	}
-}
-
-// guardedConn gives its slot back when closed.
-type guardedConn struct {
-	net.Conn
-	l    *guardedListener
-	ip   string
-	once sync.Once
-}
-
-func (c *guardedConn) Close() error {
-	c.once.Do(func() { c.l.release(c.ip) })
-	return c.Conn.Close()
-}
 
 // connReaper closes connections that break the relay's rules on
 // idleness, checking every tick.

@@ -24,6 +24,7 @@ import (
 	"github.com/mediarelay/mediarelay/media"
 	"github.com/mediarelay/mediarelay/pkg/cdr"
 	"github.com/mediarelay/mediarelay/pkg/config"
+	"github.com/mediarelay/mediarelay/pkg/connlimit"
 	"github.com/mediarelay/mediarelay/pkg/metrics"
 	"github.com/mediarelay/mediarelay/signaling/web"
 )
@@ -227,6 +228,7 @@ func (r *Relay) open(ctx context.Context) error {
 	var err error
 	r.webrtc, err = media.NewWebRTC(media.WebRTCOptions{
 		BindIP: r.cfg.Media.BindIP, Port: r.cfg.Media.WebRTCPort, PublicIP: r.cfg.Media.PublicIP, Logger: r.log,
+		TCPPort: r.cfg.Media.ICETCPPort, // config's -1 is media.TCPSameAsUDP
 	})
 	if err != nil {
 		return err
@@ -392,7 +394,7 @@ func (r *Relay) listenHTTP() error {
 
 // guard caps a listener's connections and keeps it accepting through errors.
 func (r *Relay) guard(l net.Listener, name string, max, perSource int) net.Listener {
-	return newGuardedListener(l, name, max, perSource, r.log, func(reason string) { r.connRefused.With(name, reason).Inc() })
+	return connlimit.New(l, name, max, perSource, r.log, func(reason string) { r.connRefused.With(name, reason).Inc() })
 }
 
 // sipStream holds a SIP TCP/TLS listener's connections to completing messages.

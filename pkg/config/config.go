@@ -155,6 +155,11 @@ type Media struct {
 	PortMax  int    `yaml:"port_max"`
 	// WebRTCPort is the one UDP port every WebRTC leg shares (ICE UDP mux).
 	WebRTCPort int `yaml:"webrtc_port"`
+	// ICETCPPort is where passive ICE-TCP candidates (RFC 6544) listen,
+	// for browsers whose network blocks UDP; they rank below UDP, so UDP
+	// wins where it works. -1 (the default) is webrtc_port's number; 0
+	// offers no TCP candidates.
+	ICETCPPort int `yaml:"ice_tcp_port"`
 	// Timeout hangs up a call when either leg has received no RTP for this long.
 	Timeout time.Duration `yaml:"timeout"`
 	// Latching is "sdp" (accept RTP only from the SDP address) or "learn"
@@ -289,6 +294,7 @@ func Default() Config {
 			PortMin:    20000,
 			PortMax:    39999,
 			WebRTCPort: 40000,
+			ICETCPPort: -1,
 			Timeout:    30 * time.Second,
 			Latching:   "sdp",
 		},

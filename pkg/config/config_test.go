@@ -58,7 +58,7 @@ func TestFullExample(t *testing.T) {
 		},
 		Media: Media{
 			BindIP: "10.0.0.5", PublicIP: "203.0.113.7", PortMin: 30000, PortMax: 34999,
-			WebRTCPort: 3478, Timeout: 90 * time.Second, Latching: "learn",
+			WebRTCPort: 3478, ICETCPPort: 443, Timeout: 90 * time.Second, Latching: "learn",
 		},
 		Transcode: Transcode{OpusComplexity: 3, OpusBitrate: 24000, OpusFEC: false, OpusDTX: true, OpusPacketLoss: 10},
 		CDR:       CDR{Path: "/var/lib/mediarelay/cdr.db"},
@@ -223,6 +223,8 @@ func TestErrorsNameTheKey(t *testing.T) {
 		{name: "range no pair", args: []string{"--media-port-min=20001", "--media-port-max=20002"}, want: "media.port_min: range 20001-20002 holds no even/odd"},
 		{name: "webrtc port in range", args: []string{"--media-webrtc-port=25000"}, want: "media.webrtc_port: 25000 lies inside the RTP range"},
 		{name: "webrtc port zero", args: []string{"--media-webrtc-port=0"}, want: "media.webrtc_port: 0 is not a port"},
+		{name: "ice-tcp port out of range", args: []string{"--media-ice-tcp-port=70000"}, want: "media.ice_tcp_port: 70000 is not a port"},
+		{name: "ice-tcp port negative", args: []string{"--media-ice-tcp-port=-2"}, want: "media.ice_tcp_port: -2 is not a port"},
 		{name: "bad bind ip", args: []string{"--media-bind-ip=localhost"}, want: `media.bind_ip: "localhost" is not an IP address`},
 		{name: "bad public ip", args: []string{"--media-public-ip=1.2.3"}, want: `media.public_ip: "1.2.3" is not an IP address`},
 		{name: "unspecified public ip", args: []string{"--media-public-ip=0.0.0.0"}, want: "media.public_ip: 0.0.0.0 cannot be advertised"},

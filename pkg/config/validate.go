@@ -167,6 +167,9 @@ func (c Config) Validate() error {
 		v.add("media.webrtc_port", "%d lies inside the RTP range media.port_min-media.port_max (%d-%d)",
 			c.Media.WebRTCPort, c.Media.PortMin, c.Media.PortMax)
 	}
+	if p := c.Media.ICETCPPort; p != -1 && p != 0 {
+		v.port("media.ice_tcp_port", p)
+	}
 	v.positive("media.timeout", c.Media.Timeout)
 	v.oneOf("media.latching", c.Media.Latching, "sdp", "learn")
 
