@@ -455,6 +455,24 @@ func (l *WebRTCLeg) sendReport(now time.Time) {
 	}
 }
 
+// Transport says how the browser reaches the leg now: "udp" or "tcp"
+// (ICE-TCP) and the address family, "udp4", "tcp6"...; "" before any
+// connectivity check verified.
+func (l *WebRTCLeg) Transport() string {
+	d := l.dst.Load()
+	if d == nil {
+		return ""
+	}
+	family := "4"
+	if d.addr.Addr().Is6() {
+		family = "6"
+	}
+	if d.tcp != nil {
+		return "tcp" + family
+	}
+	return "udp" + family
+}
+
 // SRTPKeyed reports whether the leg holds SRTP keys (its DTLS handshake
 // completed).
 func (l *WebRTCLeg) SRTPKeyed() bool { return l.srtp.Load() != nil }

@@ -87,8 +87,8 @@ func TestWebRTCLegICETCP(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitPCConnected(t, pc)
-	if d := leg.dst.Load(); d == nil || d.tcp == nil {
-		t.Fatalf("leg's selected pair is not ICE-TCP: %+v", d)
+	if tr := leg.Transport(); tr != "tcp4" {
+		t.Fatalf("leg's selected pair is %q, want tcp4", tr)
 	}
 	mediaBothWays(t, leg, track, got, 50)
 
