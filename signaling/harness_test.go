@@ -128,6 +128,7 @@ type trunkUAS struct {
 	dialogBook
 	t    *testing.T
 	addr string
+	ip   netip.Addr // where its SIP and RTP sockets listen
 	ua   *sipgo.UserAgent
 	srv  *sipgo.Server
 	dua  *sipgo.DialogUA
@@ -145,6 +146,8 @@ type trunkUAS struct {
 	streamed chan int            // with stream: how many packets were sent, once done
 	rewrite  func([]byte) []byte // if set, applied to its SDP answer
 
+	lastOffer atomic.Pointer[string] // the SDP of the last INVITE it answered
+
 	mu       sync.Mutex
 	conns    []*net.UDPConn
 	byes     chan struct{}
@@ -152,19 +155,22 @@ type trunkUAS struct {
 	answered chan struct{}
 }
 
-func newTrunkUAS(t *testing.T) *trunkUAS {
+func newTrunkUAS(t *testing.T) *trunkUAS { return newTrunkUASAt(t, "127.0.0.1") }
+
+// newTrunkUASAt is newTrunkUAS listening on ip (for IPv6: "::1").
+func newTrunkUASAt(t *testing.T, ip string) *trunkUAS {
 	t.Helper()
 	u := &trunkUAS{t: t, echo: true, byes: make(chan struct{}, 10), cancels: make(chan struct{}, 10), answered: make(chan struct{}, 10),
-		streamed: make(chan int, 10)}
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+		streamed: make(chan int, 10), ip: netip.MustParseAddr(ip)}
+	pc, err := net.ListenPacket("udp", net.JoinHostPort(ip, "0"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	u.addr = pc.LocalAddr().String()
-	u.ua, _ = sipgo.NewUA(sipgo.WithUserAgent("trunk"), sipgo.WithUserAgentHostname("127.0.0.1"))
+	u.ua, _ = sipgo.NewUA(sipgo.WithUserAgent("trunk"), sipgo.WithUserAgentHostname(ip))
 	u.srv, _ = sipgo.NewServer(u.ua)
 	// Its requests leave from its listener, as a real trunk's do (sockets_test.go).
-	cli, _ := sipgo.NewClient(u.ua, sipgo.WithClientHostname("127.0.0.1"), sipgo.WithClientConnectionAddr(u.addr))
+	cli, _ := sipgo.NewClient(u.ua, sipgo.WithClientHostname(ip), sipgo.WithClientConnectionAddr(u.addr))
 	host, port := splitHostPort(u.addr)
 	u.dua = &sipgo.DialogUA{Client: cli, ContactHDR: sip.ContactHeader{Address: sip.Uri{User: "trunk", Host: host, Port: port}}}
 	u.srv.OnInvite(u.onInvite)
@@ -216,6 +222,8 @@ func (u *trunkUAS) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		_ = d.Respond(400, "Bad SDP", nil)
 		return
 	}
+	offered := string(req.Body())
+	u.lastOffer.Store(&offered)
 	u.mu.Lock() // answerWith may set codecs while the UAS runs
 	accept := u.codecs
 	u.mu.Unlock()
@@ -236,7 +244,7 @@ func (u *trunkUAS) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	if ev, ok := offer.DTMF(8000); ok {
 		chosen = append(chosen, ev)
 	}
-	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	conn, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(u.ip, 0)))
 	if err != nil {
 		_ = d.Respond(503, "No port", nil)
 		return
@@ -262,7 +270,7 @@ func (u *trunkUAS) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 			}
 		}
 	}()
-	body := sdp.Offer{SessionID: 1, Version: 1, Addr: netip.MustParseAddr("127.0.0.1"),
+	body := sdp.Offer{SessionID: 1, Version: 1, Addr: u.ip,
 		Port: conn.LocalAddr().(*net.UDPAddr).Port, Codecs: chosen}.Marshal()
 	if u.rewrite != nil {
 		body = u.rewrite(body)
@@ -364,6 +372,12 @@ var phoneCodecs = map[string]webrtc.RTPCodecParameters{
 // newPhone makes a phone offering codecs; it sends with the first.
 func newPhone(t *testing.T, codecs ...string) *phone {
 	t.Helper()
+	return newPhoneOn(t, webrtc.NetworkTypeUDP4, codecs...)
+}
+
+// newPhoneOn is newPhone whose ICE uses only network (UDP6: over ::1).
+func newPhoneOn(t *testing.T, network webrtc.NetworkType, codecs ...string) *phone {
+	t.Helper()
 	p := &phone{t: t, byes: make(chan struct{}, 2), received: make(chan *rtp.Packet, 1000)}
 	var m webrtc.MediaEngine
 	for _, c := range codecs {
@@ -382,8 +396,19 @@ func newPhone(t *testing.T, codecs ...string) *phone {
 	var s webrtc.SettingEngine
 	s.SetIncludeLoopbackCandidate(true)
 	s.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
-	s.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	s.SetNetworkTypes([]webrtc.NetworkType{network})
 	s.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	if network == webrtc.NetworkTypeUDP6 {
+		// pion gathers no ::1 from interfaces (it takes it for an
+		// IPv4-compatible address); a mux bound to it offers it.
+		conn, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback})
+		if err != nil {
+			t.Fatal(err)
+		}
+		mux := webrtc.NewICEUDPMux(nil, conn)
+		t.Cleanup(func() { _ = mux.Close() })
+		s.SetICEUDPMux(mux)
+	}
 	api := webrtc.NewAPI(webrtc.WithMediaEngine(&m), webrtc.WithSettingEngine(s))
 	pc, err := api.NewPeerConnection(webrtc.Configuration{})
 	if err != nil {

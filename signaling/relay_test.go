@@ -35,22 +35,7 @@ func echoCall(t *testing.T, phoneCodec string, trunkCodecs ...string) {
 	p.call(r, "1000")
 	callID := activeCallID(t, r)
 
-	sent := p.sendFrames(100, 160)
-	got := p.collect(time.Second)
-	want := map[string]bool{}
-	for _, s := range sent {
-		want[string(s)] = true
-	}
-	matched := 0
-	for _, pkt := range got {
-		if !want[string(pkt.Payload)] {
-			t.Fatalf("a packet came back that was never sent: %q", pkt.Payload[:12])
-		}
-		matched++
-	}
-	if matched < len(sent)*9/10 {
-		t.Fatalf("only %d of %d frames came back", matched, len(sent))
-	}
+	matched := expectEcho(t, p, 100)
 	// The packet counters move while the call is up, not only at its end.
 	live := metricsText(t, r)
 	for _, leg := range []string{`leg="webrtc",dir="in"`, `leg="sip",dir="in"`, `leg="sip",dir="out"`, `leg="webrtc",dir="out"`} {
@@ -435,4 +420,27 @@ func (b *safeBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// expectEcho sends n frames from p and checks that at least 90 % come
+// back byte for byte and nothing else does; it returns how many came back.
+func expectEcho(t *testing.T, p *phone, n int) int {
+	t.Helper()
+	sent := p.sendFrames(n, 160)
+	got := p.collect(time.Second)
+	want := map[string]bool{}
+	for _, s := range sent {
+		want[string(s)] = true
+	}
+	matched := 0
+	for _, pkt := range got {
+		if !want[string(pkt.Payload)] {
+			t.Fatalf("a packet came back that was never sent: %q", pkt.Payload[:12])
+		}
+		matched++
+	}
+	if matched < len(sent)*9/10 {
+		t.Fatalf("only %d of %d frames came back", matched, len(sent))
+	}
+	return matched
 }

@@ -1,0 +1,53 @@
+package signaling
+
+import (
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pion/webrtc/v4"
+
+	"github.com/mediarelay/mediarelay/pkg/config"
+)
+
+// TestIPv6Call: with the relay's SIP and media on ::1, a pion client
+// whose ICE uses only UDP over IPv6 calls a trunk on ::1: the WebRTC leg
+// runs over udp6, the trunk gets c=IN IP6 from the relay, and the audio
+// echoes back byte for byte.
+func TestIPv6Call(t *testing.T) {
+	if c, err := net.ListenPacket("udp6", "[::1]:0"); err != nil {
+		t.Skipf("no IPv6 loopback here: %v", err)
+	} else {
+		_ = c.Close()
+	}
+	u := newTrunkUASAt(t, "::1")
+	r := startRelay(t, func(c *config.Config) {
+		c.SIP.UDPListen = "[::1]:0"
+		c.SIP.TCPListen = "[::1]:0"
+		c.Media.BindIP = "::1"
+		withTrunk(u, ModeAuto, "PCMU")(c)
+	})
+	p := newPhoneOn(t, webrtc.NetworkTypeUDP6, "PCMU")
+	p.call(r, "1000")
+	var leg string
+	for _, c := range r.callList() {
+		if l := c.webLeg(); l != nil {
+			leg = l.Transport()
+		}
+	}
+	if leg != "udp6" {
+		t.Errorf("the WebRTC leg runs over %q, want udp6", leg)
+	}
+	if o := u.lastOffer.Load(); o == nil || !strings.Contains(*o, "c=IN IP6 ::1") {
+		t.Errorf("the trunk's offer has no IPv6 connection line: %v", o)
+	}
+	expectEcho(t, p, 100)
+	p.hangup()
+	select {
+	case <-u.byes:
+	case <-time.After(5 * time.Second):
+		t.Fatal("trunk never got the BYE")
+	}
+	waitFor(t, "call cleanup", 5*time.Second, func() bool { return r.ActiveCalls() == 0 && r.PortsInUse() == 0 })
+}
