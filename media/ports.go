@@ -103,11 +103,21 @@ func (a *PortAllocator) Allocate() (*PortPair, error) {
 }
 
 func (a *PortAllocator) listen(port int) (*net.UDPConn, error) {
-	network := "udp4"
-	if a.ip.Is6() {
-		network = "udp6"
+	return net.ListenUDP(bindNetwork("udp", a.ip), net.UDPAddrFromAddrPort(netip.AddrPortFrom(a.ip, uint16(port))))
+}
+
+// bindNetwork is the network for a proto ("udp", "tcp") socket bound to
+// a: IPv4 only for an IPv4 address, both families for the IPv6 wildcard
+// (a dual-stack socket: Go makes "udp6" sockets IPv6-only), IPv6 for any
+// other IPv6 address.
+func bindNetwork(proto string, a netip.Addr) string {
+	switch {
+	case a.Is4():
+		return proto + "4"
+	case a.IsUnspecified():
+		return proto
 	}
-	return net.ListenUDP(network, net.UDPAddrFromAddrPort(netip.AddrPortFrom(a.ip, uint16(port))))
+	return proto + "6"
 }
 
 func (a *PortAllocator) release(idx int) {

@@ -33,9 +33,10 @@ type WebRTCOptions struct {
 	// leg listens, so operators open a single port. Port 0 picks one.
 	BindIP string
 	Port   int
-	// PublicIP, when set, is advertised in ICE candidates instead of the
-	// socket's address (NAT 1:1).
-	PublicIP string
+	// PublicIPs, when set, are advertised in ICE candidates instead of
+	// the socket's address (NAT 1:1): one address, or one per family on a
+	// dual-stack port.
+	PublicIPs []netip.Addr
 	// ConnectTimeout bounds ICE+DTLS after the answer is sent; 0 means 20 s.
 	ConnectTimeout time.Duration
 	// ConsentTimeout ends a connected leg whose browser stopped sending
@@ -133,7 +134,7 @@ func NewWebRTC(o WebRTCOptions) (*WebRTC, error) {
 		w.shards = append(w.shards, newShard(w, conn))
 	}
 	w.local = netip.AddrPortFrom(bind, uint16(port))
-	w.cands = candidateAddrs(bind, o.PublicIP)
+	w.cands = candidateAddrs(bind, o.PublicIPs)
 	if len(w.cands) == 0 {
 		w.closeShards()
 		return nil, fmt.Errorf("webrtc: no address to advertise for %s", bind)
@@ -169,11 +170,7 @@ func listenReusePort(addr netip.AddrPort) (*net.UDPConn, error) {
 		}
 		return serr
 	}}
-	network := "udp4"
-	if addr.Addr().Is6() {
-		network = "udp6"
-	}
-	pc, err := lc.ListenPacket(nilContext(), network, addr.String())
+	pc, err := lc.ListenPacket(nilContext(), bindNetwork("udp", addr.Addr()), addr.String())
 	if err != nil {
 		return nil, err
 	}
@@ -183,11 +180,9 @@ func listenReusePort(addr netip.AddrPort) (*net.UDPConn, error) {
 // candidateAddrs lists the addresses advertised as host candidates: the
 // public address if configured, the bound one if specific, else every
 // interface's (IPv4 and IPv6, loopback included for one-host setups).
-func candidateAddrs(bind netip.Addr, public string) []netip.Addr {
-	if public != "" {
-		if a, err := netip.ParseAddr(public); err == nil {
-			return []netip.Addr{a.Unmap()}
-		}
+func candidateAddrs(bind netip.Addr, public []netip.Addr) []netip.Addr {
+	if len(public) > 0 {
+		return public
 	}
 	if !bind.IsUnspecified() {
 		return []netip.Addr{bind}

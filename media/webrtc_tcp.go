@@ -54,11 +54,7 @@ type iceTCP struct {
 // listenICETCP opens the ICE-TCP listener at addr and starts accepting.
 // maxConns and perSource cap open connections.
 func (w *WebRTC) listenICETCP(addr netip.AddrPort, maxConns, perSource int) (*iceTCP, error) {
-	network := "tcp4"
-	if addr.Addr().Is6() {
-		network = "tcp6"
-	}
-	ln, err := net.Listen(network, addr.String())
+	ln, err := net.Listen(bindNetwork("tcp", addr.Addr()), addr.String())
 	if err != nil {
 		return nil, err
 	}

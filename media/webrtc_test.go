@@ -3,6 +3,7 @@ package media
 import (
 	"context"
 	"net"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -60,7 +61,7 @@ func offerOf(t testing.TB, pc *webrtc.PeerConnection) string {
 // shared UDP port and advertises the configured public address. The answers
 // are never applied, so nothing is sent to that address.
 func TestWebRTCSharedPortAndPublicIP(t *testing.T) {
-	w, err := NewWebRTC(WebRTCOptions{BindIP: "127.0.0.1", PublicIP: "203.0.113.7"})
+	w, err := NewWebRTC(WebRTCOptions{BindIP: "127.0.0.1", PublicIPs: []netip.Addr{netip.MustParseAddr("203.0.113.7")}})
 	if err != nil {
 		t.Fatal(err)
 	}

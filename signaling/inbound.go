@@ -625,7 +625,7 @@ func (c *Call) startInboundMedia(browserAnswer string, keys *inboundKeys) error 
 	ans := sdp.Offer{
 		SessionID: c.sdpSession,
 		Version:   c.sdpVersion,
-		Addr:      c.r.mediaAddr(),
+		Addr:      c.r.mediaAddrFor(c.trunkOffer.Addr),
 		Port:      int(c.rtp.LocalAddr().Port()),
 		Codecs:    codecs,
 		Ptime:     c.trunkOffer.Ptime,

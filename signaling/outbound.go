@@ -132,7 +132,7 @@ func (r *Relay) outbound(req *sip.Request, tx sip.ServerTransaction) {
 	sdpOffer := sdp.Offer{
 		SessionID: uint64(time.Now().UnixNano()),
 		Version:   1,
-		Addr:      r.mediaAddr(),
+		Addr:      r.mediaAddrFor(route.peerAddr()),
 		Port:      int(c.rtp.LocalAddr().Port()),
 		Codecs:    offered,
 		Ptime:     ptime,
@@ -322,7 +322,6 @@ func mapFinal(res *sip.Response) (int, string, string) {
 	return 500, "Server Internal Error", endError
 }
 
-// mediaAddr is the address the relay puts in SDP towards trunks.
 // requestURI is the Request-URI for calling user through the trunk.
 func (t *Trunk) requestURI(user string) *sip.Uri {
 	u := t.uri.Clone()
@@ -336,11 +335,36 @@ func (t *Trunk) requestURI(user string) *sip.Uri {
 	return u
 }
 
-func (r *Relay) mediaAddr() netip.Addr {
-	for _, a := range []string{r.cfg.Media.PublicIP, r.cfg.Media.BindIP, r.host} {
+// mediaAddr is the address the relay puts in SDP towards trunks when
+// the peer's address family is not known.
+func (r *Relay) mediaAddr() netip.Addr { return r.mediaAddrFor(netip.Addr{}) }
+
+// mediaAddrFor is the address the relay puts in SDP towards a peer at
+// peer: the public (or bound) address of the peer's family when a
+// dual-stack relay has one, else its first.
+func (r *Relay) mediaAddrFor(peer netip.Addr) netip.Addr {
+	cands := r.cfg.Media.PublicAddrs()
+	for _, a := range []string{r.cfg.Media.BindIP, r.host} {
 		if ip, err := netip.ParseAddr(a); err == nil && !ip.IsUnspecified() {
-			return ip
+			cands = append(cands, ip.Unmap())
 		}
 	}
-	return netip.MustParseAddr("127.0.0.1")
+	if len(cands) == 0 {
+		return netip.MustParseAddr("127.0.0.1")
+	}
+	if peer.IsValid() {
+		for _, a := range cands {
+			if a.Is4() == peer.Unmap().Is4() {
+				return a
+			}
+		}
+	}
+	return cands[0]
+}
+
+// peerAddr is a trunk's address when its URI names an IP literal; the
+// zero Addr for a host name.
+func (t *Trunk) peerAddr() netip.Addr {
+	a, _ := netip.ParseAddr(strings.Trim(t.uri.Host, "[]"))
+	return a
 }

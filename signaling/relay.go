@@ -110,8 +110,8 @@ func New(cfg config.Config, log *slog.Logger) (*Relay, error) {
 		reapDone:  make(chan struct{}),
 	}
 	r.host = cfg.SIP.Host
-	if r.host == "" {
-		r.host = cfg.Media.PublicIP
+	if pub := cfg.Media.PublicAddrs(); r.host == "" && len(pub) > 0 {
+		r.host = pub[0].String()
 	}
 	if r.host == "" && cfg.Media.BindIP != "" && cfg.Media.BindIP != "0.0.0.0" && cfg.Media.BindIP != "::" {
 		r.host = cfg.Media.BindIP
@@ -227,7 +227,7 @@ func (r *Relay) Ready() <-chan struct{} { return r.ready }
 func (r *Relay) open(ctx context.Context) error {
 	var err error
 	r.webrtc, err = media.NewWebRTC(media.WebRTCOptions{
-		BindIP: r.cfg.Media.BindIP, Port: r.cfg.Media.WebRTCPort, PublicIP: r.cfg.Media.PublicIP, Logger: r.log,
+		BindIP: r.cfg.Media.BindIP, Port: r.cfg.Media.WebRTCPort, PublicIPs: r.cfg.Media.PublicAddrs(), Logger: r.log,
 		TCPPort: r.cfg.Media.ICETCPPort, // config's -1 is media.TCPSameAsUDP
 	})
 	if err != nil {

@@ -191,7 +191,7 @@ func (r *Relay) dialTrunk(ctx context.Context, route *Trunk, user, fromUser stri
 	if dtmf.PT != 0 {
 		codecs = append(codecs[:len(codecs):len(codecs)], dtmf)
 	}
-	offer := sdp.Offer{SessionID: uint64(time.Now().UnixNano()), Version: 1, Addr: r.mediaAddr(),
+	offer := sdp.Offer{SessionID: uint64(time.Now().UnixNano()), Version: 1, Addr: r.mediaAddrFor(route.peerAddr()),
 		Port: int(nc.rtp.LocalAddr().Port()), Codecs: codecs, Ptime: route.Ptime}
 	if nc.sec.policy = srtpPolicy(route); nc.sec.policy == SRTPDTLS {
 		_ = nc.rtp.Close()
@@ -306,7 +306,7 @@ func (r *Relay) replaceTrunkLeg(req *sip.Request, tx sip.ServerTransaction, rout
 		return true
 	}
 	c.mid.mu.Lock()
-	body := sdp.Offer{SessionID: uint64(time.Now().UnixNano()), Version: 1, Addr: r.mediaAddr(),
+	body := sdp.Offer{SessionID: uint64(time.Now().UnixNano()), Version: 1, Addr: r.mediaAddrFor(route.peerAddr()),
 		Port: int(c.rtp.LocalAddr().Port()), Codecs: codecs, Ptime: route.Ptime}.Marshal()
 	r.mu.Lock()
 	select {

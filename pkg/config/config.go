@@ -2,7 +2,11 @@
 // also settable by flag and by MEDIARELAY_* environment variable.
 package config
 
-import "time"
+import (
+	"net/netip"
+	"strings"
+	"time"
+)
 
 // Config is the whole configuration of a relay. The YAML key of a nested
 // field is "section.key"; its flag is "--section-key" and its environment
@@ -149,7 +153,10 @@ type SIP struct {
 type Media struct {
 	// BindIP is where RTP sockets and the WebRTC UDP port listen.
 	BindIP string `yaml:"bind_ip"`
-	// PublicIP is advertised in SDP and ICE candidates (NAT 1:1); empty means BindIP.
+	// PublicIP is advertised in SDP and ICE candidates (NAT 1:1); empty
+	// means BindIP. A dual-stack relay (bind_ip "::") gives one IPv4 and
+	// one IPv6 address, comma-separated: browsers get candidates for both,
+	// and each SIP peer the address of its own family.
 	PublicIP string `yaml:"public_ip"`
 	PortMin  int    `yaml:"port_min"`
 	PortMax  int    `yaml:"port_max"`
@@ -308,4 +315,16 @@ func Default() Config {
 		CDR: CDR{Path: "mediarelay.db"},
 		Log: Log{Level: "info", Format: "text"},
 	}
+}
+
+// PublicAddrs parses PublicIP: none, one address, or one per family.
+// Validate reports what does not parse.
+func (m Media) PublicAddrs() []netip.Addr {
+	var out []netip.Addr
+	for _, f := range strings.Split(m.PublicIP, ",") {
+		if a, err := netip.ParseAddr(strings.TrimSpace(f)); err == nil {
+			out = append(out, a.Unmap())
+		}
+	}
+	return out
 }

@@ -223,6 +223,8 @@ func TestErrorsNameTheKey(t *testing.T) {
 		{name: "range no pair", args: []string{"--media-port-min=20001", "--media-port-max=20002"}, want: "media.port_min: range 20001-20002 holds no even/odd"},
 		{name: "webrtc port in range", args: []string{"--media-webrtc-port=25000"}, want: "media.webrtc_port: 25000 lies inside the RTP range"},
 		{name: "webrtc port zero", args: []string{"--media-webrtc-port=0"}, want: "media.webrtc_port: 0 is not a port"},
+		{name: "public ip two v4", args: []string{"--media-public-ip=203.0.113.1,203.0.113.2"}, want: "media.public_ip: \"203.0.113.1,203.0.113.2\" gives two addresses of one family"},
+		{name: "public ip bad second", args: []string{"--media-public-ip=203.0.113.1,nope"}, want: "media.public_ip: \"nope\" is not an IP address"},
 		{name: "ice-tcp port out of range", args: []string{"--media-ice-tcp-port=70000"}, want: "media.ice_tcp_port: 70000 is not a port"},
 		{name: "ice-tcp port negative", args: []string{"--media-ice-tcp-port=-2"}, want: "media.ice_tcp_port: -2 is not a port"},
 		{name: "bad bind ip", args: []string{"--media-bind-ip=localhost"}, want: `media.bind_ip: "localhost" is not an IP address`},
@@ -339,5 +341,19 @@ func TestPprofListenLoopbackOnly(t *testing.T) {
 	c, err = Load(nil, []string{"MEDIARELAY_DEBUG_PPROF_LISTEN=127.0.0.1:6060"})
 	if err != nil || c.Debug.PprofListen != "127.0.0.1:6060" {
 		t.Fatalf("loopback by env: %+v, %v", c.Debug, err)
+	}
+}
+
+// TestDualStackPublicIP: public_ip takes one IPv4 and one IPv6 address.
+func TestDualStackPublicIP(t *testing.T) {
+	c := Default()
+	c.Media.BindIP = "::"
+	c.Media.PublicIP = "203.0.113.7, 2001:db8::7"
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	got := c.Media.PublicAddrs()
+	if len(got) != 2 || got[0].String() != "203.0.113.7" || got[1].String() != "2001:db8::7" {
+		t.Fatalf("PublicAddrs() = %v", got)
 	}
 }

@@ -145,10 +145,20 @@ func (c Config) Validate() error {
 		v.add("media.bind_ip", "%q is not an IP address", c.Media.BindIP)
 	}
 	if c.Media.PublicIP != "" {
-		if ip, err := netip.ParseAddr(c.Media.PublicIP); err != nil {
-			v.add("media.public_ip", "%q is not an IP address", c.Media.PublicIP)
-		} else if ip.IsUnspecified() {
-			v.add("media.public_ip", "%s cannot be advertised to peers", c.Media.PublicIP)
+		fields := strings.Split(c.Media.PublicIP, ",")
+		families := map[bool]bool{}
+		for _, f := range fields {
+			ip, err := netip.ParseAddr(strings.TrimSpace(f))
+			switch {
+			case err != nil:
+				v.add("media.public_ip", "%q is not an IP address", strings.TrimSpace(f))
+				continue
+			case ip.IsUnspecified():
+				v.add("media.public_ip", "%s cannot be advertised to peers", ip)
+			case families[ip.Unmap().Is4()]:
+				v.add("media.public_ip", "%q gives two addresses of one family; give at most one IPv4 and one IPv6", c.Media.PublicIP)
+			}
+			families[ip.Unmap().Is4()] = true
 		}
 	}
 	minOK := v.port("media.port_min", c.Media.PortMin)
