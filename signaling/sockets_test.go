@@ -82,6 +82,9 @@ func TestNoStraySIPSockets(t *testing.T) {
 	waitFor(t, "cleanup", 5*time.Second, func() bool { return r.ActiveCalls() == 0 })
 
 	listening := map[string]bool{r.SIPTCPAddr().String(): true, r.HTTPAddr().String(): true}
+	if a := r.webrtc.TCPAddr(); a != nil {
+		listening[a.String()] = true // media.ice_tcp_port
+	}
 	for _, proto := range []string{"tcp", "tcp6"} {
 		for addr, state := range ownSockets(t, proto) {
 			if state == "0A" && !listening[addr] { // TCP_LISTEN
