@@ -222,7 +222,9 @@ func findRtpengine(log *slog.Logger) (string, error) {
 }
 
 // startRtpengine runs rtpengine on loopback with its ng port and an RTP port
-// range of its own, as DESIGN.md's "facts" give the command line.
+// range of its own: userspace forwarding only (-t -1: no kernel module), in
+// the foreground, with two worker threads, as Debian's rtpengine 10.5 runs
+// without its service.
 func startRtpengine(ctx context.Context, log *slog.Logger, stderr io.Writer, portMin, portMax int) (*rtpengineProc, error) {
 	bin, err := findRtpengine(log)
 	if err != nil {

@@ -126,8 +126,8 @@ func New(cfg config.Config, log *slog.Logger) (*Relay, error) {
 		}
 		r.trunks = append(r.trunks, tr)
 	}
-	if cfg.Trunk != "" {
-		tr, err := compileTrunk(config.Trunk{Name: "default", Address: cfg.Trunk})
+	if t, ok := cfg.DefaultTrunk(); ok {
+		tr, err := compileTrunk(t)
 		if err != nil {
 			return nil, fmt.Errorf("trunk: %w", err)
 		}
@@ -152,7 +152,10 @@ func New(cfg config.Config, log *slog.Logger) (*Relay, error) {
 	return r, nil
 }
 
+// compileTrunk prepares a trunk for routing: its pattern and address
+// parsed, its empty values filled by config's defaults.
 func compileTrunk(t config.Trunk) (*Trunk, error) {
+	t.Normalize()
 	tr := &Trunk{Trunk: t}
 	if t.Match != "" {
 		re, err := regexp.Compile(t.Match)
@@ -167,19 +170,6 @@ func compileTrunk(t config.Trunk) (*Trunk, error) {
 	}
 	if err := sip.ParseUri(addr, &tr.uri); err != nil {
 		return nil, fmt.Errorf("address %q: %w", t.Address, err)
-	}
-	if tr.Transport == "" {
-		if tp, ok := tr.uri.UriParams.Get("transport"); ok && tp != "" {
-			tr.Transport = strings.ToLower(tp)
-		} else {
-			tr.Transport = "udp"
-		}
-	}
-	if len(tr.Codecs) == 0 {
-		tr.Codecs = []string{"PCMU", "PCMA", "opus"}
-	}
-	if tr.MediaMode == "" {
-		tr.MediaMode = ModeAuto
 	}
 	return tr, nil
 }

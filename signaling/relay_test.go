@@ -444,3 +444,19 @@ func expectEcho(t *testing.T, p *phone, n int) int {
 	}
 	return matched
 }
+
+// TestDefaultTrunkByName: `trunk: carrier` naming a trunk entry makes that
+// entry (its address, codecs and mode) the default for calls no pattern
+// matches, not a host literally called "carrier".
+func TestDefaultTrunkByName(t *testing.T) {
+	u := newTrunkUAS(t)
+	r := startRelay(t, func(c *config.Config) {
+		c.Trunks = []config.Trunk{{Name: "carrier", Match: "^9", Address: "sip:" + u.addr, Codecs: []string{"PCMA"}, MediaMode: ModePassthrough}}
+		c.Trunk = "carrier"
+	})
+	p := newPhone(t, "PCMA")
+	p.call(r, "1000") // matches no pattern
+	expectEcho(t, p, 50)
+	p.hangup()
+	waitChan(t, "BYE to the trunk", u.byes)
+}

@@ -12,19 +12,6 @@ import (
 	"github.com/mediarelay/mediarelay/media"
 )
 
-// RTPReader is what a leg provides to read media: one whole RTP packet per
-// call into b. It blocks until a packet arrives and returns an error once
-// the leg is closed.
-type RTPReader interface {
-	ReadRTP(b []byte) (int, error)
-}
-
-// RTPWriter is what a leg provides to send media: one whole RTP packet per
-// call. The writer must not keep b after returning.
-type RTPWriter interface {
-	WriteRTP(b []byte) error
-}
-
 // Options configures a Bridge. Payload types are the ones negotiated on
 // each leg.
 type Options struct {
@@ -46,8 +33,8 @@ type Options struct {
 	PtimeMs int
 
 	// OpusComplexity is the encoder complexity, 0–10. The zero value is
-	// the cheapest setting; DESIGN.md measures ~25 µs per 20 ms frame at
-	// 0 against ~60 µs at 5.
+	// the cheapest setting: libopus takes ~25 µs to encode a 20 ms frame
+	// at 0 against ~60 µs at 5 on a 2-vCPU EPYC.
 	OpusComplexity int
 	// OpusBitrate is the encoder bit rate in bit/s; 0 leaves libopus's
 	// default for the sample rate.
@@ -289,13 +276,13 @@ var errRunning = errors.New("transcode: direction already running")
 // RunToSIP reads Opus RTP from the WebRTC leg and writes G.711 or G.722 RTP
 // to the SIP leg until from returns an error, which it returns wrapped.
 // Write errors are counted, not fatal: the leg's reader ends the call.
-func (b *Bridge) RunToSIP(from RTPReader, to RTPWriter) error {
+func (b *Bridge) RunToSIP(from media.RTPReader, to media.RTPWriter) error {
 	return b.sip.run(&b.sip, from, to, "to SIP")
 }
 
 // RunToWebRTC reads G.711 or G.722 RTP from the SIP leg and writes Opus RTP
 // to the WebRTC leg until from returns an error, which it returns wrapped.
-func (b *Bridge) RunToWebRTC(from RTPReader, to RTPWriter) error {
+func (b *Bridge) RunToWebRTC(from media.RTPReader, to media.RTPWriter) error {
 	return b.web.run(&b.web, from, to, "to WebRTC")
 }
 
@@ -304,7 +291,7 @@ func (b *Bridge) RunToWebRTC(from RTPReader, to RTPWriter) error {
 type direction struct {
 	c       *counters
 	running atomic.Bool
-	to      RTPWriter
+	to      media.RTPWriter
 	rbuf    []byte
 	out     []byte
 	pkt     rtpPacket
@@ -364,7 +351,7 @@ type handler interface {
 	audioPT() uint8
 }
 
-func (d *direction) run(h handler, from RTPReader, to RTPWriter, name string) error {
+func (d *direction) run(h handler, from media.RTPReader, to media.RTPWriter, name string) error {
 	if !d.running.CompareAndSwap(false, true) {
 		return errRunning
 	}
@@ -468,13 +455,13 @@ func (d *direction) send(pt uint8, marker bool, ts uint32, payloadLen int) {
 // ToSIPStage returns the WebRTC → SIP direction as a media.Stage writing
 // to to, for a media.Path that can replace it when the call's codecs
 // change. A direction runs either as a Stage or in RunToSIP, not both.
-func (b *Bridge) ToSIPStage(to RTPWriter) media.Stage {
+func (b *Bridge) ToSIPStage(to media.RTPWriter) media.Stage {
 	b.sip.to = to
 	return &stage{d: &b.sip.direction, h: &b.sip}
 }
 
 // ToWebRTCStage is ToSIPStage for the SIP → WebRTC direction.
-func (b *Bridge) ToWebRTCStage(to RTPWriter) media.Stage {
+func (b *Bridge) ToWebRTCStage(to media.RTPWriter) media.Stage {
 	b.web.to = to
 	return &stage{d: &b.web.direction, h: &b.web}
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -355,5 +356,26 @@ func TestDualStackPublicIP(t *testing.T) {
 	got := c.Media.PublicAddrs()
 	if len(got) != 2 || got[0].String() != "203.0.113.7" || got[1].String() != "2001:db8::7" {
 		t.Fatalf("PublicAddrs() = %v", got)
+	}
+}
+
+// TestDefaultTrunk: the default trunk is the entry `trunk` names, or one
+// at the address it gives, with the same defaults as a configured entry.
+func TestDefaultTrunk(t *testing.T) {
+	c := Default()
+	c.Trunks = []Trunk{{Name: "carrier", Address: "sip:10.0.0.1", Codecs: []string{"pcma"}}}
+	c.normalize()
+	c.Trunk = "carrier"
+	if d, ok := c.DefaultTrunk(); !ok || d.Address != "sip:10.0.0.1" || d.Codecs[0] != "PCMA" {
+		t.Fatalf("named default trunk = %+v, %v", d, ok)
+	}
+	c.Trunk = "sip:10.0.0.2;transport=tcp"
+	d, ok := c.DefaultTrunk()
+	if !ok || d.Transport != "tcp" || d.MediaMode != "auto" || d.SRTP != "off" || !slices.Equal(d.Codecs, DefaultTrunkCodecs) {
+		t.Fatalf("addressed default trunk = %+v, %v", d, ok)
+	}
+	c.Trunk = ""
+	if _, ok := c.DefaultTrunk(); ok {
+		t.Fatal("a default trunk without trunk set")
 	}
 }

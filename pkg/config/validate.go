@@ -28,29 +28,53 @@ func (c *Config) normalize() {
 	c.Log.Level = strings.ToLower(strings.TrimSpace(c.Log.Level))
 	c.Log.Format = strings.ToLower(strings.TrimSpace(c.Log.Format))
 	for i := range c.Trunks {
-		t := &c.Trunks[i]
-		t.Transport = strings.ToLower(strings.TrimSpace(t.Transport))
-		if t.Transport == "" {
-			t.Transport = addressTransport(t.Address)
+		c.Trunks[i].Normalize()
+	}
+}
+
+// Normalize spells t's case-insensitive values canonically and fills its
+// empty ones with their documented defaults: the transport of its
+// address, media mode auto, SRTP off, DefaultTrunkCodecs. Load does it
+// for every configured trunk; the relay does it for trunks it makes.
+func (t *Trunk) Normalize() {
+	t.Transport = strings.ToLower(strings.TrimSpace(t.Transport))
+	if t.Transport == "" {
+		t.Transport = addressTransport(t.Address)
+	}
+	t.MediaMode = strings.ToLower(strings.TrimSpace(t.MediaMode))
+	if t.MediaMode == "" {
+		t.MediaMode = "auto"
+	}
+	t.SRTP = strings.ToLower(strings.TrimSpace(t.SRTP))
+	if t.SRTP == "" {
+		t.SRTP = "off"
+	}
+	if len(t.Codecs) == 0 {
+		t.Codecs = append([]string(nil), DefaultTrunkCodecs...)
+	} else {
+		codecs := make([]string, len(t.Codecs))
+		for j, name := range t.Codecs {
+			codecs[j] = canonicalCodec(name)
 		}
-		t.MediaMode = strings.ToLower(strings.TrimSpace(t.MediaMode))
-		if t.MediaMode == "" {
-			t.MediaMode = "auto"
-		}
-		t.SRTP = strings.ToLower(strings.TrimSpace(t.SRTP))
-		if t.SRTP == "" {
-			t.SRTP = "off"
-		}
-		if len(t.Codecs) == 0 {
-			t.Codecs = append([]string(nil), DefaultTrunkCodecs...)
-		} else {
-			codecs := make([]string, len(t.Codecs))
-			for j, name := range t.Codecs {
-				codecs[j] = canonicalCodec(name)
-			}
-			t.Codecs = codecs
+		t.Codecs = codecs
+	}
+}
+
+// DefaultTrunk is the trunk for browser calls that match no entry of
+// Trunks: the entry Trunk names, or one at the address Trunk gives. ok is
+// false when Trunk is empty.
+func (c *Config) DefaultTrunk() (t Trunk, ok bool) {
+	if c.Trunk == "" {
+		return Trunk{}, false
+	}
+	for _, e := range c.Trunks {
+		if e.Name == c.Trunk {
+			return e, true
 		}
 	}
+	t = Trunk{Name: "default", Address: c.Trunk}
+	t.Normalize()
+	return t, true
 }
 
 // canonicalCodec returns the canonical spelling of a supported codec name,
