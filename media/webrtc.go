@@ -50,7 +50,9 @@ type WebRTCOptions struct {
 	// UDP port's number (with Port 0, an ephemeral TCP port).
 	TCPPort int
 	// TCPMaxConns and TCPMaxPerSource cap open ICE-TCP connections in
-	// total and per source IP; 0 means 4096 and 64.
+	// total and per source IP; 0 means 4096 and 256 (many browsers may
+	// share one NAT address, and unverified connections close within
+	// seconds).
 	TCPMaxConns, TCPMaxPerSource int
 	Logger                       *slog.Logger
 }
@@ -97,7 +99,7 @@ func NewWebRTC(o WebRTCOptions) (*WebRTC, error) {
 		o.TCPMaxConns = 4096
 	}
 	if o.TCPMaxPerSource <= 0 {
-		o.TCPMaxPerSource = 64
+		o.TCPMaxPerSource = 256
 	}
 	bind, err := netip.ParseAddr(o.BindIP)
 	if o.BindIP == "" {
