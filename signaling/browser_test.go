@@ -69,7 +69,7 @@ func TestBrowser(t *testing.T) {
 				}
 			}
 			before := modes[tc.mode]
-			modes[tc.mode] = r.m.TranscodedCalls.With(tc.mode).Value()
+			modes[tc.mode] = sumCounter(t, r.m.TranscodedCalls, "mode", tc.mode)
 			if modes[tc.mode] != before+1 {
 				t.Errorf("the call did not run in mode %s", tc.mode)
 			}

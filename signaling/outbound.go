@@ -207,7 +207,7 @@ func (r *Relay) outbound(req *sip.Request, tx sip.ServerTransaction) {
 	}
 	c.trunkDialogID = dcs.ID
 	r.indexDialog(c, dcs.ID)
-	c.answered = time.Now()
+	c.markAnswered()
 	c.trunkAnswerSessionTimer(dcs.InviteResponse) // midcall.go: RFC 4028
 	if perr != nil {
 		c.log.Warn("trunk answer unusable", "err", perr)

@@ -20,6 +20,7 @@ import (
 
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mediarelay/mediarelay/media"
 	"github.com/mediarelay/mediarelay/pkg/cdr"
@@ -54,12 +55,11 @@ type Relay struct {
 	ports  *media.PortAllocator
 	webrtc *media.WebRTC
 	cdr    *cdr.Store
-	reg    *metrics.Registry
 	m      *metrics.Relay
 	drops  dropCounters
 	// connRefused counts connections refused or closed by the relay's
 	// hygiene (foreign Origin, limits, idleness), by listener and reason.
-	connRefused *metrics.CounterVec
+	connRefused *prometheus.CounterVec
 	// Connection hygiene (connguard.go): SIP TCP/TLS streams and browsers'
 	// WebSockets, checked by reapers until reapDone closes.
 	sipReaper, wsReaper *connReaper
@@ -133,10 +133,15 @@ func New(cfg config.Config, log *slog.Logger) (*Relay, error) {
 		r.defaultTrunk = tr
 	}
 
-	r.reg = metrics.NewRegistry()
-	r.m = metrics.NewRelay(r.reg)
-	r.reg.BeforeScrape(r.countLive)
-	r.connRefused = r.reg.NewCounterVec("mediarelay_connections_refused_total",
+	names := make([]string, 0, len(r.trunks)+1)
+	for _, t := range r.trunks {
+		names = append(names, t.Name)
+	}
+	if r.defaultTrunk != nil {
+		names = append(names, r.defaultTrunk.Name)
+	}
+	r.m = metrics.NewRelay(metrics.Options{Trunks: names, Refresh: r.countLive, Active: r.activeCalls})
+	r.connRefused = r.m.NewCounterVec("mediarelay_connections_refused_total",
 		"Connections refused or closed by the relay, by listener (http, ws, tcp, tls) and reason (origin, per_source, total, idle, ping_timeout).", "listener", "reason")
 	if err := r.initInbound(cfg); err != nil {
 		return nil, err
@@ -345,9 +350,9 @@ func (r *Relay) open(ctx context.Context) error {
 		go r.serveLog("tls", serveTLS)
 	}
 	go r.sipReaper.run(reaperTick(r.cfg.SIP.TCPMessageTimeout, r.cfg.SIP.TCPIdleTimeout), r.reapDone,
-		func(reason string) { r.connRefused.With("sip_stream", reason).Inc() })
+		func(reason string) { r.connRefused.WithLabelValues("sip_stream", reason).Inc() })
 	go r.wsReaper.run(reaperTick(r.cfg.HTTP.WSIdleTimeout, r.cfg.HTTP.WSPingInterval), r.reapDone,
-		func(reason string) { r.connRefused.With("ws", reason).Inc() })
+		func(reason string) { r.connRefused.WithLabelValues("ws", reason).Inc() })
 	r.closers = append(r.closers, func() error { close(r.reapDone); return nil })
 	go r.demux.serve()
 	go r.serveLog("http", func() error { return r.httpSrv.Serve(r.demux.http) })
@@ -372,7 +377,7 @@ func (r *Relay) listenHTTP() error {
 	r.demux.onWSClose = r.registrar.connClosed
 	r.demux.allowedOrigins = r.cfg.HTTP.AllowedOrigins
 	r.demux.log = r.log
-	r.demux.onRefused = func(reason string) { r.connRefused.With("http", reason).Inc() }
+	r.demux.onRefused = func(reason string) { r.connRefused.WithLabelValues("http", reason).Inc() }
 	r.demux.wrapWS = func(c net.Conn) net.Conn {
 		return newWSConn(c, r.cfg.HTTP.WSIdleTimeout, r.cfg.HTTP.WSPingInterval, r.wsBusy, r.wsReaper)
 	}
@@ -382,14 +387,14 @@ func (r *Relay) listenHTTP() error {
 		w.Header().Set("Content-Type", "text/plain")
 		fmt.Fprintln(w, "ok")
 	})
-	mux.Handle("/metrics", r.reg.Handler())
+	mux.Handle("/metrics", r.m.Handler())
 	r.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 60 * time.Second}
 	return nil
 }
 
 // guard caps a listener's connections and keeps it accepting through errors.
 func (r *Relay) guard(l net.Listener, name string, max, perSource int) net.Listener {
-	return newGuardedListener(l, name, max, perSource, r.log, func(reason string) { r.connRefused.With(name, reason).Inc() })
+	return newGuardedListener(l, name, max, perSource, r.log, func(reason string) { r.connRefused.WithLabelValues(name, reason).Inc() })
 }
 
 // sipStream holds a SIP TCP/TLS listener's connections to completing messages.
@@ -563,7 +568,6 @@ func (r *Relay) addCall(c *Call) {
 		r.wsCalls[c.wsSource]++
 	}
 	r.mu.Unlock()
-	r.m.CallsActive.Inc()
 }
 
 func (r *Relay) indexDialog(c *Call, id string) {
@@ -578,7 +582,6 @@ func (r *Relay) removeCall(c *Call) {
 		delete(r.calls, c.id)
 		delete(r.byDialog, c.browserDialogID)
 		delete(r.byDialog, c.trunkDialogID)
-		r.m.CallsActive.Dec()
 		if c.userHeld {
 			r.limits.release(c.user)
 		}
