@@ -75,6 +75,11 @@ type Call struct {
 	sec          callSecurity // SIP leg encryption (sdes.go, dtls.go)
 
 	start, answered time.Time
+	// answeredNS is answered in Unix nanoseconds (0 until then), for
+	// goroutines other than the call's signalling (metrics, the call API).
+	answeredNS atomic.Int64
+	// endedBy, when set, is the operator who hung the call up (api.go).
+	endedBy atomic.Pointer[string]
 
 	// Inbound calls (trunk → browser, inbound.go): the relay is the UAS
 	// towards the trunk and the UAC towards the browser.
@@ -402,6 +407,7 @@ func (c *Call) finish() {
 	}
 	rec := c.cdrRecord()
 	rec.End, rec.EndCause, rec.SIPCode = end, c.cause, c.code
+	rec.EndedBy = c.whoEnded()
 	if rec.SIPCode == 0 && !c.answered.IsZero() {
 		rec.SIPCode = 200
 	}

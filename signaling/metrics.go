@@ -136,13 +136,23 @@ func (c *Call) trunkName() string {
 // markAnswered records the answer time and the set-up time.
 func (c *Call) markAnswered() {
 	c.answered = time.Now()
+	c.answeredNS.Store(c.answered.UnixNano())
 	c.r.m.CallSetup.WithLabelValues(c.trunkName(), c.direction).Observe(c.answered.Sub(c.start).Seconds())
+}
+
+// answerTime is when the call was answered, zero before; safe from any goroutine.
+func (c *Call) answerTime() time.Time {
+	if ns := c.answeredNS.Load(); ns != 0 {
+		return time.Unix(0, ns)
+	}
+	return time.Time{}
 }
 
 // observeFirstMedia observes, once, the time from answer to the first
 // packet received on the later of the two legs, when both have received.
 func (c *Call) observeFirstMedia() {
-	if c.answered.IsZero() || c.firstMedia.Load() || !c.mediaStarted() {
+	answered := c.answerTime()
+	if answered.IsZero() || c.firstMedia.Load() || !c.mediaStarted() {
 		return
 	}
 	web, sip := c.webLeg(), c.sipLeg()
@@ -157,7 +167,7 @@ func (c *Call) observeFirstMedia() {
 	if sf.After(last) {
 		last = sf
 	}
-	d := max(last.Sub(c.answered), 0) // early media may precede the answer
+	d := max(last.Sub(answered), 0) // early media may precede the answer
 	c.r.m.FirstMedia.WithLabelValues(c.trunkName(), c.direction).Observe(d.Seconds())
 }
 

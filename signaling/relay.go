@@ -388,6 +388,7 @@ func (r *Relay) listenHTTP() error {
 		fmt.Fprintln(w, "ok")
 	})
 	mux.Handle("/metrics", r.m.Handler())
+	mux.Handle("/api/", r.apiHandler()) // api.go
 	r.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 60 * time.Second}
 	return nil
 }

@@ -35,7 +35,11 @@ type Record struct {
 	// EndCause is one of "normal", "busy", "no_answer", "cancelled",
 	// "media_timeout", "ice_failed", "trunk_unreachable", "rejected", "error".
 	EndCause string
-	SIPCode  int // final SIP status code of the call setup, 0 if none
+	// EndedBy says who ended the call: "browser", "trunk", "relay" (a
+	// timer, an error, shutdown), or "admin@ADDRESS" for an operator
+	// through the call API (EndCause "admin_hangup").
+	EndedBy string
+	SIPCode int // final SIP status code of the call setup, 0 if none
 
 	WebRTCCodec, SIPCodec string
 	Mode                  string // "passthrough" or "transcode" ("" if no media)
@@ -62,7 +66,12 @@ var (
 
 // schemaVersion is stored in PRAGMA user_version; bump it with a migration
 // in migrate when the table changes.
-const schemaVersion = 1
+const schemaVersion = 2
+
+// migrations[v] takes a version v database to v+1.
+var migrations = map[int]string{
+	1: `ALTER TABLE cdr ADD COLUMN ended_by TEXT NOT NULL DEFAULT ''`,
+}
 
 const createTable = `CREATE TABLE IF NOT EXISTS cdr (
 	call_id            TEXT PRIMARY KEY NOT NULL,
@@ -91,19 +100,20 @@ const createTable = `CREATE TABLE IF NOT EXISTS cdr (
 	webrtc_jitter_ms   REAL NOT NULL,
 	sip_jitter_ms      REAL NOT NULL,
 	mos                REAL NOT NULL,
-	dtmf_events        INTEGER NOT NULL
+	dtmf_events        INTEGER NOT NULL,
+	ended_by           TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS cdr_start_time ON cdr (start_time);`
 
 const columns = `call_id, browser_call_id, trunk_call_id, from_uri, to_uri, trunk, direction,
 	start_time, answer_time, end_time, duration_ms, billable_ms, end_cause, sip_code,
 	webrtc_codec, sip_codec, mode, webrtc_packets_in, webrtc_packets_out, sip_packets_in,
-	sip_packets_out, webrtc_loss, sip_loss, webrtc_jitter_ms, sip_jitter_ms, mos, dtmf_events`
+	sip_packets_out, webrtc_loss, sip_loss, webrtc_jitter_ms, sip_jitter_ms, mos, dtmf_events, ended_by`
 
 // insertRecord inserts a row, or completes the row Begin wrote for the
 // call; a second final record for a call changes nothing (RowsAffected 0).
 const insertRecord = `INSERT INTO cdr (` + columns + `)
-	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 	ON CONFLICT(call_id) DO UPDATE SET
 	browser_call_id = excluded.browser_call_id, trunk_call_id = excluded.trunk_call_id,
 	from_uri = excluded.from_uri, to_uri = excluded.to_uri, trunk = excluded.trunk, direction = excluded.direction,
@@ -113,7 +123,8 @@ const insertRecord = `INSERT INTO cdr (` + columns + `)
 	mode = excluded.mode, webrtc_packets_in = excluded.webrtc_packets_in, webrtc_packets_out = excluded.webrtc_packets_out,
 	sip_packets_in = excluded.sip_packets_in, sip_packets_out = excluded.sip_packets_out,
 	webrtc_loss = excluded.webrtc_loss, sip_loss = excluded.sip_loss, webrtc_jitter_ms = excluded.webrtc_jitter_ms,
-	sip_jitter_ms = excluded.sip_jitter_ms, mos = excluded.mos, dtmf_events = excluded.dtmf_events
+	sip_jitter_ms = excluded.sip_jitter_ms, mos = excluded.mos, dtmf_events = excluded.dtmf_events,
+	ended_by = excluded.ended_by
 	WHERE cdr.end_cause = '` + CauseInProgress + `'`
 
 // End causes the store itself gives.
@@ -218,10 +229,17 @@ func migrate(db *sql.DB) error {
 		return fmt.Errorf("schema version %d is newer than this relay's %d", version, schemaVersion)
 	case version == schemaVersion:
 		return nil
-	}
-	// version 0: a new file (or one made by hand without a version).
-	if _, err := db.Exec(createTable); err != nil {
-		return fmt.Errorf("create table: %w", err)
+	case version == 0:
+		// A new file (or one made by hand without a version).
+		if _, err := db.Exec(createTable); err != nil {
+			return fmt.Errorf("create table: %w", err)
+		}
+	default:
+		for v := version; v < schemaVersion; v++ {
+			if _, err := db.Exec(migrations[v]); err != nil {
+				return fmt.Errorf("migrate schema %d to %d: %w", v, v+1, err)
+			}
+		}
 	}
 	if _, err := db.Exec(fmt.Sprintf(`PRAGMA user_version = %d`, schemaVersion)); err != nil {
 		return fmt.Errorf("set schema version: %w", err)
@@ -403,7 +421,7 @@ func args(r Record) []any {
 		r.EndCause, r.SIPCode, r.WebRTCCodec, r.SIPCodec, r.Mode,
 		clampInt64(r.WebRTCPacketsIn), clampInt64(r.WebRTCPacketsOut),
 		clampInt64(r.SIPPacketsIn), clampInt64(r.SIPPacketsOut),
-		r.WebRTCLoss, r.SIPLoss, r.WebRTCJitterMs, r.SIPJitterMs, r.MOS, r.DTMFEvents,
+		r.WebRTCLoss, r.SIPLoss, r.WebRTCJitterMs, r.SIPJitterMs, r.MOS, r.DTMFEvents, r.EndedBy,
 	}
 }
 
@@ -430,7 +448,7 @@ func (s *Store) Query(ctx context.Context, callID string) (Record, error) {
 		&r.CallID, &r.BrowserCallID, &r.TrunkCallID, &r.From, &r.To, &r.Trunk, &r.Direction,
 		&start, &answer, &end, &durationMs, &billableMs, &r.EndCause, &r.SIPCode,
 		&r.WebRTCCodec, &r.SIPCodec, &r.Mode, &wIn, &wOut, &sIn, &sOut,
-		&r.WebRTCLoss, &r.SIPLoss, &r.WebRTCJitterMs, &r.SIPJitterMs, &r.MOS, &r.DTMFEvents,
+		&r.WebRTCLoss, &r.SIPLoss, &r.WebRTCJitterMs, &r.SIPJitterMs, &r.MOS, &r.DTMFEvents, &r.EndedBy,
 	)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Record{}, fmt.Errorf("%w %s", ErrNotFound, callID)

@@ -57,6 +57,9 @@ type HTTP struct {
 	// WSPingInterval is how often a WebSocket with a registration or a
 	// call is pinged; one that sends nothing back for two intervals is closed.
 	WSPingInterval time.Duration `yaml:"ws_ping_interval"`
+	// AdminToken, when set, is the bearer token the call API (/api/calls)
+	// requires; when empty the API answers only to loopback clients.
+	AdminToken string `yaml:"admin_token"`
 }
 
 // SIP is the trunk-facing signalling.

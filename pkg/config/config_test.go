@@ -339,3 +339,21 @@ func TestPprofListenLoopbackOnly(t *testing.T) {
 		t.Fatalf("loopback by env: %+v, %v", c.Debug, err)
 	}
 }
+
+func TestAdminToken(t *testing.T) {
+	c, err := Load(nil, []string{"MEDIARELAY_HTTP_ADMIN_TOKEN=0123456789abcdef-xyz"})
+	if err != nil || c.HTTP.AdminToken != "0123456789abcdef-xyz" {
+		t.Fatalf("env admin token: %q, %v", c.HTTP.AdminToken, err)
+	}
+	if c, err := Load([]string{"--http-admin-token=flag-token-0123456789"}, nil); err != nil || c.HTTP.AdminToken != "flag-token-0123456789" {
+		t.Fatalf("flag admin token: %q, %v", c.HTTP.AdminToken, err)
+	}
+	for _, bad := range []string{"short", "has a space in it 0123", "tab\there-0123456789", "non-ascii-é-0123456789"} {
+		_, err := Load(nil, []string{"MEDIARELAY_HTTP_ADMIN_TOKEN=" + bad})
+		if err == nil || !strings.Contains(err.Error(), "http.admin_token") {
+			t.Errorf("%q: error %v, want one naming http.admin_token", bad, err)
+		} else if strings.Contains(err.Error(), bad) {
+			t.Errorf("the error repeats the secret: %v", err)
+		}
+	}
+}

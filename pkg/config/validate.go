@@ -134,6 +134,10 @@ func (c Config) Validate() error {
 	v.positive("sip.tcp_idle_timeout", c.SIP.TCPIdleTimeout)
 	v.intRange("sip.max_conns", c.SIP.MaxConns, 1, 10_000_000)
 	v.intRange("sip.max_conns_per_source", c.SIP.MaxConnsPerSource, 1, 10_000_000)
+	if t := c.HTTP.AdminToken; t != "" && (len(t) < 16 || strings.ContainsFunc(t, func(r rune) bool { return r <= ' ' || r > '~' })) {
+		// The value itself is never echoed: it is a secret.
+		v.add("http.admin_token", "must be at least 16 printable ASCII characters without spaces")
+	}
 	v.positive("http.ws_idle_timeout", c.HTTP.WSIdleTimeout)
 	v.positive("http.ws_ping_interval", c.HTTP.WSPingInterval)
 	v.intRange("http.max_conns", c.HTTP.MaxConns, 1, 10_000_000)
