@@ -238,11 +238,8 @@ func (r *Relay) open(ctx context.Context) error {
 	}
 	r.closers = append(r.closers, r.webrtc.Close)
 
-	if r.cfg.CDR.Path != "" {
-		if r.cdr, err = cdr.Open(r.cfg.CDR.Path); err != nil {
-			return fmt.Errorf("cdr %s: %w", r.cfg.CDR.Path, err)
-		}
-		r.closers = append(r.closers, r.cdr.Close)
+	if err := r.openCDR(); err != nil {
+		return err
 	}
 
 	if r.tls, err = newTLSState(r.cfg, r.log); err != nil {
@@ -358,6 +355,32 @@ func (r *Relay) open(ctx context.Context) error {
 	go r.serveLog("http", func() error { return r.httpSrv.Serve(r.demux.http) })
 	go r.serveLog("ws", func() error { return r.server.ServeWS(r.demux.ws) })
 	r.startTrunkRegistrations(ctx) // trunkreg.go
+	return nil
+}
+
+// openCDR opens the CDR store the configuration names, if any, and
+// exports its counts.
+func (r *Relay) openCDR() error {
+	var err error
+	opts := cdr.Options{Log: r.log}
+	switch {
+	case r.cfg.CDR.Driver == "postgres":
+		// The DSN's password stays out of errors and logs (cdr.RedactDSN).
+		if r.cdr, err = cdr.OpenPostgres(r.cfg.CDR.DSN, opts); err != nil {
+			return err
+		}
+	case r.cfg.CDR.Path != "":
+		if r.cdr, err = cdr.OpenSQLite(r.cfg.CDR.Path, opts); err != nil {
+			return fmt.Errorf("cdr %s: %w", r.cfg.CDR.Path, err)
+		}
+	default:
+		return nil
+	}
+	r.closers = append(r.closers, r.cdr.Close)
+	r.m.CDR(r.cdr.QueueLength, func() (written, dropped, failed, retries uint64) {
+		st := r.cdr.Stats()
+		return st.Written, st.Dropped, st.Failed, st.Retries
+	})
 	return nil
 }
 

@@ -296,7 +296,7 @@ func TestInProgressClosedAtRestart(t *testing.T) {
 	}
 }
 
-// TestMigrateVersion1: a database of schema 1 (no ended_by) keeps its
+// TestMigrateVersion1: a database of schema 1 (no ended_by, no node) keeps its
 // rows and gains the column.
 func TestMigrateVersion1(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "cdr.db")
@@ -315,7 +315,7 @@ func TestMigrateVersion1(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Make it what a schema-1 relay left: no ended_by column, version 1.
-	for _, q := range []string{`ALTER TABLE cdr DROP COLUMN ended_by`, `PRAGMA user_version = 1`} {
+	for _, q := range []string{`ALTER TABLE cdr DROP COLUMN ended_by`, `ALTER TABLE cdr DROP COLUMN node`, `PRAGMA user_version = 1`} {
 		if _, err := s.db.Exec(q); err != nil {
 			t.Fatal(err)
 		}

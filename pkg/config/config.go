@@ -179,7 +179,13 @@ type Transcode struct {
 
 // CDR says where call detail records go.
 type CDR struct {
-	Path string `yaml:"path"` // SQLite file; empty disables CDRs
+	// Driver is sqlite (the default: the file at Path) or postgres (the
+	// server DSN names, which several relays may share).
+	Driver string `yaml:"driver"`
+	Path   string `yaml:"path"` // SQLite file; empty disables CDRs with the sqlite driver
+	// DSN is the PostgreSQL connection string (postgres://user:pass@host/db
+	// or key=value pairs) for the postgres driver. It is never logged.
+	DSN string `yaml:"dsn"`
 }
 
 // Log sets the log level and format.
@@ -302,7 +308,7 @@ func Default() Config {
 			OpusDTX:        false,
 			OpusPacketLoss: 5,
 		},
-		CDR: CDR{Path: "mediarelay.db"},
+		CDR: CDR{Driver: "sqlite", Path: "mediarelay.db"},
 		Log: Log{Level: "info", Format: "text"},
 	}
 }

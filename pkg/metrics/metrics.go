@@ -177,6 +177,41 @@ func (m *Relay) NewGaugeVec(name, help string, labelNames ...string) *prometheus
 	return v
 }
 
+// CDR exports a CDR store's counts, read at scrape time:
+// mediarelay_cdr_records_total{result} (written, dropped: the queue was
+// full, failed: not written) and mediarelay_cdr_retries_total (batches
+// tried again while the database was unreachable), and
+// mediarelay_cdr_queue_length. Call it once.
+func (m *Relay) CDR(queueLength func() int, stats func() (written, dropped, failed, retries uint64)) {
+	m.reg.MustRegister(&cdrCollector{queue: queueLength, stats: stats})
+}
+
+var (
+	cdrRecordsDesc = prometheus.NewDesc("mediarelay_cdr_records_total", "CDRs handed to the store, by result (written, dropped: queue full, failed: not written).", []string{"result"}, nil)
+	cdrRetriesDesc = prometheus.NewDesc("mediarelay_cdr_retries_total", "CDR batches tried again while the database was unreachable.", nil, nil)
+	cdrQueueDesc   = prometheus.NewDesc("mediarelay_cdr_queue_length", "CDRs waiting to be written.", nil, nil)
+)
+
+type cdrCollector struct {
+	queue func() int
+	stats func() (written, dropped, failed, retries uint64)
+}
+
+func (c *cdrCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- cdrRecordsDesc
+	ch <- cdrRetriesDesc
+	ch <- cdrQueueDesc
+}
+
+func (c *cdrCollector) Collect(ch chan<- prometheus.Metric) {
+	w, d, f, r := c.stats()
+	for result, n := range map[string]uint64{"written": w, "dropped": d, "failed": f} {
+		ch <- prometheus.MustNewConstMetric(cdrRecordsDesc, prometheus.CounterValue, float64(n), result)
+	}
+	ch <- prometheus.MustNewConstMetric(cdrRetriesDesc, prometheus.CounterValue, float64(r))
+	ch <- prometheus.MustNewConstMetric(cdrQueueDesc, prometheus.GaugeValue, float64(c.queue()))
+}
+
 // Registry is the registry holding every metric, for tests and Gather.
 func (m *Relay) Registry() *prometheus.Registry { return m.reg }
 
