@@ -179,6 +179,20 @@ func (c *Call) observeQuality(leg, codec string, loss float64, st media.LegStats
 	c.r.m.Jitter.WithLabelValues(t, leg).Observe(st.Jitter / 1000)
 }
 
+// initFailureCounters starts the ICE and DTLS failure counters at zero
+// for the causes the relay knows.
+func (r *Relay) initFailureCounters() {
+	for _, cause := range []string{media.FailICETimeout, media.FailICEConsent} {
+		r.m.ICEFailures.WithLabelValues(cause)
+	}
+	for _, cause := range []string{media.FailDTLSSetup, media.FailDTLSTimeout, media.FailDTLS, media.FailSRTPKeys} {
+		r.m.DTLSFailures.WithLabelValues(metrics.LegWebRTC, cause)
+	}
+	for _, cause := range []string{media.FailDTLS, media.FailSRTPKeys} {
+		r.m.DTLSFailures.WithLabelValues(metrics.LegSIP, cause)
+	}
+}
+
 // countLegFailure counts a WebRTC leg's failure as an ICE or a DTLS one.
 func (r *Relay) countLegFailure(cause string) {
 	switch {

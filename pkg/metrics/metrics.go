@@ -7,12 +7,58 @@
 package metrics
 
 import (
+	_ "embed"
+	"encoding/json"
+	"fmt"
 	"net/http"
+	"regexp"
+	"sort"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
+
+// Dashboard is a Grafana dashboard (JSON, schema 39) of the relay's
+// metrics: calls, set-up time, quality, packets, drops, CDRs, CPU and
+// memory. Import it in Grafana and pick the Prometheus data source.
+//
+//go:embed dashboard.json
+var Dashboard []byte
+
+var metricNameRE = regexp.MustCompile(`\b(?:mediarelay|go|process)_[a-z0-9_]+\b`)
+
+// DashboardMetrics lists the metric names the dashboard's queries use,
+// sorted, as they appear in the queries (histograms with their _bucket,
+// _sum or _count suffix).
+func DashboardMetrics() ([]string, error) {
+	var d struct {
+		Panels []struct {
+			Title   string
+			Targets []struct{ Expr string }
+		}
+	}
+	if err := json.Unmarshal(Dashboard, &d); err != nil {
+		return nil, fmt.Errorf("dashboard: %w", err)
+	}
+	seen := map[string]bool{}
+	for _, p := range d.Panels {
+		if len(p.Targets) == 0 {
+			return nil, fmt.Errorf("dashboard: panel %q has no query", p.Title)
+		}
+		for _, t := range p.Targets {
+			for _, name := range metricNameRE.FindAllString(t.Expr, -1) {
+				seen[name] = true
+			}
+		}
+	}
+	names := make([]string, 0, len(seen))
+	for n := range seen {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names, nil
+}
 
 // Label values of mediarelay_packets_total and mediarelay_bytes_total, and
 // of the per-leg quality histograms.
@@ -30,6 +76,22 @@ var EndCauses = []string{
 	"normal", "normal_trunk", "busy", "no_answer", "cancelled", "media_timeout",
 	"ice_failed", "trunk_unreachable", "rejected", "error",
 }
+
+// DropReasons are the drop reasons mediarelay_packets_dropped_total starts
+// at zero for; others appear when first counted.
+var DropReasons = []string{
+	"unlatched_source", // from an address the leg is not latched to
+	"malformed",        // not parseable RTP/RTCP
+	"srtp_auth",        // SRTP/SRTCP authentication failed
+	"srtp_replay",      // SRTP replay protection refused it
+	"late",             // arrived too late for the jitter buffer or transcoder
+	"no_route",         // no call owns the port or SSRC
+	"queue_full",       // the outbound queue or socket buffer was full
+}
+
+// SetupFailureCodes are the SIP codes mediarelay_call_setup_failures_total
+// starts at zero for; others appear when first counted.
+var SetupFailureCodes = []string{"403", "404", "407", "480", "486", "488", "503"}
 
 // Modes are the media modes of mediarelay_transcoded_calls_total.
 var Modes = []string{"passthrough", "transcode"}
@@ -149,6 +211,12 @@ func NewRelay(o Options) *Relay {
 
 	if o.Active != nil {
 		reg.MustRegister(&activeCollector{active: o.Active})
+	}
+	for _, reason := range DropReasons {
+		m.PacketsDropped.WithLabelValues(reason)
+	}
+	for _, code := range SetupFailureCodes {
+		m.CallSetupFailures.WithLabelValues(code)
 	}
 	for _, t := range o.Trunks {
 		for _, cause := range EndCauses {

@@ -143,3 +143,21 @@ func TestCountersDoNotAllocate(t *testing.T) {
 		t.Errorf("%v allocations per update", n)
 	}
 }
+
+func TestDashboard(t *testing.T) {
+	names, err := DashboardMetrics()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The names themselves are checked against a live /metrics after a
+	// call in signaling (TestMetricsCall); here only that they were found.
+	for _, want := range []string{"mediarelay_call_setup_seconds_bucket", "process_cpu_seconds_total", "mediarelay_packets_dropped_total"} {
+		found := false
+		for _, n := range names {
+			found = found || n == want
+		}
+		if !found {
+			t.Errorf("dashboard does not query %s: %v", want, names)
+		}
+	}
+}
