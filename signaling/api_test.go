@@ -100,6 +100,10 @@ func TestAPICalls(t *testing.T) {
 	p.sendFrames(25, 160)
 	p.collect(300 * time.Millisecond)
 	id := activeCallID(t, r)
+	// The browser is told the media mode (the softphone shows it).
+	if h := p.dcs.InviteResponse.GetHeader(modeHeader); h == nil || h.Value() != ModePassthrough {
+		t.Errorf("%s in the 200 OK: %v", modeHeader, h)
+	}
 
 	for _, tc := range []struct {
 		method, path, token string
