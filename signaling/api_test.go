@@ -90,16 +90,9 @@ func TestAPILoopbackWithoutToken(t *testing.T) {
 // TestAPICalls lists, reads and hangs up a real call through the API with
 // a bearer token, and refuses what it must.
 func TestAPICalls(t *testing.T) {
-	u := newTrunkUAS(t)
-	r := startRelay(t, func(c *config.Config) {
-		withTrunk(u, ModeAuto, "PCMU")(c)
-		c.HTTP.AdminToken = testAdminToken
-	})
-	p := newPhone(t, "PCMU")
-	p.call(r, "1000")
+	r, u, p, id := startAdminCall(t)
 	p.sendFrames(25, 160)
 	p.collect(300 * time.Millisecond)
-	id := activeCallID(t, r)
 	// The browser is told the media mode (the softphone shows it).
 	if h := p.dcs.InviteResponse.GetHeader(modeHeader); h == nil || h.Value() != ModePassthrough {
 		t.Errorf("%s in the 200 OK: %v", modeHeader, h)
@@ -150,6 +143,34 @@ func TestAPICalls(t *testing.T) {
 	if code, body := apiRequest(t, r, http.MethodDelete, "/api/calls/"+id, testAdminToken); code != http.StatusNoContent {
 		t.Fatalf("DELETE = %d %s", code, body)
 	}
+	checkAdminHangup(t, r, u, p, id)
+	if code, _ := apiRequest(t, r, http.MethodGet, "/api/calls/"+id, testAdminToken); code != http.StatusNotFound {
+		t.Errorf("GET of the ended call = %d", code)
+	}
+	if v := metricValue(metricsText(t, r), "mediarelay_calls_total", `cause="admin_hangup",trunk="carrier"`); v != 1 {
+		t.Errorf("calls_total{admin_hangup,carrier} = %v", v)
+	}
+}
+
+// startAdminCall starts a relay with testAdminToken and a PCMU trunk and
+// places a call through it; it returns the relay, the trunk, the phone and
+// the call's id.
+func startAdminCall(t *testing.T) (*Relay, *trunkUAS, *phone, string) {
+	t.Helper()
+	u := newTrunkUAS(t)
+	r := startRelay(t, func(c *config.Config) {
+		withTrunk(u, ModeAuto, "PCMU")(c)
+		c.HTTP.AdminToken = testAdminToken
+	})
+	p := newPhone(t, "PCMU")
+	p.call(r, "1000")
+	return r, u, p, activeCallID(t, r)
+}
+
+// checkAdminHangup: after an operator's hang-up both legs got a BYE, the
+// call is gone and its CDR says the operator on loopback ended it.
+func checkAdminHangup(t *testing.T, r *Relay, u *trunkUAS, p *phone, id string) {
+	t.Helper()
 	for leg, byes := range map[string]chan struct{}{"trunk": u.byes, "browser": p.byes} {
 		select {
 		case <-byes:
@@ -158,9 +179,6 @@ func TestAPICalls(t *testing.T) {
 		}
 	}
 	waitFor(t, "call cleanup", 5*time.Second, func() bool { return r.ActiveCalls() == 0 })
-	if code, _ := apiRequest(t, r, http.MethodGet, "/api/calls/"+id, testAdminToken); code != http.StatusNotFound {
-		t.Errorf("GET of the ended call = %d", code)
-	}
 	var rec cdr.Record
 	waitFor(t, "cdr", 5*time.Second, func() bool {
 		var err error
@@ -169,8 +187,5 @@ func TestAPICalls(t *testing.T) {
 	})
 	if rec.EndCause != endAdminHangup || rec.EndedBy != "admin@127.0.0.1" {
 		t.Errorf("CDR end cause %q, ended by %q", rec.EndCause, rec.EndedBy)
-	}
-	if v := metricValue(metricsText(t, r), "mediarelay_calls_total", `cause="admin_hangup",trunk="carrier"`); v != 1 {
-		t.Errorf("calls_total{admin_hangup,carrier} = %v", v)
 	}
 }

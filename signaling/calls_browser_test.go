@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mediarelay/mediarelay/pkg/cdr"
-	"github.com/mediarelay/mediarelay/pkg/config"
 	"github.com/mediarelay/mediarelay/signaling/web/browsertest"
 )
 
@@ -22,14 +20,7 @@ func TestAPIBrowserHangup(t *testing.T) {
 	if !browsertest.InNetns(t) {
 		return
 	}
-	u := newTrunkUAS(t)
-	r := startRelay(t, func(c *config.Config) {
-		withTrunk(u, ModeAuto, "PCMU")(c)
-		c.HTTP.AdminToken = testAdminToken
-	})
-	p := newPhone(t, "PCMU")
-	p.call(r, "1000")
-	id := activeCallID(t, r)
+	r, u, p, id := startAdminCall(t)
 
 	dir, err := browsertest.Dir()
 	if err != nil {
@@ -62,20 +53,5 @@ func TestAPIBrowserHangup(t *testing.T) {
 			t.Errorf("the page's row %q lacks %q", res.Cells, want)
 		}
 	}
-	for leg, byes := range map[string]chan struct{}{"trunk": u.byes, "browser": p.byes} {
-		select {
-		case <-byes:
-		case <-time.After(5 * time.Second):
-			t.Errorf("the %s never got a BYE", leg)
-		}
-	}
-	var rec cdr.Record
-	waitFor(t, "cdr", 5*time.Second, func() bool {
-		var err error
-		rec, err = r.CDR().Query(context.Background(), id)
-		return err == nil && rec.EndCause != cdr.CauseInProgress
-	})
-	if rec.EndCause != endAdminHangup || rec.EndedBy != "admin@127.0.0.1" {
-		t.Errorf("CDR end cause %q, ended by %q", rec.EndCause, rec.EndedBy)
-	}
+	checkAdminHangup(t, r, u, p, id)
 }

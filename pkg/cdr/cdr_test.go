@@ -28,6 +28,14 @@ func sample(id string) Record {
 	}
 }
 
+// unansweredSample is a record of a call the trunk refused busy.
+func unansweredSample(id string) Record {
+	r := sample(id)
+	r.Answer = time.Time{}
+	r.EndCause, r.SIPCode, r.Mode = "busy", 486, ""
+	return r
+}
+
 func TestWriteCloseReopenRead(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "cdr.db")
 	s, err := OpenWith(path, 16, quiet)
@@ -35,9 +43,7 @@ func TestWriteCloseReopenRead(t *testing.T) {
 		t.Fatal(err)
 	}
 	answered := sample("call-1")
-	unanswered := sample("call-2")
-	unanswered.Answer = time.Time{}
-	unanswered.EndCause, unanswered.SIPCode, unanswered.Mode = "busy", 486, ""
+	unanswered := unansweredSample("call-2")
 	for _, r := range []Record{answered, unanswered} {
 		if err := s.Write(r); err != nil {
 			t.Fatal(err)

@@ -29,9 +29,7 @@ func TestPostgresWriteQueryMigrate(t *testing.T) {
 		t.Fatal(err)
 	}
 	answered := sample("pg-1")
-	unanswered := sample("pg-2")
-	unanswered.Answer = time.Time{}
-	unanswered.EndCause, unanswered.SIPCode, unanswered.Mode = "busy", 486, ""
+	unanswered := unansweredSample("pg-2")
 	open := sample("pg-3")
 	for _, err := range []error{s.Write(answered), s.Write(unanswered), s.Begin(open)} {
 		if err != nil {
