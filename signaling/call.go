@@ -400,7 +400,6 @@ func (c *Call) beginCDR() {
 // finish writes the CDR and forgets the call.
 func (c *Call) finish() {
 	end := time.Now()
-	c.r.removeCall(c)
 	c.r.countEnd(c.cause, c.trunkName())
 	if !c.answered.IsZero() {
 		c.r.m.Duration.WithLabelValues(c.trunkName(), c.direction).Observe(end.Sub(c.answered).Seconds())
@@ -437,6 +436,9 @@ func (c *Call) finish() {
 		}
 		c.countMedia()
 	}
+	// Forgotten once counted: a scrape that no longer sees the call sees
+	// its end in the counters and histograms.
+	c.r.removeCall(c)
 	if c.r.cdr != nil {
 		if err := c.r.cdr.Write(rec); err != nil {
 			c.log.Error("cdr not written", "err", err)
