@@ -215,6 +215,9 @@ func (l *WebRTCLeg) handshake() {
 		}
 	}
 	pc := &legDTLSConn{l: l, stop: make(chan struct{})}
+	// The connection ignores deadlines: a handshake still waiting for the
+	// browser at the deadline (or at Close) is ended by closing it.
+	stopConn := context.AfterFunc(ctx, pc.close)
 	raddr := &net.UDPAddr{IP: net.IPv4zero}
 	dc, err := newDTLSConn(pc, raddr, l.w.cert, l.dtlsClient, l.fpHash, l.fp, nil)
 	if err != nil {
@@ -226,9 +229,11 @@ func (l *WebRTCLeg) handshake() {
 		l.dtlsDone.Store(true)
 		_ = dc.Close()
 	}
-	if err := dc.HandshakeContext(ctx); err != nil {
+	err = dc.HandshakeContext(ctx)
+	stopConn() // done with the deadline: the session lingers for retransmissions
+	if err != nil {
 		finish()
-		l.fail(handshakeCause(ctx), fmt.Errorf("dtls handshake: %w", err))
+		l.fail(l.handshakeCause(ctx), fmt.Errorf("dtls handshake: %w", err))
 		return
 	}
 	keys, err := srtpFromDTLS(dc, l.dtlsClient)
@@ -293,12 +298,18 @@ const (
 	FailClosed      = "closed"              // the relay's WebRTC port closed
 )
 
-// handshakeCause classifies a failed DTLS handshake.
-func handshakeCause(ctx context.Context) string {
-	if ctx.Err() != nil {
-		return FailDTLSTimeout
+// handshakeCause classifies a failed DTLS handshake: one that ran out of
+// time without a verified ICE check never had a path to run on.
+func (l *WebRTCLeg) handshakeCause(ctx context.Context) string {
+	if ctx.Err() == nil {
+		return FailDTLS
 	}
-	return FailDTLS
+	select {
+	case <-l.haveDst:
+		return FailDTLSTimeout
+	default:
+		return FailICETimeout
+	}
 }
 
 func (l *WebRTCLeg) fail(cause string, err error) {

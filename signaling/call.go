@@ -278,6 +278,11 @@ func (c *Call) watch() {
 		case <-c.ended:
 			return
 		case <-c.webLeg().Failed():
+			select {
+			case <-c.ended: // closing the leg at hang-up is no failure
+				return
+			default:
+			}
 			c.r.countLegFailure(c.webLeg().FailCause())
 			c.hangup(endICEFailed, 0, "")
 			return

@@ -40,7 +40,8 @@ type Record struct {
 	End    time.Time
 
 	// EndCause is one of "normal", "busy", "no_answer", "cancelled",
-	// "media_timeout", "ice_failed", "trunk_unreachable", "rejected", "error".
+	// "media_timeout", "ice_failed", "trunk_unreachable", "rejected", "error",
+	// "admin_hangup" (an operator, through the call API), among others.
 	EndCause string
 	// EndedBy says who ended the call: "browser", "trunk", "relay" (a
 	// timer, an error, shutdown), or "admin@ADDRESS" for an operator

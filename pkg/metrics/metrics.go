@@ -74,7 +74,7 @@ const (
 // scrape.
 var EndCauses = []string{
 	"normal", "normal_trunk", "busy", "no_answer", "cancelled", "media_timeout",
-	"ice_failed", "trunk_unreachable", "rejected", "error",
+	"ice_failed", "trunk_unreachable", "rejected", "error", "admin_hangup",
 }
 
 // DropReasons are the drop reasons mediarelay_packets_dropped_total starts
@@ -279,9 +279,6 @@ func (c *cdrCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(cdrRetriesDesc, prometheus.CounterValue, float64(r))
 	ch <- prometheus.MustNewConstMetric(cdrQueueDesc, prometheus.GaugeValue, float64(c.queue()))
 }
-
-// Registry is the registry holding every metric, for tests and Gather.
-func (m *Relay) Registry() *prometheus.Registry { return m.reg }
 
 // Handler serves the registry for Prometheus scrapes.
 func (m *Relay) Handler() http.Handler {
