@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
+	"net"
 	"net/http"
 	"net/netip"
 	"sort"
@@ -126,10 +127,12 @@ func (c *Call) browserAnswer(invite *sip.Request) *sip.Response {
 // adminAllowed decides whether a call API request may proceed. With a
 // token configured the request must carry it as a bearer token (compared
 // in constant time); without one only loopback clients are served. remote
-// is the connection's peer address, never a header's claim.
-func adminAllowed(token string, remote netip.Addr, authorization string) int {
+// is the connection's peer address, never a header's claim. Without a
+// token the request's Host must name loopback too: a page whose own host
+// name was re-pointed at 127.0.0.1 (DNS rebinding) is not let in.
+func adminAllowed(token string, remote netip.Addr, authorization, host string) int {
 	if token == "" {
-		if remote.Unmap().IsLoopback() {
+		if remote.Unmap().IsLoopback() && loopbackHost(host) {
 			return http.StatusOK
 		}
 		return http.StatusForbidden
@@ -144,6 +147,20 @@ func adminAllowed(token string, remote netip.Addr, authorization string) int {
 		return http.StatusUnauthorized
 	}
 	return http.StatusOK
+}
+
+// loopbackHost says whether a Host header names this machine by a
+// loopback address or "localhost".
+func loopbackHost(host string) bool {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
 }
 
 // remoteAddr is the peer address of the request's connection.
@@ -203,7 +220,7 @@ func (r *Relay) apiHandler() http.Handler {
 	})
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		w.Header().Set("Cache-Control", "no-store")
-		switch adminAllowed(r.cfg.HTTP.AdminToken, remoteAddr(req), req.Header.Get("Authorization")) {
+		switch adminAllowed(r.cfg.HTTP.AdminToken, remoteAddr(req), req.Header.Get("Authorization"), req.Host) {
 		case http.StatusOK:
 			mux.ServeHTTP(w, req)
 		case http.StatusUnauthorized:

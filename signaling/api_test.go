@@ -38,9 +38,29 @@ func TestAdminAllowed(t *testing.T) {
 		{"token, bare token", testAdminToken, testAdminToken, far, http.StatusUnauthorized},
 		{"token, empty bearer", testAdminToken, "Bearer ", far, http.StatusUnauthorized},
 	} {
-		if got := adminAllowed(tc.token, tc.remote, tc.authz); got != tc.want {
+		if got := adminAllowed(tc.token, tc.remote, tc.authz, "127.0.0.1:8080"); got != tc.want {
 			t.Errorf("%s: %d, want %d", tc.name, got, tc.want)
 		}
+	}
+}
+
+// TestAdminAllowedHost: without a token a loopback client must also name
+// loopback in Host, so a rebound DNS name of a hostile page gets nothing.
+func TestAdminAllowedHost(t *testing.T) {
+	lo := netip.MustParseAddr("127.0.0.1")
+	for host, want := range map[string]int{
+		"127.0.0.1:8080": http.StatusOK, "127.0.0.1": http.StatusOK, "[::1]:8080": http.StatusOK, "localhost:8080": http.StatusOK,
+		"LOCALHOST": http.StatusOK, "127.1.2.3:80": http.StatusOK,
+		"evil.example:8080": http.StatusForbidden, "evil.example": http.StatusForbidden, "": http.StatusForbidden,
+		"192.0.2.7:8080": http.StatusForbidden, "localhost.evil.example": http.StatusForbidden,
+	} {
+		if got := adminAllowed("", lo, "", host); got != want {
+			t.Errorf("Host %q: %d, want %d", host, got, want)
+		}
+	}
+	// With a token, Host does not matter: the token does.
+	if got := adminAllowed(testAdminToken, lo, "Bearer "+testAdminToken, "relay.example:8080"); got != http.StatusOK {
+		t.Errorf("token from a named host: %d", got)
 	}
 }
 
@@ -84,6 +104,16 @@ func TestAPILoopbackWithoutToken(t *testing.T) {
 	}
 	if code, _ := apiRequest(t, r, http.MethodGet, "/calls", ""); code != http.StatusOK {
 		t.Errorf("GET /calls = %d", code)
+	}
+	req, _ := http.NewRequest(http.MethodGet, "http://"+r.HTTPAddr().String()+"/api/calls", nil)
+	req.Host = "rebound.example"
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusForbidden {
+		t.Errorf("GET /api/calls with Host rebound.example = %d, want 403", res.StatusCode)
 	}
 }
 
