@@ -1,10 +1,14 @@
 package cdr
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"fmt"
+	"log/slog"
 	"reflect"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -92,7 +96,17 @@ func TestPostgresWriteQueryMigrate(t *testing.T) {
 // runs or while it shuts down.
 func TestPostgresOutage(t *testing.T) {
 	srv := pgtest.Start(t)
-	s, err := OpenPostgres(srv.DSN(), Options{Log: quiet, FlushTimeout: time.Minute})
+	// The server trusts loopback, so any password does; it must show
+	// nowhere in what the store logs while it retries.
+	dsn := strings.Replace(srv.DSN(), "postgres@", "postgres:hunter2@", 1)
+	var logged bytes.Buffer
+	var logMu sync.Mutex
+	log := slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
+		logMu.Lock()
+		defer logMu.Unlock()
+		return logged.Write(p)
+	}), nil))
+	s, err := OpenPostgres(dsn, Options{Log: log, FlushTimeout: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,7 +148,16 @@ func TestPostgresOutage(t *testing.T) {
 	if err := db.QueryRow(`SELECT count(*) FROM cdr WHERE call_id LIKE 'outage-%'`).Scan(&rows); err != nil || rows != 35 {
 		t.Errorf("%d rows in PostgreSQL (%v), want 35", rows, err)
 	}
+	logMu.Lock()
+	defer logMu.Unlock()
+	if text := logged.String(); strings.Contains(text, "hunter2") || !strings.Contains(text, "retrying") {
+		t.Errorf("the store's log shows the password, or no retries:\n%s", text)
+	}
 }
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 
 // TestPostgresGivesUpAtShutdown: with the server gone for good, Close
 // returns after FlushTimeout and counts what it could not write.
