@@ -2,6 +2,7 @@ package signaling
 
 import (
 	"context"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -19,6 +20,7 @@ func TestCDRPostgresCall(t *testing.T) {
 	r := startRelay(t, func(c *config.Config) {
 		withTrunk(u, ModeAuto, "PCMU")(c)
 		c.CDR.Driver, c.CDR.DSN, c.CDR.Path = "postgres", srv.DSN(), ""
+		c.CDR.Spool = filepath.Join(t.TempDir(), "cdr.spool")
 	})
 	p := newPhone(t, "PCMU")
 	p.call(r, "1000")

@@ -363,7 +363,7 @@ func (r *Relay) open(ctx context.Context) error {
 // exports its counts.
 func (r *Relay) openCDR() error {
 	var err error
-	opts := cdr.Options{Log: r.log}
+	opts := cdr.Options{Log: r.log, SpoolPath: r.cfg.CDR.Spool}
 	switch {
 	case r.cfg.CDR.Driver == "postgres":
 		// The DSN's password stays out of errors and logs (cdr.RedactDSN).
@@ -378,9 +378,10 @@ func (r *Relay) openCDR() error {
 		return nil
 	}
 	r.closers = append(r.closers, r.cdr.Close)
-	r.m.CDR(r.cdr.QueueLength, func() (written, dropped, failed, retries uint64) {
+	r.m.CDR(func() metrics.CDRStats {
 		st := r.cdr.Stats()
-		return st.Written, st.Dropped, st.Failed, st.Retries
+		return metrics.CDRStats{Written: st.Written, Dropped: st.Dropped, Failed: st.Failed, Retries: st.Retries,
+			Queued: r.cdr.QueueLength(), Spooled: int(st.Spooled)}
 	})
 	return nil
 }

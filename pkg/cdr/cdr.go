@@ -173,6 +173,7 @@ type Stats struct {
 	Dropped uint64 // refused by Write because the queue was full
 	Failed  uint64 // dequeued but not inserted (database error, duplicate call id)
 	Retries uint64 // batches tried again after the database could not be reached
+	Spooled uint64 // records waiting in the spool file for the database
 }
 
 // Options configure a Store.
@@ -189,6 +190,14 @@ type Options struct {
 	// FlushTimeout is how long Close keeps retrying queued records while
 	// PostgreSQL is unreachable (DefaultFlushTimeout if 0).
 	FlushTimeout time.Duration
+	// SpoolPath, with PostgreSQL, is a file where records wait while the
+	// server cannot take them: the queue keeps moving, and what Close
+	// could not write is written after the next start. Empty: no spool;
+	// records wait in the queue and Close gives up after FlushTimeout.
+	SpoolPath string
+	// SpoolMaxBytes bounds the spool file (DefaultSpoolMaxBytes if 0);
+	// records beyond it are counted as failed.
+	SpoolMaxBytes int64
 }
 
 // DefaultFlushTimeout bounds how long Close waits for an unreachable
@@ -250,6 +259,9 @@ type Store struct {
 	log   *slog.Logger
 	node  string
 	flush time.Duration
+
+	sp      *spool // with PostgreSQL and Options.SpoolPath; the writer's alone
+	spooled atomic.Int64
 
 	mu      sync.Mutex
 	closed  bool
@@ -342,7 +354,21 @@ func start(db *sql.DB, d dialect, name string, o Options) (*Store, error) {
 	if n, _ := res.RowsAffected(); n > 0 {
 		o.Log.Warn("CDRs of calls in progress when the relay last stopped closed", "db", name, "rows", n, "cause", CauseRelayRestart)
 	}
+	var sp *spool
+	if o.SpoolPath != "" && d.retry {
+		if o.SpoolMaxBytes <= 0 {
+			o.SpoolMaxBytes = DefaultSpoolMaxBytes
+		}
+		if sp, err = openSpool(o.SpoolPath, o.SpoolMaxBytes); err != nil {
+			db.Close()
+			return nil, err
+		}
+		if sp.count > 0 {
+			o.Log.Info("CDRs spooled while the database was away will be written", "spool", o.SpoolPath, "records", sp.count)
+		}
+	}
 	s := &Store{
+		sp:      sp,
 		db:      db,
 		d:       d,
 		log:     o.Log.With("component", "cdr", "db", name),
@@ -352,6 +378,9 @@ func start(db *sql.DB, d dialect, name string, o Options) (*Store, error) {
 		queue:   make(chan Record, o.QueueSize),
 		pending: make(map[string]struct{}),
 		done:    make(chan struct{}),
+	}
+	if sp != nil {
+		s.spooled.Store(int64(sp.count))
 	}
 	go s.writer()
 	return s, nil
@@ -499,7 +528,8 @@ func (s *Store) queueRecord(r Record) error {
 
 // Stats returns the counts of written, dropped, failed and retried records.
 func (s *Store) Stats() Stats {
-	return Stats{Written: s.written.Load(), Dropped: s.dropped.Load(), Failed: s.failed.Load(), Retries: s.retries.Load()}
+	return Stats{Written: s.written.Load(), Dropped: s.dropped.Load(), Failed: s.failed.Load(), Retries: s.retries.Load(),
+		Spooled: uint64(s.spooled.Load())}
 }
 
 // QueueLength is how many records wait for the writer.
@@ -527,36 +557,140 @@ func (s *Store) Close() error {
 }
 
 // writer inserts queued records, batching what has piled up into one
-// transaction so a burst of hang-ups costs one fsync, not hundreds.
+// transaction so a burst of hang-ups costs one fsync, not hundreds. With a
+// spool, it also writes spooled records once the database takes them.
 func (s *Store) writer() {
 	defer close(s.done)
 	batch := make([]Record, 0, maxBatch)
-	for r := range s.queue {
-		batch = append(batch[:0], r)
-	fill:
-		for len(batch) < maxBatch {
-			select {
-			case r, ok := <-s.queue:
-				if !ok {
+	backoff := time.Duration(0) // records an earlier run spooled: at once
+	var retry <-chan time.Time
+	arm := func() {
+		if retry == nil && s.sp != nil && s.sp.count > 0 {
+			retry = time.After(backoff)
+		}
+	}
+	arm()
+	for {
+		select {
+		case r, ok := <-s.queue:
+			if !ok {
+				s.flushSpool()
+				return
+			}
+			batch = append(batch[:0], r)
+		fill:
+			for len(batch) < maxBatch {
+				select {
+				case r, ok := <-s.queue:
+					if !ok {
+						break fill
+					}
+					batch = append(batch, r)
+				default:
 					break fill
 				}
-				batch = append(batch, r)
-			default:
-				break fill
 			}
+			s.write(batch)
+			s.mu.Lock()
+			for _, r := range batch {
+				delete(s.pending, pendingKey(r))
+			}
+			s.mu.Unlock()
+			if backoff == 0 {
+				backoff = minBackoff
+			}
+			arm()
+		case <-retry:
+			retry = nil
+			if s.replay() {
+				backoff = minBackoff
+			} else {
+				backoff = min(2*max(backoff, minBackoff), maxBackoff)
+			}
+			arm()
 		}
-		s.write(batch)
-		s.mu.Lock()
-		for _, r := range batch {
-			delete(s.pending, pendingKey(r))
-		}
-		s.mu.Unlock()
 	}
 }
 
-// write inserts batch; while the server cannot be reached it tries again
-// with backoff, until Close has waited FlushTimeout.
+// toSpool puts batch in the spool; what does not fit is counted as failed.
+func (s *Store) toSpool(batch []Record, why error) {
+	n, err := s.sp.append(batch)
+	s.spooled.Store(int64(s.sp.count))
+	if n > 0 {
+		s.log.Warn("CDRs spooled: the database does not take them now", "records", n, "spooled", s.sp.count, "err", why)
+	}
+	if err != nil {
+		s.fail(len(batch)-n, err)
+	}
+}
+
+// replay writes the spooled records; it reports whether the spool is
+// empty now. What was written leaves the spool even if the rest fails.
+func (s *Store) replay() bool {
+	recs, err := s.sp.load()
+	if err != nil {
+		s.log.Error("spool unreadable", "err", err)
+		return false
+	}
+	done := 0
+	for done < len(recs) {
+		chunk := recs[done:min(done+maxBatch, len(recs))]
+		if err = s.insert(chunk); err != nil {
+			break
+		}
+		done += len(chunk)
+	}
+	if done > 0 || len(recs) == 0 {
+		if rerr := s.sp.replace(recs[done:]); rerr != nil {
+			s.log.Error("spool not rewritten", "err", rerr)
+		}
+		s.spooled.Store(int64(s.sp.count))
+	}
+	if err != nil {
+		n := s.retries.Add(1)
+		s.log.Warn("spooled CDRs not written yet; retrying", "records", len(recs)-done, "retries_total", n, "err", err)
+		return false
+	}
+	if done > 0 {
+		s.log.Info("spooled CDRs written", "records", done)
+	}
+	return true
+}
+
+// flushSpool, at Close, tries the spool until FlushTimeout; what stays
+// there is written after the next start.
+func (s *Store) flushSpool() {
+	if s.sp == nil || s.sp.count == 0 {
+		return
+	}
+	deadline := time.Now().Add(s.flush)
+	backoff := minBackoff
+	for !s.replay() {
+		if time.Now().Add(backoff).After(deadline) {
+			s.log.Warn("CDRs stay in the spool for the next start", "spool", s.sp.path, "records", s.sp.count)
+			return
+		}
+		time.Sleep(backoff)
+		backoff = min(2*backoff, maxBackoff)
+	}
+}
+
+// write inserts batch. With a spool, a batch the server does not take
+// goes there; without one, while the server cannot be reached, write
+// tries again with backoff, until Close has waited FlushTimeout.
 func (s *Store) write(batch []Record) {
+	if s.sp != nil {
+		// Behind what waits in the spool, or instead of waiting here.
+		if s.sp.count > 0 {
+			s.toSpool(batch, errors.New("earlier records are spooled"))
+			return
+		}
+		if err := s.insert(batch); err != nil {
+			s.retries.Add(1)
+			s.toSpool(batch, err)
+		}
+		return
+	}
 	backoff := minBackoff
 	closing := s.closing
 	var deadline time.Time

@@ -4,8 +4,12 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"sync"
@@ -176,5 +180,137 @@ func TestPostgresGivesUpAtShutdown(t *testing.T) {
 	s.Close()
 	if st := s.Stats(); st.Failed != 3 || st.Written != 0 {
 		t.Errorf("stats %+v, want 3 failed", st)
+	}
+}
+
+// countRows counts the rows whose call id starts with prefix.
+func countRows(t *testing.T, dsn, prefix string) int {
+	t.Helper()
+	db, err := sql.Open("pgx", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var n int
+	if err := db.QueryRow(`SELECT count(*) FROM cdr WHERE call_id LIKE $1`, prefix+"%").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestPostgresSpool: with a spool, records the server cannot take wait on
+// disk (the queue keeps moving) and are written when it is back.
+func TestPostgresSpool(t *testing.T) {
+	srv := pgtest.Start(t)
+	spool := filepath.Join(t.TempDir(), "cdr.spool")
+	s, err := OpenPostgres(srv.DSN(), Options{Log: quiet, SpoolPath: spool, QueueSize: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	srv.Stop()
+	// Ten times what the queue holds: the spool takes them as they come.
+	// A record the full queue refuses is sent again once it has room.
+	for i := range 40 {
+		for {
+			err := s.Write(sample(fmt.Sprintf("spool-%d", i)))
+			if err == nil {
+				break
+			}
+			if !errors.Is(err, ErrQueueFull) {
+				t.Fatalf("record %d: %v", i, err)
+			}
+			for s.QueueLength() >= 4 {
+				time.Sleep(time.Millisecond)
+			}
+		}
+	}
+	waitStats(t, s, "all spooled", func(st Stats) bool { return st.Spooled == 40 })
+	srv.Restart()
+	waitStats(t, s, "spool written", func(st Stats) bool { return st.Written == 40 && st.Spooled == 0 })
+	if n := countRows(t, srv.DSN(), "spool-"); n != 40 {
+		t.Errorf("%d rows, want 40", n)
+	}
+	if st := s.Stats(); st.Failed != 0 {
+		t.Errorf("stats %+v", st)
+	}
+	if _, err := os.Stat(spool); !os.IsNotExist(err) {
+		t.Errorf("spool file left after it was written: %v", err)
+	}
+}
+
+// TestPostgresSpoolAcrossRestart: what a relay stopping during an outage
+// could not write stays in the spool and is written after its next start.
+func TestPostgresSpoolAcrossRestart(t *testing.T) {
+	srv := pgtest.Start(t)
+	spool := filepath.Join(t.TempDir(), "cdr.spool")
+	o := Options{Log: quiet, SpoolPath: spool, FlushTimeout: 100 * time.Millisecond}
+	s, err := OpenPostgres(srv.DSN(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Stop()
+	for i := range 10 {
+		if err := s.Write(sample(fmt.Sprintf("restart-%d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	if st := s.Stats(); st.Spooled != 10 || st.Failed != 0 {
+		t.Fatalf("after Close in the outage: %+v, want 10 spooled", st)
+	}
+	// A torn last line, as a crash mid-append leaves, is skipped.
+	f, err := os.OpenFile(spool, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString(`{"CallID":"torn`)
+	f.Close()
+
+	srv.Restart()
+	s, err = OpenPostgres(srv.DSN(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	waitStats(t, s, "spool written after the start", func(st Stats) bool { return st.Written == 10 && st.Spooled == 0 })
+	if n := countRows(t, srv.DSN(), "restart-"); n != 10 {
+		t.Errorf("%d rows, want 10", n)
+	}
+}
+
+// TestSpoolBound: past its bound the spool refuses records, which are
+// counted as failed, not silently lost.
+func TestSpoolBound(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "cdr.spool")
+	line, _ := json.Marshal(sample("bound-0"))
+	sp, err := openSpool(path, int64(3*(len(line)+1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var recs []Record
+	for i := range 5 {
+		recs = append(recs, sample(fmt.Sprintf("bound-%d", i)))
+	}
+	n, err := sp.append(recs)
+	if n != 3 || !errors.Is(err, errSpoolFull) {
+		t.Fatalf("append = %d, %v; want 3, errSpoolFull", n, err)
+	}
+	got, err := sp.load()
+	if err != nil || len(got) != 3 || !reflect.DeepEqual(got[2], recs[2]) {
+		t.Fatalf("load = %d records, %v", len(got), err)
+	}
+	if err := sp.replace(got[1:]); err != nil || sp.count != 2 {
+		t.Fatalf("replace: %v, count %d", err, sp.count)
+	}
+	reopened, err := openSpool(path, 1<<20)
+	if err != nil || reopened.count != 2 || reopened.size != sp.size {
+		t.Fatalf("reopened: %+v, %v", reopened, err)
+	}
+	if err := sp.replace(nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Errorf("empty spool still on disk: %v", err)
 	}
 }

@@ -186,6 +186,10 @@ type CDR struct {
 	// DSN is the PostgreSQL connection string (postgres://user:pass@host/db
 	// or key=value pairs) for the postgres driver. It is never logged.
 	DSN string `yaml:"dsn"`
+	// Spool is the file where, with the postgres driver, CDRs wait while
+	// the server cannot take them (written after it is back, even after a
+	// restart); empty: they wait in memory only.
+	Spool string `yaml:"spool"`
 }
 
 // Log sets the log level and format.
@@ -308,7 +312,7 @@ func Default() Config {
 			OpusDTX:        false,
 			OpusPacketLoss: 5,
 		},
-		CDR: CDR{Driver: "sqlite", Path: "mediarelay.db"},
+		CDR: CDR{Driver: "sqlite", Path: "mediarelay.db", Spool: "mediarelay-cdr.spool"},
 		Log: Log{Level: "info", Format: "text"},
 	}
 }

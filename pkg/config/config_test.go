@@ -61,7 +61,7 @@ func TestFullExample(t *testing.T) {
 			WebRTCPort: 3478, Timeout: 90 * time.Second, Latching: "learn",
 		},
 		Transcode: Transcode{OpusComplexity: 3, OpusBitrate: 24000, OpusFEC: false, OpusDTX: true, OpusPacketLoss: 10},
-		CDR:       CDR{Driver: "sqlite", Path: "/var/lib/mediarelay/cdr.db"},
+		CDR:       CDR{Driver: "sqlite", Path: "/var/lib/mediarelay/cdr.db", Spool: "mediarelay-cdr.spool"},
 		Log:       Log{Level: "debug", Format: "json"},
 		Trunk:     "carrier",
 		Trunks: []Trunk{

@@ -245,39 +245,47 @@ func (m *Relay) NewGaugeVec(name, help string, labelNames ...string) *prometheus
 	return v
 }
 
+// CDRStats are a CDR store's counts.
+type CDRStats struct {
+	Written, Dropped, Failed, Retries uint64
+	Queued, Spooled                   int
+}
+
 // CDR exports a CDR store's counts, read at scrape time:
 // mediarelay_cdr_records_total{result} (written, dropped: the queue was
-// full, failed: not written) and mediarelay_cdr_retries_total (batches
-// tried again while the database was unreachable), and
-// mediarelay_cdr_queue_length. Call it once.
-func (m *Relay) CDR(queueLength func() int, stats func() (written, dropped, failed, retries uint64)) {
-	m.reg.MustRegister(&cdrCollector{queue: queueLength, stats: stats})
+// full, failed: not written), mediarelay_cdr_retries_total (attempts that
+// found the database unreachable), mediarelay_cdr_queue_length and
+// mediarelay_cdr_spooled (records waiting in the spool file). Call it once.
+func (m *Relay) CDR(stats func() CDRStats) {
+	m.reg.MustRegister(&cdrCollector{stats: stats})
 }
 
 var (
 	cdrRecordsDesc = prometheus.NewDesc("mediarelay_cdr_records_total", "CDRs handed to the store, by result (written, dropped: queue full, failed: not written).", []string{"result"}, nil)
-	cdrRetriesDesc = prometheus.NewDesc("mediarelay_cdr_retries_total", "CDR batches tried again while the database was unreachable.", nil, nil)
+	cdrRetriesDesc = prometheus.NewDesc("mediarelay_cdr_retries_total", "CDR writes that found the database unreachable.", nil, nil)
 	cdrQueueDesc   = prometheus.NewDesc("mediarelay_cdr_queue_length", "CDRs waiting to be written.", nil, nil)
+	cdrSpoolDesc   = prometheus.NewDesc("mediarelay_cdr_spooled", "CDRs waiting in the spool file for the database.", nil, nil)
 )
 
 type cdrCollector struct {
-	queue func() int
-	stats func() (written, dropped, failed, retries uint64)
+	stats func() CDRStats
 }
 
 func (c *cdrCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- cdrRecordsDesc
 	ch <- cdrRetriesDesc
 	ch <- cdrQueueDesc
+	ch <- cdrSpoolDesc
 }
 
 func (c *cdrCollector) Collect(ch chan<- prometheus.Metric) {
-	w, d, f, r := c.stats()
-	for result, n := range map[string]uint64{"written": w, "dropped": d, "failed": f} {
+	st := c.stats()
+	for result, n := range map[string]uint64{"written": st.Written, "dropped": st.Dropped, "failed": st.Failed} {
 		ch <- prometheus.MustNewConstMetric(cdrRecordsDesc, prometheus.CounterValue, float64(n), result)
 	}
-	ch <- prometheus.MustNewConstMetric(cdrRetriesDesc, prometheus.CounterValue, float64(r))
-	ch <- prometheus.MustNewConstMetric(cdrQueueDesc, prometheus.GaugeValue, float64(c.queue()))
+	ch <- prometheus.MustNewConstMetric(cdrRetriesDesc, prometheus.CounterValue, float64(st.Retries))
+	ch <- prometheus.MustNewConstMetric(cdrQueueDesc, prometheus.GaugeValue, float64(st.Queued))
+	ch <- prometheus.MustNewConstMetric(cdrSpoolDesc, prometheus.GaugeValue, float64(st.Spooled))
 }
 
 // Handler serves the registry for Prometheus scrapes.
