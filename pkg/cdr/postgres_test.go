@@ -163,21 +163,29 @@ type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 
-// TestPostgresGivesUpAtShutdown: with the server gone for good, Close
-// returns after FlushTimeout and counts what it could not write.
-func TestPostgresGivesUpAtShutdown(t *testing.T) {
+// closeInOutage opens a store with o on a fresh server, stops the server,
+// writes n records named prefix0… and closes the store.
+func closeInOutage(t *testing.T, o Options, prefix string, n int) (*pgtest.Server, *Store) {
+	t.Helper()
 	srv := pgtest.Start(t)
-	s, err := OpenPostgres(srv.DSN(), Options{Log: quiet, FlushTimeout: 200 * time.Millisecond})
+	s, err := OpenPostgres(srv.DSN(), o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv.Stop()
-	for i := range 3 {
-		if err := s.Write(sample(fmt.Sprintf("lost-%d", i))); err != nil {
+	for i := range n {
+		if err := s.Write(sample(fmt.Sprintf("%s%d", prefix, i))); err != nil {
 			t.Fatal(err)
 		}
 	}
 	s.Close()
+	return srv, s
+}
+
+// TestPostgresGivesUpAtShutdown: with the server gone for good, Close
+// returns after FlushTimeout and counts what it could not write.
+func TestPostgresGivesUpAtShutdown(t *testing.T) {
+	_, s := closeInOutage(t, Options{Log: quiet, FlushTimeout: 200 * time.Millisecond}, "lost-", 3)
 	if st := s.Stats(); st.Failed != 3 || st.Written != 0 {
 		t.Errorf("stats %+v, want 3 failed", st)
 	}
@@ -242,20 +250,9 @@ func TestPostgresSpool(t *testing.T) {
 // TestPostgresSpoolAcrossRestart: what a relay stopping during an outage
 // could not write stays in the spool and is written after its next start.
 func TestPostgresSpoolAcrossRestart(t *testing.T) {
-	srv := pgtest.Start(t)
 	spool := filepath.Join(t.TempDir(), "cdr.spool")
 	o := Options{Log: quiet, SpoolPath: spool, FlushTimeout: 100 * time.Millisecond}
-	s, err := OpenPostgres(srv.DSN(), o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.Stop()
-	for i := range 10 {
-		if err := s.Write(sample(fmt.Sprintf("restart-%d", i))); err != nil {
-			t.Fatal(err)
-		}
-	}
-	s.Close()
+	srv, s := closeInOutage(t, o, "restart-", 10)
 	if st := s.Stats(); st.Spooled != 10 || st.Failed != 0 {
 		t.Fatalf("after Close in the outage: %+v, want 10 spooled", st)
 	}
