@@ -485,9 +485,7 @@ func (l *RTPLeg) Stats() LegStats {
 		Jitter:     l.recv.jitterMs(),
 	}
 	l.peerStats(&s)
-	if t := l.recv.lastRecv.Load(); t != 0 {
-		s.LastReceived = time.Unix(0, t)
-	}
+	l.recv.times(&s)
 	return s
 }
 

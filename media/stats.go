@@ -20,6 +20,8 @@ type LegStats struct {
 	Jitter float64
 	// LastReceived is when the last accepted RTP packet arrived; zero if none.
 	LastReceived time.Time
+	// FirstReceived is when the first accepted RTP packet arrived; zero if none.
+	FirstReceived time.Time
 
 	// What the peer reports about our stream in its RTCP SR/RR.
 	RemoteLost         int64   // cumulative
@@ -64,6 +66,7 @@ type recvStats struct {
 	pubJitter  atomic.Uint32
 	lostBefore atomic.Int64 // lost by earlier sources
 	lastRecv   atomic.Int64 // unix nanos
+	firstRecv  atomic.Int64 // unix nanos, stored with the first source
 }
 
 func (s *recvStats) initSeq(seq uint16) {
@@ -86,6 +89,8 @@ func (s *recvStats) update(pkt []byte, now time.Time) {
 		// cumulative total, then start over as A.1 does for a new SSRC.
 		if s.have {
 			s.lostBefore.Add(s.lost())
+		} else {
+			s.firstRecv.Store(now.UnixNano())
 		}
 		s.have, s.ssrc = true, ssrc
 		s.initSeq(seq)
@@ -163,6 +168,16 @@ func (s *recvStats) currentLost() int64 {
 	}
 	expected := int64(s.pubExtMax.Load()) - int64(s.pubBase.Load()) + 1
 	return expected - int64(s.pubRecv.Load())
+}
+
+// times fills in when the first and the last packet arrived.
+func (s *recvStats) times(st *LegStats) {
+	if t := s.firstRecv.Load(); t != 0 {
+		st.FirstReceived = time.Unix(0, t)
+	}
+	if t := s.lastRecv.Load(); t != 0 {
+		st.LastReceived = time.Unix(0, t)
+	}
 }
 
 // jitterMs converts the published jitter to milliseconds.

@@ -232,7 +232,7 @@ func (w *WebRTC) Close() error {
 		}
 		w.mu.Unlock()
 		for _, l := range legs {
-			l.fail(errors.New("webrtc port closed"))
+			l.fail(FailClosed, errors.New("webrtc port closed"))
 		}
 	})
 	return nil

@@ -76,6 +76,7 @@ type WebRTCLeg struct {
 	closed    chan struct{}
 	connOnce  sync.Once
 	failOnce  sync.Once
+	failCause string // written once before failed is closed
 	closeOnce sync.Once
 	isDown    atomic.Bool
 
@@ -237,15 +238,18 @@ func (l *WebRTCLeg) handshake() {
 		select {
 		case <-l.haveDst:
 		case <-ctx.Done():
-			l.fail(errors.New("no ICE connectivity check before the timeout"))
+			l.fail(FailICETimeout, errors.New("no ICE connectivity check before the timeout"))
 			return
 		}
 	}
 	pc := &legDTLSConn{l: l, stop: make(chan struct{})}
+	// The connection ignores deadlines: a handshake still waiting for the
+	// browser at the deadline (or at Close) is ended by closing it.
+	stopConn := context.AfterFunc(ctx, pc.close)
 	raddr := &net.UDPAddr{IP: net.IPv4zero}
 	dc, err := newDTLSConn(pc, raddr, l.w.cert, l.dtlsClient, l.fpHash, l.fp, nil)
 	if err != nil {
-		l.fail(fmt.Errorf("dtls: %w", err))
+		l.fail(FailDTLSSetup, fmt.Errorf("dtls: %w", err))
 		return
 	}
 	finish := func() {
@@ -253,9 +257,11 @@ func (l *WebRTCLeg) handshake() {
 		l.dtlsDone.Store(true)
 		_ = dc.Close()
 	}
-	if err := dc.HandshakeContext(ctx); err != nil {
+	err = dc.HandshakeContext(ctx)
+	stopConn() // done with the deadline: the session lingers for retransmissions
+	if err != nil {
 		finish()
-		l.fail(fmt.Errorf("dtls handshake: %w", err))
+		l.fail(l.handshakeCause(ctx), fmt.Errorf("dtls handshake: %w", err))
 		return
 	}
 	keys, err := srtpFromDTLS(dc, l.dtlsClient)
@@ -265,7 +271,7 @@ func (l *WebRTCLeg) handshake() {
 	}
 	if err != nil {
 		finish()
-		l.fail(err)
+		l.fail(FailSRTPKeys, err)
 		return
 	}
 	l.srtp.Store(sess)
@@ -297,7 +303,7 @@ func (l *WebRTCLeg) tick(now time.Time) {
 		return
 	}
 	if last := l.lastConsent.Load(); now.Sub(time.Unix(0, last)) > l.w.opts.ConsentTimeout {
-		l.fail(errors.New("ICE consent expired: no connectivity check from the browser"))
+		l.fail(FailICEConsent, errors.New("ICE consent expired: no connectivity check from the browser"))
 		return
 	}
 	if now.After(l.nextReport) {
@@ -309,8 +315,35 @@ func (l *WebRTCLeg) tick(now time.Time) {
 	}
 }
 
-func (l *WebRTCLeg) fail(err error) {
+// Causes of a WebRTC leg's failure (FailCause).
+const (
+	FailICETimeout  = "ice_timeout"         // no verified connectivity check in time
+	FailICEConsent  = "ice_consent_expired" // the browser stopped sending checks
+	FailICETCPLost  = "ice_tcp_closed"      // the ICE-TCP connection of the selected pair closed
+	FailDTLSSetup   = "dtls_setup"          // the DTLS connection could not be made
+	FailDTLSTimeout = "dtls_timeout"        // the handshake did not complete in time
+	FailDTLS        = "dtls_handshake"      // the handshake failed (alert, fingerprint)
+	FailSRTPKeys    = "srtp_keys"           // no SRTP keys from the handshake
+	FailClosed      = "closed"              // the relay's WebRTC port closed
+)
+
+// handshakeCause classifies a failed DTLS handshake: one that ran out of
+// time without a verified ICE check never had a path to run on.
+func (l *WebRTCLeg) handshakeCause(ctx context.Context) string {
+	if ctx.Err() == nil {
+		return FailDTLS
+	}
+	select {
+	case <-l.haveDst:
+		return FailDTLSTimeout
+	default:
+		return FailICETimeout
+	}
+}
+
+func (l *WebRTCLeg) fail(cause string, err error) {
 	l.failOnce.Do(func() {
+		l.failCause = cause
 		if !l.isClosed() {
 			l.log.Info("webrtc leg failed", "err", err)
 		}
@@ -321,6 +354,17 @@ func (l *WebRTCLeg) fail(err error) {
 // Failed is closed when ICE or DTLS fails, never completes, or the
 // browser's consent expires.
 func (l *WebRTCLeg) Failed() <-chan struct{} { return l.failed }
+
+// FailCause says why the leg failed (one of the Fail* constants); it is
+// set once Failed is closed, and "" before.
+func (l *WebRTCLeg) FailCause() string {
+	select {
+	case <-l.failed:
+		return l.failCause
+	default:
+		return ""
+	}
+}
 
 // Connected is closed once ICE and DTLS have completed.
 func (l *WebRTCLeg) Connected() <-chan struct{} { return l.connected }
@@ -426,9 +470,7 @@ func (l *WebRTCLeg) Stats() LegStats {
 		Lost:       l.rx.totalLost(),
 		Jitter:     l.rx.jitterMs(),
 	}
-	if ns := l.rx.lastRecv.Load(); ns != 0 {
-		s.LastReceived = time.Unix(0, ns)
-	}
+	l.rx.times(&s)
 	l.peerStats(&s)
 	return s
 }

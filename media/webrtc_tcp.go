@@ -227,7 +227,7 @@ func (p *tcpPair) ended() {
 	p.t.mu.Unlock()
 	if l := p.leg.Load(); l != nil {
 		if d := l.dst.Load(); d != nil && d.tcp == p {
-			l.fail(errors.New("ice-tcp connection closed"))
+			l.fail(FailICETCPLost, errors.New("ice-tcp connection closed"))
 		}
 	}
 }

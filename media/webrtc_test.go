@@ -169,3 +169,29 @@ func BenchmarkWebRTCLegWrite(b *testing.B) {
 		}
 	}
 }
+
+// TestWebRTCLegFailCause: a browser that never sends a connectivity check
+// fails its leg as an ICE timeout, and says so.
+func TestWebRTCLegFailCause(t *testing.T) {
+	w, err := NewWebRTC(WebRTCOptions{BindIP: "127.0.0.1", ConnectTimeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	leg, _, err := w.Answer(offerOf(t, browserPC(t)), "PCMU") // the browser never gets the answer
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer leg.Close()
+	if c := leg.FailCause(); c != "" {
+		t.Errorf("FailCause before failing = %q", c)
+	}
+	select {
+	case <-leg.Failed():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the leg did not fail")
+	}
+	if c := leg.FailCause(); c != FailICETimeout {
+		t.Errorf("FailCause = %q, want %q", c, FailICETimeout)
+	}
+}

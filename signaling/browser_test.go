@@ -68,8 +68,19 @@ func TestBrowser(t *testing.T) {
 					t.Errorf("%v Hz came back at %.1f dB (quiet %v Hz at %.1f dB): not detected", f, db, quiet, floor)
 				}
 			}
+			t.Logf("the page's call panel: %v", res.CallInfo)
+			// The page shows the call: the mode the relay named, a codec,
+			// and round-trip time, loss and jitter from getStats().
+			if res.RelayMode != tc.mode || res.CallInfo["mode"] != tc.mode {
+				t.Errorf("the page says mode %q (panel %q), the relay used %s", res.RelayMode, res.CallInfo["mode"], tc.mode)
+			}
+			for _, k := range []string{"codec", "rtt", "loss", "jitter"} {
+				if v := res.CallInfo[k]; v == "" || v == "–" {
+					t.Errorf("the page's call panel shows no %s: %q", k, res.CallInfo)
+				}
+			}
 			before := modes[tc.mode]
-			modes[tc.mode] = r.m.TranscodedCalls.With(tc.mode).Value()
+			modes[tc.mode] = sumCounter(t, r.m.TranscodedCalls, "mode", tc.mode)
 			if modes[tc.mode] != before+1 {
 				t.Errorf("the call did not run in mode %s", tc.mode)
 			}

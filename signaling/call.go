@@ -16,6 +16,7 @@ import (
 
 	"github.com/mediarelay/mediarelay/media"
 	"github.com/mediarelay/mediarelay/pkg/cdr"
+	"github.com/mediarelay/mediarelay/pkg/metrics"
 	"github.com/mediarelay/mediarelay/pkg/sdp"
 )
 
@@ -68,11 +69,17 @@ type Call struct {
 	answerSDP    string
 	active       atomic.Pointer[activeMedia] // plan and forwarding, replaced when the trunk changes codec (codecchange.go)
 	mediaUp      bool
-	counted      legCounts // packets and bytes already in the relay's counters
+	firstMedia   atomic.Bool // mediarelay_call_first_media_seconds observed
+	counted      legCounts   // packets and bytes already in the relay's counters
 	mediaWG      sync.WaitGroup
 	sec          callSecurity // SIP leg encryption (sdes.go, dtls.go)
 
 	start, answered time.Time
+	// answeredNS is answered in Unix nanoseconds (0 until then), for
+	// goroutines other than the call's signalling (metrics, the call API).
+	answeredNS atomic.Int64
+	// endedBy, when set, is the operator who hung the call up (api.go).
+	endedBy atomic.Pointer[string]
 
 	// Inbound calls (trunk → browser, inbound.go): the relay is the UAS
 	// towards the trunk and the UAC towards the browser.
@@ -196,7 +203,7 @@ func (c *Call) setupMedia(answer sdp.Audio) error {
 	}
 	// Counted once, with the mode of the setup, even if the trunk changes
 	// codec later (the CDR has the final mode).
-	c.r.m.TranscodedCalls.With(plan.Mode).Inc()
+	c.r.m.TranscodedCalls.WithLabelValues(plan.Mode, c.trunkName()).Inc()
 	c.log.Info("media negotiated", "mode", plan.Mode, "sip_codec", plan.SIPCodec.Name, "webrtc_codec", plan.BrowserCodec)
 	return nil
 }
@@ -271,9 +278,16 @@ func (c *Call) watch() {
 		case <-c.ended:
 			return
 		case <-c.webLeg().Failed():
+			select {
+			case <-c.ended: // closing the leg at hang-up is no failure
+				return
+			default:
+			}
+			c.r.countLegFailure(c.webLeg().FailCause())
 			c.hangup(endICEFailed, 0, "")
 			return
 		case now := <-t.C:
+			c.observeFirstMedia()
 			if c.srtpAuthFailing() {
 				c.log.Warn("trunk's SRTP keeps failing authentication; ending the call")
 				c.hangup(endSRTPAuth, 0, "")
@@ -391,10 +405,13 @@ func (c *Call) beginCDR() {
 // finish writes the CDR and forgets the call.
 func (c *Call) finish() {
 	end := time.Now()
-	c.r.removeCall(c)
-	c.r.countEnd(c.cause)
+	c.r.countEnd(c.cause, c.trunkName())
+	if !c.answered.IsZero() {
+		c.r.m.Duration.WithLabelValues(c.trunkName(), c.direction).Observe(end.Sub(c.answered).Seconds())
+	}
 	rec := c.cdrRecord()
 	rec.End, rec.EndCause, rec.SIPCode = end, c.cause, c.code
+	rec.EndedBy = c.whoEnded()
 	if rec.SIPCode == 0 && !c.answered.IsZero() {
 		rec.SIPCode = 200
 	}
@@ -411,6 +428,9 @@ func (c *Call) finish() {
 		rec.WebRTCJitterMs, rec.SIPJitterMs = ws.Jitter, rs.Jitter
 		worstLoss := max(rec.WebRTCLoss, rec.SIPLoss)
 		rec.MOS = cdr.EstimateMOS(rec.SIPCodec, worstLoss, max(ws.Jitter, rs.Jitter), 0)
+		c.observeFirstMedia()
+		c.observeQuality(metrics.LegWebRTC, rec.WebRTCCodec, rec.WebRTCLoss, ws)
+		c.observeQuality(metrics.LegSIP, rec.SIPCodec, rec.SIPLoss, rs)
 		if m.bridge != nil {
 			st := m.bridge.Stats()
 			rec.DTMFEvents = int(st.DTMFEventsToSIP + st.DTMFEventsToWebRTC)
@@ -421,6 +441,9 @@ func (c *Call) finish() {
 		}
 		c.countMedia()
 	}
+	// Forgotten once counted: a scrape that no longer sees the call sees
+	// its end in the counters and histograms.
+	c.r.removeCall(c)
 	if c.r.cdr != nil {
 		if err := c.r.cdr.Write(rec); err != nil {
 			c.log.Error("cdr not written", "err", err)

@@ -26,7 +26,7 @@ func (r *Relay) authorizeCall(req *sip.Request, tx sip.ServerTransaction, route 
 	}
 	if user == "" && (hasCreds || !r.cfg.SIP.AnonymousCalls) {
 		if !hasCreds {
-			g.callRejected.With("challenged").Inc()
+			g.callRejected.WithLabelValues("challenged").Inc()
 		}
 		if user = g.authenticate(req, tx, "", proxyAuth); user == "" {
 			r.countSetupFailure(407)
@@ -34,7 +34,7 @@ func (r *Relay) authorizeCall(req *sip.Request, tx sip.ServerTransaction, route 
 		}
 	}
 	if user != "" && !r.limits.attempt(user, time.Now()) {
-		g.callRejected.With("user_call_rate").Inc()
+		g.callRejected.WithLabelValues("user_call_rate").Inc()
 		r.log.Warn("call attempts over the user's rate", "user", user, "source", sourceIP(req.Source()))
 		respond(tx, req, 503, "Service Unavailable", sip.NewHeader("Retry-After", "60"))
 		r.countSetupFailure(503)
@@ -117,7 +117,7 @@ func (r *Relay) admitUser(c *Call, req *sip.Request, tx sip.ServerTransaction) b
 		return true
 	}
 	if !r.limits.acquire(c.user) {
-		r.registrar.callRejected.With("user_max_calls").Inc()
+		r.registrar.callRejected.WithLabelValues("user_max_calls").Inc()
 		respond(tx, req, 403, "Forbidden", sip.NewHeader("Warning",
 			`399 mediarelay "too many calls in progress for this user (max `+strconv.Itoa(r.limits.maxCalls)+`)"`))
 		r.countSetupFailure(403)

@@ -263,7 +263,7 @@ func TestTrunkChangesCodec(t *testing.T) {
 			if rec.Mode != ModeTranscode || rec.SIPCodec != tc.codec || rec.WebRTCCodec != "opus" {
 				t.Errorf("CDR says mode %s, SIP codec %s, WebRTC codec %s; want transcode, %s, opus", rec.Mode, rec.SIPCodec, rec.WebRTCCodec, tc.codec)
 			}
-			if n := r.m.TranscodedCalls.With(ModeTranscode).Value(); n != 1 {
+			if n := sumCounter(t, r.m.TranscodedCalls, "mode", ModeTranscode); n != 1 {
 				t.Errorf("transcoded calls counted %d times", n)
 			}
 		})

@@ -12,6 +12,7 @@ import (
 	"github.com/pion/dtls/v3/pkg/crypto/selfsign"
 
 	"github.com/mediarelay/mediarelay/media"
+	"github.com/mediarelay/mediarelay/pkg/metrics"
 	"github.com/mediarelay/mediarelay/pkg/sdp"
 )
 
@@ -97,9 +98,11 @@ func (c *Call) dtlsAnswer(ans sdp.Audio) error {
 		Timeout: c.r.cfg.SIP.InviteTimeout,
 	})
 	if err != nil {
+		c.r.m.DTLSFailures.WithLabelValues(metrics.LegSIP, media.FailDTLS).Inc()
 		return fmt.Errorf("%w: %v", errDTLS, err)
 	}
 	if err := c.rtp.StartSRTP(cfg); err != nil {
+		c.r.m.DTLSFailures.WithLabelValues(metrics.LegSIP, media.FailSRTPKeys).Inc()
 		return fmt.Errorf("%w: %v", errDTLS, err)
 	}
 	c.sec.suite = cfg.Profile.String()

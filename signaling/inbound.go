@@ -15,8 +15,8 @@ import (
 
 	"github.com/mediarelay/mediarelay/media"
 	"github.com/mediarelay/mediarelay/pkg/config"
-	"github.com/mediarelay/mediarelay/pkg/metrics"
 	"github.com/mediarelay/mediarelay/pkg/sdp"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // inboundState is what calls from trunks into browsers need: who may send
@@ -28,7 +28,7 @@ type inboundState struct {
 	trunkAuth *credentials
 	byAuth    map[string]*Trunk
 	nonces    *nonceMaker
-	rejected  *metrics.CounterVec
+	rejected  *prometheus.CounterVec
 }
 
 func (r *Relay) initInbound(cfg config.Config) error {
@@ -42,7 +42,7 @@ func (r *Relay) initInbound(cfg config.Config) error {
 		trunkAuth: &credentials{realm: creds.realm, users: map[string]*credential{}},
 		byAuth:    map[string]*Trunk{},
 		nonces:    newNonceMaker(),
-		rejected: r.reg.NewCounterVec("mediarelay_inbound_rejected_total",
+		rejected: r.m.NewCounterVec("mediarelay_inbound_rejected_total",
 			"INVITEs from trunks refused before ringing, by reason (unknown_source, not_found, offline, auth).", "reason"),
 	}
 	for _, t := range r.trunks {
@@ -116,9 +116,9 @@ func (r *Relay) trunkFor(req *sip.Request, tx sip.ServerTransaction) *Trunk {
 			_ = tx.Respond(resp)
 			return nil
 		}
-		in.rejected.With("auth").Inc()
+		in.rejected.WithLabelValues("auth").Inc()
 	} else {
-		in.rejected.With("unknown_source").Inc()
+		in.rejected.WithLabelValues("unknown_source").Inc()
 	}
 	// Debug: anyone on the Internet can make this line; the count is in
 	// mediarelay_inbound_rejected_total.
@@ -209,14 +209,14 @@ func (r *Relay) inbound(req *sip.Request, tx sip.ServerTransaction) {
 	in := r.inb
 	user, ok := r.browserUser(req.Recipient.User)
 	if !ok {
-		in.rejected.With("not_found").Inc()
+		in.rejected.WithLabelValues("not_found").Inc()
 		respond(tx, req, 404, "Not Found")
 		r.countSetupFailure(404)
 		return
 	}
 	bindings := r.registrar.lookup(user)
 	if len(bindings) == 0 {
-		in.rejected.With("offline").Inc()
+		in.rejected.WithLabelValues("offline").Inc()
 		respond(tx, req, 480, "Temporarily Unavailable")
 		r.countSetupFailure(480)
 		return
@@ -389,7 +389,7 @@ func (r *Relay) inbound(req *sip.Request, tx sip.ServerTransaction) {
 	if err := winner.dcs.Ack(context.Background()); err != nil {
 		c.log.Warn("ack to browser failed", "err", err)
 	}
-	c.answered = time.Now()
+	c.markAnswered()
 	if err := c.startInboundMedia(string(winner.dcs.InviteResponse.Body()), keys); err != nil {
 		c.log.Warn("browser answer unusable", "err", err)
 		res := sip.NewResponseFromRequest(dss.InviteRequest, 488, "Not Acceptable Here", nil)

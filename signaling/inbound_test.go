@@ -327,7 +327,7 @@ func TestInboundUnknownSource(t *testing.T) {
 	if res.StatusCode != 403 {
 		t.Fatalf("INVITE from an unknown source: %d, want 403", res.StatusCode)
 	}
-	if n := r.inb.rejected.With("unknown_source").Value(); n != 1 {
+	if n := sumCounter(t, r.inb.rejected, "reason", "unknown_source"); n != 1 {
 		t.Fatalf("unknown-source counter %d, want 1", n)
 	}
 	if len(p.invites) != 0 {

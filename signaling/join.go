@@ -128,7 +128,6 @@ func (r *Relay) startJoin(a, b *trunkLeg) *join {
 	r.joins[a.dialogID] = j
 	r.joins[b.dialogID] = j
 	r.mu.Unlock()
-	r.m.CallsActive.Inc()
 	j.mu.Lock()
 	j.log.Info("trunk legs joined", "codec", a.codec.Name, "codec2", b.codec.Name, "leg1", a.callID, "leg2", b.callID)
 	j.startMedia()
@@ -267,14 +266,13 @@ func (j *join) finish(legs [2]*trunkLeg, codecs [2]string) {
 		}
 	}
 	r.mu.Unlock()
-	r.m.CallsActive.Dec()
-	r.countEnd(j.cause)
 	a, b := legs[0], legs[1]
 	as, bs := a.rtp.Stats(), b.rtp.Stats()
 	trunk := a.route.Name
 	if b.route.Name != trunk {
 		trunk += "," + b.route.Name
 	}
+	r.countEnd(j.cause, trunk)
 	// A join has no browser leg: the Browser* and WebRTC* fields describe
 	// the second trunk leg (see cdr.Record).
 	rec := cdr.Record{

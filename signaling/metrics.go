@@ -2,11 +2,15 @@ package signaling
 
 import (
 	"strconv"
+	"strings"
 	"sync"
+	"time"
 
 	"github.com/emiago/sipgo/sip"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mediarelay/mediarelay/media"
+	"github.com/mediarelay/mediarelay/pkg/cdr"
 	"github.com/mediarelay/mediarelay/pkg/metrics"
 )
 
@@ -14,7 +18,7 @@ import (
 // a map read under a read lock at most once per reason, then atomics.
 type dropCounters struct {
 	mu sync.RWMutex
-	m  map[string]*metrics.Counter
+	m  map[string]prometheus.Counter
 }
 
 func (r *Relay) countDrop(reason string) {
@@ -24,10 +28,10 @@ func (r *Relay) countDrop(reason string) {
 	if c == nil {
 		r.drops.mu.Lock()
 		if r.drops.m == nil {
-			r.drops.m = map[string]*metrics.Counter{}
+			r.drops.m = map[string]prometheus.Counter{}
 		}
 		if c = r.drops.m[reason]; c == nil {
-			c = r.m.PacketsDropped.With(reason)
+			c = r.m.PacketsDropped.WithLabelValues(reason)
 			r.drops.m[reason] = c
 		}
 		r.drops.mu.Unlock()
@@ -36,15 +40,15 @@ func (r *Relay) countDrop(reason string) {
 }
 
 func (r *Relay) countRequest(req *sip.Request) {
-	r.m.SIPRequests.With(req.Method.String()).Inc()
+	r.m.SIPRequests.WithLabelValues(req.Method.String()).Inc()
 }
 
 func (r *Relay) countSetupFailure(code int) {
-	r.m.CallSetupFailures.With(strconv.Itoa(code)).Inc()
+	r.m.CallSetupFailures.WithLabelValues(strconv.Itoa(code)).Inc()
 }
 
-func (r *Relay) countEnd(cause string) {
-	r.m.CallsTotal.With(cause).Inc()
+func (r *Relay) countEnd(cause, trunk string) {
+	r.m.CallsTotal.WithLabelValues(cause, trunk).Inc()
 }
 
 // legCounts is what of a call's leg statistics is already in the relay's
@@ -58,7 +62,7 @@ type legCounts struct {
 }
 
 // countLive brings the packet and byte counters up to date with the legs
-// of the calls in progress (Registry.BeforeScrape).
+// of the calls in progress (metrics.Options.Refresh: at each scrape).
 func (r *Relay) countLive() {
 	for _, c := range r.callList() {
 		c.countMedia()
@@ -111,12 +115,119 @@ func since(cur, before media.LegStats) media.LegStats {
 
 // countLegs adds packet and byte counts to the relay's counters.
 func (r *Relay) countLegs(web, sip media.LegStats) {
-	r.m.WebRTC.PacketsIn.Add(web.PacketsIn)
-	r.m.WebRTC.PacketsOut.Add(web.PacketsOut)
-	r.m.WebRTC.BytesIn.Add(web.BytesIn)
-	r.m.WebRTC.BytesOut.Add(web.BytesOut)
-	r.m.SIP.PacketsIn.Add(sip.PacketsIn)
-	r.m.SIP.PacketsOut.Add(sip.PacketsOut)
-	r.m.SIP.BytesIn.Add(sip.BytesIn)
-	r.m.SIP.BytesOut.Add(sip.BytesOut)
+	r.m.WebRTC.PacketsIn.Add(float64(web.PacketsIn))
+	r.m.WebRTC.PacketsOut.Add(float64(web.PacketsOut))
+	r.m.WebRTC.BytesIn.Add(float64(web.BytesIn))
+	r.m.WebRTC.BytesOut.Add(float64(web.BytesOut))
+	r.m.SIP.PacketsIn.Add(float64(sip.PacketsIn))
+	r.m.SIP.PacketsOut.Add(float64(sip.PacketsOut))
+	r.m.SIP.BytesIn.Add(float64(sip.BytesIn))
+	r.m.SIP.BytesOut.Add(float64(sip.BytesOut))
+}
+
+// trunkName is the trunk label of the call's metrics.
+func (c *Call) trunkName() string {
+	if c.route == nil {
+		return ""
+	}
+	return c.route.Name
+}
+
+// markAnswered records the answer time and the set-up time.
+func (c *Call) markAnswered() {
+	c.answered = time.Now()
+	c.answeredNS.Store(c.answered.UnixNano())
+	c.r.m.CallSetup.WithLabelValues(c.trunkName(), c.direction).Observe(c.answered.Sub(c.start).Seconds())
+}
+
+// answerTime is when the call was answered, zero before; safe from any goroutine.
+func (c *Call) answerTime() time.Time {
+	if ns := c.answeredNS.Load(); ns != 0 {
+		return time.Unix(0, ns)
+	}
+	return time.Time{}
+}
+
+// observeFirstMedia observes, once, the time from answer to the first
+// packet received on the later of the two legs, when both have received.
+func (c *Call) observeFirstMedia() {
+	answered := c.answerTime()
+	if answered.IsZero() || c.firstMedia.Load() || !c.mediaStarted() {
+		return
+	}
+	web, sip := c.webLeg(), c.sipLeg()
+	if web == nil || sip == nil {
+		return
+	}
+	wf, sf := web.Stats().FirstReceived, sip.Stats().FirstReceived
+	if wf.IsZero() || sf.IsZero() || !c.firstMedia.CompareAndSwap(false, true) {
+		return
+	}
+	last := wf
+	if sf.After(last) {
+		last = sf
+	}
+	d := max(last.Sub(answered), 0) // early media may precede the answer
+	c.r.m.FirstMedia.WithLabelValues(c.trunkName(), c.direction).Observe(d.Seconds())
+}
+
+// observeQuality adds one leg's quality at the call's end to the histograms.
+func (c *Call) observeQuality(leg, codec string, loss float64, st media.LegStats) {
+	t := c.trunkName()
+	c.r.m.MOS.WithLabelValues(t, leg).Observe(cdr.EstimateMOS(codec, loss, st.Jitter, 0))
+	c.r.m.Loss.WithLabelValues(t, leg).Observe(loss)
+	c.r.m.Jitter.WithLabelValues(t, leg).Observe(st.Jitter / 1000)
+}
+
+// initFailureCounters starts the ICE and DTLS failure counters at zero
+// for the causes the relay knows.
+func (r *Relay) initFailureCounters() {
+	for _, cause := range []string{media.FailICETimeout, media.FailICEConsent, media.FailICETCPLost} {
+		r.m.ICEFailures.WithLabelValues(cause)
+	}
+	for _, cause := range []string{media.FailDTLSSetup, media.FailDTLSTimeout, media.FailDTLS, media.FailSRTPKeys} {
+		r.m.DTLSFailures.WithLabelValues(metrics.LegWebRTC, cause)
+	}
+	for _, cause := range []string{media.FailDTLS, media.FailSRTPKeys} {
+		r.m.DTLSFailures.WithLabelValues(metrics.LegSIP, cause)
+	}
+}
+
+// countLegFailure counts a WebRTC leg's failure as an ICE or a DTLS one.
+func (r *Relay) countLegFailure(cause string) {
+	switch {
+	case cause == "" || cause == media.FailClosed:
+	case strings.HasPrefix(cause, "ice_"):
+		r.m.ICEFailures.WithLabelValues(cause).Inc()
+	default:
+		r.m.DTLSFailures.WithLabelValues(metrics.LegWebRTC, cause).Inc()
+	}
+}
+
+// activeCalls counts the calls in progress by trunk and media mode, for
+// mediarelay_calls_active and mediarelay_trunk_calls_active.
+func (r *Relay) activeCalls() []metrics.ActiveCalls {
+	type key struct{ trunk, mode string }
+	n := map[key]int{}
+	for _, c := range r.callList() {
+		mode := "pending"
+		if m := c.active.Load(); m != nil {
+			mode = m.plan.Mode
+		}
+		n[key{c.trunkName(), mode}]++
+	}
+	r.mu.Lock()
+	seen := map[*join]bool{}
+	for _, j := range r.joins {
+		if !seen[j] {
+			seen[j] = true
+			n[key{j.legs[0].route.Name, "join"}]++
+		}
+	}
+	r.mu.Unlock()
+	out := make([]metrics.ActiveCalls, 0, len(n))
+	for k, v := range n {
+		out = append(out, metrics.ActiveCalls{Trunk: k.trunk, Mode: k.mode, N: v})
+	}
+	return out
 }

@@ -207,7 +207,7 @@ func (r *Relay) outbound(req *sip.Request, tx sip.ServerTransaction) {
 	}
 	c.trunkDialogID = dcs.ID
 	r.indexDialog(c, dcs.ID)
-	c.answered = time.Now()
+	c.markAnswered()
 	c.trunkAnswerSessionTimer(dcs.InviteResponse) // midcall.go: RFC 4028
 	if perr != nil {
 		c.log.Warn("trunk answer unusable", "err", perr)
@@ -221,7 +221,7 @@ func (r *Relay) outbound(req *sip.Request, tx sip.ServerTransaction) {
 	}
 	go c.watch()
 	c.beginCDR()
-	if err := dss.RespondSDP([]byte(c.answerSDP)); err != nil {
+	if err := dss.WriteResponse(c.browserAnswer(dss.InviteRequest)); err != nil {
 		c.log.Warn("browser did not take the answer", "err", err)
 		c.hangup(endError, 0, "")
 		return

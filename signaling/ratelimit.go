@@ -9,7 +9,7 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
-	"github.com/mediarelay/mediarelay/pkg/metrics"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // tokenBuckets is one token bucket per key (a source IP), refilled at rate
@@ -58,7 +58,7 @@ func (b *tokenBuckets) take(key string, now time.Time) bool {
 type sourceLimits struct {
 	byMethod map[sip.RequestMethod]*tokenBuckets
 	replies  *tokenBuckets
-	counted  *metrics.CounterVec
+	counted  *prometheus.CounterVec
 }
 
 func (r *Relay) newSourceLimits() *sourceLimits {
@@ -70,7 +70,7 @@ func (r *Relay) newSourceLimits() *sourceLimits {
 			sip.REGISTER: newTokenBuckets(c.RegisterRate, c.RegisterBurst),
 		},
 		replies: newTokenBuckets(c.OverloadReplyRate, 2*c.OverloadReplyRate),
-		counted: r.reg.NewCounterVec("mediarelay_sip_throttled_total",
+		counted: r.m.NewCounterVec("mediarelay_sip_throttled_total",
 			"Out-of-dialog requests over their per-source rate, by method and action (503, dropped).", "method", "action"),
 	}
 }
@@ -91,12 +91,12 @@ func (r *Relay) throttled(req *sip.Request, tx sip.ServerTransaction) bool {
 		return false
 	}
 	if r.srcLimits.replies.take(ip, now) {
-		r.srcLimits.counted.With(req.Method.String(), "503").Inc()
+		r.srcLimits.counted.WithLabelValues(req.Method.String(), "503").Inc()
 		retry := max(1, int(1/max(b.rate, 0.001)))
 		respond(tx, req, 503, "Service Unavailable", sip.NewHeader("Retry-After", strconv.Itoa(min(retry, 60))))
 		return true
 	}
-	r.srcLimits.counted.With(req.Method.String(), "dropped").Inc()
+	r.srcLimits.counted.WithLabelValues(req.Method.String(), "dropped").Inc()
 	tx.Terminate()
 	return true
 }

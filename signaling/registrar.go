@@ -10,7 +10,7 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
-	"github.com/mediarelay/mediarelay/pkg/metrics"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // minExpires is the shortest registration the registrar accepts (423
@@ -43,8 +43,8 @@ type registrar struct {
 	byUser   map[string]map[string]*binding // user → key → binding
 	failures map[string]*failure            // source IP + user → wrong passwords
 
-	rejected     *metrics.CounterVec // REGISTERs
-	callRejected *metrics.CounterVec // browsers' INVITEs (callauth.go)
+	rejected     *prometheus.CounterVec // REGISTERs
+	callRejected *prometheus.CounterVec // browsers' INVITEs (callauth.go)
 }
 
 type bucket struct {
@@ -65,9 +65,9 @@ func newRegistrar(r *Relay, creds *credentials) *registrar {
 		nonces:   newNonceMaker(),
 		byUser:   map[string]map[string]*binding{},
 		failures: map[string]*failure{},
-		rejected: r.reg.NewCounterVec("mediarelay_register_rejected_total",
+		rejected: r.m.NewCounterVec("mediarelay_register_rejected_total",
 			"REGISTERs refused, by reason (throttled, auth_failed, locked_out, forbidden, expired, replay).", "reason"),
-		callRejected: r.reg.NewCounterVec("mediarelay_call_auth_rejected_total",
+		callRejected: r.m.NewCounterVec("mediarelay_call_auth_rejected_total",
 			"Browser calls refused before any trunk was dialled, by reason (challenged, auth_failed, locked_out, expired, replay, user_max_calls, user_call_rate, transfer).", "reason"),
 	}
 }
@@ -157,27 +157,27 @@ func (g *registrar) authenticate(req *sip.Request, tx sip.ServerTransaction, cla
 	}
 	key := firstNonEmpty(claimed, user)
 	if key != "" && g.lockedOut(ip, key, now) {
-		rej.With("locked_out").Inc()
+		rej.WithLabelValues("locked_out").Inc()
 		respond(tx, req, 403, "Forbidden")
 		return ""
 	}
 	switch res {
 	case digestOK:
 		if claimed != "" && user != claimed {
-			rej.With("forbidden").Inc()
+			rej.WithLabelValues("forbidden").Inc()
 			respond(tx, req, 403, "Forbidden")
 			return ""
 		}
 		g.succeed(ip, user)
 		return user
 	case digestExpired:
-		rej.With("expired").Inc()
+		rej.WithLabelValues("expired").Inc()
 		respond(tx, req, 403, "Forbidden", sip.NewHeader("Warning", `399 mediarelay "credentials expired"`))
 		return ""
 	case digestReplay:
-		rej.With("replay").Inc()
+		rej.WithLabelValues("replay").Inc()
 	case digestWrong:
-		rej.With("auth_failed").Inc()
+		rej.WithLabelValues("auth_failed").Inc()
 		if g.fail(ip, key, now) {
 			g.r.log.Warn("authentication locked out after wrong passwords", "user", key, "source", ip, "method", req.Method.String())
 			respond(tx, req, 403, "Forbidden")
@@ -226,12 +226,12 @@ func (r *Relay) onRegister(req *sip.Request, tx sip.ServerTransaction) {
 	switch strings.ToLower(req.Transport()) {
 	case "ws", "wss":
 	default:
-		g.rejected.With("forbidden").Inc()
+		g.rejected.WithLabelValues("forbidden").Inc()
 		respond(tx, req, 403, "Forbidden", sip.NewHeader("Warning", `399 mediarelay "browsers register over WebSocket"`))
 		return
 	}
 	if r.throttled(req, tx) { // ratelimit.go
-		g.rejected.With("throttled").Inc()
+		g.rejected.WithLabelValues("throttled").Inc()
 		return
 	}
 	to := req.To()

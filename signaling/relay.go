@@ -20,6 +20,7 @@ import (
 
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mediarelay/mediarelay/media"
 	"github.com/mediarelay/mediarelay/pkg/cdr"
@@ -55,12 +56,11 @@ type Relay struct {
 	ports  *media.PortAllocator
 	webrtc *media.WebRTC
 	cdr    *cdr.Store
-	reg    *metrics.Registry
 	m      *metrics.Relay
 	drops  dropCounters
 	// connRefused counts connections refused or closed by the relay's
 	// hygiene (foreign Origin, limits, idleness), by listener and reason.
-	connRefused *metrics.CounterVec
+	connRefused *prometheus.CounterVec
 	// Connection hygiene (connguard.go): SIP TCP/TLS streams and browsers'
 	// WebSockets, checked by reapers until reapDone closes.
 	sipReaper, wsReaper *connReaper
@@ -134,10 +134,16 @@ func New(cfg config.Config, log *slog.Logger) (*Relay, error) {
 		r.defaultTrunk = tr
 	}
 
-	r.reg = metrics.NewRegistry()
-	r.m = metrics.NewRelay(r.reg)
-	r.reg.BeforeScrape(r.countLive)
-	r.connRefused = r.reg.NewCounterVec("mediarelay_connections_refused_total",
+	names := make([]string, 0, len(r.trunks)+1)
+	for _, t := range r.trunks {
+		names = append(names, t.Name)
+	}
+	if r.defaultTrunk != nil {
+		names = append(names, r.defaultTrunk.Name)
+	}
+	r.m = metrics.NewRelay(metrics.Options{Trunks: names, Refresh: r.countLive, Active: r.activeCalls})
+	r.initFailureCounters()
+	r.connRefused = r.m.NewCounterVec("mediarelay_connections_refused_total",
 		"Connections refused or closed by the relay, by listener (http, ws, tcp, tls) and reason (origin, per_source, total, idle, ping_timeout).", "listener", "reason")
 	if err := r.initInbound(cfg); err != nil {
 		return nil, err
@@ -225,11 +231,8 @@ func (r *Relay) open(ctx context.Context) error {
 	}
 	r.closers = append(r.closers, r.webrtc.Close)
 
-	if r.cfg.CDR.Path != "" {
-		if r.cdr, err = cdr.Open(r.cfg.CDR.Path); err != nil {
-			return fmt.Errorf("cdr %s: %w", r.cfg.CDR.Path, err)
-		}
-		r.closers = append(r.closers, r.cdr.Close)
+	if err := r.openCDR(); err != nil {
+		return err
 	}
 
 	if r.tls, err = newTLSState(r.cfg, r.log); err != nil {
@@ -340,14 +343,41 @@ func (r *Relay) open(ctx context.Context) error {
 		go r.serveLog("tls", serveTLS)
 	}
 	go r.sipReaper.run(reaperTick(r.cfg.SIP.TCPMessageTimeout, r.cfg.SIP.TCPIdleTimeout), r.reapDone,
-		func(reason string) { r.connRefused.With("sip_stream", reason).Inc() })
+		func(reason string) { r.connRefused.WithLabelValues("sip_stream", reason).Inc() })
 	go r.wsReaper.run(reaperTick(r.cfg.HTTP.WSIdleTimeout, r.cfg.HTTP.WSPingInterval), r.reapDone,
-		func(reason string) { r.connRefused.With("ws", reason).Inc() })
+		func(reason string) { r.connRefused.WithLabelValues("ws", reason).Inc() })
 	r.closers = append(r.closers, func() error { close(r.reapDone); return nil })
 	go r.demux.serve()
 	go r.serveLog("http", func() error { return r.httpSrv.Serve(r.demux.http) })
 	go r.serveLog("ws", func() error { return r.server.ServeWS(r.demux.ws) })
 	r.startTrunkRegistrations(ctx) // trunkreg.go
+	return nil
+}
+
+// openCDR opens the CDR store the configuration names, if any, and
+// exports its counts.
+func (r *Relay) openCDR() error {
+	var err error
+	opts := cdr.Options{Log: r.log, SpoolPath: r.cfg.CDR.Spool}
+	switch {
+	case r.cfg.CDR.Driver == "postgres":
+		// The DSN's password stays out of errors and logs (cdr.RedactDSN).
+		if r.cdr, err = cdr.OpenPostgres(r.cfg.CDR.DSN, opts); err != nil {
+			return err
+		}
+	case r.cfg.CDR.Path != "":
+		if r.cdr, err = cdr.OpenSQLite(r.cfg.CDR.Path, opts); err != nil {
+			return fmt.Errorf("cdr %s: %w", r.cfg.CDR.Path, err)
+		}
+	default:
+		return nil
+	}
+	r.closers = append(r.closers, r.cdr.Close)
+	r.m.CDR(func() metrics.CDRStats {
+		st := r.cdr.Stats()
+		return metrics.CDRStats{Written: st.Written, Dropped: st.Dropped, Failed: st.Failed, Retries: st.Retries,
+			Queued: r.cdr.QueueLength(), Spooled: int(st.Spooled)}
+	})
 	return nil
 }
 
@@ -367,7 +397,7 @@ func (r *Relay) listenHTTP() error {
 	r.demux.onWSClose = r.registrar.connClosed
 	r.demux.allowedOrigins = r.cfg.HTTP.AllowedOrigins
 	r.demux.log = r.log
-	r.demux.onRefused = func(reason string) { r.connRefused.With("http", reason).Inc() }
+	r.demux.onRefused = func(reason string) { r.connRefused.WithLabelValues("http", reason).Inc() }
 	r.demux.wrapWS = func(c net.Conn) net.Conn {
 		return newWSConn(c, r.cfg.HTTP.WSIdleTimeout, r.cfg.HTTP.WSPingInterval, r.wsBusy, r.wsReaper)
 	}
@@ -377,14 +407,15 @@ func (r *Relay) listenHTTP() error {
 		w.Header().Set("Content-Type", "text/plain")
 		fmt.Fprintln(w, "ok")
 	})
-	mux.Handle("/metrics", r.reg.Handler())
+	mux.Handle("/metrics", r.m.Handler())
+	mux.Handle("/api/", r.apiHandler()) // api.go
 	r.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 60 * time.Second}
 	return nil
 }
 
 // guard caps a listener's connections and keeps it accepting through errors.
 func (r *Relay) guard(l net.Listener, name string, max, perSource int) net.Listener {
-	return connlimit.New(l, name, max, perSource, r.log, func(reason string) { r.connRefused.With(name, reason).Inc() })
+	return connlimit.New(l, name, max, perSource, r.log, func(reason string) { r.connRefused.WithLabelValues(name, reason).Inc() })
 }
 
 // sipStream holds a SIP TCP/TLS listener's connections to completing messages.
@@ -558,7 +589,6 @@ func (r *Relay) addCall(c *Call) {
 		r.wsCalls[c.wsSource]++
 	}
 	r.mu.Unlock()
-	r.m.CallsActive.Inc()
 }
 
 func (r *Relay) indexDialog(c *Call, id string) {
@@ -573,7 +603,6 @@ func (r *Relay) removeCall(c *Call) {
 		delete(r.calls, c.id)
 		delete(r.byDialog, c.browserDialogID)
 		delete(r.byDialog, c.trunkDialogID)
-		r.m.CallsActive.Dec()
 		if c.userHeld {
 			r.limits.release(c.user)
 		}

@@ -22,7 +22,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -204,15 +203,23 @@ func metricsText(t *testing.T, r *Relay) string {
 	return string(b)
 }
 
-// metricValue reads one sample, 0 if absent.
+// metricValue reads the first sample of the family name whose labels
+// include every pair of label (`k="v",k2="v2"`, in any order); 0 if absent.
 func metricValue(text, name, label string) float64 {
-	re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + `\{[^}]*` + regexp.QuoteMeta(label) + `[^}]*\} ([0-9.e+]+)$`)
-	m := re.FindStringSubmatch(text)
-	if m == nil {
+	want := map[string]string{}
+	for _, m := range regexp.MustCompile(`([a-zA-Z_][a-zA-Z0-9_]*)="((?:\\.|[^"\\])*)"`).FindAllStringSubmatch(label, -1) {
+		want[m[1]] = m[2]
+	}
+	fams, err := parseMetrics(text)
+	if err != nil || fams[name] == nil {
 		return 0
 	}
-	v, _ := strconv.ParseFloat(m[1], 64)
-	return v
+	for _, m := range fams[name].GetMetric() {
+		if hasLabels(m, want) {
+			return sampleValue(m)
+		}
+	}
+	return 0
 }
 
 // secTrunk is a SIP peer over TLS or UDP that does SDES-SRTP with pion/srtp.

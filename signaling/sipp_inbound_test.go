@@ -237,7 +237,7 @@ func TestSIPpHoldResume(t *testing.T) {
 	if strings.Join(dirs, ",") != "sendonly,sendrecv" {
 		t.Fatalf("browser was offered %v, want sendonly then sendrecv", dirs)
 	}
-	if c := r.m.CallsTotal.With(endMediaTimeout).Value(); c != 0 {
+	if c := sumCounter(t, r.m.CallsTotal, "cause", endMediaTimeout); c != 0 {
 		t.Fatal("the media timeout fired during hold")
 	}
 }

@@ -123,7 +123,7 @@ func TestTranscodedCall(t *testing.T) {
 				t.Logf("Opus → %s at the trunk: SNR %.1f dB", codec, snr)
 			}
 			waitFor(t, "cleanup", 5*time.Second, func() bool { return r.ActiveCalls() == 0 })
-			if got := r.m.TranscodedCalls.With(ModeTranscode).Value(); got != 1 {
+			if got := sumCounter(t, r.m.TranscodedCalls, "mode", ModeTranscode); got != 1 {
 				t.Errorf("transcoded calls: %d", got)
 			}
 		})

@@ -138,7 +138,7 @@ func (r *Relay) onRefer(req *sip.Request, tx sip.ServerTransaction) {
 			run = func(old dialogRef) { c.transferBrowser(old, target.User) }
 		} else if route := r.route(target.User); route != nil {
 			if !r.mayTransferToTrunk(c, s, route) {
-				r.registrar.callRejected.With("transfer").Inc()
+				r.registrar.callRejected.WithLabelValues("transfer").Inc()
 				respond(tx, req, 403, "Forbidden", sip.NewHeader("Warning", `399 mediarelay "transfer to a trunk needs an authenticated caller"`))
 				return
 			}

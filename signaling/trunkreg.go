@@ -17,7 +17,7 @@ var trunkRegRetry = 30 * time.Second
 // startTrunkRegistrations keeps the relay registered to every trunk with
 // register set, until ctx ends; then it unregisters.
 func (r *Relay) startTrunkRegistrations(ctx context.Context) {
-	gauge := r.reg.NewGaugeVec("mediarelay_trunk_registered", "1 while the relay's registration to the trunk is in force.", "trunk")
+	gauge := r.m.NewGaugeVec("mediarelay_trunk_registered", "1 while the relay's registration to the trunk is in force.", "trunk")
 	for _, t := range r.trunks {
 		if !t.Register {
 			continue
@@ -27,9 +27,9 @@ func (r *Relay) startTrunkRegistrations(ctx context.Context) {
 			defer r.wg.Done()
 			r.keepRegistered(ctx, t, func(up bool) {
 				if up {
-					gauge.With(t.Name).Set(1)
+					gauge.WithLabelValues(t.Name).Set(1)
 				} else {
-					gauge.With(t.Name).Set(0)
+					gauge.WithLabelValues(t.Name).Set(0)
 				}
 			})
 		}()

@@ -1,11 +1,9 @@
 package signaling
 
 import (
-	"bytes"
 	"context"
 	"net"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -78,10 +76,8 @@ func TestRegisterToTrunk(t *testing.T) {
 		defer mu.Unlock()
 		return ok >= 3
 	})
-	var buf bytes.Buffer
-	_, _ = r.reg.WriteTo(&buf)
-	if !strings.Contains(buf.String(), `mediarelay_trunk_registered{trunk="carrier"} 1`) {
-		t.Fatalf("registration gauge not 1:\n%s", buf.String())
+	if text := metricsText(t, r); metricValue(text, "mediarelay_trunk_registered", `trunk="carrier"`) != 1 {
+		t.Fatalf("registration gauge not 1:\n%s", text)
 	}
 	cancel()
 	<-done

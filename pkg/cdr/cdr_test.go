@@ -24,8 +24,16 @@ func sample(id string) Record {
 		Start: start, Answer: start.Add(3 * time.Second), End: start.Add(65*time.Second + 500*time.Millisecond),
 		EndCause: "normal", SIPCode: 200, WebRTCCodec: "opus", SIPCodec: "PCMU", Mode: "transcode",
 		WebRTCPacketsIn: 3100, WebRTCPacketsOut: 3098, SIPPacketsIn: 3099, SIPPacketsOut: 3100,
-		WebRTCLoss: 0.01, SIPLoss: 0.002, WebRTCJitterMs: 4.5, SIPJitterMs: 1.25, MOS: 4.3, DTMFEvents: 2,
+		WebRTCLoss: 0.01, SIPLoss: 0.002, WebRTCJitterMs: 4.5, SIPJitterMs: 1.25, MOS: 4.3, DTMFEvents: 2, EndedBy: "browser",
 	}
+}
+
+// unansweredSample is a record of a call the trunk refused busy.
+func unansweredSample(id string) Record {
+	r := sample(id)
+	r.Answer = time.Time{}
+	r.EndCause, r.SIPCode, r.Mode = "busy", 486, ""
+	return r
 }
 
 func TestWriteCloseReopenRead(t *testing.T) {
@@ -35,9 +43,7 @@ func TestWriteCloseReopenRead(t *testing.T) {
 		t.Fatal(err)
 	}
 	answered := sample("call-1")
-	unanswered := sample("call-2")
-	unanswered.Answer = time.Time{}
-	unanswered.EndCause, unanswered.SIPCode, unanswered.Mode = "busy", 486, ""
+	unanswered := unansweredSample("call-2")
 	for _, r := range []Record{answered, unanswered} {
 		if err := s.Write(r); err != nil {
 			t.Fatal(err)
@@ -293,5 +299,68 @@ func TestInProgressClosedAtRestart(t *testing.T) {
 	// A late final record for it changes nothing.
 	if err := s.Write(Record{CallID: "crashed", Start: start, End: start.Add(time.Hour), EndCause: "normal"}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestMigrateVersion1: a database of schema 1 (no ended_by, no node) keeps its
+// rows and gains the column.
+func TestMigrateVersion1(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "cdr.db")
+	s, err := OpenWith(path, 1, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := sample("old")
+	old.EndedBy = ""
+	if err := s.Write(old); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s, err = OpenWith(path, 1, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Make it what a schema-1 relay left: no ended_by column, version 1.
+	for _, q := range []string{`ALTER TABLE cdr DROP COLUMN ended_by`, `ALTER TABLE cdr DROP COLUMN node`, `PRAGMA user_version = 1`} {
+		if _, err := s.db.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+
+	s, err = OpenWith(path, 1, quiet)
+	if err != nil {
+		t.Fatalf("open schema 1: %v", err)
+	}
+	defer s.Close()
+	got, err := s.Query(context.Background(), "old")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, old) {
+		t.Errorf("migrated row = %+v, want %+v", got, old)
+	}
+	fresh := sample("new")
+	fresh.EndedBy = "admin@127.0.0.1"
+	if err := s.Write(fresh); err != nil {
+		t.Fatal(err)
+	}
+	waitWritten(t, s, 1)
+	if got, err := s.Query(context.Background(), "new"); err != nil || got.EndedBy != fresh.EndedBy {
+		t.Errorf("new row ended_by = %q (%v)", got.EndedBy, err)
+	}
+	var version int
+	if err := s.db.QueryRow(`PRAGMA user_version`).Scan(&version); err != nil || version != schemaVersion {
+		t.Errorf("user_version = %d (%v), want %d", version, err, schemaVersion)
+	}
+}
+
+func waitWritten(t *testing.T, s *Store, n uint64) {
+	t.Helper()
+	for i := 0; i < 500 && s.Stats().Written < n; i++ {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if s.Stats().Written < n {
+		t.Fatalf("written = %d, want %d", s.Stats().Written, n)
 	}
 }

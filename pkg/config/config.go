@@ -61,6 +61,9 @@ type HTTP struct {
 	// WSPingInterval is how often a WebSocket with a registration or a
 	// call is pinged; one that sends nothing back for two intervals is closed.
 	WSPingInterval time.Duration `yaml:"ws_ping_interval"`
+	// AdminToken, when set, is the bearer token the call API (/api/calls)
+	// requires; when empty the API answers only to loopback clients.
+	AdminToken string `yaml:"admin_token"`
 }
 
 // SIP is the trunk-facing signalling.
@@ -188,7 +191,17 @@ type Transcode struct {
 
 // CDR says where call detail records go.
 type CDR struct {
-	Path string `yaml:"path"` // SQLite file; empty disables CDRs
+	// Driver is sqlite (the default: the file at Path) or postgres (the
+	// server DSN names, which several relays may share).
+	Driver string `yaml:"driver"`
+	Path   string `yaml:"path"` // SQLite file; empty disables CDRs with the sqlite driver
+	// DSN is the PostgreSQL connection string (postgres://user:pass@host/db
+	// or key=value pairs) for the postgres driver. It is never logged.
+	DSN string `yaml:"dsn"`
+	// Spool is the file where, with the postgres driver, CDRs wait while
+	// the server cannot take them (written after it is back, even after a
+	// restart); empty: they wait in memory only.
+	Spool string `yaml:"spool"`
 }
 
 // Log sets the log level and format.
@@ -312,7 +325,7 @@ func Default() Config {
 			OpusDTX:        false,
 			OpusPacketLoss: 5,
 		},
-		CDR: CDR{Path: "mediarelay.db"},
+		CDR: CDR{Driver: "sqlite", Path: "mediarelay.db", Spool: "mediarelay-cdr.spool"},
 		Log: Log{Level: "info", Format: "text"},
 	}
 }

@@ -62,7 +62,7 @@ func TestFullExample(t *testing.T) {
 			WebRTCPort: 3478, ICETCPPort: 443, Timeout: 90 * time.Second, Latching: "learn",
 		},
 		Transcode: Transcode{OpusComplexity: 3, OpusBitrate: 24000, OpusFEC: false, OpusDTX: true, OpusPacketLoss: 10},
-		CDR:       CDR{Path: "/var/lib/mediarelay/cdr.db"},
+		CDR:       CDR{Driver: "sqlite", Path: "/var/lib/mediarelay/cdr.db", Spool: "mediarelay-cdr.spool"},
 		Log:       Log{Level: "debug", Format: "json"},
 		Trunk:     "carrier",
 		Trunks: []Trunk{
@@ -377,5 +377,49 @@ func TestDefaultTrunk(t *testing.T) {
 	c.Trunk = ""
 	if _, ok := c.DefaultTrunk(); ok {
 		t.Fatal("a default trunk without trunk set")
+	}
+}
+
+func TestAdminToken(t *testing.T) {
+	c, err := Load(nil, []string{"MEDIARELAY_HTTP_ADMIN_TOKEN=0123456789abcdef-xyz"})
+	if err != nil || c.HTTP.AdminToken != "0123456789abcdef-xyz" {
+		t.Fatalf("env admin token: %q, %v", c.HTTP.AdminToken, err)
+	}
+	if c, err := Load([]string{"--http-admin-token=flag-token-0123456789"}, nil); err != nil || c.HTTP.AdminToken != "flag-token-0123456789" {
+		t.Fatalf("flag admin token: %q, %v", c.HTTP.AdminToken, err)
+	}
+	for _, bad := range []string{"short", "has a space in it 0123", "tab\there-0123456789", "non-ascii-é-0123456789"} {
+		_, err := Load(nil, []string{"MEDIARELAY_HTTP_ADMIN_TOKEN=" + bad})
+		if err == nil || !strings.Contains(err.Error(), "http.admin_token") {
+			t.Errorf("%q: error %v, want one naming http.admin_token", bad, err)
+		} else if strings.Contains(err.Error(), bad) {
+			t.Errorf("the error repeats the secret: %v", err)
+		}
+	}
+}
+
+func TestCDRDriver(t *testing.T) {
+	c, err := Load([]string{"--cdr-driver=Postgres", "--cdr-dsn=postgres://billing:hunter2@db.example/cdr"}, nil)
+	if err != nil || c.CDR.Driver != "postgres" || c.CDR.DSN != "postgres://billing:hunter2@db.example/cdr" {
+		t.Fatalf("postgres driver: %+v, %v", c.CDR, err)
+	}
+	if c, err := Load(nil, nil); err != nil || c.CDR.Driver != "sqlite" {
+		t.Fatalf("default driver: %+v, %v", c.CDR, err)
+	}
+	for _, tc := range []struct {
+		env  []string
+		want string
+	}{
+		{[]string{"MEDIARELAY_CDR_DRIVER=mysql"}, `cdr.driver: "mysql" is not a CDR driver`},
+		{[]string{"MEDIARELAY_CDR_DRIVER=postgres"}, "cdr.dsn: is required"},
+		{[]string{"MEDIARELAY_CDR_DRIVER=postgres", "MEDIARELAY_CDR_DSN=mysql://u:hunter2@h/db"}, "cdr.dsn: is not a postgres://"},
+		{[]string{"MEDIARELAY_CDR_DSN=postgres://u:hunter2@h/db"}, "cdr.dsn: is for cdr.driver postgres"},
+	} {
+		_, err := Load(nil, tc.env)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: error %v, want %q", tc.env, err, tc.want)
+		} else if strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("%v: the error shows the password: %v", tc.env, err)
+		}
 	}
 }

@@ -27,6 +27,7 @@ func (c *Config) normalize() {
 	c.Media.Latching = strings.ToLower(strings.TrimSpace(c.Media.Latching))
 	c.Log.Level = strings.ToLower(strings.TrimSpace(c.Log.Level))
 	c.Log.Format = strings.ToLower(strings.TrimSpace(c.Log.Format))
+	c.CDR.Driver = strings.ToLower(strings.TrimSpace(c.CDR.Driver))
 	for i := range c.Trunks {
 		c.Trunks[i].Normalize()
 	}
@@ -158,6 +159,26 @@ func (c Config) Validate() error {
 	v.positive("sip.tcp_idle_timeout", c.SIP.TCPIdleTimeout)
 	v.intRange("sip.max_conns", c.SIP.MaxConns, 1, 10_000_000)
 	v.intRange("sip.max_conns_per_source", c.SIP.MaxConnsPerSource, 1, 10_000_000)
+	switch strings.ToLower(c.CDR.Driver) {
+	case "sqlite":
+		if c.CDR.DSN != "" {
+			v.add("cdr.dsn", "is for cdr.driver postgres; the sqlite driver writes to cdr.path")
+		}
+	case "postgres":
+		if c.CDR.DSN == "" {
+			v.add("cdr.dsn", "is required with cdr.driver postgres")
+		} else if u, err := url.Parse(c.CDR.DSN); strings.Contains(c.CDR.DSN, "://") &&
+			(err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql")) {
+			// The value is not echoed: it may hold a password.
+			v.add("cdr.dsn", "is not a postgres:// or postgresql:// URL")
+		}
+	default:
+		v.add("cdr.driver", "%q is not a CDR driver (sqlite, postgres)", c.CDR.Driver)
+	}
+	if t := c.HTTP.AdminToken; t != "" && (len(t) < 16 || strings.ContainsFunc(t, func(r rune) bool { return r <= ' ' || r > '~' })) {
+		// The value itself is never echoed: it is a secret.
+		v.add("http.admin_token", "must be at least 16 printable ASCII characters without spaces")
+	}
 	v.positive("http.ws_idle_timeout", c.HTTP.WSIdleTimeout)
 	v.positive("http.ws_ping_interval", c.HTTP.WSPingInterval)
 	v.intRange("http.max_conns", c.HTTP.MaxConns, 1, 10_000_000)

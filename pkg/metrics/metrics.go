@@ -1,370 +1,341 @@
-// Package metrics is a small Prometheus registry: counters and gauges that
-// cost one atomic operation to update, and an HTTP handler writing the
-// text exposition format 0.0.4. It exists so the packet path can count
-// without a client library's allocations or locks.
+// Package metrics holds the relay's Prometheus metrics, built on
+// github.com/prometheus/client_golang, with its Go and process collectors.
 //
-// Registering a metric with a bad or duplicate name, or asking a vector
-// for the wrong number of label values, is a programming error and panics.
+// The packet path never touches a metric: legs keep plain per-call counters
+// and the relay adds what they moved to the packet and byte counters at
+// scrape time (see Options.Refresh) and when a call ends.
 package metrics
 
 import (
-	"bufio"
+	_ "embed"
+	"encoding/json"
 	"fmt"
-	"io"
-	"math"
 	"net/http"
 	"regexp"
 	"sort"
-	"strconv"
-	"strings"
-	"sync"
-	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// ContentType is the media type of the text exposition format.
-const ContentType = "text/plain; version=0.0.4; charset=utf-8"
+// Dashboard is a Grafana dashboard (JSON, schema 39) of the relay's
+// metrics: calls, set-up time, quality, packets, drops, CDRs, CPU and
+// memory. Import it in Grafana and pick the Prometheus data source.
+//
+//go:embed dashboard.json
+var Dashboard []byte
 
-var (
-	metricNameRE = regexp.MustCompile(`^[a-zA-Z_:][a-zA-Z0-9_:]*$`)
-	labelNameRE  = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]*$`)
+var metricNameRE = regexp.MustCompile(`\b(?:mediarelay|go|process)_[a-z0-9_]+\b`)
+
+// DashboardMetrics lists the metric names the dashboard's queries use,
+// sorted, as they appear in the queries (histograms with their _bucket,
+// _sum or _count suffix).
+func DashboardMetrics() ([]string, error) {
+	var d struct {
+		Panels []struct {
+			Title   string
+			Targets []struct{ Expr string }
+		}
+	}
+	if err := json.Unmarshal(Dashboard, &d); err != nil {
+		return nil, fmt.Errorf("dashboard: %w", err)
+	}
+	seen := map[string]bool{}
+	for _, p := range d.Panels {
+		if len(p.Targets) == 0 {
+			return nil, fmt.Errorf("dashboard: panel %q has no query", p.Title)
+		}
+		for _, t := range p.Targets {
+			for _, name := range metricNameRE.FindAllString(t.Expr, -1) {
+				seen[name] = true
+			}
+		}
+	}
+	names := make([]string, 0, len(seen))
+	for n := range seen {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names, nil
+}
+
+// Label values of mediarelay_packets_total and mediarelay_bytes_total, and
+// of the per-leg quality histograms.
+const (
+	LegWebRTC = "webrtc"
+	LegSIP    = "sip"
+	DirIn     = "in"
+	DirOut    = "out"
 )
 
-// Counter is a monotonically increasing integer. Inc and Add are a single
-// atomic add and never allocate. The zero value is ready to use, but only
-// counters made by a Registry are exported.
-type Counter struct {
-	v atomic.Uint64
-	// Pad to a cache line so that two hot counters allocated side by side
-	// (packets in and out) do not slow each other down by false sharing.
-	_ [56]byte
+// EndCauses are the CDR end causes; mediarelay_calls_total starts at zero
+// for each, for every configured trunk, so that rate() works from the first
+// scrape.
+var EndCauses = []string{
+	"normal", "normal_trunk", "busy", "no_answer", "cancelled", "media_timeout",
+	"ice_failed", "trunk_unreachable", "rejected", "error", "admin_hangup",
 }
 
-// Inc adds one.
-func (c *Counter) Inc() { c.v.Add(1) }
-
-// Add adds n.
-func (c *Counter) Add(n uint64) { c.v.Add(n) }
-
-// Value returns the current count.
-func (c *Counter) Value() uint64 { return c.v.Load() }
-
-// Gauge is a value that goes up and down, stored as float64 bits. Set is an
-// atomic store; Add, Inc and Dec are a compare-and-swap loop. None allocate.
-type Gauge struct {
-	bits atomic.Uint64
-	_    [56]byte // see Counter
+// DropReasons are the drop reasons mediarelay_packets_dropped_total starts
+// at zero for; others appear when first counted.
+var DropReasons = []string{
+	"unlatched_source", // from an address the leg is not latched to
+	"malformed",        // not parseable RTP/RTCP
+	"srtp_auth",        // SRTP/SRTCP authentication failed
+	"srtp_replay",      // SRTP replay protection refused it
+	"late",             // arrived too late for the jitter buffer or transcoder
+	"no_route",         // no call owns the port or SSRC
+	"queue_full",       // the outbound queue or socket buffer was full
 }
 
-// Set sets the gauge to v.
-func (g *Gauge) Set(v float64) { g.bits.Store(math.Float64bits(v)) }
+// SetupFailureCodes are the SIP codes mediarelay_call_setup_failures_total
+// starts at zero for; others appear when first counted.
+var SetupFailureCodes = []string{"403", "404", "407", "480", "486", "488", "503"}
 
-// Add adds d (which may be negative).
-func (g *Gauge) Add(d float64) {
-	for {
-		old := g.bits.Load()
-		if g.bits.CompareAndSwap(old, math.Float64bits(math.Float64frombits(old)+d)) {
-			return
+// Modes are the media modes of mediarelay_transcoded_calls_total.
+var Modes = []string{"passthrough", "transcode"}
+
+// ActiveCalls is a count of calls in progress on one trunk in one media mode.
+type ActiveCalls struct {
+	Trunk, Mode string
+	N           int
+}
+
+// Options tell NewRelay what it cannot know itself.
+type Options struct {
+	// Trunks are the configured trunks' names: the trunk label of the call
+	// counters starts at zero for each.
+	Trunks []string
+	// Refresh, if set, runs at each scrape before the packet and byte
+	// counters are read, to add what calls in progress moved since.
+	Refresh func()
+	// Active, if set, reports the calls in progress at scrape time.
+	Active func() []ActiveCalls
+}
+
+// Relay holds the relay's metrics and the registry they are in.
+type Relay struct {
+	reg *prometheus.Registry
+
+	// CallsTotal is mediarelay_calls_total{cause,trunk}: ended calls by CDR end cause.
+	CallsTotal *prometheus.CounterVec
+	// CallSetupFailures is mediarelay_call_setup_failures_total{code}: calls
+	// that failed before answer, by the SIP status code sent to the caller.
+	CallSetupFailures *prometheus.CounterVec
+	// Packets is mediarelay_packets_total{leg,dir}.
+	Packets *prometheus.CounterVec
+	// Bytes is mediarelay_bytes_total{leg,dir}: RTP/RTCP bytes as received
+	// or sent on the socket.
+	Bytes *prometheus.CounterVec
+	// PacketsDropped is mediarelay_packets_dropped_total{reason}.
+	PacketsDropped *prometheus.CounterVec
+	// SIPRequests is mediarelay_sip_requests_total{method}: requests received.
+	SIPRequests *prometheus.CounterVec
+	// TranscodedCalls is mediarelay_transcoded_calls_total{mode,trunk}:
+	// answered calls by media mode ("passthrough" or "transcode").
+	TranscodedCalls *prometheus.CounterVec
+
+	// CallSetup is mediarelay_call_setup_seconds{trunk,direction}: INVITE to answer.
+	CallSetup *prometheus.HistogramVec
+	// FirstMedia is mediarelay_call_first_media_seconds{trunk,direction}:
+	// answer to the first packet received on both legs.
+	FirstMedia *prometheus.HistogramVec
+	// Duration is mediarelay_call_duration_seconds{trunk,direction}: answer to end.
+	Duration *prometheus.HistogramVec
+	// MOS, Loss and Jitter are the quality of each leg of a call at its
+	// end: mediarelay_call_mos, mediarelay_call_loss_ratio and
+	// mediarelay_call_jitter_seconds, by {trunk,leg}.
+	MOS, Loss, Jitter *prometheus.HistogramVec
+
+	// DTLSFailures is mediarelay_dtls_handshake_failures_total{leg,cause}.
+	DTLSFailures *prometheus.CounterVec
+	// ICEFailures is mediarelay_ice_failures_total{cause}.
+	ICEFailures *prometheus.CounterVec
+
+	// WebRTC and SIP are the packet and byte counters of each leg.
+	WebRTC, SIP LegCounters
+}
+
+// LegCounters are one leg's packet and byte counters, resolved once.
+type LegCounters struct {
+	PacketsIn, PacketsOut, BytesIn, BytesOut prometheus.Counter
+}
+
+// NewRelay makes a registry with the Go and process collectors and the
+// relay's metrics.
+func NewRelay(o Options) *Relay {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m := &Relay{reg: reg}
+	m.CallsTotal = m.NewCounterVec("mediarelay_calls_total", "Calls ended, by end cause and trunk.", "cause", "trunk")
+	m.CallSetupFailures = m.NewCounterVec("mediarelay_call_setup_failures_total", "Calls that failed before answer, by SIP status code.", "code")
+	m.PacketsDropped = m.NewCounterVec("mediarelay_packets_dropped_total", "Media packets dropped, by reason.", "reason")
+	m.SIPRequests = m.NewCounterVec("mediarelay_sip_requests_total", "SIP requests received, by method.", "method")
+	m.TranscodedCalls = m.NewCounterVec("mediarelay_transcoded_calls_total", "Answered calls by media mode and trunk.", "mode", "trunk")
+	m.DTLSFailures = m.NewCounterVec("mediarelay_dtls_handshake_failures_total", "DTLS-SRTP set-ups that failed, by leg and cause.", "leg", "cause")
+	m.ICEFailures = m.NewCounterVec("mediarelay_ice_failures_total", "WebRTC legs whose ICE failed, by cause.", "cause")
+
+	callHist := func(name, help string, buckets []float64, labels ...string) *prometheus.HistogramVec {
+		h := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: name, Help: help, Buckets: buckets}, labels)
+		reg.MustRegister(h)
+		return h
+	}
+	m.CallSetup = callHist("mediarelay_call_setup_seconds", "Time from INVITE to answer, by trunk and direction.",
+		[]float64{0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120}, "trunk", "direction")
+	m.FirstMedia = callHist("mediarelay_call_first_media_seconds", "Time from answer to the first media received on both legs, by trunk and direction.",
+		[]float64{0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10}, "trunk", "direction")
+	m.Duration = callHist("mediarelay_call_duration_seconds", "Answered calls' time from answer to end, by trunk and direction.",
+		[]float64{1, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200}, "trunk", "direction")
+	m.MOS = callHist("mediarelay_call_mos", "Estimated MOS of each leg of a call at its end, by trunk and leg.",
+		[]float64{1, 1.5, 2, 2.5, 3, 3.5, 3.8, 4, 4.2, 4.4}, "trunk", "leg")
+	m.Loss = callHist("mediarelay_call_loss_ratio", "Fraction of packets lost towards the relay on each leg of a call, at its end, by trunk and leg.",
+		[]float64{0, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5}, "trunk", "leg")
+	m.Jitter = callHist("mediarelay_call_jitter_seconds", "Interarrival jitter (RFC 3550) of each leg of a call at its end, by trunk and leg.",
+		[]float64{0.001, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.5}, "trunk", "leg")
+
+	m.Packets = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mediarelay_packets_total",
+		Help: "RTP and RTCP packets forwarded, by leg and direction."}, []string{"leg", "dir"})
+	m.Bytes = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mediarelay_bytes_total",
+		Help: "RTP and RTCP bytes forwarded, by leg and direction."}, []string{"leg", "dir"})
+	reg.MustRegister(&refreshed{refresh: o.Refresh, cs: []prometheus.Collector{m.Packets, m.Bytes}})
+	leg := func(name string) LegCounters {
+		return LegCounters{
+			PacketsIn:  m.Packets.WithLabelValues(name, DirIn),
+			PacketsOut: m.Packets.WithLabelValues(name, DirOut),
+			BytesIn:    m.Bytes.WithLabelValues(name, DirIn),
+			BytesOut:   m.Bytes.WithLabelValues(name, DirOut),
 		}
 	}
-}
+	m.WebRTC, m.SIP = leg(LegWebRTC), leg(LegSIP)
 
-// Inc adds one.
-func (g *Gauge) Inc() { g.Add(1) }
-
-// Dec subtracts one.
-func (g *Gauge) Dec() { g.Add(-1) }
-
-// Value returns the current value.
-func (g *Gauge) Value() float64 { return math.Float64frombits(g.bits.Load()) }
-
-// vec is the label-value → child map shared by CounterVec and GaugeVec.
-type vec[T any] struct {
-	name   string
-	labels []string
-	mu     sync.RWMutex
-	kids   map[string]*child[T]
-}
-
-type child[T any] struct {
-	values []string
-	metric T
-}
-
-func (v *vec[T]) with(values []string) *T {
-	if len(values) != len(v.labels) {
-		panic(fmt.Sprintf("metrics: %s has labels %v, got %d values %q", v.name, v.labels, len(values), values))
+	if o.Active != nil {
+		reg.MustRegister(&activeCollector{active: o.Active})
 	}
-	key := strings.Join(values, "\xff") // 0xff never occurs in valid UTF-8
-	v.mu.RLock()
-	c := v.kids[key]
-	v.mu.RUnlock()
-	if c != nil {
-		return &c.metric
+	for _, reason := range DropReasons {
+		m.PacketsDropped.WithLabelValues(reason)
 	}
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if c = v.kids[key]; c == nil {
-		c = &child[T]{values: append([]string(nil), values...)}
-		v.kids[key] = c
+	for _, code := range SetupFailureCodes {
+		m.CallSetupFailures.WithLabelValues(code)
 	}
-	return &c.metric
-}
-
-// each calls f for every child; f must not call with.
-func (v *vec[T]) each(f func(values []string, m *T)) {
-	v.mu.RLock()
-	defer v.mu.RUnlock()
-	for _, c := range v.kids {
-		f(c.values, &c.metric)
-	}
-}
-
-// CounterVec is a family of counters told apart by fixed label names.
-type CounterVec struct{ v *vec[Counter] }
-
-// With returns the counter for the label values, in the order the label
-// names were given, creating it on first use. It takes a lock and may
-// allocate: resolve children once and keep the *Counter for hot paths.
-func (cv *CounterVec) With(labelValues ...string) *Counter { return cv.v.with(labelValues) }
-
-// GaugeVec is a family of gauges told apart by fixed label names.
-type GaugeVec struct{ v *vec[Gauge] }
-
-// With returns the gauge for the label values, creating it on first use.
-// Like CounterVec.With, keep the result rather than calling it per packet.
-func (gv *GaugeVec) With(labelValues ...string) *Gauge { return gv.v.with(labelValues) }
-
-// sample is one line of output.
-type sample struct {
-	values []string
-	value  float64
-}
-
-// family is one metric name with its HELP, TYPE and a way to read its samples.
-type family struct {
-	name, help, typ string
-	labels          []string
-	collect         func(emit func(values []string, v float64))
-}
-
-// Registry holds metric families and writes them for Prometheus.
-type Registry struct {
-	mu       sync.Mutex
-	families map[string]*family
-	before   []func()
-}
-
-// BeforeScrape registers f to run at the start of every WriteTo: the
-// place to bring counters up to date that are kept elsewhere between
-// scrapes (a call's packet counts, kept by its legs).
-func (r *Registry) BeforeScrape(f func()) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.before = append(r.before, f)
-}
-
-// NewRegistry returns an empty registry.
-func NewRegistry() *Registry {
-	return &Registry{families: make(map[string]*family)}
-}
-
-func (r *Registry) register(f *family) {
-	if !metricNameRE.MatchString(f.name) {
-		panic(fmt.Sprintf("metrics: invalid metric name %q", f.name))
-	}
-	seen := make(map[string]bool, len(f.labels))
-	for _, l := range f.labels {
-		if !labelNameRE.MatchString(l) || strings.HasPrefix(l, "__") || seen[l] {
-			panic(fmt.Sprintf("metrics: %s: invalid or repeated label name %q", f.name, l))
+	for _, t := range o.Trunks {
+		for _, cause := range EndCauses {
+			m.CallsTotal.WithLabelValues(cause, t)
 		}
-		seen[l] = true
+		for _, mode := range Modes {
+			m.TranscodedCalls.WithLabelValues(mode, t)
+		}
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if _, dup := r.families[f.name]; dup {
-		panic(fmt.Sprintf("metrics: %s registered twice", f.name))
-	}
-	r.families[f.name] = f
-}
-
-// NewCounter registers and returns a counter without labels.
-func (r *Registry) NewCounter(name, help string) *Counter {
-	c := new(Counter)
-	r.register(&family{name: name, help: help, typ: "counter", collect: func(emit func([]string, float64)) {
-		emit(nil, float64(c.Value()))
-	}})
-	return c
-}
-
-// NewGauge registers and returns a gauge without labels.
-func (r *Registry) NewGauge(name, help string) *Gauge {
-	g := new(Gauge)
-	r.register(&family{name: name, help: help, typ: "gauge", collect: func(emit func([]string, float64)) {
-		emit(nil, g.Value())
-	}})
-	return g
+	return m
 }
 
 // NewCounterVec registers a counter family with the given label names.
-func (r *Registry) NewCounterVec(name, help string, labelNames ...string) *CounterVec {
-	v := &vec[Counter]{name: name, labels: labelNames, kids: make(map[string]*child[Counter])}
-	r.register(&family{name: name, help: help, typ: "counter", labels: labelNames, collect: func(emit func([]string, float64)) {
-		v.each(func(values []string, c *Counter) { emit(values, float64(c.Value())) })
-	}})
-	return &CounterVec{v}
+// A bad or duplicate name is a programming error and panics.
+func (m *Relay) NewCounterVec(name, help string, labelNames ...string) *prometheus.CounterVec {
+	v := prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labelNames)
+	m.reg.MustRegister(v)
+	return v
 }
 
 // NewGaugeVec registers a gauge family with the given label names.
-func (r *Registry) NewGaugeVec(name, help string, labelNames ...string) *GaugeVec {
-	v := &vec[Gauge]{name: name, labels: labelNames, kids: make(map[string]*child[Gauge])}
-	r.register(&family{name: name, help: help, typ: "gauge", labels: labelNames, collect: func(emit func([]string, float64)) {
-		v.each(func(values []string, g *Gauge) { emit(values, g.Value()) })
-	}})
-	return &GaugeVec{v}
+// A bad or duplicate name is a programming error and panics.
+func (m *Relay) NewGaugeVec(name, help string, labelNames ...string) *prometheus.GaugeVec {
+	v := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, labelNames)
+	m.reg.MustRegister(v)
+	return v
 }
 
-// NewGaugeFunc registers a gauge whose value f computes at scrape time,
-// for values owned elsewhere (a pool's size, a queue's length). f must be
-// safe to call from the HTTP handler's goroutine.
-func (r *Registry) NewGaugeFunc(name, help string, f func() float64) {
-	r.register(&family{name: name, help: help, typ: "gauge", collect: func(emit func([]string, float64)) {
-		emit(nil, f())
-	}})
+// CDRStats are a CDR store's counts.
+type CDRStats struct {
+	Written, Dropped, Failed, Retries uint64
+	Queued, Spooled                   int
 }
 
-// NewCounterFunc registers a counter whose value f computes at scrape
-// time, for counts kept elsewhere (e.g. cdr.Store.Stats). f must never
-// return less than it did before.
-func (r *Registry) NewCounterFunc(name, help string, f func() float64) {
-	r.register(&family{name: name, help: help, typ: "counter", collect: func(emit func([]string, float64)) {
-		emit(nil, f())
-	}})
-}
-
-// registerOptional registers a family whose sample may be missing (a
-// /proc file that cannot be read); then only HELP and TYPE are written.
-func (r *Registry) registerOptional(name, help, typ string, f func() (float64, bool)) {
-	r.register(&family{name: name, help: help, typ: typ, collect: func(emit func([]string, float64)) {
-		if v, ok := f(); ok {
-			emit(nil, v)
-		}
-	}})
-}
-
-// WriteTo writes every family in the text exposition format 0.0.4, sorted
-// by metric name and then by label values, so that successive scrapes
-// diff cleanly.
-func (r *Registry) WriteTo(w io.Writer) (int64, error) {
-	r.mu.Lock()
-	before := r.before
-	r.mu.Unlock()
-	for _, f := range before {
-		f()
-	}
-	r.mu.Lock()
-	fams := make([]*family, 0, len(r.families))
-	for _, f := range r.families {
-		fams = append(fams, f)
-	}
-	r.mu.Unlock()
-	sort.Slice(fams, func(i, j int) bool { return fams[i].name < fams[j].name })
-
-	cw := &countingWriter{w: w}
-	bw := bufio.NewWriter(cw)
-	var samples []sample
-	for _, f := range fams {
-		samples = samples[:0]
-		f.collect(func(values []string, v float64) { samples = append(samples, sample{values, v}) })
-		sort.Slice(samples, func(i, j int) bool { return lessValues(samples[i].values, samples[j].values) })
-
-		bw.WriteString("# HELP ")
-		bw.WriteString(f.name)
-		bw.WriteByte(' ')
-		bw.WriteString(escapeHelp(f.help))
-		bw.WriteString("\n# TYPE ")
-		bw.WriteString(f.name)
-		bw.WriteByte(' ')
-		bw.WriteString(f.typ)
-		bw.WriteByte('\n')
-		for _, s := range samples {
-			bw.WriteString(f.name)
-			if len(f.labels) > 0 {
-				bw.WriteByte('{')
-				for i, l := range f.labels {
-					if i > 0 {
-						bw.WriteByte(',')
-					}
-					bw.WriteString(l)
-					bw.WriteString(`="`)
-					bw.WriteString(escapeLabelValue(s.values[i]))
-					bw.WriteByte('"')
-				}
-				bw.WriteByte('}')
-			}
-			bw.WriteByte(' ')
-			bw.WriteString(formatValue(s.value))
-			bw.WriteByte('\n')
-		}
-	}
-	err := bw.Flush()
-	return cw.n, err
-}
-
-// Handler serves the registry for Prometheus scrapes.
-func (r *Registry) Handler() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		w.Header().Set("Content-Type", ContentType)
-		if req.Method == http.MethodHead {
-			return
-		}
-		// A write error means the scraper went away; nothing to tell it.
-		r.WriteTo(w)
-	})
-}
-
-type countingWriter struct {
-	w io.Writer
-	n int64
-}
-
-func (c *countingWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += int64(n)
-	return n, err
-}
-
-func lessValues(a, b []string) bool {
-	for i := range a {
-		if a[i] != b[i] {
-			return a[i] < b[i]
-		}
-	}
-	return false
+// CDR exports a CDR store's counts, read at scrape time:
+// mediarelay_cdr_records_total{result} (written, dropped: the queue was
+// full, failed: not written), mediarelay_cdr_retries_total (attempts that
+// found the database unreachable), mediarelay_cdr_queue_length and
+// mediarelay_cdr_spooled (records waiting in the spool file). Call it once.
+func (m *Relay) CDR(stats func() CDRStats) {
+	m.reg.MustRegister(&cdrCollector{stats: stats})
 }
 
 var (
-	helpEscaper  = strings.NewReplacer(`\`, `\\`, "\n", `\n`)
-	labelEscaper = strings.NewReplacer(`\`, `\\`, "\n", `\n`, `"`, `\"`)
+	cdrRecordsDesc = prometheus.NewDesc("mediarelay_cdr_records_total", "CDRs handed to the store, by result (written, dropped: queue full, failed: not written).", []string{"result"}, nil)
+	cdrRetriesDesc = prometheus.NewDesc("mediarelay_cdr_retries_total", "CDR writes that found the database unreachable.", nil, nil)
+	cdrQueueDesc   = prometheus.NewDesc("mediarelay_cdr_queue_length", "CDRs waiting to be written.", nil, nil)
+	cdrSpoolDesc   = prometheus.NewDesc("mediarelay_cdr_spooled", "CDRs waiting in the spool file for the database.", nil, nil)
 )
 
-// escapeHelp escapes backslash and newline, as the format requires in HELP.
-func escapeHelp(s string) string { return helpEscaper.Replace(s) }
+type cdrCollector struct {
+	stats func() CDRStats
+}
 
-// escapeLabelValue escapes backslash, newline and double quote.
-func escapeLabelValue(s string) string { return labelEscaper.Replace(s) }
+func (c *cdrCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- cdrRecordsDesc
+	ch <- cdrRetriesDesc
+	ch <- cdrQueueDesc
+	ch <- cdrSpoolDesc
+}
 
-func formatValue(v float64) string {
-	switch {
-	case math.IsInf(v, 1):
-		return "+Inf"
-	case math.IsInf(v, -1):
-		return "-Inf"
-	case math.IsNaN(v):
-		return "NaN"
-	case v == math.Trunc(v) && math.Abs(v) < 1<<53:
-		// Counts print as integers ("1000000", not "1e+06"): easier to read
-		// and exact below 2^53.
-		return strconv.FormatInt(int64(v), 10)
+func (c *cdrCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.stats()
+	for result, n := range map[string]uint64{"written": st.Written, "dropped": st.Dropped, "failed": st.Failed} {
+		ch <- prometheus.MustNewConstMetric(cdrRecordsDesc, prometheus.CounterValue, float64(n), result)
 	}
-	return strconv.FormatFloat(v, 'g', -1, 64)
+	ch <- prometheus.MustNewConstMetric(cdrRetriesDesc, prometheus.CounterValue, float64(st.Retries))
+	ch <- prometheus.MustNewConstMetric(cdrQueueDesc, prometheus.GaugeValue, float64(st.Queued))
+	ch <- prometheus.MustNewConstMetric(cdrSpoolDesc, prometheus.GaugeValue, float64(st.Spooled))
+}
+
+// Handler serves the registry for Prometheus scrapes.
+func (m *Relay) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}
+
+// refreshed collects cs after running refresh, so that counters kept up
+// to date lazily are current when read.
+type refreshed struct {
+	refresh func()
+	cs      []prometheus.Collector
+}
+
+func (r *refreshed) Describe(ch chan<- *prometheus.Desc) {
+	for _, c := range r.cs {
+		c.Describe(ch)
+	}
+}
+
+func (r *refreshed) Collect(ch chan<- prometheus.Metric) {
+	if r.refresh != nil {
+		r.refresh()
+	}
+	for _, c := range r.cs {
+		c.Collect(ch)
+	}
+}
+
+var (
+	activeDesc = prometheus.NewDesc("mediarelay_calls_active", "Calls in progress.", nil, nil)
+	trunkDesc  = prometheus.NewDesc("mediarelay_trunk_calls_active", "Calls in progress, by trunk and media mode (pending before media is negotiated).",
+		[]string{"trunk", "mode"}, nil)
+)
+
+// activeCollector reports the calls in progress, counted at scrape time.
+type activeCollector struct {
+	active func() []ActiveCalls
+}
+
+func (a *activeCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- activeDesc
+	ch <- trunkDesc
+}
+
+func (a *activeCollector) Collect(ch chan<- prometheus.Metric) {
+	total := 0
+	for _, c := range a.active() {
+		total += c.N
+		ch <- prometheus.MustNewConstMetric(trunkDesc, prometheus.GaugeValue, float64(c.N), c.Trunk, c.Mode)
+	}
+	ch <- prometheus.MustNewConstMetric(activeDesc, prometheus.GaugeValue, float64(total))
 }

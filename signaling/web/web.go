@@ -90,6 +90,7 @@ func Handler() http.Handler {
 		panic(err)
 	}
 	files["/"] = files["/index.html"]
+	files["/calls"] = files["/calls.html"] // the operator's live call view
 
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {

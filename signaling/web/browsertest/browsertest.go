@@ -128,6 +128,11 @@ type Result struct {
 	// Timing holds the first-audio marks of a page that keeps them (see
 	// pagekit.js); it is nil for one that does not.
 	Timing *Timing
+	// RelayMode is the media mode the relay's 200 OK named (the built-in
+	// page, calls it placed), and CallInfo the page's call panel as shown
+	// (codec, mode, rtt, loss, jitter); both are empty for other pages.
+	RelayMode string
+	CallInfo  map[string]string
 	// Log holds the page's and run.mjs's log lines, for failure reports.
 	Log []string
 }
@@ -164,6 +169,8 @@ type wireResult struct {
 	EndedBy        string             `json:"endedBy"`
 	Stats          map[string]any     `json:"stats"`
 	Timing         *Timing            `json:"timing"`
+	RelayMode      string             `json:"relayMode"`
+	CallInfo       map[string]string  `json:"callInfo"`
 	Log            []string           `json:"log"`
 	Error          string             `json:"error"`
 }
@@ -343,6 +350,8 @@ func (b *Browser) Call(ctx context.Context, o Options) (Result, error) {
 		EndedBy:        w.EndedBy,
 		Stats:          w.Stats,
 		Timing:         w.Timing,
+		RelayMode:      w.RelayMode,
+		CallInfo:       w.CallInfo,
 		Log:            w.Log,
 	}
 	for k, v := range w.ToneDB {

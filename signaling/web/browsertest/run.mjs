@@ -85,7 +85,7 @@ async function runCall(opts) {
   const started = Date.now();
   const result = {
     established: false, mediaConnected: false, code: 0, reason: '', toneDB: {}, dtmfSent: false,
-    hungUp: false, endedBy: '', state: '', stats: {}, timing: null, log: [], error: '',
+    hungUp: false, endedBy: '', state: '', stats: {}, timing: null, relayMode: '', callInfo: {}, log: [], error: '',
   };
   const note = (line) => result.log.push(`${((Date.now() - started) / 1000).toFixed(3)} ${line}`);
   const holdMs = opts.holdMs ?? 3000;
@@ -98,9 +98,16 @@ async function runCall(opts) {
       return {
         state: m.state, code: m.lastCode, reason: m.lastReason, media: m.media,
         endedBy: m.endedBy, hangupAcked: m.hangupAcked, stats: m.stats, timing: m.timing || null,
+        relayMode: m.relayMode || '',
+        // The built-in page's call panel (codec, mode, rtt, loss, jitter), as shown.
+        callInfo: Object.fromEntries([...document.querySelectorAll('#callinfo dd')]
+          .map((dd) => [dd.id.replace(/^ci-/, ''), dd.textContent])),
       };
     });
-    Object.assign(result, { state: s.state, code: s.code, reason: s.reason, endedBy: s.endedBy, stats: s.stats, timing: s.timing });
+    Object.assign(result, {
+      state: s.state, code: s.code, reason: s.reason, endedBy: s.endedBy, stats: s.stats, timing: s.timing,
+      relayMode: s.relayMode, callInfo: s.callInfo,
+    });
     if (s.media === 'connected') result.mediaConnected = true;
     return s;
   }

@@ -18,7 +18,8 @@ const defaultTarget = params.get('target') || `sip:echo@${location.hostname}`;
 const $ = (id) => document.getElementById(id);
 const ui = {
   form: $('dial'), target: $('target'), call: $('call'), answer: $('answer'), hangup: $('hangup'),
-  status: $('status'), micbar: $('micbar'), keypad: $('keypad'), remote: $('remote'), log: $('log'),
+  status: $('status'), micbar: $('micbar'), farbar: $('farbar'),
+  ci: { codec: $('ci-codec'), mode: $('ci-mode'), rtt: $('ci-rtt'), loss: $('ci-loss'), jitter: $('ci-jitter') }, keypad: $('keypad'), remote: $('remote'), log: $('log'),
   account: $('account'), user: $('user'), password: $('password'), register: $('register'), regStatus: $('regstatus'),
 };
 
@@ -65,6 +66,8 @@ const api = {
   hangupAcked: false,   // our BYE got a 2xx, or our CANCEL produced the 487
   media: 'new',         // RTCPeerConnection.connectionState
   micLevel: -Infinity,  // dBFS of the microphone, updated every 100 ms
+  farLevel: -Infinity,  // dBFS of the far end's audio, updated every 100 ms
+  relayMode: '',        // passthrough or transcode, as the relay's 200 OK says (calls we place)
   stats: {},            // a snapshot of getStats(), updated every second
   registered: false,    // our Contact is registered (see register())
   incoming: null,       // the caller while an incoming call rings: {display, uri}
@@ -104,7 +107,7 @@ async function call(target = defaultTarget, options = {}) {
   if (session) throw new Error('a call is already in progress');
   target = normaliseTarget(target);
   const processing = options.audioProcessing !== false;
-  Object.assign(api, { lastCode: 0, lastReason: '', endedBy: '', hangupAcked: false, media: 'new', stats: {} });
+  Object.assign(api, { lastCode: 0, lastReason: '', endedBy: '', hangupAcked: false, media: 'new', stats: {}, relayMode: '' });
   const s = (session = { timers: [], aborted: false, earlySdp: '' });
   setState('connecting', `Preparing call to ${target}…`);
   try {
@@ -163,7 +166,7 @@ function onIncoming(incoming) {
     incoming.reject(486, 'Busy Here');
     return;
   }
-  Object.assign(api, { lastCode: 0, lastReason: '', endedBy: '', hangupAcked: false, media: 'new', stats: {} });
+  Object.assign(api, { lastCode: 0, lastReason: '', endedBy: '', hangupAcked: false, media: 'new', stats: {}, relayMode: '' });
   const s = (session = { timers: [], aborted: false, earlySdp: '', call: incoming });
   const who = incoming.caller.display || incoming.caller.uri;
   api.incoming = { display: incoming.caller.display, uri: incoming.caller.uri };
@@ -312,9 +315,10 @@ function onProgress(s, { status, reason, sdp }) {
   else setState('early', `${status} ${reason}${sdp ? ' (early media)' : ''}`);
 }
 
-async function onAnswered(s, { sdp }) {
+async function onAnswered(s, { sdp, res }) {
   api.lastCode = 200;
   api.lastReason = 'OK';
+  api.relayMode = (res && res.get('x-mediarelay-mode')) || '';
   const answer = sdp || s.earlySdp;
   if (!answer) {
     api.lastReason = 'answer without SDP';
@@ -369,6 +373,7 @@ function teardown(s) {
   if (s.local) for (const t of s.local.getTracks()) t.stop();
   ui.remote.srcObject = null;
   ui.micbar.style.width = '0';
+  ui.farbar.style.width = '0';
   if (session === s) session = null;
   if (s.onOver) s.onOver();
 }
@@ -409,6 +414,7 @@ function attachRemote(s, stream) {
   const sink = audioCtx.createGain();
   sink.gain.value = 0;
   an.connect(sink).connect(audioCtx.destination);
+  startLevelMeter(s, src, ui.farbar, (db) => { api.farLevel = db; });
 
   const bins = new Float32Array(an.frequencyBinCount);
   tone.binHz = audioCtx.sampleRate / an.fftSize;
@@ -430,7 +436,11 @@ function attachRemote(s, stream) {
 }
 
 function startMicMeter(s) {
-  const src = audioCtx.createMediaStreamSource(s.local);
+  startLevelMeter(s, audioCtx.createMediaStreamSource(s.local), ui.micbar, (db) => { api.micLevel = db; });
+}
+
+/** Shows the level of src on bar every 100 ms and reports it (dBFS) to set. */
+function startLevelMeter(s, src, bar, set) {
   const an = audioCtx.createAnalyser();
   an.fftSize = 1024;
   src.connect(an);
@@ -440,8 +450,8 @@ function startMicMeter(s) {
     let sum = 0;
     for (const x of buf) sum += x * x;
     const db = 10 * Math.log10(sum / buf.length || 1e-12);
-    api.micLevel = Math.round(db * 10) / 10;
-    ui.micbar.style.width = `${Math.max(0, Math.min(100, ((db + 60) / 60) * 100))}%`;
+    set(Math.round(db * 10) / 10);
+    bar.style.width = `${Math.max(0, Math.min(100, ((db + 60) / 60) * 100))}%`;
   }, 100));
 }
 
@@ -466,6 +476,20 @@ async function collectStats(s) {
     }
   });
   api.stats = out;
+  showCallInfo(out);
+}
+
+/** Fills the call's codec, mode, round-trip time, loss and jitter in. */
+function showCallInfo(st) {
+  const codec = (m) => (m || '').replace(/^audio\//, '');
+  const codecs = [...new Set([codec(st.codecOut), codec(st.codecIn)].filter(Boolean))];
+  ui.ci.codec.textContent = codecs.join(' / ') || '–';
+  ui.ci.mode.textContent = api.relayMode || '–';
+  ui.ci.rtt.textContent = st.rtt !== undefined ? `${Math.round(st.rtt * 1000)} ms` : '–';
+  const got = st.packetsReceived || 0;
+  const lost = Math.max(0, st.packetsLost || 0);
+  ui.ci.loss.textContent = got + lost > 0 ? `${((100 * lost) / (got + lost)).toFixed(1)}%` : '–';
+  ui.ci.jitter.textContent = st.jitter !== undefined ? `${(st.jitter * 1000).toFixed(1)} ms` : '–';
 }
 
 // --- the page's controls ---

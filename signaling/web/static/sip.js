@@ -559,7 +559,7 @@ export class UA {
   /**
    * Places a call. events receives callbacks (all optional):
    *   progress({status, reason, sdp})  1xx; sdp is '' when there is none
-   *   answered({sdp})                  2xx, after the ACK went out
+   *   answered({sdp, res})             2xx (res: the response), after the ACK went out
    *   failed({status, reason})         3xx-6xx, or a local failure (status 0 or 408)
    *   ended({by, status, reason})      the call is over: by 'local' or 'remote'; status is
    *                                    the answer to our BYE, or the 487 after our CANCEL
@@ -692,7 +692,7 @@ class Call {
         this.hangup();
         return;
       }
-      this.emit('answered', { sdp });
+      this.emit('answered', { sdp, res });
       return;
     }
 
