@@ -116,6 +116,8 @@ type join struct {
 	once  sync.Once
 	ended chan struct{}
 	cause string
+
+	counted legCounts // what the metrics have of its legs' packets
 }
 
 // startJoin relays a and b to each other until either hangs up.
@@ -289,8 +291,7 @@ func (j *join) finish(legs [2]*trunkLeg, codecs [2]string) {
 		rec.Mode = ModeTranscode // G.711 law conversion, as calls record it
 	}
 	rec.MOS = cdr.EstimateMOS(codecs[0], max(rec.SIPLoss, rec.WebRTCLoss), max(as.Jitter, bs.Jitter), 0)
-	r.countLegs(media.LegStats{}, as)
-	r.countLegs(media.LegStats{}, bs)
+	j.countMedia(legs)
 	if r.cdr != nil {
 		if err := r.cdr.Write(rec); err != nil {
 			j.log.Error("cdr not written", "err", err)

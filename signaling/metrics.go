@@ -67,6 +67,46 @@ func (r *Relay) countLive() {
 	for _, c := range r.callList() {
 		c.countMedia()
 	}
+	for _, j := range r.joinList() {
+		j.mu.Lock()
+		legs := j.legs
+		j.mu.Unlock()
+		j.countMedia(legs)
+	}
+}
+
+// joinList is a snapshot of the joined trunk-to-trunk calls in progress.
+func (r *Relay) joinList() []*join {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	seen := make(map[*join]bool, len(r.joins))
+	joins := make([]*join, 0, len(r.joins)/2)
+	for _, j := range r.joins { // each join is filed under both its dialogs
+		if !seen[j] {
+			seen[j] = true
+			joins = append(joins, j)
+		}
+	}
+	return joins
+}
+
+// countMedia adds what the join's legs moved since they were last
+// counted. Both are trunk legs: they count as SIP.
+func (j *join) countMedia(legs [2]*trunkLeg) {
+	a, b := legs[0].rtp, legs[1].rtp
+	as, bs := a.Stats(), b.Stats()
+	n := &j.counted
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.sip != any(a) {
+		n.sip, n.rs = a, media.LegStats{}
+	}
+	if n.web != any(b) {
+		n.web, n.ws = b, media.LegStats{}
+	}
+	j.r.countLegs(media.LegStats{}, since(as, n.rs))
+	j.r.countLegs(media.LegStats{}, since(bs, n.ws))
+	n.rs, n.ws = as, bs
 }
 
 // countMedia adds what the call's legs moved since it was last counted.

@@ -109,8 +109,16 @@ func TestBrowserTransfersToTrunk(t *testing.T) {
 	if strings.Contains(inv.String(), u.addr) || strings.Contains(inv.String(), "carrier.example") {
 		t.Fatalf("the first trunk's details leaked to the target:\n%s", inv)
 	}
-	if got := u.echoCheck(50); got < 40 {
+	sipIn := `leg="sip",dir="in"`
+	before := metricValue(metricsText(t, r), "mediarelay_packets_total", sipIn)
+	got := u.echoCheck(50)
+	if got < 40 {
 		t.Fatalf("after the transfer only %d of 50 frames came back from the new trunk", got)
+	}
+	// The joined call's packets count while it is up, not only at its
+	// end: both legs received the frames (caller's, then target's echo).
+	if live := metricValue(metricsText(t, r), "mediarelay_packets_total", sipIn); live < before+float64(2*got) {
+		t.Errorf("mid-join mediarelay_packets_total{%s} went from %v to %v, want at least %d more", sipIn, before, live, 2*got)
 	}
 	if n := r.ActiveCalls(); n != 1 {
 		t.Fatalf("%d active calls, want 1 (the joined trunk legs)", n)
