@@ -101,6 +101,15 @@ func serve(args []string, stderr io.Writer) int {
 			}
 		}
 	}()
+	// SIGUSR1 drains the node: no new calls, the others go on.
+	usr1 := make(chan os.Signal, 1)
+	notifyDrain(usr1) // drain_unix.go
+	defer signal.Stop(usr1)
+	go func() {
+		for range usr1 {
+			relay.Drain()
+		}
+	}()
 	if err := relay.Serve(ctx); err != nil {
 		log.Error("relay stopped", "err", err)
 		return 1
