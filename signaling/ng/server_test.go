@@ -123,7 +123,9 @@ func TestPingAndCommands(t *testing.T) {
 	if d["result"] != "ok" || d["sdp"] != "v=0\r\n" {
 		t.Fatalf("offer: %v", d)
 	}
+	h.mu.Lock()
 	f := h.last.Flags
+	h.mu.Unlock()
 	if !f.TrustAddress || !f.GenerateMid || f.ICE != "remove" || f.TransportProtocol != "RTP/AVP" ||
 		!Has(f.RTCPMux, "demux") || !Has(f.Replace, "session-connection") || !Has(f.Replace, "origin") ||
 		f.ReceivedFrom != netip.MustParseAddr("192.0.2.1") || f.Label != "caller" ||
