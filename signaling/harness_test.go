@@ -510,6 +510,12 @@ func (p *phone) call(r *Relay, user string) {
 	if err := p.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: string(res.Body())}); err != nil {
 		p.t.Fatalf("relay answer: %v", err)
 	}
+	p.waitConnected(ctx)
+}
+
+// waitConnected waits for the phone's ICE and DTLS to connect.
+func (p *phone) waitConnected(ctx context.Context) {
+	p.t.Helper()
 	connected := make(chan struct{})
 	var once sync.Once
 	p.pc.OnConnectionStateChange(func(s webrtc.PeerConnectionState) {

@@ -271,6 +271,16 @@ func (h ngHandler) Offer(req *ng.Request) (string, error) {
 		return "", fmt.Errorf("ng offer %s: %w", req.CallID, err)
 	}
 	s.replySDP = out
+	// An offer never answered (the proxy lost the call, or a flood of
+	// offers) must not hold its ports: it ends as a ringing B2BUA call would.
+	time.AfterFunc(ringTimeout, func() {
+		s.mu.Lock()
+		unanswered := s.answerSDP == ""
+		s.mu.Unlock()
+		if unanswered {
+			c.hangup(endNoAnswer, 0, "")
+		}
+	})
 	c.log.Info("ng offer", "from_tag", req.FromTag, "webrtc_offerer", offerWeb, "plain", plainProto, "codecs", strings.Join(route.Codecs, ","))
 	return out, nil
 }

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -140,24 +139,12 @@ func (p *plainPeer) send(t *testing.T, to netip.AddrPort, n int) [][]byte {
 	return sent
 }
 
-// waitConnected waits for the phone's ICE and DTLS.
-func waitConnected(t *testing.T, pc *webrtc.PeerConnection) {
+// connect waits for the phone's ICE and DTLS.
+func connect(t *testing.T, p *phone) {
 	t.Helper()
-	connected := make(chan struct{})
-	var once sync.Once
-	pc.OnConnectionStateChange(func(s webrtc.PeerConnectionState) {
-		if s == webrtc.PeerConnectionStateConnected {
-			once.Do(func() { close(connected) })
-		}
-	})
-	if pc.ConnectionState() == webrtc.PeerConnectionStateConnected {
-		once.Do(func() { close(connected) })
-	}
-	select {
-	case <-connected:
-	case <-time.After(20 * time.Second):
-		t.Fatal("webrtc leg did not connect")
-	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	p.waitConnected(ctx)
 }
 
 // exchange sends audio both ways and checks it arrives unchanged
@@ -285,7 +272,7 @@ func TestNGWebRTCOfferToPlainRTP(t *testing.T) {
 	if err := p.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: webAnswer}); err != nil {
 		t.Fatalf("answer: %v", err)
 	}
-	waitConnected(t, p.pc)
+	connect(t, p)
 
 	// A retransmitted answer (183 then 200) is the same answer.
 	again := ngc.ok(map[string]any{"command": "answer", "call-id": "ng-call-1", "from-tag": "caller", "to-tag": "callee", "sdp": peer.sdp()})
@@ -383,7 +370,7 @@ func TestNGPlainOfferToWebRTC(t *testing.T) {
 	if err != nil || pa.Proto != "RTP/AVP" || strings.Contains(plainAnswer, "a=ice-") || strings.Contains(plainAnswer, "fingerprint") {
 		t.Fatalf("plain answer (%v):\n%s", err, plainAnswer)
 	}
-	waitConnected(t, p.pc)
+	connect(t, p)
 	toPlain, toWeb := exchange(t, p, peer, netip.AddrPortFrom(pa.Addr, uint16(pa.Port)))
 	del := ngc.ok(map[string]any{"command": "delete", "call-id": "ng-in-1"})
 	if streamPackets(t, del, "browser") < int64(toPlain) || streamPackets(t, del, "trunk") < int64(toWeb) {
