@@ -1,0 +1,251 @@
+//go:build linux
+
+package signaling
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
+)
+
+// kamailioCfg is a minimal Kamailio 5.6 proxy that drives a media node over
+// ng as a WebRTC gateway does: the browser's offer goes on as plain RTP,
+// the SIP side's answer comes back as WebRTC, BYE deletes the call.
+const kamailioCfg = `#!KAMAILIO
+debug=2
+log_stderror=yes
+children=1
+auto_aliases=no
+listen=udp:127.0.0.1:%[1]d
+listen=tcp:127.0.0.1:%[1]d
+mpath="%[2]s"
+loadmodule "pv.so"
+loadmodule "tm.so"
+loadmodule "sl.so"
+loadmodule "rr.so"
+loadmodule "siputils.so"
+loadmodule "textops.so"
+loadmodule "rtpengine.so"
+modparam("rtpengine", "rtpengine_sock", "udp:127.0.0.1:%[3]d")
+
+request_route {
+	if (has_totag()) {
+		if (loose_route()) {
+			if (is_method("BYE")) {
+				rtpengine_delete();
+			}
+			t_relay();
+			exit;
+		}
+		if (is_method("ACK") && t_check_trans()) {
+			t_relay();
+		}
+		exit;
+	}
+	if (is_method("INVITE")) {
+		record_route();
+		if (!rtpengine_offer("RTP/AVP ICE=remove rtcp-mux-demux replace-origin replace-session-connection trust-address")) {
+			sl_send_reply("503", "No media node");
+			exit;
+		}
+		t_on_reply("MEDIA");
+	}
+	$du = "sip:127.0.0.1:%[4]d";
+	t_relay();
+}
+
+onreply_route[MEDIA] {
+	if (has_body("application/sdp")) {
+		rtpengine_answer("UDP/TLS/RTP/SAVPF ICE=force rtcp-mux-require");
+	}
+}
+`
+
+// kamailioModules is where Debian's kamailio package puts its modules.
+func kamailioModules() string {
+	for _, d := range []string{"/usr/lib/x86_64-linux-gnu/kamailio/modules", "/usr/lib/aarch64-linux-gnu/kamailio/modules", "/usr/lib/kamailio/modules"} {
+		if _, err := os.Stat(filepath.Join(d, "rtpengine.so")); err == nil {
+			return d
+		}
+	}
+	return ""
+}
+
+// startKamailio runs Debian's Kamailio with kamailioCfg in the foreground
+// and returns its SIP port; it is stopped (its process group) at cleanup.
+func startKamailio(t *testing.T, ngPort, uasPort int) int {
+	t.Helper()
+	bin, err := exec.LookPath("kamailio")
+	mods := kamailioModules()
+	if err != nil || mods == "" {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("kamailio with its rtpengine module is not installed (.ci/deps installs it): %v", err)
+		}
+		t.Skip("kamailio is not installed (.ci/deps installs it)")
+	}
+	port := freeUDPPort(t)
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "kamailio.cfg")
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(kamailioCfg, port, mods, ngPort, uasPort)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	var mu sync.Mutex
+	w := writerFunc(func(p []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if out.Len() < 1<<20 {
+			out.Write(p)
+		}
+		return len(p), nil
+	})
+	cmd := exec.Command(bin, "-f", cfg, "-DD", "-E", "-m", "32", "-M", "4", "-Y", dir, "-w", dir)
+	cmd.Stdout, cmd.Stderr = w, w
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("kamailio: %v", err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			<-done
+		}
+		if t.Failed() {
+			mu.Lock()
+			t.Logf("kamailio log:\n%s", out.String())
+			mu.Unlock()
+		}
+	})
+	// Ready when it answers OPTIONS (with 404: no route, which is fine).
+	waitFor(t, "kamailio to listen", 10*time.Second, func() bool {
+		c, err := net.Dial("udp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			return false
+		}
+		defer c.Close()
+		msg := fmt.Sprintf("OPTIONS sip:127.0.0.1:%d SIP/2.0\r\nVia: SIP/2.0/UDP %s;branch=z9hG4bKprobe%d\r\nFrom: <sip:probe@127.0.0.1>;tag=1\r\nTo: <sip:probe@127.0.0.1>\r\nCall-ID: probe%d\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+			port, c.LocalAddr(), time.Now().UnixNano(), time.Now().UnixNano())
+		_, _ = c.Write([]byte(msg))
+		_ = c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		n, err := c.Read(make([]byte, 2048))
+		return err == nil && n > 0
+	})
+	return port
+}
+
+// TestKamailioDrivesNG: a browser (pion) calls through Debian's Kamailio,
+// whose rtpengine module uses mediarelay over ng, to a SIP UAS with plain
+// RTP that echoes; audio passes unchanged both ways, BYE deletes the call,
+// and the CDR names ng and the proxy.
+func TestKamailioDrivesNG(t *testing.T) {
+	r := ngRelay(t)
+	uas := newTrunkUAS(t)
+	uas.codecs = []string{"PCMU"}
+	uas.capture = make(chan []byte, 1000)
+	_, uasPort := splitHostPort(uas.addr)
+	kport := startKamailio(t, int(r.NGAddr().Port()), uasPort)
+
+	p := newPhone(t, "PCMU", "opus")
+	// The browser's SIP side: TCP to Kamailio (a WebRTC offer is larger
+	// than a UDP datagram may be), as browsers use a stream (WebSocket).
+	ua, _ := sipgo.NewUA(sipgo.WithUserAgent("browser"), sipgo.WithUserAgentHostname("127.0.0.1"))
+	cli, _ := sipgo.NewClient(ua, sipgo.WithClientHostname("127.0.0.1"))
+	t.Cleanup(func() { ua.Close() })
+	tcp := sip.HeaderParams{{K: "transport", V: "tcp"}}
+	dua := &sipgo.DialogUA{Client: cli, ContactHDR: sip.ContactHeader{Address: sip.Uri{User: "alice", Host: "127.0.0.1", UriParams: tcp}}}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	dcs, err := dua.Invite(ctx, sip.Uri{User: "bob", Host: "127.0.0.1", Port: kport, UriParams: tcp}, []byte(p.offer()),
+		sip.NewHeader("Content-Type", "application/sdp"))
+	if err != nil {
+		t.Fatalf("invite: %v", err)
+	}
+	if err := dcs.WaitAnswer(ctx, sipgo.AnswerOptions{}); err != nil {
+		t.Fatalf("call through kamailio: %v", err)
+	}
+	if err := dcs.Ack(ctx); err != nil {
+		t.Fatal(err)
+	}
+	answer := string(dcs.InviteResponse.Body())
+	if !strings.Contains(answer, "a=fingerprint") || !strings.Contains(answer, "a=ice-ufrag") {
+		t.Fatalf("the browser got no WebRTC answer:\n%s", answer)
+	}
+	if err := p.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: answer}); err != nil {
+		t.Fatal(err)
+	}
+	connect(t, p)
+
+	sent := p.sendFrames(25, 160)
+	atUAS := make(chan []byte, 1000)
+	go func() {
+		defer close(atUAS)
+		for {
+			select {
+			case b := <-uas.capture:
+				var pkt rtp.Packet
+				if pkt.Unmarshal(b) == nil && pkt.PayloadType < 64 {
+					atUAS <- pkt.Payload
+				}
+			case <-time.After(2 * time.Second):
+				return
+			}
+		}
+	}()
+	toSIP := matchPayloads(t, "browser → sip", sent, atUAS)
+	echoed := make(chan []byte, 1000)
+	go func() {
+		defer close(echoed)
+		for {
+			select {
+			case pkt := <-p.received:
+				echoed <- pkt.Payload
+			case <-time.After(2 * time.Second):
+				return
+			}
+		}
+	}()
+	toWeb := matchPayloads(t, "sip → browser (echo)", sent, echoed)
+
+	calls := r.callList()
+	if len(calls) != 1 || calls[0].ngs == nil {
+		t.Fatalf("%d calls on the relay, want one ng call", len(calls))
+	}
+	relayCallID := calls[0].id
+	if err := dcs.Bye(ctx); err != nil {
+		t.Fatalf("bye: %v", err)
+	}
+	waitFor(t, "the ng call's CDR", 10*time.Second, func() bool {
+		rec, err := r.CDR().Query(context.Background(), relayCallID)
+		if err != nil || rec.EndCause == "" || rec.EndCause == "in_progress" {
+			return false
+		}
+		if rec.Direction != DirectionNG || !strings.HasPrefix(rec.Trunk, "ng:127.0.0.1:") || rec.Mode != ModePassthrough ||
+			rec.WebRTCPacketsIn < uint64(toSIP) || rec.SIPPacketsIn < uint64(toWeb) {
+			t.Fatalf("cdr %+v; forwarded %d and %d", rec, toSIP, toWeb)
+		}
+		return true
+	})
+	if r.ActiveCalls() != 0 {
+		t.Fatal("the call outlived Kamailio's delete")
+	}
+}
