@@ -78,7 +78,10 @@ func (r *Relay) listenNG() error {
 		}
 		allow = append(allow, p)
 	}
-	srv, err := ng.Listen(r.cfg.NG.Listen, ngHandler{r}, ng.Options{Allow: allow, Logger: r.log.With("component", "ng")})
+	cmds := r.reg.NewCounterVec("mediarelay_ng_commands_total",
+		"ng control commands served, by command and result (ok, pong, error).", "command", "result")
+	srv, err := ng.Listen(r.cfg.NG.Listen, ngHandler{r}, ng.Options{Allow: allow, Logger: r.log.With("component", "ng"),
+		OnCommand: func(command, result string) { cmds.With(command, result).Inc() }})
 	if err != nil {
 		return err
 	}

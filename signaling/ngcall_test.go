@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -299,6 +300,20 @@ func TestNGWebRTCOfferToPlainRTP(t *testing.T) {
 	}
 	if legs := st["legs"].(map[string]any); legs["sip"].(map[string]any)["packets_in"].(int64) < int64(toWeb) {
 		t.Errorf("statistics: sip packets_in below what was forwarded: %v", legs)
+	}
+
+	// /metrics agrees with statistics.
+	resp, err := http.Get("http://" + r.HTTPAddr().String() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{"mediarelay_calls_active 1\n", `mediarelay_ng_commands_total{command="offer",result="ok"} 1`,
+		`mediarelay_ng_commands_total{command="ping",result="pong"} 1`} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
 	}
 
 	relayCallID := r.ngSession("ng-call-1").c.id

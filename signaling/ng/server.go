@@ -44,6 +44,9 @@ type Options struct {
 	// 0 means 30 s.
 	CacheTTL time.Duration
 	Logger   *slog.Logger
+	// OnCommand, if set, is told each command's name and result ("ok",
+	// "pong" or "error"), for metrics. Unknown command names are "other".
+	OnCommand func(command, result string)
 }
 
 // MaxRequest is the largest datagram served; larger ones are answered
@@ -65,6 +68,7 @@ type Server struct {
 	rate    int
 	ttl     time.Duration
 	workers chan struct{}
+	onCmd   func(command, result string)
 
 	mu      sync.Mutex
 	cache   map[cacheKey]*cached
@@ -109,6 +113,7 @@ func Listen(addr string, h Handler, o Options) (*Server, error) {
 		ttl:     o.CacheTTL,
 		cache:   map[cacheKey]*cached{},
 		sources: map[netip.Addr]*window{},
+		onCmd:   o.OnCommand,
 	}
 	if len(s.allow) == 0 {
 		s.allow = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
@@ -288,16 +293,19 @@ func (s *Server) reply(cookie, body []byte, src netip.AddrPort) []byte {
 	}
 	req, err := parseRequest(d, src)
 	if err != nil {
+		s.count("other", "error")
 		return errorReply(cookie, err.Error())
 	}
 	res, err := s.run(req)
 	if err != nil {
+		s.count(req.Command, "error")
 		s.log.Debug("ng command failed", "command", truncate(req.Command), "call_id", truncate(req.CallID), "source", src.String(), "err", err)
 		return errorReply(cookie, err.Error())
 	}
 	if _, ok := res["result"]; !ok {
 		res["result"] = "ok"
 	}
+	s.count(req.Command, fmt.Sprint(res["result"]))
 	out, err := bencode.Append(append(append([]byte(nil), cookie...), ' '), res)
 	if err != nil {
 		s.log.Error("ng reply not encodable", "command", req.Command, "err", err)
@@ -371,6 +379,19 @@ func (s *Server) run(req *Request) (res map[string]any, err error) {
 		return map[string]any{"statistics": s.h.Statistics()}, nil
 	}
 	return nil, fmt.Errorf("unknown command %q", truncate(req.Command))
+}
+
+// commands are the names OnCommand is told; others are "other".
+var commands = map[string]bool{"ping": true, "offer": true, "answer": true, "delete": true, "query": true, "list": true, "statistics": true}
+
+func (s *Server) count(command, result string) {
+	if s.onCmd == nil {
+		return
+	}
+	if !commands[command] {
+		command = "other"
+	}
+	s.onCmd(command, result)
 }
 
 func errorReply(cookie []byte, reason string) []byte {
