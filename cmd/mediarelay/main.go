@@ -78,8 +78,12 @@ func serve(args []string, stderr io.Writer) int {
 		log.Error("cannot start", "err", err)
 		return 1
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
+	term := make(chan os.Signal, 2)
+	signal.Notify(term, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(term)
+	go stopOnSignal(term, relay, stop, log) // drain.go
 	if cfg.Debug.PprofListen != "" {
 		srv, err := servePprof(cfg.Debug.PprofListen, log)
 		if err != nil {
