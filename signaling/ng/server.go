@@ -56,8 +56,11 @@ const MaxRequest = 48 * 1024
 // maxCookie bounds the cookie; rtpengine's proxies send a few dozen bytes.
 const maxCookie = 128
 
-// maxCached bounds the reply cache; the oldest entries go first.
-const maxCached = 16384
+// maxCached and maxCacheBytes bound the reply cache; the oldest entries go first.
+const (
+	maxCached     = 16384
+	maxCacheBytes = 16 << 20
+)
 
 // Server is an ng control socket.
 type Server struct {
@@ -70,13 +73,15 @@ type Server struct {
 	workers chan struct{}
 	onCmd   func(command, result string)
 
-	mu      sync.Mutex
-	cache   map[cacheKey]*cached
-	order   []cacheKey // insertion order, for eviction
-	sources map[netip.Addr]*window
-	closed  bool
-	wg      sync.WaitGroup
-	dropped atomic.Uint64
+	mu    sync.Mutex
+	cache map[cacheKey]*cached
+	order []cacheKey // insertion order, for eviction
+	// cacheBytes is the size of the cached replies.
+	cacheBytes int
+	sources    map[netip.Addr]*window
+	closed     bool
+	wg         sync.WaitGroup
+	dropped    atomic.Uint64
 }
 
 type cacheKey struct {
@@ -251,19 +256,28 @@ func (s *Server) packet(b []byte, src netip.AddrPort) {
 	}()
 }
 
-// remember caches c under key, evicting expired and then the oldest
-// entries to stay under maxCached. s.mu is held.
+// remember caches c under key and evicts what is over the cache's bounds.
+// s.mu is held.
 func (s *Server) remember(key cacheKey, c *cached, now time.Time) {
-	if _, ok := s.cache[key]; !ok {
+	if old, ok := s.cache[key]; ok {
+		s.cacheBytes -= len(old.reply)
+	} else {
 		s.order = append(s.order, key)
 	}
 	s.cache[key] = c
+	s.evict(now)
+}
+
+// evict drops expired entries, then the oldest while the cache holds more
+// than maxCached entries or maxCacheBytes of replies. s.mu is held.
+func (s *Server) evict(now time.Time) {
 	for len(s.order) > 0 {
 		old, ok := s.cache[s.order[0]]
-		if ok && len(s.cache) <= maxCached && now.Before(old.expires) {
+		if ok && len(s.cache) <= maxCached && s.cacheBytes <= maxCacheBytes && now.Before(old.expires) {
 			break
 		}
 		if ok {
+			s.cacheBytes -= len(old.reply)
 			delete(s.cache, s.order[0])
 		}
 		s.order = s.order[1:]
@@ -274,6 +288,8 @@ func (s *Server) finish(key cacheKey, src netip.AddrPort, reply []byte) {
 	s.mu.Lock()
 	if c, ok := s.cache[key]; ok {
 		c.reply = reply
+		s.cacheBytes += len(reply)
+		s.evict(time.Now())
 	}
 	s.mu.Unlock()
 	if _, err := s.conn.WriteToUDPAddrPort(reply, src); err != nil {

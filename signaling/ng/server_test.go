@@ -3,6 +3,7 @@ package ng
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"strings"
@@ -239,4 +240,38 @@ func FuzzParseRequest(f *testing.F) {
 		}
 		_, _ = parseRequest(d, netip.MustParseAddrPort("127.0.0.1:1"))
 	})
+}
+
+// TestReplyCacheBounded: however many cookies a proxy sends, the cache
+// keeps at most maxCached entries and maxCacheBytes of replies.
+func TestReplyCacheBounded(t *testing.T) {
+	s := startServer(t, &fakeHandler{}, Options{})
+	now := time.Now()
+	src := netip.MustParseAddrPort("127.0.0.1:9")
+	reply := bytes.Repeat([]byte("x"), 4096)
+	for i := 0; i < maxCached+5000; i++ {
+		key := cacheKey{src: src, cookie: strings.Repeat("k", 1+i%7) + string(rune('a'+i%26)) + fmt.Sprint(i)}
+		s.mu.Lock()
+		s.remember(key, &cached{expires: now.Add(time.Minute)}, now)
+		s.mu.Unlock()
+		s.finish(key, src, reply)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.cache) > maxCached || s.cacheBytes > maxCacheBytes || len(s.order) < len(s.cache) {
+		t.Fatalf("cache holds %d entries, %d bytes (order %d)", len(s.cache), s.cacheBytes, len(s.order))
+	}
+	total := 0
+	for _, c := range s.cache {
+		total += len(c.reply)
+	}
+	if total != s.cacheBytes {
+		t.Fatalf("cacheBytes %d, replies add up to %d", s.cacheBytes, total)
+	}
+	// Expired entries go at the next insertion.
+	later := now.Add(2 * time.Minute)
+	s.remember(cacheKey{src: src, cookie: "late"}, &cached{expires: later.Add(time.Minute)}, later)
+	if len(s.cache) != 1 {
+		t.Fatalf("%d entries after everything expired, want 1", len(s.cache))
+	}
 }
