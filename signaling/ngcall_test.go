@@ -490,6 +490,15 @@ func TestNGHostile(t *testing.T) {
 		t.Fatalf("%d calls after a new offer, want 1", r.ActiveCalls())
 	}
 
+	// GET does not drain.
+	if resp, err := http.Get("http://" + r.HTTPAddr().String() + "/admin/drain"); err != nil || resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Fatalf("GET /admin/drain: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	if r.Draining() {
+		t.Fatal("GET /admin/drain drained the node")
+	}
 	// Draining: new offers are refused, /healthz says 503, the call goes on.
 	resp, err := http.Post("http://"+r.HTTPAddr().String()+"/admin/drain", "text/plain", nil)
 	if err != nil || resp.StatusCode != 200 {
