@@ -18,6 +18,8 @@ import (
 	"github.com/mediarelay/mediarelay/pkg/bencode"
 	"github.com/mediarelay/mediarelay/pkg/config"
 	"github.com/mediarelay/mediarelay/pkg/sdp"
+	"github.com/mediarelay/mediarelay/transcode"
+	"github.com/mediarelay/mediarelay/transcode/tone"
 )
 
 // ngClient is a SIP proxy's side of the ng protocol, on a real UDP socket.
@@ -84,21 +86,27 @@ func ngRelay(t *testing.T) *Relay {
 type plainPeer struct {
 	conn *net.UDPConn
 	got  chan []byte
+	echo bool // send every packet back to where it came from
 }
 
-func newPlainPeer(t *testing.T) *plainPeer {
+func newPlainPeer(t *testing.T) *plainPeer { return startPlainPeer(t, false) }
+
+func startPlainPeer(t *testing.T, echo bool) *plainPeer {
 	t.Helper()
 	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &plainPeer{conn: conn, got: make(chan []byte, 1000)}
+	p := &plainPeer{conn: conn, got: make(chan []byte, 1000), echo: echo}
 	go func() {
 		buf := make([]byte, 1500)
 		for {
-			n, err := conn.Read(buf)
+			n, from, err := conn.ReadFromUDPAddrPort(buf)
 			if err != nil {
 				return
+			}
+			if p.echo {
+				_, _ = conn.WriteToUDPAddrPort(buf[:n], from)
 			}
 			var pkt rtp.Packet
 			if pkt.Unmarshal(buf[:n]) == nil && pkt.PayloadType < 64 {
@@ -514,4 +522,64 @@ func TestNGHostile(t *testing.T) {
 	ngc.ok(map[string]any{"command": "query", "call-id": "h1"})
 	ngc.ok(map[string]any{"command": "delete", "call-id": "h1"})
 	waitFor(t, "calls to end", 5*time.Second, func() bool { return r.ActiveCalls() == 0 && r.PortsInUse() == 0 })
+}
+
+// TestNGTranscode: a browser that offers only Opus reaches a PCMU-only SIP
+// side because the proxy asked for codec transcode-PCMU (and stripped
+// Opus); tones pass both ways through the transcoder.
+func TestNGTranscode(t *testing.T) {
+	r := ngRelay(t)
+	ngc := newNGClient(t, r)
+	p := newPhone(t, "opus")
+	res := ngc.ok(map[string]any{
+		"command": "offer", "call-id": "ng-tc", "from-tag": "caller", "sdp": p.offer(),
+		"transport-protocol": "RTP/AVP", "ICE": "remove", "codec": map[string]any{"transcode": []any{"PCMU"}, "strip": []any{"opus"}},
+	})
+	_, po, err := sdp.Parse([]byte(res["sdp"].(string)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := po.Find("PCMU"); !ok || len(po.Codecs) != 2 {
+		t.Fatalf("offer to the SIP side: %v, want PCMU and telephone-event", po.Codecs)
+	}
+	peer := startPlainPeer(t, true)
+	res = ngc.ok(map[string]any{
+		"command": "answer", "call-id": "ng-tc", "from-tag": "caller", "to-tag": "callee", "sdp": peer.sdp(),
+		"transport-protocol": "UDP/TLS/RTP/SAVPF", "ICE": "force",
+	})
+	if err := p.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: res["sdp"].(string)}); err != nil {
+		t.Fatal(err)
+	}
+	connect(t, p)
+	ref := tone.Generate([]float64{400, 1000}, 48000, 48000*2, 0.25)
+	p.sendOpusTone(t, ref)
+	back := decodeOpus(t, p.collect(time.Second))
+	var atSIP []int16
+	for len(peer.got) > 0 {
+		b := <-peer.got
+		pcm := make([]int16, len(b))
+		transcode.MulawDecode(pcm, b)
+		atSIP = append(atSIP, pcm...)
+	}
+	atSIP = atSIP[min(len(atSIP), 4000):] // past start-up
+	for _, f := range []float64{400, 1000} {
+		if !tone.Detect(atSIP, 8000, f) {
+			t.Errorf("%v Hz not detected on the SIP side (%d samples)", f, len(atSIP))
+		}
+		if len(back) < 48000 || !tone.Detect(back[24000:], 48000, f) {
+			t.Errorf("%v Hz not detected back at the browser (%d samples)", f, len(back))
+		}
+	}
+	relayCallID := r.ngSession("ng-tc").c.id
+	ngc.ok(map[string]any{"command": "delete", "call-id": "ng-tc"})
+	waitFor(t, "the CDR", 5*time.Second, func() bool {
+		rec, err := r.CDR().Query(context.Background(), relayCallID)
+		if err != nil || rec.EndCause == "" || rec.EndCause == "in_progress" {
+			return false
+		}
+		if rec.Mode != ModeTranscode || rec.SIPCodec != "PCMU" || rec.WebRTCCodec != "opus" {
+			t.Fatalf("cdr: mode %s, codecs %s/%s", rec.Mode, rec.WebRTCCodec, rec.SIPCodec)
+		}
+		return true
+	})
 }
