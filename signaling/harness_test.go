@@ -244,24 +244,7 @@ func (u *trunkUAS) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	u.mu.Lock()
 	u.conns = append(u.conns, conn)
 	u.mu.Unlock()
-	go func() {
-		buf := make([]byte, 1500)
-		for {
-			n, from, err := conn.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				return
-			}
-			if u.capture != nil {
-				select {
-				case u.capture <- append([]byte(nil), buf[:n]...):
-				default:
-				}
-			}
-			if u.echo {
-				_, _ = conn.WriteToUDPAddrPort(buf[:n], from)
-			}
-		}
-	}()
+	go serveRTP(conn, u.capture, u.echo)
 	body := sdp.Offer{SessionID: 1, Version: 1, Addr: netip.MustParseAddr("127.0.0.1"),
 		Port: conn.LocalAddr().(*net.UDPAddr).Port, Codecs: chosen}.Marshal()
 	if u.rewrite != nil {
@@ -291,6 +274,28 @@ func (u *trunkUAS) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = d.Bye(ctx)
+	}
+}
+
+// serveRTP reads conn until it is closed: a copy of each packet goes to
+// capture (when set and not full), and with echo each packet goes back to
+// where it came from.
+func serveRTP(conn *net.UDPConn, capture chan []byte, echo bool) {
+	buf := make([]byte, 1500)
+	for {
+		n, from, err := conn.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			return
+		}
+		if capture != nil {
+			select {
+			case capture <- append([]byte(nil), buf[:n]...):
+			default:
+			}
+		}
+		if echo {
+			_, _ = conn.WriteToUDPAddrPort(buf[:n], from)
+		}
 	}
 }
 

@@ -82,43 +82,66 @@ func ngRelay(t *testing.T) *Relay {
 	return startRelay(t, func(c *config.Config) { c.NG.Listen = "127.0.0.1:0" })
 }
 
-// plainPeer is a SIP-side RTP endpoint: a UDP socket on loopback.
+// plainPeer is a SIP-side RTP endpoint: a UDP socket on loopback; got has
+// every packet it receives.
 type plainPeer struct {
 	conn *net.UDPConn
 	got  chan []byte
-	echo bool // send every packet back to where it came from
 }
 
 func newPlainPeer(t *testing.T) *plainPeer { return startPlainPeer(t, false) }
 
+// startPlainPeer starts a peer; with echo it sends every packet back.
 func startPlainPeer(t *testing.T, echo bool) *plainPeer {
 	t.Helper()
 	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &plainPeer{conn: conn, got: make(chan []byte, 1000), echo: echo}
+	p := &plainPeer{conn: conn, got: make(chan []byte, 1000)}
+	go serveRTP(conn, p.got, echo)
+	t.Cleanup(func() { _ = conn.Close() })
+	return p
+}
+
+// audioPayloads passes on the payloads of the audio RTP packets (not
+// telephone-event, not RTCP) that arrive on raw, until two seconds pass
+// without one.
+func audioPayloads(raw <-chan []byte) <-chan []byte {
+	out := make(chan []byte, 1000)
 	go func() {
-		buf := make([]byte, 1500)
+		defer close(out)
 		for {
-			n, from, err := conn.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				return
-			}
-			if p.echo {
-				_, _ = conn.WriteToUDPAddrPort(buf[:n], from)
-			}
-			var pkt rtp.Packet
-			if pkt.Unmarshal(buf[:n]) == nil && pkt.PayloadType < 64 {
-				select {
-				case p.got <- append([]byte(nil), pkt.Payload...):
-				default:
+			select {
+			case b := <-raw:
+				var pkt rtp.Packet
+				if pkt.Unmarshal(b) == nil && pkt.PayloadType < 64 {
+					out <- pkt.Payload
 				}
+			case <-time.After(2 * time.Second):
+				return
 			}
 		}
 	}()
-	t.Cleanup(func() { _ = conn.Close() })
-	return p
+	return out
+}
+
+// phonePayloads passes on the payloads the phone receives, until two
+// seconds pass without one.
+func phonePayloads(p *phone) <-chan []byte {
+	out := make(chan []byte, 1000)
+	go func() {
+		defer close(out)
+		for {
+			select {
+			case pkt := <-p.received:
+				out <- pkt.Payload
+			case <-time.After(2 * time.Second):
+				return
+			}
+		}
+	}()
+	return out
 }
 
 func (p *plainPeer) port() int { return p.conn.LocalAddr().(*net.UDPAddr).Port }
@@ -161,21 +184,9 @@ func connect(t *testing.T, p *phone) {
 func exchange(t *testing.T, p *phone, peer *plainPeer, relayRTP netip.AddrPort) (toPlain, toWeb int) {
 	t.Helper()
 	sent := p.sendFrames(25, 160)
-	toPlain = matchPayloads(t, "browser → sip", sent, peer.got)
+	toPlain = matchPayloads(t, "browser → sip", sent, audioPayloads(peer.got))
 	back := peer.send(t, relayRTP, 25)
-	got := make(chan []byte, 1000)
-	go func() {
-		defer close(got)
-		for {
-			select {
-			case pkt := <-p.received:
-				got <- pkt.Payload
-			case <-time.After(2 * time.Second):
-				return
-			}
-		}
-	}()
-	toWeb = matchPayloads(t, "sip → browser", back, got)
+	toWeb = matchPayloads(t, "sip → browser", back, phonePayloads(p))
 	return toPlain, toWeb
 }
 
@@ -555,8 +566,7 @@ func TestNGTranscode(t *testing.T) {
 	p.sendOpusTone(t, ref)
 	back := decodeOpus(t, p.collect(time.Second))
 	var atSIP []int16
-	for len(peer.got) > 0 {
-		b := <-peer.got
+	for b := range audioPayloads(peer.got) {
 		pcm := make([]int16, len(b))
 		transcode.MulawDecode(pcm, b)
 		atSIP = append(atSIP, pcm...)

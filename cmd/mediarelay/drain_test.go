@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"syscall"
 	"testing"
@@ -54,21 +52,7 @@ func TestDrainThenSIGTERM(t *testing.T) {
 	cfg := fmt.Sprintf("http:\n  listen: %s\nsip:\n  udp_listen: ''\n  tcp_listen: 127.0.0.1:%d\n  echo: false\n"+
 		"media:\n  bind_ip: 127.0.0.1\n  port_min: 45100\n  port_max: 45199\n  webrtc_port: %d\ncdr:\n  path: %s\nng:\n  listen: %s\n",
 		httpAddr, freePort(t), freeUDPPort(t), filepath.Join(dir, "cdr.db"), ngAddr)
-	cfgPath := filepath.Join(dir, "relay.yaml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var logs lockedBuf
-	cmd := exec.Command(exe, "--config", cfgPath)
-	cmd.Env = append(os.Environ(), serveEnv+"=1")
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd, logs := startChild(t, cfg)
 	exited := make(chan struct{})
 	var exitErr error
 	go func() { exitErr = cmd.Wait(); close(exited) }()
@@ -91,7 +75,7 @@ func TestDrainThenSIGTERM(t *testing.T) {
 	waitUntil(t, "the ng socket", 30*time.Second, func() bool {
 		res := do(map[string]any{"command": "ping"})
 		return res["result"] == "pong"
-	}, &logs)
+	}, logs)
 	offer := map[string]any{"command": "offer", "call-id": "drain-1", "from-tag": "a", "sdp": browserOffer, "transport-protocol": "RTP/AVP"}
 	if res := do(offer); res["result"] != "ok" {
 		t.Fatalf("offer: %v\n%s", res, logs.String())
@@ -107,7 +91,7 @@ func TestDrainThenSIGTERM(t *testing.T) {
 		}
 		res.Body.Close()
 		return res.StatusCode == http.StatusServiceUnavailable
-	}, &logs)
+	}, logs)
 	offer["call-id"] = "drain-2"
 	if res := do(offer); res["result"] != "error" {
 		t.Fatalf("offer on a drained node: %v", res)
@@ -119,7 +103,7 @@ func TestDrainThenSIGTERM(t *testing.T) {
 	}
 	waitUntil(t, "the drained relay to note SIGTERM", 10*time.Second, func() bool {
 		return bytes.Contains([]byte(logs.String()), []byte("stopping when the last call ends"))
-	}, &logs)
+	}, logs)
 	if res := do(map[string]any{"command": "query", "call-id": "drain-1"}); res["result"] != "ok" {
 		t.Fatalf("query after SIGTERM: %v", res)
 	}
