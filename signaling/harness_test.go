@@ -56,32 +56,41 @@ func testLogger(t *testing.T) *slog.Logger {
 	}
 	// Keep the relay's log and show it only when the test fails, so a
 	// failure seen once in CI says why.
-	var (
-		mu  sync.Mutex
-		buf strings.Builder
-	)
-	w := writerFunc(func(p []byte) (int, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		if buf.Len() < 1<<20 {
-			buf.Write(p)
-		}
-		return len(p), nil
-	})
-	t.Cleanup(func() {
-		if t.Failed() {
-			mu.Lock()
-			defer mu.Unlock()
-			t.Logf("relay log:\n%s", buf.String())
-		}
-	})
+	w := logOnFailure(t, "relay")
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
-// writerFunc adapts a function to io.Writer.
-type writerFunc func([]byte) (int, error)
+// boundedLog keeps the first MiB written to it.
+type boundedLog struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
 
-func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+func (b *boundedLog) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.buf.Len() < 1<<20 {
+		b.buf.Write(p)
+	}
+	return len(p), nil
+}
+
+func (b *boundedLog) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// logOnFailure returns a log that the test prints, as name's log, if it fails.
+func logOnFailure(t *testing.T, name string) *boundedLog {
+	b := &boundedLog{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("%s log:\n%s", name, b.String())
+		}
+	})
+	return b
+}
 
 // startRelay runs a relay on loopback with ephemeral ports until the test ends.
 func startRelay(t *testing.T, mod func(*config.Config)) *Relay {

@@ -3,7 +3,6 @@
 package signaling
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -11,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -102,16 +100,7 @@ func startKamailio(t *testing.T, ngPort, uasPort int) int {
 	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(kamailioCfg, port, mods, ngPort, uasPort)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	var out bytes.Buffer
-	var mu sync.Mutex
-	w := writerFunc(func(p []byte) (int, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		if out.Len() < 1<<20 {
-			out.Write(p)
-		}
-		return len(p), nil
-	})
+	w := logOnFailure(t, "kamailio")
 	cmd := exec.Command(bin, "-f", cfg, "-DD", "-E", "-m", "32", "-M", "4", "-Y", dir, "-w", dir)
 	cmd.Stdout, cmd.Stderr = w, w
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -127,11 +116,6 @@ func startKamailio(t *testing.T, ngPort, uasPort int) int {
 		case <-time.After(5 * time.Second):
 			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 			<-done
-		}
-		if t.Failed() {
-			mu.Lock()
-			t.Logf("kamailio log:\n%s", out.String())
-			mu.Unlock()
 		}
 	})
 	// Ready when it answers OPTIONS (with 404: no route, which is fine).

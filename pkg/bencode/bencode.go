@@ -62,16 +62,17 @@ func (d *decoder) value(depth int) (any, error) {
 	if d.pos >= len(d.buf) {
 		return nil, d.errorf("unexpected end of input")
 	}
-	switch c := d.buf[d.pos]; {
+	c := d.buf[d.pos]
+	if (c == 'l' || c == 'd') && depth >= MaxDepth {
+		return nil, d.errorf("nested deeper than %d", MaxDepth)
+	}
+	switch {
 	case c == 'i':
 		d.pos++
 		return d.integer('e')
 	case c >= '0' && c <= '9':
 		return d.str()
 	case c == 'l':
-		if depth >= MaxDepth {
-			return nil, d.errorf("nested deeper than %d", MaxDepth)
-		}
 		d.pos++
 		list := []any{}
 		for {
@@ -89,9 +90,6 @@ func (d *decoder) value(depth int) (any, error) {
 			list = append(list, v)
 		}
 	case c == 'd':
-		if depth >= MaxDepth {
-			return nil, d.errorf("nested deeper than %d", MaxDepth)
-		}
 		d.pos++
 		dict := map[string]any{}
 		for {
