@@ -60,30 +60,9 @@ func testLogger(t *testing.T) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
-// boundedLog keeps the first MiB written to it.
-type boundedLog struct {
-	mu  sync.Mutex
-	buf strings.Builder
-}
-
-func (b *boundedLog) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.buf.Len() < 1<<20 {
-		b.buf.Write(p)
-	}
-	return len(p), nil
-}
-
-func (b *boundedLog) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // logOnFailure returns a log that the test prints, as name's log, if it fails.
-func logOnFailure(t *testing.T, name string) *boundedLog {
-	b := &boundedLog{}
+func logOnFailure(t *testing.T, name string) *syncBuffer {
+	b := &syncBuffer{max: 1 << 20}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("%s log:\n%s", name, b.String())
