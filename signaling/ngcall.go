@@ -25,7 +25,12 @@ const DirectionNG = "ng"
 // Errors of ng commands, as the proxy reads them in error-reason.
 var (
 	errNGUnknownCall = errors.New("Unknown call-id")
-	errNGDraining    = errors.New("node draining: not taking new calls")
+	// errNGDraining and errNGNoPorts are rtpengine's own words: Kamailio's
+	// rtpengine module then tries the next node of the set instead of
+	// failing the call ("Parallel session limit reached"; newer versions
+	// also on "Ran out of ports").
+	errNGDraining = errors.New("Parallel session limit reached")
+	errNGNoPorts  = errors.New("Ran out of ports")
 	errNGSameProto   = errors.New("no protocol conversion asked (transport-protocol, ICE): only WebRTC <-> RTP calls are relayed over ng")
 	errNGReoffer     = errors.New("re-offer with a changed SDP is not supported")
 	errNGFromTag     = errors.New("from-tag does not match the offer's")
@@ -254,6 +259,9 @@ func (h ngHandler) Offer(req *ng.Request) (string, error) {
 	var failure error
 	fail := func(code int, reason, cause string, _ ...sip.Header) {
 		failure = fmt.Errorf("%d %s", code, reason)
+		if code == 503 {
+			failure = errNGNoPorts // openRTPLeg: the port range is exhausted
+		}
 		r.countSetupFailure(code)
 		c.hangup(cause, code, reason)
 	}
@@ -270,6 +278,9 @@ func (h ngHandler) Offer(req *ng.Request) (string, error) {
 		if failure == nil {
 			r.countSetupFailure(488)
 			c.hangup(setupCause(err), 488, "")
+		}
+		if errors.Is(err, errNGNoPorts) {
+			return "", err // exactly rtpengine's words
 		}
 		return "", fmt.Errorf("ng offer %s: %w", req.CallID, err)
 	}

@@ -524,7 +524,7 @@ func TestNGHostile(t *testing.T) {
 		t.Fatalf("POST /admin/drain: %v %v", resp, err)
 	}
 	resp.Body.Close()
-	fails("offer while draining", map[string]any{"command": "offer", "call-id": "h2", "from-tag": "a", "sdp": offer["sdp"], "transport-protocol": "RTP/AVP"}, "draining")
+	fails("offer while draining", map[string]any{"command": "offer", "call-id": "h2", "from-tag": "a", "sdp": offer["sdp"], "transport-protocol": "RTP/AVP"}, "Parallel session limit reached")
 	if resp, err := http.Get("http://" + r.HTTPAddr().String() + "/healthz"); err != nil || resp.StatusCode != http.StatusServiceUnavailable {
 		t.Fatalf("healthz while draining: %v %v", resp, err)
 	} else {
@@ -592,4 +592,25 @@ func TestNGTranscode(t *testing.T) {
 		}
 		return true
 	})
+}
+
+// TestNGOutOfPorts: with the port range used up, an offer gets rtpengine's
+// "Ran out of ports" (Kamailio then tries another node), and nothing leaks.
+func TestNGOutOfPorts(t *testing.T) {
+	r := startRelay(t, func(c *config.Config) {
+		c.NG.Listen = "127.0.0.1:0"
+		c.Media.PortMax = c.Media.PortMin + 1 // one RTP/RTCP pair
+	})
+	ngc := newNGClient(t, r)
+	p := newPhone(t, "PCMU")
+	offer := map[string]any{"command": "offer", "call-id": "p1", "from-tag": "a", "sdp": p.offer(), "transport-protocol": "RTP/AVP"}
+	ngc.ok(offer)
+	offer["call-id"] = "p2"
+	if res := ngc.do(offer); res["result"] != "error" || res["error-reason"] != "Ran out of ports" {
+		t.Fatalf("offer with no ports left: %v", res)
+	}
+	ngc.ok(map[string]any{"command": "delete", "call-id": "p1"})
+	waitFor(t, "calls to end", 5*time.Second, func() bool { return r.ActiveCalls() == 0 && r.PortsInUse() == 0 })
+	offer["call-id"] = "p3"
+	ngc.ok(offer) // the pair is free again
 }
