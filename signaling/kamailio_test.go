@@ -37,7 +37,7 @@ loadmodule "rr.so"
 loadmodule "siputils.so"
 loadmodule "textops.so"
 loadmodule "rtpengine.so"
-modparam("rtpengine", "rtpengine_sock", "udp:127.0.0.1:%[3]d")
+modparam("rtpengine", "rtpengine_sock", "%[3]s")
 
 request_route {
 	if (has_totag()) {
@@ -82,9 +82,10 @@ func kamailioModules() string {
 	return ""
 }
 
-// startKamailio runs Debian's Kamailio with kamailioCfg in the foreground
-// and returns its SIP port; it is stopped (its process group) at cleanup.
-func startKamailio(t *testing.T, ngPort, uasPort int) int {
+// startKamailio runs Debian's Kamailio with kamailioCfg in the foreground,
+// with the ng nodes given ("udp:127.0.0.1:PORT=WEIGHT"), and returns its
+// SIP port; it is stopped (its process group) at cleanup.
+func startKamailio(t *testing.T, uasPort int, nodes ...string) int {
 	t.Helper()
 	bin, err := exec.LookPath("kamailio")
 	mods := kamailioModules()
@@ -97,7 +98,7 @@ func startKamailio(t *testing.T, ngPort, uasPort int) int {
 	port := freeUDPPort(t)
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "kamailio.cfg")
-	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(kamailioCfg, port, mods, ngPort, uasPort)), 0o600); err != nil {
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(kamailioCfg, port, mods, strings.Join(nodes, " "), uasPort)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	w := logOnFailure(t, "kamailio")
@@ -145,37 +146,12 @@ func TestKamailioDrivesNG(t *testing.T) {
 	uas.codecs = []string{"PCMU"}
 	uas.capture = make(chan []byte, 1000)
 	_, uasPort := splitHostPort(uas.addr)
-	kport := startKamailio(t, int(r.NGAddr().Port()), uasPort)
-
-	p := newPhone(t, "PCMU", "opus")
-	// The browser's SIP side: TCP to Kamailio (a WebRTC offer is larger
-	// than a UDP datagram may be), as browsers use a stream (WebSocket).
-	ua, _ := sipgo.NewUA(sipgo.WithUserAgent("browser"), sipgo.WithUserAgentHostname("127.0.0.1"))
-	cli, _ := sipgo.NewClient(ua, sipgo.WithClientHostname("127.0.0.1"))
-	t.Cleanup(func() { ua.Close() })
-	tcp := sip.HeaderParams{{K: "transport", V: "tcp"}}
-	dua := &sipgo.DialogUA{Client: cli, ContactHDR: sip.ContactHeader{Address: sip.Uri{User: "alice", Host: "127.0.0.1", UriParams: tcp}}}
+	kport := startKamailio(t, uasPort, ngNode(r, 1))
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	dcs, err := dua.Invite(ctx, sip.Uri{User: "bob", Host: "127.0.0.1", Port: kport, UriParams: tcp}, []byte(p.offer()),
-		sip.NewHeader("Content-Type", "application/sdp"))
-	if err != nil {
-		t.Fatalf("invite: %v", err)
-	}
-	if err := dcs.WaitAnswer(ctx, sipgo.AnswerOptions{}); err != nil {
-		t.Fatalf("call through kamailio: %v", err)
-	}
-	if err := dcs.Ack(ctx); err != nil {
-		t.Fatal(err)
-	}
-	answer := string(dcs.InviteResponse.Body())
-	if !strings.Contains(answer, "a=fingerprint") || !strings.Contains(answer, "a=ice-ufrag") {
-		t.Fatalf("the browser got no WebRTC answer:\n%s", answer)
-	}
-	if err := p.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: answer}); err != nil {
-		t.Fatal(err)
-	}
+	p := newPhone(t, "PCMU", "opus")
+	dcs := callThroughKamailio(ctx, t, kport, p)
 	connect(t, p)
 
 	sent := p.sendFrames(25, 160)
@@ -203,5 +179,73 @@ func TestKamailioDrivesNG(t *testing.T) {
 	})
 	if r.ActiveCalls() != 0 {
 		t.Fatal("the call outlived Kamailio's delete")
+	}
+}
+
+// ngNode is r's entry in Kamailio's rtpengine_sock, with weight w.
+func ngNode(r *Relay, w int) string { return fmt.Sprintf("udp:%s=%d", r.NGAddr(), w) }
+
+// callThroughKamailio places a call from the phone through Kamailio (SIP over
+// TCP: a WebRTC offer is larger than a UDP datagram may be, and browsers use
+// a stream) and applies the WebRTC answer it gets.
+func callThroughKamailio(ctx context.Context, t *testing.T, kport int, p *phone) *sipgo.DialogClientSession {
+	t.Helper()
+	ua, _ := sipgo.NewUA(sipgo.WithUserAgent("browser"), sipgo.WithUserAgentHostname("127.0.0.1"))
+	cli, _ := sipgo.NewClient(ua, sipgo.WithClientHostname("127.0.0.1"))
+	t.Cleanup(func() { ua.Close() })
+	tcp := sip.HeaderParams{{K: "transport", V: "tcp"}}
+	dua := &sipgo.DialogUA{Client: cli, ContactHDR: sip.ContactHeader{Address: sip.Uri{User: "alice", Host: "127.0.0.1", UriParams: tcp}}}
+	dcs, err := dua.Invite(ctx, sip.Uri{User: "bob", Host: "127.0.0.1", Port: kport, UriParams: tcp}, []byte(p.offer()),
+		sip.NewHeader("Content-Type", "application/sdp"))
+	if err != nil {
+		t.Fatalf("invite: %v", err)
+	}
+	if err := dcs.WaitAnswer(ctx, sipgo.AnswerOptions{}); err != nil {
+		t.Fatalf("call through kamailio: %v", err)
+	}
+	if err := dcs.Ack(ctx); err != nil {
+		t.Fatal(err)
+	}
+	answer := string(dcs.InviteResponse.Body())
+	if !strings.Contains(answer, "a=fingerprint") || !strings.Contains(answer, "a=ice-ufrag") {
+		t.Fatalf("the browser got no WebRTC answer:\n%s", answer)
+	}
+	if err := p.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: answer}); err != nil {
+		t.Fatal(err)
+	}
+	return dcs
+}
+
+// TestKamailioSkipsDrainedNode: Kamailio has two mediarelay nodes, the
+// first weighted 1000 to 1; once it is drained, its offers are refused in
+// rtpengine's words and Kamailio puts every new call on the other node.
+func TestKamailioSkipsDrainedNode(t *testing.T) {
+	a, b := ngRelay(t), ngRelay(t)
+	uas := newTrunkUAS(t)
+	uas.codecs = []string{"PCMU"}
+	_, uasPort := splitHostPort(uas.addr)
+	kport := startKamailio(t, uasPort, ngNode(a, 1000), ngNode(b, 1))
+	a.Drain()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for i := 0; i < 2; i++ {
+		dcs := callThroughKamailio(ctx, t, kport, newPhone(t, "PCMU", "opus"))
+		if a.ActiveCalls() != 0 || b.ActiveCalls() != 1 {
+			t.Fatalf("call %d: %d calls on the drained node, %d on the other", i, a.ActiveCalls(), b.ActiveCalls())
+		}
+		if err := dcs.Bye(ctx); err != nil {
+			t.Fatalf("bye: %v", err)
+		}
+		waitFor(t, "the call to end", 10*time.Second, func() bool { return b.ActiveCalls() == 0 })
+	}
+	// Weighted 1000:1, the drained node was asked first at least once
+	// (all but certainly) and refused.
+	if st := (ngHandler{a}).Statistics()["currentstatistics"].(map[string]any); st["sessionsown"] != int64(0) {
+		t.Fatalf("drained node: %v", st)
+	}
+	var body strings.Builder
+	_, _ = a.reg.WriteTo(&body)
+	if !strings.Contains(body.String(), `mediarelay_ng_commands_total{command="offer",result="error"}`) {
+		t.Fatalf("the drained node refused no offer:\n%s", body.String())
 	}
 }

@@ -29,11 +29,11 @@ var (
 	// rtpengine module then tries the next node of the set instead of
 	// failing the call ("Parallel session limit reached"; newer versions
 	// also on "Ran out of ports").
-	errNGDraining = errors.New("Parallel session limit reached")
-	errNGNoPorts  = errors.New("Ran out of ports")
-	errNGSameProto   = errors.New("no protocol conversion asked (transport-protocol, ICE): only WebRTC <-> RTP calls are relayed over ng")
-	errNGReoffer     = errors.New("re-offer with a changed SDP is not supported")
-	errNGFromTag     = errors.New("from-tag does not match the offer's")
+	errNGDraining  = errors.New("Parallel session limit reached")
+	errNGNoPorts   = errors.New("Ran out of ports")
+	errNGSameProto = errors.New("no protocol conversion asked (transport-protocol, ICE): only WebRTC <-> RTP calls are relayed over ng")
+	errNGReoffer   = errors.New("re-offer with a changed SDP is not supported")
+	errNGFromTag   = errors.New("from-tag does not match the offer's")
 )
 
 // ngSession is a call set up by ng commands: the relay's Call (legs,
