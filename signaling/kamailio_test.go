@@ -38,6 +38,8 @@ loadmodule "siputils.so"
 loadmodule "textops.so"
 loadmodule "rtpengine.so"
 modparam("rtpengine", "rtpengine_sock", "%[3]s")
+modparam("rtpengine", "rtpengine_tout_ms", 300)
+modparam("rtpengine", "rtpengine_retr", 1)
 
 request_route {
 	if (has_totag()) {
@@ -247,5 +249,28 @@ func TestKamailioSkipsDrainedNode(t *testing.T) {
 	_, _ = a.reg.WriteTo(&body)
 	if !strings.Contains(body.String(), `mediarelay_ng_commands_total{command="offer",result="error"}`) {
 		t.Fatalf("the drained node refused no offer:\n%s", body.String())
+	}
+}
+
+// TestKamailioSkipsSilentNode: when a node stops answering ng (its process
+// died), Kamailio disables it and new calls succeed on the other node.
+func TestKamailioSkipsSilentNode(t *testing.T) {
+	a, b := ngRelay(t), ngRelay(t)
+	uas := newTrunkUAS(t)
+	uas.codecs = []string{"PCMU"}
+	_, uasPort := splitHostPort(uas.addr)
+	kport := startKamailio(t, uasPort, ngNode(a, 1000), ngNode(b, 1))
+	a.stopNG() // as a killed node: nothing answers on its ng port
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for i := 0; i < 2; i++ {
+		dcs := callThroughKamailio(ctx, t, kport, newPhone(t, "PCMU", "opus"))
+		if b.ActiveCalls() != 1 {
+			t.Fatalf("call %d: %d calls on the live node", i, b.ActiveCalls())
+		}
+		if err := dcs.Bye(ctx); err != nil {
+			t.Fatalf("bye: %v", err)
+		}
+		waitFor(t, "the call to end", 10*time.Second, func() bool { return b.ActiveCalls() == 0 })
 	}
 }
