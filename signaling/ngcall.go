@@ -607,10 +607,10 @@ func (s *ngSession) stats() map[string]any {
 	if !s.webOffer {
 		webTag, plainTag = s.toTag, s.fromTag
 	}
-	if webTag != "" || web != nil {
+	if webTag != "" { // the answerer's tag is known once it answered
 		tags[webTag] = party(webTag, webProto, webLocal, ws, plainTag)
 	}
-	if plainTag != "" || rtp != nil {
+	if plainTag != "" {
 		tags[plainTag] = party(plainTag, plainProto, localPort, rs, webTag)
 	}
 	totals := map[string]any{
