@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"strings"
@@ -230,15 +231,26 @@ func TestPerSourceRate(t *testing.T) {
 	}
 }
 
-func FuzzParseRequest(f *testing.F) {
-	f.Add([]byte("d7:call-id1:x7:command5:offer5:flagsl13:trust-address16:codec-strip-PCMAe3:sdp3:v=0e"))
-	f.Add([]byte("d5:codecd5:stripl4:PCMAee13:received-froml3:IP49:127.0.0.1ee"))
+// FuzzRequest feeds any bytes to the request path (decode, parse,
+// dispatch, encode): the reply is always a cookie and a bencoded dictionary.
+func FuzzRequest(f *testing.F) {
+	f.Add([]byte("d7:call-id1:x7:command5:offer5:flagsl13:trust-address16:codec-strip-PCMAe8:from-tag1:f3:sdp3:v=0e"))
+	f.Add([]byte("d5:codecd5:stripl4:PCMAee7:command5:offer13:received-froml3:IP49:127.0.0.1ee"))
+	f.Add([]byte("d7:command4:listi5:limiti3ee"))
+	s := &Server{h: &fakeHandler{}, log: slog.New(slog.DiscardHandler)}
+	src := netip.MustParseAddrPort("127.0.0.1:1")
 	f.Fuzz(func(t *testing.T, b []byte) {
-		d, err := bencode.DecodeDict(b)
-		if err != nil {
-			return
+		out := s.reply([]byte("c"), b, src)
+		if !bytes.HasPrefix(out, []byte("c ")) {
+			t.Fatalf("reply %q without the cookie", out)
 		}
-		_, _ = parseRequest(d, netip.MustParseAddrPort("127.0.0.1:1"))
+		d, err := bencode.DecodeDict(out[2:])
+		if err != nil {
+			t.Fatalf("reply %q: %v", out, err)
+		}
+		if r := d["result"]; r != "ok" && r != "pong" && r != "error" {
+			t.Fatalf("reply %q: result %v", out, r)
+		}
 	})
 }
 
