@@ -240,7 +240,8 @@ func (h ngHandler) Offer(req *ng.Request) (string, error) {
 		ended:         make(chan struct{}),
 		ngs:           s,
 	}
-	c.log = r.log.With("call", c.id, "ng_call_id", req.CallID, "proxy", req.Source.String())
+	// Ids come from SIP clients through the proxy: logged bounded.
+	c.log = r.log.With("call", c.id, "ng_call_id", truncate(req.CallID, 64), "proxy", req.Source.String())
 	s.c = c
 
 	// Register first so that a concurrent offer for the same call-id
@@ -295,7 +296,7 @@ func (h ngHandler) Offer(req *ng.Request) (string, error) {
 			c.hangup(endNoAnswer, 0, "")
 		}
 	})
-	c.log.Info("ng offer", "from_tag", req.FromTag, "webrtc_offerer", offerWeb, "plain", plainProto, "codecs", strings.Join(route.Codecs, ","))
+	c.log.Info("ng offer", "from_tag", truncate(req.FromTag, 64), "webrtc_offerer", offerWeb, "plain", plainProto, "codecs", strings.Join(route.Codecs, ","))
 	return out, nil
 }
 
@@ -452,7 +453,7 @@ func (h ngHandler) Answer(req *ng.Request) (string, error) {
 		c.answered = time.Now()
 		go c.watch()
 		c.beginCDR()
-		c.log.Info("ng call answered", "to_tag", req.ToTag)
+		c.log.Info("ng call answered", "to_tag", truncate(req.ToTag, 64))
 	}
 	return s.answerSDP, nil
 }
