@@ -91,6 +91,13 @@ func (r *Relay) listenNG() error {
 		return err
 	}
 	r.ngSrv = srv
+	if a := r.NGAddr(); !a.Addr().IsLoopback() {
+		r.log.Warn("ng.listen is not a loopback address: firewall it so that only the SIP proxies reach it",
+			"ng_listen", a.String(), "ng_allow", strings.Join(r.cfg.NG.Allow, ","))
+		if len(allow) == 0 {
+			r.log.Warn("ng.allow is empty: only proxies on this host (loopback) are served")
+		}
+	}
 	go r.serveLog("ng", srv.Serve)
 	return nil
 }
