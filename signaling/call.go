@@ -106,6 +106,8 @@ type Call struct {
 	// dropsTo, on a scratch call that sets up a leg for another call
 	// (dialTrunk), is the call whose SRTP failure count its drops feed.
 	dropsTo *Call
+	// ngs is the ng session of a call a SIP proxy set up (ngcall.go).
+	ngs *ngSession
 
 	// abort stops a call that is still being set up (cancels the INVITE).
 	abort context.CancelCauseFunc

@@ -56,32 +56,20 @@ func testLogger(t *testing.T) *slog.Logger {
 	}
 	// Keep the relay's log and show it only when the test fails, so a
 	// failure seen once in CI says why.
-	var (
-		mu  sync.Mutex
-		buf strings.Builder
-	)
-	w := writerFunc(func(p []byte) (int, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		if buf.Len() < 1<<20 {
-			buf.Write(p)
-		}
-		return len(p), nil
-	})
-	t.Cleanup(func() {
-		if t.Failed() {
-			mu.Lock()
-			defer mu.Unlock()
-			t.Logf("relay log:\n%s", buf.String())
-		}
-	})
+	w := logOnFailure(t, "relay")
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
-// writerFunc adapts a function to io.Writer.
-type writerFunc func([]byte) (int, error)
-
-func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+// logOnFailure returns a log that the test prints, as name's log, if it fails.
+func logOnFailure(t *testing.T, name string) *syncBuffer {
+	b := &syncBuffer{max: 1 << 20}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("%s log:\n%s", name, b.String())
+		}
+	})
+	return b
+}
 
 // startRelay runs a relay on loopback with ephemeral ports until the test ends.
 func startRelay(t *testing.T, mod func(*config.Config)) *Relay {
@@ -252,24 +240,7 @@ func (u *trunkUAS) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	u.mu.Lock()
 	u.conns = append(u.conns, conn)
 	u.mu.Unlock()
-	go func() {
-		buf := make([]byte, 1500)
-		for {
-			n, from, err := conn.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				return
-			}
-			if u.capture != nil {
-				select {
-				case u.capture <- append([]byte(nil), buf[:n]...):
-				default:
-				}
-			}
-			if u.echo {
-				_, _ = conn.WriteToUDPAddrPort(buf[:n], from)
-			}
-		}
-	}()
+	go serveRTP(conn, u.capture, u.echo)
 	body := sdp.Offer{SessionID: 1, Version: 1, Addr: u.ip,
 		Port: conn.LocalAddr().(*net.UDPAddr).Port, Codecs: chosen}.Marshal()
 	if u.rewrite != nil {
@@ -299,6 +270,28 @@ func (u *trunkUAS) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = d.Bye(ctx)
+	}
+}
+
+// serveRTP reads conn until it is closed: a copy of each packet goes to
+// capture (when set and not full), and with echo each packet goes back to
+// where it came from.
+func serveRTP(conn *net.UDPConn, capture chan []byte, echo bool) {
+	buf := make([]byte, 1500)
+	for {
+		n, from, err := conn.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			return
+		}
+		if capture != nil {
+			select {
+			case capture <- append([]byte(nil), buf[:n]...):
+			default:
+			}
+		}
+		if echo {
+			_, _ = conn.WriteToUDPAddrPort(buf[:n], from)
+		}
 	}
 }
 
@@ -535,6 +528,12 @@ func (p *phone) call(r *Relay, user string) {
 	if err := p.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: string(res.Body())}); err != nil {
 		p.t.Fatalf("relay answer: %v", err)
 	}
+	p.waitConnected(ctx)
+}
+
+// waitConnected waits for the phone's ICE and DTLS to connect.
+func (p *phone) waitConnected(ctx context.Context) {
+	p.t.Helper()
 	connected := make(chan struct{})
 	var once sync.Once
 	p.pc.OnConnectionStateChange(func(s webrtc.PeerConnectionState) {

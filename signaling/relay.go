@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emiago/sipgo"
@@ -27,6 +28,7 @@ import (
 	"github.com/mediarelay/mediarelay/pkg/config"
 	"github.com/mediarelay/mediarelay/pkg/connlimit"
 	"github.com/mediarelay/mediarelay/pkg/metrics"
+	"github.com/mediarelay/mediarelay/signaling/ng"
 	"github.com/mediarelay/mediarelay/signaling/web"
 )
 
@@ -76,10 +78,16 @@ type Relay struct {
 	inb          *inboundState
 
 	mu       sync.Mutex
-	calls    map[string]*Call // by relay call id
-	byDialog map[string]*Call // by either leg's dialog id
-	joins    map[string]*join // trunk-to-trunk calls after a transfer, by either leg's dialog id
+	calls    map[string]*Call      // by relay call id
+	byDialog map[string]*Call      // by either leg's dialog id
+	joins    map[string]*join      // trunk-to-trunk calls after a transfer, by either leg's dialog id
+	ngCalls  map[string]*ngSession // calls set up over ng (ngcall.go), by the proxy's call-id
 	wg       sync.WaitGroup
+
+	ngSrv *ng.Server
+	// draining: new calls are refused (ng offers, /healthz 503); calls in
+	// progress go on (drain.go).
+	draining atomic.Bool
 
 	httpAddr, udpAddr, tcpAddr, tlsAddr net.Addr
 
@@ -102,6 +110,7 @@ func New(cfg config.Config, log *slog.Logger) (*Relay, error) {
 		calls:    map[string]*Call{},
 		byDialog: map[string]*Call{},
 		joins:    map[string]*join{},
+		ngCalls:  map[string]*ngSession{},
 		ready:    make(chan struct{}),
 		wsCalls:  map[string]int{},
 
@@ -351,7 +360,7 @@ func (r *Relay) open(ctx context.Context) error {
 	go r.serveLog("http", func() error { return r.httpSrv.Serve(r.demux.http) })
 	go r.serveLog("ws", func() error { return r.server.ServeWS(r.demux.ws) })
 	r.startTrunkRegistrations(ctx) // trunkreg.go
-	return nil
+	return r.listenNG()            // ngcall.go
 }
 
 // openCDR opens the CDR store the configuration names, if any, and
@@ -403,10 +412,8 @@ func (r *Relay) listenHTTP() error {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/", web.Handler())
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/plain")
-		fmt.Fprintln(w, "ok")
-	})
+	mux.HandleFunc("/healthz", r.healthz) // drain.go
+	mux.HandleFunc("/admin/drain", r.adminDrain)
 	mux.Handle("/metrics", r.m.Handler())
 	mux.Handle("/api/", r.apiHandler()) // api.go
 	r.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 60 * time.Second}
@@ -451,6 +458,7 @@ func (r *Relay) callList() []*Call {
 
 // shutdown hangs up every call, then closes listeners and stores.
 func (r *Relay) shutdown() {
+	r.stopNG()
 	for _, c := range r.callList() {
 		c.hangup(endShutdown, 0, "")
 	}
@@ -603,6 +611,9 @@ func (r *Relay) removeCall(c *Call) {
 		delete(r.calls, c.id)
 		delete(r.byDialog, c.browserDialogID)
 		delete(r.byDialog, c.trunkDialogID)
+		if c.ngs != nil && r.ngCalls[c.ngs.callID] == c.ngs {
+			delete(r.ngCalls, c.ngs.callID)
+		}
 		if c.userHeld {
 			r.limits.release(c.user)
 		}

@@ -113,16 +113,20 @@ func (p *testPKI) pool() *x509.CertPool {
 	return pool
 }
 
-// syncBuffer collects log output from many goroutines.
+// syncBuffer collects log output from many goroutines; with max set, only
+// the first max bytes.
 type syncBuffer struct {
-	mu sync.Mutex
-	b  []byte
+	mu  sync.Mutex
+	b   []byte
+	max int
 }
 
 func (s *syncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.b = append(s.b, p...)
+	if s.max == 0 || len(s.b) < s.max {
+		s.b = append(s.b, p...)
+	}
 	return len(p), nil
 }
 

@@ -26,6 +26,30 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
+// startChild runs `mediarelay serve` with the YAML configuration cfg as a
+// child process (behind the command and arguments of wrap, if any), with
+// its output in the returned buffer.
+func startChild(t *testing.T, cfg string, wrap ...string) (*exec.Cmd, *lockedBuf) {
+	t.Helper()
+	cfgPath := filepath.Join(t.TempDir(), "relay.yaml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := append(append([]string(nil), wrap...), exe, "--config", cfgPath)
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Env = append(os.Environ(), serveEnv+"=1")
+	logs := &lockedBuf{}
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return cmd, logs
+}
+
 func freePort(t *testing.T) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -107,21 +131,7 @@ func TestListenersSurviveFDExhaustion(t *testing.T) {
 		"  tcp_message_timeout: 2s\n  max_conns_per_source: 100000\n  echo: false\n"+
 		"media:\n  bind_ip: 127.0.0.1\n  port_min: 45000\n  port_max: 45099\n  webrtc_port: %d\ncdr:\n  path: %s\n",
 		httpAddr, sipAddr, freeUDPPort(t), filepath.Join(dir, "cdr.db"))
-	cfgPath := filepath.Join(dir, "relay.yaml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var logs lockedBuf
-	cmd := exec.Command(prlimit, "--nofile=64:64", exe, "--config", cfgPath)
-	cmd.Env = append(os.Environ(), serveEnv+"=1")
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd, logs := startChild(t, cfg, prlimit, "--nofile=64:64")
 	t.Cleanup(func() {
 		_ = cmd.Process.Signal(os.Interrupt)
 		done := make(chan struct{})
@@ -133,7 +143,7 @@ func TestListenersSurviveFDExhaustion(t *testing.T) {
 			<-done
 		}
 	})
-	waitUntil(t, "relay to start", 30*time.Second, func() bool { return httpAnswers(httpAddr) && sipTCPAnswers(sipAddr) }, &logs)
+	waitUntil(t, "relay to start", 30*time.Second, func() bool { return httpAnswers(httpAddr) && sipTCPAnswers(sipAddr) }, logs)
 
 	// The flood: idle connections that never send a byte, to both listeners.
 	var flood []net.Conn

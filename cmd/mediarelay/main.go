@@ -78,8 +78,12 @@ func serve(args []string, stderr io.Writer) int {
 		log.Error("cannot start", "err", err)
 		return 1
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
+	term := make(chan os.Signal, 2)
+	signal.Notify(term, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(term)
+	go stopOnSignal(term, relay, stop, log) // drain.go
 	if cfg.Debug.PprofListen != "" {
 		srv, err := servePprof(cfg.Debug.PprofListen, log)
 		if err != nil {
@@ -99,6 +103,15 @@ func serve(args []string, stderr io.Writer) int {
 			} else {
 				log.Info("certificates reloaded")
 			}
+		}
+	}()
+	// SIGUSR1 drains the node: no new calls, the others go on.
+	usr1 := make(chan os.Signal, 1)
+	notifyDrain(usr1) // drain_unix.go
+	defer signal.Stop(usr1)
+	go func() {
+		for range usr1 {
+			relay.Drain()
 		}
 	}()
 	if err := relay.Serve(ctx); err != nil {

@@ -19,6 +19,7 @@ type Config struct {
 	CDR       CDR       `yaml:"cdr"`
 	Log       Log       `yaml:"log"`
 	Debug     Debug     `yaml:"debug"`
+	NG        NG        `yaml:"ng"`
 	// Trunk is the default trunk (a SIP URI such as sip:10.0.0.1:5060;transport=tcp,
 	// host:port, or the Name of an entry of Trunks) for browser calls that
 	// match no entry of Trunks.
@@ -217,6 +218,19 @@ type Debug struct {
 	// PprofForce is set: profiles reveal memory contents.
 	PprofListen string `yaml:"pprof_listen"`
 	PprofForce  bool   `yaml:"pprof_force"`
+}
+
+// NG is rtpengine's "ng" control protocol (bencode over UDP), with which
+// Kamailio and OpenSIPS drive the relay as a media node.
+type NG struct {
+	// Listen, when set, opens the ng control socket on this UDP address
+	// (host:port). It takes commands that allocate ports and open media
+	// paths: firewall it so that only the SIP proxies reach it.
+	Listen string `yaml:"listen"`
+	// Allow lists the addresses or CIDR prefixes of the proxies whose
+	// commands are served; datagrams from any other source are dropped
+	// unanswered. Empty means loopback only.
+	Allow []string `yaml:"allow,omitempty"`
 }
 
 // Trunk is one SIP peer the relay sends calls to and accepts calls from.

@@ -64,6 +64,7 @@ func TestFullExample(t *testing.T) {
 		Transcode: Transcode{OpusComplexity: 3, OpusBitrate: 24000, OpusFEC: false, OpusDTX: true, OpusPacketLoss: 10},
 		CDR:       CDR{Driver: "sqlite", Path: "/var/lib/mediarelay/cdr.db", Spool: "mediarelay-cdr.spool"},
 		Log:       Log{Level: "debug", Format: "json"},
+		NG:        NG{Listen: "10.0.0.5:22222", Allow: []string{"10.0.0.2", "10.0.1.0/24"}},
 		Trunk:     "carrier",
 		Trunks: []Trunk{
 			{
@@ -421,5 +422,28 @@ func TestCDRDriver(t *testing.T) {
 		} else if strings.Contains(err.Error(), "hunter2") {
 			t.Errorf("%v: the error shows the password: %v", tc.env, err)
 		}
+	}
+}
+
+// TestNGKeys: the ng control socket is off by default and set like any key;
+// a bad allow entry is an error naming it.
+func TestNGKeys(t *testing.T) {
+	c, err := Load(nil, nil)
+	if err != nil || c.NG.Listen != "" {
+		t.Fatalf("default ng.listen = %q, %v; want off", c.NG.Listen, err)
+	}
+	c, err = Load([]string{"--ng-listen", "127.0.0.1:22222", "--ng-allow", "127.0.0.1, ::1"}, nil)
+	if err != nil || c.NG.Listen != "127.0.0.1:22222" || !reflect.DeepEqual(c.NG.Allow, []string{"127.0.0.1", "::1"}) {
+		t.Fatalf("flags: %+v, %v", c.NG, err)
+	}
+	c, err = Load(nil, []string{"MEDIARELAY_NG_LISTEN=127.0.0.1:2223"})
+	if err != nil || c.NG.Listen != "127.0.0.1:2223" {
+		t.Fatalf("env: %+v, %v", c.NG, err)
+	}
+	if _, err := Load([]string{"--ng-allow", "proxy.example"}, nil); err == nil || !strings.Contains(err.Error(), "ng.allow[0]") {
+		t.Fatalf("bad ng.allow: err = %v", err)
+	}
+	if _, err := Load([]string{"--ng-listen", "nope"}, nil); err == nil || !strings.Contains(err.Error(), "ng.listen") {
+		t.Fatalf("bad ng.listen: err = %v", err)
 	}
 }

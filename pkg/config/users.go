@@ -105,7 +105,7 @@ func validateTrunkInbound(v *validator, p string, t Trunk) {
 	}
 }
 
-// ParseSource reads an IP address or CIDR prefix of trunks[].sources.
+// ParseSource reads an IP address or CIDR prefix of trunks[].sources or ng.allow.
 func ParseSource(s string) (netip.Prefix, error) {
 	s = strings.TrimSpace(s)
 	if strings.Contains(s, "/") {

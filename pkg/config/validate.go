@@ -243,6 +243,15 @@ func (c Config) Validate() error {
 		}
 	}
 
+	if c.NG.Listen != "" {
+		v.listen("ng.listen", c.NG.Listen, true)
+	}
+	for i, a := range c.NG.Allow {
+		if _, err := ParseSource(a); err != nil {
+			v.add(fmt.Sprintf("ng.allow[%d]", i), "%q is not an IP address or CIDR prefix", a)
+		}
+	}
+
 	names := make(map[string]int, len(c.Trunks))
 	for i, t := range c.Trunks {
 		p := fmt.Sprintf("trunks[%d].", i)

@@ -288,6 +288,37 @@ func (c *cdrCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(cdrSpoolDesc, prometheus.GaugeValue, float64(st.Spooled))
 }
 
+// Sum gathers the registry as a scrape would and adds up the samples of
+// the counter or gauge name whose labels include match (name, value
+// pairs). It is for reports that summarise (rtpengine's ng statistics),
+// not for the packet path.
+func (m *Relay) Sum(name string, match ...string) float64 {
+	families, err := m.reg.Gather()
+	if err != nil {
+		return 0
+	}
+	var sum float64
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+	next:
+		for _, s := range f.GetMetric() {
+			for i := 0; i+1 < len(match); i += 2 {
+				found := false
+				for _, l := range s.GetLabel() {
+					found = found || (l.GetName() == match[i] && l.GetValue() == match[i+1])
+				}
+				if !found {
+					continue next
+				}
+			}
+			sum += s.GetCounter().GetValue() + s.GetGauge().GetValue()
+		}
+	}
+	return sum
+}
+
 // Handler serves the registry for Prometheus scrapes.
 func (m *Relay) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
