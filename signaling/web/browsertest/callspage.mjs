@@ -38,7 +38,7 @@ try {
     await page.dispatchEvent('#token', 'change');
   }
   const row = `#calls tr[data-id="${opts.callId}"]`;
-  await page.waitForSelector(row, { timeout: 15000 });
+  await page.waitForSelector(row, { timeout: 45000 });
   result.cells = await page.$$eval(`${row} td`, (tds) => tds.map((td) => td.textContent));
   note(`row: ${JSON.stringify(result.cells)}`);
   if (opts.screenshot) await page.screenshot({ path: opts.screenshot, fullPage: true });
