@@ -15,6 +15,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/mediarelay/mediarelay/pkg/bencode"
 )
 
 // ngClient speaks rtpengine's ng control protocol: "COOKIE bencoded-dict"
@@ -54,12 +56,8 @@ func (n *ngClient) readLoop() {
 		if !ok {
 			continue
 		}
-		v, _, err := BencodeDecode(body)
+		d, err := bencode.DecodeDict(body)
 		if err != nil {
-			continue
-		}
-		d, ok := v.(map[string]any)
-		if !ok {
 			continue
 		}
 		n.mu.Lock()
@@ -85,7 +83,7 @@ func (n *ngClient) Do(ctx context.Context, cmd map[string]any) (map[string]any, 
 		delete(n.pending, cookie)
 		n.mu.Unlock()
 	}()
-	body, err := BencodeEncode([]byte(cookie+" "), cmd)
+	body, err := bencode.Append([]byte(cookie+" "), cmd)
 	if err != nil {
 		return nil, err
 	}
