@@ -240,6 +240,19 @@ func (l *RTPLeg) SetRemote(rtp, rtcp netip.AddrPort) {
 	l.log.Debug("rtp leg remote set", "rtp", rtp.String(), "rtcp", rtcp.String())
 }
 
+// Transport says how the leg's media goes: "udp4" or "udp6", by the
+// family of the peer's address; "" before the peer's SDP is known.
+func (l *RTPLeg) Transport() string {
+	r := l.remote.Load()
+	switch {
+	case r == nil || !r.rtp.IsValid():
+		return ""
+	case r.rtp.Addr().Is4():
+		return "udp4"
+	}
+	return "udp6"
+}
+
 func unmap(a netip.AddrPort) netip.AddrPort {
 	return netip.AddrPortFrom(a.Addr().Unmap(), a.Port())
 }

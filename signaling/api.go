@@ -46,8 +46,10 @@ type CallView struct {
 	Legs   map[string]LegView `json:"legs"`   // by leg: webrtc, sip
 }
 
-// LegView is one media leg's counters so far.
+// LegView is one media leg's transport and counters so far.
 type LegView struct {
+	// Transport is udp4, udp6, tcp4 or tcp6 (ICE-TCP); "" before media.
+	Transport  string  `json:"transport"`
 	PacketsIn  uint64  `json:"packets_in"`
 	PacketsOut uint64  `json:"packets_out"`
 	Loss       float64 `json:"loss"` // fraction of packets lost towards the relay, 0..1
@@ -75,17 +77,17 @@ func (c *Call) view() CallView {
 	}
 	if c.mediaStarted() {
 		if web := c.webLeg(); web != nil {
-			v.Legs[metrics.LegWebRTC] = legView(web.Stats())
+			v.Legs[metrics.LegWebRTC] = legView(web.Transport(), web.Stats())
 		}
 		if sip := c.sipLeg(); sip != nil {
-			v.Legs[metrics.LegSIP] = legView(sip.Stats())
+			v.Legs[metrics.LegSIP] = legView(sip.Transport(), sip.Stats())
 		}
 	}
 	return v
 }
 
-func legView(s media.LegStats) LegView {
-	return LegView{PacketsIn: s.PacketsIn, PacketsOut: s.PacketsOut, Loss: lossFraction(s), JitterMs: s.Jitter}
+func legView(transport string, s media.LegStats) LegView {
+	return LegView{Transport: transport, PacketsIn: s.PacketsIn, PacketsOut: s.PacketsOut, Loss: lossFraction(s), JitterMs: s.Jitter}
 }
 
 // adminHangup ends the call on both legs on an operator's behalf; who

@@ -428,6 +428,8 @@ func (c *Call) finish() {
 		rec.WebRTCLoss = lossFraction(ws)
 		rec.SIPLoss = lossFraction(rs)
 		rec.WebRTCJitterMs, rec.SIPJitterMs = ws.Jitter, rs.Jitter
+		rec.WebRTCTransport, rec.SIPTransport = c.web.Transport(), c.rtp.Transport()
+		c.r.countTransports(rec.WebRTCTransport, rec.SIPTransport)
 		worstLoss := max(rec.WebRTCLoss, rec.SIPLoss)
 		rec.MOS = cdr.EstimateMOS(rec.SIPCodec, worstLoss, max(ws.Jitter, rs.Jitter), 0)
 		c.observeFirstMedia()

@@ -101,6 +101,13 @@ func TestBrowserICETCP(t *testing.T) {
 			t.Errorf("with UDP allowed the call used %v, want udp4", keys(seen))
 		}
 	})
+	// The metrics say so too, one call each.
+	text := metricsText(t, r)
+	for _, leg := range []string{`leg="webrtc",transport="tcp4"`, `leg="webrtc",transport="udp4"`} {
+		if v := metricValue(text, "mediarelay_leg_transports_total", leg); v != 1 {
+			t.Errorf("mediarelay_leg_transports_total{%s} = %v, want 1", leg, v)
+		}
+	}
 }
 
 func iptables(t *testing.T, args ...string) {

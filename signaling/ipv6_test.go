@@ -1,6 +1,7 @@
 package signaling
 
 import (
+	"context"
 	"net"
 	"strings"
 	"testing"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/pion/webrtc/v4"
 
+	"github.com/mediarelay/mediarelay/pkg/cdr"
 	"github.com/mediarelay/mediarelay/pkg/config"
 )
 
@@ -30,6 +32,7 @@ func TestIPv6Call(t *testing.T) {
 	})
 	p := newPhoneOn(t, webrtc.NetworkTypeUDP6, "PCMU")
 	p.call(r, "1000")
+	id := activeCallID(t, r)
 	var leg string
 	for _, c := range r.callList() {
 		if l := c.webLeg(); l != nil {
@@ -50,4 +53,20 @@ func TestIPv6Call(t *testing.T) {
 		t.Fatal("trunk never got the BYE")
 	}
 	waitFor(t, "call cleanup", 5*time.Second, func() bool { return r.ActiveCalls() == 0 && r.PortsInUse() == 0 })
+	// The CDR and the metrics say how each leg's media went.
+	var rec cdr.Record
+	waitFor(t, "cdr", 5*time.Second, func() bool {
+		var err error
+		rec, err = r.CDR().Query(context.Background(), id)
+		return err == nil && rec.EndCause != cdr.CauseInProgress
+	})
+	if rec.WebRTCTransport != "udp6" || rec.SIPTransport != "udp6" {
+		t.Errorf("CDR transports webrtc %q sip %q, want udp6 both", rec.WebRTCTransport, rec.SIPTransport)
+	}
+	text := metricsText(t, r)
+	for _, leg := range []string{`leg="webrtc",transport="udp6"`, `leg="sip",transport="udp6"`} {
+		if v := metricValue(text, "mediarelay_leg_transports_total", leg); v != 1 {
+			t.Errorf("mediarelay_leg_transports_total{%s} = %v, want 1", leg, v)
+		}
+	}
 }

@@ -286,7 +286,10 @@ func (j *join) finish(legs [2]*trunkLeg, codecs [2]string) {
 		WebRTCPacketsIn: bs.PacketsIn, WebRTCPacketsOut: bs.PacketsOut,
 		SIPLoss: lossFraction(as), WebRTCLoss: lossFraction(bs),
 		SIPJitterMs: as.Jitter, WebRTCJitterMs: bs.Jitter,
+		SIPTransport: a.rtp.Transport(), WebRTCTransport: b.rtp.Transport(),
 	}
+	r.countTransports("", rec.SIPTransport)
+	r.countTransports("", rec.WebRTCTransport)
 	if !strings.EqualFold(codecs[0], codecs[1]) {
 		rec.Mode = ModeTranscode // G.711 law conversion, as calls record it
 	}

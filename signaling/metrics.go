@@ -153,6 +153,16 @@ func since(cur, before media.LegStats) media.LegStats {
 	}
 }
 
+// countTransports counts how an ended call's legs carried media.
+func (r *Relay) countTransports(web, sip string) {
+	if web != "" {
+		r.m.LegTransports.WithLabelValues(metrics.LegWebRTC, web).Inc()
+	}
+	if sip != "" {
+		r.m.LegTransports.WithLabelValues(metrics.LegSIP, sip).Inc()
+	}
+}
+
 // countLegs adds packet and byte counts to the relay's counters.
 func (r *Relay) countLegs(web, sip media.LegStats) {
 	r.m.WebRTC.PacketsIn.Add(float64(web.PacketsIn))

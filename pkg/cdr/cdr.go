@@ -58,6 +58,9 @@ type Record struct {
 	WebRTCJitterMs, SIPJitterMs       float64
 	MOS                               float64 // estimated; see EstimateMOS
 	DTMFEvents                        int
+	// WebRTCTransport and SIPTransport say how each leg's media went:
+	// "udp4", "udp6", "tcp4" or "tcp6" (ICE-TCP); "" if it never flowed.
+	WebRTCTransport, SIPTransport string
 }
 
 // Errors returned by Store.
@@ -75,13 +78,15 @@ var (
 // schemaVersion is the version of the cdr table (SQLite: PRAGMA
 // user_version; PostgreSQL: the cdr_schema table); bump it with a
 // migration when the table changes.
-const schemaVersion = 2
+const schemaVersion = 3
 
 // migrations[v] take a version v database to v+1; a new database gets
 // createTable at schemaVersion at once.
 var migrations = map[int][]string{
 	1: {`ALTER TABLE cdr ADD COLUMN ended_by TEXT NOT NULL DEFAULT ''`,
 		`ALTER TABLE cdr ADD COLUMN node TEXT NOT NULL DEFAULT ''`},
+	2: {`ALTER TABLE cdr ADD COLUMN webrtc_transport TEXT NOT NULL DEFAULT ''`,
+		`ALTER TABLE cdr ADD COLUMN sip_transport TEXT NOT NULL DEFAULT ''`},
 }
 
 // createTable is written with the types SQLite and PostgreSQL share, but
@@ -117,14 +122,17 @@ const createTable = `CREATE TABLE IF NOT EXISTS cdr (
 	mos                {real} NOT NULL,
 	dtmf_events        {int} NOT NULL,
 	ended_by           TEXT NOT NULL DEFAULT '',
-	node               TEXT NOT NULL DEFAULT ''
+	node               TEXT NOT NULL DEFAULT '',
+	webrtc_transport   TEXT NOT NULL DEFAULT '',
+	sip_transport      TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS cdr_start_time ON cdr (start_time);`
 
 const columns = `call_id, browser_call_id, trunk_call_id, from_uri, to_uri, trunk, direction,
 	start_time, answer_time, end_time, duration_ms, billable_ms, end_cause, sip_code,
 	webrtc_codec, sip_codec, mode, webrtc_packets_in, webrtc_packets_out, sip_packets_in,
-	sip_packets_out, webrtc_loss, sip_loss, webrtc_jitter_ms, sip_jitter_ms, mos, dtmf_events, ended_by`
+	sip_packets_out, webrtc_loss, sip_loss, webrtc_jitter_ms, sip_jitter_ms, mos, dtmf_events, ended_by,
+	webrtc_transport, sip_transport`
 
 // insertColumns are the columns a write sets: columns and the node.
 const insertColumns = columns + `, node`
@@ -132,7 +140,7 @@ const insertColumns = columns + `, node`
 // insertRecord inserts a row, or completes the row Begin wrote for the
 // call; a second final record for a call changes nothing (RowsAffected 0).
 const insertRecord = `INSERT INTO cdr (` + insertColumns + `)
-	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 	ON CONFLICT(call_id) DO UPDATE SET
 	browser_call_id = excluded.browser_call_id, trunk_call_id = excluded.trunk_call_id,
 	from_uri = excluded.from_uri, to_uri = excluded.to_uri, trunk = excluded.trunk, direction = excluded.direction,
@@ -143,7 +151,8 @@ const insertRecord = `INSERT INTO cdr (` + insertColumns + `)
 	sip_packets_in = excluded.sip_packets_in, sip_packets_out = excluded.sip_packets_out,
 	webrtc_loss = excluded.webrtc_loss, sip_loss = excluded.sip_loss, webrtc_jitter_ms = excluded.webrtc_jitter_ms,
 	sip_jitter_ms = excluded.sip_jitter_ms, mos = excluded.mos, dtmf_events = excluded.dtmf_events,
-	ended_by = excluded.ended_by, node = excluded.node
+	ended_by = excluded.ended_by, node = excluded.node,
+	webrtc_transport = excluded.webrtc_transport, sip_transport = excluded.sip_transport
 	WHERE cdr.end_cause = '` + CauseInProgress + `'`
 
 // End causes the store itself gives.
@@ -810,7 +819,8 @@ func (s *Store) args(r Record) []any {
 		r.EndCause, r.SIPCode, r.WebRTCCodec, r.SIPCodec, r.Mode,
 		clampInt64(r.WebRTCPacketsIn), clampInt64(r.WebRTCPacketsOut),
 		clampInt64(r.SIPPacketsIn), clampInt64(r.SIPPacketsOut),
-		r.WebRTCLoss, r.SIPLoss, r.WebRTCJitterMs, r.SIPJitterMs, r.MOS, r.DTMFEvents, r.EndedBy, s.node,
+		r.WebRTCLoss, r.SIPLoss, r.WebRTCJitterMs, r.SIPJitterMs, r.MOS, r.DTMFEvents, r.EndedBy,
+		r.WebRTCTransport, r.SIPTransport, s.node,
 	}
 }
 
@@ -838,6 +848,7 @@ func (s *Store) Query(ctx context.Context, callID string) (Record, error) {
 		&start, &answer, &end, &durationMs, &billableMs, &r.EndCause, &r.SIPCode,
 		&r.WebRTCCodec, &r.SIPCodec, &r.Mode, &wIn, &wOut, &sIn, &sOut,
 		&r.WebRTCLoss, &r.SIPLoss, &r.WebRTCJitterMs, &r.SIPJitterMs, &r.MOS, &r.DTMFEvents, &r.EndedBy,
+		&r.WebRTCTransport, &r.SIPTransport,
 	)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Record{}, fmt.Errorf("%w %s", ErrNotFound, callID)

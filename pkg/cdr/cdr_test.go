@@ -25,6 +25,7 @@ func sample(id string) Record {
 		EndCause: "normal", SIPCode: 200, WebRTCCodec: "opus", SIPCodec: "PCMU", Mode: "transcode",
 		WebRTCPacketsIn: 3100, WebRTCPacketsOut: 3098, SIPPacketsIn: 3099, SIPPacketsOut: 3100,
 		WebRTCLoss: 0.01, SIPLoss: 0.002, WebRTCJitterMs: 4.5, SIPJitterMs: 1.25, MOS: 4.3, DTMFEvents: 2, EndedBy: "browser",
+		WebRTCTransport: "tcp6", SIPTransport: "udp4",
 	}
 }
 
@@ -302,8 +303,8 @@ func TestInProgressClosedAtRestart(t *testing.T) {
 	}
 }
 
-// TestMigrateVersion1: a database of schema 1 (no ended_by, no node) keeps its
-// rows and gains the column.
+// TestMigrateVersion1: a database of schema 1 (no ended_by, no node, no
+// transports) keeps its rows and gains the columns.
 func TestMigrateVersion1(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "cdr.db")
 	s, err := OpenWith(path, 1, quiet)
@@ -311,7 +312,7 @@ func TestMigrateVersion1(t *testing.T) {
 		t.Fatal(err)
 	}
 	old := sample("old")
-	old.EndedBy = ""
+	old.EndedBy, old.WebRTCTransport, old.SIPTransport = "", "", ""
 	if err := s.Write(old); err != nil {
 		t.Fatal(err)
 	}
@@ -321,7 +322,8 @@ func TestMigrateVersion1(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Make it what a schema-1 relay left: no ended_by column, version 1.
-	for _, q := range []string{`ALTER TABLE cdr DROP COLUMN ended_by`, `ALTER TABLE cdr DROP COLUMN node`, `PRAGMA user_version = 1`} {
+	for _, q := range []string{`ALTER TABLE cdr DROP COLUMN ended_by`, `ALTER TABLE cdr DROP COLUMN node`,
+		`ALTER TABLE cdr DROP COLUMN webrtc_transport`, `ALTER TABLE cdr DROP COLUMN sip_transport`, `PRAGMA user_version = 1`} {
 		if _, err := s.db.Exec(q); err != nil {
 			t.Fatal(err)
 		}

@@ -152,6 +152,9 @@ type Relay struct {
 	DTLSFailures *prometheus.CounterVec
 	// ICEFailures is mediarelay_ice_failures_total{cause}.
 	ICEFailures *prometheus.CounterVec
+	// LegTransports is mediarelay_leg_transports_total{leg,transport}:
+	// how each answered call's legs carried media (udp4, udp6, tcp4, tcp6).
+	LegTransports *prometheus.CounterVec
 
 	// WebRTC and SIP are the packet and byte counters of each leg.
 	WebRTC, SIP LegCounters
@@ -175,6 +178,8 @@ func NewRelay(o Options) *Relay {
 	m.TranscodedCalls = m.NewCounterVec("mediarelay_transcoded_calls_total", "Answered calls by media mode and trunk.", "mode", "trunk")
 	m.DTLSFailures = m.NewCounterVec("mediarelay_dtls_handshake_failures_total", "DTLS-SRTP set-ups that failed, by leg and cause.", "leg", "cause")
 	m.ICEFailures = m.NewCounterVec("mediarelay_ice_failures_total", "WebRTC legs whose ICE failed, by cause.", "cause")
+	m.LegTransports = m.NewCounterVec("mediarelay_leg_transports_total",
+		"Ended calls' media legs by leg (webrtc, sip) and transport and address family (udp4, udp6, tcp4, tcp6: ICE-TCP).", "leg", "transport")
 
 	callHist := func(name, help string, buckets []float64, labels ...string) *prometheus.HistogramVec {
 		h := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: name, Help: help, Buckets: buckets}, labels)
