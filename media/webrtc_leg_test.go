@@ -22,24 +22,8 @@ func TestWebRTCLegMediaBothWaysUnderSpray(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w.Close()
-	pc := browserPC(t)
-	track, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypePCMU, ClockRate: 8000}, "a", "b")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := pc.AddTrack(track); err != nil {
-		t.Fatal(err)
-	}
-	got := make(chan []byte, 512)
-	pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
-		for {
-			p, _, err := tr.ReadRTP()
-			if err != nil {
-				return
-			}
-			got <- append([]byte(nil), p.Payload...)
-		}
-	})
+	pc := newBrowserPC(t, webrtc.NetworkTypeUDP4)
+	track, got := sendingTrack(t, pc)
 	leg, answer, err := w.Answer(offerOf(t, pc), "PCMU")
 	if err != nil {
 		t.Fatal(err)

@@ -10,36 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pion/ice/v4"
-	"github.com/pion/interceptor"
 	"github.com/pion/stun/v4"
 	"github.com/pion/webrtc/v4"
 )
-
-// tcpBrowserPC is a pion PeerConnection that can only reach the relay
-// over ICE-TCP (active candidates, RFC 6544), standing in for a browser
-// on a network that blocks UDP.
-func tcpBrowserPC(t testing.TB) *webrtc.PeerConnection {
-	t.Helper()
-	var m webrtc.MediaEngine
-	if err := m.RegisterCodec(webrtc.RTPCodecParameters{
-		RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypePCMU, ClockRate: 8000}, PayloadType: 0,
-	}, webrtc.RTPCodecTypeAudio); err != nil {
-		t.Fatal(err)
-	}
-	var s webrtc.SettingEngine
-	s.SetIncludeLoopbackCandidate(true)
-	s.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
-	s.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeTCP4})
-	s.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
-	pc, err := webrtc.NewAPI(webrtc.WithMediaEngine(&m), webrtc.WithSettingEngine(s),
-		webrtc.WithInterceptorRegistry(&interceptor.Registry{})).NewPeerConnection(webrtc.Configuration{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = pc.Close() })
-	return pc
-}
 
 // TestWebRTCLegICETCP: a browser that can only use TCP reaches the leg
 // through the passive ICE-TCP candidate, and media flows both ways, byte
@@ -50,24 +23,8 @@ func TestWebRTCLegICETCP(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w.Close()
-	pc := tcpBrowserPC(t)
-	track, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypePCMU, ClockRate: 8000}, "a", "b")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := pc.AddTrack(track); err != nil {
-		t.Fatal(err)
-	}
-	got := make(chan []byte, 512)
-	pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
-		for {
-			p, _, err := tr.ReadRTP()
-			if err != nil {
-				return
-			}
-			got <- append([]byte(nil), p.Payload...)
-		}
-	})
+	pc := newBrowserPC(t, webrtc.NetworkTypeTCP4)
+	track, got := sendingTrack(t, pc)
 	leg, answer, err := w.Answer(offerOf(t, pc), "PCMU")
 	if err != nil {
 		t.Fatal(err)

@@ -13,8 +13,22 @@ import (
 	"github.com/pion/webrtc/v4"
 )
 
-// browserPC is a pion PeerConnection standing in for a browser on loopback.
+// browserPC is a pion PeerConnection standing in for a browser on
+// loopback that only receives audio.
 func browserPC(t testing.TB) *webrtc.PeerConnection {
+	t.Helper()
+	pc := newBrowserPC(t, webrtc.NetworkTypeUDP4)
+	if _, err := pc.AddTransceiverFromKind(webrtc.RTPCodecTypeAudio,
+		webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
+		t.Fatal(err)
+	}
+	return pc
+}
+
+// newBrowserPC is a pion PeerConnection offering Opus and PCMU whose ICE
+// uses only network on loopback (TCP4: active ICE-TCP candidates, as a
+// browser on a network that blocks UDP).
+func newBrowserPC(t testing.TB, network webrtc.NetworkType) *webrtc.PeerConnection {
 	t.Helper()
 	var m webrtc.MediaEngine
 	for _, c := range []webrtc.RTPCodecParameters{
@@ -28,7 +42,7 @@ func browserPC(t testing.TB) *webrtc.PeerConnection {
 	var s webrtc.SettingEngine
 	s.SetIncludeLoopbackCandidate(true)
 	s.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
-	s.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	s.SetNetworkTypes([]webrtc.NetworkType{network})
 	s.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	pc, err := webrtc.NewAPI(webrtc.WithMediaEngine(&m), webrtc.WithSettingEngine(s),
 		webrtc.WithInterceptorRegistry(&interceptor.Registry{})).NewPeerConnection(webrtc.Configuration{})
@@ -36,11 +50,31 @@ func browserPC(t testing.TB) *webrtc.PeerConnection {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = pc.Close() })
-	if _, err := pc.AddTransceiverFromKind(webrtc.RTPCodecTypeAudio,
-		webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
+	return pc
+}
+
+// sendingTrack adds a PCMU track to pc and returns it with the payloads
+// pc receives.
+func sendingTrack(t testing.TB, pc *webrtc.PeerConnection) (*webrtc.TrackLocalStaticRTP, <-chan []byte) {
+	t.Helper()
+	track, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypePCMU, ClockRate: 8000}, "a", "b")
+	if err != nil {
 		t.Fatal(err)
 	}
-	return pc
+	if _, err := pc.AddTrack(track); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan []byte, 512)
+	pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+		for {
+			p, _, err := tr.ReadRTP()
+			if err != nil {
+				return
+			}
+			got <- append([]byte(nil), p.Payload...)
+		}
+	})
+	return track, got
 }
 
 func offerOf(t testing.TB, pc *webrtc.PeerConnection) string {

@@ -1,7 +1,6 @@
 package signaling
 
 import (
-	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -10,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mediarelay/mediarelay/pkg/cdr"
 	"github.com/mediarelay/mediarelay/pkg/config"
 )
 
@@ -209,12 +207,7 @@ func checkAdminHangup(t *testing.T, r *Relay, u *trunkUAS, p *phone, id string) 
 		}
 	}
 	waitFor(t, "call cleanup", 5*time.Second, func() bool { return r.ActiveCalls() == 0 })
-	var rec cdr.Record
-	waitFor(t, "cdr", 5*time.Second, func() bool {
-		var err error
-		rec, err = r.CDR().Query(context.Background(), id)
-		return err == nil && rec.EndCause != cdr.CauseInProgress
-	})
+	rec := callRecord(t, r, id)
 	if rec.EndCause != endAdminHangup || rec.EndedBy != "admin@127.0.0.1" {
 		t.Errorf("CDR end cause %q, ended by %q", rec.EndCause, rec.EndedBy)
 	}

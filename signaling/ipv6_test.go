@@ -1,7 +1,6 @@
 package signaling
 
 import (
-	"context"
 	"net"
 	"strings"
 	"testing"
@@ -9,7 +8,6 @@ import (
 
 	"github.com/pion/webrtc/v4"
 
-	"github.com/mediarelay/mediarelay/pkg/cdr"
 	"github.com/mediarelay/mediarelay/pkg/config"
 )
 
@@ -54,12 +52,7 @@ func TestIPv6Call(t *testing.T) {
 	}
 	waitFor(t, "call cleanup", 5*time.Second, func() bool { return r.ActiveCalls() == 0 && r.PortsInUse() == 0 })
 	// The CDR and the metrics say how each leg's media went.
-	var rec cdr.Record
-	waitFor(t, "cdr", 5*time.Second, func() bool {
-		var err error
-		rec, err = r.CDR().Query(context.Background(), id)
-		return err == nil && rec.EndCause != cdr.CauseInProgress
-	})
+	rec := callRecord(t, r, id)
 	if rec.WebRTCTransport != "udp6" || rec.SIPTransport != "udp6" {
 		t.Errorf("CDR transports webrtc %q sip %q, want udp6 both", rec.WebRTCTransport, rec.SIPTransport)
 	}

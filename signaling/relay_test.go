@@ -16,7 +16,6 @@ import (
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 
-	"github.com/mediarelay/mediarelay/pkg/cdr"
 	"github.com/mediarelay/mediarelay/pkg/config"
 )
 
@@ -51,12 +50,7 @@ func echoCall(t *testing.T, phoneCodec string, trunkCodecs ...string) {
 		t.Fatal("trunk never got the BYE")
 	}
 	waitFor(t, "call cleanup", 5*time.Second, func() bool { return r.ActiveCalls() == 0 && r.PortsInUse() == 0 })
-	var rec cdr.Record
-	waitFor(t, "cdr", 5*time.Second, func() bool {
-		var err error
-		rec, err = r.CDR().Query(context.Background(), callID)
-		return err == nil && rec.EndCause != cdr.CauseInProgress
-	})
+	rec := callRecord(t, r, callID)
 	if n, _ := r.CDR().Count(context.Background()); n != 1 {
 		t.Fatalf("%d CDR rows for one call", n)
 	}
