@@ -37,6 +37,12 @@ func (r *Relay) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	if r.throttled(req, tx) { // ratelimit.go
 		return
 	}
+	if r.draining.Load() { // drain.go: calls in progress go on, new ones go elsewhere
+		respond(tx, req, 503, "Service Unavailable", sip.NewHeader("Retry-After", "30"),
+			sip.NewHeader("Warning", `399 mediarelay "draining"`))
+		r.countSetupFailure(503)
+		return
+	}
 	switch strings.ToLower(req.Transport()) {
 	case "ws", "wss":
 		r.outbound(req, tx)

@@ -454,3 +454,27 @@ func TestDefaultTrunkByName(t *testing.T) {
 	p.hangup()
 	waitChan(t, "BYE to the trunk", u.byes)
 }
+
+// TestDrainRefusesNewCalls: a drained relay answers new INVITEs 503 with
+// Retry-After, so that browsers' apps and SIP proxies go to another node,
+// while the call it already carries goes on.
+func TestDrainRefusesNewCalls(t *testing.T) {
+	u := newTrunkUAS(t)
+	r := startRelay(t, withTrunk(u, ModeAuto, "PCMU"))
+	p := newPhone(t, "PCMU")
+	p.call(r, "1000")
+	r.Drain()
+	p2 := newPhone(t, "PCMU")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := p2.invite(ctx, r, "1001", []byte(p2.offer()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.StatusCode != 503 || res.GetHeader("Retry-After") == nil {
+		t.Fatalf("a new call to a drained relay got %d %s (Retry-After %v), want 503 with Retry-After", res.StatusCode, res.Reason, res.GetHeader("Retry-After"))
+	}
+	expectEcho(t, p, 50) // the call in progress is untouched
+	p.hangup()
+	waitChan(t, "BYE to the trunk", u.byes)
+}
