@@ -22,6 +22,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		wsURL       = fs.String("ws", "", "SIP-over-WebSocket URL of a running relay, e.g. ws://127.0.0.1:8080/ws (its default trunk must be --uas-listen)")
 		relayPid    = fs.Int("relay-pid", 0, "pid of the relay behind --ws, to measure its CPU and memory")
 		spawn       = fs.Bool("spawn", false, "start a mediarelay child with a config matching the scenario")
+		control     = fs.String("control", "sip", "how --spawn's relay is driven: sip (browsers over WebSocket, the relay calls the trunk) or ng (rtpengine's control protocol, exactly as rtpengine is driven)")
 		against     = fs.String("against", "", "also run the same load against another relay: rtpengine")
 		scenarioF   = fs.String("scenario", "", "shorthand: pcmu, opus, transcode (opus<->PCMU) or srtp (PCMU, SDES-SRTP trunk)")
 		calls       = fs.Int("calls", 50, "concurrent calls")
@@ -80,6 +81,14 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "bench: nothing to measure: give --spawn, --ws URL, or --against rtpengine")
 		return 2
 	}
+	if *control != "sip" && *control != "ng" {
+		fmt.Fprintf(stderr, "bench: --control %q: sip or ng\n", *control)
+		return 2
+	}
+	if *control == "ng" && !*spawn {
+		fmt.Fprintln(stderr, "bench: --control ng needs --spawn")
+		return 2
+	}
 	if *against != "" && *against != "rtpengine" {
 		fmt.Fprintf(stderr, "bench: --against %q: only rtpengine is supported\n", *against)
 		return 2
@@ -130,14 +139,18 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		if creds.TokenSecret == "" && creds.User == "" {
 			creds.TokenSecret = randToken(16)
 		}
-		rp, err := spawnRelay(ctx, log, relayLog, *relayBin, sc, uas.SIPAddr(), tmp, creds)
+		rp, err := spawnRelay(ctx, log, relayLog, *relayBin, sc, uas.SIPAddr(), tmp, creds, *control == "ng")
 		if err != nil {
 			fmt.Fprintln(stderr, "bench: spawn relay:", err)
 			return 1
 		}
 		defer rp.Stop()
-		log.Info("relay started", "pid", rp.Pid(), "ws", rp.ws)
-		targets = append(targets, wsTarget("mediarelay", rp.ws, rp.Pid(), *wsConns, creds, log))
+		log.Info("relay started", "pid", rp.Pid(), "ws", rp.ws, "ng", rp.ng)
+		if *control == "ng" {
+			targets = append(targets, ngTarget("mediarelay (ng)", rp.Pid(), rp.ng, sc, uas, log))
+		} else {
+			targets = append(targets, wsTarget("mediarelay", rp.ws, rp.Pid(), *wsConns, creds, log))
+		}
 	case *wsURL != "":
 		log.Info("targeting a running relay; its default trunk must be the bench UAS", "ws", *wsURL, "uas", uas.SIPAddr())
 		targets = append(targets, wsTarget("mediarelay", *wsURL, *relayPid, *wsConns, creds, log))
@@ -276,12 +289,18 @@ func rtpengineTarget(ctx context.Context, log *slog.Logger, out io.Writer, sc Sc
 		return target{}, nil, err
 	}
 	log.Info("rtpengine started", "pid", p.Pid(), "ng", p.ngAddr)
-	t := target{name: "rtpengine", pid: p.Pid(), newSig: func(ctx context.Context, _ func(string)) (signaler, error) {
-		ng, err := newNGClient(p.ngAddr)
+	return ngTarget("rtpengine", p.Pid(), p.ngAddr, sc, uas, log), p.Stop, nil
+}
+
+// ngTarget is a relay driven over rtpengine's ng protocol at addr, the
+// way a SIP proxy drives it (ngSignaler): rtpengine, or mediarelay with
+// --control ng, on the same control path.
+func ngTarget(name string, pid int, addr string, sc Scenario, uas *UAS, log *slog.Logger) target {
+	return target{name: name, pid: pid, newSig: func(ctx context.Context, _ func(string)) (signaler, error) {
+		ng, err := newNGClient(addr)
 		if err != nil {
 			return nil, err
 		}
 		return &ngSignaler{ng: ng, uas: uas, sc: sc, log: log}, nil
 	}}
-	return t, p.Stop, nil
 }

@@ -18,7 +18,7 @@ type series struct {
 // one line per relay. It is hand-written so the benchmark needs no plotting
 // dependency.
 func (r *Report) SVG() string {
-	colors := map[string]string{"mediarelay": "#1f77b4", "rtpengine": "#d62728"}
+	colors := map[string]string{"mediarelay": "#1f77b4", "mediarelay (ng)": "#1f77b4", "rtpengine": "#d62728"}
 	var cpu, delay, delay95 []series
 	for _, t := range r.Targets {
 		c := colors[t.Target]

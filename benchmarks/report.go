@@ -251,15 +251,15 @@ func cpuRatio(rs []*Result) string {
 		if x.Unsupported != "" || !x.Relay.Measured || x.Relay.CPUMicrosPerCallS <= 0 {
 			continue
 		}
-		switch x.Target {
-		case "mediarelay":
+		switch {
+		case strings.HasPrefix(x.Target, "mediarelay"): // "mediarelay (ng)" with --control ng
 			mr = x
-		case "rtpengine":
+		case x.Target == "rtpengine":
 			re = x
 		}
 	}
 	if mr == nil || re == nil {
 		return ""
 	}
-	return fmt.Sprintf("CPU per call-second, mediarelay / rtpengine = %.2f", mr.Relay.CPUMicrosPerCallS/re.Relay.CPUMicrosPerCallS)
+	return fmt.Sprintf("CPU per call-second, %s / rtpengine = %.2f", mr.Target, mr.Relay.CPUMicrosPerCallS/re.Relay.CPUMicrosPerCallS)
 }

@@ -20,6 +20,8 @@ import (
 func TestSmoke(t *testing.T) {
 	t.Run("token", func(t *testing.T) { smoke(t) })
 	t.Run("user-password", func(t *testing.T) { smoke(t, "--user", "loadtest", "--password", "s3cret") })
+	// mediarelay driven over ng, as rtpengine is: offer, answer, delete.
+	t.Run("ng", func(t *testing.T) { smoke(t, "--control", "ng") })
 }
 
 func smoke(t *testing.T, extra ...string) {

@@ -66,6 +66,7 @@ func relayBinary(ctx context.Context, tmpDir string, log *slog.Logger) (string, 
 type relayProc struct {
 	cmd  *exec.Cmd
 	ws   string
+	ng   string // the ng control socket, with --control ng
 	done chan struct{}
 }
 
@@ -75,7 +76,9 @@ type relayProc struct {
 // Callers authenticate as on a public relay: with token credentials minted
 // from creds.TokenSecret, or as creds.User, whose calls are then not
 // capped per user (the bench places them all).
-func relayConfig(sc Scenario, uasAddr, dir string, httpPort, sipPort, webrtcPort, portMin, portMax int, creds Credentials) string {
+//
+// ngPort, when not 0, opens the ng control socket there.
+func relayConfig(sc Scenario, uasAddr, dir string, httpPort, sipPort, webrtcPort, portMin, portMax, ngPort int, creds Credentials) string {
 	srtp := "off"
 	if sc.TrunkSRTP {
 		srtp = "required"
@@ -99,6 +102,9 @@ func relayConfig(sc Scenario, uasAddr, dir string, httpPort, sipPort, webrtcPort
 	fmt.Fprintf(&b, "media:\n  bind_ip: 127.0.0.1\n  port_min: %d\n  port_max: %d\n  webrtc_port: %d\n  timeout: 30s\n", portMin, portMax, webrtcPort)
 	fmt.Fprintf(&b, "cdr:\n  path: %s\n", filepath.Join(dir, "cdr.db"))
 	b.WriteString("log:\n  level: warn\n")
+	if ngPort != 0 {
+		fmt.Fprintf(&b, "ng:\n  listen: 127.0.0.1:%d\n", ngPort)
+	}
 	if creds.User != "" && creds.TokenSecret == "" {
 		fmt.Fprintf(&b, "users:\n  - name: %q\n    password: %q\n", creds.User, creds.Password)
 	}
@@ -112,7 +118,8 @@ func relayConfig(sc Scenario, uasAddr, dir string, httpPort, sipPort, webrtcPort
 }
 
 // spawnRelay starts `mediarelay serve --config FILE` and waits for /healthz.
-func spawnRelay(ctx context.Context, log *slog.Logger, logOut io.Writer, bin string, sc Scenario, uasAddr, tmpDir string, creds Credentials) (*relayProc, error) {
+// With ng, it also listens for rtpengine's ng protocol.
+func spawnRelay(ctx context.Context, log *slog.Logger, logOut io.Writer, bin string, sc Scenario, uasAddr, tmpDir string, creds Credentials, ng bool) (*relayProc, error) {
 	if bin == "" {
 		var err error
 		if bin, err = relayBinary(ctx, tmpDir, log); err != nil {
@@ -134,8 +141,14 @@ func spawnRelay(ctx context.Context, log *slog.Logger, logOut io.Writer, bin str
 	if err != nil {
 		return nil, err
 	}
+	ngPort := 0
+	if ng {
+		if ngPort, err = freeUDPPort(); err != nil {
+			return nil, err
+		}
+	}
 	cfgPath := filepath.Join(tmpDir, "relay.yaml")
-	if err := os.WriteFile(cfgPath, []byte(relayConfig(sc, uasAddr, tmpDir, httpPort, sipPort, webrtcPort, portMin, portMin+3999, creds)), 0o600); err != nil {
+	if err := os.WriteFile(cfgPath, []byte(relayConfig(sc, uasAddr, tmpDir, httpPort, sipPort, webrtcPort, portMin, portMin+3999, ngPort, creds)), 0o600); err != nil {
 		return nil, fmt.Errorf("write relay config: %w", err)
 	}
 	cmd := exec.Command(bin, "serve", "--config", cfgPath)
@@ -146,6 +159,9 @@ func spawnRelay(ctx context.Context, log *slog.Logger, logOut io.Writer, bin str
 		return nil, fmt.Errorf("start %s serve: %w", bin, err)
 	}
 	p := &relayProc{cmd: cmd, ws: fmt.Sprintf("ws://127.0.0.1:%d/ws", httpPort), done: make(chan struct{})}
+	if ng {
+		p.ng = fmt.Sprintf("127.0.0.1:%d", ngPort)
+	}
 	go func() { _ = cmd.Wait(); close(p.done) }()
 	httpAddr := "127.0.0.1:" + strconv.Itoa(httpPort)
 	health := "http://" + httpAddr + "/healthz"
