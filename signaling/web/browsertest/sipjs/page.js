@@ -133,7 +133,15 @@ async function hangup() {
   api.endedBy = 'local';
   api.state = 'ending';
   if (s.state === SessionState.Established) {
-    s.bye({ requestDelegate: { onAccept: () => { api.hangupAcked = true; } } }).catch((err) => log(`bye: ${err.message}`));
+    // SIP.js ends the session as it sends the BYE: wait for the answer
+    // itself, or a loaded machine reports a BYE that was in fact answered
+    // as unacknowledged.
+    const answered = new Promise((resolve) => {
+      s.bye({ requestDelegate: { onAccept: () => { api.hangupAcked = true; resolve(); }, onReject: () => resolve() } })
+        .catch((err) => { log(`bye: ${err.message}`); resolve(); });
+      setTimeout(resolve, 3000);
+    });
+    await answered;
   } else if (s instanceof Inviter) {
     s.cancel().catch((err) => log(`cancel: ${err.message}`));
   } else {
