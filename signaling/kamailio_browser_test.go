@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -27,8 +28,9 @@ const exampleKamailioCfg = "ng/kamailio.cfg"
 // configuration, its addresses moved to free loopback ports: SIP over UDP,
 // SIP over WebSocket (returned as ws), the trunk at trunkPort, and the two
 // mediarelay nodes a and b in place of the example's two, with its
-// weights. A line the example no longer has fails the test: the example
-// and this copy of it stay in step.
+// weights. It returns the WebSocket listener's address (host:port). A
+// line the example no longer has fails the test: the example and this
+// copy of it stay in step.
 func startExampleKamailio(t *testing.T, trunkPort int, a, b *Relay) (ws string) {
 	t.Helper()
 	text, err := os.ReadFile(exampleKamailioCfg)
@@ -51,7 +53,7 @@ func startExampleKamailio(t *testing.T, trunkPort int, a, b *Relay) (ws string) 
 		cfg = strings.Replace(cfg, s[0], s[1], 1)
 	}
 	runKamailio(t, cfg, udp)
-	return fmt.Sprintf("ws://127.0.0.1:%d/", wsPort)
+	return fmt.Sprintf("127.0.0.1:%d", wsPort)
 }
 
 // freeTCPPort finds a loopback TCP port nobody holds right now.
@@ -214,7 +216,7 @@ func (k *kamailioBrowser) call(ws, target string, hold time.Duration, nodes []*R
 	done := make(chan browserResult, 1)
 	go func() {
 		res, err := k.browser.Call(k.ctx, browsertest.Options{
-			PageURL: k.page + "&ws=" + ws, Target: target, Hold: hold, Freqs: append(kamTones, kamQuiet),
+			PageURL: k.page + "&ws=ws://" + ws + "/", Target: target, Hold: hold, Freqs: append(kamTones, kamQuiet),
 		})
 		done <- browserResult{res, err}
 	}()
@@ -255,6 +257,37 @@ func (k *kamailioBrowser) call(ws, target string, hold time.Duration, nodes []*R
 	}
 	t.Logf("call to %s: node %d, %s %s/%s, tones %v", target, node, rec.Mode, rec.WebRTCCodec, rec.SIPCodec, br.res.ToneDB)
 	return kamCall{br.res, node, rec}
+}
+
+// signallingCall places a call from a pion phone over Kamailio's
+// WebSocket at ws (the browsers' way in; no media flows), hangs up, and
+// returns which of nodes carried it.
+func (k *kamailioBrowser) signallingCall(ws string, nodes []*Relay) int {
+	t := k.t
+	t.Helper()
+	p := newPhone(t, "opus", "PCMU")
+	defer p.close()
+	res, err := p.inviteAddr(k.ctx, ws, "5550199", []byte(p.offer()))
+	if err != nil || res.StatusCode != 200 {
+		t.Fatalf("phone's call through Kamailio: %v %v", res, err)
+	}
+	node, id := -1, ""
+	for i, r := range nodes {
+		for _, c := range r.callList() {
+			if c.ngs != nil && !k.seen[c.id] {
+				node, id = i, c.id
+			}
+		}
+	}
+	if node < 0 {
+		t.Fatal("the phone's call is on no node")
+	}
+	k.seen[id] = true
+	if err := p.dcs.Bye(k.ctx); err != nil {
+		t.Fatalf("bye: %v", err)
+	}
+	callRecord(t, nodes[node], id)
+	return node
 }
 
 // TestKamailioExampleBrowsers is the example deployment at work: Debian's
@@ -305,5 +338,47 @@ func TestKamailioExampleBrowsers(t *testing.T) {
 			t.Errorf("call to %s: %s %s/%s, want %s %s/%s", tc.target, c.cdr.Mode, c.cdr.WebRTCCodec, c.cdr.SIPCodec, tc.mode, tc.web, tc.sip)
 		}
 	}
-	t.Logf("calls per node: %v", calls)
+	// Spread by weight (2:1): the calls so far went wherever Kamailio put
+	// them; if they all happened to go to one node, quicker calls go on
+	// until the other has had one too.
+	for i := 0; i < 20 && (calls[0] == 0 || calls[1] == 0); i++ {
+		calls[k.signallingCall(ws, nodes)]++
+	}
+	t.Logf("calls per node (weights 2:1): %v", calls)
+	if calls[0] == 0 || calls[1] == 0 {
+		t.Fatalf("calls per node %v: Kamailio used one node only", calls)
+	}
+
+	// Drain the node that carries a call: new calls go to the other while
+	// that call goes on, and it ends normally (k.call checks its tones and
+	// CDR).
+	drained := -1
+	k.call(ws, "sip:5550101@127.0.0.1", 5*time.Second, nodes, func(r *Relay) {
+		r.Drain()
+		drained = slices.Index(nodes, r)
+		for i := 0; i < 2; i++ {
+			if n := k.signallingCall(ws, nodes); n == drained {
+				t.Errorf("a new call went to the drained node %d", n)
+			}
+		}
+		if r.ActiveCalls() != 1 {
+			t.Errorf("the drained node has %d calls, want its call in progress", r.ActiveCalls())
+		}
+	})
+	if c := k.call(ws, "sip:opus@127.0.0.1", 2*time.Second, nodes, nil); c.node == drained {
+		t.Errorf("a new browser call went to the drained node %d", c.node)
+	}
+	t.Logf("drained node %d refused %v offers", drained,
+		nodes[drained].m.Sum("mediarelay_ng_commands_total", "command", "offer", "result", "error"))
+
+	// A fresh deployment whose first (heavier) node dies: its ng port goes
+	// silent, Kamailio stops using it, and calls go to the other.
+	nodes = []*Relay{ngRelay(t), ngRelay(t)}
+	ws = startExampleKamailio(t, trunk, nodes[0], nodes[1])
+	nodes[0].stopNG()
+	for _, target := range []string{"sip:5550102@127.0.0.1", "sip:0044205550102@127.0.0.1"} {
+		if c := k.call(ws, target, 2*time.Second, nodes, nil); c.node != 1 {
+			t.Errorf("call to %s went to the stopped node", target)
+		}
+	}
 }
