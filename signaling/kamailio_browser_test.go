@@ -3,14 +3,11 @@
 package signaling
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -37,7 +34,8 @@ func startExampleKamailio(t *testing.T, trunkPort int, a, b *Relay) (ws string) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	udp, wsPort := freeUDPPort(t), freeTCPPort(t)
+	udp := freePortPair(t)
+	wsPort := udp + 1
 	cfg := string(text)
 	for _, s := range [][2]string{
 		{"log_stderror=no", "log_stderror=yes"},
@@ -56,21 +54,10 @@ func startExampleKamailio(t *testing.T, trunkPort int, a, b *Relay) (ws string) 
 	return fmt.Sprintf("127.0.0.1:%d", wsPort)
 }
 
-// freeTCPPort finds a loopback TCP port nobody holds right now.
-func freeTCPPort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // sippEchoTrunk is a SIPp UAS for a trunk behind Kamailio: it answers a
 // call to sip:opus… with Opus (at the payload type offered) and any other
 // with PCMU, and (run with -rtp_echo) echoes the audio back; it takes the
-// caller's BYE. It keeps answering until it is stopped.
+// caller's BYE (sippRecvBye). It keeps answering until it is stopped.
 const sippEchoTrunk = `<?xml version="1.0" encoding="ISO-8859-1" ?>
 <!DOCTYPE scenario SYSTEM "sipp.dtd">
 <scenario name="echo trunk">
@@ -99,20 +86,7 @@ const sippEchoTrunk = `<?xml version="1.0" encoding="ISO-8859-1" ?>
   </send>
   <label id="answered"/>
   <recv request="ACK" crlf="true"/>
-  <recv request="BYE"/>
-  <send>
-    <![CDATA[
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Content-Length: 0
-    ]]>
-  </send>
-</scenario>
-`
+%[2]s`
 
 // sippEchoAnswer is the 200 OK of sippEchoTrunk up to its m= line.
 const sippEchoAnswer = `      SIP/2.0 200 OK
@@ -136,52 +110,11 @@ const sippEchoAnswer = `      SIP/2.0 200 OK
 // sippEchoTrunk) on 127.0.0.1 until cleanup, and returns its SIP port.
 func startSIPpTrunk(t *testing.T) int {
 	t.Helper()
-	sipp, err := exec.LookPath("sipp")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("sipp not installed: run .ci/deps (Debian package sip-tester)")
-		}
-		t.Skip("sipp is not installed (Debian package sip-tester; .ci/deps installs it)")
-	}
-	dir := t.TempDir()
-	sf := filepath.Join(dir, "trunk.xml")
-	if err := os.WriteFile(sf, []byte(fmt.Sprintf(sippEchoTrunk, sippEchoAnswer)), 0o644); err != nil {
+	sf := filepath.Join(t.TempDir(), "trunk.xml")
+	if err := os.WriteFile(sf, []byte(fmt.Sprintf(sippEchoTrunk, sippEchoAnswer, sippRecvBye)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	port := freeUDPPort(t)
-	cmd := exec.Command(sipp, "-sf", sf, "-i", "127.0.0.1", "-p", fmt.Sprint(port),
-		"-mi", "127.0.0.1", "-mp", fmt.Sprint(freeUDPPort(t)), "-rtp_echo", "-nostdin",
-		"-trace_err", "-error_file", filepath.Join(dir, "errors.log"))
-	cmd.Dir = dir
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-exited
-		if t.Failed() {
-			errs, _ := os.ReadFile(filepath.Join(dir, "errors.log"))
-			t.Logf("sipp trunk:\n%s\n%s", tailStr(out.String(), 3000), tailStr(string(errs), 3000))
-		}
-	})
-	// SIPp binds its socket soon after it starts.
-	waitFor(t, "sipp to listen", 10*time.Second, func() bool {
-		select {
-		case <-exited:
-			t.Fatalf("sipp exited: %s", out.String())
-		default:
-		}
-		c, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
-		if err == nil {
-			c.Close()
-		}
-		return err != nil
-	})
-	return port
+	return startSIPpUAS(t, "-sf", sf).port
 }
 
 // kamTones are the microphone's tones, which SIPp echoes back to the
