@@ -25,10 +25,11 @@ const exampleKamailioCfg = "ng/kamailio.cfg"
 // configuration, its addresses moved to free loopback ports: SIP over UDP,
 // SIP over WebSocket (returned as ws), the trunk at trunkPort, and the two
 // mediarelay nodes a and b in place of the example's two, with its
-// weights. It returns the WebSocket listener's address (host:port). A
+// weights. It returns the WebSocket listener's address (host:port) and
+// Kamailio's log. A
 // line the example no longer has fails the test: the example and this
 // copy of it stay in step.
-func startExampleKamailio(t *testing.T, trunkPort int, a, b *Relay) (ws string) {
+func startExampleKamailio(t *testing.T, trunkPort int, a, b *Relay) (ws string, log *syncBuffer) {
 	t.Helper()
 	text, err := os.ReadFile(exampleKamailioCfg)
 	if err != nil {
@@ -50,8 +51,8 @@ func startExampleKamailio(t *testing.T, trunkPort int, a, b *Relay) (ws string) 
 		}
 		cfg = strings.Replace(cfg, s[0], s[1], 1)
 	}
-	runKamailio(t, cfg, udp)
-	return fmt.Sprintf("127.0.0.1:%d", wsPort)
+	log = runKamailio(t, cfg, udp)
+	return fmt.Sprintf("127.0.0.1:%d", wsPort), log
 }
 
 // sippEchoTrunk is a SIPp UAS for a trunk behind Kamailio: it answers a
@@ -256,7 +257,7 @@ func TestKamailioExampleBrowsers(t *testing.T) {
 		page: srv.URL + "/index.html?domain=127.0.0.1&user=alice&register=1"}
 
 	nodes := []*Relay{ngRelay(t), ngRelay(t)}
-	ws := startExampleKamailio(t, trunk, nodes[0], nodes[1])
+	ws, _ := startExampleKamailio(t, trunk, nodes[0], nodes[1])
 	calls := make([]int, len(nodes))
 	for _, tc := range []struct {
 		target, mode, web, sip string
@@ -283,35 +284,66 @@ func TestKamailioExampleBrowsers(t *testing.T) {
 	}
 
 	// Drain the node that carries a call: new calls go to the other while
-	// that call goes on, and it ends normally (k.call checks its tones and
-	// CDR).
+	// that call goes on (at least one of them offered to the drained node
+	// first, which refuses it), and the call ends normally (k.call checks
+	// its tones and CDR).
 	drained := -1
-	k.call(ws, "sip:5550101@127.0.0.1", 5*time.Second, nodes, func(r *Relay) {
+	refused := func() float64 {
+		return nodes[drained].m.Sum("mediarelay_ng_commands_total", "command", "offer", "result", "error")
+	}
+	k.call(ws, "sip:5550101@127.0.0.1", 6*time.Second, nodes, func(r *Relay) {
 		r.Drain()
 		drained = slices.Index(nodes, r)
-		for i := 0; i < 2; i++ {
+		for i := 0; i < 20 && (i < 2 || refused() == 0); i++ {
 			if n := k.signallingCall(ws, nodes); n == drained {
-				t.Errorf("a new call went to the drained node %d", n)
+				t.Fatalf("a new call went to the drained node %d", n)
+			}
+			if i == 0 && r.ActiveCalls() != 1 {
+				t.Errorf("the drained node has %d calls, want its call in progress", r.ActiveCalls())
 			}
 		}
-		if r.ActiveCalls() != 1 {
-			t.Errorf("the drained node has %d calls, want its call in progress", r.ActiveCalls())
+		if refused() == 0 {
+			t.Fatalf("Kamailio offered the drained node %d no call", drained)
 		}
 	})
 	if c := k.call(ws, "sip:opus@127.0.0.1", 2*time.Second, nodes, nil); c.node == drained {
 		t.Errorf("a new browser call went to the drained node %d", c.node)
 	}
-	t.Logf("drained node %d refused %v offers", drained,
-		nodes[drained].m.Sum("mediarelay_ng_commands_total", "command", "offer", "result", "error"))
+	t.Logf("drained node %d refused %v offers", drained, refused())
 
-	// A fresh deployment whose first (heavier) node dies: its ng port goes
-	// silent, Kamailio stops using it, and calls go to the other.
+	// A fresh deployment whose first (heavier) node dies once Kamailio has
+	// found both: its ng port goes silent. The first command Kamailio sends
+	// it fails (logged with its address) and Kamailio takes the call to
+	// the other node, and keeps new calls there.
 	nodes = []*Relay{ngRelay(t), ngRelay(t)}
-	ws = startExampleKamailio(t, trunk, nodes[0], nodes[1])
+	ws, klog := startExampleKamailio(t, trunk, nodes[0], nodes[1])
+	waitFor(t, "Kamailio to find both nodes", 10*time.Second, func() bool {
+		return strings.Count(klog.String(), "support for it enabled") >= 2
+	})
 	nodes[0].stopNG()
+	dead := fmt.Sprintf("<udp:%s>", nodes[0].NGAddr())
+	tried := func() int {
+		n := 0
+		for _, l := range strings.Split(klog.String(), "\n") {
+			if strings.Contains(l, "ERROR") && strings.Contains(l, dead) {
+				n++
+			}
+		}
+		return n
+	}
+	for i := 0; i < 20 && tried() == 0; i++ {
+		if k.signallingCall(ws, nodes) != 1 {
+			t.Fatal("a call went to the stopped node")
+		}
+	}
+	if tried() == 0 {
+		t.Fatalf("Kamailio never tried the stopped node %s", dead)
+	}
+	before := tried()
 	for _, target := range []string{"sip:5550102@127.0.0.1", "sip:0044205550102@127.0.0.1"} {
 		if c := k.call(ws, target, 2*time.Second, nodes, nil); c.node != 1 {
 			t.Errorf("call to %s went to the stopped node", target)
 		}
 	}
+	t.Logf("Kamailio's failed commands to the stopped node: %d before the browser calls, %d after", before, tried())
 }

@@ -113,8 +113,8 @@ func startKamailio(t *testing.T, uasPort int, nodes ...string) int {
 
 // runKamailio runs Debian's Kamailio in the foreground with the
 // configuration cfg, until cleanup (its process group is stopped then),
-// and returns once it answers SIP on 127.0.0.1:udpPort.
-func runKamailio(t *testing.T, cfg string, udpPort int) {
+// and returns its log once it answers SIP on 127.0.0.1:udpPort.
+func runKamailio(t *testing.T, cfg string, udpPort int) *syncBuffer {
 	t.Helper()
 	bin, _ := kamailioInstalled(t)
 	dir := t.TempDir()
@@ -154,6 +154,7 @@ func runKamailio(t *testing.T, cfg string, udpPort int) {
 		n, err := c.Read(make([]byte, 2048))
 		return err == nil && n > 0
 	})
+	return w
 }
 
 // TestKamailioDrivesNG: a browser (pion) calls through Debian's Kamailio,
