@@ -162,15 +162,8 @@ func (k *kamailioBrowser) call(ws, target string, hold time.Duration, nodes []*R
 			t.Fatalf("call to %s: not seen on any node: %v (log: %v)", target, br.err, br.res.Log)
 		case <-time.After(20 * time.Millisecond):
 		}
-		for i, r := range nodes {
-			for _, c := range r.callList() {
-				if c.ngs != nil && !k.seen[c.id] {
-					node, id = i, c.id
-				}
-			}
-		}
+		node, id = k.newCall(nodes)
 	}
-	k.seen[id] = true
 	if during != nil {
 		during(nodes[node])
 	}
@@ -193,6 +186,21 @@ func (k *kamailioBrowser) call(ws, target string, hold time.Duration, nodes []*R
 	return kamCall{br.res, node, rec}
 }
 
+// newCall finds an ng call on one of nodes that no earlier call of the
+// test was, and returns the node's index and the call's id (-1 and ""
+// if there is none).
+func (k *kamailioBrowser) newCall(nodes []*Relay) (int, string) {
+	for i, r := range nodes {
+		for _, c := range r.callList() {
+			if c.ngs != nil && !k.seen[c.id] {
+				k.seen[c.id] = true
+				return i, c.id
+			}
+		}
+	}
+	return -1, ""
+}
+
 // signallingCall places a call from a pion phone over Kamailio's
 // WebSocket at ws (the browsers' way in; no media flows), hangs up, and
 // returns which of nodes carried it.
@@ -205,18 +213,10 @@ func (k *kamailioBrowser) signallingCall(ws string, nodes []*Relay) int {
 	if err != nil || res.StatusCode != 200 {
 		t.Fatalf("phone's call through Kamailio: %v %v", res, err)
 	}
-	node, id := -1, ""
-	for i, r := range nodes {
-		for _, c := range r.callList() {
-			if c.ngs != nil && !k.seen[c.id] {
-				node, id = i, c.id
-			}
-		}
-	}
+	node, id := k.newCall(nodes)
 	if node < 0 {
 		t.Fatal("the phone's call is on no node")
 	}
-	k.seen[id] = true
 	if err := p.dcs.Bye(k.ctx); err != nil {
 		t.Fatalf("bye: %v", err)
 	}
