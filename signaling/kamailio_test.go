@@ -84,27 +84,46 @@ func kamailioModules() string {
 	return ""
 }
 
-// startKamailio runs Debian's Kamailio with kamailioCfg in the foreground,
-// with the ng nodes given ("udp:127.0.0.1:PORT=WEIGHT"), and returns its
-// SIP port; it is stopped (its process group) at cleanup.
-func startKamailio(t *testing.T, uasPort int, nodes ...string) int {
+// kamailioInstalled returns Debian's kamailio binary and its modules
+// directory; without them the test fails under CI (whose .ci/deps
+// installs them) and is skipped elsewhere.
+func kamailioInstalled(t *testing.T) (bin, mods string) {
 	t.Helper()
 	bin, err := exec.LookPath("kamailio")
-	mods := kamailioModules()
+	mods = kamailioModules()
 	if err != nil || mods == "" {
 		if os.Getenv("CI") != "" {
 			t.Fatalf("kamailio with its rtpengine module is not installed (.ci/deps installs it): %v", err)
 		}
 		t.Skip("kamailio is not installed (.ci/deps installs it)")
 	}
+	return bin, mods
+}
+
+// startKamailio runs Debian's Kamailio with kamailioCfg in the foreground,
+// with the ng nodes given ("udp:127.0.0.1:PORT=WEIGHT"), and returns its
+// SIP port; it is stopped (its process group) at cleanup.
+func startKamailio(t *testing.T, uasPort int, nodes ...string) int {
+	t.Helper()
+	_, mods := kamailioInstalled(t)
 	port := freeUDPPort(t)
+	runKamailio(t, fmt.Sprintf(kamailioCfg, port, mods, strings.Join(nodes, " "), uasPort), port)
+	return port
+}
+
+// runKamailio runs Debian's Kamailio in the foreground with the
+// configuration cfg, until cleanup (its process group is stopped then),
+// and returns its log once it answers SIP on 127.0.0.1:udpPort.
+func runKamailio(t *testing.T, cfg string, udpPort int) *syncBuffer {
+	t.Helper()
+	bin, _ := kamailioInstalled(t)
 	dir := t.TempDir()
-	cfg := filepath.Join(dir, "kamailio.cfg")
-	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(kamailioCfg, port, mods, strings.Join(nodes, " "), uasPort)), 0o600); err != nil {
+	file := filepath.Join(dir, "kamailio.cfg")
+	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	w := logOnFailure(t, "kamailio")
-	cmd := exec.Command(bin, "-f", cfg, "-DD", "-E", "-m", "32", "-M", "4", "-Y", dir, "-w", dir)
+	cmd := exec.Command(bin, "-f", file, "-DD", "-E", "-m", "32", "-M", "4", "-Y", dir, "-w", dir)
 	cmd.Stdout, cmd.Stderr = w, w
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
@@ -123,19 +142,19 @@ func startKamailio(t *testing.T, uasPort int, nodes ...string) int {
 	})
 	// Ready when it answers OPTIONS (with 404: no route, which is fine).
 	waitFor(t, "kamailio to listen", 10*time.Second, func() bool {
-		c, err := net.Dial("udp", fmt.Sprintf("127.0.0.1:%d", port))
+		c, err := net.Dial("udp", fmt.Sprintf("127.0.0.1:%d", udpPort))
 		if err != nil {
 			return false
 		}
 		defer c.Close()
 		msg := fmt.Sprintf("OPTIONS sip:127.0.0.1:%d SIP/2.0\r\nVia: SIP/2.0/UDP %s;branch=z9hG4bKprobe%d\r\nFrom: <sip:probe@127.0.0.1>;tag=1\r\nTo: <sip:probe@127.0.0.1>\r\nCall-ID: probe%d\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
-			port, c.LocalAddr(), time.Now().UnixNano(), time.Now().UnixNano())
+			udpPort, c.LocalAddr(), time.Now().UnixNano(), time.Now().UnixNano())
 		_, _ = c.Write([]byte(msg))
 		_ = c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
 		n, err := c.Read(make([]byte, 2048))
 		return err == nil && n > 0
 	})
-	return port
+	return w
 }
 
 // TestKamailioDrivesNG: a browser (pion) calls through Debian's Kamailio,

@@ -146,7 +146,10 @@ func ngRoute(proxy netip.AddrPort, f ng.Flags, offerCodecs []sdp.Codec, plainSid
 		AllowSDESOverInsecureTransport: true, // the proxy decided; SDES over its signalling is its call
 	}}
 	// Codecs: what the offer has that the relay can carry, less strip and
-	// mask; transcode-X adds X (and allows transcoding).
+	// mask; transcode-X adds X (and allows transcoding). A masked X that is
+	// also transcode-X is rtpengine's way to force transcoding: the
+	// offerer's own X is hidden, so X reaches it only through the
+	// transcoder.
 	for _, c := range offerCodecs {
 		if c.Is("telephone-event") || ng.Has(f.Codec.Strip, c.Name) || ng.Has(f.Codec.Mask, c.Name) {
 			continue
@@ -157,7 +160,12 @@ func ngRoute(proxy netip.AddrPort, f ng.Flags, offerCodecs []sdp.Codec, plainSid
 	}
 	for _, name := range f.Codec.Transcode {
 		if c, ok := sipCodecs[strings.ToLower(name)]; ok && !ng.Has(f.Codec.Strip, name) {
-			t.MediaMode = ModeAuto
+			if t.MediaMode != ModeTranscode {
+				t.MediaMode = ModeAuto
+			}
+			if ng.Has(f.Codec.Mask, name) {
+				t.MediaMode = ModeTranscode
+			}
 			if !hasFold(t.Codecs, c.Name) {
 				t.Codecs = append(t.Codecs, c.Name)
 			}

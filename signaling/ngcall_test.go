@@ -431,6 +431,10 @@ func TestNGOfferFlags(t *testing.T) {
 			want: []string{"opus/48000"}, wantNot: []string{"PCMU"}},
 		{name: "transcode", extra: map[string]any{"codec": map[string]any{"strip": []any{"PCMU"}, "transcode": []any{"PCMA"}}},
 			want: []string{"PCMA/8000", "opus/48000"}, wantNot: []string{"PCMU"}},
+		// Masked and transcoded: the browser's PCMU is hidden, so the call
+		// is transcoded and Opus is not offered on.
+		{name: "forced transcoding", extra: map[string]any{"flags": []any{"codec-mask-PCMU", "codec-transcode-PCMU"}},
+			want: []string{"PCMU/8000"}, wantNot: []string{"opus"}},
 		{name: "sdes", extra: map[string]any{"transport-protocol": "RTP/SAVP", "SDES": []any{"only-AES_CM_128_HMAC_SHA1_80"}},
 			want: []string{"RTP/SAVP", "a=crypto:", "AES_CM_128_HMAC_SHA1_80"}, wantNot: []string{"AES_CM_128_HMAC_SHA1_32", "GCM"}},
 		{name: "sdes off", extra: map[string]any{"transport-protocol": "RTP/SAVP", "SDES": []any{"off"}},

@@ -2,9 +2,9 @@ package signaling
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
@@ -24,38 +24,70 @@ func freeUDPPort(t *testing.T) int {
 	return c.LocalAddr().(*net.UDPAddr).Port
 }
 
+// sippUAS is SIPp (Debian's sip-tester) answering calls on 127.0.0.1 and
+// echoing their RTP (-rtp_echo).
+type sippUAS struct {
+	port   int
+	out    bytes.Buffer  // its output; read it once it has exited
+	exited chan struct{} // closed when it exits
+	err    error         // its exit status, once exited
+}
+
+// startSIPpUAS runs SIPp with args (a scenario, a call limit) as a UAS on
+// a free loopback port, in a directory of its own, until cleanup; its
+// output and errors are logged if the test fails. Without SIPp the test
+// fails under CI (.ci/deps installs it) and is skipped elsewhere.
+func startSIPpUAS(t *testing.T, args ...string) *sippUAS {
+	t.Helper()
+	sipp, err := exec.LookPath("sipp")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("sipp not installed: run .ci/deps (Debian package sip-tester)")
+		}
+		t.Skip("sipp is not installed (Debian package sip-tester; .ci/deps installs it)")
+	}
+	s := &sippUAS{port: freeUDPPort(t), exited: make(chan struct{})}
+	dir := t.TempDir()
+	cmd := exec.Command(sipp, append(args, "-i", "127.0.0.1", "-p", fmt.Sprint(s.port),
+		"-mi", "127.0.0.1", "-mp", fmt.Sprint(freeUDPPort(t)), "-rtp_echo", "-nostdin",
+		"-trace_err", "-error_file", filepath.Join(dir, "errors.log"))...)
+	cmd.Dir = dir
+	cmd.Stdout, cmd.Stderr = &s.out, &s.out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { s.err = cmd.Wait(); close(s.exited) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-s.exited
+		if t.Failed() {
+			errs, _ := os.ReadFile(filepath.Join(dir, "errors.log"))
+			t.Logf("sipp:\n%s\n%s", tailStr(s.out.String(), 3000), tailStr(string(errs), 3000))
+		}
+	})
+	// SIPp binds its socket soon after it starts.
+	waitFor(t, "sipp to listen", 10*time.Second, func() bool {
+		select {
+		case <-s.exited:
+			t.Fatalf("sipp exited: %v", s.err)
+		default:
+		}
+		c, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", s.port))
+		if err == nil {
+			c.Close()
+		}
+		return err != nil
+	})
+	return s
+}
+
 // TestSIPpTrunk puts SIPp (Debian's sip-tester) on the trunk side: its
 // built-in UAS answers PCMU and echoes RTP, and the frames a WebRTC client
 // sends come back byte for byte.
 func TestSIPpTrunk(t *testing.T) {
-	sipp, err := exec.LookPath("sipp")
-	if err != nil {
-		t.Fatal("sipp not installed: run .ci/deps")
-	}
-	port, mport := freeUDPPort(t), freeUDPPort(t)
-	dir := t.TempDir()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, sipp, "-sn", "uas", "-i", "127.0.0.1", "-p", fmt.Sprint(port),
-		"-mi", "127.0.0.1", "-mp", fmt.Sprint(mport), "-rtp_echo", "-m", "1", "-nostdin",
-		"-trace_err", "-error_file", filepath.Join(dir, "errors.log"))
-	cmd.Dir = dir
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var waitErr error
-	exited := make(chan struct{})
-	go func() { waitErr = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-exited
-	})
-	time.Sleep(500 * time.Millisecond) // SIPp binds its socket after start
-
+	s := startSIPpUAS(t, "-sn", "uas", "-m", "1")
 	r := startRelay(t, func(c *config.Config) {
-		c.Trunks = []config.Trunk{{Name: "sipp", Match: ".*", Address: fmt.Sprintf("sip:127.0.0.1:%d", port), Codecs: []string{"PCMU"}}}
+		c.Trunks = []config.Trunk{{Name: "sipp", Match: ".*", Address: fmt.Sprintf("sip:127.0.0.1:%d", s.port), Codecs: []string{"PCMU"}}}
 	})
 	p := newPhone(t, "PCMU")
 	p.call(r, "service")
@@ -75,12 +107,12 @@ func TestSIPpTrunk(t *testing.T) {
 	}
 	p.hangup()
 	select {
-	case <-exited:
-		if waitErr != nil {
-			t.Fatalf("sipp: %v\n%s", waitErr, out.String())
+	case <-s.exited:
+		if s.err != nil {
+			t.Fatalf("sipp: %v", s.err)
 		}
 	case <-time.After(15 * time.Second):
-		t.Fatalf("sipp did not see the call end\n%s", out.String())
+		t.Fatal("sipp did not see the call end")
 	}
 	waitFor(t, "cleanup", 5*time.Second, func() bool { return r.ActiveCalls() == 0 && r.PortsInUse() == 0 })
 }

@@ -6,7 +6,9 @@
 //
 // Query parameters: ws=ws://host:port/ws (the relay's SIP WebSocket),
 // domain=host (SIP domain, default the WebSocket's host), user and
-// password (for placing calls; register() is given its own).
+// password (for placing calls; register() is given its own), register
+// (any value: register as user before placing a call, as a deployed
+// softphone does with its SIP proxy).
 
 import JsSIP from 'jssip';
 
@@ -91,7 +93,16 @@ async function answer(options = {}) {
 // call places a call to target as the page's user (query parameters).
 async function call(target, options = {}) {
   if (session) throw new Error('a call is already in progress');
-  if (!ua) await startUA(params.get('user') || 'webphone', params.get('password') || '');
+  if (!ua) {
+    const user = params.get('user') || 'webphone';
+    const password = params.get('password') || '';
+    if (params.has('register')) {
+      const reg = await register(user, password);
+      if (!reg.registered) throw new Error(`registration as ${user} failed: ${reg.status} ${reg.reason}`);
+    } else {
+      await startUA(user, password);
+    }
+  }
   await startAudio();
   api.state = 'calling';
   ua.call(target, { mediaConstraints: audioConstraints(options), pcConfig: { iceServers: [] } });
