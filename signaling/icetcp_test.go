@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mediarelay/mediarelay/media"
 	"github.com/mediarelay/mediarelay/signaling/web/browsertest"
 )
 
@@ -55,7 +56,7 @@ func TestBrowserICETCP(t *testing.T) {
 			defer close(done)
 			for {
 				for _, c := range r.callList() {
-					if l := c.webLeg(); l != nil {
+					if l := liveWebLeg(c); l != nil {
 						if tr := l.Transport(); tr != "" {
 							mu.Lock()
 							seen[tr] = true
@@ -123,4 +124,14 @@ func keys(m map[string]bool) string {
 		ks = append(ks, k)
 	}
 	return fmt.Sprint(ks)
+}
+
+// liveWebLeg is the call's WebRTC leg once its media has started, nil
+// before: the leg accessors may be used from another goroutine only then
+// (mediaStarted), and a call still being set up has none.
+func liveWebLeg(c *Call) *media.WebRTCLeg {
+	if !c.mediaStarted() {
+		return nil
+	}
+	return c.webLeg()
 }

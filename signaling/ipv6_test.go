@@ -33,7 +33,7 @@ func TestIPv6Call(t *testing.T) {
 	id := activeCallID(t, r)
 	var leg string
 	for _, c := range r.callList() {
-		if l := c.webLeg(); l != nil {
+		if l := liveWebLeg(c); l != nil {
 			leg = l.Transport()
 		}
 	}
