@@ -196,7 +196,8 @@ func (c *Call) setupMedia(answer sdp.Audio) error {
 	if err != nil {
 		return err
 	}
-	c.web, c.answerSDP = web, answerSDP
+	c.setWeb(web)
+	c.answerSDP = answerSDP
 	c.setRemote(answer)
 	c.mediaUp = true
 

@@ -382,7 +382,7 @@ func (r *Relay) inbound(req *sip.Request, tx sip.ServerTransaction) {
 
 	// The browser answered: apply its answer, then answer the trunk.
 	c.outBrowser = winner.dcs
-	c.web = winner.leg
+	c.setWeb(winner.leg)
 	c.browserDialogID = winner.dcs.ID
 	c.browserCallID = winner.dcs.InviteRequest.CallID().Value()
 	r.indexDialog(c, winner.dcs.ID)

@@ -390,7 +390,7 @@ func (s *ngSession) offerToWeb(offer sdp.Audio, req *ng.Request, fail func(int, 
 	if err != nil {
 		return "", err
 	}
-	c.web = web
+	c.setWeb(web)
 	return out, nil
 }
 

@@ -478,3 +478,34 @@ func TestDrainRefusesNewCalls(t *testing.T) {
 	p.hangup()
 	waitChan(t, "BYE to the trunk", u.byes)
 }
+
+// TestWebLegReadDuringSetup: reading a call's browser leg while the call
+// is being set up (a scrape, the call API, a test's watcher) sees no leg
+// yet and must not break the call: the leg it gets later is the real one.
+func TestWebLegReadDuringSetup(t *testing.T) {
+	u := newTrunkUAS(t)
+	r := startRelay(t, withTrunk(u, ModeAuto, "PCMU"))
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			for _, c := range r.callList() {
+				_ = c.webLeg() // before setWeb: nil, and nothing latched
+			}
+			select {
+			case <-stop:
+				return
+			default:
+				runtime.Gosched()
+			}
+		}
+	}()
+	p := newPhone(t, "PCMU")
+	p.call(r, "1000")
+	close(stop)
+	<-done
+	expectEcho(t, p, 50)
+	p.hangup()
+	waitChan(t, "BYE to the trunk", u.byes)
+}

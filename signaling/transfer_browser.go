@@ -47,15 +47,19 @@ func (w *webIO) Serve(h func(pkt []byte)) error {
 func (w *webIO) WriteRTP(b []byte) error { return w.cur.Load().WriteRTP(b) }
 
 func (c *Call) webRW() *webIO {
-	c.webOnce.Do(func() {
-		w := &webIO{}
-		w.cur.Store(c.web)
-		c.wio = w
-	})
+	// The leg is stored where c.web is set (setWeb), never read from
+	// c.web here: a first call before the leg exists must not latch nil.
+	c.webOnce.Do(func() { c.wio = &webIO{} })
 	return c.wio
 }
 
-// webLeg is the current browser leg.
+// setWeb makes leg the call's browser leg, for the forwarders too.
+func (c *Call) setWeb(leg *media.WebRTCLeg) {
+	c.web = leg
+	c.webRW().cur.Store(leg)
+}
+
+// webLeg is the current browser leg; nil before the call has one.
 func (c *Call) webLeg() *media.WebRTCLeg { return c.webRW().cur.Load() }
 
 // transferBrowser performs a blind transfer the browser asked for: its
@@ -145,7 +149,7 @@ func (c *Call) transferBrowser(old dialogRef, target string) {
 	r.byDialog[winner.dcs.ID] = c
 	c.web = leg
 	r.mu.Unlock()
-	c.webRW().cur.Store(leg)
+	c.webRW().cur.Store(leg) // setWeb's store, c.web set under r.mu above
 	_ = cur.Close()
 	c.mid.mu.Lock()
 	c.mid.webVer, c.mid.browserDir = 0, ""
