@@ -4,6 +4,7 @@ package media
 
 import (
 	"fmt"
+	"log/slog"
 	"os"
 	"runtime"
 	"sync"
@@ -103,7 +104,8 @@ func newLoop() (*loop, error) {
 	}
 	lp.pollFn = lp.poll
 	if lp.out, err = newOutbox(); err != nil {
-		lp.out = nil // sendto per datagram, as before
+		lp.out = nil // each datagram is sent on its own
+		slog.Info("media loop: sends are not batched", "err", err)
 	}
 	registerBuffers(lp.batch, lp)
 	return lp, nil

@@ -5,6 +5,7 @@ package media
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"runtime"
 	"sync/atomic"
@@ -126,7 +127,50 @@ func newOutbox() (*outbox, error) {
 		h.SetIovlen(1)
 		o.iovs[i].Base = &o.bufs[i][0]
 	}
+	if err := o.probe(); err != nil {
+		o.close()
+		return nil, err
+	}
 	return o, nil
+}
+
+// probe sends one datagram through the ring to a socket of its own and
+// reads it back: a kernel that sets up rings but cannot send through them
+// (or a policy that refuses the operation) would lose every packet.
+func (o *outbox) probe() error {
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		return fmt.Errorf("io_uring probe: %w", err)
+	}
+	s, err := newUDPSock(c)
+	if err != nil {
+		return fmt.Errorf("io_uring probe: %w", err)
+	}
+	defer s.close()
+	sa, err := unix.Getsockname(s.fd)
+	if err != nil {
+		return fmt.Errorf("io_uring probe: %w", err)
+	}
+	sa4, ok := sa.(*unix.SockaddrInet4)
+	if !ok {
+		return errors.New("io_uring probe: not IPv4")
+	}
+	want := []byte("mediarelay io_uring probe")
+	if err := o.queue(s.out, want, netip.AddrPortFrom(netip.AddrFrom4(sa4.Addr), uint16(sa4.Port))); err != nil {
+		return fmt.Errorf("io_uring probe: %w", err)
+	}
+	failed := o.failed.Load()
+	o.flush()
+	if o.failed.Load() != failed {
+		return errors.New("io_uring probe: the send failed")
+	}
+	buf := make([]byte, 64)
+	n, _, err := unix.Recvfrom(s.fd, buf, unix.MSG_DONTWAIT)
+	if err != nil || string(buf[:n]) != string(want) {
+		return fmt.Errorf("io_uring probe: nothing arrived (%v)", err)
+	}
+	o.sent.Store(0)
+	return nil
 }
 
 func (o *outbox) mmap(p *ioURingParams) error {
