@@ -106,6 +106,9 @@ func newLoop() (*loop, error) {
 	if lp.out, err = newOutbox(); err != nil {
 		lp.out = nil // each datagram is sent on its own
 		slog.Info("media loop: sends are not batched", "err", err)
+	} else {
+		o := lp.out
+		registerMemory(unsafe.Pointer(&o.rbufs[0][0]), unsafe.Pointer(&o.rbufs[inboxSlots-1][0]), readBufSize, lp)
 	}
 	registerBuffers(lp.batch, lp)
 	return lp, nil
@@ -160,11 +163,18 @@ func (lp *loop) run() {
 		now := time.Now()
 		lp.mu.Lock()
 		for i := range lp.found {
-			if h := lp.slots[lp.events[i].Fd]; h != nil {
-				h.ready(lp, now)
+			h := lp.slots[lp.events[i].Fd]
+			if h == nil {
+				continue
 			}
+			if d, ok := h.(datagramHandler); ok && lp.out != nil {
+				lp.out.wantRecv(d, now)
+				continue
+			}
+			h.ready(lp, now)
 		}
 		if lp.out != nil {
+			lp.out.receive(now)
 			lp.out.flush()
 		}
 		lp.mu.Unlock()

@@ -34,9 +34,13 @@ func registerBuffers(r *batchReader, lp *loop) {
 	if r == nil || len(r.bufs) == 0 {
 		return
 	}
-	lo := uintptr(unsafe.Pointer(unsafe.SliceData(r.bufs[0])))
 	last := r.bufs[len(r.bufs)-1]
-	hi := uintptr(unsafe.Pointer(unsafe.SliceData(last))) + uintptr(cap(last))
+	registerMemory(unsafe.Pointer(unsafe.SliceData(r.bufs[0])), unsafe.Pointer(unsafe.SliceData(last)), uintptr(cap(last)), lp)
+}
+
+// registerMemory records that [first, last+size) is filled on lp's goroutine.
+func registerMemory(first, last unsafe.Pointer, size uintptr, lp *loop) {
+	lo, hi := uintptr(first), uintptr(last)+size
 	ownersMu.Lock()
 	defer ownersMu.Unlock()
 	var cur []bufOwner

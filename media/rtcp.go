@@ -91,17 +91,24 @@ func (l *RTPLeg) startRTCPReads() {
 	go l.rtcpReadLoop()
 }
 
-func (p *rtcpPort) ready(lp *loop, _ time.Time) {
+func (p *rtcpPort) ready(lp *loop, now time.Time) {
 	for {
 		n := lp.batch.take(p.fd)
 		for i := range n {
-			if pkt, from, truncated := lp.batch.at(i); !truncated {
-				p.l.acceptRTCP(pkt, from)
-			}
+			pkt, from, truncated := lp.batch.at(i)
+			p.datagram(pkt, from, truncated, now)
 		}
 		if n < lp.batch.size() {
 			return
 		}
+	}
+}
+
+func (p *rtcpPort) recvFD() int { return p.fd }
+
+func (p *rtcpPort) datagram(pkt []byte, from netip.AddrPort, truncated bool, _ time.Time) {
+	if !truncated {
+		p.l.acceptRTCP(pkt, from)
 	}
 }
 

@@ -591,22 +591,30 @@ func (l *RTPLeg) leaveLoop() {
 }
 
 // ready is the loop's call: every datagram queued at the RTP socket.
-func (l *RTPLeg) ready(lp *loop, _ time.Time) {
+func (l *RTPLeg) ready(lp *loop, now time.Time) {
 	for {
 		n := lp.batch.take(l.fd)
 		for i := range n {
 			pkt, from, truncated := lp.batch.at(i)
-			if truncated {
-				l.drop(DropTruncated)
-				continue
-			}
-			if k, ok := l.accept(pkt, from); ok {
-				l.sink(pkt[:k])
-			}
+			l.datagram(pkt, from, truncated, now)
 		}
 		if n < lp.batch.size() {
 			return
 		}
+	}
+}
+
+// recvFD is the RTP socket, for a loop that reads it itself.
+func (l *RTPLeg) recvFD() int { return l.fd }
+
+// datagram is the untrusted-input path of the RTP port on a loop.
+func (l *RTPLeg) datagram(pkt []byte, from netip.AddrPort, truncated bool, _ time.Time) {
+	if truncated {
+		l.drop(DropTruncated)
+		return
+	}
+	if k, ok := l.accept(pkt, from); ok {
+		l.sink(pkt[:k])
 	}
 }
 

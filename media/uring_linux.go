@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"sync/atomic"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -29,8 +30,11 @@ import (
 
 const (
 	outboxSlots = 64 // datagrams per io_uring_enter; more are sent in another
+	inboxSlots  = 64 // sockets read per io_uring_enter
+	recvTag     = 1 << 32
 
 	ioringOpSendmsg    = 9
+	ioringOpRecvmsg    = 10
 	ioringEnterGetEvts = 1 << 0
 	ioringFeatSingleMM = 1 << 0
 	ioringOffSQRing    = 0
@@ -102,6 +106,16 @@ type outbox struct {
 	names [outboxSlots]unix.RawSockaddrInet6
 	bufs  [outboxSlots][readBufSize]byte
 
+	// Receives: one datagram from each of a round's ready SIP-leg
+	// sockets, all in one io_uring_enter.
+	rn     int
+	rfrom  [inboxSlots]datagramHandler
+	rhdrs  [inboxSlots]unix.Msghdr
+	riovs  [inboxSlots]unix.Iovec
+	rnames [inboxSlots]unix.RawSockaddrInet6
+	rlen   [inboxSlots]int32
+	rbufs  [inboxSlots][readBufSize]byte
+
 	sent   atomic.Uint64 // sends completed
 	failed atomic.Uint64 // sends the kernel refused (full buffer, unreachable)
 }
@@ -126,6 +140,14 @@ func newOutbox() (*outbox, error) {
 		h.Iov = &o.iovs[i]
 		h.SetIovlen(1)
 		o.iovs[i].Base = &o.bufs[i][0]
+	}
+	for i := range o.rhdrs {
+		h := &o.rhdrs[i]
+		h.Name = (*byte)(unsafe.Pointer(&o.rnames[i]))
+		h.Iov = &o.riovs[i]
+		h.SetIovlen(1)
+		o.riovs[i].Base = &o.rbufs[i][0]
+		o.riovs[i].SetLen(readBufSize)
 	}
 	if err := o.probe(); err != nil {
 		o.close()
@@ -269,6 +291,14 @@ func (o *outbox) flush() {
 		tail++
 		pending++
 	}
+	o.submit(tail, pending)
+	runtime.KeepAlive(o)
+	o.n = 0
+}
+
+// submit publishes the entries up to tail, pending of them new, and
+// returns once the kernel has completed every one.
+func (o *outbox) submit(tail, pending uint32) {
 	atomic.StoreUint32(o.sqTail, tail)
 	o.inFlight += pending
 	for o.inFlight > 0 {
@@ -292,8 +322,6 @@ func (o *outbox) flush() {
 		}
 		o.reap()
 	}
-	runtime.KeepAlive(o)
-	o.n = 0
 }
 
 // reap takes the completions the kernel has posted.
@@ -302,6 +330,11 @@ func (o *outbox) reap() {
 	tail := atomic.LoadUint32(o.cqTail)
 	for ; head != tail; head++ {
 		c := &o.cqes[head&o.cqMask]
+		if c.userData&recvTag != 0 {
+			o.rlen[c.userData&^recvTag] = c.res
+			o.inFlight--
+			continue
+		}
 		if c.res < 0 {
 			o.failed.Add(1)
 		} else {
@@ -321,6 +354,9 @@ func (o *outbox) reap() {
 func (o *outbox) abandon(tail, pending uint32) {
 	for k := range pending {
 		idx := (tail - pending + k) & o.sqMask
+		if o.sqes[idx].userData&recvTag != 0 {
+			continue // a read that did not happen: nothing to give back
+		}
 		if i := o.sqes[idx].userData; i < outboxSlots && o.from[i] != nil {
 			o.from[i].refs.Add(-1)
 			o.from[i] = nil
@@ -329,4 +365,65 @@ func (o *outbox) abandon(tail, pending uint32) {
 	}
 	atomic.StoreUint32(o.sqTail, tail-pending)
 	o.inFlight -= pending
+}
+
+// datagramHandler is a loop handler whose socket the loop reads itself,
+// one datagram per round, with the round's other reads in one
+// io_uring_enter. A socket with more queued is ready again next round.
+type datagramHandler interface {
+	loopHandler
+	// recvFD is the socket to read.
+	recvFD() int
+	// datagram handles what was read: pkt is valid during the call.
+	datagram(pkt []byte, from netip.AddrPort, truncated bool, now time.Time)
+}
+
+// wantRecv adds h's socket to the round's reads, receiving at once when
+// the slots are full.
+func (o *outbox) wantRecv(h datagramHandler, now time.Time) {
+	if o.rn == inboxSlots {
+		o.receive(now)
+	}
+	o.rfrom[o.rn] = h
+	o.rn++
+}
+
+// receive reads one datagram from each wanted socket in one
+// io_uring_enter and hands each to its handler.
+func (o *outbox) receive(now time.Time) {
+	if o.rn == 0 {
+		return
+	}
+	tail := *o.sqTail
+	for i := range o.rn {
+		o.rhdrs[i].Namelen = unix.SizeofSockaddrInet6
+		o.rhdrs[i].Flags = 0
+		o.rlen[i] = -int32(unix.EAGAIN)
+		idx := tail & o.sqMask
+		o.sqes[idx] = ioSQE{
+			opcode: ioringOpRecvmsg,
+			fd:     int32(o.rfrom[i].recvFD()),
+			addr:   uint64(uintptr(unsafe.Pointer(&o.rhdrs[i]))),
+			len:    1,
+			// MSG_TRUNC: a datagram larger than the buffer returns its
+			// real length, so it is seen as cut.
+			opFlags:  unix.MSG_DONTWAIT | unix.MSG_TRUNC,
+			userData: recvTag | uint64(i),
+		}
+		o.sqArray[idx] = idx
+		tail++
+	}
+	o.submit(tail, uint32(o.rn))
+	runtime.KeepAlive(o)
+	for i := range o.rn {
+		h := o.rfrom[i]
+		o.rfrom[i] = nil
+		n := o.rlen[i]
+		if n < 0 {
+			continue // nothing after all (-EAGAIN), or the socket is gone
+		}
+		truncated := int(n) > readBufSize || o.rhdrs[i].Flags&unix.MSG_TRUNC != 0
+		h.datagram(o.rbufs[i][:min(int(n), readBufSize)], rawSource(&o.rnames[i]), truncated, now)
+	}
+	o.rn = 0
 }

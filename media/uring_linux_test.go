@@ -183,3 +183,33 @@ func TestForwardingLeavesInRoundBatches(t *testing.T) {
 		t.Fatalf("direct write %x, want %x", got, direct)
 	}
 }
+
+// TestServedLegHostileDatagrams: on a served leg read through the loop's
+// ring, an oversized datagram from the peer is dropped as truncated, one
+// from a stranger as unlatched, an empty one as malformed, and the peer's
+// next packet still arrives intact.
+func TestServedLegHostileDatagrams(t *testing.T) {
+	var drops dropLog
+	leg := newTestLeg(t, testPorts(t, 1), RTPLegOptions{OnDrop: drops.add})
+	p, stranger := newUDPPeer(t), newUDPPeer(t)
+	leg.SetRemote(udpAddr(p.rtp), udpAddr(p.rtcp))
+	got := make(chan []byte, 8)
+	serveInto(leg, got)
+	big := mkRTP(t, 0, 1, 160, 0xb16, false, bytes.Repeat([]byte{0xee}, 3000))
+	udpSend(t, p.rtp, leg.LocalAddr(), big)
+	udpSend(t, stranger.rtp, leg.LocalAddr(), mkRTP(t, 0, 2, 320, 0xbad, false, []byte("stolen")))
+	udpSend(t, p.rtp, leg.LocalAddr(), []byte{})
+	want := mkRTP(t, 0, 3, 480, 0xb16, false, []byte("after the junk"))
+	udpSend(t, p.rtp, leg.LocalAddr(), want)
+	select {
+	case pkt := <-got:
+		if !bytes.Equal(pkt, want) {
+			t.Fatalf("served %x, want %x", pkt, want)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("nothing served")
+	}
+	if drops.count(DropTruncated) != 1 || drops.count(DropUnlatched) != 1 || drops.count(DropMalformed) != 1 {
+		t.Errorf("drops %v, want one truncated, one unlatched, one malformed", drops.reasons)
+	}
+}
