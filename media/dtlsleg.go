@@ -275,5 +275,9 @@ func (p *dtlsPacketConn) SetWriteDeadline(t time.Time) error { return nil }
 // DTLSKeys on a leg: the handshake on its RTP socket. Call it before
 // StartSRTP and SetRemote, before anything reads the leg.
 func (l *RTPLeg) DTLSKeys(ctx context.Context, o DTLSOptions) (*SRTPConfig, error) {
-	return DTLSKeys(ctx, l.pair.RTP, o)
+	cfg, err := DTLSKeys(ctx, l.pair.RTP, o)
+	if err == nil {
+		keysExported.Add(1)
+	}
+	return cfg, err
 }

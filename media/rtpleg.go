@@ -101,6 +101,9 @@ type RTPLeg struct {
 	local netip.AddrPort
 	learn bool
 	srtp  *srtpSession
+	// opaque: an end-to-end leg (SetE2E) passes DTLS and SRTP/SRTCP
+	// through unchanged.
+	opaque atomic.Bool
 	// batch is ReadRTP's, made on its first call (Serve reads into its
 	// loop's buffers); nil off Linux: one recvmsg per packet.
 	batch     *batchReader
@@ -314,6 +317,11 @@ func (l *RTPLeg) readBatched(b []byte) (int, error) {
 // whether to deliver it. It is the whole untrusted-input path of the RTP
 // port, so the fuzz target drives it directly.
 func (l *RTPLeg) accept(pkt []byte, from netip.AddrPort) (int, bool) {
+	if l.opaque.Load() {
+		if n, ok, handled := l.acceptOpaque(pkt, from); handled {
+			return n, ok
+		}
+	}
 	if IsRTCP(pkt) {
 		if !l.rtcpSourceOK(from, true) {
 			l.drop(DropUnlatched)

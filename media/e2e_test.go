@@ -1,0 +1,133 @@
+package media
+
+import (
+	"bytes"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pion/dtls/v3/pkg/crypto/selfsign"
+
+	"github.com/mediarelay/mediarelay/pkg/sdp"
+)
+
+// fakeDTLS is a datagram that RFC 7983 classes as DTLS (a handshake record
+// header and junk): the relay must pass it on without looking further.
+func fakeDTLS(tag byte) []byte {
+	return []byte{22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 1, 0, 3, tag, tag, tag}
+}
+
+// fakeSRTCP is an RTCP-classed datagram (an SR header and junk).
+func fakeSRTCP(tag byte) []byte {
+	b := []byte{0x80, 200, 0, 6, 1, 2, 3, 4}
+	return append(b, bytes.Repeat([]byte{tag}, 20)...)
+}
+
+// TestE2ELegsForwardOpaquely: an end-to-end WebRTC leg joined to an
+// end-to-end RTP leg passes DTLS records, SRTP and SRTCP unchanged both
+// ways between the ICE-verified browser and the SDP address of the far
+// end; sources neither verified nor latched are dropped and counted, never
+// forwarded; and neither leg holds or exports a key.
+func TestE2ELegsForwardOpaquely(t *testing.T) {
+	keysBefore := KeysExported()
+	w, err := NewWebRTC(WebRTCOptions{BindIP: "127.0.0.1", ConnectTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	sip := newTestLeg(t, testPorts(t, 2), RTPLegOptions{})
+	sip.SetE2E()
+	far := udpListen(t)
+	sip.SetRemote(udpAddr(far), netip.AddrPort{})
+
+	farCert, err := selfsign.GenerateSelfSigned()
+	if err != nil {
+		t.Fatal(err)
+	}
+	farFP, _ := Fingerprint(farCert, "sha-256")
+	c := newRawICEClient(t, 1)
+	web, answer, err := w.AnswerE2E(c.sdp("offer", "actpass"), []sdp.Codec{{Name: "PCMU", PT: 0, Clock: 8000, Channels: 1}}, farFP, sdp.SetupActive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer web.Close()
+	if !strings.Contains(answer, "a=fingerprint:"+farFP+"\r\n") || !strings.Contains(answer, "a=setup:active\r\n") || strings.Contains(answer, "a=ssrc:") {
+		t.Fatalf("answer does not carry the far end's DTLS identity (or announces an SSRC):\n%s", answer)
+	}
+	c.learnRelay(answer)
+
+	toSIP, toWeb := NewPath(NewOpaqueStage(sip, nil)), NewPath(NewOpaqueStage(web, nil))
+	done := make(chan error, 2)
+	go func() { done <- toSIP.Run(web) }()
+	go func() { done <- toWeb.Run(sip) }()
+
+	// Nothing from the browser before ICE verifies it.
+	s := c.socks[0]
+	udpSend(t, s.conn, c.relayAddr, fakeDTLS(1))
+	pollUntil(t, "the unverified record counted", func() bool { return w.StrayPackets() >= 1 })
+	c.check(s, true)
+	select {
+	case <-web.Connected():
+	case <-time.After(10 * time.Second):
+		t.Fatal("an end-to-end leg is connected once ICE verifies a pair")
+	}
+
+	srtp := mkRTP(t, 0, 7, 160, 0xabcdef, false, bytes.Repeat([]byte{0x55}, 170)) // header in clear, the rest opaque
+	for _, pkt := range [][]byte{fakeDTLS(2), srtp, fakeSRTCP(3)} {
+		udpSend(t, s.conn, c.relayAddr, pkt)
+		if got, _ := udpRecv(t, far); !bytes.Equal(got, pkt) {
+			t.Fatalf("browser → far end changed the packet:\n got %x\nwant %x", got, pkt)
+		}
+	}
+	fromFar := mkRTP(t, 0, 9, 320, 0x123456, false, bytes.Repeat([]byte{0x66}, 170))
+	for _, tc := range []struct {
+		pkt []byte
+		at  chan []byte
+	}{{fakeDTLS(4), s.dtls}, {fromFar, s.rtp}} {
+		udpSend(t, far, sip.LocalAddr(), tc.pkt)
+		select {
+		case got := <-tc.at:
+			if !bytes.Equal(got, tc.pkt) {
+				t.Fatalf("far end → browser changed the packet:\n got %x\nwant %x", got, tc.pkt)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("far end's %x never reached the browser", tc.pkt[:2])
+		}
+	}
+
+	// Spraying both ports from elsewhere: dropped, counted, not forwarded.
+	stranger := udpListen(t)
+	strays, dropped := w.StrayPackets(), sip.Stats().Dropped
+	for _, pkt := range [][]byte{fakeDTLS(9), srtp} {
+		udpSend(t, stranger, c.relayAddr, pkt)
+		udpSend(t, stranger, sip.LocalAddr(), pkt)
+	}
+	pollUntil(t, "the sprayed packets counted", func() bool {
+		return w.StrayPackets() >= strays+2 && sip.Stats().Dropped >= dropped+2
+	})
+	sentinel := fakeDTLS(7)
+	udpSend(t, s.conn, c.relayAddr, sentinel)
+	if got, _ := udpRecv(t, far); !bytes.Equal(got, sentinel) {
+		t.Fatalf("the far end got %x, not the browser's next packet", got)
+	}
+	udpSend(t, far, sip.LocalAddr(), sentinel)
+	if got := <-s.dtls; !bytes.Equal(got, sentinel) {
+		t.Fatalf("the browser got %x, not the far end's next packet", got)
+	}
+
+	if web.SRTPKeyed() || sip.SRTPKeyed() || !web.E2E() || !sip.E2E() {
+		t.Fatalf("keyed: web %v sip %v; e2e: web %v sip %v", web.SRTPKeyed(), sip.SRTPKeyed(), web.E2E(), sip.E2E())
+	}
+	if n := KeysExported(); n != keysBefore {
+		t.Fatalf("%d SRTP keys exported during an end-to-end call", n-keysBefore)
+	}
+	if ws, ss := web.Stats(), sip.Stats(); ws.PacketsIn != 1 || ss.PacketsOut != 1 || ss.PacketsIn != 1 || ws.PacketsOut != 1 {
+		t.Fatalf("SRTP counted: web in %d out %d, sip in %d out %d; want 1 each", ws.PacketsIn, ws.PacketsOut, ss.PacketsIn, ss.PacketsOut)
+	}
+	web.Close()
+	sip.Close()
+	for range 2 {
+		<-done
+	}
+}
