@@ -7,12 +7,23 @@ import (
 	"github.com/mediarelay/mediarelay/pkg/sdp"
 )
 
+// E2EPeer is what an end-to-end leg announces of the far end in its SDP.
+type E2EPeer struct {
+	// Fingerprint ("sha-256 AB:...") and Setup are the far end's a=fingerprint
+	// and a=setup, passed on unchanged.
+	Fingerprint, Setup string
+	// SSRC are the far end's a=ssrc values ("1234 cname:x"): its SSRC
+	// reaches the browser unchanged, and a browser that offered may not
+	// take an SSRC its answer did not declare.
+	SSRC []string
+}
+
 // AnswerE2E answers a browser's offer for an end-to-end call. codecs are
 // what the far end answered, with the browser's own payload types (the
-// relay offered them unchanged), and fingerprint ("sha-256 AB:...") and
-// setup are the far end's: the browser's DTLS handshake is with the far
-// end, through the leg, which runs none itself.
-func (w *WebRTC) AnswerE2E(offer string, codecs []sdp.Codec, fingerprint, setup string) (*WebRTCLeg, string, error) {
+// relay offered them unchanged), and far is the far end's DTLS identity:
+// the browser's DTLS handshake is with the far end, through the leg, which
+// runs none itself.
+func (w *WebRTC) AnswerE2E(offer string, codecs []sdp.Codec, far E2EPeer) (*WebRTCLeg, string, error) {
 	s, offered, err := sdp.Parse([]byte(offer))
 	if err != nil {
 		return nil, "", fmt.Errorf("browser offer: %w", err)
@@ -24,14 +35,14 @@ func (w *WebRTC) AnswerE2E(offer string, codecs []sdp.Codec, fingerprint, setup 
 	if err != nil {
 		return nil, "", fmt.Errorf("browser offer: %w", err)
 	}
-	if setup != sdp.SetupActive && setup != sdp.SetupPassive {
-		return nil, "", fmt.Errorf("e2e answer: a=setup:%s", setup)
+	if far.Setup != sdp.SetupActive && far.Setup != sdp.SetupPassive {
+		return nil, "", fmt.Errorf("e2e answer: a=setup:%s", far.Setup)
 	}
 	clock, err := e2eClock(codecs)
 	if err != nil {
 		return nil, "", err
 	}
-	l, err := w.newLegMode(clock, fingerprint)
+	l, err := w.newLegMode(clock, far)
 	if err != nil {
 		return nil, "", err
 	}
@@ -39,7 +50,7 @@ func (w *WebRTC) AnswerE2E(offer string, codecs []sdp.Codec, fingerprint, setup 
 		_ = l.Close()
 		return nil, "", fmt.Errorf("browser offer: %w", err)
 	}
-	l.local = w.session(l, s, rp.mid, codecs, setup, sdp.AnswerDirection(offered.Direction))
+	l.local = w.session(l, s, rp.mid, codecs, far.Setup, sdp.AnswerDirection(offered.Direction))
 	if _, l.Audio, err = sdp.Parse([]byte(l.local)); err != nil {
 		_ = l.Close()
 		return nil, "", fmt.Errorf("own answer: %w", err)
@@ -49,19 +60,19 @@ func (w *WebRTC) AnswerE2E(offer string, codecs []sdp.Codec, fingerprint, setup 
 }
 
 // OfferE2E offers a browser an end-to-end call: codecs with the far end's
-// payload types, and the far end's fingerprint and setup (normally
-// actpass). The browser's answer goes to SetAnswer; its fingerprint and
-// setup are for the far end.
-func (w *WebRTC) OfferE2E(codecs []sdp.Codec, fingerprint, setup string) (*WebRTCLeg, string, error) {
+// payload types, and the far end's identity (its setup normally actpass).
+// The browser's answer goes to SetAnswer; its fingerprint and setup are
+// for the far end.
+func (w *WebRTC) OfferE2E(codecs []sdp.Codec, far E2EPeer) (*WebRTCLeg, string, error) {
 	clock, err := e2eClock(codecs)
 	if err != nil {
 		return nil, "", err
 	}
-	l, err := w.newLegMode(clock, fingerprint)
+	l, err := w.newLegMode(clock, far)
 	if err != nil {
 		return nil, "", err
 	}
-	l.local = w.session(l, nil, "0", codecs, setup, "sendrecv")
+	l.local = w.session(l, nil, "0", codecs, far.Setup, "sendrecv")
 	return l, l.local, nil
 }
 

@@ -47,7 +47,7 @@ func TestE2ELegsForwardOpaquely(t *testing.T) {
 	}
 	farFP, _ := Fingerprint(farCert, "sha-256")
 	c := newRawICEClient(t, 1)
-	web, answer, err := w.AnswerE2E(c.sdp("offer", "actpass"), []sdp.Codec{{Name: "PCMU", PT: 0, Clock: 8000, Channels: 1}}, farFP, sdp.SetupActive)
+	web, answer, err := w.AnswerE2E(c.sdp("offer", "actpass"), []sdp.Codec{{Name: "PCMU", PT: 0, Clock: 8000, Channels: 1}}, E2EPeer{Fingerprint: farFP, Setup: sdp.SetupActive})
 	if err != nil {
 		t.Fatal(err)
 	}

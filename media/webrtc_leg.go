@@ -54,10 +54,10 @@ type WebRTCLeg struct {
 	dtlsClient bool
 
 	// e2e: the leg forwards DTLS and SRTP/SRTCP opaquely (e2e.go); set
-	// before the leg is published, never changed. localFP is then the
-	// far end's a=fingerprint, announced in our SDP instead of ours.
-	e2e     bool
-	localFP string
+	// before the leg is published, never changed. far is then what our
+	// SDP announces of the far end (its fingerprint instead of ours).
+	e2e bool
+	far E2EPeer
 
 	dst         atomic.Pointer[legDest] // the selected pair
 	haveDst     chan struct{}
@@ -132,11 +132,11 @@ func (d *legDest) same(addr netip.AddrPort, tcp *tcpPair) bool {
 
 type sinkRef struct{ h func([]byte) }
 
-func (w *WebRTC) newLeg(clock uint32) (*WebRTCLeg, error) { return w.newLegMode(clock, "") }
+func (w *WebRTC) newLeg(clock uint32) (*WebRTCLeg, error) { return w.newLegMode(clock, E2EPeer{}) }
 
-// newLegMode is newLeg; a non-empty e2eFP makes an end-to-end leg that
-// announces that fingerprint (set before the leg can receive a check).
-func (w *WebRTC) newLegMode(clock uint32, e2eFP string) (*WebRTCLeg, error) {
+// newLegMode is newLeg; a far end with a fingerprint makes an end-to-end
+// leg (set before the leg can receive a check).
+func (w *WebRTC) newLegMode(clock uint32, far E2EPeer) (*WebRTCLeg, error) {
 	pwd, err := iceToken(24)
 	if err != nil {
 		return nil, err
@@ -158,8 +158,8 @@ func (w *WebRTC) newLegMode(clock uint32, e2eFP string) (*WebRTCLeg, error) {
 		rx:             recvStats{clockRate: uint64(clock), epoch: time.Now()},
 		wplain:         make([]byte, forwardBufSize),
 		connectTimeout: w.opts.ConnectTimeout,
-		e2e:            e2eFP != "",
-		localFP:        e2eFP,
+		e2e:            far.Fingerprint != "",
+		far:            far,
 	}
 	if err := w.register(l); err != nil {
 		return nil, err

@@ -283,8 +283,8 @@ func (w *WebRTC) session(l *WebRTCLeg, offer *psdp.SessionDescription, mid strin
 		}
 		fmt.Fprintf(&b, "\r\nc=IN %s %s\r\n", ipv, addr)
 		fp := w.fp
-		if l.localFP != "" {
-			fp = l.localFP // end to end: the far end's certificate
+		if l.e2e {
+			fp = l.far.Fingerprint // end to end: the far end's certificate
 		}
 		fmt.Fprintf(&b, "a=ice-ufrag:%s\r\na=ice-pwd:%s\r\na=fingerprint:%s\r\na=setup:%s\r\n", l.ufrag, l.pwd, fp, setup)
 		if mid != "" {
@@ -293,7 +293,11 @@ func (w *WebRTC) session(l *WebRTCLeg, offer *psdp.SessionDescription, mid strin
 		fmt.Fprintf(&b, "a=%s\r\na=rtcp-mux\r\n", dir)
 		sdp.WriteRTPMaps(&b, codecs)
 		if l.e2e {
-			// The far end's SSRC reaches the browser unchanged: announce none.
+			// The far end's SSRC reaches the browser unchanged: announce
+			// its own, if it did, never ours.
+			for _, v := range l.far.SSRC {
+				fmt.Fprintf(&b, "a=ssrc:%s\r\n", v)
+			}
 			b.WriteString("a=msid:mediarelay audio\r\n")
 		} else {
 			fmt.Fprintf(&b, "a=ssrc:%d cname:mediarelay\r\na=ssrc:%d msid:mediarelay audio\r\na=msid:mediarelay audio\r\n", l.ssrc, l.ssrc)
