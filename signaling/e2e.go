@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/emiago/sipgo/sip"
 
@@ -216,4 +217,107 @@ func validSSRCAttr(v string) bool {
 		return false
 	}
 	return !strings.ContainsAny(rest, "\r\n\x00")
+}
+
+// userE2E reports whether the configured user wants end-to-end media on
+// calls into its browsers (users[].media_mode: e2e).
+func (r *Relay) userE2E(user string) bool {
+	for _, u := range r.cfg.Users {
+		if u.Name == user {
+			return strings.EqualFold(u.MediaMode, ModeE2E)
+		}
+	}
+	return false
+}
+
+// inboundE2E decides how a trunk's offer into a browser of user is
+// handled when the trunk or the user asks for end-to-end media. e2e is
+// false when neither does, or when the offer has no DTLS-SRTP and the
+// trunk allows terminating; refuse is the Warning text of a 488.
+func (r *Relay) inboundE2E(route *Trunk, user string, offer sdp.Audio, lateOffer bool) (far dtlsIdentity, e2e bool, refuse string) {
+	if route.MediaMode != ModeE2E && !r.userE2E(user) {
+		return far, false, ""
+	}
+	if !lateOffer {
+		id, ok, err := farDTLS(offer)
+		if err != nil {
+			return far, false, "malformed DTLS parameters"
+		}
+		if ok {
+			return id, true, ""
+		}
+	}
+	if route.E2EFallback == E2EFallbackTerminate {
+		return far, false, ""
+	}
+	return far, false, errE2ENoDTLS.Error()
+}
+
+// e2eBrowserCodecs lists what an end-to-end call offers the browser: the
+// trunk's offered codecs that its configuration allows and a browser
+// takes, with the trunk's payload types, and its telephone-event at those
+// clocks.
+func e2eBrowserCodecs(allowed []string, offer sdp.Audio) []sdp.Codec {
+	var out []sdp.Codec
+	clocks := map[uint32]bool{}
+	for _, c := range offer.Codecs {
+		if c.Is("telephone-event") || !hasFold(allowed, c.Name) {
+			continue
+		}
+		if _, err := webrtcCodec(c.Name); err != nil {
+			continue
+		}
+		out = append(out, c)
+		clocks[c.Clock] = true
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	for _, c := range offer.Codecs {
+		if c.Is("telephone-event") && clocks[c.Clock] {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// startInboundE2E is startInboundMedia for an end-to-end call: the
+// browser's answer settles the codec, and the trunk is answered with the
+// browser's fingerprint and setup.
+func (c *Call) startInboundE2E(browserAnswer string) error {
+	if err := c.web.SetAnswer(browserAnswer); err != nil {
+		return err
+	}
+	fp, setup, err := media.RemoteDTLS(browserAnswer)
+	if err != nil {
+		return fmt.Errorf("browser answer: %w", err)
+	}
+	plan, codecs, err := e2ePlan(c.web.Audio, c.trunkOffer.Codecs)
+	if err != nil {
+		return err
+	}
+	c.sdpVersion = 1
+	c.sdpSession = uint64(time.Now().UnixNano())
+	ans := sdp.Offer{
+		SessionID: c.sdpSession,
+		Version:   c.sdpVersion,
+		Addr:      c.r.mediaAddrFor(c.trunkOffer.Addr),
+		Port:      int(c.rtp.LocalAddr().Port()),
+		Codecs:    codecs,
+		Ptime:     c.trunkOffer.Ptime,
+		Proto:     c.trunkOffer.Proto,
+		Extra:     []string{"fingerprint:" + fp, "setup:" + setup},
+	}
+	if c.trunkOffer.RTCPMux {
+		ans.Extra = append(ans.Extra, "rtcp-mux")
+	}
+	c.answerSDP = string(ans.Marshal())
+	c.sipCodecs = codecs
+	c.rtp.SetE2E() // before it has a remote, and so before it reads
+	c.setRemote(c.trunkOffer)
+	c.mediaUp = true
+	c.startOpaque(plan)
+	c.r.m.TranscodedCalls.WithLabelValues(plan.Mode, c.trunkName()).Inc()
+	c.log.Info("media negotiated", "mode", plan.Mode, "codec", plan.SIPCodec.Name, "browser_setup", setup)
+	return nil
 }

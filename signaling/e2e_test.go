@@ -3,9 +3,17 @@ package signaling
 import (
 	"context"
 	"crypto/tls"
+	"fmt"
+	"net"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+	"github.com/pion/dtls/v3/pkg/crypto/selfsign"
+	"github.com/pion/rtp"
 
 	"github.com/mediarelay/mediarelay/media"
 	"github.com/mediarelay/mediarelay/pkg/config"
@@ -140,4 +148,160 @@ func TestE2EPlainFarEnd(t *testing.T) {
 			t.Fatalf("CDR mode %q, want passthrough", rec.Mode)
 		}
 	})
+}
+
+// TestE2EInboundDTLSCaller: a trunk offers DTLS-SRTP to a user whose
+// media_mode is e2e. The browser is offered the trunk's fingerprint, the
+// trunk is answered with the browser's, the trunk's own DTLS handshake
+// (with the browser, through the relay) keys SRTP, and audio goes both ways
+// (the browser echoes it) with no key exported by the relay.
+func TestE2EInboundDTLSCaller(t *testing.T) {
+	u := newTrunkUAC(t)
+	r := startRelay(t, chain(withUsers("alice", "wonderland"), withCarrier(u), func(c *config.Config) {
+		c.Users[0].MediaMode = ModeE2E
+	}))
+	p := newRegPhone(t, r, "alice", "laptop", "PCMU")
+	p.mustRegister("wonderland")
+	keys := media.KeysExported()
+
+	cert, err := selfsign.GenerateSelfSigned()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fp, _ := media.Fingerprint(cert, "sha-256")
+	const ssrc = 4242
+	body := sdp.Offer{SessionID: 77, Version: 1, Addr: netip.MustParseAddr("127.0.0.1"),
+		Port: u.rtpConn.LocalAddr().(*net.UDPAddr).Port, Proto: "UDP/TLS/RTP/SAVP",
+		Codecs: []sdp.Codec{sipCodecs["pcmu"], dtmf8k},
+		Extra:  []string{"fingerprint:" + fp, "setup:actpass", "rtcp-mux", fmt.Sprintf("ssrc:%d cname:carrier", ssrc)}}.Marshal()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	host, port := splitHostPort(r.SIPUDPAddr().String())
+	from := &sip.FromHeader{Address: sip.Uri{User: "+15557654321", Host: "carrier.example"}, Params: sip.NewParams()}
+	from.Params.Add("tag", sip.GenerateTagN(8))
+	dcs, err := u.dua.Invite(ctx, sip.Uri{User: "alice", Host: host, Port: port}, body, from, sip.NewHeader("Content-Type", "application/sdp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dcs.WaitAnswer(ctx, sipgo.AnswerOptions{}); err != nil {
+		t.Fatalf("trunk's INVITE: %v", err)
+	}
+	_ = dcs.Ack(ctx)
+	u.mu.Lock()
+	u.dcs = dcs
+	u.mu.Unlock()
+	callID := activeCallID(t, r)
+
+	ansBody := string(dcs.InviteResponse.Body())
+	_, ans, err := sdp.Parse([]byte(ansBody))
+	if err != nil {
+		t.Fatal(err)
+	}
+	browserFP, setup, err := media.RemoteDTLS(ansBody)
+	if err != nil || ans.Proto != "UDP/TLS/RTP/SAVP" {
+		t.Fatalf("trunk's answer: proto %s, %v\n%s", ans.Proto, err, ansBody)
+	}
+	p.mu.Lock()
+	pc := p.pcs[len(p.pcs)-1]
+	inv := p.invites[0]
+	p.mu.Unlock()
+	if want := sdpFingerprint(t, pc.LocalDescription().SDP); browserFP != want {
+		t.Fatalf("trunk was answered fingerprint %s, the browser's is %s", browserFP, want)
+	}
+	if got := sdpFingerprint(t, string(inv.Body())); got != fp {
+		t.Fatalf("browser was offered fingerprint %s, the trunk's is %s", got, fp)
+	}
+	hash, value, _ := strings.Cut(browserFP, " ")
+	relay := netip.AddrPortFrom(ans.Addr, uint16(ans.Port))
+	cfg, err := media.DTLSKeys(ctx, u.rtpConn, media.DTLSOptions{Certificate: cert, Client: setup == sdp.SetupPassive,
+		Remote: relay, FingerprintHash: hash, Fingerprint: value, Timeout: 15 * time.Second})
+	if err != nil {
+		t.Fatalf("the trunk's handshake with the browser: %v", err)
+	}
+	enc, _ := srtpContextProfile(cfg.Profile, cfg.LocalKey)
+	dec, _ := srtpContextProfile(cfg.Profile, cfg.RemoteKey)
+
+	got := make(chan string, 200)
+	go func() { // until the socket closes at cleanup
+		buf := make([]byte, 1500)
+		for {
+			n, err := u.rtpConn.Read(buf)
+			if err != nil {
+				return
+			}
+			if n < 2 || buf[0] < 128 || buf[0] > 191 || media.IsRTCP(buf[:n]) {
+				continue
+			}
+			plain, err := dec.DecryptRTP(nil, buf[:n], nil)
+			var pkt rtp.Packet
+			if err == nil && pkt.Unmarshal(plain) == nil {
+				select {
+				case got <- string(pkt.Payload):
+				default:
+				}
+			}
+		}
+	}()
+	sent := map[string]bool{}
+	for i := range 60 {
+		payload := make([]byte, 160)
+		copy(payload, fmt.Sprintf("e2e-in-%04d", i))
+		sent[string(payload)] = true
+		pkt := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 0, SequenceNumber: uint16(100 + i), Timestamp: uint32(i * 160), SSRC: ssrc}, Payload: payload}
+		b, _ := pkt.Marshal()
+		out, err := enc.EncryptRTP(nil, b, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = u.rtpConn.WriteToUDPAddrPort(out, relay)
+		time.Sleep(20 * time.Millisecond)
+	}
+	matched := 0
+collect:
+	for matched < 60 {
+		select {
+		case s := <-got:
+			if sent[s] {
+				matched++
+			}
+		case <-time.After(time.Second): // quiet: the echo is over
+			break collect
+		}
+	}
+	if matched < 50 {
+		t.Fatalf("only %d of 60 frames came back through the browser", matched)
+	}
+	if n := media.KeysExported(); n != keys {
+		t.Fatalf("the relay exported %d SRTP keys during an end-to-end call", n-keys)
+	}
+	if err := u.bye(); err != nil {
+		t.Fatal(err)
+	}
+	if rec := callRecord(t, r, callID); rec.Mode != ModeE2E || rec.Direction != "inbound" {
+		t.Fatalf("CDR: mode %q direction %q", rec.Mode, rec.Direction)
+	}
+}
+
+// TestE2EInboundPlainOfferRefused: a plain RTP offer into a user whose
+// media_mode is e2e gets 488 with the Warning; the browser never rings.
+func TestE2EInboundPlainOfferRefused(t *testing.T) {
+	r, u := inboundRelay(t, func(c *config.Config) { c.Users[0].MediaMode = ModeE2E })
+	p := newRegPhone(t, r, "alice", "laptop", "PCMU")
+	p.mustRegister("wonderland")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := u.invite(ctx, r, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := res.GetHeader("Warning")
+	if res.StatusCode != 488 || w == nil || !strings.Contains(w.Value(), "DTLS-SRTP at the far end") {
+		t.Fatalf("trunk got %d, Warning %v", res.StatusCode, w)
+	}
+	p.mu.Lock()
+	rang := len(p.invites)
+	p.mu.Unlock()
+	if rang != 0 {
+		t.Fatalf("the browser was rung %d times", rang)
+	}
 }
