@@ -321,3 +321,17 @@ func (c *Call) startInboundE2E(browserAnswer string) error {
 	c.log.Info("media negotiated", "mode", plan.Mode, "codec", plan.SIPCodec.Name, "browser_setup", setup)
 	return nil
 }
+
+// e2eFollow checks a trunk's mid-call offer on an end-to-end call: a hold,
+// a refresh or a move keeps the opaque forwarding as it is, but another
+// codec or payload type could not reach the browser unchanged (the relay
+// cannot rewrite authenticated headers, nor re-offer the browser in its
+// place), so it gets 488 and the call goes on.
+func e2eFollow(cur mediaPlan, offer sdp.Audio) error {
+	for _, c := range offer.Codecs {
+		if c.Is(cur.SIPCodec.Name) && c.PT == cur.SIPCodec.PT && c.Clock == cur.SIPCodec.Clock {
+			return nil
+		}
+	}
+	return fmt.Errorf("an end-to-end call keeps codec %s/%d: %w", cur.SIPCodec.Name, cur.SIPCodec.PT, errNoCommonCodec)
+}
