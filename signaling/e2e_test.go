@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +21,8 @@ import (
 	"github.com/mediarelay/mediarelay/media"
 	"github.com/mediarelay/mediarelay/pkg/config"
 	"github.com/mediarelay/mediarelay/pkg/sdp"
+	"github.com/mediarelay/mediarelay/transcode"
+	"github.com/mediarelay/mediarelay/transcode/tone"
 )
 
 // e2eTrunk is the relay's entry for u in end-to-end mode.
@@ -303,5 +308,85 @@ func TestE2EInboundPlainOfferRefused(t *testing.T) {
 	p.mu.Unlock()
 	if rang != 0 {
 		t.Fatalf("the browser was rung %d times", rang)
+	}
+}
+
+// TestE2EBaresipDTLS: baresip answers with its own DTLS-SRTP
+// (mediaenc=dtls_srtp) on an e2e trunk. Its tones reach the phone, the
+// phone's reach baresip, the phone's DTLS peer is baresip's certificate
+// (the fingerprint baresip announced), and the relay exports no key.
+func TestE2EBaresipDTLS(t *testing.T) {
+	const seconds = 4
+	pki := newPKI(t)
+	source := filepath.Join(t.TempDir(), "tones.wav")
+	f, err := os.Create(source)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tone.WriteWAV(f, tone.Generate([]float64{400, 1000}, 8000, 8000*60, 0.25), 8000); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	b := startBaresipEnc(t, pki, "1000", source, "dtls_srtp")
+	r := startRelayWith(t, pki, nil, func(c *config.Config) {
+		tr := b.trunk(ModeE2E)
+		tr.SRTP = SRTPOff
+		c.Trunks = []config.Trunk{tr}
+	})
+	keys := media.KeysExported()
+	p := newPhone(t, "PCMU")
+	p.call(r, "1000")
+
+	baresipFP := sdpFingerprint(t, p.pc.RemoteDescription().SDP)
+	der := p.pc.GetSenders()[0].Transport().GetRemoteCertificate()
+	if got, _ := media.Fingerprint(tls.Certificate{Certificate: [][]byte{der}}, "sha-256"); !strings.EqualFold(got, baresipFP) {
+		t.Fatalf("the phone's DTLS peer presented %s, the answer announced %s", got, baresipFP)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		p.sendPCMUTone(t, tone.Generate([]float64{400, 1000}, 8000, 8000*seconds, 0.25))
+	}()
+	heard := p.collectFor(seconds * time.Second)
+	wg.Wait()
+	if n := media.KeysExported(); n != keys {
+		t.Errorf("the relay exported %d SRTP keys during an end-to-end call", n-keys)
+	}
+	p.hangup()
+
+	var pcm []int16
+	for _, pkt := range heard {
+		if pkt.PayloadType == 0 {
+			s := make([]int16, len(pkt.Payload))
+			transcode.MulawDecode(s, pkt.Payload)
+			pcm = append(pcm, s...)
+		}
+	}
+	if len(pcm) < 8000*2 {
+		t.Errorf("the phone heard %d samples from baresip (%d packets)", len(pcm), len(heard))
+	} else {
+		for _, freq := range []float64{400, 1000} {
+			if !tone.Detect(pcm[4000:], 8000, freq) {
+				t.Errorf("%v Hz from baresip not heard at the phone", freq)
+			}
+		}
+	}
+	waitFor(t, "relay cleanup", 5*time.Second, func() bool { return r.ActiveCalls() == 0 && r.PortsInUse() == 0 })
+	var rec []int16
+	var recRate int
+	waitFor(t, "baresip's recording", 5*time.Second, func() bool {
+		var ok bool
+		rec, recRate, ok = b.recording(t)
+		return ok
+	})
+	if len(rec) < recRate*2 {
+		t.Errorf("baresip recorded %d samples", len(rec))
+	} else {
+		for _, freq := range []float64{400, 1000} {
+			if !tone.Detect(rec[recRate/2:], recRate, freq) {
+				t.Errorf("%v Hz from the phone not heard by baresip", freq)
+			}
+		}
 	}
 }
