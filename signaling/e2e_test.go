@@ -21,6 +21,7 @@ import (
 	"github.com/mediarelay/mediarelay/media"
 	"github.com/mediarelay/mediarelay/pkg/config"
 	"github.com/mediarelay/mediarelay/pkg/sdp"
+	"github.com/mediarelay/mediarelay/signaling/web/browsertest"
 	"github.com/mediarelay/mediarelay/transcode"
 	"github.com/mediarelay/mediarelay/transcode/tone"
 )
@@ -389,4 +390,66 @@ func TestE2EBaresipDTLS(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestE2EBrowser: headless Chromium (the relay's softphone page) calls an
+// e2e trunk whose peer runs DTLS-SRTP itself and echoes. The tones come
+// back; the fingerprint Chromium's DTLS handshake was checked against (its
+// remote description, and the remote certificate in getStats() where
+// Chromium reports one) is the trunk peer's, and the trunk decrypted
+// Chromium's media with keys of its own handshake; the relay exports no
+// key.
+func TestE2EBrowser(t *testing.T) {
+	if !browsertest.InNetns(t) {
+		return
+	}
+	tones, quiet := []float64{400, 1000}, 2500.0
+	wav := filepath.Join(t.TempDir(), "tones.wav")
+	if err := browsertest.WriteToneWAV(wav, tones, 10); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	browser, err := browsertest.Launch(ctx, wav)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer browser.Close()
+
+	u := newSecTrunk(t, "udp", nil)
+	u.dtlsMode, u.ownSSRC = true, 0x5eed0002
+	r := startRelayWith(t, nil, nil, func(c *config.Config) {
+		c.Trunks = []config.Trunk{e2eTrunk(u, "")}
+	})
+	keys := media.KeysExported()
+	res, err := browser.Call(ctx, browsertest.Options{
+		PageURL: "http://" + r.HTTPAddr().String() + "/", Target: "sip:1555@127.0.0.1", Hold: 4 * time.Second, Freqs: append(tones, quiet),
+	})
+	if err != nil {
+		t.Fatalf("call: %v (log: %v)", err, res.Log)
+	}
+	t.Logf("tone levels (dB over noise floor): %v; stats %v", res.ToneDB, res.Stats)
+	floor := res.ToneDB[quiet]
+	for _, f := range tones {
+		if db := res.ToneDB[f]; db < 20 || db < floor+15 {
+			t.Errorf("%v Hz came back at %.1f dB (quiet %v Hz at %.1f dB): not detected", f, db, quiet, floor)
+		}
+	}
+	if res.RelayMode != ModeE2E {
+		t.Errorf("the relay named mode %q", res.RelayMode)
+	}
+	peerFP := *u.dtlsFP.Load()
+	if got, _ := res.Stats["remoteFingerprint"].(string); !strings.EqualFold(got, peerFP) {
+		t.Errorf("Chromium verified its DTLS peer against %q, the trunk's certificate is %q", got, peerFP)
+	}
+	if got, ok := res.Stats["remoteCertFingerprint"].(string); ok && !strings.EqualFold(got, peerFP) {
+		t.Errorf("Chromium's DTLS peer presented %q, the trunk's certificate is %q", got, peerFP)
+	}
+	if u.decOK.Load() < 40 {
+		t.Errorf("the trunk decrypted only %d packets from Chromium", u.decOK.Load())
+	}
+	if n := media.KeysExported(); n != keys {
+		t.Errorf("the relay exported %d SRTP keys during an end-to-end call", n-keys)
+	}
+	waitFor(t, "call cleanup", 5*time.Second, func() bool { return r.ActiveCalls() == 0 && r.PortsInUse() == 0 })
 }
