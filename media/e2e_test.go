@@ -131,3 +131,76 @@ func TestE2ELegsForwardOpaquely(t *testing.T) {
 		<-done
 	}
 }
+
+// TestE2ELegConsent: an end-to-end leg runs no handshake, yet consent
+// freshness (RFC 7675) holds as for any leg: once the browser stops its
+// checks the leg fails with FailICEConsent.
+func TestE2ELegConsent(t *testing.T) {
+	w, err := NewWebRTC(WebRTCOptions{BindIP: "127.0.0.1", ConnectTimeout: 10 * time.Second, ConsentTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	c := newRawICEClient(t, 1)
+	web, answer, err := w.AnswerE2E(c.sdp("offer", "actpass"), []sdp.Codec{{Name: "PCMU", PT: 0, Clock: 8000, Channels: 1}},
+		E2EPeer{Fingerprint: "sha-256 " + strings.Repeat("AB:", 31) + "AB", Setup: sdp.SetupPassive})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer web.Close()
+	c.learnRelay(answer)
+	c.check(c.socks[0], true)
+	select {
+	case <-web.Failed():
+		if web.FailCause() != FailICEConsent {
+			t.Fatalf("leg failed with %s, want %s", web.FailCause(), FailICEConsent)
+		}
+	case <-time.After(30 * time.Second): // failsafe only
+		t.Fatal("consent never expired on an end-to-end leg")
+	}
+}
+
+// TestE2EInputAllocs: the end-to-end receive paths allocate nothing per
+// packet.
+func TestE2EInputAllocs(t *testing.T) {
+	l := fuzzLeg(false, nil)
+	l.SetE2E()
+	src := netip.MustParseAddrPort("192.0.2.1:4000")
+	l.SetRemote(src, netip.AddrPort{})
+	pkt := mkRTP(t, 0, 1, 160, 42, false, make([]byte, 170))
+	dtls := fakeDTLS(1)
+	seq := uint16(1)
+	if n := testing.AllocsPerRun(200, func() {
+		seq++
+		pkt[2], pkt[3] = byte(seq>>8), byte(seq)
+		l.accept(pkt, src)
+		l.accept(dtls, src)
+	}); n != 0 {
+		t.Fatalf("rtp leg: %.1f allocations per packet", n)
+	}
+
+	w, err := NewWebRTC(WebRTCOptions{BindIP: "127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	web, _, err := w.AnswerE2E(newRawICEClient(t, 1).sdp("offer", "actpass"), []sdp.Codec{{Name: "PCMU", PT: 0, Clock: 8000, Channels: 1}},
+		E2EPeer{Fingerprint: "sha-256 " + strings.Repeat("AB:", 31) + "AB", Setup: sdp.SetupPassive})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer web.Close()
+	passed := 0
+	web.sink.Store(&sinkRef{func([]byte) { passed++ }})
+	now := time.Now()
+	if n := testing.AllocsPerRun(200, func() {
+		seq++
+		pkt[2], pkt[3] = byte(seq>>8), byte(seq)
+		web.media(pkt, now)
+	}); n != 0 {
+		t.Fatalf("webrtc leg: %.1f allocations per packet", n)
+	}
+	if passed == 0 {
+		t.Fatal("nothing passed")
+	}
+}

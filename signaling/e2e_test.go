@@ -90,6 +90,40 @@ func TestE2EOutboundDTLSPeer(t *testing.T) {
 	if web == nil || sipLeg == nil {
 		t.Fatal("no live call")
 	}
+	// Junk DTLS and SRTP sprayed at the trunk-side port from elsewhere is
+	// dropped and counted; the call's media goes on.
+	before := metricValue(metricsText(t, r), "mediarelay_packets_dropped_total", `reason="unlatched_source"`)
+	spray, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer spray.Close()
+	junk := [][]byte{{22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 9, 0, 1, 1}, append([]byte{0x80, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 7}, make([]byte, 160)...)}
+	for _, b := range junk {
+		_, _ = spray.WriteToUDPAddrPort(b, sipLeg.LocalAddr())
+	}
+	waitFor(t, "the sprayed packets counted", 5*time.Second, func() bool {
+		return metricValue(metricsText(t, r), "mediarelay_packets_dropped_total", `reason="unlatched_source"`) >= before+2
+	})
+	// Sequence numbers go on from the first batch: SRTP is end to end, and
+	// the far end's replay protection would drop a batch that starts over.
+	for i := range 20 {
+		pkt := &rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: uint16(3000 + i), Timestamp: uint32(90000 + i*160), SSRC: 1234},
+			Payload: append([]byte(fmt.Sprintf("after-spray-%02d", i)), make([]byte, 145)...)}
+		if err := p.track.WriteRTP(pkt); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	back := 0
+	for _, pkt := range p.collect(time.Second) {
+		if strings.HasPrefix(string(pkt.Payload), "after-spray-") {
+			back++
+		}
+	}
+	if back < 18 {
+		t.Fatalf("after the spray only %d of 20 frames came back", back)
+	}
 	if !web.E2E() || web.SRTPKeyed() || !sipLeg.E2E() || sipLeg.SRTPKeyed() {
 		t.Fatalf("web leg e2e %v keyed %v; sip leg e2e %v keyed %v", web.E2E(), web.SRTPKeyed(), sipLeg.E2E(), sipLeg.SRTPKeyed())
 	}
