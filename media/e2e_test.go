@@ -2,12 +2,14 @@ package media
 
 import (
 	"bytes"
+	"net"
 	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/pion/dtls/v3/pkg/crypto/selfsign"
+	"github.com/pion/stun/v4"
 
 	"github.com/mediarelay/mediarelay/pkg/sdp"
 )
@@ -202,5 +204,87 @@ func TestE2EInputAllocs(t *testing.T) {
 	}
 	if passed == 0 {
 		t.Fatal("nothing passed")
+	}
+}
+
+// TestE2ERTPLegICE: an end-to-end RTP leg with ICE answers the far end's
+// connectivity check on its port with its own credentials; the verified
+// source, which is not the SDP's address, is then latched: its DTLS is
+// passed on and the leg sends there. Before the check, and after a forged
+// one, that source gets nothing through.
+func TestE2ERTPLegICE(t *testing.T) {
+	leg := newTestLeg(t, testPorts(t, 2), RTPLegOptions{})
+	lines, err := leg.EnableICE(netip.MustParseAddr("127.0.0.1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ufrag, pwd string
+	for _, l := range lines {
+		if v, ok := strings.CutPrefix(l, "ice-ufrag:"); ok {
+			ufrag = v
+		}
+		if v, ok := strings.CutPrefix(l, "ice-pwd:"); ok {
+			pwd = v
+		}
+	}
+	if ufrag == "" || pwd == "" || lines[0] != "ice-lite" {
+		t.Fatalf("ICE lines: %q", lines)
+	}
+	leg.SetE2E()
+	leg.SetRemoteICE("farend")
+	sdpSock, far, forger := udpListen(t), udpListen(t), udpListen(t)
+	leg.SetRemote(udpAddr(sdpSock), netip.AddrPort{})
+	got := make(chan []byte, 16)
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			n, err := leg.ReadRTP(buf)
+			if err != nil {
+				return
+			}
+			got <- bytes.Clone(buf[:n])
+		}
+	}()
+
+	check := func(from *net.UDPConn, password string) {
+		req := stun.MustBuild(stun.TransactionID, stun.BindingRequest, stun.NewUsername(ufrag+":farend"),
+			stun.NewShortTermIntegrity(password), stun.Fingerprint)
+		udpSend(t, from, leg.LocalAddr(), req.Raw)
+	}
+	dropped := leg.Stats().Dropped
+	udpSend(t, far, leg.LocalAddr(), fakeDTLS(1)) // not yet verified
+	check(forger, "wrong password")
+	pollUntil(t, "the unverified record and the forged check dropped", func() bool { return leg.Stats().Dropped >= dropped+2 })
+	if _, ok := leg.ICEVerified(); ok {
+		t.Fatal("a forged check verified")
+	}
+
+	check(far, pwd)
+	raw, _ := udpRecv(t, far)
+	res := &stun.Message{Raw: raw}
+	if err := res.Decode(); err != nil || res.Type != stun.BindingSuccess {
+		t.Fatalf("check answered %v (%v)", res.Type, err)
+	}
+	if err := stun.NewShortTermIntegrity(pwd).Check(res); err != nil {
+		t.Fatalf("response integrity: %v", err)
+	}
+	if a, ok := leg.ICEVerified(); !ok || a != udpAddr(far) {
+		t.Fatalf("verified %v %v, want %v", a, ok, udpAddr(far))
+	}
+	rec := fakeDTLS(2)
+	udpSend(t, far, leg.LocalAddr(), rec)
+	select {
+	case p := <-got:
+		if !bytes.Equal(p, rec) {
+			t.Fatalf("passed %x, sent %x", p, rec)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the verified source's DTLS was not passed on")
+	}
+	if err := leg.WriteOpaque(fakeDTLS(3)); err != nil {
+		t.Fatal(err)
+	}
+	if p, _ := udpRecv(t, far); !bytes.Equal(p, fakeDTLS(3)) {
+		t.Fatalf("the verified source got %x", p)
 	}
 }

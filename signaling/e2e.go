@@ -73,14 +73,17 @@ type dtlsIdentity struct {
 	fingerprint string // "sha-256 AB:CD:..."
 	setup       string
 	ssrc        []string // a=ssrc values: the stream reaches the other side with its SSRC
+	iceUfrag    string   // a=ice-ufrag of a far end that speaks ICE
 }
 
 // e2eOfferSDP turns the relay's offer to the far end into an end-to-end
 // one: DTLS-SRTP with the browser's fingerprint and setup, rtcp-mux (the
-// browser's SRTCP shares its RTP flow).
-func e2eOfferSDP(o *sdp.Offer, browser dtlsIdentity) {
+// browser's SRTCP shares its RTP flow), and ICE-lite lines for a far end
+// that speaks ICE (media.RTPLeg.EnableICE; others ignore them).
+func e2eOfferSDP(o *sdp.Offer, browser dtlsIdentity, ice []string) {
 	o.Proto = "UDP/TLS/RTP/SAVP"
 	o.Extra = append(o.Extra, "fingerprint:"+browser.fingerprint, "setup:"+browser.setup, "rtcp-mux")
+	o.Extra = append(o.Extra, ice...)
 }
 
 // farDTLS reads the far end's DTLS parameters from its answer; ok is false
@@ -99,6 +102,8 @@ func farDTLS(ans sdp.Audio) (id dtlsIdentity, ok bool, err error) {
 			if id.setup, err = sdp.ParseSetup(a.Value); err != nil {
 				return id, false, err
 			}
+		case "ice-ufrag":
+			id.iceUfrag = a.Value
 		case "ssrc":
 			if validSSRCAttr(a.Value) {
 				id.ssrc = append(id.ssrc, a.Value)
@@ -179,11 +184,12 @@ func (c *Call) setupE2E(answer sdp.Audio) (fallback bool, err error) {
 	c.setWeb(web)
 	c.answerSDP = answerSDP
 	c.rtp.SetE2E() // before it has a remote, and so before it reads
+	c.rtp.SetRemoteICE(far.iceUfrag)
 	c.setRemote(answer)
 	c.mediaUp = true
 	c.startOpaque(plan)
 	c.r.m.TranscodedCalls.WithLabelValues(plan.Mode, c.trunkName()).Inc()
-	c.log.Info("media negotiated", "mode", plan.Mode, "codec", plan.SIPCodec.Name, "far_setup", far.setup)
+	c.log.Info("media negotiated", "mode", plan.Mode, "codec", plan.SIPCodec.Name, "far_setup", far.setup, "far_ice", far.iceUfrag != "")
 	return false, nil
 }
 
@@ -310,6 +316,15 @@ func (c *Call) startInboundE2E(browserAnswer string) error {
 	}
 	if c.trunkOffer.RTCPMux {
 		ans.Extra = append(ans.Extra, "rtcp-mux")
+	}
+	if far, ok, _ := farDTLS(c.trunkOffer); ok && far.iceUfrag != "" {
+		// The trunk speaks ICE: answer it as ICE-lite on the RTP port.
+		ice, err := c.rtp.EnableICE(ans.Addr)
+		if err != nil {
+			return err
+		}
+		c.rtp.SetRemoteICE(far.iceUfrag)
+		ans.Extra = append(ans.Extra, ice...)
 	}
 	c.answerSDP = string(ans.Marshal())
 	c.sipCodecs = codecs

@@ -65,6 +65,18 @@ func TestE2EOutboundDTLSPeer(t *testing.T) {
 	if offer.Proto != "UDP/TLS/RTP/SAVP" || len(offer.Crypto) != 0 {
 		t.Fatalf("offer to the trunk: proto %s, %d crypto lines", offer.Proto, len(offer.Crypto))
 	}
+	// ICE-lite towards a trunk that speaks ICE, on the port c=/m= give.
+	wantCand := fmt.Sprintf(" udp %%d %s %d typ host", offer.Addr, offer.Port)
+	var cand string
+	for _, at := range offer.Attrs {
+		if at.Key == "candidate" {
+			cand = at.Value
+		}
+	}
+	var prio int
+	if _, err := fmt.Sscanf(strings.TrimPrefix(cand, "1 1"), wantCand, &prio); err != nil || !strings.Contains(string(u.lastInvite().Body()), "a=ice-lite") {
+		t.Fatalf("offer to the trunk: candidate %q, want ice-lite and one at %s:%d (%v)", cand, offer.Addr, offer.Port, err)
+	}
 	if got, want := sdpFingerprint(t, string(u.lastInvite().Body())), sdpFingerprint(t, p.pc.LocalDescription().SDP); got != want {
 		t.Fatalf("the trunk was offered fingerprint %s, the browser's is %s", got, want)
 	}

@@ -160,9 +160,16 @@ func (r *Relay) outbound(req *sip.Request, tx sip.ServerTransaction) {
 		Codecs:    offered,
 		Ptime:     ptime,
 	}
+	var secErr error
 	if c.e2e {
-		e2eOfferSDP(&sdpOffer, browserDTLS)
-	} else if err := c.secureOffer(&sdpOffer); err != nil {
+		var ice []string
+		if ice, secErr = c.rtp.EnableICE(sdpOffer.Addr); secErr == nil {
+			e2eOfferSDP(&sdpOffer, browserDTLS, ice)
+		}
+	} else {
+		secErr = c.secureOffer(&sdpOffer)
+	}
+	if err := secErr; err != nil {
 		c.log.Warn("trunk's SRTP policy cannot be met; not calling it", "srtp", route.SRTP, "transport", route.Transport, "err", err)
 		fail(488, "Not Acceptable Here", setupCause(err), sip.NewHeader("Warning", `399 mediarelay "SRTP policy"`))
 		return
