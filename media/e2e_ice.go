@@ -102,7 +102,7 @@ func (l *RTPLeg) iceCheck(pkt []byte, from netip.AddrPort) {
 	if err != nil {
 		return
 	}
-	if _, err := l.pair.RTP.WriteToUDPAddrPort(res.Raw, from); err != nil {
+	if err := l.out.sendTo(res.Raw, from); err != nil {
 		l.log.Debug("rtp leg: stun response failed", "to", from.String(), "err", err)
 		return
 	}
