@@ -166,3 +166,6 @@ func (r *batchReader) take(fd int) int {
 
 // size is how many datagrams a batch holds.
 func (r *batchReader) size() int { return len(r.hdrs) }
+
+// newShardBatch makes a shard's buffers, for its loop's takes.
+func newShardBatch() *batchReader { return newBatchBuffers(shardBatch) }

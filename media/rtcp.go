@@ -78,7 +78,7 @@ type rtcpPort struct {
 // none gives it a reading goroutine.
 func (l *RTPLeg) startRTCPReads() {
 	if lp, err := pickLoop(); err == nil {
-		if fd, err := socketFD(l.pair.RTCP); err == nil {
+		if fd := l.pair.rtcp.fd; fd >= 0 {
 			p := &rtcpPort{l: l, fd: fd, lp: lp}
 			if slot, err := lp.add(fd, p); err == nil {
 				p.slot = slot
@@ -115,8 +115,12 @@ func (l *RTPLeg) stopRTCPReads() {
 func (l *RTPLeg) rtcpReadLoop() {
 	defer l.readerWG.Done()
 	buf := make([]byte, 1500)
+	conn, err := l.pair.rtcp.goConn()
+	if err != nil {
+		return
+	}
 	for {
-		n, from, err := l.pair.RTCP.ReadFromUDPAddrPort(buf)
+		n, from, err := conn.ReadFromUDPAddrPort(buf)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
@@ -173,7 +177,7 @@ func (l *RTPLeg) sendReport(bye bool) {
 	if l.opaque.Load() {
 		return // plain RTCP has no place in the endpoints' SRTP session
 	}
-	dst, conn, ok := l.rtcpDest()
+	dst, out, ok := l.rtcpDest()
 	if !ok {
 		return
 	}
@@ -188,7 +192,7 @@ func (l *RTPLeg) sendReport(bye bool) {
 			return
 		}
 	}
-	if _, err := conn.WriteToUDPAddrPort(b, dst); err != nil {
+	if err := out.sendTo(b, dst); err != nil {
 		l.log.Debug("rtcp send failed", "to", dst.String(), "err", err)
 	}
 }

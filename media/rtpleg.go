@@ -201,13 +201,10 @@ func NewRTPLeg(o RTPLegOptions) (*RTPLeg, error) {
 			ssrc:  binary.BigEndian.Uint32(rnd[:4]),
 		},
 		srtp:    sess,
-		out:     newUDPSender(pair.RTP),
-		fd:      -1,
+		out:     pair.rtp.out,
+		fd:      pair.rtp.fd,
 		pauseCh: make(chan struct{}, 1),
 		done:    make(chan struct{}),
-	}
-	if fd, err := socketFD(pair.RTP); err == nil {
-		l.fd = fd
 	}
 	l.recv.clockRate = uint64(o.ClockRate)
 	l.recv.epoch = time.Now()
@@ -276,12 +273,16 @@ func (l *RTPLeg) drop(reason string) {
 // and RTCP multiplexed on the RTP port is consumed. After Close it returns an
 // error wrapping net.ErrClosed.
 func (l *RTPLeg) ReadRTP(b []byte) (int, error) {
-	l.batchOnce.Do(func() { l.batch = newBatchReader(l.pair.RTP) })
+	conn, err := l.pair.rtp.goConn()
+	if err != nil {
+		return 0, fmt.Errorf("rtp leg %s: read: %w", l.local, err)
+	}
+	l.batchOnce.Do(func() { l.batch = newBatchReader(conn) })
 	if l.batch != nil {
 		return l.readBatched(b)
 	}
 	for {
-		n, _, flags, from, err := l.pair.RTP.ReadMsgUDPAddrPort(b, nil)
+		n, _, flags, from, err := conn.ReadMsgUDPAddrPort(b, nil)
 		if err != nil {
 			return 0, fmt.Errorf("rtp leg %s: read: %w", l.local, err)
 		}
@@ -483,25 +484,25 @@ func (l *RTPLeg) rtpDest() (netip.AddrPort, bool) {
 }
 
 // rtcpDest says where to send RTCP and from which socket.
-func (l *RTPLeg) rtcpDest() (netip.AddrPort, *net.UDPConn, bool) {
+func (l *RTPLeg) rtcpDest() (netip.AddrPort, *udpSender, bool) {
 	r := l.remote.Load()
 	if l.rtcpMux.Load() || (r != nil && r.rtcp == r.rtp) {
 		dst, ok := l.rtpDest()
-		return dst, l.pair.RTP, ok
+		return dst, l.pair.rtp.out, ok
 	}
 	if a := l.latchedRTCP.Load(); a != nil {
-		return *a, l.pair.RTCP, true
+		return *a, l.pair.rtcp.out, true
 	}
 	if a := l.latchedRTP.Load(); a != nil && (r == nil || *a != r.rtp) {
 		// Learned RTP from somewhere the SDP didn't say (a NATed
 		// peer): until its RTCP arrives and latches, the next port on
 		// the same public address is the best guess.
-		return netip.AddrPortFrom(a.Addr(), a.Port()+1), l.pair.RTCP, true
+		return netip.AddrPortFrom(a.Addr(), a.Port()+1), l.pair.rtcp.out, true
 	}
 	if r == nil || !r.rtcp.IsValid() || r.rtcp.Addr().IsUnspecified() {
 		return netip.AddrPort{}, nil, false
 	}
-	return r.rtcp, l.pair.RTCP, true
+	return r.rtcp, l.pair.rtcp.out, true
 }
 
 // Stats returns a snapshot of the leg's counters. Safe concurrently.
@@ -531,7 +532,7 @@ func (l *RTPLeg) PauseReads() error {
 	case l.pauseCh <- struct{}{}:
 	default:
 	}
-	return l.pair.RTP.SetReadDeadline(time.Unix(1, 0))
+	return l.pair.rtp.setReadDeadline(time.Unix(1, 0))
 }
 
 // ResumeReads lets ReadRTP block again after PauseReads.
@@ -541,7 +542,7 @@ func (l *RTPLeg) ResumeReads() error {
 	case <-l.pauseCh:
 	default:
 	}
-	return l.pair.RTP.SetReadDeadline(time.Time{})
+	return l.pair.rtp.setReadDeadline(time.Time{})
 }
 
 // Serve hands the peer's RTP to h on a media loop's goroutine, with no

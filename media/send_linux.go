@@ -20,35 +20,25 @@ const sendClosed = 1 << 62
 // path never blocks on a UDP send (a full buffer drops the packet, as the
 // network would), so the call need not go through the scheduler the way
 // net.UDPConn's does. It counts sends in flight so that a socket is never
-// closed, and its number reused, under one.
+// closed, and its number reused, under one. Safe for concurrent use.
 type udpSender struct {
-	conn *net.UDPConn
-	fd   int  // -1: no raw descriptor, write through conn
+	fd   int
 	v6   bool // the socket is AF_INET6: IPv4 peers go as mapped addresses
 	refs atomic.Int64
 }
 
-func newUDPSender(c *net.UDPConn) *udpSender {
-	s := &udpSender{conn: c, fd: -1}
-	fd, err := socketFD(c)
-	if err != nil {
-		return s
-	}
+// newRawSender sends on fd, which stays open until shut has returned.
+func newRawSender(fd int) (*udpSender, error) {
 	sa, err := unix.Getsockname(fd)
 	if err != nil {
-		return s
+		return nil, err
 	}
-	_, s.v6 = sa.(*unix.SockaddrInet6)
-	s.fd = fd
-	return s
+	_, v6 := sa.(*unix.SockaddrInet6)
+	return &udpSender{fd: fd, v6: v6}, nil
 }
 
 // sendTo sends b to dst.
 func (s *udpSender) sendTo(b []byte, dst netip.AddrPort) error {
-	if s.fd < 0 {
-		_, err := s.conn.WriteToUDPAddrPort(b, dst)
-		return err
-	}
 	if s.refs.Add(1)&sendClosed != 0 {
 		s.refs.Add(-1)
 		return net.ErrClosed

@@ -137,7 +137,12 @@ func NewWebRTC(o WebRTCOptions) (*WebRTC, error) {
 		if err := setReadBuffer(conn, webrtcReadBuffer/o.Shards); err != nil {
 			o.Logger.Warn("webrtc udp port: receive buffer not raised", "err", err)
 		}
-		w.shards = append(w.shards, newShard(w, conn))
+		sock, err := newUDPSock(conn)
+		if err != nil {
+			w.closeShards()
+			return nil, fmt.Errorf("webrtc udp port: %w", err)
+		}
+		w.shards = append(w.shards, newShard(w, sock))
 	}
 	w.local = netip.AddrPortFrom(bind, uint16(port))
 	w.cands = candidateAddrs(bind, o.PublicIPs)

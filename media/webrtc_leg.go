@@ -112,17 +112,13 @@ func (d *legDest) send(b []byte) error {
 	return d.s.out.sendTo(b, d.addr)
 }
 
-// sendSlow is send for what is not media (DTLS, RTCP reports): through
-// the socket's net.UDPConn, so it may come from any goroutine without
-// counting against the raw sender.
+// sendSlow is send for what is not media (DTLS, RTCP reports), from any
+// goroutine, in the shape of a net.Conn write.
 func (d *legDest) sendSlow(b []byte) (int, error) {
-	if d.tcp != nil {
-		if err := d.tcp.send(b); err != nil {
-			return 0, err
-		}
-		return len(b), nil
+	if err := d.send(b); err != nil {
+		return 0, err
 	}
-	return d.s.conn.WriteToUDPAddrPort(b, d.addr)
+	return len(b), nil
 }
 
 // same reports whether d is the pair of a check from addr over tcp.
