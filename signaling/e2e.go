@@ -350,3 +350,19 @@ func e2eFollow(cur mediaPlan, offer sdp.Audio) error {
 	}
 	return fmt.Errorf("an end-to-end call keeps codec %s/%d: %w", cur.SIPCodec.Name, cur.SIPCodec.PT, errNoCommonCodec)
 }
+
+// e2eSettledSetup is the browser's a=setup on an end-to-end call to a
+// trunk once the trunk's answer (res) took its role: the other one.
+func e2eSettledSetup(res *sip.Response) string {
+	if res == nil {
+		return ""
+	}
+	_, setup, err := media.RemoteDTLS(string(res.Body()))
+	switch {
+	case err != nil:
+		return ""
+	case setup == sdp.SetupPassive:
+		return sdp.SetupActive
+	}
+	return sdp.SetupPassive // active, or absent (RFC 4145: active)
+}

@@ -136,6 +136,42 @@ func TestE2EOutboundDTLSPeer(t *testing.T) {
 	if back < 18 {
 		t.Fatalf("after the spray only %d of 20 frames came back", back)
 	}
+	// The trunk holds and resumes: the relay's answers keep the browser's
+	// fingerprint and the role the first answer settled (passive: the
+	// trunk is active); a move to another codec gets 488.
+	u.bookMu.Lock()
+	d := u.dialogs[len(u.dialogs)-1]
+	u.bookMu.Unlock()
+	trunkSDP := string(d.InviteResponse.Body())
+	reinvite := func(body string) *sip.Response {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		target := d.InviteRequest.Contact().Address
+		req := sip.NewRequest(sip.INVITE, *target.Clone())
+		req.SetBody([]byte(body))
+		req.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+		res, err := d.Do(ctx, req)
+		if err != nil {
+			t.Fatalf("trunk re-INVITE: %v", err)
+		}
+		if res.StatusCode == 200 {
+			ack := sip.NewRequest(sip.ACK, *target.Clone())
+			ack.AppendHeader(&sip.CSeqHeader{SeqNo: req.CSeq().SeqNo, MethodName: sip.ACK})
+			_ = d.WriteRequest(ack)
+		}
+		return res
+	}
+	browserFP := sdpFingerprint(t, p.pc.LocalDescription().SDP)
+	for i, dir := range []string{"sendonly", "sendrecv"} {
+		res := reinvite(rewriteSDP(trunkSDP, dir, uint64(10+i), ""))
+		if res.StatusCode != 200 || !strings.Contains(string(res.Body()), "a=setup:passive") || sdpFingerprint(t, string(res.Body())) != browserFP {
+			t.Fatalf("trunk %s re-INVITE answered %d:\n%s", dir, res.StatusCode, res.Body())
+		}
+	}
+	pcma := strings.NewReplacer(" UDP/TLS/RTP/SAVP 0", " UDP/TLS/RTP/SAVP 8", "a=rtpmap:0 PCMU/8000", "a=rtpmap:8 PCMA/8000").Replace(rewriteSDP(trunkSDP, "sendrecv", 12, ""))
+	if res := reinvite(pcma); res.StatusCode != 488 {
+		t.Fatalf("a codec change on an e2e call answered %d", res.StatusCode)
+	}
 	if !web.E2E() || web.SRTPKeyed() || !sipLeg.E2E() || sipLeg.SRTPKeyed() {
 		t.Fatalf("web leg e2e %v keyed %v; sip leg e2e %v keyed %v", web.E2E(), web.SRTPKeyed(), sipLeg.E2E(), sipLeg.SRTPKeyed())
 	}
