@@ -16,7 +16,9 @@ import (
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 	"github.com/pion/dtls/v3/pkg/crypto/selfsign"
+	"github.com/pion/ice/v4"
 	"github.com/pion/rtp"
+	"github.com/pion/stun/v4"
 
 	"github.com/mediarelay/mediarelay/media"
 	"github.com/mediarelay/mediarelay/pkg/config"
@@ -242,8 +244,15 @@ func TestE2EPlainFarEnd(t *testing.T) {
 // media_mode is e2e. The browser is offered the trunk's fingerprint, the
 // trunk is answered with the browser's, the trunk's own DTLS handshake
 // (with the browser, through the relay) keys SRTP, and audio goes both ways
-// (the browser echoes it) with no key exported by the relay.
+// (the browser echoes it) with no key exported by the relay. With ICE in
+// its offer, the trunk's c=/m= names a port it does not send from: only its
+// connectivity check to the relay's ICE-lite RTP port lets its media in.
 func TestE2EInboundDTLSCaller(t *testing.T) {
+	t.Run("sdp-address", func(t *testing.T) { e2eInbound(t, false) })
+	t.Run("ice", func(t *testing.T) { e2eInbound(t, true) })
+}
+
+func e2eInbound(t *testing.T, withICE bool) {
 	u := newTrunkUAC(t)
 	r := startRelay(t, chain(withUsers("alice", "wonderland"), withCarrier(u), func(c *config.Config) {
 		c.Users[0].MediaMode = ModeE2E
@@ -258,10 +267,22 @@ func TestE2EInboundDTLSCaller(t *testing.T) {
 	}
 	fp, _ := media.Fingerprint(cert, "sha-256")
 	const ssrc = 4242
-	body := sdp.Offer{SessionID: 77, Version: 1, Addr: netip.MustParseAddr("127.0.0.1"),
+	offer := sdp.Offer{SessionID: 77, Version: 1, Addr: netip.MustParseAddr("127.0.0.1"),
 		Port: u.rtpConn.LocalAddr().(*net.UDPAddr).Port, Proto: "UDP/TLS/RTP/SAVP",
 		Codecs: []sdp.Codec{sipCodecs["pcmu"], dtmf8k},
-		Extra:  []string{"fingerprint:" + fp, "setup:actpass", "rtcp-mux", fmt.Sprintf("ssrc:%d cname:carrier", ssrc)}}.Marshal()
+		Extra:  []string{"fingerprint:" + fp, "setup:actpass", "rtcp-mux", fmt.Sprintf("ssrc:%d cname:carrier", ssrc)}}
+	const trunkUfrag, trunkPwd = "trunkufrag", "trunkpassword0123456789"
+	if withICE {
+		decoy, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer decoy.Close()
+		offer.Port = decoy.LocalAddr().(*net.UDPAddr).Port // where it does not send from
+		offer.Extra = append(offer.Extra, "ice-ufrag:"+trunkUfrag, "ice-pwd:"+trunkPwd,
+			fmt.Sprintf("candidate:1 1 udp 2130706431 127.0.0.1 %d typ host", u.rtpConn.LocalAddr().(*net.UDPAddr).Port))
+	}
+	body := offer.Marshal()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	host, port := splitHostPort(r.SIPUDPAddr().String())
@@ -301,6 +322,9 @@ func TestE2EInboundDTLSCaller(t *testing.T) {
 	}
 	hash, value, _ := strings.Cut(browserFP, " ")
 	relay := netip.AddrPortFrom(ans.Addr, uint16(ans.Port))
+	if withICE {
+		iceCheckFrom(t, u.rtpConn, relay, ansBody, trunkUfrag)
+	}
 	cfg, err := media.DTLSKeys(ctx, u.rtpConn, media.DTLSOptions{Certificate: cert, Client: setup == sdp.SetupPassive,
 		Remote: relay, FingerprintHash: hash, Fingerprint: value, Timeout: 15 * time.Second})
 	if err != nil {
@@ -534,4 +558,49 @@ func TestE2EBrowser(t *testing.T) {
 		t.Errorf("the relay exported %d SRTP keys during an end-to-end call", n-keys)
 	}
 	waitFor(t, "call cleanup", 5*time.Second, func() bool { return r.ActiveCalls() == 0 && r.PortsInUse() == 0 })
+}
+
+// iceCheckFrom sends, from conn, a connectivity check to the relay's
+// ICE-lite port with the credentials of its SDP, and waits for the
+// authenticated success response.
+func iceCheckFrom(t *testing.T, conn *net.UDPConn, relay netip.AddrPort, relaySDP, ourUfrag string) {
+	t.Helper()
+	_, a, err := sdp.Parse([]byte(relaySDP))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ufrag, pwd string
+	for _, at := range a.Attrs {
+		switch at.Key {
+		case "ice-ufrag":
+			ufrag = at.Value
+		case "ice-pwd":
+			pwd = at.Value
+		}
+	}
+	if ufrag == "" || pwd == "" || !strings.Contains(relaySDP, "a=ice-lite") {
+		t.Fatalf("the relay's answer has no ICE-lite credentials:\n%s", relaySDP)
+	}
+	req := stun.MustBuild(stun.TransactionID, stun.BindingRequest, stun.NewUsername(ufrag+":"+ourUfrag),
+		ice.AttrControlling(1), stun.NewShortTermIntegrity(pwd), stun.Fingerprint)
+	if _, err := conn.WriteToUDPAddrPort(req.Raw, relay); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 1500)
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second)) // failsafe only
+	defer conn.SetReadDeadline(time.Time{})
+	for {
+		n, err := conn.Read(buf)
+		if err != nil {
+			t.Fatalf("no answer to the connectivity check: %v", err)
+		}
+		res := &stun.Message{Raw: append([]byte(nil), buf[:n]...)}
+		if res.Decode() != nil || res.TransactionID != req.TransactionID {
+			continue
+		}
+		if res.Type != stun.BindingSuccess || stun.NewShortTermIntegrity(pwd).Check(res) != nil {
+			t.Fatalf("the check was answered %s", res.Type)
+		}
+		return
+	}
 }
