@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/pion/dtls/v3/pkg/crypto/selfsign"
+	"github.com/pion/stun/v4"
 
 	"github.com/mediarelay/mediarelay/pkg/sdp"
 )
@@ -14,8 +15,9 @@ import (
 // FuzzE2EInput feeds arbitrary datagrams to both input paths of an
 // end-to-end call: the shared WebRTC port with an end-to-end leg behind a
 // verified source, and an end-to-end RTP leg's accept. Whatever a leg
-// passes on must be the datagram unchanged, and nothing from a source
-// that is neither verified nor latched may pass.
+// passes on must be the datagram unchanged, nothing from a source that is
+// neither verified nor latched may pass, and no connectivity check without
+// the leg's ICE password may verify.
 func FuzzE2EInput(f *testing.F) {
 	w, err := NewWebRTC(WebRTCOptions{BindIP: "127.0.0.1"})
 	if err != nil {
@@ -46,6 +48,12 @@ func FuzzE2EInput(f *testing.F) {
 	f.Add([]byte{0x80, 200, 0, 6, 1, 2, 3, 4, 5, 6, 7, 8}, false)
 	f.Add([]byte{0x90, 0x60, 0, 1, 0, 0, 0, 1, 0, 0, 0, 2, 0xbe, 0xde, 0, 9}, true)
 	f.Add([]byte{}, false)
+	// Connectivity checks to an e2e RTP leg with ICE: one forged, one
+	// from another session's ufrag (the leg's password is the fuzzer's
+	// secret, so it cannot make one that verifies).
+	f.Add(stun.MustBuild(stun.TransactionID, stun.BindingRequest, stun.NewUsername("legufrag:far"),
+		stun.NewShortTermIntegrity("wrong"), stun.Fingerprint).Raw, true)
+	f.Add(stun.MustBuild(stun.TransactionID, stun.BindingRequest, stun.NewUsername("other:far"), stun.Fingerprint).Raw, false)
 
 	f.Fuzz(func(t *testing.T, data []byte, fromVerified bool) {
 		from := stranger
@@ -63,6 +71,7 @@ func FuzzE2EInput(f *testing.F) {
 
 		l := fuzzLeg(false, nil)
 		l.SetE2E()
+		l.ice = &legICE{ufrag: "legufrag", pwd: "a password the fuzzer does not know"}
 		src := netip.MustParseAddrPort("192.0.2.1:4000")
 		l.SetRemote(src, netip.AddrPort{})
 		if from == stranger {
@@ -74,5 +83,8 @@ func FuzzE2EInput(f *testing.F) {
 			}
 		}
 		_ = l.Stats()
+		if _, ok := l.ICEVerified(); ok {
+			t.Fatalf("a check without the leg's password verified: %x", data)
+		}
 	})
 }
