@@ -465,7 +465,7 @@ func (l *RTPLeg) WriteRTP(b []byte) error {
 		if err := l.writeSRTP(b, dst); err != nil {
 			return err
 		}
-	} else if err := l.out.sendTo(b, dst); err != nil {
+	} else if err := l.out.sendFor(b, b, dst); err != nil {
 		return fmt.Errorf("rtp leg %s: write to %s: %w", l.local, dst, err)
 	}
 	l.sent(b, octets)

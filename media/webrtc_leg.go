@@ -112,6 +112,15 @@ func (d *legDest) send(b []byte) error {
 	return d.s.out.sendTo(b, d.addr)
 }
 
+// sendFor is send for media forwarded from in: on the UDP port it may
+// leave with the rest of its media loop's round.
+func (d *legDest) sendFor(in, b []byte) error {
+	if d.tcp != nil {
+		return d.tcp.send(b)
+	}
+	return d.s.out.sendFor(in, b, d.addr)
+}
+
 // sendSlow is send for what is not media (DTLS, RTCP reports), from any
 // goroutine, in the shape of a net.Conn write.
 func (d *legDest) sendSlow(b []byte) (int, error) {
@@ -476,7 +485,7 @@ func (l *WebRTCLeg) WriteRTP(b []byte) error {
 	copy(p[rtpHeaderMin:], payload)
 	out, err := sess.encRTP.EncryptRTP(sess.wbuf, p, &sess.whdr)
 	if err == nil {
-		err = d.send(out)
+		err = d.sendFor(b, out)
 	}
 	sess.wmu.Unlock()
 	if err != nil {
