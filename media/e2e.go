@@ -108,7 +108,9 @@ func (l *RTPLeg) WriteOpaque(pkt []byte) error {
 	if !ok {
 		return ErrNoRemote
 	}
-	if err := l.out.sendTo(pkt, dst); err != nil {
+	// pkt is the packet being forwarded: it may leave with the rest of
+	// its media loop's round.
+	if err := l.out.sendFor(pkt, pkt, dst); err != nil {
 		return fmt.Errorf("rtp leg %s: write to %s: %w", l.local, dst, err)
 	}
 	if isMediaRecord(pkt) {
@@ -168,7 +170,7 @@ func (l *WebRTCLeg) WriteOpaque(pkt []byte) error {
 	if d == nil {
 		return nil
 	}
-	if err := d.send(pkt); err != nil {
+	if err := d.sendFor(pkt, pkt); err != nil {
 		return fmt.Errorf("webrtc leg: send to %s: %w", d.addr, err)
 	}
 	if isMediaRecord(pkt) {
