@@ -159,10 +159,14 @@ func (s *shard) handle(pkt []byte, from netip.AddrPort, truncated bool, now time
 	case b >= 20 && b <= 63:
 		if l := s.addrs[from]; l != nil {
 			l.dtlsRecord(pkt)
+		} else {
+			s.w.strays.Add(1)
 		}
 	case b >= 128 && b <= 191:
 		if l := s.addrs[from]; l != nil {
 			l.media(pkt, now)
+		} else {
+			s.w.strays.Add(1)
 		}
 	}
 }
