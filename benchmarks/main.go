@@ -43,6 +43,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		verbose     = fs.Bool("v", false, "debug logging")
 		relayLogOut = fs.String("relay-log", "", "file for the spawned relays' logs (default: discarded unless -v)")
 		senders     = fs.Int("senders", 1, "load client engine threads (each sends and receives a fixed share of the calls' media)")
+		transportF  = fs.String("webrtc-transport", "udp", "how the browser legs reach the relay: udp, or tcp (ICE-TCP, RFC 6544: a TCP connection per call to the relay's passive candidate; mediarelay over SIP only)")
 		relayBin    = fs.String("relay-bin", "", "mediarelay binary for --spawn (default: this executable if it is mediarelay, else go build)")
 		user        = fs.String("user", "", "answer the relay's digest challenges as this user (with --password); with --token-secret, the user every call's token names (default: one user per call)")
 		password    = fs.String("password", "", "password for --user")
@@ -93,6 +94,26 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "bench: --against %q: only rtpengine is supported\n", *against)
 		return 2
 	}
+	transport, err := ParseTransport(*transportF)
+	if err != nil {
+		fmt.Fprintln(stderr, "bench: --webrtc-transport:", err)
+		return 2
+	}
+	if transport == TransportTCP {
+		// rtpengine has no ICE-TCP, and the ng path answers with the
+		// relay's UDP candidates only: a "TCP" column there would be UDP.
+		switch {
+		case *against != "":
+			fmt.Fprintf(stderr, "bench: --webrtc-transport tcp: %s has no ICE-TCP (RFC 6544) candidates; drop --against, or compare it over udp in a separate run\n", *against)
+			return 2
+		case *control != "sip":
+			fmt.Fprintln(stderr, "bench: --webrtc-transport tcp needs --control sip (mediarelay's SIP-over-WebSocket path, whose answers carry its ICE-TCP candidates)")
+			return 2
+		case !*spawn && *wsURL == "":
+			fmt.Fprintln(stderr, "bench: --webrtc-transport tcp needs --spawn (or --ws to a mediarelay with ICE-TCP on)")
+			return 2
+		}
+	}
 	if *rate <= 0 {
 		fmt.Fprintln(stderr, "bench: --rate must be positive")
 		return 2
@@ -111,7 +132,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer uas.Close()
-	client, err := NewClient(sc.Codec, *senders, log)
+	client, err := NewClient(sc.Codec, *senders, transport, log)
 	if err != nil {
 		fmt.Fprintln(stderr, "bench:", err)
 		return 1
@@ -167,7 +188,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 	b := &bench{uas: uas, client: client, log: log, stderr: stderr, tty: isTerminal(stderr)}
 	params := RunParams{Rate: *rate, Hold: *hold, Settle: *settle, SetupTimeout: *setupTmo}
-	report := &Report{Machine: machineInfo(), Scenario: sc, Started: time.Now().UTC(), KneeLossPct: *kneeLoss}
+	report := &Report{Machine: machineInfo(), Scenario: sc, Transport: transport, Started: time.Now().UTC(), KneeLossPct: *kneeLoss}
 	failed := false
 	for _, t := range targets {
 		tr := TargetLadder{Target: t.name}
@@ -277,7 +298,7 @@ func buildScenario(short, codec, mode string, srtp bool, uas string) (Scenario, 
 }
 
 func wsTarget(name, url string, pid, conns int, creds Credentials, log *slog.Logger) target {
-	return target{name: name, pid: pid, newSig: func(ctx context.Context, onBye func(string)) (signaler, error) {
+	return target{name: name, pid: pid, api: callAPIURL(url), newSig: func(ctx context.Context, onBye func(string)) (signaler, error) {
 		return newSipSignaler(ctx, url, conns, creds, log, onBye)
 	}}
 }

@@ -42,6 +42,9 @@ type target struct {
 	pid     int // 0: CPU and memory not measured
 	newSig  func(ctx context.Context, onBye func(string)) (signaler, error)
 	support string // non-empty: the scenario is not supported, and why
+	// api is mediarelay's call API (GET /api/calls), which says the
+	// transport of each call's browser leg; "" when there is none.
+	api string
 }
 
 // DirStats is one direction of media over the steady window.
@@ -88,8 +91,17 @@ type Result struct {
 	Down         DirStats       `json:"trunk_to_browser"`
 	RTTMs        Dist           `json:"echo_rtt_ms"`
 	DelayNote    string         `json:"delay_note,omitempty"`
-	Relay        ProcStats      `json:"relay"`
-	LoadGen      ProcStats      `json:"load_generator"`
+	// BrowserTransport is how the load client's calls reached the relay:
+	// udp, or tcp (ICE-TCP).
+	BrowserTransport Transport `json:"browser_transport"`
+	// RelayLegTransports counts the calls' browser legs by the transport
+	// of their selected pair as the relay itself reports it (its call
+	// API: udp4, tcp4, ...), read at the end of the window; nil when the
+	// relay has no such API (rtpengine, --control ng).
+	RelayLegTransports    map[string]int `json:"relay_browser_leg_transports,omitempty"`
+	RelayLegTransportsErr string         `json:"relay_browser_leg_transports_error,omitempty"`
+	Relay                 ProcStats      `json:"relay"`
+	LoadGen               ProcStats      `json:"load_generator"`
 	// LoadClient is the browser side alone: the load client's engine
 	// threads, without the trunk UAS that shares the process.
 	LoadClient ProcStats `json:"load_client"`
@@ -143,7 +155,7 @@ type bench struct {
 
 // run places p.Calls calls through t, holds them for a steady window, and measures.
 func (b *bench) run(ctx context.Context, t target, sc Scenario, p RunParams) (*Result, error) {
-	res := &Result{Target: t.name, Scenario: sc, Calls: p.Calls, Rate: p.Rate, FailedBy: map[string]int{}}
+	res := &Result{Target: t.name, Scenario: sc, Calls: p.Calls, Rate: p.Rate, FailedBy: map[string]int{}, BrowserTransport: b.client.transport}
 	if t.support != "" {
 		res.Unsupported = t.support
 		return res, nil
@@ -285,6 +297,14 @@ func (b *bench) run(ctx context.Context, t target, sc Scenario, p RunParams) (*R
 	var rssLoaded int64
 	if t.pid > 0 {
 		rssLoaded, _ = ReadRSS(t.pid)
+	}
+	if t.api != "" {
+		// After the window's readings: the request costs the relay CPU.
+		res.RelayLegTransports, err = browserLegTransports(ctx, t.api)
+		if err != nil {
+			res.RelayLegTransportsErr = err.Error()
+			b.log.Warn("relay call API", "url", t.api, "err", err)
+		}
 	}
 	var upDelay, downDelay, rtt []float64
 	var upJit, downJit []float64

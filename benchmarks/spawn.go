@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -11,12 +12,16 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/netip"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/mediarelay/mediarelay/pkg/metrics"
 )
 
 // moduleRoot finds the mediarelay module's directory, walking up from the
@@ -223,4 +228,64 @@ func (p *relayProc) Stop() {
 		_ = p.cmd.Process.Kill()
 		<-p.done
 	}
+}
+
+// callAPIURL is mediarelay's call API beside its SIP-over-WebSocket URL:
+// the same host and port, GET /api/calls. The API answers on loopback
+// only (without http.admin_token), so "" for any other host.
+func callAPIURL(ws string) string {
+	u, err := url.Parse(ws)
+	if err != nil {
+		return ""
+	}
+	if ip, err := netip.ParseAddr(u.Hostname()); err != nil || !ip.IsLoopback() {
+		return ""
+	}
+	switch u.Scheme {
+	case "ws":
+		u.Scheme = "http"
+	case "wss":
+		u.Scheme = "https"
+	default:
+		return ""
+	}
+	u.Path, u.RawQuery = "/api/calls", ""
+	return u.String()
+}
+
+// browserLegTransports asks the relay's call API how each call's browser
+// leg is carried (udp4, tcp4, ...), so the report says what the relay
+// saw, not only what the load client meant to do.
+func browserLegTransports(ctx context.Context, api string) (map[string]int, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, api, nil)
+	if err != nil {
+		return nil, err
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("GET %s: %w", api, err)
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET %s: %s", api, res.Status)
+	}
+	var calls []struct {
+		Legs map[string]struct {
+			Transport string `json:"transport"`
+		} `json:"legs"`
+	}
+	if err := json.NewDecoder(res.Body).Decode(&calls); err != nil {
+		return nil, fmt.Errorf("GET %s: %w", api, err)
+	}
+	out := map[string]int{}
+	for _, c := range calls {
+		tr := c.Legs[metrics.LegWebRTC].Transport
+		if tr == "" {
+			tr = "none"
+		}
+		out[tr]++
+	}
+	return out, nil
 }
