@@ -279,5 +279,9 @@ func (l *RTPLeg) DTLSKeys(ctx context.Context, o DTLSOptions) (*SRTPConfig, erro
 	if err != nil {
 		return nil, fmt.Errorf("rtp leg %s: dtls: %w", l.local, err)
 	}
-	return DTLSKeys(ctx, conn, o)
+	cfg, err := DTLSKeys(ctx, conn, o)
+	if err == nil {
+		keysExported.Add(1)
+	}
+	return cfg, err
 }

@@ -35,6 +35,9 @@ type loop struct {
 	// per core instead of one per call.
 	batch  *batchReader
 	pollFn func(uintptr) bool // the method value, made once: no allocation per round
+	// out holds the round's sends for one io_uring_enter; nil where
+	// io_uring is not available, and then each send goes at once.
+	out *outbox
 
 	mu    sync.Mutex
 	slots []loopHandler
@@ -99,6 +102,10 @@ func newLoop() (*loop, error) {
 		return nil, fmt.Errorf("media loop: %w", err)
 	}
 	lp.pollFn = lp.poll
+	if lp.out, err = newOutbox(); err != nil {
+		lp.out = nil // sendto per datagram, as before
+	}
+	registerBuffers(lp.batch, lp)
 	return lp, nil
 }
 
@@ -154,6 +161,9 @@ func (lp *loop) run() {
 			if h := lp.slots[lp.events[i].Fd]; h != nil {
 				h.ready(lp, now)
 			}
+		}
+		if lp.out != nil {
+			lp.out.flush()
 		}
 		lp.mu.Unlock()
 	}

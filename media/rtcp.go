@@ -174,6 +174,9 @@ func (l *RTPLeg) handleRTCP(pkt []byte, from netip.AddrPort, onRTPPort bool) boo
 // RTCP address. It allocates, but runs every few seconds, off the packet
 // path.
 func (l *RTPLeg) sendReport(bye bool) {
+	if l.opaque.Load() {
+		return // plain RTCP has no place in the endpoints' SRTP session
+	}
 	dst, out, ok := l.rtcpDest()
 	if !ok {
 		return

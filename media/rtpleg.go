@@ -101,6 +101,12 @@ type RTPLeg struct {
 	local netip.AddrPort
 	learn bool
 	srtp  *srtpSession
+	// opaque: an end-to-end leg (SetE2E) passes DTLS and SRTP/SRTCP
+	// through unchanged.
+	opaque atomic.Bool
+	// ice, when set (EnableICE), answers the far end's connectivity
+	// checks on the RTP port (e2e_ice.go).
+	ice *legICE
 	// batch is ReadRTP's, made on its first call (Serve reads into its
 	// loop's buffers); nil off Linux: one recvmsg per packet.
 	batch     *batchReader
@@ -315,6 +321,15 @@ func (l *RTPLeg) readBatched(b []byte) (int, error) {
 // whether to deliver it. It is the whole untrusted-input path of the RTP
 // port, so the fuzz target drives it directly.
 func (l *RTPLeg) accept(pkt []byte, from netip.AddrPort) (int, bool) {
+	if l.ice != nil && len(pkt) > 0 && pkt[0] < 4 {
+		l.iceCheck(pkt, from) // RFC 7983: STUN
+		return 0, false
+	}
+	if l.opaque.Load() {
+		if n, ok, handled := l.acceptOpaque(pkt, from); handled {
+			return n, ok
+		}
+	}
 	if IsRTCP(pkt) {
 		if !l.rtcpSourceOK(from, true) {
 			l.drop(DropUnlatched)
@@ -333,7 +348,7 @@ func (l *RTPLeg) accept(pkt []byte, from netip.AddrPort) (int, bool) {
 			l.drop(DropUnlatched)
 			return 0, false
 		}
-	} else if r := l.remote.Load(); r == nil || r.rtp != from {
+	} else if r := l.remote.Load(); (r == nil || r.rtp != from) && !l.iceVerified(from) {
 		l.drop(DropUnlatched)
 		return 0, false
 	}
@@ -408,6 +423,9 @@ func (l *RTPLeg) learnFrom(pkt []byte, from netip.AddrPort) bool {
 // rtcpSourceOK applies latching to an RTCP packet, received on the RTP port
 // (mux) or on the RTCP port.
 func (l *RTPLeg) rtcpSourceOK(from netip.AddrPort, onRTPPort bool) bool {
+	if onRTPPort && l.iceVerified(from) {
+		return true
+	}
 	if !l.learn {
 		r := l.remote.Load()
 		if r == nil {
@@ -447,7 +465,7 @@ func (l *RTPLeg) WriteRTP(b []byte) error {
 		if err := l.writeSRTP(b, dst); err != nil {
 			return err
 		}
-	} else if err := l.out.sendTo(b, dst); err != nil {
+	} else if err := l.out.sendFor(b, b, dst); err != nil {
 		return fmt.Errorf("rtp leg %s: write to %s: %w", l.local, dst, err)
 	}
 	l.sent(b, octets)

@@ -44,11 +44,13 @@ type shard struct {
 func (s *shard) start(i int, wg *sync.WaitGroup) {
 	if all, err := engineLoops(); err == nil && s.batch != nil && s.sock.fd >= 0 {
 		lp := all[i%len(all)]
-		s.fd = s.sock.fd // before add: ready may run at once
+		s.fd = s.sock.fd             // before add: ready may run at once
+		registerBuffers(s.batch, lp) // before add: ready may run at once
 		if slot, err := lp.add(s.fd, s); err == nil {
 			s.lp, s.slot = lp, slot
 			return
 		}
+		unregisterBuffers(s.batch)
 	}
 	wg.Add(1)
 	go func() {
@@ -62,6 +64,7 @@ func (s *shard) close() {
 	if s.lp != nil {
 		s.lp.remove(s.slot, s.fd)
 		s.lp = nil
+		unregisterBuffers(s.batch)
 	}
 	_ = s.sock.close()
 }
@@ -156,10 +159,14 @@ func (s *shard) handle(pkt []byte, from netip.AddrPort, truncated bool, now time
 	case b >= 20 && b <= 63:
 		if l := s.addrs[from]; l != nil {
 			l.dtlsRecord(pkt)
+		} else {
+			s.w.strays.Add(1)
 		}
 	case b >= 128 && b <= 191:
 		if l := s.addrs[from]; l != nil {
 			l.media(pkt, now)
+		} else {
+			s.w.strays.Add(1)
 		}
 	}
 }

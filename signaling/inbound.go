@@ -251,9 +251,14 @@ func (r *Relay) inbound(req *sip.Request, tx sip.ServerTransaction) {
 		r.countSetupFailure(488)
 		return
 	}
-	// SDES per the trunk's SRTP policy (sdes_inbound.go); DTLS-SRTP offers
-	// from trunks get 488.
-	keys, refuse := inboundSecurity(route, offer, lateOffer)
+	// End to end (e2e.go) when the trunk or the user asks for it and the
+	// offer has DTLS-SRTP; otherwise SDES per the trunk's SRTP policy
+	// (sdes_inbound.go), and DTLS-SRTP offers get 488.
+	far, e2e, refuse := r.inboundE2E(route, user, offer, lateOffer)
+	var keys *inboundKeys
+	if !e2e && refuse == "" {
+		keys, refuse = inboundSecurity(route, offer, lateOffer)
+	}
 	if refuse != "" {
 		respond(tx, req, 488, "Not Acceptable Here", sip.NewHeader("Warning", `399 mediarelay "`+refuse+`"`))
 		r.countSetupFailure(488)
@@ -263,7 +268,21 @@ func (r *Relay) inbound(req *sip.Request, tx sip.ServerTransaction) {
 		r.countSetupFailure(422)
 		return
 	}
-	codecs := browserCodecsFor(route.MediaMode, route.Codecs, offer)
+	mode := route.MediaMode
+	if mode == ModeE2E {
+		mode = ModePassthrough // an e2e trunk's fallback never transcodes
+	}
+	codecs := browserCodecsFor(mode, route.Codecs, offer)
+	makeOffer := func() (*media.WebRTCLeg, string, error) { return r.webrtc.Offer(codecs) }
+	if e2e {
+		e2eCodecs := e2eBrowserCodecs(route.Codecs, offer)
+		codecs = nil
+		if len(e2eCodecs) > 0 {
+			codecs = []string{e2eCodecs[0].Name}
+		}
+		peer := media.E2EPeer{Fingerprint: far.fingerprint, Setup: far.setup, SSRC: far.ssrc}
+		makeOffer = func() (*media.WebRTCLeg, string, error) { return r.webrtc.OfferE2E(e2eCodecs, peer) }
+	}
 	if len(codecs) == 0 {
 		respond(tx, req, 488, "Not Acceptable Here")
 		r.countSetupFailure(488)
@@ -288,6 +307,7 @@ func (r *Relay) inbound(req *sip.Request, tx sip.ServerTransaction) {
 		direction:     "inbound",
 		trunkOffer:    offer,
 		lateOffer:     lateOffer,
+		e2e:           e2e,
 		start:         time.Now(),
 		ended:         make(chan struct{}),
 	}
@@ -308,7 +328,7 @@ func (r *Relay) inbound(req *sip.Request, tx sip.ServerTransaction) {
 	ringCtx, ringCancel := context.WithTimeout(ctx, ringTimeout)
 	defer ringCancel()
 
-	forks := r.ring(ringCtx, c, bindings, func() (*media.WebRTCLeg, string, error) { return r.webrtc.Offer(codecs) },
+	forks := r.ring(ringCtx, c, bindings, makeOffer,
 		ringParty{name: callerName(req), from: c.from, to: c.to, extra: passHeaders(route, req)})
 	if len(forks) == 0 {
 		fail(480, "Temporarily Unavailable", endUnreachable)
@@ -604,6 +624,9 @@ func pickFinal(finals []*sip.Response) (int, string, string) {
 // startInboundMedia applies the winning browser's answer and starts
 // forwarding; c.answerSDP becomes the SDP answer for the trunk.
 func (c *Call) startInboundMedia(browserAnswer string, keys *inboundKeys) error {
+	if c.e2e {
+		return c.startInboundE2E(browserAnswer)
+	}
 	if err := c.web.SetAnswer(browserAnswer); err != nil {
 		return err
 	}
@@ -614,7 +637,11 @@ func (c *Call) startInboundMedia(browserAnswer string, keys *inboundKeys) error 
 			break
 		}
 	}
-	plan, err := planInbound(c.route.MediaMode, c.route.Codecs, c.trunkOffer, browserCodec)
+	mode := c.route.MediaMode
+	if mode == ModeE2E {
+		mode = ModePassthrough // fallback: terminated, never transcoded
+	}
+	plan, err := planInbound(mode, c.route.Codecs, c.trunkOffer, browserCodec)
 	if err != nil {
 		return err
 	}

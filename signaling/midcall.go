@@ -263,6 +263,11 @@ func (c *Call) localSDP(s side, dir string) string {
 			base = c.answerSDP
 		case c.trunk != nil:
 			base = string(c.trunk.InviteRequest.Body())
+			if c.currentPlan().Mode == ModeE2E {
+				// Our offer said actpass for the browser; the trunk's
+				// answer settled the roles, which later SDP must keep.
+				setup = e2eSettledSetup(c.trunk.InviteResponse)
+			}
 		}
 	} else {
 		ver = &c.mid.webVer

@@ -12,6 +12,7 @@ import (
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 
+	"github.com/mediarelay/mediarelay/media"
 	"github.com/mediarelay/mediarelay/pkg/sdp"
 )
 
@@ -87,7 +88,22 @@ func (r *Relay) outbound(req *sip.Request, tx sip.ServerTransaction) {
 	if !ok {
 		return
 	}
-	offered, err := trunkOffer(route.MediaMode, route.Codecs, offer)
+	e2e := route.MediaMode == ModeE2E
+	var browserDTLS dtlsIdentity
+	var offered []sdp.Codec
+	if e2e {
+		// The browser's DTLS identity goes to the far end as it is.
+		fp, setup, derr := media.RemoteDTLS(string(req.Body()))
+		if derr != nil {
+			respond(tx, req, 488, "Not Acceptable Here", sip.NewHeader("Warning", `399 mediarelay "end-to-end media needs DTLS-SRTP from the browser"`))
+			r.countSetupFailure(488)
+			return
+		}
+		browserDTLS = dtlsIdentity{fingerprint: fp, setup: setup}
+		offered, err = e2eOffer(route.Codecs, offer)
+	} else {
+		offered, err = trunkOffer(route.MediaMode, route.Codecs, offer)
+	}
 	if err != nil {
 		respond(tx, req, 488, "Not Acceptable Here")
 		r.countSetupFailure(488)
@@ -112,6 +128,7 @@ func (r *Relay) outbound(req *sip.Request, tx sip.ServerTransaction) {
 		direction:       "outbound",
 		browserOffer:    string(req.Body()),
 		offered:         offered,
+		e2e:             e2e,
 		start:           time.Now(),
 		ended:           make(chan struct{}),
 		user:            caller,
@@ -143,7 +160,16 @@ func (r *Relay) outbound(req *sip.Request, tx sip.ServerTransaction) {
 		Codecs:    offered,
 		Ptime:     ptime,
 	}
-	if err := c.secureOffer(&sdpOffer); err != nil {
+	var secErr error
+	if c.e2e {
+		var ice []string
+		if ice, secErr = c.rtp.EnableICE(sdpOffer.Addr); secErr == nil {
+			e2eOfferSDP(&sdpOffer, browserDTLS, ice)
+		}
+	} else {
+		secErr = c.secureOffer(&sdpOffer)
+	}
+	if err := secErr; err != nil {
 		c.log.Warn("trunk's SRTP policy cannot be met; not calling it", "srtp", route.SRTP, "transport", route.Transport, "err", err)
 		fail(488, "Not Acceptable Here", setupCause(err), sip.NewHeader("Warning", `399 mediarelay "SRTP policy"`))
 		return
@@ -219,6 +245,9 @@ func (r *Relay) outbound(req *sip.Request, tx sip.ServerTransaction) {
 		c.log.Warn("trunk answer unusable", "err", perr)
 		// The trunk's dialog exists now: hangup sends it a BYE.
 		res := sip.NewResponseFromRequest(dss.InviteRequest, 488, "Not Acceptable Here", nil)
+		if errors.Is(perr, errE2ENoDTLS) {
+			res.AppendHeader(e2eWarning())
+		}
 		_ = dss.WriteResponse(res)
 		r.countSetupFailure(488)
 		c.browserRejected.Store(true) // no BYE: the browser got a final failure
