@@ -24,13 +24,13 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		spawn       = fs.Bool("spawn", false, "start a mediarelay child with a config matching the scenario")
 		control     = fs.String("control", "sip", "how --spawn's relay is driven: sip (browsers over WebSocket, the relay calls the trunk) or ng (rtpengine's control protocol, exactly as rtpengine is driven)")
 		against     = fs.String("against", "", "also run the same load against another relay: rtpengine")
-		scenarioF   = fs.String("scenario", "", "shorthand: pcmu, opus, transcode (opus<->PCMU) or srtp (PCMU, SDES-SRTP trunk)")
+		scenarioF   = fs.String("scenario", "", "shorthand: pcmu, opus, transcode (opus<->PCMU), srtp (PCMU, SDES-SRTP trunk) or e2e (PCMU, DTLS-SRTP end to end between browser and trunk UAS; mediarelay over SIP only)")
 		calls       = fs.Int("calls", 50, "concurrent calls")
 		rate        = fs.Float64("rate", 20, "ramp rate, calls started per second")
 		hold        = fs.Duration("hold", 20*time.Second, "steady window: how long all calls are held and measured after the ramp")
 		settle      = fs.Duration("settle", 2*time.Second, "pause between the ramp and the window")
 		codecF      = fs.String("codec", "pcmu", "browser codec: pcmu or opus")
-		trunkMode   = fs.String("trunk-mode", "passthrough", "trunk media mode: passthrough or transcode")
+		trunkMode   = fs.String("trunk-mode", "passthrough", "trunk media mode: passthrough, transcode or e2e")
 		trunkSRTP   = fs.Bool("trunk-srtp", false, "SDES-SRTP on the trunk leg")
 		uasMode     = fs.String("uas", "echo", "trunk UAS: echo or sink")
 		uasListen   = fs.String("uas-listen", "127.0.0.1:0", "trunk UAS SIP address (UDP); fix it when the relay is not spawned")
@@ -93,6 +93,21 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if *against != "" && *against != "rtpengine" {
 		fmt.Fprintf(stderr, "bench: --against %q: only rtpengine is supported\n", *against)
 		return 2
+	}
+	if sc.E2E {
+		// rtpengine terminates the browser's DTLS as the bench drives it,
+		// and ng carries no trunk answer for the relay to pass on.
+		switch {
+		case *against != "":
+			fmt.Fprintf(stderr, "bench: e2e: the bench drives %s as a DTLS-terminating relay; drop --against\n", *against)
+			return 2
+		case *control != "sip":
+			fmt.Fprintln(stderr, "bench: e2e needs --control sip (the relay passes the trunk's own fingerprint from its SIP answer)")
+			return 2
+		case sc.TrunkSRTP:
+			fmt.Fprintln(stderr, "bench: e2e is DTLS-SRTP end to end: drop --trunk-srtp (SDES)")
+			return 2
+		}
 	}
 	transport, err := ParseTransport(*transportF)
 	if err != nil {
@@ -259,8 +274,10 @@ func buildScenario(short, codec, mode string, srtp bool, uas string) (Scenario, 
 		codec, mode, srtp = "opus", "transcode", false
 	case "srtp":
 		codec, mode, srtp = "pcmu", "passthrough", true
+	case "e2e":
+		codec, mode, srtp = "pcmu", "e2e", false
 	default:
-		return Scenario{}, fmt.Errorf("unknown --scenario %q (pcmu, opus, transcode, srtp)", short)
+		return Scenario{}, fmt.Errorf("unknown --scenario %q (pcmu, opus, transcode, srtp, e2e)", short)
 	}
 	c, err := ParseCodec(codec)
 	if err != nil {
@@ -270,13 +287,15 @@ func buildScenario(short, codec, mode string, srtp bool, uas string) (Scenario, 
 	switch mode {
 	case "passthrough":
 		sc.TrunkCodec = c.Name
+	case "e2e":
+		sc.TrunkCodec, sc.E2E = c.Name, true
 	case "transcode":
 		sc.TrunkCodec = "PCMU"
 		if c.Name == "PCMU" {
 			sc.TrunkCodec = "opus"
 		}
 	default:
-		return Scenario{}, fmt.Errorf("unknown --trunk-mode %q (passthrough, transcode)", mode)
+		return Scenario{}, fmt.Errorf("unknown --trunk-mode %q (passthrough, transcode, e2e)", mode)
 	}
 	switch uas {
 	case "echo":
@@ -289,9 +308,12 @@ func buildScenario(short, codec, mode string, srtp bool, uas string) (Scenario, 
 	if sc.Transcode() {
 		sc.Name = c.Name + "<->" + sc.TrunkCodec + " transcode"
 	}
-	if srtp {
+	switch {
+	case sc.E2E:
+		sc.Name = c.Name + " end to end (e2e: the browser's DTLS-SRTP is with the trunk, relayed opaquely)"
+	case srtp:
 		sc.Name += ", SDES-SRTP trunk"
-	} else {
+	default:
 		sc.Name += ", RTP trunk"
 	}
 	return sc, nil

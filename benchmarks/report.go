@@ -145,6 +145,19 @@ func (r *Report) WriteTable(w io.Writer) {
 			}
 			return string(x.BrowserTransport) + " / " + seen
 		})
+		row("media mode as the relay reports it", func(x *Result) string {
+			if len(x.RelayModes) == 0 {
+				return "n/a"
+			}
+			var p []string
+			for _, k := range sortedKeys(x.RelayModes) {
+				p = append(p, fmt.Sprintf("%s:%d", k, x.RelayModes[k]))
+			}
+			return strings.Join(p, " ")
+		})
+		if r.Scenario.E2E {
+			row("trunk UAS DTLS handshakes with browsers (e2e)", func(x *Result) string { return fmt.Sprint(x.UASDTLSHandshakes) })
+		}
 		row("calls attempted/established/failed", func(x *Result) string {
 			return fmt.Sprintf("%d / %d / %d", x.Attempted, x.Established, x.Failed)
 		})

@@ -22,6 +22,9 @@ type Scenario struct {
 	TrunkCodec string `json:"trunk_codec"` // the only codec the trunk offers/accepts
 	TrunkSRTP  bool   `json:"trunk_srtp"`  // SDES-SRTP (AES_CM_128_HMAC_SHA1_80) on the trunk leg
 	Echo       bool   `json:"echo"`        // trunk echoes (else sinks)
+	// E2E is an end-to-end call (the trunk's media_mode e2e): the browser's
+	// DTLS-SRTP is with the trunk UAS, and the relay forwards it opaquely.
+	E2E bool `json:"e2e,omitempty"`
 }
 
 // Transcode reports whether the two legs use different codecs.
@@ -100,8 +103,14 @@ type Result struct {
 	// relay has no such API (rtpengine, --control ng).
 	RelayLegTransports    map[string]int `json:"relay_browser_leg_transports,omitempty"`
 	RelayLegTransportsErr string         `json:"relay_browser_leg_transports_error,omitempty"`
-	Relay                 ProcStats      `json:"relay"`
-	LoadGen               ProcStats      `json:"load_generator"`
+	// UASDTLSHandshakes is how many DTLS handshakes the trunk UAS completed
+	// with browsers during the run: on an end-to-end scenario, one per call.
+	UASDTLSHandshakes uint64 `json:"uas_dtls_handshakes"`
+	// RelayModes counts the calls by media mode as the relay's call API
+	// reports it (passthrough, transcode, e2e), read with RelayLegTransports.
+	RelayModes map[string]int `json:"relay_modes,omitempty"`
+	Relay      ProcStats      `json:"relay"`
+	LoadGen    ProcStats      `json:"load_generator"`
 	// LoadClient is the browser side alone: the load client's engine
 	// threads, without the trunk UAS that shares the process.
 	LoadClient ProcStats `json:"load_client"`
@@ -177,6 +186,7 @@ func (b *bench) run(ctx context.Context, t target, sc Scenario, p RunParams) (*R
 	if t.pid > 0 {
 		rssIdle, _ = ReadRSS(t.pid)
 	}
+	handshakes0 := b.uas.DTLSHandshakes()
 	runID := randToken(3)
 	all := make([]*call, p.Calls)
 	errs := make([]error, p.Calls)
@@ -214,6 +224,7 @@ func (b *bench) run(ctx context.Context, t target, sc Scenario, p RunParams) (*R
 	wg.Wait()
 	stopProgress()
 	res.Attempted = p.Calls
+	res.UASDTLSHandshakes = b.uas.DTLSHandshakes() - handshakes0
 
 	var up []*call
 	var setup, first []float64
@@ -300,7 +311,7 @@ func (b *bench) run(ctx context.Context, t target, sc Scenario, p RunParams) (*R
 	}
 	if t.api != "" {
 		// After the window's readings: the request costs the relay CPU.
-		res.RelayLegTransports, err = browserLegTransports(ctx, t.api)
+		res.RelayLegTransports, res.RelayModes, err = relayCalls(ctx, t.api)
 		if err != nil {
 			res.RelayLegTransportsErr = err.Error()
 			b.log.Warn("relay call API", "url", t.api, "err", err)

@@ -43,6 +43,27 @@ func TestSmoke(t *testing.T) {
 	})
 }
 
+// TestSmokeE2E: end-to-end calls (the trunk's media_mode e2e). The trunk
+// UAS answers DTLS-SRTP with its own certificate, and the load client's
+// handshake is with it, through the relay: one UAS handshake per call,
+// the relay reports every call as e2e, and the echo, decrypted and
+// re-encrypted with the UAS's own keys, comes back whole.
+func TestSmokeE2E(t *testing.T) {
+	r := smoke(t, "--scenario", "e2e")
+	if r == nil {
+		return
+	}
+	if r.UASDTLSHandshakes != 3 {
+		t.Errorf("the trunk UAS completed %d DTLS handshakes, want 3 (one per call)", r.UASDTLSHandshakes)
+	}
+	if r.RelayModes["e2e"] != 3 || len(r.RelayModes) != 1 {
+		t.Errorf("the relay reports modes %v (%s), want e2e:3", r.RelayModes, r.RelayLegTransportsErr)
+	}
+	if r.Up.Lost != 0 || r.Down.Lost != 0 {
+		t.Errorf("lost %d browser->trunk and %d trunk->browser, want none", r.Up.Lost, r.Down.Lost)
+	}
+}
+
 // TestICETCPOnlyAgainstMediarelay: rtpengine has no ICE-TCP, so asking
 // for it there is refused before anything starts, rather than run over UDP.
 func TestICETCPOnlyAgainstMediarelay(t *testing.T) {
@@ -54,6 +75,16 @@ func TestICETCPOnlyAgainstMediarelay(t *testing.T) {
 		var stdout, stderr bytes.Buffer
 		if rc := Main(t.Context(), args, &stdout, &stderr); rc != 2 || !strings.Contains(stderr.String(), "--webrtc-transport") {
 			t.Errorf("%v: exit %d, stderr %q; want 2 and an error naming --webrtc-transport", args, rc, stderr.String())
+		}
+	}
+	// Nor is e2e run where the relay would terminate DTLS itself.
+	for _, args := range [][]string{
+		{"--spawn", "--scenario", "e2e", "--against", "rtpengine"},
+		{"--spawn", "--scenario", "e2e", "--control", "ng"},
+	} {
+		var stdout, stderr bytes.Buffer
+		if rc := Main(t.Context(), args, &stdout, &stderr); rc != 2 || !strings.Contains(stderr.String(), "e2e") {
+			t.Errorf("%v: exit %d, stderr %q; want 2 and an error about e2e", args, rc, stderr.String())
 		}
 	}
 }

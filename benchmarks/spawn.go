@@ -89,7 +89,10 @@ func relayConfig(sc Scenario, uasAddr, dir string, httpPort, sipPort, webrtcPort
 		srtp = "required"
 	}
 	mode := "passthrough"
-	if sc.Transcode() {
+	switch {
+	case sc.E2E:
+		mode = "e2e"
+	case sc.Transcode():
 		mode = "transcode"
 	}
 	var b strings.Builder
@@ -253,39 +256,42 @@ func callAPIURL(ws string) string {
 	return u.String()
 }
 
-// browserLegTransports asks the relay's call API how each call's browser
-// leg is carried (udp4, tcp4, ...), so the report says what the relay
-// saw, not only what the load client meant to do.
-func browserLegTransports(ctx context.Context, api string) (map[string]int, error) {
+// relayCalls asks the relay's call API how each call's browser leg is
+// carried (udp4, tcp4, ...) and in which media mode (passthrough, e2e,
+// ...), so the report says what the relay did, not only what the load
+// client meant it to.
+func relayCalls(ctx context.Context, api string) (transports, modes map[string]int, err error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, api, nil)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("GET %s: %w", api, err)
+		return nil, nil, fmt.Errorf("GET %s: %w", api, err)
 	}
 	defer res.Body.Close()
 	if res.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET %s: %s", api, res.Status)
+		return nil, nil, fmt.Errorf("GET %s: %s", api, res.Status)
 	}
 	var calls []struct {
+		Mode string `json:"mode"`
 		Legs map[string]struct {
 			Transport string `json:"transport"`
 		} `json:"legs"`
 	}
 	if err := json.NewDecoder(res.Body).Decode(&calls); err != nil {
-		return nil, fmt.Errorf("GET %s: %w", api, err)
+		return nil, nil, fmt.Errorf("GET %s: %w", api, err)
 	}
-	out := map[string]int{}
+	transports, modes = map[string]int{}, map[string]int{}
 	for _, c := range calls {
 		tr := c.Legs[metrics.LegWebRTC].Transport
 		if tr == "" {
 			tr = "none"
 		}
-		out[tr]++
+		transports[tr]++
+		modes[c.Mode]++
 	}
-	return out, nil
+	return transports, modes, nil
 }
