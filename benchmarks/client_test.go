@@ -19,7 +19,7 @@ import (
 // enginePair is a shard with one active call whose socket is connected to
 // a plain UDP peer, keyed with the same SRTP keys both ways, so the peer
 // can echo what the call sends.
-func enginePair(t *testing.T) (*shard, *call, *net.UDPConn) {
+func enginePair(t testing.TB) (*shard, *call, *net.UDPConn) {
 	t.Helper()
 	cl := &Client{codec: CodecPCMU, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	frames, err := Frames(CodecPCMU)
@@ -276,7 +276,7 @@ func TestICECheckAnsweredOnce(t *testing.T) {
 
 // engineTCPPair is enginePair over ICE-TCP: the call's connection goes to
 // a plain TCP peer, which reads and writes RFC 4571 frames.
-func engineTCPPair(t *testing.T) (*shard, *call, net.Conn) {
+func engineTCPPair(t testing.TB) (*shard, *call, net.Conn) {
 	t.Helper()
 	cl := &Client{codec: CodecPCMU, transport: TransportTCP, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	frames, err := Frames(CodecPCMU)
@@ -420,4 +420,33 @@ func TestParseAnswerICETCP(t *testing.T) {
 	if len(ap.tcpCands) != 1 || ap.tcpCands[0] != netip.MustParseAddrPort("127.0.0.1:20000") {
 		t.Errorf("passive TCP candidates %v, want 127.0.0.1:20000", ap.tcpCands)
 	}
+}
+
+// BenchmarkEngineSend is the load client's per-packet send path (build,
+// encrypt in place, write) on UDP and on ICE-TCP (plus the RFC 4571
+// length and copy into the frame), with the peer draining what arrives.
+func BenchmarkEngineSend(b *testing.B) {
+	b.Run("udp", func(b *testing.B) {
+		sh, c, peer := enginePair(b)
+		go func() {
+			buf := make([]byte, 2048)
+			for {
+				if _, err := peer.Read(buf); err != nil {
+					return
+				}
+			}
+		}()
+		b.ReportAllocs()
+		for b.Loop() {
+			sh.sendFrame(c)
+		}
+	})
+	b.Run("tcp", func(b *testing.B) {
+		sh, c, peer := engineTCPPair(b)
+		go func() { _, _ = io.Copy(io.Discard, peer) }()
+		b.ReportAllocs()
+		for b.Loop() {
+			sh.sendFrame(c)
+		}
+	})
 }
