@@ -682,6 +682,9 @@ func (cl *Client) place(ctx context.Context, c *call, mediaTimeout time.Duration
 	if err != nil {
 		return &errSetup{"sdp", err}
 	}
+	if cl.transport == TransportUDP && len(ap.cands) == 0 {
+		return &errSetup{"sdp", errors.New("no IPv4 UDP candidate")}
+	}
 	sh.applyAnswer(c, ap)
 
 	mctx, cancel := context.WithTimeout(ctx, mediaTimeout)
