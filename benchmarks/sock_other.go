@@ -3,6 +3,7 @@
 package benchmarks
 
 import (
+	"context"
 	"errors"
 	"net/netip"
 	"time"
@@ -40,3 +41,17 @@ func (p *poller) isTimer(fd int) bool               { return false }
 func (p *poller) close()                            {}
 
 func gettid() int { return 0 }
+
+type tcpSock struct {
+	port   int
+	remote netip.AddrPort
+}
+
+func dialTCP(ctx context.Context, to netip.AddrPort) (*tcpSock, error) {
+	return nil, errEngineUnsupported
+}
+func (s *tcpSock) send(b []byte) error       { return errEngineUnsupported }
+func (s *tcpSock) fill() (int, int64, error) { return 0, 0, errEngineUnsupported }
+func (s *tcpSock) next() ([]byte, error)     { return nil, errEngineUnsupported }
+func (s *tcpSock) close() error              { return nil }
+func (s *tcpSock) fdNum() int                { return -1 }
