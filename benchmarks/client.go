@@ -181,6 +181,11 @@ type shard struct {
 	active []*call // calls sending media
 	due    uint64  // timer expiries not yet served
 
+	// ring batches the media sockets' sends and reads of a tick into an
+	// io_uring_enter each; nil where io_uring is not available, and then
+	// each packet takes a syscall of its own.
+	ring *batcher
+
 	rbuf []byte     // receive buffer, decrypted in place
 	wbuf []byte     // send buffer, encrypted in place
 	rhdr rtp.Header // scratch for SRTP
@@ -221,8 +226,13 @@ func NewClient(codec Codec, shards int, transport Transport, log *slog.Logger) (
 			cl.closeShards()
 			return nil, fmt.Errorf("load client engine: %w", err)
 		}
-		cl.shards = append(cl.shards, &shard{cl: cl, poll: p, byFD: map[int]*call{},
-			rbuf: make([]byte, 2048), wbuf: make([]byte, 2048)})
+		sh := &shard{cl: cl, poll: p, byFD: map[int]*call{},
+			rbuf: make([]byte, 2048), wbuf: make([]byte, 2048)}
+		if sh.ring, err = newBatcher(&cl.sent); err != nil {
+			sh.ring = nil
+			log.Info("load client: a syscall per packet", "err", err)
+		}
+		cl.shards = append(cl.shards, sh)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cl.stop = cancel
@@ -252,6 +262,9 @@ func (cl *Client) closeShards() {
 		}
 		sh.mu.Unlock()
 		sh.poll.close()
+		if sh.ring != nil {
+			sh.ring.close()
+		}
 	}
 }
 
@@ -332,12 +345,33 @@ func (sh *shard) drain() {
 			return
 		}
 		now := time.Now()
+		if sh.ring != nil {
+			sh.readRing(n, now)
+			continue
+		}
 		for i := range n {
 			if c := sh.byFD[sh.poll.quietFD(i)]; c != nil {
 				sh.read(c, now)
 			}
 		}
 	}
+}
+
+// readRing reads one datagram from each of the n ready media sockets
+// through the ring, in one io_uring_enter (or one per recvSlots). Under
+// sh.mu.
+func (sh *shard) readRing(n int, now time.Time) {
+	for i := range n {
+		c := sh.byFD[sh.poll.quietFD(i)]
+		if c == nil || c.sock == nil || c.tcp != nil {
+			continue // the polled set holds UDP sockets only
+		}
+		if !sh.ring.queueRecv(c.sock.fd, c) {
+			sh.ring.receive(sh, now)
+			sh.ring.queueRecv(c.sock.fd, c)
+		}
+	}
+	sh.ring.receive(sh, now)
 }
 
 // maxCatchUp is how many missed ticks a shard makes up with a burst; more
@@ -363,19 +397,26 @@ func (sh *shard) tick(expired uint64) {
 			sh.consent(c, t0)
 		}
 	}
+	sh.flushSends()
 	if el := time.Since(t0); el > 10*time.Millisecond {
 		sh.cl.log.Debug("slow send tick", "calls", len(sh.active), "took", el, "ticks", expired)
 	}
 }
 
-// sendFrame encrypts the call's next frame in place and sends it.
+// sendFrame encrypts the call's next frame in place and sends it, or,
+// on a connected UDP socket with a ring, queues it for flushSends.
 func (sh *shard) sendFrame(c *call) {
 	cl := sh.cl
 	f := cl.frames[c.frame]
 	c.frame = (c.frame + 1) % len(cl.frames)
 	c.seq++
 	c.ts += cl.codec.TSPerFrame
-	p := sh.wbuf[:12+len(f)]
+	batched := sh.ring != nil && c.tcp == nil && c.connected
+	buf := sh.wbuf
+	if batched {
+		buf = sh.ring.sendBuf()
+	}
+	p := buf[:12+len(f)]
 	p[0] = 0x80 // version 2, no padding, extension or CSRC
 	p[1] = c.pt
 	binary.BigEndian.PutUint16(p[2:], c.seq)
@@ -387,8 +428,21 @@ func (sh *shard) sendFrame(c *call) {
 	if err != nil {
 		return
 	}
+	if batched {
+		sh.ring.queueSend(c.sock.fd, out) // counted in cl.sent when it has left
+		return
+	}
 	if c.sendPair(out) == nil {
 		cl.sent.Add(1)
+	}
+}
+
+// flushSends sends the media sendFrame queued, in one io_uring_enter per
+// sendSlots packets, and returns when the kernel is done with them. Under
+// sh.mu, which keeps the sockets open.
+func (sh *shard) flushSends() {
+	if sh.ring != nil {
+		sh.ring.flushSends()
 	}
 }
 
@@ -445,12 +499,19 @@ func (sh *shard) read(c *call, now time.Time) {
 	if !ok || n == 0 {
 		return
 	}
+	sh.arrived(c, sh.rbuf[:n], from, at, now)
+}
+
+// arrived handles a datagram read from c's UDP socket, timed by at, the
+// kernel's arrival stamp (Unix ns, wall clock; 0 if none). now is when
+// the shard read it. Under sh.mu.
+func (sh *shard) arrived(c *call, pkt []byte, from netip.AddrPort, at int64, now time.Time) {
 	if at != 0 {
 		// The arrival, on now's monotonic clock: a packet that waited in
 		// the socket for the tick is timed as it arrived.
 		now = now.Add(time.Duration(at - now.UnixNano()))
 	}
-	sh.packet(c, sh.rbuf[:n], from, now)
+	sh.packet(c, pkt, from, now)
 }
 
 // readTCP reads the next RFC 4571 frame from a call's ICE-TCP connection

@@ -423,24 +423,17 @@ func TestParseAnswerICETCP(t *testing.T) {
 }
 
 // BenchmarkEngineSend is the load client's per-packet send path (build,
-// encrypt in place, write) on UDP and on ICE-TCP (plus the RFC 4571
-// length and copy into the frame), with the peer draining what arrives.
+// encrypt in place, write) on UDP, on UDP through the shard's io_uring
+// (queued, a flush per sendSlots packets, as a tick sends them), and on
+// ICE-TCP (plus the RFC 4571 length and copy into the frame), with the
+// peer draining what arrives.
 func BenchmarkEngineSend(b *testing.B) {
-	b.Run("udp", func(b *testing.B) {
-		sh, c, peer := enginePair(b)
-		go func() {
-			buf := make([]byte, 2048)
-			for {
-				if _, err := peer.Read(buf); err != nil {
-					return
-				}
-			}
-		}()
-		b.ReportAllocs()
-		for b.Loop() {
-			sh.sendFrame(c)
-		}
-	})
+	for _, v := range []struct {
+		name string
+		pair func(testing.TB) (*shard, *call, *net.UDPConn)
+	}{{"udp", enginePair}, {"udp-uring", engineRingPair}} {
+		b.Run(v.name, func(b *testing.B) { benchEngineSendUDP(b, v.pair) })
+	}
 	b.Run("tcp", func(b *testing.B) {
 		sh, c, peer := engineTCPPair(b)
 		go func() { _, _ = io.Copy(io.Discard, peer) }()
@@ -449,4 +442,21 @@ func BenchmarkEngineSend(b *testing.B) {
 			sh.sendFrame(c)
 		}
 	})
+}
+
+func benchEngineSendUDP(b *testing.B, pair func(testing.TB) (*shard, *call, *net.UDPConn)) {
+	sh, c, peer := pair(b)
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			if _, err := peer.Read(buf); err != nil {
+				return
+			}
+		}
+	}()
+	b.ReportAllocs()
+	for b.Loop() {
+		sh.sendFrame(c)
+	}
+	sh.flushSends()
 }

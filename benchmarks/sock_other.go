@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"sync/atomic"
 	"time"
 )
 
@@ -55,3 +56,13 @@ func (s *tcpSock) fill() (int, int64, error) { return 0, 0, errEngineUnsupported
 func (s *tcpSock) next() ([]byte, error)     { return nil, errEngineUnsupported }
 func (s *tcpSock) close() error              { return nil }
 func (s *tcpSock) fdNum() int                { return -1 }
+
+type batcher struct{}
+
+func newBatcher(sent *atomic.Uint64) (*batcher, error) { return nil, errEngineUnsupported }
+func (b *batcher) close()                              {}
+func (b *batcher) sendBuf() []byte                     { return nil }
+func (b *batcher) queueSend(fd int, pkt []byte)        {}
+func (b *batcher) flushSends()                         {}
+func (b *batcher) queueRecv(fd int, c *call) bool      { return false }
+func (b *batcher) receive(sink *shard, now time.Time)  {}
