@@ -47,47 +47,18 @@ func TestBrowserICETCP(t *testing.T) {
 	rule := []string{"OUTPUT", "-p", "udp", "--dport", udpPort, "-j", "DROP"}
 
 	call := func(t *testing.T) map[string]bool {
-		// Watch the call's WebRTC leg while the page holds it.
-		seen := map[string]bool{}
-		var mu sync.Mutex
-		stop := make(chan struct{})
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			for {
-				for _, c := range r.callList() {
-					if l := liveWebLeg(c); l != nil {
-						if tr := l.Transport(); tr != "" {
-							mu.Lock()
-							seen[tr] = true
-							mu.Unlock()
-						}
-					}
-				}
-				select {
-				case <-stop:
-					return
-				case <-time.After(50 * time.Millisecond):
-				}
-			}
-		}()
+		seen := watchWebTransports(r)
 		res, err := browser.Call(ctx, browsertest.Options{
 			PageURL: "http://" + r.HTTPAddr().String() + "/", Target: "sip:echo@127.0.0.1", Hold: 4 * time.Second, Freqs: append(tones, quiet),
 		})
-		close(stop)
-		<-done
+		transports := seen()
 		if err != nil {
 			t.Fatalf("call: %v (log: %v)", err, res.Log)
 		}
-		t.Logf("tone levels (dB over noise floor): %v; transports %v", res.ToneDB, seen)
-		floor := res.ToneDB[quiet]
-		for _, f := range tones {
-			if db := res.ToneDB[f]; db < 20 || db < floor+15 {
-				t.Errorf("%v Hz came back at %.1f dB (quiet %v Hz at %.1f dB): not detected", f, db, quiet, floor)
-			}
-		}
+		t.Logf("transports %v", transports)
+		tonesCameBack(t, res, tones, quiet)
 		waitFor(t, "call cleanup", 5*time.Second, func() bool { return r.ActiveCalls() == 0 && r.PortsInUse() == 0 })
-		return seen
+		return transports
 	}
 
 	t.Run("udp blocked", func(t *testing.T) {
@@ -115,6 +86,52 @@ func iptables(t *testing.T, args ...string) {
 	t.Helper()
 	if out, err := exec.Command("iptables", args...).CombinedOutput(); err != nil {
 		t.Fatalf("iptables %s: %v: %s", strings.Join(args, " "), err, out)
+	}
+}
+
+// watchWebTransports notes the transport of every call's WebRTC leg while
+// a browser holds its call; the returned function stops watching and says
+// what was seen.
+func watchWebTransports(r *Relay) func() map[string]bool {
+	seen := map[string]bool{}
+	var mu sync.Mutex
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			for _, c := range r.callList() {
+				if l := liveWebLeg(c); l != nil {
+					if tr := l.Transport(); tr != "" {
+						mu.Lock()
+						seen[tr] = true
+						mu.Unlock()
+					}
+				}
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}()
+	return func() map[string]bool {
+		close(stop)
+		<-done
+		return seen
+	}
+}
+
+// tonesCameBack checks that the browser heard each of its tones back, well
+// above the level of a frequency nobody sent.
+func tonesCameBack(t *testing.T, res browsertest.Result, tones []float64, quiet float64) {
+	t.Helper()
+	t.Logf("tone levels (dB over noise floor): %v", res.ToneDB)
+	floor := res.ToneDB[quiet]
+	for _, f := range tones {
+		if db := res.ToneDB[f]; db < 20 || db < floor+15 {
+			t.Errorf("%v Hz came back at %.1f dB (quiet %v Hz at %.1f dB): not detected", f, db, quiet, floor)
+		}
 	}
 }
 

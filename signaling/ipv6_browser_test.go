@@ -6,7 +6,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -69,43 +68,15 @@ func TestBrowserIPv6(t *testing.T) {
 		withTrunk(u, ModeAuto, "PCMU")(c)
 	})
 
-	seen := map[string]bool{}
-	var mu sync.Mutex
-	stop, done := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			for _, c := range r.callList() {
-				if l := liveWebLeg(c); l != nil {
-					if tr := l.Transport(); tr != "" {
-						mu.Lock()
-						seen[tr] = true
-						mu.Unlock()
-					}
-				}
-			}
-			select {
-			case <-stop:
-				return
-			case <-time.After(50 * time.Millisecond):
-			}
-		}
-	}()
+	watch := watchWebTransports(r)
 	res, err := browser.Call(ctx, browsertest.Options{
 		PageURL: "http://" + r.HTTPAddr().String() + "/", Target: "sip:1000@example.com", Hold: 4 * time.Second, Freqs: append(tones, quiet),
 	})
-	close(stop)
-	<-done
+	seen := watch()
 	if err != nil {
 		t.Fatalf("call: %v (log: %v)", err, res.Log)
 	}
-	t.Logf("tone levels (dB over noise floor): %v; transports %v", res.ToneDB, seen)
-	floor := res.ToneDB[quiet]
-	for _, f := range tones {
-		if db := res.ToneDB[f]; db < 20 || db < floor+15 {
-			t.Errorf("%v Hz came back at %.1f dB (quiet %v Hz at %.1f dB): not detected", f, db, quiet, floor)
-		}
-	}
+	tonesCameBack(t, res, tones, quiet)
 	if !seen["udp6"] || seen["udp4"] {
 		t.Errorf("the call's WebRTC leg used %v, want udp6 only", keys(seen))
 	}
