@@ -283,17 +283,21 @@ func (p *tcpPair) handle(pkt []byte, now time.Time) {
 // the first call tears it down, later ones return at once.
 func (p *tcpPair) close() {
 	if p.closing.CompareAndSwap(false, true) {
+		p.giveBackSlot()
 		p.release()
 		p.ended()
 	}
 }
 
-// ended runs once the socket is released: the connection is forgotten,
-// its source's slot given back and, if it was its leg's selected pair,
-// the leg fails (a browser that still has a working pair nominates it
-// again before this matters).
+// giveBackSlot returns the source's connection slot (connlimit) before the
+// socket closes: a peer that sees the close and connects again must find
+// the slot free.
+func (p *tcpPair) giveBackSlot() { _ = p.conn.Close() }
+
+// ended runs once the socket is released: the connection is forgotten
+// and, if it was its leg's selected pair, the leg fails (a browser that
+// still has a working pair nominates it again before this matters).
 func (p *tcpPair) ended() {
-	_ = p.conn.Close()
 	p.t.forget(p)
 	if l := p.leg.Load(); l != nil {
 		if d := l.dst.Load(); d != nil && d.tcp == p {

@@ -92,6 +92,7 @@ func (p *tcpPair) closeOnLoop(lp *loop) {
 	if !p.closing.CompareAndSwap(false, true) {
 		return
 	}
+	p.giveBackSlot()
 	lp.removeHeld(p.slot, p.fd)
 	p.closeFD()
 	p.ended()
