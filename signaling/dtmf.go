@@ -142,10 +142,10 @@ func (c *Call) sipReader() media.RTPReader {
 func (c *Call) sipWriter() media.RTPWriter { return c.sipWriterFor(c.currentPlan()) }
 
 // sipWriterFor is sipWriter for plan, which may not be the call's yet
-// (codecchange.go builds the stages of a new plan before switching).
+// (a codec change builds the stages of a new plan before switching).
 func (c *Call) sipWriterFor(plan mediaPlan) media.RTPWriter {
 	c.r.mu.Lock() // a transfer may change the route and the leg
-	route, leg := c.route, c.rtp
+	route, leg := c.route, c.trunk.rtp
 	c.r.mu.Unlock()
 	if route == nil || !strings.EqualFold(route.DTMF, "info") || plan.SIPDTMF.PT == 0 {
 		return leg

@@ -2,15 +2,12 @@ package signaling
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/mediarelay/mediarelay/media"
@@ -182,21 +179,6 @@ func planInbound(mode string, allowed []string, offer sdp.Audio, browserCodec st
 	return p, nil
 }
 
-// fork is one browser being rung for an inbound call.
-type fork struct {
-	b           *binding
-	leg         *media.WebRTCLeg
-	dcs         *sipgo.DialogClientSession
-	cancel      context.CancelCauseFunc
-	provisional atomic.Bool
-	cancelled   atomic.Bool
-}
-
-type forkResult struct {
-	f   *fork
-	err error
-}
-
 // inbound rings the registered browsers of the user a trunk calls.
 func (r *Relay) inbound(req *sip.Request, tx sip.ServerTransaction) {
 	route := r.trunkFor(req, tx)
@@ -276,21 +258,10 @@ func (r *Relay) inbound(req *sip.Request, tx sip.ServerTransaction) {
 		r.countSetupFailure(400)
 		return
 	}
-	c := &Call{
-		r:             r,
-		id:            newCallID(),
-		inTrunk:       dss,
-		trunkDialogID: dss.ID,
-		trunkCallID:   req.CallID().Value(),
-		from:          formatNumber(route, callerOf(req)),
-		to:            user,
-		route:         route,
-		direction:     "inbound",
-		trunkOffer:    offer,
-		lateOffer:     lateOffer,
-		start:         time.Now(),
-		ended:         make(chan struct{}),
-	}
+	c := r.newCall(route, "inbound")
+	c.trunk.dialog = serverDialog(dss)
+	c.from, c.to = formatNumber(route, callerOf(req)), user
+	c.trunkOffer, c.lateOffer = offer, lateOffer
 	r.admit(c, dss.ID)
 	r.wg.Add(1)
 	defer r.wg.Done()
@@ -308,55 +279,17 @@ func (r *Relay) inbound(req *sip.Request, tx sip.ServerTransaction) {
 	ringCtx, ringCancel := context.WithTimeout(ctx, ringTimeout)
 	defer ringCancel()
 
-	forks := r.ring(ringCtx, c, bindings, func() (*media.WebRTCLeg, string, error) { return r.webrtc.Offer(codecs) },
-		ringParty{name: callerName(req), from: c.from, to: c.to, extra: passHeaders(route, req)})
-	if len(forks) == 0 {
+	var ringingSent atomic.Bool
+	winner, finals, rung := r.ringBrowsers(ringCtx, c, bindings, func() (*media.WebRTCLeg, string, error) { return r.webrtc.Offer(codecs) },
+		ringParty{name: callerName(req), from: c.from, to: c.to, extra: passHeaders(route, req)},
+		func() {
+			if ringingSent.CompareAndSwap(false, true) {
+				_ = dss.Respond(180, "Ringing", nil)
+			}
+		}, dss.Context().Done())
+	if !rung {
 		fail(480, "Temporarily Unavailable", endUnreachable)
 		return
-	}
-	var ringingSent atomic.Bool
-	results := waitForks(ringCtx, forks, func() {
-		if ringingSent.CompareAndSwap(false, true) {
-			_ = dss.Respond(180, "Ringing", nil)
-		}
-	})
-
-	var winner *fork
-	var finals []*sip.Response
-	pending := len(forks)
-	trunkGone := dss.Context().Done()
-	ringDone := ringCtx.Done()
-	for pending > 0 && winner == nil {
-		select {
-		case res := <-results:
-			pending--
-			var dr *sipgo.ErrDialogResponse
-			switch {
-			case res.err == nil:
-				winner = res.f
-			case errors.As(res.err, &dr):
-				finals = append(finals, dr.Res)
-				res.f.leg.Close()
-				if code := dr.Res.StatusCode; code >= 600 {
-					// 6xx ends the search (RFC 3261 16.7).
-					r.cancelForks(forks, nil, `SIP;cause=600;text="Busy Everywhere"`)
-					pending = r.drainForks(results, pending)
-				}
-			default:
-				res.f.leg.Close()
-			}
-		case <-trunkGone:
-			trunkGone, ringDone = nil, nil
-			r.cancelForks(forks, nil, `SIP;cause=487;text="Request Terminated"`)
-		case <-ringDone:
-			trunkGone, ringDone = nil, nil
-			r.cancelForks(forks, nil, `SIP;cause=408;text="Request Timeout"`)
-		}
-	}
-	if winner != nil {
-		// Others: CANCEL, or BYE if they answered too.
-		r.cancelForks(forks, winner, `SIP;cause=200;text="Call completed elsewhere"`)
-		go r.byeLateAnswers(results, pending)
 	}
 	if winner == nil || dss.Context().Err() != nil {
 		if winner != nil {
@@ -381,10 +314,8 @@ func (r *Relay) inbound(req *sip.Request, tx sip.ServerTransaction) {
 	}
 
 	// The browser answered: apply its answer, then answer the trunk.
-	c.outBrowser = winner.dcs
+	c.browser.dialog = clientDialog(winner.dcs)
 	c.setWeb(winner.leg)
-	c.browserDialogID = winner.dcs.ID
-	c.browserCallID = winner.dcs.InviteRequest.CallID().Value()
 	r.indexDialog(c, winner.dcs.ID)
 	if err := winner.dcs.Ack(context.Background()); err != nil {
 		c.log.Warn("ack to browser failed", "err", err)
@@ -395,210 +326,22 @@ func (r *Relay) inbound(req *sip.Request, tx sip.ServerTransaction) {
 		res := sip.NewResponseFromRequest(dss.InviteRequest, 488, "Not Acceptable Here", nil)
 		_ = dss.WriteResponse(res)
 		r.countSetupFailure(488)
-		c.inTrunk = nil // never established towards the trunk
+		c.r.mu.Lock()
+		c.trunk.dss = nil // never established towards the trunk: no BYE
+		c.r.mu.Unlock()
 		c.hangup(endNoCodec, 488, "")
 		return
 	}
 	go c.watch()
 	c.beginCDR()
 	res := sip.NewSDPResponseFromRequest(dss.InviteRequest, []byte(c.answerSDP))
-	c.addSessionTimer(req, res)
+	c.trunk.acceptSessionTimer(req, res)
 	if err := dss.WriteResponse(res); err != nil {
 		c.log.Warn("trunk did not take the answer", "err", err)
 		c.hangup(endError, 0, "")
 		return
 	}
 	c.log.Info("inbound call answered", "from", c.from, "to", c.to, "device", winner.b.key)
-}
-
-// ring sends an INVITE with a fresh WebRTC offer to each binding.
-// ringParty says who calls whom in the INVITEs to browsers.
-type ringParty struct {
-	name, from, to string
-	extra          []sip.Header
-}
-
-func (r *Relay) ring(ctx context.Context, c *Call, bindings []*binding, makeOffer func() (*media.WebRTCLeg, string, error), party ringParty) []*fork {
-	var forks []*fork
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for _, b := range bindings {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			leg, offer, err := makeOffer()
-			if err != nil {
-				c.log.Warn("webrtc offer failed", "err", err)
-				return
-			}
-			req := sip.NewRequest(sip.INVITE, *b.contact.Address.Clone())
-			req.SetBody([]byte(offer))
-			req.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
-			from := &sip.FromHeader{DisplayName: party.name, Address: sip.Uri{User: party.from, Host: r.host}, Params: sip.NewParams()}
-			from.Params.Add("tag", sip.GenerateTagN(16))
-			req.AppendHeader(from)
-			req.AppendHeader(&sip.ToHeader{Address: sip.Uri{User: party.to, Host: r.host}})
-			for _, h := range party.extra {
-				req.AppendHeader(sip.HeaderClone(h))
-			}
-			req.SetTransport(strings.ToUpper(b.transport))
-			req.SetDestination(b.source)
-			f := &fork{b: b, leg: leg}
-			dcs, err := r.browserUA.WriteInvite(ctx, req)
-			if err != nil {
-				c.log.Warn("browser unreachable", "device", b.key, "err", err)
-				leg.Close()
-				return
-			}
-			f.dcs = dcs
-			mu.Lock()
-			forks = append(forks, f)
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
-	return forks
-}
-
-// waitForks waits for each fork's answer on its own goroutine and reports
-// it on the returned channel; onRinging runs on a fork's first ringing
-// response. The end of ctx cancels a fork's wait (and sipgo then sends a
-// CANCEL), except for a fork the relay has already CANCELled itself
-// (cancelForks): that one waits for its 487, and a second CANCEL on the
-// same branch would go unanswered.
-func waitForks(ctx context.Context, forks []*fork, onRinging func()) chan forkResult {
-	results := make(chan forkResult, len(forks))
-	for _, f := range forks {
-		fctx, fcancel := context.WithCancelCause(context.WithoutCancel(ctx))
-		f.cancel = fcancel
-		stop := context.AfterFunc(ctx, func() {
-			if !f.cancelled.Load() {
-				fcancel(context.Cause(ctx))
-			}
-		})
-		go func() {
-			defer stop()
-			defer fcancel(nil)
-			err := f.dcs.WaitAnswer(fctx, sipgo.AnswerOptions{OnResponse: func(res *sip.Response) error {
-				if res.IsProvisional() && res.StatusCode != 100 {
-					f.provisional.Store(true)
-					onRinging()
-				}
-				return nil
-			}})
-			results <- forkResult{f, err}
-		}()
-	}
-	return results
-}
-
-// cancelForks stops every fork but keep: a CANCEL carrying reason where a
-// provisional response allows one, else the wait is abandoned.
-func (r *Relay) cancelForks(forks []*fork, keep *fork, reason string) {
-	for _, f := range forks {
-		if f == keep || !f.cancelled.CompareAndSwap(false, true) {
-			continue
-		}
-		if f.provisional.Load() && f.dcs.InviteResponse != nil {
-			go r.sendCancel(f, reason)
-			continue
-		}
-		f.cancel(sipgo.WaitAnswerForceCancelErr)
-	}
-}
-
-// sendCancel sends a CANCEL with a Reason header (RFC 3326) for a fork's
-// INVITE; the INVITE transaction then ends with 487.
-func (r *Relay) sendCancel(f *fork, reason string) {
-	inv := f.dcs.InviteRequest
-	cancel := sip.NewRequest(sip.CANCEL, inv.Recipient)
-	cancel.AppendHeader(sip.HeaderClone(inv.Via()))
-	cancel.AppendHeader(sip.HeaderClone(inv.From()))
-	cancel.AppendHeader(sip.HeaderClone(inv.To()))
-	cancel.AppendHeader(sip.HeaderClone(inv.CallID()))
-	cancel.AppendHeader(&sip.CSeqHeader{SeqNo: inv.CSeq().SeqNo, MethodName: sip.CANCEL})
-	if reason != "" {
-		cancel.AppendHeader(sip.NewHeader("Reason", reason))
-	}
-	cancel.SetTransport(inv.Transport())
-	cancel.SetDestination(f.b.source)
-	ctx, done := context.WithTimeout(context.Background(), 5*time.Second)
-	defer done()
-	if _, err := r.client.Do(ctx, cancel); err != nil {
-		r.log.Debug("cancel failed", "device", f.b.key, "err", err)
-		f.cancel(sipgo.WaitAnswerForceCancelErr)
-		return
-	}
-	// The device owes a 487; don't wait for it forever.
-	time.AfterFunc(cancelAnswerWait, func() { f.cancel(sipgo.WaitAnswerForceCancelErr) })
-}
-
-// cancelAnswerWait is how long a CANCELled fork waits for its 487.
-const cancelAnswerWait = 5 * time.Second
-
-// drainForks waits for the remaining forks after a 6xx.
-func (r *Relay) drainForks(results chan forkResult, pending int) int {
-	for ; pending > 0; pending-- {
-		res := <-results
-		if res.err == nil {
-			r.hangUpFork(res.f)
-		} else {
-			res.f.leg.Close()
-		}
-	}
-	return 0
-}
-
-// byeLateAnswers ends forks that answered after another won.
-func (r *Relay) byeLateAnswers(results chan forkResult, pending int) {
-	for ; pending > 0; pending-- {
-		res := <-results
-		if res.err == nil {
-			r.hangUpFork(res.f)
-		} else {
-			res.f.leg.Close()
-		}
-	}
-}
-
-func (r *Relay) hangUpFork(f *fork) {
-	_ = f.dcs.Ack(context.Background())
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	_ = f.dcs.Bye(ctx)
-	f.leg.Close()
-}
-
-// pickFinal chooses what the trunk hears when no browser answered: 6xx
-// first, then busy, then the lowest other code.
-func pickFinal(finals []*sip.Response) (int, string, string) {
-	var best *sip.Response
-	for _, res := range finals {
-		switch {
-		case best == nil:
-			best = res
-		case res.StatusCode >= 600 && best.StatusCode < 600:
-			best = res
-		case best.StatusCode >= 600:
-		case res.StatusCode == 486 && best.StatusCode != 486:
-			best = res
-		case best.StatusCode != 486 && res.StatusCode < best.StatusCode:
-			best = res
-		}
-	}
-	if best == nil {
-		return 480, "Temporarily Unavailable", endNoAnswer
-	}
-	code := int(best.StatusCode)
-	switch {
-	case code == 486 || code == 600 || code == 603:
-		return code, best.Reason, endBusy
-	case code == 408 || code == 480 || code == 487:
-		return 480, "Temporarily Unavailable", endNoAnswer
-	case code >= 400 && code < 700 && code != 401 && code != 407:
-		return code, best.Reason, endRejected
-	}
-	return 480, "Temporarily Unavailable", endRejected
 }
 
 // startInboundMedia applies the winning browser's answer and starts
@@ -619,21 +362,18 @@ func (c *Call) startInboundMedia(browserAnswer string, keys *inboundKeys) error 
 		return err
 	}
 	c.active.Store(&activeMedia{plan: plan})
-	codecs := sipCodecList(plan)
-	c.sdpVersion = 1
-	c.sdpSession = uint64(time.Now().UnixNano())
 	ans := sdp.Offer{
-		SessionID: c.sdpSession,
-		Version:   c.sdpVersion,
+		SessionID: uint64(time.Now().UnixNano()),
+		Version:   1,
 		Addr:      c.r.mediaAddrFor(c.trunkOffer.Addr),
-		Port:      int(c.rtp.LocalAddr().Port()),
-		Codecs:    codecs,
+		Port:      int(c.trunk.rtp.LocalAddr().Port()),
+		Codecs:    sipCodecList(plan),
 		Ptime:     c.trunkOffer.Ptime,
 	}
 	keys.answerSecurity(&ans)
 	c.answerSDP = string(ans.Marshal())
-	c.sipCodecs = codecs
-	c.setRemote(c.trunkOffer)
+	c.trunk.sdp = c.answerSDP
+	c.trunk.setRemote(c.trunkOffer)
 	c.mediaUp = true
 	if err := c.startForwarding(plan, sipPtime(c.trunkOffer, c.route)); err != nil {
 		return err
@@ -672,43 +412,6 @@ func callerName(req *sip.Request) string {
 	return ""
 }
 
-// readTrunkBye answers a BYE from the trunk on either kind of call.
-func (c *Call) readTrunkBye(req *sip.Request, tx sip.ServerTransaction) {
-	switch {
-	case c.trunk != nil:
-		_ = c.trunk.ReadBye(req, tx)
-	case c.inTrunk != nil:
-		_ = c.inTrunk.ReadBye(req, tx)
-	default:
-		respond(tx, req, 200, "OK")
-	}
-}
-
-// readBrowserBye answers a BYE from the browser on either kind of call.
-func (c *Call) readBrowserBye(req *sip.Request, tx sip.ServerTransaction) {
-	switch {
-	case c.browser != nil:
-		_ = c.browser.ReadBye(req, tx)
-	case c.outBrowser != nil:
-		_ = c.outBrowser.ReadBye(req, tx)
-	default:
-		respond(tx, req, 200, "OK")
-	}
-}
-
-// byeInbound sends BYE on the dialogs of an inbound call (hangup).
-func (c *Call) byeInbound(cause string, bye func(func(context.Context) error, string)) {
-	c.r.mu.Lock()
-	inTrunk := c.inTrunk // read under the lock a transfer's hand-off takes
-	c.r.mu.Unlock()
-	if cause != endNormalTrunk && inTrunk != nil {
-		bye(inTrunk.Bye, "trunk")
-	}
-	if cause != endNormalBrowser && c.outBrowser != nil {
-		bye(c.outBrowser.Bye, "browser")
-	}
-}
-
 func hasFold(list []string, s string) bool {
 	for _, x := range list {
 		if strings.EqualFold(x, s) {
@@ -735,5 +438,5 @@ func (c *Call) trunkAck(req *sip.Request) {
 		go c.hangup(endNoCodec, 0, "")
 		return
 	}
-	c.setRemote(ans)
+	c.trunk.setRemote(ans)
 }

@@ -100,23 +100,11 @@ func (r *Relay) outbound(req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 
-	c := &Call{
-		r:               r,
-		id:              newCallID(),
-		browser:         dss,
-		browserDialogID: dss.ID,
-		browserCallID:   req.CallID().Value(),
-		from:            req.From().Address.User,
-		to:              user,
-		route:           route,
-		direction:       "outbound",
-		browserOffer:    string(req.Body()),
-		offered:         offered,
-		start:           time.Now(),
-		ended:           make(chan struct{}),
-		user:            caller,
-		wsSource:        req.Source(),
-	}
+	c := r.newCall(route, "outbound")
+	c.browser.dialog = serverDialog(dss)
+	c.from, c.to = req.From().Address.User, user
+	c.browserOffer, c.offered = string(req.Body()), offered
+	c.user, c.wsSource = caller, req.Source()
 	if caller != "" {
 		c.from = caller // the caller is who authenticated, whatever From says
 	}
@@ -139,7 +127,7 @@ func (r *Relay) outbound(req *sip.Request, tx sip.ServerTransaction) {
 		SessionID: uint64(time.Now().UnixNano()),
 		Version:   1,
 		Addr:      r.mediaAddrFor(route.peerAddr()),
-		Port:      int(c.rtp.LocalAddr().Port()),
+		Port:      int(c.trunk.rtp.LocalAddr().Port()),
 		Codecs:    offered,
 		Ptime:     ptime,
 	}
@@ -167,8 +155,8 @@ func (r *Relay) outbound(req *sip.Request, tx sip.ServerTransaction) {
 		fail(503, "Trunk Unreachable", endUnreachable)
 		return
 	}
-	c.trunk = dcs
-	c.trunkCallID = dcs.InviteRequest.CallID().Value()
+	c.trunk.dcs, c.trunk.callID = dcs, dcs.InviteRequest.CallID().Value()
+	c.trunk.sdp = string(body)
 
 	earlySent := false
 	err = dcs.WaitAnswer(ctx, sipgo.AnswerOptions{
@@ -211,10 +199,10 @@ func (r *Relay) outbound(req *sip.Request, tx sip.ServerTransaction) {
 	if perr == nil {
 		perr = c.setupMedia(ans)
 	}
-	c.trunkDialogID = dcs.ID
+	c.trunk.id = dcs.ID
 	r.indexDialog(c, dcs.ID)
 	c.markAnswered()
-	c.trunkAnswerSessionTimer(dcs.InviteResponse) // midcall.go: RFC 4028
+	c.trunk.answeredSessionTimer(dcs.InviteResponse)
 	if perr != nil {
 		c.log.Warn("trunk answer unusable", "err", perr)
 		// The trunk's dialog exists now: hangup sends it a BYE.

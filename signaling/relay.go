@@ -524,11 +524,11 @@ func (r *Relay) onAck(req *sip.Request, tx sip.ServerTransaction) {
 	c, s := r.callAndSide(req)
 	switch {
 	case c == nil:
-	case s == sideBrowser && c.browser != nil:
-		_ = c.browser.ReadAck(req, tx)
-	case s == sideTrunk && c.inTrunk != nil:
-		_ = c.inTrunk.ReadAck(req, tx)
-		c.trunkAck(req) // inbound.go: an answer to the relay's offer
+	case s == sideBrowser && c.browser.dss != nil:
+		_ = c.browser.dss.ReadAck(req, tx)
+	case s == sideTrunk && c.trunk.dss != nil:
+		_ = c.trunk.dss.ReadAck(req, tx)
+		c.trunkAck(req) // an answer to the relay's offer
 	}
 }
 
@@ -543,10 +543,10 @@ func (r *Relay) onBye(req *sip.Request, tx sip.ServerTransaction) {
 	}
 	switch side {
 	case sideBrowser:
-		c.readBrowserBye(req, tx)
+		c.browser.readBye(req, tx)
 		c.hangup(endNormalBrowser, 0, "")
 	case sideTrunk:
-		c.readTrunkBye(req, tx)
+		c.trunk.readBye(req, tx)
 		c.hangup(endNormalTrunk, 0, "")
 	}
 }
@@ -569,22 +569,23 @@ func (r *Relay) callFor(req *sip.Request) *Call {
 func (r *Relay) callAndSide(req *sip.Request) (*Call, side) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	// On calls from browsers the relay is UAS to the browser and UAC to
-	// the trunk; on calls into browsers (inbound.go) the other way round.
+	// The relay is UAS on the dialogs the peer placed, UAC on the others.
 	if id, err := sip.DialogIDFromRequestUAS(req); err == nil {
-		if c := r.byDialog[id]; c != nil && c.browserDialogID == id && c.outBrowser == nil {
-			return c, sideBrowser
-		}
-		if c := r.byDialog[id]; c != nil && c.trunkDialogID == id && c.inTrunk != nil {
-			return c, sideTrunk
+		if c := r.byDialog[id]; c != nil {
+			for _, s := range []side{sideBrowser, sideTrunk} {
+				if l := c.leg(s); l.id == id && l.placedByPeer() {
+					return c, s
+				}
+			}
 		}
 	}
 	if id, err := sip.DialogIDFromRequestUAC(req); err == nil {
-		if c := r.byDialog[id]; c != nil && c.trunkDialogID == id && c.inTrunk == nil {
-			return c, sideTrunk
-		}
-		if c := r.byDialog[id]; c != nil && c.browserDialogID == id && c.outBrowser != nil {
-			return c, sideBrowser
+		if c := r.byDialog[id]; c != nil {
+			for _, s := range []side{sideTrunk, sideBrowser} {
+				if l := c.leg(s); l.id == id && !l.placedByPeer() {
+					return c, s
+				}
+			}
 		}
 	}
 	return nil, sideNone
@@ -609,8 +610,8 @@ func (r *Relay) removeCall(c *Call) {
 	r.mu.Lock()
 	if _, ok := r.calls[c.id]; ok {
 		delete(r.calls, c.id)
-		delete(r.byDialog, c.browserDialogID)
-		delete(r.byDialog, c.trunkDialogID)
+		delete(r.byDialog, c.browser.id)
+		delete(r.byDialog, c.trunk.id)
 		if c.ngs != nil && r.ngCalls[c.ngs.callID] == c.ngs {
 			delete(r.ngCalls, c.ngs.callID)
 		}

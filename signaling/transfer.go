@@ -25,18 +25,13 @@ type dialogRef struct {
 	write  func(*sip.Request) error
 }
 
+// ref is side s's dialog, for requests the relay sends in it.
 func (c *Call) ref(s side) (dialogRef, error) {
-	switch {
-	case s == sideTrunk && c.trunk != nil:
-		return clientRef(c.trunk), nil
-	case s == sideTrunk && c.inTrunk != nil:
-		return serverRef(c.inTrunk), nil
-	case s == sideBrowser && c.browser != nil:
-		return serverRef(c.browser), nil
-	case s == sideBrowser && c.outBrowser != nil:
-		return clientRef(c.outBrowser), nil
+	d, err := c.leg(s).ref()
+	if err != nil {
+		return d, fmt.Errorf("%s: %w", sideName(s), err)
 	}
-	return dialogRef{}, fmt.Errorf("no %s dialog", sideName(s))
+	return d, nil
 }
 
 // clientRef is a dialog the relay placed: requests go to the answer's
@@ -70,6 +65,10 @@ func (d dialogRef) request(ctx context.Context, method sip.RequestMethod, body [
 		req.AppendHeader(h)
 	}
 	res, err := d.do(ctx, req)
+	if err == nil && res == nil {
+		// sipgo ends a transaction whose transport went away with neither.
+		err = errNoResponse
+	}
 	if err != nil || method != sip.INVITE || !res.IsSuccess() {
 		return res, err
 	}
@@ -80,6 +79,8 @@ func (d dialogRef) request(ctx context.Context, method sip.RequestMethod, body [
 	}
 	return res, nil
 }
+
+var errNoResponse = errors.New("transaction ended without a final response")
 
 // referTarget reads a REFER's Refer-To, answering the REFER when it is
 // missing or unusable.
@@ -221,7 +222,7 @@ func (c *Call) transferTrunk(old dialogRef, user string, extra ...sip.Header) {
 // place of the call's trunk leg, and returns the old one for the caller to
 // hang up. Both directions of the media move to the new leg without a new
 // stream towards the browser. It reports false when the call has ended.
-func (c *Call) swapSIPLeg(leg *trunkLeg) (*trunkLeg, bool) {
+func (c *Call) swapSIPLeg(leg *SIPLeg) (*SIPLeg, bool) {
 	r := c.r
 	c.mid.mu.Lock()
 	defer c.mid.mu.Unlock()
@@ -236,19 +237,15 @@ func (c *Call) swapSIPLeg(leg *trunkLeg) (*trunkLeg, bool) {
 		return nil, false
 	default:
 	}
-	old := &trunkLeg{route: c.route, dialogID: c.trunkDialogID, callID: c.trunkCallID, dcs: c.trunk, dss: c.inTrunk, rtp: c.rtp}
-	delete(r.byDialog, c.trunkDialogID)
-	c.trunk, c.inTrunk = leg.dcs, nil
-	c.trunkDialogID, c.trunkCallID = leg.dialogID, leg.callID
-	c.trunkSDP = leg.sdp
+	old := c.trunk
+	delete(r.byDialog, old.id)
+	c.trunk = leg
 	c.route = leg.route
-	c.rtp = leg.rtp
-	r.byDialog[leg.dialogID] = c
+	r.byDialog[leg.id] = c
 	r.mu.Unlock()
 	c.sec.policy, c.sec.suite = leg.srtp.policy, leg.srtp.suite
 	c.sec.keyed.Store(leg.srtp.keyed)
-	c.mid.sipVer, c.mid.trunkDir = leg.ver, ""
-	c.mid.setDir(sideTrunk, "sendrecv")
+	c.setDir(sideTrunk, "sendrecv")
 
 	// The browser-bound loop reads the old leg: stop it there and run it on
 	// the new one with the stage it had, then switch both directions to
@@ -282,8 +279,9 @@ func (c *Call) swapSIPLeg(leg *trunkLeg) (*trunkLeg, bool) {
 	if err != nil {
 		c.active.Store(m)
 	}
-	c.stopSessionTimer()
-	c.trunkAnswerSessionTimer(leg.dcs.InviteResponse)
+	old.stopSessionTimer()
+	leg.adoptSessionTimer(c.log, c.sessionExpired)
+	leg.armSessionTimer()
 	return old, true
 }
 
