@@ -318,6 +318,27 @@ func (c *Call) watch() {
 	}
 }
 
+// onAck takes the ACK of a 2xx the relay sent on side s; on a call into
+// browsers whose INVITE had no offer, the trunk's ACK carries the answer.
+func (c *Call) onAck(s side, req *sip.Request, tx sip.ServerTransaction) {
+	if d := c.leg(s).dss; d != nil {
+		_ = d.ReadAck(req, tx)
+		if s == sideTrunk {
+			c.trunkAck(req)
+		}
+	}
+}
+
+// onBye ends the call when either side hangs up.
+func (c *Call) onBye(s side, req *sip.Request, tx sip.ServerTransaction) {
+	c.leg(s).readBye(req, tx)
+	if s == sideBrowser {
+		c.hangup(endNormalBrowser, 0, "")
+	} else {
+		c.hangup(endNormalTrunk, 0, "")
+	}
+}
+
 // hangup ends the call once: BYE to each established leg that did not hang
 // up itself, legs closed, the CDR written.
 func (c *Call) hangup(cause string, code int, reason string) {

@@ -193,16 +193,7 @@ func (c *Call) sendInfo(digit byte, dur time.Duration) {
 }
 
 // onInfo takes DTMF from the trunk as INFO and plays it to the browser.
-func (r *Relay) onInfo(req *sip.Request, tx sip.ServerTransaction) {
-	r.countRequest(req)
-	if r.joinRequest(req, tx) { // join.go
-		return
-	}
-	c, s := r.callAndSide(req)
-	if c == nil {
-		respond(tx, req, 481, "Call/Transaction Does Not Exist")
-		return
-	}
+func (c *Call) onInfo(s side, req *sip.Request, tx sip.ServerTransaction) {
 	ct := ""
 	if h := req.ContentType(); h != nil {
 		ct = strings.ToLower(strings.TrimSpace(h.Value()))

@@ -237,56 +237,6 @@ func (j *join) finish(legs [2]*SIPLeg, codecs [2]string) {
 
 // In-dialog requests ----------------------------------------------------
 
-// joinByDialog finds the join an in-dialog request belongs to and the index of
-// the leg that sent it.
-func (r *Relay) joinByDialog(req *sip.Request) (*join, int) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if len(r.joins) == 0 {
-		return nil, -1
-	}
-	uas, _ := sip.DialogIDFromRequestUAS(req) // the trunk placed the leg
-	uac, _ := sip.DialogIDFromRequestUAC(req) // the relay placed it
-	for _, id := range []string{uas, uac} {
-		j := r.joins[id]
-		if j == nil {
-			continue
-		}
-		for i, l := range j.legs {
-			if l.id == id && l.placedByPeer() == (id == uas) {
-				return j, i
-			}
-		}
-	}
-	return nil, -1
-}
-
-// joinRequest serves an in-dialog request that belongs to a join and
-// reports whether it did.
-func (r *Relay) joinRequest(req *sip.Request, tx sip.ServerTransaction) bool {
-	j, i := r.joinByDialog(req)
-	if j == nil {
-		return false
-	}
-	switch req.Method {
-	case sip.BYE:
-		j.onBye(i, req, tx)
-	case sip.INVITE, sip.UPDATE:
-		j.onOffer(i, req, tx)
-	case sip.ACK:
-		// Acknowledges a 2xx of ours; a join takes no answers in ACKs.
-	case sip.INFO:
-		j.onInfo(i, req, tx)
-	case sip.NOTIFY:
-		respond(tx, req, 200, "OK")
-	case sip.REFER:
-		j.onRefer(i, req, tx)
-	default:
-		respond(tx, req, 405, "Method Not Allowed", sip.NewHeader("Allow", "INVITE, ACK, BYE, UPDATE, INFO, REFER, NOTIFY, OPTIONS"))
-	}
-	return true
-}
-
 func (j *join) onBye(i int, req *sip.Request, tx sip.ServerTransaction) {
 	j.mu.Lock()
 	l := j.legs[i]

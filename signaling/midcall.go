@@ -300,35 +300,3 @@ func (c *Call) inDialog(ctx context.Context, s side, method sip.RequestMethod, b
 	}
 	return d.request(ctx, method, body, hdrs...)
 }
-
-func (r *Relay) registerMidCall() {
-	r.server.OnUpdate(r.onUpdate)
-	r.server.OnRefer(r.onRefer)
-	r.server.OnNotify(r.onNotify)
-	r.server.OnInfo(r.onInfo)
-}
-
-// onReInvite handles an in-dialog INVITE from either side of a call.
-func (r *Relay) onReInvite(req *sip.Request, tx sip.ServerTransaction) {
-	c, s := r.callAndSide(req)
-	if c == nil {
-		respond(tx, req, 481, "Call/Transaction Does Not Exist")
-		return
-	}
-	c.onOffer(s, req, tx)
-}
-
-// onUpdate handles UPDATE (RFC 3311): an offer without a new transaction
-// of INVITE, or (without a body) a session refresh.
-func (r *Relay) onUpdate(req *sip.Request, tx sip.ServerTransaction) {
-	r.countRequest(req)
-	if r.joinRequest(req, tx) {
-		return
-	}
-	c, s := r.callAndSide(req)
-	if c == nil {
-		respond(tx, req, 481, "Call/Transaction Does Not Exist")
-		return
-	}
-	c.onOffer(s, req, tx)
-}

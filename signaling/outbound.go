@@ -24,41 +24,6 @@ var (
 	errBrowserCancel = errors.New("browser cancelled")
 )
 
-func (r *Relay) onInvite(req *sip.Request, tx sip.ServerTransaction) {
-	r.countRequest(req)
-	if to := req.To(); to != nil {
-		if _, ok := to.Params.Get("tag"); ok {
-			if !r.joinRequest(req, tx) { // join.go
-				r.onReInvite(req, tx)
-			}
-			return
-		}
-	}
-	if r.throttled(req, tx) { // ratelimit.go
-		return
-	}
-	if r.draining.Load() { // drain.go: calls in progress go on, new ones go elsewhere
-		respond(tx, req, 503, "Service Unavailable", sip.NewHeader("Retry-After", "30"),
-			sip.NewHeader("Warning", `399 mediarelay "draining"`))
-		r.countSetupFailure(503)
-		return
-	}
-	switch strings.ToLower(req.Transport()) {
-	case "ws", "wss":
-		r.outbound(req, tx)
-	default:
-		r.inbound(req, tx) // inbound.go: a trunk calls a registered browser
-	}
-}
-
-func respond(tx sip.ServerTransaction, req *sip.Request, code int, reason string, hdrs ...sip.Header) {
-	res := sip.NewResponseFromRequest(req, code, reason, nil)
-	for _, h := range hdrs {
-		res.AppendHeader(h)
-	}
-	_ = tx.Respond(res)
-}
-
 // outbound relays a browser's INVITE to a trunk. It returns when the
 // browser's INVITE transaction is over (answered, rejected or cancelled);
 // an answered call lives on in its Call.

@@ -319,19 +319,7 @@ func (r *Relay) open(ctx context.Context) error {
 		ContactHDR: sip.ContactHeader{Address: sip.Uri{User: "mediarelay", Host: r.host, Port: sipPort}},
 	}
 	r.trunkTLSUA = r.newTrunkTLSUA()
-	r.server.OnInvite(r.onInvite)
-	r.server.OnAck(r.onAck)
-	r.server.OnBye(r.onBye)
-	r.server.OnOptions(r.onOptions)
-	r.server.OnRegister(r.onRegister)
-	r.registerMidCall()
-	r.server.OnCancel(func(req *sip.Request, tx sip.ServerTransaction) {
-		// CANCELs that match an INVITE are handled by the transaction layer.
-		_ = tx.Respond(sip.NewResponseFromRequest(req, 481, "Call/Transaction Does Not Exist", nil))
-	})
-	r.server.OnNoRoute(func(req *sip.Request, tx sip.ServerTransaction) {
-		_ = tx.Respond(sip.NewResponseFromRequest(req, 405, "Method Not Allowed", nil))
-	})
+	r.routeRequests()
 	if r.cfg.SIP.Echo {
 		if r.echo, err = StartEcho(ctx, r.cfg.Media.BindIP, r.udpAddr, r.log); err != nil {
 			return fmt.Errorf("echo endpoint: %w", err)
@@ -506,90 +494,6 @@ func (r *Relay) PortsInUse() int { return r.ports.InUse() }
 
 // CDR is the relay's record store (nil when disabled).
 func (r *Relay) CDR() *cdr.Store { return r.cdr }
-
-func (r *Relay) onOptions(req *sip.Request, tx sip.ServerTransaction) {
-	if to := req.To(); (to == nil || !to.Params.Has("tag")) && r.throttled(req, tx) {
-		return
-	}
-	res := sip.NewResponseFromRequest(req, 200, "OK", nil)
-	res.AppendHeader(sip.NewHeader("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS"))
-	res.AppendHeader(sip.NewHeader("Accept", "application/sdp"))
-	_ = tx.Respond(res)
-}
-
-func (r *Relay) onAck(req *sip.Request, tx sip.ServerTransaction) {
-	if r.joinRequest(req, tx) {
-		return
-	}
-	c, s := r.callAndSide(req)
-	switch {
-	case c == nil:
-	case s == sideBrowser && c.browser.dss != nil:
-		_ = c.browser.dss.ReadAck(req, tx)
-	case s == sideTrunk && c.trunk.dss != nil:
-		_ = c.trunk.dss.ReadAck(req, tx)
-		c.trunkAck(req) // an answer to the relay's offer
-	}
-}
-
-func (r *Relay) onBye(req *sip.Request, tx sip.ServerTransaction) {
-	if r.joinRequest(req, tx) { // join.go
-		return
-	}
-	c, side := r.callAndSide(req)
-	if c == nil {
-		_ = tx.Respond(sip.NewResponseFromRequest(req, 481, "Call/Transaction Does Not Exist", nil))
-		return
-	}
-	switch side {
-	case sideBrowser:
-		c.browser.readBye(req, tx)
-		c.hangup(endNormalBrowser, 0, "")
-	case sideTrunk:
-		c.trunk.readBye(req, tx)
-		c.hangup(endNormalTrunk, 0, "")
-	}
-}
-
-type side int
-
-const (
-	sideNone side = iota
-	sideBrowser
-	sideTrunk
-)
-
-func (r *Relay) callFor(req *sip.Request) *Call {
-	c, _ := r.callAndSide(req)
-	return c
-}
-
-// callAndSide finds the call an in-dialog request belongs to and which of
-// its legs sent it.
-func (r *Relay) callAndSide(req *sip.Request) (*Call, side) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	// The relay is UAS on the dialogs the peer placed, UAC on the others.
-	if id, err := sip.DialogIDFromRequestUAS(req); err == nil {
-		if c := r.byDialog[id]; c != nil {
-			for _, s := range []side{sideBrowser, sideTrunk} {
-				if l := c.leg(s); l.id == id && l.placedByPeer() {
-					return c, s
-				}
-			}
-		}
-	}
-	if id, err := sip.DialogIDFromRequestUAC(req); err == nil {
-		if c := r.byDialog[id]; c != nil {
-			for _, s := range []side{sideTrunk, sideBrowser} {
-				if l := c.leg(s); l.id == id && !l.placedByPeer() {
-					return c, s
-				}
-			}
-		}
-	}
-	return nil, sideNone
-}
 
 func (r *Relay) addCall(c *Call) {
 	r.mu.Lock()

@@ -99,13 +99,11 @@ func referTarget(req *sip.Request, tx sip.ServerTransaction) (sip.Uri, bool) {
 	return target, true
 }
 
-func (r *Relay) onRefer(req *sip.Request, tx sip.ServerTransaction) {
-	r.countRequest(req)
-	if r.joinRequest(req, tx) {
-		return
-	}
-	c, s := r.callAndSide(req)
-	if c == nil || c.answered.IsZero() {
+// onRefer takes a REFER from side s: the relay performs the transfer
+// itself (blind, attended, to a trunk or to a registered user).
+func (c *Call) onRefer(s side, req *sip.Request, tx sip.ServerTransaction) {
+	r := c.r
+	if c.answered.IsZero() {
 		respond(tx, req, 481, "Call/Transaction Does Not Exist")
 		return
 	}
@@ -283,20 +281,6 @@ func (c *Call) swapSIPLeg(leg *SIPLeg) (*SIPLeg, bool) {
 	leg.adoptSessionTimer(c.log, c.sessionExpired)
 	leg.armSessionTimer()
 	return old, true
-}
-
-// onNotify accepts in-dialog NOTIFYs (a peer reporting on a transfer it
-// performs); the relay has nothing to do with them.
-func (r *Relay) onNotify(req *sip.Request, tx sip.ServerTransaction) {
-	r.countRequest(req)
-	if r.joinRequest(req, tx) {
-		return
-	}
-	if c := r.callFor(req); c == nil {
-		respond(tx, req, 481, "Subscription Does Not Exist")
-		return
-	}
-	respond(tx, req, 200, "OK")
 }
 
 // untilEnded is a context for ringing a transfer target: done after d, or
