@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/mediarelay/mediarelay/media"
@@ -179,89 +180,32 @@ func planInbound(mode string, allowed []string, offer sdp.Audio, browserCodec st
 	return p, nil
 }
 
-// inbound rings the registered browsers of the user a trunk calls.
+// inbound rings the registered browsers of the user a trunk calls: the
+// INVITE is checked (inboundInvite), the call admitted with its RTP port,
+// the browsers rung (ringUser), and the first to answer connected
+// (answerInbound).
 func (r *Relay) inbound(req *sip.Request, tx sip.ServerTransaction) {
 	route := r.trunkFor(req, tx)
 	if route == nil {
 		return
 	}
-	if r.replaceTrunkLeg(req, tx, route) { // transfer_join.go
+	if r.replaceTrunkLeg(req, tx, route) {
 		return
 	}
-	in := r.inb
-	user, ok := r.browserUser(req.Recipient.User)
+	inv, ok := r.checkInbound(req, tx, route)
 	if !ok {
-		in.rejected.WithLabelValues("not_found").Inc()
-		respond(tx, req, 404, "Not Found")
-		r.countSetupFailure(404)
-		return
-	}
-	bindings := r.registrar.lookup(user)
-	if len(bindings) == 0 {
-		in.rejected.WithLabelValues("offline").Inc()
-		respond(tx, req, 480, "Temporarily Unavailable")
-		r.countSetupFailure(480)
-		return
-	}
-	var offer sdp.Audio
-	var err error
-	lateOffer := len(req.Body()) == 0
-	switch {
-	case lateOffer:
-		// No offer (RFC 3261 13.2.1): the relay offers in its 200 what the
-		// trunk is configured for, and the ACK brings the answer.
-		for _, name := range route.Codecs {
-			if c, ok := sipCodecs[strings.ToLower(name)]; ok {
-				offer.Codecs = append(offer.Codecs, c)
-			}
-		}
-		offer.Codecs = append(offer.Codecs, dtmf8k)
-	case req.ContentType() == nil || !strings.EqualFold(strings.TrimSpace(req.ContentType().Value()), "application/sdp"):
-		respond(tx, req, 415, "Unsupported Media Type", sip.NewHeader("Accept", "application/sdp"))
-		r.countSetupFailure(415)
-		return
-	default:
-		_, offer, err = sdp.Parse(req.Body())
-	}
-	if err != nil {
-		respond(tx, req, 400, "Bad Request", sip.NewHeader("Warning", `399 mediarelay "malformed SDP"`))
-		r.countSetupFailure(400)
-		return
-	}
-	if !lateOffer && usableConnection(offer) != nil {
-		respond(tx, req, 488, "Not Acceptable Here", sip.NewHeader("Warning", `399 mediarelay "SDP without a connection address"`))
-		r.countSetupFailure(488)
-		return
-	}
-	// SDES per the trunk's SRTP policy (sdes_inbound.go); DTLS-SRTP offers
-	// from trunks get 488.
-	keys, refuse := inboundSecurity(route, offer, lateOffer)
-	if refuse != "" {
-		respond(tx, req, 488, "Not Acceptable Here", sip.NewHeader("Warning", `399 mediarelay "`+refuse+`"`))
-		r.countSetupFailure(488)
-		return
-	}
-	if tooBrief(req, tx) {
-		r.countSetupFailure(422)
-		return
-	}
-	codecs := browserCodecsFor(route.MediaMode, route.Codecs, offer)
-	if len(codecs) == 0 {
-		respond(tx, req, 488, "Not Acceptable Here")
-		r.countSetupFailure(488)
 		return
 	}
 	_ = tx.Respond(sip.NewResponseFromRequest(req, 100, "Trying", nil))
 	dss, err := r.dialogUAFor(route).ReadInvite(req, tx)
 	if err != nil {
-		respond(tx, req, 400, "Bad Request")
-		r.countSetupFailure(400)
+		r.refuse(req, tx, 400, "Bad Request", "")
 		return
 	}
 	c := r.newCall(route, "inbound")
 	c.trunk.dialog = serverDialog(dss)
-	c.from, c.to = formatNumber(route, callerOf(req)), user
-	c.trunkOffer, c.lateOffer = offer, lateOffer
+	c.from, c.to = formatNumber(route, callerOf(req)), inv.user
+	c.trunkOffer, c.lateOffer = inv.offer, inv.lateOffer
 	r.admit(c, dss.ID)
 	r.wg.Add(1)
 	defer r.wg.Done()
@@ -269,19 +213,118 @@ func (r *Relay) inbound(req *sip.Request, tx sip.ServerTransaction) {
 	fail := func(code int, reason, cause string, hdrs ...sip.Header) {
 		c.rejectInvite(dss, code, reason, cause, hdrs...)
 	}
-	if !c.openRTPLeg(fail) || !c.startInboundSRTP(keys, fail) {
+	if !c.openRTPLeg(fail) || !c.startInboundSRTP(inv.keys, fail) {
 		return
 	}
-
 	ctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)
 	c.abort = cancel
+	winner := c.ringUser(ctx, req, dss, inv, fail)
+	if winner == nil {
+		return
+	}
+	c.answerInbound(req, dss, winner, inv.keys)
+}
+
+// inboundInvite is a trunk's INVITE that passed checkInbound: whom it
+// calls and what it offers.
+type inboundInvite struct {
+	user      string
+	bindings  []*binding
+	offer     sdp.Audio // the trunk's, or what the relay will offer for a late offer
+	lateOffer bool
+	keys      *inboundKeys
+	codecs    []string // what the browsers are offered
+}
+
+// checkInbound refuses a trunk's INVITE the relay cannot ring anyone for:
+// no such user, nobody registered, an unusable offer or session interval.
+func (r *Relay) checkInbound(req *sip.Request, tx sip.ServerTransaction, route *Trunk) (inboundInvite, bool) {
+	var inv inboundInvite
+	user, ok := r.browserUser(req.Recipient.User)
+	if !ok {
+		r.inb.rejected.WithLabelValues("not_found").Inc()
+		r.refuse(req, tx, 404, "Not Found", "")
+		return inv, false
+	}
+	inv.user = user
+	if inv.bindings = r.registrar.lookup(user); len(inv.bindings) == 0 {
+		r.inb.rejected.WithLabelValues("offline").Inc()
+		r.refuse(req, tx, 480, "Temporarily Unavailable", "")
+		return inv, false
+	}
+	if inv.offer, inv.lateOffer, ok = r.inboundOffer(req, tx, route); !ok {
+		return inv, false
+	}
+	// SDES per the trunk's SRTP policy; DTLS-SRTP offers from trunks get 488.
+	keys, refusal := inboundSecurity(route, inv.offer, inv.lateOffer)
+	if refusal != "" {
+		r.refuse(req, tx, 488, "Not Acceptable Here", refusal)
+		return inv, false
+	}
+	inv.keys = keys
+	if tooBrief(req, tx) {
+		r.countSetupFailure(422)
+		return inv, false
+	}
+	if inv.codecs = browserCodecsFor(route.MediaMode, route.Codecs, inv.offer); len(inv.codecs) == 0 {
+		r.refuse(req, tx, 488, "Not Acceptable Here", "")
+		return inv, false
+	}
+	return inv, true
+}
+
+// inboundOffer reads a trunk INVITE's SDP offer. Without one (RFC 3261
+// 13.2.1) the relay offers in its 200 what the trunk is configured for,
+// and the ACK brings the answer.
+func (r *Relay) inboundOffer(req *sip.Request, tx sip.ServerTransaction, route *Trunk) (offer sdp.Audio, late, ok bool) {
+	if len(req.Body()) == 0 {
+		for _, name := range route.Codecs {
+			if c, ok := sipCodecs[strings.ToLower(name)]; ok {
+				offer.Codecs = append(offer.Codecs, c)
+			}
+		}
+		offer.Codecs = append(offer.Codecs, dtmf8k)
+		return offer, true, true
+	}
+	if ct := req.ContentType(); ct == nil || !strings.EqualFold(strings.TrimSpace(ct.Value()), "application/sdp") {
+		respond(tx, req, 415, "Unsupported Media Type", sip.NewHeader("Accept", "application/sdp"))
+		r.countSetupFailure(415)
+		return offer, false, false
+	}
+	_, offer, err := sdp.Parse(req.Body())
+	if err != nil {
+		r.refuse(req, tx, 400, "Bad Request", "malformed SDP")
+		return offer, false, false
+	}
+	if usableConnection(offer) != nil {
+		r.refuse(req, tx, 488, "Not Acceptable Here", "SDP without a connection address")
+		return offer, false, false
+	}
+	return offer, false, true
+}
+
+// refuse answers a new call's INVITE with a failure (and a Warning when
+// warning is not empty), counting it.
+func (r *Relay) refuse(req *sip.Request, tx sip.ServerTransaction, code int, reason, warning string) {
+	var hdrs []sip.Header
+	if warning != "" {
+		hdrs = append(hdrs, sip.NewHeader("Warning", `399 mediarelay "`+warning+`"`))
+	}
+	respond(tx, req, code, reason, hdrs...)
+	r.countSetupFailure(code)
+}
+
+// ringUser rings the called user's browsers with an offer each until one
+// answers. Without one, or when the trunk gave up, the call ends (fail)
+// and ringUser returns nil.
+func (c *Call) ringUser(ctx context.Context, req *sip.Request, dss *sipgo.DialogServerSession, inv inboundInvite, fail func(int, string, string, ...sip.Header)) *fork {
+	r := c.r
 	ringCtx, ringCancel := context.WithTimeout(ctx, ringTimeout)
 	defer ringCancel()
-
 	var ringingSent atomic.Bool
-	winner, finals, rung := r.ringBrowsers(ringCtx, c, bindings, func() (*media.WebRTCLeg, string, error) { return r.webrtc.Offer(codecs) },
-		ringParty{name: callerName(req), from: c.from, to: c.to, extra: passHeaders(route, req)},
+	winner, finals, rung := r.ringBrowsers(ringCtx, c, inv.bindings, func() (*media.WebRTCLeg, string, error) { return r.webrtc.Offer(inv.codecs) },
+		ringParty{name: callerName(req), from: c.from, to: c.to, extra: passHeaders(c.route, req)},
 		func() {
 			if ringingSent.CompareAndSwap(false, true) {
 				_ = dss.Respond(180, "Ringing", nil)
@@ -289,31 +332,32 @@ func (r *Relay) inbound(req *sip.Request, tx sip.ServerTransaction) {
 		}, dss.Context().Done())
 	if !rung {
 		fail(480, "Temporarily Unavailable", endUnreachable)
-		return
+		return nil
 	}
-	if winner == nil || dss.Context().Err() != nil {
-		if winner != nil {
-			_ = winner.dcs.Ack(context.Background())
-			bctx, bcancel := context.WithTimeout(context.Background(), 5*time.Second)
-			_ = winner.dcs.Bye(bctx)
-			bcancel()
-			winner.leg.Close()
-		}
-		switch {
-		case dss.Context().Err() != nil:
-			c.hangup(endCancelled, 487, "") // the transaction layer answered 487
-		case ringCtx.Err() != nil && ctx.Err() == nil:
-			fail(480, "Temporarily Unavailable", endNoAnswer)
-		case ctx.Err() != nil:
-			fail(503, "Service Unavailable", endShutdown)
-		default:
-			code, reason, cause := pickFinal(finals)
-			fail(code, reason, cause)
-		}
-		return
+	if winner != nil && dss.Context().Err() == nil {
+		return winner
 	}
+	if winner != nil {
+		r.hangUpFork(winner) // answered as the trunk gave up
+	}
+	switch {
+	case dss.Context().Err() != nil:
+		c.hangup(endCancelled, 487, "") // the transaction layer answered 487
+	case ringCtx.Err() != nil && ctx.Err() == nil:
+		fail(480, "Temporarily Unavailable", endNoAnswer)
+	case ctx.Err() != nil:
+		fail(503, "Service Unavailable", endShutdown)
+	default:
+		code, reason, cause := pickFinal(finals)
+		fail(code, reason, cause)
+	}
+	return nil
+}
 
-	// The browser answered: apply its answer, then answer the trunk.
+// answerInbound connects the browser that answered: its answer is
+// applied, the media started, and the trunk answered.
+func (c *Call) answerInbound(req *sip.Request, dss *sipgo.DialogServerSession, winner *fork, keys *inboundKeys) {
+	r := c.r
 	c.browser.dialog = clientDialog(winner.dcs)
 	c.setWeb(winner.leg)
 	r.indexDialog(c, winner.dcs.ID)
@@ -326,9 +370,9 @@ func (r *Relay) inbound(req *sip.Request, tx sip.ServerTransaction) {
 		res := sip.NewResponseFromRequest(dss.InviteRequest, 488, "Not Acceptable Here", nil)
 		_ = dss.WriteResponse(res)
 		r.countSetupFailure(488)
-		c.r.mu.Lock()
+		r.mu.Lock()
 		c.trunk.dss = nil // never established towards the trunk: no BYE
-		c.r.mu.Unlock()
+		r.mu.Unlock()
 		c.hangup(endNoCodec, 488, "")
 		return
 	}
