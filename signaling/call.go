@@ -47,7 +47,8 @@ type Call struct {
 	// browser and trunk are the call's SIP dialogs. On a call from a
 	// browser the relay is the browser's UAS and the trunk's UAC; on a call
 	// into browsers the other way round. A transfer may put a new leg in
-	// place of either, under r.mu; the trunk leg holds the RTP leg.
+	// place of either, under both c.mid.mu and r.mu (read them under
+	// either, or with legNow); the trunk leg holds the RTP leg.
 	browser, trunk *SIPLeg
 	from, to       string
 	route          *Trunk
@@ -97,6 +98,9 @@ type Call struct {
 	dropsTo *Call
 	// ngs is the ng session of a call a SIP proxy set up.
 	ngs *ngSession
+	// sessionExpired ends the call when its trunk leg's session timer
+	// runs out.
+	sessionExpired func()
 
 	// abort stops a call that is still being set up (cancels the INVITE).
 	abort context.CancelCauseFunc
@@ -117,6 +121,7 @@ type Call struct {
 func (r *Relay) newCall(route *Trunk, direction string) *Call {
 	c := &Call{r: r, id: newCallID(), route: route, direction: direction, start: time.Now(),
 		ended: make(chan struct{}), browser: &SIPLeg{}, trunk: &SIPLeg{route: route}}
+	c.sessionExpired = func() { c.hangup(endSessionTime, 0, "") }
 	c.log = r.log.With("call", c.id)
 	if route != nil {
 		c.log = r.log.With("call", c.id, "trunk", route.Name)
@@ -124,9 +129,6 @@ func (r *Relay) newCall(route *Trunk, direction string) *Call {
 	c.trunk.adoptSessionTimer(c.log, c.sessionExpired)
 	return c
 }
-
-// sessionExpired ends the call when its trunk leg's session timer runs out.
-func (c *Call) sessionExpired() { c.hangup(endSessionTime, 0, "") }
 
 // admit registers a new call with the relay under its first dialog.
 func (r *Relay) admit(c *Call, dialogID string) {
@@ -298,15 +300,16 @@ func (c *Call) watch() {
 				c.hangup(endSRTPAuth, 0, "")
 				return
 			}
-			if timeout <= 0 || c.onHold() {
+			if timeout <= 0 || c.mid.hold.held.Load() {
 				continue
 			}
-			since := c.mediaSince()
+			// From the answer, or the last resume from hold.
+			since := c.mid.hold.since(c.answered)
 			if ws := c.webLeg().Stats().LastReceived; ws.After(since) {
 				since = ws
 			}
 			webIdle := now.Sub(since)
-			since = c.mediaSince()
+			since = c.mid.hold.since(c.answered)
 			if rs := c.sipLeg().Stats().LastReceived; rs.After(since) {
 				since = rs
 			}
@@ -321,7 +324,7 @@ func (c *Call) watch() {
 // onAck takes the ACK of a 2xx the relay sent on side s; on a call into
 // browsers whose INVITE had no offer, the trunk's ACK carries the answer.
 func (c *Call) onAck(s side, req *sip.Request, tx sip.ServerTransaction) {
-	if d := c.leg(s).dss; d != nil {
+	if d := c.legNow(s).dss; d != nil {
 		_ = d.ReadAck(req, tx)
 		if s == sideTrunk {
 			c.trunkAck(req)
@@ -331,7 +334,7 @@ func (c *Call) onAck(s side, req *sip.Request, tx sip.ServerTransaction) {
 
 // onBye ends the call when either side hangs up.
 func (c *Call) onBye(s side, req *sip.Request, tx sip.ServerTransaction) {
-	c.leg(s).readBye(req, tx)
+	c.legNow(s).readBye(req, tx)
 	if s == sideBrowser {
 		c.hangup(endNormalBrowser, 0, "")
 	} else {
@@ -372,8 +375,8 @@ func (c *Call) hangup(cause string, code int, reason string) {
 			if cause != endNormalTrunk && !handedOff && trunk.exists() {
 				bye(trunk.bye, "trunk")
 			}
-			if cause != endNormalBrowser && c.browser.exists() && !c.browserRejected.Load() {
-				bye(c.browser.bye, "browser")
+			if browser := c.legNow(sideBrowser); cause != endNormalBrowser && browser.exists() && !c.browserRejected.Load() {
+				bye(browser.bye, "browser")
 			}
 		}
 		wg.Wait()

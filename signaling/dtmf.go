@@ -187,7 +187,7 @@ func (c *Call) sendInfo(digit byte, dur time.Duration) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	body := fmt.Sprintf("Signal=%c\r\nDuration=%d\r\n", digit, dur.Milliseconds())
-	if _, err := c.inDialog(ctx, sideTrunk, sip.INFO, []byte(body), sip.NewHeader("Content-Type", "application/dtmf-relay")); err != nil {
+	if _, err := c.legNow(sideTrunk).request(ctx, sip.INFO, []byte(body), sip.NewHeader("Content-Type", "application/dtmf-relay")); err != nil {
 		c.log.Debug("dtmf info failed", "err", err)
 	}
 }

@@ -63,7 +63,8 @@ func (r *Relay) ringBrowsers(ctx context.Context, c *Call, bindings []*binding, 
 				res.f.leg.Close()
 				if code := dr.Res.StatusCode; code >= 600 {
 					r.cancelForks(forks, nil, `SIP;cause=600;text="Busy Everywhere"`)
-					pending = r.drainForks(results, pending)
+					r.byeLateAnswers(results, pending)
+					pending = 0
 				}
 			default:
 				res.f.leg.Close()
@@ -208,20 +209,8 @@ func (r *Relay) sendCancel(f *fork, reason string) {
 // cancelAnswerWait is how long a CANCELled fork waits for its 487.
 const cancelAnswerWait = 5 * time.Second
 
-// drainForks waits for the remaining forks after a 6xx.
-func (r *Relay) drainForks(results chan forkResult, pending int) int {
-	for ; pending > 0; pending-- {
-		res := <-results
-		if res.err == nil {
-			r.hangUpFork(res.f)
-		} else {
-			res.f.leg.Close()
-		}
-	}
-	return 0
-}
-
-// byeLateAnswers ends forks that answered after another won.
+// byeLateAnswers waits for the pending forks and ends those that answer
+// (after another won, or after a 6xx).
 func (r *Relay) byeLateAnswers(results chan forkResult, pending int) {
 	for ; pending > 0; pending-- {
 		res := <-results

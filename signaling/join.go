@@ -306,7 +306,7 @@ func (j *join) onOffer(i int, req *sip.Request, tx sip.ServerTransaction) {
 	}
 	route := l.route
 	j.mu.Unlock()
-	if err := l.answerOffer(req, tx, body, j.r.dialogUAFor(route).ContactHDR); err != nil {
+	if err := l.answerOffer(req, tx, body, sip.HeaderClone(&j.r.dialogUAFor(route).ContactHDR)); err != nil {
 		return
 	}
 	if fwd != "" {
@@ -358,11 +358,7 @@ func (j *join) onInfo(i int, req *sip.Request, tx sip.ServerTransaction) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	d, err := other.ref()
-	var res *sip.Response
-	if err == nil {
-		res, err = d.request(ctx, sip.INFO, req.Body(), hdrs...)
-	}
+	res, err := other.request(ctx, sip.INFO, req.Body(), hdrs...)
 	if err != nil {
 		respond(tx, req, 408, "Request Timeout")
 		return

@@ -1,13 +1,10 @@
 package signaling
 
 import (
-	"context"
 	"errors"
-	"fmt"
 	"strconv"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/emiago/sipgo/sip"
 
@@ -25,18 +22,20 @@ type midCallState struct {
 	hold holdState  // either side has put the call on hold
 }
 
-func (c *Call) onHold() bool { return c.mid.hold.held.Load() }
-
-// mediaSince is when the media timeout starts counting: the answer, or the
-// last resume from hold.
-func (c *Call) mediaSince() time.Time { return c.mid.hold.since(c.answered) }
-
-// leg is the call's dialog on side s.
+// leg is the call's dialog on side s; c.mid.mu or r.mu is held (a
+// transfer replaces a leg under both).
 func (c *Call) leg(s side) *SIPLeg {
 	if s == sideTrunk {
 		return c.trunk
 	}
 	return c.browser
+}
+
+// legNow is leg for goroutines that hold neither lock.
+func (c *Call) legNow(s side) *SIPLeg {
+	c.r.mu.Lock()
+	defer c.r.mu.Unlock()
+	return c.leg(s)
 }
 
 // setDir records the direction side s asked for and reports whether it
@@ -63,31 +62,21 @@ func (c *Call) onOffer(s side, req *sip.Request, tx sip.ServerTransaction) {
 			return
 		}
 	}
-	l := c.leg(s)
-	if s != sideTrunk {
+	var err error
+	if s == sideTrunk {
+		err = c.legNow(s).answerOffer(req, tx, body, c.contact(s))
+	} else {
 		// The browser's dialog has no session timer: answer plainly.
-		if err := answerPlain(req, tx, body, c.contact(s)); err != nil {
-			return
-		}
-	} else if err := l.answerOffer(req, tx, body, c.contact(s)); err != nil {
+		res := okWithSDP(req, body)
+		res.AppendHeader(c.contact(s))
+		err = tx.Respond(res)
+	}
+	if err != nil {
 		return
 	}
 	if fwd != "" {
 		go c.offerOut(otherSide(s), fwd)
 	}
-}
-
-// answerPlain answers an offer or refresh with 200 and body, if any.
-func answerPlain(req *sip.Request, tx sip.ServerTransaction, body string, contact sip.ContactHeader) error {
-	var res *sip.Response
-	if body == "" {
-		res = sip.NewResponseFromRequest(req, 200, "OK", nil)
-	} else {
-		res = sip.NewResponseFromRequest(req, 200, "OK", []byte(body))
-		res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
-	}
-	res.AppendHeader(sip.HeaderClone(&contact))
-	return tx.Respond(res)
 }
 
 func otherSide(s side) side {
@@ -109,26 +98,17 @@ func statusText(code int) string {
 	return "Error"
 }
 
-// contact is the relay's Contact towards side s. The trunk's dialog runs
-// over TLS when its trunk does: the Contact must say so, or in-dialog
-// requests would fall back to plain UDP.
-func (c *Call) contact(s side) sip.ContactHeader {
+// contact is the relay's Contact towards side s, for a response. The
+// trunk's dialog runs over TLS when its trunk does: the Contact must say
+// so, or in-dialog requests would fall back to plain UDP.
+func (c *Call) contact(s side) sip.Header {
 	switch {
 	case s == sideTrunk && c.route != nil:
-		return c.r.dialogUAFor(c.route).ContactHDR
+		return sip.HeaderClone(&c.r.dialogUAFor(c.route).ContactHDR)
 	case s == sideTrunk:
-		return c.r.trunkUA.ContactHDR
+		return sip.HeaderClone(&c.r.trunkUA.ContactHDR)
 	}
-	return c.r.browserUA.ContactHDR
-}
-
-// addContact puts the relay's Contact for side s on a 2xx.
-func (c *Call) addContact(s side, res *sip.Response) {
-	if res.Contact() != nil {
-		return
-	}
-	ct := c.contact(s)
-	res.AppendHeader(sip.HeaderClone(&ct))
+	return sip.HeaderClone(&c.r.browserUA.ContactHDR)
 }
 
 // offerIn takes an offer from side s. It returns the answer body, a
@@ -264,7 +244,7 @@ func rewriteSDP(body, dir string, version uint64, setup string) string {
 // offerOut sends side s a re-INVITE with direction dir (what the other
 // side asked for) and ACKs its answer.
 func (c *Call) offerOut(s side, dir string) {
-	l := c.leg(s)
+	l := c.legNow(s)
 	res, err := l.sendOffer(c.ended, func() string {
 		c.mid.mu.Lock()
 		defer c.mid.mu.Unlock()
@@ -286,17 +266,4 @@ func sideName(s side) string {
 		return "trunk"
 	}
 	return "browser"
-}
-
-// inDialog sends a request on side s's dialog and waits for its final
-// response; for INVITE it also sends the ACK.
-func (c *Call) inDialog(ctx context.Context, s side, method sip.RequestMethod, body []byte, hdrs ...sip.Header) (*sip.Response, error) {
-	c.r.mu.Lock() // a transfer may replace the leg
-	l := c.leg(s)
-	c.r.mu.Unlock()
-	d, err := l.ref()
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", sideName(s), err)
-	}
-	return d.request(ctx, method, body, hdrs...)
 }

@@ -44,7 +44,7 @@ type registrar struct {
 	failures map[string]*failure            // source IP + user → wrong passwords
 
 	rejected     *prometheus.CounterVec // REGISTERs
-	callRejected *prometheus.CounterVec // browsers' INVITEs (callauth.go)
+	callRejected *prometheus.CounterVec // browsers' INVITEs refused by authorizeCall
 }
 
 type bucket struct {
@@ -230,7 +230,7 @@ func (r *Relay) onRegister(req *sip.Request, tx sip.ServerTransaction) {
 		respond(tx, req, 403, "Forbidden", sip.NewHeader("Warning", `399 mediarelay "browsers register over WebSocket"`))
 		return
 	}
-	if r.throttled(req, tx) { // ratelimit.go
+	if r.throttled(req, tx) {
 		g.rejected.WithLabelValues("throttled").Inc()
 		return
 	}

@@ -63,7 +63,7 @@ type Relay struct {
 	// connRefused counts connections refused or closed by the relay's
 	// hygiene (foreign Origin, limits, idleness), by listener and reason.
 	connRefused *prometheus.CounterVec
-	// Connection hygiene (connguard.go): SIP TCP/TLS streams and browsers'
+	// Connection hygiene: SIP TCP/TLS streams and browsers'
 	// WebSockets, checked by reapers until reapDone closes.
 	sipReaper, wsReaper *connReaper
 	reapDone            chan struct{}
@@ -72,21 +72,21 @@ type Relay struct {
 	trunks       []*Trunk
 	defaultTrunk *Trunk
 	echo         *Echo
-	registrar    *registrar    // browsers' registrations (registrar.go)
-	limits       *userLimits   // per-user call limits (callauth.go)
-	srcLimits    *sourceLimits // per-source request rates (ratelimit.go)
+	registrar    *registrar    // browsers' registrations
+	limits       *userLimits   // per-user call limits
+	srcLimits    *sourceLimits // per-source request rates
 	inb          *inboundState
 
 	mu       sync.Mutex
 	calls    map[string]*Call      // by relay call id
 	byDialog map[string]*Call      // by either leg's dialog id
 	joins    map[string]*join      // trunk-to-trunk calls after a transfer, by either leg's dialog id
-	ngCalls  map[string]*ngSession // calls set up over ng (ngcall.go), by the proxy's call-id
+	ngCalls  map[string]*ngSession // calls a SIP proxy set up over ng, by the proxy's call-id
 	wg       sync.WaitGroup
 
 	ngSrv *ng.Server
 	// draining: new calls are refused (ng offers, /healthz 503); calls in
-	// progress go on (drain.go).
+	// progress go on.
 	draining atomic.Bool
 
 	httpAddr, udpAddr, tcpAddr, tlsAddr net.Addr
@@ -300,7 +300,7 @@ func (r *Relay) open(ctx context.Context) error {
 	if ip, err := netip.ParseAddr(httpHost); err != nil || ip.IsUnspecified() {
 		httpHost = r.host
 	}
-	r.bindClient(r.client) // bind.go: after the listeners exist
+	r.bindClient(r.client) // after the listeners exist: requests leave from them
 	r.browserUA = &sipgo.DialogUA{
 		Client:         r.client,
 		ContactHDR:     sip.ContactHeader{Address: sip.Uri{User: "mediarelay", Host: httpHost, Port: httpPort, UriParams: sip.HeaderParams{{K: "transport", V: "ws"}}}},
@@ -347,8 +347,8 @@ func (r *Relay) open(ctx context.Context) error {
 	go r.demux.serve()
 	go r.serveLog("http", func() error { return r.httpSrv.Serve(r.demux.http) })
 	go r.serveLog("ws", func() error { return r.server.ServeWS(r.demux.ws) })
-	r.startTrunkRegistrations(ctx) // trunkreg.go
-	return r.listenNG()            // ngcall.go
+	r.startTrunkRegistrations(ctx)
+	return r.listenNG()
 }
 
 // openCDR opens the CDR store the configuration names, if any, and
@@ -400,10 +400,10 @@ func (r *Relay) listenHTTP() error {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/", web.Handler())
-	mux.HandleFunc("/healthz", r.healthz) // drain.go
+	mux.HandleFunc("/healthz", r.healthz) // 503 while draining
 	mux.HandleFunc("/admin/drain", r.adminDrain)
 	mux.Handle("/metrics", r.m.Handler())
-	mux.Handle("/api/", r.apiHandler()) // api.go
+	mux.Handle("/api/", r.apiHandler())
 	r.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 60 * time.Second}
 	return nil
 }
@@ -450,13 +450,7 @@ func (r *Relay) shutdown() {
 	for _, c := range r.callList() {
 		c.hangup(endShutdown, 0, "")
 	}
-	r.mu.Lock()
-	joins := make([]*join, 0, len(r.joins))
-	for _, j := range r.joins {
-		joins = append(joins, j)
-	}
-	r.mu.Unlock()
-	for _, j := range joins {
+	for _, j := range r.joinList() {
 		j.hangup(endShutdown, -1)
 	}
 	r.wg.Wait()
@@ -551,7 +545,7 @@ func firstNonEmpty(s ...string) string {
 
 // awaitUDPServing waits until sipgo has taken the UDP listener into its
 // connection pool. Requests to trunks are sent from that socket
-// (bind.go); one sent before the serving goroutine ran would make sipgo
+// (bindClient); one sent before the serving goroutine ran would make sipgo
 // try to bind the listener's address a second time and fail, so a call
 // placed right after start would be answered 503.
 func (r *Relay) awaitUDPServing() error {

@@ -54,6 +54,16 @@ func (d *dialog) ref() (dialogRef, error) {
 
 var errNoDialog = errors.New("no dialog")
 
+// request sends a request in the dialog and waits for its final response;
+// a 2xx to an INVITE is ACKed.
+func (d *dialog) request(ctx context.Context, method sip.RequestMethod, body []byte, hdrs ...sip.Header) (*sip.Response, error) {
+	ref, err := d.ref()
+	if err != nil {
+		return nil, err
+	}
+	return ref.request(ctx, method, body, hdrs...)
+}
+
 func (d *dialog) bye(ctx context.Context) error {
 	switch {
 	case d.dcs != nil:
@@ -165,13 +175,9 @@ func (l *SIPLeg) sendOffer(ended <-chan struct{}, body func() string) (*sip.Resp
 	}
 	l.offering.Store(true)
 	defer l.offering.Store(false)
-	d, err := l.ref()
-	if err != nil {
-		return nil, err
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	res, err := d.request(ctx, sip.INVITE, []byte(body()), sip.NewHeader("Content-Type", "application/sdp"))
+	res, err := l.request(ctx, sip.INVITE, []byte(body()), sip.NewHeader("Content-Type", "application/sdp"))
 	if err != nil || !res.IsSuccess() {
 		return res, err
 	}
@@ -184,17 +190,21 @@ func (l *SIPLeg) sendOffer(ended <-chan struct{}, body func() string) (*sip.Resp
 // answerOffer answers the peer's re-INVITE or UPDATE on the leg with 200
 // and body (none for a refresh), the session timer the request asks for,
 // and the relay's Contact.
-func (l *SIPLeg) answerOffer(req *sip.Request, tx sip.ServerTransaction, body string, contact sip.ContactHeader) error {
-	var res *sip.Response
-	if body == "" {
-		res = sip.NewResponseFromRequest(req, 200, "OK", nil)
-	} else {
-		res = sip.NewResponseFromRequest(req, 200, "OK", []byte(body))
-		res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
-	}
+func (l *SIPLeg) answerOffer(req *sip.Request, tx sip.ServerTransaction, body string, contact sip.Header) error {
+	res := okWithSDP(req, body)
 	l.acceptSessionTimer(req, res)
-	res.AppendHeader(sip.HeaderClone(&contact))
+	res.AppendHeader(contact)
 	return tx.Respond(res)
+}
+
+// okWithSDP is a 200 to req carrying body as SDP, or no body if empty.
+func okWithSDP(req *sip.Request, body string) *sip.Response {
+	if body == "" {
+		return sip.NewResponseFromRequest(req, 200, "OK", nil)
+	}
+	res := sip.NewResponseFromRequest(req, 200, "OK", []byte(body))
+	res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+	return res
 }
 
 // Session timers (RFC 4028) ----------------------------------------------
@@ -299,12 +309,8 @@ func (l *SIPLeg) refreshSession(gen uint64) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	d, err := l.ref()
-	var res *sip.Response
-	if err == nil {
-		res, err = d.request(ctx, sip.UPDATE, nil,
-			sip.NewHeader("Session-Expires", formatSE(se, "uac")), sip.NewHeader("Supported", "timer"))
-	}
+	res, err := l.request(ctx, sip.UPDATE, nil,
+		sip.NewHeader("Session-Expires", formatSE(se, "uac")), sip.NewHeader("Supported", "timer"))
 	if err != nil || (res.StatusCode != 200 && res.StatusCode != 405 && res.StatusCode != 501) {
 		log.Info("session refresh failed", "leg", l.callID, "err", err)
 		expire()

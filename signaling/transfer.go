@@ -25,15 +25,6 @@ type dialogRef struct {
 	write  func(*sip.Request) error
 }
 
-// ref is side s's dialog, for requests the relay sends in it.
-func (c *Call) ref(s side) (dialogRef, error) {
-	d, err := c.leg(s).ref()
-	if err != nil {
-		return d, fmt.Errorf("%s: %w", sideName(s), err)
-	}
-	return d, nil
-}
-
 // clientRef is a dialog the relay placed: requests go to the answer's
 // Contact (the Request-URI if a peer sent none).
 func clientRef(d *sipgo.DialogClientSession) dialogRef {
@@ -147,22 +138,17 @@ func (c *Call) onRefer(s side, req *sip.Request, tx sip.ServerTransaction) {
 			return
 		}
 	}
-	old, err := c.ref(s)
+	old, err := c.legNow(s).ref()
 	if err != nil {
 		respond(tx, req, 481, "Call/Transaction Does Not Exist")
 		return
 	}
 	res := sip.NewResponseFromRequest(req, 202, "Accepted", nil)
-	c.addContact(s, res)
+	res.AppendHeader(c.contact(s))
 	if err := tx.Respond(res); err != nil {
 		return
 	}
 	go run(old)
-}
-
-// notify reports a transfer's progress on the referring dialog.
-func (c *Call) notify(d dialogRef, status string, final bool) {
-	notifyRefer(c.log, d, status, final)
 }
 
 // notifyRefer sends a REFER's NOTIFY (RFC 3515) with a sipfrag status line.
@@ -186,10 +172,10 @@ func notifyRefer(log *slog.Logger, d dialogRef, status string, final bool) {
 // (Replaces) go on the INVITE.
 func (c *Call) transferTrunk(old dialogRef, user string, extra ...sip.Header) {
 	r := c.r
-	c.notify(old, "100 Trying", false)
+	notifyRefer(c.log, old, "100 Trying", false)
 	route := r.route(user)
 	if route == nil {
-		c.notify(old, "404 Not Found", true)
+		notifyRefer(c.log, old, "404 Not Found", true)
 		return
 	}
 	fromUser := c.to
@@ -202,7 +188,7 @@ func (c *Call) transferTrunk(old dialogRef, user string, extra ...sip.Header) {
 	leg, status := r.dialTrunk(ctx, route, user, fromUser, plan.SIPCodec, plan.SIPDTMF, dialOptions{owner: c, extra: extra})
 	if leg == nil {
 		c.log.Info("transfer failed", "target", user, "status", status)
-		c.notify(old, status, true)
+		notifyRefer(c.log, old, status, true)
 		return
 	}
 	oldLeg, ok := c.swapSIPLeg(leg)
@@ -212,7 +198,7 @@ func (c *Call) transferTrunk(old dialogRef, user string, extra ...sip.Header) {
 	}
 	_ = oldLeg.rtp.Close() // the media has moved; the dialog waits for the NOTIFY
 	c.log.Info("transferred", "target", user, "trunk", route.Name)
-	c.notify(old, "200 OK", true)
+	notifyRefer(c.log, old, "200 OK", true)
 	oldLeg.drop()
 }
 

@@ -63,15 +63,15 @@ func (c *Call) webLeg() *media.WebRTCLeg { return c.webRW().cur.Load() }
 // browsers ring with an offer in the numbering the forwarding already uses.
 func (c *Call) transferBrowser(old dialogRef, target string) {
 	r := c.r
-	c.notify(old, "100 Trying", false)
+	notifyRefer(c.log, old, "100 Trying", false)
 	user, ok := r.browserUser(target)
 	if !ok {
-		c.notify(old, "404 Not Found", true)
+		notifyRefer(c.log, old, "404 Not Found", true)
 		return
 	}
 	bindings := r.registrar.lookup(user)
 	if len(bindings) == 0 {
-		c.notify(old, "480 Temporarily Unavailable", true)
+		notifyRefer(c.log, old, "480 Temporarily Unavailable", true)
 		return
 	}
 	cur := c.webLeg()
@@ -90,12 +90,12 @@ func (c *Call) transferBrowser(old dialogRef, target string) {
 	winner, finals, rung := r.ringBrowsers(ctx, c, bindings, func() (*media.WebRTCLeg, string, error) { return r.webrtc.OfferCodecs(codecs) },
 		party, func() {}, nil)
 	if !rung {
-		c.notify(old, "480 Temporarily Unavailable", true)
+		notifyRefer(c.log, old, "480 Temporarily Unavailable", true)
 		return
 	}
 	if winner == nil {
 		code, reason, _ := pickFinal(finals)
-		c.notify(old, fmtStatus(code, reason), true)
+		notifyRefer(c.log, old, fmtStatus(code, reason), true)
 		return
 	}
 	_ = winner.dcs.Ack(context.Background())
@@ -107,7 +107,7 @@ func (c *Call) transferBrowser(old dialogRef, target string) {
 	if err != nil {
 		c.log.Info("transfer target's answer unusable", "err", err)
 		r.hangUpFork(winner)
-		c.notify(old, "488 Not Acceptable Here", true)
+		notifyRefer(c.log, old, "488 Not Acceptable Here", true)
 		return
 	}
 	// Swap the browser leg.
@@ -133,7 +133,7 @@ func (c *Call) transferBrowser(old dialogRef, target string) {
 	_ = cur.Close()
 	c.log.Info("transferred by the browser", "target", user)
 
-	c.notify(old, "200 OK", true)
+	notifyRefer(c.log, old, "200 OK", true)
 	bctx, bcancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer bcancel()
 	_ = prev.bye(bctx)

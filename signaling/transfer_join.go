@@ -62,10 +62,10 @@ func (c *Call) handOff() (*SIPLeg, bool) {
 // number that routes to a trunk: the relay calls it with the trunk leg's
 // codec and joins the two trunk legs.
 func (c *Call) transferToTrunk(old dialogRef, route *Trunk, user string) {
-	c.notify(old, "100 Trying", false)
+	notifyRefer(c.log, old, "100 Trying", false)
 	if c.sec.policy == SRTPDTLS {
 		// The DTLS association belongs to the call; a join does not carry it.
-		c.notify(old, "488 Not Acceptable Here", true)
+		notifyRefer(c.log, old, "488 Not Acceptable Here", true)
 		return
 	}
 	ctx, cancel := untilEnded(c.ended, ringTimeout)
@@ -74,7 +74,7 @@ func (c *Call) transferToTrunk(old dialogRef, route *Trunk, user string) {
 	leg, status := c.r.dialTrunk(ctx, route, user, c.trunkParty(), plan.SIPCodec, plan.SIPDTMF, dialOptions{otherLaw: true})
 	if leg == nil {
 		c.log.Info("transfer failed", "target", user, "status", status)
-		c.notify(old, status, true)
+		notifyRefer(c.log, old, status, true)
 		return
 	}
 	mine, ok := c.handOff()
@@ -82,7 +82,7 @@ func (c *Call) transferToTrunk(old dialogRef, route *Trunk, user string) {
 		leg.drop()
 		return
 	}
-	c.notify(old, "200 OK", true)
+	notifyRefer(c.log, old, "200 OK", true)
 	c.hangup(endTransferred, 0, "")
 	c.log.Info("transferred by the browser to a trunk", "target", user, "trunk", route.Name)
 	c.r.startJoin(mine, leg)
@@ -91,14 +91,14 @@ func (c *Call) transferToTrunk(old dialogRef, route *Trunk, user string) {
 // transferAttended connects the trunk peers of two of the browser's calls:
 // this one and the one whose browser dialog rep names (RFC 5589 section 7).
 func (c *Call) transferAttended(old dialogRef, rep replaces) {
-	c.notify(old, "100 Trying", false)
+	notifyRefer(c.log, old, "100 Trying", false)
 	other := c.r.callByBrowserDialog(rep)
 	if other == nil || other == c || other.answered.IsZero() {
-		c.notify(old, "481 Call/Transaction Does Not Exist", true)
+		notifyRefer(c.log, old, "481 Call/Transaction Does Not Exist", true)
 		return
 	}
 	if c.sec.policy == SRTPDTLS || other.sec.policy == SRTPDTLS {
-		c.notify(old, "488 Not Acceptable Here", true)
+		notifyRefer(c.log, old, "488 Not Acceptable Here", true)
 		return
 	}
 	mine, theirs := c.currentPlan().SIPCodec, other.currentPlan().SIPCodec
@@ -106,12 +106,12 @@ func (c *Call) transferAttended(old dialogRef, rep replaces) {
 		// A join converts G.711 laws but decodes nothing.
 		c.log.Info("attended transfer between calls with different codecs refused",
 			"codec", mine.Name, "other", theirs.Name)
-		c.notify(old, "488 Not Acceptable Here", true)
+		notifyRefer(c.log, old, "488 Not Acceptable Here", true)
 		return
 	}
 	b, ok := other.handOff()
 	if !ok {
-		c.notify(old, "481 Call/Transaction Does Not Exist", true)
+		notifyRefer(c.log, old, "481 Call/Transaction Does Not Exist", true)
 		return
 	}
 	a, ok := c.handOff()
@@ -122,7 +122,7 @@ func (c *Call) transferAttended(old dialogRef, rep replaces) {
 		b.drop()
 		return
 	}
-	c.notify(old, "200 OK", true)
+	notifyRefer(c.log, old, "200 OK", true)
 	c.hangup(endTransferred, 0, "")
 	other.hangup(endTransferred, 0, "")
 	c.log.Info("attended transfer: trunk legs joined", "other_call", other.id)
@@ -319,7 +319,7 @@ func (r *Relay) replaceTrunkLeg(req *sip.Request, tx sip.ServerTransaction, rout
 	leg.adoptSessionTimer(c.log, c.sessionExpired)
 	leg.setSessionTimer(old.sessionTimer())
 	res := sip.NewSDPResponseFromRequest(dss.InviteRequest, body) // carries the dialog's To tag
-	c.addContact(sideTrunk, res)
+	res.AppendHeader(c.contact(sideTrunk))
 	if err := dss.WriteResponse(res); err != nil {
 		c.log.Info("answer to INVITE with Replaces failed", "err", err)
 	}

@@ -28,7 +28,8 @@ type httpDemux struct {
 	allowedOrigins []string
 	// onRefused, when set, hears each connection refused, by reason.
 	onRefused func(reason string)
-	// wrapWS, when set, wraps each SIP WebSocket connection (connguard.go).
+	// wrapWS, when set, wraps each SIP WebSocket connection (idle and
+	// ping supervision).
 	wrapWS func(net.Conn) net.Conn
 	log    *slog.Logger
 }
