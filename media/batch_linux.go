@@ -134,8 +134,10 @@ func (r *batchReader) read() (pkt []byte, from netip.AddrPort, truncated bool, e
 // source decodes the sockaddr of message i. Zones of link-local IPv6
 // sources are dropped: media peers are matched by the SDP address, which
 // has none.
-func (r *batchReader) source(i int) netip.AddrPort {
-	sa := &r.names[i]
+func (r *batchReader) source(i int) netip.AddrPort { return rawSource(&r.names[i]) }
+
+// rawSource decodes a source address the kernel wrote.
+func rawSource(sa *unix.RawSockaddrInet6) netip.AddrPort {
 	switch sa.Family {
 	case unix.AF_INET:
 		sa4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
@@ -166,3 +168,6 @@ func (r *batchReader) take(fd int) int {
 
 // size is how many datagrams a batch holds.
 func (r *batchReader) size() int { return len(r.hdrs) }
+
+// newShardBatch makes a shard's buffers, for its loop's takes.
+func newShardBatch() *batchReader { return newBatchBuffers(shardBatch) }

@@ -32,3 +32,5 @@ func (*batchReader) size() int { return 0 }
 
 // readBufSize holds any datagram an Ethernet MTU allows, with room to spare.
 const readBufSize = 2048
+
+func newShardBatch() *batchReader { return nil }

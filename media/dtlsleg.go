@@ -275,5 +275,13 @@ func (p *dtlsPacketConn) SetWriteDeadline(t time.Time) error { return nil }
 // DTLSKeys on a leg: the handshake on its RTP socket. Call it before
 // StartSRTP and SetRemote, before anything reads the leg.
 func (l *RTPLeg) DTLSKeys(ctx context.Context, o DTLSOptions) (*SRTPConfig, error) {
-	return DTLSKeys(ctx, l.pair.RTP, o)
+	conn, err := l.pair.rtp.goConn()
+	if err != nil {
+		return nil, fmt.Errorf("rtp leg %s: dtls: %w", l.local, err)
+	}
+	cfg, err := DTLSKeys(ctx, conn, o)
+	if err == nil {
+		keysExported.Add(1)
+	}
+	return cfg, err
 }

@@ -144,8 +144,8 @@ func udpRecv(t testing.TB, c *net.UDPConn) ([]byte, netip.AddrPort) {
 func readLegRTP(t testing.TB, l *RTPLeg) []byte {
 	t.Helper()
 	buf := make([]byte, 2048)
-	l.pair.RTP.SetReadDeadline(time.Now().Add(10 * time.Second))
-	defer l.pair.RTP.SetReadDeadline(time.Time{})
+	l.pair.rtp.setReadDeadline(time.Now().Add(10 * time.Second))
+	defer l.pair.rtp.setReadDeadline(time.Time{})
 	n, err := l.ReadRTP(buf)
 	if err != nil {
 		t.Fatalf("leg read: %v", err)

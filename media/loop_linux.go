@@ -4,6 +4,7 @@ package media
 
 import (
 	"fmt"
+	"log/slog"
 	"os"
 	"runtime"
 	"sync"
@@ -35,6 +36,9 @@ type loop struct {
 	// per core instead of one per call.
 	batch  *batchReader
 	pollFn func(uintptr) bool // the method value, made once: no allocation per round
+	// out holds the round's sends for one io_uring_enter; nil where
+	// io_uring is not available, and then each send goes at once.
+	out *outbox
 
 	mu    sync.Mutex
 	slots []loopHandler
@@ -99,6 +103,14 @@ func newLoop() (*loop, error) {
 		return nil, fmt.Errorf("media loop: %w", err)
 	}
 	lp.pollFn = lp.poll
+	if lp.out, err = newOutbox(); err != nil {
+		lp.out = nil // each datagram is sent on its own
+		slog.Info("media loop: sends are not batched", "err", err)
+	} else {
+		o := lp.out
+		registerMemory(unsafe.Pointer(&o.rbufs[0][0]), unsafe.Pointer(&o.rbufs[inboxSlots-1][0]), readBufSize, lp)
+	}
+	registerBuffers(lp.batch, lp)
 	return lp, nil
 }
 
@@ -151,9 +163,19 @@ func (lp *loop) run() {
 		now := time.Now()
 		lp.mu.Lock()
 		for i := range lp.found {
-			if h := lp.slots[lp.events[i].Fd]; h != nil {
-				h.ready(lp, now)
+			h := lp.slots[lp.events[i].Fd]
+			if h == nil {
+				continue
 			}
+			if d, ok := h.(datagramHandler); ok && lp.out != nil {
+				lp.out.wantRecv(d, now)
+				continue
+			}
+			h.ready(lp, now)
+		}
+		if lp.out != nil {
+			lp.out.receive(now)
+			lp.out.flush()
 		}
 		lp.mu.Unlock()
 	}

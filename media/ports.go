@@ -54,7 +54,7 @@ func NewPortAllocator(ip string, minPort, maxPort int) (*PortAllocator, error) {
 
 // PortPair is one bound RTP/RTCP socket pair from a PortAllocator.
 type PortPair struct {
-	RTP, RTCP *net.UDPConn
+	rtp, rtcp *udpSock
 	a         *PortAllocator
 	idx       int
 	once      sync.Once
@@ -68,7 +68,7 @@ func (p *PortPair) Port() int { return p.a.first + 2*p.idx }
 func (p *PortPair) Close() error {
 	var err error
 	p.once.Do(func() {
-		err = errors.Join(p.RTP.Close(), p.RTCP.Close())
+		err = errors.Join(p.rtp.close(), p.rtcp.close())
 		p.a.release(p.idx)
 	})
 	return err
@@ -85,25 +85,29 @@ func (a *PortAllocator) Allocate() (*PortPair, error) {
 			continue
 		}
 		port := a.first + 2*idx
-		rtpConn, err := a.listen(port)
+		rtp, err := a.listen(port)
 		if err != nil {
 			continue
 		}
-		rtcpConn, err := a.listen(port + 1)
+		rtcp, err := a.listen(port + 1)
 		if err != nil {
-			rtpConn.Close()
+			rtp.close()
 			continue
 		}
 		a.used[idx] = true
 		a.inUse++
 		a.next = (idx + 1) % a.pairs
-		return &PortPair{RTP: rtpConn, RTCP: rtcpConn, a: a, idx: idx}, nil
+		return &PortPair{rtp: rtp, rtcp: rtcp, a: a, idx: idx}, nil
 	}
 	return nil, fmt.Errorf("port allocator %s:%d-%d: %w", a.ip, a.first, a.first+2*a.pairs-1, ErrNoPorts)
 }
 
-func (a *PortAllocator) listen(port int) (*net.UDPConn, error) {
-	return net.ListenUDP(bindNetwork("udp", a.ip), net.UDPAddrFromAddrPort(netip.AddrPortFrom(a.ip, uint16(port))))
+func (a *PortAllocator) listen(port int) (*udpSock, error) {
+	c, err := net.ListenUDP(bindNetwork("udp", a.ip), net.UDPAddrFromAddrPort(netip.AddrPortFrom(a.ip, uint16(port))))
+	if err != nil {
+		return nil, err
+	}
+	return newUDPSock(c)
 }
 
 // bindNetwork is the network for a proto ("udp", "tcp") socket bound to

@@ -78,7 +78,7 @@ type rtcpPort struct {
 // none gives it a reading goroutine.
 func (l *RTPLeg) startRTCPReads() {
 	if lp, err := pickLoop(); err == nil {
-		if fd, err := socketFD(l.pair.RTCP); err == nil {
+		if fd := l.pair.rtcp.fd; fd >= 0 {
 			p := &rtcpPort{l: l, fd: fd, lp: lp}
 			if slot, err := lp.add(fd, p); err == nil {
 				p.slot = slot
@@ -91,17 +91,24 @@ func (l *RTPLeg) startRTCPReads() {
 	go l.rtcpReadLoop()
 }
 
-func (p *rtcpPort) ready(lp *loop, _ time.Time) {
+func (p *rtcpPort) ready(lp *loop, now time.Time) {
 	for {
 		n := lp.batch.take(p.fd)
 		for i := range n {
-			if pkt, from, truncated := lp.batch.at(i); !truncated {
-				p.l.acceptRTCP(pkt, from)
-			}
+			pkt, from, truncated := lp.batch.at(i)
+			p.datagram(pkt, from, truncated, now)
 		}
 		if n < lp.batch.size() {
 			return
 		}
+	}
+}
+
+func (p *rtcpPort) recvFD() int { return p.fd }
+
+func (p *rtcpPort) datagram(pkt []byte, from netip.AddrPort, truncated bool, _ time.Time) {
+	if !truncated {
+		p.l.acceptRTCP(pkt, from)
 	}
 }
 
@@ -115,8 +122,12 @@ func (l *RTPLeg) stopRTCPReads() {
 func (l *RTPLeg) rtcpReadLoop() {
 	defer l.readerWG.Done()
 	buf := make([]byte, 1500)
+	conn, err := l.pair.rtcp.goConn()
+	if err != nil {
+		return
+	}
 	for {
-		n, from, err := l.pair.RTCP.ReadFromUDPAddrPort(buf)
+		n, from, err := conn.ReadFromUDPAddrPort(buf)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
@@ -170,7 +181,10 @@ func (l *RTPLeg) handleRTCP(pkt []byte, from netip.AddrPort, onRTPPort bool) boo
 // RTCP address. It allocates, but runs every few seconds, off the packet
 // path.
 func (l *RTPLeg) sendReport(bye bool) {
-	dst, conn, ok := l.rtcpDest()
+	if l.opaque.Load() {
+		return // plain RTCP has no place in the endpoints' SRTP session
+	}
+	dst, out, ok := l.rtcpDest()
 	if !ok {
 		return
 	}
@@ -185,7 +199,7 @@ func (l *RTPLeg) sendReport(bye bool) {
 			return
 		}
 	}
-	if _, err := conn.WriteToUDPAddrPort(b, dst); err != nil {
+	if err := out.sendTo(b, dst); err != nil {
 		l.log.Debug("rtcp send failed", "to", dst.String(), "err", err)
 	}
 }

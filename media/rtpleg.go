@@ -101,6 +101,12 @@ type RTPLeg struct {
 	local netip.AddrPort
 	learn bool
 	srtp  *srtpSession
+	// opaque: an end-to-end leg (SetE2E) passes DTLS and SRTP/SRTCP
+	// through unchanged.
+	opaque atomic.Bool
+	// ice, when set (EnableICE), answers the far end's connectivity
+	// checks on the RTP port (e2e_ice.go).
+	ice *legICE
 	// batch is ReadRTP's, made on its first call (Serve reads into its
 	// loop's buffers); nil off Linux: one recvmsg per packet.
 	batch     *batchReader
@@ -195,13 +201,10 @@ func NewRTPLeg(o RTPLegOptions) (*RTPLeg, error) {
 			ssrc:  binary.BigEndian.Uint32(rnd[:4]),
 		},
 		srtp:    sess,
-		out:     newUDPSender(pair.RTP),
-		fd:      -1,
+		out:     pair.rtp.out,
+		fd:      pair.rtp.fd,
 		pauseCh: make(chan struct{}, 1),
 		done:    make(chan struct{}),
-	}
-	if fd, err := socketFD(pair.RTP); err == nil {
-		l.fd = fd
 	}
 	l.recv.clockRate = uint64(o.ClockRate)
 	l.recv.epoch = time.Now()
@@ -270,12 +273,16 @@ func (l *RTPLeg) drop(reason string) {
 // and RTCP multiplexed on the RTP port is consumed. After Close it returns an
 // error wrapping net.ErrClosed.
 func (l *RTPLeg) ReadRTP(b []byte) (int, error) {
-	l.batchOnce.Do(func() { l.batch = newBatchReader(l.pair.RTP) })
+	conn, err := l.pair.rtp.goConn()
+	if err != nil {
+		return 0, fmt.Errorf("rtp leg %s: read: %w", l.local, err)
+	}
+	l.batchOnce.Do(func() { l.batch = newBatchReader(conn) })
 	if l.batch != nil {
 		return l.readBatched(b)
 	}
 	for {
-		n, _, flags, from, err := l.pair.RTP.ReadMsgUDPAddrPort(b, nil)
+		n, _, flags, from, err := conn.ReadMsgUDPAddrPort(b, nil)
 		if err != nil {
 			return 0, fmt.Errorf("rtp leg %s: read: %w", l.local, err)
 		}
@@ -314,6 +321,15 @@ func (l *RTPLeg) readBatched(b []byte) (int, error) {
 // whether to deliver it. It is the whole untrusted-input path of the RTP
 // port, so the fuzz target drives it directly.
 func (l *RTPLeg) accept(pkt []byte, from netip.AddrPort) (int, bool) {
+	if l.ice != nil && len(pkt) > 0 && pkt[0] < 4 {
+		l.iceCheck(pkt, from) // RFC 7983: STUN
+		return 0, false
+	}
+	if l.opaque.Load() {
+		if n, ok, handled := l.acceptOpaque(pkt, from); handled {
+			return n, ok
+		}
+	}
 	if IsRTCP(pkt) {
 		if !l.rtcpSourceOK(from, true) {
 			l.drop(DropUnlatched)
@@ -332,7 +348,7 @@ func (l *RTPLeg) accept(pkt []byte, from netip.AddrPort) (int, bool) {
 			l.drop(DropUnlatched)
 			return 0, false
 		}
-	} else if r := l.remote.Load(); r == nil || r.rtp != from {
+	} else if r := l.remote.Load(); (r == nil || r.rtp != from) && !l.iceVerified(from) {
 		l.drop(DropUnlatched)
 		return 0, false
 	}
@@ -407,6 +423,9 @@ func (l *RTPLeg) learnFrom(pkt []byte, from netip.AddrPort) bool {
 // rtcpSourceOK applies latching to an RTCP packet, received on the RTP port
 // (mux) or on the RTCP port.
 func (l *RTPLeg) rtcpSourceOK(from netip.AddrPort, onRTPPort bool) bool {
+	if onRTPPort && l.iceVerified(from) {
+		return true
+	}
 	if !l.learn {
 		r := l.remote.Load()
 		if r == nil {
@@ -446,7 +465,7 @@ func (l *RTPLeg) WriteRTP(b []byte) error {
 		if err := l.writeSRTP(b, dst); err != nil {
 			return err
 		}
-	} else if err := l.out.sendTo(b, dst); err != nil {
+	} else if err := l.out.sendFor(b, b, dst); err != nil {
 		return fmt.Errorf("rtp leg %s: write to %s: %w", l.local, dst, err)
 	}
 	l.sent(b, octets)
@@ -465,25 +484,25 @@ func (l *RTPLeg) rtpDest() (netip.AddrPort, bool) {
 }
 
 // rtcpDest says where to send RTCP and from which socket.
-func (l *RTPLeg) rtcpDest() (netip.AddrPort, *net.UDPConn, bool) {
+func (l *RTPLeg) rtcpDest() (netip.AddrPort, *udpSender, bool) {
 	r := l.remote.Load()
 	if l.rtcpMux.Load() || (r != nil && r.rtcp == r.rtp) {
 		dst, ok := l.rtpDest()
-		return dst, l.pair.RTP, ok
+		return dst, l.pair.rtp.out, ok
 	}
 	if a := l.latchedRTCP.Load(); a != nil {
-		return *a, l.pair.RTCP, true
+		return *a, l.pair.rtcp.out, true
 	}
 	if a := l.latchedRTP.Load(); a != nil && (r == nil || *a != r.rtp) {
 		// Learned RTP from somewhere the SDP didn't say (a NATed
 		// peer): until its RTCP arrives and latches, the next port on
 		// the same public address is the best guess.
-		return netip.AddrPortFrom(a.Addr(), a.Port()+1), l.pair.RTCP, true
+		return netip.AddrPortFrom(a.Addr(), a.Port()+1), l.pair.rtcp.out, true
 	}
 	if r == nil || !r.rtcp.IsValid() || r.rtcp.Addr().IsUnspecified() {
 		return netip.AddrPort{}, nil, false
 	}
-	return r.rtcp, l.pair.RTCP, true
+	return r.rtcp, l.pair.rtcp.out, true
 }
 
 // Stats returns a snapshot of the leg's counters. Safe concurrently.
@@ -513,7 +532,7 @@ func (l *RTPLeg) PauseReads() error {
 	case l.pauseCh <- struct{}{}:
 	default:
 	}
-	return l.pair.RTP.SetReadDeadline(time.Unix(1, 0))
+	return l.pair.rtp.setReadDeadline(time.Unix(1, 0))
 }
 
 // ResumeReads lets ReadRTP block again after PauseReads.
@@ -523,7 +542,7 @@ func (l *RTPLeg) ResumeReads() error {
 	case <-l.pauseCh:
 	default:
 	}
-	return l.pair.RTP.SetReadDeadline(time.Time{})
+	return l.pair.rtp.setReadDeadline(time.Time{})
 }
 
 // Serve hands the peer's RTP to h on a media loop's goroutine, with no
@@ -590,22 +609,30 @@ func (l *RTPLeg) leaveLoop() {
 }
 
 // ready is the loop's call: every datagram queued at the RTP socket.
-func (l *RTPLeg) ready(lp *loop, _ time.Time) {
+func (l *RTPLeg) ready(lp *loop, now time.Time) {
 	for {
 		n := lp.batch.take(l.fd)
 		for i := range n {
 			pkt, from, truncated := lp.batch.at(i)
-			if truncated {
-				l.drop(DropTruncated)
-				continue
-			}
-			if k, ok := l.accept(pkt, from); ok {
-				l.sink(pkt[:k])
-			}
+			l.datagram(pkt, from, truncated, now)
 		}
 		if n < lp.batch.size() {
 			return
 		}
+	}
+}
+
+// recvFD is the RTP socket, for a loop that reads it itself.
+func (l *RTPLeg) recvFD() int { return l.fd }
+
+// datagram is the untrusted-input path of the RTP port on a loop.
+func (l *RTPLeg) datagram(pkt []byte, from netip.AddrPort, truncated bool, _ time.Time) {
+	if truncated {
+		l.drop(DropTruncated)
+		return
+	}
+	if k, ok := l.accept(pkt, from); ok {
+		l.sink(pkt[:k])
 	}
 }
 

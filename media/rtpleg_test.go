@@ -24,8 +24,8 @@ func TestPortAllocator(t *testing.T) {
 		if p.Port()%2 != 0 {
 			t.Errorf("RTP port %d is odd", p.Port())
 		}
-		if got := p.RTCP.LocalAddr().(interface{ String() string }).String(); got == "" {
-			t.Error("no RTCP address")
+		if c, err := p.rtcp.goConn(); err != nil || c.LocalAddr().String() == "" {
+			t.Errorf("no RTCP address: %v", err)
 		}
 		if seen[p.Port()] {
 			t.Errorf("port %d handed out twice", p.Port())
@@ -412,11 +412,11 @@ func TestSetRemoteRTCPAddress(t *testing.T) {
 	leg := newTestLeg(t, testPorts(t, 1), RTPLegOptions{})
 	rtpAddr := netip.MustParseAddrPort("192.0.2.7:4000")
 	leg.SetRemote(rtpAddr, netip.AddrPort{})
-	if dst, conn, ok := leg.rtcpDest(); !ok || dst.Port() != 4001 || conn != leg.pair.RTCP {
+	if dst, conn, ok := leg.rtcpDest(); !ok || dst.Port() != 4001 || conn != leg.pair.rtcp.out {
 		t.Errorf("default RTCP dest %v %v", dst, ok)
 	}
 	leg.SetRemote(rtpAddr, rtpAddr) // a=rtcp-mux
-	if dst, conn, ok := leg.rtcpDest(); !ok || dst != rtpAddr || conn != leg.pair.RTP {
+	if dst, conn, ok := leg.rtcpDest(); !ok || dst != rtpAddr || conn != leg.pair.rtp.out {
 		t.Errorf("mux RTCP dest %v %v", dst, ok)
 	}
 	leg.SetRemote(netip.MustParseAddrPort("[::ffff:192.0.2.7]:0"), netip.AddrPort{}) // rejected stream

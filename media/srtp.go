@@ -149,7 +149,7 @@ func (l *RTPLeg) writeSRTP(b []byte, dst netip.AddrPort) error {
 	if err != nil {
 		return fmt.Errorf("rtp leg %s: srtp encrypt: %w", l.local, err)
 	}
-	if err := l.out.sendTo(out, dst); err != nil {
+	if err := l.out.sendFor(b, out, dst); err != nil {
 		return fmt.Errorf("rtp leg %s: write to %s: %w", l.local, dst, err)
 	}
 	return nil

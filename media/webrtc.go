@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -72,6 +73,9 @@ type WebRTC struct {
 	cands  []netip.Addr // advertised in candidates
 	shards []*shard
 	tcp    *iceTCP // nil without ICE-TCP
+	// strays counts DTLS and SRTP datagrams from sources no leg has
+	// verified by ICE: dropped, never forwarded (StrayPackets).
+	strays atomic.Uint64
 
 	mu   sync.Mutex
 	legs map[string]*WebRTCLeg // by local ICE ufrag
@@ -133,7 +137,12 @@ func NewWebRTC(o WebRTCOptions) (*WebRTC, error) {
 		if err := setReadBuffer(conn, webrtcReadBuffer/o.Shards); err != nil {
 			o.Logger.Warn("webrtc udp port: receive buffer not raised", "err", err)
 		}
-		w.shards = append(w.shards, newShard(w, conn))
+		sock, err := newUDPSock(conn)
+		if err != nil {
+			w.closeShards()
+			return nil, fmt.Errorf("webrtc udp port: %w", err)
+		}
+		w.shards = append(w.shards, newShard(w, sock))
 	}
 	w.local = netip.AddrPortFrom(bind, uint16(port))
 	w.cands = candidateAddrs(bind, o.PublicIPs)
@@ -317,3 +326,7 @@ func (w *WebRTC) janitor() {
 // webrtcReadBuffer is the receive buffer asked for on the shared WebRTC
 // port, split over its shards: about a second of traffic for 1000 calls.
 const webrtcReadBuffer = 16 << 20
+
+// StrayPackets is how many DTLS or SRTP datagrams reached the shared port
+// from sources that no ICE check verified; they were dropped.
+func (w *WebRTC) StrayPackets() uint64 { return w.strays.Load() }

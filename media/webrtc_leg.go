@@ -53,6 +53,12 @@ type WebRTCLeg struct {
 	fpHash, fp string
 	dtlsClient bool
 
+	// e2e: the leg forwards DTLS and SRTP/SRTCP opaquely (e2e.go); set
+	// before the leg is published, never changed. far is then what our
+	// SDP announces of the far end (its fingerprint instead of ours).
+	e2e bool
+	far E2EPeer
+
 	dst         atomic.Pointer[legDest] // the selected pair
 	haveDst     chan struct{}
 	dstOnce     sync.Once
@@ -106,17 +112,22 @@ func (d *legDest) send(b []byte) error {
 	return d.s.out.sendTo(b, d.addr)
 }
 
-// sendSlow is send for what is not media (DTLS, RTCP reports): through
-// the socket's net.UDPConn, so it may come from any goroutine without
-// counting against the raw sender.
-func (d *legDest) sendSlow(b []byte) (int, error) {
+// sendFor is send for media forwarded from in: on the UDP port it may
+// leave with the rest of its media loop's round.
+func (d *legDest) sendFor(in, b []byte) error {
 	if d.tcp != nil {
-		if err := d.tcp.send(b); err != nil {
-			return 0, err
-		}
-		return len(b), nil
+		return d.tcp.send(b)
 	}
-	return d.s.conn.WriteToUDPAddrPort(b, d.addr)
+	return d.s.out.sendFor(in, b, d.addr)
+}
+
+// sendSlow is send for what is not media (DTLS, RTCP reports), from any
+// goroutine, in the shape of a net.Conn write.
+func (d *legDest) sendSlow(b []byte) (int, error) {
+	if err := d.send(b); err != nil {
+		return 0, err
+	}
+	return len(b), nil
 }
 
 // same reports whether d is the pair of a check from addr over tcp.
@@ -126,7 +137,11 @@ func (d *legDest) same(addr netip.AddrPort, tcp *tcpPair) bool {
 
 type sinkRef struct{ h func([]byte) }
 
-func (w *WebRTC) newLeg(clock uint32) (*WebRTCLeg, error) {
+func (w *WebRTC) newLeg(clock uint32) (*WebRTCLeg, error) { return w.newLegMode(clock, E2EPeer{}) }
+
+// newLegMode is newLeg; a far end with a fingerprint makes an end-to-end
+// leg (set before the leg can receive a check).
+func (w *WebRTC) newLegMode(clock uint32, far E2EPeer) (*WebRTCLeg, error) {
 	pwd, err := iceToken(24)
 	if err != nil {
 		return nil, err
@@ -148,6 +163,8 @@ func (w *WebRTC) newLeg(clock uint32) (*WebRTCLeg, error) {
 		rx:             recvStats{clockRate: uint64(clock), epoch: time.Now()},
 		wplain:         make([]byte, forwardBufSize),
 		connectTimeout: w.opts.ConnectTimeout,
+		e2e:            far.Fingerprint != "",
+		far:            far,
 	}
 	if err := w.register(l); err != nil {
 		return nil, err
@@ -163,6 +180,11 @@ func (l *WebRTCLeg) isClosed() bool { return l.isDown.Load() }
 // as does a later nomination of another pair.
 func (l *WebRTCLeg) checked(d legDest, nominated bool, now time.Time) {
 	l.lastConsent.Store(now.UnixNano())
+	if l.e2e {
+		// No handshake of ours: a verified pair is all the leg needs,
+		// and consent freshness runs from here.
+		l.connOnce.Do(func() { close(l.connected) })
+	}
 	cur := l.dst.Load()
 	if cur == nil || (nominated && !cur.same(d.addr, d.tcp)) {
 		l.dst.Store(&d)
@@ -175,6 +197,10 @@ func (l *WebRTCLeg) checked(d legDest, nominated bool, now time.Time) {
 
 // dtlsRecord hands a DTLS record from a verified source to the handshake.
 func (l *WebRTCLeg) dtlsRecord(pkt []byte) {
+	if l.e2e {
+		l.passIn(pkt, time.Now())
+		return
+	}
 	if l.dtlsDone.Load() {
 		return
 	}
@@ -186,6 +212,10 @@ func (l *WebRTCLeg) dtlsRecord(pkt []byte) {
 
 // media is the receive path of SRTP and SRTCP from a verified source.
 func (l *WebRTCLeg) media(pkt []byte, now time.Time) {
+	if l.e2e {
+		l.passIn(pkt, now)
+		return
+	}
 	sess := l.srtp.Load()
 	if sess == nil {
 		l.dropped.Add(1) // before the keys: nothing to decrypt with
@@ -274,6 +304,7 @@ func (l *WebRTCLeg) handshake() {
 		l.fail(FailSRTPKeys, err)
 		return
 	}
+	keysExported.Add(1)
 	l.srtp.Store(sess)
 	l.connOnce.Do(func() { close(l.connected) })
 	t := time.NewTimer(dtlsLinger)
@@ -287,9 +318,14 @@ func (l *WebRTCLeg) handshake() {
 
 // start launches the handshake once the browser's DTLS parameters are known.
 func (l *WebRTCLeg) start() {
-	if l.started.CompareAndSwap(false, true) {
-		go l.handshake()
+	if !l.started.CompareAndSwap(false, true) {
+		return
 	}
+	if l.e2e {
+		go l.awaitICE()
+		return
+	}
+	go l.handshake()
 }
 
 // tick runs the leg's timers; the janitor calls it about once a second.
@@ -449,7 +485,7 @@ func (l *WebRTCLeg) WriteRTP(b []byte) error {
 	copy(p[rtpHeaderMin:], payload)
 	out, err := sess.encRTP.EncryptRTP(sess.wbuf, p, &sess.whdr)
 	if err == nil {
-		err = d.send(out)
+		err = d.sendFor(b, out)
 	}
 	sess.wmu.Unlock()
 	if err != nil {

@@ -282,13 +282,26 @@ func (w *WebRTC) session(l *WebRTCLeg, offer *psdp.SessionDescription, mid strin
 			fmt.Fprintf(&b, " %d", c.PT)
 		}
 		fmt.Fprintf(&b, "\r\nc=IN %s %s\r\n", ipv, addr)
-		fmt.Fprintf(&b, "a=ice-ufrag:%s\r\na=ice-pwd:%s\r\na=fingerprint:%s\r\na=setup:%s\r\n", l.ufrag, l.pwd, w.fp, setup)
+		fp := w.fp
+		if l.e2e {
+			fp = l.far.Fingerprint // end to end: the far end's certificate
+		}
+		fmt.Fprintf(&b, "a=ice-ufrag:%s\r\na=ice-pwd:%s\r\na=fingerprint:%s\r\na=setup:%s\r\n", l.ufrag, l.pwd, fp, setup)
 		if mid != "" {
 			fmt.Fprintf(&b, "a=mid:%s\r\n", mid)
 		}
 		fmt.Fprintf(&b, "a=%s\r\na=rtcp-mux\r\n", dir)
 		sdp.WriteRTPMaps(&b, codecs)
-		fmt.Fprintf(&b, "a=ssrc:%d cname:mediarelay\r\na=ssrc:%d msid:mediarelay audio\r\na=msid:mediarelay audio\r\n", l.ssrc, l.ssrc)
+		if l.e2e {
+			// The far end's SSRC reaches the browser unchanged: announce
+			// its own, if it did, never ours.
+			for _, v := range l.far.SSRC {
+				fmt.Fprintf(&b, "a=ssrc:%s\r\n", v)
+			}
+			b.WriteString("a=msid:mediarelay audio\r\n")
+		} else {
+			fmt.Fprintf(&b, "a=ssrc:%d cname:mediarelay\r\na=ssrc:%d msid:mediarelay audio\r\na=msid:mediarelay audio\r\n", l.ssrc, l.ssrc)
+		}
 		for i, a := range w.cands {
 			// RFC 8445 §5.1.2.1 host priority, lower for each further address.
 			prio := uint32(126)<<24 | uint32(65535-i)<<8 | 255

@@ -22,8 +22,8 @@ const shardBatch = 64
 // packets all reach the same shard, which then owns that address.
 type shard struct {
 	w     *WebRTC
-	conn  *net.UDPConn
-	out   *udpSender
+	sock  *udpSock
+	out   *udpSender   // sock's
 	batch *batchReader // nil off Linux: one datagram per read
 	buf   []byte       // for reads without batch
 
@@ -42,15 +42,15 @@ type shard struct {
 // start serves the shard from media loop i, or where there are no loops
 // from a goroutine of its own, counted in wg.
 func (s *shard) start(i int, wg *sync.WaitGroup) {
-	if all, err := engineLoops(); err == nil && s.batch != nil {
-		if fd, err := socketFD(s.conn); err == nil {
-			lp := all[i%len(all)]
-			s.fd = fd // before add: ready may run at once
-			if slot, err := lp.add(fd, s); err == nil {
-				s.lp, s.slot = lp, slot
-				return
-			}
+	if all, err := engineLoops(); err == nil && s.batch != nil && s.sock.fd >= 0 {
+		lp := all[i%len(all)]
+		s.fd = s.sock.fd             // before add: ready may run at once
+		registerBuffers(s.batch, lp) // before add: ready may run at once
+		if slot, err := lp.add(s.fd, s); err == nil {
+			s.lp, s.slot = lp, slot
+			return
 		}
+		unregisterBuffers(s.batch)
 	}
 	wg.Add(1)
 	go func() {
@@ -64,9 +64,9 @@ func (s *shard) close() {
 	if s.lp != nil {
 		s.lp.remove(s.slot, s.fd)
 		s.lp = nil
+		unregisterBuffers(s.batch)
 	}
-	s.out.shut()
-	_ = s.conn.Close()
+	_ = s.sock.close()
 }
 
 // ready is the loop's call: every datagram queued at the socket, in
@@ -86,16 +86,24 @@ func (s *shard) ready(_ *loop, now time.Time) {
 	s.mu.Unlock()
 }
 
-func newShard(w *WebRTC, conn *net.UDPConn) *shard {
-	return &shard{w: w, conn: conn, out: newUDPSender(conn), batch: newBatchReaderSize(conn, shardBatch), buf: make([]byte, readBufSize),
+func newShard(w *WebRTC, sock *udpSock) *shard {
+	return &shard{w: w, sock: sock, out: sock.out, batch: newShardBatch(), buf: make([]byte, readBufSize),
 		addrs: map[netip.AddrPort]*WebRTCLeg{}}
 }
 
 // run reads the socket until it is closed, where no loop serves it.
 func (s *shard) run() {
+	conn, err := s.sock.goConn()
+	if err != nil {
+		s.w.log.Warn("webrtc port: no socket to read", "err", err)
+		return
+	}
+	if s.batch != nil {
+		s.batch = newBatchReaderSize(conn, shardBatch)
+	}
 	for {
 		if s.batch == nil {
-			n, _, flags, from, err := s.conn.ReadMsgUDPAddrPort(s.buf, nil)
+			n, _, flags, from, err := conn.ReadMsgUDPAddrPort(s.buf, nil)
 			if err != nil {
 				if s.stopped(err) {
 					return
@@ -151,10 +159,14 @@ func (s *shard) handle(pkt []byte, from netip.AddrPort, truncated bool, now time
 	case b >= 20 && b <= 63:
 		if l := s.addrs[from]; l != nil {
 			l.dtlsRecord(pkt)
+		} else {
+			s.w.strays.Add(1)
 		}
 	case b >= 128 && b <= 191:
 		if l := s.addrs[from]; l != nil {
 			l.media(pkt, now)
+		} else {
+			s.w.strays.Add(1)
 		}
 	}
 }
@@ -165,7 +177,7 @@ func (s *shard) stun(pkt []byte, from netip.AddrPort, now time.Time) {
 	if l == nil {
 		return
 	}
-	if _, err := s.conn.WriteToUDPAddrPort(resp, from); err != nil {
+	if err := s.out.sendTo(resp, from); err != nil {
 		s.w.log.Debug("webrtc: stun response failed", "to", from.String(), "err", err)
 		return
 	}

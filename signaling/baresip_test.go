@@ -63,6 +63,17 @@ func freePortPair(t *testing.T) int {
 // 8 kHz mono WAV) into every call. The process is killed when the test ends.
 func startBaresip(t *testing.T, pki *testPKI, user, source string) *baresipUA {
 	t.Helper()
+	return startBaresipEnc(t, pki, user, source, "srtp-mand")
+}
+
+// startBaresipEnc is startBaresip with the account's media encryption:
+// srtp-mand (SDES) or dtls_srtp (DTLS-SRTP, RTCP multiplexed).
+func startBaresipEnc(t *testing.T, pki *testPKI, user, source, mediaenc string) *baresipUA {
+	t.Helper()
+	encModule, rtcpMux := "srtp.so", "no"
+	if mediaenc == "dtls_srtp" {
+		encModule, rtcpMux = "dtls_srtp.so", "yes"
+	}
 	if _, err := exec.LookPath("baresip"); err != nil {
 		t.Fatal("baresip is not installed (Debian package baresip; .ci/deps installs it)")
 	}
@@ -80,7 +91,7 @@ func startBaresip(t *testing.T, pki *testPKI, user, source string) *baresipUA {
 		t.Fatal(err)
 	}
 	// Its accounts: no registration, answer at once, SDES mandatory.
-	acct := fmt.Sprintf("<sip:%s@127.0.0.1;transport=tls>;regint=0;answermode=auto;mediaenc=srtp-mand;audio_codecs=PCMU\n", user)
+	acct := fmt.Sprintf("<sip:%s@127.0.0.1;transport=tls>;regint=0;answermode=auto;mediaenc=%s;audio_codecs=PCMU\n", user, mediaenc)
 	if err := os.WriteFile(filepath.Join(b.dir, "accounts"), []byte(acct), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +124,7 @@ func startBaresip(t *testing.T, pki *testPKI, user, source string) *baresipUA {
 			"ausrc_channels 1",
 			"auplay_channels 1",
 			"audio_level no",
-			"rtcp_mux no",
+			"rtcp_mux " + rtcpMux,
 			"rtp_ports 20000-29999",
 			"jitter_buffer_delay 1-10",
 			"rtp_timeout 0",
@@ -125,7 +136,7 @@ func startBaresip(t *testing.T, pki *testPKI, user, source string) *baresipUA {
 			"module sndfile.so",
 			"module aufile.so",
 			"module aubridge.so",
-			"module srtp.so",
+			"module " + encModule,
 			"module_tmp account.so",
 			"module_app menu.so",
 			"statmode_default off",

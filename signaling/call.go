@@ -73,6 +73,10 @@ type Call struct {
 	mediaWG      sync.WaitGroup
 	sec          callSecurity // the SIP leg's encryption (SDES or DTLS-SRTP)
 
+	// e2e: DTLS-SRTP end to end (media_mode e2e); cleared when the far end
+	// could not and the trunk lets the relay terminate instead.
+	e2e bool
+
 	start, answered time.Time
 	// answeredNS is answered in Unix nanoseconds (0 until then), for
 	// goroutines other than the call's signalling (metrics, the call API).
@@ -187,8 +191,19 @@ func (c *Call) setupMedia(answer sdp.Audio) error {
 		c.trunk.setRemote(answer)
 		return nil
 	}
+	if c.e2e {
+		fallback, err := c.setupE2E(answer)
+		if err != nil || !fallback {
+			return err
+		}
+		c.e2e = false // terminated from here on
+	}
+	mode := c.route.MediaMode
+	if mode == ModeE2E {
+		mode = ModePassthrough // an e2e trunk's fallback never transcodes
+	}
 	browserAudio := mustAudio(c.browserOffer)
-	plan, err := decide(c.route.MediaMode, browserAudio, answer, c.offered)
+	plan, err := decide(mode, browserAudio, answer, c.offered)
 	if err != nil {
 		return err
 	}

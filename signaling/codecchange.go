@@ -253,6 +253,9 @@ func (c *Call) followTrunkOffer(offer sdp.Audio) error {
 		}
 		return nil
 	}
+	if cur.plan.Mode == ModeE2E {
+		return e2eFollow(cur.plan, offer) // nothing to re-plumb
+	}
 	c.r.mu.Lock() // a transfer may change the route
 	route := c.route
 	c.r.mu.Unlock()

@@ -205,7 +205,7 @@ func (r *Relay) inbound(req *sip.Request, tx sip.ServerTransaction) {
 	c := r.newCall(route, "inbound")
 	c.trunk.dialog = serverDialog(dss)
 	c.from, c.to = formatNumber(route, callerOf(req)), inv.user
-	c.trunkOffer, c.lateOffer = inv.offer, inv.lateOffer
+	c.trunkOffer, c.lateOffer, c.e2e = inv.offer, inv.lateOffer, inv.e2e
 	r.admit(c, dss.ID)
 	r.wg.Add(1)
 	defer r.wg.Done()
@@ -233,8 +233,11 @@ type inboundInvite struct {
 	bindings  []*binding
 	offer     sdp.Audio // the trunk's, or what the relay will offer for a late offer
 	lateOffer bool
-	keys      *inboundKeys
-	codecs    []string // what the browsers are offered
+	keys      *inboundKeys // nil on an end-to-end call
+	e2e       bool         // DTLS-SRTP end to end: the trunk's identity goes to the browser
+	codecs    []string     // what the browsers are offered
+	// makeOffer makes one browser's offer.
+	makeOffer func() (*media.WebRTCLeg, string, error)
 }
 
 // checkInbound refuses a trunk's INVITE the relay cannot ring anyone for:
@@ -256,18 +259,38 @@ func (r *Relay) checkInbound(req *sip.Request, tx sip.ServerTransaction, route *
 	if inv.offer, inv.lateOffer, ok = r.inboundOffer(req, tx, route); !ok {
 		return inv, false
 	}
-	// SDES per the trunk's SRTP policy; DTLS-SRTP offers from trunks get 488.
-	keys, refusal := inboundSecurity(route, inv.offer, inv.lateOffer)
+	// End to end when the trunk or the user asks for it and the offer has
+	// DTLS-SRTP; otherwise SDES per the trunk's SRTP policy, and DTLS-SRTP
+	// offers get 488.
+	far, e2e, refusal := r.inboundE2E(route, user, inv.offer, inv.lateOffer)
+	if !e2e && refusal == "" {
+		inv.keys, refusal = inboundSecurity(route, inv.offer, inv.lateOffer)
+	}
 	if refusal != "" {
 		r.refuse(req, tx, 488, "Not Acceptable Here", refusal)
 		return inv, false
 	}
-	inv.keys = keys
+	inv.e2e = e2e
 	if tooBrief(req, tx) {
 		r.countSetupFailure(422)
 		return inv, false
 	}
-	if inv.codecs = browserCodecsFor(route.MediaMode, route.Codecs, inv.offer); len(inv.codecs) == 0 {
+	mode := route.MediaMode
+	if mode == ModeE2E {
+		mode = ModePassthrough // an e2e trunk's fallback never transcodes
+	}
+	codecs := browserCodecsFor(mode, route.Codecs, inv.offer)
+	inv.makeOffer = func() (*media.WebRTCLeg, string, error) { return r.webrtc.Offer(codecs) }
+	if e2e {
+		e2eCodecs := e2eBrowserCodecs(route.Codecs, inv.offer)
+		codecs = nil
+		if len(e2eCodecs) > 0 {
+			codecs = []string{e2eCodecs[0].Name}
+		}
+		peer := media.E2EPeer{Fingerprint: far.fingerprint, Setup: far.setup, SSRC: far.ssrc}
+		inv.makeOffer = func() (*media.WebRTCLeg, string, error) { return r.webrtc.OfferE2E(e2eCodecs, peer) }
+	}
+	if inv.codecs = codecs; len(codecs) == 0 {
 		r.refuse(req, tx, 488, "Not Acceptable Here", "")
 		return inv, false
 	}
@@ -323,7 +346,7 @@ func (c *Call) ringUser(ctx context.Context, req *sip.Request, dss *sipgo.Dialog
 	ringCtx, ringCancel := context.WithTimeout(ctx, ringTimeout)
 	defer ringCancel()
 	var ringingSent atomic.Bool
-	winner, finals, rung := r.ringBrowsers(ringCtx, c, inv.bindings, func() (*media.WebRTCLeg, string, error) { return r.webrtc.Offer(inv.codecs) },
+	winner, finals, rung := r.ringBrowsers(ringCtx, c, inv.bindings, inv.makeOffer,
 		ringParty{name: callerName(req), from: c.from, to: c.to, extra: passHeaders(c.route, req)},
 		func() {
 			if ringingSent.CompareAndSwap(false, true) {
@@ -391,6 +414,9 @@ func (c *Call) answerInbound(req *sip.Request, dss *sipgo.DialogServerSession, w
 // startInboundMedia applies the winning browser's answer and starts
 // forwarding; c.answerSDP becomes the SDP answer for the trunk.
 func (c *Call) startInboundMedia(browserAnswer string, keys *inboundKeys) error {
+	if c.e2e {
+		return c.startInboundE2E(browserAnswer)
+	}
 	if err := c.web.SetAnswer(browserAnswer); err != nil {
 		return err
 	}
@@ -401,7 +427,11 @@ func (c *Call) startInboundMedia(browserAnswer string, keys *inboundKeys) error 
 			break
 		}
 	}
-	plan, err := planInbound(c.route.MediaMode, c.route.Codecs, c.trunkOffer, browserCodec)
+	mode := c.route.MediaMode
+	if mode == ModeE2E {
+		mode = ModePassthrough // fallback: terminated, never transcoded
+	}
+	plan, err := planInbound(mode, c.route.Codecs, c.trunkOffer, browserCodec)
 	if err != nil {
 		return err
 	}

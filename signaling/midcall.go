@@ -166,6 +166,11 @@ func (c *Call) localSDP(s side, dir string) string {
 	l := c.leg(s)
 	setup := ""
 	if s == sideTrunk {
+		if c.currentPlan().Mode == ModeE2E && l.dcs != nil {
+			// Our offer said actpass for the browser; the trunk's answer
+			// settled the roles, which later SDP must keep.
+			setup = e2eSettledSetup(l.dcs.InviteResponse)
+		}
 		if c.active.Load() != nil {
 			// Only what the call uses now: the codec may have changed since
 			// the first SDP, which for a call to a trunk listed all offered.
@@ -173,9 +178,9 @@ func (c *Call) localSDP(s side, dir string) string {
 				l.ver = sdpVersion(l.sdp)
 			}
 			l.ver++
-			return rewriteSDP(setCodecs(l.sdp, sipCodecList(c.currentPlan())), dir, l.ver, "")
+			return rewriteSDP(setCodecs(l.sdp, sipCodecList(c.currentPlan())), dir, l.ver, setup)
 		}
-		return l.nextSDP(dir, "")
+		return l.nextSDP(dir, setup)
 	}
 	switch {
 	case l.dss != nil:

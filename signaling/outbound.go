@@ -12,6 +12,7 @@ import (
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 
+	"github.com/mediarelay/mediarelay/media"
 	"github.com/mediarelay/mediarelay/pkg/sdp"
 )
 
@@ -43,7 +44,7 @@ func (r *Relay) outbound(req *sip.Request, tx sip.ServerTransaction) {
 	c := r.newCall(out.route, "outbound")
 	c.browser.dialog = serverDialog(dss)
 	c.from, c.to = req.From().Address.User, req.Recipient.User
-	c.browserOffer, c.offered = string(req.Body()), out.offered
+	c.browserOffer, c.offered, c.e2e = string(req.Body()), out.offered, out.e2e
 	c.user, c.wsSource = out.caller, req.Source()
 	if out.caller != "" {
 		c.from = out.caller // the caller is who authenticated, whatever From says
@@ -61,7 +62,7 @@ func (r *Relay) outbound(req *sip.Request, tx sip.ServerTransaction) {
 	if !c.openRTPLeg(fail) {
 		return
 	}
-	body, err := c.trunkOfferSDP()
+	body, err := c.trunkOfferSDP(out.browserDTLS)
 	if err != nil {
 		c.log.Warn("trunk's SRTP policy cannot be met; not calling it", "srtp", c.route.SRTP, "transport", c.route.Transport, "err", err)
 		fail(488, "Not Acceptable Here", setupCause(err), sip.NewHeader("Warning", `399 mediarelay "SRTP policy"`))
@@ -82,6 +83,9 @@ type outboundInvite struct {
 	route   *Trunk
 	caller  string      // the authenticated user, "" for anonymous calls
 	offered []sdp.Codec // what the trunk is offered
+	// e2e: DTLS-SRTP end to end; the browser's identity goes to the far end.
+	e2e         bool
+	browserDTLS dtlsIdentity
 }
 
 // checkOutbound refuses a browser's INVITE the relay cannot place: no SDP
@@ -105,7 +109,19 @@ func (r *Relay) checkOutbound(req *sip.Request, tx sip.ServerTransaction) (outbo
 	if out.caller, ok = r.authorizeCall(req, tx, out.route); !ok {
 		return out, false
 	}
-	if out.offered, err = trunkOffer(out.route.MediaMode, out.route.Codecs, offer); err != nil {
+	if out.e2e = out.route.MediaMode == ModeE2E; out.e2e {
+		// The browser's DTLS identity goes to the far end as it is.
+		fp, setup, derr := media.RemoteDTLS(string(req.Body()))
+		if derr != nil {
+			r.refuse(req, tx, 488, "Not Acceptable Here", "end-to-end media needs DTLS-SRTP from the browser")
+			return out, false
+		}
+		out.browserDTLS = dtlsIdentity{fingerprint: fp, setup: setup}
+		out.offered, err = e2eOffer(out.route.Codecs, offer)
+	} else {
+		out.offered, err = trunkOffer(out.route.MediaMode, out.route.Codecs, offer)
+	}
+	if err != nil {
 		r.refuse(req, tx, 488, "Not Acceptable Here", "")
 		return out, false
 	}
@@ -113,8 +129,9 @@ func (r *Relay) checkOutbound(req *sip.Request, tx sip.ServerTransaction) (outbo
 }
 
 // trunkOfferSDP is the relay's offer to the trunk: the codecs offered, on
-// the call's RTP port, keyed per the trunk's SRTP policy.
-func (c *Call) trunkOfferSDP() ([]byte, error) {
+// the call's RTP port, keyed per the trunk's SRTP policy, or carrying the
+// browser's DTLS identity on an end-to-end call.
+func (c *Call) trunkOfferSDP(browserDTLS dtlsIdentity) ([]byte, error) {
 	o := sdp.Offer{
 		SessionID: uint64(time.Now().UnixNano()),
 		Version:   1,
@@ -123,7 +140,13 @@ func (c *Call) trunkOfferSDP() ([]byte, error) {
 		Codecs:    c.offered,
 		Ptime:     c.route.Ptime,
 	}
-	if err := c.secureOffer(&o); err != nil {
+	if c.e2e {
+		ice, err := c.trunk.rtp.EnableICE(o.Addr)
+		if err != nil {
+			return nil, err
+		}
+		e2eOfferSDP(&o, browserDTLS, ice)
+	} else if err := c.secureOffer(&o); err != nil {
 		return nil, err
 	}
 	return o.Marshal(), nil
@@ -206,6 +229,9 @@ func (c *Call) answerOutbound(dss *sipgo.DialogServerSession, dcs *sipgo.DialogC
 		c.log.Warn("trunk answer unusable", "err", perr)
 		// The trunk's dialog exists now: hangup sends it a BYE.
 		res := sip.NewResponseFromRequest(dss.InviteRequest, 488, "Not Acceptable Here", nil)
+		if errors.Is(perr, errE2ENoDTLS) {
+			res.AppendHeader(e2eWarning())
+		}
 		_ = dss.WriteResponse(res)
 		r.countSetupFailure(488)
 		c.browserRejected.Store(true) // no BYE: the browser got a final failure

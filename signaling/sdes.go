@@ -227,6 +227,8 @@ func setupCause(err error) string {
 		return endSRTPRequired
 	case errors.Is(err, errDTLS):
 		return endDTLSFailed
+	case errors.Is(err, errE2ENoDTLS):
+		return endE2ENoDTLS
 	}
 	return endNoCodec
 }

@@ -12,7 +12,9 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/binary"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/big"
@@ -243,6 +245,7 @@ type secTrunk struct {
 	wrongKey     bool   // encrypt the echo with a key other than the answered one
 	dtlsMode     bool   // answer UDP/TLS/RTP/SAVP and do DTLS-SRTP (setup:active)
 	wrongFP      bool   // announce a fingerprint that is not its certificate's
+	ownSSRC      uint32 // echo with this SSRC, as a real far end sends its own (0: the sender's)
 	echo         bool
 
 	mu       sync.Mutex
@@ -254,7 +257,8 @@ type secTrunk struct {
 	decOK, decFail atomic.Int64
 	media          chan secMedia
 	dtlsErr        atomic.Pointer[error]
-	answerCrypto   string // the a=crypto value it answered (holds its key)
+	dtlsFP         atomic.Pointer[string] // its certificate's a=fingerprint (dtlsMode)
+	answerCrypto   string                 // the a=crypto value it answered (holds its key)
 }
 
 // secMedia is one call's media socket and keys, for tests that send
@@ -367,8 +371,13 @@ func (u *secTrunk) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 			announced, _ = selfsign.GenerateSelfSigned()
 		}
 		fp, _ := media.Fingerprint(announced, "sha-256")
+		own, _ := media.Fingerprint(cert, "sha-256")
+		u.dtlsFP.Store(&own)
 		ans.Proto = "UDP/TLS/RTP/SAVP"
 		ans.Extra = []string{"fingerprint:" + fp, "setup:active"}
+		if u.ownSSRC != 0 {
+			ans.Extra = append(ans.Extra, fmt.Sprintf("ssrc:%d cname:sectrunk", u.ownSSRC))
+		}
 		var theirHash, theirFP string
 		for _, a := range offer.Attrs {
 			if a.Key == "fingerprint" {
@@ -448,6 +457,9 @@ func (u *secTrunk) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 				}}
 			}
 			pkt := buf[:n]
+			if dec != nil && (n < 2 || buf[0] < 128 || buf[0] > 191 || media.IsRTCP(pkt)) {
+				continue // a late DTLS record or SRTCP: not audio to echo
+			}
 			if dec != nil {
 				plain, err := dec.DecryptRTP(nil, pkt, nil)
 				if err != nil {
@@ -455,6 +467,9 @@ func (u *secTrunk) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 					continue
 				}
 				u.decOK.Add(1)
+				if u.ownSSRC != 0 && len(plain) >= 12 {
+					binary.BigEndian.PutUint32(plain[8:], u.ownSSRC)
+				}
 				if pkt, err = enc.EncryptRTP(nil, plain, nil); err != nil {
 					continue
 				}

@@ -98,6 +98,12 @@ func (c *Call) onRefer(s side, req *sip.Request, tx sip.ServerTransaction) {
 		respond(tx, req, 481, "Call/Transaction Does Not Exist")
 		return
 	}
+	if c.currentPlan().Mode == ModeE2E {
+		// A new party would need its own end-to-end handshake with the
+		// one that stays, which the relay cannot start in their place.
+		respond(tx, req, 488, "Not Acceptable Here", sip.NewHeader("Warning", `399 mediarelay "no transfers on end-to-end calls"`))
+		return
+	}
 	target, ok := referTarget(req, tx)
 	if !ok {
 		return

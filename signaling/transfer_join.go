@@ -257,6 +257,10 @@ func (r *Relay) replaceTrunkLeg(req *sip.Request, tx sip.ServerTransaction, rout
 		fail(486, "Busy Here", "")
 		return true
 	}
+	if c.currentPlan().Mode == ModeE2E {
+		fail(488, "Not Acceptable Here", "no transfers on end-to-end calls")
+		return true
+	}
 	if len(req.Body()) == 0 {
 		fail(488, "Not Acceptable Here", "an INVITE with Replaces needs an SDP offer")
 		return true

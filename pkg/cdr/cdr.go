@@ -50,7 +50,7 @@ type Record struct {
 	SIPCode int // final SIP status code of the call setup, 0 if none
 
 	WebRTCCodec, SIPCodec string
-	Mode                  string // "passthrough" or "transcode" ("" if no media)
+	Mode                  string // "passthrough", "transcode" or "e2e" ("" if no media)
 
 	WebRTCPacketsIn, WebRTCPacketsOut uint64
 	SIPPacketsIn, SIPPacketsOut       uint64

@@ -40,6 +40,10 @@ type User struct {
 	HA1SHA256 string `yaml:"ha1_sha256"`
 	// DIDs are numbers that, called from a trunk, ring this user.
 	DIDs []string `yaml:"dids,omitempty"`
+	// MediaMode, when e2e, keeps DTLS-SRTP end to end on calls from
+	// trunks into this user's browsers (the trunk's own media_mode e2e
+	// does the same); "" leaves it to the trunk.
+	MediaMode string `yaml:"media_mode,omitempty"`
 }
 
 // HTTP is the browser-facing listener: the softphone page, /ws, /healthz, /metrics.
@@ -247,8 +251,15 @@ type Trunk struct {
 	// Codecs in preference order: PCMU, PCMA, opus, G722. Load spells them
 	// canonically and fills an empty list with DefaultTrunkCodecs.
 	Codecs []string `yaml:"codecs"`
-	// MediaMode is auto, passthrough or transcode; Load turns "" into auto.
+	// MediaMode is auto, passthrough, transcode or e2e (DTLS-SRTP end to
+	// end: the relay forwards DTLS and SRTP without holding a key); Load
+	// turns "" into auto.
 	MediaMode string `yaml:"media_mode"`
+	// E2EFallback says what an e2e call does when the far end cannot do
+	// DTLS-SRTP: refuse (488 with a Warning) or terminate (the relay
+	// terminates the browser's DTLS-SRTP and passes the audio through, as
+	// in passthrough). Load turns "" into refuse.
+	E2EFallback string `yaml:"e2e_fallback"`
 	// SRTP is off, optional, required (SDES) or dtls; Load turns "" into off.
 	SRTP string `yaml:"srtp"`
 	// AllowSDESOverInsecureTransport permits SDES keys over UDP/TCP, where anyone on the path can read them.

@@ -69,13 +69,13 @@ func TestFullExample(t *testing.T) {
 		Trunks: []Trunk{
 			{
 				Name: "carrier", Match: `^\+?1[0-9]{10}$`, Address: "sip:sbc.carrier.example:5061;transport=tls",
-				Transport: "tls", Codecs: []string{"PCMA", "PCMU"}, MediaMode: "passthrough", SRTP: "required",
+				Transport: "tls", Codecs: []string{"PCMA", "PCMU"}, MediaMode: "passthrough", E2EFallback: "refuse", SRTP: "required",
 				Username: "acct42", Password: "s3cret", Ptime: 20,
 				Sources: []string{"198.51.100.0/24", "203.0.113.9"},
 			},
 			{
 				Name: "pbx", Match: `^[0-9]{3,4}$`, Address: "192.168.1.10:5080", Transport: "udp",
-				Codecs: []string{"opus", "G722", "PCMU"}, MediaMode: "transcode", SRTP: "optional",
+				Codecs: []string{"opus", "G722", "PCMU"}, MediaMode: "transcode", E2EFallback: "refuse", SRTP: "optional",
 				AllowSDESOverInsecureTransport: true, Ptime: 40,
 			},
 		},
@@ -263,6 +263,8 @@ func TestErrorsNameTheKey(t *testing.T) {
 		{name: "trunk codec", yaml: goodTrunk + "  - name: b\n    address: h:5060\n    codecs: [PCMU, G729]\n", want: `trunks[1].codecs: "G729" is not supported`},
 		{name: "trunk codec twice", yaml: goodTrunk + "    codecs: [PCMU, pcmu]\n", want: `trunks[0].codecs: "PCMU" is listed twice`},
 		{name: "trunk media mode", yaml: goodTrunk + "    media_mode: relay\n", want: `trunks[0].media_mode: "relay" is not one of auto, passthrough, transcode`},
+		{name: "trunk e2e fallback", yaml: goodTrunk + "    media_mode: e2e\n    e2e_fallback: transcode\n", want: `trunks[0].e2e_fallback: "transcode" is not one of refuse, terminate`},
+		{name: "user media mode", yaml: "users:\n  - name: alice\n    password: x\n    media_mode: transcode\n", want: `users[0].media_mode: "transcode" is not one of e2e`},
 		{name: "trunk srtp", yaml: goodTrunk + "    srtp: yes\n", want: `trunks[0].srtp: "yes" is not one of off, optional, required, dtls`},
 		{name: "sdes over udp", yaml: goodTrunk + "    srtp: required\n", want: `trunks[0].srtp: "required" (SDES) over udp exposes the keys`},
 		{name: "sdes over tcp", yaml: goodTrunk + "    transport: tcp\n    srtp: optional\n", want: `trunks[0].srtp: "optional" (SDES) over tcp exposes the keys`},
@@ -445,5 +447,22 @@ func TestNGKeys(t *testing.T) {
 	}
 	if _, err := Load([]string{"--ng-listen", "nope"}, nil); err == nil || !strings.Contains(err.Error(), "ng.listen") {
 		t.Fatalf("bad ng.listen: err = %v", err)
+	}
+}
+
+// TestTrunkE2EModeNormalized: media_mode e2e is accepted and its fallback
+// defaults to refuse in the one place defaults live.
+func TestTrunkE2EModeNormalized(t *testing.T) {
+	tr := Trunk{Name: "a", Address: "sip:10.0.0.1", MediaMode: " E2E "}
+	tr.Normalize()
+	if tr.MediaMode != "e2e" || tr.E2EFallback != "refuse" {
+		t.Fatalf("normalized to media_mode %q, e2e_fallback %q", tr.MediaMode, tr.E2EFallback)
+	}
+	c := Default()
+	c.Trunks = []Trunk{{Name: "a", Address: "sip:10.0.0.1", MediaMode: "e2e", E2EFallback: "terminate"}}
+	c.Users = []User{{Name: "alice", Password: "x", MediaMode: "e2e"}}
+	c.normalize()
+	if err := c.Validate(); err != nil {
+		t.Fatalf("e2e trunk and user rejected: %v", err)
 	}
 }

@@ -34,6 +34,9 @@ func (c Config) validateUsers(v *validator) {
 	dids := map[string]string{}
 	for i, u := range c.Users {
 		p := fmt.Sprintf("users[%d].", i)
+		if m := strings.ToLower(strings.TrimSpace(u.MediaMode)); m != "" {
+			v.oneOf(p+"media_mode", m, "e2e")
+		}
 		switch {
 		case u.Name == "":
 			v.add(p+"name", "is required")

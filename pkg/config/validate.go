@@ -31,11 +31,15 @@ func (c *Config) normalize() {
 	for i := range c.Trunks {
 		c.Trunks[i].Normalize()
 	}
+	for i := range c.Users {
+		c.Users[i].MediaMode = strings.ToLower(strings.TrimSpace(c.Users[i].MediaMode))
+	}
 }
 
 // Normalize spells t's case-insensitive values canonically and fills its
 // empty ones with their documented defaults: the transport of its
-// address, media mode auto, SRTP off, DefaultTrunkCodecs. Load does it
+// address, media mode auto, SRTP off, e2e_fallback refuse,
+// DefaultTrunkCodecs. Load does it
 // for every configured trunk; the relay does it for trunks it makes.
 func (t *Trunk) Normalize() {
 	t.Transport = strings.ToLower(strings.TrimSpace(t.Transport))
@@ -49,6 +53,10 @@ func (t *Trunk) Normalize() {
 	t.SRTP = strings.ToLower(strings.TrimSpace(t.SRTP))
 	if t.SRTP == "" {
 		t.SRTP = "off"
+	}
+	t.E2EFallback = strings.ToLower(strings.TrimSpace(t.E2EFallback))
+	if t.E2EFallback == "" {
+		t.E2EFallback = "refuse"
 	}
 	if len(t.Codecs) == 0 {
 		t.Codecs = append([]string(nil), DefaultTrunkCodecs...)
@@ -290,7 +298,10 @@ func (c Config) Validate() error {
 		}
 		mode := strings.ToLower(t.MediaMode)
 		if mode != "" {
-			v.oneOf(p+"media_mode", mode, "auto", "passthrough", "transcode")
+			v.oneOf(p+"media_mode", mode, "auto", "passthrough", "transcode", "e2e")
+		}
+		if fb := strings.ToLower(t.E2EFallback); fb != "" {
+			v.oneOf(p+"e2e_fallback", fb, "refuse", "terminate")
 		}
 		srtp := strings.ToLower(t.SRTP)
 		if srtp != "" {

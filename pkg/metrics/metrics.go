@@ -93,8 +93,9 @@ var DropReasons = []string{
 // starts at zero for; others appear when first counted.
 var SetupFailureCodes = []string{"403", "404", "407", "480", "486", "488", "503"}
 
-// Modes are the media modes of mediarelay_transcoded_calls_total.
-var Modes = []string{"passthrough", "transcode"}
+// Modes are the media modes of mediarelay_transcoded_calls_total:
+// "e2e" is DTLS-SRTP end to end, forwarded without keys.
+var Modes = []string{"passthrough", "transcode", "e2e"}
 
 // ActiveCalls is a count of calls in progress on one trunk in one media mode.
 type ActiveCalls struct {
@@ -133,7 +134,7 @@ type Relay struct {
 	// SIPRequests is mediarelay_sip_requests_total{method}: requests received.
 	SIPRequests *prometheus.CounterVec
 	// TranscodedCalls is mediarelay_transcoded_calls_total{mode,trunk}:
-	// answered calls by media mode ("passthrough" or "transcode").
+	// answered calls by media mode ("passthrough", "transcode", "e2e").
 	TranscodedCalls *prometheus.CounterVec
 
 	// CallSetup is mediarelay_call_setup_seconds{trunk,direction}: INVITE to answer.

@@ -460,7 +460,20 @@ async function collectStats(s) {
   const out = {};
   const report = await s.pc.getStats();
   const codecs = new Map();
-  report.forEach((r) => { if (r.type === 'codec') codecs.set(r.id, r.mimeType); });
+  const certs = new Map();
+  report.forEach((r) => {
+    if (r.type === 'codec') codecs.set(r.id, r.mimeType);
+    if (r.type === 'certificate') certs.set(r.id, `${r.fingerprintAlgorithm} ${r.fingerprint}`);
+  });
+  // Whose certificate the DTLS handshake verified: the relay's, or on an
+  // end-to-end call the far end's.
+  report.forEach((r) => {
+    if (r.type === 'transport' && r.remoteCertificateId) out.remoteCertFingerprint = certs.get(r.remoteCertificateId);
+  });
+  // The fingerprint the handshake was checked against (Chromium does not
+  // always report the remote certificate in getStats()).
+  const fp = /^a=fingerprint:(\S+) (\S+)/m.exec(s.pc.remoteDescription?.sdp || '');
+  if (fp) out.remoteFingerprint = `${fp[1]} ${fp[2]}`;
   report.forEach((r) => {
     if (r.kind !== 'audio' && r.type !== 'candidate-pair') return;
     if (r.type === 'inbound-rtp') {
