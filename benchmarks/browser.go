@@ -44,10 +44,15 @@ const (
 // rtcp-muxed, our ICE credentials and DTLS fingerprint, setup:actpass,
 // one host candidate on the call's port, the codec and our SSRC. c= and
 // the m= port carry the candidate, as a browser's description does once
-// gathering is complete.
+// gathering is complete. On ICE-TCP the one candidate is an active TCP
+// one, whose port is 9 (RFC 6544 §4.5: it connects out, nobody connects
+// to it), as a browser offers it where UDP is blocked.
 func (cl *Client) offer(c *call) string {
 	var b strings.Builder
-	port := c.sock.port
+	port := 9
+	if c.sock != nil {
+		port = c.sock.port
+	}
 	fmt.Fprintf(&b, "v=0\r\no=- %d 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n", randUint32())
 	b.WriteString("a=group:BUNDLE 0\r\na=msid-semantic: WMS bench\r\n")
 	fmt.Fprintf(&b, "m=audio %d UDP/TLS/RTP/SAVPF %d\r\nc=IN IP4 127.0.0.1\r\n", port, cl.codec.PayloadType)
@@ -62,7 +67,14 @@ func (cl *Client) offer(c *call) string {
 		fmt.Fprintf(&b, "a=fmtp:%d minptime=10;useinbandfec=1\r\n", cl.codec.PayloadType)
 	}
 	fmt.Fprintf(&b, "a=ssrc:%d cname:bench\r\na=ssrc:%d msid:bench audio\r\na=msid:bench audio\r\n", c.ssrc, c.ssrc)
-	fmt.Fprintf(&b, "a=candidate:1 1 udp 2130706431 127.0.0.1 %d typ host\r\na=end-of-candidates\r\n", port)
+	if cl.transport == TransportTCP {
+		// RFC 8445 §5.1.2.1 host priority with RFC 6544 §4.2's local
+		// preference for an active candidate, as Chrome ranks it.
+		fmt.Fprintf(&b, "a=candidate:1 1 tcp 1518280447 127.0.0.1 %d typ host tcptype active\r\n", port)
+	} else {
+		fmt.Fprintf(&b, "a=candidate:1 1 udp 2130706431 127.0.0.1 %d typ host\r\n", port)
+	}
+	b.WriteString("a=end-of-candidates\r\n")
 	return b.String()
 }
 
@@ -73,6 +85,7 @@ type answerParams struct {
 	setup      string           // active or passive: the peer's DTLS role
 	pt         uint8            // our codec's payload type as answered
 	cands      []netip.AddrPort // UDP IPv4 candidates of component 1
+	tcpCands   []netip.AddrPort // passive ICE-TCP IPv4 candidates of component 1
 }
 
 // maxCandidates bounds the checks one answer can make us send.
@@ -121,27 +134,35 @@ func parseAnswer(answer string, codec Codec) (answerParams, error) {
 	if ap.setup != setupActive && ap.setup != setupPassive {
 		return ap, fmt.Errorf("a=setup:%s is not an answer's role", ap.setup)
 	}
-	ap.cands = candidates(a.Attrs)
-	if len(ap.cands) == 0 && a.Addr.Is4() {
+	ap.cands, ap.tcpCands = candidates(a.Attrs)
+	if len(ap.cands) == 0 && len(ap.tcpCands) == 0 && a.Addr.Is4() {
 		// No candidates: the c= address and m= port are the peer's.
 		ap.cands = []netip.AddrPort{netip.AddrPortFrom(a.Addr, uint16(a.Port))}
 	}
-	if len(ap.cands) == 0 {
-		return ap, errors.New("no IPv4 UDP candidate")
+	if len(ap.cands) == 0 && len(ap.tcpCands) == 0 {
+		return ap, errors.New("no IPv4 candidate")
 	}
 	return ap, nil
 }
 
-// candidates returns the UDP IPv4 candidates of component 1 (RFC 8839
-// §5.1: foundation component transport priority address port typ type).
-func candidates(attrs []psdp.Attribute) []netip.AddrPort {
-	var out []netip.AddrPort
+// candidates returns the IPv4 candidates of component 1 (RFC 8839 §5.1:
+// foundation component transport priority address port typ type, then
+// extensions): UDP ones, and TCP ones of tcptype passive (RFC 6544 §4.5),
+// the only kind an active client connects to.
+func candidates(attrs []psdp.Attribute) (udp, tcp []netip.AddrPort) {
 	for _, at := range attrs {
 		if at.Key != "candidate" {
 			continue
 		}
 		f := strings.Fields(at.Value)
-		if len(f) < 8 || f[1] != "1" || !strings.EqualFold(f[2], "udp") {
+		if len(f) < 8 || f[1] != "1" {
+			continue
+		}
+		isTCP := strings.EqualFold(f[2], "tcp")
+		if !isTCP && !strings.EqualFold(f[2], "udp") {
+			continue
+		}
+		if isTCP && !passiveTCP(f[8:]) {
 			continue
 		}
 		ip, err := netip.ParseAddr(f[4])
@@ -152,11 +173,25 @@ func candidates(attrs []psdp.Attribute) []netip.AddrPort {
 		if err != nil || port == 0 {
 			continue
 		}
-		if out = append(out, netip.AddrPortFrom(ip, uint16(port))); len(out) == maxCandidates {
-			break
+		ap := netip.AddrPortFrom(ip, uint16(port))
+		if isTCP && len(tcp) < maxCandidates {
+			tcp = append(tcp, ap)
+		} else if !isTCP && len(udp) < maxCandidates {
+			udp = append(udp, ap)
 		}
 	}
-	return out
+	return udp, tcp
+}
+
+// passiveTCP says whether a candidate's extension attributes (name value
+// pairs after its type) include tcptype passive.
+func passiveTCP(ext []string) bool {
+	for i := 0; i+1 < len(ext); i += 2 {
+		if strings.EqualFold(ext[i], "tcptype") {
+			return strings.EqualFold(ext[i+1], "passive")
+		}
+	}
+	return false
 }
 
 // verifyFingerprint checks the peer's certificate against its SDP's
@@ -261,7 +296,7 @@ func (p *dtlsPacketConn) stop() { p.once.Do(func() { close(p.done) }) }
 
 func (p *dtlsPacketConn) Close() error { p.stop(); return nil }
 func (p *dtlsPacketConn) LocalAddr() net.Addr {
-	return &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: p.c.sock.port}
+	return &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: p.c.localPort()}
 }
 func (p *dtlsPacketConn) SetDeadline(time.Time) error      { return nil }
 func (p *dtlsPacketConn) SetReadDeadline(time.Time) error  { return nil }

@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/netip"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -39,6 +40,30 @@ type signaler interface {
 // ptime is the packet interval of every call's stream.
 const ptime = 20 * time.Millisecond
 
+// Transport is how the load client's calls reach the relay's ICE
+// candidates.
+type Transport string
+
+const (
+	// TransportUDP gives each call its own UDP socket, as a browser's
+	// host candidate is.
+	TransportUDP Transport = "udp"
+	// TransportTCP is ICE-TCP (RFC 6544), as a browser whose network
+	// blocks UDP uses it: each call connects to the relay's passive TCP
+	// candidate (a connection per call) and sends its checks, DTLS and
+	// SRTP on it in RFC 4571 frames.
+	TransportTCP Transport = "tcp"
+)
+
+// ParseTransport maps a flag value to a Transport.
+func ParseTransport(s string) (Transport, error) {
+	switch t := Transport(strings.ToLower(s)); t {
+	case TransportUDP, TransportTCP:
+		return t, nil
+	}
+	return "", fmt.Errorf("unknown transport %q (want udp or tcp)", s)
+}
+
 // Client is the browser-like load client. It does what a browser's WebRTC
 // stack does on the wire for one audio stream (its own UDP port per call,
 // a full controlling ICE agent, DTLS-SRTP), but in a small engine of its
@@ -52,11 +77,12 @@ const ptime = 20 * time.Millisecond
 // and no goroutine hop per packet. Setup (ICE checks, the DTLS handshake)
 // runs on the goroutine placing the call; only the handshake is pion's.
 type Client struct {
-	codec  Codec
-	frames [][]byte
-	cert   tls.Certificate
-	fp     string // our a=fingerprint value: "sha-256 AB:CD:..."
-	log    *slog.Logger
+	codec     Codec
+	transport Transport
+	frames    [][]byte
+	cert      tls.Certificate
+	fp        string // our a=fingerprint value: "sha-256 AB:CD:..."
+	log       *slog.Logger
 	// tieBreaker is ICE-CONTROLLING's value. The largest there is: the
 	// offerer controls, and a peer that thinks otherwise yields.
 	tieBreaker [8]byte
@@ -99,7 +125,7 @@ type call struct {
 // callMedia is a call's transport: socket, ICE, DTLS and SRTP state.
 type callMedia struct {
 	sh         *shard
-	sock       *udpSock // set once by open, before the call is published
+	sock       *udpSock // UDP: set once by open, before the call is published
 	ufrag, pwd string   // ours
 	ssrc       uint32
 	pt         uint8
@@ -107,10 +133,12 @@ type callMedia struct {
 	// Set under sh.mu by applyAnswer; the shard reads them under sh.mu.
 	remoteUfrag, remotePwd string
 	cands                  []netip.AddrPort
-	fpHash, fp             string // the peer's a=fingerprint
-	dtlsClient             bool   // the answer said passive: we send the ClientHello
+	fpHash, fp             string           // the peer's a=fingerprint
+	dtlsClient             bool             // the answer said passive: we send the ClientHello
+	tcpCands               []netip.AddrPort // the answer's passive ICE-TCP candidates
 
 	// Under sh.mu.
+	tcp       *tcpSock // ICE-TCP: set once connected, instead of sock
 	closed    bool
 	checks    []pendingCheck  // connectivity checks in flight
 	consentTx [12]byte        // the last consent check's transaction
@@ -153,6 +181,11 @@ type shard struct {
 	active []*call // calls sending media
 	due    uint64  // timer expiries not yet served
 
+	// ring batches the media sockets' sends and reads of a tick into an
+	// io_uring_enter each; nil where io_uring is not available, and then
+	// each packet takes a syscall of its own.
+	ring *batcher
+
 	rbuf []byte     // receive buffer, decrypted in place
 	wbuf []byte     // send buffer, encrypted in place
 	rhdr rtp.Header // scratch for SRTP
@@ -160,9 +193,12 @@ type shard struct {
 }
 
 // NewClient prepares shards engine goroutines (at least one), the shared
-// DTLS certificate and the encoded frames, and starts the engine. Close
-// stops it.
-func NewClient(codec Codec, shards int, log *slog.Logger) (*Client, error) {
+// DTLS certificate and the encoded frames, and starts the engine; its calls
+// use transport (UDP if empty). Close stops it.
+func NewClient(codec Codec, shards int, transport Transport, log *slog.Logger) (*Client, error) {
+	if transport == "" {
+		transport = TransportUDP
+	}
 	frames, err := Frames(codec)
 	if err != nil {
 		return nil, err
@@ -179,7 +215,7 @@ func NewClient(codec Codec, shards int, log *slog.Logger) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dtls fingerprint: %w", err)
 	}
-	cl := &Client{codec: codec, frames: frames, cert: cert, fp: fp, log: log}
+	cl := &Client{codec: codec, transport: transport, frames: frames, cert: cert, fp: fp, log: log}
 	binary.BigEndian.PutUint64(cl.tieBreaker[:], ^uint64(0))
 	if shards < 1 {
 		shards = 1
@@ -190,8 +226,13 @@ func NewClient(codec Codec, shards int, log *slog.Logger) (*Client, error) {
 			cl.closeShards()
 			return nil, fmt.Errorf("load client engine: %w", err)
 		}
-		cl.shards = append(cl.shards, &shard{cl: cl, poll: p, byFD: map[int]*call{},
-			rbuf: make([]byte, 2048), wbuf: make([]byte, 2048)})
+		sh := &shard{cl: cl, poll: p, byFD: map[int]*call{},
+			rbuf: make([]byte, 2048), wbuf: make([]byte, 2048)}
+		if sh.ring, err = newBatcher(&cl.sent); err != nil {
+			sh.ring = nil
+			log.Info("load client: a syscall per packet", "err", err)
+		}
+		cl.shards = append(cl.shards, sh)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cl.stop = cancel
@@ -221,6 +262,9 @@ func (cl *Client) closeShards() {
 		}
 		sh.mu.Unlock()
 		sh.poll.close()
+		if sh.ring != nil {
+			sh.ring.close()
+		}
 	}
 }
 
@@ -301,12 +345,33 @@ func (sh *shard) drain() {
 			return
 		}
 		now := time.Now()
+		if sh.ring != nil {
+			sh.readRing(n, now)
+			continue
+		}
 		for i := range n {
 			if c := sh.byFD[sh.poll.quietFD(i)]; c != nil {
 				sh.read(c, now)
 			}
 		}
 	}
+}
+
+// readRing reads one datagram from each of the n ready media sockets
+// through the ring, in one io_uring_enter (or one per recvSlots). Under
+// sh.mu.
+func (sh *shard) readRing(n int, now time.Time) {
+	for i := range n {
+		c := sh.byFD[sh.poll.quietFD(i)]
+		if c == nil || c.sock == nil || c.tcp != nil {
+			continue // the polled set holds UDP sockets only
+		}
+		if !sh.ring.queueRecv(c.sock.fd, c) {
+			sh.ring.receive(sh, now)
+			sh.ring.queueRecv(c.sock.fd, c)
+		}
+	}
+	sh.ring.receive(sh, now)
 }
 
 // maxCatchUp is how many missed ticks a shard makes up with a burst; more
@@ -332,19 +397,26 @@ func (sh *shard) tick(expired uint64) {
 			sh.consent(c, t0)
 		}
 	}
+	sh.flushSends()
 	if el := time.Since(t0); el > 10*time.Millisecond {
 		sh.cl.log.Debug("slow send tick", "calls", len(sh.active), "took", el, "ticks", expired)
 	}
 }
 
-// sendFrame encrypts the call's next frame in place and sends it.
+// sendFrame encrypts the call's next frame in place and sends it, or,
+// on a connected UDP socket with a ring, queues it for flushSends.
 func (sh *shard) sendFrame(c *call) {
 	cl := sh.cl
 	f := cl.frames[c.frame]
 	c.frame = (c.frame + 1) % len(cl.frames)
 	c.seq++
 	c.ts += cl.codec.TSPerFrame
-	p := sh.wbuf[:12+len(f)]
+	batched := sh.ring != nil && c.tcp == nil && c.connected
+	buf := sh.wbuf
+	if batched {
+		buf = sh.ring.sendBuf()
+	}
+	p := buf[:12+len(f)]
 	p[0] = 0x80 // version 2, no padding, extension or CSRC
 	p[1] = c.pt
 	binary.BigEndian.PutUint16(p[2:], c.seq)
@@ -356,30 +428,129 @@ func (sh *shard) sendFrame(c *call) {
 	if err != nil {
 		return
 	}
-	if c.connected {
-		err = c.sock.send(out)
-	} else {
-		err = c.sock.sendTo(out, c.remote)
+	if batched {
+		sh.ring.queueSend(c.sock.fd, out) // counted in cl.sent when it has left
+		return
 	}
-	if err == nil {
+	if c.sendPair(out) == nil {
 		cl.sent.Add(1)
 	}
 }
 
-// read takes one datagram from a call's socket and demultiplexes it by
-// its first byte (RFC 7983). Under sh.mu. Level-triggered epoll reports
-// the socket again if more are queued. now is when the shard woke.
+// flushSends sends the media sendFrame queued, in one io_uring_enter per
+// sendSlots packets, and returns when the kernel is done with them. Under
+// sh.mu, which keeps the sockets open.
+func (sh *shard) flushSends() {
+	if sh.ring != nil {
+		sh.ring.flushSends()
+	}
+}
+
+// sendPair sends on the call's selected pair (or the verified address a
+// check of the peer's came from). It allocates nothing.
+func (c *callMedia) sendPair(b []byte) error {
+	switch {
+	case c.tcp != nil:
+		return c.tcp.send(b)
+	case c.connected:
+		return c.sock.send(b)
+	}
+	return c.sock.sendTo(b, c.remote)
+}
+
+// sendTo sends to a candidate address: on ICE-TCP the connection has one
+// peer, the candidate it was opened to, and to is that.
+func (c *callMedia) sendTo(b []byte, to netip.AddrPort) error {
+	if c.tcp != nil {
+		return c.tcp.send(b)
+	}
+	return c.sock.sendTo(b, to)
+}
+
+// fdNum is the descriptor of the call's socket or connection.
+func (c *callMedia) fdNum() int {
+	if c.tcp != nil {
+		return c.tcp.fdNum()
+	}
+	return c.sock.fdNum()
+}
+
+// localPort is the call's own port.
+func (c *callMedia) localPort() int {
+	if c.tcp != nil {
+		return c.tcp.port
+	}
+	if c.sock != nil {
+		return c.sock.port
+	}
+	return 0
+}
+
+// read takes one datagram from a call's socket (or what its ICE-TCP
+// connection holds) and demultiplexes it. Under sh.mu. Level-triggered
+// epoll reports the socket again if more are queued. now is when the
+// shard woke.
 func (sh *shard) read(c *call, now time.Time) {
+	if c.tcp != nil {
+		sh.readTCP(c, now)
+		return
+	}
 	n, from, at, ok := c.sock.recv(sh.rbuf)
 	if !ok || n == 0 {
 		return
 	}
-	pkt := sh.rbuf[:n]
+	sh.arrived(c, sh.rbuf[:n], from, at, now)
+}
+
+// arrived handles a datagram read from c's UDP socket, timed by at, the
+// kernel's arrival stamp (Unix ns, wall clock; 0 if none). now is when
+// the shard read it. Under sh.mu.
+func (sh *shard) arrived(c *call, pkt []byte, from netip.AddrPort, at int64, now time.Time) {
 	if at != 0 {
 		// The arrival, on now's monotonic clock: a packet that waited in
 		// the socket for the tick is timed as it arrived.
 		now = now.Add(time.Duration(at - now.UnixNano()))
 	}
+	sh.packet(c, pkt, from, now)
+}
+
+// readTCP reads the next RFC 4571 frame from a call's ICE-TCP connection
+// and handles it as a datagram: one frame per readiness, as read takes
+// one datagram. Under sh.mu.
+func (sh *shard) readTCP(c *call, now time.Time) {
+	pkt, at, err := c.tcp.recvFrame()
+	if err != nil {
+		sh.tcpLost(c, err)
+		return
+	}
+	if pkt == nil {
+		return
+	}
+	if at != 0 {
+		now = now.Add(time.Duration(at - now.UnixNano()))
+	}
+	sh.packet(c, pkt, c.tcp.remote, now)
+}
+
+// tcpLost takes a call's ICE-TCP connection out of the engine when the
+// relay closed it or broke its framing: the call is dropped, as a browser
+// whose only pair failed. The descriptor stays open until the call is
+// closed, so its number cannot be reused under the call. Under sh.mu.
+func (sh *shard) tcpLost(c *call, err error) {
+	fd := c.tcp.fdNum()
+	sh.poll.del(fd) // level-triggered: a closed connection stays readable
+	delete(sh.byFD, fd)
+	if c.enc != nil && !c.dropped.Load() {
+		c.failReason = "ice-tcp connection lost"
+		c.sending.Store(false)
+		c.dropped.Store(true)
+	}
+	sh.cl.log.Debug("ice-tcp connection lost", "call", c.user, "err", err)
+}
+
+// packet demultiplexes one datagram (or ICE-TCP frame) from the call's
+// transport by its first byte (RFC 7983). Under sh.mu.
+func (sh *shard) packet(c *call, pkt []byte, from netip.AddrPort, now time.Time) {
 	switch b := pkt[0]; {
 	case b < 4:
 		sh.stun(c, pkt, from, now)
@@ -433,8 +604,16 @@ func (sh *shard) media(c *call, pkt []byte, now time.Time) {
 	c.mu.Unlock()
 }
 
-// open gives the call its socket in this shard's epoll set.
+// open gives the call its socket in this shard's epoll set. On ICE-TCP
+// there is nothing to open yet: the connection goes to a candidate of the
+// answer (attachTCP).
 func (sh *shard) open(c *call) error {
+	if sh.cl.transport == TransportTCP {
+		sh.mu.Lock()
+		c.sh = sh
+		sh.mu.Unlock()
+		return nil
+	}
 	s, err := openUDPSock()
 	if err != nil {
 		return err
@@ -450,9 +629,42 @@ func (sh *shard) open(c *call) error {
 	return nil
 }
 
-// closeLocked releases the call's socket and DTLS session. Under sh.mu.
+// attachTCP connects the call to the answer's first passive ICE-TCP
+// candidate that accepts, and puts the connection in the shard's epoll
+// set; the checks then go to that candidate alone.
+func (sh *shard) attachTCP(ctx context.Context, c *call) error {
+	var errs []error
+	for _, to := range c.tcpCands {
+		s, err := dialTCP(ctx, to)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		sh.mu.Lock()
+		defer sh.mu.Unlock()
+		if c.closed {
+			_ = s.close()
+			return errors.New("call closed")
+		}
+		if err := sh.poll.add(s.fdNum()); err != nil {
+			_ = s.close()
+			return err
+		}
+		c.tcp = s
+		c.cands = []netip.AddrPort{to}
+		sh.byFD[s.fdNum()] = c
+		return nil
+	}
+	if len(errs) == 0 {
+		return errors.New("the answer has no passive ICE-TCP candidate (a=candidate ... tcp ... tcptype passive)")
+	}
+	return errors.Join(errs...)
+}
+
+// closeLocked releases the call's socket (or connection) and DTLS
+// session. Under sh.mu.
 func (sh *shard) closeLocked(c *call) {
-	if c.closed || c.sock == nil {
+	if c.closed {
 		return
 	}
 	c.closed = true
@@ -462,10 +674,18 @@ func (sh *shard) closeLocked(c *call) {
 			break
 		}
 	}
-	fd := c.sock.fdNum()
-	delete(sh.byFD, fd)
-	sh.poll.del(fd)
-	_ = c.sock.close()
+	if c.sock != nil {
+		fd := c.sock.fdNum()
+		delete(sh.byFD, fd)
+		sh.poll.del(fd)
+		_ = c.sock.close()
+	}
+	if c.tcp != nil {
+		fd := c.tcp.fdNum()
+		delete(sh.byFD, fd)
+		sh.poll.del(fd)
+		_ = c.tcp.close()
+	}
 	if c.dtlsConn != nil {
 		c.dtlsConn.stop()
 	}
@@ -478,12 +698,10 @@ func (sh *shard) write(c *call, b []byte) error {
 	switch {
 	case c.closed:
 		return net.ErrClosed
-	case c.connected:
-		return c.sock.send(b)
-	case !c.remote.IsValid():
+	case !c.connected && !c.remote.IsValid():
 		return nil // no pair yet: DTLS retransmits
 	}
-	return c.sock.sendTo(b, c.remote)
+	return c.sendPair(b)
 }
 
 // errSetup tags why a call failed, for the failure table.
@@ -525,10 +743,18 @@ func (cl *Client) place(ctx context.Context, c *call, mediaTimeout time.Duration
 	if err != nil {
 		return &errSetup{"sdp", err}
 	}
+	if cl.transport == TransportUDP && len(ap.cands) == 0 {
+		return &errSetup{"sdp", errors.New("no IPv4 UDP candidate")}
+	}
 	sh.applyAnswer(c, ap)
 
 	mctx, cancel := context.WithTimeout(ctx, mediaTimeout)
 	defer cancel()
+	if cl.transport == TransportTCP {
+		if err := sh.attachTCP(mctx, c); err != nil {
+			return &errSetup{"ice-tcp", err}
+		}
+	}
 	if err := sh.checkConnectivity(mctx, c); err != nil {
 		return &errSetup{"ice/dtls", fmt.Errorf("ice: %w", err)}
 	}
@@ -550,6 +776,10 @@ func (sh *shard) applyAnswer(c *call, ap answerParams) {
 	defer sh.mu.Unlock()
 	c.remoteUfrag, c.remotePwd = ap.ufrag, ap.pwd
 	c.cands = ap.cands
+	c.tcpCands = ap.tcpCands
+	if sh.cl.transport == TransportTCP {
+		c.cands = nil // the checks go on the connection attachTCP opens
+	}
 	c.fpHash, c.fp = ap.fpHash, ap.fp
 	c.dtlsClient = ap.setup == setupPassive
 	c.pt = ap.pt
@@ -623,7 +853,16 @@ func (cl *Client) handshake(ctx context.Context, sh *shard, c *call) error {
 	c.lastCheck = now
 	c.nextCheck = now.Add(consentInterval())
 	sh.active = append(sh.active, c)
-	if err := sh.poll.hush(c.sock.fdNum()); err != nil {
+	if c.tcp != nil {
+		// An ICE-TCP connection stays in the set that wakes the shard:
+		// a segment that arrives while an earlier one still waits in the
+		// receive queue is merged into it, and the merged data keeps only
+		// the newer arrival stamp, so a frame left for the tick would be
+		// timed as if it had arrived with the next. Read at once, every
+		// frame has its own stamp, at the cost of a wake-up per frame.
+		return nil
+	}
+	if err := sh.poll.hush(c.fdNum()); err != nil {
 		return fmt.Errorf("load client engine: %w", err)
 	}
 	return nil
@@ -650,8 +889,9 @@ func (cl *Client) hangup(ctx context.Context, c *call) error {
 	return err
 }
 
-// opened reports whether place got as far as giving the call a socket.
-func (c *call) opened() bool { return c.sock != nil }
+// opened reports whether place got as far as giving the call a shard
+// (and, on UDP, a socket): it may have signalled, so it is hung up.
+func (c *call) opened() bool { return c.sh != nil }
 
 // snapshot reads the call's downstream stats.
 func (c *call) snapshot() StreamSnapshot {

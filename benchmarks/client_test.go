@@ -19,7 +19,7 @@ import (
 // enginePair is a shard with one active call whose socket is connected to
 // a plain UDP peer, keyed with the same SRTP keys both ways, so the peer
 // can echo what the call sends.
-func enginePair(t *testing.T) (*shard, *call, *net.UDPConn) {
+func enginePair(t testing.TB) (*shard, *call, *net.UDPConn) {
 	t.Helper()
 	cl := &Client{codec: CodecPCMU, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	frames, err := Frames(CodecPCMU)
@@ -272,4 +272,191 @@ func TestICECheckAnsweredOnce(t *testing.T) {
 	if !c.connected || c.remote != peerAddr {
 		t.Errorf("pair %v connected %v, want %v", c.remote, c.connected, peerAddr)
 	}
+}
+
+// engineTCPPair is enginePair over ICE-TCP: the call's connection goes to
+// a plain TCP peer, which reads and writes RFC 4571 frames.
+func engineTCPPair(t testing.TB) (*shard, *call, net.Conn) {
+	t.Helper()
+	cl := &Client{codec: CodecPCMU, transport: TransportTCP, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	frames, err := Frames(CodecPCMU)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl.frames = frames
+	p, err := newPoller(ptime)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sh := &shard{cl: cl, poll: p, byFD: map[int]*call{}, rbuf: make([]byte, 2048), wbuf: make([]byte, 2048)}
+	t.Cleanup(func() {
+		sh.mu.Lock()
+		for _, c := range sh.byFD {
+			sh.closeLocked(c)
+		}
+		sh.mu.Unlock()
+		p.close()
+	})
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c := &call{user: "t", firstCh: make(chan struct{}), stats: NewRecvStats(8000)}
+	c.ssrc, c.pt = 1234, 0
+	if err := sh.open(c); err != nil {
+		t.Fatal(err)
+	}
+	c.tcpCands = []netip.AddrPort{ln.Addr().(*net.TCPAddr).AddrPort()}
+	if err := sh.attachTCP(t.Context(), c); err != nil {
+		t.Fatal(err)
+	}
+	peer, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { peer.Close() })
+	c.remote, c.connected = c.tcp.remote, true
+	key, salt := make([]byte, 16), make([]byte, 12)
+	newCtx := func() *srtp.Context {
+		ctx, err := srtp.CreateContext(key, salt, srtp.ProtectionProfileAeadAes128Gcm, srtp.SRTPReplayProtection(srtpReplayWindow))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ctx
+	}
+	c.enc, c.dec = newCtx(), newCtx()
+	c.sending.Store(true)
+	sh.active = append(sh.active, c)
+	return sh, c, peer
+}
+
+// TestEngineICETCPAllocatesNothing: over ICE-TCP too, sending a frame
+// (build, encrypt, frame, write) and reading one (reassemble, decrypt,
+// statistics) allocate nothing, and frames split anywhere by the stream
+// are put back together.
+func TestEngineICETCPAllocatesNothing(t *testing.T) {
+	sh, c, peer := engineTCPPair(t)
+	_ = peer.SetDeadline(time.Now().Add(10 * time.Second))
+	if a := testing.AllocsPerRun(200, func() { sh.sendFrame(c) }); a != 0 {
+		t.Errorf("sendFrame over ICE-TCP: %v allocations per packet, want 0", a)
+	}
+	// The peer gets 201 frames of 2 + 172 + 16 bytes (GCM tag).
+	in := make([]byte, 201*(2+172+16))
+	if _, err := io.ReadFull(peer, in); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 201; i++ {
+		if l := int(in[i*190])<<8 | int(in[i*190+1]); l != 188 {
+			t.Fatalf("frame %d: length %d, want 188", i, l)
+		}
+	}
+	// Echo them back in awkward pieces: a lone length byte, then the rest
+	// of a frame with the next one's first bytes.
+	for off := 0; off < len(in); {
+		n := min(1+off%97, len(in)-off)
+		if _, err := peer.Write(in[off : off+n]); err != nil {
+			t.Fatal(err)
+		}
+		off += n
+	}
+	time.Sleep(50 * time.Millisecond) // all of it in the receive queue
+	before := sh.cl.recv.Load()
+	read := func() {
+		sh.mu.Lock()
+		sh.read(c, time.Now())
+		sh.mu.Unlock()
+	}
+	if a := testing.AllocsPerRun(200, read); a != 0 {
+		t.Errorf("read over ICE-TCP: %v allocations per packet, want 0", a)
+	}
+	if got := sh.cl.recv.Load() - before; got != 201 {
+		t.Errorf("read %d packets, want 201", got)
+	}
+	if s := c.snapshot(); s.Received != 201 {
+		t.Errorf("stats received %d, want 201", s.Received)
+	}
+
+	// A frame longer than the relay ever sends breaks the framing: the
+	// call is dropped and the connection taken out of the engine.
+	if _, err := peer.Write([]byte{0xff, 0xff}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond)
+	read()
+	if !c.dropped.Load() || c.sending.Load() {
+		t.Error("a bad frame length did not drop the call")
+	}
+	sh.mu.Lock()
+	_, watched := sh.byFD[c.tcp.fdNum()]
+	sh.mu.Unlock()
+	if watched {
+		t.Error("the broken connection is still in the engine")
+	}
+}
+
+// TestParseAnswerICETCP: the relay's answer carries passive TCP
+// candidates beside its UDP ones; active and simultaneous-open ones are not
+// connected to.
+func TestParseAnswerICETCP(t *testing.T) {
+	const fp = "sha-256 9A:A9:5C:9B:79:09:D8:BF:F6:B8:96:C1:F3:04:40:EC:23:F8:37:C8:38:07:29:A1:1A:0B:A4:5C:79:66:C8:91"
+	answer := strings.Join([]string{
+		"v=0", "o=mediarelay 1 1 IN IP4 127.0.0.1", "s=-", "t=0 0", "a=group:BUNDLE 0", "a=ice-lite",
+		"m=audio 20000 UDP/TLS/RTP/SAVPF 0", "c=IN IP4 127.0.0.1",
+		"a=ice-ufrag:abcd", "a=ice-pwd:0123456789012345678901", "a=fingerprint:" + fp, "a=setup:active", "a=mid:0", "a=sendrecv", "a=rtcp-mux",
+		"a=rtpmap:0 PCMU/8000",
+		"a=candidate:1 1 udp 2130706431 127.0.0.1 20000 typ host",
+		"a=candidate:2 1 tcp 1518280447 127.0.0.1 9 typ host tcptype active",
+		"a=candidate:3 1 tcp 1518280447 127.0.0.1 20002 typ host tcptype so",
+		"a=candidate:4 1 tcp 1509949695 127.0.0.1 20000 typ host tcptype passive", "",
+	}, "\r\n")
+	ap, err := parseAnswer(answer, CodecPCMU)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ap.cands) != 1 || ap.cands[0] != netip.MustParseAddrPort("127.0.0.1:20000") {
+		t.Errorf("UDP candidates %v", ap.cands)
+	}
+	if len(ap.tcpCands) != 1 || ap.tcpCands[0] != netip.MustParseAddrPort("127.0.0.1:20000") {
+		t.Errorf("passive TCP candidates %v, want 127.0.0.1:20000", ap.tcpCands)
+	}
+}
+
+// BenchmarkEngineSend is the load client's per-packet send path (build,
+// encrypt in place, write) on UDP, on UDP through the shard's io_uring
+// (queued, a flush per sendSlots packets, as a tick sends them), and on
+// ICE-TCP (plus the RFC 4571 length and copy into the frame), with the
+// peer draining what arrives.
+func BenchmarkEngineSend(b *testing.B) {
+	for _, v := range []struct {
+		name string
+		pair func(testing.TB) (*shard, *call, *net.UDPConn)
+	}{{"udp", enginePair}, {"udp-uring", engineRingPair}} {
+		b.Run(v.name, func(b *testing.B) { benchEngineSendUDP(b, v.pair) })
+	}
+	b.Run("tcp", func(b *testing.B) {
+		sh, c, peer := engineTCPPair(b)
+		go func() { _, _ = io.Copy(io.Discard, peer) }()
+		b.ReportAllocs()
+		for b.Loop() {
+			sh.sendFrame(c)
+		}
+	})
+}
+
+func benchEngineSendUDP(b *testing.B, pair func(testing.TB) (*shard, *call, *net.UDPConn)) {
+	sh, c, peer := pair(b)
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			if _, err := peer.Read(buf); err != nil {
+				return
+			}
+		}
+	}()
+	b.ReportAllocs()
+	for b.Loop() {
+		sh.sendFrame(c)
+	}
+	sh.flushSends()
 }

@@ -125,7 +125,7 @@ func (sh *shard) sendChecks(c *call) (done bool, err error) {
 	for _, pc := range c.checks {
 		m, err := c.bindingRequest(pc.tx, sh.cl.tieBreaker[:], true)
 		if err == nil {
-			err = c.sock.sendTo(m.Raw, pc.to)
+			err = c.sendTo(m.Raw, pc.to)
 		}
 		if err != nil {
 			errs = append(errs, err)
@@ -151,11 +151,7 @@ func (sh *shard) consent(c *call, now time.Time) {
 	c.consentTx = stun.NewTransactionID()
 	m, err := c.bindingRequest(c.consentTx, sh.cl.tieBreaker[:], false)
 	if err == nil {
-		if c.connected {
-			err = c.sock.send(m.Raw)
-		} else {
-			err = c.sock.sendTo(m.Raw, c.remote)
-		}
+		err = c.sendPair(m.Raw)
 	}
 	if err != nil {
 		sh.cl.log.Debug("consent check not sent", "call", c.user, "err", err)
@@ -205,7 +201,7 @@ func (sh *shard) answerCheck(c *call, m *stun.Message, from netip.AddrPort, now 
 	if err != nil {
 		return
 	}
-	if err := c.sock.sendTo(resp.Raw, from); err != nil {
+	if err := c.sendTo(resp.Raw, from); err != nil {
 		sh.cl.log.Debug("stun response not sent", "call", c.user, "to", from.String(), "err", err)
 		return
 	}
@@ -247,7 +243,9 @@ func (sh *shard) checkAnswered(c *call, m *stun.Message, from netip.AddrPort, no
 	c.remote = from
 	c.checks = nil
 	c.iceOK = true
-	if err := c.sock.connect(from); err != nil {
+	if c.tcp != nil {
+		c.connected = true // the connection is the pair
+	} else if err := c.sock.connect(from); err != nil {
 		sh.cl.log.Debug("connect to the selected pair failed; sending unconnected", "call", c.user, "err", err)
 	} else {
 		c.connected = true

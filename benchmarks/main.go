@@ -24,13 +24,13 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		spawn       = fs.Bool("spawn", false, "start a mediarelay child with a config matching the scenario")
 		control     = fs.String("control", "sip", "how --spawn's relay is driven: sip (browsers over WebSocket, the relay calls the trunk) or ng (rtpengine's control protocol, exactly as rtpengine is driven)")
 		against     = fs.String("against", "", "also run the same load against another relay: rtpengine")
-		scenarioF   = fs.String("scenario", "", "shorthand: pcmu, opus, transcode (opus<->PCMU) or srtp (PCMU, SDES-SRTP trunk)")
+		scenarioF   = fs.String("scenario", "", "shorthand: pcmu, opus, transcode (opus<->PCMU), srtp (PCMU, SDES-SRTP trunk) or e2e (PCMU, DTLS-SRTP end to end between browser and trunk UAS; mediarelay over SIP only)")
 		calls       = fs.Int("calls", 50, "concurrent calls")
 		rate        = fs.Float64("rate", 20, "ramp rate, calls started per second")
 		hold        = fs.Duration("hold", 20*time.Second, "steady window: how long all calls are held and measured after the ramp")
 		settle      = fs.Duration("settle", 2*time.Second, "pause between the ramp and the window")
 		codecF      = fs.String("codec", "pcmu", "browser codec: pcmu or opus")
-		trunkMode   = fs.String("trunk-mode", "passthrough", "trunk media mode: passthrough or transcode")
+		trunkMode   = fs.String("trunk-mode", "passthrough", "trunk media mode: passthrough, transcode or e2e")
 		trunkSRTP   = fs.Bool("trunk-srtp", false, "SDES-SRTP on the trunk leg")
 		uasMode     = fs.String("uas", "echo", "trunk UAS: echo or sink")
 		uasListen   = fs.String("uas-listen", "127.0.0.1:0", "trunk UAS SIP address (UDP); fix it when the relay is not spawned")
@@ -43,6 +43,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		verbose     = fs.Bool("v", false, "debug logging")
 		relayLogOut = fs.String("relay-log", "", "file for the spawned relays' logs (default: discarded unless -v)")
 		senders     = fs.Int("senders", 1, "load client engine threads (each sends and receives a fixed share of the calls' media)")
+		transportF  = fs.String("webrtc-transport", "udp", "how the browser legs reach the relay: udp, or tcp (ICE-TCP, RFC 6544: a TCP connection per call to the relay's passive candidate; mediarelay over SIP only)")
 		relayBin    = fs.String("relay-bin", "", "mediarelay binary for --spawn (default: this executable if it is mediarelay, else go build)")
 		user        = fs.String("user", "", "answer the relay's digest challenges as this user (with --password); with --token-secret, the user every call's token names (default: one user per call)")
 		password    = fs.String("password", "", "password for --user")
@@ -93,6 +94,41 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "bench: --against %q: only rtpengine is supported\n", *against)
 		return 2
 	}
+	if sc.E2E {
+		// rtpengine terminates the browser's DTLS as the bench drives it,
+		// and ng carries no trunk answer for the relay to pass on.
+		switch {
+		case *against != "":
+			fmt.Fprintf(stderr, "bench: e2e: the bench drives %s as a DTLS-terminating relay; drop --against\n", *against)
+			return 2
+		case *control != "sip":
+			fmt.Fprintln(stderr, "bench: e2e needs --control sip (the relay passes the trunk's own fingerprint from its SIP answer)")
+			return 2
+		case sc.TrunkSRTP:
+			fmt.Fprintln(stderr, "bench: e2e is DTLS-SRTP end to end: drop --trunk-srtp (SDES)")
+			return 2
+		}
+	}
+	transport, err := ParseTransport(*transportF)
+	if err != nil {
+		fmt.Fprintln(stderr, "bench: --webrtc-transport:", err)
+		return 2
+	}
+	if transport == TransportTCP {
+		// rtpengine has no ICE-TCP, and the ng path answers with the
+		// relay's UDP candidates only: a "TCP" column there would be UDP.
+		switch {
+		case *against != "":
+			fmt.Fprintf(stderr, "bench: --webrtc-transport tcp: %s has no ICE-TCP (RFC 6544) candidates; drop --against, or compare it over udp in a separate run\n", *against)
+			return 2
+		case *control != "sip":
+			fmt.Fprintln(stderr, "bench: --webrtc-transport tcp needs --control sip (mediarelay's SIP-over-WebSocket path, whose answers carry its ICE-TCP candidates)")
+			return 2
+		case !*spawn && *wsURL == "":
+			fmt.Fprintln(stderr, "bench: --webrtc-transport tcp needs --spawn (or --ws to a mediarelay with ICE-TCP on)")
+			return 2
+		}
+	}
 	if *rate <= 0 {
 		fmt.Fprintln(stderr, "bench: --rate must be positive")
 		return 2
@@ -111,7 +147,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer uas.Close()
-	client, err := NewClient(sc.Codec, *senders, log)
+	client, err := NewClient(sc.Codec, *senders, transport, log)
 	if err != nil {
 		fmt.Fprintln(stderr, "bench:", err)
 		return 1
@@ -167,7 +203,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 	b := &bench{uas: uas, client: client, log: log, stderr: stderr, tty: isTerminal(stderr)}
 	params := RunParams{Rate: *rate, Hold: *hold, Settle: *settle, SetupTimeout: *setupTmo}
-	report := &Report{Machine: machineInfo(), Scenario: sc, Started: time.Now().UTC(), KneeLossPct: *kneeLoss}
+	report := &Report{Machine: machineInfo(), Scenario: sc, Transport: transport, Started: time.Now().UTC(), KneeLossPct: *kneeLoss}
 	failed := false
 	for _, t := range targets {
 		tr := TargetLadder{Target: t.name}
@@ -238,8 +274,10 @@ func buildScenario(short, codec, mode string, srtp bool, uas string) (Scenario, 
 		codec, mode, srtp = "opus", "transcode", false
 	case "srtp":
 		codec, mode, srtp = "pcmu", "passthrough", true
+	case "e2e":
+		codec, mode, srtp = "pcmu", "e2e", false
 	default:
-		return Scenario{}, fmt.Errorf("unknown --scenario %q (pcmu, opus, transcode, srtp)", short)
+		return Scenario{}, fmt.Errorf("unknown --scenario %q (pcmu, opus, transcode, srtp, e2e)", short)
 	}
 	c, err := ParseCodec(codec)
 	if err != nil {
@@ -249,13 +287,15 @@ func buildScenario(short, codec, mode string, srtp bool, uas string) (Scenario, 
 	switch mode {
 	case "passthrough":
 		sc.TrunkCodec = c.Name
+	case "e2e":
+		sc.TrunkCodec, sc.E2E = c.Name, true
 	case "transcode":
 		sc.TrunkCodec = "PCMU"
 		if c.Name == "PCMU" {
 			sc.TrunkCodec = "opus"
 		}
 	default:
-		return Scenario{}, fmt.Errorf("unknown --trunk-mode %q (passthrough, transcode)", mode)
+		return Scenario{}, fmt.Errorf("unknown --trunk-mode %q (passthrough, transcode, e2e)", mode)
 	}
 	switch uas {
 	case "echo":
@@ -268,16 +308,19 @@ func buildScenario(short, codec, mode string, srtp bool, uas string) (Scenario, 
 	if sc.Transcode() {
 		sc.Name = c.Name + "<->" + sc.TrunkCodec + " transcode"
 	}
-	if srtp {
+	switch {
+	case sc.E2E:
+		sc.Name = c.Name + " end to end (e2e: the browser's DTLS-SRTP is with the trunk, relayed opaquely)"
+	case srtp:
 		sc.Name += ", SDES-SRTP trunk"
-	} else {
+	default:
 		sc.Name += ", RTP trunk"
 	}
 	return sc, nil
 }
 
 func wsTarget(name, url string, pid, conns int, creds Credentials, log *slog.Logger) target {
-	return target{name: name, pid: pid, newSig: func(ctx context.Context, onBye func(string)) (signaler, error) {
+	return target{name: name, pid: pid, api: callAPIURL(url), newSig: func(ctx context.Context, onBye func(string)) (signaler, error) {
 		return newSipSignaler(ctx, url, conns, creds, log, onBye)
 	}}
 }

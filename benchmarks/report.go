@@ -13,8 +13,11 @@ import (
 
 // Report is everything one `mediarelay bench` invocation measured.
 type Report struct {
-	Machine     Machine        `json:"machine"`
-	Scenario    Scenario       `json:"scenario"`
+	Machine  Machine  `json:"machine"`
+	Scenario Scenario `json:"scenario"`
+	// Transport is how the browser legs reached the relay: udp, or tcp
+	// (ICE-TCP).
+	Transport   Transport      `json:"browser_transport"`
 	Started     time.Time      `json:"started"`
 	Finished    time.Time      `json:"finished"`
 	KneeLossPct float64        `json:"knee_loss_pct"`
@@ -79,6 +82,7 @@ func fmtLoss(d DirStats) string {
 // by side, then the ladder summary with the knee.
 func (r *Report) WriteTable(w io.Writer) {
 	fmt.Fprintf(w, "\nScenario: %s, trunk UAS %s\n", r.Scenario.Name, map[bool]string{true: "echo", false: "sink"}[r.Scenario.Echo])
+	fmt.Fprintf(w, "Browser legs: %s\n", transportName(r.Transport))
 	fmt.Fprintf(w, "Machine: %s, %d cores, Linux %s, %s\n", r.Machine.CPU, r.Machine.Cores, r.Machine.Kernel, r.Machine.Go)
 	steps := map[int][]*Result{}
 	var order []int
@@ -126,6 +130,33 @@ func (r *Report) WriteTable(w io.Writer) {
 				}
 			}
 			fmt.Fprintln(tw, strings.Join(cells, "\t"))
+		}
+		row("browser leg transport: client / as the relay reports it", func(x *Result) string {
+			seen := "n/a"
+			switch {
+			case x.RelayLegTransportsErr != "":
+				seen = "n/a (call API: " + x.RelayLegTransportsErr + ")"
+			case len(x.RelayLegTransports) > 0:
+				var p []string
+				for _, k := range sortedKeys(x.RelayLegTransports) {
+					p = append(p, fmt.Sprintf("%s:%d", k, x.RelayLegTransports[k]))
+				}
+				seen = strings.Join(p, " ")
+			}
+			return string(x.BrowserTransport) + " / " + seen
+		})
+		row("media mode as the relay reports it", func(x *Result) string {
+			if len(x.RelayModes) == 0 {
+				return "n/a"
+			}
+			var p []string
+			for _, k := range sortedKeys(x.RelayModes) {
+				p = append(p, fmt.Sprintf("%s:%d", k, x.RelayModes[k]))
+			}
+			return strings.Join(p, " ")
+		})
+		if r.Scenario.E2E {
+			row("trunk UAS DTLS handshakes with browsers (e2e)", func(x *Result) string { return fmt.Sprint(x.UASDTLSHandshakes) })
 		}
 		row("calls attempted/established/failed", func(x *Result) string {
 			return fmt.Sprintf("%d / %d / %d", x.Attempted, x.Established, x.Failed)
@@ -242,6 +273,14 @@ func (r *Report) WriteTable(w io.Writer) {
 			}
 		}
 	}
+}
+
+// transportName describes the browser legs' transport for the report.
+func transportName(t Transport) string {
+	if t == TransportTCP {
+		return "ICE-TCP (RFC 6544: a TCP connection per call to the relay's passive candidate, RFC 4571 framing)"
+	}
+	return "UDP (a socket per call)"
 }
 
 // cpuRatio compares mediarelay's CPU per call-second with rtpengine's.

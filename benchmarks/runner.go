@@ -22,6 +22,9 @@ type Scenario struct {
 	TrunkCodec string `json:"trunk_codec"` // the only codec the trunk offers/accepts
 	TrunkSRTP  bool   `json:"trunk_srtp"`  // SDES-SRTP (AES_CM_128_HMAC_SHA1_80) on the trunk leg
 	Echo       bool   `json:"echo"`        // trunk echoes (else sinks)
+	// E2E is an end-to-end call (the trunk's media_mode e2e): the browser's
+	// DTLS-SRTP is with the trunk UAS, and the relay forwards it opaquely.
+	E2E bool `json:"e2e,omitempty"`
 }
 
 // Transcode reports whether the two legs use different codecs.
@@ -42,6 +45,9 @@ type target struct {
 	pid     int // 0: CPU and memory not measured
 	newSig  func(ctx context.Context, onBye func(string)) (signaler, error)
 	support string // non-empty: the scenario is not supported, and why
+	// api is mediarelay's call API (GET /api/calls), which says the
+	// transport of each call's browser leg; "" when there is none.
+	api string
 }
 
 // DirStats is one direction of media over the steady window.
@@ -88,8 +94,23 @@ type Result struct {
 	Down         DirStats       `json:"trunk_to_browser"`
 	RTTMs        Dist           `json:"echo_rtt_ms"`
 	DelayNote    string         `json:"delay_note,omitempty"`
-	Relay        ProcStats      `json:"relay"`
-	LoadGen      ProcStats      `json:"load_generator"`
+	// BrowserTransport is how the load client's calls reached the relay:
+	// udp, or tcp (ICE-TCP).
+	BrowserTransport Transport `json:"browser_transport"`
+	// RelayLegTransports counts the calls' browser legs by the transport
+	// of their selected pair as the relay itself reports it (its call
+	// API: udp4, tcp4, ...), read at the end of the window; nil when the
+	// relay has no such API (rtpengine, --control ng).
+	RelayLegTransports    map[string]int `json:"relay_browser_leg_transports,omitempty"`
+	RelayLegTransportsErr string         `json:"relay_browser_leg_transports_error,omitempty"`
+	// UASDTLSHandshakes is how many DTLS handshakes the trunk UAS completed
+	// with browsers during the run: on an end-to-end scenario, one per call.
+	UASDTLSHandshakes uint64 `json:"uas_dtls_handshakes"`
+	// RelayModes counts the calls by media mode as the relay's call API
+	// reports it (passthrough, transcode, e2e), read with RelayLegTransports.
+	RelayModes map[string]int `json:"relay_modes,omitempty"`
+	Relay      ProcStats      `json:"relay"`
+	LoadGen    ProcStats      `json:"load_generator"`
 	// LoadClient is the browser side alone: the load client's engine
 	// threads, without the trunk UAS that shares the process.
 	LoadClient ProcStats `json:"load_client"`
@@ -143,7 +164,7 @@ type bench struct {
 
 // run places p.Calls calls through t, holds them for a steady window, and measures.
 func (b *bench) run(ctx context.Context, t target, sc Scenario, p RunParams) (*Result, error) {
-	res := &Result{Target: t.name, Scenario: sc, Calls: p.Calls, Rate: p.Rate, FailedBy: map[string]int{}}
+	res := &Result{Target: t.name, Scenario: sc, Calls: p.Calls, Rate: p.Rate, FailedBy: map[string]int{}, BrowserTransport: b.client.transport}
 	if t.support != "" {
 		res.Unsupported = t.support
 		return res, nil
@@ -165,6 +186,7 @@ func (b *bench) run(ctx context.Context, t target, sc Scenario, p RunParams) (*R
 	if t.pid > 0 {
 		rssIdle, _ = ReadRSS(t.pid)
 	}
+	handshakes0 := b.uas.DTLSHandshakes()
 	runID := randToken(3)
 	all := make([]*call, p.Calls)
 	errs := make([]error, p.Calls)
@@ -202,6 +224,7 @@ func (b *bench) run(ctx context.Context, t target, sc Scenario, p RunParams) (*R
 	wg.Wait()
 	stopProgress()
 	res.Attempted = p.Calls
+	res.UASDTLSHandshakes = b.uas.DTLSHandshakes() - handshakes0
 
 	var up []*call
 	var setup, first []float64
@@ -285,6 +308,14 @@ func (b *bench) run(ctx context.Context, t target, sc Scenario, p RunParams) (*R
 	var rssLoaded int64
 	if t.pid > 0 {
 		rssLoaded, _ = ReadRSS(t.pid)
+	}
+	if t.api != "" {
+		// After the window's readings: the request costs the relay CPU.
+		res.RelayLegTransports, res.RelayModes, err = relayCalls(ctx, t.api)
+		if err != nil {
+			res.RelayLegTransportsErr = err.Error()
+			b.log.Warn("relay call API", "url", t.api, "err", err)
+		}
 	}
 	var upDelay, downDelay, rtt []float64
 	var upJit, downJit []float64

@@ -3,6 +3,8 @@
 package benchmarks
 
 import (
+	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -119,8 +121,11 @@ func (s *udpSock) recv(b []byte) (n int, from netip.AddrPort, at int64, ok bool)
 }
 
 // stamp finds SCM_TIMESTAMPNS in the last recvmsg's control data.
-func (s *udpSock) stamp() int64 {
-	oob := s.oob[:s.msg.Controllen]
+func (s *udpSock) stamp() int64 { return cmsgStamp(s.oob[:s.msg.Controllen]) }
+
+// cmsgStamp finds SCM_TIMESTAMPNS in recvmsg's control data: the arrival
+// (Unix ns, wall clock), 0 if there is none.
+func cmsgStamp(oob []byte) int64 {
 	for len(oob) >= unix.CmsgLen(0) {
 		h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
 		if int(h.Len) < unix.CmsgLen(0) || int(h.Len) > len(oob) {
@@ -260,3 +265,213 @@ func (p *poller) close() {
 
 // gettid is the calling thread's id, for its CPU time in /proc.
 func gettid() int { return unix.Gettid() }
+
+// tcpSock is one call's ICE-TCP connection (RFC 6544): the active end,
+// connected to the relay's passive candidate, used through its raw
+// non-blocking descriptor so it sits in the shard's epoll set exactly as
+// a UDP socket does: no goroutine reads it. Every packet travels as an
+// RFC 4571 frame, a 16-bit length before it, both ways.
+type tcpSock struct {
+	fd     int
+	port   int            // ours
+	remote netip.AddrPort // the relay's passive candidate
+
+	// rbuf[:rn] is the frame being read, length first; at is the newest
+	// arrival stamp among its reads. Only the shard's goroutine reads.
+	rbuf []byte
+	rn   int
+	at   int64
+	msg  unix.Msghdr
+	iov  unix.Iovec
+	oob  [64]byte
+
+	// wbuf builds one frame; pending is the unsent tail of a frame the
+	// kernel took only part of, finished before anything else is sent so
+	// that the stream's framing stays intact. Writers hold the shard's mu.
+	wbuf    []byte
+	pending []byte
+	dropped uint64 // frames not sent because the connection was backed up
+}
+
+// tcpMaxFrame bounds one framed packet, as the relay bounds it: media and
+// DTLS flights fit with room to spare.
+const tcpMaxFrame = 4096
+
+var (
+	errFrameLen  = errors.New("ice-tcp: bad RFC 4571 frame length")
+	errTCPClosed = errors.New("ice-tcp: connection closed by the peer")
+)
+
+// dialTCP opens an ICE-TCP connection from 127.0.0.1 to the relay's
+// passive candidate. The connect itself is non-blocking and waited for in
+// short polls, so the call's context bounds it (a full accept backlog
+// makes the kernel retry the SYN after a second).
+func dialTCP(ctx context.Context, to netip.AddrPort) (*tcpSock, error) {
+	sa, err := sockaddr(to)
+	if err != nil {
+		return nil, err
+	}
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("tcp socket: %w", err)
+	}
+	s := &tcpSock{fd: fd, remote: to}
+	fail := func(what string, err error) (*tcpSock, error) {
+		unix.Close(fd)
+		return nil, fmt.Errorf("ice-tcp %s %s: %w", what, to, err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		return fail("bind 127.0.0.1 for", err)
+	}
+	// Media frames are small and timed: Nagle would hold one back until
+	// the previous was acknowledged. Browsers set it too.
+	if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1); err != nil {
+		return fail("TCP_NODELAY to", err)
+	}
+	// As on UDP: the kernel stamps arrivals, so a frame read on the next
+	// tick is still timed as it arrived.
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1); err != nil {
+		return fail("SO_TIMESTAMPNS to", err)
+	}
+	if err := unix.Connect(fd, sa); err != nil && !errors.Is(err, unix.EINPROGRESS) {
+		return fail("connect", err)
+	}
+	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
+	for {
+		if err := ctx.Err(); err != nil {
+			return fail("connect", err)
+		}
+		n, err := unix.Poll(pfd, 50)
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			return fail("connect (poll)", err)
+		}
+		if n > 0 {
+			break
+		}
+	}
+	if soErr, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR); err != nil {
+		return fail("connect", err)
+	} else if soErr != 0 {
+		return fail("connect", unix.Errno(soErr))
+	}
+	la, err := unix.Getsockname(fd)
+	if err != nil {
+		return fail("getsockname after connecting", err)
+	}
+	if la4, ok := la.(*unix.SockaddrInet4); ok {
+		s.port = la4.Port
+	}
+	s.rbuf = make([]byte, 2+tcpMaxFrame)
+	s.wbuf = make([]byte, 2+tcpMaxFrame)
+	s.pending = make([]byte, 0, 2+tcpMaxFrame)
+	return s, nil
+}
+
+// send writes b as one RFC 4571 frame without blocking; it allocates
+// nothing. A frame the kernel cannot take at all, or one that would have
+// to wait behind an unfinished one, is dropped and counted, as a full UDP
+// buffer would drop a datagram: the load client must not stall.
+func (s *tcpSock) send(b []byte) error {
+	if len(b) > tcpMaxFrame {
+		return errFrameLen
+	}
+	if len(s.pending) > 0 {
+		n, err := s.write(s.pending)
+		if err != nil {
+			return err
+		}
+		s.pending = s.pending[:copy(s.pending, s.pending[n:])]
+		if len(s.pending) > 0 {
+			s.dropped++
+			return nil
+		}
+	}
+	frame := s.wbuf[:2+len(b)]
+	binary.BigEndian.PutUint16(frame, uint16(len(b)))
+	copy(frame[2:], b)
+	n, err := s.write(frame)
+	switch {
+	case err != nil:
+		return err
+	case n == 0:
+		s.dropped++
+	case n < len(frame):
+		s.pending = append(s.pending[:0], frame[n:]...)
+	}
+	return nil
+}
+
+// write is one non-blocking send; a full buffer is not an error, and a
+// peer that went away gives EPIPE rather than a signal.
+func (s *tcpSock) write(b []byte) (int, error) {
+	r, _, e := unix.Syscall6(unix.SYS_SENDTO, uintptr(s.fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)),
+		unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL, 0, 0)
+	switch e {
+	case 0:
+		return int(r), nil
+	case unix.EAGAIN:
+		return 0, nil
+	}
+	return 0, e
+}
+
+// recvFrame reads the next RFC 4571 frame, without blocking, one frame
+// per call: nil (and no error) while it has not all arrived; what has is
+// kept for the next call. The frame stays valid until then. at is the
+// kernel's arrival stamp of its last bytes (Unix ns, wall clock; 0 if
+// none). It returns errTCPClosed when the peer has closed.
+//
+// It reads the 2-byte length, then exactly the body, rather than all the
+// connection holds: a read spanning several frames carries one stamp,
+// the newest segment's, and would time a frame that waited for the tick
+// as if it had just arrived.
+func (s *tcpSock) recvFrame() (frame []byte, at int64, err error) {
+	for {
+		want := 2
+		if s.rn >= 2 {
+			l := int(binary.BigEndian.Uint16(s.rbuf))
+			if l == 0 || l > tcpMaxFrame {
+				return nil, 0, errFrameLen
+			}
+			want = 2 + l
+			if s.rn == want {
+				s.rn = 0
+				return s.rbuf[2:want], s.at, nil
+			}
+		}
+		n, at, err := s.recv(s.rbuf[s.rn:want])
+		if err != nil || n == 0 {
+			return nil, 0, err
+		}
+		if at != 0 {
+			s.at = at
+		}
+		s.rn += n
+	}
+}
+
+// recv is one non-blocking recvmsg into b: 0 bytes and no error when
+// there is nothing to read.
+func (s *tcpSock) recv(b []byte) (n int, at int64, err error) {
+	s.iov.Base = &b[0]
+	s.iov.SetLen(len(b))
+	s.msg.Iov = &s.iov
+	s.msg.SetIovlen(1)
+	s.msg.Control = &s.oob[0]
+	s.msg.SetControllen(len(s.oob))
+	s.msg.Flags = 0
+	r, _, e := unix.Syscall(unix.SYS_RECVMSG, uintptr(s.fd), uintptr(unsafe.Pointer(&s.msg)), unix.MSG_DONTWAIT)
+	switch {
+	case e == unix.EAGAIN:
+		return 0, 0, nil
+	case e != 0:
+		return 0, 0, e
+	case r == 0:
+		return 0, 0, errTCPClosed
+	}
+	return int(r), cmsgStamp(s.oob[:s.msg.Controllen]), nil
+}
+
+func (s *tcpSock) close() error { return unix.Close(s.fd) }
+
+func (s *tcpSock) fdNum() int { return s.fd }

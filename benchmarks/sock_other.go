@@ -3,8 +3,10 @@
 package benchmarks
 
 import (
+	"context"
 	"errors"
 	"net/netip"
+	"sync/atomic"
 	"time"
 )
 
@@ -40,3 +42,27 @@ func (p *poller) isTimer(fd int) bool               { return false }
 func (p *poller) close()                            {}
 
 func gettid() int { return 0 }
+
+type tcpSock struct {
+	port   int
+	remote netip.AddrPort
+}
+
+func dialTCP(ctx context.Context, to netip.AddrPort) (*tcpSock, error) {
+	return nil, errEngineUnsupported
+}
+func (s *tcpSock) send(b []byte) error       { return errEngineUnsupported }
+func (s *tcpSock) fill() (int, int64, error) { return 0, 0, errEngineUnsupported }
+func (s *tcpSock) next() ([]byte, error)     { return nil, errEngineUnsupported }
+func (s *tcpSock) close() error              { return nil }
+func (s *tcpSock) fdNum() int                { return -1 }
+
+type batcher struct{}
+
+func newBatcher(sent *atomic.Uint64) (*batcher, error) { return nil, errEngineUnsupported }
+func (b *batcher) close()                              {}
+func (b *batcher) sendBuf() []byte                     { return nil }
+func (b *batcher) queueSend(fd int, pkt []byte)        {}
+func (b *batcher) flushSends()                         {}
+func (b *batcher) queueRecv(fd int, c *call) bool      { return false }
+func (b *batcher) receive(sink *shard, now time.Time)  {}

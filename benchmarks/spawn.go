@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -11,12 +12,16 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/netip"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/mediarelay/mediarelay/pkg/metrics"
 )
 
 // moduleRoot finds the mediarelay module's directory, walking up from the
@@ -84,7 +89,10 @@ func relayConfig(sc Scenario, uasAddr, dir string, httpPort, sipPort, webrtcPort
 		srtp = "required"
 	}
 	mode := "passthrough"
-	if sc.Transcode() {
+	switch {
+	case sc.E2E:
+		mode = "e2e"
+	case sc.Transcode():
 		mode = "transcode"
 	}
 	var b strings.Builder
@@ -223,4 +231,67 @@ func (p *relayProc) Stop() {
 		_ = p.cmd.Process.Kill()
 		<-p.done
 	}
+}
+
+// callAPIURL is mediarelay's call API beside its SIP-over-WebSocket URL:
+// the same host and port, GET /api/calls. The API answers on loopback
+// only (without http.admin_token), so "" for any other host.
+func callAPIURL(ws string) string {
+	u, err := url.Parse(ws)
+	if err != nil {
+		return ""
+	}
+	if ip, err := netip.ParseAddr(u.Hostname()); err != nil || !ip.IsLoopback() {
+		return ""
+	}
+	switch u.Scheme {
+	case "ws":
+		u.Scheme = "http"
+	case "wss":
+		u.Scheme = "https"
+	default:
+		return ""
+	}
+	u.Path, u.RawQuery = "/api/calls", ""
+	return u.String()
+}
+
+// relayCalls asks the relay's call API how each call's browser leg is
+// carried (udp4, tcp4, ...) and in which media mode (passthrough, e2e,
+// ...), so the report says what the relay did, not only what the load
+// client meant it to.
+func relayCalls(ctx context.Context, api string) (transports, modes map[string]int, err error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, api, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, nil, fmt.Errorf("GET %s: %w", api, err)
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		return nil, nil, fmt.Errorf("GET %s: %s", api, res.Status)
+	}
+	var calls []struct {
+		Mode string `json:"mode"`
+		Legs map[string]struct {
+			Transport string `json:"transport"`
+		} `json:"legs"`
+	}
+	if err := json.NewDecoder(res.Body).Decode(&calls); err != nil {
+		return nil, nil, fmt.Errorf("GET %s: %w", api, err)
+	}
+	transports, modes = map[string]int{}, map[string]int{}
+	for _, c := range calls {
+		tr := c.Legs[metrics.LegWebRTC].Transport
+		if tr == "" {
+			tr = "none"
+		}
+		transports[tr]++
+		modes[c.Mode]++
+	}
+	return transports, modes, nil
 }

@@ -20,10 +20,14 @@ import (
 	"github.com/pion/rtp"
 	"github.com/pion/sdp/v3"
 	"github.com/pion/srtp/v3"
+
+	"github.com/mediarelay/mediarelay/media"
+	mrsdp "github.com/mediarelay/mediarelay/pkg/sdp"
 )
 
 // UAS is the trunk side of the benchmark: a SIP UAS on UDP loopback that
-// answers every INVITE and echoes (or sinks) its RTP, plain or SDES-SRTP.
+// answers every INVITE and echoes (or sinks) its RTP, plain, SDES-SRTP, or
+// DTLS-SRTP end to end with the browser (uas_dtls.go).
 // All calls share one RTP socket (and one for RTCP on the next port, so a
 // relay without rtcp-mux gets no ICMP errors); a single goroutine reads it,
 // telling calls apart by the relay's source address from its SDP.
@@ -44,9 +48,12 @@ type UAS struct {
 	byID   map[string]*uasCall
 	sipIDs map[string]string // SIP Call-ID -> call key, for BYE
 
-	measuring atomic.Bool   // collect delay samples only in the steady window
-	unknown   atomic.Uint64 // RTP from an address no call negotiated
-	invites   atomic.Uint64
+	id *uasIdentity // DTLS certificate, for DTLS-SRTP offers
+
+	measuring  atomic.Bool   // collect delay samples only in the steady window
+	unknown    atomic.Uint64 // RTP from an address no call negotiated
+	invites    atomic.Uint64
+	handshakes atomic.Uint64 // DTLS handshakes completed with browsers
 }
 
 // uasCall is one answered call. The reader goroutine writes it; the runner
@@ -55,7 +62,8 @@ type uasCall struct {
 	id     string
 	remote netip.AddrPort
 	codec  string
-	rx, tx *srtp.Context
+	rx, tx *srtp.Context // SDES
+	dtls   *uasDTLS      // DTLS-SRTP: keyed once its handshake is done
 
 	mu      sync.Mutex
 	stats   *RecvStats
@@ -75,6 +83,9 @@ type uasCall struct {
 func NewUAS(ctx context.Context, sipAddr string, echo bool, log *slog.Logger) (*UAS, error) {
 	u := &UAS{echo: echo, log: log, byAddr: map[netip.AddrPort]*uasCall{}, byID: map[string]*uasCall{}, sipIDs: map[string]string{}}
 	var err error
+	if u.id, err = newUASIdentity(); err != nil {
+		return nil, err
+	}
 	if u.rtpConn, u.rtcpConn, err = listenPair(); err != nil {
 		return nil, err
 	}
@@ -142,6 +153,10 @@ func (u *UAS) RTPPort() int { return u.rtpPort }
 // Invites counts INVITEs received (including ones answered with an error).
 func (u *UAS) Invites() uint64 { return u.invites.Load() }
 
+// DTLSHandshakes counts the DTLS handshakes the UAS completed with
+// browsers: on end-to-end calls, each is the load client's own.
+func (u *UAS) DTLSHandshakes() uint64 { return u.handshakes.Load() }
+
 // Unknown counts RTP packets from addresses no call negotiated.
 func (u *UAS) Unknown() uint64 { return u.unknown.Load() }
 
@@ -160,6 +175,15 @@ func (u *UAS) Close() {
 		_ = u.sipConn.Close()
 	}
 	u.closeRTP()
+	u.mu.Lock()
+	calls := u.byID
+	u.byID, u.byAddr = map[string]*uasCall{}, map[netip.AddrPort]*uasCall{}
+	u.mu.Unlock()
+	for _, c := range calls {
+		if c.dtls != nil {
+			c.dtls.release() // ends a handshake still waiting for its browser
+		}
+	}
 }
 
 func (u *UAS) closeRTP() {
@@ -217,7 +241,9 @@ func (u *UAS) onBye(req *sip.Request, tx sip.ServerTransaction) {
 
 // Answer accepts an SDP offer for the call filed under key and returns the answer. It picks the
 // first offered codec it supports (PCMU, PCMA, opus) and does SDES-SRTP
-// (AES_CM_128_HMAC_SHA1_80) when the offer is RTP/SAVP with a=crypto.
+// (AES_CM_128_HMAC_SHA1_80) when the offer is RTP/SAVP with a=crypto, or
+// DTLS-SRTP with its own certificate when the offer is UDP/TLS/RTP/SAVP
+// with a=fingerprint (an end-to-end call: the fingerprint is the browser's).
 func (u *UAS) Answer(key string, offer []byte) ([]byte, error) {
 	var sd sdp.SessionDescription
 	if err := sd.Unmarshal(offer); err != nil {
@@ -249,6 +275,8 @@ func (u *UAS) Answer(key string, offer []byte) ([]byte, error) {
 	rtpmaps := map[string]string{}
 	fmtps := map[string]string{}
 	var cryptoTag, cryptoKey string
+	fpAttr, _ := sd.Attribute("fingerprint")
+	setupAttr, _ := sd.Attribute("setup")
 	for _, a := range md.Attributes {
 		switch a.Key {
 		case "rtpmap":
@@ -259,6 +287,10 @@ func (u *UAS) Answer(key string, offer []byte) ([]byte, error) {
 			if pt, v, ok := strings.Cut(a.Value, " "); ok {
 				fmtps[pt] = v
 			}
+		case "fingerprint":
+			fpAttr = a.Value
+		case "setup":
+			setupAttr = a.Value
 		case "crypto":
 			// a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:KEY[|lifetime][|mki]
 			f := strings.Fields(a.Value)
@@ -291,7 +323,32 @@ func (u *UAS) Answer(key string, offer []byte) ([]byte, error) {
 		t0: time.Now(), tsBase: randUint32(), rate: int64(clockRateOf(rtpmap))}
 	c.stats = NewRecvStats(clockRateOf(rtpmap))
 	var cryptoLine string
-	if strings.Contains(proto, "SAVP") {
+	var dtlsClient bool
+	var fpHash, fp string
+	switch {
+	case strings.Contains(proto, "TLS"):
+		// DTLS-SRTP: our role is the opposite of the offer's; to actpass
+		// we answer passive, so the browser's ClientHello, sent once its
+		// ICE pair works, starts the handshake without waiting on a
+		// retransmission timer.
+		var err error
+		if fpHash, fp, err = mrsdp.ParseFingerprint(fpAttr); err != nil {
+			return nil, fmt.Errorf("%s offer: %w", proto, err)
+		}
+		setup := mrsdp.SetupActPass
+		if setupAttr != "" {
+			if setup, err = mrsdp.ParseSetup(setupAttr); err != nil {
+				return nil, fmt.Errorf("%s offer: %w", proto, err)
+			}
+		}
+		dtlsClient = setup == mrsdp.SetupPassive
+		role := mrsdp.SetupPassive
+		if dtlsClient {
+			role = mrsdp.SetupActive
+		}
+		c.dtls = &uasDTLS{conn: u.rtpConn, to: remote, in: make(chan []byte, 16), done: make(chan struct{})}
+		cryptoLine = fmt.Sprintf("a=fingerprint:%s\r\na=setup:%s\r\na=rtcp-mux\r\na=ssrc:%d cname:bench-uas\r\n", u.id.fp, role, c.ssrc)
+	case strings.Contains(proto, "SAVP"):
 		if cryptoKey == "" {
 			return nil, fmt.Errorf("%s offer without a usable AES_CM_128_HMAC_SHA1_80 a=crypto", proto)
 		}
@@ -311,12 +368,19 @@ func (u *UAS) Answer(key string, offer []byte) ([]byte, error) {
 	}
 
 	u.mu.Lock()
-	if old := u.byID[key]; old != nil {
+	old := u.byID[key]
+	if old != nil {
 		delete(u.byAddr, old.remote)
 	}
 	u.byID[key] = c
 	u.byAddr[remote] = c
 	u.mu.Unlock()
+	if old != nil && old.dtls != nil {
+		old.dtls.release()
+	}
+	if c.dtls != nil {
+		go u.handshake(c.dtls, dtlsClient, fpHash, fp)
+	}
 
 	sess := strconv.FormatUint(uint64(randUint32()), 10)
 	var b strings.Builder
@@ -334,11 +398,15 @@ func (u *UAS) Answer(key string, offer []byte) ([]byte, error) {
 // Release forgets a call (after BYE, or when the rtpengine driver deletes it).
 func (u *UAS) Release(key string) {
 	u.mu.Lock()
-	if c := u.byID[key]; c != nil {
+	c := u.byID[key]
+	if c != nil {
 		delete(u.byAddr, c.remote)
 		delete(u.byID, key)
 	}
 	u.mu.Unlock()
+	if c != nil && c.dtls != nil {
+		c.dtls.release()
+	}
 }
 
 // CallStats reads the browser->trunk stream of the call filed under key.
@@ -393,9 +461,26 @@ func (u *UAS) readRTP() {
 			continue
 		}
 		pkt := buf[:n]
+		rx, tx := c.rx, c.tx
+		if d := c.dtls; d != nil {
+			// RFC 7983: DTLS records go to the call's handshake; media
+			// waits for its keys; SRTCP (rtcp-mux) is not measured.
+			if n == 0 {
+				continue
+			}
+			if b := pkt[0]; b >= 20 && b <= 63 {
+				d.record(pkt)
+				continue
+			}
+			k := d.keys.Load()
+			if k == nil || media.IsRTCP(pkt) {
+				continue
+			}
+			rx, tx = k.rx, k.tx
+		}
 		var hl int
-		if c.rx != nil {
-			if pkt, err = c.rx.DecryptRTP(plain[:0], pkt, &hdr); err != nil {
+		if rx != nil {
+			if pkt, err = rx.DecryptRTP(plain[:0], pkt, &hdr); err != nil {
 				continue
 			}
 			hl = hdr.MarshalSize()
@@ -435,8 +520,8 @@ func (u *UAS) readRTP() {
 			setMarkerHold(out[ohl:ohl+m], uint32(off))
 		}
 		o := out[:ohl+m]
-		if c.tx != nil {
-			if o, err = c.tx.EncryptRTP(enc[:0], o, &oh); err != nil {
+		if tx != nil {
+			if o, err = tx.EncryptRTP(enc[:0], o, &oh); err != nil {
 				continue
 			}
 		}

@@ -39,6 +39,10 @@ type loop struct {
 	// out holds the round's sends for one io_uring_enter; nil where
 	// io_uring is not available, and then each send goes at once.
 	out *outbox
+	// tcpIn receives the ICE-TCP connections on the loop: one buffer per
+	// core, registered like the batch buffers, so that frames forwarded
+	// from it leave with the round's other sends.
+	tcpIn []byte
 
 	mu    sync.Mutex
 	slots []loopHandler
@@ -96,7 +100,8 @@ func newLoop() (*loop, error) {
 		unix.Close(epfd)
 		return nil, fmt.Errorf("media loop: epoll: %w", err)
 	}
-	lp := &loop{epfd: epfd, events: make([]unix.EpollEvent, 256), batch: newBatchBuffers(readBatchSize)}
+	lp := &loop{epfd: epfd, events: make([]unix.EpollEvent, 256), batch: newBatchBuffers(readBatchSize),
+		tcpIn: make([]byte, tcpLoopBuf)}
 	lp.epFile = os.NewFile(uintptr(epfd), "media-epoll")
 	if lp.ep, err = lp.epFile.SyscallConn(); err != nil {
 		lp.close()
@@ -111,6 +116,7 @@ func newLoop() (*loop, error) {
 		registerMemory(unsafe.Pointer(&o.rbufs[0][0]), unsafe.Pointer(&o.rbufs[inboxSlots-1][0]), readBufSize, lp)
 	}
 	registerBuffers(lp.batch, lp)
+	registerMemory(unsafe.Pointer(&lp.tcpIn[0]), unsafe.Pointer(&lp.tcpIn[0]), uintptr(len(lp.tcpIn)), lp)
 	return lp, nil
 }
 
@@ -121,6 +127,15 @@ func (lp *loop) close() {
 // add puts fd in the loop's set with h as its handler and returns the
 // slot that remove takes.
 func (lp *loop) add(fd int, h loopHandler) (int32, error) {
+	var slot int32
+	err := lp.addAt(fd, h, &slot)
+	return slot, err
+}
+
+// addAt is add for a handler that needs its slot from its first ready
+// call on: the slot is stored at *at, under the loop's lock, before fd
+// can become ready.
+func (lp *loop) addAt(fd int, h loopHandler, at *int32) error {
 	lp.mu.Lock()
 	defer lp.mu.Unlock()
 	var slot int32
@@ -130,13 +145,14 @@ func (lp *loop) add(fd int, h loopHandler) (int32, error) {
 		slot = int32(len(lp.slots))
 		lp.slots = append(lp.slots, nil)
 	}
+	*at = slot
 	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: slot}
 	if err := unix.EpollCtl(lp.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
 		lp.free = append(lp.free, slot)
-		return 0, fmt.Errorf("media loop: add socket: %w", err)
+		return fmt.Errorf("media loop: add socket: %w", err)
 	}
 	lp.slots[slot] = h
-	return slot, nil
+	return nil
 }
 
 // remove takes fd out of the set. When it returns, the handler is not
@@ -144,9 +160,29 @@ func (lp *loop) add(fd int, h loopHandler) (int32, error) {
 func (lp *loop) remove(slot int32, fd int) {
 	lp.mu.Lock()
 	defer lp.mu.Unlock()
+	lp.removeHeld(slot, fd)
+}
+
+// removeHeld is remove for a handler that takes itself off the loop from
+// its own ready call, where the loop already holds mu.
+func (lp *loop) removeHeld(slot int32, fd int) {
 	_ = unix.EpollCtl(lp.epfd, unix.EPOLL_CTL_DEL, fd, nil)
 	lp.slots[slot] = nil
 	lp.free = append(lp.free, slot)
+}
+
+// watch sets the readiness fd's handler is called for: readable, and
+// writable too while the handler has output the socket did not take.
+// Safe from any goroutine while fd is on the loop (epoll_ctl is).
+func (lp *loop) watch(slot int32, fd int, writable bool) error {
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: slot}
+	if writable {
+		ev.Events |= unix.EPOLLOUT
+	}
+	if err := unix.EpollCtl(lp.epfd, unix.EPOLL_CTL_MOD, fd, &ev); err != nil {
+		return fmt.Errorf("media loop: watch socket: %w", err)
+	}
+	return nil
 }
 
 // run serves rounds until the loop is closed.

@@ -9,11 +9,12 @@ import (
 	"net/netip"
 	"runtime"
 	"sync/atomic"
-	"syscall"
 	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/mediarelay/mediarelay/pkg/uring"
 )
 
 // An outbox sends the datagrams a media loop produces in one round with
@@ -32,72 +33,12 @@ const (
 	outboxSlots = 64 // datagrams per io_uring_enter; more are sent in another
 	inboxSlots  = 64 // sockets read per io_uring_enter
 	recvTag     = 1 << 32
-
-	ioringOpSendmsg    = 9
-	ioringOpRecvmsg    = 10
-	ioringEnterGetEvts = 1 << 0
-	ioringFeatSingleMM = 1 << 0
-	ioringOffSQRing    = 0
-	ioringOffCQRing    = 0x8000000
-	ioringOffSQEs      = 0x10000000
-)
-
-// The io_uring ABI (include/uapi/linux/io_uring.h).
-type (
-	ioSQRingOffsets struct {
-		head, tail, ringMask, ringEntries, flags, dropped, array, resv1 uint32
-		userAddr                                                        uint64
-	}
-	ioCQRingOffsets struct {
-		head, tail, ringMask, ringEntries, overflow, cqes, flags, resv1 uint32
-		userAddr                                                        uint64
-	}
-	ioURingParams struct {
-		sqEntries, cqEntries, flags, sqThreadCPU, sqThreadIdle, features, wqFD uint32
-		resv                                                                   [3]uint32
-		sqOff                                                                  ioSQRingOffsets
-		cqOff                                                                  ioCQRingOffsets
-	}
-	ioSQE struct {
-		opcode      uint8
-		flags       uint8
-		ioprio      uint16
-		fd          int32
-		off         uint64
-		addr        uint64
-		len         uint32
-		opFlags     uint32
-		userData    uint64
-		bufIndex    uint16
-		personality uint16
-		spliceFDIn  int32
-		addr3       uint64
-		pad         uint64
-	}
-	ioCQE struct {
-		userData uint64
-		res      int32
-		flags    uint32
-	}
 )
 
 // outbox is one loop's ring and the buffers of the sends it holds.
 type outbox struct {
-	fd       int
-	sqRing   []byte
-	cqRing   []byte
-	sqeMem   []byte
-	sqHead   *uint32
-	sqTail   *uint32
-	sqMask   uint32
-	sqArray  []uint32
-	sqes     []ioSQE
-	cqHead   *uint32
-	cqTail   *uint32
-	cqMask   uint32
-	cqes     []ioCQE
-	inFlight uint32 // submitted, not yet reaped
-	single   bool   // one mapping holds both rings
+	ring *uring.Ring
+	done func(userData uint64, res int32) // o.complete, made once: no allocation per round
 
 	n     int // datagrams queued
 	from  [outboxSlots]*udpSender
@@ -124,16 +65,12 @@ type outbox struct {
 // forbidden (old kernels, seccomp, kernel.io_uring_disabled), and the loop
 // then sends each datagram at once.
 func newOutbox() (*outbox, error) {
-	var p ioURingParams
-	fd, _, e := unix.Syscall(unix.SYS_IO_URING_SETUP, 2*outboxSlots, uintptr(unsafe.Pointer(&p)), 0)
-	if e != 0 {
-		return nil, fmt.Errorf("io_uring_setup: %w", e)
-	}
-	o := &outbox{fd: int(fd)}
-	if err := o.mmap(&p); err != nil {
-		o.close()
+	r, err := uring.New(2 * outboxSlots)
+	if err != nil {
 		return nil, err
 	}
+	o := &outbox{ring: r}
+	o.done = o.complete
 	for i := range o.hdrs {
 		h := &o.hdrs[i]
 		h.Name = (*byte)(unsafe.Pointer(&o.names[i]))
@@ -195,51 +132,7 @@ func (o *outbox) probe() error {
 	return nil
 }
 
-func (o *outbox) mmap(p *ioURingParams) error {
-	sqSize := int(p.sqOff.array + p.sqEntries*4)
-	cqSize := int(p.cqOff.cqes + p.cqEntries*uint32(unsafe.Sizeof(ioCQE{})))
-	single := p.features&ioringFeatSingleMM != 0
-	o.single = single
-	if single {
-		sqSize = max(sqSize, cqSize)
-	}
-	var err error
-	prot, flags := unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_POPULATE
-	if o.sqRing, err = unix.Mmap(o.fd, ioringOffSQRing, sqSize, prot, flags); err != nil {
-		return fmt.Errorf("io_uring: map sq: %w", err)
-	}
-	o.cqRing = o.sqRing
-	if !single {
-		if o.cqRing, err = unix.Mmap(o.fd, ioringOffCQRing, cqSize, prot, flags); err != nil {
-			return fmt.Errorf("io_uring: map cq: %w", err)
-		}
-	}
-	if o.sqeMem, err = unix.Mmap(o.fd, ioringOffSQEs, int(p.sqEntries)*int(unsafe.Sizeof(ioSQE{})), prot, flags); err != nil {
-		return fmt.Errorf("io_uring: map sqes: %w", err)
-	}
-	u32 := func(b []byte, off uint32) *uint32 { return (*uint32)(unsafe.Pointer(&b[off])) }
-	o.sqHead, o.sqTail = u32(o.sqRing, p.sqOff.head), u32(o.sqRing, p.sqOff.tail)
-	o.sqMask = *u32(o.sqRing, p.sqOff.ringMask)
-	o.sqArray = unsafe.Slice(u32(o.sqRing, p.sqOff.array), p.sqEntries)
-	o.sqes = unsafe.Slice((*ioSQE)(unsafe.Pointer(&o.sqeMem[0])), p.sqEntries)
-	o.cqHead, o.cqTail = u32(o.cqRing, p.cqOff.head), u32(o.cqRing, p.cqOff.tail)
-	o.cqMask = *u32(o.cqRing, p.cqOff.ringMask)
-	o.cqes = unsafe.Slice((*ioCQE)(unsafe.Pointer(&o.cqRing[p.cqOff.cqes])), p.cqEntries)
-	return nil
-}
-
-func (o *outbox) close() {
-	if o.sqeMem != nil {
-		_ = unix.Munmap(o.sqeMem)
-	}
-	if o.cqRing != nil && !o.single {
-		_ = unix.Munmap(o.cqRing)
-	}
-	if o.sqRing != nil {
-		_ = unix.Munmap(o.sqRing)
-	}
-	_ = unix.Close(o.fd)
-}
+func (o *outbox) close() { _ = o.ring.Close() }
 
 // queue holds a copy of b for s to send to dst at the next flush.
 func (o *outbox) queue(s *udpSender, b []byte, dst netip.AddrPort) error {
@@ -267,8 +160,6 @@ func (o *outbox) flush() {
 	if o.n == 0 {
 		return
 	}
-	tail := *o.sqTail // only we move the tail
-	pending := uint32(0)
 	for i := range o.n {
 		s := o.from[i]
 		// The socket may have been closed since the send was queued;
@@ -278,93 +169,29 @@ func (o *outbox) flush() {
 			o.from[i] = nil
 			continue
 		}
-		idx := tail & o.sqMask
-		o.sqes[idx] = ioSQE{
-			opcode:   ioringOpSendmsg,
-			fd:       int32(s.fd),
-			addr:     uint64(uintptr(unsafe.Pointer(&o.hdrs[i]))),
-			len:      1,
-			opFlags:  unix.MSG_DONTWAIT,
-			userData: uint64(i),
-		}
-		o.sqArray[idx] = idx
-		tail++
-		pending++
+		o.ring.SendMsg(s.fd, &o.hdrs[i], unix.MSG_DONTWAIT, uint64(i))
 	}
-	o.submit(tail, pending)
+	o.ring.Submit(o.done)
 	runtime.KeepAlive(o)
 	o.n = 0
 }
 
-// submit publishes the entries up to tail, pending of them new, and
-// returns once the kernel has completed every one.
-func (o *outbox) submit(tail, pending uint32) {
-	atomic.StoreUint32(o.sqTail, tail)
-	o.inFlight += pending
-	for o.inFlight > 0 {
-		var n uintptr
-		var e syscall.Errno
-		if pending > 0 {
-			n, _, e = unix.RawSyscall6(unix.SYS_IO_URING_ENTER, uintptr(o.fd), uintptr(pending), 0, 0, 0, 0)
-		} else {
-			// Everything is submitted; wait for what the kernel has
-			// not completed yet (with MSG_DONTWAIT, nothing).
-			n, _, e = unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(o.fd), 0, 1, ioringEnterGetEvts, 0, 0)
-			n = 0
-		}
-		switch e {
-		case 0:
-			pending -= min(pending, uint32(n))
-		case unix.EINTR, unix.EAGAIN, unix.EBUSY:
-		default:
-			o.abandon(tail, pending)
-			pending = 0
-		}
-		o.reap()
+// complete takes one completion: a read's length (or -errno), or a
+// send's result, which gives its socket back.
+func (o *outbox) complete(userData uint64, res int32) {
+	if userData&recvTag != 0 {
+		o.rlen[userData&^recvTag] = res
+		return
 	}
-}
-
-// reap takes the completions the kernel has posted.
-func (o *outbox) reap() {
-	head := *o.cqHead
-	tail := atomic.LoadUint32(o.cqTail)
-	for ; head != tail; head++ {
-		c := &o.cqes[head&o.cqMask]
-		if c.userData&recvTag != 0 {
-			o.rlen[c.userData&^recvTag] = c.res
-			o.inFlight--
-			continue
-		}
-		if c.res < 0 {
-			o.failed.Add(1)
-		} else {
-			o.sent.Add(1)
-		}
-		if i := c.userData; i < outboxSlots && o.from[i] != nil {
-			o.from[i].refs.Add(-1)
-			o.from[i] = nil
-		}
-		o.inFlight--
-	}
-	atomic.StoreUint32(o.cqHead, head)
-}
-
-// abandon takes back the last pending entries, which the kernel refused
-// to take.
-func (o *outbox) abandon(tail, pending uint32) {
-	for k := range pending {
-		idx := (tail - pending + k) & o.sqMask
-		if o.sqes[idx].userData&recvTag != 0 {
-			continue // a read that did not happen: nothing to give back
-		}
-		if i := o.sqes[idx].userData; i < outboxSlots && o.from[i] != nil {
-			o.from[i].refs.Add(-1)
-			o.from[i] = nil
-		}
+	if res < 0 {
 		o.failed.Add(1)
+	} else {
+		o.sent.Add(1)
 	}
-	atomic.StoreUint32(o.sqTail, tail-pending)
-	o.inFlight -= pending
+	if i := userData; i < outboxSlots && o.from[i] != nil {
+		o.from[i].refs.Add(-1)
+		o.from[i] = nil
+	}
 }
 
 // datagramHandler is a loop handler whose socket the loop reads itself,
@@ -394,26 +221,15 @@ func (o *outbox) receive(now time.Time) {
 	if o.rn == 0 {
 		return
 	}
-	tail := *o.sqTail
 	for i := range o.rn {
 		o.rhdrs[i].Namelen = unix.SizeofSockaddrInet6
 		o.rhdrs[i].Flags = 0
 		o.rlen[i] = -int32(unix.EAGAIN)
-		idx := tail & o.sqMask
-		o.sqes[idx] = ioSQE{
-			opcode: ioringOpRecvmsg,
-			fd:     int32(o.rfrom[i].recvFD()),
-			addr:   uint64(uintptr(unsafe.Pointer(&o.rhdrs[i]))),
-			len:    1,
-			// MSG_TRUNC: a datagram larger than the buffer returns its
-			// real length, so it is seen as cut.
-			opFlags:  unix.MSG_DONTWAIT | unix.MSG_TRUNC,
-			userData: recvTag | uint64(i),
-		}
-		o.sqArray[idx] = idx
-		tail++
+		// MSG_TRUNC: a datagram larger than the buffer returns its real
+		// length, so it is seen as cut.
+		o.ring.RecvMsg(o.rfrom[i].recvFD(), &o.rhdrs[i], unix.MSG_DONTWAIT|unix.MSG_TRUNC, recvTag|uint64(i))
 	}
-	o.submit(tail, uint32(o.rn))
+	o.ring.Submit(o.done)
 	runtime.KeepAlive(o)
 	for i := range o.rn {
 		h := o.rfrom[i]
