@@ -15,6 +15,7 @@ import (
 	"github.com/mediarelay/mediarelay/pkg/config"
 	"github.com/mediarelay/mediarelay/pkg/metrics"
 	"github.com/mediarelay/mediarelay/pkg/sdp"
+	"github.com/mediarelay/mediarelay/signaling/logsafe"
 	"github.com/mediarelay/mediarelay/signaling/ng"
 )
 
@@ -247,7 +248,7 @@ func (h ngHandler) Offer(req *ng.Request) (string, error) {
 	c.browser.callID, c.trunk.callID = req.CallID, req.CallID
 	c.from, c.start, c.ngs = req.FromTag, s.created, s
 	// Ids come from SIP clients through the proxy: logged bounded.
-	c.log = r.log.With("call", c.id, "ng_call_id", truncate(req.CallID, 64), "proxy", req.Source.String())
+	c.log = r.log.With("call", c.id, "ng_call_id", logsafe.Truncate(req.CallID, 64), "proxy", req.Source.String())
 	s.c = c
 
 	// Register first so that a concurrent offer for the same call-id
@@ -302,7 +303,7 @@ func (h ngHandler) Offer(req *ng.Request) (string, error) {
 			c.hangup(endNoAnswer, 0, "")
 		}
 	})
-	c.log.Info("ng offer", "from_tag", truncate(req.FromTag, 64), "webrtc_offerer", offerWeb, "plain", plainProto, "codecs", strings.Join(route.Codecs, ","))
+	c.log.Info("ng offer", "from_tag", logsafe.Truncate(req.FromTag, 64), "webrtc_offerer", offerWeb, "plain", plainProto, "codecs", strings.Join(route.Codecs, ","))
 	return out, nil
 }
 
@@ -459,7 +460,7 @@ func (h ngHandler) Answer(req *ng.Request) (string, error) {
 		c.answered = time.Now()
 		go c.watch()
 		c.beginCDR()
-		c.log.Info("ng call answered", "to_tag", truncate(req.ToTag, 64))
+		c.log.Info("ng call answered", "to_tag", logsafe.Truncate(req.ToTag, 64))
 	}
 	return s.answerSDP, nil
 }

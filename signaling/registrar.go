@@ -393,31 +393,3 @@ func (g *registrar) connClosed(source string) {
 
 // Registered returns how many devices user has registered (for tests and status).
 func (r *Relay) Registered(user string) int { return len(r.registrar.lookup(user)) }
-
-// closeNotifyConn tells the registrar when a WebSocket connection ends.
-type closeNotifyConn struct {
-	net.Conn
-	once    sync.Once
-	onClose func(remote string)
-}
-
-func (c *closeNotifyConn) Read(b []byte) (int, error) {
-	n, err := c.Conn.Read(b)
-	if err != nil {
-		c.notify()
-	}
-	return n, err
-}
-
-func (c *closeNotifyConn) Close() error {
-	c.notify()
-	return c.Conn.Close()
-}
-
-func (c *closeNotifyConn) notify() {
-	c.once.Do(func() {
-		if c.onClose != nil {
-			c.onClose(c.Conn.RemoteAddr().String())
-		}
-	})
-}

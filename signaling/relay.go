@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/mediarelay/mediarelay/signaling/wsdemux"
 	"log/slog"
 	"net"
 	"net/http"
@@ -28,6 +29,7 @@ import (
 	"github.com/mediarelay/mediarelay/pkg/config"
 	"github.com/mediarelay/mediarelay/pkg/connlimit"
 	"github.com/mediarelay/mediarelay/pkg/metrics"
+	"github.com/mediarelay/mediarelay/signaling/logsafe"
 	"github.com/mediarelay/mediarelay/signaling/ng"
 	"github.com/mediarelay/mediarelay/signaling/web"
 )
@@ -92,7 +94,7 @@ type Relay struct {
 	httpAddr, udpAddr, tcpAddr, tlsAddr net.Addr
 
 	httpSrv *http.Server
-	demux   *httpDemux
+	demux   *wsdemux.Demux
 	closers []func() error
 	ready   chan struct{}
 }
@@ -102,7 +104,7 @@ func New(cfg config.Config, log *slog.Logger) (*Relay, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	log = redactLogger(log) // no SRTP key in any log line
+	log = logsafe.Redact(log) // no SRTP key in any log line
 	r := &Relay{
 		cfg:      cfg,
 		log:      log,
@@ -247,8 +249,8 @@ func (r *Relay) open(ctx context.Context) error {
 	if r.tls, err = newTLSState(r.cfg, r.log); err != nil {
 		return err
 	}
-	boundSIPDefaultLogger()
-	sipLog := untrustedLogger(r.log).With("component", "sip")
+	logsafe.BoundSIPDefaultLogger()
+	sipLog := logsafe.Untrusted(r.log).With("component", "sip")
 	r.ua, err = sipgo.NewUA(sipgo.WithUserAgent("mediarelay"), sipgo.WithUserAgentHostname(r.host),
 		sipgo.WithUserAgenTLSConfig(r.tls.clientConfig()),
 		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(sipLog)),
@@ -344,9 +346,9 @@ func (r *Relay) open(ctx context.Context) error {
 	go r.wsReaper.run(reaperTick(r.cfg.HTTP.WSIdleTimeout, r.cfg.HTTP.WSPingInterval), r.reapDone,
 		func(reason string) { r.connRefused.WithLabelValues("ws", reason).Inc() })
 	r.closers = append(r.closers, func() error { close(r.reapDone); return nil })
-	go r.demux.serve()
-	go r.serveLog("http", func() error { return r.httpSrv.Serve(r.demux.http) })
-	go r.serveLog("ws", func() error { return r.server.ServeWS(r.demux.ws) })
+	go r.demux.Serve()
+	go r.serveLog("http", func() error { return r.httpSrv.Serve(r.demux.HTTP()) })
+	go r.serveLog("ws", func() error { return r.server.ServeWS(r.demux.SIP()) })
 	r.startTrunkRegistrations(ctx)
 	return r.listenNG()
 }
@@ -390,12 +392,12 @@ func (r *Relay) listenHTTP() error {
 		// The certificate was loaded by newTLSState and reloads with it.
 		l = tls.NewListener(l, r.tls.httpConfig())
 	}
-	r.demux = newHTTPDemux(l)
-	r.demux.onWSClose = r.registrar.connClosed
-	r.demux.allowedOrigins = r.cfg.HTTP.AllowedOrigins
-	r.demux.log = r.log
-	r.demux.onRefused = func(reason string) { r.connRefused.WithLabelValues("http", reason).Inc() }
-	r.demux.wrapWS = func(c net.Conn) net.Conn {
+	r.demux = wsdemux.New(l)
+	r.demux.OnWSClose = r.registrar.connClosed
+	r.demux.AllowedOrigins = r.cfg.HTTP.AllowedOrigins
+	r.demux.Log = r.log
+	r.demux.OnRefused = func(reason string) { r.connRefused.WithLabelValues("http", reason).Inc() }
+	r.demux.WrapWS = func(c net.Conn) net.Conn {
 		return newWSConn(c, r.cfg.HTTP.WSIdleTimeout, r.cfg.HTTP.WSPingInterval, r.wsBusy, r.wsReaper)
 	}
 	mux := http.NewServeMux()
