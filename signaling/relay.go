@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/mediarelay/mediarelay/signaling/connguard"
 	"github.com/mediarelay/mediarelay/signaling/wsdemux"
 	"log/slog"
 	"net"
@@ -67,7 +68,7 @@ type Relay struct {
 	connRefused *prometheus.CounterVec
 	// Connection hygiene: SIP TCP/TLS streams and browsers'
 	// WebSockets, checked by reapers until reapDone closes.
-	sipReaper, wsReaper *connReaper
+	sipReaper, wsReaper *connguard.Reaper
 	reapDone            chan struct{}
 	wsCalls             map[string]int // calls from browsers, by WebSocket peer address
 
@@ -116,8 +117,8 @@ func New(cfg config.Config, log *slog.Logger) (*Relay, error) {
 		ready:    make(chan struct{}),
 		wsCalls:  map[string]int{},
 
-		sipReaper: newConnReaper(),
-		wsReaper:  newConnReaper(),
+		sipReaper: connguard.NewReaper(),
+		wsReaper:  connguard.NewReaper(),
 		reapDone:  make(chan struct{}),
 	}
 	r.host = cfg.SIP.Host
@@ -341,9 +342,9 @@ func (r *Relay) open(ctx context.Context) error {
 	if serveTLS != nil {
 		go r.serveLog("tls", serveTLS)
 	}
-	go r.sipReaper.run(reaperTick(r.cfg.SIP.TCPMessageTimeout, r.cfg.SIP.TCPIdleTimeout), r.reapDone,
+	go r.sipReaper.Run(connguard.ReaperTick(r.cfg.SIP.TCPMessageTimeout, r.cfg.SIP.TCPIdleTimeout), r.reapDone,
 		func(reason string) { r.connRefused.WithLabelValues("sip_stream", reason).Inc() })
-	go r.wsReaper.run(reaperTick(r.cfg.HTTP.WSIdleTimeout, r.cfg.HTTP.WSPingInterval), r.reapDone,
+	go r.wsReaper.Run(connguard.ReaperTick(r.cfg.HTTP.WSIdleTimeout, r.cfg.HTTP.WSPingInterval), r.reapDone,
 		func(reason string) { r.connRefused.WithLabelValues("ws", reason).Inc() })
 	r.closers = append(r.closers, func() error { close(r.reapDone); return nil })
 	go r.demux.Serve()
@@ -398,7 +399,7 @@ func (r *Relay) listenHTTP() error {
 	r.demux.Log = r.log
 	r.demux.OnRefused = func(reason string) { r.connRefused.WithLabelValues("http", reason).Inc() }
 	r.demux.WrapWS = func(c net.Conn) net.Conn {
-		return newWSConn(c, r.cfg.HTTP.WSIdleTimeout, r.cfg.HTTP.WSPingInterval, r.wsBusy, r.wsReaper)
+		return connguard.NewWSConn(c, r.cfg.HTTP.WSIdleTimeout, r.cfg.HTTP.WSPingInterval, r.wsBusy, r.wsReaper)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/", web.Handler())
@@ -417,8 +418,7 @@ func (r *Relay) guard(l net.Listener, name string, max, perSource int) net.Liste
 
 // sipStream holds a SIP TCP/TLS listener's connections to completing messages.
 func (r *Relay) sipStream(l net.Listener) net.Listener {
-	return &sipStreamListener{Listener: l, reaper: r.sipReaper, msgTimeout: r.cfg.SIP.TCPMessageTimeout,
-		idle: r.cfg.SIP.TCPIdleTimeout, log: r.log}
+	return connguard.NewSIPStreamListener(l, r.sipReaper, r.cfg.SIP.TCPMessageTimeout, r.cfg.SIP.TCPIdleTimeout, r.log)
 }
 
 // wsBusy reports whether the WebSocket from remote carries a registration or a call.
