@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/mediarelay/mediarelay/signaling/connguard"
+	"github.com/mediarelay/mediarelay/signaling/tlsconf"
 	"github.com/mediarelay/mediarelay/signaling/wsdemux"
 	"log/slog"
 	"net"
@@ -56,7 +57,7 @@ type Relay struct {
 	trunkUA   *sipgo.DialogUA
 	// trunkTLSUA is for trunks over TLS (Contact on the TLS listener).
 	trunkTLSUA *sipgo.DialogUA
-	tls        *tlsState
+	tls        *tlsconf.State
 
 	ports  *media.PortAllocator
 	webrtc *media.WebRTC
@@ -247,13 +248,13 @@ func (r *Relay) open(ctx context.Context) error {
 		return err
 	}
 
-	if r.tls, err = newTLSState(r.cfg, r.log); err != nil {
+	if r.tls, err = tlsconf.New(r.cfg, r.log); err != nil {
 		return err
 	}
 	logsafe.BoundSIPDefaultLogger()
 	sipLog := logsafe.Untrusted(r.log).With("component", "sip")
 	r.ua, err = sipgo.NewUA(sipgo.WithUserAgent("mediarelay"), sipgo.WithUserAgentHostname(r.host),
-		sipgo.WithUserAgenTLSConfig(r.tls.clientConfig()),
+		sipgo.WithUserAgenTLSConfig(r.tls.ClientConfig()),
 		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(sipLog)),
 		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(sipLog)))
 	if err != nil {
@@ -390,8 +391,8 @@ func (r *Relay) listenHTTP() error {
 	r.closers = append(r.closers, l.Close)
 	l = r.guard(l, "http", r.cfg.HTTP.MaxConns, r.cfg.HTTP.MaxConnsPerSource)
 	if r.cfg.HTTP.TLSCert != "" {
-		// The certificate was loaded by newTLSState and reloads with it.
-		l = tls.NewListener(l, r.tls.httpConfig())
+		// The certificate was loaded by tlsconf.New and reloads with it.
+		l = tls.NewListener(l, r.tls.HTTPConfig())
 	}
 	r.demux = wsdemux.New(l)
 	r.demux.OnWSClose = r.registrar.connClosed
