@@ -1,6 +1,3 @@
-// Package signaling is the relay's SIP side: SIP over WebSocket for
-// browsers, UDP and TCP for trunks, the B2BUA that turns one INVITE into two
-// independent dialogs, and the Call that owns the two media legs.
 package signaling
 
 import (
@@ -9,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/mediarelay/mediarelay/signaling/connguard"
+	"github.com/mediarelay/mediarelay/signaling/echo"
 	"github.com/mediarelay/mediarelay/signaling/tlsconf"
 	"github.com/mediarelay/mediarelay/signaling/wsdemux"
 	"log/slog"
@@ -75,7 +73,7 @@ type Relay struct {
 
 	trunks       []*Trunk
 	defaultTrunk *Trunk
-	echo         *Echo
+	echoTrunk    *Trunk        // the built-in sip:echo endpoint, reached like a trunk; nil when off
 	registrar    *registrar    // browsers' registrations
 	limits       *userLimits   // per-user call limits
 	srcLimits    *sourceLimits // per-source request rates
@@ -195,8 +193,8 @@ func compileTrunk(t config.Trunk) (*Trunk, error) {
 
 // route picks the trunk for a browser call to user.
 func (r *Relay) route(user string) *Trunk {
-	if user == "echo" && r.echo != nil {
-		return r.echo.trunk
+	if user == "echo" && r.echoTrunk != nil {
+		return r.echoTrunk
 	}
 	for _, t := range r.trunks {
 		if t.match != nil && t.match.MatchString(user) {
@@ -325,10 +323,14 @@ func (r *Relay) open(ctx context.Context) error {
 	r.trunkTLSUA = r.newTrunkTLSUA()
 	r.routeRequests()
 	if r.cfg.SIP.Echo {
-		if r.echo, err = StartEcho(ctx, r.cfg.Media.BindIP, r.udpAddr, r.log); err != nil {
+		ep, err := echo.Start(ctx, r.cfg.Media.BindIP, r.udpAddr, r.log)
+		if err != nil {
 			return fmt.Errorf("echo endpoint: %w", err)
 		}
-		r.closers = append(r.closers, r.echo.Close)
+		r.closers = append(r.closers, ep.Close)
+		if r.echoTrunk, err = compileTrunk(ep.Trunk()); err != nil {
+			return fmt.Errorf("echo endpoint: %w", err)
+		}
 	}
 
 	if serveUDP != nil {
