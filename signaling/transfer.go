@@ -213,26 +213,16 @@ func (c *Call) transferTrunk(old dialogRef, user string, extra ...sip.Header) {
 // hang up. Both directions of the media move to the new leg without a new
 // stream towards the browser. It reports false when the call has ended.
 func (c *Call) swapSIPLeg(leg *SIPLeg) (*SIPLeg, bool) {
-	r := c.r
 	c.mid.mu.Lock()
 	defer c.mid.mu.Unlock()
 	cur := c.active.Load()
 	if cur == nil || cur.toSIP == nil {
 		return nil, false
 	}
-	r.mu.Lock()
-	select {
-	case <-c.ended:
-		r.mu.Unlock()
+	old, ok := c.replaceLeg(sideTrunk, leg)
+	if !ok {
 		return nil, false
-	default:
 	}
-	old := c.trunk
-	delete(r.byDialog, old.id)
-	c.trunk = leg
-	c.route = leg.route
-	r.byDialog[leg.id] = c
-	r.mu.Unlock()
 	c.sec.policy, c.sec.suite = leg.srtp.policy, leg.srtp.suite
 	c.sec.keyed.Store(leg.srtp.keyed)
 	c.setDir(sideTrunk, "sendrecv")

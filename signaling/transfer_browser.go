@@ -112,22 +112,13 @@ func (c *Call) transferBrowser(old dialogRef, target string) {
 	}
 	// Swap the browser leg.
 	c.mid.mu.Lock()
-	r.mu.Lock()
-	select {
-	case <-c.ended:
-		r.mu.Unlock()
+	prev, ok := c.replaceLeg(sideBrowser, &SIPLeg{dialog: clientDialog(winner.dcs)})
+	if !ok {
 		c.mid.mu.Unlock()
 		r.hangUpFork(winner)
 		return
-	default:
 	}
-	prev := c.browser
-	delete(r.byDialog, prev.id)
-	c.browser = &SIPLeg{dialog: clientDialog(winner.dcs)}
-	r.byDialog[winner.dcs.ID] = c
-	c.web = leg
-	r.mu.Unlock()
-	c.webRW().cur.Store(leg) // setWeb's store, c.web set under r.mu above
+	c.setWeb(leg)
 	c.setDir(sideBrowser, "sendrecv")
 	c.mid.mu.Unlock()
 	_ = cur.Close()

@@ -39,12 +39,8 @@ func (c *Call) handOff() (*SIPLeg, bool) {
 		return nil, false
 	}
 	plan := c.currentPlan()
-	r.mu.Lock()
-	select {
-	case <-c.ended:
-		r.mu.Unlock()
+	if !c.lockAlive() {
 		return nil, false
-	default:
 	}
 	delete(r.byDialog, leg.id)
 	c.handedOff = true
@@ -127,6 +123,38 @@ func (c *Call) transferAttended(old dialogRef, rep replaces) {
 	other.hangup(endTransferred, 0, "")
 	c.log.Info("attended transfer: trunk legs joined", "other_call", other.id)
 	c.r.startJoin(a, b)
+}
+
+// lockAlive takes r.mu unless the call has ended, and reports whether it
+// did.
+func (c *Call) lockAlive() bool {
+	c.r.mu.Lock()
+	select {
+	case <-c.ended:
+		c.r.mu.Unlock()
+		return false
+	default:
+		return true
+	}
+}
+
+// replaceLeg puts leg in place of the call's leg on side s (a transfer's
+// new party) and files the call under the new dialog; c.mid.mu is held.
+// It returns the old leg, or false when the call has ended.
+func (c *Call) replaceLeg(s side, leg *SIPLeg) (*SIPLeg, bool) {
+	if !c.lockAlive() {
+		return nil, false
+	}
+	defer c.r.mu.Unlock()
+	old := c.leg(s)
+	delete(c.r.byDialog, old.id)
+	if s == sideTrunk {
+		c.trunk, c.route = leg, leg.route
+	} else {
+		c.browser = leg
+	}
+	c.r.byDialog[leg.id] = c
+	return old, true
 }
 
 // callByBrowserDialog finds the call whose browser dialog rep names.
@@ -299,22 +327,13 @@ func (r *Relay) replaceTrunkLeg(req *sip.Request, tx sip.ServerTransaction, rout
 	c.mid.mu.Lock()
 	body := sdp.Offer{SessionID: uint64(time.Now().UnixNano()), Version: 1, Addr: r.mediaAddrFor(route.peerAddr()),
 		Port: int(c.trunk.rtp.LocalAddr().Port()), Codecs: codecs, Ptime: route.Ptime}.Marshal()
-	r.mu.Lock()
-	select {
-	case <-c.ended:
-		r.mu.Unlock()
+	leg := &SIPLeg{dialog: serverDialog(dss), route: route, rtp: c.trunk.rtp, sdp: string(body)}
+	old, ok := c.replaceLeg(sideTrunk, leg)
+	if !ok {
 		c.mid.mu.Unlock()
 		_ = dss.Respond(481, "Call/Transaction Does Not Exist", nil)
 		return true
-	default:
 	}
-	old := c.trunk
-	leg := &SIPLeg{dialog: serverDialog(dss), route: route, rtp: old.rtp, sdp: string(body)}
-	delete(r.byDialog, old.id)
-	c.trunk = leg
-	c.route = route
-	r.byDialog[dss.ID] = c
-	r.mu.Unlock()
 	c.setDir(sideTrunk, "sendrecv")
 	leg.setRemote(offer)
 	c.mid.mu.Unlock()
