@@ -315,20 +315,7 @@ func (c *Call) watch() {
 				c.hangup(endSRTPAuth, 0, "")
 				return
 			}
-			if timeout <= 0 || c.mid.hold.held.Load() {
-				continue
-			}
-			// From the answer, or the last resume from hold.
-			since := c.mid.hold.since(c.answered)
-			if ws := c.webLeg().Stats().LastReceived; ws.After(since) {
-				since = ws
-			}
-			webIdle := now.Sub(since)
-			since = c.mid.hold.since(c.answered)
-			if rs := c.sipLeg().Stats().LastReceived; rs.After(since) {
-				since = rs
-			}
-			if webIdle > timeout || now.Sub(since) > timeout {
+			if c.mid.hold.silent(now, c.answered, timeout, c.webLeg(), c.sipLeg()) {
 				c.hangup(endMediaTimeout, 0, "")
 				return
 			}

@@ -132,22 +132,12 @@ func (j *join) watch() {
 		case <-j.ended:
 			return
 		case now := <-t.C:
-			if timeout <= 0 || j.hold.held.Load() {
-				continue
-			}
-			base := j.hold.since(j.start)
 			j.mu.Lock()
-			legs := j.legs
+			a, b := j.legs[0].rtp, j.legs[1].rtp
 			j.mu.Unlock()
-			for _, l := range legs {
-				since := base
-				if lr := l.rtp.Stats().LastReceived; lr.After(since) {
-					since = lr
-				}
-				if now.Sub(since) > timeout {
-					j.hangup(endMediaTimeout, -1)
-					return
-				}
+			if j.hold.silent(now, j.start, timeout, a, b) {
+				j.hangup(endMediaTimeout, -1)
+				return
 			}
 		}
 	}

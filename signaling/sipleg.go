@@ -427,6 +427,26 @@ func (h *holdState) since(base time.Time) time.Time {
 	return base
 }
 
+// silent says whether a call answered at start has had no media on a leg
+// for longer than timeout (0: no limit), counting from start or the last
+// resume from hold; never while on hold.
+func (h *holdState) silent(now, start time.Time, timeout time.Duration, legs ...statsSource) bool {
+	if timeout <= 0 || h.held.Load() {
+		return false
+	}
+	base := h.since(start)
+	for _, l := range legs {
+		since := base
+		if lr := l.Stats().LastReceived; lr.After(since) {
+			since = lr
+		}
+		if now.Sub(since) > timeout {
+			return true
+		}
+	}
+	return false
+}
+
 // normDir reads an SDP's direction; a 0.0.0.0 connection address is the
 // old (RFC 2543) way to say inactive.
 func normDir(a sdp.Audio) string {
