@@ -41,77 +41,70 @@ const (
 // Call is one relayed call: a browser dialog and a trunk dialog, and the
 // media legs and forwarding between them.
 type Call struct {
-	r     *Relay
-	id    string
-	log   *slog.Logger
-	trunk *sipgo.DialogClientSession
-	// browser is the dialog with the browser (we are its UAS).
-	browser *sipgo.DialogServerSession
-
-	browserDialogID, trunkDialogID string
-	browserCallID, trunkCallID     string
-	from, to                       string
-	route                          *Trunk
-	direction                      string
+	r   *Relay
+	id  string
+	log *slog.Logger
+	// browser and trunk are the call's SIP dialogs. On a call from a
+	// browser the relay is the browser's UAS and the trunk's UAC; on a call
+	// into browsers the other way round. A transfer may put a new leg in
+	// place of either, under both c.mid.mu and r.mu (read them under
+	// either, or with legNow); the trunk leg holds the RTP leg.
+	browser, trunk *SIPLeg
+	from, to       string
+	route          *Trunk
+	direction      string
 	// user is the authenticated browser user of a call from a browser
 	// ("" for anonymous and echo calls); userHeld says it holds one of
 	// the user's sip.user_max_calls slots until removeCall.
 	user     string
 	userHeld bool
 	// wsSource is the WebSocket peer a browser's call came over (its
-	// connection is then busy, connguard.go).
+	// connection then counts as busy to the idle reaper).
 	wsSource string
 
 	browserOffer string
 	offered      []sdp.Codec
-	rtp          *media.RTPLeg
 	web          *media.WebRTCLeg
 	answerSDP    string
-	active       atomic.Pointer[activeMedia] // plan and forwarding, replaced when the trunk changes codec (codecchange.go)
+	active       atomic.Pointer[activeMedia] // plan and forwarding, replaced when the trunk changes codec
 	mediaUp      bool
 	firstMedia   atomic.Bool // mediarelay_call_first_media_seconds observed
 	counted      legCounts   // packets and bytes already in the relay's counters
 	mediaWG      sync.WaitGroup
-	sec          callSecurity // SIP leg encryption (sdes.go, dtls.go)
+	sec          callSecurity // the SIP leg's encryption (SDES or DTLS-SRTP)
 
-	// e2e: DTLS-SRTP end to end (e2e.go); cleared when the far end could
-	// not and the trunk lets the relay terminate instead.
+	// e2e: DTLS-SRTP end to end (media_mode e2e); cleared when the far end
+	// could not and the trunk lets the relay terminate instead.
 	e2e bool
 
 	start, answered time.Time
 	// answeredNS is answered in Unix nanoseconds (0 until then), for
 	// goroutines other than the call's signalling (metrics, the call API).
 	answeredNS atomic.Int64
-	// endedBy, when set, is the operator who hung the call up (api.go).
+	// endedBy, when set, is the operator who hung the call up.
 	endedBy atomic.Pointer[string]
 
-	// Inbound calls (trunk → browser, inbound.go): the relay is the UAS
-	// towards the trunk and the UAC towards the browser.
-	inTrunk    *sipgo.DialogServerSession
-	outBrowser *sipgo.DialogClientSession
+	// A trunk's offer on a call into browsers.
 	trunkOffer sdp.Audio
 	lateOffer  bool        // the trunk's INVITE had no SDP: its answer comes in the ACK
 	lateDone   atomic.Bool // that answer was applied
-	// Mid-call state (midcall.go).
-	sipCodecs              []sdp.Codec // what the SIP leg's SDP carries
-	sdpSession, sdpVersion uint64
-	mid                    midCallState
-	// DTMF over SIP INFO (dtmf.go).
+	mid        midCallState
+	// DTMF: INFO from the trunk is injected on the way to the browser.
 	inj      atomic.Pointer[dtmfInjector]
 	dtmfOnce sync.Once
-	// The browser leg as the forwarding sees it; a transfer swaps it (transfer.go).
+	// The browser leg as the forwarding sees it; a transfer swaps it.
 	wio     *webIO
 	webOnce sync.Once
-	// trunkSDP, when set, is the relay's SDP on the trunk dialog (after an
-	// INVITE with Replaces put a new dialog there).
-	trunkSDP string
-	// handedOff: the trunk leg went on in a join (join.go); guarded by r.mu.
+	// handedOff: the trunk leg went on in a join; guarded by r.mu.
 	handedOff bool
 	// dropsTo, on a scratch call that sets up a leg for another call
 	// (dialTrunk), is the call whose SRTP failure count its drops feed.
 	dropsTo *Call
-	// ngs is the ng session of a call a SIP proxy set up (ngcall.go).
+	// ngs is the ng session of a call a SIP proxy set up.
 	ngs *ngSession
+	// sessionExpired ends the call when its trunk leg's session timer
+	// runs out.
+	sessionExpired func()
 
 	// abort stops a call that is still being set up (cancels the INVITE).
 	abort context.CancelCauseFunc
@@ -127,9 +120,22 @@ type Call struct {
 	code  int
 }
 
+// newCall is a call in direction through route, with empty legs and a
+// fresh id, not yet admitted.
+func (r *Relay) newCall(route *Trunk, direction string) *Call {
+	c := &Call{r: r, id: newCallID(), route: route, direction: direction, start: time.Now(),
+		ended: make(chan struct{}), browser: &SIPLeg{}, trunk: &SIPLeg{route: route}}
+	c.sessionExpired = func() { c.hangup(endSessionTime, 0, "") }
+	c.log = r.log.With("call", c.id)
+	if route != nil {
+		c.log = r.log.With("call", c.id, "trunk", route.Name)
+	}
+	c.trunk.adoptSessionTimer(c.log, c.sessionExpired)
+	return c
+}
+
 // admit registers a new call with the relay under its first dialog.
 func (r *Relay) admit(c *Call, dialogID string) {
-	c.log = r.log.With("call", c.id, "trunk", c.route.Name)
 	r.addCall(c)
 	r.indexDialog(c, dialogID)
 }
@@ -154,7 +160,7 @@ func (c *Call) openRTPLeg(fail func(int, string, string, ...sip.Header)) bool {
 	if c.dropsTo != nil {
 		onDrop = c.dropsTo.onRTPDrop
 	}
-	c.rtp, err = media.NewRTPLeg(media.RTPLegOptions{
+	c.trunk.rtp, err = media.NewRTPLeg(media.RTPLegOptions{
 		Ports:    c.r.ports,
 		Latching: c.r.cfg.Media.Latching,
 		OnDrop:   onDrop,
@@ -182,7 +188,7 @@ func (c *Call) setupMedia(answer sdp.Audio) error {
 		return err
 	}
 	if c.mediaUp {
-		c.setRemote(answer)
+		c.trunk.setRemote(answer)
 		return nil
 	}
 	if c.e2e {
@@ -213,7 +219,7 @@ func (c *Call) setupMedia(answer sdp.Audio) error {
 	}
 	c.setWeb(web)
 	c.answerSDP = answerSDP
-	c.setRemote(answer)
+	c.trunk.setRemote(answer)
 	c.mediaUp = true
 
 	if err := c.startForwarding(plan, sipPtime(answer, c.route)); err != nil {
@@ -232,10 +238,8 @@ func (c *Call) setupMedia(answer sdp.Audio) error {
 func (c *Call) sipLeg() *media.RTPLeg {
 	c.r.mu.Lock()
 	defer c.r.mu.Unlock()
-	return c.rtp
+	return c.trunk.rtp
 }
-
-func (c *Call) setRemote(a sdp.Audio) { setLegRemote(c.rtp, a) }
 
 // errNoConnection is an SDP whose audio stream has no c= address (media or
 // session level): nowhere to send media; the call gets 488.
@@ -311,23 +315,32 @@ func (c *Call) watch() {
 				c.hangup(endSRTPAuth, 0, "")
 				return
 			}
-			if timeout <= 0 || c.onHold() {
-				continue
-			}
-			since := c.mediaSince()
-			if ws := c.webLeg().Stats().LastReceived; ws.After(since) {
-				since = ws
-			}
-			webIdle := now.Sub(since)
-			since = c.mediaSince()
-			if rs := c.sipLeg().Stats().LastReceived; rs.After(since) {
-				since = rs
-			}
-			if webIdle > timeout || now.Sub(since) > timeout {
+			if c.mid.hold.silent(now, c.answered, timeout, c.webLeg(), c.sipLeg()) {
 				c.hangup(endMediaTimeout, 0, "")
 				return
 			}
 		}
+	}
+}
+
+// onAck takes the ACK of a 2xx the relay sent on side s; on a call into
+// browsers whose INVITE had no offer, the trunk's ACK carries the answer.
+func (c *Call) onAck(s side, req *sip.Request, tx sip.ServerTransaction) {
+	if d := c.legNow(s).dss; d != nil {
+		_ = d.ReadAck(req, tx)
+		if s == sideTrunk {
+			c.trunkAck(req)
+		}
+	}
+}
+
+// onBye ends the call when either side hangs up.
+func (c *Call) onBye(s side, req *sip.Request, tx sip.ServerTransaction) {
+	c.legNow(s).readBye(req, tx)
+	if s == sideBrowser {
+		c.hangup(endNormalBrowser, 0, "")
+	} else {
+		c.hangup(endNormalTrunk, 0, "")
 	}
 }
 
@@ -352,20 +365,21 @@ func (c *Call) hangup(cause string, code int, reason string) {
 				}
 			}()
 		}
-		c.stopSessionTimer()
 		// A transfer may hand the trunk leg to a join at the same time:
 		// read it under the lock that hand-off takes.
 		c.r.mu.Lock()
-		trunk := c.trunk
+		trunk, handedOff := c.trunk, c.handedOff
 		c.r.mu.Unlock()
+		if !handedOff {
+			trunk.stopSessionTimer()
+		}
 		if !c.answered.IsZero() {
-			if cause != endNormalTrunk && trunk != nil {
-				bye(trunk.Bye, "trunk")
+			if cause != endNormalTrunk && !handedOff && trunk.exists() {
+				bye(trunk.bye, "trunk")
 			}
-			if cause != endNormalBrowser && c.browser != nil && !c.browserRejected.Load() {
-				bye(c.browser.Bye, "browser")
+			if browser := c.legNow(sideBrowser); cause != endNormalBrowser && browser.exists() && !c.browserRejected.Load() {
+				bye(browser.bye, "browser")
 			}
-			c.byeInbound(cause, bye)
 		}
 		wg.Wait()
 		c.closeMedia()
@@ -378,10 +392,10 @@ func (c *Call) closeMedia() {
 		_ = c.web.Close()
 	}
 	c.r.mu.Lock()
-	keep := c.handedOff
+	rtp, keep := c.trunk.rtp, c.handedOff
 	c.r.mu.Unlock()
-	if c.rtp != nil && !keep {
-		_ = c.rtp.Close()
+	if rtp != nil && !keep {
+		_ = rtp.Close()
 	}
 	c.mediaWG.Wait()
 }
@@ -390,8 +404,8 @@ func (c *Call) closeMedia() {
 func (c *Call) cdrRecord() cdr.Record {
 	rec := cdr.Record{
 		CallID:        c.id,
-		BrowserCallID: c.browserCallID,
-		TrunkCallID:   c.trunkCallID,
+		BrowserCallID: c.browser.callID,
+		TrunkCallID:   c.trunk.callID,
 		From:          c.from,
 		To:            c.to,
 		Direction:     c.direction,
@@ -438,13 +452,13 @@ func (c *Call) finish() {
 		rec.Mode = m.plan.Mode
 		rec.WebRTCCodec = m.plan.BrowserCodec
 		rec.SIPCodec = m.plan.SIPCodec.Name
-		ws, rs := c.web.Stats(), c.rtp.Stats()
+		ws, rs := c.web.Stats(), c.sipLeg().Stats()
 		rec.WebRTCPacketsIn, rec.WebRTCPacketsOut = ws.PacketsIn, ws.PacketsOut
 		rec.SIPPacketsIn, rec.SIPPacketsOut = rs.PacketsIn, rs.PacketsOut
 		rec.WebRTCLoss = lossFraction(ws)
 		rec.SIPLoss = lossFraction(rs)
 		rec.WebRTCJitterMs, rec.SIPJitterMs = ws.Jitter, rs.Jitter
-		rec.WebRTCTransport, rec.SIPTransport = c.web.Transport(), c.rtp.Transport()
+		rec.WebRTCTransport, rec.SIPTransport = c.web.Transport(), c.sipLeg().Transport()
 		c.r.countTransports(rec.WebRTCTransport, rec.SIPTransport)
 		worstLoss := max(rec.WebRTCLoss, rec.SIPLoss)
 		rec.MOS = cdr.EstimateMOS(rec.SIPCodec, worstLoss, max(ws.Jitter, rs.Jitter), 0)

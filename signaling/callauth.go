@@ -15,7 +15,7 @@ import (
 // It returns the caller's user ("" when anonymous) and false when it has
 // answered the INVITE.
 func (r *Relay) authorizeCall(req *sip.Request, tx sip.ServerTransaction, route *Trunk) (string, bool) {
-	if r.echo != nil && route == r.echo.trunk {
+	if r.echoTrunk != nil && route == r.echoTrunk {
 		return "", true
 	}
 	g := r.registrar
@@ -132,7 +132,7 @@ func (r *Relay) admitUser(c *Call, req *sip.Request, tx sip.ServerTransaction) b
 // call to the echo needs no credentials, so it must not become a way to
 // reach a trunk), or anonymous calls are allowed.
 func (r *Relay) mayTransferToTrunk(c *Call, from side, route *Trunk) bool {
-	if from != sideBrowser || r.cfg.SIP.AnonymousCalls || (r.echo != nil && route == r.echo.trunk) {
+	if from != sideBrowser || r.cfg.SIP.AnonymousCalls || (r.echoTrunk != nil && route == r.echoTrunk) {
 		return true
 	}
 	return c.user != ""

@@ -254,7 +254,7 @@ func (c *Call) followTrunkOffer(offer sdp.Audio) error {
 		return nil
 	}
 	if cur.plan.Mode == ModeE2E {
-		return e2eFollow(cur.plan, offer) // e2e.go: nothing to re-plumb
+		return e2eFollow(cur.plan, offer) // nothing to re-plumb
 	}
 	c.r.mu.Lock() // a transfer may change the route
 	route := c.route

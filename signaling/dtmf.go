@@ -142,10 +142,10 @@ func (c *Call) sipReader() media.RTPReader {
 func (c *Call) sipWriter() media.RTPWriter { return c.sipWriterFor(c.currentPlan()) }
 
 // sipWriterFor is sipWriter for plan, which may not be the call's yet
-// (codecchange.go builds the stages of a new plan before switching).
+// (a codec change builds the stages of a new plan before switching).
 func (c *Call) sipWriterFor(plan mediaPlan) media.RTPWriter {
 	c.r.mu.Lock() // a transfer may change the route and the leg
-	route, leg := c.route, c.rtp
+	route, leg := c.route, c.trunk.rtp
 	c.r.mu.Unlock()
 	if route == nil || !strings.EqualFold(route.DTMF, "info") || plan.SIPDTMF.PT == 0 {
 		return leg
@@ -187,22 +187,13 @@ func (c *Call) sendInfo(digit byte, dur time.Duration) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	body := fmt.Sprintf("Signal=%c\r\nDuration=%d\r\n", digit, dur.Milliseconds())
-	if _, err := c.inDialog(ctx, sideTrunk, sip.INFO, []byte(body), sip.NewHeader("Content-Type", "application/dtmf-relay")); err != nil {
+	if _, err := c.legNow(sideTrunk).request(ctx, sip.INFO, []byte(body), sip.NewHeader("Content-Type", "application/dtmf-relay")); err != nil {
 		c.log.Debug("dtmf info failed", "err", err)
 	}
 }
 
 // onInfo takes DTMF from the trunk as INFO and plays it to the browser.
-func (r *Relay) onInfo(req *sip.Request, tx sip.ServerTransaction) {
-	r.countRequest(req)
-	if r.joinRequest(req, tx) { // join.go
-		return
-	}
-	c, s := r.callAndSide(req)
-	if c == nil {
-		respond(tx, req, 481, "Call/Transaction Does Not Exist")
-		return
-	}
+func (c *Call) onInfo(s side, req *sip.Request, tx sip.ServerTransaction) {
 	ct := ""
 	if h := req.ContentType(); h != nil {
 		ct = strings.ToLower(strings.TrimSpace(h.Value()))

@@ -183,9 +183,9 @@ func (c *Call) setupE2E(answer sdp.Audio) (fallback bool, err error) {
 	c.log.Debug("webrtc answer", "sdp", answerSDP)
 	c.setWeb(web)
 	c.answerSDP = answerSDP
-	c.rtp.SetE2E() // before it has a remote, and so before it reads
-	c.rtp.SetRemoteICE(far.iceUfrag)
-	c.setRemote(answer)
+	c.trunk.rtp.SetE2E() // before it has a remote, and so before it reads
+	c.trunk.rtp.SetRemoteICE(far.iceUfrag)
+	c.trunk.setRemote(answer)
 	c.mediaUp = true
 	c.startOpaque(plan)
 	c.r.m.TranscodedCalls.WithLabelValues(plan.Mode, c.trunkName()).Inc()
@@ -302,13 +302,11 @@ func (c *Call) startInboundE2E(browserAnswer string) error {
 	if err != nil {
 		return err
 	}
-	c.sdpVersion = 1
-	c.sdpSession = uint64(time.Now().UnixNano())
 	ans := sdp.Offer{
-		SessionID: c.sdpSession,
-		Version:   c.sdpVersion,
+		SessionID: uint64(time.Now().UnixNano()),
+		Version:   1,
 		Addr:      c.r.mediaAddrFor(c.trunkOffer.Addr),
-		Port:      int(c.rtp.LocalAddr().Port()),
+		Port:      int(c.trunk.rtp.LocalAddr().Port()),
 		Codecs:    codecs,
 		Ptime:     c.trunkOffer.Ptime,
 		Proto:     c.trunkOffer.Proto,
@@ -319,17 +317,17 @@ func (c *Call) startInboundE2E(browserAnswer string) error {
 	}
 	if far, ok, _ := farDTLS(c.trunkOffer); ok && far.iceUfrag != "" {
 		// The trunk speaks ICE: answer it as ICE-lite on the RTP port.
-		ice, err := c.rtp.EnableICE(ans.Addr)
+		ice, err := c.trunk.rtp.EnableICE(ans.Addr)
 		if err != nil {
 			return err
 		}
-		c.rtp.SetRemoteICE(far.iceUfrag)
+		c.trunk.rtp.SetRemoteICE(far.iceUfrag)
 		ans.Extra = append(ans.Extra, ice...)
 	}
 	c.answerSDP = string(ans.Marshal())
-	c.sipCodecs = codecs
-	c.rtp.SetE2E() // before it has a remote, and so before it reads
-	c.setRemote(c.trunkOffer)
+	c.trunk.sdp = c.answerSDP
+	c.trunk.rtp.SetE2E() // before it has a remote, and so before it reads
+	c.trunk.setRemote(c.trunkOffer)
 	c.mediaUp = true
 	c.startOpaque(plan)
 	c.r.m.TranscodedCalls.WithLabelValues(plan.Mode, c.trunkName()).Inc()

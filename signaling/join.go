@@ -2,13 +2,12 @@ package signaling
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
-	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/mediarelay/mediarelay/media"
@@ -32,71 +31,6 @@ const endTransferred = "transferred"
 // directionTransfer is the CDR direction of a join.
 const directionTransfer = "transfer"
 
-// trunkLeg is one trunk dialog of a join and its media.
-type trunkLeg struct {
-	route    *Trunk
-	dialogID string
-	callID   string
-	party    string                     // the far end's number, for the CDR
-	dcs      *sipgo.DialogClientSession // the relay placed the call, or
-	dss      *sipgo.DialogServerSession // the trunk placed it
-	rtp      *media.RTPLeg
-	codec    sdp.Codec
-	dtmf     sdp.Codec // PT 0: no telephone-event
-	sdp      string    // the relay's last SDP on this dialog
-	ver      uint64
-	dir      string // the direction the far end last asked for
-
-	// Session timer (RFC 4028) as negotiated on the dialog: se is 0 without
-	// one; weRefresh says the relay sends the refreshes.
-	se        time.Duration
-	weRefresh bool
-	seTimer   *time.Timer // guarded by the join's mu
-	offering  bool        // a re-INVITE of ours is outstanding; guarded by the join's mu
-
-	srtp legSecurity // what dialTrunk negotiated
-}
-
-// legSecurity is the SRTP state of a leg dialTrunk set up.
-type legSecurity struct {
-	policy, suite string
-	keyed         bool
-}
-
-// ref is the leg's dialog, for requests the relay sends in it.
-func (l *trunkLeg) ref() dialogRef {
-	if l.dcs != nil {
-		return clientRef(l.dcs)
-	}
-	return serverRef(l.dss)
-}
-
-func (l *trunkLeg) bye(ctx context.Context) error {
-	switch {
-	case l.dcs != nil:
-		return l.dcs.Bye(ctx)
-	case l.dss != nil:
-		return l.dss.Bye(ctx)
-	}
-	return nil
-}
-
-// drop ends a leg that never made it into a join.
-func (l *trunkLeg) drop() {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	_ = l.bye(ctx)
-	_ = l.rtp.Close()
-}
-
-// nextSDP is the relay's SDP on the leg with direction dir and a new version.
-func (l *trunkLeg) nextSDP(dir string) string {
-	l.ver++
-	return rewriteSDP(l.sdp, dir, l.ver, "")
-}
-
-func (l *trunkLeg) setRemote(a sdp.Audio) { setLegRemote(l.rtp, a) }
-
 // join is two trunk legs relayed to each other.
 type join struct {
 	r        *Relay
@@ -105,12 +39,9 @@ type join struct {
 	from, to string
 	start    time.Time
 
-	mu      sync.Mutex // guards legs and their offer state
-	offered *sync.Cond // signalled when an offer of ours completes
-	legs    [2]*trunkLeg
-
-	held    atomic.Bool
-	resumed atomic.Int64 // unix ns of the last resume (media timeout baseline)
+	mu      sync.Mutex // guards legs and their SDP state
+	legs    [2]*SIPLeg
+	hold    holdState
 	mediaWG sync.WaitGroup
 
 	once  sync.Once
@@ -121,20 +52,19 @@ type join struct {
 }
 
 // startJoin relays a and b to each other until either hangs up.
-func (r *Relay) startJoin(a, b *trunkLeg) *join {
-	j := &join{r: r, id: newCallID(), legs: [2]*trunkLeg{a, b}, from: a.party, to: b.party,
+func (r *Relay) startJoin(a, b *SIPLeg) *join {
+	j := &join{r: r, id: newCallID(), legs: [2]*SIPLeg{a, b}, from: a.party, to: b.party,
 		start: time.Now(), ended: make(chan struct{})}
-	j.offered = sync.NewCond(&j.mu)
 	j.log = r.log.With("call", j.id, "trunk", a.route.Name, "trunk2", b.route.Name)
 	r.mu.Lock()
-	r.joins[a.dialogID] = j
-	r.joins[b.dialogID] = j
+	r.joins[a.id] = j
+	r.joins[b.id] = j
 	r.mu.Unlock()
 	j.mu.Lock()
 	j.log.Info("trunk legs joined", "codec", a.codec.Name, "codec2", b.codec.Name, "leg1", a.callID, "leg2", b.callID)
 	j.startMedia()
 	for _, l := range j.legs {
-		j.armSessionTimer(l)
+		j.adopt(l)
 	}
 	j.mu.Unlock()
 	go j.watch()
@@ -163,6 +93,13 @@ func (j *join) startMedia() {
 			_ = f.Run(src.rtp, dst.rtp) // returns when a leg closes or pauses
 		}()
 	}
+}
+
+// adopt makes the join the one leg l's session timer ends, and restarts
+// its clock.
+func (j *join) adopt(l *SIPLeg) {
+	l.adoptSessionTimer(j.log, func() { j.hangup(endSessionTime, -1) })
+	l.armSessionTimer()
 }
 
 // joinable says whether legs with codecs a and b can be joined: the same
@@ -195,25 +132,12 @@ func (j *join) watch() {
 		case <-j.ended:
 			return
 		case now := <-t.C:
-			if timeout <= 0 || j.held.Load() {
-				continue
-			}
-			base := j.start
-			if ns := j.resumed.Load(); ns != 0 && time.Unix(0, ns).After(base) {
-				base = time.Unix(0, ns)
-			}
 			j.mu.Lock()
-			legs := j.legs
+			a, b := j.legs[0].rtp, j.legs[1].rtp
 			j.mu.Unlock()
-			for _, l := range legs {
-				since := base
-				if lr := l.rtp.Stats().LastReceived; lr.After(since) {
-					since = lr
-				}
-				if now.Sub(since) > timeout {
-					j.hangup(endMediaTimeout, -1)
-					return
-				}
+			if j.hold.silent(now, j.start, timeout, a, b) {
+				j.hangup(endMediaTimeout, -1)
+				return
 			}
 		}
 	}
@@ -229,9 +153,7 @@ func (j *join) hangup(cause string, from int) {
 		legs := j.legs
 		codecs := [2]string{legs[0].codec.Name, legs[1].codec.Name}
 		for _, l := range legs {
-			if l.seTimer != nil {
-				l.seTimer.Stop()
-			}
+			l.stopSessionTimer()
 		}
 		j.mu.Unlock()
 		var wg sync.WaitGroup
@@ -258,13 +180,13 @@ func (j *join) hangup(cause string, from int) {
 	})
 }
 
-func (j *join) finish(legs [2]*trunkLeg, codecs [2]string) {
+func (j *join) finish(legs [2]*SIPLeg, codecs [2]string) {
 	r := j.r
 	end := time.Now()
 	r.mu.Lock()
 	for _, l := range legs {
-		if r.joins[l.dialogID] == j {
-			delete(r.joins, l.dialogID)
+		if r.joins[l.id] == j {
+			delete(r.joins, l.id)
 		}
 	}
 	r.mu.Unlock()
@@ -305,65 +227,11 @@ func (j *join) finish(legs [2]*trunkLeg, codecs [2]string) {
 
 // In-dialog requests ----------------------------------------------------
 
-// joinByDialog finds the join an in-dialog request belongs to and the index of
-// the leg that sent it.
-func (r *Relay) joinByDialog(req *sip.Request) (*join, int) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if len(r.joins) == 0 {
-		return nil, -1
-	}
-	uas, _ := sip.DialogIDFromRequestUAS(req) // the trunk placed the leg
-	uac, _ := sip.DialogIDFromRequestUAC(req) // the relay placed it
-	for _, id := range []string{uas, uac} {
-		j := r.joins[id]
-		if j == nil {
-			continue
-		}
-		for i, l := range j.legs {
-			if l.dialogID == id && (l.dss != nil) == (id == uas) {
-				return j, i
-			}
-		}
-	}
-	return nil, -1
-}
-
-// joinRequest serves an in-dialog request that belongs to a join and
-// reports whether it did.
-func (r *Relay) joinRequest(req *sip.Request, tx sip.ServerTransaction) bool {
-	j, i := r.joinByDialog(req)
-	if j == nil {
-		return false
-	}
-	switch req.Method {
-	case sip.BYE:
-		j.onBye(i, req, tx)
-	case sip.INVITE, sip.UPDATE:
-		j.onOffer(i, req, tx)
-	case sip.ACK:
-		// Acknowledges a 2xx of ours; a join takes no answers in ACKs.
-	case sip.INFO:
-		j.onInfo(i, req, tx)
-	case sip.NOTIFY:
-		respond(tx, req, 200, "OK")
-	case sip.REFER:
-		j.onRefer(i, req, tx)
-	default:
-		respond(tx, req, 405, "Method Not Allowed", sip.NewHeader("Allow", "INVITE, ACK, BYE, UPDATE, INFO, REFER, NOTIFY, OPTIONS"))
-	}
-	return true
-}
-
 func (j *join) onBye(i int, req *sip.Request, tx sip.ServerTransaction) {
 	j.mu.Lock()
 	l := j.legs[i]
 	j.mu.Unlock()
-	if l.dcs != nil {
-		_ = l.dcs.ReadBye(req, tx)
-	} else {
-		_ = l.dss.ReadBye(req, tx)
-	}
+	l.readBye(req, tx)
 	j.hangup(endNormalTrunk, i)
 }
 
@@ -374,7 +242,7 @@ func (j *join) onBye(i int, req *sip.Request, tx sip.ServerTransaction) {
 func (j *join) onOffer(i int, req *sip.Request, tx sip.ServerTransaction) {
 	j.mu.Lock()
 	l := j.legs[i]
-	if l.offering {
+	if l.offering.Load() {
 		j.mu.Unlock()
 		respond(tx, req, 491, "Request Pending") // glare with our own offer on this dialog
 		return
@@ -385,7 +253,7 @@ func (j *join) onOffer(i int, req *sip.Request, tx sip.ServerTransaction) {
 	case len(req.Body()) == 0 && req.Method == sip.UPDATE:
 		// A session refresh: nothing changes.
 	case len(req.Body()) == 0:
-		body = l.nextSDP(firstNonEmpty(j.legs[1-i].dir, "sendrecv"))
+		body = l.nextSDP(firstNonEmpty(j.legs[1-i].dir, "sendrecv"), "")
 	default:
 		_, a, err := sdp.Parse(req.Body())
 		if err != nil {
@@ -420,38 +288,15 @@ func (j *join) onOffer(i int, req *sip.Request, tx sip.ServerTransaction) {
 			j.log.Info("trunk leg changed codec", "leg", l.callID, "codec", codec.Name)
 		}
 		dir := normDir(a)
-		if dir != firstNonEmpty(l.dir, "sendrecv") {
+		if l.setDir(dir) {
 			fwd = dir
 		}
-		l.dir = dir
-		j.updateHeld()
-		body = l.nextSDP(sdp.AnswerDirection(dir))
+		j.hold.update(j.legs[:]...)
+		body = l.nextSDP(sdp.AnswerDirection(dir), "")
 	}
 	route := l.route
 	j.mu.Unlock()
-	var res *sip.Response
-	if body == "" {
-		res = sip.NewResponseFromRequest(req, 200, "OK", nil)
-	} else {
-		res = sip.NewResponseFromRequest(req, 200, "OK", []byte(body))
-		res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
-	}
-	if se, refresher, ok := sessionExpires(req); ok {
-		// The requester keeps refreshing: a join does not take over the
-		// refresher role (RFC 4028 section 9).
-		if refresher != "uas" {
-			refresher = "uac"
-		}
-		res.AppendHeader(sip.NewHeader("Session-Expires", formatSE(se, refresher)))
-		j.mu.Lock()
-		l.se, l.weRefresh = se, refresher == "uas"
-		j.mu.Unlock()
-	}
-	j.mu.Lock()
-	j.armSessionTimer(l) // any offer or refresh from the leg restarts its clock
-	j.mu.Unlock()
-	res.AppendHeader(sip.HeaderClone(&j.r.dialogUAFor(route).ContactHDR))
-	if err := tx.Respond(res); err != nil {
+	if err := l.answerOffer(req, tx, body, sip.HeaderClone(&j.r.dialogUAFor(route).ContactHDR)); err != nil {
 		return
 	}
 	if fwd != "" {
@@ -462,7 +307,7 @@ func (j *join) onOffer(i int, req *sip.Request, tx sip.ServerTransaction) {
 // followCodec picks the codec leg l goes on with after its offer a: the
 // one it has if still offered, else the first offered one that the other
 // leg's codec can be joined to.
-func (j *join) followCodec(l, other *trunkLeg, a sdp.Audio) (sdp.Codec, bool) {
+func (j *join) followCodec(l, other *SIPLeg, a sdp.Audio) (sdp.Codec, bool) {
 	if c, ok := a.Find(l.codec.Name); ok && c.Clock == l.codec.Clock {
 		return c, true
 	}
@@ -474,102 +319,21 @@ func (j *join) followCodec(l, other *trunkLeg, a sdp.Audio) (sdp.Codec, bool) {
 	return sdp.Codec{}, false
 }
 
-// formatSE is a Session-Expires value.
-func formatSE(se time.Duration, refresher string) string {
-	return strings.TrimSuffix(se.Truncate(time.Second).String(), "s") + ";refresher=" + refresher
-}
-
-// armSessionTimer (re)starts leg l's session timer; j.mu is held. When the
-// relay refreshes it sends UPDATE at half the interval; when the trunk
-// does, the join ends if no refresh comes before the interval minus
-// min(32 s, a third of it) (RFC 4028 section 10).
-func (j *join) armSessionTimer(l *trunkLeg) {
-	if l.seTimer != nil {
-		l.seTimer.Stop()
-	}
-	if l.se <= 0 {
-		return
-	}
-	if l.weRefresh {
-		l.seTimer = time.AfterFunc(l.se/2, func() { j.refresh(l) })
-		return
-	}
-	grace := min(32*time.Second, l.se/3)
-	l.seTimer = time.AfterFunc(l.se-grace, func() {
-		j.log.Info("session timer expired: no refresh from the trunk", "leg", l.callID, "interval", l.se)
-		j.hangup(endSessionTime, -1)
-	})
-}
-
-// refresh sends a session refresh (UPDATE without SDP) on leg l.
-func (j *join) refresh(l *trunkLeg) {
-	select {
-	case <-j.ended:
-		return
-	default:
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	res, err := l.ref().request(ctx, sip.UPDATE, nil,
-		sip.NewHeader("Session-Expires", formatSE(l.se, "uac")), sip.NewHeader("Supported", "timer"))
-	if err != nil || (res.StatusCode != 200 && res.StatusCode != 405 && res.StatusCode != 501) {
-		j.log.Info("session refresh failed", "leg", l.callID, "err", err)
-		j.hangup(endSessionTime, -1)
-		return
-	}
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	select {
-	case <-j.ended:
-	default:
-		j.armSessionTimer(l)
-	}
-}
-
-// updateHeld sets the hold flag from both legs' directions; j.mu is held.
-func (j *join) updateHeld() {
-	held := false
-	for _, l := range j.legs {
-		if l.dir != "" && l.dir != "sendrecv" {
-			held = true
-		}
-	}
-	if j.held.Swap(held) && !held {
-		j.resumed.Store(time.Now().UnixNano())
-	}
-}
-
 // offerOut tells leg k the direction the other leg asked for.
 func (j *join) offerOut(k int, dir string) {
 	j.mu.Lock()
-	select {
-	case <-j.ended:
-		j.mu.Unlock()
-		return
-	default:
-	}
 	l := j.legs[k]
-	for l.offering { // one offer of ours at a time on a dialog
-		j.offered.Wait()
-	}
-	l.offering = true
-	body := l.nextSDP(dir)
 	j.mu.Unlock()
-	defer func() {
+	res, err := l.sendOffer(j.ended, func() string {
 		j.mu.Lock()
-		l.offering = false
-		j.offered.Broadcast()
-		j.mu.Unlock()
-	}()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	res, err := l.ref().request(ctx, sip.INVITE, []byte(body), sip.NewHeader("Content-Type", "application/sdp"))
+		defer j.mu.Unlock()
+		return l.nextSDP(dir, "")
+	})
+	if errors.Is(err, errEnded) {
+		return
+	}
 	if err != nil || !res.IsSuccess() {
 		j.log.Info("re-INVITE to the other trunk leg failed", "err", err, "res", res)
-		return
-	}
-	if _, a, err := sdp.Parse(res.Body()); err == nil {
-		l.setRemote(a)
 	}
 }
 
@@ -584,7 +348,7 @@ func (j *join) onInfo(i int, req *sip.Request, tx sip.ServerTransaction) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	res, err := other.ref().request(ctx, sip.INFO, req.Body(), hdrs...)
+	res, err := other.request(ctx, sip.INFO, req.Body(), hdrs...)
 	if err != nil {
 		respond(tx, req, 408, "Request Timeout")
 		return
@@ -615,18 +379,20 @@ func (j *join) onRefer(i int, req *sip.Request, tx sip.ServerTransaction) {
 	}
 	j.mu.Lock()
 	old := j.legs[i]
-	peer := *j.legs[1-i] // a copy: its codec may change while the target rings
+	other := j.legs[1-i]
+	// A copy of what the target is offered: the codec may change while it rings.
+	peer := &SIPLeg{party: other.party, codec: other.codec, dtmf: other.dtmf}
 	j.mu.Unlock()
 	res := sip.NewResponseFromRequest(req, 202, "Accepted", nil)
 	res.AppendHeader(sip.HeaderClone(&j.r.dialogUAFor(old.route).ContactHDR))
 	if err := tx.Respond(res); err != nil {
 		return
 	}
-	go j.transfer(i, old, &peer, route, target.User, extra)
+	go j.transfer(i, old, peer, route, target.User, extra)
 }
 
-func (j *join) transfer(i int, old, peer *trunkLeg, route *Trunk, user string, extra []sip.Header) {
-	ref := old.ref()
+func (j *join) transfer(i int, old, peer *SIPLeg, route *Trunk, user string, extra []sip.Header) {
+	ref, _ := old.ref()
 	notify := func(status string, final bool) { notifyRefer(j.log, ref, status, final) }
 	notify("100 Trying", false)
 	ctx, cancel := untilEnded(j.ended, ringTimeout)
@@ -649,16 +415,14 @@ func (j *join) transfer(i int, old, peer *trunkLeg, route *Trunk, user string, e
 		_ = l.rtp.PauseReads()
 	}
 	j.mediaWG.Wait()
-	if old.seTimer != nil {
-		old.seTimer.Stop()
-	}
+	old.stopSessionTimer()
 	j.legs[i] = leg
-	j.armSessionTimer(leg)
+	j.adopt(leg)
 	j.r.mu.Lock()
-	delete(j.r.joins, old.dialogID)
-	j.r.joins[leg.dialogID] = j
+	delete(j.r.joins, old.id)
+	j.r.joins[leg.id] = j
 	j.r.mu.Unlock()
-	j.updateHeld()
+	j.hold.update(j.legs[:]...)
 	j.startMedia()
 	j.mu.Unlock()
 	j.log.Info("transferred", "target", user, "trunk", route.Name)

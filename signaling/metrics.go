@@ -51,16 +51,6 @@ func (r *Relay) countEnd(cause, trunk string) {
 	r.m.CallsTotal.WithLabelValues(cause, trunk).Inc()
 }
 
-// legCounts is what of a call's leg statistics is already in the relay's
-// packet and byte counters, per leg: the legs keep their own counts (the
-// packet path touches no shared counter) and the relay adds what is new
-// at each scrape and at the call's end.
-type legCounts struct {
-	mu       sync.Mutex
-	web, sip any // the legs counted; a transfer may swap one in
-	ws, rs   media.LegStats
-}
-
 // countLive brings the packet and byte counters up to date with the legs
 // of the calls in progress (metrics.Options.Refresh: at each scrape).
 func (r *Relay) countLive() {
@@ -92,21 +82,8 @@ func (r *Relay) joinList() []*join {
 
 // countMedia adds what the join's legs moved since they were last
 // counted. Both are trunk legs: they count as SIP.
-func (j *join) countMedia(legs [2]*trunkLeg) {
-	a, b := legs[0].rtp, legs[1].rtp
-	as, bs := a.Stats(), b.Stats()
-	n := &j.counted
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.sip != any(a) {
-		n.sip, n.rs = a, media.LegStats{}
-	}
-	if n.web != any(b) {
-		n.web, n.ws = b, media.LegStats{}
-	}
-	j.r.countLegs(media.LegStats{}, since(as, n.rs))
-	j.r.countLegs(media.LegStats{}, since(bs, n.ws))
-	n.rs, n.ws = as, bs
+func (j *join) countMedia(legs [2]*SIPLeg) {
+	j.r.countMoved(&j.counted, legs[0].rtp, legs[1].rtp, false)
 }
 
 // countMedia adds what the call's legs moved since it was last counted.
@@ -118,18 +95,7 @@ func (c *Call) countMedia() {
 	if web == nil || sip == nil {
 		return
 	}
-	ws, rs := web.Stats(), sip.Stats()
-	n := &c.counted
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.web != any(web) {
-		n.web, n.ws = web, media.LegStats{}
-	}
-	if n.sip != any(sip) {
-		n.sip, n.rs = sip, media.LegStats{}
-	}
-	c.r.countLegs(since(ws, n.ws), since(rs, n.rs))
-	n.ws, n.rs = ws, rs
+	c.r.countMoved(&c.counted, web, sip, true)
 }
 
 // mediaStarted says the call's legs exist and forward (startForwarding

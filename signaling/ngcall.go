@@ -15,6 +15,7 @@ import (
 	"github.com/mediarelay/mediarelay/pkg/config"
 	"github.com/mediarelay/mediarelay/pkg/metrics"
 	"github.com/mediarelay/mediarelay/pkg/sdp"
+	"github.com/mediarelay/mediarelay/signaling/logsafe"
 	"github.com/mediarelay/mediarelay/signaling/ng"
 )
 
@@ -243,20 +244,11 @@ func (h ngHandler) Offer(req *ng.Request) (string, error) {
 		s.labels[req.FromTag] = req.Flags.Label
 	}
 	route := ngRoute(req.Source, req.Flags, offer.Codecs, plainProto)
-	c := &Call{
-		r:             r,
-		id:            newCallID(),
-		browserCallID: req.CallID,
-		trunkCallID:   req.CallID,
-		from:          req.FromTag,
-		route:         route,
-		direction:     DirectionNG,
-		start:         s.created,
-		ended:         make(chan struct{}),
-		ngs:           s,
-	}
+	c := r.newCall(route, DirectionNG)
+	c.browser.callID, c.trunk.callID = req.CallID, req.CallID
+	c.from, c.start, c.ngs = req.FromTag, s.created, s
 	// Ids come from SIP clients through the proxy: logged bounded.
-	c.log = r.log.With("call", c.id, "ng_call_id", truncate(req.CallID, 64), "proxy", req.Source.String())
+	c.log = r.log.With("call", c.id, "ng_call_id", logsafe.Truncate(req.CallID, 64), "proxy", req.Source.String())
 	s.c = c
 
 	// Register first so that a concurrent offer for the same call-id
@@ -311,7 +303,7 @@ func (h ngHandler) Offer(req *ng.Request) (string, error) {
 			c.hangup(endNoAnswer, 0, "")
 		}
 	})
-	c.log.Info("ng offer", "from_tag", truncate(req.FromTag, 64), "webrtc_offerer", offerWeb, "plain", plainProto, "codecs", strings.Join(route.Codecs, ","))
+	c.log.Info("ng offer", "from_tag", logsafe.Truncate(req.FromTag, 64), "webrtc_offerer", offerWeb, "plain", plainProto, "codecs", strings.Join(route.Codecs, ","))
 	return out, nil
 }
 
@@ -332,7 +324,7 @@ func (s *ngSession) offerToPlain(offer sdp.Audio, req *ng.Request, fail func(int
 		SessionID: uint64(time.Now().UnixNano()),
 		Version:   1,
 		Addr:      c.r.mediaAddr(),
-		Port:      int(c.rtp.LocalAddr().Port()),
+		Port:      int(c.trunk.rtp.LocalAddr().Port()),
 		Codecs:    offered,
 		Direction: offer.Direction,
 	}
@@ -427,7 +419,7 @@ func (h ngHandler) Answer(req *ng.Request) (string, error) {
 			return s.answerSDP, nil
 		}
 		if _, ans, err := sdp.Parse([]byte(req.SDP)); err == nil {
-			c.setRemote(s.sourceAddress(ans, req.Flags))
+			c.trunk.setRemote(s.sourceAddress(ans, req.Flags))
 		}
 		return s.answerSDP, nil
 	}
@@ -468,7 +460,7 @@ func (h ngHandler) Answer(req *ng.Request) (string, error) {
 		c.answered = time.Now()
 		go c.watch()
 		c.beginCDR()
-		c.log.Info("ng call answered", "to_tag", truncate(req.ToTag, 64))
+		c.log.Info("ng call answered", "to_tag", logsafe.Truncate(req.ToTag, 64))
 	}
 	return s.answerSDP, nil
 }
@@ -566,9 +558,7 @@ func (s *ngSession) stats() map[string]any {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c := s.c
-	c.r.mu.Lock()
-	rtp := c.rtp
-	c.r.mu.Unlock()
+	rtp := c.sipLeg()
 	var web *media.WebRTCLeg
 	if c.web != nil {
 		web = c.webLeg()

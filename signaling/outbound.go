@@ -25,117 +25,29 @@ var (
 	errBrowserCancel = errors.New("browser cancelled")
 )
 
-func (r *Relay) onInvite(req *sip.Request, tx sip.ServerTransaction) {
-	r.countRequest(req)
-	if to := req.To(); to != nil {
-		if _, ok := to.Params.Get("tag"); ok {
-			if !r.joinRequest(req, tx) { // join.go
-				r.onReInvite(req, tx)
-			}
-			return
-		}
-	}
-	if r.throttled(req, tx) { // ratelimit.go
-		return
-	}
-	if r.draining.Load() { // drain.go: calls in progress go on, new ones go elsewhere
-		respond(tx, req, 503, "Service Unavailable", sip.NewHeader("Retry-After", "30"),
-			sip.NewHeader("Warning", `399 mediarelay "draining"`))
-		r.countSetupFailure(503)
-		return
-	}
-	switch strings.ToLower(req.Transport()) {
-	case "ws", "wss":
-		r.outbound(req, tx)
-	default:
-		r.inbound(req, tx) // inbound.go: a trunk calls a registered browser
-	}
-}
-
-func respond(tx sip.ServerTransaction, req *sip.Request, code int, reason string, hdrs ...sip.Header) {
-	res := sip.NewResponseFromRequest(req, code, reason, nil)
-	for _, h := range hdrs {
-		res.AppendHeader(h)
-	}
-	_ = tx.Respond(res)
-}
-
 // outbound relays a browser's INVITE to a trunk. It returns when the
 // browser's INVITE transaction is over (answered, rejected or cancelled);
-// an answered call lives on in its Call.
+// an answered call lives on in its Call. The INVITE is checked
+// (checkOutbound), the call admitted with its RTP port, the trunk called
+// (callTrunk), and its answer relayed (answerOutbound).
 func (r *Relay) outbound(req *sip.Request, tx sip.ServerTransaction) {
 	_ = tx.Respond(sip.NewResponseFromRequest(req, 100, "Trying", nil))
-
-	if ct := req.ContentType(); ct == nil || !strings.EqualFold(strings.TrimSpace(ct.Value()), "application/sdp") || len(req.Body()) == 0 {
-		respond(tx, req, 488, "Not Acceptable Here", sip.NewHeader("Warning", `399 mediarelay "an SDP offer is required"`))
-		r.countSetupFailure(488)
-		return
-	}
-	_, offer, err := sdp.Parse(req.Body())
-	if err != nil {
-		respond(tx, req, 400, "Bad Request", sip.NewHeader("Warning", `399 mediarelay "malformed SDP"`))
-		r.countSetupFailure(400)
-		return
-	}
-	user := req.Recipient.User
-	route := r.route(user)
-	if route == nil {
-		respond(tx, req, 404, "Not Found")
-		r.countSetupFailure(404)
-		return
-	}
-	caller, ok := r.authorizeCall(req, tx, route) // callauth.go
+	out, ok := r.checkOutbound(req, tx)
 	if !ok {
-		return
-	}
-	e2e := route.MediaMode == ModeE2E
-	var browserDTLS dtlsIdentity
-	var offered []sdp.Codec
-	if e2e {
-		// The browser's DTLS identity goes to the far end as it is.
-		fp, setup, derr := media.RemoteDTLS(string(req.Body()))
-		if derr != nil {
-			respond(tx, req, 488, "Not Acceptable Here", sip.NewHeader("Warning", `399 mediarelay "end-to-end media needs DTLS-SRTP from the browser"`))
-			r.countSetupFailure(488)
-			return
-		}
-		browserDTLS = dtlsIdentity{fingerprint: fp, setup: setup}
-		offered, err = e2eOffer(route.Codecs, offer)
-	} else {
-		offered, err = trunkOffer(route.MediaMode, route.Codecs, offer)
-	}
-	if err != nil {
-		respond(tx, req, 488, "Not Acceptable Here")
-		r.countSetupFailure(488)
 		return
 	}
 	dss, err := r.browserUA.ReadInvite(req, tx)
 	if err != nil {
-		respond(tx, req, 400, "Bad Request")
-		r.countSetupFailure(400)
+		r.refuse(req, tx, 400, "Bad Request", "")
 		return
 	}
-
-	c := &Call{
-		r:               r,
-		id:              newCallID(),
-		browser:         dss,
-		browserDialogID: dss.ID,
-		browserCallID:   req.CallID().Value(),
-		from:            req.From().Address.User,
-		to:              user,
-		route:           route,
-		direction:       "outbound",
-		browserOffer:    string(req.Body()),
-		offered:         offered,
-		e2e:             e2e,
-		start:           time.Now(),
-		ended:           make(chan struct{}),
-		user:            caller,
-		wsSource:        req.Source(),
-	}
-	if caller != "" {
-		c.from = caller // the caller is who authenticated, whatever From says
+	c := r.newCall(out.route, "outbound")
+	c.browser.dialog = serverDialog(dss)
+	c.from, c.to = req.From().Address.User, req.Recipient.User
+	c.browserOffer, c.offered, c.e2e = string(req.Body()), out.offered, out.e2e
+	c.user, c.wsSource = out.caller, req.Source()
+	if out.caller != "" {
+		c.from = out.caller // the caller is who authenticated, whatever From says
 	}
 	if !r.admitUser(c, req, tx) {
 		return
@@ -150,51 +62,117 @@ func (r *Relay) outbound(req *sip.Request, tx sip.ServerTransaction) {
 	if !c.openRTPLeg(fail) {
 		return
 	}
-
-	ptime := route.Ptime
-	sdpOffer := sdp.Offer{
-		SessionID: uint64(time.Now().UnixNano()),
-		Version:   1,
-		Addr:      r.mediaAddrFor(route.peerAddr()),
-		Port:      int(c.rtp.LocalAddr().Port()),
-		Codecs:    offered,
-		Ptime:     ptime,
-	}
-	var secErr error
-	if c.e2e {
-		var ice []string
-		if ice, secErr = c.rtp.EnableICE(sdpOffer.Addr); secErr == nil {
-			e2eOfferSDP(&sdpOffer, browserDTLS, ice)
-		}
-	} else {
-		secErr = c.secureOffer(&sdpOffer)
-	}
-	if err := secErr; err != nil {
-		c.log.Warn("trunk's SRTP policy cannot be met; not calling it", "srtp", route.SRTP, "transport", route.Transport, "err", err)
+	body, err := c.trunkOfferSDP(out.browserDTLS)
+	if err != nil {
+		c.log.Warn("trunk's SRTP policy cannot be met; not calling it", "srtp", c.route.SRTP, "transport", c.route.Transport, "err", err)
 		fail(488, "Not Acceptable Here", setupCause(err), sip.NewHeader("Warning", `399 mediarelay "SRTP policy"`))
 		return
 	}
-	body := sdpOffer.Marshal()
-
-	recipient := route.requestURI(user)
-	from, identity := r.outboundIdentity(route, req, c.from) // identity.go
-	to := &sip.ToHeader{Address: sip.Uri{User: user, Host: recipient.Host}}
-
 	ctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)
 	c.abort = cancel
+	dcs := c.callTrunk(ctx, cancel, req, dss, body, fail)
+	if dcs == nil {
+		return
+	}
+	c.answerOutbound(dss, dcs)
+}
+
+// outboundInvite is a browser's INVITE that passed checkOutbound.
+type outboundInvite struct {
+	route   *Trunk
+	caller  string      // the authenticated user, "" for anonymous calls
+	offered []sdp.Codec // what the trunk is offered
+	// e2e: DTLS-SRTP end to end; the browser's identity goes to the far end.
+	e2e         bool
+	browserDTLS dtlsIdentity
+}
+
+// checkOutbound refuses a browser's INVITE the relay cannot place: no SDP
+// offer, no route, a caller not allowed, no codec for the trunk.
+func (r *Relay) checkOutbound(req *sip.Request, tx sip.ServerTransaction) (outboundInvite, bool) {
+	var out outboundInvite
+	if ct := req.ContentType(); ct == nil || !strings.EqualFold(strings.TrimSpace(ct.Value()), "application/sdp") || len(req.Body()) == 0 {
+		r.refuse(req, tx, 488, "Not Acceptable Here", "an SDP offer is required")
+		return out, false
+	}
+	_, offer, err := sdp.Parse(req.Body())
+	if err != nil {
+		r.refuse(req, tx, 400, "Bad Request", "malformed SDP")
+		return out, false
+	}
+	if out.route = r.route(req.Recipient.User); out.route == nil {
+		r.refuse(req, tx, 404, "Not Found", "")
+		return out, false
+	}
+	var ok bool
+	if out.caller, ok = r.authorizeCall(req, tx, out.route); !ok {
+		return out, false
+	}
+	if out.e2e = out.route.MediaMode == ModeE2E; out.e2e {
+		// The browser's DTLS identity goes to the far end as it is.
+		fp, setup, derr := media.RemoteDTLS(string(req.Body()))
+		if derr != nil {
+			r.refuse(req, tx, 488, "Not Acceptable Here", "end-to-end media needs DTLS-SRTP from the browser")
+			return out, false
+		}
+		out.browserDTLS = dtlsIdentity{fingerprint: fp, setup: setup}
+		out.offered, err = e2eOffer(out.route.Codecs, offer)
+	} else {
+		out.offered, err = trunkOffer(out.route.MediaMode, out.route.Codecs, offer)
+	}
+	if err != nil {
+		r.refuse(req, tx, 488, "Not Acceptable Here", "")
+		return out, false
+	}
+	return out, true
+}
+
+// trunkOfferSDP is the relay's offer to the trunk: the codecs offered, on
+// the call's RTP port, keyed per the trunk's SRTP policy, or carrying the
+// browser's DTLS identity on an end-to-end call.
+func (c *Call) trunkOfferSDP(browserDTLS dtlsIdentity) ([]byte, error) {
+	o := sdp.Offer{
+		SessionID: uint64(time.Now().UnixNano()),
+		Version:   1,
+		Addr:      c.r.mediaAddrFor(c.route.peerAddr()),
+		Port:      int(c.trunk.rtp.LocalAddr().Port()),
+		Codecs:    c.offered,
+		Ptime:     c.route.Ptime,
+	}
+	if c.e2e {
+		ice, err := c.trunk.rtp.EnableICE(o.Addr)
+		if err != nil {
+			return nil, err
+		}
+		e2eOfferSDP(&o, browserDTLS, ice)
+	} else if err := c.secureOffer(&o); err != nil {
+		return nil, err
+	}
+	return o.Marshal(), nil
+}
+
+// callTrunk sends the INVITE to the trunk and waits for its answer,
+// relaying ringing and early media (183 with SDP) to the browser. Without
+// an answer the call ends (fail) and callTrunk returns nil.
+func (c *Call) callTrunk(ctx context.Context, cancel context.CancelCauseFunc, req *sip.Request, dss *sipgo.DialogServerSession,
+	body []byte, fail func(int, string, string, ...sip.Header)) *sipgo.DialogClientSession {
+	route, user := c.route, req.Recipient.User
+	recipient := route.requestURI(user)
+	from, identity := c.r.outboundIdentity(route, req, c.from)
+	to := &sip.ToHeader{Address: sip.Uri{User: user, Host: recipient.Host}}
 	var provisional atomic.Bool
 	go c.superviseInvite(ctx, dss.Context(), cancel, &provisional)
 
-	dcs, err := r.dialogUAFor(route).Invite(ctx, *recipient, body, append([]sip.Header{from, to, sip.NewHeader("Content-Type", "application/sdp"),
+	dcs, err := c.r.dialogUAFor(route).Invite(ctx, *recipient, body, append([]sip.Header{from, to, sip.NewHeader("Content-Type", "application/sdp"),
 		sip.NewHeader("Supported", "timer")}, identity...)...)
 	if err != nil {
 		logTrunkError(c.log, route, err)
 		fail(503, "Trunk Unreachable", endUnreachable)
-		return
+		return nil
 	}
-	c.trunk = dcs
-	c.trunkCallID = dcs.InviteRequest.CallID().Value()
+	c.trunk.dcs, c.trunk.callID = dcs, dcs.InviteRequest.CallID().Value()
+	c.trunk.sdp = string(body)
 
 	earlySent := false
 	err = dcs.WaitAnswer(ctx, sipgo.AnswerOptions{
@@ -225,9 +203,15 @@ func (r *Relay) outbound(req *sip.Request, tx sip.ServerTransaction) {
 	})
 	if err != nil {
 		c.failInvite(ctx, err, fail)
-		return
+		return nil
 	}
+	return dcs
+}
 
+// answerOutbound sets up the media for the trunk's answer and answers the
+// browser.
+func (c *Call) answerOutbound(dss *sipgo.DialogServerSession, dcs *sipgo.DialogClientSession) {
+	r := c.r
 	// ACK first: a DTLS-SRTP trunk may wait for it before its handshake,
 	// which setupMedia waits for.
 	if ackErr := dcs.Ack(context.Background()); ackErr != nil {
@@ -237,10 +221,10 @@ func (r *Relay) outbound(req *sip.Request, tx sip.ServerTransaction) {
 	if perr == nil {
 		perr = c.setupMedia(ans)
 	}
-	c.trunkDialogID = dcs.ID
+	c.trunk.id = dcs.ID
 	r.indexDialog(c, dcs.ID)
 	c.markAnswered()
-	c.trunkAnswerSessionTimer(dcs.InviteResponse) // midcall.go: RFC 4028
+	c.trunk.answeredSessionTimer(dcs.InviteResponse)
 	if perr != nil {
 		c.log.Warn("trunk answer unusable", "err", perr)
 		// The trunk's dialog exists now: hangup sends it a BYE.

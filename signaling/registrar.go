@@ -44,7 +44,7 @@ type registrar struct {
 	failures map[string]*failure            // source IP + user → wrong passwords
 
 	rejected     *prometheus.CounterVec // REGISTERs
-	callRejected *prometheus.CounterVec // browsers' INVITEs (callauth.go)
+	callRejected *prometheus.CounterVec // browsers' INVITEs refused by authorizeCall
 }
 
 type bucket struct {
@@ -230,7 +230,7 @@ func (r *Relay) onRegister(req *sip.Request, tx sip.ServerTransaction) {
 		respond(tx, req, 403, "Forbidden", sip.NewHeader("Warning", `399 mediarelay "browsers register over WebSocket"`))
 		return
 	}
-	if r.throttled(req, tx) { // ratelimit.go
+	if r.throttled(req, tx) {
 		g.rejected.WithLabelValues("throttled").Inc()
 		return
 	}
@@ -393,31 +393,3 @@ func (g *registrar) connClosed(source string) {
 
 // Registered returns how many devices user has registered (for tests and status).
 func (r *Relay) Registered(user string) int { return len(r.registrar.lookup(user)) }
-
-// closeNotifyConn tells the registrar when a WebSocket connection ends.
-type closeNotifyConn struct {
-	net.Conn
-	once    sync.Once
-	onClose func(remote string)
-}
-
-func (c *closeNotifyConn) Read(b []byte) (int, error) {
-	n, err := c.Conn.Read(b)
-	if err != nil {
-		c.notify()
-	}
-	return n, err
-}
-
-func (c *closeNotifyConn) Close() error {
-	c.notify()
-	return c.Conn.Close()
-}
-
-func (c *closeNotifyConn) notify() {
-	c.once.Do(func() {
-		if c.onClose != nil {
-			c.onClose(c.Conn.RemoteAddr().String())
-		}
-	})
-}

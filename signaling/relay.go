@@ -1,6 +1,3 @@
-// Package signaling is the relay's SIP side: SIP over WebSocket for
-// browsers, UDP and TCP for trunks, the B2BUA that turns one INVITE into two
-// independent dialogs, and the Call that owns the two media legs.
 package signaling
 
 import (
@@ -8,6 +5,10 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/mediarelay/mediarelay/signaling/connguard"
+	"github.com/mediarelay/mediarelay/signaling/echo"
+	"github.com/mediarelay/mediarelay/signaling/tlsconf"
+	"github.com/mediarelay/mediarelay/signaling/wsdemux"
 	"log/slog"
 	"net"
 	"net/http"
@@ -28,6 +29,7 @@ import (
 	"github.com/mediarelay/mediarelay/pkg/config"
 	"github.com/mediarelay/mediarelay/pkg/connlimit"
 	"github.com/mediarelay/mediarelay/pkg/metrics"
+	"github.com/mediarelay/mediarelay/signaling/logsafe"
 	"github.com/mediarelay/mediarelay/signaling/ng"
 	"github.com/mediarelay/mediarelay/signaling/web"
 )
@@ -53,7 +55,7 @@ type Relay struct {
 	trunkUA   *sipgo.DialogUA
 	// trunkTLSUA is for trunks over TLS (Contact on the TLS listener).
 	trunkTLSUA *sipgo.DialogUA
-	tls        *tlsState
+	tls        *tlsconf.State
 
 	ports  *media.PortAllocator
 	webrtc *media.WebRTC
@@ -63,36 +65,36 @@ type Relay struct {
 	// connRefused counts connections refused or closed by the relay's
 	// hygiene (foreign Origin, limits, idleness), by listener and reason.
 	connRefused *prometheus.CounterVec
-	// Connection hygiene (connguard.go): SIP TCP/TLS streams and browsers'
+	// Connection hygiene: SIP TCP/TLS streams and browsers'
 	// WebSockets, checked by reapers until reapDone closes.
-	sipReaper, wsReaper *connReaper
+	sipReaper, wsReaper *connguard.Reaper
 	reapDone            chan struct{}
 	wsCalls             map[string]int // calls from browsers, by WebSocket peer address
 
 	trunks       []*Trunk
 	defaultTrunk *Trunk
-	echo         *Echo
-	registrar    *registrar    // browsers' registrations (registrar.go)
-	limits       *userLimits   // per-user call limits (callauth.go)
-	srcLimits    *sourceLimits // per-source request rates (ratelimit.go)
+	echoTrunk    *Trunk        // the built-in sip:echo endpoint, reached like a trunk; nil when off
+	registrar    *registrar    // browsers' registrations
+	limits       *userLimits   // per-user call limits
+	srcLimits    *sourceLimits // per-source request rates
 	inb          *inboundState
 
 	mu       sync.Mutex
 	calls    map[string]*Call      // by relay call id
 	byDialog map[string]*Call      // by either leg's dialog id
 	joins    map[string]*join      // trunk-to-trunk calls after a transfer, by either leg's dialog id
-	ngCalls  map[string]*ngSession // calls set up over ng (ngcall.go), by the proxy's call-id
+	ngCalls  map[string]*ngSession // calls a SIP proxy set up over ng, by the proxy's call-id
 	wg       sync.WaitGroup
 
 	ngSrv *ng.Server
 	// draining: new calls are refused (ng offers, /healthz 503); calls in
-	// progress go on (drain.go).
+	// progress go on.
 	draining atomic.Bool
 
 	httpAddr, udpAddr, tcpAddr, tlsAddr net.Addr
 
 	httpSrv *http.Server
-	demux   *httpDemux
+	demux   *wsdemux.Demux
 	closers []func() error
 	ready   chan struct{}
 }
@@ -102,7 +104,7 @@ func New(cfg config.Config, log *slog.Logger) (*Relay, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	log = redactLogger(log) // no SRTP key in any log line
+	log = logsafe.Redact(log) // no SRTP key in any log line
 	r := &Relay{
 		cfg:      cfg,
 		log:      log,
@@ -114,8 +116,8 @@ func New(cfg config.Config, log *slog.Logger) (*Relay, error) {
 		ready:    make(chan struct{}),
 		wsCalls:  map[string]int{},
 
-		sipReaper: newConnReaper(),
-		wsReaper:  newConnReaper(),
+		sipReaper: connguard.NewReaper(),
+		wsReaper:  connguard.NewReaper(),
 		reapDone:  make(chan struct{}),
 	}
 	r.host = cfg.SIP.Host
@@ -191,8 +193,8 @@ func compileTrunk(t config.Trunk) (*Trunk, error) {
 
 // route picks the trunk for a browser call to user.
 func (r *Relay) route(user string) *Trunk {
-	if user == "echo" && r.echo != nil {
-		return r.echo.trunk
+	if user == "echo" && r.echoTrunk != nil {
+		return r.echoTrunk
 	}
 	for _, t := range r.trunks {
 		if t.match != nil && t.match.MatchString(user) {
@@ -244,13 +246,13 @@ func (r *Relay) open(ctx context.Context) error {
 		return err
 	}
 
-	if r.tls, err = newTLSState(r.cfg, r.log); err != nil {
+	if r.tls, err = tlsconf.New(r.cfg, r.log); err != nil {
 		return err
 	}
-	boundSIPDefaultLogger()
-	sipLog := untrustedLogger(r.log).With("component", "sip")
+	logsafe.BoundSIPDefaultLogger()
+	sipLog := logsafe.Untrusted(r.log).With("component", "sip")
 	r.ua, err = sipgo.NewUA(sipgo.WithUserAgent("mediarelay"), sipgo.WithUserAgentHostname(r.host),
-		sipgo.WithUserAgenTLSConfig(r.tls.clientConfig()),
+		sipgo.WithUserAgenTLSConfig(r.tls.ClientConfig()),
 		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(sipLog)),
 		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(sipLog)))
 	if err != nil {
@@ -300,7 +302,7 @@ func (r *Relay) open(ctx context.Context) error {
 	if ip, err := netip.ParseAddr(httpHost); err != nil || ip.IsUnspecified() {
 		httpHost = r.host
 	}
-	r.bindClient(r.client) // bind.go: after the listeners exist
+	r.bindClient(r.client) // after the listeners exist: requests leave from them
 	r.browserUA = &sipgo.DialogUA{
 		Client:         r.client,
 		ContactHDR:     sip.ContactHeader{Address: sip.Uri{User: "mediarelay", Host: httpHost, Port: httpPort, UriParams: sip.HeaderParams{{K: "transport", V: "ws"}}}},
@@ -319,24 +321,16 @@ func (r *Relay) open(ctx context.Context) error {
 		ContactHDR: sip.ContactHeader{Address: sip.Uri{User: "mediarelay", Host: r.host, Port: sipPort}},
 	}
 	r.trunkTLSUA = r.newTrunkTLSUA()
-	r.server.OnInvite(r.onInvite)
-	r.server.OnAck(r.onAck)
-	r.server.OnBye(r.onBye)
-	r.server.OnOptions(r.onOptions)
-	r.server.OnRegister(r.onRegister)
-	r.registerMidCall()
-	r.server.OnCancel(func(req *sip.Request, tx sip.ServerTransaction) {
-		// CANCELs that match an INVITE are handled by the transaction layer.
-		_ = tx.Respond(sip.NewResponseFromRequest(req, 481, "Call/Transaction Does Not Exist", nil))
-	})
-	r.server.OnNoRoute(func(req *sip.Request, tx sip.ServerTransaction) {
-		_ = tx.Respond(sip.NewResponseFromRequest(req, 405, "Method Not Allowed", nil))
-	})
+	r.routeRequests()
 	if r.cfg.SIP.Echo {
-		if r.echo, err = StartEcho(ctx, r.cfg.Media.BindIP, r.udpAddr, r.log); err != nil {
+		ep, err := echo.Start(ctx, r.cfg.Media.BindIP, r.udpAddr, r.log)
+		if err != nil {
 			return fmt.Errorf("echo endpoint: %w", err)
 		}
-		r.closers = append(r.closers, r.echo.Close)
+		r.closers = append(r.closers, ep.Close)
+		if r.echoTrunk, err = compileTrunk(ep.Trunk()); err != nil {
+			return fmt.Errorf("echo endpoint: %w", err)
+		}
 	}
 
 	if serveUDP != nil {
@@ -351,16 +345,16 @@ func (r *Relay) open(ctx context.Context) error {
 	if serveTLS != nil {
 		go r.serveLog("tls", serveTLS)
 	}
-	go r.sipReaper.run(reaperTick(r.cfg.SIP.TCPMessageTimeout, r.cfg.SIP.TCPIdleTimeout), r.reapDone,
+	go r.sipReaper.Run(connguard.ReaperTick(r.cfg.SIP.TCPMessageTimeout, r.cfg.SIP.TCPIdleTimeout), r.reapDone,
 		func(reason string) { r.connRefused.WithLabelValues("sip_stream", reason).Inc() })
-	go r.wsReaper.run(reaperTick(r.cfg.HTTP.WSIdleTimeout, r.cfg.HTTP.WSPingInterval), r.reapDone,
+	go r.wsReaper.Run(connguard.ReaperTick(r.cfg.HTTP.WSIdleTimeout, r.cfg.HTTP.WSPingInterval), r.reapDone,
 		func(reason string) { r.connRefused.WithLabelValues("ws", reason).Inc() })
 	r.closers = append(r.closers, func() error { close(r.reapDone); return nil })
-	go r.demux.serve()
-	go r.serveLog("http", func() error { return r.httpSrv.Serve(r.demux.http) })
-	go r.serveLog("ws", func() error { return r.server.ServeWS(r.demux.ws) })
-	r.startTrunkRegistrations(ctx) // trunkreg.go
-	return r.listenNG()            // ngcall.go
+	go r.demux.Serve()
+	go r.serveLog("http", func() error { return r.httpSrv.Serve(r.demux.HTTP()) })
+	go r.serveLog("ws", func() error { return r.server.ServeWS(r.demux.SIP()) })
+	r.startTrunkRegistrations(ctx)
+	return r.listenNG()
 }
 
 // openCDR opens the CDR store the configuration names, if any, and
@@ -399,23 +393,23 @@ func (r *Relay) listenHTTP() error {
 	r.closers = append(r.closers, l.Close)
 	l = r.guard(l, "http", r.cfg.HTTP.MaxConns, r.cfg.HTTP.MaxConnsPerSource)
 	if r.cfg.HTTP.TLSCert != "" {
-		// The certificate was loaded by newTLSState and reloads with it.
-		l = tls.NewListener(l, r.tls.httpConfig())
+		// The certificate was loaded by tlsconf.New and reloads with it.
+		l = tls.NewListener(l, r.tls.HTTPConfig())
 	}
-	r.demux = newHTTPDemux(l)
-	r.demux.onWSClose = r.registrar.connClosed
-	r.demux.allowedOrigins = r.cfg.HTTP.AllowedOrigins
-	r.demux.log = r.log
-	r.demux.onRefused = func(reason string) { r.connRefused.WithLabelValues("http", reason).Inc() }
-	r.demux.wrapWS = func(c net.Conn) net.Conn {
-		return newWSConn(c, r.cfg.HTTP.WSIdleTimeout, r.cfg.HTTP.WSPingInterval, r.wsBusy, r.wsReaper)
+	r.demux = wsdemux.New(l)
+	r.demux.OnWSClose = r.registrar.connClosed
+	r.demux.AllowedOrigins = r.cfg.HTTP.AllowedOrigins
+	r.demux.Log = r.log
+	r.demux.OnRefused = func(reason string) { r.connRefused.WithLabelValues("http", reason).Inc() }
+	r.demux.WrapWS = func(c net.Conn) net.Conn {
+		return connguard.NewWSConn(c, r.cfg.HTTP.WSIdleTimeout, r.cfg.HTTP.WSPingInterval, r.wsBusy, r.wsReaper)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/", web.Handler())
-	mux.HandleFunc("/healthz", r.healthz) // drain.go
+	mux.HandleFunc("/healthz", r.healthz) // 503 while draining
 	mux.HandleFunc("/admin/drain", r.adminDrain)
 	mux.Handle("/metrics", r.m.Handler())
-	mux.Handle("/api/", r.apiHandler()) // api.go
+	mux.Handle("/api/", r.apiHandler())
 	r.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 60 * time.Second}
 	return nil
 }
@@ -427,8 +421,7 @@ func (r *Relay) guard(l net.Listener, name string, max, perSource int) net.Liste
 
 // sipStream holds a SIP TCP/TLS listener's connections to completing messages.
 func (r *Relay) sipStream(l net.Listener) net.Listener {
-	return &sipStreamListener{Listener: l, reaper: r.sipReaper, msgTimeout: r.cfg.SIP.TCPMessageTimeout,
-		idle: r.cfg.SIP.TCPIdleTimeout, log: r.log}
+	return connguard.NewSIPStreamListener(l, r.sipReaper, r.cfg.SIP.TCPMessageTimeout, r.cfg.SIP.TCPIdleTimeout, r.log)
 }
 
 // wsBusy reports whether the WebSocket from remote carries a registration or a call.
@@ -462,13 +455,7 @@ func (r *Relay) shutdown() {
 	for _, c := range r.callList() {
 		c.hangup(endShutdown, 0, "")
 	}
-	r.mu.Lock()
-	joins := make([]*join, 0, len(r.joins))
-	for _, j := range r.joins {
-		joins = append(joins, j)
-	}
-	r.mu.Unlock()
-	for _, j := range joins {
+	for _, j := range r.joinList() {
 		j.hangup(endShutdown, -1)
 	}
 	r.wg.Wait()
@@ -507,89 +494,6 @@ func (r *Relay) PortsInUse() int { return r.ports.InUse() }
 // CDR is the relay's record store (nil when disabled).
 func (r *Relay) CDR() *cdr.Store { return r.cdr }
 
-func (r *Relay) onOptions(req *sip.Request, tx sip.ServerTransaction) {
-	if to := req.To(); (to == nil || !to.Params.Has("tag")) && r.throttled(req, tx) {
-		return
-	}
-	res := sip.NewResponseFromRequest(req, 200, "OK", nil)
-	res.AppendHeader(sip.NewHeader("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS"))
-	res.AppendHeader(sip.NewHeader("Accept", "application/sdp"))
-	_ = tx.Respond(res)
-}
-
-func (r *Relay) onAck(req *sip.Request, tx sip.ServerTransaction) {
-	if r.joinRequest(req, tx) {
-		return
-	}
-	c, s := r.callAndSide(req)
-	switch {
-	case c == nil:
-	case s == sideBrowser && c.browser != nil:
-		_ = c.browser.ReadAck(req, tx)
-	case s == sideTrunk && c.inTrunk != nil:
-		_ = c.inTrunk.ReadAck(req, tx)
-		c.trunkAck(req) // inbound.go: an answer to the relay's offer
-	}
-}
-
-func (r *Relay) onBye(req *sip.Request, tx sip.ServerTransaction) {
-	if r.joinRequest(req, tx) { // join.go
-		return
-	}
-	c, side := r.callAndSide(req)
-	if c == nil {
-		_ = tx.Respond(sip.NewResponseFromRequest(req, 481, "Call/Transaction Does Not Exist", nil))
-		return
-	}
-	switch side {
-	case sideBrowser:
-		c.readBrowserBye(req, tx)
-		c.hangup(endNormalBrowser, 0, "")
-	case sideTrunk:
-		c.readTrunkBye(req, tx)
-		c.hangup(endNormalTrunk, 0, "")
-	}
-}
-
-type side int
-
-const (
-	sideNone side = iota
-	sideBrowser
-	sideTrunk
-)
-
-func (r *Relay) callFor(req *sip.Request) *Call {
-	c, _ := r.callAndSide(req)
-	return c
-}
-
-// callAndSide finds the call an in-dialog request belongs to and which of
-// its legs sent it.
-func (r *Relay) callAndSide(req *sip.Request) (*Call, side) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	// On calls from browsers the relay is UAS to the browser and UAC to
-	// the trunk; on calls into browsers (inbound.go) the other way round.
-	if id, err := sip.DialogIDFromRequestUAS(req); err == nil {
-		if c := r.byDialog[id]; c != nil && c.browserDialogID == id && c.outBrowser == nil {
-			return c, sideBrowser
-		}
-		if c := r.byDialog[id]; c != nil && c.trunkDialogID == id && c.inTrunk != nil {
-			return c, sideTrunk
-		}
-	}
-	if id, err := sip.DialogIDFromRequestUAC(req); err == nil {
-		if c := r.byDialog[id]; c != nil && c.trunkDialogID == id && c.inTrunk == nil {
-			return c, sideTrunk
-		}
-		if c := r.byDialog[id]; c != nil && c.browserDialogID == id && c.outBrowser != nil {
-			return c, sideBrowser
-		}
-	}
-	return nil, sideNone
-}
-
 func (r *Relay) addCall(c *Call) {
 	r.mu.Lock()
 	r.calls[c.id] = c
@@ -609,8 +513,8 @@ func (r *Relay) removeCall(c *Call) {
 	r.mu.Lock()
 	if _, ok := r.calls[c.id]; ok {
 		delete(r.calls, c.id)
-		delete(r.byDialog, c.browserDialogID)
-		delete(r.byDialog, c.trunkDialogID)
+		delete(r.byDialog, c.browser.id)
+		delete(r.byDialog, c.trunk.id)
 		if c.ngs != nil && r.ngCalls[c.ngs.callID] == c.ngs {
 			delete(r.ngCalls, c.ngs.callID)
 		}
@@ -646,7 +550,7 @@ func firstNonEmpty(s ...string) string {
 
 // awaitUDPServing waits until sipgo has taken the UDP listener into its
 // connection pool. Requests to trunks are sent from that socket
-// (bind.go); one sent before the serving goroutine ran would make sipgo
+// (bindClient); one sent before the serving goroutine ran would make sipgo
 // try to bind the listener's address a second time and fail, so a call
 // placed right after start would be answered 503.
 func (r *Relay) awaitUDPServing() error {

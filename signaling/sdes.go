@@ -135,7 +135,7 @@ func (c *Call) secureAnswer(ans sdp.Audio) error {
 		c.log.Info("trunk answered without SRTP; media in the clear (srtp: optional)")
 		return nil
 	}
-	if err := c.rtp.StartSRTP(cfg); err != nil {
+	if err := c.trunk.rtp.StartSRTP(cfg); err != nil {
 		return err
 	}
 	s.suite = suite

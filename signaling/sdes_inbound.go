@@ -106,7 +106,7 @@ func (c *Call) startInboundSRTP(k *inboundKeys, fail func(int, string, string, .
 		return true
 	}
 	cfg := k.config
-	if err := c.rtp.StartSRTP(&cfg); err != nil {
+	if err := c.trunk.rtp.StartSRTP(&cfg); err != nil {
 		c.log.Warn("srtp setup failed", "err", err)
 		fail(488, "Not Acceptable Here", endSRTPRequired)
 		return false

@@ -25,20 +25,6 @@ type dialogRef struct {
 	write  func(*sip.Request) error
 }
 
-func (c *Call) ref(s side) (dialogRef, error) {
-	switch {
-	case s == sideTrunk && c.trunk != nil:
-		return clientRef(c.trunk), nil
-	case s == sideTrunk && c.inTrunk != nil:
-		return serverRef(c.inTrunk), nil
-	case s == sideBrowser && c.browser != nil:
-		return serverRef(c.browser), nil
-	case s == sideBrowser && c.outBrowser != nil:
-		return clientRef(c.outBrowser), nil
-	}
-	return dialogRef{}, fmt.Errorf("no %s dialog", sideName(s))
-}
-
 // clientRef is a dialog the relay placed: requests go to the answer's
 // Contact (the Request-URI if a peer sent none).
 func clientRef(d *sipgo.DialogClientSession) dialogRef {
@@ -70,6 +56,10 @@ func (d dialogRef) request(ctx context.Context, method sip.RequestMethod, body [
 		req.AppendHeader(h)
 	}
 	res, err := d.do(ctx, req)
+	if err == nil && res == nil {
+		// sipgo ends a transaction whose transport went away with neither.
+		err = errNoResponse
+	}
 	if err != nil || method != sip.INVITE || !res.IsSuccess() {
 		return res, err
 	}
@@ -80,6 +70,8 @@ func (d dialogRef) request(ctx context.Context, method sip.RequestMethod, body [
 	}
 	return res, nil
 }
+
+var errNoResponse = errors.New("transaction ended without a final response")
 
 // referTarget reads a REFER's Refer-To, answering the REFER when it is
 // missing or unusable.
@@ -98,13 +90,11 @@ func referTarget(req *sip.Request, tx sip.ServerTransaction) (sip.Uri, bool) {
 	return target, true
 }
 
-func (r *Relay) onRefer(req *sip.Request, tx sip.ServerTransaction) {
-	r.countRequest(req)
-	if r.joinRequest(req, tx) {
-		return
-	}
-	c, s := r.callAndSide(req)
-	if c == nil || c.answered.IsZero() {
+// onRefer takes a REFER from side s: the relay performs the transfer
+// itself (blind, attended, to a trunk or to a registered user).
+func (c *Call) onRefer(s side, req *sip.Request, tx sip.ServerTransaction) {
+	r := c.r
+	if c.answered.IsZero() {
 		respond(tx, req, 481, "Call/Transaction Does Not Exist")
 		return
 	}
@@ -154,22 +144,17 @@ func (r *Relay) onRefer(req *sip.Request, tx sip.ServerTransaction) {
 			return
 		}
 	}
-	old, err := c.ref(s)
+	old, err := c.legNow(s).ref()
 	if err != nil {
 		respond(tx, req, 481, "Call/Transaction Does Not Exist")
 		return
 	}
 	res := sip.NewResponseFromRequest(req, 202, "Accepted", nil)
-	c.addContact(s, res)
+	res.AppendHeader(c.contact(s))
 	if err := tx.Respond(res); err != nil {
 		return
 	}
 	go run(old)
-}
-
-// notify reports a transfer's progress on the referring dialog.
-func (c *Call) notify(d dialogRef, status string, final bool) {
-	notifyRefer(c.log, d, status, final)
 }
 
 // notifyRefer sends a REFER's NOTIFY (RFC 3515) with a sipfrag status line.
@@ -193,10 +178,10 @@ func notifyRefer(log *slog.Logger, d dialogRef, status string, final bool) {
 // (Replaces) go on the INVITE.
 func (c *Call) transferTrunk(old dialogRef, user string, extra ...sip.Header) {
 	r := c.r
-	c.notify(old, "100 Trying", false)
+	notifyRefer(c.log, old, "100 Trying", false)
 	route := r.route(user)
 	if route == nil {
-		c.notify(old, "404 Not Found", true)
+		notifyRefer(c.log, old, "404 Not Found", true)
 		return
 	}
 	fromUser := c.to
@@ -209,7 +194,7 @@ func (c *Call) transferTrunk(old dialogRef, user string, extra ...sip.Header) {
 	leg, status := r.dialTrunk(ctx, route, user, fromUser, plan.SIPCodec, plan.SIPDTMF, dialOptions{owner: c, extra: extra})
 	if leg == nil {
 		c.log.Info("transfer failed", "target", user, "status", status)
-		c.notify(old, status, true)
+		notifyRefer(c.log, old, status, true)
 		return
 	}
 	oldLeg, ok := c.swapSIPLeg(leg)
@@ -219,7 +204,7 @@ func (c *Call) transferTrunk(old dialogRef, user string, extra ...sip.Header) {
 	}
 	_ = oldLeg.rtp.Close() // the media has moved; the dialog waits for the NOTIFY
 	c.log.Info("transferred", "target", user, "trunk", route.Name)
-	c.notify(old, "200 OK", true)
+	notifyRefer(c.log, old, "200 OK", true)
 	oldLeg.drop()
 }
 
@@ -227,34 +212,20 @@ func (c *Call) transferTrunk(old dialogRef, user string, extra ...sip.Header) {
 // place of the call's trunk leg, and returns the old one for the caller to
 // hang up. Both directions of the media move to the new leg without a new
 // stream towards the browser. It reports false when the call has ended.
-func (c *Call) swapSIPLeg(leg *trunkLeg) (*trunkLeg, bool) {
-	r := c.r
+func (c *Call) swapSIPLeg(leg *SIPLeg) (*SIPLeg, bool) {
 	c.mid.mu.Lock()
 	defer c.mid.mu.Unlock()
 	cur := c.active.Load()
 	if cur == nil || cur.toSIP == nil {
 		return nil, false
 	}
-	r.mu.Lock()
-	select {
-	case <-c.ended:
-		r.mu.Unlock()
+	old, ok := c.replaceLeg(sideTrunk, leg)
+	if !ok {
 		return nil, false
-	default:
 	}
-	old := &trunkLeg{route: c.route, dialogID: c.trunkDialogID, callID: c.trunkCallID, dcs: c.trunk, dss: c.inTrunk, rtp: c.rtp}
-	delete(r.byDialog, c.trunkDialogID)
-	c.trunk, c.inTrunk = leg.dcs, nil
-	c.trunkDialogID, c.trunkCallID = leg.dialogID, leg.callID
-	c.trunkSDP = leg.sdp
-	c.route = leg.route
-	c.rtp = leg.rtp
-	r.byDialog[leg.dialogID] = c
-	r.mu.Unlock()
 	c.sec.policy, c.sec.suite = leg.srtp.policy, leg.srtp.suite
 	c.sec.keyed.Store(leg.srtp.keyed)
-	c.mid.sipVer, c.mid.trunkDir = leg.ver, ""
-	c.mid.setDir(sideTrunk, "sendrecv")
+	c.setDir(sideTrunk, "sendrecv")
 
 	// The browser-bound loop reads the old leg: stop it there and run it on
 	// the new one with the stage it had, then switch both directions to
@@ -288,23 +259,10 @@ func (c *Call) swapSIPLeg(leg *trunkLeg) (*trunkLeg, bool) {
 	if err != nil {
 		c.active.Store(m)
 	}
-	c.stopSessionTimer()
-	c.trunkAnswerSessionTimer(leg.dcs.InviteResponse)
+	old.stopSessionTimer()
+	leg.adoptSessionTimer(c.log, c.sessionExpired)
+	leg.armSessionTimer()
 	return old, true
-}
-
-// onNotify accepts in-dialog NOTIFYs (a peer reporting on a transfer it
-// performs); the relay has nothing to do with them.
-func (r *Relay) onNotify(req *sip.Request, tx sip.ServerTransaction) {
-	r.countRequest(req)
-	if r.joinRequest(req, tx) {
-		return
-	}
-	if c := r.callFor(req); c == nil {
-		respond(tx, req, 481, "Subscription Does Not Exist")
-		return
-	}
-	respond(tx, req, 200, "OK")
 }
 
 // untilEnded is a context for ringing a transfer target: done after d, or

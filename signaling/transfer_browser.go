@@ -2,13 +2,9 @@ package signaling
 
 import (
 	"context"
-	"errors"
 	"strconv"
 	"sync/atomic"
 	"time"
-
-	"github.com/emiago/sipgo"
-	"github.com/emiago/sipgo/sip"
 
 	"github.com/mediarelay/mediarelay/media"
 	"github.com/mediarelay/mediarelay/pkg/sdp"
@@ -67,15 +63,15 @@ func (c *Call) webLeg() *media.WebRTCLeg { return c.webRW().cur.Load() }
 // browsers ring with an offer in the numbering the forwarding already uses.
 func (c *Call) transferBrowser(old dialogRef, target string) {
 	r := c.r
-	c.notify(old, "100 Trying", false)
+	notifyRefer(c.log, old, "100 Trying", false)
 	user, ok := r.browserUser(target)
 	if !ok {
-		c.notify(old, "404 Not Found", true)
+		notifyRefer(c.log, old, "404 Not Found", true)
 		return
 	}
 	bindings := r.registrar.lookup(user)
 	if len(bindings) == 0 {
-		c.notify(old, "480 Temporarily Unavailable", true)
+		notifyRefer(c.log, old, "480 Temporarily Unavailable", true)
 		return
 	}
 	cur := c.webLeg()
@@ -91,36 +87,17 @@ func (c *Call) transferBrowser(old dialogRef, target string) {
 	if c.direction == "outbound" {
 		party.from = c.to // the trunk's party is the one being transferred
 	}
-	forks := r.ring(ctx, c, bindings, func() (*media.WebRTCLeg, string, error) { return r.webrtc.OfferCodecs(codecs) }, party)
-	if len(forks) == 0 {
-		c.notify(old, "480 Temporarily Unavailable", true)
+	winner, finals, rung := r.ringBrowsers(ctx, c, bindings, func() (*media.WebRTCLeg, string, error) { return r.webrtc.OfferCodecs(codecs) },
+		party, func() {}, nil)
+	if !rung {
+		notifyRefer(c.log, old, "480 Temporarily Unavailable", true)
 		return
-	}
-	results := waitForks(ctx, forks, func() {})
-	var winner *fork
-	var finals []*sip.Response
-	pending := len(forks)
-	for pending > 0 && winner == nil {
-		res := <-results
-		pending--
-		var dr *sipgo.ErrDialogResponse
-		switch {
-		case res.err == nil:
-			winner = res.f
-		case errors.As(res.err, &dr):
-			finals = append(finals, dr.Res)
-			res.f.leg.Close()
-		default:
-			res.f.leg.Close()
-		}
 	}
 	if winner == nil {
 		code, reason, _ := pickFinal(finals)
-		c.notify(old, fmtStatus(code, reason), true)
+		notifyRefer(c.log, old, fmtStatus(code, reason), true)
 		return
 	}
-	r.cancelForks(forks, winner, `SIP;cause=200;text="Call completed elsewhere"`)
-	go r.byeLateAnswers(results, pending)
 	_ = winner.dcs.Ack(context.Background())
 	leg := winner.leg
 	err := leg.SetAnswer(string(winner.dcs.InviteResponse.Body()))
@@ -130,41 +107,27 @@ func (c *Call) transferBrowser(old dialogRef, target string) {
 	if err != nil {
 		c.log.Info("transfer target's answer unusable", "err", err)
 		r.hangUpFork(winner)
-		c.notify(old, "488 Not Acceptable Here", true)
+		notifyRefer(c.log, old, "488 Not Acceptable Here", true)
 		return
 	}
 	// Swap the browser leg.
-	r.mu.Lock()
-	select {
-	case <-c.ended:
-		r.mu.Unlock()
+	c.mid.mu.Lock()
+	prev, ok := c.replaceLeg(sideBrowser, &SIPLeg{dialog: clientDialog(winner.dcs)})
+	if !ok {
+		c.mid.mu.Unlock()
 		r.hangUpFork(winner)
 		return
-	default:
 	}
-	oldServer, oldClient := c.browser, c.outBrowser
-	delete(r.byDialog, c.browserDialogID)
-	c.browser, c.outBrowser = nil, winner.dcs
-	c.browserDialogID, c.browserCallID = winner.dcs.ID, winner.dcs.InviteRequest.CallID().Value()
-	r.byDialog[winner.dcs.ID] = c
-	c.web = leg
-	r.mu.Unlock()
-	c.webRW().cur.Store(leg) // setWeb's store, c.web set under r.mu above
-	_ = cur.Close()
-	c.mid.mu.Lock()
-	c.mid.webVer, c.mid.browserDir = 0, ""
-	c.mid.setDir(sideBrowser, "sendrecv")
+	c.setWeb(leg)
+	c.setDir(sideBrowser, "sendrecv")
 	c.mid.mu.Unlock()
+	_ = cur.Close()
 	c.log.Info("transferred by the browser", "target", user)
 
-	c.notify(old, "200 OK", true)
+	notifyRefer(c.log, old, "200 OK", true)
 	bctx, bcancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer bcancel()
-	if oldServer != nil {
-		_ = oldServer.Bye(bctx)
-	} else if oldClient != nil {
-		_ = oldClient.Bye(bctx)
-	}
+	_ = prev.bye(bctx)
 }
 
 func fmtStatus(code int, reason string) string {

@@ -10,7 +10,7 @@ import (
 	"github.com/mediarelay/mediarelay/pkg/sdp"
 )
 
-// Transfers that leave two trunk legs talking (join.go): the browser
+// Transfers that leave two trunk legs talking (a join): the browser
 // hands its trunk peer to a number routed to a trunk, or connects the
 // trunk peers of two of its calls; and a trunk's INVITE with Replaces
 // that takes over the trunk leg of a call.
@@ -27,47 +27,30 @@ func (c *Call) trunkParty() string {
 // forwarding stops reading it, and the call's hang-up (which the caller
 // does next) leaves its dialog and port alone. It reports false when the
 // call has ended or has no answered trunk leg.
-func (c *Call) handOff() (*trunkLeg, bool) {
+func (c *Call) handOff() (*SIPLeg, bool) {
 	r := c.r
 	c.mid.mu.Lock() // serialised with offers and answers on the call
 	defer c.mid.mu.Unlock()
 	if c.answered.IsZero() || !c.mediaUp {
 		return nil, false
 	}
+	leg := c.trunk
+	if !leg.exists() {
+		return nil, false
+	}
 	plan := c.currentPlan()
-	leg := &trunkLeg{
-		route:    c.route,
-		dialogID: c.trunkDialogID,
-		callID:   c.trunkCallID,
-		party:    c.trunkParty(),
-		dcs:      c.trunk,
-		dss:      c.inTrunk,
-		rtp:      c.rtp,
-		codec:    plan.SIPCodec,
-		dtmf:     plan.SIPDTMF,
-		dir:      c.mid.trunkDir,
-	}
-	if leg.dcs == nil && leg.dss == nil {
+	if !c.lockAlive() {
 		return nil, false
 	}
-	leg.sdp = c.localSDP(sideTrunk, c.currentDir(sideTrunk))
-	leg.ver = c.mid.sipVer
-	c.mid.seMu.Lock()
-	leg.se, leg.weRefresh = c.mid.se, c.mid.refresher == "uac"
-	c.mid.seMu.Unlock()
-	r.mu.Lock()
-	select {
-	case <-c.ended:
-		r.mu.Unlock()
-		return nil, false
-	default:
-	}
-	delete(r.byDialog, c.trunkDialogID)
-	c.trunk, c.inTrunk = nil, nil
+	delete(r.byDialog, leg.id)
 	c.handedOff = true
 	r.mu.Unlock()
-	c.stopSessionTimer()
-	_ = c.rtp.PauseReads()
+	leg.party = c.trunkParty()
+	leg.codec, leg.dtmf = plan.SIPCodec, plan.SIPDTMF
+	// The SDP the join goes on from: what the call last told the trunk.
+	leg.sdp = c.localSDP(sideTrunk, c.currentDir(sideTrunk))
+	leg.stopSessionTimer()
+	_ = leg.rtp.PauseReads()
 	return leg, true
 }
 
@@ -75,10 +58,10 @@ func (c *Call) handOff() (*trunkLeg, bool) {
 // number that routes to a trunk: the relay calls it with the trunk leg's
 // codec and joins the two trunk legs.
 func (c *Call) transferToTrunk(old dialogRef, route *Trunk, user string) {
-	c.notify(old, "100 Trying", false)
+	notifyRefer(c.log, old, "100 Trying", false)
 	if c.sec.policy == SRTPDTLS {
 		// The DTLS association belongs to the call; a join does not carry it.
-		c.notify(old, "488 Not Acceptable Here", true)
+		notifyRefer(c.log, old, "488 Not Acceptable Here", true)
 		return
 	}
 	ctx, cancel := untilEnded(c.ended, ringTimeout)
@@ -87,7 +70,7 @@ func (c *Call) transferToTrunk(old dialogRef, route *Trunk, user string) {
 	leg, status := c.r.dialTrunk(ctx, route, user, c.trunkParty(), plan.SIPCodec, plan.SIPDTMF, dialOptions{otherLaw: true})
 	if leg == nil {
 		c.log.Info("transfer failed", "target", user, "status", status)
-		c.notify(old, status, true)
+		notifyRefer(c.log, old, status, true)
 		return
 	}
 	mine, ok := c.handOff()
@@ -95,7 +78,7 @@ func (c *Call) transferToTrunk(old dialogRef, route *Trunk, user string) {
 		leg.drop()
 		return
 	}
-	c.notify(old, "200 OK", true)
+	notifyRefer(c.log, old, "200 OK", true)
 	c.hangup(endTransferred, 0, "")
 	c.log.Info("transferred by the browser to a trunk", "target", user, "trunk", route.Name)
 	c.r.startJoin(mine, leg)
@@ -104,14 +87,14 @@ func (c *Call) transferToTrunk(old dialogRef, route *Trunk, user string) {
 // transferAttended connects the trunk peers of two of the browser's calls:
 // this one and the one whose browser dialog rep names (RFC 5589 section 7).
 func (c *Call) transferAttended(old dialogRef, rep replaces) {
-	c.notify(old, "100 Trying", false)
+	notifyRefer(c.log, old, "100 Trying", false)
 	other := c.r.callByBrowserDialog(rep)
 	if other == nil || other == c || other.answered.IsZero() {
-		c.notify(old, "481 Call/Transaction Does Not Exist", true)
+		notifyRefer(c.log, old, "481 Call/Transaction Does Not Exist", true)
 		return
 	}
 	if c.sec.policy == SRTPDTLS || other.sec.policy == SRTPDTLS {
-		c.notify(old, "488 Not Acceptable Here", true)
+		notifyRefer(c.log, old, "488 Not Acceptable Here", true)
 		return
 	}
 	mine, theirs := c.currentPlan().SIPCodec, other.currentPlan().SIPCodec
@@ -119,12 +102,12 @@ func (c *Call) transferAttended(old dialogRef, rep replaces) {
 		// A join converts G.711 laws but decodes nothing.
 		c.log.Info("attended transfer between calls with different codecs refused",
 			"codec", mine.Name, "other", theirs.Name)
-		c.notify(old, "488 Not Acceptable Here", true)
+		notifyRefer(c.log, old, "488 Not Acceptable Here", true)
 		return
 	}
 	b, ok := other.handOff()
 	if !ok {
-		c.notify(old, "481 Call/Transaction Does Not Exist", true)
+		notifyRefer(c.log, old, "481 Call/Transaction Does Not Exist", true)
 		return
 	}
 	a, ok := c.handOff()
@@ -135,21 +118,53 @@ func (c *Call) transferAttended(old dialogRef, rep replaces) {
 		b.drop()
 		return
 	}
-	c.notify(old, "200 OK", true)
+	notifyRefer(c.log, old, "200 OK", true)
 	c.hangup(endTransferred, 0, "")
 	other.hangup(endTransferred, 0, "")
 	c.log.Info("attended transfer: trunk legs joined", "other_call", other.id)
 	c.r.startJoin(a, b)
 }
 
+// lockAlive takes r.mu unless the call has ended, and reports whether it
+// did.
+func (c *Call) lockAlive() bool {
+	c.r.mu.Lock()
+	select {
+	case <-c.ended:
+		c.r.mu.Unlock()
+		return false
+	default:
+		return true
+	}
+}
+
+// replaceLeg puts leg in place of the call's leg on side s (a transfer's
+// new party) and files the call under the new dialog; c.mid.mu is held.
+// It returns the old leg, or false when the call has ended.
+func (c *Call) replaceLeg(s side, leg *SIPLeg) (*SIPLeg, bool) {
+	if !c.lockAlive() {
+		return nil, false
+	}
+	defer c.r.mu.Unlock()
+	old := c.leg(s)
+	delete(c.r.byDialog, old.id)
+	if s == sideTrunk {
+		c.trunk, c.route = leg, leg.route
+	} else {
+		c.browser = leg
+	}
+	c.r.byDialog[leg.id] = c
+	return old, true
+}
+
 // callByBrowserDialog finds the call whose browser dialog rep names.
 func (r *Relay) callByBrowserDialog(rep replaces) *Call {
-	return r.callByDialog(rep, func(c *Call) (string, string) { return c.browserCallID, c.browserDialogID })
+	return r.callByDialog(rep, func(c *Call) (string, string) { return c.browser.callID, c.browser.id })
 }
 
 // callByTrunkDialog finds the call whose trunk dialog rep names.
 func (r *Relay) callByTrunkDialog(rep replaces) *Call {
-	return r.callByDialog(rep, func(c *Call) (string, string) { return c.trunkCallID, c.trunkDialogID })
+	return r.callByDialog(rep, func(c *Call) (string, string) { return c.trunk.callID, c.trunk.id })
 }
 
 func (r *Relay) callByDialog(rep replaces, dialog func(*Call) (callID, dialogID string)) *Call {
@@ -170,11 +185,14 @@ type dialOptions struct {
 	extra    []sip.Header // on the INVITE (Replaces)
 }
 
-func (r *Relay) dialTrunk(ctx context.Context, route *Trunk, user, fromUser string, codec, dtmf sdp.Codec, o dialOptions) (*trunkLeg, string) {
+// dialTrunk calls user through route with an offer of codec (and dtmf, if
+// its PT is not 0) and returns the answered leg, not yet in a call or
+// join; or nil and a status line for a NOTIFY.
+func (r *Relay) dialTrunk(ctx context.Context, route *Trunk, user, fromUser string, codec, dtmf sdp.Codec, o dialOptions) (*SIPLeg, string) {
 	// A scratch call holds the leg's SRTP state while it is negotiated; it
 	// is never admitted.
-	nc := &Call{r: r, id: newCallID(), route: route, ended: make(chan struct{}), dropsTo: o.owner}
-	nc.log = r.log.With("call", nc.id, "trunk", route.Name)
+	nc := r.newCall(route, "")
+	nc.dropsTo = o.owner
 	status := ""
 	if !nc.openRTPLeg(func(code int, reason, _ string, _ ...sip.Header) { status = fmtStatus(code, reason) }) {
 		return nil, status
@@ -192,24 +210,23 @@ func (r *Relay) dialTrunk(ctx context.Context, route *Trunk, user, fromUser stri
 		codecs = append(codecs[:len(codecs):len(codecs)], dtmf)
 	}
 	offer := sdp.Offer{SessionID: uint64(time.Now().UnixNano()), Version: 1, Addr: r.mediaAddrFor(route.peerAddr()),
-		Port: int(nc.rtp.LocalAddr().Port()), Codecs: codecs, Ptime: route.Ptime}
+		Port: int(nc.trunk.rtp.LocalAddr().Port()), Codecs: codecs, Ptime: route.Ptime}
 	if nc.sec.policy = srtpPolicy(route); nc.sec.policy == SRTPDTLS {
-		_ = nc.rtp.Close()
+		_ = nc.trunk.rtp.Close()
 		return nil, "488 Not Acceptable Here"
 	}
 	if err := nc.secureOffer(&offer); err != nil {
 		nc.log.Warn("transfer target's SRTP policy cannot be met", "err", err)
-		_ = nc.rtp.Close()
+		_ = nc.trunk.rtp.Close()
 		return nil, "488 Not Acceptable Here"
 	}
 	body := offer.Marshal()
 	dcs, status := r.inviteTrunk(ctx, route, user, fromUser, body, o.extra...)
 	if dcs == nil {
-		_ = nc.rtp.Close()
+		_ = nc.trunk.rtp.Close()
 		return nil, status
 	}
-	leg := &trunkLeg{route: route, dialogID: dcs.ID, callID: dcs.InviteRequest.CallID().Value(), party: user,
-		dcs: dcs, rtp: nc.rtp, codec: codec, sdp: string(body), ver: 1}
+	leg := &SIPLeg{dialog: clientDialog(dcs), route: route, party: user, rtp: nc.trunk.rtp, codec: codec, sdp: string(body), ver: 1}
 	_, ans, err := sdp.Parse(dcs.InviteResponse.Body())
 	if err == nil {
 		err = errNoCommonCodec
@@ -231,9 +248,7 @@ func (r *Relay) dialTrunk(ctx context.Context, route *Trunk, user, fromUser stri
 	if _, ok := ans.DTMF(dtmf.Clock); ok && dtmf.PT != 0 {
 		leg.dtmf = dtmf
 	}
-	if se, refresher, ok := sessionExpires(dcs.InviteResponse); ok {
-		leg.se, leg.weRefresh = se, refresher != "uas" // the relay was the UAC
-	}
+	leg.answeredSessionTimer(dcs.InviteResponse) // armed by the call or join that takes the leg
 	leg.setRemote(ans)
 	leg.srtp = legSecurity{policy: nc.sec.policy, suite: nc.sec.suite, keyed: nc.sec.keyed.Load()}
 	return leg, ""
@@ -311,40 +326,29 @@ func (r *Relay) replaceTrunkLeg(req *sip.Request, tx sip.ServerTransaction, rout
 	}
 	c.mid.mu.Lock()
 	body := sdp.Offer{SessionID: uint64(time.Now().UnixNano()), Version: 1, Addr: r.mediaAddrFor(route.peerAddr()),
-		Port: int(c.rtp.LocalAddr().Port()), Codecs: codecs, Ptime: route.Ptime}.Marshal()
-	r.mu.Lock()
-	select {
-	case <-c.ended:
-		r.mu.Unlock()
+		Port: int(c.trunk.rtp.LocalAddr().Port()), Codecs: codecs, Ptime: route.Ptime}.Marshal()
+	leg := &SIPLeg{dialog: serverDialog(dss), route: route, rtp: c.trunk.rtp, sdp: string(body)}
+	old, ok := c.replaceLeg(sideTrunk, leg)
+	if !ok {
 		c.mid.mu.Unlock()
 		_ = dss.Respond(481, "Call/Transaction Does Not Exist", nil)
 		return true
-	default:
 	}
-	oldClient, oldServer := c.trunk, c.inTrunk
-	delete(r.byDialog, c.trunkDialogID)
-	c.trunk, c.inTrunk = nil, dss
-	c.trunkDialogID, c.trunkCallID = dss.ID, req.CallID().Value()
-	c.trunkSDP = string(body)
-	c.route = route
-	r.byDialog[dss.ID] = c
-	r.mu.Unlock()
-	c.mid.sipVer, c.mid.trunkDir = 0, ""
-	c.mid.setDir(sideTrunk, "sendrecv")
-	c.setRemote(offer)
+	c.setDir(sideTrunk, "sendrecv")
+	leg.setRemote(offer)
 	c.mid.mu.Unlock()
+	// The call's session timer goes on, on the new dialog.
+	old.stopSessionTimer()
+	leg.adoptSessionTimer(c.log, c.sessionExpired)
+	leg.setSessionTimer(old.sessionTimer())
 	res := sip.NewSDPResponseFromRequest(dss.InviteRequest, body) // carries the dialog's To tag
-	c.addContact(sideTrunk, res)
+	res.AppendHeader(c.contact(sideTrunk))
 	if err := dss.WriteResponse(res); err != nil {
 		c.log.Info("answer to INVITE with Replaces failed", "err", err)
 	}
 	c.log.Info("trunk leg replaced", "by", req.CallID().Value(), "trunk", route.Name)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if oldClient != nil {
-		_ = oldClient.Bye(ctx)
-	} else if oldServer != nil {
-		_ = oldServer.Bye(ctx)
-	}
+	_ = old.bye(ctx) // its media port is the new dialog's now
 	return true
 }

@@ -83,7 +83,7 @@ func serve(args []string, stderr io.Writer) int {
 	term := make(chan os.Signal, 2)
 	signal.Notify(term, os.Interrupt, syscall.SIGTERM)
 	defer signal.Stop(term)
-	go stopOnSignal(term, relay, stop, log) // drain.go
+	go stopOnSignal(term, relay, stop, log)
 	if cfg.Debug.PprofListen != "" {
 		srv, err := servePprof(cfg.Debug.PprofListen, log)
 		if err != nil {
@@ -107,7 +107,7 @@ func serve(args []string, stderr io.Writer) int {
 	}()
 	// SIGUSR1 drains the node: no new calls, the others go on.
 	usr1 := make(chan os.Signal, 1)
-	notifyDrain(usr1) // drain_unix.go
+	notifyDrain(usr1) // SIGUSR1 where the platform has it
 	defer signal.Stop(usr1)
 	go func() {
 		for range usr1 {

@@ -1,4 +1,8 @@
-package signaling
+// Package echo is the built-in sip:echo endpoint: a SIP UAS of its own on
+// loopback that the relay reaches through a real SIP leg, as it would a
+// trunk, and that sends every RTP packet back where it came from, so a
+// newcomer hears their own voice with no PBX.
+package echo
 
 import (
 	"context"
@@ -20,17 +24,15 @@ import (
 // echoIdle ends an echo session nobody sends to, in case its BYE was lost.
 const echoIdle = 60 * time.Second
 
-// Echo is the built-in sip:echo endpoint: a SIP UAS of its own on loopback
-// that the relay reaches through a real SIP leg, and that sends every RTP
-// packet back where it came from.
-type Echo struct {
-	log   *slog.Logger
-	ip    string
-	ua    *sipgo.UserAgent
-	srv   *sipgo.Server
-	dua   *sipgo.DialogUA
-	conn  net.PacketConn
-	trunk *Trunk
+// Endpoint is a running echo endpoint.
+type Endpoint struct {
+	log  *slog.Logger
+	ip   string
+	ua   *sipgo.UserAgent
+	srv  *sipgo.Server
+	dua  *sipgo.DialogUA
+	conn net.PacketConn
+	port int
 
 	mu       sync.Mutex
 	sessions map[string]*echoSession
@@ -42,20 +44,21 @@ type echoSession struct {
 	conn *net.UDPConn
 }
 
-// StartEcho listens for SIP on a free UDP port of ip. When relay is set
+// Start listens for SIP on a free UDP port of ip. When relay is set
 // (the relay's SIP UDP listener, which its requests leave from), requests
 // from anywhere else are dropped unanswered: the echo is the relay's
 // internal peer, not a SIP endpoint for the network.
-func StartEcho(ctx context.Context, ip string, relay net.Addr, log *slog.Logger) (*Echo, error) {
+func Start(ctx context.Context, ip string, relay net.Addr, log *slog.Logger) (*Endpoint, error) {
 	if ip == "" || ip == "0.0.0.0" || ip == "::" {
 		ip = "127.0.0.1"
 	}
-	e := &Echo{log: log.With("component", "echo"), ip: ip, sessions: map[string]*echoSession{}}
+	e := &Endpoint{log: log.With("component", "echo"), ip: ip, sessions: map[string]*echoSession{}}
 	var err error
 	if e.conn, err = net.ListenPacket("udp", net.JoinHostPort(ip, "0")); err != nil {
 		return nil, fmt.Errorf("echo sip socket: %w", err)
 	}
 	port := e.conn.LocalAddr().(*net.UDPAddr).Port
+	e.port = port
 	if e.ua, err = sipgo.NewUA(sipgo.WithUserAgent("mediarelay-echo"), sipgo.WithUserAgentHostname(ip)); err != nil {
 		e.conn.Close()
 		return nil, err
@@ -98,16 +101,16 @@ func StartEcho(ctx context.Context, ip string, relay net.Addr, log *slog.Logger)
 		e.end(s)
 	}))
 	go func() { _ = e.srv.ServeUDP(e.conn) }()
-	e.trunk, err = compileTrunk(config.Trunk{
-		Name:    "echo",
-		Address: fmt.Sprintf("sip:echo@%s", net.JoinHostPort(ip, fmt.Sprint(port))),
-		Codecs:  []string{"opus", "PCMU", "PCMA", "G722"},
-	})
-	if err != nil {
-		e.Close()
-		return nil, err
-	}
 	return e, nil
+}
+
+// Trunk is the trunk entry the relay calls the endpoint through.
+func (e *Endpoint) Trunk() config.Trunk {
+	return config.Trunk{
+		Name:    "echo",
+		Address: fmt.Sprintf("sip:echo@%s", net.JoinHostPort(e.ip, fmt.Sprint(e.port))),
+		Codecs:  []string{"opus", "PCMU", "PCMA", "G722"},
+	}
 }
 
 // fromRelay reports whether src is the relay's listener relay (nil: any
@@ -128,9 +131,9 @@ func fromRelay(src string, relay net.Addr) bool {
 }
 
 // Addr is the echo endpoint's SIP address.
-func (e *Echo) Addr() string { return e.conn.LocalAddr().String() }
+func (e *Endpoint) Addr() string { return e.conn.LocalAddr().String() }
 
-func (e *Echo) session(req *sip.Request) *echoSession {
+func (e *Endpoint) session(req *sip.Request) *echoSession {
 	id, err := sip.DialogIDFromRequestUAS(req)
 	if err != nil {
 		return nil
@@ -140,7 +143,7 @@ func (e *Echo) session(req *sip.Request) *echoSession {
 	return e.sessions[id]
 }
 
-func (e *Echo) onInvite(req *sip.Request, tx sip.ServerTransaction) {
+func (e *Endpoint) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	_, offer, err := sdp.Parse(req.Body())
 	if err != nil {
 		_ = tx.Respond(sip.NewResponseFromRequest(req, 400, "Bad Request", nil))
@@ -194,7 +197,7 @@ func (e *Echo) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 }
 
 // echo sends each packet back to its sender until the socket closes.
-func (e *Echo) echo(s *echoSession) {
+func (e *Endpoint) echo(s *echoSession) {
 	defer e.wg.Done()
 	buf := make([]byte, 1500)
 	for {
@@ -211,7 +214,7 @@ func (e *Echo) echo(s *echoSession) {
 	}
 }
 
-func (e *Echo) end(s *echoSession) {
+func (e *Endpoint) end(s *echoSession) {
 	e.mu.Lock()
 	delete(e.sessions, s.dss.ID)
 	e.mu.Unlock()
@@ -219,7 +222,7 @@ func (e *Echo) end(s *echoSession) {
 }
 
 // Close stops the endpoint and its sessions.
-func (e *Echo) Close() error {
+func (e *Endpoint) Close() error {
 	e.mu.Lock()
 	ss := make([]*echoSession, 0, len(e.sessions))
 	for _, s := range e.sessions {

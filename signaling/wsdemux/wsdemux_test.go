@@ -1,4 +1,4 @@
-package signaling
+package wsdemux
 
 import (
 	"bufio"
@@ -32,8 +32,8 @@ func TestDemuxSlowClient(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := newHTTPDemux(l)
-	go d.serve()
+	d := New(l)
+	go d.Serve()
 	defer l.Close()
 
 	silent, _ := net.Dial("tcp", l.Addr().String())

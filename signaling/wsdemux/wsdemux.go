@@ -1,8 +1,13 @@
-package signaling
+// Package wsdemux shares the relay's HTTP port between its web server and
+// SIP over WebSocket: it reads each connection's request head, refuses
+// WebSocket upgrades from foreign Origins, and hands SIP WebSockets and
+// plain HTTP to two listeners.
+package wsdemux
 
 import (
 	"bufio"
 	"bytes"
+	"github.com/mediarelay/mediarelay/signaling/logsafe"
 	"log/slog"
 	"net"
 	"net/url"
@@ -11,34 +16,42 @@ import (
 	"time"
 )
 
-// httpDemux splits one TCP listener between the HTTP server and sipgo's
+// Demux splits one TCP listener between the HTTP server and sipgo's
 // WebSocket transport. sipgo upgrades any connection it is given without
 // looking at the path, so the request is read here: a WebSocket upgrade to
 // /ws, or to any path with the "sip" subprotocol, goes to SIP; everything
 // else to HTTP.
-type httpDemux struct {
+type Demux struct {
 	l    net.Listener
 	ws   *chanListener
 	http *chanListener
-	// onWSClose, when set, hears the remote address of each SIP WebSocket
+	// OnWSClose, when set, hears the remote address of each SIP WebSocket
 	// that ends (registrations made over it end too).
-	onWSClose func(remote string)
-	// allowedOrigins are http.allowed_origins: besides the relay's own
+	OnWSClose func(remote string)
+	// AllowedOrigins are http.allowed_origins: besides the relay's own
 	// origin and no Origin at all, the only pages that may upgrade.
-	allowedOrigins []string
-	// onRefused, when set, hears each connection refused, by reason.
-	onRefused func(reason string)
-	// wrapWS, when set, wraps each SIP WebSocket connection (connguard.go).
-	wrapWS func(net.Conn) net.Conn
-	log    *slog.Logger
+	AllowedOrigins []string
+	// OnRefused, when set, hears each connection refused, by reason.
+	OnRefused func(reason string)
+	// WrapWS, when set, wraps each SIP WebSocket connection (idle and
+	// ping supervision).
+	WrapWS func(net.Conn) net.Conn
+	Log    *slog.Logger
 }
 
-func newHTTPDemux(l net.Listener) *httpDemux {
-	return &httpDemux{l: l, ws: newChanListener(l.Addr()), http: newChanListener(l.Addr())}
+// New is a Demux of l; Serve starts it.
+func New(l net.Listener) *Demux {
+	return &Demux{l: l, ws: newChanListener(l.Addr()), http: newChanListener(l.Addr())}
 }
 
-// serve accepts until the listener closes.
-func (d *httpDemux) serve() {
+// SIP is the listener of SIP WebSocket connections, for sipgo.
+func (d *Demux) SIP() net.Listener { return d.ws }
+
+// HTTP is the listener of everything else, for the HTTP server.
+func (d *Demux) HTTP() net.Listener { return d.http }
+
+// Serve accepts until the listener closes.
+func (d *Demux) Serve() {
 	defer d.ws.Close()
 	defer d.http.Close()
 	for {
@@ -50,7 +63,7 @@ func (d *httpDemux) serve() {
 	}
 }
 
-func (d *httpDemux) route(c net.Conn) {
+func (d *Demux) route(c net.Conn) {
 	// A client that never sends its request line must not hold a goroutine.
 	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	br := bufio.NewReaderSize(c, 4096)
@@ -62,19 +75,19 @@ func (d *httpDemux) route(c net.Conn) {
 	_ = c.SetReadDeadline(time.Time{})
 	pc := &prefixConn{Conn: c, r: br}
 	if isWebSocketSIP(head) {
-		if origin, ok := originAllowed(head, d.allowedOrigins); !ok {
+		if origin, ok := originAllowed(head, d.AllowedOrigins); !ok {
 			d.refuse(c, "origin", "403 Forbidden")
-			if d.log != nil {
-				d.log.Debug("websocket upgrade from a foreign origin refused", "origin", truncate(origin, 100), "remote", c.RemoteAddr().String())
+			if d.Log != nil {
+				d.Log.Debug("websocket upgrade from a foreign origin refused", "origin", logsafe.Truncate(origin, 100), "remote", c.RemoteAddr().String())
 			}
 			return
 		}
 		var wc net.Conn = pc
-		if d.wrapWS != nil {
-			wc = d.wrapWS(pc)
+		if d.WrapWS != nil {
+			wc = d.WrapWS(pc)
 		}
-		if d.onWSClose != nil {
-			d.ws.push(&closeNotifyConn{Conn: wc, onClose: d.onWSClose})
+		if d.OnWSClose != nil {
+			d.ws.push(&closeNotifyConn{Conn: wc, onClose: d.OnWSClose})
 			return
 		}
 		d.ws.push(wc)
@@ -84,9 +97,9 @@ func (d *httpDemux) route(c net.Conn) {
 }
 
 // refuse answers an HTTP request with status and closes the connection.
-func (d *httpDemux) refuse(c net.Conn, reason, status string) {
-	if d.onRefused != nil {
-		d.onRefused(reason)
+func (d *Demux) refuse(c net.Conn, reason, status string) {
+	if d.OnRefused != nil {
+		d.OnRefused(reason)
 	}
 	_ = c.SetWriteDeadline(time.Now().Add(time.Second))
 	_, _ = c.Write([]byte("HTTP/1.1 " + status + "\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"))
@@ -143,14 +156,6 @@ func hostPortEqual(a, b, scheme string) bool {
 		return net.JoinHostPort(strings.Trim(h, "[]"), def)
 	}
 	return withPort(a) == withPort(b)
-}
-
-// truncate bounds untrusted text for a log line.
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
 }
 
 // peekHead returns the request head (up to the blank line) without
@@ -245,3 +250,31 @@ func (l *chanListener) Close() error {
 
 // Addr is the shared listener's address.
 func (l *chanListener) Addr() net.Addr { return l.addr }
+
+// closeNotifyConn tells OnWSClose when a WebSocket connection ends.
+type closeNotifyConn struct {
+	net.Conn
+	once    sync.Once
+	onClose func(remote string)
+}
+
+func (c *closeNotifyConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if err != nil {
+		c.notify()
+	}
+	return n, err
+}
+
+func (c *closeNotifyConn) Close() error {
+	c.notify()
+	return c.Conn.Close()
+}
+
+func (c *closeNotifyConn) notify() {
+	c.once.Do(func() {
+		if c.onClose != nil {
+			c.onClose(c.Conn.RemoteAddr().String())
+		}
+	})
+}

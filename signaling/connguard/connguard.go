@@ -1,4 +1,9 @@
-package signaling
+// Package connguard keeps the relay's stream listeners from being held
+// open: a Reaper closes SIP TCP/TLS connections that do not complete
+// messages in time or go idle (SIPStreamListener, with a SIP framer that
+// follows Content-Length), and browsers' WebSockets that carry no
+// registration or call, or stop answering pings (NewWSConn).
+package connguard
 
 import (
 	"bytes"
@@ -10,9 +15,9 @@ import (
 	"time"
 )
 
-// connReaper closes connections that break the relay's rules on
+// Reaper closes connections that break the relay's rules on
 // idleness, checking every tick.
-type connReaper struct {
+type Reaper struct {
 	mu    sync.Mutex
 	conns map[reapable]struct{}
 }
@@ -24,22 +29,23 @@ type reapable interface {
 	Close() error
 }
 
-func newConnReaper() *connReaper { return &connReaper{conns: map[reapable]struct{}{}} }
+// NewReaper is a Reaper with no connections; Run starts it.
+func NewReaper() *Reaper { return &Reaper{conns: map[reapable]struct{}{}} }
 
-func (r *connReaper) add(c reapable) {
+func (r *Reaper) add(c reapable) {
 	r.mu.Lock()
 	r.conns[c] = struct{}{}
 	r.mu.Unlock()
 }
 
-func (r *connReaper) remove(c reapable) {
+func (r *Reaper) remove(c reapable) {
 	r.mu.Lock()
 	delete(r.conns, c)
 	r.mu.Unlock()
 }
 
-// run checks every tick until done closes; onReap hears each close.
-func (r *connReaper) run(tick time.Duration, done <-chan struct{}, onReap func(reason string)) {
+// Run checks every tick until done closes; onReap hears each close.
+func (r *Reaper) Run(tick time.Duration, done <-chan struct{}, onReap func(reason string)) {
 	t := time.NewTicker(tick)
 	defer t.Stop()
 	for {
@@ -65,9 +71,9 @@ func (r *connReaper) run(tick time.Duration, done <-chan struct{}, onReap func(r
 	}
 }
 
-// reaperTick is how often connections are checked: a quarter of the
+// ReaperTick is how often connections are checked: a quarter of the
 // shortest timeout, between 50 ms and 1 s.
-func reaperTick(timeouts ...time.Duration) time.Duration {
+func ReaperTick(timeouts ...time.Duration) time.Duration {
 	d := time.Second
 	for _, t := range timeouts {
 		d = min(d, t/4)
@@ -79,9 +85,16 @@ func reaperTick(timeouts ...time.Duration) time.Duration {
 // reaper closes those that do not complete messages.
 type sipStreamListener struct {
 	net.Listener
-	reaper           *connReaper
+	reaper           *Reaper
 	msgTimeout, idle time.Duration
 	log              *slog.Logger
+}
+
+// NewSIPStreamListener wraps l so that reaper closes a connection that
+// takes longer than msgTimeout to complete a SIP message, or is idle for
+// idle.
+func NewSIPStreamListener(l net.Listener, reaper *Reaper, msgTimeout, idle time.Duration, log *slog.Logger) net.Listener {
+	return &sipStreamListener{Listener: l, reaper: reaper, msgTimeout: msgTimeout, idle: idle, log: log}
 }
 
 func (l *sipStreamListener) Accept() (net.Conn, error) {
@@ -172,7 +185,7 @@ type wsConn struct {
 	idle     time.Duration
 	interval time.Duration
 	busy     func(remote string) bool
-	reaper   *connReaper
+	reaper   *Reaper
 
 	lastRead atomic.Int64 // unix ns
 	lastBusy atomic.Int64
@@ -184,7 +197,9 @@ type wsConn struct {
 	once     sync.Once
 }
 
-func newWSConn(c net.Conn, idle, interval time.Duration, busy func(string) bool, reaper *connReaper) *wsConn {
+// NewWSConn guards a browser's SIP WebSocket c: busy says whether its
+// remote address has a registration or a call.
+func NewWSConn(c net.Conn, idle, interval time.Duration, busy func(remote string) bool, reaper *Reaper) net.Conn {
 	w := &wsConn{Conn: c, remote: c.RemoteAddr().String(), idle: idle, interval: interval, busy: busy, reaper: reaper}
 	now := time.Now().UnixNano()
 	w.lastRead.Store(now)

@@ -1,4 +1,4 @@
-package signaling
+package logsafe
 
 import (
 	"context"
@@ -14,8 +14,8 @@ import (
 // reaches the real handler.
 type redactHandler struct{ h slog.Handler }
 
-// redactLogger wraps log's handler (once) with the key filter.
-func redactLogger(log *slog.Logger) *slog.Logger {
+// Redact wraps log's handler (once) with the key filter.
+func Redact(log *slog.Logger) *slog.Logger {
 	if _, ok := log.Handler().(redactHandler); ok {
 		return log
 	}

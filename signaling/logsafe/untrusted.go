@@ -1,4 +1,8 @@
-package signaling
+// Package logsafe decides what of the relay's logs may carry: nothing
+// that a peer on the Internet can use to flood them (sipgo's records about
+// unparsable or misbehaving input are demoted to debug and bounded), and
+// no SRTP key material (a=crypto lines and inline: keys are masked).
+package logsafe
 
 import (
 	"context"
@@ -8,8 +12,8 @@ import (
 	"github.com/emiago/sipgo/sip"
 )
 
-// maxLoggedInput bounds how much of a peer's bytes one log attribute carries.
-const maxLoggedInput = 256
+// MaxLoggedInput bounds how much of a peer's bytes one log attribute carries.
+const MaxLoggedInput = 256
 
 // sipgo messages that carry what a peer sent (an unparsable message, whole)
 // or that report its misbehaviour: logged at debug level and bounded, so
@@ -53,7 +57,7 @@ func (u untrustedHandler) Handle(ctx context.Context, rec slog.Record) error {
 	out := slog.NewRecord(rec.Time, slog.LevelDebug, rec.Message, rec.PC)
 	rec.Attrs(func(a slog.Attr) bool {
 		if v := a.Value.Resolve(); v.Kind() == slog.KindString || v.Kind() == slog.KindAny {
-			a = slog.String(a.Key, truncate(v.String(), maxLoggedInput))
+			a = slog.String(a.Key, Truncate(v.String(), MaxLoggedInput))
 		}
 		out.AddAttrs(a)
 		return true
@@ -69,8 +73,9 @@ func (u untrustedHandler) WithGroup(name string) slog.Handler {
 	return untrustedHandler{u.h.WithGroup(name)}
 }
 
-// untrustedLogger wraps log for sipgo.
-func untrustedLogger(log *slog.Logger) *slog.Logger {
+// Untrusted wraps log for sipgo: its records about what peers sent go to
+// debug, bounded.
+func Untrusted(log *slog.Logger) *slog.Logger {
 	return slog.New(untrustedHandler{log.Handler()})
 }
 
@@ -93,10 +98,18 @@ func (d defaultHandler) WithGroup(name string) slog.Handler {
 
 var sipDefaultLogger sync.Once
 
-// boundSIPDefaultLogger routes the sip package's global logger (connection
-// bookkeeping) through untrustedHandler, once per process.
-func boundSIPDefaultLogger() {
+// BoundSIPDefaultLogger routes the sip package's global logger (connection
+// bookkeeping) through the same filters, once per process.
+func BoundSIPDefaultLogger() {
 	sipDefaultLogger.Do(func() {
 		sip.SetDefaultLogger(slog.New(untrustedHandler{redactHandler{defaultHandler{}}}))
 	})
+}
+
+// Truncate bounds untrusted text for a log line.
+func Truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
 }

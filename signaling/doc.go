@@ -1,0 +1,29 @@
+// Package signaling is the relay's SIP side: SIP over WebSocket for
+// browsers, UDP, TCP and TLS for trunks, and the B2BUA that turns one
+// INVITE into two independent dialogs with the media relayed between them.
+//
+// A Relay owns the listeners, the registrar and the calls. Every SIP
+// request enters its router (routeRequests): a new INVITE from a browser
+// becomes an outbound call to a trunk, one from a trunk rings the browsers
+// registered as the called user (ringBrowsers); a request inside a dialog
+// goes to the Call or join it belongs to, or gets 481 there.
+//
+// A Call is one browser↔trunk call: two SIPLegs (a dialog each, with its
+// SDP version, offer state, hold and RFC 4028 session timer; the trunk's
+// also has the RTP leg) and, between the browser's WebRTC leg and the RTP
+// leg, one media.Path per direction running the plan's stage: forwarding,
+// G.711 law conversion, or an Opus transcode bridge (decide, replan,
+// stages). Mid-call offers, transfers and DTMF act on the Call;
+// a transfer that leaves two trunk legs talking hands its trunk SIPLeg to a
+// join, which relays two trunk legs to each other.
+//
+// Browsers authenticate by digest or time-limited tokens before a trunk is
+// dialled; trunks are known by source address or digest. SIP proxies can
+// also drive the relay as a media node over rtpengine's ng protocol.
+//
+// Sub-packages own what needs nothing of the B2BUA: ng (the ng control
+// protocol), web (the demo softphone), echo (the built-in sip:echo
+// endpoint), connguard (reaping idle SIP streams and WebSockets), wsdemux
+// (sharing the HTTP port with SIP over WebSocket), tlsconf (the secure
+// transports' TLS configurations) and logsafe (what logs may carry).
+package signaling

@@ -1,0 +1,263 @@
+package signaling
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/mediarelay/mediarelay/media"
+)
+
+// Forking: a call to a user rings every browser registered as that user
+// at once (a trunk's call into browsers, and a blind transfer to a
+// registered user). The first to answer wins; the others get CANCEL, or
+// BYE if they answered too.
+
+// fork is one browser being rung for an inbound call.
+type fork struct {
+	b           *binding
+	leg         *media.WebRTCLeg
+	dcs         *sipgo.DialogClientSession
+	cancel      context.CancelCauseFunc
+	provisional atomic.Bool
+	cancelled   atomic.Bool
+}
+
+type forkResult struct {
+	f   *fork
+	err error
+}
+
+// ringBrowsers rings bindings, each with a fresh offer from makeOffer, and
+// waits until one answers, all refuse, ctx ends (CANCEL with a 408
+// reason) or gone closes (the caller gave up: 487). A 6xx ends the search
+// (RFC 3261 16.7). onRinging runs on the first ringing response. The
+// winner's answer is not yet ACKed; the other forks are CANCELled, or hung
+// up if they answer too. Without a winner it returns the browsers' final
+// responses; rung is false when no INVITE could be sent at all.
+func (r *Relay) ringBrowsers(ctx context.Context, c *Call, bindings []*binding, makeOffer func() (*media.WebRTCLeg, string, error),
+	party ringParty, onRinging func(), gone <-chan struct{}) (winner *fork, finals []*sip.Response, rung bool) {
+	forks := r.ring(ctx, c, bindings, makeOffer, party)
+	if len(forks) == 0 {
+		return nil, nil, false
+	}
+	results := waitForks(ctx, forks, onRinging)
+	pending := len(forks)
+	ringDone := ctx.Done()
+	for pending > 0 && winner == nil {
+		select {
+		case res := <-results:
+			pending--
+			var dr *sipgo.ErrDialogResponse
+			switch {
+			case res.err == nil:
+				winner = res.f
+			case errors.As(res.err, &dr):
+				finals = append(finals, dr.Res)
+				res.f.leg.Close()
+				if code := dr.Res.StatusCode; code >= 600 {
+					r.cancelForks(forks, nil, `SIP;cause=600;text="Busy Everywhere"`)
+					r.byeLateAnswers(results, pending)
+					pending = 0
+				}
+			default:
+				res.f.leg.Close()
+			}
+		case <-gone:
+			gone, ringDone = nil, nil
+			r.cancelForks(forks, nil, `SIP;cause=487;text="Request Terminated"`)
+		case <-ringDone:
+			gone, ringDone = nil, nil
+			r.cancelForks(forks, nil, `SIP;cause=408;text="Request Timeout"`)
+		}
+	}
+	if winner != nil {
+		r.cancelForks(forks, winner, `SIP;cause=200;text="Call completed elsewhere"`)
+		go r.byeLateAnswers(results, pending)
+	}
+	return winner, finals, true
+}
+
+// ring sends an INVITE with a fresh WebRTC offer to each binding.
+// ringParty says who calls whom in the INVITEs to browsers.
+type ringParty struct {
+	name, from, to string
+	extra          []sip.Header
+}
+
+func (r *Relay) ring(ctx context.Context, c *Call, bindings []*binding, makeOffer func() (*media.WebRTCLeg, string, error), party ringParty) []*fork {
+	var forks []*fork
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, b := range bindings {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			leg, offer, err := makeOffer()
+			if err != nil {
+				c.log.Warn("webrtc offer failed", "err", err)
+				return
+			}
+			req := sip.NewRequest(sip.INVITE, *b.contact.Address.Clone())
+			req.SetBody([]byte(offer))
+			req.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+			from := &sip.FromHeader{DisplayName: party.name, Address: sip.Uri{User: party.from, Host: r.host}, Params: sip.NewParams()}
+			from.Params.Add("tag", sip.GenerateTagN(16))
+			req.AppendHeader(from)
+			req.AppendHeader(&sip.ToHeader{Address: sip.Uri{User: party.to, Host: r.host}})
+			for _, h := range party.extra {
+				req.AppendHeader(sip.HeaderClone(h))
+			}
+			req.SetTransport(strings.ToUpper(b.transport))
+			req.SetDestination(b.source)
+			f := &fork{b: b, leg: leg}
+			dcs, err := r.browserUA.WriteInvite(ctx, req)
+			if err != nil {
+				c.log.Warn("browser unreachable", "device", b.key, "err", err)
+				leg.Close()
+				return
+			}
+			f.dcs = dcs
+			mu.Lock()
+			forks = append(forks, f)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return forks
+}
+
+// waitForks waits for each fork's answer on its own goroutine and reports
+// it on the returned channel; onRinging runs on a fork's first ringing
+// response. The end of ctx cancels a fork's wait (and sipgo then sends a
+// CANCEL), except for a fork the relay has already CANCELled itself
+// (cancelForks): that one waits for its 487, and a second CANCEL on the
+// same branch would go unanswered.
+func waitForks(ctx context.Context, forks []*fork, onRinging func()) chan forkResult {
+	results := make(chan forkResult, len(forks))
+	for _, f := range forks {
+		fctx, fcancel := context.WithCancelCause(context.WithoutCancel(ctx))
+		f.cancel = fcancel
+		stop := context.AfterFunc(ctx, func() {
+			if !f.cancelled.Load() {
+				fcancel(context.Cause(ctx))
+			}
+		})
+		go func() {
+			defer stop()
+			defer fcancel(nil)
+			err := f.dcs.WaitAnswer(fctx, sipgo.AnswerOptions{OnResponse: func(res *sip.Response) error {
+				if res.IsProvisional() && res.StatusCode != 100 {
+					f.provisional.Store(true)
+					onRinging()
+				}
+				return nil
+			}})
+			results <- forkResult{f, err}
+		}()
+	}
+	return results
+}
+
+// cancelForks stops every fork but keep: a CANCEL carrying reason where a
+// provisional response allows one, else the wait is abandoned.
+func (r *Relay) cancelForks(forks []*fork, keep *fork, reason string) {
+	for _, f := range forks {
+		if f == keep || !f.cancelled.CompareAndSwap(false, true) {
+			continue
+		}
+		if f.provisional.Load() && f.dcs.InviteResponse != nil {
+			go r.sendCancel(f, reason)
+			continue
+		}
+		f.cancel(sipgo.WaitAnswerForceCancelErr)
+	}
+}
+
+// sendCancel sends a CANCEL with a Reason header (RFC 3326) for a fork's
+// INVITE; the INVITE transaction then ends with 487.
+func (r *Relay) sendCancel(f *fork, reason string) {
+	inv := f.dcs.InviteRequest
+	cancel := sip.NewRequest(sip.CANCEL, inv.Recipient)
+	cancel.AppendHeader(sip.HeaderClone(inv.Via()))
+	cancel.AppendHeader(sip.HeaderClone(inv.From()))
+	cancel.AppendHeader(sip.HeaderClone(inv.To()))
+	cancel.AppendHeader(sip.HeaderClone(inv.CallID()))
+	cancel.AppendHeader(&sip.CSeqHeader{SeqNo: inv.CSeq().SeqNo, MethodName: sip.CANCEL})
+	if reason != "" {
+		cancel.AppendHeader(sip.NewHeader("Reason", reason))
+	}
+	cancel.SetTransport(inv.Transport())
+	cancel.SetDestination(f.b.source)
+	ctx, done := context.WithTimeout(context.Background(), 5*time.Second)
+	defer done()
+	if _, err := r.client.Do(ctx, cancel); err != nil {
+		r.log.Debug("cancel failed", "device", f.b.key, "err", err)
+		f.cancel(sipgo.WaitAnswerForceCancelErr)
+		return
+	}
+	// The device owes a 487; don't wait for it forever.
+	time.AfterFunc(cancelAnswerWait, func() { f.cancel(sipgo.WaitAnswerForceCancelErr) })
+}
+
+// cancelAnswerWait is how long a CANCELled fork waits for its 487.
+const cancelAnswerWait = 5 * time.Second
+
+// byeLateAnswers waits for the pending forks and ends those that answer
+// (after another won, or after a 6xx).
+func (r *Relay) byeLateAnswers(results chan forkResult, pending int) {
+	for ; pending > 0; pending-- {
+		res := <-results
+		if res.err == nil {
+			r.hangUpFork(res.f)
+		} else {
+			res.f.leg.Close()
+		}
+	}
+}
+
+func (r *Relay) hangUpFork(f *fork) {
+	_ = f.dcs.Ack(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = f.dcs.Bye(ctx)
+	f.leg.Close()
+}
+
+// pickFinal chooses what the trunk hears when no browser answered: 6xx
+// first, then busy, then the lowest other code.
+func pickFinal(finals []*sip.Response) (int, string, string) {
+	var best *sip.Response
+	for _, res := range finals {
+		switch {
+		case best == nil:
+			best = res
+		case res.StatusCode >= 600 && best.StatusCode < 600:
+			best = res
+		case best.StatusCode >= 600:
+		case res.StatusCode == 486 && best.StatusCode != 486:
+			best = res
+		case best.StatusCode != 486 && res.StatusCode < best.StatusCode:
+			best = res
+		}
+	}
+	if best == nil {
+		return 480, "Temporarily Unavailable", endNoAnswer
+	}
+	code := int(best.StatusCode)
+	switch {
+	case code == 486 || code == 600 || code == 603:
+		return code, best.Reason, endBusy
+	case code == 408 || code == 480 || code == 487:
+		return 480, "Temporarily Unavailable", endNoAnswer
+	case code >= 400 && code < 700 && code != 401 && code != 407:
+		return code, best.Reason, endRejected
+	}
+	return 480, "Temporarily Unavailable", endRejected
+}

@@ -1,0 +1,197 @@
+package signaling
+
+import (
+	"strings"
+
+	"github.com/emiago/sipgo/sip"
+)
+
+// Every SIP request the relay receives enters here. A request outside a
+// dialog is a new call (INVITE: from a browser over WebSocket, or from a
+// trunk), a registration, or OPTIONS. A request inside a dialog finds the
+// join or call it belongs to, and which leg sent it; one that belongs to
+// none is answered 481 here and nowhere else.
+
+// routeRequests installs the relay's handlers on its SIP server.
+func (r *Relay) routeRequests() {
+	r.server.OnInvite(r.onInvite)
+	r.server.OnRegister(r.onRegister)
+	r.server.OnOptions(r.onOptions)
+	for _, m := range []sip.RequestMethod{sip.ACK, sip.BYE, sip.UPDATE, sip.REFER, sip.NOTIFY, sip.INFO} {
+		r.server.OnRequest(m, r.inDialog)
+	}
+	r.server.OnCancel(func(req *sip.Request, tx sip.ServerTransaction) {
+		// CANCELs that match an INVITE are handled by the transaction layer.
+		respond(tx, req, 481, "Call/Transaction Does Not Exist")
+	})
+	r.server.OnNoRoute(func(req *sip.Request, tx sip.ServerTransaction) {
+		respond(tx, req, 405, "Method Not Allowed")
+	})
+}
+
+// onInvite takes an INVITE: a re-INVITE in a dialog, or a new call.
+func (r *Relay) onInvite(req *sip.Request, tx sip.ServerTransaction) {
+	if to := req.To(); to != nil && to.Params.Has("tag") {
+		r.inDialog(req, tx)
+		return
+	}
+	r.countRequest(req)
+	if r.throttled(req, tx) {
+		return
+	}
+	if r.draining.Load() { // calls in progress go on, new ones go elsewhere
+		respond(tx, req, 503, "Service Unavailable", sip.NewHeader("Retry-After", "30"),
+			sip.NewHeader("Warning", `399 mediarelay "draining"`))
+		r.countSetupFailure(503)
+		return
+	}
+	switch strings.ToLower(req.Transport()) {
+	case "ws", "wss":
+		r.outbound(req, tx) // a browser calls out through a trunk
+	default:
+		r.inbound(req, tx) // a trunk calls a registered browser
+	}
+}
+
+func (r *Relay) onOptions(req *sip.Request, tx sip.ServerTransaction) {
+	if to := req.To(); (to == nil || !to.Params.Has("tag")) && r.throttled(req, tx) {
+		return
+	}
+	res := sip.NewResponseFromRequest(req, 200, "OK", nil)
+	res.AppendHeader(sip.NewHeader("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS"))
+	res.AppendHeader(sip.NewHeader("Accept", "application/sdp"))
+	_ = tx.Respond(res)
+}
+
+// inDialog routes a request inside a dialog to its join or call.
+func (r *Relay) inDialog(req *sip.Request, tx sip.ServerTransaction) {
+	switch req.Method {
+	case sip.ACK, sip.BYE:
+		// Not in mediarelay_sip_requests_total, as before the router.
+	default:
+		r.countRequest(req)
+	}
+	if j, i := r.joinByDialog(req); j != nil {
+		j.serve(i, req, tx)
+		return
+	}
+	c, s := r.callAndSide(req)
+	switch {
+	case c != nil:
+		c.serve(s, req, tx)
+	case req.Method == sip.ACK:
+		// Nothing answers an ACK.
+	case req.Method == sip.NOTIFY:
+		respond(tx, req, 481, "Subscription Does Not Exist")
+	default:
+		respond(tx, req, 481, "Call/Transaction Does Not Exist")
+	}
+}
+
+// serve takes an in-dialog request from side s of the call.
+func (c *Call) serve(s side, req *sip.Request, tx sip.ServerTransaction) {
+	switch req.Method {
+	case sip.INVITE, sip.UPDATE:
+		c.onOffer(s, req, tx)
+	case sip.ACK:
+		c.onAck(s, req, tx)
+	case sip.BYE:
+		c.onBye(s, req, tx)
+	case sip.REFER:
+		c.onRefer(s, req, tx)
+	case sip.NOTIFY:
+		// A peer reporting on a transfer it performs: nothing to do.
+		respond(tx, req, 200, "OK")
+	case sip.INFO:
+		c.onInfo(s, req, tx)
+	}
+}
+
+// serve takes an in-dialog request from leg i of the join.
+func (j *join) serve(i int, req *sip.Request, tx sip.ServerTransaction) {
+	switch req.Method {
+	case sip.BYE:
+		j.onBye(i, req, tx)
+	case sip.INVITE, sip.UPDATE:
+		j.onOffer(i, req, tx)
+	case sip.ACK:
+		// Acknowledges a 2xx of ours; a join takes no answers in ACKs.
+	case sip.INFO:
+		j.onInfo(i, req, tx)
+	case sip.NOTIFY:
+		respond(tx, req, 200, "OK")
+	case sip.REFER:
+		j.onRefer(i, req, tx)
+	default:
+		respond(tx, req, 405, "Method Not Allowed", sip.NewHeader("Allow", "INVITE, ACK, BYE, UPDATE, INFO, REFER, NOTIFY, OPTIONS"))
+	}
+}
+
+// side is a leg of a Call.
+type side int
+
+const (
+	sideNone side = iota
+	sideBrowser
+	sideTrunk
+)
+
+// callAndSide finds the call an in-dialog request belongs to and which of
+// its legs sent it.
+func (r *Relay) callAndSide(req *sip.Request) (*Call, side) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	// The relay is UAS on the dialogs the peer placed, UAC on the others.
+	if id, err := sip.DialogIDFromRequestUAS(req); err == nil {
+		if c := r.byDialog[id]; c != nil {
+			for _, s := range []side{sideBrowser, sideTrunk} {
+				if l := c.leg(s); l.id == id && l.placedByPeer() {
+					return c, s
+				}
+			}
+		}
+	}
+	if id, err := sip.DialogIDFromRequestUAC(req); err == nil {
+		if c := r.byDialog[id]; c != nil {
+			for _, s := range []side{sideTrunk, sideBrowser} {
+				if l := c.leg(s); l.id == id && !l.placedByPeer() {
+					return c, s
+				}
+			}
+		}
+	}
+	return nil, sideNone
+}
+
+// joinByDialog finds the join an in-dialog request belongs to and the
+// index of the leg that sent it.
+func (r *Relay) joinByDialog(req *sip.Request) (*join, int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.joins) == 0 {
+		return nil, -1
+	}
+	uas, _ := sip.DialogIDFromRequestUAS(req) // the trunk placed the leg
+	uac, _ := sip.DialogIDFromRequestUAC(req) // the relay placed it
+	for _, id := range []string{uas, uac} {
+		j := r.joins[id]
+		if j == nil {
+			continue
+		}
+		for i, l := range j.legs {
+			if l.id == id && l.placedByPeer() == (id == uas) {
+				return j, i
+			}
+		}
+	}
+	return nil, -1
+}
+
+// respond answers req with a response without a body.
+func respond(tx sip.ServerTransaction, req *sip.Request, code int, reason string, hdrs ...sip.Header) {
+	res := sip.NewResponseFromRequest(req, code, reason, nil)
+	for _, h := range hdrs {
+		res.AppendHeader(h)
+	}
+	_ = tx.Respond(res)
+}
