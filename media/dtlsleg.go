@@ -130,8 +130,14 @@ func DTLSKeys(ctx context.Context, conn *net.UDPConn, o DTLSOptions) (*SRTPConfi
 	defer pc.stop()
 	raddr := net.UDPAddrFromAddrPort(pc.remote)
 	// pion/dtls closes the connection on a fingerprint mismatch and waits
-	// for its reader: unblock it.
-	dc, err := newDTLSConn(pc, raddr, o.Certificate, o.Client, o.FingerprintHash, o.Fingerprint, func() { go pc.stop() })
+	// for its reader: unblock it. Stopping the reader can then be what the
+	// handshake reports ("transport stopped"), so the mismatch is noted
+	// here and is what DTLSKeys returns.
+	var mismatch atomic.Bool
+	dc, err := newDTLSConn(pc, raddr, o.Certificate, o.Client, o.FingerprintHash, o.Fingerprint, func() {
+		mismatch.Store(true)
+		go pc.stop()
+	})
 	if err != nil {
 		return nil, fmt.Errorf("dtls: %w", err)
 	}
@@ -140,6 +146,9 @@ func DTLSKeys(ctx context.Context, conn *net.UDPConn, o DTLSOptions) (*SRTPConfi
 	if err := dc.HandshakeContext(ctx); err != nil {
 		pc.stop()
 		_ = dc.Close()
+		if mismatch.Load() && !errors.Is(err, ErrFingerprint) {
+			err = fmt.Errorf("%w (the handshake then failed: %v)", ErrFingerprint, err)
+		}
 		return nil, fmt.Errorf("dtls handshake: %w", err)
 	}
 	cfgOut, err := srtpFromDTLS(dc, o.Client)
