@@ -2,9 +2,6 @@ package benchmarks
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/binary"
@@ -20,7 +17,6 @@ import (
 	"time"
 
 	"github.com/pion/dtls/v3"
-	"github.com/pion/dtls/v3/pkg/crypto/selfsign"
 	"github.com/pion/rtp"
 	"github.com/pion/srtp/v3"
 
@@ -203,19 +199,11 @@ func NewClient(codec Codec, shards int, transport Transport, log *slog.Logger) (
 	if err != nil {
 		return nil, err
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	id, err := newDTLSIdentity()
 	if err != nil {
-		return nil, fmt.Errorf("dtls key: %w", err)
+		return nil, err
 	}
-	cert, err := selfsign.SelfSign(key)
-	if err != nil {
-		return nil, fmt.Errorf("dtls certificate: %w", err)
-	}
-	fp, err := media.Fingerprint(cert, "sha-256")
-	if err != nil {
-		return nil, fmt.Errorf("dtls fingerprint: %w", err)
-	}
-	cl := &Client{codec: codec, transport: transport, frames: frames, cert: cert, fp: fp, log: log}
+	cl := &Client{codec: codec, transport: transport, frames: frames, cert: id.cert, fp: id.fp, log: log}
 	binary.BigEndian.PutUint64(cl.tieBreaker[:], ^uint64(0))
 	if shards < 1 {
 		shards = 1

@@ -48,7 +48,7 @@ type UAS struct {
 	byID   map[string]*uasCall
 	sipIDs map[string]string // SIP Call-ID -> call key, for BYE
 
-	id *uasIdentity // DTLS certificate, for DTLS-SRTP offers
+	id *dtlsIdentity // DTLS certificate, for DTLS-SRTP offers
 
 	measuring  atomic.Bool   // collect delay samples only in the steady window
 	unknown    atomic.Uint64 // RTP from an address no call negotiated
@@ -83,7 +83,7 @@ type uasCall struct {
 func NewUAS(ctx context.Context, sipAddr string, echo bool, log *slog.Logger) (*UAS, error) {
 	u := &UAS{echo: echo, log: log, byAddr: map[netip.AddrPort]*uasCall{}, byID: map[string]*uasCall{}, sipIDs: map[string]string{}}
 	var err error
-	if u.id, err = newUASIdentity(); err != nil {
+	if u.id, err = newDTLSIdentity(); err != nil {
 		return nil, err
 	}
 	if u.rtpConn, u.rtcpConn, err = listenPair(); err != nil {

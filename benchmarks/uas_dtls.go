@@ -35,26 +35,27 @@ import (
 // whose browser never shows up is released by BYE before that.
 const uasHandshakeTimeout = 30 * time.Second
 
-// uasIdentity is the UAS's DTLS certificate and its a=fingerprint.
-type uasIdentity struct {
+// dtlsIdentity is a DTLS certificate and its a=fingerprint: the load
+// client's, or the UAS's in the e2e scenario.
+type dtlsIdentity struct {
 	cert tls.Certificate
 	fp   string // "sha-256 AB:CD:..."
 }
 
-func newUASIdentity() (*uasIdentity, error) {
+func newDTLSIdentity() (*dtlsIdentity, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return nil, fmt.Errorf("uas dtls key: %w", err)
+		return nil, fmt.Errorf("dtls key: %w", err)
 	}
 	cert, err := selfsign.SelfSign(key)
 	if err != nil {
-		return nil, fmt.Errorf("uas dtls certificate: %w", err)
+		return nil, fmt.Errorf("dtls certificate: %w", err)
 	}
 	fp, err := media.Fingerprint(cert, "sha-256")
 	if err != nil {
-		return nil, fmt.Errorf("uas dtls fingerprint: %w", err)
+		return nil, fmt.Errorf("dtls fingerprint: %w", err)
 	}
-	return &uasIdentity{cert: cert, fp: fp}, nil
+	return &dtlsIdentity{cert: cert, fp: fp}, nil
 }
 
 // uasKeys are a call's SRTP contexts once its handshake is done: rx with
