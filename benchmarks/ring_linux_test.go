@@ -18,7 +18,7 @@ func engineRingPair(t testing.TB) (*shard, *call, *net.UDPConn) {
 	sh, c, peer := enginePair(t)
 	b, err := newBatcher(&sh.cl.sent)
 	if err != nil {
-		t.Skipf("no io_uring here: %v", err)
+		missing(t, "no io_uring", err)
 	}
 	sh.ring = b
 	t.Cleanup(b.close)

@@ -21,7 +21,7 @@ func epollWatchers(t *testing.T) map[int][]uint64 {
 	t.Helper()
 	ents, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
-		t.Skipf("no /proc: %v", err)
+		missing(t, "no /proc", err)
 	}
 	out := map[int][]uint64{}
 	for _, e := range ents {
@@ -79,7 +79,7 @@ func watchedBy(t *testing.T, ino uint64) []int {
 func TestServedSocketsOnlyOnTheirLoop(t *testing.T) {
 	loops, err := engineLoops()
 	if err != nil {
-		t.Skip(err)
+		missing(t, "no media loops", err)
 	}
 	isLoop := map[int]bool{}
 	for _, lp := range loops {

@@ -4,6 +4,7 @@ package media
 
 import (
 	"bytes"
+	"errors"
 	"net"
 	"net/netip"
 	"testing"
@@ -42,7 +43,7 @@ func senders(t testing.TB, n int) ([]*udpSock, *net.UDPConn) {
 func TestOutboxSends(t *testing.T) {
 	o, err := newOutbox()
 	if err != nil {
-		t.Skipf("no io_uring here: %v", err)
+		missing(t, "no io_uring", err)
 	}
 	defer o.close()
 	socks, sink := senders(t, 4)
@@ -103,7 +104,7 @@ func BenchmarkRoundOutbox16(b *testing.B) { benchRound(b, true) }
 func benchRound(b *testing.B, ring bool) {
 	o, err := newOutbox()
 	if err != nil {
-		b.Skip(err)
+		missing(b, "no io_uring", err)
 	}
 	defer o.close()
 	socks, sink := senders(b, 16)
@@ -142,7 +143,7 @@ func benchRound(b *testing.B, ring bool) {
 func TestForwardingLeavesInRoundBatches(t *testing.T) {
 	loops, err := engineLoops()
 	if err != nil {
-		t.Skip(err)
+		missing(t, "no media loops", err)
 	}
 	ports := testPorts(t, 2)
 	in := newTestLeg(t, ports, RTPLegOptions{})
@@ -153,7 +154,7 @@ func TestForwardingLeavesInRoundBatches(t *testing.T) {
 	sentBefore := map[*loop]uint64{}
 	for _, lp := range loops {
 		if lp.out == nil {
-			t.Skip("no io_uring here")
+			missing(t, "no io_uring", errors.New("a loop has no outbox"))
 		}
 		sentBefore[lp] = lp.out.sent.Load()
 	}

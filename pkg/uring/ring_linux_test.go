@@ -42,7 +42,7 @@ func pair(t *testing.T) (a, b int) {
 func TestSendRecv(t *testing.T) {
 	r, err := New(8)
 	if err != nil {
-		t.Skipf("no io_uring here: %v", err)
+		missing(t, "no io_uring", err)
 	}
 	defer r.Close()
 	a, b := pair(t)
@@ -99,7 +99,7 @@ func TestSendRecv(t *testing.T) {
 func TestFull(t *testing.T) {
 	r, err := New(4)
 	if err != nil {
-		t.Skipf("no io_uring here: %v", err)
+		missing(t, "no io_uring", err)
 	}
 	defer r.Close()
 	a, _ := pair(t)
