@@ -47,6 +47,18 @@ type loop struct {
 	mu    sync.Mutex
 	slots []loopHandler
 	free  []int32
+
+	// For pickLoop: time spent in rounds, and how many sockets (and of
+	// them shards) the loop serves.
+	busy    atomic.Int64 // ns
+	sockets atomic.Int32
+	shards  atomic.Int32
+	// Under placeMu.
+	awake      bool     // serving sockets of its own; the first loop always is
+	homes      []*shard // the WebRTC port's shards whose home this loop is
+	sampleAt   int64    // unix ns of the last load sample
+	sampleBusy int64    // busy then
+	load       float64  // share of the wall clock in rounds over the last sample
 }
 
 // loopHandler is a socket's owner on a loop.
@@ -61,7 +73,6 @@ var (
 	loopsOnce sync.Once
 	loopsAll  []*loop
 	loopsErr  error
-	loopsNext atomic.Uint32
 )
 
 // engineLoops returns the process's media loops, one per core, started
@@ -74,20 +85,12 @@ func engineLoops() ([]*loop, error) {
 				loopsErr = err
 				return
 			}
+			lp.awake = len(loopsAll) == 0
 			loopsAll = append(loopsAll, lp)
 			go lp.run()
 		}
 	})
 	return loopsAll, loopsErr
-}
-
-// pickLoop returns the next loop, round robin.
-func pickLoop() (*loop, error) {
-	all, err := engineLoops()
-	if err != nil {
-		return nil, err
-	}
-	return all[int(loopsNext.Add(1))%len(all)], nil
 }
 
 func newLoop() (*loop, error) {
@@ -152,6 +155,7 @@ func (lp *loop) addAt(fd int, h loopHandler, at *int32) error {
 		return fmt.Errorf("media loop: add socket: %w", err)
 	}
 	lp.slots[slot] = h
+	lp.sockets.Add(1)
 	return nil
 }
 
@@ -169,6 +173,7 @@ func (lp *loop) removeHeld(slot int32, fd int) {
 	_ = unix.EpollCtl(lp.epfd, unix.EPOLL_CTL_DEL, fd, nil)
 	lp.slots[slot] = nil
 	lp.free = append(lp.free, slot)
+	lp.sockets.Add(-1)
 }
 
 // watch sets the readiness fd's handler is called for: readable, and
@@ -214,6 +219,7 @@ func (lp *loop) run() {
 			lp.out.flush()
 		}
 		lp.mu.Unlock()
+		lp.busy.Add(int64(time.Since(now)))
 	}
 }
 

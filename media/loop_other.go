@@ -24,3 +24,10 @@ func (*loop) add(int, loopHandler) (int32, error) { return 0, errNoLoops }
 func (*loop) remove(int32, int) {}
 
 func socketFD(syscall.Conn) (int, error) { return -1, errNoLoops }
+
+func (*shard) startOnLoop(int) bool { return false }
+
+func (*shard) leaveLoop() {}
+
+// Loops reports the media loops: none here.
+func Loops() []LoopStat { return nil }

@@ -184,3 +184,9 @@ func (s *recvStats) times(st *LegStats) {
 func (s *recvStats) jitterMs() float64 {
 	return float64(s.pubJitter.Load()) / 16 * 1000 / float64(s.clockRate)
 }
+
+// LoopStat is one media loop's share of the work.
+type LoopStat struct {
+	Busy    time.Duration // spent in rounds since the loop started
+	Sockets int           // sockets it serves now
+}

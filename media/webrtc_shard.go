@@ -33,24 +33,22 @@ type shard struct {
 	mu    sync.Mutex
 	addrs map[netip.AddrPort]*WebRTCLeg // ICE-verified sources
 
-	// The media loop serving the socket, when there is one (Linux).
-	lp   *loop
-	fd   int
-	slot int32
+	// The media loop serving the socket, when there is one (Linux), and
+	// the loop it belongs on while that loop is awake (pickLoop). place
+	// guards them: a shard moves between loops as they wake and sleep.
+	place  sync.Mutex
+	lp     *loop
+	home   *loop
+	fd     int
+	slot   int32
+	closed bool
 }
 
 // start serves the shard from media loop i, or where there are no loops
 // from a goroutine of its own, counted in wg.
 func (s *shard) start(i int, wg *sync.WaitGroup) {
-	if all, err := engineLoops(); err == nil && s.batch != nil && s.sock.fd >= 0 {
-		lp := all[i%len(all)]
-		s.fd = s.sock.fd             // before add: ready may run at once
-		registerBuffers(s.batch, lp) // before add: ready may run at once
-		if slot, err := lp.add(s.fd, s); err == nil {
-			s.lp, s.slot = lp, slot
-			return
-		}
-		unregisterBuffers(s.batch)
+	if s.startOnLoop(i) {
+		return
 	}
 	wg.Add(1)
 	go func() {
@@ -61,11 +59,7 @@ func (s *shard) start(i int, wg *sync.WaitGroup) {
 
 // close takes the socket off its loop, then closes it.
 func (s *shard) close() {
-	if s.lp != nil {
-		s.lp.remove(s.slot, s.fd)
-		s.lp = nil
-		unregisterBuffers(s.batch)
-	}
+	s.leaveLoop()
 	_ = s.sock.close()
 }
 

@@ -247,3 +247,12 @@ func (r *Relay) activeCalls() []metrics.ActiveCalls {
 	}
 	return out
 }
+
+// mediaLoops is metrics.Relay.MediaLoops' source.
+func mediaLoops() (busy []time.Duration, sockets []int) {
+	for _, st := range media.Loops() {
+		busy = append(busy, st.Busy)
+		sockets = append(sockets, st.Sockets)
+	}
+	return busy, sockets
+}

@@ -135,6 +135,18 @@ func TestMetricsCall(t *testing.T) {
 	if v := familyCount(live, "mediarelay_transcoded_calls_total", map[string]string{"mode": ModePassthrough, "trunk": "carrier"}); v != 1 {
 		t.Errorf("transcoded_calls_total{passthrough,carrier} = %v", v)
 	}
+	// The media loops: the call's sockets are on one, which has served
+	// rounds (the loops are the process's, so other relays' count too).
+	var sockets, busy float64
+	for _, m := range live["mediarelay_media_loop_sockets"].GetMetric() {
+		sockets += sampleValue(m)
+	}
+	for _, m := range live["mediarelay_media_loop_busy_seconds_total"].GetMetric() {
+		busy += sampleValue(m)
+	}
+	if sockets < 2 || busy <= 0 {
+		t.Errorf("media loops: %v sockets, %v s busy; want the call's RTP and RTCP sockets and some rounds", sockets, busy)
+	}
 
 	p.hangup()
 	waitFor(t, "call cleanup", 5*time.Second, func() bool { return r.ActiveCalls() == 0 })

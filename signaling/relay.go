@@ -153,6 +153,7 @@ func New(cfg config.Config, log *slog.Logger) (*Relay, error) {
 		names = append(names, r.defaultTrunk.Name)
 	}
 	r.m = metrics.NewRelay(metrics.Options{Trunks: names, Refresh: r.countLive, Active: r.activeCalls})
+	r.m.MediaLoops(mediaLoops)
 	r.initFailureCounters()
 	r.connRefused = r.m.NewCounterVec("mediarelay_connections_refused_total",
 		"Connections refused or closed by the relay, by listener (http, ws, tcp, tls) and reason (origin, per_source, total, idle, ping_timeout).", "listener", "reason")

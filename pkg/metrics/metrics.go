@@ -13,6 +13,8 @@ import (
 	"net/http"
 	"regexp"
 	"sort"
+	"strconv"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -375,4 +377,38 @@ func (a *activeCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(trunkDesc, prometheus.GaugeValue, float64(c.N), c.Trunk, c.Mode)
 	}
 	ch <- prometheus.MustNewConstMetric(activeDesc, prometheus.GaugeValue, float64(total))
+}
+
+// MediaLoops exports the media loops' work, read at scrape time:
+// mediarelay_media_loop_busy_seconds_total{loop} (time spent serving
+// rounds; its rate is the share of a core the loop uses, and a second
+// loop takes new calls only once the first is busy) and
+// mediarelay_media_loop_sockets{loop}. stats returns, loop by loop, the
+// busy time and the sockets served. Call it once.
+func (m *Relay) MediaLoops(stats func() (busy []time.Duration, sockets []int)) {
+	m.reg.MustRegister(&loopCollector{stats: stats})
+}
+
+var (
+	loopBusyDesc    = prometheus.NewDesc("mediarelay_media_loop_busy_seconds_total", "Time each media loop spent serving rounds of packets.", []string{"loop"}, nil)
+	loopSocketsDesc = prometheus.NewDesc("mediarelay_media_loop_sockets", "Sockets each media loop serves.", []string{"loop"}, nil)
+)
+
+type loopCollector struct {
+	stats func() ([]time.Duration, []int)
+}
+
+func (c *loopCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- loopBusyDesc
+	ch <- loopSocketsDesc
+}
+
+func (c *loopCollector) Collect(ch chan<- prometheus.Metric) {
+	busy, sockets := c.stats()
+	for i, b := range busy {
+		ch <- prometheus.MustNewConstMetric(loopBusyDesc, prometheus.CounterValue, b.Seconds(), strconv.Itoa(i))
+	}
+	for i, n := range sockets {
+		ch <- prometheus.MustNewConstMetric(loopSocketsDesc, prometheus.GaugeValue, float64(n), strconv.Itoa(i))
+	}
 }
