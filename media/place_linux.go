@@ -24,10 +24,15 @@ import (
 
 const (
 	// loopBusy is the share of the wall clock a loop may spend in rounds
-	// and still take new sockets while a later loop could.
-	loopBusy = 0.5
+	// and still take new sockets while a later loop could. Rounds are
+	// timed by the wall clock, so time the loop's thread was preempted
+	// counts as busy: on a machine shared with other work (the two cores
+	// of a benchmark, say) a loop at a quarter of a core's work read 0.5
+	// while calls were being set up. At 0.7 a loop still has room for
+	// bursts, and its rounds stay well under a millisecond.
+	loopBusy = 0.7
 	// loadWindow is how long a load sample spans at least.
-	loadWindow = 500 * time.Millisecond
+	loadWindow = time.Second
 )
 
 // placeMu guards the loops' placement fields (awake, homes, the load
