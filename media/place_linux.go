@@ -127,6 +127,11 @@ func (s *shard) startOnLoop(i int) bool {
 	home.homes = append(home.homes, s)
 	placeMu.Unlock()
 	if !s.settle() {
+		// Served by a goroutine of its own from now on: a placement
+		// already under way must not put it on a loop as well.
+		s.place.Lock()
+		s.closed = true
+		s.place.Unlock()
 		s.forget()
 		return false
 	}

@@ -274,3 +274,56 @@ func servedBy(l *RTPLeg) *loop {
 	defer l.regMu.Unlock()
 	return l.reg
 }
+
+// TestPlacementRacesClose: WebRTC ports opening and closing while
+// placement wakes and puts to sleep the loops their shards belong to
+// leave no socket on any loop (run it with -race).
+func TestPlacementRacesClose(t *testing.T) {
+	loops, err := engineLoops()
+	if err != nil {
+		missing(t, "no media loops", err)
+	}
+	if len(loops) < 2 {
+		t.Skipf("one media loop (GOMAXPROCS=%d): nothing to place", len(loops))
+	}
+	before := make([]int32, len(loops))
+	for i, lp := range loops {
+		before[i] = lp.sockets.Load()
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			loadLoop(loops[0], float64(i%2)) // busy, idle, busy...
+			if _, err := pickLoop(); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	for range 30 {
+		w, err := NewWebRTC(WebRTCOptions{BindIP: "127.0.0.1", Shards: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.Close()
+	}
+	close(stop)
+	wg.Wait()
+	loadLoop(loops[0], 0)
+	if _, err := pickLoop(); err != nil { // lets the second loop sleep again
+		t.Fatal(err)
+	}
+	for i, lp := range loops {
+		if n := lp.sockets.Load(); n != before[i] {
+			t.Errorf("loop %d serves %d sockets, %d before the ports opened and closed", i, n, before[i])
+		}
+	}
+}

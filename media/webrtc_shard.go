@@ -41,7 +41,7 @@ type shard struct {
 	home   *loop
 	fd     int
 	slot   int32
-	closed bool
+	closed bool // off placement: closed, or read by a goroutine of its own
 }
 
 // start serves the shard from media loop i, or where there are no loops
