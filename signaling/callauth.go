@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/emiago/sipgo/sip"
+
+	"github.com/mediarelay/mediarelay/pkg/config"
 )
 
 // authorizeCall decides whether a browser's INVITE may dial route. Calls to
@@ -14,7 +16,7 @@ import (
 // configured user or token credentials), unless sip.anonymous_calls is set.
 // It returns the caller's user ("" when anonymous) and false when it has
 // answered the INVITE.
-func (r *Relay) authorizeCall(req *sip.Request, tx sip.ServerTransaction, route *Trunk) (string, bool) {
+func (r *Relay) authorizeCall(req *sip.Request, tx sip.ServerTransaction, route *config.Trunk) (string, bool) {
 	if r.echoTrunk != nil && route == r.echoTrunk {
 		return "", true
 	}
@@ -131,7 +133,7 @@ func (r *Relay) admitUser(c *Call, req *sip.Request, tx sip.ServerTransaction) b
 // relay dial route: a browser may only when its call was authenticated (a
 // call to the echo needs no credentials, so it must not become a way to
 // reach a trunk), or anonymous calls are allowed.
-func (r *Relay) mayTransferToTrunk(c *Call, from side, route *Trunk) bool {
+func (r *Relay) mayTransferToTrunk(c *Call, from side, route *config.Trunk) bool {
 	if from != sideBrowser || r.cfg.SIP.AnonymousCalls || (r.echoTrunk != nil && route == r.echoTrunk) {
 		return true
 	}

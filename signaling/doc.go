@@ -6,7 +6,10 @@
 // request enters its router (routeRequests): a new INVITE from a browser
 // becomes an outbound call to a trunk, one from a trunk rings the browsers
 // registered as the called user (ringBrowsers); a request inside a dialog
-// goes to the Call or join it belongs to, or gets 481 there.
+// goes to the Call or join it belongs to, or gets 481 there. Which trunk
+// a browser's call goes to is config.Routes, compiled once in pkg/config
+// (patterns, addresses, sources, the default trunk by name or by URI);
+// signaling routes by that table and defaults nothing itself.
 //
 // A Call is one browser↔trunk call: two SIPLegs (a dialog each, with its
 // SDP version, offer state, hold and RFC 4028 session timer; the trunk's

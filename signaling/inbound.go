@@ -2,7 +2,6 @@ package signaling
 
 import (
 	"context"
-	"fmt"
 	"net/netip"
 	"strings"
 	"sync/atomic"
@@ -20,11 +19,10 @@ import (
 // inboundState is what calls from trunks into browsers need: who may send
 // them, and who can be reached.
 type inboundState struct {
-	creds   *credentials
-	sources map[*Trunk][]netip.Prefix
+	creds *credentials
 	// trunkAuth holds the trunks that authenticate with digest (by username).
 	trunkAuth *credentials
-	byAuth    map[string]*Trunk
+	byAuth    map[string]*config.Trunk
 	nonces    *nonceMaker
 	rejected  *prometheus.CounterVec
 }
@@ -36,28 +34,13 @@ func (r *Relay) initInbound(cfg config.Config) error {
 	}
 	in := &inboundState{
 		creds:     creds,
-		sources:   map[*Trunk][]netip.Prefix{},
 		trunkAuth: &credentials{realm: creds.realm, users: map[string]*credential{}},
-		byAuth:    map[string]*Trunk{},
+		byAuth:    map[string]*config.Trunk{},
 		nonces:    newNonceMaker(),
 		rejected: r.m.NewCounterVec("mediarelay_inbound_rejected_total",
 			"INVITEs from trunks refused before ringing, by reason (unknown_source, not_found, offline, auth).", "reason"),
 	}
-	for _, t := range r.trunks {
-		var list []netip.Prefix
-		for _, s := range t.Sources {
-			p, err := config.ParseSource(s)
-			if err != nil {
-				return fmt.Errorf("trunks %s: sources %q: %w", t.Name, s, err)
-			}
-			list = append(list, p)
-		}
-		if len(list) == 0 {
-			if ip, err := netip.ParseAddr(t.uri.Host); err == nil {
-				list = append(list, netip.PrefixFrom(ip.Unmap(), ip.Unmap().BitLen()))
-			}
-		}
-		in.sources[t] = list
+	for _, t := range r.routes.Trunks {
 		if t.InboundUsername != "" {
 			in.trunkAuth.users[t.InboundUsername] = &credential{name: t.InboundUsername, ha1: map[string]string{
 				algMD5:    hexHash(algMD5, t.InboundUsername, creds.realm, t.InboundPassword),
@@ -74,7 +57,7 @@ func (r *Relay) initInbound(cfg config.Config) error {
 // trunkFor identifies the trunk an INVITE comes from: by source address,
 // else by digest credentials. It answers the request itself (407 or 403)
 // and returns nil when the sender is not, or not yet, known.
-func (r *Relay) trunkFor(req *sip.Request, tx sip.ServerTransaction) *Trunk {
+func (r *Relay) trunkFor(req *sip.Request, tx sip.ServerTransaction) *config.Trunk {
 	in := r.inb
 	ip, err := netip.ParseAddr(sourceIP(req.Source()))
 	if err == nil {
@@ -82,14 +65,14 @@ func (r *Relay) trunkFor(req *sip.Request, tx sip.ServerTransaction) *Trunk {
 		// Several trunks on one IP (a PBX and a carrier on one SBC) are told
 		// apart by the source port when their address names it.
 		if src, err := netip.ParseAddrPort(req.Source()); err == nil {
-			for _, t := range r.trunks {
-				if a, err := netip.ParseAddr(t.uri.Host); err == nil && a.Unmap() == ip && t.uri.Port == int(src.Port()) && len(t.Sources) == 0 {
+			for _, t := range r.routes.Trunks {
+				if a, err := netip.ParseAddr(t.URI().Host); err == nil && a.Unmap() == ip && t.URI().Port == int(src.Port()) && len(t.Sources) == 0 {
 					return t
 				}
 			}
 		}
-		for _, t := range r.trunks {
-			for _, p := range in.sources[t] {
+		for _, t := range r.routes.Trunks {
+			for _, p := range t.SourcePrefixes() {
 				if p.Contains(ip) {
 					return t
 				}
@@ -242,7 +225,7 @@ type inboundInvite struct {
 
 // checkInbound refuses a trunk's INVITE the relay cannot ring anyone for:
 // no such user, nobody registered, an unusable offer or session interval.
-func (r *Relay) checkInbound(req *sip.Request, tx sip.ServerTransaction, route *Trunk) (inboundInvite, bool) {
+func (r *Relay) checkInbound(req *sip.Request, tx sip.ServerTransaction, route *config.Trunk) (inboundInvite, bool) {
 	var inv inboundInvite
 	user, ok := r.browserUser(req.Recipient.User)
 	if !ok {
@@ -300,7 +283,7 @@ func (r *Relay) checkInbound(req *sip.Request, tx sip.ServerTransaction, route *
 // inboundOffer reads a trunk INVITE's SDP offer. Without one (RFC 3261
 // 13.2.1) the relay offers in its 200 what the trunk is configured for,
 // and the ACK brings the answer.
-func (r *Relay) inboundOffer(req *sip.Request, tx sip.ServerTransaction, route *Trunk) (offer sdp.Audio, late, ok bool) {
+func (r *Relay) inboundOffer(req *sip.Request, tx sip.ServerTransaction, route *config.Trunk) (offer sdp.Audio, late, ok bool) {
 	if len(req.Body()) == 0 {
 		for _, name := range route.Codecs {
 			if c, ok := sipCodecs[strings.ToLower(name)]; ok {

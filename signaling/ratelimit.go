@@ -113,8 +113,8 @@ func (r *Relay) isTrunkSource(ip string) bool {
 		return false
 	}
 	a = a.Unmap()
-	for _, t := range r.trunks {
-		for _, p := range r.inb.sources[t] {
+	for _, t := range r.routes.Trunks {
+		for _, p := range t.SourcePrefixes() {
 			if p.Contains(a) {
 				return true
 			}

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 
 	"github.com/mediarelay/mediarelay/media"
+	"github.com/mediarelay/mediarelay/pkg/config"
 	"github.com/mediarelay/mediarelay/pkg/sdp"
 )
 
@@ -45,7 +46,7 @@ var (
 )
 
 // srtpPolicy is a trunk's policy, "" meaning off.
-func srtpPolicy(t *Trunk) string {
+func srtpPolicy(t *config.Trunk) string {
 	p := strings.ToLower(strings.TrimSpace(t.SRTP))
 	if p == "" {
 		return SRTPOff
@@ -54,12 +55,13 @@ func srtpPolicy(t *Trunk) string {
 }
 
 // secureSignalling says whether SIP to the trunk is encrypted.
-func secureSignalling(t *Trunk) bool {
-	return strings.EqualFold(t.Transport, "tls") || t.uri.IsEncrypted()
+func secureSignalling(t *config.Trunk) bool {
+	u := t.URI()
+	return strings.EqualFold(t.Transport, "tls") || u.IsEncrypted()
 }
 
 // sdesAllowed says whether SDES keys may be sent to or taken from t.
-func sdesAllowed(t *Trunk) bool {
+func sdesAllowed(t *config.Trunk) bool {
 	return secureSignalling(t) || t.AllowSDESOverInsecureTransport
 }
 

@@ -6,6 +6,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/mediarelay/mediarelay/media"
+	"github.com/mediarelay/mediarelay/pkg/config"
 	"github.com/mediarelay/mediarelay/pkg/sdp"
 )
 
@@ -22,7 +23,7 @@ type inboundKeys struct {
 // the keys to answer with (nil for plain RTP), or the text of a 488's
 // Warning when the offer cannot be answered under the policy. DTLS-SRTP
 // (UDP/TLS/RTP/SAVP) is not negotiated on calls from trunks.
-func inboundSecurity(route *Trunk, offer sdp.Audio, lateOffer bool) (*inboundKeys, string) {
+func inboundSecurity(route *config.Trunk, offer sdp.Audio, lateOffer bool) (*inboundKeys, string) {
 	policy := srtpPolicy(route)
 	proto := strings.ToUpper(strings.TrimSpace(offer.Proto))
 	if lateOffer {

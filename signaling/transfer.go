@@ -10,6 +10,7 @@ import (
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 
+	"github.com/mediarelay/mediarelay/pkg/config"
 	"github.com/mediarelay/mediarelay/pkg/sdp"
 )
 
@@ -282,8 +283,8 @@ func untilEnded(ended <-chan struct{}, d time.Duration) (context.Context, contex
 // inviteTrunk calls user through route with an SDP offer and waits for
 // the answer (answering digest challenges with the trunk's credentials).
 // It returns the ACKed dialog, or nil and a status line for a NOTIFY.
-func (r *Relay) inviteTrunk(ctx context.Context, route *Trunk, user, fromUser string, body []byte, extra ...sip.Header) (*sipgo.DialogClientSession, string) {
-	recipient := route.requestURI(user)
+func (r *Relay) inviteTrunk(ctx context.Context, route *config.Trunk, user, fromUser string, body []byte, extra ...sip.Header) (*sipgo.DialogClientSession, string) {
+	recipient := route.RequestURI(user)
 	from := &sip.FromHeader{Address: sip.Uri{User: formatNumber(route, fromUser), Host: r.host}, Params: sip.NewParams()}
 	from.Params.Add("tag", sip.GenerateTagN(16))
 	to := &sip.ToHeader{Address: sip.Uri{User: user, Host: recipient.Host}}

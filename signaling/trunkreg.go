@@ -8,6 +8,8 @@ import (
 
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
+
+	"github.com/mediarelay/mediarelay/pkg/config"
 )
 
 // trunkRegRetry is how long the relay waits after a failed registration
@@ -18,7 +20,7 @@ var trunkRegRetry = 30 * time.Second
 // register set, until ctx ends; then it unregisters.
 func (r *Relay) startTrunkRegistrations(ctx context.Context) {
 	gauge := r.m.NewGaugeVec("mediarelay_trunk_registered", "1 while the relay's registration to the trunk is in force.", "trunk")
-	for _, t := range r.trunks {
+	for _, t := range r.routes.Trunks {
 		if !t.Register {
 			continue
 		}
@@ -39,14 +41,14 @@ func (r *Relay) startTrunkRegistrations(ctx context.Context) {
 // trunkRegistration is one registration binding of the relay at a trunk.
 type trunkRegistration struct {
 	r       *Relay
-	t       *Trunk
+	t       *config.Trunk
 	user    string
 	callID  string
 	fromTag string
 	cseq    uint32
 }
 
-func (r *Relay) keepRegistered(ctx context.Context, t *Trunk, status func(bool)) {
+func (r *Relay) keepRegistered(ctx context.Context, t *config.Trunk, status func(bool)) {
 	reg := &trunkRegistration{r: r, t: t, user: firstNonEmpty(t.RegisterUser, t.Username),
 		callID: newCallID() + newCallID() + "@" + r.host, fromTag: sip.GenerateTagN(16)}
 	want := t.RegisterExpires
@@ -90,8 +92,8 @@ func (e *regError) Error() string {
 // the expiry the trunk granted.
 func (g *trunkRegistration) register(ctx context.Context, expires time.Duration) (time.Duration, error) {
 	t := g.t
-	req := sip.NewRequest(sip.REGISTER, sip.Uri{Host: t.uri.Host, Port: t.uri.Port})
-	aor := sip.Uri{User: g.user, Host: t.uri.Host}
+	req := sip.NewRequest(sip.REGISTER, sip.Uri{Host: t.URI().Host, Port: t.URI().Port})
+	aor := sip.Uri{User: g.user, Host: t.URI().Host}
 	from := &sip.FromHeader{Address: aor, Params: sip.NewParams()}
 	from.Params.Add("tag", g.fromTag)
 	req.AppendHeader(from)

@@ -4,8 +4,11 @@ package config
 
 import (
 	"net/netip"
+	"regexp"
 	"strings"
 	"time"
+
+	"github.com/emiago/sipgo/sip"
 )
 
 // Config is the whole configuration of a relay. The YAML key of a nested
@@ -298,6 +301,11 @@ type Trunk struct {
 	// the default) or info (SIP INFO application/dtmf-relay). INFO from
 	// the trunk is always accepted and played to the browser as RFC 4733.
 	DTMF string `yaml:"dtmf"`
+
+	// Set by CompileTrunk: Match compiled, Address and Sources parsed.
+	match   *regexp.Regexp
+	uri     sip.Uri
+	sources []netip.Prefix
 }
 
 // Default returns the embedded defaults: a demo relay on loopback with the echo endpoint.
