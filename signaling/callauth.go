@@ -144,7 +144,7 @@ func (r *Relay) mayTransferToTrunk(c *Call, from side, route *config.Trunk) bool
 // configured user, or, with sip.token_secret, a user registered with token
 // credentials (who has no entry in the user table).
 func (r *Relay) browserUser(target string) (string, bool) {
-	if u, ok := r.inb.creds.userFor(target); ok {
+	if u, ok := r.inb.creds.UserFor(target); ok {
 		return u, true
 	}
 	if r.cfg.SIP.TokenSecret != "" && len(r.registrar.lookup(target)) > 0 {

@@ -24,9 +24,10 @@
 // dialled; trunks are known by source address or digest. SIP proxies can
 // also drive the relay as a media node over rtpengine's ng protocol.
 //
-// Sub-packages own what needs nothing of the B2BUA: ng (the ng control
-// protocol), web (the demo softphone), echo (the built-in sip:echo
-// endpoint), connguard (reaping idle SIP streams and WebSockets), wsdemux
+// Sub-packages own what needs nothing of the B2BUA: digest (digest
+// authentication: user table, nonces, checking an Authorization), ng (the
+// ng control protocol), web (the demo softphone), echo (the built-in
+// sip:echo endpoint), connguard (reaping idle SIP streams and WebSockets), wsdemux
 // (sharing the HTTP port with SIP over WebSocket), tlsconf (the secure
 // transports' TLS configurations) and logsafe (what logs may carry).
 package signaling

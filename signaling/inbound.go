@@ -13,39 +13,37 @@ import (
 	"github.com/mediarelay/mediarelay/media"
 	"github.com/mediarelay/mediarelay/pkg/config"
 	"github.com/mediarelay/mediarelay/pkg/sdp"
+	"github.com/mediarelay/mediarelay/signaling/digest"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
 // inboundState is what calls from trunks into browsers need: who may send
 // them, and who can be reached.
 type inboundState struct {
-	creds *credentials
+	creds *digest.Credentials
 	// trunkAuth holds the trunks that authenticate with digest (by username).
-	trunkAuth *credentials
+	trunkAuth *digest.Credentials
 	byAuth    map[string]*config.Trunk
-	nonces    *nonceMaker
+	nonces    *digest.Nonces
 	rejected  *prometheus.CounterVec
 }
 
 func (r *Relay) initInbound(cfg config.Config) error {
-	creds, err := loadCredentials(cfg)
+	creds, err := digest.LoadCredentials(cfg)
 	if err != nil {
 		return err
 	}
 	in := &inboundState{
 		creds:     creds,
-		trunkAuth: &credentials{realm: creds.realm, users: map[string]*credential{}},
+		trunkAuth: digest.NewCredentials(creds.Realm()),
 		byAuth:    map[string]*config.Trunk{},
-		nonces:    newNonceMaker(),
+		nonces:    digest.NewNonces(),
 		rejected: r.m.NewCounterVec("mediarelay_inbound_rejected_total",
 			"INVITEs from trunks refused before ringing, by reason (unknown_source, not_found, offline, auth).", "reason"),
 	}
 	for _, t := range r.routes.Trunks {
 		if t.InboundUsername != "" {
-			in.trunkAuth.users[t.InboundUsername] = &credential{name: t.InboundUsername, ha1: map[string]string{
-				algMD5:    hexHash(algMD5, t.InboundUsername, creds.realm, t.InboundPassword),
-				algSHA256: hexHash(algSHA256, t.InboundUsername, creds.realm, t.InboundPassword),
-			}}
+			in.trunkAuth.AddPassword(t.InboundUsername, t.InboundPassword)
 			in.byAuth[t.InboundUsername] = t
 		}
 	}
@@ -81,17 +79,17 @@ func (r *Relay) trunkFor(req *sip.Request, tx sip.ServerTransaction) *config.Tru
 	}
 	if len(in.byAuth) > 0 {
 		now := time.Now()
-		var res digestResult
+		var res digest.Result
 		var user string
 		if h := req.GetHeader("Proxy-Authorization"); h != nil {
-			res, user = in.trunkAuth.verify(in.nonces, h.Value(), req.Method.String(), sourceIP(req.Source()), now)
+			res, user = in.trunkAuth.Verify(in.nonces, h.Value(), req.Method.String(), sourceIP(req.Source()), now)
 		}
-		if res == digestOK {
+		if res == digest.OK {
 			return in.byAuth[user]
 		}
-		if res != digestWrong {
+		if res != digest.Wrong {
 			resp := sip.NewResponseFromRequest(req, 407, "Proxy Authentication Required", nil)
-			for _, c := range challenges(in.trunkAuth.realm, in.nonces.make(sourceIP(req.Source()), now), res == digestStale || res == digestReplay, in.trunkAuth.algsFor(user)...) {
+			for _, c := range digest.Challenges(in.trunkAuth.Realm(), in.nonces.Make(sourceIP(req.Source()), now), res == digest.Stale || res == digest.Replay, in.trunkAuth.AlgsFor(user)...) {
 				resp.AppendHeader(sip.NewHeader("Proxy-Authenticate", c))
 			}
 			_ = tx.Respond(resp)

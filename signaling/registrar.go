@@ -11,6 +11,8 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/mediarelay/mediarelay/signaling/digest"
 )
 
 // minExpires is the shortest registration the registrar accepts (423
@@ -36,8 +38,8 @@ type binding struct {
 // throttles sources that send too many or guess passwords.
 type registrar struct {
 	r      *Relay
-	creds  *credentials
-	nonces *nonceMaker
+	creds  *digest.Credentials
+	nonces *digest.Nonces
 
 	mu       sync.Mutex
 	byUser   map[string]map[string]*binding // user → key → binding
@@ -58,11 +60,11 @@ type failure struct {
 	locked time.Time // until
 }
 
-func newRegistrar(r *Relay, creds *credentials) *registrar {
+func newRegistrar(r *Relay, creds *digest.Credentials) *registrar {
 	return &registrar{
 		r:        r,
 		creds:    creds,
-		nonces:   newNonceMaker(),
+		nonces:   digest.NewNonces(),
 		byUser:   map[string]map[string]*binding{},
 		failures: map[string]*failure{},
 		rejected: r.m.NewCounterVec("mediarelay_register_rejected_total",
@@ -150,10 +152,10 @@ func (g *registrar) authenticate(req *sip.Request, tx sip.ServerTransaction, cla
 	if k.code == proxyAuth.code {
 		rej = g.callRejected
 	}
-	var res digestResult
+	var res digest.Result
 	var user string
 	if h := req.GetHeader(k.credentials); h != nil {
-		res, user = g.creds.verify(g.nonces, h.Value(), req.Method.String(), nonceBinding(g.creds.realm, req), now)
+		res, user = g.creds.Verify(g.nonces, h.Value(), req.Method.String(), nonceBinding(g.creds.Realm(), req), now)
 	}
 	key := firstNonEmpty(claimed, user)
 	if key != "" && g.lockedOut(ip, key, now) {
@@ -162,7 +164,7 @@ func (g *registrar) authenticate(req *sip.Request, tx sip.ServerTransaction, cla
 		return ""
 	}
 	switch res {
-	case digestOK:
+	case digest.OK:
 		if claimed != "" && user != claimed {
 			rej.WithLabelValues("forbidden").Inc()
 			respond(tx, req, 403, "Forbidden")
@@ -170,13 +172,13 @@ func (g *registrar) authenticate(req *sip.Request, tx sip.ServerTransaction, cla
 		}
 		g.succeed(ip, user)
 		return user
-	case digestExpired:
+	case digest.Expired:
 		rej.WithLabelValues("expired").Inc()
 		respond(tx, req, 403, "Forbidden", sip.NewHeader("Warning", `399 mediarelay "credentials expired"`))
 		return ""
-	case digestReplay:
+	case digest.Replay:
 		rej.WithLabelValues("replay").Inc()
-	case digestWrong:
+	case digest.Wrong:
 		rej.WithLabelValues("auth_failed").Inc()
 		if g.fail(ip, key, now) {
 			g.r.log.Warn("authentication locked out after wrong passwords", "user", key, "source", ip, "method", req.Method.String())
@@ -184,7 +186,7 @@ func (g *registrar) authenticate(req *sip.Request, tx sip.ServerTransaction, cla
 			return ""
 		}
 	}
-	g.challenge(req, tx, key, res == digestStale || res == digestReplay, now, k)
+	g.challenge(req, tx, key, res == digest.Stale || res == digest.Replay, now, k)
 	return ""
 }
 
@@ -197,7 +199,7 @@ func nonceBinding(realm string, req *sip.Request) string {
 
 func (g *registrar) challenge(req *sip.Request, tx sip.ServerTransaction, user string, stale bool, now time.Time, k authKind) {
 	res := sip.NewResponseFromRequest(req, k.code, k.reason, nil)
-	for _, c := range challenges(g.creds.realm, g.nonces.make(nonceBinding(g.creds.realm, req), now), stale, g.creds.algsFor(user)...) {
+	for _, c := range digest.Challenges(g.creds.Realm(), g.nonces.Make(nonceBinding(g.creds.Realm(), req), now), stale, g.creds.AlgsFor(user)...) {
 		res.AppendHeader(sip.NewHeader(k.challenge, c))
 	}
 	_ = tx.Respond(res)
