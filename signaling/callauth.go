@@ -8,6 +8,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/mediarelay/mediarelay/pkg/config"
+	"github.com/mediarelay/mediarelay/signaling/registrar"
 )
 
 // authorizeCall decides whether a browser's INVITE may dial route. Calls to
@@ -21,22 +22,22 @@ func (r *Relay) authorizeCall(req *sip.Request, tx sip.ServerTransaction, route 
 		return "", true
 	}
 	g := r.registrar
-	hasCreds := req.GetHeader(proxyAuth.credentials) != nil
+	hasCreds := registrar.HasCallCredentials(req)
 	user := ""
 	if !hasCreds {
-		user = g.userOn(req.Source())
+		user = g.UserOn(req.Source())
 	}
 	if user == "" && (hasCreds || !r.cfg.SIP.AnonymousCalls) {
 		if !hasCreds {
-			g.callRejected.WithLabelValues("challenged").Inc()
+			g.CallRejected("challenged")
 		}
-		if user = g.authenticate(req, tx, "", proxyAuth); user == "" {
+		if user = g.AuthenticateCall(req, tx); user == "" {
 			r.countSetupFailure(407)
 			return "", false
 		}
 	}
 	if user != "" && !r.limits.attempt(user, time.Now()) {
-		g.callRejected.WithLabelValues("user_call_rate").Inc()
+		g.CallRejected("user_call_rate")
 		r.log.Warn("call attempts over the user's rate", "user", user, "source", sourceIP(req.Source()))
 		respond(tx, req, 503, "Service Unavailable", sip.NewHeader("Retry-After", "60"))
 		r.countSetupFailure(503)
@@ -119,7 +120,7 @@ func (r *Relay) admitUser(c *Call, req *sip.Request, tx sip.ServerTransaction) b
 		return true
 	}
 	if !r.limits.acquire(c.user) {
-		r.registrar.callRejected.WithLabelValues("user_max_calls").Inc()
+		r.registrar.CallRejected("user_max_calls")
 		respond(tx, req, 403, "Forbidden", sip.NewHeader("Warning",
 			`399 mediarelay "too many calls in progress for this user (max `+strconv.Itoa(r.limits.maxCalls)+`)"`))
 		r.countSetupFailure(403)
@@ -147,7 +148,7 @@ func (r *Relay) browserUser(target string) (string, bool) {
 	if u, ok := r.inb.creds.UserFor(target); ok {
 		return u, true
 	}
-	if r.cfg.SIP.TokenSecret != "" && len(r.registrar.lookup(target)) > 0 {
+	if r.cfg.SIP.TokenSecret != "" && len(r.registrar.Lookup(target)) > 0 {
 		return target, true
 	}
 	return "", false

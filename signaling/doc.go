@@ -2,7 +2,8 @@
 // browsers, UDP, TCP and TLS for trunks, and the B2BUA that turns one
 // INVITE into two independent dialogs with the media relayed between them.
 //
-// A Relay owns the listeners, the registrar and the calls. Every SIP
+// A Relay owns the listeners, the registrar (signaling/registrar) and the
+// calls. Every SIP
 // request enters its router (routeRequests): a new INVITE from a browser
 // becomes an outbound call to a trunk, one from a trunk rings the browsers
 // registered as the called user (ringBrowsers); a request inside a dialog
@@ -24,8 +25,10 @@
 // dialled; trunks are known by source address or digest. SIP proxies can
 // also drive the relay as a media node over rtpengine's ng protocol.
 //
-// Sub-packages own what needs nothing of the B2BUA: digest (digest
-// authentication: user table, nonces, checking an Authorization), ng (the
+// Sub-packages own what needs nothing of the B2BUA: registrar (browsers'
+// registrations, and the digest challenge of their REGISTERs and calls),
+// digest (digest authentication: user table, nonces, checking an
+// Authorization), ng (the
 // ng control protocol), web (the demo softphone), echo (the built-in
 // sip:echo endpoint), connguard (reaping idle SIP streams and WebSockets), wsdemux
 // (sharing the HTTP port with SIP over WebSocket), tlsconf (the secure

@@ -14,6 +14,7 @@ import (
 	"github.com/mediarelay/mediarelay/pkg/config"
 	"github.com/mediarelay/mediarelay/pkg/sdp"
 	"github.com/mediarelay/mediarelay/signaling/digest"
+	"github.com/mediarelay/mediarelay/signaling/registrar"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -48,7 +49,7 @@ func (r *Relay) initInbound(cfg config.Config) error {
 		}
 	}
 	r.inb = in
-	r.registrar = newRegistrar(r, creds)
+	r.registrar = registrar.New(creds, cfg.SIP, r.m, r.log, r.throttled)
 	return nil
 }
 
@@ -211,7 +212,7 @@ func (r *Relay) inbound(req *sip.Request, tx sip.ServerTransaction) {
 // calls and what it offers.
 type inboundInvite struct {
 	user      string
-	bindings  []*binding
+	bindings  []*registrar.Binding
 	offer     sdp.Audio // the trunk's, or what the relay will offer for a late offer
 	lateOffer bool
 	keys      *inboundKeys // nil on an end-to-end call
@@ -232,7 +233,7 @@ func (r *Relay) checkInbound(req *sip.Request, tx sip.ServerTransaction, route *
 		return inv, false
 	}
 	inv.user = user
-	if inv.bindings = r.registrar.lookup(user); len(inv.bindings) == 0 {
+	if inv.bindings = r.registrar.Lookup(user); len(inv.bindings) == 0 {
 		r.inb.rejected.WithLabelValues("offline").Inc()
 		r.refuse(req, tx, 480, "Temporarily Unavailable", "")
 		return inv, false
@@ -389,7 +390,7 @@ func (c *Call) answerInbound(req *sip.Request, dss *sipgo.DialogServerSession, w
 		c.hangup(endError, 0, "")
 		return
 	}
-	c.log.Info("inbound call answered", "from", c.from, "to", c.to, "device", winner.b.key)
+	c.log.Info("inbound call answered", "from", c.from, "to", c.to, "device", winner.b.Key)
 }
 
 // startInboundMedia applies the winning browser's answer and starts

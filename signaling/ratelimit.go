@@ -12,6 +12,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
+// bucket is a token bucket: tokens left, as of last.
+type bucket struct {
+	tokens float64
+	last   time.Time
+}
+
 // tokenBuckets is one token bucket per key (a source IP), refilled at rate
 // per second up to burst.
 type tokenBuckets struct {

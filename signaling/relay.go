@@ -29,6 +29,7 @@ import (
 	"github.com/mediarelay/mediarelay/pkg/metrics"
 	"github.com/mediarelay/mediarelay/signaling/logsafe"
 	"github.com/mediarelay/mediarelay/signaling/ng"
+	"github.com/mediarelay/mediarelay/signaling/registrar"
 	"github.com/mediarelay/mediarelay/signaling/web"
 )
 
@@ -62,11 +63,11 @@ type Relay struct {
 	reapDone            chan struct{}
 	wsCalls             map[string]int // calls from browsers, by WebSocket peer address
 
-	routes    *config.Routes // trunks and the default trunk, compiled by config
-	echoTrunk *config.Trunk  // the built-in sip:echo endpoint, reached like a trunk; nil when off
-	registrar *registrar     // browsers' registrations
-	limits    *userLimits    // per-user call limits
-	srcLimits *sourceLimits  // per-source request rates
+	routes    *config.Routes       // trunks and the default trunk, compiled by config
+	echoTrunk *config.Trunk        // the built-in sip:echo endpoint, reached like a trunk; nil when off
+	registrar *registrar.Registrar // browsers' registrations
+	limits    *userLimits          // per-user call limits
+	srcLimits *sourceLimits        // per-source request rates
 	inb       *inboundState
 
 	mu       sync.Mutex
@@ -349,7 +350,7 @@ func (r *Relay) listenHTTP() error {
 		l = tls.NewListener(l, r.tls.HTTPConfig())
 	}
 	r.demux = wsdemux.New(l)
-	r.demux.OnWSClose = r.registrar.connClosed
+	r.demux.OnWSClose = r.registrar.ConnClosed
 	r.demux.AllowedOrigins = r.cfg.HTTP.AllowedOrigins
 	r.demux.Log = r.log
 	r.demux.OnRefused = func(reason string) { r.connRefused.WithLabelValues("http", reason).Inc() }
@@ -381,7 +382,7 @@ func (r *Relay) wsBusy(remote string) bool {
 	r.mu.Lock()
 	n := r.wsCalls[remote]
 	r.mu.Unlock()
-	return n > 0 || r.registrar.userOn(remote) != ""
+	return n > 0 || r.registrar.UserOn(remote) != ""
 }
 
 func (r *Relay) serveLog(name string, f func() error) {

@@ -1,6 +1,7 @@
 package signaling
 
 import (
+	"net"
 	"strings"
 
 	"github.com/emiago/sipgo/sip"
@@ -186,6 +187,24 @@ func (r *Relay) joinByDialog(req *sip.Request) (*join, int) {
 	}
 	return nil, -1
 }
+
+// sourceIP is the IP address of a request's source (host:port).
+func sourceIP(src string) string {
+	h, _, err := net.SplitHostPort(src)
+	if err != nil {
+		return src
+	}
+	return h
+}
+
+// onRegister hands a browser's REGISTER to the registrar.
+func (r *Relay) onRegister(req *sip.Request, tx sip.ServerTransaction) {
+	r.countRequest(req)
+	r.registrar.Register(req, tx)
+}
+
+// Registered returns how many devices user has registered (for tests and status).
+func (r *Relay) Registered(user string) int { return len(r.registrar.Lookup(user)) }
 
 // respond answers req with a response without a body.
 func respond(tx sip.ServerTransaction, req *sip.Request, code int, reason string, hdrs ...sip.Header) {

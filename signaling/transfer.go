@@ -135,7 +135,7 @@ func (c *Call) onRefer(s side, req *sip.Request, tx sip.ServerTransaction) {
 			run = func(old dialogRef) { c.transferBrowser(old, target.User) }
 		} else if route := r.route(target.User); route != nil {
 			if !r.mayTransferToTrunk(c, s, route) {
-				r.registrar.callRejected.WithLabelValues("transfer").Inc()
+				r.registrar.CallRejected("transfer")
 				respond(tx, req, 403, "Forbidden", sip.NewHeader("Warning", `399 mediarelay "transfer to a trunk needs an authenticated caller"`))
 				return
 			}
