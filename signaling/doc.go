@@ -28,7 +28,7 @@
 // Sub-packages own what needs nothing of the B2BUA: registrar (browsers'
 // registrations, and the digest challenge of their REGISTERs and calls),
 // digest (digest authentication: user table, nonces, checking an
-// Authorization), ng (the
+// Authorization), trunkreg (the relay's own registrations at trunks), ng (the
 // ng control protocol), web (the demo softphone), echo (the built-in
 // sip:echo endpoint), connguard (reaping idle SIP streams and WebSockets), wsdemux
 // (sharing the HTTP port with SIP over WebSocket), tlsconf (the secure

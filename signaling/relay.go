@@ -8,6 +8,7 @@ import (
 	"github.com/mediarelay/mediarelay/signaling/connguard"
 	"github.com/mediarelay/mediarelay/signaling/echo"
 	"github.com/mediarelay/mediarelay/signaling/tlsconf"
+	"github.com/mediarelay/mediarelay/signaling/trunkreg"
 	"github.com/mediarelay/mediarelay/signaling/wsdemux"
 	"log/slog"
 	"net"
@@ -308,6 +309,29 @@ func (r *Relay) open(ctx context.Context) error {
 	go r.serveLog("ws", func() error { return r.server.ServeWS(r.demux.SIP()) })
 	r.startTrunkRegistrations(ctx)
 	return r.listenNG()
+}
+
+// startTrunkRegistrations keeps the relay registered to every trunk with
+// register set (signaling/trunkreg), until ctx ends; then it unregisters.
+func (r *Relay) startTrunkRegistrations(ctx context.Context) {
+	gauge := r.m.NewGaugeVec("mediarelay_trunk_registered", "1 while the relay's registration to the trunk is in force.", "trunk")
+	for _, t := range r.routes.Trunks {
+		if !t.Register {
+			continue
+		}
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			callID := newCallID() + newCallID() + "@" + r.host
+			trunkreg.Keep(ctx, r.client, r.dialogUAFor(t).ContactHDR, t, callID, r.log, func(up bool) {
+				if up {
+					gauge.WithLabelValues(t.Name).Set(1)
+				} else {
+					gauge.WithLabelValues(t.Name).Set(0)
+				}
+			})
+		}()
+	}
 }
 
 // openCDR opens the CDR store the configuration names, if any, and
