@@ -2,7 +2,6 @@ package signaling
 
 import (
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
@@ -36,7 +35,7 @@ func (r *Relay) authorizeCall(req *sip.Request, tx sip.ServerTransaction, route 
 			return "", false
 		}
 	}
-	if user != "" && !r.limits.attempt(user, time.Now()) {
+	if user != "" && !r.limits.Attempt(user, time.Now()) {
 		g.CallRejected("user_call_rate")
 		r.log.Warn("call attempts over the user's rate", "user", user, "source", sourceIP(req.Source()))
 		respond(tx, req, 503, "Service Unavailable", sip.NewHeader("Retry-After", "60"))
@@ -46,83 +45,16 @@ func (r *Relay) authorizeCall(req *sip.Request, tx sip.ServerTransaction, route 
 	return user, true
 }
 
-// userLimits enforces sip.user_max_calls and sip.user_call_rate for
-// authenticated browser users.
-type userLimits struct {
-	maxCalls int
-	perMin   int
-
-	mu       sync.Mutex
-	active   map[string]int
-	attempts map[string]*bucket // tokens refill at perMin per minute, burst perMin
-}
-
-func newUserLimits(maxCalls, perMin int) *userLimits {
-	return &userLimits{maxCalls: maxCalls, perMin: perMin, active: map[string]int{}, attempts: map[string]*bucket{}}
-}
-
-// attempt takes one call attempt from user's allowance.
-func (l *userLimits) attempt(user string, now time.Time) bool {
-	if l.perMin <= 0 {
-		return true
-	}
-	burst := float64(l.perMin)
-	rate := burst / 60
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	b := l.attempts[user]
-	if b == nil {
-		if len(l.attempts) > 100000 {
-			for k, x := range l.attempts {
-				if x.tokens+now.Sub(x.last).Seconds()*rate >= burst {
-					delete(l.attempts, k)
-				}
-			}
-		}
-		b = &bucket{tokens: burst, last: now}
-		l.attempts[user] = b
-	}
-	b.tokens = min(burst, b.tokens+now.Sub(b.last).Seconds()*rate)
-	b.last = now
-	if b.tokens < 1 {
-		return false
-	}
-	b.tokens--
-	return true
-}
-
-// acquire counts a call of user, or reports false when user is at the cap.
-func (l *userLimits) acquire(user string) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.maxCalls > 0 && l.active[user] >= l.maxCalls {
-		return false
-	}
-	l.active[user]++
-	return true
-}
-
-// release ends a call acquire counted.
-func (l *userLimits) release(user string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.active[user] <= 1 {
-		delete(l.active, user)
-		return
-	}
-	l.active[user]--
-}
-
 // admitUser holds a call slot of c's user for the call's life; false means
 // the user is at sip.user_max_calls and the INVITE was answered 403.
 func (r *Relay) admitUser(c *Call, req *sip.Request, tx sip.ServerTransaction) bool {
 	if c.user == "" {
 		return true
 	}
-	if !r.limits.acquire(c.user) {
+	if !r.limits.Acquire(c.user) {
 		r.registrar.CallRejected("user_max_calls")
 		respond(tx, req, 403, "Forbidden", sip.NewHeader("Warning",
-			`399 mediarelay "too many calls in progress for this user (max `+strconv.Itoa(r.limits.maxCalls)+`)"`))
+			`399 mediarelay "too many calls in progress for this user (max `+strconv.Itoa(r.limits.MaxCalls())+`)"`))
 		r.countSetupFailure(403)
 		return false
 	}

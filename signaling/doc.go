@@ -25,12 +25,18 @@
 // dialled; trunks are known by source address or digest. SIP proxies can
 // also drive the relay as a media node over rtpengine's ng protocol.
 //
-// Sub-packages own what needs nothing of the B2BUA: registrar (browsers'
-// registrations, and the digest challenge of their REGISTERs and calls),
-// digest (digest authentication: user table, nonces, checking an
-// Authorization), trunkreg (the relay's own registrations at trunks), ng (the
-// ng control protocol), web (the demo softphone), echo (the built-in
-// sip:echo endpoint), connguard (reaping idle SIP streams and WebSockets), wsdemux
-// (sharing the HTTP port with SIP over WebSocket), tlsconf (the secure
-// transports' TLS configurations) and logsafe (what logs may carry).
+// Sub-packages own what needs nothing of the B2BUA:
+//   - registrar: browsers' registrations, and the digest challenge of
+//     their REGISTERs and calls;
+//   - digest: digest authentication (user table, nonces, checking an
+//     Authorization);
+//   - throttle: per-source request rates and per-user call limits;
+//   - trunkreg: the relay's own registrations at trunks;
+//   - ng: rtpengine's ng control protocol;
+//   - web: the demo softphone;
+//   - echo: the built-in sip:echo endpoint;
+//   - connguard: reaping idle SIP streams and WebSockets;
+//   - wsdemux: sharing the HTTP port with SIP over WebSocket;
+//   - tlsconf: the secure transports' TLS configurations;
+//   - logsafe: what logs may carry.
 package signaling

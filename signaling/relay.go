@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"github.com/mediarelay/mediarelay/signaling/connguard"
 	"github.com/mediarelay/mediarelay/signaling/echo"
+	"github.com/mediarelay/mediarelay/signaling/throttle"
 	"github.com/mediarelay/mediarelay/signaling/tlsconf"
 	"github.com/mediarelay/mediarelay/signaling/trunkreg"
 	"github.com/mediarelay/mediarelay/signaling/wsdemux"
@@ -67,8 +68,8 @@ type Relay struct {
 	routes    *config.Routes       // trunks and the default trunk, compiled by config
 	echoTrunk *config.Trunk        // the built-in sip:echo endpoint, reached like a trunk; nil when off
 	registrar *registrar.Registrar // browsers' registrations
-	limits    *userLimits          // per-user call limits
-	srcLimits *sourceLimits        // per-source request rates
+	limits    *throttle.Users      // per-user call limits
+	srcLimits *throttle.Sources    // per-source request rates
 	inb       *inboundState
 
 	mu       sync.Mutex
@@ -140,8 +141,8 @@ func New(cfg config.Config, log *slog.Logger) (*Relay, error) {
 	if err := r.initInbound(cfg); err != nil {
 		return nil, err
 	}
-	r.limits = newUserLimits(cfg.SIP.UserMaxCalls, cfg.SIP.UserCallRate)
-	r.srcLimits = r.newSourceLimits()
+	r.limits = throttle.NewUsers(cfg.SIP.UserMaxCalls, cfg.SIP.UserCallRate)
+	r.srcLimits = throttle.NewSources(cfg.SIP, r.m)
 
 	if r.ports, err = media.NewPortAllocator(cfg.Media.BindIP, cfg.Media.PortMin, cfg.Media.PortMax); err != nil {
 		return nil, fmt.Errorf("media ports: %w", err)
@@ -496,7 +497,7 @@ func (r *Relay) removeCall(c *Call) {
 			delete(r.ngCalls, c.ngs.callID)
 		}
 		if c.userHeld {
-			r.limits.release(c.user)
+			r.limits.Release(c.user)
 		}
 		if c.wsSource != "" {
 			if r.wsCalls[c.wsSource]--; r.wsCalls[c.wsSource] <= 0 {
