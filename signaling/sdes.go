@@ -45,15 +45,6 @@ var (
 	errSRTPBadAnswer = errors.New("trunk's SRTP answer does not match the offer")
 )
 
-// srtpPolicy is a trunk's policy, "" meaning off.
-func srtpPolicy(t *config.Trunk) string {
-	p := strings.ToLower(strings.TrimSpace(t.SRTP))
-	if p == "" {
-		return SRTPOff
-	}
-	return p
-}
-
 // secureSignalling says whether SIP to the trunk is encrypted.
 func secureSignalling(t *config.Trunk) bool {
 	u := t.URI()
@@ -83,7 +74,7 @@ type callSecurity struct {
 // policy, with fresh keys from crypto/rand.
 func (c *Call) secureOffer(o *sdp.Offer) error {
 	s := &c.sec
-	s.policy = srtpPolicy(c.route)
+	s.policy = c.route.SRTP
 	switch s.policy {
 	case SRTPOff:
 		return nil

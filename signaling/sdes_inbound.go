@@ -24,7 +24,7 @@ type inboundKeys struct {
 // Warning when the offer cannot be answered under the policy. DTLS-SRTP
 // (UDP/TLS/RTP/SAVP) is not negotiated on calls from trunks.
 func inboundSecurity(route *config.Trunk, offer sdp.Audio, lateOffer bool) (*inboundKeys, string) {
-	policy := srtpPolicy(route)
+	policy := route.SRTP
 	proto := strings.ToUpper(strings.TrimSpace(offer.Proto))
 	if lateOffer {
 		if policy == SRTPRequired || policy == SRTPDTLS {
@@ -102,7 +102,7 @@ func inboundSecurity(route *config.Trunk, offer sdp.Audio, lateOffer bool) (*inb
 // startInboundSRTP keys the call's RTP leg for an inbound call, before it
 // has a remote address.
 func (c *Call) startInboundSRTP(k *inboundKeys, fail func(int, string, string, ...sip.Header)) bool {
-	c.sec.policy = srtpPolicy(c.route)
+	c.sec.policy = c.route.SRTP
 	if k == nil {
 		return true
 	}

@@ -212,7 +212,7 @@ func (r *Relay) dialTrunk(ctx context.Context, route *config.Trunk, user, fromUs
 	}
 	offer := sdp.Offer{SessionID: uint64(time.Now().UnixNano()), Version: 1, Addr: r.mediaAddrFor(route.PeerAddr()),
 		Port: int(nc.trunk.rtp.LocalAddr().Port()), Codecs: codecs, Ptime: route.Ptime}
-	if nc.sec.policy = srtpPolicy(route); nc.sec.policy == SRTPDTLS {
+	if nc.sec.policy = route.SRTP; nc.sec.policy == SRTPDTLS {
 		_ = nc.trunk.rtp.Close()
 		return nil, "488 Not Acceptable Here"
 	}

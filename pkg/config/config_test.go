@@ -370,7 +370,7 @@ func TestRoutes(t *testing.T) {
 	c := Default()
 	c.Trunks = []Trunk{
 		{Name: "carrier", Match: `^\+?1[0-9]{10}$`, Address: "sip:10.0.0.1", Codecs: []string{"pcma"}},
-		{Name: "pbx", Match: `^[0-9]{3,4}$`, Address: "10.0.0.3:5080"},
+		{Name: "pbx", Match: `^[0-9]{3,4}$`, Address: "10.0.0.3:5080", Register: true, Username: "pbx1", Password: "x"},
 	}
 	c.Trunk = "carrier"
 	rt, err := c.Routes()
@@ -390,6 +390,10 @@ func TestRoutes(t *testing.T) {
 	}
 	if u := rt.Route("1234").URI(); u.Host != "10.0.0.3" || u.Port != 5080 {
 		t.Errorf("pbx address parsed as %s:%d", u.Host, u.Port)
+	}
+	// A trunk the relay registers at registers as its username, for an hour.
+	if p := rt.Trunks[1]; p.RegisterUser != "pbx1" || p.RegisterExpires != time.Hour {
+		t.Errorf("pbx registers as %q for %s, want pbx1 for 1h", p.RegisterUser, p.RegisterExpires)
 	}
 	// Sources default to the address's IP.
 	if src := rt.Trunks[1].SourcePrefixes(); len(src) != 1 || src[0].String() != "10.0.0.3/32" {

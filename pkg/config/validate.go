@@ -39,7 +39,8 @@ func (c *Config) normalize() {
 // normalize spells t's case-insensitive values canonically and fills its
 // empty ones with their documented defaults: the transport of its
 // address, media mode auto, SRTP off, e2e_fallback refuse,
-// DefaultTrunkCodecs. Load does it for every configured trunk, and
+// DefaultTrunkCodecs, and for a trunk the relay registers at, the
+// register user (Username) and expiry (one hour). Load does it for every configured trunk, and
 // CompileTrunk for every trunk the relay calls through; nothing else
 // defaults a trunk.
 func (t *Trunk) normalize() {
@@ -58,6 +59,14 @@ func (t *Trunk) normalize() {
 	t.E2EFallback = strings.ToLower(strings.TrimSpace(t.E2EFallback))
 	if t.E2EFallback == "" {
 		t.E2EFallback = "refuse"
+	}
+	if t.Register {
+		if t.RegisterUser == "" {
+			t.RegisterUser = t.Username
+		}
+		if t.RegisterExpires == 0 {
+			t.RegisterExpires = time.Hour
+		}
 	}
 	if len(t.Codecs) == 0 {
 		t.Codecs = append([]string(nil), DefaultTrunkCodecs...)

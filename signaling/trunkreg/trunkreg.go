@@ -33,24 +33,18 @@ type registration struct {
 	cseq    uint32
 }
 
-// Keep keeps the relay registered at t until ctx ends, then unregisters.
+// Keep keeps the relay registered at t (compiled by config.CompileTrunk,
+// so its register user and expiry are filled) until ctx ends, then
+// unregisters.
 // client sends the REGISTERs; contact is the relay's Contact for t's
 // transport (its user is replaced by the registered user); callID names
 // the registration for all its refreshes. status is told whether the
 // registration is in force after each attempt.
 func Keep(ctx context.Context, client *sipgo.Client, contact sip.ContactHeader, t *config.Trunk, callID string,
 	log *slog.Logger, status func(bool)) {
-	user := t.RegisterUser
-	if user == "" {
-		user = t.Username
-	}
-	reg := &registration{client: client, contact: contact, t: t, user: user, callID: callID, fromTag: sip.GenerateTagN(16)}
-	want := t.RegisterExpires
-	if want <= 0 {
-		want = time.Hour
-	}
+	reg := &registration{client: client, contact: contact, t: t, user: t.RegisterUser, callID: callID, fromTag: sip.GenerateTagN(16)}
 	for {
-		granted, err := reg.register(ctx, want)
+		granted, err := reg.register(ctx, t.RegisterExpires)
 		wait := retry
 		if err != nil {
 			status(false)
