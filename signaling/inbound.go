@@ -9,13 +9,13 @@ import (
 
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mediarelay/mediarelay/media"
 	"github.com/mediarelay/mediarelay/pkg/config"
 	"github.com/mediarelay/mediarelay/pkg/sdp"
 	"github.com/mediarelay/mediarelay/signaling/digest"
 	"github.com/mediarelay/mediarelay/signaling/registrar"
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // inboundState is what calls from trunks into browsers need: who may send
