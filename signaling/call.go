@@ -16,6 +16,7 @@ import (
 
 	"github.com/mediarelay/mediarelay/media"
 	"github.com/mediarelay/mediarelay/pkg/cdr"
+	"github.com/mediarelay/mediarelay/pkg/config"
 	"github.com/mediarelay/mediarelay/pkg/metrics"
 	"github.com/mediarelay/mediarelay/pkg/sdp"
 )
@@ -51,7 +52,7 @@ type Call struct {
 	// either, or with legNow); the trunk leg holds the RTP leg.
 	browser, trunk *SIPLeg
 	from, to       string
-	route          *Trunk
+	route          *config.Trunk
 	direction      string
 	// user is the authenticated browser user of a call from a browser
 	// ("" for anonymous and echo calls); userHeld says it holds one of
@@ -122,7 +123,7 @@ type Call struct {
 
 // newCall is a call in direction through route, with empty legs and a
 // fresh id, not yet admitted.
-func (r *Relay) newCall(route *Trunk, direction string) *Call {
+func (r *Relay) newCall(route *config.Trunk, direction string) *Call {
 	c := &Call{r: r, id: newCallID(), route: route, direction: direction, start: time.Now(),
 		ended: make(chan struct{}), browser: &SIPLeg{}, trunk: &SIPLeg{route: route}}
 	c.sessionExpired = func() { c.hangup(endSessionTime, 0, "") }

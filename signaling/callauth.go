@@ -2,10 +2,12 @@ package signaling
 
 import (
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
+
+	"github.com/mediarelay/mediarelay/pkg/config"
+	"github.com/mediarelay/mediarelay/signaling/registrar"
 )
 
 // authorizeCall decides whether a browser's INVITE may dial route. Calls to
@@ -14,27 +16,27 @@ import (
 // configured user or token credentials), unless sip.anonymous_calls is set.
 // It returns the caller's user ("" when anonymous) and false when it has
 // answered the INVITE.
-func (r *Relay) authorizeCall(req *sip.Request, tx sip.ServerTransaction, route *Trunk) (string, bool) {
+func (r *Relay) authorizeCall(req *sip.Request, tx sip.ServerTransaction, route *config.Trunk) (string, bool) {
 	if r.echoTrunk != nil && route == r.echoTrunk {
 		return "", true
 	}
 	g := r.registrar
-	hasCreds := req.GetHeader(proxyAuth.credentials) != nil
+	hasCreds := registrar.HasCallCredentials(req)
 	user := ""
 	if !hasCreds {
-		user = g.userOn(req.Source())
+		user = g.UserOn(req.Source())
 	}
 	if user == "" && (hasCreds || !r.cfg.SIP.AnonymousCalls) {
 		if !hasCreds {
-			g.callRejected.WithLabelValues("challenged").Inc()
+			g.CallRejected("challenged")
 		}
-		if user = g.authenticate(req, tx, "", proxyAuth); user == "" {
+		if user = g.AuthenticateCall(req, tx); user == "" {
 			r.countSetupFailure(407)
 			return "", false
 		}
 	}
-	if user != "" && !r.limits.attempt(user, time.Now()) {
-		g.callRejected.WithLabelValues("user_call_rate").Inc()
+	if user != "" && !r.limits.Attempt(user, time.Now()) {
+		g.CallRejected("user_call_rate")
 		r.log.Warn("call attempts over the user's rate", "user", user, "source", sourceIP(req.Source()))
 		respond(tx, req, 503, "Service Unavailable", sip.NewHeader("Retry-After", "60"))
 		r.countSetupFailure(503)
@@ -43,83 +45,16 @@ func (r *Relay) authorizeCall(req *sip.Request, tx sip.ServerTransaction, route 
 	return user, true
 }
 
-// userLimits enforces sip.user_max_calls and sip.user_call_rate for
-// authenticated browser users.
-type userLimits struct {
-	maxCalls int
-	perMin   int
-
-	mu       sync.Mutex
-	active   map[string]int
-	attempts map[string]*bucket // tokens refill at perMin per minute, burst perMin
-}
-
-func newUserLimits(maxCalls, perMin int) *userLimits {
-	return &userLimits{maxCalls: maxCalls, perMin: perMin, active: map[string]int{}, attempts: map[string]*bucket{}}
-}
-
-// attempt takes one call attempt from user's allowance.
-func (l *userLimits) attempt(user string, now time.Time) bool {
-	if l.perMin <= 0 {
-		return true
-	}
-	burst := float64(l.perMin)
-	rate := burst / 60
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	b := l.attempts[user]
-	if b == nil {
-		if len(l.attempts) > 100000 {
-			for k, x := range l.attempts {
-				if x.tokens+now.Sub(x.last).Seconds()*rate >= burst {
-					delete(l.attempts, k)
-				}
-			}
-		}
-		b = &bucket{tokens: burst, last: now}
-		l.attempts[user] = b
-	}
-	b.tokens = min(burst, b.tokens+now.Sub(b.last).Seconds()*rate)
-	b.last = now
-	if b.tokens < 1 {
-		return false
-	}
-	b.tokens--
-	return true
-}
-
-// acquire counts a call of user, or reports false when user is at the cap.
-func (l *userLimits) acquire(user string) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.maxCalls > 0 && l.active[user] >= l.maxCalls {
-		return false
-	}
-	l.active[user]++
-	return true
-}
-
-// release ends a call acquire counted.
-func (l *userLimits) release(user string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.active[user] <= 1 {
-		delete(l.active, user)
-		return
-	}
-	l.active[user]--
-}
-
 // admitUser holds a call slot of c's user for the call's life; false means
 // the user is at sip.user_max_calls and the INVITE was answered 403.
 func (r *Relay) admitUser(c *Call, req *sip.Request, tx sip.ServerTransaction) bool {
 	if c.user == "" {
 		return true
 	}
-	if !r.limits.acquire(c.user) {
-		r.registrar.callRejected.WithLabelValues("user_max_calls").Inc()
+	if !r.limits.Acquire(c.user) {
+		r.registrar.CallRejected("user_max_calls")
 		respond(tx, req, 403, "Forbidden", sip.NewHeader("Warning",
-			`399 mediarelay "too many calls in progress for this user (max `+strconv.Itoa(r.limits.maxCalls)+`)"`))
+			`399 mediarelay "too many calls in progress for this user (max `+strconv.Itoa(r.limits.MaxCalls())+`)"`))
 		r.countSetupFailure(403)
 		return false
 	}
@@ -131,7 +66,7 @@ func (r *Relay) admitUser(c *Call, req *sip.Request, tx sip.ServerTransaction) b
 // relay dial route: a browser may only when its call was authenticated (a
 // call to the echo needs no credentials, so it must not become a way to
 // reach a trunk), or anonymous calls are allowed.
-func (r *Relay) mayTransferToTrunk(c *Call, from side, route *Trunk) bool {
+func (r *Relay) mayTransferToTrunk(c *Call, from side, route *config.Trunk) bool {
 	if from != sideBrowser || r.cfg.SIP.AnonymousCalls || (r.echoTrunk != nil && route == r.echoTrunk) {
 		return true
 	}
@@ -142,10 +77,10 @@ func (r *Relay) mayTransferToTrunk(c *Call, from side, route *Trunk) bool {
 // configured user, or, with sip.token_secret, a user registered with token
 // credentials (who has no entry in the user table).
 func (r *Relay) browserUser(target string) (string, bool) {
-	if u, ok := r.inb.creds.userFor(target); ok {
+	if u, ok := r.inb.creds.UserFor(target); ok {
 		return u, true
 	}
-	if r.cfg.SIP.TokenSecret != "" && len(r.registrar.lookup(target)) > 0 {
+	if r.cfg.SIP.TokenSecret != "" && len(r.registrar.Lookup(target)) > 0 {
 		return target, true
 	}
 	return "", false

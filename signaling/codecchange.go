@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/mediarelay/mediarelay/media"
+	"github.com/mediarelay/mediarelay/pkg/config"
 	"github.com/mediarelay/mediarelay/pkg/sdp"
 	"github.com/mediarelay/mediarelay/transcode"
 )
@@ -142,7 +143,7 @@ func samePlumbing(a, b mediaPlan) bool {
 
 // sipPtime is the packetisation towards the trunk: its SDP's, else the
 // trunk's configured one.
-func sipPtime(a sdp.Audio, route *Trunk) int {
+func sipPtime(a sdp.Audio, route *config.Trunk) int {
 	if a.Ptime != 0 {
 		return a.Ptime
 	}

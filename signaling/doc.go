@@ -2,11 +2,15 @@
 // browsers, UDP, TCP and TLS for trunks, and the B2BUA that turns one
 // INVITE into two independent dialogs with the media relayed between them.
 //
-// A Relay owns the listeners, the registrar and the calls. Every SIP
+// A Relay owns the listeners, the registrar (signaling/registrar) and the
+// calls. Every SIP
 // request enters its router (routeRequests): a new INVITE from a browser
 // becomes an outbound call to a trunk, one from a trunk rings the browsers
 // registered as the called user (ringBrowsers); a request inside a dialog
-// goes to the Call or join it belongs to, or gets 481 there.
+// goes to the Call or join it belongs to, or gets 481 there. Which trunk
+// a browser's call goes to is config.Routes, compiled once in pkg/config
+// (patterns, addresses, sources, the default trunk by name or by URI);
+// signaling routes by that table and defaults nothing itself.
 //
 // A Call is one browser↔trunk call: two SIPLegs (a dialog each, with its
 // SDP version, offer state, hold and RFC 4028 session timer; the trunk's
@@ -21,9 +25,18 @@
 // dialled; trunks are known by source address or digest. SIP proxies can
 // also drive the relay as a media node over rtpengine's ng protocol.
 //
-// Sub-packages own what needs nothing of the B2BUA: ng (the ng control
-// protocol), web (the demo softphone), echo (the built-in sip:echo
-// endpoint), connguard (reaping idle SIP streams and WebSockets), wsdemux
-// (sharing the HTTP port with SIP over WebSocket), tlsconf (the secure
-// transports' TLS configurations) and logsafe (what logs may carry).
+// Sub-packages own what needs nothing of the B2BUA:
+//   - registrar: browsers' registrations, and the digest challenge of
+//     their REGISTERs and calls;
+//   - digest: digest authentication (user table, nonces, checking an
+//     Authorization);
+//   - throttle: per-source request rates and per-user call limits;
+//   - trunkreg: the relay's own registrations at trunks;
+//   - ng: rtpengine's ng control protocol;
+//   - web: the demo softphone;
+//   - echo: the built-in sip:echo endpoint;
+//   - connguard: reaping idle SIP streams and WebSockets;
+//   - wsdemux: sharing the HTTP port with SIP over WebSocket;
+//   - tlsconf: the secure transports' TLS configurations;
+//   - logsafe: what logs may carry.
 package signaling

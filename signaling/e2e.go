@@ -10,6 +10,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/mediarelay/mediarelay/media"
+	"github.com/mediarelay/mediarelay/pkg/config"
 	"github.com/mediarelay/mediarelay/pkg/sdp"
 )
 
@@ -240,7 +241,7 @@ func (r *Relay) userE2E(user string) bool {
 // handled when the trunk or the user asks for end-to-end media. e2e is
 // false when neither does, or when the offer has no DTLS-SRTP and the
 // trunk allows terminating; refuse is the Warning text of a 488.
-func (r *Relay) inboundE2E(route *Trunk, user string, offer sdp.Audio, lateOffer bool) (far dtlsIdentity, e2e bool, refuse string) {
+func (r *Relay) inboundE2E(route *config.Trunk, user string, offer sdp.Audio, lateOffer bool) (far dtlsIdentity, e2e bool, refuse string) {
 	if route.MediaMode != ModeE2E && !r.userE2E(user) {
 		return far, false, ""
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/mediarelay/mediarelay/media"
+	"github.com/mediarelay/mediarelay/signaling/registrar"
 )
 
 // Forking: a call to a user rings every browser registered as that user
@@ -21,7 +22,7 @@ import (
 
 // fork is one browser being rung for an inbound call.
 type fork struct {
-	b           *binding
+	b           *registrar.Binding
 	leg         *media.WebRTCLeg
 	dcs         *sipgo.DialogClientSession
 	cancel      context.CancelCauseFunc
@@ -41,7 +42,7 @@ type forkResult struct {
 // winner's answer is not yet ACKed; the other forks are CANCELled, or hung
 // up if they answer too. Without a winner it returns the browsers' final
 // responses; rung is false when no INVITE could be sent at all.
-func (r *Relay) ringBrowsers(ctx context.Context, c *Call, bindings []*binding, makeOffer func() (*media.WebRTCLeg, string, error),
+func (r *Relay) ringBrowsers(ctx context.Context, c *Call, bindings []*registrar.Binding, makeOffer func() (*media.WebRTCLeg, string, error),
 	party ringParty, onRinging func(), gone <-chan struct{}) (winner *fork, finals []*sip.Response, rung bool) {
 	forks := r.ring(ctx, c, bindings, makeOffer, party)
 	if len(forks) == 0 {
@@ -91,7 +92,7 @@ type ringParty struct {
 	extra          []sip.Header
 }
 
-func (r *Relay) ring(ctx context.Context, c *Call, bindings []*binding, makeOffer func() (*media.WebRTCLeg, string, error), party ringParty) []*fork {
+func (r *Relay) ring(ctx context.Context, c *Call, bindings []*registrar.Binding, makeOffer func() (*media.WebRTCLeg, string, error), party ringParty) []*fork {
 	var forks []*fork
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -104,7 +105,7 @@ func (r *Relay) ring(ctx context.Context, c *Call, bindings []*binding, makeOffe
 				c.log.Warn("webrtc offer failed", "err", err)
 				return
 			}
-			req := sip.NewRequest(sip.INVITE, *b.contact.Address.Clone())
+			req := sip.NewRequest(sip.INVITE, *b.Contact.Address.Clone())
 			req.SetBody([]byte(offer))
 			req.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
 			from := &sip.FromHeader{DisplayName: party.name, Address: sip.Uri{User: party.from, Host: r.host}, Params: sip.NewParams()}
@@ -114,12 +115,12 @@ func (r *Relay) ring(ctx context.Context, c *Call, bindings []*binding, makeOffe
 			for _, h := range party.extra {
 				req.AppendHeader(sip.HeaderClone(h))
 			}
-			req.SetTransport(strings.ToUpper(b.transport))
-			req.SetDestination(b.source)
+			req.SetTransport(strings.ToUpper(b.Transport))
+			req.SetDestination(b.Source)
 			f := &fork{b: b, leg: leg}
 			dcs, err := r.browserUA.WriteInvite(ctx, req)
 			if err != nil {
-				c.log.Warn("browser unreachable", "device", b.key, "err", err)
+				c.log.Warn("browser unreachable", "device", b.Key, "err", err)
 				leg.Close()
 				return
 			}
@@ -194,11 +195,11 @@ func (r *Relay) sendCancel(f *fork, reason string) {
 		cancel.AppendHeader(sip.NewHeader("Reason", reason))
 	}
 	cancel.SetTransport(inv.Transport())
-	cancel.SetDestination(f.b.source)
+	cancel.SetDestination(f.b.Source)
 	ctx, done := context.WithTimeout(context.Background(), 5*time.Second)
 	defer done()
 	if _, err := r.client.Do(ctx, cancel); err != nil {
-		r.log.Debug("cancel failed", "device", f.b.key, "err", err)
+		r.log.Debug("cancel failed", "device", f.b.Key, "err", err)
 		f.cancel(sipgo.WaitAnswerForceCancelErr)
 		return
 	}

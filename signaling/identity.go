@@ -13,7 +13,7 @@ import (
 // number with a leading 0 gets +country_code instead of the 0, other digit
 // strings get + (and the country code unless they start with it). Anything
 // that is not a phone number (a user name) is left alone.
-func formatNumber(t *Trunk, n string) string {
+func formatNumber(t *config.Trunk, n string) string {
 	if t == nil || !strings.EqualFold(t.NumberFormat, "e164") {
 		return n
 	}
@@ -39,7 +39,7 @@ func formatNumber(t *Trunk, n string) string {
 // browser's INVITE req from user, with P-Asserted-Identity and the
 // headers the trunk is configured to receive. Nothing else of the
 // browser's request reaches the trunk.
-func (r *Relay) outboundIdentity(route *Trunk, req *sip.Request, user string) (*sip.FromHeader, []sip.Header) {
+func (r *Relay) outboundIdentity(route *config.Trunk, req *sip.Request, user string) (*sip.FromHeader, []sip.Header) {
 	number := formatNumber(route, firstNonEmpty(route.CallerID, user))
 	display := ""
 	if f := req.From(); f != nil && route.CallerID == "" {
@@ -56,7 +56,7 @@ func (r *Relay) outboundIdentity(route *Trunk, req *sip.Request, user string) (*
 }
 
 // passHeaders copies the headers route lets through from req.
-func passHeaders(route *Trunk, req *sip.Request) []sip.Header {
+func passHeaders(route *config.Trunk, req *sip.Request) []sip.Header {
 	var out []sip.Header
 	for _, name := range route.PassHeaders {
 		for _, h := range req.GetHeaders(strings.TrimSpace(name)) {

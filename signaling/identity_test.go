@@ -13,7 +13,7 @@ import (
 )
 
 func TestFormatNumberE164(t *testing.T) {
-	tr := &Trunk{Trunk: config.Trunk{NumberFormat: "e164", CountryCode: "44"}}
+	tr := &config.Trunk{NumberFormat: "e164", CountryCode: "44"}
 	for in, want := range map[string]string{
 		"+44 20 7946 0000": "+442079460000",
 		"0044207946000":    "+44207946000",
@@ -26,7 +26,7 @@ func TestFormatNumberE164(t *testing.T) {
 			t.Errorf("formatNumber(%q) = %q, want %q", in, got, want)
 		}
 	}
-	if got := formatNumber(&Trunk{}, "02079460000"); got != "02079460000" {
+	if got := formatNumber(&config.Trunk{}, "02079460000"); got != "02079460000" {
 		t.Errorf("no number_format changed %q", got)
 	}
 }

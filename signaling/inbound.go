@@ -2,7 +2,6 @@ package signaling
 
 import (
 	"context"
-	"fmt"
 	"net/netip"
 	"strings"
 	"sync/atomic"
@@ -10,71 +9,54 @@ import (
 
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mediarelay/mediarelay/media"
 	"github.com/mediarelay/mediarelay/pkg/config"
 	"github.com/mediarelay/mediarelay/pkg/sdp"
-	"github.com/prometheus/client_golang/prometheus"
+	"github.com/mediarelay/mediarelay/signaling/digest"
+	"github.com/mediarelay/mediarelay/signaling/registrar"
 )
 
 // inboundState is what calls from trunks into browsers need: who may send
 // them, and who can be reached.
 type inboundState struct {
-	creds   *credentials
-	sources map[*Trunk][]netip.Prefix
+	creds *digest.Credentials
 	// trunkAuth holds the trunks that authenticate with digest (by username).
-	trunkAuth *credentials
-	byAuth    map[string]*Trunk
-	nonces    *nonceMaker
+	trunkAuth *digest.Credentials
+	byAuth    map[string]*config.Trunk
+	nonces    *digest.Nonces
 	rejected  *prometheus.CounterVec
 }
 
 func (r *Relay) initInbound(cfg config.Config) error {
-	creds, err := loadCredentials(cfg)
+	creds, err := digest.LoadCredentials(cfg)
 	if err != nil {
 		return err
 	}
 	in := &inboundState{
 		creds:     creds,
-		sources:   map[*Trunk][]netip.Prefix{},
-		trunkAuth: &credentials{realm: creds.realm, users: map[string]*credential{}},
-		byAuth:    map[string]*Trunk{},
-		nonces:    newNonceMaker(),
+		trunkAuth: digest.NewCredentials(creds.Realm()),
+		byAuth:    map[string]*config.Trunk{},
+		nonces:    digest.NewNonces(),
 		rejected: r.m.NewCounterVec("mediarelay_inbound_rejected_total",
 			"INVITEs from trunks refused before ringing, by reason (unknown_source, not_found, offline, auth).", "reason"),
 	}
-	for _, t := range r.trunks {
-		var list []netip.Prefix
-		for _, s := range t.Sources {
-			p, err := config.ParseSource(s)
-			if err != nil {
-				return fmt.Errorf("trunks %s: sources %q: %w", t.Name, s, err)
-			}
-			list = append(list, p)
-		}
-		if len(list) == 0 {
-			if ip, err := netip.ParseAddr(t.uri.Host); err == nil {
-				list = append(list, netip.PrefixFrom(ip.Unmap(), ip.Unmap().BitLen()))
-			}
-		}
-		in.sources[t] = list
+	for _, t := range r.routes.Trunks {
 		if t.InboundUsername != "" {
-			in.trunkAuth.users[t.InboundUsername] = &credential{name: t.InboundUsername, ha1: map[string]string{
-				algMD5:    hexHash(algMD5, t.InboundUsername, creds.realm, t.InboundPassword),
-				algSHA256: hexHash(algSHA256, t.InboundUsername, creds.realm, t.InboundPassword),
-			}}
+			in.trunkAuth.AddPassword(t.InboundUsername, t.InboundPassword)
 			in.byAuth[t.InboundUsername] = t
 		}
 	}
 	r.inb = in
-	r.registrar = newRegistrar(r, creds)
+	r.registrar = registrar.New(creds, cfg.SIP, r.m, r.log, r.throttled)
 	return nil
 }
 
 // trunkFor identifies the trunk an INVITE comes from: by source address,
 // else by digest credentials. It answers the request itself (407 or 403)
 // and returns nil when the sender is not, or not yet, known.
-func (r *Relay) trunkFor(req *sip.Request, tx sip.ServerTransaction) *Trunk {
+func (r *Relay) trunkFor(req *sip.Request, tx sip.ServerTransaction) *config.Trunk {
 	in := r.inb
 	ip, err := netip.ParseAddr(sourceIP(req.Source()))
 	if err == nil {
@@ -82,14 +64,14 @@ func (r *Relay) trunkFor(req *sip.Request, tx sip.ServerTransaction) *Trunk {
 		// Several trunks on one IP (a PBX and a carrier on one SBC) are told
 		// apart by the source port when their address names it.
 		if src, err := netip.ParseAddrPort(req.Source()); err == nil {
-			for _, t := range r.trunks {
-				if a, err := netip.ParseAddr(t.uri.Host); err == nil && a.Unmap() == ip && t.uri.Port == int(src.Port()) && len(t.Sources) == 0 {
+			for _, t := range r.routes.Trunks {
+				if a, err := netip.ParseAddr(t.URI().Host); err == nil && a.Unmap() == ip && t.URI().Port == int(src.Port()) && len(t.Sources) == 0 {
 					return t
 				}
 			}
 		}
-		for _, t := range r.trunks {
-			for _, p := range in.sources[t] {
+		for _, t := range r.routes.Trunks {
+			for _, p := range t.SourcePrefixes() {
 				if p.Contains(ip) {
 					return t
 				}
@@ -98,17 +80,17 @@ func (r *Relay) trunkFor(req *sip.Request, tx sip.ServerTransaction) *Trunk {
 	}
 	if len(in.byAuth) > 0 {
 		now := time.Now()
-		var res digestResult
+		var res digest.Result
 		var user string
 		if h := req.GetHeader("Proxy-Authorization"); h != nil {
-			res, user = in.trunkAuth.verify(in.nonces, h.Value(), req.Method.String(), sourceIP(req.Source()), now)
+			res, user = in.trunkAuth.Verify(in.nonces, h.Value(), req.Method.String(), sourceIP(req.Source()), now)
 		}
-		if res == digestOK {
+		if res == digest.OK {
 			return in.byAuth[user]
 		}
-		if res != digestWrong {
+		if res != digest.Wrong {
 			resp := sip.NewResponseFromRequest(req, 407, "Proxy Authentication Required", nil)
-			for _, c := range challenges(in.trunkAuth.realm, in.nonces.make(sourceIP(req.Source()), now), res == digestStale || res == digestReplay, in.trunkAuth.algsFor(user)...) {
+			for _, c := range digest.Challenges(in.trunkAuth.Realm(), in.nonces.Make(sourceIP(req.Source()), now), res == digest.Stale || res == digest.Replay, in.trunkAuth.AlgsFor(user)...) {
 				resp.AppendHeader(sip.NewHeader("Proxy-Authenticate", c))
 			}
 			_ = tx.Respond(resp)
@@ -230,7 +212,7 @@ func (r *Relay) inbound(req *sip.Request, tx sip.ServerTransaction) {
 // calls and what it offers.
 type inboundInvite struct {
 	user      string
-	bindings  []*binding
+	bindings  []*registrar.Binding
 	offer     sdp.Audio // the trunk's, or what the relay will offer for a late offer
 	lateOffer bool
 	keys      *inboundKeys // nil on an end-to-end call
@@ -242,7 +224,7 @@ type inboundInvite struct {
 
 // checkInbound refuses a trunk's INVITE the relay cannot ring anyone for:
 // no such user, nobody registered, an unusable offer or session interval.
-func (r *Relay) checkInbound(req *sip.Request, tx sip.ServerTransaction, route *Trunk) (inboundInvite, bool) {
+func (r *Relay) checkInbound(req *sip.Request, tx sip.ServerTransaction, route *config.Trunk) (inboundInvite, bool) {
 	var inv inboundInvite
 	user, ok := r.browserUser(req.Recipient.User)
 	if !ok {
@@ -251,7 +233,7 @@ func (r *Relay) checkInbound(req *sip.Request, tx sip.ServerTransaction, route *
 		return inv, false
 	}
 	inv.user = user
-	if inv.bindings = r.registrar.lookup(user); len(inv.bindings) == 0 {
+	if inv.bindings = r.registrar.Lookup(user); len(inv.bindings) == 0 {
 		r.inb.rejected.WithLabelValues("offline").Inc()
 		r.refuse(req, tx, 480, "Temporarily Unavailable", "")
 		return inv, false
@@ -300,7 +282,7 @@ func (r *Relay) checkInbound(req *sip.Request, tx sip.ServerTransaction, route *
 // inboundOffer reads a trunk INVITE's SDP offer. Without one (RFC 3261
 // 13.2.1) the relay offers in its 200 what the trunk is configured for,
 // and the ACK brings the answer.
-func (r *Relay) inboundOffer(req *sip.Request, tx sip.ServerTransaction, route *Trunk) (offer sdp.Audio, late, ok bool) {
+func (r *Relay) inboundOffer(req *sip.Request, tx sip.ServerTransaction, route *config.Trunk) (offer sdp.Audio, late, ok bool) {
 	if len(req.Body()) == 0 {
 		for _, name := range route.Codecs {
 			if c, ok := sipCodecs[strings.ToLower(name)]; ok {
@@ -408,7 +390,7 @@ func (c *Call) answerInbound(req *sip.Request, dss *sipgo.DialogServerSession, w
 		c.hangup(endError, 0, "")
 		return
 	}
-	c.log.Info("inbound call answered", "from", c.from, "to", c.to, "device", winner.b.key)
+	c.log.Info("inbound call answered", "from", c.from, "to", c.to, "device", winner.b.Key)
 }
 
 // startInboundMedia applies the winning browser's answer and starts

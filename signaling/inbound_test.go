@@ -17,6 +17,7 @@ import (
 
 	"github.com/mediarelay/mediarelay/pkg/config"
 	"github.com/mediarelay/mediarelay/pkg/sdp"
+	"github.com/mediarelay/mediarelay/signaling/digest"
 )
 
 // trunkUAC is a carrier stand-in that places calls into the relay over UDP
@@ -439,10 +440,9 @@ func TestOutboundDigestAuth(t *testing.T) {
 	for _, code := range []int{407, 401} {
 		t.Run(fmt.Sprint(code), func(t *testing.T) {
 			u := newTrunkUAS(t)
-			creds := &credentials{realm: "carrier", users: map[string]*credential{"acct42": {name: "acct42", ha1: map[string]string{
-				algMD5: hexHash(algMD5, "acct42", "carrier", "s3cret"), algSHA256: hexHash(algSHA256, "acct42", "carrier", "s3cret"),
-			}}}}
-			nonces := newNonceMaker()
+			creds := digest.NewCredentials("carrier")
+			creds.AddPassword("acct42", "s3cret")
+			nonces := digest.NewNonces()
 			var challenged, authed int
 			var mu sync.Mutex
 			authHdr, chalHdr := "Proxy-Authorization", "Proxy-Authenticate"
@@ -461,7 +461,7 @@ func TestOutboundDigestAuth(t *testing.T) {
 			fsrv, _ := sipgo.NewServer(fua)
 			fsrv.OnInvite(func(req *sip.Request, tx sip.ServerTransaction) {
 				if h := req.GetHeader(authHdr); h != nil {
-					if res, _ := creds.verify(nonces, h.Value(), "INVITE", "127.0.0.1", time.Now()); res == digestOK {
+					if res, _ := creds.Verify(nonces, h.Value(), "INVITE", "127.0.0.1", time.Now()); res == digest.OK {
 						mu.Lock()
 						authed++
 						mu.Unlock()
@@ -473,7 +473,7 @@ func TestOutboundDigestAuth(t *testing.T) {
 				challenged++
 				mu.Unlock()
 				res := sip.NewResponseFromRequest(req, code, "Auth", nil)
-				res.AppendHeader(sip.NewHeader(chalHdr, challenges("carrier", nonces.make("127.0.0.1", time.Now()), false)[1]))
+				res.AppendHeader(sip.NewHeader(chalHdr, digest.Challenges("carrier", nonces.Make("127.0.0.1", time.Now()), false)[1]))
 				_ = tx.Respond(res)
 			})
 			go func() { _ = fsrv.ServeUDP(front) }()

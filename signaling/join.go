@@ -12,6 +12,7 @@ import (
 
 	"github.com/mediarelay/mediarelay/media"
 	"github.com/mediarelay/mediarelay/pkg/cdr"
+	"github.com/mediarelay/mediarelay/pkg/config"
 	"github.com/mediarelay/mediarelay/pkg/sdp"
 	"github.com/mediarelay/mediarelay/transcode"
 )
@@ -391,7 +392,7 @@ func (j *join) onRefer(i int, req *sip.Request, tx sip.ServerTransaction) {
 	go j.transfer(i, old, peer, route, target.User, extra)
 }
 
-func (j *join) transfer(i int, old, peer *SIPLeg, route *Trunk, user string, extra []sip.Header) {
+func (j *join) transfer(i int, old, peer *SIPLeg, route *config.Trunk, user string, extra []sip.Header) {
 	ref, _ := old.ref()
 	notify := func(status string, final bool) { notifyRefer(j.log, ref, status, final) }
 	notify("100 Trying", false)

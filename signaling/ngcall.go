@@ -139,13 +139,13 @@ func wantsWebRTC(f ng.Flags, offerWeb bool) bool {
 // ngRoute is the stand-in trunk of an ng call: the media policy the
 // flags ask for, named after the proxy so that the CDR says where the call
 // came from.
-func ngRoute(proxy netip.AddrPort, f ng.Flags, offerCodecs []sdp.Codec, plainSide string) *Trunk {
-	t := &Trunk{Trunk: config.Trunk{
+func ngRoute(proxy netip.AddrPort, f ng.Flags, offerCodecs []sdp.Codec, plainSide string) *config.Trunk {
+	t := &config.Trunk{
 		Name:                           "ng:" + proxy.String(),
 		Transport:                      "udp",
 		MediaMode:                      ModePassthrough,
 		AllowSDESOverInsecureTransport: true, // the proxy decided; SDES over its signalling is its call
-	}}
+	}
 	// Codecs: what the offer has that the relay can carry, less strip and
 	// mask; transcode-X adds X (and allows transcoding). A masked X that is
 	// also transcode-X is rtpengine's way to force transcoding: the

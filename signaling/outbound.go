@@ -13,6 +13,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/mediarelay/mediarelay/media"
+	"github.com/mediarelay/mediarelay/pkg/config"
 	"github.com/mediarelay/mediarelay/pkg/sdp"
 )
 
@@ -80,7 +81,7 @@ func (r *Relay) outbound(req *sip.Request, tx sip.ServerTransaction) {
 
 // outboundInvite is a browser's INVITE that passed checkOutbound.
 type outboundInvite struct {
-	route   *Trunk
+	route   *config.Trunk
 	caller  string      // the authenticated user, "" for anonymous calls
 	offered []sdp.Codec // what the trunk is offered
 	// e2e: DTLS-SRTP end to end; the browser's identity goes to the far end.
@@ -135,7 +136,7 @@ func (c *Call) trunkOfferSDP(browserDTLS dtlsIdentity) ([]byte, error) {
 	o := sdp.Offer{
 		SessionID: uint64(time.Now().UnixNano()),
 		Version:   1,
-		Addr:      c.r.mediaAddrFor(c.route.peerAddr()),
+		Addr:      c.r.mediaAddrFor(c.route.PeerAddr()),
 		Port:      int(c.trunk.rtp.LocalAddr().Port()),
 		Codecs:    c.offered,
 		Ptime:     c.route.Ptime,
@@ -158,7 +159,7 @@ func (c *Call) trunkOfferSDP(browserDTLS dtlsIdentity) ([]byte, error) {
 func (c *Call) callTrunk(ctx context.Context, cancel context.CancelCauseFunc, req *sip.Request, dss *sipgo.DialogServerSession,
 	body []byte, fail func(int, string, string, ...sip.Header)) *sipgo.DialogClientSession {
 	route, user := c.route, req.Recipient.User
-	recipient := route.requestURI(user)
+	recipient := route.RequestURI(user)
 	from, identity := c.r.outboundIdentity(route, req, c.from)
 	to := &sip.ToHeader{Address: sip.Uri{User: user, Host: recipient.Host}}
 	var provisional atomic.Bool
@@ -341,19 +342,6 @@ func mapFinal(res *sip.Response) (int, string, string) {
 	return 500, "Server Internal Error", endError
 }
 
-// requestURI is the Request-URI for calling user through the trunk.
-func (t *Trunk) requestURI(user string) *sip.Uri {
-	u := t.uri.Clone()
-	u.User = user
-	if t.Transport != "" && t.Transport != "udp" {
-		if u.UriParams == nil {
-			u.UriParams = sip.NewParams()
-		}
-		u.UriParams.Add("transport", t.Transport)
-	}
-	return u
-}
-
 // mediaAddr is the address the relay puts in SDP towards trunks when
 // the peer's address family is not known.
 func (r *Relay) mediaAddr() netip.Addr { return r.mediaAddrFor(netip.Addr{}) }
@@ -379,11 +367,4 @@ func (r *Relay) mediaAddrFor(peer netip.Addr) netip.Addr {
 		}
 	}
 	return cands[0]
-}
-
-// peerAddr is a trunk's address when its URI names an IP literal; the
-// zero Addr for a host name.
-func (t *Trunk) peerAddr() netip.Addr {
-	a, _ := netip.ParseAddr(strings.Trim(t.uri.Host, "[]"))
-	return a
 }

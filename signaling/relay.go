@@ -5,17 +5,11 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"github.com/mediarelay/mediarelay/signaling/connguard"
-	"github.com/mediarelay/mediarelay/signaling/echo"
-	"github.com/mediarelay/mediarelay/signaling/tlsconf"
-	"github.com/mediarelay/mediarelay/signaling/wsdemux"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
-	"regexp"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,17 +23,17 @@ import (
 	"github.com/mediarelay/mediarelay/pkg/config"
 	"github.com/mediarelay/mediarelay/pkg/connlimit"
 	"github.com/mediarelay/mediarelay/pkg/metrics"
+	"github.com/mediarelay/mediarelay/signaling/connguard"
+	"github.com/mediarelay/mediarelay/signaling/echo"
 	"github.com/mediarelay/mediarelay/signaling/logsafe"
 	"github.com/mediarelay/mediarelay/signaling/ng"
+	"github.com/mediarelay/mediarelay/signaling/registrar"
+	"github.com/mediarelay/mediarelay/signaling/throttle"
+	"github.com/mediarelay/mediarelay/signaling/tlsconf"
+	"github.com/mediarelay/mediarelay/signaling/trunkreg"
 	"github.com/mediarelay/mediarelay/signaling/web"
+	"github.com/mediarelay/mediarelay/signaling/wsdemux"
 )
-
-// Trunk is a configured SIP peer with its pattern compiled and address parsed.
-type Trunk struct {
-	config.Trunk
-	match *regexp.Regexp
-	uri   sip.Uri
-}
 
 // Relay is a running mediarelay: listeners, the B2BUA and its calls.
 type Relay struct {
@@ -71,13 +65,12 @@ type Relay struct {
 	reapDone            chan struct{}
 	wsCalls             map[string]int // calls from browsers, by WebSocket peer address
 
-	trunks       []*Trunk
-	defaultTrunk *Trunk
-	echoTrunk    *Trunk        // the built-in sip:echo endpoint, reached like a trunk; nil when off
-	registrar    *registrar    // browsers' registrations
-	limits       *userLimits   // per-user call limits
-	srcLimits    *sourceLimits // per-source request rates
-	inb          *inboundState
+	routes    *config.Routes       // trunks and the default trunk, compiled by config
+	echoTrunk *config.Trunk        // the built-in sip:echo endpoint, reached like a trunk; nil when off
+	registrar *registrar.Registrar // browsers' registrations
+	limits    *throttle.Users      // per-user call limits
+	srcLimits *throttle.Sources    // per-source request rates
+	inb       *inboundState
 
 	mu       sync.Mutex
 	calls    map[string]*Call      // by relay call id
@@ -130,27 +123,16 @@ func New(cfg config.Config, log *slog.Logger) (*Relay, error) {
 	if r.host == "" {
 		r.host = "127.0.0.1"
 	}
-	for _, t := range cfg.Trunks {
-		tr, err := compileTrunk(t)
-		if err != nil {
-			return nil, fmt.Errorf("trunk %s: %w", t.Name, err)
-		}
-		r.trunks = append(r.trunks, tr)
+	var err error
+	if r.routes, err = cfg.Routes(); err != nil {
+		return nil, err
 	}
-	if t, ok := cfg.DefaultTrunk(); ok {
-		tr, err := compileTrunk(t)
-		if err != nil {
-			return nil, fmt.Errorf("trunk: %w", err)
-		}
-		r.defaultTrunk = tr
-	}
-
-	names := make([]string, 0, len(r.trunks)+1)
-	for _, t := range r.trunks {
+	names := make([]string, 0, len(r.routes.Trunks)+1)
+	for _, t := range r.routes.Trunks {
 		names = append(names, t.Name)
 	}
-	if r.defaultTrunk != nil {
-		names = append(names, r.defaultTrunk.Name)
+	if r.routes.Default != nil {
+		names = append(names, r.routes.Default.Name)
 	}
 	r.m = metrics.NewRelay(metrics.Options{Trunks: names, Refresh: r.countLive, Active: r.activeCalls})
 	r.m.MediaLoops(mediaLoops)
@@ -160,49 +142,22 @@ func New(cfg config.Config, log *slog.Logger) (*Relay, error) {
 	if err := r.initInbound(cfg); err != nil {
 		return nil, err
 	}
-	r.limits = newUserLimits(cfg.SIP.UserMaxCalls, cfg.SIP.UserCallRate)
-	r.srcLimits = r.newSourceLimits()
+	r.limits = throttle.NewUsers(cfg.SIP.UserMaxCalls, cfg.SIP.UserCallRate)
+	r.srcLimits = throttle.NewSources(cfg.SIP, r.m)
 
-	var err error
 	if r.ports, err = media.NewPortAllocator(cfg.Media.BindIP, cfg.Media.PortMin, cfg.Media.PortMax); err != nil {
 		return nil, fmt.Errorf("media ports: %w", err)
 	}
 	return r, nil
 }
 
-// compileTrunk prepares a trunk for routing: its pattern and address
-// parsed, its empty values filled by config's defaults.
-func compileTrunk(t config.Trunk) (*Trunk, error) {
-	t.Normalize()
-	tr := &Trunk{Trunk: t}
-	if t.Match != "" {
-		re, err := regexp.Compile(t.Match)
-		if err != nil {
-			return nil, fmt.Errorf("match: %w", err)
-		}
-		tr.match = re
-	}
-	addr := t.Address
-	if !strings.HasPrefix(addr, "sip:") && !strings.HasPrefix(addr, "sips:") {
-		addr = "sip:" + addr
-	}
-	if err := sip.ParseUri(addr, &tr.uri); err != nil {
-		return nil, fmt.Errorf("address %q: %w", t.Address, err)
-	}
-	return tr, nil
-}
-
-// route picks the trunk for a browser call to user.
-func (r *Relay) route(user string) *Trunk {
+// route picks the trunk for a browser call to user: the echo endpoint
+// for sip:echo, else what the routing table says.
+func (r *Relay) route(user string) *config.Trunk {
 	if user == "echo" && r.echoTrunk != nil {
 		return r.echoTrunk
 	}
-	for _, t := range r.trunks {
-		if t.match != nil && t.match.MatchString(user) {
-			return t
-		}
-	}
-	return r.defaultTrunk
+	return r.routes.Route(user)
 }
 
 // Serve opens every listener and serves until ctx ends; then it hangs up
@@ -329,7 +284,7 @@ func (r *Relay) open(ctx context.Context) error {
 			return fmt.Errorf("echo endpoint: %w", err)
 		}
 		r.closers = append(r.closers, ep.Close)
-		if r.echoTrunk, err = compileTrunk(ep.Trunk()); err != nil {
+		if r.echoTrunk, err = config.CompileTrunk(ep.Trunk()); err != nil {
 			return fmt.Errorf("echo endpoint: %w", err)
 		}
 	}
@@ -356,6 +311,29 @@ func (r *Relay) open(ctx context.Context) error {
 	go r.serveLog("ws", func() error { return r.server.ServeWS(r.demux.SIP()) })
 	r.startTrunkRegistrations(ctx)
 	return r.listenNG()
+}
+
+// startTrunkRegistrations keeps the relay registered to every trunk with
+// register set (signaling/trunkreg), until ctx ends; then it unregisters.
+func (r *Relay) startTrunkRegistrations(ctx context.Context) {
+	gauge := r.m.NewGaugeVec("mediarelay_trunk_registered", "1 while the relay's registration to the trunk is in force.", "trunk")
+	for _, t := range r.routes.Trunks {
+		if !t.Register {
+			continue
+		}
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			callID := newCallID() + newCallID() + "@" + r.host
+			trunkreg.Keep(ctx, r.client, r.dialogUAFor(t).ContactHDR, t, callID, r.log, func(up bool) {
+				if up {
+					gauge.WithLabelValues(t.Name).Set(1)
+				} else {
+					gauge.WithLabelValues(t.Name).Set(0)
+				}
+			})
+		}()
+	}
 }
 
 // openCDR opens the CDR store the configuration names, if any, and
@@ -398,7 +376,7 @@ func (r *Relay) listenHTTP() error {
 		l = tls.NewListener(l, r.tls.HTTPConfig())
 	}
 	r.demux = wsdemux.New(l)
-	r.demux.OnWSClose = r.registrar.connClosed
+	r.demux.OnWSClose = r.registrar.ConnClosed
 	r.demux.AllowedOrigins = r.cfg.HTTP.AllowedOrigins
 	r.demux.Log = r.log
 	r.demux.OnRefused = func(reason string) { r.connRefused.WithLabelValues("http", reason).Inc() }
@@ -430,7 +408,7 @@ func (r *Relay) wsBusy(remote string) bool {
 	r.mu.Lock()
 	n := r.wsCalls[remote]
 	r.mu.Unlock()
-	return n > 0 || r.registrar.userOn(remote) != ""
+	return n > 0 || r.registrar.UserOn(remote) != ""
 }
 
 func (r *Relay) serveLog(name string, f func() error) {
@@ -520,7 +498,7 @@ func (r *Relay) removeCall(c *Call) {
 			delete(r.ngCalls, c.ngs.callID)
 		}
 		if c.userHeld {
-			r.limits.release(c.user)
+			r.limits.Release(c.user)
 		}
 		if c.wsSource != "" {
 			if r.wsCalls[c.wsSource]--; r.wsCalls[c.wsSource] <= 0 {

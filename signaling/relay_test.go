@@ -441,18 +441,34 @@ func expectEcho(t *testing.T, p *phone, n int) int {
 
 // TestDefaultTrunkByName: `trunk: carrier` naming a trunk entry makes that
 // entry (its address, codecs and mode) the default for calls no pattern
-// matches, not a host literally called "carrier".
+// matches, not a host literally called "carrier": the call reaches the
+// named entry's address, and no other trunk's.
 func TestDefaultTrunkByName(t *testing.T) {
+	other := newTrunkUAS(t)
 	u := newTrunkUAS(t)
 	r := startRelay(t, func(c *config.Config) {
-		c.Trunks = []config.Trunk{{Name: "carrier", Match: "^9", Address: "sip:" + u.addr, Codecs: []string{"PCMA"}, MediaMode: ModePassthrough}}
+		c.Trunks = []config.Trunk{
+			{Name: "pbx", Match: "^9", Address: "sip:" + other.addr},
+			{Name: "carrier", Match: "^8", Address: "sip:" + u.addr, Codecs: []string{"PCMA"}, MediaMode: ModePassthrough},
+		}
 		c.Trunk = "carrier"
 	})
 	p := newPhone(t, "PCMA")
 	p.call(r, "1000") // matches no pattern
+	callID := activeCallID(t, r)
 	expectEcho(t, p, 50)
+	inv := u.lastInvite()
+	if inv == nil || inv.Recipient.User != "1000" || fmt.Sprintf("%s:%d", inv.Recipient.Host, inv.Recipient.Port) != u.addr {
+		t.Fatalf("the named trunk at %s got INVITE %v", u.addr, inv)
+	}
+	if other.lastInvite() != nil {
+		t.Fatal("the call also reached the other trunk")
+	}
 	p.hangup()
 	waitChan(t, "BYE to the trunk", u.byes)
+	if rec := callRecord(t, r, callID); rec.Trunk != "carrier" || !strings.EqualFold(rec.SIPCodec, "PCMA") {
+		t.Fatalf("CDR trunk %q, codec %q; want carrier, PCMA", rec.Trunk, rec.SIPCodec)
+	}
 }
 
 // TestDrainRefusesNewCalls: a drained relay answers new INVITEs 503 with

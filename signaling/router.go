@@ -1,6 +1,8 @@
 package signaling
 
 import (
+	"net"
+	"net/netip"
 	"strings"
 
 	"github.com/emiago/sipgo/sip"
@@ -186,6 +188,48 @@ func (r *Relay) joinByDialog(req *sip.Request) (*join, int) {
 	}
 	return nil, -1
 }
+
+// throttled reports whether req was over its source's rate
+// (signaling/throttle), in which case it has been answered with 503 or
+// dropped. Configured trunks' sources are not throttled on SIP transports.
+func (r *Relay) throttled(req *sip.Request, tx sip.ServerTransaction) bool {
+	return r.srcLimits.Throttled(req, tx, r.isTrunkSource)
+}
+
+// isTrunkSource reports whether ip is a configured trunk's address or source.
+func (r *Relay) isTrunkSource(ip string) bool {
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return false
+	}
+	a = a.Unmap()
+	for _, t := range r.routes.Trunks {
+		for _, p := range t.SourcePrefixes() {
+			if p.Contains(a) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// sourceIP is the IP address of a request's source (host:port).
+func sourceIP(src string) string {
+	h, _, err := net.SplitHostPort(src)
+	if err != nil {
+		return src
+	}
+	return h
+}
+
+// onRegister hands a browser's REGISTER to the registrar.
+func (r *Relay) onRegister(req *sip.Request, tx sip.ServerTransaction) {
+	r.countRequest(req)
+	r.registrar.Register(req, tx)
+}
+
+// Registered returns how many devices user has registered (for tests and status).
+func (r *Relay) Registered(user string) int { return len(r.registrar.Lookup(user)) }
 
 // respond answers req with a response without a body.
 func respond(tx sip.ServerTransaction, req *sip.Request, code int, reason string, hdrs ...sip.Header) {

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 
 	"github.com/mediarelay/mediarelay/media"
+	"github.com/mediarelay/mediarelay/pkg/config"
 	"github.com/mediarelay/mediarelay/pkg/sdp"
 )
 
@@ -44,22 +45,14 @@ var (
 	errSRTPBadAnswer = errors.New("trunk's SRTP answer does not match the offer")
 )
 
-// srtpPolicy is a trunk's policy, "" meaning off.
-func srtpPolicy(t *Trunk) string {
-	p := strings.ToLower(strings.TrimSpace(t.SRTP))
-	if p == "" {
-		return SRTPOff
-	}
-	return p
-}
-
 // secureSignalling says whether SIP to the trunk is encrypted.
-func secureSignalling(t *Trunk) bool {
-	return strings.EqualFold(t.Transport, "tls") || t.uri.IsEncrypted()
+func secureSignalling(t *config.Trunk) bool {
+	u := t.URI()
+	return strings.EqualFold(t.Transport, "tls") || u.IsEncrypted()
 }
 
 // sdesAllowed says whether SDES keys may be sent to or taken from t.
-func sdesAllowed(t *Trunk) bool {
+func sdesAllowed(t *config.Trunk) bool {
 	return secureSignalling(t) || t.AllowSDESOverInsecureTransport
 }
 
@@ -81,7 +74,7 @@ type callSecurity struct {
 // policy, with fresh keys from crypto/rand.
 func (c *Call) secureOffer(o *sdp.Offer) error {
 	s := &c.sec
-	s.policy = srtpPolicy(c.route)
+	s.policy = c.route.SRTP
 	switch s.policy {
 	case SRTPOff:
 		return nil

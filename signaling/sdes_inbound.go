@@ -6,6 +6,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/mediarelay/mediarelay/media"
+	"github.com/mediarelay/mediarelay/pkg/config"
 	"github.com/mediarelay/mediarelay/pkg/sdp"
 )
 
@@ -22,8 +23,8 @@ type inboundKeys struct {
 // the keys to answer with (nil for plain RTP), or the text of a 488's
 // Warning when the offer cannot be answered under the policy. DTLS-SRTP
 // (UDP/TLS/RTP/SAVP) is not negotiated on calls from trunks.
-func inboundSecurity(route *Trunk, offer sdp.Audio, lateOffer bool) (*inboundKeys, string) {
-	policy := srtpPolicy(route)
+func inboundSecurity(route *config.Trunk, offer sdp.Audio, lateOffer bool) (*inboundKeys, string) {
+	policy := route.SRTP
 	proto := strings.ToUpper(strings.TrimSpace(offer.Proto))
 	if lateOffer {
 		if policy == SRTPRequired || policy == SRTPDTLS {
@@ -101,7 +102,7 @@ func inboundSecurity(route *Trunk, offer sdp.Audio, lateOffer bool) (*inboundKey
 // startInboundSRTP keys the call's RTP leg for an inbound call, before it
 // has a remote address.
 func (c *Call) startInboundSRTP(k *inboundKeys, fail func(int, string, string, ...sip.Header)) bool {
-	c.sec.policy = srtpPolicy(c.route)
+	c.sec.policy = c.route.SRTP
 	if k == nil {
 		return true
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/mediarelay/mediarelay/media"
+	"github.com/mediarelay/mediarelay/pkg/config"
 	"github.com/mediarelay/mediarelay/pkg/sdp"
 )
 
@@ -99,8 +100,8 @@ func (d *dialog) readBye(req *sip.Request, tx sip.ServerTransaction) {
 // offer state guard themselves.
 type SIPLeg struct {
 	dialog
-	route *Trunk // the trunk on the far end; nil on a browser's dialog
-	party string // the far end's number, for a join's CDR
+	route *config.Trunk // the trunk on the far end; nil on a browser's dialog
+	party string        // the far end's number, for a join's CDR
 	rtp   *media.RTPLeg
 	// codec and dtmf are what a join forwards on the leg (PT 0: no
 	// telephone-event); a Call keeps them in its media plan.

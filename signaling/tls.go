@@ -10,6 +10,8 @@ import (
 
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
+
+	"github.com/mediarelay/mediarelay/pkg/config"
 )
 
 // ReloadTLS re-reads the SIP and HTTP certificates, keys and the client CA
@@ -54,7 +56,7 @@ func (r *Relay) newTrunkTLSUA() *sipgo.DialogUA {
 }
 
 // dialogUAFor picks the dialog UA for a trunk's transport.
-func (r *Relay) dialogUAFor(t *Trunk) *sipgo.DialogUA {
+func (r *Relay) dialogUAFor(t *config.Trunk) *sipgo.DialogUA {
 	if secureSignalling(t) && r.trunkTLSUA != nil {
 		return r.trunkTLSUA
 	}
@@ -63,7 +65,7 @@ func (r *Relay) dialogUAFor(t *Trunk) *sipgo.DialogUA {
 
 // logTrunkError logs why a trunk could not be reached, saying so plainly
 // when its TLS certificate was the reason.
-func logTrunkError(log *slog.Logger, t *Trunk, err error) {
+func logTrunkError(log *slog.Logger, t *config.Trunk, err error) {
 	var (
 		unknown  x509.UnknownAuthorityError
 		invalid  x509.CertificateInvalidError

@@ -10,6 +10,7 @@ import (
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 
+	"github.com/mediarelay/mediarelay/pkg/config"
 	"github.com/mediarelay/mediarelay/pkg/sdp"
 )
 
@@ -134,7 +135,7 @@ func (c *Call) onRefer(s side, req *sip.Request, tx sip.ServerTransaction) {
 			run = func(old dialogRef) { c.transferBrowser(old, target.User) }
 		} else if route := r.route(target.User); route != nil {
 			if !r.mayTransferToTrunk(c, s, route) {
-				r.registrar.callRejected.WithLabelValues("transfer").Inc()
+				r.registrar.CallRejected("transfer")
 				respond(tx, req, 403, "Forbidden", sip.NewHeader("Warning", `399 mediarelay "transfer to a trunk needs an authenticated caller"`))
 				return
 			}
@@ -282,8 +283,8 @@ func untilEnded(ended <-chan struct{}, d time.Duration) (context.Context, contex
 // inviteTrunk calls user through route with an SDP offer and waits for
 // the answer (answering digest challenges with the trunk's credentials).
 // It returns the ACKed dialog, or nil and a status line for a NOTIFY.
-func (r *Relay) inviteTrunk(ctx context.Context, route *Trunk, user, fromUser string, body []byte, extra ...sip.Header) (*sipgo.DialogClientSession, string) {
-	recipient := route.requestURI(user)
+func (r *Relay) inviteTrunk(ctx context.Context, route *config.Trunk, user, fromUser string, body []byte, extra ...sip.Header) (*sipgo.DialogClientSession, string) {
+	recipient := route.RequestURI(user)
 	from := &sip.FromHeader{Address: sip.Uri{User: formatNumber(route, fromUser), Host: r.host}, Params: sip.NewParams()}
 	from.Params.Add("tag", sip.GenerateTagN(16))
 	to := &sip.ToHeader{Address: sip.Uri{User: user, Host: recipient.Host}}

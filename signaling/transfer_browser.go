@@ -69,7 +69,7 @@ func (c *Call) transferBrowser(old dialogRef, target string) {
 		notifyRefer(c.log, old, "404 Not Found", true)
 		return
 	}
-	bindings := r.registrar.lookup(user)
+	bindings := r.registrar.Lookup(user)
 	if len(bindings) == 0 {
 		notifyRefer(c.log, old, "480 Temporarily Unavailable", true)
 		return

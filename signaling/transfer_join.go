@@ -7,6 +7,7 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
+	"github.com/mediarelay/mediarelay/pkg/config"
 	"github.com/mediarelay/mediarelay/pkg/sdp"
 )
 
@@ -57,7 +58,7 @@ func (c *Call) handOff() (*SIPLeg, bool) {
 // transferToTrunk performs a blind transfer the browser asked for to a
 // number that routes to a trunk: the relay calls it with the trunk leg's
 // codec and joins the two trunk legs.
-func (c *Call) transferToTrunk(old dialogRef, route *Trunk, user string) {
+func (c *Call) transferToTrunk(old dialogRef, route *config.Trunk, user string) {
 	notifyRefer(c.log, old, "100 Trying", false)
 	if c.sec.policy == SRTPDTLS {
 		// The DTLS association belongs to the call; a join does not carry it.
@@ -188,7 +189,7 @@ type dialOptions struct {
 // dialTrunk calls user through route with an offer of codec (and dtmf, if
 // its PT is not 0) and returns the answered leg, not yet in a call or
 // join; or nil and a status line for a NOTIFY.
-func (r *Relay) dialTrunk(ctx context.Context, route *Trunk, user, fromUser string, codec, dtmf sdp.Codec, o dialOptions) (*SIPLeg, string) {
+func (r *Relay) dialTrunk(ctx context.Context, route *config.Trunk, user, fromUser string, codec, dtmf sdp.Codec, o dialOptions) (*SIPLeg, string) {
 	// A scratch call holds the leg's SRTP state while it is negotiated; it
 	// is never admitted.
 	nc := r.newCall(route, "")
@@ -209,9 +210,9 @@ func (r *Relay) dialTrunk(ctx context.Context, route *Trunk, user, fromUser stri
 	if dtmf.PT != 0 {
 		codecs = append(codecs[:len(codecs):len(codecs)], dtmf)
 	}
-	offer := sdp.Offer{SessionID: uint64(time.Now().UnixNano()), Version: 1, Addr: r.mediaAddrFor(route.peerAddr()),
+	offer := sdp.Offer{SessionID: uint64(time.Now().UnixNano()), Version: 1, Addr: r.mediaAddrFor(route.PeerAddr()),
 		Port: int(nc.trunk.rtp.LocalAddr().Port()), Codecs: codecs, Ptime: route.Ptime}
-	if nc.sec.policy = srtpPolicy(route); nc.sec.policy == SRTPDTLS {
+	if nc.sec.policy = route.SRTP; nc.sec.policy == SRTPDTLS {
 		_ = nc.trunk.rtp.Close()
 		return nil, "488 Not Acceptable Here"
 	}
@@ -258,7 +259,7 @@ func (r *Relay) dialTrunk(ctx context.Context, route *Trunk, user, fromUser stri
 // leg of a call (RFC 3891): the new dialog takes that leg's place on the
 // same media port and codec, and the old dialog gets BYE. It reports
 // whether the INVITE was a replacement (and so has been answered).
-func (r *Relay) replaceTrunkLeg(req *sip.Request, tx sip.ServerTransaction, route *Trunk) bool {
+func (r *Relay) replaceTrunkLeg(req *sip.Request, tx sip.ServerTransaction, route *config.Trunk) bool {
 	h := req.GetHeader("Replaces")
 	if h == nil {
 		return false
@@ -325,7 +326,7 @@ func (r *Relay) replaceTrunkLeg(req *sip.Request, tx sip.ServerTransaction, rout
 		return true
 	}
 	c.mid.mu.Lock()
-	body := sdp.Offer{SessionID: uint64(time.Now().UnixNano()), Version: 1, Addr: r.mediaAddrFor(route.peerAddr()),
+	body := sdp.Offer{SessionID: uint64(time.Now().UnixNano()), Version: 1, Addr: r.mediaAddrFor(route.PeerAddr()),
 		Port: int(c.trunk.rtp.LocalAddr().Port()), Codecs: codecs, Ptime: route.Ptime}.Marshal()
 	leg := &SIPLeg{dialog: serverDialog(dss), route: route, rtp: c.trunk.rtp, sdp: string(body)}
 	old, ok := c.replaceLeg(sideTrunk, leg)

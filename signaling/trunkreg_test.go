@@ -12,6 +12,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/mediarelay/mediarelay/pkg/config"
+	"github.com/mediarelay/mediarelay/signaling/digest"
 )
 
 // TestRegisterToTrunk runs a registrar stand-in that challenges with
@@ -25,16 +26,15 @@ func TestRegisterToTrunk(t *testing.T) {
 	ua, _ := sipgo.NewUA()
 	defer ua.Close()
 	srv, _ := sipgo.NewServer(ua)
-	creds := &credentials{realm: "carrier", users: map[string]*credential{"acct42": {name: "acct42", ha1: map[string]string{
-		algMD5: hexHash(algMD5, "acct42", "carrier", "s3cret"), algSHA256: hexHash(algSHA256, "acct42", "carrier", "s3cret"),
-	}}}}
-	nonces := newNonceMaker()
+	creds := digest.NewCredentials("carrier")
+	creds.AddPassword("acct42", "s3cret")
+	nonces := digest.NewNonces()
 	var mu sync.Mutex
 	var ok, zero int
 	var contacts []string
 	srv.OnRegister(func(req *sip.Request, tx sip.ServerTransaction) {
 		if h := req.GetHeader("Authorization"); h != nil {
-			if res, user := creds.verify(nonces, h.Value(), "REGISTER", "127.0.0.1", time.Now()); res == digestOK && user == "acct42" {
+			if res, user := creds.Verify(nonces, h.Value(), "REGISTER", "127.0.0.1", time.Now()); res == digest.OK && user == "acct42" {
 				mu.Lock()
 				if e := req.GetHeader("Expires"); e != nil && e.Value() == "0" {
 					zero++
@@ -50,7 +50,7 @@ func TestRegisterToTrunk(t *testing.T) {
 			}
 		}
 		res := sip.NewResponseFromRequest(req, 401, "Unauthorized", nil)
-		res.AppendHeader(sip.NewHeader("WWW-Authenticate", challenges("carrier", nonces.make("127.0.0.1", time.Now()), false)[0]))
+		res.AppendHeader(sip.NewHeader("WWW-Authenticate", digest.Challenges("carrier", nonces.Make("127.0.0.1", time.Now()), false)[0]))
 		_ = tx.Respond(res)
 	})
 	go func() { _ = srv.ServeUDP(pc) }()

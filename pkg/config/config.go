@@ -4,8 +4,11 @@ package config
 
 import (
 	"net/netip"
+	"regexp"
 	"strings"
 	"time"
+
+	"github.com/emiago/sipgo/sip"
 )
 
 // Config is the whole configuration of a relay. The YAML key of a nested
@@ -276,10 +279,11 @@ type Trunk struct {
 	InboundUsername string `yaml:"inbound_username"`
 	InboundPassword string `yaml:"inbound_password"`
 	// Register makes the relay REGISTER to the trunk as RegisterUser
-	// (default Username) with Username and Password, keeping it refreshed.
+	// (Load fills an empty one with Username) with Username and Password,
+	// keeping it refreshed.
 	Register        bool          `yaml:"register"`
 	RegisterUser    string        `yaml:"register_user"`
-	RegisterExpires time.Duration `yaml:"register_expires"` // asked for; 0 means 1h
+	RegisterExpires time.Duration `yaml:"register_expires"` // asked for; Load turns 0 into 1h
 	// CallerID, when set, is the number presented to this trunk for every
 	// call (From and P-Asserted-Identity) instead of the browser's user.
 	CallerID string `yaml:"caller_id"`
@@ -298,6 +302,11 @@ type Trunk struct {
 	// the default) or info (SIP INFO application/dtmf-relay). INFO from
 	// the trunk is always accepted and played to the browser as RFC 4733.
 	DTMF string `yaml:"dtmf"`
+
+	// Set by CompileTrunk: Match compiled, Address and Sources parsed.
+	match   *regexp.Regexp
+	uri     sip.Uri
+	sources []netip.Prefix
 }
 
 // Default returns the embedded defaults: a demo relay on loopback with the echo endpoint.

@@ -362,24 +362,78 @@ func TestDualStackPublicIP(t *testing.T) {
 	}
 }
 
-// TestDefaultTrunk: the default trunk is the entry `trunk` names, or one
-// at the address it gives, with the same defaults as a configured entry.
-func TestDefaultTrunk(t *testing.T) {
+// TestRoutes: the routing table holds the trunks in order, compiled and
+// with their defaults; the default trunk is the entry `trunk` names (the
+// same trunk, not a copy) or one at the address it gives; a bad pattern or
+// address is an error naming the trunk.
+func TestRoutes(t *testing.T) {
 	c := Default()
-	c.Trunks = []Trunk{{Name: "carrier", Address: "sip:10.0.0.1", Codecs: []string{"pcma"}}}
-	c.normalize()
+	c.Trunks = []Trunk{
+		{Name: "carrier", Match: `^\+?1[0-9]{10}$`, Address: "sip:10.0.0.1", Codecs: []string{"pcma"}},
+		{Name: "pbx", Match: `^[0-9]{3,4}$`, Address: "10.0.0.3:5080", Register: true, Username: "pbx1", Password: "x"},
+	}
 	c.Trunk = "carrier"
-	if d, ok := c.DefaultTrunk(); !ok || d.Address != "sip:10.0.0.1" || d.Codecs[0] != "PCMA" {
-		t.Fatalf("named default trunk = %+v, %v", d, ok)
+	rt, err := c.Routes()
+	if err != nil {
+		t.Fatal(err)
 	}
+	if len(rt.Trunks) != 2 || rt.Default != rt.Trunks[0] {
+		t.Fatalf("named default: trunks %v, default %p, want the entry %p", rt.Trunks, rt.Default, rt.Trunks[0])
+	}
+	if d := rt.Default; d.Codecs[0] != "PCMA" || d.Transport != "udp" || d.URI().Host != "10.0.0.1" {
+		t.Fatalf("named default trunk = %+v", d)
+	}
+	for user, want := range map[string]string{"+15550102000": "carrier", "1234": "pbx", "alice": "carrier"} {
+		if got := rt.Route(user); got == nil || got.Name != want {
+			t.Errorf("Route(%q) = %v, want %s", user, got, want)
+		}
+	}
+	if u := rt.Route("1234").URI(); u.Host != "10.0.0.3" || u.Port != 5080 {
+		t.Errorf("pbx address parsed as %s:%d", u.Host, u.Port)
+	}
+	// A trunk the relay registers at registers as its username, for an hour.
+	if p := rt.Trunks[1]; p.RegisterUser != "pbx1" || p.RegisterExpires != time.Hour {
+		t.Errorf("pbx registers as %q for %s, want pbx1 for 1h", p.RegisterUser, p.RegisterExpires)
+	}
+	// Sources default to the address's IP.
+	if src := rt.Trunks[1].SourcePrefixes(); len(src) != 1 || src[0].String() != "10.0.0.3/32" {
+		t.Errorf("pbx sources = %v, want 10.0.0.3/32", src)
+	}
+
 	c.Trunk = "sip:10.0.0.2;transport=tcp"
-	d, ok := c.DefaultTrunk()
-	if !ok || d.Transport != "tcp" || d.MediaMode != "auto" || d.SRTP != "off" || !slices.Equal(d.Codecs, DefaultTrunkCodecs) {
-		t.Fatalf("addressed default trunk = %+v, %v", d, ok)
+	rt, err = c.Routes()
+	if err != nil {
+		t.Fatal(err)
 	}
+	d := rt.Default
+	if d == nil || d.Name != "default" || d.Transport != "tcp" || d.MediaMode != "auto" || d.SRTP != "off" ||
+		!slices.Equal(d.Codecs, DefaultTrunkCodecs) || d.URI().Host != "10.0.0.2" || rt.Route("alice") != d {
+		t.Fatalf("addressed default trunk = %+v", d)
+	}
+
 	c.Trunk = ""
-	if _, ok := c.DefaultTrunk(); ok {
-		t.Fatal("a default trunk without trunk set")
+	if rt, err = c.Routes(); err != nil || rt.Default != nil || rt.Route("alice") != nil {
+		t.Fatalf("no trunk set: default %v, err %v", rt.Default, err)
+	}
+
+	for _, tc := range []struct {
+		trunk Trunk
+		want  string
+	}{
+		{Trunk{Name: "bad-re", Match: "(", Address: "sip:10.0.0.1"}, "trunks[2] (bad-re): match"},
+		{Trunk{Name: "bad-addr", Address: "sip:10.0.0.1:port"}, "trunks[2] (bad-addr): address"},
+		{Trunk{Name: "bad-src", Address: "sip:10.0.0.1", Sources: []string{"sbc.example"}}, "trunks[2] (bad-src): sources"},
+	} {
+		bad := c
+		bad.Trunks = append(slices.Clone(c.Trunks), tc.trunk)
+		if _, err := bad.Routes(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: Routes error %v, want one with %q", tc.trunk.Name, err, tc.want)
+		}
+	}
+	bad := c
+	bad.Trunk = "sip:10.0.0.1:port"
+	if _, err := bad.Routes(); err == nil || !strings.HasPrefix(err.Error(), "trunk: address") {
+		t.Errorf("bad default address: Routes error %v", err)
 	}
 }
 
@@ -454,7 +508,7 @@ func TestNGKeys(t *testing.T) {
 // defaults to refuse in the one place defaults live.
 func TestTrunkE2EModeNormalized(t *testing.T) {
 	tr := Trunk{Name: "a", Address: "sip:10.0.0.1", MediaMode: " E2E "}
-	tr.Normalize()
+	tr.normalize()
 	if tr.MediaMode != "e2e" || tr.E2EFallback != "refuse" {
 		t.Fatalf("normalized to media_mode %q, e2e_fallback %q", tr.MediaMode, tr.E2EFallback)
 	}

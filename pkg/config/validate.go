@@ -29,19 +29,21 @@ func (c *Config) normalize() {
 	c.Log.Format = strings.ToLower(strings.TrimSpace(c.Log.Format))
 	c.CDR.Driver = strings.ToLower(strings.TrimSpace(c.CDR.Driver))
 	for i := range c.Trunks {
-		c.Trunks[i].Normalize()
+		c.Trunks[i].normalize()
 	}
 	for i := range c.Users {
 		c.Users[i].MediaMode = strings.ToLower(strings.TrimSpace(c.Users[i].MediaMode))
 	}
 }
 
-// Normalize spells t's case-insensitive values canonically and fills its
+// normalize spells t's case-insensitive values canonically and fills its
 // empty ones with their documented defaults: the transport of its
 // address, media mode auto, SRTP off, e2e_fallback refuse,
-// DefaultTrunkCodecs. Load does it
-// for every configured trunk; the relay does it for trunks it makes.
-func (t *Trunk) Normalize() {
+// DefaultTrunkCodecs, and for a trunk the relay registers at, the
+// register user (Username) and expiry (one hour). Load does it for every configured trunk, and
+// CompileTrunk for every trunk the relay calls through; nothing else
+// defaults a trunk.
+func (t *Trunk) normalize() {
 	t.Transport = strings.ToLower(strings.TrimSpace(t.Transport))
 	if t.Transport == "" {
 		t.Transport = addressTransport(t.Address)
@@ -58,6 +60,14 @@ func (t *Trunk) Normalize() {
 	if t.E2EFallback == "" {
 		t.E2EFallback = "refuse"
 	}
+	if t.Register {
+		if t.RegisterUser == "" {
+			t.RegisterUser = t.Username
+		}
+		if t.RegisterExpires == 0 {
+			t.RegisterExpires = time.Hour
+		}
+	}
 	if len(t.Codecs) == 0 {
 		t.Codecs = append([]string(nil), DefaultTrunkCodecs...)
 	} else {
@@ -67,23 +77,6 @@ func (t *Trunk) Normalize() {
 		}
 		t.Codecs = codecs
 	}
-}
-
-// DefaultTrunk is the trunk for browser calls that match no entry of
-// Trunks: the entry Trunk names, or one at the address Trunk gives. ok is
-// false when Trunk is empty.
-func (c *Config) DefaultTrunk() (t Trunk, ok bool) {
-	if c.Trunk == "" {
-		return Trunk{}, false
-	}
-	for _, e := range c.Trunks {
-		if e.Name == c.Trunk {
-			return e, true
-		}
-	}
-	t = Trunk{Name: "default", Address: c.Trunk}
-	t.Normalize()
-	return t, true
 }
 
 // canonicalCodec returns the canonical spelling of a supported codec name,
@@ -327,6 +320,13 @@ func (c Config) Validate() error {
 			if err := checkAddress(c.Trunk, addressTransport(c.Trunk)); err != nil {
 				v.add("trunk", "%q is neither a trunk name nor a SIP address: %v", c.Trunk, err)
 			}
+		}
+	}
+	if len(v.errs) == 0 {
+		// The checks above name the key; this catches what only the SIP
+		// parser the relay routes with refuses.
+		if _, err := c.Routes(); err != nil {
+			v.errs = append(v.errs, err)
 		}
 	}
 	return v.err()

@@ -63,8 +63,10 @@ func (r *Reaper) Run(tick time.Duration, done <-chan struct{}, onReap func(reaso
 			for _, c := range conns {
 				if reason := c.expired(now); reason != "" {
 					r.remove(c)
-					_ = c.Close()
+					// Counted before the close, so that whoever sees the
+					// connection gone also sees why in the metrics.
 					onReap(reason)
+					_ = c.Close()
 				}
 			}
 		}

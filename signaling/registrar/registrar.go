@@ -1,6 +1,13 @@
-package signaling
+// Package registrar keeps browsers' registrations (RFC 3261 section 10:
+// REGISTER over WebSocket, one binding per device) and authenticates
+// browsers' requests by digest: REGISTER with 401, INVITEs to trunks with
+// 407 (Proxy-Authorization). It locks out a source that keeps sending wrong
+// passwords. Calls, ringing and the router stay in signaling, which asks
+// the registrar who is registered where.
+package registrar
 
 import (
+	"log/slog"
 	"net"
 	"sort"
 	"strconv"
@@ -9,8 +16,11 @@ import (
 	"time"
 
 	"github.com/emiago/sipgo/sip"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/mediarelay/mediarelay/pkg/config"
+	"github.com/mediarelay/mediarelay/pkg/metrics"
+	"github.com/mediarelay/mediarelay/signaling/digest"
 )
 
 // minExpires is the shortest registration the registrar accepts (423
@@ -20,36 +30,33 @@ const minExpires = 30 * time.Second
 // defaultExpires is used when a REGISTER names no expiry.
 const defaultExpires = 10 * time.Minute
 
-// binding is one registered browser (one device) of a user.
-type binding struct {
-	user      string
-	contact   sip.ContactHeader // as the browser sent it
-	key       string            // contact URI, tells devices apart
-	source    string            // WebSocket peer address: where to send requests
-	transport string            // ws or wss
-	expires   time.Time
+// Binding is one registered browser (one device) of a user.
+type Binding struct {
+	User      string
+	Contact   sip.ContactHeader // as the browser sent it
+	Key       string            // contact URI, tells devices apart
+	Source    string            // WebSocket peer address: where to send requests
+	Transport string            // ws or wss
+	Expires   time.Time
 	callID    string
 	cseq      uint32
 }
 
-// registrar keeps browsers' registrations, authenticates REGISTERs and
-// throttles sources that send too many or guess passwords.
-type registrar struct {
-	r      *Relay
-	creds  *credentials
-	nonces *nonceMaker
+// Registrar keeps browsers' registrations, authenticates REGISTERs and
+// browsers' calls, and locks out sources that guess passwords.
+type Registrar struct {
+	creds     *digest.Credentials
+	nonces    *digest.Nonces
+	sip       config.SIP
+	log       *slog.Logger
+	throttled func(*sip.Request, sip.ServerTransaction) bool
 
 	mu       sync.Mutex
-	byUser   map[string]map[string]*binding // user → key → binding
+	byUser   map[string]map[string]*Binding // user → key → binding
 	failures map[string]*failure            // source IP + user → wrong passwords
 
 	rejected     *prometheus.CounterVec // REGISTERs
 	callRejected *prometheus.CounterVec // browsers' INVITEs refused by authorizeCall
-}
-
-type bucket struct {
-	tokens float64
-	last   time.Time
 }
 
 type failure struct {
@@ -58,38 +65,38 @@ type failure struct {
 	locked time.Time // until
 }
 
-func newRegistrar(r *Relay, creds *credentials) *registrar {
-	return &registrar{
-		r:        r,
-		creds:    creds,
-		nonces:   newNonceMaker(),
-		byUser:   map[string]map[string]*binding{},
-		failures: map[string]*failure{},
-		rejected: r.m.NewCounterVec("mediarelay_register_rejected_total",
+// New returns a registrar checking passwords against creds, with the
+// limits of cfg (sip.auth_failures, sip.auth_lockout,
+// sip.register_max_expires). throttled is asked about every REGISTER that
+// comes over a WebSocket and reports whether it has answered it (the
+// relay's per-source rate limit). Its counters are registered in m.
+func New(creds *digest.Credentials, cfg config.SIP, m *metrics.Relay, log *slog.Logger,
+	throttled func(*sip.Request, sip.ServerTransaction) bool) *Registrar {
+	return &Registrar{
+		creds:     creds,
+		nonces:    digest.NewNonces(),
+		sip:       cfg,
+		log:       log,
+		throttled: throttled,
+		byUser:    map[string]map[string]*Binding{},
+		failures:  map[string]*failure{},
+		rejected: m.NewCounterVec("mediarelay_register_rejected_total",
 			"REGISTERs refused, by reason (throttled, auth_failed, locked_out, forbidden, expired, replay).", "reason"),
-		callRejected: r.m.NewCounterVec("mediarelay_call_auth_rejected_total",
+		callRejected: m.NewCounterVec("mediarelay_call_auth_rejected_total",
 			"Browser calls refused before any trunk was dialled, by reason (challenged, auth_failed, locked_out, expired, replay, user_max_calls, user_call_rate, transfer).", "reason"),
 	}
 }
 
-func sourceIP(src string) string {
-	h, _, err := net.SplitHostPort(src)
-	if err != nil {
-		return src
-	}
-	return h
-}
-
 // pruneLocked forgets old failures so the map stays small.
-func (g *registrar) pruneLocked(now time.Time) {
+func (g *Registrar) pruneLocked(now time.Time) {
 	for k, f := range g.failures {
-		if now.After(f.locked) && now.Sub(f.last) > g.r.cfg.SIP.AuthLockout {
+		if now.After(f.locked) && now.Sub(f.last) > g.sip.AuthLockout {
 			delete(g.failures, k)
 		}
 	}
 }
 
-func (g *registrar) lockedOut(ip, user string, now time.Time) bool {
+func (g *Registrar) lockedOut(ip, user string, now time.Time) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	f := g.failures[ip+"\x00"+user]
@@ -97,7 +104,7 @@ func (g *registrar) lockedOut(ip, user string, now time.Time) bool {
 }
 
 // fail records a wrong password and reports whether the source is now locked out.
-func (g *registrar) fail(ip, user string, now time.Time) bool {
+func (g *Registrar) fail(ip, user string, now time.Time) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	k := ip + "\x00" + user
@@ -105,21 +112,21 @@ func (g *registrar) fail(ip, user string, now time.Time) bool {
 	if f == nil && len(g.failures) > 100000 {
 		g.pruneLocked(now)
 	}
-	if f == nil || now.Sub(f.last) > g.r.cfg.SIP.AuthLockout {
+	if f == nil || now.Sub(f.last) > g.sip.AuthLockout {
 		f = &failure{}
 		g.failures[k] = f
 	}
 	f.n++
 	f.last = now
-	if f.n >= g.r.cfg.SIP.AuthFailures {
-		f.locked = now.Add(g.r.cfg.SIP.AuthLockout)
+	if f.n >= g.sip.AuthFailures {
+		f.locked = now.Add(g.sip.AuthLockout)
 		f.n = 0
 		return true
 	}
 	return false
 }
 
-func (g *registrar) succeed(ip, user string) {
+func (g *Registrar) succeed(ip, user string) {
 	g.mu.Lock()
 	delete(g.failures, ip+"\x00"+user)
 	g.mu.Unlock()
@@ -143,26 +150,29 @@ var (
 // pass. claimed, when not empty, is the user the request must be from (a
 // REGISTER's address of record). It returns the authenticated user, or ""
 // when it has responded.
-func (g *registrar) authenticate(req *sip.Request, tx sip.ServerTransaction, claimed string, k authKind) string {
+func (g *Registrar) authenticate(req *sip.Request, tx sip.ServerTransaction, claimed string, k authKind) string {
 	now := time.Now()
 	ip := sourceIP(req.Source())
 	rej := g.rejected
 	if k.code == proxyAuth.code {
 		rej = g.callRejected
 	}
-	var res digestResult
+	var res digest.Result
 	var user string
 	if h := req.GetHeader(k.credentials); h != nil {
-		res, user = g.creds.verify(g.nonces, h.Value(), req.Method.String(), nonceBinding(g.creds.realm, req), now)
+		res, user = g.creds.Verify(g.nonces, h.Value(), req.Method.String(), nonceBinding(g.creds.Realm(), req), now)
 	}
-	key := firstNonEmpty(claimed, user)
+	key := claimed
+	if key == "" {
+		key = user
+	}
 	if key != "" && g.lockedOut(ip, key, now) {
 		rej.WithLabelValues("locked_out").Inc()
 		respond(tx, req, 403, "Forbidden")
 		return ""
 	}
 	switch res {
-	case digestOK:
+	case digest.OK:
 		if claimed != "" && user != claimed {
 			rej.WithLabelValues("forbidden").Inc()
 			respond(tx, req, 403, "Forbidden")
@@ -170,21 +180,21 @@ func (g *registrar) authenticate(req *sip.Request, tx sip.ServerTransaction, cla
 		}
 		g.succeed(ip, user)
 		return user
-	case digestExpired:
+	case digest.Expired:
 		rej.WithLabelValues("expired").Inc()
 		respond(tx, req, 403, "Forbidden", sip.NewHeader("Warning", `399 mediarelay "credentials expired"`))
 		return ""
-	case digestReplay:
+	case digest.Replay:
 		rej.WithLabelValues("replay").Inc()
-	case digestWrong:
+	case digest.Wrong:
 		rej.WithLabelValues("auth_failed").Inc()
 		if g.fail(ip, key, now) {
-			g.r.log.Warn("authentication locked out after wrong passwords", "user", key, "source", ip, "method", req.Method.String())
+			g.log.Warn("authentication locked out after wrong passwords", "user", key, "source", ip, "method", req.Method.String())
 			respond(tx, req, 403, "Forbidden")
 			return ""
 		}
 	}
-	g.challenge(req, tx, key, res == digestStale || res == digestReplay, now, k)
+	g.challenge(req, tx, key, res == digest.Stale || res == digest.Replay, now, k)
 	return ""
 }
 
@@ -195,23 +205,42 @@ func nonceBinding(realm string, req *sip.Request) string {
 	return realm + "\x00" + req.Transport() + "\x00" + req.Source()
 }
 
-func (g *registrar) challenge(req *sip.Request, tx sip.ServerTransaction, user string, stale bool, now time.Time, k authKind) {
+func (g *Registrar) challenge(req *sip.Request, tx sip.ServerTransaction, user string, stale bool, now time.Time, k authKind) {
 	res := sip.NewResponseFromRequest(req, k.code, k.reason, nil)
-	for _, c := range challenges(g.creds.realm, g.nonces.make(nonceBinding(g.creds.realm, req), now), stale, g.creds.algsFor(user)...) {
+	for _, c := range digest.Challenges(g.creds.Realm(), g.nonces.Make(nonceBinding(g.creds.Realm(), req), now), stale, g.creds.AlgsFor(user)...) {
 		res.AppendHeader(sip.NewHeader(k.challenge, c))
 	}
 	_ = tx.Respond(res)
 }
 
-// userOn returns the user registered over the connection source (a
+// HasCallCredentials reports whether a browser's INVITE carries
+// Proxy-Authorization for AuthenticateCall to check.
+func HasCallCredentials(req *sip.Request) bool {
+	return req.GetHeader(proxyAuth.credentials) != nil
+}
+
+// AuthenticateCall checks the Proxy-Authorization of a browser's INVITE,
+// answering it (407 or 403) when it does not pass. It returns the
+// authenticated user, or "" when it has responded.
+func (g *Registrar) AuthenticateCall(req *sip.Request, tx sip.ServerTransaction) string {
+	return g.authenticate(req, tx, "", proxyAuth)
+}
+
+// CallRejected counts a browser's call refused before any trunk was
+// dialled, by reason (mediarelay_call_auth_rejected_total).
+func (g *Registrar) CallRejected(reason string) {
+	g.callRejected.WithLabelValues(reason).Inc()
+}
+
+// UserOn returns the user registered over the connection source (a
 // WebSocket peer address), or "" when it has no live registration.
-func (g *registrar) userOn(source string) string {
+func (g *Registrar) UserOn(source string) string {
 	now := time.Now()
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	for user, m := range g.byUser {
 		for _, b := range m {
-			if b.source == source && now.Before(b.expires) {
+			if b.Source == source && now.Before(b.Expires) {
 				return user
 			}
 		}
@@ -219,9 +248,10 @@ func (g *registrar) userOn(source string) string {
 	return ""
 }
 
-func (r *Relay) onRegister(req *sip.Request, tx sip.ServerTransaction) {
-	r.countRequest(req)
-	g := r.registrar
+// Register answers a REGISTER: only over WebSocket, within the source's
+// rate, from the address of record's own user; it adds, refreshes or
+// removes that user's bindings and answers 200 with the live ones.
+func (g *Registrar) Register(req *sip.Request, tx sip.ServerTransaction) {
 	now := time.Now()
 	switch strings.ToLower(req.Transport()) {
 	case "ws", "wss":
@@ -230,7 +260,7 @@ func (r *Relay) onRegister(req *sip.Request, tx sip.ServerTransaction) {
 		respond(tx, req, 403, "Forbidden", sip.NewHeader("Warning", `399 mediarelay "browsers register over WebSocket"`))
 		return
 	}
-	if r.throttled(req, tx) {
+	if g.throttled(req, tx) {
 		g.rejected.WithLabelValues("throttled").Inc()
 		return
 	}
@@ -287,14 +317,14 @@ func (r *Relay) onRegister(req *sip.Request, tx sip.ServerTransaction) {
 			respond(tx, req, 423, "Interval Too Brief", sip.NewHeader("Min-Expires", strconv.Itoa(int(minExpires.Seconds()))))
 			return
 		}
-		exp = min(exp, r.cfg.SIP.RegisterMaxExpires)
-		b := &binding{
-			user: user, contact: ch, key: contactKey(ch.Address), source: req.Source(),
-			transport: strings.ToLower(req.Transport()), expires: now.Add(exp),
+		exp = min(exp, g.sip.RegisterMaxExpires)
+		b := &Binding{
+			User: user, Contact: ch, Key: contactKey(ch.Address), Source: req.Source(),
+			Transport: strings.ToLower(req.Transport()), Expires: now.Add(exp),
 			callID: req.CallID().Value(), cseq: req.CSeq().SeqNo,
 		}
 		if exp == 0 {
-			changes = append(changes, func() { g.remove(user, b.key) })
+			changes = append(changes, func() { g.remove(user, b.Key) })
 		} else {
 			changes = append(changes, func() { g.add(b) })
 		}
@@ -303,18 +333,18 @@ func (r *Relay) onRegister(req *sip.Request, tx sip.ServerTransaction) {
 		f()
 	}
 	res := sip.NewResponseFromRequest(req, 200, "OK", nil)
-	for _, b := range g.lookup(user) {
-		c := b.contact.Clone()
+	for _, b := range g.Lookup(user) {
+		c := b.Contact.Clone()
 		if c.Params == nil {
 			c.Params = sip.NewParams()
 		}
 		c.Params.Remove("expires")
-		c.Params.Add("expires", strconv.Itoa(int(time.Until(b.expires).Round(time.Second).Seconds())))
+		c.Params.Add("expires", strconv.Itoa(int(time.Until(b.Expires).Round(time.Second).Seconds())))
 		res.AppendHeader(c)
 	}
 	res.AppendHeader(sip.NewHeader("Date", now.UTC().Format(time.RFC1123)))
 	_ = tx.Respond(res)
-	r.log.Debug("registered", "user", user, "bindings", len(g.lookup(user)), "source", req.Source())
+	g.log.Debug("registered", "user", user, "bindings", len(g.Lookup(user)), "source", req.Source())
 }
 
 // contactKey names a device: its contact URI without parameters that may
@@ -323,21 +353,21 @@ func contactKey(u sip.Uri) string {
 	return strings.ToLower(u.User + "@" + u.HostPort())
 }
 
-func (g *registrar) add(b *binding) {
+func (g *Registrar) add(b *Binding) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	m := g.byUser[b.user]
+	m := g.byUser[b.User]
 	if m == nil {
-		m = map[string]*binding{}
-		g.byUser[b.user] = m
+		m = map[string]*Binding{}
+		g.byUser[b.User] = m
 	}
-	if old := m[b.key]; old != nil && old.callID == b.callID && b.cseq < old.cseq {
+	if old := m[b.Key]; old != nil && old.callID == b.callID && b.cseq < old.cseq {
 		return // out of order
 	}
-	m[b.key] = b
+	m[b.Key] = b
 }
 
-func (g *registrar) remove(user, key string) {
+func (g *Registrar) remove(user, key string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if m := g.byUser[user]; m != nil {
@@ -348,20 +378,20 @@ func (g *registrar) remove(user, key string) {
 	}
 }
 
-func (g *registrar) removeUser(user string) {
+func (g *Registrar) removeUser(user string) {
 	g.mu.Lock()
 	delete(g.byUser, user)
 	g.mu.Unlock()
 }
 
-// lookup returns user's live bindings, newest expiry first.
-func (g *registrar) lookup(user string) []*binding {
+// Lookup returns user's live bindings, newest expiry first.
+func (g *Registrar) Lookup(user string) []*Binding {
 	now := time.Now()
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	var out []*binding
+	var out []*Binding
 	for k, b := range g.byUser[user] {
-		if now.After(b.expires) {
+		if now.After(b.Expires) {
 			delete(g.byUser[user], k)
 			continue
 		}
@@ -370,19 +400,19 @@ func (g *registrar) lookup(user string) []*binding {
 	if m := g.byUser[user]; m != nil && len(m) == 0 {
 		delete(g.byUser, user)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].expires.After(out[j].expires) })
+	sort.Slice(out, func(i, j int) bool { return out[i].Expires.After(out[j].Expires) })
 	return out
 }
 
-// connClosed drops every registration made over the WebSocket from source.
-func (g *registrar) connClosed(source string) {
+// ConnClosed drops every registration made over the WebSocket from source.
+func (g *Registrar) ConnClosed(source string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	for user, m := range g.byUser {
 		for k, b := range m {
-			if b.source == source {
+			if b.Source == source {
 				delete(m, k)
-				g.r.log.Debug("registration ended with its websocket", "user", user, "source", source)
+				g.log.Debug("registration ended with its websocket", "user", user, "source", source)
 			}
 		}
 		if len(m) == 0 {
@@ -391,5 +421,20 @@ func (g *registrar) connClosed(source string) {
 	}
 }
 
-// Registered returns how many devices user has registered (for tests and status).
-func (r *Relay) Registered(user string) int { return len(r.registrar.lookup(user)) }
+// sourceIP is the IP address of a request's source (host:port).
+func sourceIP(src string) string {
+	h, _, err := net.SplitHostPort(src)
+	if err != nil {
+		return src
+	}
+	return h
+}
+
+// respond answers req with a bodiless response.
+func respond(tx sip.ServerTransaction, req *sip.Request, code int, reason string, hdrs ...sip.Header) {
+	res := sip.NewResponseFromRequest(req, code, reason, nil)
+	for _, h := range hdrs {
+		res.AppendHeader(h)
+	}
+	_ = tx.Respond(res)
+}

@@ -1,70 +1,60 @@
-package signaling
+// Package trunkreg keeps the relay registered at the trunks that ask for
+// it (trunks[].register): a REGISTER answered with digest if challenged,
+// refreshed at half the expiry the trunk grants, retried after a failure,
+// and withdrawn when the relay stops. It is the relay acting as a SIP UA
+// towards a trunk; calls play no part.
+package trunkreg
 
 import (
 	"context"
+	"log/slog"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
+
+	"github.com/mediarelay/mediarelay/pkg/config"
 )
 
-// trunkRegRetry is how long the relay waits after a failed registration
-// to a trunk before trying again.
-var trunkRegRetry = 30 * time.Second
+// retry is how long the relay waits after a failed registration to a
+// trunk before trying again.
+var retry = 30 * time.Second
 
-// startTrunkRegistrations keeps the relay registered to every trunk with
-// register set, until ctx ends; then it unregisters.
-func (r *Relay) startTrunkRegistrations(ctx context.Context) {
-	gauge := r.m.NewGaugeVec("mediarelay_trunk_registered", "1 while the relay's registration to the trunk is in force.", "trunk")
-	for _, t := range r.trunks {
-		if !t.Register {
-			continue
-		}
-		r.wg.Add(1)
-		go func() {
-			defer r.wg.Done()
-			r.keepRegistered(ctx, t, func(up bool) {
-				if up {
-					gauge.WithLabelValues(t.Name).Set(1)
-				} else {
-					gauge.WithLabelValues(t.Name).Set(0)
-				}
-			})
-		}()
-	}
-}
-
-// trunkRegistration is one registration binding of the relay at a trunk.
-type trunkRegistration struct {
-	r       *Relay
-	t       *Trunk
+// registration is one registration binding of the relay at a trunk.
+type registration struct {
+	client  *sipgo.Client
+	contact sip.ContactHeader
+	t       *config.Trunk
 	user    string
 	callID  string
 	fromTag string
 	cseq    uint32
 }
 
-func (r *Relay) keepRegistered(ctx context.Context, t *Trunk, status func(bool)) {
-	reg := &trunkRegistration{r: r, t: t, user: firstNonEmpty(t.RegisterUser, t.Username),
-		callID: newCallID() + newCallID() + "@" + r.host, fromTag: sip.GenerateTagN(16)}
-	want := t.RegisterExpires
-	if want <= 0 {
-		want = time.Hour
-	}
+// Keep keeps the relay registered at t (compiled by config.CompileTrunk,
+// so its register user and expiry are filled) until ctx ends, then
+// unregisters.
+// client sends the REGISTERs; contact is the relay's Contact for t's
+// transport (its user is replaced by the registered user); callID names
+// the registration for all its refreshes. status is told whether the
+// registration is in force after each attempt.
+func Keep(ctx context.Context, client *sipgo.Client, contact sip.ContactHeader, t *config.Trunk, callID string,
+	log *slog.Logger, status func(bool)) {
+	reg := &registration{client: client, contact: contact, t: t, user: t.RegisterUser, callID: callID, fromTag: sip.GenerateTagN(16)}
 	for {
-		granted, err := reg.register(ctx, want)
-		wait := trunkRegRetry
+		granted, err := reg.register(ctx, t.RegisterExpires)
+		wait := retry
 		if err != nil {
 			status(false)
 			if ctx.Err() == nil {
-				r.log.Warn("registration to trunk failed", "trunk", t.Name, "err", err)
+				log.Warn("registration to trunk failed", "trunk", t.Name, "err", err)
 			}
 		} else {
 			status(true)
 			wait = max(granted/2, time.Second)
-			r.log.Debug("registered to trunk", "trunk", t.Name, "expires", granted)
+			log.Debug("registered to trunk", "trunk", t.Name, "expires", granted)
 		}
 		select {
 		case <-ctx.Done():
@@ -80,6 +70,7 @@ func (r *Relay) keepRegistered(ctx context.Context, t *Trunk, status func(bool))
 	}
 }
 
+// regError is a REGISTER's final answer other than 200.
 type regError struct{ res *sip.Response }
 
 func (e *regError) Error() string {
@@ -88,10 +79,10 @@ func (e *regError) Error() string {
 
 // register sends one REGISTER (answering a digest challenge) and returns
 // the expiry the trunk granted.
-func (g *trunkRegistration) register(ctx context.Context, expires time.Duration) (time.Duration, error) {
+func (g *registration) register(ctx context.Context, expires time.Duration) (time.Duration, error) {
 	t := g.t
-	req := sip.NewRequest(sip.REGISTER, sip.Uri{Host: t.uri.Host, Port: t.uri.Port})
-	aor := sip.Uri{User: g.user, Host: t.uri.Host}
+	req := sip.NewRequest(sip.REGISTER, sip.Uri{Host: t.URI().Host, Port: t.URI().Port})
+	aor := sip.Uri{User: g.user, Host: t.URI().Host}
 	from := &sip.FromHeader{Address: aor, Params: sip.NewParams()}
 	from.Params.Add("tag", g.fromTag)
 	req.AppendHeader(from)
@@ -100,7 +91,7 @@ func (g *trunkRegistration) register(ctx context.Context, expires time.Duration)
 	req.AppendHeader(&callID)
 	g.cseq++
 	req.AppendHeader(&sip.CSeqHeader{SeqNo: g.cseq, MethodName: sip.REGISTER})
-	contact := g.r.dialogUAFor(t).ContactHDR.Clone()
+	contact := g.contact.Clone()
 	contact.Address.User = g.user
 	req.AppendHeader(contact)
 	req.AppendHeader(sip.NewHeader("Expires", strconv.Itoa(int(expires.Seconds()))))
@@ -109,12 +100,16 @@ func (g *trunkRegistration) register(ctx context.Context, expires time.Duration)
 	}
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	res, err := g.r.client.Do(rctx, req)
+	res, err := g.client.Do(rctx, req)
 	if err != nil {
 		return 0, err
 	}
 	if (res.StatusCode == 401 || res.StatusCode == 407) && t.Password != "" {
-		res, err = g.r.client.DoDigestAuth(rctx, req, res, sipgo.DigestAuth{Username: firstNonEmpty(t.Username, g.user), Password: t.Password})
+		username := t.Username
+		if username == "" {
+			username = g.user
+		}
+		res, err = g.client.DoDigestAuth(rctx, req, res, sipgo.DigestAuth{Username: username, Password: t.Password})
 		if err != nil {
 			return 0, err
 		}

@@ -1,4 +1,11 @@
-package signaling
+// Package digest is SIP digest authentication (RFC 3261 section 22, with
+// SHA-256 from RFC 8760): the user table (configured users, sip.users_file
+// and time-limited token credentials), nonces bound to where they were
+// issued and never accepted twice, and the check of an Authorization
+// header. The registrar (browsers' REGISTERs and INVITEs) and the inbound
+// side (trunks that authenticate) both use it; it knows nothing of SIP
+// transactions or responses.
+package digest
 
 import (
 	"bufio"
@@ -52,8 +59,10 @@ type credential struct {
 	ha1  map[string]string // algorithm → hex HA1
 }
 
-// credentials is the user table: from the config's users and users_file.
-type credentials struct {
+// Credentials is a user table: from the config's users and users_file
+// (LoadCredentials), or the trunks that authenticate (NewCredentials and
+// AddPassword).
+type Credentials struct {
 	realm string
 	algs  []string // accepted algorithms; empty means both
 	users map[string]*credential
@@ -63,9 +72,15 @@ type credentials struct {
 	tokenSecret string
 }
 
-func loadCredentials(cfg config.Config) (*credentials, error) {
-	c := &credentials{realm: firstNonEmpty(cfg.SIP.Realm, "mediarelay"), users: map[string]*credential{}, dids: map[string]string{},
-		tokenSecret: cfg.SIP.TokenSecret}
+// LoadCredentials builds the browsers' user table from sip.realm,
+// sip.digest_algorithms, sip.token_secret, users and sip.users_file.
+func LoadCredentials(cfg config.Config) (*Credentials, error) {
+	realm := cfg.SIP.Realm
+	if realm == "" {
+		realm = "mediarelay"
+	}
+	c := NewCredentials(realm)
+	c.tokenSecret = cfg.SIP.TokenSecret
 	for _, a := range cfg.SIP.DigestAlgorithms {
 		c.algs = append(c.algs, canonicalAlg(a))
 	}
@@ -94,8 +109,25 @@ func loadCredentials(cfg config.Config) (*credentials, error) {
 	return c, nil
 }
 
+// NewCredentials returns an empty user table for realm, accepting both
+// algorithms.
+func NewCredentials(realm string) *Credentials {
+	return &Credentials{realm: realm, users: map[string]*credential{}, dids: map[string]string{}}
+}
+
+// AddPassword adds user name with password, hashed for both algorithms.
+func (c *Credentials) AddPassword(name, password string) {
+	c.users[name] = &credential{name: name, ha1: map[string]string{
+		algMD5:    hexHash(algMD5, name, c.realm, password),
+		algSHA256: hexHash(algSHA256, name, c.realm, password),
+	}}
+}
+
+// Realm is the realm the table's hashes are for.
+func (c *Credentials) Realm() string { return c.realm }
+
 // loadFile reads "name:realm:ha1" lines; the HA1's length says its algorithm.
-func (c *credentials) loadFile(path string) error {
+func (c *Credentials) loadFile(path string) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return err
@@ -136,8 +168,8 @@ func (c *credentials) loadFile(path string) error {
 	return sc.Err()
 }
 
-// userFor maps a called user or DID to a registered user name.
-func (c *credentials) userFor(target string) (string, bool) {
+// UserFor maps a called user or DID to a registered user name.
+func (c *Credentials) UserFor(target string) (string, bool) {
 	if _, ok := c.users[target]; ok {
 		return target, true
 	}
@@ -155,12 +187,12 @@ func (c *credentials) userFor(target string) (string, bool) {
 	return "", false
 }
 
-// nonceMaker makes nonces: a timestamp and an HMAC over it and what the
+// Nonces makes nonces: a timestamp and an HMAC over it and what the
 // nonce is bound to (the realm and the client's connection, or its IP), so
 // a nonce is only good where it was issued. It remembers the highest
 // nonce-count accepted for each nonce, so a captured Authorization cannot
 // be replayed.
-type nonceMaker struct {
+type Nonces struct {
 	key [32]byte
 
 	mu   sync.Mutex
@@ -176,8 +208,9 @@ type usedNonce struct {
 // dropped early (their owners get a fresh challenge, stale=true).
 const maxUsedNonces = 200000
 
-func newNonceMaker() *nonceMaker {
-	n := &nonceMaker{used: map[string]usedNonce{}}
+// NewNonces returns a nonce maker with a fresh random key.
+func NewNonces() *Nonces {
+	n := &Nonces{used: map[string]usedNonce{}}
 	_, _ = rand.Read(n.key[:])
 	return n
 }
@@ -185,7 +218,7 @@ func newNonceMaker() *nonceMaker {
 // use records that nonce was answered with nonce-count nc (hex, with
 // qop=auth; "" without qop, when a nonce is good once) and reports false
 // for a replay: a count not above the highest seen for it.
-func (n *nonceMaker) use(nonce, qop, nc string, now time.Time) bool {
+func (n *Nonces) use(nonce, qop, nc string, now time.Time) bool {
 	var count uint64 = 1
 	if qop != "" {
 		c, err := strconv.ParseUint(nc, 16, 64)
@@ -208,7 +241,7 @@ func (n *nonceMaker) use(nonce, qop, nc string, now time.Time) bool {
 
 // pruneLocked forgets nonces past their lifetime (check refuses them
 // anyway), and, if that is not enough, the older half.
-func (n *nonceMaker) pruneLocked(now time.Time) {
+func (n *Nonces) pruneLocked(now time.Time) {
 	for k, u := range n.used {
 		if now.Sub(u.issued) > nonceLifetime {
 			delete(n.used, k)
@@ -225,7 +258,8 @@ func (n *nonceMaker) pruneLocked(now time.Time) {
 	}
 }
 
-func (n *nonceMaker) make(bind string, now time.Time) string {
+// Make returns a new nonce bound to bind.
+func (n *Nonces) Make(bind string, now time.Time) string {
 	var b [24]byte
 	binary.BigEndian.PutUint64(b[:8], uint64(now.UnixNano()))
 	m := hmac.New(sha256.New, n.key[:])
@@ -236,7 +270,7 @@ func (n *nonceMaker) make(bind string, now time.Time) string {
 }
 
 // check reports whether nonce is one of ours for bind, and whether it is too old.
-func (n *nonceMaker) check(nonce, bind string, now time.Time) (ok, stale bool) {
+func (n *Nonces) check(nonce, bind string, now time.Time) (ok, stale bool) {
 	b, err := base64.RawURLEncoding.DecodeString(nonce)
 	if err != nil || len(b) != 24 {
 		return false, false
@@ -251,11 +285,11 @@ func (n *nonceMaker) check(nonce, bind string, now time.Time) (ok, stale bool) {
 	return true, now.Sub(issued) > nonceLifetime || issued.After(now.Add(time.Minute))
 }
 
-// algsFor lists the algorithms to challenge user with: those accepted that
+// AlgsFor lists the algorithms to challenge user with: those accepted that
 // the user has a stored hash for, so that a user kept only as an MD5 HA1
 // is not asked for a SHA-256 response it can never pass. An unknown user
 // gets every accepted algorithm, which tells a prober nothing.
-func (c *credentials) algsFor(user string) []string {
+func (c *Credentials) AlgsFor(user string) []string {
 	accepted := c.algs
 	if len(accepted) == 0 {
 		accepted = []string{algSHA256, algMD5}
@@ -276,9 +310,9 @@ func (c *credentials) algsFor(user string) []string {
 	return out
 }
 
-// challenges returns the WWW-Authenticate values: SHA-256 first, then MD5
+// Challenges returns the WWW-Authenticate (or Proxy-Authenticate) values: SHA-256 first, then MD5
 // for clients that know no better (RFC 8760 section 2.4).
-func challenges(realm, nonce string, stale bool, algs ...string) []string {
+func Challenges(realm, nonce string, stale bool, algs ...string) []string {
 	var out []string
 	if len(algs) == 0 {
 		algs = []string{algSHA256, algMD5}
@@ -355,22 +389,22 @@ func parseDigest(v string) (map[string]string, bool) {
 	return out, true
 }
 
-// digestResult is the outcome of checking an Authorization header.
-type digestResult int
+// Result is the outcome of checking an Authorization header.
+type Result int
 
 const (
-	digestMissing digestResult = iota // no usable credentials: challenge
-	digestStale                       // right password, old nonce: challenge with stale=true
-	digestWrong                       // wrong password or unknown user
-	digestExpired                     // time-limited credentials past their expiry: 403
-	digestReplay                      // right password, nonce-count already used: challenge anew (stale=true)
-	digestOK
+	Missing Result = iota // no usable credentials: challenge
+	Stale                 // right password, old nonce: challenge with stale=true
+	Wrong                 // wrong password or unknown user
+	Expired               // time-limited credentials past their expiry: 403
+	Replay                // right password, nonce-count already used: challenge anew (stale=true)
+	OK                    // right password, fresh nonce
 )
 
 // lookup finds the credential for a digest username: a configured user,
 // else token credentials (pkg/token) when a secret is configured. identity
 // is who the caller is: the username, or a token's USER part.
-func (c *credentials) lookup(username string, now time.Time) (cr *credential, identity string, expired bool) {
+func (c *Credentials) lookup(username string, now time.Time) (cr *credential, identity string, expired bool) {
 	if cr := c.users[username]; cr != nil {
 		return cr, username, false
 	}
@@ -391,15 +425,17 @@ func (c *credentials) lookup(username string, now time.Time) (cr *credential, id
 	}}, user, false
 }
 
-// verify checks an Authorization value for method against the user table.
-func (c *credentials) verify(n *nonceMaker, auth, method, bind string, now time.Time) (digestResult, string) {
+// Verify checks an Authorization value for method against the user table,
+// with a nonce n made for bind. The string is who the caller is: the
+// username, a token's user, or "" when the header names none.
+func (c *Credentials) Verify(n *Nonces, auth, method, bind string, now time.Time) (Result, string) {
 	p, ok := parseDigest(auth)
 	if !ok {
-		return digestMissing, ""
+		return Missing, ""
 	}
 	user := p["username"]
 	if p["realm"] != c.realm || p["nonce"] == "" || p["response"] == "" || user == "" {
-		return digestMissing, user
+		return Missing, user
 	}
 	alg := p["algorithm"]
 	if alg == "" {
@@ -411,26 +447,26 @@ func (c *credentials) verify(n *nonceMaker, auth, method, bind string, now time.
 	case strings.EqualFold(alg, algSHA256):
 		alg = algSHA256
 	default:
-		return digestMissing, user
+		return Missing, user
 	}
 	if len(c.algs) > 0 && !slices.Contains(c.algs, alg) {
-		return digestMissing, user // not offered: challenge again
+		return Missing, user // not offered: challenge again
 	}
 	nonceOK, stale := n.check(p["nonce"], bind, now)
 	if !nonceOK {
-		return digestMissing, user
+		return Missing, user
 	}
 	cr, identity, expired := c.lookup(user, now)
 	if expired {
-		return digestExpired, identity
+		return Expired, identity
 	}
 	if cr == nil {
-		return digestWrong, user
+		return Wrong, user
 	}
 	ha1 := cr.ha1[alg]
 	if ha1 == "" {
 		// A stored hash of the other algorithm cannot check this response.
-		return digestMissing, user
+		return Missing, user
 	}
 	ha2 := hexHash(alg, method, p["uri"])
 	var want string
@@ -440,16 +476,16 @@ func (c *credentials) verify(n *nonceMaker, auth, method, bind string, now time.
 	case "":
 		want = hexHash(alg, ha1, p["nonce"], ha2)
 	default:
-		return digestMissing, user
+		return Missing, user
 	}
 	if subtle.ConstantTimeCompare([]byte(strings.ToLower(p["response"])), []byte(want)) != 1 {
-		return digestWrong, user
+		return Wrong, user
 	}
 	if stale {
-		return digestStale, identity
+		return Stale, identity
 	}
 	if !n.use(p["nonce"], p["qop"], p["nc"], now) {
-		return digestReplay, identity
+		return Replay, identity
 	}
-	return digestOK, identity
+	return OK, identity
 }
