@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -65,20 +66,35 @@ func startSIPpUAS(t *testing.T, args ...string) *sippUAS {
 			t.Logf("sipp:\n%s\n%s", tailStr(s.out.String(), 3000), tailStr(string(errs), 3000))
 		}
 	})
-	// SIPp binds its socket soon after it starts.
+	// SIPp binds its socket soon after it starts. Probing by binding the
+	// port ourselves would race with SIPp's own bind (and made it exit
+	// with "Address already in use"), so read the kernel's socket table.
 	waitFor(t, "sipp to listen", 10*time.Second, func() bool {
 		select {
 		case <-s.exited:
 			t.Fatalf("sipp exited: %v", s.err)
 		default:
 		}
-		c, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", s.port))
-		if err == nil {
-			c.Close()
-		}
-		return err != nil
+		return udpBound(t, s.port)
 	})
 	return s
+}
+
+// udpBound says whether a UDP socket of this network namespace is bound
+// to 127.0.0.1:port, from /proc/net/udp.
+func udpBound(t *testing.T, port int) bool {
+	t.Helper()
+	b, err := os.ReadFile("/proc/net/udp")
+	if err != nil {
+		t.Fatalf("sipp to listen: %v", err)
+	}
+	want := fmt.Sprintf("0100007F:%04X", port)
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 1 && f[1] == want {
+			return true
+		}
+	}
+	return false
 }
 
 // TestSIPpTrunk puts SIPp (Debian's sip-tester) on the trunk side: its
