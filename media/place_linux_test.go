@@ -2,7 +2,6 @@ package media
 
 import (
 	"bytes"
-	"context"
 	"encoding/binary"
 	"sync"
 	"testing"
@@ -22,6 +21,20 @@ func loadLoop(lp *loop, share float64) {
 	lp.sampleBusy = lp.busy.Load() - int64(share*float64(time.Second))
 }
 
+// twoLoops returns the media loops, skipping where there is only one
+// (GOMAXPROCS=1): placement then has no choice to make.
+func twoLoops(t *testing.T) []*loop {
+	t.Helper()
+	loops, err := engineLoops()
+	if err != nil {
+		missing(t, "no media loops", err)
+	}
+	if len(loops) < 2 {
+		t.Skipf("one media loop (GOMAXPROCS=%d): nothing to place", len(loops))
+	}
+	return loops
+}
+
 // shardLoop returns the loop serving s.
 func shardLoop(s *shard) *loop {
 	s.place.Lock()
@@ -36,13 +49,7 @@ func shardLoop(s *shard) *loop {
 // again, the shard goes back. A call whose browser sits on the moving
 // shard keeps its media both ways throughout.
 func TestLoopsFollowLoad(t *testing.T) {
-	loops, err := engineLoops()
-	if err != nil {
-		missing(t, "no media loops", err)
-	}
-	if len(loops) < 2 {
-		t.Skipf("one media loop (GOMAXPROCS=%d): nothing to place", len(loops))
-	}
+	loops := twoLoops(t)
 	first, second := loops[0], loops[1]
 	w, err := NewWebRTC(WebRTCOptions{BindIP: "127.0.0.1", Shards: 2})
 	if err != nil {
@@ -116,13 +123,7 @@ func TestLoopsFollowLoad(t *testing.T) {
 // while its browser sends loses no packet that reached the socket and
 // delivers none twice (run it with -race).
 func TestShardMovesUnderTraffic(t *testing.T) {
-	loops, err := engineLoops()
-	if err != nil {
-		missing(t, "no media loops", err)
-	}
-	if len(loops) < 2 {
-		t.Skipf("one media loop (GOMAXPROCS=%d): nothing to move", len(loops))
-	}
+	loops := twoLoops(t)
 	w, err := NewWebRTC(WebRTCOptions{BindIP: "127.0.0.1", Shards: 1})
 	if err != nil {
 		t.Fatal(err)
@@ -251,21 +252,7 @@ func callingBrowser(t *testing.T, w *WebRTC) *browserCall {
 	t.Helper()
 	pc := newBrowserPC(t, webrtc.NetworkTypeUDP4)
 	track, got := sendingTrack(t, pc)
-	leg, answer, err := w.Answer(offerOf(t, pc), "PCMU")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { leg.Close() })
-	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: answer}); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := leg.WaitConnected(ctx); err != nil {
-		t.Fatal(err)
-	}
-	waitPCConnected(t, pc)
-	return &browserCall{pc: pc, leg: leg, track: track, got: got}
+	return &browserCall{pc: pc, leg: connect(t, w, pc), track: track, got: got}
 }
 
 // servedBy returns the loop serving l's RTP socket, or nil.
@@ -279,13 +266,7 @@ func servedBy(l *RTPLeg) *loop {
 // placement wakes and puts to sleep the loops their shards belong to
 // leave no socket on any loop (run it with -race).
 func TestPlacementRacesClose(t *testing.T) {
-	loops, err := engineLoops()
-	if err != nil {
-		missing(t, "no media loops", err)
-	}
-	if len(loops) < 2 {
-		t.Skipf("one media loop (GOMAXPROCS=%d): nothing to place", len(loops))
-	}
+	loops := twoLoops(t)
 	before := make([]int32, len(loops))
 	for i, lp := range loops {
 		before[i] = lp.sockets.Load()

@@ -139,6 +139,13 @@ func TestWebRTCAnswerRejectsBadInput(t *testing.T) {
 // connectedLeg answers a loopback pion client and waits for DTLS.
 func connectedLeg(b testing.TB, w *WebRTC) (*WebRTCLeg, *webrtc.PeerConnection) {
 	pc := browserPC(b)
+	return connect(b, w, pc), pc
+}
+
+// connect answers pc's offer on w and waits until both sides are
+// connected.
+func connect(b testing.TB, w *WebRTC, pc *webrtc.PeerConnection) *WebRTCLeg {
+	b.Helper()
 	leg, answer, err := w.Answer(offerOf(b, pc), "PCMU")
 	if err != nil {
 		b.Fatal(err)
@@ -153,7 +160,7 @@ func connectedLeg(b testing.TB, w *WebRTC) (*WebRTCLeg, *webrtc.PeerConnection) 
 		b.Fatal(err)
 	}
 	waitPCConnected(b, pc)
-	return leg, pc
+	return leg
 }
 
 // waitPCConnected waits until the browser side has finished DTLS too: our
