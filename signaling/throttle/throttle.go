@@ -105,7 +105,7 @@ func (s *Sources) Throttled(req *sip.Request, tx sip.ServerTransaction, trunk fu
 	if b == nil {
 		return false
 	}
-	ip := sourceIP(req.Source())
+	ip := SourceIP(req.Source())
 	now := time.Now()
 	if req.Method != sip.REGISTER && !isWebSocket(req) && trunk(ip) {
 		return false
@@ -131,8 +131,12 @@ func isWebSocket(req *sip.Request) bool {
 	return strings.EqualFold(t, "ws") || strings.EqualFold(t, "wss")
 }
 
-// sourceIP is the IP address of a request's source (host:port).
-func sourceIP(src string) string {
+// SourceIP is the IP address of a request's source (sip.Request.Source,
+// host:port): the key of per-source rates here, and of the registrar's
+// lockouts and the relay's trunk-by-address lookup, so that a source is
+// one thing whichever limit it meets. A source without a port is returned
+// as is.
+func SourceIP(src string) string {
 	h, _, err := net.SplitHostPort(src)
 	if err != nil {
 		return src
