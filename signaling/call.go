@@ -311,7 +311,7 @@ func (c *Call) watch() {
 			return
 		case now := <-t.C:
 			c.observeFirstMedia()
-			if c.srtpAuthFailing() {
+			if c.sec.authFailing(c.sipLeg()) {
 				c.log.Warn("trunk's SRTP keeps failing authentication; ending the call")
 				c.hangup(endSRTPAuth, 0, "")
 				return
@@ -327,11 +327,8 @@ func (c *Call) watch() {
 // onAck takes the ACK of a 2xx the relay sent on side s; on a call into
 // browsers whose INVITE had no offer, the trunk's ACK carries the answer.
 func (c *Call) onAck(s side, req *sip.Request, tx sip.ServerTransaction) {
-	if d := c.legNow(s).dss; d != nil {
-		_ = d.ReadAck(req, tx)
-		if s == sideTrunk {
-			c.trunkAck(req)
-		}
+	if c.legNow(s).readAck(req, tx) && s == sideTrunk {
+		c.trunkAck(req)
 	}
 }
 

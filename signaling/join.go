@@ -254,7 +254,7 @@ func (j *join) onOffer(i int, req *sip.Request, tx sip.ServerTransaction) {
 	case len(req.Body()) == 0 && req.Method == sip.UPDATE:
 		// A session refresh: nothing changes.
 	case len(req.Body()) == 0:
-		body = l.nextSDP(firstNonEmpty(j.legs[1-i].dir, "sendrecv"), "")
+		body = l.nextSDP(firstNonEmpty(j.legs[1-i].dir, "sendrecv"), "", nil)
 	default:
 		_, a, err := sdp.Parse(req.Body())
 		if err != nil {
@@ -293,7 +293,7 @@ func (j *join) onOffer(i int, req *sip.Request, tx sip.ServerTransaction) {
 			fwd = dir
 		}
 		j.hold.update(j.legs[:]...)
-		body = l.nextSDP(sdp.AnswerDirection(dir), "")
+		body = l.nextSDP(sdp.AnswerDirection(dir), "", nil)
 	}
 	route := l.route
 	j.mu.Unlock()
@@ -328,7 +328,7 @@ func (j *join) offerOut(k int, dir string) {
 	res, err := l.sendOffer(j.ended, func() string {
 		j.mu.Lock()
 		defer j.mu.Unlock()
-		return l.nextSDP(dir, "")
+		return l.nextSDP(dir, "", nil)
 	})
 	if errors.Is(err, errEnded) {
 		return

@@ -2,7 +2,6 @@ package signaling
 
 import (
 	"errors"
-	"strconv"
 	"strings"
 	"sync"
 
@@ -171,16 +170,13 @@ func (c *Call) localSDP(s side, dir string) string {
 			// settled the roles, which later SDP must keep.
 			setup = e2eSettledSetup(l.dcs.InviteResponse)
 		}
+		var codecs []sdp.Codec
 		if c.active.Load() != nil {
 			// Only what the call uses now: the codec may have changed since
 			// the first SDP, which for a call to a trunk listed all offered.
-			if l.ver == 0 {
-				l.ver = sdpVersion(l.sdp)
-			}
-			l.ver++
-			return rewriteSDP(setCodecs(l.sdp, sipCodecList(c.currentPlan())), dir, l.ver, setup)
+			codecs = sipCodecList(c.currentPlan())
 		}
-		return l.nextSDP(dir, setup)
+		return l.nextSDP(dir, setup, codecs)
 	}
 	switch {
 	case l.dss != nil:
@@ -194,56 +190,7 @@ func (c *Call) localSDP(s side, dir string) string {
 			setup = "active"
 		}
 	}
-	return l.nextSDP(dir, setup)
-}
-
-func sdpVersion(body string) uint64 {
-	for _, l := range strings.Split(body, "\n") {
-		if strings.HasPrefix(l, "o=") {
-			f := strings.Fields(l)
-			if len(f) >= 3 {
-				n, _ := strconv.ParseUint(f[2], 10, 64)
-				return n
-			}
-		}
-	}
-	return 1
-}
-
-// rewriteSDP sets the o= version, the audio direction and (if setup is not
-// empty) a=setup of an SDP.
-func rewriteSDP(body, dir string, version uint64, setup string) string {
-	lines := strings.Split(strings.ReplaceAll(body, "\r\n", "\n"), "\n")
-	var out []string
-	inAudio, placed := false, false
-	for _, l := range lines {
-		if l == "" {
-			continue
-		}
-		switch {
-		case strings.HasPrefix(l, "o="):
-			f := strings.Fields(l)
-			if len(f) >= 6 {
-				f[2] = strconv.FormatUint(version, 10)
-				l = strings.Join(f, " ")
-			}
-		case strings.HasPrefix(l, "m="):
-			inAudio = strings.HasPrefix(l, "m=audio")
-		case l == "a=sendrecv" || l == "a=sendonly" || l == "a=recvonly" || l == "a=inactive":
-			continue
-		case setup != "" && strings.HasPrefix(l, "a=setup:"):
-			l = "a=setup:" + setup
-		}
-		if inAudio && !placed && strings.HasPrefix(l, "a=") {
-			out = append(out, "a="+dir)
-			placed = true
-		}
-		out = append(out, l)
-	}
-	if !placed {
-		out = append(out, "a="+dir)
-	}
-	return strings.Join(out, "\r\n") + "\r\n"
+	return l.nextSDP(dir, setup, nil)
 }
 
 // offerOut sends side s a re-INVITE with direction dir (what the other

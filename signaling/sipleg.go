@@ -75,6 +75,16 @@ func (d *dialog) bye(ctx context.Context) error {
 	return nil
 }
 
+// readAck takes the ACK of the relay's 2xx on a dialog the peer placed,
+// and reports whether there was one to take.
+func (d *dialog) readAck(req *sip.Request, tx sip.ServerTransaction) bool {
+	if d.dss == nil {
+		return false
+	}
+	_ = d.dss.ReadAck(req, tx)
+	return true
+}
+
 // readBye answers a BYE the peer sent in the dialog.
 func (d *dialog) readBye(req *sip.Request, tx sip.ServerTransaction) {
 	switch {
@@ -149,13 +159,70 @@ func (l *SIPLeg) setDir(dir string) (changed bool) {
 }
 
 // nextSDP is the relay's SDP on the leg with direction dir and a new
-// version; setup, if not empty, replaces a=setup.
-func (l *SIPLeg) nextSDP(dir, setup string) string {
+// version, rewritten from the leg's last one: setup, if not empty,
+// replaces a=setup; codecs, if not nil, replace the audio formats (a
+// call's codec may have changed since its first SDP listed all it
+// offered).
+func (l *SIPLeg) nextSDP(dir, setup string, codecs []sdp.Codec) string {
 	if l.ver == 0 {
 		l.ver = sdpVersion(l.sdp)
 	}
 	l.ver++
-	return rewriteSDP(l.sdp, dir, l.ver, setup)
+	body := l.sdp
+	if codecs != nil {
+		body = setCodecs(body, codecs)
+	}
+	return rewriteSDP(body, dir, l.ver, setup)
+}
+
+// sdpVersion is the o= version of an SDP; 1 when it has none.
+func sdpVersion(body string) uint64 {
+	for _, l := range strings.Split(body, "\n") {
+		if strings.HasPrefix(l, "o=") {
+			f := strings.Fields(l)
+			if len(f) >= 3 {
+				n, _ := strconv.ParseUint(f[2], 10, 64)
+				return n
+			}
+		}
+	}
+	return 1
+}
+
+// rewriteSDP sets the o= version, the audio direction and (if setup is not
+// empty) a=setup of an SDP.
+func rewriteSDP(body, dir string, version uint64, setup string) string {
+	lines := strings.Split(strings.ReplaceAll(body, "\r\n", "\n"), "\n")
+	var out []string
+	inAudio, placed := false, false
+	for _, l := range lines {
+		if l == "" {
+			continue
+		}
+		switch {
+		case strings.HasPrefix(l, "o="):
+			f := strings.Fields(l)
+			if len(f) >= 6 {
+				f[2] = strconv.FormatUint(version, 10)
+				l = strings.Join(f, " ")
+			}
+		case strings.HasPrefix(l, "m="):
+			inAudio = strings.HasPrefix(l, "m=audio")
+		case l == "a=sendrecv" || l == "a=sendonly" || l == "a=recvonly" || l == "a=inactive":
+			continue
+		case setup != "" && strings.HasPrefix(l, "a=setup:"):
+			l = "a=setup:" + setup
+		}
+		if inAudio && !placed && strings.HasPrefix(l, "a=") {
+			out = append(out, "a="+dir)
+			placed = true
+		}
+		out = append(out, l)
+	}
+	if !placed {
+		out = append(out, "a="+dir)
+	}
+	return strings.Join(out, "\r\n") + "\r\n"
 }
 
 // errEnded is an offer not sent because the call or join ended.
@@ -196,6 +263,16 @@ func (l *SIPLeg) answerOffer(req *sip.Request, tx sip.ServerTransaction, body st
 	l.acceptSessionTimer(req, res)
 	res.AppendHeader(contact)
 	return tx.Respond(res)
+}
+
+// sendInfo sends one digit on the leg as application/dtmf-relay INFO and
+// waits for the answer.
+func (l *SIPLeg) sendInfo(digit byte, dur time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	body := fmt.Sprintf("Signal=%c\r\nDuration=%d\r\n", digit, dur.Milliseconds())
+	_, err := l.request(ctx, sip.INFO, []byte(body), sip.NewHeader("Content-Type", "application/dtmf-relay"))
+	return err
 }
 
 // okWithSDP is a 200 to req carrying body as SDP, or no body if empty.
