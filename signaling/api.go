@@ -97,13 +97,13 @@ func (c *Call) adminHangup(who string) {
 	c.hangup(endAdminHangup, 0, "")
 }
 
-// whoEnded is the CDR's ended_by: the operator who hung up, or the side
-// the end cause points at.
-func (c *Call) whoEnded() string {
-	if p := c.endedBy.Load(); p != nil {
-		return *p
+// whoEnded is a CDR's ended_by: the operator who hung the call up (nil
+// if none), or else the side its end cause points at.
+func whoEnded(cause string, operator *string) string {
+	if operator != nil {
+		return *operator
 	}
-	switch c.cause {
+	switch cause {
 	case endNormalBrowser, endCancelled:
 		return endedByBrowser
 	case endNormalTrunk, endBusy, endRejected:

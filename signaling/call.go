@@ -17,7 +17,6 @@ import (
 	"github.com/mediarelay/mediarelay/media"
 	"github.com/mediarelay/mediarelay/pkg/cdr"
 	"github.com/mediarelay/mediarelay/pkg/config"
-	"github.com/mediarelay/mediarelay/pkg/metrics"
 	"github.com/mediarelay/mediarelay/pkg/sdp"
 )
 
@@ -425,7 +424,7 @@ func (c *Call) beginCDR() {
 	rec := c.cdrRecord()
 	rec.SIPCode = 200
 	if m := c.active.Load(); m != nil {
-		rec.Mode, rec.WebRTCCodec, rec.SIPCodec = m.plan.Mode, m.plan.BrowserCodec, m.plan.SIPCodec.Name
+		recordPlan(&rec, m.plan)
 	}
 	if err := c.r.cdr.Begin(rec); err != nil {
 		c.log.Error("cdr not begun", "err", err)
@@ -441,28 +440,19 @@ func (c *Call) finish() {
 	}
 	rec := c.cdrRecord()
 	rec.End, rec.EndCause, rec.SIPCode = end, c.cause, c.code
-	rec.EndedBy = c.whoEnded()
+	rec.EndedBy = whoEnded(c.cause, c.endedBy.Load())
 	if rec.SIPCode == 0 && !c.answered.IsZero() {
 		rec.SIPCode = 200
 	}
 	if m := c.active.Load(); c.mediaUp && m != nil {
 		// The media as it ended: a trunk may have changed codec mid-call.
-		rec.Mode = m.plan.Mode
-		rec.WebRTCCodec = m.plan.BrowserCodec
-		rec.SIPCodec = m.plan.SIPCodec.Name
-		ws, rs := c.web.Stats(), c.sipLeg().Stats()
-		rec.WebRTCPacketsIn, rec.WebRTCPacketsOut = ws.PacketsIn, ws.PacketsOut
-		rec.SIPPacketsIn, rec.SIPPacketsOut = rs.PacketsIn, rs.PacketsOut
-		rec.WebRTCLoss = lossFraction(ws)
-		rec.SIPLoss = lossFraction(rs)
-		rec.WebRTCJitterMs, rec.SIPJitterMs = ws.Jitter, rs.Jitter
-		rec.WebRTCTransport, rec.SIPTransport = c.web.Transport(), c.sipLeg().Transport()
+		recordPlan(&rec, m.plan)
+		web, rtp := c.web, c.sipLeg()
+		ws, rs := web.Stats(), rtp.Stats()
+		recordLegs(&rec, rs, ws, rtp.Transport(), web.Transport())
 		c.r.countTransports(rec.WebRTCTransport, rec.SIPTransport)
-		worstLoss := max(rec.WebRTCLoss, rec.SIPLoss)
-		rec.MOS = cdr.EstimateMOS(rec.SIPCodec, worstLoss, max(ws.Jitter, rs.Jitter), 0)
 		c.observeFirstMedia()
-		c.observeQuality(metrics.LegWebRTC, rec.WebRTCCodec, rec.WebRTCLoss, ws)
-		c.observeQuality(metrics.LegSIP, rec.SIPCodec, rec.SIPLoss, rs)
+		observeQuality(c.r.m, c.trunkName(), rec, rs, ws)
 		if m.bridge != nil {
 			st := m.bridge.Stats()
 			rec.DTMFEvents = int(st.DTMFEventsToSIP + st.DTMFEventsToWebRTC)
@@ -484,6 +474,25 @@ func (c *Call) finish() {
 	c.log.Info("call ended", "cause", c.cause, "code", c.code, "duration", end.Sub(c.start).Round(time.Millisecond).String())
 }
 
+// recordPlan puts the media plan's mode and codecs in a call's CDR.
+func recordPlan(rec *cdr.Record, plan mediaPlan) {
+	rec.Mode, rec.WebRTCCodec, rec.SIPCodec = plan.Mode, plan.BrowserCodec, plan.SIPCodec.Name
+}
+
+// recordLegs puts the media legs' counts, loss, jitter and transports in a
+// CDR, and the MOS they make for rec.SIPCodec (set first): sip is the
+// trunk's leg, web the browser's, or a join's second trunk leg. Calls and
+// joins fill these fields alike.
+func recordLegs(rec *cdr.Record, sip, web media.LegStats, sipTransport, webTransport string) {
+	rec.SIPPacketsIn, rec.SIPPacketsOut = sip.PacketsIn, sip.PacketsOut
+	rec.WebRTCPacketsIn, rec.WebRTCPacketsOut = web.PacketsIn, web.PacketsOut
+	rec.SIPLoss, rec.WebRTCLoss = lossFraction(sip), lossFraction(web)
+	rec.SIPJitterMs, rec.WebRTCJitterMs = sip.Jitter, web.Jitter
+	rec.SIPTransport, rec.WebRTCTransport = sipTransport, webTransport
+	rec.MOS = cdr.EstimateMOS(rec.SIPCodec, max(rec.SIPLoss, rec.WebRTCLoss), max(sip.Jitter, web.Jitter), 0)
+}
+
+// lossFraction is the fraction of the packets a leg expected that were lost.
 func lossFraction(s media.LegStats) float64 {
 	expected := int64(s.PacketsIn) + s.Lost
 	if expected <= 0 || s.Lost <= 0 {

@@ -121,7 +121,7 @@ func (c *Call) offerIn(s side, req *sip.Request) (string, int, string) {
 	}
 	if len(req.Body()) == 0 {
 		// Late offer in a re-INVITE: we offer what we have; the ACK answers.
-		return c.localSDP(s, c.currentDir(s)), 200, ""
+		return c.localSDP(s, c.leg(otherSide(s)).askedDir()), 200, ""
 	}
 	_, a, err := sdp.Parse(req.Body())
 	if err != nil {
@@ -150,12 +150,6 @@ func (c *Call) offerIn(s side, req *sip.Request) (string, int, string) {
 		return ans, 200, dir
 	}
 	return ans, 200, ""
-}
-
-// currentDir is the direction the relay last used towards s: what the
-// other side asked for.
-func (c *Call) currentDir(s side) string {
-	return firstNonEmpty(c.leg(otherSide(s)).dir, "sendrecv")
 }
 
 // localSDP is the relay's SDP towards side s with direction dir and a new

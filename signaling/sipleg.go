@@ -158,6 +158,11 @@ func (l *SIPLeg) setDir(dir string) (changed bool) {
 	return changed
 }
 
+// askedDir is the direction the peer last asked for on the leg, sendrecv
+// until it asked for one: what the relay offers the other party of the
+// call or join.
+func (l *SIPLeg) askedDir() string { return firstNonEmpty(l.dir, "sendrecv") }
+
 // nextSDP is the relay's SDP on the leg with direction dir and a new
 // version, rewritten from the leg's last one: setup, if not empty,
 // replaces a=setup; codecs, if not nil, replace the audio formats (a
@@ -485,7 +490,7 @@ type holdState struct {
 func (h *holdState) update(legs ...*SIPLeg) {
 	held := false
 	for _, l := range legs {
-		if l != nil && l.dir != "" && l.dir != "sendrecv" {
+		if l != nil && l.askedDir() != "sendrecv" {
 			held = true
 		}
 	}
