@@ -11,8 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/emiago/sipgo/sip"
-
 	"github.com/mediarelay/mediarelay/media"
 	"github.com/mediarelay/mediarelay/pkg/metrics"
 )
@@ -110,20 +108,6 @@ func whoEnded(cause string, operator *string) string {
 		return endedByTrunk
 	}
 	return endedByRelay
-}
-
-// modeHeader tells the browser, in the 200 OK to its INVITE, whether the
-// relay passes its audio through or transcodes it (the softphone shows it).
-const modeHeader = "X-Mediarelay-Mode"
-
-// browserAnswer is the 200 OK with the relay's SDP answer to the
-// browser's INVITE.
-func (c *Call) browserAnswer(invite *sip.Request) *sip.Response {
-	res := sip.NewSDPResponseFromRequest(invite, []byte(c.answerSDP))
-	if m := c.active.Load(); m != nil {
-		res.AppendHeader(sip.NewHeader(modeHeader, m.plan.Mode))
-	}
-	return res
 }
 
 // adminAllowed decides whether a call API request may proceed. With a

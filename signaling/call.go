@@ -84,10 +84,9 @@ type Call struct {
 	// endedBy, when set, is the operator who hung the call up.
 	endedBy atomic.Pointer[string]
 
-	// A trunk's offer on a call into browsers.
+	// A trunk's offer on a call into browsers (none if its INVITE had no
+	// SDP: SIPLeg.lateOffer).
 	trunkOffer sdp.Audio
-	lateOffer  bool        // the trunk's INVITE had no SDP: its answer comes in the ACK
-	lateDone   atomic.Bool // that answer was applied
 	mid        midCallState
 	// DTMF: INFO from the trunk is injected on the way to the browser.
 	inj      atomic.Pointer[dtmfInjector]
@@ -326,8 +325,8 @@ func (c *Call) watch() {
 // onAck takes the ACK of a 2xx the relay sent on side s; on a call into
 // browsers whose INVITE had no offer, the trunk's ACK carries the answer.
 func (c *Call) onAck(s side, req *sip.Request, tx sip.ServerTransaction) {
-	if c.legNow(s).readAck(req, tx) && s == sideTrunk {
-		c.trunkAck(req)
+	if l := c.legNow(s); l.readAck(req, tx) && s == sideTrunk {
+		c.trunkAck(l, req)
 	}
 }
 

@@ -188,7 +188,7 @@ func (r *Relay) inbound(req *sip.Request, tx sip.ServerTransaction) {
 	c := r.newCall(route, "inbound")
 	c.trunk.dialog = serverDialog(dss)
 	c.from, c.to = formatNumber(route, callerOf(req)), inv.user
-	c.trunkOffer, c.lateOffer, c.e2e = inv.offer, inv.lateOffer, inv.e2e
+	c.trunkOffer, c.trunk.lateOffer, c.e2e = inv.offer, inv.lateOffer, inv.e2e
 	r.admit(c, dss.ID)
 	r.wg.Add(1)
 	defer r.wg.Done()
@@ -478,13 +478,14 @@ func hasFold(list []string, s string) bool {
 	return false
 }
 
-// trunkAck completes a call whose INVITE had no offer: the trunk's ACK
-// carries its answer to the relay's 200.
-func (c *Call) trunkAck(req *sip.Request) {
-	if !c.lateOffer || len(req.Body()) == 0 || !c.lateDone.CompareAndSwap(false, true) {
+// trunkAck completes a call whose INVITE had no offer: the trunk's ACK on
+// its leg l carries its answer to the relay's 200.
+func (c *Call) trunkAck(l *SIPLeg, req *sip.Request) {
+	body, ok := l.ackAnswer(req)
+	if !ok {
 		return
 	}
-	_, ans, err := sdp.Parse(req.Body())
+	_, ans, err := sdp.Parse(body)
 	if err == nil {
 		if _, ok := ans.Find(c.currentPlan().SIPCodec.Name); !ok {
 			err = errNoCommonCodec
@@ -495,5 +496,5 @@ func (c *Call) trunkAck(req *sip.Request) {
 		go c.hangup(endNoCodec, 0, "")
 		return
 	}
-	c.trunk.setRemote(ans)
+	l.setRemote(ans)
 }

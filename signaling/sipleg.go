@@ -100,8 +100,10 @@ func (d *dialog) readBye(req *sip.Request, tx sip.ServerTransaction) {
 // SIPLeg is one SIP dialog of a relayed call and what the relay keeps for
 // it: the dialog, the RTP leg (nil on a browser's dialog, whose media is
 // the WebRTC leg), the relay's SDP and its version, the direction the peer
-// last asked for, whether an offer of the relay's is outstanding, and the
-// RFC 4028 session timer. A browser↔trunk Call has two (browser and
+// last asked for, the offer/answer state (an offer of the relay's
+// outstanding; an answer due in the ACK), and the RFC 4028 session timer.
+// What is sent on one dialog alone is built and sent here: the next SDP,
+// re-INVITEs and their answers, session refreshes, DTMF INFO. A browser↔trunk Call has two (browser and
 // trunk); a join of two trunk legs has two trunk legs. A transfer moves a
 // leg from a Call to a join, or swaps one in, without converting it.
 //
@@ -119,6 +121,11 @@ type SIPLeg struct {
 	sdp         string // the relay's SDP on this dialog, the base of later ones
 	ver         uint64 // o= version of the relay's last SDP; 0: take sdp's
 	dir         string // the direction the far end last asked for
+
+	// lateOffer: the peer's INVITE had no SDP, so the relay offered in its
+	// 200 and the ACK answers; lateDone: that answer was taken.
+	lateOffer bool
+	lateDone  atomic.Bool
 
 	// offerMu is held while an offer of the relay's is out on the dialog:
 	// one at a time; offering says so to the peer's offers (glare, 491).
@@ -278,6 +285,16 @@ func (l *SIPLeg) sendInfo(digit byte, dur time.Duration) error {
 	body := fmt.Sprintf("Signal=%c\r\nDuration=%d\r\n", digit, dur.Milliseconds())
 	_, err := l.request(ctx, sip.INFO, []byte(body), sip.NewHeader("Content-Type", "application/dtmf-relay"))
 	return err
+}
+
+// ackAnswer is the SDP answer in the peer's ACK to the offer the relay
+// made in its 200 because the peer's INVITE had none (lateOffer); only the
+// first ACK with a body counts.
+func (l *SIPLeg) ackAnswer(req *sip.Request) ([]byte, bool) {
+	if !l.lateOffer || len(req.Body()) == 0 || !l.lateDone.CompareAndSwap(false, true) {
+		return nil, false
+	}
+	return req.Body(), true
 }
 
 // okWithSDP is a 200 to req carrying body as SDP, or no body if empty.
