@@ -4,7 +4,8 @@
 // sip.overload_reply_rate of those, silence); per browser user, the calls
 // in progress (sip.user_max_calls) and call attempts per minute
 // (sip.user_call_rate). Who is exempt (a configured trunk) is the relay's
-// to say.
+// to say. SourceIP is what "a source" means here and to the rest of
+// signaling (the registrar's lockouts, trunks known by address).
 package throttle
 
 import (
