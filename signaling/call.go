@@ -38,8 +38,10 @@ const (
 	endShutdown      = "shutdown"
 )
 
-// Call is one relayed call: a browser dialog and a trunk dialog, and the
-// media legs and forwarding between them.
+// Call is one relayed call: a browser dialog and a trunk dialog (SIPLegs),
+// the browser's WebRTC leg, and the forwarding between it and the trunk's
+// RTP leg. The Call decides what crosses from one leg to the other; what
+// concerns one dialog alone is the SIPLeg's.
 type Call struct {
 	r   *Relay
 	id  string
@@ -139,6 +141,87 @@ func (r *Relay) admit(c *Call, dialogID string) {
 	r.indexDialog(c, dialogID)
 }
 
+// The call's legs ----------------------------------------------------------
+//
+// A transfer may replace either SIPLeg, the trunk's RTP leg with it, or
+// the browser's WebRTC leg: code outside the call's signalling reaches
+// them through these.
+
+// leg is the call's dialog on side s; c.mid.mu or r.mu is held (a
+// transfer replaces a leg under both).
+func (c *Call) leg(s side) *SIPLeg {
+	if s == sideTrunk {
+		return c.trunk
+	}
+	return c.browser
+}
+
+// legNow is leg for goroutines that hold neither lock.
+func (c *Call) legNow(s side) *SIPLeg {
+	c.r.mu.Lock()
+	defer c.r.mu.Unlock()
+	return c.leg(s)
+}
+
+// sipLeg is the call's SIP media leg; a transfer from the trunk side may
+// replace it (swapSIPLeg), so goroutines other than the call's signalling
+// read it here.
+func (c *Call) sipLeg() *media.RTPLeg {
+	c.r.mu.Lock()
+	defer c.r.mu.Unlock()
+	return c.trunk.rtp
+}
+
+// webIO is the browser leg as the forwarders see it: a transfer from the
+// browser side swaps in the new browser's leg without restarting them.
+type webIO struct {
+	cur atomic.Pointer[media.WebRTCLeg]
+}
+
+func (w *webIO) ReadRTP(b []byte) (int, error) {
+	for {
+		l := w.cur.Load()
+		n, err := l.ReadRTP(b)
+		if err != nil && w.cur.Load() != l {
+			continue // the leg was swapped (and the old one closed): read the new one
+		}
+		return n, err
+	}
+}
+
+// Serve delivers the current browser leg's packets to h, moving on to the
+// new leg when a transfer swaps it in (media.PacketSource).
+func (w *webIO) Serve(h func(pkt []byte)) error {
+	for {
+		l := w.cur.Load()
+		err := l.Serve(h)
+		if w.cur.Load() != l {
+			continue
+		}
+		return err
+	}
+}
+
+func (w *webIO) WriteRTP(b []byte) error { return w.cur.Load().WriteRTP(b) }
+
+// webRW is the browser leg the forwarders read and write, made on first
+// use.
+func (c *Call) webRW() *webIO {
+	// The leg is stored where c.web is set (setWeb), never read from
+	// c.web here: a first call before the leg exists must not latch nil.
+	c.webOnce.Do(func() { c.wio = &webIO{} })
+	return c.wio
+}
+
+// setWeb makes leg the call's browser leg, for the forwarders too.
+func (c *Call) setWeb(leg *media.WebRTCLeg) {
+	c.web = leg
+	c.webRW().cur.Store(leg)
+}
+
+// webLeg is the current browser leg; nil before the call has one.
+func (c *Call) webLeg() *media.WebRTCLeg { return c.webRW().cur.Load() }
+
 // rejectInvite answers the INVITE of dss with a final failure and ends the
 // call with cause.
 func (c *Call) rejectInvite(dss *sipgo.DialogServerSession, code int, reason, cause string, hdrs ...sip.Header) {
@@ -229,15 +312,6 @@ func (c *Call) setupMedia(answer sdp.Audio) error {
 	c.r.m.TranscodedCalls.WithLabelValues(plan.Mode, c.trunkName()).Inc()
 	c.log.Info("media negotiated", "mode", plan.Mode, "sip_codec", plan.SIPCodec.Name, "webrtc_codec", plan.BrowserCodec)
 	return nil
-}
-
-// sipLeg is the call's SIP media leg; a transfer from the trunk side may
-// replace it (swapSIPLeg), so goroutines other than the call's signalling
-// read it here.
-func (c *Call) sipLeg() *media.RTPLeg {
-	c.r.mu.Lock()
-	defer c.r.mu.Unlock()
-	return c.trunk.rtp
 }
 
 // errNoConnection is an SDP whose audio stream has no c= address (media or

@@ -21,22 +21,6 @@ type midCallState struct {
 	hold holdState  // either side has put the call on hold
 }
 
-// leg is the call's dialog on side s; c.mid.mu or r.mu is held (a
-// transfer replaces a leg under both).
-func (c *Call) leg(s side) *SIPLeg {
-	if s == sideTrunk {
-		return c.trunk
-	}
-	return c.browser
-}
-
-// legNow is leg for goroutines that hold neither lock.
-func (c *Call) legNow(s side) *SIPLeg {
-	c.r.mu.Lock()
-	defer c.r.mu.Unlock()
-	return c.leg(s)
-}
-
 // setDir records the direction side s asked for and reports whether it
 // changed; c.mid.mu is held.
 func (c *Call) setDir(s side, dir string) bool {
