@@ -53,8 +53,10 @@ type Call struct {
 	// either, or with legNow); the trunk leg holds the RTP leg.
 	browser, trunk *SIPLeg
 	from, to       string
-	route          *config.Trunk
-	direction      string
+	// route is trunk.route, replaced with the leg by replaceLeg; kept
+	// here for the call's set-up and labels.
+	route     *config.Trunk
+	direction string
 	// user is the authenticated browser user of a call from a browser
 	// ("" for anonymous and echo calls); userHeld says it holds one of
 	// the user's sip.user_max_calls slots until removeCall.
