@@ -11,8 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/emiago/sipgo/sip"
-
 	"github.com/mediarelay/mediarelay/media"
 	"github.com/mediarelay/mediarelay/pkg/metrics"
 )
@@ -97,33 +95,19 @@ func (c *Call) adminHangup(who string) {
 	c.hangup(endAdminHangup, 0, "")
 }
 
-// whoEnded is the CDR's ended_by: the operator who hung up, or the side
-// the end cause points at.
-func (c *Call) whoEnded() string {
-	if p := c.endedBy.Load(); p != nil {
-		return *p
+// whoEnded is a CDR's ended_by: the operator who hung the call up (nil
+// if none), or else the side its end cause points at.
+func whoEnded(cause string, operator *string) string {
+	if operator != nil {
+		return *operator
 	}
-	switch c.cause {
+	switch cause {
 	case endNormalBrowser, endCancelled:
 		return endedByBrowser
 	case endNormalTrunk, endBusy, endRejected:
 		return endedByTrunk
 	}
 	return endedByRelay
-}
-
-// modeHeader tells the browser, in the 200 OK to its INVITE, whether the
-// relay passes its audio through or transcodes it (the softphone shows it).
-const modeHeader = "X-Mediarelay-Mode"
-
-// browserAnswer is the 200 OK with the relay's SDP answer to the
-// browser's INVITE.
-func (c *Call) browserAnswer(invite *sip.Request) *sip.Response {
-	res := sip.NewSDPResponseFromRequest(invite, []byte(c.answerSDP))
-	if m := c.active.Load(); m != nil {
-		res.AppendHeader(sip.NewHeader(modeHeader, m.plan.Mode))
-	}
-	return res
 }
 
 // adminAllowed decides whether a call API request may proceed. With a

@@ -17,7 +17,6 @@ import (
 	"github.com/mediarelay/mediarelay/media"
 	"github.com/mediarelay/mediarelay/pkg/cdr"
 	"github.com/mediarelay/mediarelay/pkg/config"
-	"github.com/mediarelay/mediarelay/pkg/metrics"
 	"github.com/mediarelay/mediarelay/pkg/sdp"
 )
 
@@ -39,8 +38,10 @@ const (
 	endShutdown      = "shutdown"
 )
 
-// Call is one relayed call: a browser dialog and a trunk dialog, and the
-// media legs and forwarding between them.
+// Call is one relayed call: a browser dialog and a trunk dialog (SIPLegs),
+// the browser's WebRTC leg, and the forwarding between it and the trunk's
+// RTP leg. The Call decides what crosses from one leg to the other; what
+// concerns one dialog alone is the SIPLeg's.
 type Call struct {
 	r   *Relay
 	id  string
@@ -52,8 +53,10 @@ type Call struct {
 	// either, or with legNow); the trunk leg holds the RTP leg.
 	browser, trunk *SIPLeg
 	from, to       string
-	route          *config.Trunk
-	direction      string
+	// route is trunk.route, replaced with the leg by replaceLeg; kept
+	// here for the call's set-up and labels.
+	route     *config.Trunk
+	direction string
 	// user is the authenticated browser user of a call from a browser
 	// ("" for anonymous and echo calls); userHeld says it holds one of
 	// the user's sip.user_max_calls slots until removeCall.
@@ -85,10 +88,9 @@ type Call struct {
 	// endedBy, when set, is the operator who hung the call up.
 	endedBy atomic.Pointer[string]
 
-	// A trunk's offer on a call into browsers.
+	// A trunk's offer on a call into browsers (none if its INVITE had no
+	// SDP: SIPLeg.lateOffer).
 	trunkOffer sdp.Audio
-	lateOffer  bool        // the trunk's INVITE had no SDP: its answer comes in the ACK
-	lateDone   atomic.Bool // that answer was applied
 	mid        midCallState
 	// DTMF: INFO from the trunk is injected on the way to the browser.
 	inj      atomic.Pointer[dtmfInjector]
@@ -140,6 +142,87 @@ func (r *Relay) admit(c *Call, dialogID string) {
 	r.addCall(c)
 	r.indexDialog(c, dialogID)
 }
+
+// The call's legs ----------------------------------------------------------
+//
+// A transfer may replace either SIPLeg, the trunk's RTP leg with it, or
+// the browser's WebRTC leg: code outside the call's signalling reaches
+// them through these.
+
+// leg is the call's dialog on side s; c.mid.mu or r.mu is held (a
+// transfer replaces a leg under both).
+func (c *Call) leg(s side) *SIPLeg {
+	if s == sideTrunk {
+		return c.trunk
+	}
+	return c.browser
+}
+
+// legNow is leg for goroutines that hold neither lock.
+func (c *Call) legNow(s side) *SIPLeg {
+	c.r.mu.Lock()
+	defer c.r.mu.Unlock()
+	return c.leg(s)
+}
+
+// sipLeg is the call's SIP media leg; a transfer from the trunk side may
+// replace it (swapSIPLeg), so goroutines other than the call's signalling
+// read it here.
+func (c *Call) sipLeg() *media.RTPLeg {
+	c.r.mu.Lock()
+	defer c.r.mu.Unlock()
+	return c.trunk.rtp
+}
+
+// webIO is the browser leg as the forwarders see it: a transfer from the
+// browser side swaps in the new browser's leg without restarting them.
+type webIO struct {
+	cur atomic.Pointer[media.WebRTCLeg]
+}
+
+func (w *webIO) ReadRTP(b []byte) (int, error) {
+	for {
+		l := w.cur.Load()
+		n, err := l.ReadRTP(b)
+		if err != nil && w.cur.Load() != l {
+			continue // the leg was swapped (and the old one closed): read the new one
+		}
+		return n, err
+	}
+}
+
+// Serve delivers the current browser leg's packets to h, moving on to the
+// new leg when a transfer swaps it in (media.PacketSource).
+func (w *webIO) Serve(h func(pkt []byte)) error {
+	for {
+		l := w.cur.Load()
+		err := l.Serve(h)
+		if w.cur.Load() != l {
+			continue
+		}
+		return err
+	}
+}
+
+func (w *webIO) WriteRTP(b []byte) error { return w.cur.Load().WriteRTP(b) }
+
+// webRW is the browser leg the forwarders read and write, made on first
+// use.
+func (c *Call) webRW() *webIO {
+	// The leg is stored where c.web is set (setWeb), never read from
+	// c.web here: a first call before the leg exists must not latch nil.
+	c.webOnce.Do(func() { c.wio = &webIO{} })
+	return c.wio
+}
+
+// setWeb makes leg the call's browser leg, for the forwarders too.
+func (c *Call) setWeb(leg *media.WebRTCLeg) {
+	c.web = leg
+	c.webRW().cur.Store(leg)
+}
+
+// webLeg is the current browser leg; nil before the call has one.
+func (c *Call) webLeg() *media.WebRTCLeg { return c.webRW().cur.Load() }
 
 // rejectInvite answers the INVITE of dss with a final failure and ends the
 // call with cause.
@@ -233,15 +316,6 @@ func (c *Call) setupMedia(answer sdp.Audio) error {
 	return nil
 }
 
-// sipLeg is the call's SIP media leg; a transfer from the trunk side may
-// replace it (swapSIPLeg), so goroutines other than the call's signalling
-// read it here.
-func (c *Call) sipLeg() *media.RTPLeg {
-	c.r.mu.Lock()
-	defer c.r.mu.Unlock()
-	return c.trunk.rtp
-}
-
 // errNoConnection is an SDP whose audio stream has no c= address (media or
 // session level): nowhere to send media; the call gets 488.
 var errNoConnection = errors.New("sdp: audio stream without a connection address (c=)")
@@ -311,7 +385,7 @@ func (c *Call) watch() {
 			return
 		case now := <-t.C:
 			c.observeFirstMedia()
-			if c.srtpAuthFailing() {
+			if c.sec.authFailing(c.sipLeg()) {
 				c.log.Warn("trunk's SRTP keeps failing authentication; ending the call")
 				c.hangup(endSRTPAuth, 0, "")
 				return
@@ -327,11 +401,8 @@ func (c *Call) watch() {
 // onAck takes the ACK of a 2xx the relay sent on side s; on a call into
 // browsers whose INVITE had no offer, the trunk's ACK carries the answer.
 func (c *Call) onAck(s side, req *sip.Request, tx sip.ServerTransaction) {
-	if d := c.legNow(s).dss; d != nil {
-		_ = d.ReadAck(req, tx)
-		if s == sideTrunk {
-			c.trunkAck(req)
-		}
+	if l := c.legNow(s); l.readAck(req, tx) && s == sideTrunk {
+		c.trunkAck(l, req)
 	}
 }
 
@@ -428,7 +499,7 @@ func (c *Call) beginCDR() {
 	rec := c.cdrRecord()
 	rec.SIPCode = 200
 	if m := c.active.Load(); m != nil {
-		rec.Mode, rec.WebRTCCodec, rec.SIPCodec = m.plan.Mode, m.plan.BrowserCodec, m.plan.SIPCodec.Name
+		recordPlan(&rec, m.plan)
 	}
 	if err := c.r.cdr.Begin(rec); err != nil {
 		c.log.Error("cdr not begun", "err", err)
@@ -444,28 +515,19 @@ func (c *Call) finish() {
 	}
 	rec := c.cdrRecord()
 	rec.End, rec.EndCause, rec.SIPCode = end, c.cause, c.code
-	rec.EndedBy = c.whoEnded()
+	rec.EndedBy = whoEnded(c.cause, c.endedBy.Load())
 	if rec.SIPCode == 0 && !c.answered.IsZero() {
 		rec.SIPCode = 200
 	}
 	if m := c.active.Load(); c.mediaUp && m != nil {
 		// The media as it ended: a trunk may have changed codec mid-call.
-		rec.Mode = m.plan.Mode
-		rec.WebRTCCodec = m.plan.BrowserCodec
-		rec.SIPCodec = m.plan.SIPCodec.Name
-		ws, rs := c.web.Stats(), c.sipLeg().Stats()
-		rec.WebRTCPacketsIn, rec.WebRTCPacketsOut = ws.PacketsIn, ws.PacketsOut
-		rec.SIPPacketsIn, rec.SIPPacketsOut = rs.PacketsIn, rs.PacketsOut
-		rec.WebRTCLoss = lossFraction(ws)
-		rec.SIPLoss = lossFraction(rs)
-		rec.WebRTCJitterMs, rec.SIPJitterMs = ws.Jitter, rs.Jitter
-		rec.WebRTCTransport, rec.SIPTransport = c.web.Transport(), c.sipLeg().Transport()
+		recordPlan(&rec, m.plan)
+		web, rtp := c.web, c.sipLeg()
+		ws, rs := web.Stats(), rtp.Stats()
+		recordLegs(&rec, rs, ws, rtp.Transport(), web.Transport())
 		c.r.countTransports(rec.WebRTCTransport, rec.SIPTransport)
-		worstLoss := max(rec.WebRTCLoss, rec.SIPLoss)
-		rec.MOS = cdr.EstimateMOS(rec.SIPCodec, worstLoss, max(ws.Jitter, rs.Jitter), 0)
 		c.observeFirstMedia()
-		c.observeQuality(metrics.LegWebRTC, rec.WebRTCCodec, rec.WebRTCLoss, ws)
-		c.observeQuality(metrics.LegSIP, rec.SIPCodec, rec.SIPLoss, rs)
+		observeQuality(c.r.m, c.trunkName(), rec, rs, ws)
 		if m.bridge != nil {
 			st := m.bridge.Stats()
 			rec.DTMFEvents = int(st.DTMFEventsToSIP + st.DTMFEventsToWebRTC)
@@ -487,6 +549,25 @@ func (c *Call) finish() {
 	c.log.Info("call ended", "cause", c.cause, "code", c.code, "duration", end.Sub(c.start).Round(time.Millisecond).String())
 }
 
+// recordPlan puts the media plan's mode and codecs in a call's CDR.
+func recordPlan(rec *cdr.Record, plan mediaPlan) {
+	rec.Mode, rec.WebRTCCodec, rec.SIPCodec = plan.Mode, plan.BrowserCodec, plan.SIPCodec.Name
+}
+
+// recordLegs puts the media legs' counts, loss, jitter and transports in a
+// CDR, and the MOS they make for rec.SIPCodec (set first): sip is the
+// trunk's leg, web the browser's, or a join's second trunk leg. Calls and
+// joins fill these fields alike.
+func recordLegs(rec *cdr.Record, sip, web media.LegStats, sipTransport, webTransport string) {
+	rec.SIPPacketsIn, rec.SIPPacketsOut = sip.PacketsIn, sip.PacketsOut
+	rec.WebRTCPacketsIn, rec.WebRTCPacketsOut = web.PacketsIn, web.PacketsOut
+	rec.SIPLoss, rec.WebRTCLoss = lossFraction(sip), lossFraction(web)
+	rec.SIPJitterMs, rec.WebRTCJitterMs = sip.Jitter, web.Jitter
+	rec.SIPTransport, rec.WebRTCTransport = sipTransport, webTransport
+	rec.MOS = cdr.EstimateMOS(rec.SIPCodec, max(rec.SIPLoss, rec.WebRTCLoss), max(sip.Jitter, web.Jitter), 0)
+}
+
+// lossFraction is the fraction of the packets a leg expected that were lost.
 func lossFraction(s media.LegStats) float64 {
 	expected := int64(s.PacketsIn) + s.Lost
 	if expected <= 0 || s.Lost <= 0 {

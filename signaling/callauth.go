@@ -8,6 +8,7 @@ import (
 
 	"github.com/mediarelay/mediarelay/pkg/config"
 	"github.com/mediarelay/mediarelay/signaling/registrar"
+	"github.com/mediarelay/mediarelay/signaling/throttle"
 )
 
 // authorizeCall decides whether a browser's INVITE may dial route. Calls to
@@ -37,7 +38,7 @@ func (r *Relay) authorizeCall(req *sip.Request, tx sip.ServerTransaction, route 
 	}
 	if user != "" && !r.limits.Attempt(user, time.Now()) {
 		g.CallRejected("user_call_rate")
-		r.log.Warn("call attempts over the user's rate", "user", user, "source", sourceIP(req.Source()))
+		r.log.Warn("call attempts over the user's rate", "user", user, "source", throttle.SourceIP(req.Source()))
 		respond(tx, req, 503, "Service Unavailable", sip.NewHeader("Retry-After", "60"))
 		r.countSetupFailure(503)
 		return "", false

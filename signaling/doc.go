@@ -12,14 +12,19 @@
 // (patterns, addresses, sources, the default trunk by name or by URI);
 // signaling routes by that table and defaults nothing itself.
 //
-// A Call is one browser↔trunk call: two SIPLegs (a dialog each, with its
-// SDP version, offer state, hold and RFC 4028 session timer; the trunk's
-// also has the RTP leg) and, between the browser's WebRTC leg and the RTP
-// leg, one media.Path per direction running the plan's stage: forwarding,
-// G.711 law conversion, or an Opus transcode bridge (decide, replan,
-// stages). Mid-call offers, transfers and DTMF act on the Call;
-// a transfer that leaves two trunk legs talking hands its trunk SIPLeg to a
-// join, which relays two trunk legs to each other.
+// A Call is one browser↔trunk call: two SIPLegs and, between the
+// browser's WebRTC leg and the trunk's RTP leg, one media.Path per
+// direction running the plan's stage: forwarding, G.711 law conversion, or
+// an Opus transcode bridge (decide, replan, stages). A SIPLeg is a dialog
+// and what concerns it alone: the relay's SDP on it and its next version,
+// the direction the peer asked for, offer/answer state (glare, an answer
+// due in the ACK), the RFC 4028 session timer, and what is sent on that
+// dialog (re-INVITEs, refreshes, DTMF INFO); the trunk's also holds the
+// RTP leg. The Call decides what crosses between its legs: mid-call
+// offers, hold (either leg's direction), transfers, DTMF, and at the end
+// the CDR (recordPlan, recordLegs, shared with joins). A transfer that
+// leaves two trunk legs talking hands its trunk SIPLeg to a join, which
+// relays two trunk legs to each other.
 //
 // Browsers authenticate by digest or time-limited tokens before a trunk is
 // dialled; trunks are known by source address or digest. SIP proxies can
@@ -30,7 +35,9 @@
 //     their REGISTERs and calls;
 //   - digest: digest authentication (user table, nonces, checking an
 //     Authorization);
-//   - throttle: per-source request rates and per-user call limits;
+//   - throttle: per-source request rates and per-user call limits, and
+//     what a request's source is (SourceIP, also the registrar's and the
+//     router's);
 //   - trunkreg: the relay's own registrations at trunks;
 //   - ng: rtpengine's ng control protocol;
 //   - web: the demo softphone;

@@ -1,9 +1,7 @@
 package signaling
 
 import (
-	"context"
 	"encoding/binary"
-	"fmt"
 	"strconv"
 	"strings"
 	"sync"
@@ -178,18 +176,15 @@ func (f *dtmfToInfo) WriteRTP(b []byte) error {
 	}
 	f.lastTS, f.sent = ts, true
 	dur := time.Duration(binary.BigEndian.Uint16(b[hl+2:])) * time.Second / time.Duration(max(f.clock, 1))
-	go f.c.sendInfo(dtmfEvents[ev], dur)
+	digit, c := dtmfEvents[ev], f.c
+	go func() {
+		// The leg is looked up when the INFO goes: a transfer may have
+		// swapped the trunk leg since the packet came.
+		if err := c.legNow(sideTrunk).sendInfo(digit, dur); err != nil {
+			c.log.Debug("dtmf info failed", "err", err)
+		}
+	}()
 	return nil
-}
-
-// sendInfo sends one digit to the trunk as application/dtmf-relay.
-func (c *Call) sendInfo(digit byte, dur time.Duration) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	body := fmt.Sprintf("Signal=%c\r\nDuration=%d\r\n", digit, dur.Milliseconds())
-	if _, err := c.legNow(sideTrunk).request(ctx, sip.INFO, []byte(body), sip.NewHeader("Content-Type", "application/dtmf-relay")); err != nil {
-		c.log.Debug("dtmf info failed", "err", err)
-	}
 }
 
 // onInfo takes DTMF from the trunk as INFO and plays it to the browser.

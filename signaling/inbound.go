@@ -16,6 +16,7 @@ import (
 	"github.com/mediarelay/mediarelay/pkg/sdp"
 	"github.com/mediarelay/mediarelay/signaling/digest"
 	"github.com/mediarelay/mediarelay/signaling/registrar"
+	"github.com/mediarelay/mediarelay/signaling/throttle"
 )
 
 // inboundState is what calls from trunks into browsers need: who may send
@@ -58,7 +59,7 @@ func (r *Relay) initInbound(cfg config.Config) error {
 // and returns nil when the sender is not, or not yet, known.
 func (r *Relay) trunkFor(req *sip.Request, tx sip.ServerTransaction) *config.Trunk {
 	in := r.inb
-	ip, err := netip.ParseAddr(sourceIP(req.Source()))
+	ip, err := netip.ParseAddr(throttle.SourceIP(req.Source()))
 	if err == nil {
 		ip = ip.Unmap()
 		// Several trunks on one IP (a PBX and a carrier on one SBC) are told
@@ -83,14 +84,14 @@ func (r *Relay) trunkFor(req *sip.Request, tx sip.ServerTransaction) *config.Tru
 		var res digest.Result
 		var user string
 		if h := req.GetHeader("Proxy-Authorization"); h != nil {
-			res, user = in.trunkAuth.Verify(in.nonces, h.Value(), req.Method.String(), sourceIP(req.Source()), now)
+			res, user = in.trunkAuth.Verify(in.nonces, h.Value(), req.Method.String(), throttle.SourceIP(req.Source()), now)
 		}
 		if res == digest.OK {
 			return in.byAuth[user]
 		}
 		if res != digest.Wrong {
 			resp := sip.NewResponseFromRequest(req, 407, "Proxy Authentication Required", nil)
-			for _, c := range digest.Challenges(in.trunkAuth.Realm(), in.nonces.Make(sourceIP(req.Source()), now), res == digest.Stale || res == digest.Replay, in.trunkAuth.AlgsFor(user)...) {
+			for _, c := range digest.Challenges(in.trunkAuth.Realm(), in.nonces.Make(throttle.SourceIP(req.Source()), now), res == digest.Stale || res == digest.Replay, in.trunkAuth.AlgsFor(user)...) {
 				resp.AppendHeader(sip.NewHeader("Proxy-Authenticate", c))
 			}
 			_ = tx.Respond(resp)
@@ -187,7 +188,7 @@ func (r *Relay) inbound(req *sip.Request, tx sip.ServerTransaction) {
 	c := r.newCall(route, "inbound")
 	c.trunk.dialog = serverDialog(dss)
 	c.from, c.to = formatNumber(route, callerOf(req)), inv.user
-	c.trunkOffer, c.lateOffer, c.e2e = inv.offer, inv.lateOffer, inv.e2e
+	c.trunkOffer, c.trunk.lateOffer, c.e2e = inv.offer, inv.lateOffer, inv.e2e
 	r.admit(c, dss.ID)
 	r.wg.Add(1)
 	defer r.wg.Done()
@@ -477,13 +478,14 @@ func hasFold(list []string, s string) bool {
 	return false
 }
 
-// trunkAck completes a call whose INVITE had no offer: the trunk's ACK
-// carries its answer to the relay's 200.
-func (c *Call) trunkAck(req *sip.Request) {
-	if !c.lateOffer || len(req.Body()) == 0 || !c.lateDone.CompareAndSwap(false, true) {
+// trunkAck completes a call whose INVITE had no offer: the trunk's ACK on
+// its leg l carries its answer to the relay's 200.
+func (c *Call) trunkAck(l *SIPLeg, req *sip.Request) {
+	body, ok := l.ackAnswer(req)
+	if !ok {
 		return
 	}
-	_, ans, err := sdp.Parse(req.Body())
+	_, ans, err := sdp.Parse(body)
 	if err == nil {
 		if _, ok := ans.Find(c.currentPlan().SIPCodec.Name); !ok {
 			err = errNoCommonCodec
@@ -494,5 +496,5 @@ func (c *Call) trunkAck(req *sip.Request) {
 		go c.hangup(endNoCodec, 0, "")
 		return
 	}
-	c.trunk.setRemote(ans)
+	l.setRemote(ans)
 }

@@ -205,18 +205,13 @@ func (j *join) finish(legs [2]*SIPLeg, codecs [2]string) {
 		From: j.from, To: j.to, Trunk: trunk, Direction: directionTransfer,
 		Start: j.start, Answer: j.start, End: end, EndCause: j.cause, SIPCode: 200,
 		Mode: ModePassthrough, SIPCodec: codecs[0], WebRTCCodec: codecs[1],
-		SIPPacketsIn: as.PacketsIn, SIPPacketsOut: as.PacketsOut,
-		WebRTCPacketsIn: bs.PacketsIn, WebRTCPacketsOut: bs.PacketsOut,
-		SIPLoss: lossFraction(as), WebRTCLoss: lossFraction(bs),
-		SIPJitterMs: as.Jitter, WebRTCJitterMs: bs.Jitter,
-		SIPTransport: a.rtp.Transport(), WebRTCTransport: b.rtp.Transport(),
 	}
+	recordLegs(&rec, as, bs, a.rtp.Transport(), b.rtp.Transport())
 	r.countTransports("", rec.SIPTransport)
 	r.countTransports("", rec.WebRTCTransport)
 	if !strings.EqualFold(codecs[0], codecs[1]) {
 		rec.Mode = ModeTranscode // G.711 law conversion, as calls record it
 	}
-	rec.MOS = cdr.EstimateMOS(codecs[0], max(rec.SIPLoss, rec.WebRTCLoss), max(as.Jitter, bs.Jitter), 0)
 	j.countMedia(legs)
 	if r.cdr != nil {
 		if err := r.cdr.Write(rec); err != nil {
@@ -254,7 +249,7 @@ func (j *join) onOffer(i int, req *sip.Request, tx sip.ServerTransaction) {
 	case len(req.Body()) == 0 && req.Method == sip.UPDATE:
 		// A session refresh: nothing changes.
 	case len(req.Body()) == 0:
-		body = l.nextSDP(firstNonEmpty(j.legs[1-i].dir, "sendrecv"), "")
+		body = l.nextSDP(j.legs[1-i].askedDir(), "", nil)
 	default:
 		_, a, err := sdp.Parse(req.Body())
 		if err != nil {
@@ -293,7 +288,7 @@ func (j *join) onOffer(i int, req *sip.Request, tx sip.ServerTransaction) {
 			fwd = dir
 		}
 		j.hold.update(j.legs[:]...)
-		body = l.nextSDP(sdp.AnswerDirection(dir), "")
+		body = l.nextSDP(sdp.AnswerDirection(dir), "", nil)
 	}
 	route := l.route
 	j.mu.Unlock()
@@ -328,7 +323,7 @@ func (j *join) offerOut(k int, dir string) {
 	res, err := l.sendOffer(j.ended, func() string {
 		j.mu.Lock()
 		defer j.mu.Unlock()
-		return l.nextSDP(dir, "")
+		return l.nextSDP(dir, "", nil)
 	})
 	if errors.Is(err, errEnded) {
 		return

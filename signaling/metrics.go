@@ -187,12 +187,22 @@ func (c *Call) observeFirstMedia() {
 	c.r.m.FirstMedia.WithLabelValues(c.trunkName(), c.direction).Observe(d.Seconds())
 }
 
-// observeQuality adds one leg's quality at the call's end to the histograms.
-func (c *Call) observeQuality(leg, codec string, loss float64, st media.LegStats) {
-	t := c.trunkName()
-	c.r.m.MOS.WithLabelValues(t, leg).Observe(cdr.EstimateMOS(codec, loss, st.Jitter, 0))
-	c.r.m.Loss.WithLabelValues(t, leg).Observe(loss)
-	c.r.m.Jitter.WithLabelValues(t, leg).Observe(st.Jitter / 1000)
+// observeQuality adds the quality of an ended call's legs, as its CDR rec
+// has them, to trunk's histograms: first the WebRTC leg (stats web), then
+// the SIP leg (sip).
+func observeQuality(m *metrics.Relay, trunk string, rec cdr.Record, sip, web media.LegStats) {
+	for _, l := range []struct {
+		leg, codec string
+		loss       float64
+		st         media.LegStats
+	}{
+		{metrics.LegWebRTC, rec.WebRTCCodec, rec.WebRTCLoss, web},
+		{metrics.LegSIP, rec.SIPCodec, rec.SIPLoss, sip},
+	} {
+		m.MOS.WithLabelValues(trunk, l.leg).Observe(cdr.EstimateMOS(l.codec, l.loss, l.st.Jitter, 0))
+		m.Loss.WithLabelValues(trunk, l.leg).Observe(l.loss)
+		m.Jitter.WithLabelValues(trunk, l.leg).Observe(l.st.Jitter / 1000)
+	}
 }
 
 // initFailureCounters starts the ICE and DTLS failure counters at zero

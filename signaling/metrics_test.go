@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/mediarelay/mediarelay/media"
+	"github.com/mediarelay/mediarelay/pkg/cdr"
 	"github.com/mediarelay/mediarelay/pkg/config"
 	"github.com/mediarelay/mediarelay/pkg/metrics"
 )
@@ -222,5 +223,32 @@ func TestMetricsLegFailureCauses(t *testing.T) {
 	}
 	if v := testutil.ToFloat64(r.m.DTLSFailures.WithLabelValues("webrtc", media.FailSRTPKeys)); v != 0 {
 		t.Errorf("dtls failures{webrtc,srtp_keys} = %v", v)
+	}
+}
+
+// TestRecordLegs: a call's and a join's CDR get their per-leg fields and
+// MOS from the same place, the MOS for the SIP codec and the worse leg.
+func TestRecordLegs(t *testing.T) {
+	sip := media.LegStats{PacketsIn: 90, PacketsOut: 100, Lost: 10, Jitter: 4}
+	web := media.LegStats{PacketsIn: 100, PacketsOut: 95, Jitter: 12}
+	rec := cdr.Record{SIPCodec: "PCMU"}
+	recordLegs(&rec, sip, web, "udp4", "tcp6")
+	if rec.SIPPacketsIn != 90 || rec.SIPPacketsOut != 100 || rec.WebRTCPacketsIn != 100 || rec.WebRTCPacketsOut != 95 {
+		t.Errorf("packets: %+v", rec)
+	}
+	if rec.SIPLoss != 0.1 || rec.WebRTCLoss != 0 || rec.SIPJitterMs != 4 || rec.WebRTCJitterMs != 12 {
+		t.Errorf("loss and jitter: %+v", rec)
+	}
+	if rec.SIPTransport != "udp4" || rec.WebRTCTransport != "tcp6" {
+		t.Errorf("transports: %q, %q", rec.SIPTransport, rec.WebRTCTransport)
+	}
+	if want := cdr.EstimateMOS("PCMU", 0.1, 12, 0); rec.MOS != want {
+		t.Errorf("MOS = %v, want %v", rec.MOS, want)
+	}
+	if got := whoEnded(endNormalTrunk, nil); got != endedByTrunk {
+		t.Errorf("whoEnded(trunk hung up) = %q", got)
+	}
+	if op := "ops"; whoEnded(endNormalTrunk, &op) != "ops" {
+		t.Error("the operator who hung up is not the CDR's ended_by")
 	}
 }

@@ -2,7 +2,6 @@ package signaling
 
 import (
 	"errors"
-	"strconv"
 	"strings"
 	"sync"
 
@@ -20,22 +19,6 @@ import (
 type midCallState struct {
 	mu   sync.Mutex // serialises offers and answers on the call
 	hold holdState  // either side has put the call on hold
-}
-
-// leg is the call's dialog on side s; c.mid.mu or r.mu is held (a
-// transfer replaces a leg under both).
-func (c *Call) leg(s side) *SIPLeg {
-	if s == sideTrunk {
-		return c.trunk
-	}
-	return c.browser
-}
-
-// legNow is leg for goroutines that hold neither lock.
-func (c *Call) legNow(s side) *SIPLeg {
-	c.r.mu.Lock()
-	defer c.r.mu.Unlock()
-	return c.leg(s)
 }
 
 // setDir records the direction side s asked for and reports whether it
@@ -122,7 +105,7 @@ func (c *Call) offerIn(s side, req *sip.Request) (string, int, string) {
 	}
 	if len(req.Body()) == 0 {
 		// Late offer in a re-INVITE: we offer what we have; the ACK answers.
-		return c.localSDP(s, c.currentDir(s)), 200, ""
+		return c.localSDP(s, c.leg(otherSide(s)).askedDir()), 200, ""
 	}
 	_, a, err := sdp.Parse(req.Body())
 	if err != nil {
@@ -153,12 +136,6 @@ func (c *Call) offerIn(s side, req *sip.Request) (string, int, string) {
 	return ans, 200, ""
 }
 
-// currentDir is the direction the relay last used towards s: what the
-// other side asked for.
-func (c *Call) currentDir(s side) string {
-	return firstNonEmpty(c.leg(otherSide(s)).dir, "sendrecv")
-}
-
 // localSDP is the relay's SDP towards side s with direction dir and a new
 // version: the session it established, rewritten; towards the trunk, with
 // the codecs of the current plan. c.mid.mu is held.
@@ -171,16 +148,13 @@ func (c *Call) localSDP(s side, dir string) string {
 			// settled the roles, which later SDP must keep.
 			setup = e2eSettledSetup(l.dcs.InviteResponse)
 		}
+		var codecs []sdp.Codec
 		if c.active.Load() != nil {
 			// Only what the call uses now: the codec may have changed since
 			// the first SDP, which for a call to a trunk listed all offered.
-			if l.ver == 0 {
-				l.ver = sdpVersion(l.sdp)
-			}
-			l.ver++
-			return rewriteSDP(setCodecs(l.sdp, sipCodecList(c.currentPlan())), dir, l.ver, setup)
+			codecs = sipCodecList(c.currentPlan())
 		}
-		return l.nextSDP(dir, setup)
+		return l.nextSDP(dir, setup, codecs)
 	}
 	switch {
 	case l.dss != nil:
@@ -194,56 +168,7 @@ func (c *Call) localSDP(s side, dir string) string {
 			setup = "active"
 		}
 	}
-	return l.nextSDP(dir, setup)
-}
-
-func sdpVersion(body string) uint64 {
-	for _, l := range strings.Split(body, "\n") {
-		if strings.HasPrefix(l, "o=") {
-			f := strings.Fields(l)
-			if len(f) >= 3 {
-				n, _ := strconv.ParseUint(f[2], 10, 64)
-				return n
-			}
-		}
-	}
-	return 1
-}
-
-// rewriteSDP sets the o= version, the audio direction and (if setup is not
-// empty) a=setup of an SDP.
-func rewriteSDP(body, dir string, version uint64, setup string) string {
-	lines := strings.Split(strings.ReplaceAll(body, "\r\n", "\n"), "\n")
-	var out []string
-	inAudio, placed := false, false
-	for _, l := range lines {
-		if l == "" {
-			continue
-		}
-		switch {
-		case strings.HasPrefix(l, "o="):
-			f := strings.Fields(l)
-			if len(f) >= 6 {
-				f[2] = strconv.FormatUint(version, 10)
-				l = strings.Join(f, " ")
-			}
-		case strings.HasPrefix(l, "m="):
-			inAudio = strings.HasPrefix(l, "m=audio")
-		case l == "a=sendrecv" || l == "a=sendonly" || l == "a=recvonly" || l == "a=inactive":
-			continue
-		case setup != "" && strings.HasPrefix(l, "a=setup:"):
-			l = "a=setup:" + setup
-		}
-		if inAudio && !placed && strings.HasPrefix(l, "a=") {
-			out = append(out, "a="+dir)
-			placed = true
-		}
-		out = append(out, l)
-	}
-	if !placed {
-		out = append(out, "a="+dir)
-	}
-	return strings.Join(out, "\r\n") + "\r\n"
+	return l.nextSDP(dir, setup, nil)
 }
 
 // offerOut sends side s a re-INVITE with direction dir (what the other

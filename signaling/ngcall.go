@@ -122,20 +122,6 @@ func isWebRTC(a sdp.Audio) bool {
 	return strings.Contains(strings.ToUpper(a.Proto), "TLS")
 }
 
-// wantsWebRTC says whether the flags ask for the other side to be WebRTC:
-// transport-protocol names DTLS, or else ICE is forced (or removed).
-func wantsWebRTC(f ng.Flags, offerWeb bool) bool {
-	switch {
-	case f.TransportProtocol != "":
-		return strings.Contains(f.TransportProtocol, "TLS")
-	case f.ICE == "force" || f.ICE == "force-relay":
-		return true
-	case f.ICE == "remove":
-		return false
-	}
-	return offerWeb
-}
-
 // ngRoute is the stand-in trunk of an ng call: the media policy the
 // flags ask for, named after the proxy so that the CDR says where the call
 // came from.
@@ -181,24 +167,6 @@ func ngRoute(proxy netip.AddrPort, f ng.Flags, offerCodecs []sdp.Codec, plainSid
 	return t
 }
 
-// sdesFilter keeps the suites the SDES flags allow (only-X, no-X).
-func sdesFilter(f ng.Flags, suite string) bool {
-	only := false
-	for _, s := range f.SDES {
-		n := strings.ToUpper(strings.ReplaceAll(s, "-", "_"))
-		if strings.HasPrefix(n, "ONLY_") {
-			only = true
-			if strings.EqualFold(n[5:], suite) {
-				return true
-			}
-		}
-		if strings.HasPrefix(n, "NO_") && strings.EqualFold(n[3:], suite) {
-			return false
-		}
-	}
-	return !only
-}
-
 // Offer creates the call and returns the SDP for the other side.
 func (h ngHandler) Offer(req *ng.Request) (string, error) {
 	r := h.r
@@ -219,7 +187,7 @@ func (h ngHandler) Offer(req *ng.Request) (string, error) {
 		return "", fmt.Errorf("ng offer %s: %w", req.CallID, err)
 	}
 	offerWeb := isWebRTC(offer)
-	if wantsWebRTC(req.Flags, offerWeb) == offerWeb {
+	if req.Flags.WantsWebRTC(offerWeb) == offerWeb {
 		return "", fmt.Errorf("ng offer %s: %w", req.CallID, errNGSameProto)
 	}
 	plainProto := req.Flags.TransportProtocol
@@ -335,7 +303,7 @@ func (s *ngSession) offerToPlain(offer sdp.Audio, req *ng.Request, fail func(int
 		keep := c.sec.offered[:0]
 		o.Crypto = o.Crypto[:0]
 		for _, cr := range c.sec.offered {
-			if sdesFilter(req.Flags, cr.Suite) {
+			if req.Flags.AllowsSDES(cr.Suite) {
 				keep = append(keep, cr)
 				o.Crypto = append(o.Crypto, cr.String())
 			}

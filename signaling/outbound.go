@@ -249,6 +249,20 @@ func (c *Call) answerOutbound(dss *sipgo.DialogServerSession, dcs *sipgo.DialogC
 	c.log.Info("call answered", "from", c.from, "to", c.to)
 }
 
+// modeHeader tells the browser, in the 200 OK to its INVITE, whether the
+// relay passes its audio through or transcodes it (the softphone shows it).
+const modeHeader = "X-Mediarelay-Mode"
+
+// browserAnswer is the 200 OK with the relay's SDP answer to the
+// browser's INVITE.
+func (c *Call) browserAnswer(invite *sip.Request) *sip.Response {
+	res := sip.NewSDPResponseFromRequest(invite, []byte(c.answerSDP))
+	if m := c.active.Load(); m != nil {
+		res.AppendHeader(sip.NewHeader(modeHeader, m.plan.Mode))
+	}
+	return res
+}
+
 // superviseInvite cancels the INVITE when the browser cancels, the trunk
 // does not respond in time, or it rings too long. Without a provisional
 // response a CANCEL may not be sent, so the wait is abandoned instead.

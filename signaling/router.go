@@ -1,7 +1,6 @@
 package signaling
 
 import (
-	"net"
 	"net/netip"
 	"strings"
 
@@ -211,15 +210,6 @@ func (r *Relay) isTrunkSource(ip string) bool {
 		}
 	}
 	return false
-}
-
-// sourceIP is the IP address of a request's source (host:port).
-func sourceIP(src string) string {
-	h, _, err := net.SplitHostPort(src)
-	if err != nil {
-		return src
-	}
-	return h
 }
 
 // onRegister hands a browser's REGISTER to the registrar.

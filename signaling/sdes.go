@@ -194,11 +194,11 @@ func (c *Call) onRTPDrop(reason string) {
 // authentication failures and no authentic packet before the call ends.
 const srtpAuthLimit = 3
 
-// srtpAuthFailing is watch's per-tick check: a stream that keeps failing
-// authentication (wrong key, or an attacker) while nothing authentic arrives.
-func (c *Call) srtpAuthFailing() bool {
-	s := &c.sec
-	leg := c.sipLeg()
+// authFailing is watch's per-tick check of the call's current RTP leg: a
+// stream that keeps failing authentication (wrong key, or an attacker)
+// while nothing authentic arrives. It lives with the counters it reads,
+// which only watch's goroutine updates between ticks.
+func (s *callSecurity) authFailing(leg *media.RTPLeg) bool {
 	if leg == nil || !s.keyed.Load() {
 		return false
 	}

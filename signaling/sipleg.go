@@ -75,6 +75,16 @@ func (d *dialog) bye(ctx context.Context) error {
 	return nil
 }
 
+// readAck takes the ACK of the relay's 2xx on a dialog the peer placed,
+// and reports whether there was one to take.
+func (d *dialog) readAck(req *sip.Request, tx sip.ServerTransaction) bool {
+	if d.dss == nil {
+		return false
+	}
+	_ = d.dss.ReadAck(req, tx)
+	return true
+}
+
 // readBye answers a BYE the peer sent in the dialog.
 func (d *dialog) readBye(req *sip.Request, tx sip.ServerTransaction) {
 	switch {
@@ -90,8 +100,10 @@ func (d *dialog) readBye(req *sip.Request, tx sip.ServerTransaction) {
 // SIPLeg is one SIP dialog of a relayed call and what the relay keeps for
 // it: the dialog, the RTP leg (nil on a browser's dialog, whose media is
 // the WebRTC leg), the relay's SDP and its version, the direction the peer
-// last asked for, whether an offer of the relay's is outstanding, and the
-// RFC 4028 session timer. A browser↔trunk Call has two (browser and
+// last asked for, the offer/answer state (an offer of the relay's
+// outstanding; an answer due in the ACK), and the RFC 4028 session timer.
+// What is sent on one dialog alone is built and sent here: the next SDP,
+// re-INVITEs and their answers, session refreshes, DTMF INFO. A browser↔trunk Call has two (browser and
 // trunk); a join of two trunk legs has two trunk legs. A transfer moves a
 // leg from a Call to a join, or swaps one in, without converting it.
 //
@@ -109,6 +121,11 @@ type SIPLeg struct {
 	sdp         string // the relay's SDP on this dialog, the base of later ones
 	ver         uint64 // o= version of the relay's last SDP; 0: take sdp's
 	dir         string // the direction the far end last asked for
+
+	// lateOffer: the peer's INVITE had no SDP, so the relay offered in its
+	// 200 and the ACK answers; lateDone: that answer was taken.
+	lateOffer bool
+	lateDone  atomic.Bool
 
 	// offerMu is held while an offer of the relay's is out on the dialog:
 	// one at a time; offering says so to the peer's offers (glare, 491).
@@ -148,14 +165,76 @@ func (l *SIPLeg) setDir(dir string) (changed bool) {
 	return changed
 }
 
+// askedDir is the direction the peer last asked for on the leg, sendrecv
+// until it asked for one: what the relay offers the other party of the
+// call or join.
+func (l *SIPLeg) askedDir() string { return firstNonEmpty(l.dir, "sendrecv") }
+
 // nextSDP is the relay's SDP on the leg with direction dir and a new
-// version; setup, if not empty, replaces a=setup.
-func (l *SIPLeg) nextSDP(dir, setup string) string {
+// version, rewritten from the leg's last one: setup, if not empty,
+// replaces a=setup; codecs, if not nil, replace the audio formats (a
+// call's codec may have changed since its first SDP listed all it
+// offered).
+func (l *SIPLeg) nextSDP(dir, setup string, codecs []sdp.Codec) string {
 	if l.ver == 0 {
 		l.ver = sdpVersion(l.sdp)
 	}
 	l.ver++
-	return rewriteSDP(l.sdp, dir, l.ver, setup)
+	body := l.sdp
+	if codecs != nil {
+		body = setCodecs(body, codecs)
+	}
+	return rewriteSDP(body, dir, l.ver, setup)
+}
+
+// sdpVersion is the o= version of an SDP; 1 when it has none.
+func sdpVersion(body string) uint64 {
+	for _, l := range strings.Split(body, "\n") {
+		if strings.HasPrefix(l, "o=") {
+			f := strings.Fields(l)
+			if len(f) >= 3 {
+				n, _ := strconv.ParseUint(f[2], 10, 64)
+				return n
+			}
+		}
+	}
+	return 1
+}
+
+// rewriteSDP sets the o= version, the audio direction and (if setup is not
+// empty) a=setup of an SDP.
+func rewriteSDP(body, dir string, version uint64, setup string) string {
+	lines := strings.Split(strings.ReplaceAll(body, "\r\n", "\n"), "\n")
+	var out []string
+	inAudio, placed := false, false
+	for _, l := range lines {
+		if l == "" {
+			continue
+		}
+		switch {
+		case strings.HasPrefix(l, "o="):
+			f := strings.Fields(l)
+			if len(f) >= 6 {
+				f[2] = strconv.FormatUint(version, 10)
+				l = strings.Join(f, " ")
+			}
+		case strings.HasPrefix(l, "m="):
+			inAudio = strings.HasPrefix(l, "m=audio")
+		case l == "a=sendrecv" || l == "a=sendonly" || l == "a=recvonly" || l == "a=inactive":
+			continue
+		case setup != "" && strings.HasPrefix(l, "a=setup:"):
+			l = "a=setup:" + setup
+		}
+		if inAudio && !placed && strings.HasPrefix(l, "a=") {
+			out = append(out, "a="+dir)
+			placed = true
+		}
+		out = append(out, l)
+	}
+	if !placed {
+		out = append(out, "a="+dir)
+	}
+	return strings.Join(out, "\r\n") + "\r\n"
 }
 
 // errEnded is an offer not sent because the call or join ended.
@@ -196,6 +275,26 @@ func (l *SIPLeg) answerOffer(req *sip.Request, tx sip.ServerTransaction, body st
 	l.acceptSessionTimer(req, res)
 	res.AppendHeader(contact)
 	return tx.Respond(res)
+}
+
+// sendInfo sends one digit on the leg as application/dtmf-relay INFO and
+// waits for the answer.
+func (l *SIPLeg) sendInfo(digit byte, dur time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	body := fmt.Sprintf("Signal=%c\r\nDuration=%d\r\n", digit, dur.Milliseconds())
+	_, err := l.request(ctx, sip.INFO, []byte(body), sip.NewHeader("Content-Type", "application/dtmf-relay"))
+	return err
+}
+
+// ackAnswer is the SDP answer in the peer's ACK to the offer the relay
+// made in its 200 because the peer's INVITE had none (lateOffer); only the
+// first ACK with a body counts.
+func (l *SIPLeg) ackAnswer(req *sip.Request) ([]byte, bool) {
+	if !l.lateOffer || len(req.Body()) == 0 || !l.lateDone.CompareAndSwap(false, true) {
+		return nil, false
+	}
+	return req.Body(), true
 }
 
 // okWithSDP is a 200 to req carrying body as SDP, or no body if empty.
@@ -408,7 +507,7 @@ type holdState struct {
 func (h *holdState) update(legs ...*SIPLeg) {
 	held := false
 	for _, l := range legs {
-		if l != nil && l.dir != "" && l.dir != "sendrecv" {
+		if l != nil && l.askedDir() != "sendrecv" {
 			held = true
 		}
 	}

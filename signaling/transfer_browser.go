@@ -3,60 +3,11 @@ package signaling
 import (
 	"context"
 	"strconv"
-	"sync/atomic"
 	"time"
 
 	"github.com/mediarelay/mediarelay/media"
 	"github.com/mediarelay/mediarelay/pkg/sdp"
 )
-
-// webIO is the browser leg as the forwarders see it: a transfer from the
-// browser side swaps in the new browser's leg without restarting them.
-type webIO struct {
-	cur atomic.Pointer[media.WebRTCLeg]
-}
-
-func (w *webIO) ReadRTP(b []byte) (int, error) {
-	for {
-		l := w.cur.Load()
-		n, err := l.ReadRTP(b)
-		if err != nil && w.cur.Load() != l {
-			continue // the leg was swapped (and the old one closed): read the new one
-		}
-		return n, err
-	}
-}
-
-// Serve delivers the current browser leg's packets to h, moving on to the
-// new leg when a transfer swaps it in (media.PacketSource).
-func (w *webIO) Serve(h func(pkt []byte)) error {
-	for {
-		l := w.cur.Load()
-		err := l.Serve(h)
-		if w.cur.Load() != l {
-			continue
-		}
-		return err
-	}
-}
-
-func (w *webIO) WriteRTP(b []byte) error { return w.cur.Load().WriteRTP(b) }
-
-func (c *Call) webRW() *webIO {
-	// The leg is stored where c.web is set (setWeb), never read from
-	// c.web here: a first call before the leg exists must not latch nil.
-	c.webOnce.Do(func() { c.wio = &webIO{} })
-	return c.wio
-}
-
-// setWeb makes leg the call's browser leg, for the forwarders too.
-func (c *Call) setWeb(leg *media.WebRTCLeg) {
-	c.web = leg
-	c.webRW().cur.Store(leg)
-}
-
-// webLeg is the current browser leg; nil before the call has one.
-func (c *Call) webLeg() *media.WebRTCLeg { return c.webRW().cur.Load() }
 
 // transferBrowser performs a blind transfer the browser asked for: its
 // peer (the trunk leg) is connected to the registered user target, whose

@@ -49,7 +49,7 @@ func (c *Call) handOff() (*SIPLeg, bool) {
 	leg.party = c.trunkParty()
 	leg.codec, leg.dtmf = plan.SIPCodec, plan.SIPDTMF
 	// The SDP the join goes on from: what the call last told the trunk.
-	leg.sdp = c.localSDP(sideTrunk, c.currentDir(sideTrunk))
+	leg.sdp = c.localSDP(sideTrunk, c.browser.askedDir())
 	leg.stopSessionTimer()
 	_ = leg.rtp.PauseReads()
 	return leg, true

@@ -100,7 +100,8 @@ type SIP struct {
 	InviteTimeout time.Duration `yaml:"invite_timeout"`
 	// Echo enables the built-in sip:echo@relay endpoint.
 	Echo bool `yaml:"echo"`
-	// Realm is the digest realm of the registrar; empty means "mediarelay".
+	// Realm is the digest realm of the registrar; empty means DefaultRealm
+	// (Load fills it in).
 	Realm string `yaml:"realm"`
 	// UsersFile holds more users, one "name:realm:ha1" line each (htdigest
 	// style; MD5 HA1 of 32 hex digits or SHA-256 HA1 of 64, a name may have
@@ -309,6 +310,10 @@ type Trunk struct {
 	sources []netip.Prefix
 }
 
+// DefaultRealm is the digest realm of browsers' credentials when sip.realm
+// is not set.
+const DefaultRealm = "mediarelay"
+
 // Default returns the embedded defaults: a demo relay on loopback with the echo endpoint.
 func Default() Config {
 	return Config{
@@ -324,7 +329,7 @@ func Default() Config {
 			TCPListen:          ":5060",
 			InviteTimeout:      32 * time.Second,
 			Echo:               true,
-			Realm:              "mediarelay",
+			Realm:              DefaultRealm,
 			RegisterMaxExpires: time.Hour,
 			RegisterRate:       10,
 			RegisterBurst:      30,

@@ -520,3 +520,15 @@ func TestTrunkE2EModeNormalized(t *testing.T) {
 		t.Fatalf("e2e trunk and user rejected: %v", err)
 	}
 }
+
+// TestEmptyRealmDefaulted: sip.realm set empty means DefaultRealm, filled
+// in by Load so that the digest code takes the realm as it is.
+func TestEmptyRealmDefaulted(t *testing.T) {
+	c, err := LoadFile(writeFile(t, "sip:\n  realm: \"\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.SIP.Realm != DefaultRealm {
+		t.Errorf("realm = %q, want %q", c.SIP.Realm, DefaultRealm)
+	}
+}

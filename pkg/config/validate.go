@@ -28,6 +28,9 @@ func (c *Config) normalize() {
 	c.Log.Level = strings.ToLower(strings.TrimSpace(c.Log.Level))
 	c.Log.Format = strings.ToLower(strings.TrimSpace(c.Log.Format))
 	c.CDR.Driver = strings.ToLower(strings.TrimSpace(c.CDR.Driver))
+	if c.SIP.Realm == "" {
+		c.SIP.Realm = DefaultRealm
+	}
 	for i := range c.Trunks {
 		c.Trunks[i].normalize()
 	}

@@ -73,13 +73,11 @@ type Credentials struct {
 }
 
 // LoadCredentials builds the browsers' user table from sip.realm,
-// sip.digest_algorithms, sip.token_secret, users and sip.users_file.
+// sip.digest_algorithms, sip.token_secret, users and sip.users_file. The
+// realm is taken as the config has it: config.Load fills an empty one with
+// config.DefaultRealm.
 func LoadCredentials(cfg config.Config) (*Credentials, error) {
-	realm := cfg.SIP.Realm
-	if realm == "" {
-		realm = "mediarelay"
-	}
-	c := NewCredentials(realm)
+	c := NewCredentials(cfg.SIP.Realm)
 	c.tokenSecret = cfg.SIP.TokenSecret
 	for _, a := range cfg.SIP.DigestAlgorithms {
 		c.algs = append(c.algs, canonicalAlg(a))

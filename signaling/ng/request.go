@@ -269,6 +269,40 @@ func (f *Flags) flag(item string) {
 	}
 }
 
+// WantsWebRTC says whether the flags ask for the other side of the call
+// to be WebRTC: transport-protocol names DTLS, or else ICE is forced (or
+// removed); without either, it speaks what the offer does (offerWebRTC).
+func (f *Flags) WantsWebRTC(offerWebRTC bool) bool {
+	switch {
+	case f.TransportProtocol != "":
+		return strings.Contains(f.TransportProtocol, "TLS")
+	case f.ICE == "force" || f.ICE == "force-relay":
+		return true
+	case f.ICE == "remove":
+		return false
+	}
+	return offerWebRTC
+}
+
+// AllowsSDES says whether the SDES flags let an SDES crypto suite
+// through: an only-X names the suites allowed, a no-X one refused.
+func (f *Flags) AllowsSDES(suite string) bool {
+	only := false
+	for _, s := range f.SDES {
+		n := strings.ToUpper(strings.ReplaceAll(s, "-", "_"))
+		if strings.HasPrefix(n, "ONLY_") {
+			only = true
+			if strings.EqualFold(n[5:], suite) {
+				return true
+			}
+		}
+		if strings.HasPrefix(n, "NO_") && strings.EqualFold(n[3:], suite) {
+			return false
+		}
+	}
+	return !only
+}
+
 // Has reports whether list holds name (compared as flags are).
 func Has(list []string, name string) bool {
 	for _, x := range list {

@@ -8,7 +8,6 @@ package registrar
 
 import (
 	"log/slog"
-	"net"
 	"sort"
 	"strconv"
 	"strings"
@@ -21,6 +20,7 @@ import (
 	"github.com/mediarelay/mediarelay/pkg/config"
 	"github.com/mediarelay/mediarelay/pkg/metrics"
 	"github.com/mediarelay/mediarelay/signaling/digest"
+	"github.com/mediarelay/mediarelay/signaling/throttle"
 )
 
 // minExpires is the shortest registration the registrar accepts (423
@@ -152,7 +152,7 @@ var (
 // when it has responded.
 func (g *Registrar) authenticate(req *sip.Request, tx sip.ServerTransaction, claimed string, k authKind) string {
 	now := time.Now()
-	ip := sourceIP(req.Source())
+	ip := throttle.SourceIP(req.Source())
 	rej := g.rejected
 	if k.code == proxyAuth.code {
 		rej = g.callRejected
@@ -419,15 +419,6 @@ func (g *Registrar) ConnClosed(source string) {
 			delete(g.byUser, user)
 		}
 	}
-}
-
-// sourceIP is the IP address of a request's source (host:port).
-func sourceIP(src string) string {
-	h, _, err := net.SplitHostPort(src)
-	if err != nil {
-		return src
-	}
-	return h
 }
 
 // respond answers req with a bodiless response.

@@ -4,7 +4,8 @@
 // sip.overload_reply_rate of those, silence); per browser user, the calls
 // in progress (sip.user_max_calls) and call attempts per minute
 // (sip.user_call_rate). Who is exempt (a configured trunk) is the relay's
-// to say.
+// to say. SourceIP is what "a source" means here and to the rest of
+// signaling (the registrar's lockouts, trunks known by address).
 package throttle
 
 import (
@@ -105,7 +106,7 @@ func (s *Sources) Throttled(req *sip.Request, tx sip.ServerTransaction, trunk fu
 	if b == nil {
 		return false
 	}
-	ip := sourceIP(req.Source())
+	ip := SourceIP(req.Source())
 	now := time.Now()
 	if req.Method != sip.REGISTER && !isWebSocket(req) && trunk(ip) {
 		return false
@@ -131,8 +132,12 @@ func isWebSocket(req *sip.Request) bool {
 	return strings.EqualFold(t, "ws") || strings.EqualFold(t, "wss")
 }
 
-// sourceIP is the IP address of a request's source (host:port).
-func sourceIP(src string) string {
+// SourceIP is the IP address of a request's source (sip.Request.Source,
+// host:port): the key of per-source rates here, and of the registrar's
+// lockouts and the relay's trunk-by-address lookup, so that a source is
+// one thing whichever limit it meets. A source without a port is returned
+// as is.
+func SourceIP(src string) string {
 	h, _, err := net.SplitHostPort(src)
 	if err != nil {
 		return src

@@ -47,3 +47,18 @@ func TestUsers(t *testing.T) {
 		t.Fatal("0 is not no limit")
 	}
 }
+
+// TestSourceIP: the port goes, IPv6 loses its brackets, and a source that
+// is not host:port stays as it is.
+func TestSourceIP(t *testing.T) {
+	for src, want := range map[string]string{
+		"192.0.2.1:5060":   "192.0.2.1",
+		"[2001:db8::1]:80": "2001:db8::1",
+		"192.0.2.1":        "192.0.2.1",
+		"":                 "",
+	} {
+		if got := SourceIP(src); got != want {
+			t.Errorf("SourceIP(%q) = %q, want %q", src, got, want)
+		}
+	}
+}
