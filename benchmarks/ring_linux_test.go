@@ -9,6 +9,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/mediarelay/mediarelay/pkg/testenv"
 )
 
 // engineRingPair is enginePair with the shard's io_uring batcher, as
@@ -18,7 +20,7 @@ func engineRingPair(t testing.TB) (*shard, *call, *net.UDPConn) {
 	sh, c, peer := enginePair(t)
 	b, err := newBatcher(&sh.cl.sent)
 	if err != nil {
-		missing(t, "no io_uring", err)
+		testenv.Missing(t, "no io_uring", err)
 	}
 	sh.ring = b
 	t.Cleanup(b.close)

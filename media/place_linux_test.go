@@ -9,6 +9,8 @@ import (
 
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
+
+	"github.com/mediarelay/mediarelay/pkg/testenv"
 )
 
 // loadLoop makes placement see lp as busy (load share) from the next
@@ -27,7 +29,7 @@ func twoLoops(t *testing.T) []*loop {
 	t.Helper()
 	loops, err := engineLoops()
 	if err != nil {
-		missing(t, "no media loops", err)
+		testenv.Missing(t, "no media loops", err)
 	}
 	if len(loops) < 2 {
 		t.Skipf("one media loop (GOMAXPROCS=%d): nothing to place", len(loops))

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/mediarelay/mediarelay/pkg/testenv"
 )
 
 // epollWatchers returns, for each epoll descriptor of the process, the
@@ -21,7 +23,7 @@ func epollWatchers(t *testing.T) map[int][]uint64 {
 	t.Helper()
 	ents, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
-		missing(t, "no /proc", err)
+		testenv.Missing(t, "no /proc", err)
 	}
 	out := map[int][]uint64{}
 	for _, e := range ents {
@@ -79,7 +81,7 @@ func watchedBy(t *testing.T, ino uint64) []int {
 func TestServedSocketsOnlyOnTheirLoop(t *testing.T) {
 	loops, err := engineLoops()
 	if err != nil {
-		missing(t, "no media loops", err)
+		testenv.Missing(t, "no media loops", err)
 	}
 	isLoop := map[int]bool{}
 	for _, lp := range loops {

@@ -9,6 +9,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/mediarelay/mediarelay/pkg/testenv"
 )
 
 // senders opens n sockets on loopback, each with its raw sender, and one
@@ -43,7 +45,7 @@ func senders(t testing.TB, n int) ([]*udpSock, *net.UDPConn) {
 func TestOutboxSends(t *testing.T) {
 	o, err := newOutbox()
 	if err != nil {
-		missing(t, "no io_uring", err)
+		testenv.Missing(t, "no io_uring", err)
 	}
 	defer o.close()
 	socks, sink := senders(t, 4)
@@ -104,7 +106,7 @@ func BenchmarkRoundOutbox16(b *testing.B) { benchRound(b, true) }
 func benchRound(b *testing.B, ring bool) {
 	o, err := newOutbox()
 	if err != nil {
-		missing(b, "no io_uring", err)
+		testenv.Missing(b, "no io_uring", err)
 	}
 	defer o.close()
 	socks, sink := senders(b, 16)
@@ -143,7 +145,7 @@ func benchRound(b *testing.B, ring bool) {
 func TestForwardingLeavesInRoundBatches(t *testing.T) {
 	loops, err := engineLoops()
 	if err != nil {
-		missing(t, "no media loops", err)
+		testenv.Missing(t, "no media loops", err)
 	}
 	ports := testPorts(t, 2)
 	in := newTestLeg(t, ports, RTPLegOptions{})
@@ -154,7 +156,7 @@ func TestForwardingLeavesInRoundBatches(t *testing.T) {
 	sentBefore := map[*loop]uint64{}
 	for _, lp := range loops {
 		if lp.out == nil {
-			missing(t, "no io_uring", errors.New("a loop has no outbox"))
+			testenv.Missing(t, "no io_uring", errors.New("a loop has no outbox"))
 		}
 		sentBefore[lp] = lp.out.sent.Load()
 	}

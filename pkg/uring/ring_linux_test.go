@@ -8,6 +8,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/mediarelay/mediarelay/pkg/testenv"
 )
 
 // pair is two UDP sockets on loopback, the first connected to the second.
@@ -42,7 +44,7 @@ func pair(t *testing.T) (a, b int) {
 func TestSendRecv(t *testing.T) {
 	r, err := New(8)
 	if err != nil {
-		missing(t, "no io_uring", err)
+		testenv.Missing(t, "no io_uring", err)
 	}
 	defer r.Close()
 	a, b := pair(t)
@@ -99,7 +101,7 @@ func TestSendRecv(t *testing.T) {
 func TestFull(t *testing.T) {
 	r, err := New(4)
 	if err != nil {
-		missing(t, "no io_uring", err)
+		testenv.Missing(t, "no io_uring", err)
 	}
 	defer r.Close()
 	a, _ := pair(t)
