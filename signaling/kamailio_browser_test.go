@@ -217,10 +217,18 @@ func (k *kamailioBrowser) signallingCall(ws string, nodes []*Relay) int {
 	if node < 0 {
 		t.Fatal("the phone's call is on no node")
 	}
+	// The BYE's answer comes back from SIPp through Kamailio within the
+	// shortened transaction timeout (64*T1, see TestMain) only while
+	// neither is starved on this shared machine; it once did not. What
+	// this call is for is the node that carried it and that the node
+	// ended it when Kamailio relayed the BYE (ng delete), which the CDR
+	// shows either way.
 	if err := p.dcs.Bye(k.ctx); err != nil {
-		t.Fatalf("bye: %v", err)
+		t.Logf("bye through Kamailio: %v (the CDR below decides)", err)
 	}
-	callRecord(t, nodes[node], id)
+	if rec := callRecord(t, nodes[node], id); rec.EndCause != endNormalBrowser {
+		t.Fatalf("phone's call on node %d ended %q, want %q", node, rec.EndCause, endNormalBrowser)
+	}
 	return node
 }
 
