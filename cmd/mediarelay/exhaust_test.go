@@ -21,6 +21,7 @@ const serveEnv = "MR_EXHAUST_TEST_SERVE" // not MEDIARELAY_*: the relay refuses 
 
 func TestMain(m *testing.M) {
 	if os.Getenv(serveEnv) == "1" {
+		tuneRuntime() // as main does for serve
 		os.Exit(run(append([]string{"serve"}, os.Args[1:]...), os.Stdout, os.Stderr))
 	}
 	os.Exit(m.Run())

@@ -23,6 +23,9 @@ import (
 var version = "dev"
 
 func main() {
+	if len(os.Args) < 2 || os.Args[1] == "serve" || strings.HasPrefix(os.Args[1], "-") {
+		tuneRuntime() // serve only: the other commands are short-lived
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
