@@ -144,7 +144,7 @@ func (f *Forwarder) Rewrite(pkt []byte) bool {
 		f.drop(DropUnknownPT)
 		return false
 	}
-	now := time.Now().UnixNano()
+	now := packetTime(pkt).UnixNano()
 	ssrc := binary.BigEndian.Uint32(pkt[8:])
 	seq := binary.BigEndian.Uint16(pkt[2:])
 	ts := binary.BigEndian.Uint32(pkt[4:])

@@ -48,6 +48,11 @@ type loop struct {
 	slots []loopHandler
 	free  []int32
 
+	// now is when the current round started, for packetTime: one clock
+	// read per round instead of several per packet. Only the loop's
+	// goroutine touches it.
+	now time.Time
+
 	// For pickLoop: time spent in rounds, and how many sockets (and of
 	// them shards) the loop serves.
 	busy    atomic.Int64 // ns
@@ -202,6 +207,7 @@ func (lp *loop) run() {
 			continue
 		}
 		now := time.Now()
+		lp.now = now
 		lp.mu.Lock()
 		for i := range lp.found {
 			h := lp.slots[lp.events[i].Fd]

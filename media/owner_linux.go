@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 	"unsafe"
 )
 
@@ -83,6 +84,16 @@ func loopHandling(pkt []byte) *loop {
 		}
 	}
 	return nil
+}
+
+// packetTime is when pkt, which a leg received, arrived: the start of
+// the round that is handling it when a loop is (its packets arrived
+// before that), else now. A round's packets thus share one clock read.
+func packetTime(pkt []byte) time.Time {
+	if lp := loopHandling(pkt); lp != nil {
+		return lp.now
+	}
+	return time.Now()
 }
 
 // sendFor sends b to dst for a packet being forwarded, in: with the

@@ -2,9 +2,14 @@
 
 package media
 
-import "net/netip"
+import (
+	"net/netip"
+	"time"
+)
 
 func (s *udpSender) sendFor(_, b []byte, dst netip.AddrPort) error { return s.sendTo(b, dst) }
+
+func packetTime([]byte) time.Time { return time.Now() }
 
 func registerBuffers(*batchReader, *loop) {}
 

@@ -62,20 +62,20 @@ func (p StreamPos) TSAfter(clock uint32, now int64) uint32 {
 // (the trunk changed codec mid-call) without stopping the read loop or
 // touching either leg. The new stage takes over between two packets, on
 // the path's own goroutine: the old one is flushed and the new one resumes
-// its outgoing stream. The packet path pays one atomic load for this.
+// its outgoing stream. The packet path pays one atomic load for this, of
+// the word beside the current stage: packets of hundreds of calls
+// interleave on a media loop, so each dependent load per packet is likely
+// a cache miss.
 type Path struct {
-	next atomic.Pointer[stageRef]
+	next atomic.Pointer[stageRef] // a stage waiting to take over; nil if none
+	cur  Stage                    // the running goroutine's
 	buf  []byte
 }
 
 type stageRef struct{ s Stage }
 
 // NewPath returns a Path that starts with stage s.
-func NewPath(s Stage) *Path {
-	p := &Path{}
-	p.next.Store(&stageRef{s})
-	return p
-}
+func NewPath(s Stage) *Path { return &Path{cur: s} }
 
 // Switch replaces the stage. It takes effect before the next packet read;
 // s must be fresh (it is resumed from the current stage's position). Safe
@@ -87,26 +87,41 @@ func (p *Path) Switch(s Stage) { p.next.Store(&stageRef{s}) }
 // is served instead of read: its packets are processed on the goroutine
 // that received them.
 func (p *Path) Run(from RTPReader) error {
+	if next := p.next.Swap(nil); next != nil {
+		p.cur = next.s // switched before anything ran: nothing to carry on
+	}
 	if src, ok := from.(PacketSource); ok {
 		return p.serve(src)
 	}
 	if p.buf == nil {
 		p.buf = make([]byte, forwardBufSize) // only a reader needs one: sources lend theirs
 	}
-	cur := p.next.Load()
 	for {
 		n, err := from.ReadRTP(p.buf)
-		if next := p.next.Load(); next != cur {
-			cur.s.Flush()
-			next.s.Resume(cur.s.Position())
-			cur = next
-		}
 		if err != nil {
-			cur.s.Flush()
+			p.takeSwitch()
+			p.cur.Flush()
 			return err
 		}
 		// A misbehaving reader must not be able to make us slice out of range.
-		cur.s.Process(p.buf[:max(0, min(n, len(p.buf)))])
+		p.process(p.buf[:max(0, min(n, len(p.buf)))])
+	}
+}
+
+// process hands pkt to the current stage, after a pending switch.
+func (p *Path) process(pkt []byte) {
+	if p.next.Load() != nil {
+		p.takeSwitch()
+	}
+	p.cur.Process(pkt)
+}
+
+// takeSwitch lets a stage given to Switch take over from the current one.
+func (p *Path) takeSwitch() {
+	if next := p.next.Swap(nil); next != nil {
+		p.cur.Flush()
+		next.s.Resume(p.cur.Position())
+		p.cur = next.s
 	}
 }
 
@@ -114,15 +129,8 @@ func (p *Path) Run(from RTPReader) error {
 // goroutine, and Serve returns only once that has stopped, so cur is ours
 // again afterwards.
 func (p *Path) serve(src PacketSource) error {
-	cur := p.next.Load()
-	err := src.Serve(func(pkt []byte) {
-		if next := p.next.Load(); next != cur {
-			cur.s.Flush()
-			next.s.Resume(cur.s.Position())
-			cur = next
-		}
-		cur.s.Process(pkt)
-	})
-	cur.s.Flush()
+	err := src.Serve(p.process)
+	p.takeSwitch()
+	p.cur.Flush()
 	return err
 }

@@ -228,14 +228,14 @@ type rtcpState struct {
 	prior        rtcpPrior // owned by the report sender
 }
 
-// sent counts one RTP packet sent (b, with octets of payload).
-func (r *rtcpState) sent(b []byte, octets int) {
+// sent counts one RTP packet sent at now (b, with octets of payload).
+func (r *rtcpState) sent(b []byte, octets int, now time.Time) {
 	r.pktsOut.Add(1)
 	r.bytesOut.Add(uint64(len(b)))
 	r.octetsOut.Add(uint64(octets))
 	r.sentSSRC.Store(SSRC(b))
 	r.sentTS.Store(Timestamp(b))
-	r.sentAt.Store(time.Now().UnixNano())
+	r.sentAt.Store(now.UnixNano())
 }
 
 // received keeps what a plaintext compound RTCP packet from the peer says;

@@ -381,7 +381,7 @@ func (l *RTPLeg) accept(pkt []byte, from netip.AddrPort) (int, bool) {
 		l.latchedRTP.Store(&a)
 		l.log.Info("rtp leg latched", "source", from.String())
 	}
-	l.recv.update(pkt, time.Now())
+	l.recv.update(pkt, packetTime(pkt))
 	return len(pkt), true
 }
 
@@ -468,7 +468,7 @@ func (l *RTPLeg) WriteRTP(b []byte) error {
 	} else if err := l.out.sendFor(b, b, dst); err != nil {
 		return fmt.Errorf("rtp leg %s: write to %s: %w", l.local, dst, err)
 	}
-	l.sent(b, octets)
+	l.sent(b, octets, packetTime(b))
 	return nil
 }
 

@@ -491,7 +491,7 @@ func (l *WebRTCLeg) WriteRTP(b []byte) error {
 	if err != nil {
 		return fmt.Errorf("webrtc leg: send to %s: %w", d.addr, err)
 	}
-	l.sent(p, len(payload))
+	l.sent(p, len(payload), packetTime(b))
 	return nil
 }
 
