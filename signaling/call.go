@@ -73,6 +73,7 @@ type Call struct {
 	active       atomic.Pointer[activeMedia] // plan and forwarding, replaced when the trunk changes codec
 	mediaUp      bool
 	firstMedia   atomic.Bool // mediarelay_call_first_media_seconds observed
+	watched      atomic.Bool // the relay's call watcher checks it (watch)
 	counted      legCounts   // packets and bytes already in the relay's counters
 	mediaWG      sync.WaitGroup
 	sec          callSecurity // the SIP leg's encryption (SDES or DTLS-SRTP)
@@ -365,36 +366,61 @@ func (c *Call) run(f func() error) {
 	}()
 }
 
-// watch hangs the call up when media stops or the WebRTC leg fails.
-func (c *Call) watch() {
-	timeout := c.r.cfg.Media.Timeout
+// watch hands the call, once its media is up, to the relay's call
+// watcher (watchCalls), which hangs it up when media stops, the WebRTC
+// leg fails or the trunk's SRTP keeps failing authentication.
+func (c *Call) watch() { c.watched.Store(true) }
+
+// watchCalls runs every watched call's once-a-second check until done
+// closes. One goroutine and one ticker serve all calls: a goroutine and a
+// ticker per call cost a few kilobytes of stack each, and a wake-up per
+// call every second.
+func (r *Relay) watchCalls(done <-chan struct{}) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
 		select {
-		case <-c.ended:
-			return
-		case <-c.webLeg().Failed():
-			select {
-			case <-c.ended: // closing the leg at hang-up is no failure
-				return
-			default:
-			}
-			c.r.countLegFailure(c.webLeg().FailCause())
-			c.hangup(endICEFailed, 0, "")
+		case <-done:
 			return
 		case now := <-t.C:
-			c.observeFirstMedia()
-			if c.sec.authFailing(c.sipLeg()) {
-				c.log.Warn("trunk's SRTP keeps failing authentication; ending the call")
-				c.hangup(endSRTPAuth, 0, "")
-				return
-			}
-			if c.mid.hold.silent(now, c.answered, timeout, c.webLeg(), c.sipLeg()) {
-				c.hangup(endMediaTimeout, 0, "")
-				return
+			for _, c := range r.callList() {
+				if c.watched.Load() {
+					c.check(now)
+				}
 			}
 		}
+	}
+}
+
+// check is one look at a watched call. A call it ends is hung up on a
+// goroutine of its own, so that one hang-up does not hold up the others'
+// checks.
+func (c *Call) check(now time.Time) {
+	select {
+	case <-c.ended:
+		c.watched.Store(false)
+		return
+	default:
+	}
+	end := func(cause string) {
+		c.watched.Store(false)
+		go c.hangup(cause, 0, "")
+	}
+	select {
+	case <-c.webLeg().Failed():
+		c.r.countLegFailure(c.webLeg().FailCause())
+		end(endICEFailed)
+		return
+	default:
+	}
+	c.observeFirstMedia()
+	if c.sec.authFailing(c.sipLeg()) {
+		c.log.Warn("trunk's SRTP keeps failing authentication; ending the call")
+		end(endSRTPAuth)
+		return
+	}
+	if c.mid.hold.silent(now, c.answered, c.r.cfg.Media.Timeout, c.webLeg(), c.sipLeg()) {
+		end(endMediaTimeout)
 	}
 }
 

@@ -382,7 +382,7 @@ func (c *Call) answerInbound(req *sip.Request, dss *sipgo.DialogServerSession, w
 		c.hangup(endNoCodec, 488, "")
 		return
 	}
-	go c.watch()
+	c.watch()
 	c.beginCDR()
 	res := sip.NewSDPResponseFromRequest(dss.InviteRequest, []byte(c.answerSDP))
 	c.trunk.acceptSessionTimer(req, res)

@@ -426,7 +426,7 @@ func (h ngHandler) Answer(req *ng.Request) (string, error) {
 		c.to = req.ToTag
 		r.mu.Unlock()
 		c.answered = time.Now()
-		go c.watch()
+		c.watch()
 		c.beginCDR()
 		c.log.Info("ng call answered", "to_tag", logsafe.Truncate(req.ToTag, 64))
 	}

@@ -239,7 +239,7 @@ func (c *Call) answerOutbound(dss *sipgo.DialogServerSession, dcs *sipgo.DialogC
 		c.hangup(setupCause(perr), 488, "")
 		return
 	}
-	go c.watch()
+	c.watch()
 	c.beginCDR()
 	if err := dss.WriteResponse(c.browserAnswer(dss.InviteRequest)); err != nil {
 		c.log.Warn("browser did not take the answer", "err", err)

@@ -60,7 +60,8 @@ type Relay struct {
 	// hygiene (foreign Origin, limits, idleness), by listener and reason.
 	connRefused *prometheus.CounterVec
 	// Connection hygiene: SIP TCP/TLS streams and browsers'
-	// WebSockets, checked by reapers until reapDone closes.
+	// WebSockets, checked by reapers until reapDone closes (which also
+	// stops the call watcher, watchCalls).
 	sipReaper, wsReaper *connguard.Reaper
 	reapDone            chan struct{}
 	wsCalls             map[string]int // calls from browsers, by WebSocket peer address
@@ -305,6 +306,7 @@ func (r *Relay) open(ctx context.Context) error {
 		func(reason string) { r.connRefused.WithLabelValues("sip_stream", reason).Inc() })
 	go r.wsReaper.Run(connguard.ReaperTick(r.cfg.HTTP.WSIdleTimeout, r.cfg.HTTP.WSPingInterval), r.reapDone,
 		func(reason string) { r.connRefused.WithLabelValues("ws", reason).Inc() })
+	go r.watchCalls(r.reapDone)
 	r.closers = append(r.closers, func() error { close(r.reapDone); return nil })
 	go r.demux.Serve()
 	go r.serveLog("http", func() error { return r.httpSrv.Serve(r.demux.HTTP()) })
