@@ -53,6 +53,11 @@ func shardLoop(s *shard) *loop {
 func TestLoopsFollowLoad(t *testing.T) {
 	loops := twoLoops(t)
 	first, second := loops[0], loops[1]
+	// Loads are set, not sampled: rounds are timed by the wall clock, and
+	// on a loaded machine (or under -race) a nearly idle loop can read as
+	// busy.
+	loadLoop(first, 0)
+	loadLoop(second, 0)
 	w, err := NewWebRTC(WebRTCOptions{BindIP: "127.0.0.1", Shards: 2})
 	if err != nil {
 		t.Fatal(err)
@@ -81,6 +86,8 @@ func TestLoopsFollowLoad(t *testing.T) {
 	c.bothWays(t, 20)
 
 	// Idle: a new SIP leg joins the first loop.
+	loadLoop(first, 0)
+	loadLoop(second, 0)
 	ports := testPorts(t, 2)
 	idle := newTestLeg(t, ports, RTPLegOptions{})
 	go idle.Serve(func([]byte) {})
