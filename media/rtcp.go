@@ -233,7 +233,9 @@ func (r *rtcpState) sent(b []byte, octets int, now time.Time) {
 	r.pktsOut.Add(1)
 	r.bytesOut.Add(uint64(len(b)))
 	r.octetsOut.Add(uint64(octets))
-	r.sentSSRC.Store(SSRC(b))
+	if ssrc := SSRC(b); r.sentSSRC.Load() != ssrc { // rarely changes; a store is a locked instruction
+		r.sentSSRC.Store(ssrc)
+	}
 	r.sentTS.Store(Timestamp(b))
 	r.sentAt.Store(now.UnixNano())
 }

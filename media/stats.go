@@ -149,12 +149,22 @@ func (s *recvStats) lost() int64 {
 }
 
 func (s *recvStats) publish() {
-	s.pubSSRC.Store(s.ssrc)
+	// An atomic store is a locked instruction on amd64 and a load is
+	// not: the fields that rarely change are stored only when they do.
+	if s.pubSSRC.Load() != s.ssrc {
+		s.pubSSRC.Store(s.ssrc)
+	}
 	s.pubExtMax.Store(s.cycles + uint32(s.maxSeq))
-	s.pubBase.Store(s.baseSeq)
+	if s.pubBase.Load() != s.baseSeq {
+		s.pubBase.Store(s.baseSeq)
+	}
 	s.pubRecv.Store(s.received)
-	s.pubJitter.Store(s.jitter)
-	s.pubHave.Store(true)
+	if s.pubJitter.Load() != s.jitter {
+		s.pubJitter.Store(s.jitter)
+	}
+	if !s.pubHave.Load() {
+		s.pubHave.Store(true)
+	}
 }
 
 // totalLost is the cumulative loss over all sources, from published values.
