@@ -59,6 +59,9 @@ type outbox struct {
 
 	sent   atomic.Uint64 // sends completed
 	failed atomic.Uint64 // sends the kernel refused (full buffer, unreachable)
+	// roundFailed counts a flush's refused sends before they are added
+	// to failed.
+	roundFailed uint64
 }
 
 // newOutbox sets up a ring; it fails where io_uring is missing or
@@ -160,6 +163,7 @@ func (o *outbox) flush() {
 	if o.n == 0 {
 		return
 	}
+	var submitted uint64
 	for i := range o.n {
 		s := o.from[i]
 		// The socket may have been closed since the send was queued;
@@ -170,9 +174,14 @@ func (o *outbox) flush() {
 			continue
 		}
 		o.ring.SendMsg(s.fd, &o.hdrs[i], unix.MSG_DONTWAIT, uint64(i))
+		submitted++
 	}
+	o.roundFailed = 0
 	o.ring.Submit(o.done)
 	runtime.KeepAlive(o)
+	// Counted once per flush: each atomic add is a locked instruction.
+	o.failed.Add(o.roundFailed)
+	o.sent.Add(submitted - o.roundFailed)
 	o.n = 0
 }
 
@@ -184,9 +193,7 @@ func (o *outbox) complete(userData uint64, res int32) {
 		return
 	}
 	if res < 0 {
-		o.failed.Add(1)
-	} else {
-		o.sent.Add(1)
+		o.roundFailed++
 	}
 	if i := userData; i < outboxSlots && o.from[i] != nil {
 		o.from[i].refs.Add(-1)
