@@ -18,6 +18,7 @@ import (
 	"github.com/mediarelay/mediarelay/pkg/cdr"
 	"github.com/mediarelay/mediarelay/pkg/config"
 	"github.com/mediarelay/mediarelay/pkg/sdp"
+	"github.com/mediarelay/mediarelay/signaling/mediaplan"
 )
 
 // End causes, as written to CDRs and the calls_total metric.
@@ -283,11 +284,11 @@ func (c *Call) setupMedia(answer sdp.Audio) error {
 		c.e2e = false // terminated from here on
 	}
 	mode := c.route.MediaMode
-	if mode == ModeE2E {
-		mode = ModePassthrough // an e2e trunk's fallback never transcodes
+	if mode == mediaplan.ModeE2E {
+		mode = mediaplan.ModePassthrough // an e2e trunk's fallback never transcodes
 	}
 	browserAudio := mustAudio(c.browserOffer)
-	plan, err := decide(mode, browserAudio, answer, c.offered)
+	plan, err := mediaplan.Decide(mode, browserAudio, answer, c.offered)
 	if err != nil {
 		return err
 	}
@@ -550,7 +551,7 @@ func (c *Call) finish() {
 }
 
 // recordPlan puts the media plan's mode and codecs in a call's CDR.
-func recordPlan(rec *cdr.Record, plan mediaPlan) {
+func recordPlan(rec *cdr.Record, plan mediaplan.Plan) {
 	rec.Mode, rec.WebRTCCodec, rec.SIPCodec = plan.Mode, plan.BrowserCodec, plan.SIPCodec.Name
 }
 

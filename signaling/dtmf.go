@@ -11,6 +11,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/mediarelay/mediarelay/media"
+	"github.com/mediarelay/mediarelay/signaling/mediaplan"
 )
 
 // DTMF over SIP INFO (application/dtmf-relay, application/dtmf) is turned
@@ -141,7 +142,7 @@ func (c *Call) sipWriter() media.RTPWriter { return c.sipWriterFor(c.currentPlan
 
 // sipWriterFor is sipWriter for plan, which may not be the call's yet
 // (a codec change builds the stages of a new plan before switching).
-func (c *Call) sipWriterFor(plan mediaPlan) media.RTPWriter {
+func (c *Call) sipWriterFor(plan mediaplan.Plan) media.RTPWriter {
 	c.r.mu.Lock() // a transfer may change the route and the leg
 	route, leg := c.route, c.trunk.rtp
 	c.r.mu.Unlock()

@@ -12,6 +12,7 @@ import (
 
 	"github.com/mediarelay/mediarelay/pkg/config"
 	"github.com/mediarelay/mediarelay/pkg/sdp"
+	"github.com/mediarelay/mediarelay/signaling/mediaplan"
 )
 
 // Blind transfer (RFC 3515): the trunk leg sends REFER with Refer-To; the
@@ -99,7 +100,7 @@ func (c *Call) onRefer(s side, req *sip.Request, tx sip.ServerTransaction) {
 		respond(tx, req, 481, "Call/Transaction Does Not Exist")
 		return
 	}
-	if c.currentPlan().Mode == ModeE2E {
+	if c.currentPlan().Mode == mediaplan.ModeE2E {
 		// A new party would need its own end-to-end handshake with the
 		// one that stays, which the relay cannot start in their place.
 		respond(tx, req, 488, "Not Acceptable Here", sip.NewHeader("Warning", `399 mediarelay "no transfers on end-to-end calls"`))
