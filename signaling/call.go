@@ -18,6 +18,7 @@ import (
 	"github.com/mediarelay/mediarelay/pkg/cdr"
 	"github.com/mediarelay/mediarelay/pkg/config"
 	"github.com/mediarelay/mediarelay/pkg/sdp"
+	"github.com/mediarelay/mediarelay/signaling/dtmf"
 	"github.com/mediarelay/mediarelay/signaling/mediaplan"
 )
 
@@ -94,7 +95,7 @@ type Call struct {
 	trunkOffer sdp.Audio
 	mid        midCallState
 	// DTMF: INFO from the trunk is injected on the way to the browser.
-	inj      atomic.Pointer[dtmfInjector]
+	inj      atomic.Pointer[dtmf.Injector]
 	dtmfOnce sync.Once
 	// The browser leg as the forwarding sees it; a transfer swaps it.
 	wio     *webIO

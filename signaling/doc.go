@@ -35,6 +35,8 @@
 //     the codecs offered each side, the plan an answer settles and how it
 //     follows a mid-call offer, end-to-end DTLS identities, and the SIP
 //     leg's SRTP policy and SDES keys;
+//   - dtmf: RFC 4733 telephone-events played into a media path and
+//     turned into SIP INFO, and reading an INFO's digit;
 //   - registrar: browsers' registrations, and the digest challenge of
 //     their REGISTERs and calls;
 //   - digest: digest authentication (user table, nonces, checking an

@@ -1,9 +1,12 @@
 package signaling
 
-import "github.com/mediarelay/mediarelay/signaling/mediaplan"
+import (
+	"github.com/mediarelay/mediarelay/signaling/dtmf"
+	"github.com/mediarelay/mediarelay/signaling/mediaplan"
+)
 
-// The names this package's tests used before signaling/mediaplan moved
-// out of it, so that the tests read as they did.
+// The names this package's tests used before signaling/mediaplan and
+// signaling/dtmf moved out of it, so that the tests read as they did.
 
 const (
 	ModeAuto             = mediaplan.ModeAuto
@@ -21,3 +24,5 @@ var (
 	sipCodecs = mediaplan.SIPCodecs
 	dtmf8k    = mediaplan.DTMF8k
 )
+
+type dtmfToInfo = dtmf.ToInfo

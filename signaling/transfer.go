@@ -12,6 +12,7 @@ import (
 
 	"github.com/mediarelay/mediarelay/pkg/config"
 	"github.com/mediarelay/mediarelay/pkg/sdp"
+	"github.com/mediarelay/mediarelay/signaling/dtmf"
 	"github.com/mediarelay/mediarelay/signaling/mediaplan"
 )
 
@@ -236,7 +237,7 @@ func (c *Call) swapSIPLeg(leg *SIPLeg) (*SIPLeg, bool) {
 	_ = old.rtp.PauseReads()
 	<-cur.toWebDone
 	c.dtmfOnce.Do(func() {})
-	c.inj.Store(&dtmfInjector{src: leg.rtp})
+	c.inj.Store(dtmf.NewInjector(leg.rtp))
 	plan := cur.plan
 	plan.SIPCodec, plan.SIPDTMF = leg.codec, leg.dtmf
 	m := &activeMedia{plan: plan, toSIP: cur.toSIP, toWeb: cur.toWeb, bridge: cur.bridge, toWebDone: make(chan struct{})}
