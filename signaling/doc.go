@@ -37,6 +37,8 @@
 //     leg's SRTP policy and SDES keys;
 //   - dtmf: RFC 4733 telephone-events played into a media path and
 //     turned into SIP INFO, and reading an INFO's digit;
+//   - callapi: the HTTP call API (list, show, hang up), who may use it,
+//     and its JSON views of calls;
 //   - registrar: browsers' registrations, and the digest challenge of
 //     their REGISTERs and calls;
 //   - digest: digest authentication (user table, nonces, checking an

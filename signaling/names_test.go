@@ -1,12 +1,14 @@
 package signaling
 
 import (
+	"github.com/mediarelay/mediarelay/signaling/callapi"
 	"github.com/mediarelay/mediarelay/signaling/dtmf"
 	"github.com/mediarelay/mediarelay/signaling/mediaplan"
 )
 
-// The names this package's tests used before signaling/mediaplan and
-// signaling/dtmf moved out of it, so that the tests read as they did.
+// The names this package's tests used before signaling/mediaplan,
+// signaling/dtmf and signaling/callapi moved out of it, so that the tests
+// read as they did.
 
 const (
 	ModeAuto             = mediaplan.ModeAuto
@@ -21,8 +23,12 @@ const (
 )
 
 var (
-	sipCodecs = mediaplan.SIPCodecs
-	dtmf8k    = mediaplan.DTMF8k
+	sipCodecs   = mediaplan.SIPCodecs
+	dtmf8k      = mediaplan.DTMF8k
+	validCallID = callapi.ValidID
 )
 
-type dtmfToInfo = dtmf.ToInfo
+type (
+	dtmfToInfo = dtmf.ToInfo
+	CallView   = callapi.CallView
+)
