@@ -26,7 +26,7 @@ const (
 )
 
 // SIPCodecs are the codecs, with the payload types, the relay uses on SIP
-// legs it offers, by lower-case name.
+// legs it offers, by lower-case name; read only.
 var SIPCodecs = map[string]sdp.Codec{
 	"pcmu": {Name: "PCMU", PT: 0, Clock: 8000, Channels: 1},
 	"pcma": {Name: "PCMA", PT: 8, Clock: 8000, Channels: 1},
