@@ -18,6 +18,8 @@ import (
 	"github.com/mediarelay/mediarelay/pkg/cdr"
 	"github.com/mediarelay/mediarelay/pkg/config"
 	"github.com/mediarelay/mediarelay/pkg/sdp"
+	"github.com/mediarelay/mediarelay/signaling/dtmf"
+	"github.com/mediarelay/mediarelay/signaling/mediaplan"
 )
 
 // End causes, as written to CDRs and the calls_total metric.
@@ -94,7 +96,7 @@ type Call struct {
 	trunkOffer sdp.Audio
 	mid        midCallState
 	// DTMF: INFO from the trunk is injected on the way to the browser.
-	inj      atomic.Pointer[dtmfInjector]
+	inj      atomic.Pointer[dtmf.Injector]
 	dtmfOnce sync.Once
 	// The browser leg as the forwarding sees it; a transfer swaps it.
 	wio     *webIO
@@ -284,11 +286,11 @@ func (c *Call) setupMedia(answer sdp.Audio) error {
 		c.e2e = false // terminated from here on
 	}
 	mode := c.route.MediaMode
-	if mode == ModeE2E {
-		mode = ModePassthrough // an e2e trunk's fallback never transcodes
+	if mode == mediaplan.ModeE2E {
+		mode = mediaplan.ModePassthrough // an e2e trunk's fallback never transcodes
 	}
 	browserAudio := mustAudio(c.browserOffer)
-	plan, err := decide(mode, browserAudio, answer, c.offered)
+	plan, err := mediaplan.Decide(mode, browserAudio, answer, c.offered)
 	if err != nil {
 		return err
 	}
@@ -576,7 +578,7 @@ func (c *Call) finish() {
 }
 
 // recordPlan puts the media plan's mode and codecs in a call's CDR.
-func recordPlan(rec *cdr.Record, plan mediaPlan) {
+func recordPlan(rec *cdr.Record, plan mediaplan.Plan) {
 	rec.Mode, rec.WebRTCCodec, rec.SIPCodec = plan.Mode, plan.BrowserCodec, plan.SIPCodec.Name
 }
 

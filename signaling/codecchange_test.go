@@ -518,62 +518,6 @@ func (u *trunkUAC) tonesBack(t *testing.T) bool {
 	return len(back) > 8000 && tone.Detect(back[4000:], 8000, 400) && tone.Detect(back[4000:], 8000, 1000)
 }
 
-// TestReplan: what the relay makes of a trunk's mid-call offer, for each
-// browser codec and media mode; the browser's codec never changes.
-func TestReplan(t *testing.T) {
-	pcmu, pcma, g722, opus := sipCodecs["pcmu"], sipCodecs["pcma"], sipCodecs["g722"], sipCodecs["opus"]
-	g729 := sdp.Codec{Name: "G729", PT: 18, Clock: 8000, Channels: 1}
-	opus96 := opus
-	opus96.PT = 96
-	all := []string{"PCMU", "PCMA", "G722", "opus", "G729"}
-	transcoded := mediaPlan{Mode: ModeTranscode, SIPCodec: pcmu, SIPDTMF: dtmf8k, BrowserCodec: "opus"}
-	passed := mediaPlan{Mode: ModePassthrough, SIPCodec: pcmu, SIPDTMF: dtmf8k, BrowserCodec: "PCMU"}
-	opusPassed := mediaPlan{Mode: ModePassthrough, SIPCodec: opus, BrowserCodec: "opus"}
-	for _, tc := range []struct {
-		name     string
-		mode     string
-		allowed  []string
-		cur      mediaPlan
-		offer    []sdp.Codec
-		wantMode string
-		want     sdp.Codec // zero: refused
-		wantDTMF uint8
-	}{
-		{"opus: PCMU to PCMA", ModeAuto, all, transcoded, []sdp.Codec{pcma, dtmf96}, ModeTranscode, pcma, 96},
-		{"opus: PCMU to G722 in transcode", ModeTranscode, all, transcoded, []sdp.Codec{g722}, ModeTranscode, g722, 0},
-		{"opus: the current codec stays first", ModeAuto, all, transcoded, []sdp.Codec{pcma, pcmu, dtmf8k}, ModeTranscode, pcmu, 101},
-		{"opus: the browser's codec before transcoding", ModeAuto, all, transcoded, []sdp.Codec{g722, opus}, ModePassthrough, opus, 0},
-		{"opus: no passthrough in transcode", ModeTranscode, all, transcoded, []sdp.Codec{opus}, "", sdp.Codec{}, 0},
-		{"opus: not a configured codec", ModeAuto, []string{"PCMU", "opus"}, transcoded, []sdp.Codec{pcma}, "", sdp.Codec{}, 0},
-		{"opus: nothing the relay speaks", ModeAuto, all, transcoded, []sdp.Codec{g729}, "", sdp.Codec{}, 0},
-		{"opus passed through: renumbered", ModeAuto, all, opusPassed, []sdp.Codec{opus96}, ModePassthrough, opus96, 0},
-		{"opus passed through: to PCMU", ModeAuto, all, opusPassed, []sdp.Codec{pcmu, dtmf8k}, ModeTranscode, pcmu, 101},
-		{"PCMU: to PCMA", ModeAuto, all, passed, []sdp.Codec{pcma, dtmf8k}, ModeTranscode, pcma, 101},
-		{"PCMU: to PCMA in passthrough", ModePassthrough, all, passed, []sdp.Codec{pcma, dtmf8k}, "", sdp.Codec{}, 0},
-		{"PCMU: G722 is not G.711", ModeAuto, all, passed, []sdp.Codec{g722, dtmf8k}, "", sdp.Codec{}, 0},
-		{"PCMU: back from PCMA", ModeAuto, all, mediaPlan{Mode: ModeTranscode, SIPCodec: pcma, BrowserCodec: "PCMU"}, []sdp.Codec{g722, pcmu}, ModePassthrough, pcmu, 0},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			got, err := replan(tc.mode, tc.allowed, tc.cur, sdp.Audio{Codecs: tc.offer})
-			if tc.want.Name == "" {
-				if err == nil {
-					t.Fatalf("accepted: %+v", got)
-				}
-				if got != tc.cur {
-					t.Fatalf("a refused offer changed the plan to %+v", got)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got.Mode != tc.wantMode || got.SIPCodec != tc.want || got.SIPDTMF.PT != tc.wantDTMF || got.BrowserCodec != tc.cur.BrowserCodec {
-				t.Fatalf("got %+v, want mode %s codec %+v telephone-event %d", got, tc.wantMode, tc.want, tc.wantDTMF)
-			}
-		})
-	}
-}
-
 // TestSetCodecs: the relay's SDP towards the trunk lists only the codecs
 // of the plan; everything else (ptime, crypto, direction) stays.
 func TestSetCodecs(t *testing.T) {

@@ -12,25 +12,33 @@
 // (patterns, addresses, sources, the default trunk by name or by URI);
 // signaling routes by that table and defaults nothing itself.
 //
-// A Call is one browser↔trunk call: two SIPLegs and, between the
-// browser's WebRTC leg and the trunk's RTP leg, one media.Path per
-// direction running the plan's stage: forwarding, G.711 law conversion, or
-// an Opus transcode bridge (decide, replan, stages). A SIPLeg is a dialog
-// and what concerns it alone: the relay's SDP on it and its next version,
-// the direction the peer asked for, offer/answer state (glare, an answer
-// due in the ACK), the RFC 4028 session timer, and what is sent on that
-// dialog (re-INVITEs, refreshes, DTMF INFO); the trunk's also holds the
-// RTP leg. The Call decides what crosses between its legs: mid-call
-// offers, hold (either leg's direction), transfers, DTMF, and at the end
-// the CDR (recordPlan, recordLegs, shared with joins). A transfer that
-// leaves two trunk legs talking hands its trunk SIPLeg to a join, which
-// relays two trunk legs to each other.
+// A Call is one browser↔trunk call: two SIPLegs and, between the browser's
+// WebRTC leg and the trunk's RTP leg, one media.Path per direction running
+// the plan's stage: forwarding, G.711 law conversion, or an Opus transcode
+// bridge (stages; the plan itself is signaling/mediaplan's decision). A
+// SIPLeg is a dialog and what concerns it alone: the relay's SDP on it and
+// its next version, the direction the peer asked for, offer/answer state
+// (glare, an answer due in the ACK), the RFC 4028 session timer, and what
+// is sent on that dialog (re-INVITEs, refreshes, DTMF INFO); the trunk's
+// also holds the RTP leg. The Call decides what crosses between its legs:
+// mid-call offers, hold (either leg's direction), transfers, DTMF, and at
+// the end the CDR (recordPlan, recordLegs, shared with joins). A transfer
+// that leaves two trunk legs talking hands its trunk SIPLeg to a join,
+// which relays two trunk legs to each other.
 //
 // Browsers authenticate by digest or time-limited tokens before a trunk is
 // dialled; trunks are known by source address or digest. SIP proxies can
 // also drive the relay as a media node over rtpengine's ng protocol.
 //
 // Sub-packages own what needs nothing of the B2BUA:
+//   - mediaplan: what a call's media will be, from the two legs' SDPs:
+//     the codecs offered each side, the plan an answer settles and how it
+//     follows a mid-call offer, end-to-end DTLS identities, and the SIP
+//     leg's SRTP policy and SDES keys;
+//   - dtmf: RFC 4733 telephone-events played into a media path and
+//     turned into SIP INFO, and reading an INFO's digit;
+//   - callapi: the HTTP call API (list, show, hang up), who may use it,
+//     and its JSON views of calls;
 //   - registrar: browsers' registrations, and the digest challenge of
 //     their REGISTERs and calls;
 //   - digest: digest authentication (user table, nonces, checking an

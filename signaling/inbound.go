@@ -15,6 +15,7 @@ import (
 	"github.com/mediarelay/mediarelay/pkg/config"
 	"github.com/mediarelay/mediarelay/pkg/sdp"
 	"github.com/mediarelay/mediarelay/signaling/digest"
+	"github.com/mediarelay/mediarelay/signaling/mediaplan"
 	"github.com/mediarelay/mediarelay/signaling/registrar"
 	"github.com/mediarelay/mediarelay/signaling/throttle"
 )
@@ -109,60 +110,6 @@ func (r *Relay) trunkFor(req *sip.Request, tx sip.ServerTransaction) *config.Tru
 	return nil
 }
 
-// browserCodecsFor lists what the relay offers the browser for a trunk's
-// offer: codecs it can pass through in the trunk's order, then Opus when
-// it can transcode.
-func browserCodecsFor(mode string, allowed []string, offer sdp.Audio) []string {
-	var out []string
-	canTranscode := false
-	for _, c := range offer.Codecs {
-		if c.Is("telephone-event") || !hasFold(allowed, c.Name) {
-			continue
-		}
-		if transcodable(c.Name) {
-			canTranscode = true
-		}
-		if _, err := webrtcCodec(c.Name); err == nil && mode != ModeTranscode && !hasFold(out, c.Name) {
-			out = append(out, strings.ToLower(c.Name))
-		}
-	}
-	if canTranscode && mode != ModePassthrough && !hasFold(out, "opus") {
-		out = append(out, "opus")
-	}
-	return out
-}
-
-// planInbound settles the media once the browser has answered.
-func planInbound(mode string, allowed []string, offer sdp.Audio, browserCodec string) (mediaPlan, error) {
-	p := mediaPlan{BrowserCodec: browserCodec}
-	found := false
-	if mode != ModeTranscode {
-		for _, c := range offer.Codecs {
-			if c.Is(browserCodec) && hasFold(allowed, c.Name) {
-				p.Mode, p.SIPCodec, found = ModePassthrough, c, true
-				break
-			}
-		}
-	}
-	if !found && mode != ModePassthrough && strings.EqualFold(browserCodec, "opus") {
-		for _, c := range offer.Codecs {
-			if transcodable(c.Name) && hasFold(allowed, c.Name) {
-				p.Mode, p.SIPCodec, found = ModeTranscode, c, true
-				break
-			}
-		}
-	}
-	if !found {
-		return p, errNoCommonCodec
-	}
-	if ev, ok := offer.DTMF(p.SIPCodec.Clock); ok {
-		p.SIPDTMF = ev
-	} else if ev, ok := offer.DTMF(8000); ok {
-		p.SIPDTMF = ev
-	}
-	return p, nil
-}
-
 // inbound rings the registered browsers of the user a trunk calls: the
 // INVITE is checked (inboundInvite), the call admitted with its RTP port,
 // the browsers rung (ringUser), and the first to answer connected
@@ -216,9 +163,9 @@ type inboundInvite struct {
 	bindings  []*registrar.Binding
 	offer     sdp.Audio // the trunk's, or what the relay will offer for a late offer
 	lateOffer bool
-	keys      *inboundKeys // nil on an end-to-end call
-	e2e       bool         // DTLS-SRTP end to end: the trunk's identity goes to the browser
-	codecs    []string     // what the browsers are offered
+	keys      *mediaplan.InboundKeys // nil on an end-to-end call
+	e2e       bool                   // DTLS-SRTP end to end: the trunk's identity goes to the browser
+	codecs    []string               // what the browsers are offered
 	// makeOffer makes one browser's offer.
 	makeOffer func() (*media.WebRTCLeg, string, error)
 }
@@ -247,7 +194,7 @@ func (r *Relay) checkInbound(req *sip.Request, tx sip.ServerTransaction, route *
 	// offers get 488.
 	far, e2e, refusal := r.inboundE2E(route, user, inv.offer, inv.lateOffer)
 	if !e2e && refusal == "" {
-		inv.keys, refusal = inboundSecurity(route, inv.offer, inv.lateOffer)
+		inv.keys, refusal = mediaplan.InboundSecurity(route, inv.offer, inv.lateOffer)
 	}
 	if refusal != "" {
 		r.refuse(req, tx, 488, "Not Acceptable Here", refusal)
@@ -259,18 +206,18 @@ func (r *Relay) checkInbound(req *sip.Request, tx sip.ServerTransaction, route *
 		return inv, false
 	}
 	mode := route.MediaMode
-	if mode == ModeE2E {
-		mode = ModePassthrough // an e2e trunk's fallback never transcodes
+	if mode == mediaplan.ModeE2E {
+		mode = mediaplan.ModePassthrough // an e2e trunk's fallback never transcodes
 	}
-	codecs := browserCodecsFor(mode, route.Codecs, inv.offer)
+	codecs := mediaplan.BrowserCodecs(mode, route.Codecs, inv.offer)
 	inv.makeOffer = func() (*media.WebRTCLeg, string, error) { return r.webrtc.Offer(codecs) }
 	if e2e {
-		e2eCodecs := e2eBrowserCodecs(route.Codecs, inv.offer)
+		e2eCodecs := mediaplan.E2EBrowserCodecs(route.Codecs, inv.offer)
 		codecs = nil
 		if len(e2eCodecs) > 0 {
 			codecs = []string{e2eCodecs[0].Name}
 		}
-		peer := media.E2EPeer{Fingerprint: far.fingerprint, Setup: far.setup, SSRC: far.ssrc}
+		peer := media.E2EPeer{Fingerprint: far.Fingerprint, Setup: far.Setup, SSRC: far.SSRC}
 		inv.makeOffer = func() (*media.WebRTCLeg, string, error) { return r.webrtc.OfferE2E(e2eCodecs, peer) }
 	}
 	if inv.codecs = codecs; len(codecs) == 0 {
@@ -286,11 +233,11 @@ func (r *Relay) checkInbound(req *sip.Request, tx sip.ServerTransaction, route *
 func (r *Relay) inboundOffer(req *sip.Request, tx sip.ServerTransaction, route *config.Trunk) (offer sdp.Audio, late, ok bool) {
 	if len(req.Body()) == 0 {
 		for _, name := range route.Codecs {
-			if c, ok := sipCodecs[strings.ToLower(name)]; ok {
+			if c, ok := mediaplan.SIPCodecs[strings.ToLower(name)]; ok {
 				offer.Codecs = append(offer.Codecs, c)
 			}
 		}
-		offer.Codecs = append(offer.Codecs, dtmf8k)
+		offer.Codecs = append(offer.Codecs, mediaplan.DTMF8k)
 		return offer, true, true
 	}
 	if ct := req.ContentType(); ct == nil || !strings.EqualFold(strings.TrimSpace(ct.Value()), "application/sdp") {
@@ -362,7 +309,7 @@ func (c *Call) ringUser(ctx context.Context, req *sip.Request, dss *sipgo.Dialog
 
 // answerInbound connects the browser that answered: its answer is
 // applied, the media started, and the trunk answered.
-func (c *Call) answerInbound(req *sip.Request, dss *sipgo.DialogServerSession, winner *fork, keys *inboundKeys) {
+func (c *Call) answerInbound(req *sip.Request, dss *sipgo.DialogServerSession, winner *fork, keys *mediaplan.InboundKeys) {
 	r := c.r
 	c.browser.dialog = clientDialog(winner.dcs)
 	c.setWeb(winner.leg)
@@ -396,7 +343,7 @@ func (c *Call) answerInbound(req *sip.Request, dss *sipgo.DialogServerSession, w
 
 // startInboundMedia applies the winning browser's answer and starts
 // forwarding; c.answerSDP becomes the SDP answer for the trunk.
-func (c *Call) startInboundMedia(browserAnswer string, keys *inboundKeys) error {
+func (c *Call) startInboundMedia(browserAnswer string, keys *mediaplan.InboundKeys) error {
 	if c.e2e {
 		return c.startInboundE2E(browserAnswer)
 	}
@@ -411,10 +358,10 @@ func (c *Call) startInboundMedia(browserAnswer string, keys *inboundKeys) error 
 		}
 	}
 	mode := c.route.MediaMode
-	if mode == ModeE2E {
-		mode = ModePassthrough // fallback: terminated, never transcoded
+	if mode == mediaplan.ModeE2E {
+		mode = mediaplan.ModePassthrough // fallback: terminated, never transcoded
 	}
-	plan, err := planInbound(mode, c.route.Codecs, c.trunkOffer, browserCodec)
+	plan, err := mediaplan.DecideInbound(mode, c.route.Codecs, c.trunkOffer, browserCodec)
 	if err != nil {
 		return err
 	}
@@ -424,10 +371,10 @@ func (c *Call) startInboundMedia(browserAnswer string, keys *inboundKeys) error 
 		Version:   1,
 		Addr:      c.r.mediaAddrFor(c.trunkOffer.Addr),
 		Port:      int(c.trunk.rtp.LocalAddr().Port()),
-		Codecs:    sipCodecList(plan),
+		Codecs:    plan.TrunkCodecs(),
 		Ptime:     c.trunkOffer.Ptime,
 	}
-	keys.answerSecurity(&ans)
+	keys.Answer(&ans)
 	c.answerSDP = string(ans.Marshal())
 	c.trunk.sdp = c.answerSDP
 	c.trunk.setRemote(c.trunkOffer)
@@ -469,15 +416,6 @@ func callerName(req *sip.Request) string {
 	return ""
 }
 
-func hasFold(list []string, s string) bool {
-	for _, x := range list {
-		if strings.EqualFold(x, s) {
-			return true
-		}
-	}
-	return false
-}
-
 // trunkAck completes a call whose INVITE had no offer: the trunk's ACK on
 // its leg l carries its answer to the relay's 200.
 func (c *Call) trunkAck(l *SIPLeg, req *sip.Request) {
@@ -488,7 +426,7 @@ func (c *Call) trunkAck(l *SIPLeg, req *sip.Request) {
 	_, ans, err := sdp.Parse(body)
 	if err == nil {
 		if _, ok := ans.Find(c.currentPlan().SIPCodec.Name); !ok {
-			err = errNoCommonCodec
+			err = mediaplan.ErrNoCommonCodec
 		}
 	}
 	if err != nil {

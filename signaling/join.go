@@ -14,6 +14,7 @@ import (
 	"github.com/mediarelay/mediarelay/pkg/cdr"
 	"github.com/mediarelay/mediarelay/pkg/config"
 	"github.com/mediarelay/mediarelay/pkg/sdp"
+	"github.com/mediarelay/mediarelay/signaling/mediaplan"
 	"github.com/mediarelay/mediarelay/transcode"
 )
 
@@ -83,7 +84,7 @@ func (j *join) startMedia() {
 		}
 		o := media.ForwarderOptions{PTMap: pts, ClockRate: dst.codec.Clock, OnDrop: j.r.countDrop}
 		if !src.codec.Is(dst.codec.Name) {
-			// μ-law on one leg, A-law on the other (joinable checked it).
+			// μ-law on one leg, A-law on the other (mediaplan.Joinable checked it).
 			o.Recode, _ = transcode.G711Recode(src.codec.Name, dst.codec.Name)
 			o.RecodePT = src.codec.PT
 		}
@@ -101,16 +102,6 @@ func (j *join) startMedia() {
 func (j *join) adopt(l *SIPLeg) {
 	l.adoptSessionTimer(j.log, func() { j.hangup(endSessionTime, -1) })
 	l.armSessionTimer()
-}
-
-// joinable says whether legs with codecs a and b can be joined: the same
-// codec, or G.711's two laws, which a table converts.
-func joinable(a, b sdp.Codec) bool {
-	if a.Is(b.Name) {
-		return a.Clock == b.Clock
-	}
-	_, ok := transcode.G711Recode(a.Name, b.Name)
-	return ok
 }
 
 // restartMedia stops both forwarders and starts them again on the current
@@ -204,13 +195,13 @@ func (j *join) finish(legs [2]*SIPLeg, codecs [2]string) {
 		CallID: j.id, TrunkCallID: a.callID, BrowserCallID: b.callID,
 		From: j.from, To: j.to, Trunk: trunk, Direction: directionTransfer,
 		Start: j.start, Answer: j.start, End: end, EndCause: j.cause, SIPCode: 200,
-		Mode: ModePassthrough, SIPCodec: codecs[0], WebRTCCodec: codecs[1],
+		Mode: mediaplan.ModePassthrough, SIPCodec: codecs[0], WebRTCCodec: codecs[1],
 	}
 	recordLegs(&rec, as, bs, a.rtp.Transport(), b.rtp.Transport())
 	r.countTransports("", rec.SIPTransport)
 	r.countTransports("", rec.WebRTCTransport)
 	if !strings.EqualFold(codecs[0], codecs[1]) {
-		rec.Mode = ModeTranscode // G.711 law conversion, as calls record it
+		rec.Mode = mediaplan.ModeTranscode // G.711 law conversion, as calls record it
 	}
 	j.countMedia(legs)
 	if r.cdr != nil {
@@ -233,7 +224,7 @@ func (j *join) onBye(i int, req *sip.Request, tx sip.ServerTransaction) {
 
 // onOffer handles a re-INVITE or UPDATE from leg i: hold, resume, a moved
 // address, a session refresh, or a move to a codec the other leg's can be
-// joined to (joinable); any other codec change gets 488:
+// joined to (mediaplan.Joinable); any other codec change gets 488:
 // the other leg carries the same one and there is no transcoder between.
 func (j *join) onOffer(i int, req *sip.Request, tx sip.ServerTransaction) {
 	j.mu.Lock()
@@ -308,7 +299,7 @@ func (j *join) followCodec(l, other *SIPLeg, a sdp.Audio) (sdp.Codec, bool) {
 		return c, true
 	}
 	for _, c := range a.Codecs {
-		if !c.Is("telephone-event") && joinable(c, other.codec) {
+		if !c.Is("telephone-event") && mediaplan.Joinable(c, other.codec) {
 			return c, true
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/mediarelay/mediarelay/pkg/sdp"
+	"github.com/mediarelay/mediarelay/signaling/mediaplan"
 )
 
 // Mid-call offers on a browser↔trunk call: hold, resume, a moved address,
@@ -143,16 +144,16 @@ func (c *Call) localSDP(s side, dir string) string {
 	l := c.leg(s)
 	setup := ""
 	if s == sideTrunk {
-		if c.currentPlan().Mode == ModeE2E && l.dcs != nil {
+		if c.currentPlan().Mode == mediaplan.ModeE2E && l.dcs != nil && l.dcs.InviteResponse != nil {
 			// Our offer said actpass for the browser; the trunk's answer
 			// settled the roles, which later SDP must keep.
-			setup = e2eSettledSetup(l.dcs.InviteResponse)
+			setup = mediaplan.E2ESettledSetup(string(l.dcs.InviteResponse.Body()))
 		}
 		var codecs []sdp.Codec
 		if c.active.Load() != nil {
 			// Only what the call uses now: the codec may have changed since
 			// the first SDP, which for a call to a trunk listed all offered.
-			codecs = sipCodecList(c.currentPlan())
+			codecs = c.currentPlan().TrunkCodecs()
 		}
 		return l.nextSDP(dir, setup, codecs)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/mediarelay/mediarelay/pkg/metrics"
 	"github.com/mediarelay/mediarelay/pkg/sdp"
 	"github.com/mediarelay/mediarelay/signaling/logsafe"
+	"github.com/mediarelay/mediarelay/signaling/mediaplan"
 	"github.com/mediarelay/mediarelay/signaling/ng"
 )
 
@@ -55,8 +56,8 @@ type ngSession struct {
 	offerSDP  string // as received, to recognise a retransmitted offer
 	replySDP  string // our offer, returned again for a retransmitted offer
 	answerSDP string
-	keys      *inboundKeys // SDES keys taken from a plain SRTP offer
-	flags     ng.Flags     // of the offer
+	keys      *mediaplan.InboundKeys // SDES keys taken from a plain SRTP offer
+	flags     ng.Flags               // of the offer
 }
 
 // ngHandler is the relay's ng.Handler.
@@ -129,7 +130,7 @@ func ngRoute(proxy netip.AddrPort, f ng.Flags, offerCodecs []sdp.Codec, plainSid
 	t := &config.Trunk{
 		Name:                           "ng:" + proxy.String(),
 		Transport:                      "udp",
-		MediaMode:                      ModePassthrough,
+		MediaMode:                      mediaplan.ModePassthrough,
 		AllowSDESOverInsecureTransport: true, // the proxy decided; SDES over its signalling is its call
 	}
 	// Codecs: what the offer has that the relay can carry, less strip and
@@ -141,28 +142,28 @@ func ngRoute(proxy netip.AddrPort, f ng.Flags, offerCodecs []sdp.Codec, plainSid
 		if c.Is("telephone-event") || ng.Has(f.Codec.Strip, c.Name) || ng.Has(f.Codec.Mask, c.Name) {
 			continue
 		}
-		if _, ok := sipCodecs[strings.ToLower(c.Name)]; ok && !hasFold(t.Codecs, c.Name) {
-			t.Codecs = append(t.Codecs, sipCodecs[strings.ToLower(c.Name)].Name)
+		if _, ok := mediaplan.SIPCodecs[strings.ToLower(c.Name)]; ok && !mediaplan.HasCodec(t.Codecs, c.Name) {
+			t.Codecs = append(t.Codecs, mediaplan.SIPCodecs[strings.ToLower(c.Name)].Name)
 		}
 	}
 	for _, name := range f.Codec.Transcode {
-		if c, ok := sipCodecs[strings.ToLower(name)]; ok && !ng.Has(f.Codec.Strip, name) {
-			if t.MediaMode != ModeTranscode {
-				t.MediaMode = ModeAuto
+		if c, ok := mediaplan.SIPCodecs[strings.ToLower(name)]; ok && !ng.Has(f.Codec.Strip, name) {
+			if t.MediaMode != mediaplan.ModeTranscode {
+				t.MediaMode = mediaplan.ModeAuto
 			}
 			if ng.Has(f.Codec.Mask, name) {
-				t.MediaMode = ModeTranscode
+				t.MediaMode = mediaplan.ModeTranscode
 			}
-			if !hasFold(t.Codecs, c.Name) {
+			if !mediaplan.HasCodec(t.Codecs, c.Name) {
 				t.Codecs = append(t.Codecs, c.Name)
 			}
 		}
 	}
 	// The plain side's encryption: SDES for a SAVP protocol unless SDES=off.
 	if strings.Contains(plainSide, "SAVP") && !ng.Has(f.SDES, "off") {
-		t.SRTP = SRTPRequired
+		t.SRTP = mediaplan.SRTPRequired
 	} else {
-		t.SRTP = SRTPOff
+		t.SRTP = mediaplan.SRTPOff
 	}
 	return t
 }
@@ -279,7 +280,7 @@ func (h ngHandler) Offer(req *ng.Request) (string, error) {
 // on the relay's RTP port, as the B2BUA offers a trunk.
 func (s *ngSession) offerToPlain(offer sdp.Audio, req *ng.Request, fail func(int, string, string, ...sip.Header)) (string, error) {
 	c := s.c
-	offered, err := trunkOffer(c.route.MediaMode, c.route.Codecs, offer)
+	offered, err := mediaplan.TrunkOffer(c.route.MediaMode, c.route.Codecs, offer)
 	if err != nil {
 		return "", err
 	}
@@ -309,7 +310,7 @@ func (s *ngSession) offerToPlain(offer sdp.Audio, req *ng.Request, fail func(int
 			}
 		}
 		c.sec.offered = keep
-		if len(keep) == 0 && c.sec.policy == SRTPRequired {
+		if len(keep) == 0 && c.sec.policy == mediaplan.SRTPRequired {
 			return "", fmt.Errorf("SDES flags leave no crypto suite")
 		}
 	}
@@ -333,13 +334,13 @@ func (s *ngSession) offerToWeb(offer sdp.Audio, req *ng.Request, fail func(int, 
 	if err := usableConnection(offer); err != nil {
 		return "", err
 	}
-	keys, refuse := inboundSecurity(c.route, offer, false)
+	keys, refuse := mediaplan.InboundSecurity(c.route, offer, false)
 	if refuse != "" {
 		return "", errors.New(refuse)
 	}
-	codecs := browserCodecsFor(c.route.MediaMode, c.route.Codecs, offer)
+	codecs := mediaplan.BrowserCodecs(c.route.MediaMode, c.route.Codecs, offer)
 	if len(codecs) == 0 {
-		return "", errNoCommonCodec
+		return "", mediaplan.ErrNoCommonCodec
 	}
 	c.trunkOffer = offer
 	s.keys = keys

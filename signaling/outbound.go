@@ -15,6 +15,7 @@ import (
 	"github.com/mediarelay/mediarelay/media"
 	"github.com/mediarelay/mediarelay/pkg/config"
 	"github.com/mediarelay/mediarelay/pkg/sdp"
+	"github.com/mediarelay/mediarelay/signaling/mediaplan"
 )
 
 // ringTimeout bounds how long a trunk may ring before the relay gives up.
@@ -86,7 +87,7 @@ type outboundInvite struct {
 	offered []sdp.Codec // what the trunk is offered
 	// e2e: DTLS-SRTP end to end; the browser's identity goes to the far end.
 	e2e         bool
-	browserDTLS dtlsIdentity
+	browserDTLS mediaplan.DTLSIdentity
 }
 
 // checkOutbound refuses a browser's INVITE the relay cannot place: no SDP
@@ -110,17 +111,17 @@ func (r *Relay) checkOutbound(req *sip.Request, tx sip.ServerTransaction) (outbo
 	if out.caller, ok = r.authorizeCall(req, tx, out.route); !ok {
 		return out, false
 	}
-	if out.e2e = out.route.MediaMode == ModeE2E; out.e2e {
+	if out.e2e = out.route.MediaMode == mediaplan.ModeE2E; out.e2e {
 		// The browser's DTLS identity goes to the far end as it is.
 		fp, setup, derr := media.RemoteDTLS(string(req.Body()))
 		if derr != nil {
 			r.refuse(req, tx, 488, "Not Acceptable Here", "end-to-end media needs DTLS-SRTP from the browser")
 			return out, false
 		}
-		out.browserDTLS = dtlsIdentity{fingerprint: fp, setup: setup}
-		out.offered, err = e2eOffer(out.route.Codecs, offer)
+		out.browserDTLS = mediaplan.DTLSIdentity{Fingerprint: fp, Setup: setup}
+		out.offered, err = mediaplan.E2EOffer(out.route.Codecs, offer)
 	} else {
-		out.offered, err = trunkOffer(out.route.MediaMode, out.route.Codecs, offer)
+		out.offered, err = mediaplan.TrunkOffer(out.route.MediaMode, out.route.Codecs, offer)
 	}
 	if err != nil {
 		r.refuse(req, tx, 488, "Not Acceptable Here", "")
@@ -132,7 +133,7 @@ func (r *Relay) checkOutbound(req *sip.Request, tx sip.ServerTransaction) (outbo
 // trunkOfferSDP is the relay's offer to the trunk: the codecs offered, on
 // the call's RTP port, keyed per the trunk's SRTP policy, or carrying the
 // browser's DTLS identity on an end-to-end call.
-func (c *Call) trunkOfferSDP(browserDTLS dtlsIdentity) ([]byte, error) {
+func (c *Call) trunkOfferSDP(browserDTLS mediaplan.DTLSIdentity) ([]byte, error) {
 	o := sdp.Offer{
 		SessionID: uint64(time.Now().UnixNano()),
 		Version:   1,
@@ -146,7 +147,7 @@ func (c *Call) trunkOfferSDP(browserDTLS dtlsIdentity) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		e2eOfferSDP(&o, browserDTLS, ice)
+		mediaplan.E2EOfferSDP(&o, browserDTLS, ice)
 	} else if err := c.secureOffer(&o); err != nil {
 		return nil, err
 	}
@@ -230,7 +231,7 @@ func (c *Call) answerOutbound(dss *sipgo.DialogServerSession, dcs *sipgo.DialogC
 		c.log.Warn("trunk answer unusable", "err", perr)
 		// The trunk's dialog exists now: hangup sends it a BYE.
 		res := sip.NewResponseFromRequest(dss.InviteRequest, 488, "Not Acceptable Here", nil)
-		if errors.Is(perr, errE2ENoDTLS) {
+		if errors.Is(perr, mediaplan.ErrE2ENoDTLS) {
 			res.AppendHeader(e2eWarning())
 		}
 		_ = dss.WriteResponse(res)

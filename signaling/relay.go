@@ -23,6 +23,7 @@ import (
 	"github.com/mediarelay/mediarelay/pkg/config"
 	"github.com/mediarelay/mediarelay/pkg/connlimit"
 	"github.com/mediarelay/mediarelay/pkg/metrics"
+	"github.com/mediarelay/mediarelay/signaling/callapi"
 	"github.com/mediarelay/mediarelay/signaling/connguard"
 	"github.com/mediarelay/mediarelay/signaling/echo"
 	"github.com/mediarelay/mediarelay/signaling/logsafe"
@@ -390,7 +391,7 @@ func (r *Relay) listenHTTP() error {
 	mux.HandleFunc("/healthz", r.healthz) // 503 while draining
 	mux.HandleFunc("/admin/drain", r.adminDrain)
 	mux.Handle("/metrics", r.m.Handler())
-	mux.Handle("/api/", r.apiHandler())
+	mux.Handle("/api/", callapi.Handler(r.cfg.HTTP.AdminToken, apiCalls{r}))
 	r.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 60 * time.Second}
 	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/mediarelay/mediarelay/pkg/config"
+	"github.com/mediarelay/mediarelay/signaling/mediaplan"
 )
 
 // ReloadTLS re-reads the SIP and HTTP certificates, keys and the client CA
@@ -57,7 +58,7 @@ func (r *Relay) newTrunkTLSUA() *sipgo.DialogUA {
 
 // dialogUAFor picks the dialog UA for a trunk's transport.
 func (r *Relay) dialogUAFor(t *config.Trunk) *sipgo.DialogUA {
-	if secureSignalling(t) && r.trunkTLSUA != nil {
+	if mediaplan.SecureSignalling(t) && r.trunkTLSUA != nil {
 		return r.trunkTLSUA
 	}
 	return r.trunkUA

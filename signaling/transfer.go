@@ -12,6 +12,8 @@ import (
 
 	"github.com/mediarelay/mediarelay/pkg/config"
 	"github.com/mediarelay/mediarelay/pkg/sdp"
+	"github.com/mediarelay/mediarelay/signaling/dtmf"
+	"github.com/mediarelay/mediarelay/signaling/mediaplan"
 )
 
 // Blind transfer (RFC 3515): the trunk leg sends REFER with Refer-To; the
@@ -99,7 +101,7 @@ func (c *Call) onRefer(s side, req *sip.Request, tx sip.ServerTransaction) {
 		respond(tx, req, 481, "Call/Transaction Does Not Exist")
 		return
 	}
-	if c.currentPlan().Mode == ModeE2E {
+	if c.currentPlan().Mode == mediaplan.ModeE2E {
 		// A new party would need its own end-to-end handshake with the
 		// one that stays, which the relay cannot start in their place.
 		respond(tx, req, 488, "Not Acceptable Here", sip.NewHeader("Warning", `399 mediarelay "no transfers on end-to-end calls"`))
@@ -235,7 +237,7 @@ func (c *Call) swapSIPLeg(leg *SIPLeg) (*SIPLeg, bool) {
 	_ = old.rtp.PauseReads()
 	<-cur.toWebDone
 	c.dtmfOnce.Do(func() {})
-	c.inj.Store(&dtmfInjector{src: leg.rtp})
+	c.inj.Store(dtmf.NewInjector(leg.rtp))
 	plan := cur.plan
 	plan.SIPCodec, plan.SIPDTMF = leg.codec, leg.dtmf
 	m := &activeMedia{plan: plan, toSIP: cur.toSIP, toWeb: cur.toWeb, bridge: cur.bridge, toWebDone: make(chan struct{})}

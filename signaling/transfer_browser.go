@@ -7,6 +7,7 @@ import (
 
 	"github.com/mediarelay/mediarelay/media"
 	"github.com/mediarelay/mediarelay/pkg/sdp"
+	"github.com/mediarelay/mediarelay/signaling/mediaplan"
 )
 
 // transferBrowser performs a blind transfer the browser asked for: its
@@ -53,7 +54,7 @@ func (c *Call) transferBrowser(old dialogRef, target string) {
 	leg := winner.leg
 	err := leg.SetAnswer(string(winner.dcs.InviteResponse.Body()))
 	if err == nil && (len(leg.Audio.Codecs) == 0 || !leg.Audio.Codecs[0].Is(c.currentPlan().BrowserCodec)) {
-		err = errNoCommonCodec
+		err = mediaplan.ErrNoCommonCodec
 	}
 	if err != nil {
 		c.log.Info("transfer target's answer unusable", "err", err)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/mediarelay/mediarelay/pkg/config"
 	"github.com/mediarelay/mediarelay/pkg/sdp"
+	"github.com/mediarelay/mediarelay/signaling/mediaplan"
 )
 
 // Transfers that leave two trunk legs talking (a join): the browser
@@ -60,7 +61,7 @@ func (c *Call) handOff() (*SIPLeg, bool) {
 // codec and joins the two trunk legs.
 func (c *Call) transferToTrunk(old dialogRef, route *config.Trunk, user string) {
 	notifyRefer(c.log, old, "100 Trying", false)
-	if c.sec.policy == SRTPDTLS {
+	if c.sec.policy == mediaplan.SRTPDTLS {
 		// The DTLS association belongs to the call; a join does not carry it.
 		notifyRefer(c.log, old, "488 Not Acceptable Here", true)
 		return
@@ -94,12 +95,12 @@ func (c *Call) transferAttended(old dialogRef, rep replaces) {
 		notifyRefer(c.log, old, "481 Call/Transaction Does Not Exist", true)
 		return
 	}
-	if c.sec.policy == SRTPDTLS || other.sec.policy == SRTPDTLS {
+	if c.sec.policy == mediaplan.SRTPDTLS || other.sec.policy == mediaplan.SRTPDTLS {
 		notifyRefer(c.log, old, "488 Not Acceptable Here", true)
 		return
 	}
 	mine, theirs := c.currentPlan().SIPCodec, other.currentPlan().SIPCodec
-	if !joinable(mine, theirs) {
+	if !mediaplan.Joinable(mine, theirs) {
 		// A join converts G.711 laws but decodes nothing.
 		c.log.Info("attended transfer between calls with different codecs refused",
 			"codec", mine.Name, "other", theirs.Name)
@@ -201,8 +202,8 @@ func (r *Relay) dialTrunk(ctx context.Context, route *config.Trunk, user, fromUs
 	// The peer's codec first; G.711's other law too if the trunk takes
 	// it, since the join converts between them.
 	codecs := []sdp.Codec{codec}
-	for _, alt := range []sdp.Codec{sipCodecs["pcmu"], sipCodecs["pcma"]} {
-		if o.otherLaw && !alt.Is(codec.Name) && joinable(codec, alt) && hasFold(route.Codecs, alt.Name) {
+	for _, alt := range []sdp.Codec{mediaplan.SIPCodecs["pcmu"], mediaplan.SIPCodecs["pcma"]} {
+		if o.otherLaw && !alt.Is(codec.Name) && mediaplan.Joinable(codec, alt) && mediaplan.HasCodec(route.Codecs, alt.Name) {
 			codecs = append(codecs, alt)
 		}
 	}
@@ -212,7 +213,7 @@ func (r *Relay) dialTrunk(ctx context.Context, route *config.Trunk, user, fromUs
 	}
 	offer := sdp.Offer{SessionID: uint64(time.Now().UnixNano()), Version: 1, Addr: r.mediaAddrFor(route.PeerAddr()),
 		Port: int(nc.trunk.rtp.LocalAddr().Port()), Codecs: codecs, Ptime: route.Ptime}
-	if nc.sec.policy = route.SRTP; nc.sec.policy == SRTPDTLS {
+	if nc.sec.policy = route.SRTP; nc.sec.policy == mediaplan.SRTPDTLS {
 		_ = nc.trunk.rtp.Close()
 		return nil, "488 Not Acceptable Here"
 	}
@@ -230,7 +231,7 @@ func (r *Relay) dialTrunk(ctx context.Context, route *config.Trunk, user, fromUs
 	leg := &SIPLeg{dialog: clientDialog(dcs), route: route, party: user, rtp: nc.trunk.rtp, codec: codec, sdp: string(body), ver: 1}
 	_, ans, err := sdp.Parse(dcs.InviteResponse.Body())
 	if err == nil {
-		err = errNoCommonCodec
+		err = mediaplan.ErrNoCommonCodec
 		for _, a := range ans.Codecs {
 			if i := slices.IndexFunc(audio, func(c sdp.Codec) bool { return c.Is(a.Name) }); i >= 0 {
 				leg.codec, err = audio[i], nil
@@ -286,7 +287,7 @@ func (r *Relay) replaceTrunkLeg(req *sip.Request, tx sip.ServerTransaction, rout
 		fail(486, "Busy Here", "")
 		return true
 	}
-	if c.currentPlan().Mode == ModeE2E {
+	if c.currentPlan().Mode == mediaplan.ModeE2E {
 		fail(488, "Not Acceptable Here", "no transfers on end-to-end calls")
 		return true
 	}
@@ -299,7 +300,7 @@ func (r *Relay) replaceTrunkLeg(req *sip.Request, tx sip.ServerTransaction, rout
 		fail(400, "Bad Request", "malformed SDP")
 		return true
 	}
-	if c.sec.keyed.Load() || c.sec.policy == SRTPDTLS || len(offer.Crypto) > 0 {
+	if c.sec.keyed.Load() || c.sec.policy == mediaplan.SRTPDTLS || len(offer.Crypto) > 0 {
 		fail(488, "Not Acceptable Here", "an encrypted trunk leg cannot be re-keyed")
 		return true
 	}

@@ -1,0 +1,34 @@
+package signaling
+
+import (
+	"github.com/mediarelay/mediarelay/signaling/callapi"
+	"github.com/mediarelay/mediarelay/signaling/dtmf"
+	"github.com/mediarelay/mediarelay/signaling/mediaplan"
+)
+
+// The names this package's tests used before signaling/mediaplan,
+// signaling/dtmf and signaling/callapi moved out of it, so that the tests
+// read as they did.
+
+const (
+	ModeAuto             = mediaplan.ModeAuto
+	ModePassthrough      = mediaplan.ModePassthrough
+	ModeTranscode        = mediaplan.ModeTranscode
+	ModeE2E              = mediaplan.ModeE2E
+	E2EFallbackTerminate = mediaplan.E2EFallbackTerminate
+	SRTPOff              = mediaplan.SRTPOff
+	SRTPOptional         = mediaplan.SRTPOptional
+	SRTPRequired         = mediaplan.SRTPRequired
+	SRTPDTLS             = mediaplan.SRTPDTLS
+)
+
+var (
+	sipCodecs   = mediaplan.SIPCodecs
+	dtmf8k      = mediaplan.DTMF8k
+	validCallID = callapi.ValidID
+)
+
+type (
+	dtmfToInfo = dtmf.ToInfo
+	CallView   = callapi.CallView
+)
