@@ -2,7 +2,6 @@ package signaling
 
 import (
 	"fmt"
-	"strconv"
 	"strings"
 
 	"github.com/mediarelay/mediarelay/media"
@@ -189,47 +188,4 @@ func (c *Call) followTrunkOffer(offer sdp.Audio) error {
 		"sip_dtmf_pt", next.SIPDTMF.PT, "webrtc_codec", next.BrowserCodec,
 		"was_mode", cur.plan.Mode, "was_sip_codec", cur.plan.SIPCodec.Name)
 	return nil
-}
-
-// setCodecs replaces the payload types of an SDP's first audio m-line,
-// with their rtpmap and fmtp lines, by codecs; the rest of the SDP stays.
-func setCodecs(body string, codecs []sdp.Codec) string {
-	var pts, attrs []string
-	for _, c := range codecs {
-		pts = append(pts, strconv.Itoa(int(c.PT)))
-		rtpmap := fmt.Sprintf("a=rtpmap:%d %s/%d", c.PT, c.Name, c.Clock)
-		if c.Channels > 1 {
-			rtpmap += "/" + strconv.Itoa(c.Channels)
-		}
-		attrs = append(attrs, rtpmap)
-		if c.Fmtp != "" {
-			attrs = append(attrs, fmt.Sprintf("a=fmtp:%d %s", c.PT, c.Fmtp))
-		}
-	}
-	var out []string
-	inAudio, placed := false, false
-	for _, l := range strings.Split(strings.ReplaceAll(body, "\r\n", "\n"), "\n") {
-		if l == "" {
-			continue
-		}
-		switch {
-		case strings.HasPrefix(l, "m="):
-			if inAudio && !placed {
-				out, placed = append(out, attrs...), true
-			}
-			inAudio = !placed && strings.HasPrefix(l, "m=audio ")
-			if f := strings.Fields(l); inAudio && len(f) >= 3 {
-				l = strings.Join(append(f[:3:3], pts...), " ")
-			}
-		case inAudio && (strings.HasPrefix(l, "a=rtpmap:") || strings.HasPrefix(l, "a=fmtp:")):
-			continue
-		case inAudio && !placed && strings.HasPrefix(l, "a="):
-			out, placed = append(out, attrs...), true
-		}
-		out = append(out, l)
-	}
-	if inAudio && !placed {
-		out = append(out, attrs...)
-	}
-	return strings.Join(out, "\r\n") + "\r\n"
 }

@@ -270,11 +270,11 @@ func (j *join) onOffer(i int, req *sip.Request, tx sip.ServerTransaction) {
 			if l.dtmf.PT != 0 {
 				codecs = append(codecs, l.dtmf)
 			}
-			l.sdp = setCodecs(l.sdp, codecs)
+			l.sdp = sdp.SetCodecs(l.sdp, codecs)
 			j.restartMedia()
 			j.log.Info("trunk leg changed codec", "leg", l.callID, "codec", codec.Name)
 		}
-		dir := normDir(a)
+		dir := a.EffectiveDirection()
 		if l.setDir(dir) {
 			fwd = dir
 		}

@@ -112,7 +112,7 @@ func (c *Call) offerIn(s side, req *sip.Request) (string, int, string) {
 	if err != nil {
 		return "", 400, ""
 	}
-	dir := normDir(a)
+	dir := a.EffectiveDirection()
 	if s == sideBrowser {
 		// WebRTC SDP always says c=0.0.0.0 (ICE decides); only the
 		// attribute counts.

@@ -1,14 +1,15 @@
 package signaling
 
 import (
+	"github.com/mediarelay/mediarelay/pkg/sdp"
 	"github.com/mediarelay/mediarelay/signaling/callapi"
 	"github.com/mediarelay/mediarelay/signaling/dtmf"
 	"github.com/mediarelay/mediarelay/signaling/mediaplan"
 )
 
 // The names this package's tests used before signaling/mediaplan,
-// signaling/dtmf and signaling/callapi moved out of it, so that the tests
-// read as they did.
+// signaling/dtmf, signaling/callapi and pkg/sdp's text edits moved out of
+// it, so that the tests read as they did.
 
 const (
 	ModeAuto             = mediaplan.ModeAuto
@@ -26,7 +27,12 @@ var (
 	sipCodecs   = mediaplan.SIPCodecs
 	dtmf8k      = mediaplan.DTMF8k
 	validCallID = callapi.ValidID
+	sdpVersion  = sdp.Version
+	rewriteSDP  = sdp.Rewrite
+	setCodecs   = sdp.SetCodecs
 )
+
+func normDir(a sdp.Audio) string { return a.EffectiveDirection() }
 
 type (
 	dtmfToInfo = dtmf.ToInfo

@@ -177,64 +177,14 @@ func (l *SIPLeg) askedDir() string { return firstNonEmpty(l.dir, "sendrecv") }
 // offered).
 func (l *SIPLeg) nextSDP(dir, setup string, codecs []sdp.Codec) string {
 	if l.ver == 0 {
-		l.ver = sdpVersion(l.sdp)
+		l.ver = sdp.Version(l.sdp)
 	}
 	l.ver++
 	body := l.sdp
 	if codecs != nil {
-		body = setCodecs(body, codecs)
+		body = sdp.SetCodecs(body, codecs)
 	}
-	return rewriteSDP(body, dir, l.ver, setup)
-}
-
-// sdpVersion is the o= version of an SDP; 1 when it has none.
-func sdpVersion(body string) uint64 {
-	for _, l := range strings.Split(body, "\n") {
-		if strings.HasPrefix(l, "o=") {
-			f := strings.Fields(l)
-			if len(f) >= 3 {
-				n, _ := strconv.ParseUint(f[2], 10, 64)
-				return n
-			}
-		}
-	}
-	return 1
-}
-
-// rewriteSDP sets the o= version, the audio direction and (if setup is not
-// empty) a=setup of an SDP.
-func rewriteSDP(body, dir string, version uint64, setup string) string {
-	lines := strings.Split(strings.ReplaceAll(body, "\r\n", "\n"), "\n")
-	var out []string
-	inAudio, placed := false, false
-	for _, l := range lines {
-		if l == "" {
-			continue
-		}
-		switch {
-		case strings.HasPrefix(l, "o="):
-			f := strings.Fields(l)
-			if len(f) >= 6 {
-				f[2] = strconv.FormatUint(version, 10)
-				l = strings.Join(f, " ")
-			}
-		case strings.HasPrefix(l, "m="):
-			inAudio = strings.HasPrefix(l, "m=audio")
-		case l == "a=sendrecv" || l == "a=sendonly" || l == "a=recvonly" || l == "a=inactive":
-			continue
-		case setup != "" && strings.HasPrefix(l, "a=setup:"):
-			l = "a=setup:" + setup
-		}
-		if inAudio && !placed && strings.HasPrefix(l, "a=") {
-			out = append(out, "a="+dir)
-			placed = true
-		}
-		out = append(out, l)
-	}
-	if !placed {
-		out = append(out, "a="+dir)
-	}
-	return strings.Join(out, "\r\n") + "\r\n"
+	return sdp.Rewrite(body, dir, l.ver, setup)
 }
 
 // errEnded is an offer not sent because the call or join ended.
@@ -545,18 +495,6 @@ func (h *holdState) silent(now, start time.Time, timeout time.Duration, legs ...
 		}
 	}
 	return false
-}
-
-// normDir reads an SDP's direction; a 0.0.0.0 connection address is the
-// old (RFC 2543) way to say inactive.
-func normDir(a sdp.Audio) string {
-	if a.Addr.IsValid() && a.Addr.IsUnspecified() {
-		return "inactive"
-	}
-	if a.Direction == "" {
-		return "sendrecv"
-	}
-	return a.Direction
 }
 
 // Packet counts -----------------------------------------------------------
