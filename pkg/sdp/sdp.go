@@ -1,6 +1,8 @@
 // Package sdp reads and writes the audio part of session descriptions as the
 // relay needs them: codec lists, the media address, ptime and direction. It
-// parses with github.com/pion/sdp/v3 and keeps only what a leg uses.
+// parses with github.com/pion/sdp/v3 and keeps only what a leg uses, and
+// edits an SDP the relay already sent as text (edit.go: version, direction,
+// a=setup, codecs).
 package sdp
 
 import (
