@@ -327,14 +327,6 @@ func sendToneRTP(conn *net.UDPConn, to netip.AddrPort, pt uint8, n int) int {
 	return sent
 }
 
-func containsFold(list []string, s string) bool {
-	for _, x := range list {
-		if strings.EqualFold(x, s) {
-			return true
-		}
-	}
-	return false
-}
 
 // phone is a browser stand-in: SIP over WebSocket with sipgo and a pion
 // PeerConnection offering ICE, DTLS-SRTP and the given codecs.

@@ -30,6 +30,8 @@ var (
 	sdpVersion  = sdp.Version
 	rewriteSDP  = sdp.Rewrite
 	setCodecs   = sdp.SetCodecs
+	// containsFold was the tests' own copy of mediaplan.HasCodec.
+	containsFold = mediaplan.HasCodec
 )
 
 func normDir(a sdp.Audio) string { return a.EffectiveDirection() }
