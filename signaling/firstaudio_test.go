@@ -19,12 +19,12 @@ import (
 // connectivity check has succeeded, before it nominates the pair; a relay
 // that starts DTLS only on the nomination drops those ClientHellos and
 // the first second or so of the trunk's audio with them.
+//
+// The test asserts what a listener hears, the share of the trunk's audio
+// that arrived, not how soon: a timing bound would fail on a loaded
+// machine for reasons that are not the relay's. The delay from the ACK to
+// the first packet is logged for whoever reads the run.
 const (
-	// firstAudioBound is how long after the ACK the first RTP packet may
-	// reach the browser: a DTLS handshake and a few packets on loopback,
-	// with room for a loaded machine, but far below the ~1 s a dropped
-	// ClientHello costs (Chromium retransmits it after a second).
-	firstAudioBound = 200 * time.Millisecond
 	// firstAudioStream is how many packets the trunk sends from its ACK
 	// (4 s at 50 packets/s), and firstAudioShare how many of them the
 	// browser must receive: a relay that drops the first second (a
@@ -42,11 +42,11 @@ const (
 // through the relay, with JsSIP and with SIP.js as the page's SIP stack,
 // into the browser (the trunk calls alice, who answers) and out of it
 // (the browser calls the trunk). The trunk sends a tone at 50 packets/s
-// from the ACK. The browser must complete DTLS, see the first packet
-// within firstAudioBound of the ACK (both marks taken in the page: the
-// ACK it received or sent, and the first inbound packet in getStats()),
-// and receive firstAudioShare of what the trunk sent (getStats()
-// packetsReceived at the end of the call). Each call logs its figures.
+// from the ACK. The browser must complete DTLS and receive firstAudioShare
+// of what the trunk sent (getStats() packetsReceived at the end of the
+// call). Each call logs how long after the ACK its first packet came
+// (both marks taken in the page: the ACK it received or sent, and the
+// first inbound packet in getStats()).
 func TestFirstAudio(t *testing.T) {
 	ensureJsSIP(t)
 	if !browsertest.InNetns(t) {
@@ -137,8 +137,8 @@ func firstAudioCall(t *testing.T, ctx context.Context, browser *browsertest.Brow
 	return br.res, sent
 }
 
-// checkFirstAudio checks a browser call's first-audio figures against
-// firstAudioBound and firstAudioShare of the sent packets, and logs them.
+// checkFirstAudio checks that a browser call received firstAudioShare of
+// the sent packets, and logs its first-audio figures.
 func checkFirstAudio(t *testing.T, call string, res browsertest.Result, sent int) {
 	t.Helper()
 	if !res.MediaConnected || res.Timing == nil || res.Timing.Connected == nil {
@@ -152,8 +152,6 @@ func checkFirstAudio(t *testing.T, call string, res browsertest.Result, sent int
 		call, delay.Round(time.Millisecond), connected.Round(time.Millisecond), received, sent, 100*share)
 	if !ok {
 		t.Errorf("%s: no first-RTP or ACK mark in the page (timing %+v)", call, res.Timing)
-	} else if delay > firstAudioBound {
-		t.Errorf("%s: the first RTP reached the browser %v after the ACK, want at most %v", call, delay.Round(time.Millisecond), firstAudioBound)
 	}
 	if sent < firstAudioStream {
 		t.Errorf("%s: the trunk sent only %d of its %d packets", call, sent, firstAudioStream)

@@ -327,7 +327,6 @@ func sendToneRTP(conn *net.UDPConn, to netip.AddrPort, pt uint8, n int) int {
 	return sent
 }
 
-
 // phone is a browser stand-in: SIP over WebSocket with sipgo and a pion
 // PeerConnection offering ICE, DTLS-SRTP and the given codecs.
 type phone struct {
