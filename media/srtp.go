@@ -33,9 +33,14 @@ func SRTPProfile(suite string) (srtp.ProtectionProfile, error) {
 	return 0, fmt.Errorf("unsupported SRTP crypto suite %q", suite)
 }
 
-// srtpReplayWindow is the replay window in packets: wide enough for the
-// reordering a trunk produces, as RFC 3711 §3.3.2 allows (minimum 64).
-const srtpReplayWindow = 128
+// The highest packet indexes (RFC 3711 §3.3.1, §3.4): SRTP's is 48 bits,
+// the rollover counter and the sequence number; SRTCP's 31. The replay
+// window (replayWindowSize) is wide enough for the reordering a trunk
+// produces, as RFC 3711 §3.3.2 allows (minimum 64).
+const (
+	maxSRTPIndex  = 1<<48 - 1
+	maxSRTCPIndex = 1<<31 - 1
+)
 
 // SRTPConfig holds the SDES keys of an encrypted leg (RFC 4568). Keys are
 // the decoded inline values, master key followed by master salt.
@@ -98,7 +103,8 @@ func newSRTPSession(c *SRTPConfig) (*srtpSession, error) {
 	}
 	remote := func() (*srtp.Context, error) {
 		return srtp.CreateContext(rk, rs, c.Profile, srtp.MasterKeyIndicator(c.RemoteMKI),
-			srtp.SRTPReplayProtection(srtpReplayWindow), srtp.SRTCPReplayProtection(srtpReplayWindow))
+			srtp.SRTPReplayDetectorFactory(replayFactory(maxSRTPIndex)),
+			srtp.SRTCPReplayDetectorFactory(replayFactory(maxSRTCPIndex)))
 	}
 	s := &srtpSession{wbuf: make([]byte, forwardBufSize+64)}
 	if s.encRTP, err = local(); err != nil {
