@@ -161,6 +161,9 @@ func (lp *loop) addAt(fd int, h loopHandler, at *int32) error {
 	}
 	lp.slots[slot] = h
 	lp.sockets.Add(1)
+	if lp.out != nil {
+		lp.out.addFile(slot, fd)
+	}
 	return nil
 }
 
@@ -176,6 +179,9 @@ func (lp *loop) remove(slot int32, fd int) {
 // its own ready call, where the loop already holds mu.
 func (lp *loop) removeHeld(slot int32, fd int) {
 	_ = unix.EpollCtl(lp.epfd, unix.EPOLL_CTL_DEL, fd, nil)
+	if lp.out != nil {
+		lp.out.removeFile(slot, fd)
+	}
 	lp.slots[slot] = nil
 	lp.free = append(lp.free, slot)
 	lp.sockets.Add(-1)

@@ -224,3 +224,66 @@ func TestServedLegHostileDatagrams(t *testing.T) {
 		t.Errorf("drops %v, want one truncated, one unlatched, one malformed", drops.reasons)
 	}
 }
+
+// TestServedSocketsInFileTable: a served leg's RTP socket is in its
+// loop's io_uring file table, a packet forwarded between two served legs
+// arrives byte for byte through it, and once the legs are closed their
+// ports can be bound again: the table kept no socket open.
+func TestServedSocketsInFileTable(t *testing.T) {
+	loops, err := engineLoops()
+	if err != nil {
+		testenv.Missing(t, "no media loops", err)
+	}
+	for _, lp := range loops {
+		if lp.out == nil || lp.out.ring.Files() == 0 {
+			testenv.Missing(t, "no io_uring file table", errors.New("a loop's ring has none"))
+		}
+	}
+	ports := testPorts(t, 2)
+	in := newTestLeg(t, ports, RTPLegOptions{})
+	out := newTestLeg(t, ports, RTPLegOptions{})
+	a, b := newUDPPeer(t), newUDPPeer(t)
+	in.SetRemote(udpAddr(a.rtp), udpAddr(a.rtcp))
+	out.SetRemote(udpAddr(b.rtp), udpAddr(b.rtcp))
+	done := make(chan error, 2)
+	go func() { done <- in.Serve(func(pkt []byte) { _ = out.WriteRTP(pkt) }) }()
+	go func() { done <- out.Serve(func([]byte) {}) }()
+	for seq := range uint16(3) {
+		want := mkRTP(t, 0, seq, 160*uint32(seq), 0xf11e, false, []byte("through the file table"))
+		udpSend(t, a.rtp, in.LocalAddr(), want)
+		got, _ := udpRecv(t, b.rtp)
+		if !bytes.Equal(got, want) {
+			t.Fatalf("forwarded %x, want %x", got, want)
+		}
+	}
+	inTable := func(fd int) bool {
+		for _, lp := range loops {
+			lp.mu.Lock()
+			f := lp.out.file(fd)
+			lp.mu.Unlock()
+			if f >= 0 {
+				return true
+			}
+		}
+		return false
+	}
+	for _, l := range []*RTPLeg{in, out} {
+		if !inTable(l.fd) {
+			t.Errorf("served leg %s: its socket is in no loop's file table", l.LocalAddr())
+		}
+	}
+	addrs := []netip.AddrPort{in.LocalAddr(), out.LocalAddr()}
+	in.Close()
+	out.Close()
+	for range 2 {
+		<-done
+	}
+	for _, ap := range addrs {
+		c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(ap))
+		if err != nil {
+			t.Errorf("port %s still bound after its leg closed: %v", ap, err)
+			continue
+		}
+		c.Close()
+	}
+}

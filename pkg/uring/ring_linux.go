@@ -18,10 +18,14 @@ const (
 	opSend    = 26 // since 5.6
 
 	enterGetEvents = 1 << 0
-	featSingleMmap = 1 << 0
-	offSQRing      = 0
-	offCQRing      = 0x8000000
-	offSQEs        = 0x10000000
+	sqeFixedFile   = 1 << 0 // IOSQE_FIXED_FILE: fd is an index in the file table
+
+	registerFiles       = 2 // since 5.1; -1 entries (sparse) since 5.5
+	registerFilesUpdate = 6 // since 5.5
+	featSingleMmap      = 1 << 0
+	offSQRing           = 0
+	offCQRing           = 0x8000000
+	offSQEs             = 0x10000000
 )
 
 // The kernel's structures, laid out as it lays them out.
@@ -88,6 +92,7 @@ type Ring struct {
 	cqMask  uint32
 	cqes    []cqe
 	single  bool // one mapping holds both rings
+	files   int  // slots in the file table (RegisterFiles)
 
 	tail     uint32 // the next entry's place; published by Submit
 	queued   uint32 // prepared, not yet submitted
@@ -170,6 +175,58 @@ func (r *Ring) Entries() int { return len(r.sqes) }
 
 // Queued is how many entries are prepared and not yet submitted.
 func (r *Ring) Queued() int { return int(r.queued) }
+
+// RegisterFiles gives the ring a table of n file slots, all empty. A
+// descriptor put in a slot (SetFile) is looked up once, not on every
+// entry that uses it: SendMsgFixed and RecvMsgFixed name the slot. The
+// table holds a reference to each file in it, so a slot must be emptied
+// (SetFile with -1) before its descriptor is closed, or the file stays
+// open. It fails where io_uring_register is missing or forbidden.
+func (r *Ring) RegisterFiles(n int) error {
+	fds := make([]int32, n)
+	for i := range fds {
+		fds[i] = -1
+	}
+	if _, _, e := unix.Syscall6(unix.SYS_IO_URING_REGISTER, uintptr(r.fd), registerFiles, uintptr(unsafe.Pointer(&fds[0])), uintptr(n), 0, 0); e != 0 {
+		return fmt.Errorf("io_uring_register files: %w", e)
+	}
+	r.files = n
+	return nil
+}
+
+// Files is the size of the file table; 0 without one.
+func (r *Ring) Files() int { return r.files }
+
+// SetFile puts fd in slot i of the file table, or empties it with -1.
+// Safe while entries are prepared but not while Submit runs.
+func (r *Ring) SetFile(i int, fd int) error {
+	if i < 0 || i >= r.files {
+		return fmt.Errorf("io_uring file slot %d of %d", i, r.files)
+	}
+	v := int32(fd)
+	up := struct {
+		offset, resv uint32
+		fds          uint64
+	}{offset: uint32(i), fds: uint64(uintptr(unsafe.Pointer(&v)))}
+	n, _, e := unix.Syscall6(unix.SYS_IO_URING_REGISTER, uintptr(r.fd), registerFilesUpdate, uintptr(unsafe.Pointer(&up)), 1, 0, 0)
+	if e != 0 {
+		return fmt.Errorf("io_uring file slot %d: %w", i, e)
+	}
+	if n != 1 {
+		return fmt.Errorf("io_uring file slot %d: not updated", i)
+	}
+	return nil
+}
+
+// SendMsgFixed is SendMsg on the socket in slot i of the file table.
+func (r *Ring) SendMsgFixed(i int, msg *unix.Msghdr, flags uint32, userData uint64) bool {
+	return r.prep(sqe{opcode: opSendmsg, flags: sqeFixedFile, fd: int32(i), addr: uint64(uintptr(unsafe.Pointer(msg))), len: 1, opFlags: flags, userData: userData})
+}
+
+// RecvMsgFixed is RecvMsg on the socket in slot i of the file table.
+func (r *Ring) RecvMsgFixed(i int, msg *unix.Msghdr, flags uint32, userData uint64) bool {
+	return r.prep(sqe{opcode: opRecvmsg, flags: sqeFixedFile, fd: int32(i), addr: uint64(uintptr(unsafe.Pointer(msg))), len: 1, opFlags: flags, userData: userData})
+}
 
 // SendMsg prepares a sendmsg(2) of msg on fd with flags (MSG_DONTWAIT
 // makes the kernel try it once, inline, and never later from the

@@ -119,3 +119,79 @@ func TestFull(t *testing.T) {
 		t.Errorf("%d completions, want %d", done, n)
 	}
 }
+
+// TestFixedFiles: a datagram sent and received through file-table slots
+// arrives byte for byte; an empty slot fails its entry with -EBADF; a slot
+// out of range is refused; and once a slot is emptied, closing its
+// descriptor closes the socket (its port can be bound again), so the
+// table keeps nothing open behind the owner's back.
+func TestFixedFiles(t *testing.T) {
+	r, err := New(8)
+	if err != nil {
+		testenv.Missing(t, "no io_uring", err)
+	}
+	defer r.Close()
+	if err := r.RegisterFiles(4); err != nil {
+		testenv.Missing(t, "no io_uring file table", err)
+	}
+	a, b := pair(t)
+	if err := r.SetFile(0, a); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.SetFile(3, b); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.SetFile(4, b); err == nil {
+		t.Error("slot 4 of 4 was taken")
+	}
+
+	want := []byte("through a fixed file")
+	out := unix.Iovec{Base: &want[0]}
+	out.SetLen(len(want))
+	var sm unix.Msghdr
+	sm.Iov = &out
+	sm.SetIovlen(1)
+	var buf [64]byte
+	in := unix.Iovec{Base: &buf[0]}
+	in.SetLen(len(buf))
+	var rm unix.Msghdr
+	rm.Iov = &in
+	rm.SetIovlen(1)
+	res := map[uint64]int32{}
+	r.SendMsgFixed(0, &sm, unix.MSG_DONTWAIT, 1)
+	r.Submit(func(ud uint64, n int32) { res[ud] = n })
+	r.RecvMsgFixed(3, &rm, unix.MSG_DONTWAIT, 2)
+	r.RecvMsgFixed(1, &rm, unix.MSG_DONTWAIT, 3) // an empty slot
+	r.Submit(func(ud uint64, n int32) { res[ud] = n })
+	if res[1] != int32(len(want)) {
+		t.Fatalf("fixed send gave %d", res[1])
+	}
+	if got := buf[:max(res[2], 0)]; !bytes.Equal(got, want) {
+		t.Errorf("fixed read %q (%d), want %q", got, res[2], want)
+	}
+	if res[3] != -int32(unix.EBADF) {
+		t.Errorf("read through an empty slot gave %d, want -EBADF", res[3])
+	}
+
+	// Empty b's slot, close b's socket, and bind its port again.
+	sa, err := unix.Getsockname(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.SetFile(3, -1); err != nil {
+		t.Fatal(err)
+	}
+	// pair's cleanup closes b's number again: dup2 keeps it taken
+	// until then by a descriptor that is not b's socket.
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Dup2(fd, b); err != nil { // closes b's socket
+		t.Fatal(err)
+	}
+	if err := unix.Bind(fd, sa); err != nil {
+		t.Errorf("the port of a closed socket whose slot was emptied is still bound: %v", err)
+	}
+}
