@@ -43,6 +43,9 @@ type loop struct {
 	// core, registered like the batch buffers, so that frames forwarded
 	// from it leave with the round's other sends.
 	tcpIn []byte
+	// plain and sealed are the round's scratch for a leg's write of a
+	// packet the loop is handling (scratchFor).
+	plain, sealed []byte
 
 	mu    sync.Mutex
 	slots []loopHandler
@@ -109,7 +112,7 @@ func newLoop() (*loop, error) {
 		return nil, fmt.Errorf("media loop: epoll: %w", err)
 	}
 	lp := &loop{epfd: epfd, events: make([]unix.EpollEvent, 256), batch: newBatchBuffers(readBatchSize),
-		tcpIn: make([]byte, tcpLoopBuf)}
+		tcpIn: make([]byte, tcpLoopBuf), plain: make([]byte, forwardBufSize), sealed: make([]byte, forwardBufSize+64)}
 	lp.epFile = os.NewFile(uintptr(epfd), "media-epoll")
 	if lp.ep, err = lp.epFile.SyscallConn(); err != nil {
 		lp.close()

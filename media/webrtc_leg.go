@@ -477,21 +477,24 @@ func (l *WebRTCLeg) WriteRTP(b []byte) error {
 	sess.wmu.Lock()
 	// A plain 12-byte header: the trunk's CSRCs, extensions and padding
 	// mean nothing to the browser.
-	p := l.wplain[:rtpHeaderMin+len(payload)]
+	plain, wbuf := scratchFor(b, l.wplain, sess.wbuf)
+	p := plain[:rtpHeaderMin+len(payload)]
 	p[0] = 0x80
 	p[1] = b[1]
 	copy(p[2:8], b[2:8])
 	binary.BigEndian.PutUint32(p[8:], l.ssrc)
 	copy(p[rtpHeaderMin:], payload)
-	out, err := sess.encRTP.EncryptRTP(sess.wbuf, p, &sess.whdr)
+	out, err := sess.encRTP.EncryptRTP(wbuf, p, &sess.whdr)
 	if err == nil {
 		err = d.sendFor(b, out)
+	}
+	if err == nil {
+		l.sent(p, len(payload), packetTime(b)) // p is only ours under wmu
 	}
 	sess.wmu.Unlock()
 	if err != nil {
 		return fmt.Errorf("webrtc leg: send to %s: %w", d.addr, err)
 	}
-	l.sent(p, len(payload), packetTime(b))
 	return nil
 }
 
