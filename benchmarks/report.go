@@ -231,7 +231,7 @@ func (r *Report) WriteTable(w io.Writer) {
 			return fmt.Sprintf("%d / %d", x.RelayUDPDrops, x.LoadGenUDPDrops)
 		})
 		tw.Flush()
-		if ratio := cpuRatio(rs); ratio != "" {
+		if ratio := cpuRatio(rs, r.KneeLossPct); ratio != "" {
 			fmt.Fprintln(w, ratio)
 		}
 		for _, x := range rs {
@@ -284,7 +284,10 @@ func transportName(t Transport) string {
 }
 
 // cpuRatio compares mediarelay's CPU per call-second with rtpengine's.
-func cpuRatio(rs []*Result) string {
+// A relay past its knee at the step (failed calls, loss or drops beyond
+// maxLossPct) spent its CPU on the part of the work it did, so the ratio
+// would flatter it: the line then says so instead of giving one.
+func cpuRatio(rs []*Result, maxLossPct float64) string {
 	var mr, re *Result
 	for _, x := range rs {
 		if x.Unsupported != "" || !x.Relay.Measured || x.Relay.CPUMicrosPerCallS <= 0 {
@@ -299,6 +302,11 @@ func cpuRatio(rs []*Result) string {
 	}
 	if mr == nil || re == nil {
 		return ""
+	}
+	for _, x := range []*Result{mr, re} {
+		if !x.Clean(maxLossPct) {
+			return fmt.Sprintf("CPU per call-second: no ratio at this step: %s was past its knee (failed calls, loss or drops above %.2f%%), so its CPU covers only the work it did", x.Target, maxLossPct)
+		}
 	}
 	return fmt.Sprintf("CPU per call-second, %s / rtpengine = %.2f", mr.Target, mr.Relay.CPUMicrosPerCallS/re.Relay.CPUMicrosPerCallS)
 }
