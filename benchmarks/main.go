@@ -1,6 +1,7 @@
 package benchmarks
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"flag"
@@ -8,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -37,6 +39,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		wsConns     = fs.Int("ws-conns", 4, "WebSocket connections the calls are spread over")
 		ladder      = fs.String("ladder", "", "comma-separated call counts to step through, e.g. 50,100,200,400; stops at the knee")
 		kneeLoss    = fs.Float64("knee-loss", 0.1, "loss percent (either direction) above which a ladder step is past the knee")
+		repeat      = fs.Int("repeat", 1, "runs of each step per relay, alternated between the relays (A B, then B A); the report gives each relay's median CPU per call-second and the spread (on a shared or virtual machine one run moves by 10-20 %)")
 		jsonOut     = fs.String("json", "", "write results as JSON to this file")
 		plotOut     = fs.String("plot", "", "write an SVG of CPU per call and delay against concurrent calls (for --ladder)")
 		setupTmo    = fs.Duration("setup-timeout", 15*time.Second, "per-call limit for INVITE to first audio")
@@ -204,36 +207,62 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	b := &bench{uas: uas, client: client, log: log, stderr: stderr, tty: isTerminal(stderr)}
 	params := RunParams{Rate: *rate, Hold: *hold, Settle: *settle, SetupTimeout: *setupTmo}
 	report := &Report{Machine: machineInfo(), Scenario: sc, Transport: transport, Started: time.Now().UTC(), KneeLossPct: *kneeLoss}
+	if *repeat < 1 {
+		fmt.Fprintln(stderr, "bench: --repeat must be at least 1")
+		return 2
+	}
 	failed := false
-	for _, t := range targets {
-		tr := TargetLadder{Target: t.name}
-		for _, n := range steps {
-			params.Calls = n
-			log.Info("run", "target", t.name, "scenario", sc.Name, "calls", n)
-			res, err := b.run(ctx, t, sc, params)
-			if err != nil {
-				fmt.Fprintf(stderr, "bench: %s with %d calls: %v\n", t.name, n, err)
-				failed = true
-				break
-			}
-			tr.Steps = append(tr.Steps, res)
-			if res.Unsupported != "" {
-				break
-			}
-			if res.Clean(*kneeLoss) {
-				tr.Knee = n
-			} else {
-				tr.PastKnee = n
-				if len(steps) > 1 {
-					break
+	// Step by step, each relay in turn: runs of the relays at one step are
+	// minutes apart at most, so a drift of the host moves them alike.
+	ladders := make([]TargetLadder, len(targets))
+	stopped := make([]bool, len(targets)) // errored, unsupported or past the knee
+	for i, t := range targets {
+		ladders[i].Target = t.name
+	}
+	for _, n := range steps {
+		params.Calls = n
+		runs := make([][]*Result, len(targets))
+		for rep := range *repeat {
+			for _, i := range runOrder(len(targets), rep) {
+				if stopped[i] || ctx.Err() != nil {
+					continue
 				}
-			}
-			if err := sleepCtx(ctx, time.Second); err != nil {
-				break
+				t := targets[i]
+				log.Info("run", "target", t.name, "scenario", sc.Name, "calls", n, "repeat", rep+1)
+				res, err := b.run(ctx, t, sc, params)
+				if err != nil {
+					fmt.Fprintf(stderr, "bench: %s with %d calls: %v\n", t.name, n, err)
+					failed, stopped[i] = true, true
+					continue
+				}
+				runs[i] = append(runs[i], res)
+				if res.Unsupported != "" {
+					stopped[i] = true
+				}
+				_ = sleepCtx(ctx, time.Second)
 			}
 		}
-		report.Targets = append(report.Targets, tr)
+		for i := range targets {
+			if len(runs[i]) == 0 {
+				continue
+			}
+			res := medianRun(runs[i], *kneeLoss)
+			tr := &ladders[i]
+			tr.Steps = append(tr.Steps, res)
+			switch {
+			case res.Unsupported != "":
+				stopped[i] = true
+			case res.Clean(*kneeLoss):
+				tr.Knee = n
+			default:
+				tr.PastKnee = n
+				if len(steps) > 1 {
+					stopped[i] = true
+				}
+			}
+		}
 	}
+	report.Targets = ladders
 	report.Finished = time.Now().UTC()
 	report.WriteTable(stdout)
 	if *jsonOut != "" {
@@ -346,4 +375,42 @@ func ngTarget(name string, pid int, addr string, sc Scenario, uas *UAS, log *slo
 		}
 		return &ngSignaler{ng: ng, uas: uas, sc: sc, log: log}, nil
 	}}
+}
+
+// runOrder is the order the relays run in on repeat rep: as given, then
+// reversed, so that over two repeats each relay runs first once.
+func runOrder(n, rep int) []int {
+	order := make([]int, n)
+	for i := range order {
+		order[i] = i
+		if rep%2 == 1 {
+			order[i] = n - 1 - i
+		}
+	}
+	return order
+}
+
+// medianRun is what the report shows for one relay at one step: its only
+// run, or of several the one with the median CPU per call-second (the
+// lower of the middle two), carrying every run's figure in CPURuns. A step
+// is as clean as its worst run: if one was past the knee, that run is the
+// step's result.
+func medianRun(runs []*Result, maxLossPct float64) *Result {
+	if len(runs) == 1 {
+		return runs[0]
+	}
+	cpu := make([]float64, len(runs))
+	for i, r := range runs {
+		cpu[i] = r.Relay.CPUMicrosPerCallS
+	}
+	pick := runs[0]
+	if bad := slices.IndexFunc(runs, func(r *Result) bool { return !r.Clean(maxLossPct) }); bad >= 0 {
+		pick = runs[bad]
+	} else {
+		sorted := slices.Clone(runs)
+		slices.SortFunc(sorted, func(a, b *Result) int { return cmp.Compare(a.Relay.CPUMicrosPerCallS, b.Relay.CPUMicrosPerCallS) })
+		pick = sorted[(len(sorted)-1)/2]
+	}
+	pick.CPURuns = cpu
+	return pick
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -193,6 +194,9 @@ func (r *Report) WriteTable(w io.Writer) {
 			if !x.Relay.Measured {
 				return "n/a"
 			}
+			if len(x.CPURuns) > 1 {
+				return fmt.Sprintf("%.0f (median of %d: %.0f–%.0f)", x.Relay.CPUMicrosPerCallS, len(x.CPURuns), slices.Min(x.CPURuns), slices.Max(x.CPURuns))
+			}
 			return fmt.Sprintf("%.0f", x.Relay.CPUMicrosPerCallS)
 		})
 		row("relay calls per core (implied)", func(x *Result) string {
@@ -308,5 +312,13 @@ func cpuRatio(rs []*Result, maxLossPct float64) string {
 			return fmt.Sprintf("CPU per call-second: no ratio at this step: %s was past its knee (failed calls, loss or drops above %.2f%%), so its CPU covers only the work it did", x.Target, maxLossPct)
 		}
 	}
-	return fmt.Sprintf("CPU per call-second, %s / rtpengine = %.2f", mr.Target, mr.Relay.CPUMicrosPerCallS/re.Relay.CPUMicrosPerCallS)
+	line := fmt.Sprintf("CPU per call-second, %s / rtpengine = %.2f", mr.Target, mr.Relay.CPUMicrosPerCallS/re.Relay.CPUMicrosPerCallS)
+	if n := min(len(mr.CPURuns), len(re.CPURuns)); n > 1 {
+		pairs := make([]float64, n)
+		for i := range pairs {
+			pairs[i] = mr.CPURuns[i] / re.CPURuns[i]
+		}
+		line += fmt.Sprintf(" (medians of %d alternated runs each; run by run %.2f–%.2f)", n, slices.Min(pairs), slices.Max(pairs))
+	}
+	return line
 }

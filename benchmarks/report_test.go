@@ -31,3 +31,39 @@ func TestCPURatio(t *testing.T) {
 		}
 	}
 }
+
+// TestMedianRun: of several clean runs the step shows the one with the
+// median CPU and keeps every run's figure; a run past the knee makes the
+// step past the knee whatever the others did; the ratio line then gives
+// the medians' ratio and the run-by-run spread.
+func TestMedianRun(t *testing.T) {
+	run := func(cpu, lossPct float64) *Result {
+		r := &Result{Target: "mediarelay", Concurrent: 60, SendRatePct: 100}
+		r.Relay.Measured = true
+		r.Relay.CPUMicrosPerCallS = cpu
+		r.Down.LossPct = lossPct
+		return r
+	}
+	m := medianRun([]*Result{run(900, 0), run(700, 0), run(1200, 0)}, 0.1)
+	if m.Relay.CPUMicrosPerCallS != 900 || len(m.CPURuns) != 3 || m.CPURuns[1] != 700 {
+		t.Errorf("median of 900, 700, 1200: %v (runs %v)", m.Relay.CPUMicrosPerCallS, m.CPURuns)
+	}
+	if m := medianRun([]*Result{run(800, 0), run(600, 0)}, 0.1); m.Relay.CPUMicrosPerCallS != 600 {
+		t.Errorf("median of two is the lower: %v", m.Relay.CPUMicrosPerCallS)
+	}
+	if m := medianRun([]*Result{run(700, 0), run(900, 3), run(800, 0)}, 0.1); m.Clean(0.1) {
+		t.Errorf("a step with a lossy run reads clean (%v)", m.Relay.CPUMicrosPerCallS)
+	}
+	re := medianRun([]*Result{run(2000, 0), run(1800, 0), run(2400, 0)}, 0.1)
+	re.Target = "rtpengine"
+	got := cpuRatio([]*Result{m, re}, 0.1)
+	if !strings.HasPrefix(got, "CPU per call-second, mediarelay / rtpengine = 0.45 (medians of 3 alternated runs each; run by run 0.39–0.50)") {
+		t.Errorf("ratio line %q", got)
+	}
+	if o := runOrder(2, 0); o[0] != 0 || o[1] != 1 {
+		t.Errorf("first repeat order %v", o)
+	}
+	if o := runOrder(2, 1); o[0] != 1 || o[1] != 0 {
+		t.Errorf("second repeat order %v", o)
+	}
+}

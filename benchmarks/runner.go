@@ -110,7 +110,10 @@ type Result struct {
 	// reports it (passthrough, transcode, e2e), read with RelayLegTransports.
 	RelayModes map[string]int `json:"relay_modes,omitempty"`
 	Relay      ProcStats      `json:"relay"`
-	LoadGen    ProcStats      `json:"load_generator"`
+	// CPURuns is the relay's CPU per call-second in each run of the step
+	// with --repeat (this result is the median one); nil for one run.
+	CPURuns []float64 `json:"relay_cpu_us_per_call_s_runs,omitempty"`
+	LoadGen ProcStats `json:"load_generator"`
 	// LoadClient is the browser side alone: the load client's engine
 	// threads, without the trunk UAS that shares the process.
 	LoadClient ProcStats `json:"load_client"`
