@@ -392,9 +392,9 @@ func runOrder(n, rep int) []int {
 
 // medianRun is what the report shows for one relay at one step: its only
 // run, or of several the one with the median CPU per call-second (the
-// lower of the middle two), carrying every run's figure in CPURuns. A step
-// is as clean as its worst run: if one was past the knee, that run is the
-// step's result.
+// lower of the middle two), carrying every run's figure in CPURuns, and
+// the first run's memory. A step is as clean as its worst run: if one was
+// past the knee, that run is the step's result.
 func medianRun(runs []*Result, maxLossPct float64) *Result {
 	if len(runs) == 1 {
 		return runs[0]
@@ -412,5 +412,9 @@ func medianRun(runs []*Result, maxLossPct float64) *Result {
 		pick = sorted[(len(sorted)-1)/2]
 	}
 	pick.CPURuns = cpu
+	// Memory is the first run's: later runs start from what earlier ones
+	// left in the heap, so their idle figure is no baseline.
+	first := runs[0].Relay
+	pick.Relay.RSSIdleBytes, pick.Relay.RSSLoadedBytes, pick.Relay.MemPerCallBytes = first.RSSIdleBytes, first.RSSLoadedBytes, first.MemPerCallBytes
 	return pick
 }

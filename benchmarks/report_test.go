@@ -33,9 +33,9 @@ func TestCPURatio(t *testing.T) {
 }
 
 // TestMedianRun: of several clean runs the step shows the one with the
-// median CPU and keeps every run's figure; a run past the knee makes the
-// step past the knee whatever the others did; the ratio line then gives
-// the medians' ratio and the run-by-run spread.
+// median CPU and keeps every run's figure and the first run's memory; a
+// run past the knee makes the step past the knee whatever the others did;
+// the ratio line then gives the medians' ratio and the run-by-run spread.
 func TestMedianRun(t *testing.T) {
 	run := func(cpu, lossPct float64) *Result {
 		r := &Result{Target: "mediarelay", Concurrent: 60, SendRatePct: 100}
@@ -44,9 +44,14 @@ func TestMedianRun(t *testing.T) {
 		r.Down.LossPct = lossPct
 		return r
 	}
-	m := medianRun([]*Result{run(900, 0), run(700, 0), run(1200, 0)}, 0.1)
+	runs := []*Result{run(900, 0), run(700, 0), run(1200, 0)}
+	runs[0].Relay.MemPerCallBytes = 64 << 10 // later runs start from a grown heap
+	m := medianRun(runs, 0.1)
 	if m.Relay.CPUMicrosPerCallS != 900 || len(m.CPURuns) != 3 || m.CPURuns[1] != 700 {
 		t.Errorf("median of 900, 700, 1200: %v (runs %v)", m.Relay.CPUMicrosPerCallS, m.CPURuns)
+	}
+	if m.Relay.MemPerCallBytes != 64<<10 {
+		t.Errorf("memory per call %v, want the first run's", m.Relay.MemPerCallBytes)
 	}
 	if m := medianRun([]*Result{run(800, 0), run(600, 0)}, 0.1); m.Relay.CPUMicrosPerCallS != 600 {
 		t.Errorf("median of two is the lower: %v", m.Relay.CPUMicrosPerCallS)

@@ -14,23 +14,24 @@ import "github.com/pion/transport/v4/replaydetector"
 // (marks it seen) only after, through the CheckAccepter half; Check is
 // there for the interface and allocates, so pion does not use it.
 type replayWindow struct {
-	latest uint64    // highest index accepted
-	max    uint64    // highest index the protocol has
-	mask   [2]uint64 // bit i: latest-i was accepted
+	latest   uint64    // highest index accepted
+	maxIndex uint64    // highest index the protocol has
+	mask     [2]uint64 // bit i: latest-i was accepted
 }
 
 // replayWindowSize is the window in packets: the mask's width.
 const replayWindowSize = 128
 
-// replayFactory returns pion's factory for windows over indexes up to max.
-func replayFactory(max uint64) func() replaydetector.ReplayDetector {
-	return func() replaydetector.ReplayDetector { return &replayWindow{max: max} }
+// replayFactory returns pion's factory for windows over indexes up to
+// maxIndex.
+func replayFactory(maxIndex uint64) func() replaydetector.ReplayDetector {
+	return func() replaydetector.ReplayDetector { return &replayWindow{maxIndex: maxIndex} }
 }
 
 // fresh says whether index may be accepted: within range, not older than
 // the window, and not seen.
 func (w *replayWindow) fresh(index uint64) bool {
-	if index > w.max {
+	if index > w.maxIndex {
 		return false
 	}
 	if index <= w.latest {

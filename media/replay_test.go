@@ -11,10 +11,10 @@ import (
 // replaySame feeds the same indexes to replayWindow and to pion's own
 // sliding window, accepting what each lets through as pion/srtp does
 // after authentication, and fails at the first index they judge apart.
-func replaySame(t *testing.T, max uint64, indexes []uint64) {
+func replaySame(t *testing.T, maxIndex uint64, indexes []uint64) {
 	t.Helper()
-	ours := &replayWindow{max: max}
-	theirs := replaydetector.New(replayWindowSize, max).(replaydetector.CheckAccepter)
+	ours := &replayWindow{maxIndex: maxIndex}
+	theirs := replaydetector.New(replayWindowSize, maxIndex).(replaydetector.CheckAccepter)
 	for i, idx := range indexes {
 		a, b := ours.CheckSeq(idx), theirs.CheckSeq(idx)
 		if a.Passed() != b.Passed() {
@@ -78,7 +78,7 @@ func FuzzReplayWindow(f *testing.F) {
 
 func BenchmarkReplayWindow(b *testing.B) {
 	b.Run("ours", func(b *testing.B) {
-		w := &replayWindow{max: maxSRTPIndex}
+		w := &replayWindow{maxIndex: maxSRTPIndex}
 		for i := range uint64(b.N) {
 			w.Accept(w.CheckSeq(i))
 		}
