@@ -32,9 +32,6 @@ var browserSRTPProfiles = []dtls.SRTPProtectionProfile{
 	dtls.SRTP_AES128_CM_HMAC_SHA1_80,
 }
 
-// srtpReplayWindow is the receive replay window (packets), as the relay's.
-const srtpReplayWindow = 128
-
 const (
 	setupActive  = sdp.SetupActive
 	setupPassive = sdp.SetupPassive
@@ -246,7 +243,7 @@ func srtpContexts(dc *dtls.Conn, client bool) (enc, dec *srtp.Context, err error
 	if enc, err = srtp.CreateContext(lk, ls, prof); err != nil {
 		return nil, nil, fmt.Errorf("srtp sending context: %w", err)
 	}
-	if dec, err = srtp.CreateContext(rk, rs, prof, srtp.SRTPReplayProtection(srtpReplayWindow)); err != nil {
+	if dec, err = srtp.CreateContext(rk, rs, prof, media.SRTPReplayProtection()); err != nil {
 		return nil, nil, fmt.Errorf("srtp receiving context: %w", err)
 	}
 	return enc, dec, nil

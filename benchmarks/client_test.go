@@ -14,6 +14,8 @@ import (
 	"github.com/pion/rtp"
 	"github.com/pion/srtp/v3"
 	"github.com/pion/stun/v4"
+
+	"github.com/mediarelay/mediarelay/media"
 )
 
 // enginePair is a shard with one active call whose socket is connected to
@@ -57,7 +59,7 @@ func enginePair(t testing.TB) (*shard, *call, *net.UDPConn) {
 	c.connected = true
 	key, salt := make([]byte, 16), make([]byte, 12)
 	newCtx := func() *srtp.Context {
-		ctx, err := srtp.CreateContext(key, salt, srtp.ProtectionProfileAeadAes128Gcm, srtp.SRTPReplayProtection(srtpReplayWindow))
+		ctx, err := srtp.CreateContext(key, salt, srtp.ProtectionProfileAeadAes128Gcm, media.SRTPReplayProtection())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -319,7 +321,7 @@ func engineTCPPair(t testing.TB) (*shard, *call, net.Conn) {
 	c.remote, c.connected = c.tcp.remote, true
 	key, salt := make([]byte, 16), make([]byte, 12)
 	newCtx := func() *srtp.Context {
-		ctx, err := srtp.CreateContext(key, salt, srtp.ProtectionProfileAeadAes128Gcm, srtp.SRTPReplayProtection(srtpReplayWindow))
+		ctx, err := srtp.CreateContext(key, salt, srtp.ProtectionProfileAeadAes128Gcm, media.SRTPReplayProtection())
 		if err != nil {
 			t.Fatal(err)
 		}

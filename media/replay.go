@@ -1,6 +1,9 @@
 package media
 
-import "github.com/pion/transport/v4/replaydetector"
+import (
+	"github.com/pion/srtp/v3"
+	"github.com/pion/transport/v4/replaydetector"
+)
 
 // replayWindow is the SRTP and SRTCP replay check (RFC 3711 §3.3.2) that
 // pion/srtp calls through its replay-detector factory. It decides as
@@ -21,6 +24,14 @@ type replayWindow struct {
 
 // replayWindowSize is the window in packets: the mask's width.
 const replayWindowSize = 128
+
+// SRTPReplayProtection is the replay check of an SRTP context that
+// decrypts (RFC 3711 §3.3.2, a 128-packet window): the relay's legs use it,
+// and so does the load client, which measures the relay and should not
+// cost more per packet than it.
+func SRTPReplayProtection() srtp.ContextOption {
+	return srtp.SRTPReplayDetectorFactory(replayFactory(maxSRTPIndex))
+}
 
 // replayFactory returns pion's factory for windows over indexes up to
 // maxIndex.

@@ -103,8 +103,7 @@ func newSRTPSession(c *SRTPConfig) (*srtpSession, error) {
 	}
 	remote := func() (*srtp.Context, error) {
 		return srtp.CreateContext(rk, rs, c.Profile, srtp.MasterKeyIndicator(c.RemoteMKI),
-			srtp.SRTPReplayDetectorFactory(replayFactory(maxSRTPIndex)),
-			srtp.SRTCPReplayDetectorFactory(replayFactory(maxSRTCPIndex)))
+			SRTPReplayProtection(), srtp.SRTCPReplayDetectorFactory(replayFactory(maxSRTCPIndex)))
 	}
 	s := &srtpSession{wbuf: make([]byte, forwardBufSize+64)}
 	if s.encRTP, err = local(); err != nil {
