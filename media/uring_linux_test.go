@@ -139,6 +139,33 @@ func benchRound(b *testing.B, ring bool) {
 	}
 }
 
+// legPair is two RTP legs, each latched to a peer of its own: packets
+// from a to in are to be forwarded out to b.
+func legPair(t *testing.T) (in, out *RTPLeg, a, b *udpPeer) {
+	t.Helper()
+	ports := testPorts(t, 2)
+	in = newTestLeg(t, ports, RTPLegOptions{})
+	out = newTestLeg(t, ports, RTPLegOptions{})
+	a, b = newUDPPeer(t), newUDPPeer(t)
+	in.SetRemote(udpAddr(a.rtp), udpAddr(a.rtcp))
+	out.SetRemote(udpAddr(b.rtp), udpAddr(b.rtcp))
+	return in, out, a, b
+}
+
+// forwardThrough sends n packets from a to in and checks that b receives
+// each, byte for byte.
+func forwardThrough(t *testing.T, in *RTPLeg, a, b *udpPeer, n uint16, payload string) {
+	t.Helper()
+	for seq := range n {
+		want := mkRTP(t, 0, seq, 160*uint32(seq), 0x5eed, false, []byte(payload))
+		udpSend(t, a.rtp, in.LocalAddr(), want)
+		got, _ := udpRecv(t, b.rtp)
+		if !bytes.Equal(got, want) {
+			t.Fatalf("forwarded %x, want %x", got, want)
+		}
+	}
+}
+
 // TestForwardingLeavesInRoundBatches: a packet a loop receives on one SIP
 // leg and forwards to another leaves through the loop's outbox, byte for
 // byte, while a write from a goroutine of its own goes at once.
@@ -147,12 +174,7 @@ func TestForwardingLeavesInRoundBatches(t *testing.T) {
 	if err != nil {
 		testenv.Missing(t, "no media loops", err)
 	}
-	ports := testPorts(t, 2)
-	in := newTestLeg(t, ports, RTPLegOptions{})
-	out := newTestLeg(t, ports, RTPLegOptions{})
-	a, b := newUDPPeer(t), newUDPPeer(t)
-	in.SetRemote(udpAddr(a.rtp), udpAddr(a.rtcp))
-	out.SetRemote(udpAddr(b.rtp), udpAddr(b.rtcp))
+	in, out, a, b := legPair(t)
 	sentBefore := map[*loop]uint64{}
 	for _, lp := range loops {
 		if lp.out == nil {
@@ -163,14 +185,7 @@ func TestForwardingLeavesInRoundBatches(t *testing.T) {
 	go func() {
 		_ = in.Serve(func(pkt []byte) { _ = out.WriteRTP(pkt) })
 	}()
-	for seq := range uint16(5) {
-		want := mkRTP(t, 0, seq, 160*uint32(seq), 0x5eed, false, []byte("through the outbox"))
-		udpSend(t, a.rtp, in.LocalAddr(), want)
-		got, _ := udpRecv(t, b.rtp)
-		if !bytes.Equal(got, want) {
-			t.Fatalf("forwarded %x, want %x", got, want)
-		}
-	}
+	forwardThrough(t, in, a, b, 5, "through the outbox")
 	// The peer can read the last packet before the loop has reaped its
 	// completion and counted it: wait a little for the count.
 	var batched uint64
@@ -239,23 +254,11 @@ func TestServedSocketsInFileTable(t *testing.T) {
 			testenv.Missing(t, "no io_uring file table", errors.New("a loop's ring has none"))
 		}
 	}
-	ports := testPorts(t, 2)
-	in := newTestLeg(t, ports, RTPLegOptions{})
-	out := newTestLeg(t, ports, RTPLegOptions{})
-	a, b := newUDPPeer(t), newUDPPeer(t)
-	in.SetRemote(udpAddr(a.rtp), udpAddr(a.rtcp))
-	out.SetRemote(udpAddr(b.rtp), udpAddr(b.rtcp))
+	in, out, a, b := legPair(t)
 	done := make(chan error, 2)
 	go func() { done <- in.Serve(func(pkt []byte) { _ = out.WriteRTP(pkt) }) }()
 	go func() { done <- out.Serve(func([]byte) {}) }()
-	for seq := range uint16(3) {
-		want := mkRTP(t, 0, seq, 160*uint32(seq), 0xf11e, false, []byte("through the file table"))
-		udpSend(t, a.rtp, in.LocalAddr(), want)
-		got, _ := udpRecv(t, b.rtp)
-		if !bytes.Equal(got, want) {
-			t.Fatalf("forwarded %x, want %x", got, want)
-		}
-	}
+	forwardThrough(t, in, a, b, 3, "through the file table")
 	inTable := func(fd int) bool {
 		for _, lp := range loops {
 			lp.mu.Lock()
