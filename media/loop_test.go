@@ -128,3 +128,54 @@ func TestRTPLegServeManyLegsOneLoop(t *testing.T) {
 		}
 	}
 }
+
+// TestInjectTakesPacketsPlaces: packets injected into a served leg are
+// delivered, one each, in the place of the next packets the peer sends,
+// which the leg still counts as received; then the peer's own packets
+// come through again. The same holds for ReadRTP.
+func TestInjectTakesPacketsPlaces(t *testing.T) {
+	check := func(t *testing.T, serve bool) {
+		leg := newTestLeg(t, testPorts(t, 1), RTPLegOptions{})
+		p := newUDPPeer(t)
+		leg.SetRemote(udpAddr(p.rtp), udpAddr(p.rtcp))
+		got := make(chan []byte, 8)
+		if serve {
+			serveInto(leg, got)
+		} else {
+			go func() {
+				buf := make([]byte, 2048)
+				for {
+					n, err := leg.ReadRTP(buf)
+					if err != nil {
+						return
+					}
+					got <- append([]byte(nil), buf[:n]...)
+				}
+			}()
+		}
+		ev1 := mkRTP(t, 101, 1, 0, 0xd7f, true, []byte{5, 10, 0, 160})
+		ev2 := mkRTP(t, 101, 2, 0, 0xd7f, false, []byte{5, 0x8a, 0, 160})
+		leg.Inject([][]byte{ev1, ev2})
+		var audio [][]byte
+		for seq := range uint16(3) {
+			a := mkRTP(t, 0, 100+seq, 160*uint32(seq), 0xa0d10, false, []byte("audio"))
+			audio = append(audio, a)
+			udpSend(t, p.rtp, leg.LocalAddr(), a)
+		}
+		for i, want := range [][]byte{ev1, ev2, audio[2]} {
+			select {
+			case pkt := <-got:
+				if !bytes.Equal(pkt, want) {
+					t.Fatalf("packet %d: %x, want %x", i, pkt, want)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatalf("packet %d never came", i)
+			}
+		}
+		if n := leg.Stats().PacketsIn; n != 3 {
+			t.Errorf("leg counted %d packets in, want the 3 that arrived", n)
+		}
+	}
+	t.Run("served", func(t *testing.T) { check(t, true) })
+	t.Run("ReadRTP", func(t *testing.T) { check(t, false) })
+}

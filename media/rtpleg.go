@@ -135,8 +135,14 @@ type RTPLeg struct {
 	reg     *loop
 	regSlot int32
 	sink    func(pkt []byte) // set before the socket joins the loop
-	paused  atomic.Bool
-	pauseCh chan struct{} // wakes Serve on PauseReads
+	// Packets Inject queued to take the place of the next ones delivered;
+	// injected counts them, so that the packet path locks only while
+	// some wait.
+	injectMu sync.Mutex
+	injectQ  [][]byte
+	injected atomic.Int32
+	paused   atomic.Bool
+	pauseCh  chan struct{} // wakes Serve on PauseReads
 
 	done        chan struct{}
 	rtcpMu      sync.Mutex // the report timer, and stopping it
@@ -273,6 +279,44 @@ func (l *RTPLeg) drop(reason string) {
 // and RTCP multiplexed on the RTP port is consumed. After Close it returns an
 // error wrapping net.ErrClosed.
 func (l *RTPLeg) ReadRTP(b []byte) (int, error) {
+	n, err := l.readRTP(b)
+	if err == nil {
+		if p := l.substitute(); p != nil {
+			n = copy(b, p)
+		}
+	}
+	return n, err
+}
+
+// Inject queues pkts to be delivered, one each, in place of the next
+// packets the leg receives and accepts, so that they keep the far end's
+// packet clock: RFC 4733 events played into a call (signaling/dtmf). The
+// leg's statistics still count what arrived.
+func (l *RTPLeg) Inject(pkts [][]byte) {
+	l.injectMu.Lock()
+	defer l.injectMu.Unlock()
+	l.injectQ = append(l.injectQ, pkts...)
+	l.injected.Store(int32(len(l.injectQ)))
+}
+
+// substitute pops the next injected packet, if one waits.
+func (l *RTPLeg) substitute() []byte {
+	if l.injected.Load() == 0 {
+		return nil
+	}
+	l.injectMu.Lock()
+	defer l.injectMu.Unlock()
+	if len(l.injectQ) == 0 {
+		return nil
+	}
+	p := l.injectQ[0]
+	l.injectQ[0] = nil
+	l.injectQ = l.injectQ[1:]
+	l.injected.Store(int32(len(l.injectQ)))
+	return p
+}
+
+func (l *RTPLeg) readRTP(b []byte) (int, error) {
 	conn, err := l.pair.rtp.goConn()
 	if err != nil {
 		return 0, fmt.Errorf("rtp leg %s: read: %w", l.local, err)
@@ -632,6 +676,9 @@ func (l *RTPLeg) datagram(pkt []byte, from netip.AddrPort, truncated bool, _ tim
 		return
 	}
 	if k, ok := l.accept(pkt, from); ok {
+		if p := l.substitute(); p != nil {
+			pkt, k = p, len(p)
+		}
 		l.sink(pkt[:k])
 	}
 }
