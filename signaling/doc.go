@@ -12,25 +12,30 @@
 // (patterns, addresses, sources, the default trunk by name or by URI);
 // signaling routes by that table and defaults nothing itself.
 //
-// A Call is one browser↔trunk call: two SIPLegs and, between the browser's
-// WebRTC leg and the trunk's RTP leg, one media.Path per direction running
-// the plan's stage: forwarding, G.711 law conversion, or an Opus transcode
-// bridge (stages; the plan itself is signaling/mediaplan's decision). A
-// SIPLeg is a dialog and what concerns it alone: the relay's SDP on it and
-// its next version, the direction the peer asked for, offer/answer state
-// (glare, an answer due in the ACK), the RFC 4028 session timer, and what
-// is sent on that dialog (re-INVITEs, refreshes, DTMF INFO); the trunk's
-// also holds the RTP leg. The Call decides what crosses between its legs:
+// A Call is one browser↔trunk call: two SIP legs (signaling/sipleg) and,
+// between the browser's WebRTC leg and the trunk's RTP leg, one media.Path
+// per direction running the plan's stage: forwarding, G.711 law
+// conversion, or an Opus transcode bridge (stages; the plan itself is
+// signaling/mediaplan's decision). A sipleg.Leg is a dialog and what
+// concerns it alone: the relay's SDP on it and its next version, the
+// direction the peer asked for, offer/answer state (glare, an answer due
+// in the ACK), the RFC 4028 session timer, and what is sent on that dialog
+// (re-INVITEs, refreshes, DTMF INFO, a REFER's NOTIFYs); the trunk's also
+// holds the RTP leg. The Call decides what crosses between its legs:
 // mid-call offers, hold (either leg's direction), transfers, DTMF, and at
 // the end the CDR (recordPlan, recordLegs, shared with joins). A transfer
-// that leaves two trunk legs talking hands its trunk SIPLeg to a join,
-// which relays two trunk legs to each other.
+// that leaves two trunk legs talking hands its trunk leg to a join, which
+// relays two trunk legs to each other.
 //
 // Browsers authenticate by digest or time-limited tokens before a trunk is
 // dialled; trunks are known by source address or digest. SIP proxies can
 // also drive the relay as a media node over rtpengine's ng protocol.
 //
 // Sub-packages own what needs nothing of the B2BUA:
+//   - sipleg: one SIP dialog of a call or join and what is sent on it
+//     alone (SDP versions, offer/answer and glare, session timer, INFO,
+//     NOTIFY), what a REFER asks for (Refer-To, Replaces), and the hold
+//     state of a pair of legs;
 //   - mediaplan: what a call's media will be, from the two legs' SDPs:
 //     the codecs offered each side, the plan an answer settles and how it
 //     follows a mid-call offer, end-to-end DTLS identities, and the SIP

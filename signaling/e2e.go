@@ -61,9 +61,9 @@ func (c *Call) setupE2E(answer sdp.Audio) (fallback bool, err error) {
 	c.log.Debug("webrtc answer", "sdp", answerSDP)
 	c.setWeb(web)
 	c.answerSDP = answerSDP
-	c.trunk.rtp.SetE2E() // before it has a remote, and so before it reads
-	c.trunk.rtp.SetRemoteICE(far.ICEUfrag)
-	c.trunk.setRemote(answer)
+	c.trunk.RTP().SetE2E() // before it has a remote, and so before it reads
+	c.trunk.RTP().SetRemoteICE(far.ICEUfrag)
+	c.trunk.SetRemote(answer)
 	c.mediaUp = true
 	c.startOpaque(plan)
 	c.r.m.TranscodedCalls.WithLabelValues(plan.Mode, c.trunkName()).Inc()
@@ -145,7 +145,7 @@ func (c *Call) startInboundE2E(browserAnswer string) error {
 		SessionID: uint64(time.Now().UnixNano()),
 		Version:   1,
 		Addr:      c.r.mediaAddrFor(c.trunkOffer.Addr),
-		Port:      int(c.trunk.rtp.LocalAddr().Port()),
+		Port:      int(c.trunk.RTP().LocalAddr().Port()),
 		Codecs:    codecs,
 		Ptime:     c.trunkOffer.Ptime,
 		Proto:     c.trunkOffer.Proto,
@@ -156,17 +156,17 @@ func (c *Call) startInboundE2E(browserAnswer string) error {
 	}
 	if far, ok, _ := mediaplan.FarDTLS(c.trunkOffer); ok && far.ICEUfrag != "" {
 		// The trunk speaks ICE: answer it as ICE-lite on the RTP port.
-		ice, err := c.trunk.rtp.EnableICE(ans.Addr)
+		ice, err := c.trunk.RTP().EnableICE(ans.Addr)
 		if err != nil {
 			return err
 		}
-		c.trunk.rtp.SetRemoteICE(far.ICEUfrag)
+		c.trunk.RTP().SetRemoteICE(far.ICEUfrag)
 		ans.Extra = append(ans.Extra, ice...)
 	}
 	c.answerSDP = string(ans.Marshal())
-	c.trunk.sdp = c.answerSDP
-	c.trunk.rtp.SetE2E() // before it has a remote, and so before it reads
-	c.trunk.setRemote(c.trunkOffer)
+	c.trunk.SetSDP(c.answerSDP)
+	c.trunk.RTP().SetE2E() // before it has a remote, and so before it reads
+	c.trunk.SetRemote(c.trunkOffer)
 	c.mediaUp = true
 	c.startOpaque(plan)
 	c.r.m.TranscodedCalls.WithLabelValues(plan.Mode, c.trunkName()).Inc()

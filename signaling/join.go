@@ -15,6 +15,7 @@ import (
 	"github.com/mediarelay/mediarelay/pkg/config"
 	"github.com/mediarelay/mediarelay/pkg/sdp"
 	"github.com/mediarelay/mediarelay/signaling/mediaplan"
+	"github.com/mediarelay/mediarelay/signaling/sipleg"
 	"github.com/mediarelay/mediarelay/transcode"
 )
 
@@ -42,8 +43,8 @@ type join struct {
 	start    time.Time
 
 	mu      sync.Mutex // guards legs and their SDP state
-	legs    [2]*SIPLeg
-	hold    holdState
+	legs    [2]*sipleg.Leg
+	hold    sipleg.Hold
 	mediaWG sync.WaitGroup
 
 	once  sync.Once
@@ -54,16 +55,18 @@ type join struct {
 }
 
 // startJoin relays a and b to each other until either hangs up.
-func (r *Relay) startJoin(a, b *SIPLeg) *join {
-	j := &join{r: r, id: newCallID(), legs: [2]*SIPLeg{a, b}, from: a.party, to: b.party,
+func (r *Relay) startJoin(a, b *sipleg.Leg) *join {
+	j := &join{r: r, id: newCallID(), legs: [2]*sipleg.Leg{a, b}, from: a.Party(), to: b.Party(),
 		start: time.Now(), ended: make(chan struct{})}
-	j.log = r.log.With("call", j.id, "trunk", a.route.Name, "trunk2", b.route.Name)
+	j.log = r.log.With("call", j.id, "trunk", a.Route().Name, "trunk2", b.Route().Name)
 	r.mu.Lock()
-	r.joins[a.id] = j
-	r.joins[b.id] = j
+	r.joins[a.ID()] = j
+	r.joins[b.ID()] = j
 	r.mu.Unlock()
 	j.mu.Lock()
-	j.log.Info("trunk legs joined", "codec", a.codec.Name, "codec2", b.codec.Name, "leg1", a.callID, "leg2", b.callID)
+	ac, _ := a.Codecs()
+	bc, _ := b.Codecs()
+	j.log.Info("trunk legs joined", "codec", ac.Name, "codec2", bc.Name, "leg1", a.CallID(), "leg2", b.CallID())
 	j.startMedia()
 	for _, l := range j.legs {
 		j.adopt(l)
@@ -77,38 +80,40 @@ func (r *Relay) startJoin(a, b *SIPLeg) *join {
 func (j *join) startMedia() {
 	for i := range j.legs {
 		src, dst := j.legs[i], j.legs[1-i]
-		_ = src.rtp.ResumeReads()
-		pts := map[uint8]uint8{src.codec.PT: dst.codec.PT}
-		if src.dtmf.PT != 0 && dst.dtmf.PT != 0 && src.dtmf.Clock == dst.dtmf.Clock {
-			pts[src.dtmf.PT] = dst.dtmf.PT
+		_ = src.RTP().ResumeReads()
+		sc, sd := src.Codecs()
+		dc, dd := dst.Codecs()
+		pts := map[uint8]uint8{sc.PT: dc.PT}
+		if sd.PT != 0 && dd.PT != 0 && sd.Clock == dd.Clock {
+			pts[sd.PT] = dd.PT
 		}
-		o := media.ForwarderOptions{PTMap: pts, ClockRate: dst.codec.Clock, OnDrop: j.r.countDrop}
-		if !src.codec.Is(dst.codec.Name) {
+		o := media.ForwarderOptions{PTMap: pts, ClockRate: dc.Clock, OnDrop: j.r.countDrop}
+		if !sc.Is(dc.Name) {
 			// μ-law on one leg, A-law on the other (mediaplan.Joinable checked it).
-			o.Recode, _ = transcode.G711Recode(src.codec.Name, dst.codec.Name)
-			o.RecodePT = src.codec.PT
+			o.Recode, _ = transcode.G711Recode(sc.Name, dc.Name)
+			o.RecodePT = sc.PT
 		}
 		f := media.NewForwarder(o)
 		j.mediaWG.Add(1)
 		go func() {
 			defer j.mediaWG.Done()
-			_ = f.Run(src.rtp, dst.rtp) // returns when a leg closes or pauses
+			_ = f.Run(src.RTP(), dst.RTP()) // returns when a leg closes or pauses
 		}()
 	}
 }
 
 // adopt makes the join the one leg l's session timer ends, and restarts
 // its clock.
-func (j *join) adopt(l *SIPLeg) {
-	l.adoptSessionTimer(j.log, func() { j.hangup(endSessionTime, -1) })
-	l.armSessionTimer()
+func (j *join) adopt(l *sipleg.Leg) {
+	l.AdoptSessionTimer(j.log, func() { j.hangup(endSessionTime, -1) })
+	l.ArmSessionTimer()
 }
 
 // restartMedia stops both forwarders and starts them again on the current
 // legs and codecs; j.mu is held.
 func (j *join) restartMedia() {
 	for _, l := range j.legs {
-		_ = l.rtp.PauseReads()
+		_ = l.RTP().PauseReads()
 	}
 	j.mediaWG.Wait()
 	j.startMedia()
@@ -125,9 +130,9 @@ func (j *join) watch() {
 			return
 		case now := <-t.C:
 			j.mu.Lock()
-			a, b := j.legs[0].rtp, j.legs[1].rtp
+			a, b := j.legs[0].RTP(), j.legs[1].RTP()
 			j.mu.Unlock()
-			if j.hold.silent(now, j.start, timeout, a, b) {
+			if j.hold.Silent(now, j.start, timeout, a, b) {
 				j.hangup(endMediaTimeout, -1)
 				return
 			}
@@ -143,9 +148,13 @@ func (j *join) hangup(cause string, from int) {
 		j.cause = cause
 		close(j.ended)
 		legs := j.legs
-		codecs := [2]string{legs[0].codec.Name, legs[1].codec.Name}
+		var codecs [2]string
+		for i, l := range legs {
+			c, _ := l.Codecs()
+			codecs[i] = c.Name
+		}
 		for _, l := range legs {
-			l.stopSessionTimer()
+			l.StopSessionTimer()
 		}
 		j.mu.Unlock()
 		var wg sync.WaitGroup
@@ -158,46 +167,46 @@ func (j *join) hangup(cause string, from int) {
 				defer wg.Done()
 				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 				defer cancel()
-				if err := l.bye(ctx); err != nil {
+				if err := l.Bye(ctx); err != nil {
 					j.log.Debug("bye failed", "leg", i, "err", err)
 				}
 			}()
 		}
 		wg.Wait()
 		for _, l := range legs {
-			_ = l.rtp.Close()
+			_ = l.RTP().Close()
 		}
 		j.mediaWG.Wait()
 		j.finish(legs, codecs)
 	})
 }
 
-func (j *join) finish(legs [2]*SIPLeg, codecs [2]string) {
+func (j *join) finish(legs [2]*sipleg.Leg, codecs [2]string) {
 	r := j.r
 	end := time.Now()
 	r.mu.Lock()
 	for _, l := range legs {
-		if r.joins[l.id] == j {
-			delete(r.joins, l.id)
+		if r.joins[l.ID()] == j {
+			delete(r.joins, l.ID())
 		}
 	}
 	r.mu.Unlock()
 	a, b := legs[0], legs[1]
-	as, bs := a.rtp.Stats(), b.rtp.Stats()
-	trunk := a.route.Name
-	if b.route.Name != trunk {
-		trunk += "," + b.route.Name
+	as, bs := a.RTP().Stats(), b.RTP().Stats()
+	trunk := a.Route().Name
+	if b.Route().Name != trunk {
+		trunk += "," + b.Route().Name
 	}
 	r.countEnd(j.cause, trunk)
 	// A join has no browser leg: the Browser* and WebRTC* fields describe
 	// the second trunk leg (see cdr.Record).
 	rec := cdr.Record{
-		CallID: j.id, TrunkCallID: a.callID, BrowserCallID: b.callID,
+		CallID: j.id, TrunkCallID: a.CallID(), BrowserCallID: b.CallID(),
 		From: j.from, To: j.to, Trunk: trunk, Direction: directionTransfer,
 		Start: j.start, Answer: j.start, End: end, EndCause: j.cause, SIPCode: 200,
 		Mode: mediaplan.ModePassthrough, SIPCodec: codecs[0], WebRTCCodec: codecs[1],
 	}
-	recordLegs(&rec, as, bs, a.rtp.Transport(), b.rtp.Transport())
+	recordLegs(&rec, as, bs, a.RTP().Transport(), b.RTP().Transport())
 	r.countTransports("", rec.SIPTransport)
 	r.countTransports("", rec.WebRTCTransport)
 	if !strings.EqualFold(codecs[0], codecs[1]) {
@@ -218,7 +227,7 @@ func (j *join) onBye(i int, req *sip.Request, tx sip.ServerTransaction) {
 	j.mu.Lock()
 	l := j.legs[i]
 	j.mu.Unlock()
-	l.readBye(req, tx)
+	l.ReadBye(req, tx)
 	j.hangup(endNormalTrunk, i)
 }
 
@@ -229,9 +238,9 @@ func (j *join) onBye(i int, req *sip.Request, tx sip.ServerTransaction) {
 func (j *join) onOffer(i int, req *sip.Request, tx sip.ServerTransaction) {
 	j.mu.Lock()
 	l := j.legs[i]
-	if l.offering.Load() {
+	if l.Offering() {
 		j.mu.Unlock()
-		respond(tx, req, 491, "Request Pending") // glare with our own offer on this dialog
+		sipleg.Respond(tx, req, 491, "Request Pending") // glare with our own offer on this dialog
 		return
 	}
 	var body string
@@ -240,50 +249,45 @@ func (j *join) onOffer(i int, req *sip.Request, tx sip.ServerTransaction) {
 	case len(req.Body()) == 0 && req.Method == sip.UPDATE:
 		// A session refresh: nothing changes.
 	case len(req.Body()) == 0:
-		body = l.nextSDP(j.legs[1-i].askedDir(), "", nil)
+		body = l.NextSDP(j.legs[1-i].AskedDir(), "", nil)
 	default:
 		_, a, err := sdp.Parse(req.Body())
 		if err != nil {
 			j.mu.Unlock()
-			respond(tx, req, 400, "Bad Request")
+			sipleg.Respond(tx, req, 400, "Bad Request")
 			return
 		}
 		codec, ok := j.followCodec(l, j.legs[1-i], a)
 		if !ok {
 			j.mu.Unlock()
-			respond(tx, req, 488, "Not Acceptable Here", sip.NewHeader("Warning", `399 mediarelay "no codec the other leg can be joined to"`))
+			sipleg.Respond(tx, req, 488, "Not Acceptable Here", sip.NewHeader("Warning", `399 mediarelay "no codec the other leg can be joined to"`))
 			return
 		}
-		l.setRemote(a)
-		dtmf := l.dtmf
+		l.SetRemote(a)
+		cur, curDTMF := l.Codecs()
+		dtmf := curDTMF
 		if ev, ok := a.DTMF(8000); ok && dtmf.PT != 0 {
 			dtmf.PT = ev.PT
 		} else if !ok {
 			dtmf = sdp.Codec{} // the offer dropped telephone-event
 		}
-		if !codec.Is(l.codec.Name) || codec.PT != l.codec.PT || dtmf.PT != l.dtmf.PT {
+		if !codec.Is(cur.Name) || codec.PT != cur.PT || dtmf.PT != curDTMF.PT {
 			// The leg moves to another codec, or renumbers: answer with
 			// its numbering and re-plumb both directions.
-			l.codec = sdp.Codec{Name: codec.Name, PT: codec.PT, Clock: codec.Clock, Channels: max(codec.Channels, 1)}
-			l.dtmf = dtmf
-			codecs := []sdp.Codec{l.codec}
-			if l.dtmf.PT != 0 {
-				codecs = append(codecs, l.dtmf)
-			}
-			l.sdp = sdp.SetCodecs(l.sdp, codecs)
+			l.MoveCodec(sdp.Codec{Name: codec.Name, PT: codec.PT, Clock: codec.Clock, Channels: max(codec.Channels, 1)}, dtmf)
 			j.restartMedia()
-			j.log.Info("trunk leg changed codec", "leg", l.callID, "codec", codec.Name)
+			j.log.Info("trunk leg changed codec", "leg", l.CallID(), "codec", codec.Name)
 		}
 		dir := a.EffectiveDirection()
-		if l.setDir(dir) {
+		if l.SetDir(dir) {
 			fwd = dir
 		}
-		j.hold.update(j.legs[:]...)
-		body = l.nextSDP(sdp.AnswerDirection(dir), "", nil)
+		j.hold.Update(j.legs[:]...)
+		body = l.NextSDP(sdp.AnswerDirection(dir), "", nil)
 	}
-	route := l.route
+	route := l.Route()
 	j.mu.Unlock()
-	if err := l.answerOffer(req, tx, body, sip.HeaderClone(&j.r.dialogUAFor(route).ContactHDR)); err != nil {
+	if err := l.AnswerOffer(req, tx, body, sip.HeaderClone(&j.r.dialogUAFor(route).ContactHDR)); err != nil {
 		return
 	}
 	if fwd != "" {
@@ -294,12 +298,14 @@ func (j *join) onOffer(i int, req *sip.Request, tx sip.ServerTransaction) {
 // followCodec picks the codec leg l goes on with after its offer a: the
 // one it has if still offered, else the first offered one that the other
 // leg's codec can be joined to.
-func (j *join) followCodec(l, other *SIPLeg, a sdp.Audio) (sdp.Codec, bool) {
-	if c, ok := a.Find(l.codec.Name); ok && c.Clock == l.codec.Clock {
+func (j *join) followCodec(l, other *sipleg.Leg, a sdp.Audio) (sdp.Codec, bool) {
+	mine, _ := l.Codecs()
+	if c, ok := a.Find(mine.Name); ok && c.Clock == mine.Clock {
 		return c, true
 	}
+	theirs, _ := other.Codecs()
 	for _, c := range a.Codecs {
-		if !c.Is("telephone-event") && mediaplan.Joinable(c, other.codec) {
+		if !c.Is("telephone-event") && mediaplan.Joinable(c, theirs) {
 			return c, true
 		}
 	}
@@ -311,12 +317,12 @@ func (j *join) offerOut(k int, dir string) {
 	j.mu.Lock()
 	l := j.legs[k]
 	j.mu.Unlock()
-	res, err := l.sendOffer(j.ended, func() string {
+	res, err := l.SendOffer(j.ended, func() string {
 		j.mu.Lock()
 		defer j.mu.Unlock()
-		return l.nextSDP(dir, "", nil)
+		return l.NextSDP(dir, "", nil)
 	})
-	if errors.Is(err, errEnded) {
+	if errors.Is(err, sipleg.ErrEnded) {
 		return
 	}
 	if err != nil || !res.IsSuccess() {
@@ -335,31 +341,31 @@ func (j *join) onInfo(i int, req *sip.Request, tx sip.ServerTransaction) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	res, err := other.request(ctx, sip.INFO, req.Body(), hdrs...)
+	res, err := other.Request(ctx, sip.INFO, req.Body(), hdrs...)
 	if err != nil {
-		respond(tx, req, 408, "Request Timeout")
+		sipleg.Respond(tx, req, 408, "Request Timeout")
 		return
 	}
-	respond(tx, req, int(res.StatusCode), res.Reason)
+	sipleg.Respond(tx, req, int(res.StatusCode), res.Reason)
 }
 
 // onRefer: a trunk in a join transfers its peer (the other trunk leg) to
 // a new target. The relay calls the target and swaps it in for the
 // referring leg.
 func (j *join) onRefer(i int, req *sip.Request, tx sip.ServerTransaction) {
-	target, ok := referTarget(req, tx)
+	target, ok := sipleg.ReferTarget(req, tx)
 	if !ok {
 		return
 	}
 	route := j.r.route(target.User)
 	if route == nil {
-		respond(tx, req, 603, "Decline", sip.NewHeader("Warning", `399 mediarelay "no route to the transfer target"`))
+		sipleg.Respond(tx, req, 603, "Decline", sip.NewHeader("Warning", `399 mediarelay "no route to the transfer target"`))
 		return
 	}
 	var extra []sip.Header
-	if rep, present, ok := referReplaces(target); present {
+	if rep, present, ok := sipleg.ReferReplaces(target); present {
 		if !ok {
-			respond(tx, req, 400, "Bad Request", sip.NewHeader("Warning", `399 mediarelay "malformed Replaces"`))
+			sipleg.Respond(tx, req, 400, "Bad Request", sip.NewHeader("Warning", `399 mediarelay "malformed Replaces"`))
 			return
 		}
 		extra = append(extra, sip.NewHeader("Replaces", rep.String()))
@@ -368,19 +374,28 @@ func (j *join) onRefer(i int, req *sip.Request, tx sip.ServerTransaction) {
 	old := j.legs[i]
 	other := j.legs[1-i]
 	// A copy of what the target is offered: the codec may change while it rings.
-	peer := &SIPLeg{party: other.party, codec: other.codec, dtmf: other.dtmf}
+	codec, dtmf := other.Codecs()
+	peer := joinPeer{party: other.Party(), codec: codec, dtmf: dtmf}
 	j.mu.Unlock()
 	res := sip.NewResponseFromRequest(req, 202, "Accepted", nil)
-	res.AppendHeader(sip.HeaderClone(&j.r.dialogUAFor(old.route).ContactHDR))
+	res.AppendHeader(sip.HeaderClone(&j.r.dialogUAFor(old.Route()).ContactHDR))
 	if err := tx.Respond(res); err != nil {
 		return
 	}
 	go j.transfer(i, old, peer, route, target.User, extra)
 }
 
-func (j *join) transfer(i int, old, peer *SIPLeg, route *config.Trunk, user string, extra []sip.Header) {
-	ref, _ := old.ref()
-	notify := func(status string, final bool) { notifyRefer(j.log, ref, status, final) }
+// joinPeer is what a transfer target is offered: the party staying in
+// the join, and its codec as it was when the REFER came (it may change
+// while the target rings).
+type joinPeer struct {
+	party       string
+	codec, dtmf sdp.Codec
+}
+
+func (j *join) transfer(i int, old *sipleg.Leg, peer joinPeer, route *config.Trunk, user string, extra []sip.Header) {
+	ref, _ := old.Ref()
+	notify := func(status string, final bool) { ref.NotifyRefer(j.log, status, final) }
 	notify("100 Trying", false)
 	ctx, cancel := untilEnded(j.ended, ringTimeout)
 	defer cancel()
@@ -394,25 +409,25 @@ func (j *join) transfer(i int, old, peer *SIPLeg, route *config.Trunk, user stri
 	select {
 	case <-j.ended:
 		j.mu.Unlock()
-		leg.drop()
+		leg.Drop()
 		return
 	default:
 	}
 	for _, l := range j.legs {
-		_ = l.rtp.PauseReads()
+		_ = l.RTP().PauseReads()
 	}
 	j.mediaWG.Wait()
-	old.stopSessionTimer()
+	old.StopSessionTimer()
 	j.legs[i] = leg
 	j.adopt(leg)
 	j.r.mu.Lock()
-	delete(j.r.joins, old.id)
-	j.r.joins[leg.id] = j
+	delete(j.r.joins, old.ID())
+	j.r.joins[leg.ID()] = j
 	j.r.mu.Unlock()
-	j.hold.update(j.legs[:]...)
+	j.hold.Update(j.legs[:]...)
 	j.startMedia()
 	j.mu.Unlock()
 	j.log.Info("transferred", "target", user, "trunk", route.Name)
 	notify("200 OK", true)
-	old.drop()
+	old.Drop()
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/mediarelay/mediarelay/media"
 	"github.com/mediarelay/mediarelay/pkg/cdr"
 	"github.com/mediarelay/mediarelay/pkg/metrics"
+	"github.com/mediarelay/mediarelay/signaling/sipleg"
 )
 
 // dropCounters caches one counter per drop reason so the packet path does
@@ -82,8 +83,8 @@ func (r *Relay) joinList() []*join {
 
 // countMedia adds what the join's legs moved since they were last
 // counted. Both are trunk legs: they count as SIP.
-func (j *join) countMedia(legs [2]*SIPLeg) {
-	j.r.countMoved(&j.counted, legs[0].rtp, legs[1].rtp, false)
+func (j *join) countMedia(legs [2]*sipleg.Leg) {
+	j.r.countMoved(&j.counted, legs[0].RTP(), legs[1].RTP(), false)
 }
 
 // countMedia adds what the call's legs moved since it was last counted.
@@ -103,6 +104,38 @@ func (c *Call) countMedia() {
 func (c *Call) mediaStarted() bool {
 	m := c.active.Load()
 	return m != nil && m.toSIP != nil
+}
+
+// legCounts is what of a call's leg statistics is already in the relay's
+// packet and byte counters, per leg: the legs keep their own counts (the
+// packet path touches no shared counter) and the relay adds what is new
+// at each scrape and at the call's end.
+type legCounts struct {
+	mu   sync.Mutex
+	legs [2]any // the legs counted; a transfer may swap one in
+	last [2]media.LegStats
+}
+
+// countMoved adds to the relay's counters what legs a and b moved since
+// they were last counted in n; a is the WebRTC leg when aIsWeb, else both
+// are SIP legs.
+func (r *Relay) countMoved(n *legCounts, a, b sipleg.StatsSource, aIsWeb bool) {
+	as, bs := a.Stats(), b.Stats()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for i, l := range [2]any{a, b} {
+		if n.legs[i] != l {
+			n.legs[i], n.last[i] = l, media.LegStats{}
+		}
+	}
+	da, db := since(as, n.last[0]), since(bs, n.last[1])
+	if aIsWeb {
+		r.countLegs(da, db)
+	} else {
+		r.countLegs(media.LegStats{}, da)
+		r.countLegs(media.LegStats{}, db)
+	}
+	n.last = [2]media.LegStats{as, bs}
 }
 
 // since is cur minus what was counted before, per counter.
@@ -247,7 +280,7 @@ func (r *Relay) activeCalls() []metrics.ActiveCalls {
 	for _, j := range r.joins {
 		if !seen[j] {
 			seen[j] = true
-			n[key{j.legs[0].route.Name, "join"}]++
+			n[key{j.legs[0].Route().Name, "join"}]++
 		}
 	}
 	r.mu.Unlock()

@@ -214,7 +214,8 @@ func (h ngHandler) Offer(req *ng.Request) (string, error) {
 	}
 	route := ngRoute(req.Source, req.Flags, offer.Codecs, plainProto)
 	c := r.newCall(route, DirectionNG)
-	c.browser.callID, c.trunk.callID = req.CallID, req.CallID
+	c.browser.SetCallID(req.CallID)
+	c.trunk.SetCallID(req.CallID)
 	c.from, c.start, c.ngs = req.FromTag, s.created, s
 	// Ids come from SIP clients through the proxy: logged bounded.
 	c.log = r.log.With("call", c.id, "ng_call_id", logsafe.Truncate(req.CallID, 64), "proxy", req.Source.String())
@@ -293,7 +294,7 @@ func (s *ngSession) offerToPlain(offer sdp.Audio, req *ng.Request, fail func(int
 		SessionID: uint64(time.Now().UnixNano()),
 		Version:   1,
 		Addr:      c.r.mediaAddr(),
-		Port:      int(c.trunk.rtp.LocalAddr().Port()),
+		Port:      int(c.trunk.RTP().LocalAddr().Port()),
 		Codecs:    offered,
 		Direction: offer.Direction,
 	}
@@ -388,7 +389,7 @@ func (h ngHandler) Answer(req *ng.Request) (string, error) {
 			return s.answerSDP, nil
 		}
 		if _, ans, err := sdp.Parse([]byte(req.SDP)); err == nil {
-			c.trunk.setRemote(s.sourceAddress(ans, req.Flags))
+			c.trunk.SetRemote(s.sourceAddress(ans, req.Flags))
 		}
 		return s.answerSDP, nil
 	}

@@ -44,7 +44,7 @@ func (r *Relay) outbound(req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 	c := r.newCall(out.route, "outbound")
-	c.browser.dialog = serverDialog(dss)
+	c.browser.SetServer(dss)
 	c.from, c.to = req.From().Address.User, req.Recipient.User
 	c.browserOffer, c.offered, c.e2e = string(req.Body()), out.offered, out.e2e
 	c.user, c.wsSource = out.caller, req.Source()
@@ -138,12 +138,12 @@ func (c *Call) trunkOfferSDP(browserDTLS mediaplan.DTLSIdentity) ([]byte, error)
 		SessionID: uint64(time.Now().UnixNano()),
 		Version:   1,
 		Addr:      c.r.mediaAddrFor(c.route.PeerAddr()),
-		Port:      int(c.trunk.rtp.LocalAddr().Port()),
+		Port:      int(c.trunk.RTP().LocalAddr().Port()),
 		Codecs:    c.offered,
 		Ptime:     c.route.Ptime,
 	}
 	if c.e2e {
-		ice, err := c.trunk.rtp.EnableICE(o.Addr)
+		ice, err := c.trunk.RTP().EnableICE(o.Addr)
 		if err != nil {
 			return nil, err
 		}
@@ -173,8 +173,8 @@ func (c *Call) callTrunk(ctx context.Context, cancel context.CancelCauseFunc, re
 		fail(503, "Trunk Unreachable", endUnreachable)
 		return nil
 	}
-	c.trunk.dcs, c.trunk.callID = dcs, dcs.InviteRequest.CallID().Value()
-	c.trunk.sdp = string(body)
+	c.trunk.SetClient(dcs)
+	c.trunk.SetSDP(string(body))
 
 	earlySent := false
 	err = dcs.WaitAnswer(ctx, sipgo.AnswerOptions{
@@ -223,10 +223,10 @@ func (c *Call) answerOutbound(dss *sipgo.DialogServerSession, dcs *sipgo.DialogC
 	if perr == nil {
 		perr = c.setupMedia(ans)
 	}
-	c.trunk.id = dcs.ID
+	c.trunk.Confirm()
 	r.indexDialog(c, dcs.ID)
 	c.markAnswered()
-	c.trunk.answeredSessionTimer(dcs.InviteResponse)
+	c.trunk.AnsweredSessionTimer(dcs.InviteResponse)
 	if perr != nil {
 		c.log.Warn("trunk answer unusable", "err", perr)
 		// The trunk's dialog exists now: hangup sends it a BYE.

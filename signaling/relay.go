@@ -495,8 +495,8 @@ func (r *Relay) removeCall(c *Call) {
 	r.mu.Lock()
 	if _, ok := r.calls[c.id]; ok {
 		delete(r.calls, c.id)
-		delete(r.byDialog, c.browser.id)
-		delete(r.byDialog, c.trunk.id)
+		delete(r.byDialog, c.browser.ID())
+		delete(r.byDialog, c.trunk.ID())
 		if c.ngs != nil && r.ngCalls[c.ngs.callID] == c.ngs {
 			delete(r.ngCalls, c.ngs.callID)
 		}

@@ -92,7 +92,7 @@ func (c *Call) secureAnswer(ans sdp.Audio) error {
 		c.log.Info("trunk answered without SRTP; media in the clear (srtp: optional)")
 		return nil
 	}
-	if err := c.trunk.rtp.StartSRTP(cfg); err != nil {
+	if err := c.trunk.RTP().StartSRTP(cfg); err != nil {
 		return err
 	}
 	s.suite = suite
@@ -109,7 +109,7 @@ func (c *Call) startInboundSRTP(k *mediaplan.InboundKeys, fail func(int, string,
 		return true
 	}
 	cfg := k.Config
-	if err := c.trunk.rtp.StartSRTP(&cfg); err != nil {
+	if err := c.trunk.RTP().StartSRTP(&cfg); err != nil {
 		c.log.Warn("srtp setup failed", "err", err)
 		fail(488, "Not Acceptable Here", endSRTPRequired)
 		return false

@@ -8,22 +8,23 @@ import (
 	"github.com/mediarelay/mediarelay/media"
 	"github.com/mediarelay/mediarelay/pkg/sdp"
 	"github.com/mediarelay/mediarelay/signaling/mediaplan"
+	"github.com/mediarelay/mediarelay/signaling/sipleg"
 )
 
 // transferBrowser performs a blind transfer the browser asked for: its
 // peer (the trunk leg) is connected to the registered user target, whose
 // browsers ring with an offer in the numbering the forwarding already uses.
-func (c *Call) transferBrowser(old dialogRef, target string) {
+func (c *Call) transferBrowser(old sipleg.DialogRef, target string) {
 	r := c.r
-	notifyRefer(c.log, old, "100 Trying", false)
+	old.NotifyRefer(c.log, "100 Trying", false)
 	user, ok := r.browserUser(target)
 	if !ok {
-		notifyRefer(c.log, old, "404 Not Found", true)
+		old.NotifyRefer(c.log, "404 Not Found", true)
 		return
 	}
 	bindings := r.registrar.Lookup(user)
 	if len(bindings) == 0 {
-		notifyRefer(c.log, old, "480 Temporarily Unavailable", true)
+		old.NotifyRefer(c.log, "480 Temporarily Unavailable", true)
 		return
 	}
 	cur := c.webLeg()
@@ -42,12 +43,12 @@ func (c *Call) transferBrowser(old dialogRef, target string) {
 	winner, finals, rung := r.ringBrowsers(ctx, c, bindings, func() (*media.WebRTCLeg, string, error) { return r.webrtc.OfferCodecs(codecs) },
 		party, func() {}, nil)
 	if !rung {
-		notifyRefer(c.log, old, "480 Temporarily Unavailable", true)
+		old.NotifyRefer(c.log, "480 Temporarily Unavailable", true)
 		return
 	}
 	if winner == nil {
 		code, reason, _ := pickFinal(finals)
-		notifyRefer(c.log, old, fmtStatus(code, reason), true)
+		old.NotifyRefer(c.log, fmtStatus(code, reason), true)
 		return
 	}
 	_ = winner.dcs.Ack(context.Background())
@@ -59,12 +60,14 @@ func (c *Call) transferBrowser(old dialogRef, target string) {
 	if err != nil {
 		c.log.Info("transfer target's answer unusable", "err", err)
 		r.hangUpFork(winner)
-		notifyRefer(c.log, old, "488 Not Acceptable Here", true)
+		old.NotifyRefer(c.log, "488 Not Acceptable Here", true)
 		return
 	}
 	// Swap the browser leg.
 	c.mid.mu.Lock()
-	prev, ok := c.replaceLeg(sideBrowser, &SIPLeg{dialog: clientDialog(winner.dcs)})
+	browser := sipleg.New(nil)
+	browser.SetClient(winner.dcs)
+	prev, ok := c.replaceLeg(sideBrowser, browser)
 	if !ok {
 		c.mid.mu.Unlock()
 		r.hangUpFork(winner)
@@ -76,10 +79,10 @@ func (c *Call) transferBrowser(old dialogRef, target string) {
 	_ = cur.Close()
 	c.log.Info("transferred by the browser", "target", user)
 
-	notifyRefer(c.log, old, "200 OK", true)
+	old.NotifyRefer(c.log, "200 OK", true)
 	bctx, bcancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer bcancel()
-	_ = prev.bye(bctx)
+	_ = prev.Bye(bctx)
 }
 
 func fmtStatus(code int, reason string) string {
