@@ -22,25 +22,6 @@ import (
 	"github.com/mediarelay/mediarelay/signaling/sipleg"
 )
 
-// End causes, as written to CDRs and the calls_total metric.
-const (
-	endNormalBrowser = "normal"       // browser hung up
-	endNormalTrunk   = "normal_trunk" // trunk hung up
-	endBusy          = "busy"         // 486/600
-	endNoAnswer      = "no_answer"    // ring timeout or 408/480
-	endCancelled     = "cancelled"    // browser cancelled while ringing
-	endRejected      = "rejected"     // any other final failure from the trunk
-	endUnreachable   = "trunk_unreachable"
-	endMediaTimeout  = "media_timeout"
-	endICEFailed     = "ice_failed"
-	endNoCodec       = "no_common_codec"
-	endBadRequest    = "bad_request"
-	endNoRoute       = "no_route"
-	endError         = "error"
-	endShutdown      = "shutdown"
-	endSessionTime   = "session_expired" // a trunk leg's session timer ran out (RFC 4028)
-)
-
 // Call is one relayed call: a browser dialog and a trunk dialog (sipleg.Legs),
 // the browser's WebRTC leg, and the forwarding between it and the trunk's
 // RTP leg. The Call decides what crosses from one leg to the other; what
@@ -132,7 +113,7 @@ type Call struct {
 func (r *Relay) newCall(route *config.Trunk, direction string) *Call {
 	c := &Call{r: r, id: newCallID(), route: route, direction: direction, start: time.Now(),
 		ended: make(chan struct{}), browser: sipleg.New(nil), trunk: sipleg.New(route)}
-	c.sessionExpired = func() { c.hangup(endSessionTime, 0, "") }
+	c.sessionExpired = func() { c.hangup(cdr.CauseSessionExpired, 0, "") }
 	c.log = r.log.With("call", c.id)
 	if route != nil {
 		c.log = r.log.With("call", c.id, "trunk", route.Name)
@@ -255,7 +236,7 @@ func (c *Call) openRTPLeg(fail func(int, string, string, ...sip.Header)) bool {
 	})
 	if err != nil {
 		c.log.Warn("no media port", "err", err)
-		fail(503, "No Media Ports", endError, sip.NewHeader("Retry-After", "5"))
+		fail(503, "No Media Ports", cdr.CauseError, sip.NewHeader("Retry-After", "5"))
 		return false
 	}
 	c.trunk.SetRTP(rtp)
@@ -399,18 +380,18 @@ func (c *Call) check(now time.Time) {
 	select {
 	case <-c.webLeg().Failed():
 		c.r.countLegFailure(c.webLeg().FailCause())
-		end(endICEFailed)
+		end(cdr.CauseICEFailed)
 		return
 	default:
 	}
 	c.observeFirstMedia()
 	if c.sec.authFailing(c.sipLeg()) {
 		c.log.Warn("trunk's SRTP keeps failing authentication; ending the call")
-		end(endSRTPAuth)
+		end(cdr.CauseSRTPAuth)
 		return
 	}
 	if c.mid.hold.Silent(now, c.answered, c.r.cfg.Media.Timeout, c.webLeg(), c.sipLeg()) {
-		end(endMediaTimeout)
+		end(cdr.CauseMediaTimeout)
 	}
 }
 
@@ -426,9 +407,9 @@ func (c *Call) onAck(s side, req *sip.Request, tx sip.ServerTransaction) {
 func (c *Call) onBye(s side, req *sip.Request, tx sip.ServerTransaction) {
 	c.legNow(s).ReadBye(req, tx)
 	if s == sideBrowser {
-		c.hangup(endNormalBrowser, 0, "")
+		c.hangup(cdr.CauseNormalBrowser, 0, "")
 	} else {
-		c.hangup(endNormalTrunk, 0, "")
+		c.hangup(cdr.CauseNormalTrunk, 0, "")
 	}
 }
 
@@ -462,10 +443,10 @@ func (c *Call) hangup(cause string, code int, reason string) {
 			trunk.StopSessionTimer()
 		}
 		if !c.answered.IsZero() {
-			if cause != endNormalTrunk && !handedOff && trunk.Exists() {
+			if cause != cdr.CauseNormalTrunk && !handedOff && trunk.Exists() {
 				bye(trunk.Bye, "trunk")
 			}
-			if browser := c.legNow(sideBrowser); cause != endNormalBrowser && browser.Exists() && !c.browserRejected.Load() {
+			if browser := c.legNow(sideBrowser); cause != cdr.CauseNormalBrowser && browser.Exists() && !c.browserRejected.Load() {
 				bye(browser.Bye, "browser")
 			}
 		}

@@ -24,9 +24,6 @@ func e2eWarning() sip.Header {
 	return sip.NewHeader("Warning", `399 mediarelay "end-to-end media needs DTLS-SRTP at the far end"`)
 }
 
-// endE2ENoDTLS is the CDR end cause of such a call.
-const endE2ENoDTLS = "e2e_no_dtls"
-
 // setupE2E is setupMedia for an end-to-end call. When the far end answers
 // without DTLS-SRTP it returns mediaplan.ErrE2ENoDTLS, or, on a trunk whose
 // e2e_fallback is terminate, reports fallback so that the call goes on

@@ -12,6 +12,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/mediarelay/mediarelay/media"
+	"github.com/mediarelay/mediarelay/pkg/cdr"
 	"github.com/mediarelay/mediarelay/signaling/registrar"
 )
 
@@ -249,16 +250,16 @@ func pickFinal(finals []*sip.Response) (int, string, string) {
 		}
 	}
 	if best == nil {
-		return 480, "Temporarily Unavailable", endNoAnswer
+		return 480, "Temporarily Unavailable", cdr.CauseNoAnswer
 	}
 	code := int(best.StatusCode)
 	switch {
 	case code == 486 || code == 600 || code == 603:
-		return code, best.Reason, endBusy
+		return code, best.Reason, cdr.CauseBusy
 	case code == 408 || code == 480 || code == 487:
-		return 480, "Temporarily Unavailable", endNoAnswer
+		return 480, "Temporarily Unavailable", cdr.CauseNoAnswer
 	case code >= 400 && code < 700 && code != 401 && code != 407:
-		return code, best.Reason, endRejected
+		return code, best.Reason, cdr.CauseRejected
 	}
-	return 480, "Temporarily Unavailable", endRejected
+	return 480, "Temporarily Unavailable", cdr.CauseRejected
 }

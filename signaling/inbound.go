@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mediarelay/mediarelay/media"
+	"github.com/mediarelay/mediarelay/pkg/cdr"
 	"github.com/mediarelay/mediarelay/pkg/config"
 	"github.com/mediarelay/mediarelay/pkg/sdp"
 	"github.com/mediarelay/mediarelay/signaling/digest"
@@ -304,7 +305,7 @@ func (c *Call) ringUser(ctx context.Context, req *sip.Request, dss *sipgo.Dialog
 			}
 		}, dss.Context().Done())
 	if !rung {
-		fail(480, "Temporarily Unavailable", endUnreachable)
+		fail(480, "Temporarily Unavailable", cdr.CauseUnreachable)
 		return nil
 	}
 	if winner != nil && dss.Context().Err() == nil {
@@ -315,11 +316,11 @@ func (c *Call) ringUser(ctx context.Context, req *sip.Request, dss *sipgo.Dialog
 	}
 	switch {
 	case dss.Context().Err() != nil:
-		c.hangup(endCancelled, 487, "") // the transaction layer answered 487
+		c.hangup(cdr.CauseCancelled, 487, "") // the transaction layer answered 487
 	case ringCtx.Err() != nil && ctx.Err() == nil:
-		fail(480, "Temporarily Unavailable", endNoAnswer)
+		fail(480, "Temporarily Unavailable", cdr.CauseNoAnswer)
 	case ctx.Err() != nil:
-		fail(503, "Service Unavailable", endShutdown)
+		fail(503, "Service Unavailable", cdr.CauseShutdown)
 	default:
 		code, reason, cause := pickFinal(finals)
 		fail(code, reason, cause)
@@ -346,7 +347,7 @@ func (c *Call) answerInbound(req *sip.Request, dss *sipgo.DialogServerSession, w
 		r.mu.Lock()
 		c.trunk.Abandon() // never established towards the trunk: no BYE
 		r.mu.Unlock()
-		c.hangup(endNoCodec, 488, "")
+		c.hangup(cdr.CauseNoCodec, 488, "")
 		return
 	}
 	c.watch()
@@ -355,7 +356,7 @@ func (c *Call) answerInbound(req *sip.Request, dss *sipgo.DialogServerSession, w
 	c.trunk.AcceptSessionTimer(req, res)
 	if err := dss.WriteResponse(res); err != nil {
 		c.log.Warn("trunk did not take the answer", "err", err)
-		c.hangup(endError, 0, "")
+		c.hangup(cdr.CauseError, 0, "")
 		return
 	}
 	c.log.Info("inbound call answered", "from", c.from, "to", c.to, "device", winner.b.Key)
@@ -451,7 +452,7 @@ func (c *Call) trunkAck(l *sipleg.Leg, req *sip.Request) {
 	}
 	if err != nil {
 		c.log.Info("trunk's answer in the ACK unusable", "err", err)
-		go c.hangup(endNoCodec, 0, "")
+		go c.hangup(cdr.CauseNoCodec, 0, "")
 		return
 	}
 	l.SetRemote(ans)

@@ -28,9 +28,6 @@ import (
 // RTP header, so both legs carry the same codec, or G.711's two laws,
 // converted byte by byte; nothing is decoded.
 
-// endTransferred ends a browser's call whose trunk leg went on in a join.
-const endTransferred = "transferred"
-
 // directionTransfer is the CDR direction of a join.
 const directionTransfer = "transfer"
 
@@ -105,7 +102,7 @@ func (j *join) startMedia() {
 // adopt makes the join the one leg l's session timer ends, and restarts
 // its clock.
 func (j *join) adopt(l *sipleg.Leg) {
-	l.AdoptSessionTimer(j.log, func() { j.hangup(endSessionTime, -1) })
+	l.AdoptSessionTimer(j.log, func() { j.hangup(cdr.CauseSessionExpired, -1) })
 	l.ArmSessionTimer()
 }
 
@@ -133,7 +130,7 @@ func (j *join) watch() {
 			a, b := j.legs[0].RTP(), j.legs[1].RTP()
 			j.mu.Unlock()
 			if j.hold.Silent(now, j.start, timeout, a, b) {
-				j.hangup(endMediaTimeout, -1)
+				j.hangup(cdr.CauseMediaTimeout, -1)
 				return
 			}
 		}
@@ -228,7 +225,7 @@ func (j *join) onBye(i int, req *sip.Request, tx sip.ServerTransaction) {
 	l := j.legs[i]
 	j.mu.Unlock()
 	l.ReadBye(req, tx)
-	j.hangup(endNormalTrunk, i)
+	j.hangup(cdr.CauseNormalTrunk, i)
 }
 
 // onOffer handles a re-INVITE or UPDATE from leg i: hold, resume, a moved

@@ -1,6 +1,7 @@
 package signaling
 
 import (
+	"github.com/mediarelay/mediarelay/pkg/cdr"
 	"github.com/mediarelay/mediarelay/pkg/sdp"
 	"github.com/mediarelay/mediarelay/signaling/callapi"
 	"github.com/mediarelay/mediarelay/signaling/dtmf"
@@ -8,8 +9,8 @@ import (
 )
 
 // The names this package's tests used before signaling/mediaplan,
-// signaling/dtmf, signaling/callapi and pkg/sdp's text edits moved out of
-// it, so that the tests read as they did.
+// signaling/dtmf, signaling/callapi, pkg/sdp's text edits and the end
+// causes (pkg/cdr) moved out of it, so that the tests read as they did.
 
 const (
 	ModeAuto             = mediaplan.ModeAuto
@@ -21,6 +22,17 @@ const (
 	SRTPOptional         = mediaplan.SRTPOptional
 	SRTPRequired         = mediaplan.SRTPRequired
 	SRTPDTLS             = mediaplan.SRTPDTLS
+
+	endNormalBrowser = cdr.CauseNormalBrowser
+	endNormalTrunk   = cdr.CauseNormalTrunk
+	endBusy          = cdr.CauseBusy
+	endCancelled     = cdr.CauseCancelled
+	endUnreachable   = cdr.CauseUnreachable
+	endMediaTimeout  = cdr.CauseMediaTimeout
+	endSessionTime   = cdr.CauseSessionExpired
+	endAdminHangup   = cdr.CauseAdminHangup
+	endE2ENoDTLS     = cdr.CauseE2ENoDTLS
+	endTransferred   = cdr.CauseTransferred
 )
 
 var (

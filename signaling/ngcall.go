@@ -12,6 +12,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/mediarelay/mediarelay/media"
+	"github.com/mediarelay/mediarelay/pkg/cdr"
 	"github.com/mediarelay/mediarelay/pkg/config"
 	"github.com/mediarelay/mediarelay/pkg/metrics"
 	"github.com/mediarelay/mediarelay/pkg/sdp"
@@ -270,7 +271,7 @@ func (h ngHandler) Offer(req *ng.Request) (string, error) {
 		unanswered := s.answerSDP == ""
 		s.mu.Unlock()
 		if unanswered {
-			c.hangup(endNoAnswer, 0, "")
+			c.hangup(cdr.CauseNoAnswer, 0, "")
 		}
 	})
 	c.log.Info("ng offer", "from_tag", logsafe.Truncate(req.FromTag, 64), "webrtc_offerer", offerWeb, "plain", plainProto, "codecs", strings.Join(route.Codecs, ","))
@@ -445,9 +446,9 @@ func (h ngHandler) Delete(req *ng.Request) (map[string]any, error) {
 	s.last = time.Now()
 	answered := s.answerSDP != ""
 	s.mu.Unlock()
-	cause := endNormalBrowser
+	cause := cdr.CauseNormalBrowser
 	if !answered {
-		cause = endCancelled
+		cause = cdr.CauseCancelled
 	}
 	s.c.hangup(cause, 0, "")
 	return s.stats(), nil
@@ -487,7 +488,7 @@ func (h ngHandler) Statistics() map[string]any {
 	active := int64(r.m.Sum("mediarelay_calls_active"))
 	ended := map[string]any{}
 	var total uint64
-	for _, cause := range append(metrics.EndCauses, endNormalTrunk) {
+	for _, cause := range append(metrics.EndCauses, cdr.CauseNormalTrunk) {
 		n := uint64(r.m.Sum("mediarelay_calls_total", "cause", cause))
 		ended[cause] = n
 		total += n
@@ -511,7 +512,7 @@ func (h ngHandler) Statistics() map[string]any {
 		"totalstatistics": map[string]any{
 			"uptime":          int64(time.Since(r.start).Seconds()),
 			"managedsessions": total,
-			"timeoutsessions": uint64(r.m.Sum("mediarelay_calls_total", "cause", endMediaTimeout)),
+			"timeoutsessions": uint64(r.m.Sum("mediarelay_calls_total", "cause", cdr.CauseMediaTimeout)),
 			"endcauses":       ended,
 			"draining":        r.draining.Load(),
 		},

@@ -13,6 +13,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/mediarelay/mediarelay/media"
+	"github.com/mediarelay/mediarelay/pkg/cdr"
 	"github.com/mediarelay/mediarelay/pkg/config"
 	"github.com/mediarelay/mediarelay/pkg/sdp"
 	"github.com/mediarelay/mediarelay/signaling/mediaplan"
@@ -170,7 +171,7 @@ func (c *Call) callTrunk(ctx context.Context, cancel context.CancelCauseFunc, re
 		sip.NewHeader("Supported", "timer")}, identity...)...)
 	if err != nil {
 		logTrunkError(c.log, route, err)
-		fail(503, "Trunk Unreachable", endUnreachable)
+		fail(503, "Trunk Unreachable", cdr.CauseUnreachable)
 		return nil
 	}
 	c.trunk.SetClient(dcs)
@@ -244,7 +245,7 @@ func (c *Call) answerOutbound(dss *sipgo.DialogServerSession, dcs *sipgo.DialogC
 	c.beginCDR()
 	if err := dss.WriteResponse(c.browserAnswer(dss.InviteRequest)); err != nil {
 		c.log.Warn("browser did not take the answer", "err", err)
-		c.hangup(endError, 0, "")
+		c.hangup(cdr.CauseError, 0, "")
 		return
 	}
 	c.log.Info("call answered", "from", c.from, "to", c.to)
@@ -320,17 +321,17 @@ func (c *Call) failInvite(ctx context.Context, err error, fail func(int, string,
 		fail(code, reason, endCause, hdrs...)
 	case errors.Is(cause, errBrowserCancel):
 		// The transaction layer has already answered the browser with 487.
-		c.hangup(endCancelled, 487, "")
+		c.hangup(cdr.CauseCancelled, 487, "")
 	case errors.Is(cause, errInviteTimeout):
-		fail(408, "Request Timeout", endUnreachable)
+		fail(408, "Request Timeout", cdr.CauseUnreachable)
 	case errors.Is(cause, errRingTimeout):
-		fail(408, "Request Timeout", endNoAnswer)
+		fail(408, "Request Timeout", cdr.CauseNoAnswer)
 	case cause != nil:
 		// hangup already ran (shutdown); make sure the browser hears of it.
-		fail(503, "Service Unavailable", endShutdown)
+		fail(503, "Service Unavailable", cdr.CauseShutdown)
 	default:
 		c.log.Warn("trunk invite failed", "err", err)
-		fail(503, "Trunk Unreachable", endUnreachable)
+		fail(503, "Trunk Unreachable", cdr.CauseUnreachable)
 	}
 }
 
@@ -342,19 +343,19 @@ func mapFinal(res *sip.Response) (int, string, string) {
 	code := int(res.StatusCode)
 	switch {
 	case code == 486 || code == 600:
-		return code, res.Reason, endBusy
+		return code, res.Reason, cdr.CauseBusy
 	case code == 408 || code == 480:
-		return code, res.Reason, endNoAnswer
+		return code, res.Reason, cdr.CauseNoAnswer
 	case code >= 300 && code < 400:
-		return 480, "Temporarily Unavailable", endRejected
+		return 480, "Temporarily Unavailable", cdr.CauseRejected
 	case code == 401 || code == 407:
-		return 403, "Forbidden", endRejected
+		return 403, "Forbidden", cdr.CauseRejected
 	case code >= 500 && code < 600:
-		return 503, "Service Unavailable", endRejected
+		return 503, "Service Unavailable", cdr.CauseRejected
 	case code >= 400 && code < 700:
-		return code, res.Reason, endRejected
+		return code, res.Reason, cdr.CauseRejected
 	}
-	return 500, "Server Internal Error", endError
+	return 500, "Server Internal Error", cdr.CauseError
 }
 
 // mediaAddr is the address the relay puts in SDP towards trunks when

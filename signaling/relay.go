@@ -435,10 +435,10 @@ func (r *Relay) callList() []*Call {
 func (r *Relay) shutdown() {
 	r.stopNG()
 	for _, c := range r.callList() {
-		c.hangup(endShutdown, 0, "")
+		c.hangup(cdr.CauseShutdown, 0, "")
 	}
 	for _, j := range r.joinList() {
-		j.hangup(endShutdown, -1)
+		j.hangup(cdr.CauseShutdown, -1)
 	}
 	r.wg.Wait()
 	if r.httpSrv != nil {

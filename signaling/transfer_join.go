@@ -7,6 +7,7 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
+	"github.com/mediarelay/mediarelay/pkg/cdr"
 	"github.com/mediarelay/mediarelay/pkg/config"
 	"github.com/mediarelay/mediarelay/pkg/sdp"
 	"github.com/mediarelay/mediarelay/signaling/mediaplan"
@@ -81,7 +82,7 @@ func (c *Call) transferToTrunk(old sipleg.DialogRef, route *config.Trunk, user s
 		return
 	}
 	old.NotifyRefer(c.log, "200 OK", true)
-	c.hangup(endTransferred, 0, "")
+	c.hangup(cdr.CauseTransferred, 0, "")
 	c.log.Info("transferred by the browser to a trunk", "target", user, "trunk", route.Name)
 	c.r.startJoin(mine, leg)
 }
@@ -116,13 +117,13 @@ func (c *Call) transferAttended(old sipleg.DialogRef, rep sipleg.Replaces) {
 	if !ok {
 		// This call ended under us: the other trunk party has nobody to
 		// talk to.
-		other.hangup(endTransferred, 0, "")
+		other.hangup(cdr.CauseTransferred, 0, "")
 		b.Drop()
 		return
 	}
 	old.NotifyRefer(c.log, "200 OK", true)
-	c.hangup(endTransferred, 0, "")
-	other.hangup(endTransferred, 0, "")
+	c.hangup(cdr.CauseTransferred, 0, "")
+	other.hangup(cdr.CauseTransferred, 0, "")
 	c.log.Info("attended transfer: trunk legs joined", "other_call", other.id)
 	c.r.startJoin(a, b)
 }
