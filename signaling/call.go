@@ -58,7 +58,7 @@ type Call struct {
 	mediaUp      bool
 	firstMedia   atomic.Bool // mediarelay_call_first_media_seconds observed
 	watched      atomic.Bool // the relay's call watcher checks it (watch)
-	counted      legCounts   // packets and bytes already in the relay's counters
+	counted      media.Tally // packets and bytes already in the relay's counters
 	mediaWG      sync.WaitGroup
 	sec          callSecurity // the SIP leg's encryption (SDES or DTLS-SRTP)
 

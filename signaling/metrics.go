@@ -12,7 +12,7 @@ import (
 	"github.com/mediarelay/mediarelay/media"
 	"github.com/mediarelay/mediarelay/pkg/cdr"
 	"github.com/mediarelay/mediarelay/pkg/metrics"
-	"github.com/mediarelay/mediarelay/signaling/sipleg"
+	"github.com/mediarelay/mediarelay/signaling/join"
 )
 
 // dropCounters caches one counter per drop reason so the packet path does
@@ -58,33 +58,17 @@ func (r *Relay) countLive() {
 	for _, c := range r.callList() {
 		c.countMedia()
 	}
-	for _, j := range r.joinList() {
-		j.mu.Lock()
-		legs := j.legs
-		j.mu.Unlock()
-		j.countMedia(legs)
+	for _, j := range r.joins.List() {
+		r.countJoinMedia(j)
 	}
 }
 
-// joinList is a snapshot of the joined trunk-to-trunk calls in progress.
-func (r *Relay) joinList() []*join {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	seen := make(map[*join]bool, len(r.joins))
-	joins := make([]*join, 0, len(r.joins)/2)
-	for _, j := range r.joins { // each join is filed under both its dialogs
-		if !seen[j] {
-			seen[j] = true
-			joins = append(joins, j)
-		}
-	}
-	return joins
-}
-
-// countMedia adds what the join's legs moved since they were last
+// countJoinMedia adds what the join's legs moved since they were last
 // counted. Both are trunk legs: they count as SIP.
-func (j *join) countMedia(legs [2]*sipleg.Leg) {
-	j.r.countMoved(&j.counted, legs[0].RTP(), legs[1].RTP(), false)
+func (r *Relay) countJoinMedia(j *join.Join) {
+	a, b := j.Moved()
+	r.countLegs(media.LegStats{}, a)
+	r.countLegs(media.LegStats{}, b)
 }
 
 // countMedia adds what the call's legs moved since it was last counted.
@@ -96,7 +80,7 @@ func (c *Call) countMedia() {
 	if web == nil || sip == nil {
 		return
 	}
-	c.r.countMoved(&c.counted, web, sip, true)
+	c.r.countLegs(c.counted.Moved(web, sip))
 }
 
 // mediaStarted says the call's legs exist and forward (startForwarding
@@ -104,52 +88,6 @@ func (c *Call) countMedia() {
 func (c *Call) mediaStarted() bool {
 	m := c.active.Load()
 	return m != nil && m.toSIP != nil
-}
-
-// legCounts is what of a call's leg statistics is already in the relay's
-// packet and byte counters, per leg: the legs keep their own counts (the
-// packet path touches no shared counter) and the relay adds what is new
-// at each scrape and at the call's end.
-type legCounts struct {
-	mu   sync.Mutex
-	legs [2]any // the legs counted; a transfer may swap one in
-	last [2]media.LegStats
-}
-
-// countMoved adds to the relay's counters what legs a and b moved since
-// they were last counted in n; a is the WebRTC leg when aIsWeb, else both
-// are SIP legs.
-func (r *Relay) countMoved(n *legCounts, a, b sipleg.StatsSource, aIsWeb bool) {
-	as, bs := a.Stats(), b.Stats()
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	for i, l := range [2]any{a, b} {
-		if n.legs[i] != l {
-			n.legs[i], n.last[i] = l, media.LegStats{}
-		}
-	}
-	da, db := since(as, n.last[0]), since(bs, n.last[1])
-	if aIsWeb {
-		r.countLegs(da, db)
-	} else {
-		r.countLegs(media.LegStats{}, da)
-		r.countLegs(media.LegStats{}, db)
-	}
-	n.last = [2]media.LegStats{as, bs}
-}
-
-// since is cur minus what was counted before, per counter.
-func since(cur, before media.LegStats) media.LegStats {
-	d := func(a, b uint64) uint64 {
-		if a < b {
-			return 0
-		}
-		return a - b
-	}
-	return media.LegStats{
-		PacketsIn: d(cur.PacketsIn, before.PacketsIn), PacketsOut: d(cur.PacketsOut, before.PacketsOut),
-		BytesIn: d(cur.BytesIn, before.BytesIn), BytesOut: d(cur.BytesOut, before.BytesOut),
-	}
 }
 
 // countTransports counts how an ended call's legs carried media.
@@ -275,15 +213,9 @@ func (r *Relay) activeCalls() []metrics.ActiveCalls {
 		}
 		n[key{c.trunkName(), mode}]++
 	}
-	r.mu.Lock()
-	seen := map[*join]bool{}
-	for _, j := range r.joins {
-		if !seen[j] {
-			seen[j] = true
-			n[key{j.legs[0].Route().Name, "join"}]++
-		}
+	for _, j := range r.joins.List() {
+		n[key{j.Trunk(), "join"}]++
 	}
-	r.mu.Unlock()
 	out := make([]metrics.ActiveCalls, 0, len(n))
 	for k, v := range n {
 		out = append(out, metrics.ActiveCalls{Trunk: k.trunk, Mode: k.mode, N: v})

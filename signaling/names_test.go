@@ -5,12 +5,14 @@ import (
 	"github.com/mediarelay/mediarelay/pkg/sdp"
 	"github.com/mediarelay/mediarelay/signaling/callapi"
 	"github.com/mediarelay/mediarelay/signaling/dtmf"
+	"github.com/mediarelay/mediarelay/signaling/join"
 	"github.com/mediarelay/mediarelay/signaling/mediaplan"
 )
 
 // The names this package's tests used before signaling/mediaplan,
-// signaling/dtmf, signaling/callapi, pkg/sdp's text edits and the end
-// causes (pkg/cdr) moved out of it, so that the tests read as they did.
+// signaling/dtmf, signaling/callapi, signaling/join, pkg/sdp's text edits
+// and the end causes (pkg/cdr) moved out of it, so that the tests read as
+// they did.
 
 const (
 	ModeAuto             = mediaplan.ModeAuto
@@ -33,6 +35,8 @@ const (
 	endAdminHangup   = cdr.CauseAdminHangup
 	endE2ENoDTLS     = cdr.CauseE2ENoDTLS
 	endTransferred   = cdr.CauseTransferred
+
+	directionTransfer = join.Direction
 )
 
 var (

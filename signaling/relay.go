@@ -26,6 +26,7 @@ import (
 	"github.com/mediarelay/mediarelay/signaling/callapi"
 	"github.com/mediarelay/mediarelay/signaling/connguard"
 	"github.com/mediarelay/mediarelay/signaling/echo"
+	"github.com/mediarelay/mediarelay/signaling/join"
 	"github.com/mediarelay/mediarelay/signaling/logsafe"
 	"github.com/mediarelay/mediarelay/signaling/ng"
 	"github.com/mediarelay/mediarelay/signaling/registrar"
@@ -77,7 +78,7 @@ type Relay struct {
 	mu       sync.Mutex
 	calls    map[string]*Call      // by relay call id
 	byDialog map[string]*Call      // by either leg's dialog id
-	joins    map[string]*join      // trunk-to-trunk calls after a transfer, by either leg's dialog id
+	joins    *join.Joins           // trunk-to-trunk calls after a transfer
 	ngCalls  map[string]*ngSession // calls a SIP proxy set up over ng, by the proxy's call-id
 	wg       sync.WaitGroup
 
@@ -106,7 +107,6 @@ func New(cfg config.Config, log *slog.Logger) (*Relay, error) {
 		start:    time.Now(),
 		calls:    map[string]*Call{},
 		byDialog: map[string]*Call{},
-		joins:    map[string]*join{},
 		ngCalls:  map[string]*ngSession{},
 		ready:    make(chan struct{}),
 		wsCalls:  map[string]int{},
@@ -115,6 +115,7 @@ func New(cfg config.Config, log *slog.Logger) (*Relay, error) {
 		wsReaper:  connguard.NewReaper(),
 		reapDone:  make(chan struct{}),
 	}
+	r.joins = join.New(joinHost{r}, log, cfg.Media.Timeout)
 	r.host = cfg.SIP.Host
 	if pub := cfg.Media.PublicAddrs(); r.host == "" && len(pub) > 0 {
 		r.host = pub[0].String()
@@ -437,8 +438,8 @@ func (r *Relay) shutdown() {
 	for _, c := range r.callList() {
 		c.hangup(cdr.CauseShutdown, 0, "")
 	}
-	for _, j := range r.joinList() {
-		j.hangup(cdr.CauseShutdown, -1)
+	for _, j := range r.joins.List() {
+		j.Hangup(cdr.CauseShutdown)
 	}
 	r.wg.Wait()
 	if r.httpSrv != nil {
@@ -465,9 +466,10 @@ func (r *Relay) SIPTLSAddr() net.Addr { return r.tlsAddr }
 
 // ActiveCalls is the number of calls in progress.
 func (r *Relay) ActiveCalls() int {
+	joins := r.joins.Len()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return len(r.calls) + len(r.joins)/2 // a join is indexed by both its dialogs
+	return len(r.calls) + joins
 }
 
 // PortsInUse is the number of RTP port pairs allocated.

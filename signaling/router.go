@@ -74,8 +74,8 @@ func (r *Relay) inDialog(req *sip.Request, tx sip.ServerTransaction) {
 	default:
 		r.countRequest(req)
 	}
-	if j, i := r.joinByDialog(req); j != nil {
-		j.serve(i, req, tx)
+	if j, i := r.joins.Find(req); j != nil {
+		j.Serve(i, req, tx)
 		return
 	}
 	c, s := r.callAndSide(req)
@@ -107,26 +107,6 @@ func (c *Call) serve(s side, req *sip.Request, tx sip.ServerTransaction) {
 		sipleg.Respond(tx, req, 200, "OK")
 	case sip.INFO:
 		c.onInfo(s, req, tx)
-	}
-}
-
-// serve takes an in-dialog request from leg i of the join.
-func (j *join) serve(i int, req *sip.Request, tx sip.ServerTransaction) {
-	switch req.Method {
-	case sip.BYE:
-		j.onBye(i, req, tx)
-	case sip.INVITE, sip.UPDATE:
-		j.onOffer(i, req, tx)
-	case sip.ACK:
-		// Acknowledges a 2xx of ours; a join takes no answers in ACKs.
-	case sip.INFO:
-		j.onInfo(i, req, tx)
-	case sip.NOTIFY:
-		sipleg.Respond(tx, req, 200, "OK")
-	case sip.REFER:
-		j.onRefer(i, req, tx)
-	default:
-		sipleg.Respond(tx, req, 405, "Method Not Allowed", sip.NewHeader("Allow", "INVITE, ACK, BYE, UPDATE, INFO, REFER, NOTIFY, OPTIONS"))
 	}
 }
 
@@ -164,30 +144,6 @@ func (r *Relay) callAndSide(req *sip.Request) (*Call, side) {
 		}
 	}
 	return nil, sideNone
-}
-
-// joinByDialog finds the join an in-dialog request belongs to and the
-// index of the leg that sent it.
-func (r *Relay) joinByDialog(req *sip.Request) (*join, int) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if len(r.joins) == 0 {
-		return nil, -1
-	}
-	uas, _ := sip.DialogIDFromRequestUAS(req) // the trunk placed the leg
-	uac, _ := sip.DialogIDFromRequestUAC(req) // the relay placed it
-	for _, id := range []string{uas, uac} {
-		j := r.joins[id]
-		if j == nil {
-			continue
-		}
-		for i, l := range j.legs {
-			if l.ID() == id && l.PlacedByPeer() == (id == uas) {
-				return j, i
-			}
-		}
-	}
-	return nil, -1
 }
 
 // throttled reports whether req was over its source's rate

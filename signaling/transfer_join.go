@@ -10,6 +10,7 @@ import (
 	"github.com/mediarelay/mediarelay/pkg/cdr"
 	"github.com/mediarelay/mediarelay/pkg/config"
 	"github.com/mediarelay/mediarelay/pkg/sdp"
+	"github.com/mediarelay/mediarelay/signaling/join"
 	"github.com/mediarelay/mediarelay/signaling/mediaplan"
 	"github.com/mediarelay/mediarelay/signaling/sipleg"
 )
@@ -84,7 +85,7 @@ func (c *Call) transferToTrunk(old sipleg.DialogRef, route *config.Trunk, user s
 	old.NotifyRefer(c.log, "200 OK", true)
 	c.hangup(cdr.CauseTransferred, 0, "")
 	c.log.Info("transferred by the browser to a trunk", "target", user, "trunk", route.Name)
-	c.r.startJoin(mine, leg)
+	c.r.joins.Start(newCallID(), mine, leg)
 }
 
 // transferAttended connects the trunk peers of two of the browser's calls:
@@ -125,7 +126,7 @@ func (c *Call) transferAttended(old sipleg.DialogRef, rep sipleg.Replaces) {
 	c.hangup(cdr.CauseTransferred, 0, "")
 	other.hangup(cdr.CauseTransferred, 0, "")
 	c.log.Info("attended transfer: trunk legs joined", "other_call", other.id)
-	c.r.startJoin(a, b)
+	c.r.joins.Start(newCallID(), a, b)
 }
 
 // lockAlive takes r.mu unless the call has ended, and reports whether it
@@ -179,6 +180,40 @@ func (r *Relay) callByDialog(rep sipleg.Replaces, dialog func(*Call) (callID, di
 		}
 	}
 	return nil
+}
+
+// joinHost is what the relay does for its joins (join.Host).
+type joinHost struct{ r *Relay }
+
+func (h joinHost) Contact(route *config.Trunk) sip.Header {
+	return sip.HeaderClone(&h.r.dialogUAFor(route).ContactHDR)
+}
+
+func (h joinHost) Route(user string) *config.Trunk { return h.r.route(user) }
+
+func (h joinHost) Dial(ended <-chan struct{}, route *config.Trunk, user, fromUser string, codec, dtmf sdp.Codec, extra []sip.Header) (*sipleg.Leg, string) {
+	ctx, cancel := untilEnded(ended, ringTimeout)
+	defer cancel()
+	return h.r.dialTrunk(ctx, route, user, fromUser, codec, dtmf, dialOptions{otherLaw: true, extra: extra})
+}
+
+func (h joinHost) CountDrop(reason string) { h.r.countDrop(reason) }
+
+// Ended counts the join's end and its legs' media, and writes its CDR
+// with the legs' counts, loss, jitter and transports.
+func (h joinHost) Ended(j *join.Join, rec cdr.Record) error {
+	r := h.r
+	legs := j.Legs()
+	a, b := legs[0].RTP(), legs[1].RTP()
+	r.countEnd(rec.EndCause, rec.Trunk)
+	recordLegs(&rec, a.Stats(), b.Stats(), a.Transport(), b.Transport())
+	r.countTransports("", rec.SIPTransport)
+	r.countTransports("", rec.WebRTCTransport)
+	r.countJoinMedia(j)
+	if r.cdr == nil {
+		return nil
+	}
+	return r.cdr.Write(rec)
 }
 
 // dialOptions are dialTrunk's choices.

@@ -40,14 +40,10 @@ func (h *Hold) since(base time.Time) time.Time {
 	return base
 }
 
-// StatsSource is a media leg as the media timeout and the relay's
-// counters see it.
-type StatsSource interface{ Stats() media.LegStats }
-
 // Silent says whether a call or join answered at start has had no media
 // on a leg for longer than timeout (0: no limit), counting from start or
 // the last resume from hold; never while on hold.
-func (h *Hold) Silent(now, start time.Time, timeout time.Duration, legs ...StatsSource) bool {
+func (h *Hold) Silent(now, start time.Time, timeout time.Duration, legs ...media.StatsSource) bool {
 	if timeout <= 0 || h.held.Load() {
 		return false
 	}
