@@ -19,6 +19,7 @@ import (
 	"github.com/mediarelay/mediarelay/pkg/sdp"
 	"github.com/mediarelay/mediarelay/signaling/dtmf"
 	"github.com/mediarelay/mediarelay/signaling/mediaplan"
+	"github.com/mediarelay/mediarelay/signaling/ngnode"
 	"github.com/mediarelay/mediarelay/signaling/sipleg"
 )
 
@@ -89,7 +90,7 @@ type Call struct {
 	// (dialTrunk), is the call whose SRTP failure count its drops feed.
 	dropsTo *Call
 	// ngs is the ng session of a call a SIP proxy set up.
-	ngs *ngSession
+	ngs *ngnode.Session
 	// sessionExpired ends the call when its trunk leg's session timer
 	// runs out.
 	sessionExpired func()

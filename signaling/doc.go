@@ -31,7 +31,9 @@
 //
 // Browsers authenticate by digest or time-limited tokens before a trunk is
 // dialled; trunks are known by source address or digest. SIP proxies can
-// also drive the relay as a media node over rtpengine's ng protocol.
+// also drive the relay as a media node over rtpengine's ng protocol
+// (signaling/ngnode): each session's media is a Call, set up in ngcall.go
+// through ngnode.Call.
 //
 // Sub-packages own one concern each and know nothing of Relay or Call:
 //   - sipleg: one SIP dialog of a call or join and what is sent on it
@@ -58,6 +60,8 @@
 //     router's);
 //   - trunkreg: the relay's own registrations at trunks;
 //   - ng: rtpengine's ng control protocol;
+//   - ngnode: the relay as an ng media node: the proxies' sessions, what
+//     each command does to one, the node's statistics;
 //   - web: the demo softphone;
 //   - echo: the built-in sip:echo endpoint;
 //   - connguard: reaping idle SIP streams and WebSockets;

@@ -56,3 +56,9 @@ type (
 	dtmfToInfo = dtmf.ToInfo
 	CallView   = callapi.CallView
 )
+
+// ngSession was the relay's ng session of a call-id; the tests read its
+// call. The sessions are signaling/ngnode's now.
+func (r *Relay) ngSession(callID string) struct{ c *Call } {
+	return struct{ c *Call }{r.ngNode.Session(callID).Call().(*ngCall).c}
+}

@@ -29,6 +29,7 @@ import (
 	"github.com/mediarelay/mediarelay/signaling/join"
 	"github.com/mediarelay/mediarelay/signaling/logsafe"
 	"github.com/mediarelay/mediarelay/signaling/ng"
+	"github.com/mediarelay/mediarelay/signaling/ngnode"
 	"github.com/mediarelay/mediarelay/signaling/registrar"
 	"github.com/mediarelay/mediarelay/signaling/throttle"
 	"github.com/mediarelay/mediarelay/signaling/tlsconf"
@@ -76,10 +77,10 @@ type Relay struct {
 	inb       *inboundState
 
 	mu       sync.Mutex
-	calls    map[string]*Call      // by relay call id
-	byDialog map[string]*Call      // by either leg's dialog id
-	joins    *join.Joins           // trunk-to-trunk calls after a transfer
-	ngCalls  map[string]*ngSession // calls a SIP proxy set up over ng, by the proxy's call-id
+	calls    map[string]*Call // by relay call id
+	byDialog map[string]*Call // by either leg's dialog id
+	joins    *join.Joins      // trunk-to-trunk calls after a transfer
+	ngNode   *ngnode.Node     // the calls SIP proxies set up over ng
 	wg       sync.WaitGroup
 
 	ngSrv *ng.Server
@@ -107,7 +108,6 @@ func New(cfg config.Config, log *slog.Logger) (*Relay, error) {
 		start:    time.Now(),
 		calls:    map[string]*Call{},
 		byDialog: map[string]*Call{},
-		ngCalls:  map[string]*ngSession{},
 		ready:    make(chan struct{}),
 		wsCalls:  map[string]int{},
 
@@ -116,6 +116,7 @@ func New(cfg config.Config, log *slog.Logger) (*Relay, error) {
 		reapDone:  make(chan struct{}),
 	}
 	r.joins = join.New(joinHost{r}, log, cfg.Media.Timeout)
+	r.ngNode = ngnode.New(ngHost{r}, r.start, ringTimeout)
 	r.host = cfg.SIP.Host
 	if pub := cfg.Media.PublicAddrs(); r.host == "" && len(pub) > 0 {
 		r.host = pub[0].String()
@@ -499,8 +500,8 @@ func (r *Relay) removeCall(c *Call) {
 		delete(r.calls, c.id)
 		delete(r.byDialog, c.browser.ID())
 		delete(r.byDialog, c.trunk.ID())
-		if c.ngs != nil && r.ngCalls[c.ngs.callID] == c.ngs {
-			delete(r.ngCalls, c.ngs.callID)
+		if c.ngs != nil {
+			r.ngNode.Forget(c.ngs)
 		}
 		if c.userHeld {
 			r.limits.Release(c.user)
