@@ -6,11 +6,11 @@
 // calls and the joins (signaling/join). Every SIP request enters its
 // router (routeRequests): a new INVITE from a browser becomes an outbound
 // call to a trunk, one from a trunk rings the browsers registered as the
-// called user (ringBrowsers); a request inside a dialog goes to the Call
-// or join it belongs to, or gets 481 there. Which trunk
-// a browser's call goes to is config.Routes, compiled once in pkg/config
-// (patterns, addresses, sources, the default trunk by name or by URI);
-// signaling routes by that table and defaults nothing itself.
+// called user (signaling/fork); a request inside a dialog goes to the Call
+// or join it belongs to, or gets 481 there. Which trunk a browser's call
+// goes to is config.Routes, compiled once in pkg/config (patterns,
+// addresses, sources, the default trunk by name or by URI); signaling
+// routes by that table and defaults nothing itself.
 //
 // A Call is one browser↔trunk call: two SIP legs (signaling/sipleg) and,
 // between the browser's WebRTC leg and the trunk's RTP leg, one media.Path
@@ -59,6 +59,8 @@
 //     what a request's source is (SourceIP, also the registrar's and the
 //     router's);
 //   - trunkreg: the relay's own registrations at trunks;
+//   - fork: ringing every registered browser of a user at once, the
+//     first answer winning;
 //   - ng: rtpengine's ng control protocol;
 //   - ngnode: the relay as an ng media node: the proxies' sessions, what
 //     each command does to one, the node's statistics;

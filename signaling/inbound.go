@@ -17,6 +17,7 @@ import (
 	"github.com/mediarelay/mediarelay/pkg/config"
 	"github.com/mediarelay/mediarelay/pkg/sdp"
 	"github.com/mediarelay/mediarelay/signaling/digest"
+	"github.com/mediarelay/mediarelay/signaling/fork"
 	"github.com/mediarelay/mediarelay/signaling/mediaplan"
 	"github.com/mediarelay/mediarelay/signaling/registrar"
 	"github.com/mediarelay/mediarelay/signaling/sipleg"
@@ -292,13 +293,13 @@ func (r *Relay) refuse(req *sip.Request, tx sip.ServerTransaction, code int, rea
 // ringUser rings the called user's browsers with an offer each until one
 // answers. Without one, or when the trunk gave up, the call ends (fail)
 // and ringUser returns nil.
-func (c *Call) ringUser(ctx context.Context, req *sip.Request, dss *sipgo.DialogServerSession, inv inboundInvite, fail func(int, string, string, ...sip.Header)) *fork {
+func (c *Call) ringUser(ctx context.Context, req *sip.Request, dss *sipgo.DialogServerSession, inv inboundInvite, fail func(int, string, string, ...sip.Header)) *fork.Branch {
 	r := c.r
 	ringCtx, ringCancel := context.WithTimeout(ctx, ringTimeout)
 	defer ringCancel()
 	var ringingSent atomic.Bool
-	winner, finals, rung := r.ringBrowsers(ringCtx, c, inv.bindings, inv.makeOffer,
-		ringParty{name: callerName(req), from: c.from, to: c.to, extra: passHeaders(c.route, req)},
+	winner, finals, rung := r.ringer.Ring(ringCtx, c.log, inv.bindings, inv.makeOffer,
+		fork.Party{Name: callerName(req), From: c.from, To: c.to, Extra: passHeaders(c.route, req)},
 		func() {
 			if ringingSent.CompareAndSwap(false, true) {
 				_ = dss.Respond(180, "Ringing", nil)
@@ -312,7 +313,7 @@ func (c *Call) ringUser(ctx context.Context, req *sip.Request, dss *sipgo.Dialog
 		return winner
 	}
 	if winner != nil {
-		r.hangUpFork(winner) // answered as the trunk gave up
+		r.ringer.HangUp(winner) // answered as the trunk gave up
 	}
 	switch {
 	case dss.Context().Err() != nil:
@@ -322,7 +323,7 @@ func (c *Call) ringUser(ctx context.Context, req *sip.Request, dss *sipgo.Dialog
 	case ctx.Err() != nil:
 		fail(503, "Service Unavailable", cdr.CauseShutdown)
 	default:
-		code, reason, cause := pickFinal(finals)
+		code, reason, cause := fork.PickFinal(finals)
 		fail(code, reason, cause)
 	}
 	return nil
@@ -330,16 +331,16 @@ func (c *Call) ringUser(ctx context.Context, req *sip.Request, dss *sipgo.Dialog
 
 // answerInbound connects the browser that answered: its answer is
 // applied, the media started, and the trunk answered.
-func (c *Call) answerInbound(req *sip.Request, dss *sipgo.DialogServerSession, winner *fork, keys *mediaplan.InboundKeys) {
+func (c *Call) answerInbound(req *sip.Request, dss *sipgo.DialogServerSession, winner *fork.Branch, keys *mediaplan.InboundKeys) {
 	r := c.r
-	c.browser.SetClient(winner.dcs)
-	c.setWeb(winner.leg)
-	r.indexDialog(c, winner.dcs.ID)
-	if err := winner.dcs.Ack(context.Background()); err != nil {
+	c.browser.SetClient(winner.Dialog())
+	c.setWeb(winner.Leg())
+	r.indexDialog(c, winner.Dialog().ID)
+	if err := winner.Dialog().Ack(context.Background()); err != nil {
 		c.log.Warn("ack to browser failed", "err", err)
 	}
 	c.markAnswered()
-	if err := c.startInboundMedia(string(winner.dcs.InviteResponse.Body()), keys); err != nil {
+	if err := c.startInboundMedia(string(winner.Dialog().InviteResponse.Body()), keys); err != nil {
 		c.log.Warn("browser answer unusable", "err", err)
 		res := sip.NewResponseFromRequest(dss.InviteRequest, 488, "Not Acceptable Here", nil)
 		_ = dss.WriteResponse(res)
@@ -359,7 +360,7 @@ func (c *Call) answerInbound(req *sip.Request, dss *sipgo.DialogServerSession, w
 		c.hangup(cdr.CauseError, 0, "")
 		return
 	}
-	c.log.Info("inbound call answered", "from", c.from, "to", c.to, "device", winner.b.Key)
+	c.log.Info("inbound call answered", "from", c.from, "to", c.to, "device", winner.Device())
 }
 
 // startInboundMedia applies the winning browser's answer and starts

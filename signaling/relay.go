@@ -26,6 +26,7 @@ import (
 	"github.com/mediarelay/mediarelay/signaling/callapi"
 	"github.com/mediarelay/mediarelay/signaling/connguard"
 	"github.com/mediarelay/mediarelay/signaling/echo"
+	"github.com/mediarelay/mediarelay/signaling/fork"
 	"github.com/mediarelay/mediarelay/signaling/join"
 	"github.com/mediarelay/mediarelay/signaling/logsafe"
 	"github.com/mediarelay/mediarelay/signaling/ng"
@@ -49,6 +50,7 @@ type Relay struct {
 	server    *sipgo.Server
 	client    *sipgo.Client
 	browserUA *sipgo.DialogUA
+	ringer    *fork.Ringer // rings a user's browsers over browserUA
 	trunkUA   *sipgo.DialogUA
 	// trunkTLSUA is for trunks over TLS (Contact on the TLS listener).
 	trunkTLSUA *sipgo.DialogUA
@@ -268,6 +270,7 @@ func (r *Relay) open(ctx context.Context) error {
 		ContactHDR:     sip.ContactHeader{Address: sip.Uri{User: "mediarelay", Host: httpHost, Port: httpPort, UriParams: sip.HeaderParams{{K: "transport", V: "ws"}}}},
 		RewriteContact: true, // browsers' Contact is a .invalid host; reach them on their WebSocket
 	}
+	r.ringer = fork.NewRinger(r.host, r.browserUA, r.client, r.log)
 	sipAddr := r.udpAddr
 	if sipAddr == nil {
 		sipAddr = r.tcpAddr

@@ -7,6 +7,7 @@ import (
 
 	"github.com/mediarelay/mediarelay/media"
 	"github.com/mediarelay/mediarelay/pkg/sdp"
+	"github.com/mediarelay/mediarelay/signaling/fork"
 	"github.com/mediarelay/mediarelay/signaling/mediaplan"
 	"github.com/mediarelay/mediarelay/signaling/sipleg"
 )
@@ -36,41 +37,41 @@ func (c *Call) transferBrowser(old sipleg.DialogRef, target string) {
 	}
 	ctx, cancel := untilEnded(c.ended, ringTimeout)
 	defer cancel()
-	party := ringParty{from: c.from, to: user}
+	party := fork.Party{From: c.from, To: user}
 	if c.direction == "outbound" {
-		party.from = c.to // the trunk's party is the one being transferred
+		party.From = c.to // the trunk's party is the one being transferred
 	}
-	winner, finals, rung := r.ringBrowsers(ctx, c, bindings, func() (*media.WebRTCLeg, string, error) { return r.webrtc.OfferCodecs(codecs) },
+	winner, finals, rung := r.ringer.Ring(ctx, c.log, bindings, func() (*media.WebRTCLeg, string, error) { return r.webrtc.OfferCodecs(codecs) },
 		party, func() {}, nil)
 	if !rung {
 		old.NotifyRefer(c.log, "480 Temporarily Unavailable", true)
 		return
 	}
 	if winner == nil {
-		code, reason, _ := pickFinal(finals)
+		code, reason, _ := fork.PickFinal(finals)
 		old.NotifyRefer(c.log, fmtStatus(code, reason), true)
 		return
 	}
-	_ = winner.dcs.Ack(context.Background())
-	leg := winner.leg
-	err := leg.SetAnswer(string(winner.dcs.InviteResponse.Body()))
+	_ = winner.Dialog().Ack(context.Background())
+	leg := winner.Leg()
+	err := leg.SetAnswer(string(winner.Dialog().InviteResponse.Body()))
 	if err == nil && (len(leg.Audio.Codecs) == 0 || !leg.Audio.Codecs[0].Is(c.currentPlan().BrowserCodec)) {
 		err = mediaplan.ErrNoCommonCodec
 	}
 	if err != nil {
 		c.log.Info("transfer target's answer unusable", "err", err)
-		r.hangUpFork(winner)
+		r.ringer.HangUp(winner)
 		old.NotifyRefer(c.log, "488 Not Acceptable Here", true)
 		return
 	}
 	// Swap the browser leg.
 	c.mid.mu.Lock()
 	browser := sipleg.New(nil)
-	browser.SetClient(winner.dcs)
+	browser.SetClient(winner.Dialog())
 	prev, ok := c.replaceLeg(sideBrowser, browser)
 	if !ok {
 		c.mid.mu.Unlock()
-		r.hangUpFork(winner)
+		r.ringer.HangUp(winner)
 		return
 	}
 	c.setWeb(leg)
