@@ -100,6 +100,8 @@ type ngCall struct {
 	keys *mediaplan.InboundKeys // SDES keys taken from a plain SRTP offer
 }
 
+// Offer admits the call and sets up the leg the offer came on; a failure
+// is counted and ends the call, as a refused INVITE does.
 func (n *ngCall) Offer(s *ngnode.Session, req *ng.Request, offer sdp.Audio) (string, error) {
 	c, r := n.c, n.c.r
 	r.addCall(c)
@@ -208,6 +210,9 @@ func (n *ngCall) offerToWeb(offer sdp.Audio, fail func(int, string, string, ...s
 	return out, nil
 }
 
+// Answer sets up the media for the answerer's SDP: a trunk's answer on a
+// browser's offer (setupMedia), a browser's on a plain one
+// (startInboundMedia).
 func (n *ngCall) Answer(s *ngnode.Session, req *ng.Request, ans sdp.Audio, first bool) (string, error) {
 	c := n.c
 	var err error

@@ -191,6 +191,8 @@ func (h joinHost) Contact(route *config.Trunk) sip.Header {
 
 func (h joinHost) Route(user string) *config.Trunk { return h.r.route(user) }
 
+// Dial is dialTrunk for a transfer inside a join, rung until ended closes
+// or ringTimeout.
 func (h joinHost) Dial(ended <-chan struct{}, route *config.Trunk, user, fromUser string, codec, dtmf sdp.Codec, extra []sip.Header) (*sipleg.Leg, string) {
 	ctx, cancel := untilEnded(ended, ringTimeout)
 	defer cancel()

@@ -39,6 +39,7 @@ func (j *Join) Serve(i int, req *sip.Request, tx sip.ServerTransaction) {
 	}
 }
 
+// onBye ends the join when leg i hangs up; the other leg gets BYE.
 func (j *Join) onBye(i int, req *sip.Request, tx sip.ServerTransaction) {
 	j.mu.Lock()
 	l := j.legs[i]
