@@ -2,13 +2,10 @@ package signaling
 
 import (
 	"github.com/mediarelay/mediarelay/media"
+	"github.com/mediarelay/mediarelay/pkg/cdr"
 	"github.com/mediarelay/mediarelay/pkg/metrics"
 	"github.com/mediarelay/mediarelay/signaling/callapi"
 )
-
-// endAdminHangup is the end cause of a call an operator hung up through
-// DELETE /api/calls/{id}.
-const endAdminHangup = "admin_hangup"
 
 // Who ended a call, as its CDR's ended_by says.
 const (
@@ -55,7 +52,7 @@ func legView(transport string, s media.LegStats) callapi.LegView {
 // goes to the CDR's ended_by.
 func (c *Call) adminHangup(who string) {
 	c.endedBy.CompareAndSwap(nil, &who)
-	c.hangup(endAdminHangup, 0, "")
+	c.hangup(cdr.CauseAdminHangup, 0, "")
 }
 
 // whoEnded is a CDR's ended_by: the operator who hung the call up (nil
@@ -65,9 +62,9 @@ func whoEnded(cause string, operator *string) string {
 		return *operator
 	}
 	switch cause {
-	case endNormalBrowser, endCancelled:
+	case cdr.CauseNormalBrowser, cdr.CauseCancelled:
 		return endedByBrowser
-	case endNormalTrunk, endBusy, endRejected:
+	case cdr.CauseNormalTrunk, cdr.CauseBusy, cdr.CauseRejected:
 		return endedByTrunk
 	}
 	return endedByRelay

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"log/slog"
-	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,30 +19,14 @@ import (
 	"github.com/mediarelay/mediarelay/pkg/sdp"
 	"github.com/mediarelay/mediarelay/signaling/dtmf"
 	"github.com/mediarelay/mediarelay/signaling/mediaplan"
+	"github.com/mediarelay/mediarelay/signaling/ngnode"
+	"github.com/mediarelay/mediarelay/signaling/sipleg"
 )
 
-// End causes, as written to CDRs and the calls_total metric.
-const (
-	endNormalBrowser = "normal"       // browser hung up
-	endNormalTrunk   = "normal_trunk" // trunk hung up
-	endBusy          = "busy"         // 486/600
-	endNoAnswer      = "no_answer"    // ring timeout or 408/480
-	endCancelled     = "cancelled"    // browser cancelled while ringing
-	endRejected      = "rejected"     // any other final failure from the trunk
-	endUnreachable   = "trunk_unreachable"
-	endMediaTimeout  = "media_timeout"
-	endICEFailed     = "ice_failed"
-	endNoCodec       = "no_common_codec"
-	endBadRequest    = "bad_request"
-	endNoRoute       = "no_route"
-	endError         = "error"
-	endShutdown      = "shutdown"
-)
-
-// Call is one relayed call: a browser dialog and a trunk dialog (SIPLegs),
+// Call is one relayed call: a browser dialog and a trunk dialog (sipleg.Legs),
 // the browser's WebRTC leg, and the forwarding between it and the trunk's
 // RTP leg. The Call decides what crosses from one leg to the other; what
-// concerns one dialog alone is the SIPLeg's.
+// concerns one dialog alone is the leg's.
 type Call struct {
 	r   *Relay
 	id  string
@@ -53,7 +36,7 @@ type Call struct {
 	// into browsers the other way round. A transfer may put a new leg in
 	// place of either, under both c.mid.mu and r.mu (read them under
 	// either, or with legNow); the trunk leg holds the RTP leg.
-	browser, trunk *SIPLeg
+	browser, trunk *sipleg.Leg
 	from, to       string
 	// route is trunk.route, replaced with the leg by replaceLeg; kept
 	// here for the call's set-up and labels.
@@ -76,7 +59,7 @@ type Call struct {
 	mediaUp      bool
 	firstMedia   atomic.Bool // mediarelay_call_first_media_seconds observed
 	watched      atomic.Bool // the relay's call watcher checks it (watch)
-	counted      legCounts   // packets and bytes already in the relay's counters
+	counted      media.Tally // packets and bytes already in the relay's counters
 	mediaWG      sync.WaitGroup
 	sec          callSecurity // the SIP leg's encryption (SDES or DTLS-SRTP)
 
@@ -92,7 +75,7 @@ type Call struct {
 	endedBy atomic.Pointer[string]
 
 	// A trunk's offer on a call into browsers (none if its INVITE had no
-	// SDP: SIPLeg.lateOffer).
+	// SDP: sipleg.Leg.ExpectAckAnswer).
 	trunkOffer sdp.Audio
 	mid        midCallState
 	// DTMF: INFO from the trunk is injected on the way to the browser.
@@ -107,7 +90,7 @@ type Call struct {
 	// (dialTrunk), is the call whose SRTP failure count its drops feed.
 	dropsTo *Call
 	// ngs is the ng session of a call a SIP proxy set up.
-	ngs *ngSession
+	ngs *ngnode.Session
 	// sessionExpired ends the call when its trunk leg's session timer
 	// runs out.
 	sessionExpired func()
@@ -130,13 +113,13 @@ type Call struct {
 // fresh id, not yet admitted.
 func (r *Relay) newCall(route *config.Trunk, direction string) *Call {
 	c := &Call{r: r, id: newCallID(), route: route, direction: direction, start: time.Now(),
-		ended: make(chan struct{}), browser: &SIPLeg{}, trunk: &SIPLeg{route: route}}
-	c.sessionExpired = func() { c.hangup(endSessionTime, 0, "") }
+		ended: make(chan struct{}), browser: sipleg.New(nil), trunk: sipleg.New(route)}
+	c.sessionExpired = func() { c.hangup(cdr.CauseSessionExpired, 0, "") }
 	c.log = r.log.With("call", c.id)
 	if route != nil {
 		c.log = r.log.With("call", c.id, "trunk", route.Name)
 	}
-	c.trunk.adoptSessionTimer(c.log, c.sessionExpired)
+	c.trunk.AdoptSessionTimer(c.log, c.sessionExpired)
 	return c
 }
 
@@ -148,13 +131,13 @@ func (r *Relay) admit(c *Call, dialogID string) {
 
 // The call's legs ----------------------------------------------------------
 //
-// A transfer may replace either SIPLeg, the trunk's RTP leg with it, or
+// A transfer may replace either sipleg.Leg, the trunk's RTP leg with it, or
 // the browser's WebRTC leg: code outside the call's signalling reaches
 // them through these.
 
 // leg is the call's dialog on side s; c.mid.mu or r.mu is held (a
 // transfer replaces a leg under both).
-func (c *Call) leg(s side) *SIPLeg {
+func (c *Call) leg(s side) *sipleg.Leg {
 	if s == sideTrunk {
 		return c.trunk
 	}
@@ -162,7 +145,7 @@ func (c *Call) leg(s side) *SIPLeg {
 }
 
 // legNow is leg for goroutines that hold neither lock.
-func (c *Call) legNow(s side) *SIPLeg {
+func (c *Call) legNow(s side) *sipleg.Leg {
 	c.r.mu.Lock()
 	defer c.r.mu.Unlock()
 	return c.leg(s)
@@ -174,7 +157,7 @@ func (c *Call) legNow(s side) *SIPLeg {
 func (c *Call) sipLeg() *media.RTPLeg {
 	c.r.mu.Lock()
 	defer c.r.mu.Unlock()
-	return c.trunk.rtp
+	return c.trunk.RTP()
 }
 
 // webIO is the browser leg as the forwarders see it: a transfer from the
@@ -242,12 +225,11 @@ func (c *Call) rejectInvite(dss *sipgo.DialogServerSession, code int, reason, ca
 // openRTPLeg allocates the call's SIP-side media ports; when the range is
 // exhausted it rejects the call with 503 and Retry-After and reports false.
 func (c *Call) openRTPLeg(fail func(int, string, string, ...sip.Header)) bool {
-	var err error
 	onDrop := c.onRTPDrop
 	if c.dropsTo != nil {
 		onDrop = c.dropsTo.onRTPDrop
 	}
-	c.trunk.rtp, err = media.NewRTPLeg(media.RTPLegOptions{
+	rtp, err := media.NewRTPLeg(media.RTPLegOptions{
 		Ports:    c.r.ports,
 		Latching: c.r.cfg.Media.Latching,
 		OnDrop:   onDrop,
@@ -255,9 +237,10 @@ func (c *Call) openRTPLeg(fail func(int, string, string, ...sip.Header)) bool {
 	})
 	if err != nil {
 		c.log.Warn("no media port", "err", err)
-		fail(503, "No Media Ports", endError, sip.NewHeader("Retry-After", "5"))
+		fail(503, "No Media Ports", cdr.CauseError, sip.NewHeader("Retry-After", "5"))
 		return false
 	}
+	c.trunk.SetRTP(rtp)
 	return true
 }
 
@@ -275,7 +258,7 @@ func (c *Call) setupMedia(answer sdp.Audio) error {
 		return err
 	}
 	if c.mediaUp {
-		c.trunk.setRemote(answer)
+		c.trunk.SetRemote(answer)
 		return nil
 	}
 	if c.e2e {
@@ -306,7 +289,7 @@ func (c *Call) setupMedia(answer sdp.Audio) error {
 	}
 	c.setWeb(web)
 	c.answerSDP = answerSDP
-	c.trunk.setRemote(answer)
+	c.trunk.SetRemote(answer)
 	c.mediaUp = true
 
 	if err := c.startForwarding(plan, sipPtime(answer, c.route)); err != nil {
@@ -330,19 +313,6 @@ func usableConnection(a sdp.Audio) error {
 		return errNoConnection
 	}
 	return nil
-}
-
-// setLegRemote points leg at the media address of a peer's SDP; an
-// unspecified address (on hold) or a rejected stream keeps what it had.
-func setLegRemote(leg *media.RTPLeg, a sdp.Audio) {
-	if !a.Addr.IsValid() || a.Addr.IsUnspecified() || a.Port == 0 {
-		return
-	}
-	var rtcp netip.AddrPort
-	if a.RTCPPort != 0 {
-		rtcp = netip.AddrPortFrom(a.Addr, uint16(a.RTCPPort))
-	}
-	leg.SetRemote(netip.AddrPortFrom(a.Addr, uint16(a.Port)), rtcp)
 }
 
 func mustAudio(offer string) sdp.Audio {
@@ -411,36 +381,36 @@ func (c *Call) check(now time.Time) {
 	select {
 	case <-c.webLeg().Failed():
 		c.r.countLegFailure(c.webLeg().FailCause())
-		end(endICEFailed)
+		end(cdr.CauseICEFailed)
 		return
 	default:
 	}
 	c.observeFirstMedia()
 	if c.sec.authFailing(c.sipLeg()) {
 		c.log.Warn("trunk's SRTP keeps failing authentication; ending the call")
-		end(endSRTPAuth)
+		end(cdr.CauseSRTPAuth)
 		return
 	}
-	if c.mid.hold.silent(now, c.answered, c.r.cfg.Media.Timeout, c.webLeg(), c.sipLeg()) {
-		end(endMediaTimeout)
+	if c.mid.hold.Silent(now, c.answered, c.r.cfg.Media.Timeout, c.webLeg(), c.sipLeg()) {
+		end(cdr.CauseMediaTimeout)
 	}
 }
 
 // onAck takes the ACK of a 2xx the relay sent on side s; on a call into
 // browsers whose INVITE had no offer, the trunk's ACK carries the answer.
 func (c *Call) onAck(s side, req *sip.Request, tx sip.ServerTransaction) {
-	if l := c.legNow(s); l.readAck(req, tx) && s == sideTrunk {
+	if l := c.legNow(s); l.ReadAck(req, tx) && s == sideTrunk {
 		c.trunkAck(l, req)
 	}
 }
 
 // onBye ends the call when either side hangs up.
 func (c *Call) onBye(s side, req *sip.Request, tx sip.ServerTransaction) {
-	c.legNow(s).readBye(req, tx)
+	c.legNow(s).ReadBye(req, tx)
 	if s == sideBrowser {
-		c.hangup(endNormalBrowser, 0, "")
+		c.hangup(cdr.CauseNormalBrowser, 0, "")
 	} else {
-		c.hangup(endNormalTrunk, 0, "")
+		c.hangup(cdr.CauseNormalTrunk, 0, "")
 	}
 }
 
@@ -471,14 +441,14 @@ func (c *Call) hangup(cause string, code int, reason string) {
 		trunk, handedOff := c.trunk, c.handedOff
 		c.r.mu.Unlock()
 		if !handedOff {
-			trunk.stopSessionTimer()
+			trunk.StopSessionTimer()
 		}
 		if !c.answered.IsZero() {
-			if cause != endNormalTrunk && !handedOff && trunk.exists() {
-				bye(trunk.bye, "trunk")
+			if cause != cdr.CauseNormalTrunk && !handedOff && trunk.Exists() {
+				bye(trunk.Bye, "trunk")
 			}
-			if browser := c.legNow(sideBrowser); cause != endNormalBrowser && browser.exists() && !c.browserRejected.Load() {
-				bye(browser.bye, "browser")
+			if browser := c.legNow(sideBrowser); cause != cdr.CauseNormalBrowser && browser.Exists() && !c.browserRejected.Load() {
+				bye(browser.Bye, "browser")
 			}
 		}
 		wg.Wait()
@@ -492,7 +462,7 @@ func (c *Call) closeMedia() {
 		_ = c.web.Close()
 	}
 	c.r.mu.Lock()
-	rtp, keep := c.trunk.rtp, c.handedOff
+	rtp, keep := c.trunk.RTP(), c.handedOff
 	c.r.mu.Unlock()
 	if rtp != nil && !keep {
 		_ = rtp.Close()
@@ -504,8 +474,8 @@ func (c *Call) closeMedia() {
 func (c *Call) cdrRecord() cdr.Record {
 	rec := cdr.Record{
 		CallID:        c.id,
-		BrowserCallID: c.browser.callID,
-		TrunkCallID:   c.trunk.callID,
+		BrowserCallID: c.browser.CallID(),
+		TrunkCallID:   c.trunk.CallID(),
 		From:          c.from,
 		To:            c.to,
 		Direction:     c.direction,

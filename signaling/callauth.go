@@ -8,6 +8,7 @@ import (
 
 	"github.com/mediarelay/mediarelay/pkg/config"
 	"github.com/mediarelay/mediarelay/signaling/registrar"
+	"github.com/mediarelay/mediarelay/signaling/sipleg"
 	"github.com/mediarelay/mediarelay/signaling/throttle"
 )
 
@@ -39,7 +40,7 @@ func (r *Relay) authorizeCall(req *sip.Request, tx sip.ServerTransaction, route 
 	if user != "" && !r.limits.Attempt(user, time.Now()) {
 		g.CallRejected("user_call_rate")
 		r.log.Warn("call attempts over the user's rate", "user", user, "source", throttle.SourceIP(req.Source()))
-		respond(tx, req, 503, "Service Unavailable", sip.NewHeader("Retry-After", "60"))
+		sipleg.Respond(tx, req, 503, "Service Unavailable", sip.NewHeader("Retry-After", "60"))
 		r.countSetupFailure(503)
 		return "", false
 	}
@@ -54,7 +55,7 @@ func (r *Relay) admitUser(c *Call, req *sip.Request, tx sip.ServerTransaction) b
 	}
 	if !r.limits.Acquire(c.user) {
 		r.registrar.CallRejected("user_max_calls")
-		respond(tx, req, 403, "Forbidden", sip.NewHeader("Warning",
+		sipleg.Respond(tx, req, 403, "Forbidden", sip.NewHeader("Warning",
 			`399 mediarelay "too many calls in progress for this user (max `+strconv.Itoa(r.limits.MaxCalls())+`)"`))
 		r.countSetupFailure(403)
 		return false

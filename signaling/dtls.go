@@ -92,7 +92,7 @@ func (c *Call) dtlsAnswer(ans sdp.Audio) error {
 		return fmt.Errorf("%w: a=setup:%s in an answer", errDTLS, setup)
 	}
 	remote := netip.AddrPortFrom(ans.Addr, uint16(ans.Port))
-	cfg, err := c.trunk.rtp.DTLSKeys(context.Background(), media.DTLSOptions{
+	cfg, err := c.trunk.RTP().DTLSKeys(context.Background(), media.DTLSOptions{
 		Certificate: c.sec.dtls.cert, Client: client, Remote: remote,
 		FingerprintHash: fpHash, Fingerprint: fp,
 		Timeout: c.r.cfg.SIP.InviteTimeout,
@@ -101,7 +101,7 @@ func (c *Call) dtlsAnswer(ans sdp.Audio) error {
 		c.r.m.DTLSFailures.WithLabelValues(metrics.LegSIP, media.FailDTLS).Inc()
 		return fmt.Errorf("%w: %v", errDTLS, err)
 	}
-	if err := c.trunk.rtp.StartSRTP(cfg); err != nil {
+	if err := c.trunk.RTP().StartSRTP(cfg); err != nil {
 		c.r.m.DTLSFailures.WithLabelValues(metrics.LegSIP, media.FailSRTPKeys).Inc()
 		return fmt.Errorf("%w: %v", errDTLS, err)
 	}

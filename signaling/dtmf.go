@@ -9,6 +9,7 @@ import (
 	"github.com/mediarelay/mediarelay/media"
 	"github.com/mediarelay/mediarelay/signaling/dtmf"
 	"github.com/mediarelay/mediarelay/signaling/mediaplan"
+	"github.com/mediarelay/mediarelay/signaling/sipleg"
 )
 
 // A call's DTMF (signaling/dtmf does the packets): INFO from the trunk is
@@ -30,7 +31,7 @@ func (c *Call) sipWriter() media.RTPWriter { return c.sipWriterFor(c.currentPlan
 // (a codec change builds the stages of a new plan before switching).
 func (c *Call) sipWriterFor(plan mediaplan.Plan) media.RTPWriter {
 	c.r.mu.Lock() // a transfer may change the route and the leg
-	route, leg := c.route, c.trunk.rtp
+	route, leg := c.route, c.trunk.RTP()
 	c.r.mu.Unlock()
 	if route == nil || !strings.EqualFold(route.DTMF, "info") || plan.SIPDTMF.PT == 0 {
 		return leg
@@ -39,7 +40,7 @@ func (c *Call) sipWriterFor(plan mediaplan.Plan) media.RTPWriter {
 		go func() {
 			// The leg is looked up when the INFO goes: a transfer may have
 			// swapped the trunk leg since the packet came.
-			if err := c.legNow(sideTrunk).sendInfo(digit, dur); err != nil {
+			if err := c.legNow(sideTrunk).SendInfo(digit, dur); err != nil {
 				c.log.Debug("dtmf info failed", "err", err)
 			}
 		}()
@@ -53,15 +54,15 @@ func (c *Call) onInfo(s side, req *sip.Request, tx sip.ServerTransaction) {
 		ct = strings.ToLower(strings.TrimSpace(h.Value()))
 	}
 	if len(req.Body()) == 0 {
-		respond(tx, req, 200, "OK") // keep-alive style INFO
+		sipleg.Respond(tx, req, 200, "OK") // keep-alive style INFO
 		return
 	}
 	digit, dur, ok := dtmf.ParseInfo(ct, string(req.Body()))
 	if !ok {
-		respond(tx, req, 415, "Unsupported Media Type", sip.NewHeader("Accept", "application/dtmf-relay, application/dtmf"))
+		sipleg.Respond(tx, req, 415, "Unsupported Media Type", sip.NewHeader("Accept", "application/dtmf-relay, application/dtmf"))
 		return
 	}
-	respond(tx, req, 200, "OK")
+	sipleg.Respond(tx, req, 200, "OK")
 	inj := c.inj.Load()
 	ev := c.currentPlan().SIPDTMF // the trunk may renumber it mid-call
 	if s != sideTrunk || inj == nil || ev.PT == 0 {

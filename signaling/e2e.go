@@ -24,9 +24,6 @@ func e2eWarning() sip.Header {
 	return sip.NewHeader("Warning", `399 mediarelay "end-to-end media needs DTLS-SRTP at the far end"`)
 }
 
-// endE2ENoDTLS is the CDR end cause of such a call.
-const endE2ENoDTLS = "e2e_no_dtls"
-
 // setupE2E is setupMedia for an end-to-end call. When the far end answers
 // without DTLS-SRTP it returns mediaplan.ErrE2ENoDTLS, or, on a trunk whose
 // e2e_fallback is terminate, reports fallback so that the call goes on
@@ -61,9 +58,9 @@ func (c *Call) setupE2E(answer sdp.Audio) (fallback bool, err error) {
 	c.log.Debug("webrtc answer", "sdp", answerSDP)
 	c.setWeb(web)
 	c.answerSDP = answerSDP
-	c.trunk.rtp.SetE2E() // before it has a remote, and so before it reads
-	c.trunk.rtp.SetRemoteICE(far.ICEUfrag)
-	c.trunk.setRemote(answer)
+	c.trunk.RTP().SetE2E() // before it has a remote, and so before it reads
+	c.trunk.RTP().SetRemoteICE(far.ICEUfrag)
+	c.trunk.SetRemote(answer)
 	c.mediaUp = true
 	c.startOpaque(plan)
 	c.r.m.TranscodedCalls.WithLabelValues(plan.Mode, c.trunkName()).Inc()
@@ -145,7 +142,7 @@ func (c *Call) startInboundE2E(browserAnswer string) error {
 		SessionID: uint64(time.Now().UnixNano()),
 		Version:   1,
 		Addr:      c.r.mediaAddrFor(c.trunkOffer.Addr),
-		Port:      int(c.trunk.rtp.LocalAddr().Port()),
+		Port:      int(c.trunk.RTP().LocalAddr().Port()),
 		Codecs:    codecs,
 		Ptime:     c.trunkOffer.Ptime,
 		Proto:     c.trunkOffer.Proto,
@@ -156,17 +153,17 @@ func (c *Call) startInboundE2E(browserAnswer string) error {
 	}
 	if far, ok, _ := mediaplan.FarDTLS(c.trunkOffer); ok && far.ICEUfrag != "" {
 		// The trunk speaks ICE: answer it as ICE-lite on the RTP port.
-		ice, err := c.trunk.rtp.EnableICE(ans.Addr)
+		ice, err := c.trunk.RTP().EnableICE(ans.Addr)
 		if err != nil {
 			return err
 		}
-		c.trunk.rtp.SetRemoteICE(far.ICEUfrag)
+		c.trunk.RTP().SetRemoteICE(far.ICEUfrag)
 		ans.Extra = append(ans.Extra, ice...)
 	}
 	c.answerSDP = string(ans.Marshal())
-	c.trunk.sdp = c.answerSDP
-	c.trunk.rtp.SetE2E() // before it has a remote, and so before it reads
-	c.trunk.setRemote(c.trunkOffer)
+	c.trunk.SetSDP(c.answerSDP)
+	c.trunk.RTP().SetE2E() // before it has a remote, and so before it reads
+	c.trunk.SetRemote(c.trunkOffer)
 	c.mediaUp = true
 	c.startOpaque(plan)
 	c.r.m.TranscodedCalls.WithLabelValues(plan.Mode, c.trunkName()).Inc()

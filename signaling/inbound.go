@@ -3,6 +3,7 @@ package signaling
 import (
 	"context"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -12,11 +13,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mediarelay/mediarelay/media"
+	"github.com/mediarelay/mediarelay/pkg/cdr"
 	"github.com/mediarelay/mediarelay/pkg/config"
 	"github.com/mediarelay/mediarelay/pkg/sdp"
 	"github.com/mediarelay/mediarelay/signaling/digest"
+	"github.com/mediarelay/mediarelay/signaling/fork"
 	"github.com/mediarelay/mediarelay/signaling/mediaplan"
 	"github.com/mediarelay/mediarelay/signaling/registrar"
+	"github.com/mediarelay/mediarelay/signaling/sipleg"
 	"github.com/mediarelay/mediarelay/signaling/throttle"
 )
 
@@ -105,7 +109,7 @@ func (r *Relay) trunkFor(req *sip.Request, tx sip.ServerTransaction) *config.Tru
 	// Debug: anyone on the Internet can make this line; the count is in
 	// mediarelay_inbound_rejected_total.
 	r.log.Debug("INVITE from unknown source refused", "source", req.Source())
-	respond(tx, req, 403, "Forbidden")
+	sipleg.Respond(tx, req, 403, "Forbidden")
 	r.countSetupFailure(403)
 	return nil
 }
@@ -133,9 +137,12 @@ func (r *Relay) inbound(req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 	c := r.newCall(route, "inbound")
-	c.trunk.dialog = serverDialog(dss)
+	c.trunk.SetServer(dss)
 	c.from, c.to = formatNumber(route, callerOf(req)), inv.user
-	c.trunkOffer, c.trunk.lateOffer, c.e2e = inv.offer, inv.lateOffer, inv.e2e
+	c.trunkOffer, c.e2e = inv.offer, inv.e2e
+	if inv.lateOffer {
+		c.trunk.ExpectAckAnswer()
+	}
 	r.admit(c, dss.ID)
 	r.wg.Add(1)
 	defer r.wg.Done()
@@ -227,6 +234,21 @@ func (r *Relay) checkInbound(req *sip.Request, tx sip.ServerTransaction, route *
 	return inv, true
 }
 
+// minSE is the shortest session interval the relay accepts (RFC 4028's
+// 90 s; a variable so tests can shorten it).
+var minSE = 90 * time.Second
+
+// tooBrief answers 422 when a trunk's INVITE asks for a session interval
+// below Min-SE (RFC 4028 section 8.1). It reports whether it did.
+func tooBrief(req *sip.Request, tx sip.ServerTransaction) bool {
+	se, _, ok := sipleg.SessionExpires(req)
+	if !ok || se >= minSE {
+		return false
+	}
+	sipleg.Respond(tx, req, 422, "Session Interval Too Small", sip.NewHeader("Min-SE", strconv.Itoa(int(minSE.Seconds()))))
+	return true
+}
+
 // inboundOffer reads a trunk INVITE's SDP offer. Without one (RFC 3261
 // 13.2.1) the relay offers in its 200 what the trunk is configured for,
 // and the ACK brings the answer.
@@ -241,7 +263,7 @@ func (r *Relay) inboundOffer(req *sip.Request, tx sip.ServerTransaction, route *
 		return offer, true, true
 	}
 	if ct := req.ContentType(); ct == nil || !strings.EqualFold(strings.TrimSpace(ct.Value()), "application/sdp") {
-		respond(tx, req, 415, "Unsupported Media Type", sip.NewHeader("Accept", "application/sdp"))
+		sipleg.Respond(tx, req, 415, "Unsupported Media Type", sip.NewHeader("Accept", "application/sdp"))
 		r.countSetupFailure(415)
 		return offer, false, false
 	}
@@ -264,44 +286,44 @@ func (r *Relay) refuse(req *sip.Request, tx sip.ServerTransaction, code int, rea
 	if warning != "" {
 		hdrs = append(hdrs, sip.NewHeader("Warning", `399 mediarelay "`+warning+`"`))
 	}
-	respond(tx, req, code, reason, hdrs...)
+	sipleg.Respond(tx, req, code, reason, hdrs...)
 	r.countSetupFailure(code)
 }
 
 // ringUser rings the called user's browsers with an offer each until one
 // answers. Without one, or when the trunk gave up, the call ends (fail)
 // and ringUser returns nil.
-func (c *Call) ringUser(ctx context.Context, req *sip.Request, dss *sipgo.DialogServerSession, inv inboundInvite, fail func(int, string, string, ...sip.Header)) *fork {
+func (c *Call) ringUser(ctx context.Context, req *sip.Request, dss *sipgo.DialogServerSession, inv inboundInvite, fail func(int, string, string, ...sip.Header)) *fork.Branch {
 	r := c.r
 	ringCtx, ringCancel := context.WithTimeout(ctx, ringTimeout)
 	defer ringCancel()
 	var ringingSent atomic.Bool
-	winner, finals, rung := r.ringBrowsers(ringCtx, c, inv.bindings, inv.makeOffer,
-		ringParty{name: callerName(req), from: c.from, to: c.to, extra: passHeaders(c.route, req)},
+	winner, finals, rung := r.ringer.Ring(ringCtx, c.log, inv.bindings, inv.makeOffer,
+		fork.Party{Name: callerName(req), From: c.from, To: c.to, Extra: passHeaders(c.route, req)},
 		func() {
 			if ringingSent.CompareAndSwap(false, true) {
 				_ = dss.Respond(180, "Ringing", nil)
 			}
 		}, dss.Context().Done())
 	if !rung {
-		fail(480, "Temporarily Unavailable", endUnreachable)
+		fail(480, "Temporarily Unavailable", cdr.CauseUnreachable)
 		return nil
 	}
 	if winner != nil && dss.Context().Err() == nil {
 		return winner
 	}
 	if winner != nil {
-		r.hangUpFork(winner) // answered as the trunk gave up
+		r.ringer.HangUp(winner) // answered as the trunk gave up
 	}
 	switch {
 	case dss.Context().Err() != nil:
-		c.hangup(endCancelled, 487, "") // the transaction layer answered 487
+		c.hangup(cdr.CauseCancelled, 487, "") // the transaction layer answered 487
 	case ringCtx.Err() != nil && ctx.Err() == nil:
-		fail(480, "Temporarily Unavailable", endNoAnswer)
+		fail(480, "Temporarily Unavailable", cdr.CauseNoAnswer)
 	case ctx.Err() != nil:
-		fail(503, "Service Unavailable", endShutdown)
+		fail(503, "Service Unavailable", cdr.CauseShutdown)
 	default:
-		code, reason, cause := pickFinal(finals)
+		code, reason, cause := fork.PickFinal(finals)
 		fail(code, reason, cause)
 	}
 	return nil
@@ -309,36 +331,36 @@ func (c *Call) ringUser(ctx context.Context, req *sip.Request, dss *sipgo.Dialog
 
 // answerInbound connects the browser that answered: its answer is
 // applied, the media started, and the trunk answered.
-func (c *Call) answerInbound(req *sip.Request, dss *sipgo.DialogServerSession, winner *fork, keys *mediaplan.InboundKeys) {
+func (c *Call) answerInbound(req *sip.Request, dss *sipgo.DialogServerSession, winner *fork.Branch, keys *mediaplan.InboundKeys) {
 	r := c.r
-	c.browser.dialog = clientDialog(winner.dcs)
-	c.setWeb(winner.leg)
-	r.indexDialog(c, winner.dcs.ID)
-	if err := winner.dcs.Ack(context.Background()); err != nil {
+	c.browser.SetClient(winner.Dialog())
+	c.setWeb(winner.Leg())
+	r.indexDialog(c, winner.Dialog().ID)
+	if err := winner.Dialog().Ack(context.Background()); err != nil {
 		c.log.Warn("ack to browser failed", "err", err)
 	}
 	c.markAnswered()
-	if err := c.startInboundMedia(string(winner.dcs.InviteResponse.Body()), keys); err != nil {
+	if err := c.startInboundMedia(string(winner.Dialog().InviteResponse.Body()), keys); err != nil {
 		c.log.Warn("browser answer unusable", "err", err)
 		res := sip.NewResponseFromRequest(dss.InviteRequest, 488, "Not Acceptable Here", nil)
 		_ = dss.WriteResponse(res)
 		r.countSetupFailure(488)
 		r.mu.Lock()
-		c.trunk.dss = nil // never established towards the trunk: no BYE
+		c.trunk.Abandon() // never established towards the trunk: no BYE
 		r.mu.Unlock()
-		c.hangup(endNoCodec, 488, "")
+		c.hangup(cdr.CauseNoCodec, 488, "")
 		return
 	}
 	c.watch()
 	c.beginCDR()
 	res := sip.NewSDPResponseFromRequest(dss.InviteRequest, []byte(c.answerSDP))
-	c.trunk.acceptSessionTimer(req, res)
+	c.trunk.AcceptSessionTimer(req, res)
 	if err := dss.WriteResponse(res); err != nil {
 		c.log.Warn("trunk did not take the answer", "err", err)
-		c.hangup(endError, 0, "")
+		c.hangup(cdr.CauseError, 0, "")
 		return
 	}
-	c.log.Info("inbound call answered", "from", c.from, "to", c.to, "device", winner.b.Key)
+	c.log.Info("inbound call answered", "from", c.from, "to", c.to, "device", winner.Device())
 }
 
 // startInboundMedia applies the winning browser's answer and starts
@@ -370,14 +392,14 @@ func (c *Call) startInboundMedia(browserAnswer string, keys *mediaplan.InboundKe
 		SessionID: uint64(time.Now().UnixNano()),
 		Version:   1,
 		Addr:      c.r.mediaAddrFor(c.trunkOffer.Addr),
-		Port:      int(c.trunk.rtp.LocalAddr().Port()),
+		Port:      int(c.trunk.RTP().LocalAddr().Port()),
 		Codecs:    plan.TrunkCodecs(),
 		Ptime:     c.trunkOffer.Ptime,
 	}
 	keys.Answer(&ans)
 	c.answerSDP = string(ans.Marshal())
-	c.trunk.sdp = c.answerSDP
-	c.trunk.setRemote(c.trunkOffer)
+	c.trunk.SetSDP(c.answerSDP)
+	c.trunk.SetRemote(c.trunkOffer)
 	c.mediaUp = true
 	if err := c.startForwarding(plan, sipPtime(c.trunkOffer, c.route)); err != nil {
 		return err
@@ -418,8 +440,8 @@ func callerName(req *sip.Request) string {
 
 // trunkAck completes a call whose INVITE had no offer: the trunk's ACK on
 // its leg l carries its answer to the relay's 200.
-func (c *Call) trunkAck(l *SIPLeg, req *sip.Request) {
-	body, ok := l.ackAnswer(req)
+func (c *Call) trunkAck(l *sipleg.Leg, req *sip.Request) {
+	body, ok := l.AckAnswer(req)
 	if !ok {
 		return
 	}
@@ -431,8 +453,8 @@ func (c *Call) trunkAck(l *SIPLeg, req *sip.Request) {
 	}
 	if err != nil {
 		c.log.Info("trunk's answer in the ACK unusable", "err", err)
-		go c.hangup(endNoCodec, 0, "")
+		go c.hangup(cdr.CauseNoCodec, 0, "")
 		return
 	}
-	l.setRemote(ans)
+	l.SetRemote(ans)
 }

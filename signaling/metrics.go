@@ -12,6 +12,7 @@ import (
 	"github.com/mediarelay/mediarelay/media"
 	"github.com/mediarelay/mediarelay/pkg/cdr"
 	"github.com/mediarelay/mediarelay/pkg/metrics"
+	"github.com/mediarelay/mediarelay/signaling/join"
 )
 
 // dropCounters caches one counter per drop reason so the packet path does
@@ -57,33 +58,17 @@ func (r *Relay) countLive() {
 	for _, c := range r.callList() {
 		c.countMedia()
 	}
-	for _, j := range r.joinList() {
-		j.mu.Lock()
-		legs := j.legs
-		j.mu.Unlock()
-		j.countMedia(legs)
+	for _, j := range r.joins.List() {
+		r.countJoinMedia(j)
 	}
 }
 
-// joinList is a snapshot of the joined trunk-to-trunk calls in progress.
-func (r *Relay) joinList() []*join {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	seen := make(map[*join]bool, len(r.joins))
-	joins := make([]*join, 0, len(r.joins)/2)
-	for _, j := range r.joins { // each join is filed under both its dialogs
-		if !seen[j] {
-			seen[j] = true
-			joins = append(joins, j)
-		}
-	}
-	return joins
-}
-
-// countMedia adds what the join's legs moved since they were last
+// countJoinMedia adds what the join's legs moved since they were last
 // counted. Both are trunk legs: they count as SIP.
-func (j *join) countMedia(legs [2]*SIPLeg) {
-	j.r.countMoved(&j.counted, legs[0].rtp, legs[1].rtp, false)
+func (r *Relay) countJoinMedia(j *join.Join) {
+	a, b := j.Moved()
+	r.countLegs(media.LegStats{}, a)
+	r.countLegs(media.LegStats{}, b)
 }
 
 // countMedia adds what the call's legs moved since it was last counted.
@@ -95,7 +80,7 @@ func (c *Call) countMedia() {
 	if web == nil || sip == nil {
 		return
 	}
-	c.r.countMoved(&c.counted, web, sip, true)
+	c.r.countLegs(c.counted.Moved(web, sip))
 }
 
 // mediaStarted says the call's legs exist and forward (startForwarding
@@ -103,20 +88,6 @@ func (c *Call) countMedia() {
 func (c *Call) mediaStarted() bool {
 	m := c.active.Load()
 	return m != nil && m.toSIP != nil
-}
-
-// since is cur minus what was counted before, per counter.
-func since(cur, before media.LegStats) media.LegStats {
-	d := func(a, b uint64) uint64 {
-		if a < b {
-			return 0
-		}
-		return a - b
-	}
-	return media.LegStats{
-		PacketsIn: d(cur.PacketsIn, before.PacketsIn), PacketsOut: d(cur.PacketsOut, before.PacketsOut),
-		BytesIn: d(cur.BytesIn, before.BytesIn), BytesOut: d(cur.BytesOut, before.BytesOut),
-	}
 }
 
 // countTransports counts how an ended call's legs carried media.
@@ -242,15 +213,9 @@ func (r *Relay) activeCalls() []metrics.ActiveCalls {
 		}
 		n[key{c.trunkName(), mode}]++
 	}
-	r.mu.Lock()
-	seen := map[*join]bool{}
-	for _, j := range r.joins {
-		if !seen[j] {
-			seen[j] = true
-			n[key{j.legs[0].route.Name, "join"}]++
-		}
+	for _, j := range r.joins.List() {
+		n[key{j.Trunk(), "join"}]++
 	}
-	r.mu.Unlock()
 	out := make([]metrics.ActiveCalls, 0, len(n))
 	for k, v := range n {
 		out = append(out, metrics.ActiveCalls{Trunk: k.trunk, Mode: k.mode, N: v})

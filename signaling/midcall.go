@@ -9,6 +9,7 @@ import (
 
 	"github.com/mediarelay/mediarelay/pkg/sdp"
 	"github.com/mediarelay/mediarelay/signaling/mediaplan"
+	"github.com/mediarelay/mediarelay/signaling/sipleg"
 )
 
 // Mid-call offers on a browser↔trunk call: hold, resume, a moved address,
@@ -18,15 +19,15 @@ import (
 
 // midCallState is what changes during a call: hold and offers.
 type midCallState struct {
-	mu   sync.Mutex // serialises offers and answers on the call
-	hold holdState  // either side has put the call on hold
+	mu   sync.Mutex  // serialises offers and answers on the call
+	hold sipleg.Hold // either side has put the call on hold
 }
 
 // setDir records the direction side s asked for and reports whether it
 // changed; c.mid.mu is held.
 func (c *Call) setDir(s side, dir string) bool {
-	changed := c.leg(s).setDir(dir)
-	c.mid.hold.update(c.browser, c.trunk)
+	changed := c.leg(s).SetDir(dir)
+	c.mid.hold.Update(c.browser, c.trunk)
 	return changed
 }
 
@@ -34,7 +35,7 @@ func (c *Call) setDir(s side, dir string) bool {
 // an UPDATE without a body is a session refresh.
 func (c *Call) onOffer(s side, req *sip.Request, tx sip.ServerTransaction) {
 	if req.Method == sip.INVITE && c.answered.IsZero() {
-		respond(tx, req, 481, "Call/Transaction Does Not Exist")
+		sipleg.Respond(tx, req, 481, "Call/Transaction Does Not Exist")
 		return
 	}
 	body, fwd := "", ""
@@ -42,16 +43,16 @@ func (c *Call) onOffer(s side, req *sip.Request, tx sip.ServerTransaction) {
 		var code int
 		body, code, fwd = c.offerIn(s, req)
 		if code != 200 {
-			respond(tx, req, code, statusText(code))
+			sipleg.Respond(tx, req, code, statusText(code))
 			return
 		}
 	}
 	var err error
 	if s == sideTrunk {
-		err = c.legNow(s).answerOffer(req, tx, body, c.contact(s))
+		err = c.legNow(s).AnswerOffer(req, tx, body, c.contact(s))
 	} else {
 		// The browser's dialog has no session timer: answer plainly.
-		res := okWithSDP(req, body)
+		res := sipleg.OKWithSDP(req, body)
 		res.AppendHeader(c.contact(s))
 		err = tx.Respond(res)
 	}
@@ -101,12 +102,12 @@ func (c *Call) contact(s side) sip.Header {
 func (c *Call) offerIn(s side, req *sip.Request) (string, int, string) {
 	c.mid.mu.Lock()
 	defer c.mid.mu.Unlock()
-	if c.leg(s).offering.Load() {
+	if c.leg(s).Offering() {
 		return "", 491, "" // an offer of ours to s is outstanding: glare
 	}
 	if len(req.Body()) == 0 {
 		// Late offer in a re-INVITE: we offer what we have; the ACK answers.
-		return c.localSDP(s, c.leg(otherSide(s)).askedDir()), 200, ""
+		return c.localSDP(s, c.leg(otherSide(s)).AskedDir()), 200, ""
 	}
 	_, a, err := sdp.Parse(req.Body())
 	if err != nil {
@@ -127,7 +128,7 @@ func (c *Call) offerIn(s side, req *sip.Request) (string, int, string) {
 			c.log.Info("trunk's mid-call offer refused", "err", err)
 			return "", 488, ""
 		}
-		c.trunk.setRemote(a) // a moved address (or port) takes effect now
+		c.trunk.SetRemote(a) // a moved address (or port) takes effect now
 	}
 	changed := c.setDir(s, dir)
 	ans := c.localSDP(s, sdp.AnswerDirection(dir))
@@ -144,10 +145,10 @@ func (c *Call) localSDP(s side, dir string) string {
 	l := c.leg(s)
 	setup := ""
 	if s == sideTrunk {
-		if c.currentPlan().Mode == mediaplan.ModeE2E && l.dcs != nil && l.dcs.InviteResponse != nil {
+		if ans := l.PeerAnswer(); c.currentPlan().Mode == mediaplan.ModeE2E && ans != nil {
 			// Our offer said actpass for the browser; the trunk's answer
 			// settled the roles, which later SDP must keep.
-			setup = mediaplan.E2ESettledSetup(string(l.dcs.InviteResponse.Body()))
+			setup = mediaplan.E2ESettledSetup(string(ans))
 		}
 		var codecs []sdp.Codec
 		if c.active.Load() != nil {
@@ -155,34 +156,34 @@ func (c *Call) localSDP(s side, dir string) string {
 			// the first SDP, which for a call to a trunk listed all offered.
 			codecs = c.currentPlan().TrunkCodecs()
 		}
-		return l.nextSDP(dir, setup, codecs)
+		return l.NextSDP(dir, setup, codecs)
 	}
 	switch {
-	case l.dss != nil:
-		l.sdp = c.answerSDP
+	case l.PlacedByPeer():
+		l.SetSDP(c.answerSDP)
 	case c.web != nil:
-		l.sdp = c.web.LocalSDP()
+		l.SetSDP(c.web.LocalSDP())
 		// Our first SDP was an offer (actpass); the browser's answer
 		// settled the DTLS roles, which later SDP must keep.
 		setup = "passive"
-		if l.dcs != nil && strings.Contains(string(l.dcs.InviteResponse.Body()), "a=setup:passive") {
+		if strings.Contains(string(l.PeerAnswer()), "a=setup:passive") {
 			setup = "active"
 		}
 	}
-	return l.nextSDP(dir, setup, nil)
+	return l.NextSDP(dir, setup, nil)
 }
 
 // offerOut sends side s a re-INVITE with direction dir (what the other
 // side asked for) and ACKs its answer.
 func (c *Call) offerOut(s side, dir string) {
 	l := c.legNow(s)
-	res, err := l.sendOffer(c.ended, func() string {
+	res, err := l.SendOffer(c.ended, func() string {
 		c.mid.mu.Lock()
 		defer c.mid.mu.Unlock()
 		return c.localSDP(s, dir)
 	})
 	switch {
-	case errors.Is(err, errEnded):
+	case errors.Is(err, sipleg.ErrEnded):
 	case err != nil:
 		c.log.Warn("re-INVITE failed", "leg", sideName(s), "err", err)
 	case res.StatusCode != 200:

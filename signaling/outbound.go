@@ -13,6 +13,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/mediarelay/mediarelay/media"
+	"github.com/mediarelay/mediarelay/pkg/cdr"
 	"github.com/mediarelay/mediarelay/pkg/config"
 	"github.com/mediarelay/mediarelay/pkg/sdp"
 	"github.com/mediarelay/mediarelay/signaling/mediaplan"
@@ -44,7 +45,7 @@ func (r *Relay) outbound(req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 	c := r.newCall(out.route, "outbound")
-	c.browser.dialog = serverDialog(dss)
+	c.browser.SetServer(dss)
 	c.from, c.to = req.From().Address.User, req.Recipient.User
 	c.browserOffer, c.offered, c.e2e = string(req.Body()), out.offered, out.e2e
 	c.user, c.wsSource = out.caller, req.Source()
@@ -138,12 +139,12 @@ func (c *Call) trunkOfferSDP(browserDTLS mediaplan.DTLSIdentity) ([]byte, error)
 		SessionID: uint64(time.Now().UnixNano()),
 		Version:   1,
 		Addr:      c.r.mediaAddrFor(c.route.PeerAddr()),
-		Port:      int(c.trunk.rtp.LocalAddr().Port()),
+		Port:      int(c.trunk.RTP().LocalAddr().Port()),
 		Codecs:    c.offered,
 		Ptime:     c.route.Ptime,
 	}
 	if c.e2e {
-		ice, err := c.trunk.rtp.EnableICE(o.Addr)
+		ice, err := c.trunk.RTP().EnableICE(o.Addr)
 		if err != nil {
 			return nil, err
 		}
@@ -170,11 +171,11 @@ func (c *Call) callTrunk(ctx context.Context, cancel context.CancelCauseFunc, re
 		sip.NewHeader("Supported", "timer")}, identity...)...)
 	if err != nil {
 		logTrunkError(c.log, route, err)
-		fail(503, "Trunk Unreachable", endUnreachable)
+		fail(503, "Trunk Unreachable", cdr.CauseUnreachable)
 		return nil
 	}
-	c.trunk.dcs, c.trunk.callID = dcs, dcs.InviteRequest.CallID().Value()
-	c.trunk.sdp = string(body)
+	c.trunk.SetClient(dcs)
+	c.trunk.SetSDP(string(body))
 
 	earlySent := false
 	err = dcs.WaitAnswer(ctx, sipgo.AnswerOptions{
@@ -223,10 +224,10 @@ func (c *Call) answerOutbound(dss *sipgo.DialogServerSession, dcs *sipgo.DialogC
 	if perr == nil {
 		perr = c.setupMedia(ans)
 	}
-	c.trunk.id = dcs.ID
+	c.trunk.Confirm()
 	r.indexDialog(c, dcs.ID)
 	c.markAnswered()
-	c.trunk.answeredSessionTimer(dcs.InviteResponse)
+	c.trunk.AnsweredSessionTimer(dcs.InviteResponse)
 	if perr != nil {
 		c.log.Warn("trunk answer unusable", "err", perr)
 		// The trunk's dialog exists now: hangup sends it a BYE.
@@ -244,7 +245,7 @@ func (c *Call) answerOutbound(dss *sipgo.DialogServerSession, dcs *sipgo.DialogC
 	c.beginCDR()
 	if err := dss.WriteResponse(c.browserAnswer(dss.InviteRequest)); err != nil {
 		c.log.Warn("browser did not take the answer", "err", err)
-		c.hangup(endError, 0, "")
+		c.hangup(cdr.CauseError, 0, "")
 		return
 	}
 	c.log.Info("call answered", "from", c.from, "to", c.to)
@@ -320,17 +321,17 @@ func (c *Call) failInvite(ctx context.Context, err error, fail func(int, string,
 		fail(code, reason, endCause, hdrs...)
 	case errors.Is(cause, errBrowserCancel):
 		// The transaction layer has already answered the browser with 487.
-		c.hangup(endCancelled, 487, "")
+		c.hangup(cdr.CauseCancelled, 487, "")
 	case errors.Is(cause, errInviteTimeout):
-		fail(408, "Request Timeout", endUnreachable)
+		fail(408, "Request Timeout", cdr.CauseUnreachable)
 	case errors.Is(cause, errRingTimeout):
-		fail(408, "Request Timeout", endNoAnswer)
+		fail(408, "Request Timeout", cdr.CauseNoAnswer)
 	case cause != nil:
 		// hangup already ran (shutdown); make sure the browser hears of it.
-		fail(503, "Service Unavailable", endShutdown)
+		fail(503, "Service Unavailable", cdr.CauseShutdown)
 	default:
 		c.log.Warn("trunk invite failed", "err", err)
-		fail(503, "Trunk Unreachable", endUnreachable)
+		fail(503, "Trunk Unreachable", cdr.CauseUnreachable)
 	}
 }
 
@@ -342,19 +343,19 @@ func mapFinal(res *sip.Response) (int, string, string) {
 	code := int(res.StatusCode)
 	switch {
 	case code == 486 || code == 600:
-		return code, res.Reason, endBusy
+		return code, res.Reason, cdr.CauseBusy
 	case code == 408 || code == 480:
-		return code, res.Reason, endNoAnswer
+		return code, res.Reason, cdr.CauseNoAnswer
 	case code >= 300 && code < 400:
-		return 480, "Temporarily Unavailable", endRejected
+		return 480, "Temporarily Unavailable", cdr.CauseRejected
 	case code == 401 || code == 407:
-		return 403, "Forbidden", endRejected
+		return 403, "Forbidden", cdr.CauseRejected
 	case code >= 500 && code < 600:
-		return 503, "Service Unavailable", endRejected
+		return 503, "Service Unavailable", cdr.CauseRejected
 	case code >= 400 && code < 700:
-		return code, res.Reason, endRejected
+		return code, res.Reason, cdr.CauseRejected
 	}
-	return 500, "Server Internal Error", endError
+	return 500, "Server Internal Error", cdr.CauseError
 }
 
 // mediaAddr is the address the relay puts in SDP towards trunks when

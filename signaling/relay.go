@@ -26,8 +26,11 @@ import (
 	"github.com/mediarelay/mediarelay/signaling/callapi"
 	"github.com/mediarelay/mediarelay/signaling/connguard"
 	"github.com/mediarelay/mediarelay/signaling/echo"
+	"github.com/mediarelay/mediarelay/signaling/fork"
+	"github.com/mediarelay/mediarelay/signaling/join"
 	"github.com/mediarelay/mediarelay/signaling/logsafe"
 	"github.com/mediarelay/mediarelay/signaling/ng"
+	"github.com/mediarelay/mediarelay/signaling/ngnode"
 	"github.com/mediarelay/mediarelay/signaling/registrar"
 	"github.com/mediarelay/mediarelay/signaling/throttle"
 	"github.com/mediarelay/mediarelay/signaling/tlsconf"
@@ -47,6 +50,7 @@ type Relay struct {
 	server    *sipgo.Server
 	client    *sipgo.Client
 	browserUA *sipgo.DialogUA
+	ringer    *fork.Ringer // rings a user's browsers over browserUA
 	trunkUA   *sipgo.DialogUA
 	// trunkTLSUA is for trunks over TLS (Contact on the TLS listener).
 	trunkTLSUA *sipgo.DialogUA
@@ -75,10 +79,10 @@ type Relay struct {
 	inb       *inboundState
 
 	mu       sync.Mutex
-	calls    map[string]*Call      // by relay call id
-	byDialog map[string]*Call      // by either leg's dialog id
-	joins    map[string]*join      // trunk-to-trunk calls after a transfer, by either leg's dialog id
-	ngCalls  map[string]*ngSession // calls a SIP proxy set up over ng, by the proxy's call-id
+	calls    map[string]*Call // by relay call id
+	byDialog map[string]*Call // by either leg's dialog id
+	joins    *join.Joins      // trunk-to-trunk calls after a transfer
+	ngNode   *ngnode.Node     // the calls SIP proxies set up over ng
 	wg       sync.WaitGroup
 
 	ngSrv *ng.Server
@@ -106,8 +110,6 @@ func New(cfg config.Config, log *slog.Logger) (*Relay, error) {
 		start:    time.Now(),
 		calls:    map[string]*Call{},
 		byDialog: map[string]*Call{},
-		joins:    map[string]*join{},
-		ngCalls:  map[string]*ngSession{},
 		ready:    make(chan struct{}),
 		wsCalls:  map[string]int{},
 
@@ -115,6 +117,8 @@ func New(cfg config.Config, log *slog.Logger) (*Relay, error) {
 		wsReaper:  connguard.NewReaper(),
 		reapDone:  make(chan struct{}),
 	}
+	r.joins = join.New(joinHost{r}, log, cfg.Media.Timeout)
+	r.ngNode = ngnode.New(ngHost{r}, r.start, ringTimeout)
 	r.host = cfg.SIP.Host
 	if pub := cfg.Media.PublicAddrs(); r.host == "" && len(pub) > 0 {
 		r.host = pub[0].String()
@@ -266,6 +270,7 @@ func (r *Relay) open(ctx context.Context) error {
 		ContactHDR:     sip.ContactHeader{Address: sip.Uri{User: "mediarelay", Host: httpHost, Port: httpPort, UriParams: sip.HeaderParams{{K: "transport", V: "ws"}}}},
 		RewriteContact: true, // browsers' Contact is a .invalid host; reach them on their WebSocket
 	}
+	r.ringer = fork.NewRinger(r.host, r.browserUA, r.client, r.log)
 	sipAddr := r.udpAddr
 	if sipAddr == nil {
 		sipAddr = r.tcpAddr
@@ -435,10 +440,10 @@ func (r *Relay) callList() []*Call {
 func (r *Relay) shutdown() {
 	r.stopNG()
 	for _, c := range r.callList() {
-		c.hangup(endShutdown, 0, "")
+		c.hangup(cdr.CauseShutdown, 0, "")
 	}
-	for _, j := range r.joinList() {
-		j.hangup(endShutdown, -1)
+	for _, j := range r.joins.List() {
+		j.Hangup(cdr.CauseShutdown)
 	}
 	r.wg.Wait()
 	if r.httpSrv != nil {
@@ -465,9 +470,10 @@ func (r *Relay) SIPTLSAddr() net.Addr { return r.tlsAddr }
 
 // ActiveCalls is the number of calls in progress.
 func (r *Relay) ActiveCalls() int {
+	joins := r.joins.Len()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return len(r.calls) + len(r.joins)/2 // a join is indexed by both its dialogs
+	return len(r.calls) + joins
 }
 
 // PortsInUse is the number of RTP port pairs allocated.
@@ -495,10 +501,10 @@ func (r *Relay) removeCall(c *Call) {
 	r.mu.Lock()
 	if _, ok := r.calls[c.id]; ok {
 		delete(r.calls, c.id)
-		delete(r.byDialog, c.browser.id)
-		delete(r.byDialog, c.trunk.id)
-		if c.ngs != nil && r.ngCalls[c.ngs.callID] == c.ngs {
-			delete(r.ngCalls, c.ngs.callID)
+		delete(r.byDialog, c.browser.ID())
+		delete(r.byDialog, c.trunk.ID())
+		if c.ngs != nil {
+			r.ngNode.Forget(c.ngs)
 		}
 		if c.userHeld {
 			r.limits.Release(c.user)

@@ -5,6 +5,8 @@ import (
 	"strings"
 
 	"github.com/emiago/sipgo/sip"
+
+	"github.com/mediarelay/mediarelay/signaling/sipleg"
 )
 
 // Every SIP request the relay receives enters here. A request outside a
@@ -23,10 +25,10 @@ func (r *Relay) routeRequests() {
 	}
 	r.server.OnCancel(func(req *sip.Request, tx sip.ServerTransaction) {
 		// CANCELs that match an INVITE are handled by the transaction layer.
-		respond(tx, req, 481, "Call/Transaction Does Not Exist")
+		sipleg.Respond(tx, req, 481, "Call/Transaction Does Not Exist")
 	})
 	r.server.OnNoRoute(func(req *sip.Request, tx sip.ServerTransaction) {
-		respond(tx, req, 405, "Method Not Allowed")
+		sipleg.Respond(tx, req, 405, "Method Not Allowed")
 	})
 }
 
@@ -41,7 +43,7 @@ func (r *Relay) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 	if r.draining.Load() { // calls in progress go on, new ones go elsewhere
-		respond(tx, req, 503, "Service Unavailable", sip.NewHeader("Retry-After", "30"),
+		sipleg.Respond(tx, req, 503, "Service Unavailable", sip.NewHeader("Retry-After", "30"),
 			sip.NewHeader("Warning", `399 mediarelay "draining"`))
 		r.countSetupFailure(503)
 		return
@@ -72,8 +74,8 @@ func (r *Relay) inDialog(req *sip.Request, tx sip.ServerTransaction) {
 	default:
 		r.countRequest(req)
 	}
-	if j, i := r.joinByDialog(req); j != nil {
-		j.serve(i, req, tx)
+	if j, i := r.joins.Find(req); j != nil {
+		j.Serve(i, req, tx)
 		return
 	}
 	c, s := r.callAndSide(req)
@@ -83,9 +85,9 @@ func (r *Relay) inDialog(req *sip.Request, tx sip.ServerTransaction) {
 	case req.Method == sip.ACK:
 		// Nothing answers an ACK.
 	case req.Method == sip.NOTIFY:
-		respond(tx, req, 481, "Subscription Does Not Exist")
+		sipleg.Respond(tx, req, 481, "Subscription Does Not Exist")
 	default:
-		respond(tx, req, 481, "Call/Transaction Does Not Exist")
+		sipleg.Respond(tx, req, 481, "Call/Transaction Does Not Exist")
 	}
 }
 
@@ -102,29 +104,9 @@ func (c *Call) serve(s side, req *sip.Request, tx sip.ServerTransaction) {
 		c.onRefer(s, req, tx)
 	case sip.NOTIFY:
 		// A peer reporting on a transfer it performs: nothing to do.
-		respond(tx, req, 200, "OK")
+		sipleg.Respond(tx, req, 200, "OK")
 	case sip.INFO:
 		c.onInfo(s, req, tx)
-	}
-}
-
-// serve takes an in-dialog request from leg i of the join.
-func (j *join) serve(i int, req *sip.Request, tx sip.ServerTransaction) {
-	switch req.Method {
-	case sip.BYE:
-		j.onBye(i, req, tx)
-	case sip.INVITE, sip.UPDATE:
-		j.onOffer(i, req, tx)
-	case sip.ACK:
-		// Acknowledges a 2xx of ours; a join takes no answers in ACKs.
-	case sip.INFO:
-		j.onInfo(i, req, tx)
-	case sip.NOTIFY:
-		respond(tx, req, 200, "OK")
-	case sip.REFER:
-		j.onRefer(i, req, tx)
-	default:
-		respond(tx, req, 405, "Method Not Allowed", sip.NewHeader("Allow", "INVITE, ACK, BYE, UPDATE, INFO, REFER, NOTIFY, OPTIONS"))
 	}
 }
 
@@ -146,7 +128,7 @@ func (r *Relay) callAndSide(req *sip.Request) (*Call, side) {
 	if id, err := sip.DialogIDFromRequestUAS(req); err == nil {
 		if c := r.byDialog[id]; c != nil {
 			for _, s := range []side{sideBrowser, sideTrunk} {
-				if l := c.leg(s); l.id == id && l.placedByPeer() {
+				if l := c.leg(s); l.ID() == id && l.PlacedByPeer() {
 					return c, s
 				}
 			}
@@ -155,37 +137,13 @@ func (r *Relay) callAndSide(req *sip.Request) (*Call, side) {
 	if id, err := sip.DialogIDFromRequestUAC(req); err == nil {
 		if c := r.byDialog[id]; c != nil {
 			for _, s := range []side{sideTrunk, sideBrowser} {
-				if l := c.leg(s); l.id == id && !l.placedByPeer() {
+				if l := c.leg(s); l.ID() == id && !l.PlacedByPeer() {
 					return c, s
 				}
 			}
 		}
 	}
 	return nil, sideNone
-}
-
-// joinByDialog finds the join an in-dialog request belongs to and the
-// index of the leg that sent it.
-func (r *Relay) joinByDialog(req *sip.Request) (*join, int) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if len(r.joins) == 0 {
-		return nil, -1
-	}
-	uas, _ := sip.DialogIDFromRequestUAS(req) // the trunk placed the leg
-	uac, _ := sip.DialogIDFromRequestUAC(req) // the relay placed it
-	for _, id := range []string{uas, uac} {
-		j := r.joins[id]
-		if j == nil {
-			continue
-		}
-		for i, l := range j.legs {
-			if l.id == id && l.placedByPeer() == (id == uas) {
-				return j, i
-			}
-		}
-	}
-	return nil, -1
 }
 
 // throttled reports whether req was over its source's rate
@@ -220,12 +178,3 @@ func (r *Relay) onRegister(req *sip.Request, tx sip.ServerTransaction) {
 
 // Registered returns how many devices user has registered (for tests and status).
 func (r *Relay) Registered(user string) int { return len(r.registrar.Lookup(user)) }
-
-// respond answers req with a response without a body.
-func respond(tx sip.ServerTransaction, req *sip.Request, code int, reason string, hdrs ...sip.Header) {
-	res := sip.NewResponseFromRequest(req, code, reason, nil)
-	for _, h := range hdrs {
-		res.AppendHeader(h)
-	}
-	_ = tx.Respond(res)
-}

@@ -9,15 +9,9 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/mediarelay/mediarelay/media"
+	"github.com/mediarelay/mediarelay/pkg/cdr"
 	"github.com/mediarelay/mediarelay/pkg/sdp"
 	"github.com/mediarelay/mediarelay/signaling/mediaplan"
-)
-
-// End causes of encrypted legs.
-const (
-	endSRTPAuth     = "srtp_auth_failed" // the trunk's SRTP stopped authenticating
-	endSRTPRequired = "srtp_required"    // the trunk would not encrypt, or not acceptably
-	endDTLSFailed   = "dtls_failed"      // handshake or fingerprint check failed
 )
 
 // callSecurity is the encryption state of a call's SIP leg.
@@ -92,7 +86,7 @@ func (c *Call) secureAnswer(ans sdp.Audio) error {
 		c.log.Info("trunk answered without SRTP; media in the clear (srtp: optional)")
 		return nil
 	}
-	if err := c.trunk.rtp.StartSRTP(cfg); err != nil {
+	if err := c.trunk.RTP().StartSRTP(cfg); err != nil {
 		return err
 	}
 	s.suite = suite
@@ -109,9 +103,9 @@ func (c *Call) startInboundSRTP(k *mediaplan.InboundKeys, fail func(int, string,
 		return true
 	}
 	cfg := k.Config
-	if err := c.trunk.rtp.StartSRTP(&cfg); err != nil {
+	if err := c.trunk.RTP().StartSRTP(&cfg); err != nil {
 		c.log.Warn("srtp setup failed", "err", err)
-		fail(488, "Not Acceptable Here", endSRTPRequired)
+		fail(488, "Not Acceptable Here", cdr.CauseSRTPRequired)
 		return false
 	}
 	c.sec.suite = k.Suite
@@ -155,11 +149,11 @@ func (s *callSecurity) authFailing(leg *media.RTPLeg) bool {
 func setupCause(err error) string {
 	switch {
 	case errors.Is(err, mediaplan.ErrSRTPRefused), errors.Is(err, mediaplan.ErrSRTPBadAnswer), errors.Is(err, mediaplan.ErrSDESInsecure):
-		return endSRTPRequired
+		return cdr.CauseSRTPRequired
 	case errors.Is(err, errDTLS):
-		return endDTLSFailed
+		return cdr.CauseDTLSFailed
 	case errors.Is(err, mediaplan.ErrE2ENoDTLS):
-		return endE2ENoDTLS
+		return cdr.CauseE2ENoDTLS
 	}
-	return endNoCodec
+	return cdr.CauseNoCodec
 }

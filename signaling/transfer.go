@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"time"
 
 	"github.com/emiago/sipgo"
@@ -14,6 +13,7 @@ import (
 	"github.com/mediarelay/mediarelay/pkg/sdp"
 	"github.com/mediarelay/mediarelay/signaling/dtmf"
 	"github.com/mediarelay/mediarelay/signaling/mediaplan"
+	"github.com/mediarelay/mediarelay/signaling/sipleg"
 )
 
 // Blind transfer (RFC 3515): the trunk leg sends REFER with Refer-To; the
@@ -21,103 +21,31 @@ import (
 // swaps it in for the trunk leg, reporting progress with NOTIFY
 // (message/sipfrag). The browser stays in the call.
 
-// dialogRef is one dialog of a call, for requests the relay sends in it.
-type dialogRef struct {
-	target sip.Uri
-	do     func(context.Context, *sip.Request) (*sip.Response, error)
-	write  func(*sip.Request) error
-}
-
-// clientRef is a dialog the relay placed: requests go to the answer's
-// Contact (the Request-URI if a peer sent none).
-func clientRef(d *sipgo.DialogClientSession) dialogRef {
-	target := d.InviteRequest.Recipient
-	if ct := d.InviteResponse.Contact(); ct != nil {
-		target = ct.Address
-	}
-	return dialogRef{target, d.Do, d.WriteRequest}
-}
-
-// serverRef is a dialog the peer placed: requests go to its INVITE's
-// Contact (its From address if it sent none).
-func serverRef(d *sipgo.DialogServerSession) dialogRef {
-	target := d.InviteRequest.From().Address
-	if ct := d.InviteRequest.Contact(); ct != nil {
-		target = ct.Address
-	}
-	return dialogRef{target, d.Do, d.WriteRequest}
-}
-
-// request sends a request in the dialog and waits for its final response;
-// a 2xx to an INVITE is ACKed.
-func (d dialogRef) request(ctx context.Context, method sip.RequestMethod, body []byte, hdrs ...sip.Header) (*sip.Response, error) {
-	req := sip.NewRequest(method, *d.target.Clone())
-	if body != nil {
-		req.SetBody(body)
-	}
-	for _, h := range hdrs {
-		req.AppendHeader(h)
-	}
-	res, err := d.do(ctx, req)
-	if err == nil && res == nil {
-		// sipgo ends a transaction whose transport went away with neither.
-		err = errNoResponse
-	}
-	if err != nil || method != sip.INVITE || !res.IsSuccess() {
-		return res, err
-	}
-	ack := sip.NewRequest(sip.ACK, *d.target.Clone())
-	ack.AppendHeader(&sip.CSeqHeader{SeqNo: req.CSeq().SeqNo, MethodName: sip.ACK})
-	if err := d.write(ack); err != nil {
-		return res, fmt.Errorf("ack: %w", err)
-	}
-	return res, nil
-}
-
-var errNoResponse = errors.New("transaction ended without a final response")
-
-// referTarget reads a REFER's Refer-To, answering the REFER when it is
-// missing or unusable.
-func referTarget(req *sip.Request, tx sip.ServerTransaction) (sip.Uri, bool) {
-	h := req.GetHeader("Refer-To")
-	if h == nil {
-		respond(tx, req, 400, "Bad Request", sip.NewHeader("Warning", `399 mediarelay "Refer-To is required"`))
-		return sip.Uri{}, false
-	}
-	var target sip.Uri
-	params := sip.NewParams()
-	if _, err := sip.ParseAddressValue(h.Value(), &target, &params); err != nil || target.User == "" {
-		respond(tx, req, 400, "Bad Request")
-		return sip.Uri{}, false
-	}
-	return target, true
-}
-
 // onRefer takes a REFER from side s: the relay performs the transfer
 // itself (blind, attended, to a trunk or to a registered user).
 func (c *Call) onRefer(s side, req *sip.Request, tx sip.ServerTransaction) {
 	r := c.r
 	if c.answered.IsZero() {
-		respond(tx, req, 481, "Call/Transaction Does Not Exist")
+		sipleg.Respond(tx, req, 481, "Call/Transaction Does Not Exist")
 		return
 	}
 	if c.currentPlan().Mode == mediaplan.ModeE2E {
 		// A new party would need its own end-to-end handshake with the
 		// one that stays, which the relay cannot start in their place.
-		respond(tx, req, 488, "Not Acceptable Here", sip.NewHeader("Warning", `399 mediarelay "no transfers on end-to-end calls"`))
+		sipleg.Respond(tx, req, 488, "Not Acceptable Here", sip.NewHeader("Warning", `399 mediarelay "no transfers on end-to-end calls"`))
 		return
 	}
-	target, ok := referTarget(req, tx)
+	target, ok := sipleg.ReferTarget(req, tx)
 	if !ok {
 		return
 	}
-	rep, hasReplaces, repOK := referReplaces(target)
+	rep, hasReplaces, repOK := sipleg.ReferReplaces(target)
 	if hasReplaces && !repOK {
-		respond(tx, req, 400, "Bad Request", sip.NewHeader("Warning", `399 mediarelay "malformed Replaces in Refer-To"`))
+		sipleg.Respond(tx, req, 400, "Bad Request", sip.NewHeader("Warning", `399 mediarelay "malformed Replaces in Refer-To"`))
 		return
 	}
 	// What the relay will do, decided before it accepts the REFER.
-	var run func(old dialogRef)
+	var run func(old sipleg.DialogRef)
 	switch {
 	case s == sideTrunk:
 		// The trunk hands the browser on. With Replaces (attended transfer
@@ -127,29 +55,29 @@ func (c *Call) onRefer(s side, req *sip.Request, tx sip.ServerTransaction) {
 		if hasReplaces {
 			extra = append(extra, sip.NewHeader("Replaces", rep.String()))
 		}
-		run = func(old dialogRef) { c.transferTrunk(old, target.User, extra...) }
+		run = func(old sipleg.DialogRef) { c.transferTrunk(old, target.User, extra...) }
 	case hasReplaces:
 		// Attended transfer: the browser connects the trunk peers of two
 		// of its calls, the one named by Replaces and this one.
-		run = func(old dialogRef) { c.transferAttended(old, rep) }
+		run = func(old sipleg.DialogRef) { c.transferAttended(old, rep) }
 	default:
 		if _, ok := r.browserUser(target.User); ok {
-			run = func(old dialogRef) { c.transferBrowser(old, target.User) }
+			run = func(old sipleg.DialogRef) { c.transferBrowser(old, target.User) }
 		} else if route := r.route(target.User); route != nil {
 			if !r.mayTransferToTrunk(c, s, route) {
 				r.registrar.CallRejected("transfer")
-				respond(tx, req, 403, "Forbidden", sip.NewHeader("Warning", `399 mediarelay "transfer to a trunk needs an authenticated caller"`))
+				sipleg.Respond(tx, req, 403, "Forbidden", sip.NewHeader("Warning", `399 mediarelay "transfer to a trunk needs an authenticated caller"`))
 				return
 			}
-			run = func(old dialogRef) { c.transferToTrunk(old, route, target.User) }
+			run = func(old sipleg.DialogRef) { c.transferToTrunk(old, route, target.User) }
 		} else {
-			respond(tx, req, 603, "Decline", sip.NewHeader("Warning", `399 mediarelay "transfer target is neither a registered user nor routable"`))
+			sipleg.Respond(tx, req, 603, "Decline", sip.NewHeader("Warning", `399 mediarelay "transfer target is neither a registered user nor routable"`))
 			return
 		}
 	}
-	old, err := c.legNow(s).ref()
+	old, err := c.legNow(s).Ref()
 	if err != nil {
-		respond(tx, req, 481, "Call/Transaction Does Not Exist")
+		sipleg.Respond(tx, req, 481, "Call/Transaction Does Not Exist")
 		return
 	}
 	res := sip.NewResponseFromRequest(req, 202, "Accepted", nil)
@@ -160,31 +88,15 @@ func (c *Call) onRefer(s side, req *sip.Request, tx sip.ServerTransaction) {
 	go run(old)
 }
 
-// notifyRefer sends a REFER's NOTIFY (RFC 3515) with a sipfrag status line.
-func notifyRefer(log *slog.Logger, d dialogRef, status string, final bool) {
-	state := "active;expires=60"
-	if final {
-		state = "terminated;reason=noresource"
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	_, err := d.request(ctx, sip.NOTIFY, []byte("SIP/2.0 "+status+"\r\n"),
-		sip.NewHeader("Event", "refer"), sip.NewHeader("Subscription-State", state),
-		sip.NewHeader("Content-Type", "message/sipfrag;version=2.0"))
-	if err != nil {
-		log.Debug("notify failed", "err", err)
-	}
-}
-
 // transferTrunk replaces the trunk leg with a call to user on a new media
 // leg, keyed by the target trunk's own SRTP policy; extra headers
 // (Replaces) go on the INVITE.
-func (c *Call) transferTrunk(old dialogRef, user string, extra ...sip.Header) {
+func (c *Call) transferTrunk(old sipleg.DialogRef, user string, extra ...sip.Header) {
 	r := c.r
-	notifyRefer(c.log, old, "100 Trying", false)
+	old.NotifyRefer(c.log, "100 Trying", false)
 	route := r.route(user)
 	if route == nil {
-		notifyRefer(c.log, old, "404 Not Found", true)
+		old.NotifyRefer(c.log, "404 Not Found", true)
 		return
 	}
 	fromUser := c.to
@@ -197,25 +109,25 @@ func (c *Call) transferTrunk(old dialogRef, user string, extra ...sip.Header) {
 	leg, status := r.dialTrunk(ctx, route, user, fromUser, plan.SIPCodec, plan.SIPDTMF, dialOptions{owner: c, extra: extra})
 	if leg == nil {
 		c.log.Info("transfer failed", "target", user, "status", status)
-		notifyRefer(c.log, old, status, true)
+		old.NotifyRefer(c.log, status, true)
 		return
 	}
 	oldLeg, ok := c.swapSIPLeg(leg)
 	if !ok {
-		leg.drop()
+		leg.Drop()
 		return
 	}
-	_ = oldLeg.rtp.Close() // the media has moved; the dialog waits for the NOTIFY
+	_ = oldLeg.RTP().Close() // the media has moved; the dialog waits for the NOTIFY
 	c.log.Info("transferred", "target", user, "trunk", route.Name)
-	notifyRefer(c.log, old, "200 OK", true)
-	oldLeg.drop()
+	old.NotifyRefer(c.log, "200 OK", true)
+	oldLeg.Drop()
 }
 
 // swapSIPLeg puts leg (a dialog and media leg that dialTrunk set up) in
 // place of the call's trunk leg, and returns the old one for the caller to
 // hang up. Both directions of the media move to the new leg without a new
 // stream towards the browser. It reports false when the call has ended.
-func (c *Call) swapSIPLeg(leg *SIPLeg) (*SIPLeg, bool) {
+func (c *Call) swapSIPLeg(leg *sipleg.Leg) (*sipleg.Leg, bool) {
 	c.mid.mu.Lock()
 	defer c.mid.mu.Unlock()
 	cur := c.active.Load()
@@ -226,25 +138,26 @@ func (c *Call) swapSIPLeg(leg *SIPLeg) (*SIPLeg, bool) {
 	if !ok {
 		return nil, false
 	}
-	c.sec.policy, c.sec.suite = leg.srtp.policy, leg.srtp.suite
-	c.sec.keyed.Store(leg.srtp.keyed)
+	sec := leg.Security()
+	c.sec.policy, c.sec.suite = sec.Policy, sec.Suite
+	c.sec.keyed.Store(sec.Keyed)
 	c.setDir(sideTrunk, "sendrecv")
 
 	// The browser-bound loop reads the old leg: stop it there and run it on
 	// the new one with the stage it had, then switch both directions to
 	// stages built for the new leg (the browser-bound one carries on its
 	// stream; the trunk-bound one writes to the new leg).
-	_ = old.rtp.PauseReads()
+	_ = old.RTP().PauseReads()
 	<-cur.toWebDone
 	c.dtmfOnce.Do(func() {})
-	c.inj.Store(dtmf.NewInjector(leg.rtp))
+	c.inj.Store(dtmf.NewInjector(leg.RTP()))
 	plan := cur.plan
-	plan.SIPCodec, plan.SIPDTMF = leg.codec, leg.dtmf
+	plan.SIPCodec, plan.SIPDTMF = leg.Codecs()
 	m := &activeMedia{plan: plan, toSIP: cur.toSIP, toWeb: cur.toWeb, bridge: cur.bridge, toWebDone: make(chan struct{})}
 	c.runToWeb(m.toWeb, m.toWebDone)
-	ptime := leg.route.Ptime
-	if _, ans, err := sdp.Parse(leg.dcs.InviteResponse.Body()); err == nil {
-		ptime = sipPtime(ans, leg.route)
+	ptime := leg.Route().Ptime
+	if _, ans, err := sdp.Parse(leg.PeerAnswer()); err == nil {
+		ptime = sipPtime(ans, leg.Route())
 	}
 	toSIP, toWeb, b, err := c.stages(plan, ptime, cur.bridge)
 	if err != nil {
@@ -262,9 +175,9 @@ func (c *Call) swapSIPLeg(leg *SIPLeg) (*SIPLeg, bool) {
 	if err != nil {
 		c.active.Store(m)
 	}
-	old.stopSessionTimer()
-	leg.adoptSessionTimer(c.log, c.sessionExpired)
-	leg.armSessionTimer()
+	old.StopSessionTimer()
+	leg.AdoptSessionTimer(c.log, c.sessionExpired)
+	leg.ArmSessionTimer()
 	return old, true
 }
 

@@ -7,23 +7,25 @@ import (
 
 	"github.com/mediarelay/mediarelay/media"
 	"github.com/mediarelay/mediarelay/pkg/sdp"
+	"github.com/mediarelay/mediarelay/signaling/fork"
 	"github.com/mediarelay/mediarelay/signaling/mediaplan"
+	"github.com/mediarelay/mediarelay/signaling/sipleg"
 )
 
 // transferBrowser performs a blind transfer the browser asked for: its
 // peer (the trunk leg) is connected to the registered user target, whose
 // browsers ring with an offer in the numbering the forwarding already uses.
-func (c *Call) transferBrowser(old dialogRef, target string) {
+func (c *Call) transferBrowser(old sipleg.DialogRef, target string) {
 	r := c.r
-	notifyRefer(c.log, old, "100 Trying", false)
+	old.NotifyRefer(c.log, "100 Trying", false)
 	user, ok := r.browserUser(target)
 	if !ok {
-		notifyRefer(c.log, old, "404 Not Found", true)
+		old.NotifyRefer(c.log, "404 Not Found", true)
 		return
 	}
 	bindings := r.registrar.Lookup(user)
 	if len(bindings) == 0 {
-		notifyRefer(c.log, old, "480 Temporarily Unavailable", true)
+		old.NotifyRefer(c.log, "480 Temporarily Unavailable", true)
 		return
 	}
 	cur := c.webLeg()
@@ -35,39 +37,41 @@ func (c *Call) transferBrowser(old dialogRef, target string) {
 	}
 	ctx, cancel := untilEnded(c.ended, ringTimeout)
 	defer cancel()
-	party := ringParty{from: c.from, to: user}
+	party := fork.Party{From: c.from, To: user}
 	if c.direction == "outbound" {
-		party.from = c.to // the trunk's party is the one being transferred
+		party.From = c.to // the trunk's party is the one being transferred
 	}
-	winner, finals, rung := r.ringBrowsers(ctx, c, bindings, func() (*media.WebRTCLeg, string, error) { return r.webrtc.OfferCodecs(codecs) },
+	winner, finals, rung := r.ringer.Ring(ctx, c.log, bindings, func() (*media.WebRTCLeg, string, error) { return r.webrtc.OfferCodecs(codecs) },
 		party, func() {}, nil)
 	if !rung {
-		notifyRefer(c.log, old, "480 Temporarily Unavailable", true)
+		old.NotifyRefer(c.log, "480 Temporarily Unavailable", true)
 		return
 	}
 	if winner == nil {
-		code, reason, _ := pickFinal(finals)
-		notifyRefer(c.log, old, fmtStatus(code, reason), true)
+		code, reason, _ := fork.PickFinal(finals)
+		old.NotifyRefer(c.log, fmtStatus(code, reason), true)
 		return
 	}
-	_ = winner.dcs.Ack(context.Background())
-	leg := winner.leg
-	err := leg.SetAnswer(string(winner.dcs.InviteResponse.Body()))
+	_ = winner.Dialog().Ack(context.Background())
+	leg := winner.Leg()
+	err := leg.SetAnswer(string(winner.Dialog().InviteResponse.Body()))
 	if err == nil && (len(leg.Audio.Codecs) == 0 || !leg.Audio.Codecs[0].Is(c.currentPlan().BrowserCodec)) {
 		err = mediaplan.ErrNoCommonCodec
 	}
 	if err != nil {
 		c.log.Info("transfer target's answer unusable", "err", err)
-		r.hangUpFork(winner)
-		notifyRefer(c.log, old, "488 Not Acceptable Here", true)
+		r.ringer.HangUp(winner)
+		old.NotifyRefer(c.log, "488 Not Acceptable Here", true)
 		return
 	}
 	// Swap the browser leg.
 	c.mid.mu.Lock()
-	prev, ok := c.replaceLeg(sideBrowser, &SIPLeg{dialog: clientDialog(winner.dcs)})
+	browser := sipleg.New(nil)
+	browser.SetClient(winner.Dialog())
+	prev, ok := c.replaceLeg(sideBrowser, browser)
 	if !ok {
 		c.mid.mu.Unlock()
-		r.hangUpFork(winner)
+		r.ringer.HangUp(winner)
 		return
 	}
 	c.setWeb(leg)
@@ -76,10 +80,10 @@ func (c *Call) transferBrowser(old dialogRef, target string) {
 	_ = cur.Close()
 	c.log.Info("transferred by the browser", "target", user)
 
-	notifyRefer(c.log, old, "200 OK", true)
+	old.NotifyRefer(c.log, "200 OK", true)
 	bctx, bcancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer bcancel()
-	_ = prev.bye(bctx)
+	_ = prev.Bye(bctx)
 }
 
 func fmtStatus(code int, reason string) string {

@@ -7,9 +7,12 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
+	"github.com/mediarelay/mediarelay/pkg/cdr"
 	"github.com/mediarelay/mediarelay/pkg/config"
 	"github.com/mediarelay/mediarelay/pkg/sdp"
+	"github.com/mediarelay/mediarelay/signaling/join"
 	"github.com/mediarelay/mediarelay/signaling/mediaplan"
+	"github.com/mediarelay/mediarelay/signaling/sipleg"
 )
 
 // Transfers that leave two trunk legs talking (a join): the browser
@@ -29,7 +32,7 @@ func (c *Call) trunkParty() string {
 // forwarding stops reading it, and the call's hang-up (which the caller
 // does next) leaves its dialog and port alone. It reports false when the
 // call has ended or has no answered trunk leg.
-func (c *Call) handOff() (*SIPLeg, bool) {
+func (c *Call) handOff() (*sipleg.Leg, bool) {
 	r := c.r
 	c.mid.mu.Lock() // serialised with offers and answers on the call
 	defer c.mid.mu.Unlock()
@@ -37,33 +40,32 @@ func (c *Call) handOff() (*SIPLeg, bool) {
 		return nil, false
 	}
 	leg := c.trunk
-	if !leg.exists() {
+	if !leg.Exists() {
 		return nil, false
 	}
 	plan := c.currentPlan()
 	if !c.lockAlive() {
 		return nil, false
 	}
-	delete(r.byDialog, leg.id)
+	delete(r.byDialog, leg.ID())
 	c.handedOff = true
 	r.mu.Unlock()
-	leg.party = c.trunkParty()
-	leg.codec, leg.dtmf = plan.SIPCodec, plan.SIPDTMF
+	leg.SetPeer(c.trunkParty(), plan.SIPCodec, plan.SIPDTMF)
 	// The SDP the join goes on from: what the call last told the trunk.
-	leg.sdp = c.localSDP(sideTrunk, c.browser.askedDir())
-	leg.stopSessionTimer()
-	_ = leg.rtp.PauseReads()
+	leg.SetSDP(c.localSDP(sideTrunk, c.browser.AskedDir()))
+	leg.StopSessionTimer()
+	_ = leg.RTP().PauseReads()
 	return leg, true
 }
 
 // transferToTrunk performs a blind transfer the browser asked for to a
 // number that routes to a trunk: the relay calls it with the trunk leg's
 // codec and joins the two trunk legs.
-func (c *Call) transferToTrunk(old dialogRef, route *config.Trunk, user string) {
-	notifyRefer(c.log, old, "100 Trying", false)
+func (c *Call) transferToTrunk(old sipleg.DialogRef, route *config.Trunk, user string) {
+	old.NotifyRefer(c.log, "100 Trying", false)
 	if c.sec.policy == mediaplan.SRTPDTLS {
 		// The DTLS association belongs to the call; a join does not carry it.
-		notifyRefer(c.log, old, "488 Not Acceptable Here", true)
+		old.NotifyRefer(c.log, "488 Not Acceptable Here", true)
 		return
 	}
 	ctx, cancel := untilEnded(c.ended, ringTimeout)
@@ -72,31 +74,31 @@ func (c *Call) transferToTrunk(old dialogRef, route *config.Trunk, user string) 
 	leg, status := c.r.dialTrunk(ctx, route, user, c.trunkParty(), plan.SIPCodec, plan.SIPDTMF, dialOptions{otherLaw: true})
 	if leg == nil {
 		c.log.Info("transfer failed", "target", user, "status", status)
-		notifyRefer(c.log, old, status, true)
+		old.NotifyRefer(c.log, status, true)
 		return
 	}
 	mine, ok := c.handOff()
 	if !ok {
-		leg.drop()
+		leg.Drop()
 		return
 	}
-	notifyRefer(c.log, old, "200 OK", true)
-	c.hangup(endTransferred, 0, "")
+	old.NotifyRefer(c.log, "200 OK", true)
+	c.hangup(cdr.CauseTransferred, 0, "")
 	c.log.Info("transferred by the browser to a trunk", "target", user, "trunk", route.Name)
-	c.r.startJoin(mine, leg)
+	c.r.joins.Start(newCallID(), mine, leg)
 }
 
 // transferAttended connects the trunk peers of two of the browser's calls:
 // this one and the one whose browser dialog rep names (RFC 5589 section 7).
-func (c *Call) transferAttended(old dialogRef, rep replaces) {
-	notifyRefer(c.log, old, "100 Trying", false)
+func (c *Call) transferAttended(old sipleg.DialogRef, rep sipleg.Replaces) {
+	old.NotifyRefer(c.log, "100 Trying", false)
 	other := c.r.callByBrowserDialog(rep)
 	if other == nil || other == c || other.answered.IsZero() {
-		notifyRefer(c.log, old, "481 Call/Transaction Does Not Exist", true)
+		old.NotifyRefer(c.log, "481 Call/Transaction Does Not Exist", true)
 		return
 	}
 	if c.sec.policy == mediaplan.SRTPDTLS || other.sec.policy == mediaplan.SRTPDTLS {
-		notifyRefer(c.log, old, "488 Not Acceptable Here", true)
+		old.NotifyRefer(c.log, "488 Not Acceptable Here", true)
 		return
 	}
 	mine, theirs := c.currentPlan().SIPCodec, other.currentPlan().SIPCodec
@@ -104,27 +106,27 @@ func (c *Call) transferAttended(old dialogRef, rep replaces) {
 		// A join converts G.711 laws but decodes nothing.
 		c.log.Info("attended transfer between calls with different codecs refused",
 			"codec", mine.Name, "other", theirs.Name)
-		notifyRefer(c.log, old, "488 Not Acceptable Here", true)
+		old.NotifyRefer(c.log, "488 Not Acceptable Here", true)
 		return
 	}
 	b, ok := other.handOff()
 	if !ok {
-		notifyRefer(c.log, old, "481 Call/Transaction Does Not Exist", true)
+		old.NotifyRefer(c.log, "481 Call/Transaction Does Not Exist", true)
 		return
 	}
 	a, ok := c.handOff()
 	if !ok {
 		// This call ended under us: the other trunk party has nobody to
 		// talk to.
-		other.hangup(endTransferred, 0, "")
-		b.drop()
+		other.hangup(cdr.CauseTransferred, 0, "")
+		b.Drop()
 		return
 	}
-	notifyRefer(c.log, old, "200 OK", true)
-	c.hangup(endTransferred, 0, "")
-	other.hangup(endTransferred, 0, "")
+	old.NotifyRefer(c.log, "200 OK", true)
+	c.hangup(cdr.CauseTransferred, 0, "")
+	other.hangup(cdr.CauseTransferred, 0, "")
 	c.log.Info("attended transfer: trunk legs joined", "other_call", other.id)
-	c.r.startJoin(a, b)
+	c.r.joins.Start(newCallID(), a, b)
 }
 
 // lockAlive takes r.mu unless the call has ended, and reports whether it
@@ -143,41 +145,77 @@ func (c *Call) lockAlive() bool {
 // replaceLeg puts leg in place of the call's leg on side s (a transfer's
 // new party) and files the call under the new dialog; c.mid.mu is held.
 // It returns the old leg, or false when the call has ended.
-func (c *Call) replaceLeg(s side, leg *SIPLeg) (*SIPLeg, bool) {
+func (c *Call) replaceLeg(s side, leg *sipleg.Leg) (*sipleg.Leg, bool) {
 	if !c.lockAlive() {
 		return nil, false
 	}
 	defer c.r.mu.Unlock()
 	old := c.leg(s)
-	delete(c.r.byDialog, old.id)
+	delete(c.r.byDialog, old.ID())
 	if s == sideTrunk {
-		c.trunk, c.route = leg, leg.route
+		c.trunk, c.route = leg, leg.Route()
 	} else {
 		c.browser = leg
 	}
-	c.r.byDialog[leg.id] = c
+	c.r.byDialog[leg.ID()] = c
 	return old, true
 }
 
 // callByBrowserDialog finds the call whose browser dialog rep names.
-func (r *Relay) callByBrowserDialog(rep replaces) *Call {
-	return r.callByDialog(rep, func(c *Call) (string, string) { return c.browser.callID, c.browser.id })
+func (r *Relay) callByBrowserDialog(rep sipleg.Replaces) *Call {
+	return r.callByDialog(rep, func(c *Call) (string, string) { return c.browser.CallID(), c.browser.ID() })
 }
 
 // callByTrunkDialog finds the call whose trunk dialog rep names.
-func (r *Relay) callByTrunkDialog(rep replaces) *Call {
-	return r.callByDialog(rep, func(c *Call) (string, string) { return c.trunk.callID, c.trunk.id })
+func (r *Relay) callByTrunkDialog(rep sipleg.Replaces) *Call {
+	return r.callByDialog(rep, func(c *Call) (string, string) { return c.trunk.CallID(), c.trunk.ID() })
 }
 
-func (r *Relay) callByDialog(rep replaces, dialog func(*Call) (callID, dialogID string)) *Call {
+func (r *Relay) callByDialog(rep sipleg.Replaces, dialog func(*Call) (callID, dialogID string)) *Call {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, c := range r.calls {
-		if callID, id := dialog(c); callID == rep.callID && rep.matches(id) {
+		if callID, id := dialog(c); callID == rep.CallID && rep.Matches(id) {
 			return c
 		}
 	}
 	return nil
+}
+
+// joinHost is what the relay does for its joins (join.Host).
+type joinHost struct{ r *Relay }
+
+func (h joinHost) Contact(route *config.Trunk) sip.Header {
+	return sip.HeaderClone(&h.r.dialogUAFor(route).ContactHDR)
+}
+
+func (h joinHost) Route(user string) *config.Trunk { return h.r.route(user) }
+
+// Dial is dialTrunk for a transfer inside a join, rung until ended closes
+// or ringTimeout.
+func (h joinHost) Dial(ended <-chan struct{}, route *config.Trunk, user, fromUser string, codec, dtmf sdp.Codec, extra []sip.Header) (*sipleg.Leg, string) {
+	ctx, cancel := untilEnded(ended, ringTimeout)
+	defer cancel()
+	return h.r.dialTrunk(ctx, route, user, fromUser, codec, dtmf, dialOptions{otherLaw: true, extra: extra})
+}
+
+func (h joinHost) CountDrop(reason string) { h.r.countDrop(reason) }
+
+// Ended counts the join's end and its legs' media, and writes its CDR
+// with the legs' counts, loss, jitter and transports.
+func (h joinHost) Ended(j *join.Join, rec cdr.Record) error {
+	r := h.r
+	legs := j.Legs()
+	a, b := legs[0].RTP(), legs[1].RTP()
+	r.countEnd(rec.EndCause, rec.Trunk)
+	recordLegs(&rec, a.Stats(), b.Stats(), a.Transport(), b.Transport())
+	r.countTransports("", rec.SIPTransport)
+	r.countTransports("", rec.WebRTCTransport)
+	r.countJoinMedia(j)
+	if r.cdr == nil {
+		return nil
+	}
+	return r.cdr.Write(rec)
 }
 
 // dialOptions are dialTrunk's choices.
@@ -190,7 +228,7 @@ type dialOptions struct {
 // dialTrunk calls user through route with an offer of codec (and dtmf, if
 // its PT is not 0) and returns the answered leg, not yet in a call or
 // join; or nil and a status line for a NOTIFY.
-func (r *Relay) dialTrunk(ctx context.Context, route *config.Trunk, user, fromUser string, codec, dtmf sdp.Codec, o dialOptions) (*SIPLeg, string) {
+func (r *Relay) dialTrunk(ctx context.Context, route *config.Trunk, user, fromUser string, codec, dtmf sdp.Codec, o dialOptions) (*sipleg.Leg, string) {
 	// A scratch call holds the leg's SRTP state while it is negotiated; it
 	// is never admitted.
 	nc := r.newCall(route, "")
@@ -212,29 +250,33 @@ func (r *Relay) dialTrunk(ctx context.Context, route *config.Trunk, user, fromUs
 		codecs = append(codecs[:len(codecs):len(codecs)], dtmf)
 	}
 	offer := sdp.Offer{SessionID: uint64(time.Now().UnixNano()), Version: 1, Addr: r.mediaAddrFor(route.PeerAddr()),
-		Port: int(nc.trunk.rtp.LocalAddr().Port()), Codecs: codecs, Ptime: route.Ptime}
+		Port: int(nc.trunk.RTP().LocalAddr().Port()), Codecs: codecs, Ptime: route.Ptime}
 	if nc.sec.policy = route.SRTP; nc.sec.policy == mediaplan.SRTPDTLS {
-		_ = nc.trunk.rtp.Close()
+		_ = nc.trunk.RTP().Close()
 		return nil, "488 Not Acceptable Here"
 	}
 	if err := nc.secureOffer(&offer); err != nil {
 		nc.log.Warn("transfer target's SRTP policy cannot be met", "err", err)
-		_ = nc.trunk.rtp.Close()
+		_ = nc.trunk.RTP().Close()
 		return nil, "488 Not Acceptable Here"
 	}
 	body := offer.Marshal()
 	dcs, status := r.inviteTrunk(ctx, route, user, fromUser, body, o.extra...)
 	if dcs == nil {
-		_ = nc.trunk.rtp.Close()
+		_ = nc.trunk.RTP().Close()
 		return nil, status
 	}
-	leg := &SIPLeg{dialog: clientDialog(dcs), route: route, party: user, rtp: nc.trunk.rtp, codec: codec, sdp: string(body), ver: 1}
+	leg := sipleg.New(route)
+	leg.SetClient(dcs)
+	leg.SetRTP(nc.trunk.RTP())
+	leg.SetSDP(string(body))
+	answered := codec
 	_, ans, err := sdp.Parse(dcs.InviteResponse.Body())
 	if err == nil {
 		err = mediaplan.ErrNoCommonCodec
 		for _, a := range ans.Codecs {
 			if i := slices.IndexFunc(audio, func(c sdp.Codec) bool { return c.Is(a.Name) }); i >= 0 {
-				leg.codec, err = audio[i], nil
+				answered, err = audio[i], nil
 				break
 			}
 		}
@@ -244,15 +286,16 @@ func (r *Relay) dialTrunk(ctx context.Context, route *config.Trunk, user, fromUs
 	}
 	if err != nil {
 		nc.log.Info("transfer target's answer unusable", "err", err)
-		leg.drop()
+		leg.Drop()
 		return nil, "488 Not Acceptable Here"
 	}
-	if _, ok := ans.DTMF(dtmf.Clock); ok && dtmf.PT != 0 {
-		leg.dtmf = dtmf
+	if _, ok := ans.DTMF(dtmf.Clock); !ok || dtmf.PT == 0 {
+		dtmf = sdp.Codec{} // none offered, or the target does not take it
 	}
-	leg.answeredSessionTimer(dcs.InviteResponse) // armed by the call or join that takes the leg
-	leg.setRemote(ans)
-	leg.srtp = legSecurity{policy: nc.sec.policy, suite: nc.sec.suite, keyed: nc.sec.keyed.Load()}
+	leg.SetPeer(user, answered, dtmf)
+	leg.AnsweredSessionTimer(dcs.InviteResponse) // armed by the call or join that takes the leg
+	leg.SetRemote(ans)
+	leg.SetSecurity(sipleg.Security{Policy: nc.sec.policy, Suite: nc.sec.suite, Keyed: nc.sec.keyed.Load()})
 	return leg, ""
 }
 
@@ -270,10 +313,10 @@ func (r *Relay) replaceTrunkLeg(req *sip.Request, tx sip.ServerTransaction, rout
 		if warning != "" {
 			hdrs = append(hdrs, sip.NewHeader("Warning", `399 mediarelay "`+warning+`"`))
 		}
-		respond(tx, req, code, reason, hdrs...)
+		sipleg.Respond(tx, req, code, reason, hdrs...)
 		r.countSetupFailure(code)
 	}
-	rep, ok := parseReplaces(h.Value())
+	rep, ok := sipleg.ParseReplaces(h.Value())
 	if !ok {
 		fail(400, "Bad Request", "malformed Replaces")
 		return true
@@ -283,7 +326,7 @@ func (r *Relay) replaceTrunkLeg(req *sip.Request, tx sip.ServerTransaction, rout
 		fail(481, "Call/Transaction Does Not Exist", "")
 		return true
 	}
-	if rep.earlyOnly {
+	if rep.EarlyOnly {
 		fail(486, "Busy Here", "")
 		return true
 	}
@@ -328,8 +371,11 @@ func (r *Relay) replaceTrunkLeg(req *sip.Request, tx sip.ServerTransaction, rout
 	}
 	c.mid.mu.Lock()
 	body := sdp.Offer{SessionID: uint64(time.Now().UnixNano()), Version: 1, Addr: r.mediaAddrFor(route.PeerAddr()),
-		Port: int(c.trunk.rtp.LocalAddr().Port()), Codecs: codecs, Ptime: route.Ptime}.Marshal()
-	leg := &SIPLeg{dialog: serverDialog(dss), route: route, rtp: c.trunk.rtp, sdp: string(body)}
+		Port: int(c.trunk.RTP().LocalAddr().Port()), Codecs: codecs, Ptime: route.Ptime}.Marshal()
+	leg := sipleg.New(route)
+	leg.SetServer(dss)
+	leg.SetRTP(c.trunk.RTP())
+	leg.SetSDP(string(body))
 	old, ok := c.replaceLeg(sideTrunk, leg)
 	if !ok {
 		c.mid.mu.Unlock()
@@ -337,12 +383,12 @@ func (r *Relay) replaceTrunkLeg(req *sip.Request, tx sip.ServerTransaction, rout
 		return true
 	}
 	c.setDir(sideTrunk, "sendrecv")
-	leg.setRemote(offer)
+	leg.SetRemote(offer)
 	c.mid.mu.Unlock()
 	// The call's session timer goes on, on the new dialog.
-	old.stopSessionTimer()
-	leg.adoptSessionTimer(c.log, c.sessionExpired)
-	leg.setSessionTimer(old.sessionTimer())
+	old.StopSessionTimer()
+	leg.AdoptSessionTimer(c.log, c.sessionExpired)
+	leg.SetSessionTimer(old.SessionTimer())
 	res := sip.NewSDPResponseFromRequest(dss.InviteRequest, body) // carries the dialog's To tag
 	res.AppendHeader(c.contact(sideTrunk))
 	if err := dss.WriteResponse(res); err != nil {
@@ -351,6 +397,6 @@ func (r *Relay) replaceTrunkLeg(req *sip.Request, tx sip.ServerTransaction, rout
 	c.log.Info("trunk leg replaced", "by", req.CallID().Value(), "trunk", route.Name)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	_ = old.bye(ctx) // its media port is the new dialog's now
+	_ = old.Bye(ctx) // its media port is the new dialog's now
 	return true
 }

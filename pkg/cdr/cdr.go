@@ -155,16 +155,6 @@ const insertRecord = `INSERT INTO cdr (` + insertColumns + `)
 	webrtc_transport = excluded.webrtc_transport, sip_transport = excluded.sip_transport
 	WHERE cdr.end_cause = '` + CauseInProgress + `'`
 
-// End causes the store itself gives.
-const (
-	// CauseInProgress marks the row Begin writes when a call is answered;
-	// Write completes it when the call ends.
-	CauseInProgress = "in_progress"
-	// CauseRelayRestart closes, at the next start, rows a relay left in
-	// progress (it was killed); their end time is the last one known.
-	CauseRelayRestart = "relay_restart"
-)
-
 // timeFormat is UTC ISO 8601 with microseconds: readable in the sqlite3
 // shell and understood by SQLite's date functions, and it sorts as text.
 const timeFormat = "2006-01-02T15:04:05.000000Z"

@@ -1,8 +1,15 @@
-package signaling
+// Package fork rings every browser registered as a user at once (parallel
+// forking, RFC 3261 section 16.7): for a trunk's call into browsers, and a
+// blind transfer to a registered user. The first to answer wins; the
+// others get CANCEL with a Reason (RFC 3326), or BYE if they answer too.
+// Without a winner, PickFinal says what the caller hears. The winner's
+// dialog and WebRTC leg are then the call's.
+package fork
 
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -12,16 +19,26 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/mediarelay/mediarelay/media"
+	"github.com/mediarelay/mediarelay/pkg/cdr"
 	"github.com/mediarelay/mediarelay/signaling/registrar"
 )
 
-// Forking: a call to a user rings every browser registered as that user
-// at once (a trunk's call into browsers, and a blind transfer to a
-// registered user). The first to answer wins; the others get CANCEL, or
-// BYE if they answered too.
+// Ringer rings browsers from the relay: its SIP host (in From and To), the
+// browsers' dialog UA, and the client CANCELs are sent with.
+type Ringer struct {
+	host   string
+	ua     *sipgo.DialogUA
+	client *sipgo.Client
+	log    *slog.Logger
+}
 
-// fork is one browser being rung for an inbound call.
-type fork struct {
+// NewRinger is the relay's Ringer.
+func NewRinger(host string, ua *sipgo.DialogUA, client *sipgo.Client, log *slog.Logger) *Ringer {
+	return &Ringer{host: host, ua: ua, client: client, log: log}
+}
+
+// Branch is one browser being rung.
+type Branch struct {
 	b           *registrar.Binding
 	leg         *media.WebRTCLeg
 	dcs         *sipgo.DialogClientSession
@@ -30,21 +47,32 @@ type fork struct {
 	cancelled   atomic.Bool
 }
 
-type forkResult struct {
-	f   *fork
+// Dialog is the branch's dialog with its browser (its INVITE's answer
+// not yet ACKed when Ring returns it as the winner).
+func (f *Branch) Dialog() *sipgo.DialogClientSession { return f.dcs }
+
+// Leg is the WebRTC leg offered to the branch's browser.
+func (f *Branch) Leg() *media.WebRTCLeg { return f.leg }
+
+// Device names the branch's registered device, for logs.
+func (f *Branch) Device() string { return f.b.Key }
+
+type result struct {
+	f   *Branch
 	err error
 }
 
-// ringBrowsers rings bindings, each with a fresh offer from makeOffer, and
+// Ring rings bindings, each with a fresh offer from makeOffer, and
 // waits until one answers, all refuse, ctx ends (CANCEL with a 408
 // reason) or gone closes (the caller gave up: 487). A 6xx ends the search
 // (RFC 3261 16.7). onRinging runs on the first ringing response. The
 // winner's answer is not yet ACKed; the other forks are CANCELled, or hung
 // up if they answer too. Without a winner it returns the browsers' final
-// responses; rung is false when no INVITE could be sent at all.
-func (r *Relay) ringBrowsers(ctx context.Context, c *Call, bindings []*registrar.Binding, makeOffer func() (*media.WebRTCLeg, string, error),
-	party ringParty, onRinging func(), gone <-chan struct{}) (winner *fork, finals []*sip.Response, rung bool) {
-	forks := r.ring(ctx, c, bindings, makeOffer, party)
+// responses; rung is false when no INVITE could be sent at all. log is
+// the call's.
+func (r *Ringer) Ring(ctx context.Context, log *slog.Logger, bindings []*registrar.Binding, makeOffer func() (*media.WebRTCLeg, string, error),
+	party Party, onRinging func(), gone <-chan struct{}) (winner *Branch, finals []*sip.Response, rung bool) {
+	forks := r.ring(ctx, log, bindings, makeOffer, party)
 	if len(forks) == 0 {
 		return nil, nil, false
 	}
@@ -86,14 +114,16 @@ func (r *Relay) ringBrowsers(ctx context.Context, c *Call, bindings []*registrar
 }
 
 // ring sends an INVITE with a fresh WebRTC offer to each binding.
-// ringParty says who calls whom in the INVITEs to browsers.
-type ringParty struct {
-	name, from, to string
-	extra          []sip.Header
+// Party says who calls whom in the INVITEs to browsers: the caller's
+// display name and user, the called user, and headers passed on.
+type Party struct {
+	Name, From, To string
+	Extra          []sip.Header
 }
 
-func (r *Relay) ring(ctx context.Context, c *Call, bindings []*registrar.Binding, makeOffer func() (*media.WebRTCLeg, string, error), party ringParty) []*fork {
-	var forks []*fork
+// ring sends each binding an INVITE with a fresh offer.
+func (r *Ringer) ring(ctx context.Context, log *slog.Logger, bindings []*registrar.Binding, makeOffer func() (*media.WebRTCLeg, string, error), party Party) []*Branch {
+	var forks []*Branch
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for _, b := range bindings {
@@ -102,25 +132,25 @@ func (r *Relay) ring(ctx context.Context, c *Call, bindings []*registrar.Binding
 			defer wg.Done()
 			leg, offer, err := makeOffer()
 			if err != nil {
-				c.log.Warn("webrtc offer failed", "err", err)
+				log.Warn("webrtc offer failed", "err", err)
 				return
 			}
 			req := sip.NewRequest(sip.INVITE, *b.Contact.Address.Clone())
 			req.SetBody([]byte(offer))
 			req.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
-			from := &sip.FromHeader{DisplayName: party.name, Address: sip.Uri{User: party.from, Host: r.host}, Params: sip.NewParams()}
+			from := &sip.FromHeader{DisplayName: party.Name, Address: sip.Uri{User: party.From, Host: r.host}, Params: sip.NewParams()}
 			from.Params.Add("tag", sip.GenerateTagN(16))
 			req.AppendHeader(from)
-			req.AppendHeader(&sip.ToHeader{Address: sip.Uri{User: party.to, Host: r.host}})
-			for _, h := range party.extra {
+			req.AppendHeader(&sip.ToHeader{Address: sip.Uri{User: party.To, Host: r.host}})
+			for _, h := range party.Extra {
 				req.AppendHeader(sip.HeaderClone(h))
 			}
 			req.SetTransport(strings.ToUpper(b.Transport))
 			req.SetDestination(b.Source)
-			f := &fork{b: b, leg: leg}
-			dcs, err := r.browserUA.WriteInvite(ctx, req)
+			f := &Branch{b: b, leg: leg}
+			dcs, err := r.ua.WriteInvite(ctx, req)
 			if err != nil {
-				c.log.Warn("browser unreachable", "device", b.Key, "err", err)
+				log.Warn("browser unreachable", "device", b.Key, "err", err)
 				leg.Close()
 				return
 			}
@@ -140,8 +170,8 @@ func (r *Relay) ring(ctx context.Context, c *Call, bindings []*registrar.Binding
 // CANCEL), except for a fork the relay has already CANCELled itself
 // (cancelForks): that one waits for its 487, and a second CANCEL on the
 // same branch would go unanswered.
-func waitForks(ctx context.Context, forks []*fork, onRinging func()) chan forkResult {
-	results := make(chan forkResult, len(forks))
+func waitForks(ctx context.Context, forks []*Branch, onRinging func()) chan result {
+	results := make(chan result, len(forks))
 	for _, f := range forks {
 		fctx, fcancel := context.WithCancelCause(context.WithoutCancel(ctx))
 		f.cancel = fcancel
@@ -160,7 +190,7 @@ func waitForks(ctx context.Context, forks []*fork, onRinging func()) chan forkRe
 				}
 				return nil
 			}})
-			results <- forkResult{f, err}
+			results <- result{f, err}
 		}()
 	}
 	return results
@@ -168,7 +198,7 @@ func waitForks(ctx context.Context, forks []*fork, onRinging func()) chan forkRe
 
 // cancelForks stops every fork but keep: a CANCEL carrying reason where a
 // provisional response allows one, else the wait is abandoned.
-func (r *Relay) cancelForks(forks []*fork, keep *fork, reason string) {
+func (r *Ringer) cancelForks(forks []*Branch, keep *Branch, reason string) {
 	for _, f := range forks {
 		if f == keep || !f.cancelled.CompareAndSwap(false, true) {
 			continue
@@ -183,7 +213,7 @@ func (r *Relay) cancelForks(forks []*fork, keep *fork, reason string) {
 
 // sendCancel sends a CANCEL with a Reason header (RFC 3326) for a fork's
 // INVITE; the INVITE transaction then ends with 487.
-func (r *Relay) sendCancel(f *fork, reason string) {
+func (r *Ringer) sendCancel(f *Branch, reason string) {
 	inv := f.dcs.InviteRequest
 	cancel := sip.NewRequest(sip.CANCEL, inv.Recipient)
 	cancel.AppendHeader(sip.HeaderClone(inv.Via()))
@@ -212,18 +242,20 @@ const cancelAnswerWait = 5 * time.Second
 
 // byeLateAnswers waits for the pending forks and ends those that answer
 // (after another won, or after a 6xx).
-func (r *Relay) byeLateAnswers(results chan forkResult, pending int) {
+func (r *Ringer) byeLateAnswers(results chan result, pending int) {
 	for ; pending > 0; pending-- {
 		res := <-results
 		if res.err == nil {
-			r.hangUpFork(res.f)
+			r.HangUp(res.f)
 		} else {
 			res.f.leg.Close()
 		}
 	}
 }
 
-func (r *Relay) hangUpFork(f *fork) {
+// HangUp ends a branch that answered but is not wanted (the caller gave
+// up, or its answer was unusable): ACK, BYE, and its leg closed.
+func (r *Ringer) HangUp(f *Branch) {
 	_ = f.dcs.Ack(context.Background())
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -231,9 +263,9 @@ func (r *Relay) hangUpFork(f *fork) {
 	f.leg.Close()
 }
 
-// pickFinal chooses what the trunk hears when no browser answered: 6xx
-// first, then busy, then the lowest other code.
-func pickFinal(finals []*sip.Response) (int, string, string) {
+// PickFinal chooses what the caller hears when no browser answered: 6xx
+// first, then busy, then the lowest other code; and the call's end cause.
+func PickFinal(finals []*sip.Response) (int, string, string) {
 	var best *sip.Response
 	for _, res := range finals {
 		switch {
@@ -249,16 +281,16 @@ func pickFinal(finals []*sip.Response) (int, string, string) {
 		}
 	}
 	if best == nil {
-		return 480, "Temporarily Unavailable", endNoAnswer
+		return 480, "Temporarily Unavailable", cdr.CauseNoAnswer
 	}
 	code := int(best.StatusCode)
 	switch {
 	case code == 486 || code == 600 || code == 603:
-		return code, best.Reason, endBusy
+		return code, best.Reason, cdr.CauseBusy
 	case code == 408 || code == 480 || code == 487:
-		return 480, "Temporarily Unavailable", endNoAnswer
+		return 480, "Temporarily Unavailable", cdr.CauseNoAnswer
 	case code >= 400 && code < 700 && code != 401 && code != 407:
-		return code, best.Reason, endRejected
+		return code, best.Reason, cdr.CauseRejected
 	}
-	return 480, "Temporarily Unavailable", endRejected
+	return 480, "Temporarily Unavailable", cdr.CauseRejected
 }

@@ -1,4 +1,4 @@
-package signaling
+package sipleg
 
 import (
 	"strings"
@@ -10,23 +10,23 @@ import (
 func TestParseReplaces(t *testing.T) {
 	for _, tc := range []struct {
 		in   string
-		want replaces
+		want Replaces
 		ok   bool
 	}{
-		{"abc@host;to-tag=1;from-tag=2", replaces{callID: "abc@host", toTag: "1", fromTag: "2"}, true},
-		{" abc ; from-tag = 2 ; TO-TAG=1 ;early-only", replaces{callID: "abc", toTag: "1", fromTag: "2", earlyOnly: true}, true},
-		{"abc;to-tag=1", replaces{}, false},
-		{";to-tag=1;from-tag=2", replaces{}, false},
-		{"a b;to-tag=1;from-tag=2", replaces{}, false},
-		{"", replaces{}, false},
+		{"abc@host;to-tag=1;from-tag=2", Replaces{CallID: "abc@host", ToTag: "1", FromTag: "2"}, true},
+		{" abc ; from-tag = 2 ; TO-TAG=1 ;early-only", Replaces{CallID: "abc", ToTag: "1", FromTag: "2", EarlyOnly: true}, true},
+		{"abc;to-tag=1", Replaces{}, false},
+		{";to-tag=1;from-tag=2", Replaces{}, false},
+		{"a b;to-tag=1;from-tag=2", Replaces{}, false},
+		{"", Replaces{}, false},
 	} {
-		got, ok := parseReplaces(tc.in)
+		got, ok := ParseReplaces(tc.in)
 		if ok != tc.ok || got != tc.want {
-			t.Errorf("parseReplaces(%q) = %+v %v, want %+v %v", tc.in, got, ok, tc.want, tc.ok)
+			t.Errorf("ParseReplaces(%q) = %+v %v, want %+v %v", tc.in, got, ok, tc.want, tc.ok)
 		}
 	}
-	rep, _ := parseReplaces("abc;to-tag=1;from-tag=2")
-	if !rep.matches(sip.DialogIDMake("abc", "1", "2")) || !rep.matches(sip.DialogIDMake("abc", "2", "1")) || rep.matches(sip.DialogIDMake("abc", "1", "3")) {
+	rep, _ := ParseReplaces("abc;to-tag=1;from-tag=2")
+	if !rep.Matches(sip.DialogIDMake("abc", "1", "2")) || !rep.Matches(sip.DialogIDMake("abc", "2", "1")) || rep.Matches(sip.DialogIDMake("abc", "1", "3")) {
 		t.Error("matches")
 	}
 }
@@ -36,14 +36,14 @@ func TestReferReplaces(t *testing.T) {
 	if err := sip.ParseUri("sip:bob@example.org?Replaces=abc%40h%3Bto-tag%3D1%3Bfrom-tag%3D2", &u); err != nil {
 		t.Fatal(err)
 	}
-	rep, present, ok := referReplaces(u)
+	rep, present, ok := ReferReplaces(u)
 	if !present || !ok || rep.String() != "abc@h;to-tag=1;from-tag=2" {
 		t.Fatalf("got %+v %v %v", rep, present, ok)
 	}
 	if err := sip.ParseUri("sip:bob@example.org", &u); err != nil {
 		t.Fatal(err)
 	}
-	if _, present, _ := referReplaces(u); present {
+	if _, present, _ := ReferReplaces(u); present {
 		t.Fatal("Replaces found in a plain URI")
 	}
 }
@@ -56,20 +56,20 @@ func FuzzParseReplaces(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		rep, ok := parseReplaces(s)
+		rep, ok := ParseReplaces(s)
 		if !ok {
 			return
 		}
-		again, ok := parseReplaces(rep.String())
+		again, ok := ParseReplaces(rep.String())
 		if !ok || again != rep {
-			if strings.ContainsAny(rep.toTag+rep.fromTag, ";=") {
+			if strings.ContainsAny(rep.ToTag+rep.FromTag, ";=") {
 				return // a tag with a separator in it cannot round-trip; tags never have one
 			}
 			t.Fatalf("%q parsed to %+v, which prints as %q and parses to %+v", s, rep, rep.String(), again)
 		}
 		var u sip.Uri
 		if sip.ParseUri("sip:x@h?Replaces="+s, &u) == nil {
-			_, _, _ = referReplaces(u)
+			_, _, _ = ReferReplaces(u)
 		}
 	})
 }
