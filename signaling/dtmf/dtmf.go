@@ -17,7 +17,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/mediarelay/mediarelay/media"
@@ -26,85 +25,28 @@ import (
 // Events are the DTMF digits in the order of their RFC 4733 event codes.
 const Events = "0123456789*#ABCD"
 
-// Injector wraps the SIP leg's reader on the way to the browser and puts
-// the event packets of the digits Play queues in the place of audio
-// packets.
+// Injector plays digits into the SIP leg's stream on its way to the
+// browser: Play hands the leg the event packets, and the leg delivers them
+// in the place of its next audio packets (media.RTPLeg.Inject), so the
+// packet path has nothing wrapped around it. Reading goes to the leg.
 type Injector struct {
-	src   media.RTPReader
-	mu    sync.Mutex
-	queue [][]byte
-	// queued is len(queue), so that the packet path takes the lock only
-	// while a digit is playing.
-	queued atomic.Int32
-	ssrc   uint32
-	seq    uint16
-	ts     uint32
+	Leg
+	mu   sync.Mutex // the event stream's SSRC, sequence and timestamp
+	ssrc uint32
+	seq  uint16
+	ts   uint32
 }
 
-// injector is a source that puts queued packets in the place of those it
-// delivers itself (media.RTPLeg): the Injector then hands it the event
-// packets and leaves its packet path unwrapped, a call and a load of a
-// line of its own less per packet.
-type injector interface{ Inject(pkts [][]byte) }
-
-// NewInjector injects into what src reads.
-func NewInjector(src media.RTPReader) *Injector { return &Injector{src: src} }
-
-// ReadRTP reads the next packet from the source, or, while a digit
-// plays, the next event packet in its place.
-func (d *Injector) ReadRTP(b []byte) (int, error) {
-	n, err := d.src.ReadRTP(b)
-	if err != nil {
-		return n, err
-	}
-	if p := d.next(); p != nil {
-		return copy(b, p), nil // the event packet takes the audio packet's place
-	}
-	return n, nil
+// Leg is what an Injector plays into: read, served, and given packets to
+// deliver in the place of the next it receives (a *media.RTPLeg).
+type Leg interface {
+	media.RTPReader
+	media.PacketSource
+	Inject(pkts [][]byte)
 }
 
-// next pops the next queued event packet, if any.
-func (d *Injector) next() []byte {
-	if d.queued.Load() == 0 {
-		return nil
-	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if len(d.queue) == 0 {
-		return nil
-	}
-	p := d.queue[0]
-	d.queue = d.queue[1:]
-	d.queued.Add(-1)
-	return p
-}
-
-// Serve is ReadRTP for a leg that is a media.PacketSource: packets stay
-// on the leg's loop goroutine, and an event packet takes the place of the
-// next audio packet as in ReadRTP.
-func (d *Injector) Serve(h func(pkt []byte)) error {
-	src, ok := d.src.(media.PacketSource)
-	if _, direct := d.src.(injector); ok && direct {
-		return src.Serve(h) // Play hands the source its packets
-	}
-	if !ok {
-		buf := make([]byte, 2048)
-		for {
-			n, err := d.ReadRTP(buf)
-			if err != nil {
-				return err
-			}
-			h(buf[:n])
-		}
-	}
-	return src.Serve(func(pkt []byte) {
-		if p := d.next(); p != nil {
-			h(p)
-			return
-		}
-		h(pkt)
-	})
-}
+// NewInjector plays into leg.
+func NewInjector(leg Leg) *Injector { return &Injector{Leg: leg} }
 
 // Play queues one digit (its event code) of dur as RFC 4733 packets with
 // payload type pt at clock rate clock: one per 20 ms, then three end
@@ -147,12 +89,7 @@ func (d *Injector) Play(event byte, dur time.Duration, pt uint8, clock uint32) {
 	for i := 0; i < 3; i++ {
 		pkts = append(pkts, mk(total, true, false))
 	}
-	if inj, ok := d.src.(injector); ok {
-		inj.Inject(pkts)
-		return
-	}
-	d.queue = append(d.queue, pkts...)
-	d.queued.Store(int32(len(d.queue)))
+	d.Inject(pkts)
 }
 
 // ToInfo writes RTP to a SIP leg but sends telephone-event packets as SIP
