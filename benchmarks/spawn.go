@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/mediarelay/mediarelay/pkg/metrics"
@@ -126,7 +127,11 @@ func relayConfig(sc Scenario, uasAddr, dir string, httpPort, sipPort, webrtcPort
 }
 
 // spawnRelay starts `mediarelay serve --config FILE` and waits for /healthz.
-// With ng, it also listens for rtpengine's ng protocol.
+// With ng, it also listens for rtpengine's ng protocol. Its ports are
+// found free a moment before the relay binds them, so on a busy machine
+// another process can take one first (a client's ephemeral port on the
+// SIP TCP port, say): a relay that exits at start is tried again on other
+// ports, twice.
 func spawnRelay(ctx context.Context, log *slog.Logger, logOut io.Writer, bin string, sc Scenario, uasAddr, tmpDir string, creds Credentials, ng bool) (*relayProc, error) {
 	if bin == "" {
 		var err error
@@ -134,6 +139,22 @@ func spawnRelay(ctx context.Context, log *slog.Logger, logOut io.Writer, bin str
 			return nil, err
 		}
 	}
+	var err error
+	for range 3 {
+		var p *relayProc
+		if p, err = startRelay(ctx, logOut, bin, sc, uasAddr, tmpDir, creds, ng); !errors.Is(err, errExitedAtStart) {
+			return p, err
+		}
+		log.Warn("relay exited at start; trying other ports", "err", err)
+	}
+	return nil, err
+}
+
+// errExitedAtStart is a spawned relay that stopped before it was healthy.
+var errExitedAtStart = errors.New("mediarelay exited at start")
+
+// startRelay is one try of spawnRelay.
+func startRelay(ctx context.Context, logOut io.Writer, bin string, sc Scenario, uasAddr, tmpDir string, creds Credentials, ng bool) (*relayProc, error) {
 	httpPort, err := freeTCPPort()
 	if err != nil {
 		return nil, err
@@ -160,8 +181,9 @@ func spawnRelay(ctx context.Context, log *slog.Logger, logOut io.Writer, bin str
 		return nil, fmt.Errorf("write relay config: %w", err)
 	}
 	cmd := exec.Command(bin, "serve", "--config", cfgPath)
-	cmd.Stdout = logOut
-	cmd.Stderr = logOut
+	tail := &tailWriter{max: 2048} // what it said, if it exits at start
+	cmd.Stdout = io.MultiWriter(logOut, tail)
+	cmd.Stderr = cmd.Stdout
 	cmd.Dir = tmpDir
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s serve: %w", bin, err)
@@ -180,7 +202,7 @@ func spawnRelay(ctx context.Context, log *slog.Logger, logOut io.Writer, bin str
 		}
 		select {
 		case <-p.done:
-			return nil, fmt.Errorf("mediarelay exited at start (%v); config:\n%s", cmd.ProcessState, mustRead(cfgPath))
+			return nil, fmt.Errorf("%w (%v); it said:\n%s\nconfig:\n%s", errExitedAtStart, cmd.ProcessState, tail.String(), mustRead(cfgPath))
 		case <-ctx.Done():
 			p.Stop()
 			return nil, ctx.Err()
@@ -294,4 +316,27 @@ func relayCalls(ctx context.Context, api string) (transports, modes map[string]i
 		modes[c.Mode]++
 	}
 	return transports, modes, nil
+}
+
+// tailWriter keeps the last max bytes written to it.
+type tailWriter struct {
+	mu  sync.Mutex
+	max int
+	b   []byte
+}
+
+func (w *tailWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.b = append(w.b, p...)
+	if over := len(w.b) - w.max; over > 0 {
+		w.b = append(w.b[:0], w.b[over:]...)
+	}
+	return len(p), nil
+}
+
+func (w *tailWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return string(w.b)
 }
