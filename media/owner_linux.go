@@ -87,15 +87,16 @@ func loopHandling(pkt []byte) *loop {
 }
 
 // scratchFor returns the buffers a write of pkt builds its plain and its
-// encrypted packet in: the handling loop's own when a loop is handling
-// pkt, else plain and sealed. A loop's stay in cache from packet to
-// packet, where a leg's or session's buffers, touched once per 20 ms
+// encrypted packet in, and pkt's arrival time (packetTime), from one
+// lookup of the handling loop: the loop's own buffers when a loop is
+// handling pkt, else plain and sealed. A loop's stay in cache from packet
+// to packet, where a leg's or session's buffers, touched once per 20 ms
 // each among hundreds of calls, miss on every line written.
-func scratchFor(pkt, plain, sealed []byte) ([]byte, []byte) {
+func scratchFor(pkt, plain, sealed []byte) ([]byte, []byte, time.Time) {
 	if lp := loopHandling(pkt); lp != nil {
-		return lp.plain, lp.sealed
+		return lp.plain, lp.sealed, lp.now
 	}
-	return plain, sealed
+	return plain, sealed, time.Now()
 }
 
 // packetTime is when pkt, which a leg received, arrived: the start of

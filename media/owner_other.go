@@ -11,7 +11,9 @@ func (s *udpSender) sendFor(_, b []byte, dst netip.AddrPort) error { return s.se
 
 func packetTime([]byte) time.Time { return time.Now() }
 
-func scratchFor(_, plain, sealed []byte) ([]byte, []byte) { return plain, sealed }
+func scratchFor(_, plain, sealed []byte) ([]byte, []byte, time.Time) {
+	return plain, sealed, time.Now()
+}
 
 func registerBuffers(*batchReader, *loop) {}
 

@@ -150,7 +150,7 @@ func (l *RTPLeg) writeSRTP(b []byte, dst netip.AddrPort) error {
 	s := l.srtp
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	_, wbuf := scratchFor(b, nil, s.wbuf)
+	_, wbuf, _ := scratchFor(b, nil, s.wbuf)
 	out, err := s.encRTP.EncryptRTP(wbuf, b, &s.whdr)
 	if err != nil {
 		return fmt.Errorf("rtp leg %s: srtp encrypt: %w", l.local, err)

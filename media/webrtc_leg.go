@@ -477,7 +477,7 @@ func (l *WebRTCLeg) WriteRTP(b []byte) error {
 	sess.wmu.Lock()
 	// A plain 12-byte header: the trunk's CSRCs, extensions and padding
 	// mean nothing to the browser.
-	plain, wbuf := scratchFor(b, l.wplain, sess.wbuf)
+	plain, wbuf, now := scratchFor(b, l.wplain, sess.wbuf)
 	p := plain[:rtpHeaderMin+len(payload)]
 	p[0] = 0x80
 	p[1] = b[1]
@@ -489,7 +489,7 @@ func (l *WebRTCLeg) WriteRTP(b []byte) error {
 		err = d.sendFor(b, out)
 	}
 	if err == nil {
-		l.sent(p, len(payload), packetTime(b)) // p is only ours under wmu
+		l.sent(p, len(payload), now) // p is only ours under wmu
 	}
 	sess.wmu.Unlock()
 	if err != nil {
