@@ -614,6 +614,9 @@ func (sh *shard) open(c *call) error {
 	}
 	c.sh, c.sock = sh, s
 	sh.byFD[s.fdNum()] = c
+	if sh.ring != nil {
+		sh.ring.addFile(s.fdNum())
+	}
 	return nil
 }
 
@@ -666,6 +669,9 @@ func (sh *shard) closeLocked(c *call) {
 		fd := c.sock.fdNum()
 		delete(sh.byFD, fd)
 		sh.poll.del(fd)
+		if sh.ring != nil {
+			sh.ring.removeFile(fd)
+		}
 		_ = c.sock.close()
 	}
 	if c.tcp != nil {

@@ -46,6 +46,8 @@ const (
 	// buffers are as large).
 	slotSize = 2048
 	recvTag  = 1 << 32
+	// fileSlots bounds the ring's file table (see addFile).
+	fileSlots = 4096
 )
 
 // batcher is a shard's ring and the buffers of the sends and reads it
@@ -72,6 +74,10 @@ type batcher struct {
 	roob  [recvSlots][64]byte
 	rres  [recvSlots]int32
 	rbuf  [recvSlots][slotSize]byte
+
+	// fixed[fd] reports that socket fd is in slot fd of the ring's file
+	// table; empty where the table could not be registered.
+	fixed []bool
 }
 
 // datagramSink takes what a batch of receives read.
@@ -106,8 +112,47 @@ func newBatcher(sent *atomic.Uint64) (*batcher, error) {
 		return nil, fmt.Errorf("load client io_uring: %w", err)
 	}
 	b.sent = sent
+	b.registerFiles()
 	return b, nil
 }
+
+// registerFiles gives the ring a file table, so that the kernel looks a
+// call's socket up once instead of on every send and read (as the
+// relay's loops do). The kernel refuses a table larger than the
+// descriptor limit; without one, sockets are named by descriptor.
+func (b *batcher) registerFiles() {
+	n := fileSlots
+	var lim unix.Rlimit
+	if unix.Getrlimit(unix.RLIMIT_NOFILE, &lim) == nil {
+		n = int(min(uint64(n), lim.Cur/2))
+	}
+	if n < 64 || b.ring.RegisterFiles(n) != nil {
+		return
+	}
+	b.fixed = make([]bool, n)
+}
+
+// addFile puts socket fd in the file table, in slot fd: descriptors are
+// small and unique while open, so they need no slot allocator.
+func (b *batcher) addFile(fd int) {
+	if fd >= 0 && fd < len(b.fixed) && b.ring.SetFile(fd, fd) == nil {
+		b.fixed[fd] = true
+	}
+}
+
+// removeFile takes socket fd out of the file table; it must come before
+// the socket is closed, since the table holds a reference that would
+// keep it open (and its port bound).
+func (b *batcher) removeFile(fd int) {
+	if fd < 0 || fd >= len(b.fixed) || !b.fixed[fd] {
+		return
+	}
+	b.fixed[fd] = false
+	_ = b.ring.SetFile(fd, -1) // cannot fail for a slot that was set
+}
+
+// inTable reports whether fd is named by its slot in the file table.
+func (b *batcher) inTable(fd int) bool { return fd < len(b.fixed) && b.fixed[fd] }
 
 // probe sends a datagram through the ring between two sockets of its own
 // and reads it back through the ring: a kernel that sets up rings but
@@ -199,7 +244,11 @@ func (b *batcher) flushSends() {
 	}
 	b.nsent = 0
 	for i := range b.sn {
-		b.ring.Send(b.sfd[i], b.sbuf[i][:b.slen[i]], unix.MSG_DONTWAIT, uint64(i))
+		if fd := b.sfd[i]; b.inTable(fd) {
+			b.ring.SendFixed(fd, b.sbuf[i][:b.slen[i]], unix.MSG_DONTWAIT, uint64(i))
+		} else {
+			b.ring.Send(fd, b.sbuf[i][:b.slen[i]], unix.MSG_DONTWAIT, uint64(i))
+		}
 	}
 	b.ring.Submit(b.done)
 	runtime.KeepAlive(b)
@@ -246,7 +295,11 @@ func (b *batcher) receive(sink datagramSink, now time.Time) {
 		b.rres[i] = -int32(unix.EAGAIN)
 		// MSG_TRUNC: a datagram larger than the buffer returns its real
 		// length, so it is seen as cut and dropped, as recv drops it.
-		b.ring.RecvMsg(b.rfd[i], m, unix.MSG_DONTWAIT|unix.MSG_TRUNC, recvTag|uint64(i))
+		if fd := b.rfd[i]; b.inTable(fd) {
+			b.ring.RecvMsgFixed(fd, m, unix.MSG_DONTWAIT|unix.MSG_TRUNC, recvTag|uint64(i))
+		} else {
+			b.ring.RecvMsg(fd, m, unix.MSG_DONTWAIT|unix.MSG_TRUNC, recvTag|uint64(i))
+		}
 	}
 	b.ring.Submit(b.done)
 	runtime.KeepAlive(b)

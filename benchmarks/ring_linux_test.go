@@ -24,7 +24,55 @@ func engineRingPair(t testing.TB) (*shard, *call, *net.UDPConn) {
 	}
 	sh.ring = b
 	t.Cleanup(b.close)
+	b.addFile(c.sock.fd) // as open does for a shard with a ring
 	return sh, c, peer
+}
+
+// TestRingFileTable: a call's socket is read and written through its slot
+// in the ring's file table, and closing the call empties the slot, so the
+// socket is really closed: its port can be bound again. With the slot
+// left set, the table would keep the socket (and its port) open.
+func TestRingFileTable(t *testing.T) {
+	sh, c, peer := engineRingPair(t)
+	fd, port := c.sock.fd, c.sock.port
+	if len(sh.ring.fixed) == 0 {
+		t.Skip("io_uring_register refused here: sockets are named by descriptor")
+	}
+	if !sh.ring.inTable(fd) {
+		t.Fatalf("the call's socket %d is not in the file table", fd)
+	}
+	_ = peer.SetReadDeadline(time.Now().Add(10 * time.Second))
+	sh.ring.queueSend(fd, []byte("through the slot"))
+	sh.ring.flushSends()
+	buf := make([]byte, 64)
+	if n, err := peer.Read(buf); err != nil || string(buf[:n]) != "through the slot" {
+		t.Fatalf("peer read %q, %v", buf[:n], err)
+	}
+	to := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port))
+	if _, err := peer.WriteToUDPAddrPort([]byte("back"), to); err != nil {
+		t.Fatal(err)
+	}
+	var sink recordSink
+	for deadline := time.Now().Add(5 * time.Second); len(sink.got) == 0 && time.Now().Before(deadline); {
+		sh.ring.queueRecv(fd, c)
+		sh.ring.receive(&sink, time.Now())
+		time.Sleep(time.Millisecond)
+	}
+	if len(sink.got) != 1 || string(sink.got[0].pkt) != "back" {
+		t.Fatalf("read %d datagrams through the slot, want the one sent", len(sink.got))
+	}
+
+	sh.mu.Lock()
+	sh.closeLocked(c)
+	sh.mu.Unlock()
+	if sh.ring.inTable(fd) {
+		t.Fatal("the closed call's socket is still in the file table")
+	}
+	again, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
+	if err != nil {
+		t.Fatalf("port %d of the closed call: %v (still held by the file table?)", port, err)
+	}
+	again.Close()
 }
 
 // recorded is a datagram a batch of receives handed on.

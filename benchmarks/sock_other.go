@@ -64,5 +64,7 @@ func (b *batcher) close()                              {}
 func (b *batcher) sendBuf() []byte                     { return nil }
 func (b *batcher) queueSend(fd int, pkt []byte)        {}
 func (b *batcher) flushSends()                         {}
+func (b *batcher) addFile(fd int)                      {}
+func (b *batcher) removeFile(fd int)                   {}
 func (b *batcher) queueRecv(fd int, c *call) bool      { return false }
 func (b *batcher) receive(sink *shard, now time.Time)  {}

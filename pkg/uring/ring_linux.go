@@ -249,6 +249,11 @@ func (r *Ring) Send(fd int, b []byte, flags uint32, userData uint64) bool {
 	return r.prep(sqe{opcode: opSend, fd: int32(fd), addr: uint64(uintptr(unsafe.Pointer(&b[0]))), len: uint32(len(b)), opFlags: flags, userData: userData})
 }
 
+// SendFixed is Send on the connected socket in slot i of the file table.
+func (r *Ring) SendFixed(i int, b []byte, flags uint32, userData uint64) bool {
+	return r.prep(sqe{opcode: opSend, flags: sqeFixedFile, fd: int32(i), addr: uint64(uintptr(unsafe.Pointer(&b[0]))), len: uint32(len(b)), opFlags: flags, userData: userData})
+}
+
 func (r *Ring) prep(e sqe) bool {
 	if int(r.queued+r.inFlight) >= len(r.sqes) {
 		return false
