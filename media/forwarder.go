@@ -49,7 +49,7 @@ type Forwarder struct {
 	o      ForwarderOptions
 	pt     [128]int16 // destination PT, or -1 to drop; avoids a map lookup per packet
 	ssrc   uint32
-	buf    []byte
+	buf    []byte    // Run's, made there
 	recode [256]byte // o.Recode, copied so the caller's table can change
 
 	have      bool
@@ -68,7 +68,7 @@ type Forwarder struct {
 
 // NewForwarder builds a Forwarder and its PT table.
 func NewForwarder(o ForwarderOptions) *Forwarder {
-	f := &Forwarder{o: o, ssrc: o.SSRC, buf: make([]byte, forwardBufSize)}
+	f := &Forwarder{o: o, ssrc: o.SSRC}
 	if o.Recode != nil {
 		f.recode = *o.Recode
 	}
@@ -101,6 +101,9 @@ func (f *Forwarder) drop(reason string) {
 // error, which it returns. A write error is counted (DropWriteFailed) and
 // forwarding goes on, unless the writer is closed.
 func (f *Forwarder) Run(from RTPReader, to RTPWriter) error {
+	if f.buf == nil {
+		f.buf = make([]byte, forwardBufSize) // only Run reads into one: a Path lends its packets
+	}
 	for {
 		n, err := from.ReadRTP(f.buf)
 		if err != nil {

@@ -89,14 +89,16 @@ func loopHandling(pkt []byte) *loop {
 // scratchFor returns the buffers a write of pkt builds its plain and its
 // encrypted packet in, and pkt's arrival time (packetTime), from one
 // lookup of the handling loop: the loop's own buffers when a loop is
-// handling pkt, else plain and sealed. A loop's stay in cache from packet
-// to packet, where a leg's or session's buffers, touched once per 20 ms
-// each among hundreds of calls, miss on every line written.
-func scratchFor(pkt, plain, sealed []byte) ([]byte, []byte, time.Time) {
+// handling pkt, else nil ones, and the writer uses its own (made on the
+// first write off a loop, so that a call served by loops has none). A
+// loop's stay in cache from packet to packet, where a leg's or session's
+// buffers, touched once per 20 ms each among hundreds of calls, miss on
+// every line written.
+func scratchFor(pkt []byte) (plain, sealed []byte, now time.Time) {
 	if lp := loopHandling(pkt); lp != nil {
 		return lp.plain, lp.sealed, lp.now
 	}
-	return plain, sealed, time.Now()
+	return nil, nil, time.Now()
 }
 
 // packetTime is when pkt, which a leg received, arrived: the start of

@@ -105,7 +105,7 @@ func newSRTPSession(c *SRTPConfig) (*srtpSession, error) {
 		return srtp.CreateContext(rk, rs, c.Profile, srtp.MasterKeyIndicator(c.RemoteMKI),
 			SRTPReplayProtection(), srtp.SRTCPReplayDetectorFactory(replayFactory(maxSRTCPIndex)))
 	}
-	s := &srtpSession{wbuf: make([]byte, forwardBufSize+64)}
+	s := &srtpSession{}
 	if s.encRTP, err = local(); err != nil {
 		return nil, fmt.Errorf("srtp context: %w", err)
 	}
@@ -150,7 +150,10 @@ func (l *RTPLeg) writeSRTP(b []byte, dst netip.AddrPort) error {
 	s := l.srtp
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	_, wbuf, _ := scratchFor(b, nil, s.wbuf)
+	_, wbuf, _ := scratchFor(b)
+	if wbuf == nil {
+		wbuf = s.sealBuf()
+	}
 	out, err := s.encRTP.EncryptRTP(wbuf, b, &s.whdr)
 	if err != nil {
 		return fmt.Errorf("rtp leg %s: srtp encrypt: %w", l.local, err)
@@ -159,6 +162,15 @@ func (l *RTPLeg) writeSRTP(b []byte, dst netip.AddrPort) error {
 		return fmt.Errorf("rtp leg %s: write to %s: %w", l.local, dst, err)
 	}
 	return nil
+}
+
+// sealBuf is the session's buffer for an encrypted packet written off a
+// loop, made on first use. Under wmu.
+func (s *srtpSession) sealBuf() []byte {
+	if s.wbuf == nil {
+		s.wbuf = make([]byte, forwardBufSize+64)
+	}
+	return s.wbuf
 }
 
 func (s *srtpSession) encryptRTCP(b []byte) ([]byte, error) {

@@ -90,7 +90,7 @@ type WebRTCLeg struct {
 	dropped    atomic.Uint64
 	rtcpState            // SR/RR to the browser, and what it reports
 	nextReport time.Time // janitor-owned
-	wplain     []byte    // WriteRTP's scratch, under the session's wmu
+	wplain     []byte    // WriteRTP's scratch off a loop, made on first use; under the session's wmu
 
 	connectTimeout time.Duration
 }
@@ -161,7 +161,6 @@ func (w *WebRTC) newLegMode(clock uint32, far E2EPeer) (*WebRTCLeg, error) {
 		failed:         make(chan struct{}),
 		closed:         make(chan struct{}),
 		rx:             recvStats{clockRate: uint64(clock), epoch: time.Now()},
-		wplain:         make([]byte, forwardBufSize),
 		connectTimeout: w.opts.ConnectTimeout,
 		e2e:            far.Fingerprint != "",
 		far:            far,
@@ -477,7 +476,13 @@ func (l *WebRTCLeg) WriteRTP(b []byte) error {
 	sess.wmu.Lock()
 	// A plain 12-byte header: the trunk's CSRCs, extensions and padding
 	// mean nothing to the browser.
-	plain, wbuf, now := scratchFor(b, l.wplain, sess.wbuf)
+	plain, wbuf, now := scratchFor(b)
+	if plain == nil {
+		if l.wplain == nil {
+			l.wplain = make([]byte, forwardBufSize)
+		}
+		plain, wbuf = l.wplain, sess.sealBuf()
+	}
 	p := plain[:rtpHeaderMin+len(payload)]
 	p[0] = 0x80
 	p[1] = b[1]
