@@ -56,21 +56,22 @@ type SRTPConfig struct {
 	RemoteMKI []byte
 }
 
-// srtpSession holds one context per use so that no two goroutines share a
-// pion context (they are not safe concurrently) without a lock on the
-// packet path: the reading goroutine owns decRTP, writers share encRTP under
-// wmu, and RTCP, being rare, takes rtcpMu for both its contexts.
+// srtpSession holds the contexts so that no two goroutines share a pion
+// context (they are not safe concurrently) without a lock on the packet
+// path: the reading goroutine owns decRTP; writers share encRTP under wmu,
+// and so does RTCP's rare encryption (one context less per session, each
+// about 3 KB); decRTCP, read where RTP is not (an RTCP port's own
+// reader), takes rtcpMu.
 type srtpSession struct {
 	decRTP *srtp.Context
 	rhdr   rtp.Header // reused for decryption, reader-owned
 
 	wmu    sync.Mutex
-	encRTP *srtp.Context
+	encRTP *srtp.Context // RTP and RTCP
 	whdr   rtp.Header
 	wbuf   []byte
 
 	rtcpMu  sync.Mutex
-	encRTCP *srtp.Context
 	decRTCP *srtp.Context
 }
 
@@ -98,19 +99,13 @@ func newSRTPSession(c *SRTPConfig) (*srtpSession, error) {
 	if err != nil {
 		return nil, fmt.Errorf("remote key: %w", err)
 	}
-	local := func() (*srtp.Context, error) {
-		return srtp.CreateContext(lk, ls, c.Profile, srtp.MasterKeyIndicator(c.LocalMKI))
-	}
 	remote := func() (*srtp.Context, error) {
 		return srtp.CreateContext(rk, rs, c.Profile, srtp.MasterKeyIndicator(c.RemoteMKI),
 			SRTPReplayProtection(), srtp.SRTCPReplayDetectorFactory(replayFactory(maxSRTCPIndex)))
 	}
 	s := &srtpSession{}
-	if s.encRTP, err = local(); err != nil {
+	if s.encRTP, err = srtp.CreateContext(lk, ls, c.Profile, srtp.MasterKeyIndicator(c.LocalMKI)); err != nil {
 		return nil, fmt.Errorf("srtp context: %w", err)
-	}
-	if s.encRTCP, err = local(); err != nil {
-		return nil, fmt.Errorf("srtcp context: %w", err)
 	}
 	if s.decRTP, err = remote(); err != nil {
 		return nil, fmt.Errorf("srtp context: %w", err)
@@ -174,9 +169,9 @@ func (s *srtpSession) sealBuf() []byte {
 }
 
 func (s *srtpSession) encryptRTCP(b []byte) ([]byte, error) {
-	s.rtcpMu.Lock()
-	defer s.rtcpMu.Unlock()
-	return s.encRTCP.EncryptRTCP(nil, b, nil)
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	return s.encRTP.EncryptRTCP(nil, b, nil)
 }
 
 func (s *srtpSession) decryptRTCP(b []byte) ([]byte, string, bool) {
