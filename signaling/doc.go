@@ -47,6 +47,10 @@
 //     the codecs offered each side, the plan an answer settles and how it
 //     follows a mid-call offer, end-to-end DTLS identities, and the SIP
 //     leg's SRTP policy and SDES keys;
+//   - sipsrtp: the encryption of a SIP leg's RTP: its negotiation per
+//     the trunk's srtp policy (SDES, keys from a trunk's offer, DTLS-SRTP
+//     on the leg's port), which needs no Call, and a call's watch on a
+//     keyed stream that keeps failing authentication;
 //   - dtmf: RFC 4733 telephone-events played into a media path and
 //     turned into SIP INFO, and reading an INFO's digit;
 //   - callapi: the HTTP call API (list, show, hang up), who may use it,

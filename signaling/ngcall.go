@@ -89,6 +89,7 @@ func (h ngHost) NewCall(s *ngnode.Session, route *config.Trunk) ngnode.Call {
 	c.from, c.start, c.ngs = s.FromTag(), s.Created(), s
 	// Ids come from SIP clients through the proxy: logged bounded.
 	c.log = r.log.With("call", c.id, "ng_call_id", logsafe.Truncate(s.CallID(), 64), "proxy", s.Proxy().String())
+	c.srtp = r.srtpFor(route, c.log, &c.sec)
 	return &ngCall{c: c}
 }
 
@@ -152,21 +153,12 @@ func (n *ngCall) offerToPlain(offer sdp.Audio, req *ng.Request, fail func(int, s
 		Codecs:    offered,
 		Direction: offer.Direction,
 	}
-	if err := c.secureOffer(&o); err != nil {
+	if err := c.srtp.Offer(&o); err != nil {
 		return "", err
 	}
 	if len(req.Flags.SDES) > 0 {
-		keep := c.sec.offered[:0]
-		o.Crypto = o.Crypto[:0]
-		for _, cr := range c.sec.offered {
-			if req.Flags.AllowsSDES(cr.Suite) {
-				keep = append(keep, cr)
-				o.Crypto = append(o.Crypto, cr.String())
-			}
-		}
-		c.sec.offered = keep
-		if len(keep) == 0 && c.sec.policy == mediaplan.SRTPRequired {
-			return "", fmt.Errorf("SDES flags leave no crypto suite")
+		if err := c.srtp.KeepSuites(&o, req.Flags.AllowsSDES); err != nil {
+			return "", err
 		}
 	}
 	if tp := req.Flags.TransportProtocol; tp != "" {
@@ -265,6 +257,6 @@ func (n *ngCall) Stats() ngnode.Stats {
 	if c.r.webrtc != nil {
 		_, st.WebPort = splitHostPort(c.r.webrtc.LocalAddr().String())
 	}
-	st.SRTP = c.sec.suite != ""
+	st.SRTP = c.sec.Outcome().Suite != ""
 	return st
 }
