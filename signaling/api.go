@@ -16,8 +16,11 @@ const (
 
 // view is the call as the API shows it; safe from any goroutine.
 func (c *Call) view() callapi.CallView {
+	c.r.mu.Lock()
+	to := c.to // an ng call's is set when it is answered
+	c.r.mu.Unlock()
 	v := callapi.CallView{
-		ID: c.id, From: c.from, To: c.to, Trunk: c.trunkName(), Direction: c.direction,
+		ID: c.id, From: c.from, To: to, Trunk: c.trunkName(), Direction: c.direction,
 		State: "ringing", Start: c.start.UTC(), Mode: "pending",
 		Codecs: map[string]string{}, Legs: map[string]callapi.LegView{},
 	}

@@ -74,10 +74,11 @@ type Call struct {
 	// could not and the trunk lets the relay terminate instead.
 	e2e bool
 
-	start, answered time.Time
-	// answeredNS is answered in Unix nanoseconds (0 until then), for
-	// goroutines other than the call's signalling (metrics, the call API).
-	answeredNS atomic.Int64
+	start time.Time
+	// answered is when the call was answered, nil until then; read it
+	// with answerTime (the call API, the watcher and an ng delete read it
+	// while the call's signalling sets it).
+	answered atomic.Pointer[time.Time]
 	// endedBy, when set, is the operator who hung the call up.
 	endedBy atomic.Pointer[string]
 
@@ -445,7 +446,7 @@ func (c *Call) check(now time.Time) {
 		end(cdr.CauseSRTPAuth)
 		return
 	}
-	if c.mid.hold.Silent(now, c.answered, c.r.cfg.Media.Timeout, c.webLeg(), c.sipLeg()) {
+	if c.mid.hold.Silent(now, c.answerTime(), c.r.cfg.Media.Timeout, c.webLeg(), c.sipLeg()) {
 		end(cdr.CauseMediaTimeout)
 	}
 }
@@ -497,7 +498,7 @@ func (c *Call) hangup(cause string, code int, reason string) {
 		if !handedOff {
 			trunk.StopSessionTimer()
 		}
-		if !c.answered.IsZero() {
+		if !c.answerTime().IsZero() {
 			if cause != cdr.CauseNormalTrunk && !handedOff && trunk.Exists() {
 				bye(trunk.Bye, "trunk")
 			}
@@ -526,15 +527,18 @@ func (c *Call) closeMedia() {
 
 // cdrRecord is the call's CDR as far as its set-up goes.
 func (c *Call) cdrRecord() cdr.Record {
+	c.r.mu.Lock()
+	to := c.to // an ng call's is set when it is answered
+	c.r.mu.Unlock()
 	rec := cdr.Record{
 		CallID:        c.id,
 		BrowserCallID: c.browser.CallID(),
 		TrunkCallID:   c.trunk.CallID(),
 		From:          c.from,
-		To:            c.to,
+		To:            to,
 		Direction:     c.direction,
 		Start:         c.start,
-		Answer:        c.answered,
+		Answer:        c.answerTime(),
 	}
 	if c.route != nil {
 		rec.Trunk = c.route.Name
@@ -562,13 +566,14 @@ func (c *Call) beginCDR() {
 func (c *Call) finish() {
 	end := time.Now()
 	c.r.countEnd(c.cause, c.trunkName())
-	if !c.answered.IsZero() {
-		c.r.m.Duration.WithLabelValues(c.trunkName(), c.direction).Observe(end.Sub(c.answered).Seconds())
+	answered := c.answerTime()
+	if !answered.IsZero() {
+		c.r.m.Duration.WithLabelValues(c.trunkName(), c.direction).Observe(end.Sub(answered).Seconds())
 	}
 	rec := c.cdrRecord()
 	rec.End, rec.EndCause, rec.SIPCode = end, c.cause, c.code
 	rec.EndedBy = whoEnded(c.cause, c.endedBy.Load())
-	if rec.SIPCode == 0 && !c.answered.IsZero() {
+	if rec.SIPCode == 0 && !answered.IsZero() {
 		rec.SIPCode = 200
 	}
 	if m := c.active.Load(); c.mediaUp && m != nil {

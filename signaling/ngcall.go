@@ -223,25 +223,36 @@ func (n *ngCall) Answer(s *ngnode.Session, req *ng.Request, ans sdp.Audio, first
 	return c.answerSDP, nil
 }
 
+// Answered marks the call answered by the party tagged to. The call API,
+// the watcher and an ng delete may read the call meanwhile: to is set
+// under the relay's lock and the answer time atomically, as they read
+// them.
 func (n *ngCall) Answered(to string) {
 	c := n.c
 	c.r.mu.Lock()
 	c.to = to
 	c.r.mu.Unlock()
-	c.answered = time.Now()
+	now := time.Now()
+	c.answered.Store(&now)
 	c.watch()
 	c.beginCDR()
 	c.log.Info("ng call answered", "to_tag", logsafe.Truncate(to, 64))
 }
 
+// FollowAddress moves the plain side's media to the address of a
+// repeated answer.
 func (n *ngCall) FollowAddress(ans sdp.Audio) { n.c.trunk.SetRemote(ans) }
 
+// Hangup ends the call with cause.
 func (n *ngCall) Hangup(cause string) { n.c.hangup(cause, 0, "") }
 
+// Ended is closed when the call has ended.
 func (n *ngCall) Ended() <-chan struct{} { return n.c.ended }
 
+// Log is the call's logger.
 func (n *ngCall) Log() *slog.Logger { return n.c.log }
 
+// Stats are the call's legs' counts and ports, for query and delete.
 func (n *ngCall) Stats() ngnode.Stats {
 	c := n.c
 	var st ngnode.Stats

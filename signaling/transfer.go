@@ -26,7 +26,7 @@ import (
 // itself (blind, attended, to a trunk or to a registered user).
 func (c *Call) onRefer(s side, req *sip.Request, tx sip.ServerTransaction) {
 	r := c.r
-	if c.answered.IsZero() {
+	if c.answerTime().IsZero() {
 		sipleg.Respond(tx, req, 481, "Call/Transaction Does Not Exist")
 		return
 	}

@@ -36,7 +36,7 @@ func (c *Call) handOff() (*sipleg.Leg, bool) {
 	r := c.r
 	c.mid.mu.Lock() // serialised with offers and answers on the call
 	defer c.mid.mu.Unlock()
-	if c.answered.IsZero() || !c.mediaUp {
+	if c.answerTime().IsZero() || !c.mediaUp {
 		return nil, false
 	}
 	leg := c.trunk
@@ -93,7 +93,7 @@ func (c *Call) transferToTrunk(old sipleg.DialogRef, route *config.Trunk, user s
 func (c *Call) transferAttended(old sipleg.DialogRef, rep sipleg.Replaces) {
 	old.NotifyRefer(c.log, "100 Trying", false)
 	other := c.r.callByBrowserDialog(rep)
-	if other == nil || other == c || other.answered.IsZero() {
+	if other == nil || other == c || other.answerTime().IsZero() {
 		old.NotifyRefer(c.log, "481 Call/Transaction Does Not Exist", true)
 		return
 	}
@@ -324,7 +324,7 @@ func (r *Relay) replaceTrunkLeg(req *sip.Request, tx sip.ServerTransaction, rout
 		return true
 	}
 	c := r.callByTrunkDialog(rep)
-	if c == nil || c.answered.IsZero() || !c.mediaUp {
+	if c == nil || c.answerTime().IsZero() || !c.mediaUp {
 		fail(481, "Call/Transaction Does Not Exist", "")
 		return true
 	}
