@@ -7,13 +7,6 @@ import (
 	"github.com/mediarelay/mediarelay/signaling/callapi"
 )
 
-// Who ended a call, as its CDR's ended_by says.
-const (
-	endedByBrowser = "browser"
-	endedByTrunk   = "trunk"
-	endedByRelay   = "relay"
-)
-
 // view is the call as the API shows it; safe from any goroutine.
 func (c *Call) view() callapi.CallView {
 	c.r.mu.Lock()
@@ -58,19 +51,13 @@ func (c *Call) adminHangup(who string) {
 	c.hangup(cdr.CauseAdminHangup, 0, "")
 }
 
-// whoEnded is a CDR's ended_by: the operator who hung the call up (nil
-// if none), or else the side its end cause points at.
+// whoEnded is a call's CDR's ended_by: the operator who hung the call up
+// (nil if none), or else the side its end cause points at.
 func whoEnded(cause string, operator *string) string {
 	if operator != nil {
 		return *operator
 	}
-	switch cause {
-	case cdr.CauseNormalBrowser, cdr.CauseCancelled:
-		return endedByBrowser
-	case cdr.CauseNormalTrunk, cdr.CauseBusy, cdr.CauseRejected:
-		return endedByTrunk
-	}
-	return endedByRelay
+	return cdr.WhoEnded(cause)
 }
 
 // apiCalls is the relay's calls as signaling/callapi reads and ends them.

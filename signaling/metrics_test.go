@@ -245,7 +245,7 @@ func TestRecordLegs(t *testing.T) {
 	if want := cdr.EstimateMOS("PCMU", 0.1, 12, 0); rec.MOS != want {
 		t.Errorf("MOS = %v, want %v", rec.MOS, want)
 	}
-	if got := whoEnded(endNormalTrunk, nil); got != endedByTrunk {
+	if got := whoEnded(endNormalTrunk, nil); got != cdr.EndedByTrunk {
 		t.Errorf("whoEnded(trunk hung up) = %q", got)
 	}
 	if op := "ops"; whoEnded(endNormalTrunk, &op) != "ops" {
