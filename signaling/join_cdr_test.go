@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/mediarelay/mediarelay/pkg/cdr"
+	"github.com/mediarelay/mediarelay/signaling/join"
 )
 
 // TestJoinCDREndedBy: when a trunk leg of a join hangs up, the join's CDR
@@ -25,7 +26,7 @@ func TestJoinCDREndedBy(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitChan(t, "a BYE to the target after the caller hung up", target.byes)
-	if rows := cdrRows(t, r, 2); rows[1] != [2]string{directionTransfer, endNormalTrunk} {
+	if rows := cdrRows(t, r, 2); rows[1] != [2]string{join.Direction, cdr.CauseNormalTrunk} {
 		t.Fatalf("CDR rows %v", rows)
 	}
 	db, err := sql.Open("sqlite", "file:"+r.cfg.CDR.Path+"?mode=ro")
@@ -34,7 +35,7 @@ func TestJoinCDREndedBy(t *testing.T) {
 	}
 	defer db.Close()
 	var endedBy string
-	if err := db.QueryRow(`SELECT ended_by FROM cdr WHERE direction = ?`, directionTransfer).Scan(&endedBy); err != nil {
+	if err := db.QueryRow(`SELECT ended_by FROM cdr WHERE direction = ?`, join.Direction).Scan(&endedBy); err != nil {
 		t.Fatal(err)
 	}
 	if endedBy != cdr.EndedByTrunk {
