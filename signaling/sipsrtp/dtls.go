@@ -36,11 +36,11 @@ func relayDTLSCert() (tls.Certificate, error) {
 func (n *Negotiation) dtlsOffer(o *sdp.Offer) error {
 	cert, err := relayDTLSCert()
 	if err != nil {
-		return fmt.Errorf("%w: certificate: %v", ErrDTLS, err)
+		return fmt.Errorf("%w: certificate: %w", ErrDTLS, err)
 	}
 	fp, err := media.Fingerprint(cert, "sha-256")
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrDTLS, err)
+		return fmt.Errorf("%w: %w", ErrDTLS, err)
 	}
 	n.cert = &cert
 	o.Proto = "UDP/TLS/RTP/SAVP"
@@ -93,11 +93,11 @@ func (n *Negotiation) dtlsAnswer(ans sdp.Audio, rtp *media.RTPLeg) error {
 	})
 	if err != nil {
 		n.failed(media.FailDTLS)
-		return fmt.Errorf("%w: %v", ErrDTLS, err)
+		return fmt.Errorf("%w: %w", ErrDTLS, err)
 	}
 	if err := rtp.StartSRTP(cfg); err != nil {
 		n.failed(media.FailSRTPKeys)
-		return fmt.Errorf("%w: %v", ErrDTLS, err)
+		return fmt.Errorf("%w: %w", ErrDTLS, err)
 	}
 	n.keyed, n.suite = true, cfg.Profile.String()
 	n.settle()
