@@ -7,17 +7,13 @@ import (
 	"github.com/mediarelay/mediarelay/signaling/callapi"
 )
 
-// Who ended a call, as its CDR's ended_by says.
-const (
-	endedByBrowser = "browser"
-	endedByTrunk   = "trunk"
-	endedByRelay   = "relay"
-)
-
 // view is the call as the API shows it; safe from any goroutine.
 func (c *Call) view() callapi.CallView {
+	c.r.mu.Lock()
+	to := c.to // an ng call's is set when it is answered
+	c.r.mu.Unlock()
 	v := callapi.CallView{
-		ID: c.id, From: c.from, To: c.to, Trunk: c.trunkName(), Direction: c.direction,
+		ID: c.id, From: c.from, To: to, Trunk: c.trunkName(), Direction: c.direction,
 		State: "ringing", Start: c.start.UTC(), Mode: "pending",
 		Codecs: map[string]string{}, Legs: map[string]callapi.LegView{},
 	}
@@ -55,19 +51,13 @@ func (c *Call) adminHangup(who string) {
 	c.hangup(cdr.CauseAdminHangup, 0, "")
 }
 
-// whoEnded is a CDR's ended_by: the operator who hung the call up (nil
-// if none), or else the side its end cause points at.
+// whoEnded is a call's CDR's ended_by: the operator who hung the call up
+// (nil if none), or else the side its end cause points at.
 func whoEnded(cause string, operator *string) string {
 	if operator != nil {
 		return *operator
 	}
-	switch cause {
-	case cdr.CauseNormalBrowser, cdr.CauseCancelled:
-		return endedByBrowser
-	case cdr.CauseNormalTrunk, cdr.CauseBusy, cdr.CauseRejected:
-		return endedByTrunk
-	}
-	return endedByRelay
+	return cdr.WhoEnded(cause)
 }
 
 // apiCalls is the relay's calls as signaling/callapi reads and ends them.

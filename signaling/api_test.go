@@ -8,17 +8,20 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mediarelay/mediarelay/pkg/cdr"
 	"github.com/mediarelay/mediarelay/pkg/config"
+	"github.com/mediarelay/mediarelay/signaling/callapi"
+	"github.com/mediarelay/mediarelay/signaling/mediaplan"
 )
 
 const testAdminToken = "s3cret-admin-token-0123456789"
 
 func TestValidCallID(t *testing.T) {
-	if !validCallID(newCallID()) {
+	if !callapi.ValidID(newCallID()) {
 		t.Error("a fresh call id is not valid")
 	}
 	for _, id := range []string{"", "0123456789abcdeF", "0123456789abcde", "0123456789abcdef0", "../../../etc/pa", "0123456789abcdeg"} {
-		if validCallID(id) {
+		if callapi.ValidID(id) {
 			t.Errorf("%q accepted", id)
 		}
 	}
@@ -73,7 +76,7 @@ func TestAPICalls(t *testing.T) {
 	p.sendFrames(25, 160)
 	p.collect(300 * time.Millisecond)
 	// The browser is told the media mode (the softphone shows it).
-	if h := p.dcs.InviteResponse.GetHeader(modeHeader); h == nil || h.Value() != ModePassthrough {
+	if h := p.dcs.InviteResponse.GetHeader(modeHeader); h == nil || h.Value() != mediaplan.ModePassthrough {
 		t.Errorf("%s in the 200 OK: %v", modeHeader, h)
 	}
 
@@ -102,19 +105,19 @@ func TestAPICalls(t *testing.T) {
 	}
 
 	code, body := apiRequest(t, r, http.MethodGet, "/api/calls", testAdminToken)
-	var list []CallView
+	var list []callapi.CallView
 	if err := json.Unmarshal(body, &list); code != http.StatusOK || err != nil || len(list) != 1 {
 		t.Fatalf("GET /api/calls = %d %s (%v)", code, body, err)
 	}
 	v := list[0]
 	if v.ID != id || v.Trunk != "carrier" || v.Direction != "outbound" || v.Transport != "udp" || v.State != "answered" ||
-		v.To != "1000" || v.From == "" || v.Mode != ModePassthrough || v.Answer == nil || v.Start.IsZero() ||
+		v.To != "1000" || v.From == "" || v.Mode != mediaplan.ModePassthrough || v.Answer == nil || v.Start.IsZero() ||
 		!strings.EqualFold(v.Codecs["webrtc"], "PCMU") || !strings.EqualFold(v.Codecs["sip"], "PCMU") ||
 		v.Legs["webrtc"].PacketsIn < 20 || v.Legs["sip"].PacketsOut < 20 {
 		t.Errorf("call view: %s", body)
 	}
 	code, body = apiRequest(t, r, http.MethodGet, "/api/calls/"+id, testAdminToken)
-	var one CallView
+	var one callapi.CallView
 	if err := json.Unmarshal(body, &one); code != http.StatusOK || err != nil || one.ID != id {
 		t.Errorf("GET /api/calls/%s = %d %s", id, code, body)
 	}
@@ -138,7 +141,7 @@ func startAdminCall(t *testing.T) (*Relay, *trunkUAS, *phone, string) {
 	t.Helper()
 	u := newTrunkUAS(t)
 	r := startRelay(t, func(c *config.Config) {
-		withTrunk(u, ModeAuto, "PCMU")(c)
+		withTrunk(u, mediaplan.ModeAuto, "PCMU")(c)
 		c.HTTP.AdminToken = testAdminToken
 	})
 	p := newPhone(t, "PCMU")
@@ -159,7 +162,7 @@ func checkAdminHangup(t *testing.T, r *Relay, u *trunkUAS, p *phone, id string) 
 	}
 	waitFor(t, "call cleanup", 5*time.Second, func() bool { return r.ActiveCalls() == 0 })
 	rec := callRecord(t, r, id)
-	if rec.EndCause != endAdminHangup || rec.EndedBy != "admin@127.0.0.1" {
+	if rec.EndCause != cdr.CauseAdminHangup || rec.EndedBy != "admin@127.0.0.1" {
 		t.Errorf("CDR end cause %q, ended by %q", rec.EndCause, rec.EndedBy)
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/pion/rtp"
 
 	"github.com/mediarelay/mediarelay/pkg/config"
+	"github.com/mediarelay/mediarelay/signaling/mediaplan"
 	"github.com/mediarelay/mediarelay/transcode"
 	"github.com/mediarelay/mediarelay/transcode/tone"
 )
@@ -190,7 +191,7 @@ func startBaresipEnc(t *testing.T, pki *testPKI, user, source, mediaenc string) 
 // trunk is the relay's trunk entry for b.
 func (b *baresipUA) trunk(mode string) config.Trunk {
 	return config.Trunk{Name: "baresip", Match: ".*", Address: fmt.Sprintf("sip:127.0.0.1:%d;transport=tls", b.tlsPort),
-		Transport: "tls", Codecs: []string{"PCMU"}, MediaMode: mode, SRTP: SRTPRequired}
+		Transport: "tls", Codecs: []string{"PCMU"}, MediaMode: mode, SRTP: mediaplan.SRTPRequired}
 }
 
 // recording reads the WAV sndfile wrote of what baresip decoded; ok is
@@ -251,8 +252,8 @@ func TestBaresipSDESOverTLS(t *testing.T) {
 	for _, tc := range []struct {
 		name, codec, mode string
 	}{
-		{"PCMU-passthrough", "PCMU", ModePassthrough},
-		{"Opus-transcode", "opus", ModeAuto},
+		{"PCMU-passthrough", "PCMU", mediaplan.ModePassthrough},
+		{"Opus-transcode", "opus", mediaplan.ModeAuto},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			pki := newPKI(t)

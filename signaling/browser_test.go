@@ -11,6 +11,7 @@ import (
 
 	"github.com/mediarelay/mediarelay/pkg/config"
 
+	"github.com/mediarelay/mediarelay/signaling/mediaplan"
 	"github.com/mediarelay/mediarelay/signaling/web/browsertest"
 )
 
@@ -40,16 +41,16 @@ func TestBrowser(t *testing.T) {
 	u.capture = make(chan []byte, 4000)
 	r := startRelay(t, func(c *config.Config) {
 		c.Trunks = []config.Trunk{
-			{Name: "pcmu-auto", Match: "^1", Address: "sip:" + u.addr, Codecs: []string{"PCMU"}, MediaMode: ModeAuto},
-			{Name: "pcmu-transcode", Match: "^2", Address: "sip:" + u.addr, Codecs: []string{"PCMU"}, MediaMode: ModeTranscode},
+			{Name: "pcmu-auto", Match: "^1", Address: "sip:" + u.addr, Codecs: []string{"PCMU"}, MediaMode: mediaplan.ModeAuto},
+			{Name: "pcmu-transcode", Match: "^2", Address: "sip:" + u.addr, Codecs: []string{"PCMU"}, MediaMode: mediaplan.ModeTranscode},
 		}
 	})
 	modes := map[string]uint64{}
 	page := "http://" + r.HTTPAddr().String() + "/"
 	for _, tc := range []struct{ name, target, mode string }{
-		{"echo", "sip:echo@127.0.0.1", ModePassthrough},
-		{"pcmu-trunk", "sip:1555@127.0.0.1", ModePassthrough}, // Chromium offers PCMU too
-		{"pcmu-trunk-transcoded", "sip:2555@127.0.0.1", ModeTranscode},
+		{"echo", "sip:echo@127.0.0.1", mediaplan.ModePassthrough},
+		{"pcmu-trunk", "sip:1555@127.0.0.1", mediaplan.ModePassthrough}, // Chromium offers PCMU too
+		{"pcmu-trunk-transcoded", "sip:2555@127.0.0.1", mediaplan.ModeTranscode},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for len(u.capture) > 0 {
@@ -144,7 +145,7 @@ func TestBrowserCallAuth(t *testing.T) {
 	}
 	defer browser.Close()
 	u := newTrunkUAS(t)
-	r := startRelay(t, chain(withTrunk(u, ModeAuto, "PCMU"), withUsers("alice", "wonderland"), authRequired))
+	r := startRelay(t, chain(withTrunk(u, mediaplan.ModeAuto, "PCMU"), withUsers("alice", "wonderland"), authRequired))
 	page := "http://" + r.HTTPAddr().String() + "/"
 
 	res, err := browser.Call(ctx, browsertest.Options{PageURL: page, Target: "sip:+15551234567@127.0.0.1", Hold: time.Second})

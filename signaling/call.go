@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -16,11 +17,13 @@ import (
 	"github.com/mediarelay/mediarelay/media"
 	"github.com/mediarelay/mediarelay/pkg/cdr"
 	"github.com/mediarelay/mediarelay/pkg/config"
+	"github.com/mediarelay/mediarelay/pkg/metrics"
 	"github.com/mediarelay/mediarelay/pkg/sdp"
 	"github.com/mediarelay/mediarelay/signaling/dtmf"
 	"github.com/mediarelay/mediarelay/signaling/mediaplan"
 	"github.com/mediarelay/mediarelay/signaling/ngnode"
 	"github.com/mediarelay/mediarelay/signaling/sipleg"
+	"github.com/mediarelay/mediarelay/signaling/sipsrtp"
 )
 
 // Call is one relayed call: a browser dialog and a trunk dialog (sipleg.Legs),
@@ -61,16 +64,21 @@ type Call struct {
 	watched      atomic.Bool // the relay's call watcher checks it (watch)
 	counted      media.Tally // packets and bytes already in the relay's counters
 	mediaWG      sync.WaitGroup
-	sec          callSecurity // the SIP leg's encryption (SDES or DTLS-SRTP)
+	// srtp is the trunk leg's SRTP set-up (SDES or DTLS-SRTP); sec what
+	// it settled, replaced by a transfer's new trunk leg, and the leg's
+	// authentication failures.
+	srtp *sipsrtp.Negotiation
+	sec  sipsrtp.State
 
 	// e2e: DTLS-SRTP end to end (media_mode e2e); cleared when the far end
 	// could not and the trunk lets the relay terminate instead.
 	e2e bool
 
-	start, answered time.Time
-	// answeredNS is answered in Unix nanoseconds (0 until then), for
-	// goroutines other than the call's signalling (metrics, the call API).
-	answeredNS atomic.Int64
+	start time.Time
+	// answered is when the call was answered, nil until then; read it
+	// with answerTime (the call API, the watcher and an ng delete read it
+	// while the call's signalling sets it).
+	answered atomic.Pointer[time.Time]
 	// endedBy, when set, is the operator who hung the call up.
 	endedBy atomic.Pointer[string]
 
@@ -86,9 +94,6 @@ type Call struct {
 	webOnce sync.Once
 	// handedOff: the trunk leg went on in a join; guarded by r.mu.
 	handedOff bool
-	// dropsTo, on a scratch call that sets up a leg for another call
-	// (dialTrunk), is the call whose SRTP failure count its drops feed.
-	dropsTo *Call
 	// ngs is the ng session of a call a SIP proxy set up.
 	ngs *ngnode.Session
 	// sessionExpired ends the call when its trunk leg's session timer
@@ -119,8 +124,22 @@ func (r *Relay) newCall(route *config.Trunk, direction string) *Call {
 	if route != nil {
 		c.log = r.log.With("call", c.id, "trunk", route.Name)
 	}
+	c.srtp = r.srtpFor(route, c.log, &c.sec)
 	c.trunk.AdoptSessionTimer(c.log, c.sessionExpired)
 	return c
+}
+
+// srtpFor is the SRTP set-up of a leg towards route, logging to log and
+// settling state (nil: the leg's own, not a call's).
+func (r *Relay) srtpFor(route *config.Trunk, log *slog.Logger, state *sipsrtp.State) *sipsrtp.Negotiation {
+	return sipsrtp.New(route, sipsrtp.Options{
+		Log:         log,
+		DTLSTimeout: r.cfg.SIP.InviteTimeout,
+		OnDTLSFailure: func(cause string) {
+			r.m.DTLSFailures.WithLabelValues(metrics.LegSIP, cause).Inc()
+		},
+		State: state,
+	})
 }
 
 // admit registers a new call with the relay under its first dialog.
@@ -225,23 +244,46 @@ func (c *Call) rejectInvite(dss *sipgo.DialogServerSession, code int, reason, ca
 // openRTPLeg allocates the call's SIP-side media ports; when the range is
 // exhausted it rejects the call with 503 and Retry-After and reports false.
 func (c *Call) openRTPLeg(fail func(int, string, string, ...sip.Header)) bool {
-	onDrop := c.onRTPDrop
-	if c.dropsTo != nil {
-		onDrop = c.dropsTo.onRTPDrop
-	}
-	rtp, err := media.NewRTPLeg(media.RTPLegOptions{
-		Ports:    c.r.ports,
-		Latching: c.r.cfg.Media.Latching,
-		OnDrop:   onDrop,
-		Logger:   c.log,
-	})
+	rtp, err := c.r.openRTP(c.log, c.onRTPDrop)
 	if err != nil {
-		c.log.Warn("no media port", "err", err)
 		fail(503, "No Media Ports", cdr.CauseError, sip.NewHeader("Retry-After", "5"))
 		return false
 	}
 	c.trunk.SetRTP(rtp)
 	return true
+}
+
+// openRTP allocates a SIP leg's media ports; its drops go to onDrop.
+func (r *Relay) openRTP(log *slog.Logger, onDrop func(reason string)) (*media.RTPLeg, error) {
+	rtp, err := media.NewRTPLeg(media.RTPLegOptions{
+		Ports:    r.ports,
+		Latching: r.cfg.Media.Latching,
+		OnDrop:   onDrop,
+		Logger:   log,
+	})
+	if err != nil {
+		log.Warn("no media port", "err", err)
+		return nil, fmt.Errorf("rtp leg: %w", err)
+	}
+	return rtp, nil
+}
+
+// startInboundSRTP keys the call's RTP leg with the keys of a trunk's
+// offer (nil: none), before it has a remote address; when that fails it
+// rejects the call with 488 and reports false.
+func (c *Call) startInboundSRTP(k *mediaplan.InboundKeys, fail func(int, string, string, ...sip.Header)) bool {
+	if err := c.srtp.Inbound(k, c.trunk.RTP()); err != nil {
+		c.log.Warn("srtp setup failed", "err", err)
+		fail(488, "Not Acceptable Here", cdr.CauseSRTPRequired)
+		return false
+	}
+	return true
+}
+
+// onRTPDrop counts a dropped packet of the call's SIP leg.
+func (c *Call) onRTPDrop(reason string) {
+	c.r.countDrop(reason)
+	c.sec.CountDrop(reason)
 }
 
 func newCallID() string {
@@ -279,7 +321,7 @@ func (c *Call) setupMedia(answer sdp.Audio) error {
 	}
 	c.active.Store(&activeMedia{plan: plan})
 	// Keys go in before the leg has a remote (and so before it reads).
-	if err := c.secureAnswer(answer); err != nil {
+	if err := c.srtp.Answer(answer, c.trunk.RTP()); err != nil {
 		return err
 	}
 	web, answerSDP, err := c.r.webrtc.Answer(c.browserOffer, plan.BrowserCodec)
@@ -300,6 +342,19 @@ func (c *Call) setupMedia(answer sdp.Audio) error {
 	c.r.m.TranscodedCalls.WithLabelValues(plan.Mode, c.trunkName()).Inc()
 	c.log.Info("media negotiated", "mode", plan.Mode, "sip_codec", plan.SIPCodec.Name, "webrtc_codec", plan.BrowserCodec)
 	return nil
+}
+
+// setupCause maps an error from setting up the trunk's media to a CDR cause.
+func setupCause(err error) string {
+	switch {
+	case errors.Is(err, mediaplan.ErrSRTPRefused), errors.Is(err, mediaplan.ErrSRTPBadAnswer), errors.Is(err, mediaplan.ErrSDESInsecure):
+		return cdr.CauseSRTPRequired
+	case errors.Is(err, sipsrtp.ErrDTLS):
+		return cdr.CauseDTLSFailed
+	case errors.Is(err, mediaplan.ErrE2ENoDTLS):
+		return cdr.CauseE2ENoDTLS
+	}
+	return cdr.CauseNoCodec
 }
 
 // errNoConnection is an SDP whose audio stream has no c= address (media or
@@ -386,12 +441,12 @@ func (c *Call) check(now time.Time) {
 	default:
 	}
 	c.observeFirstMedia()
-	if c.sec.authFailing(c.sipLeg()) {
+	if c.sec.AuthFailing(c.sipLeg()) {
 		c.log.Warn("trunk's SRTP keeps failing authentication; ending the call")
 		end(cdr.CauseSRTPAuth)
 		return
 	}
-	if c.mid.hold.Silent(now, c.answered, c.r.cfg.Media.Timeout, c.webLeg(), c.sipLeg()) {
+	if c.mid.hold.Silent(now, c.answerTime(), c.r.cfg.Media.Timeout, c.webLeg(), c.sipLeg()) {
 		end(cdr.CauseMediaTimeout)
 	}
 }
@@ -443,7 +498,7 @@ func (c *Call) hangup(cause string, code int, reason string) {
 		if !handedOff {
 			trunk.StopSessionTimer()
 		}
-		if !c.answered.IsZero() {
+		if !c.answerTime().IsZero() {
 			if cause != cdr.CauseNormalTrunk && !handedOff && trunk.Exists() {
 				bye(trunk.Bye, "trunk")
 			}
@@ -472,15 +527,18 @@ func (c *Call) closeMedia() {
 
 // cdrRecord is the call's CDR as far as its set-up goes.
 func (c *Call) cdrRecord() cdr.Record {
+	c.r.mu.Lock()
+	to := c.to // an ng call's is set when it is answered
+	c.r.mu.Unlock()
 	rec := cdr.Record{
 		CallID:        c.id,
 		BrowserCallID: c.browser.CallID(),
 		TrunkCallID:   c.trunk.CallID(),
 		From:          c.from,
-		To:            c.to,
+		To:            to,
 		Direction:     c.direction,
 		Start:         c.start,
-		Answer:        c.answered,
+		Answer:        c.answerTime(),
 	}
 	if c.route != nil {
 		rec.Trunk = c.route.Name
@@ -508,13 +566,14 @@ func (c *Call) beginCDR() {
 func (c *Call) finish() {
 	end := time.Now()
 	c.r.countEnd(c.cause, c.trunkName())
-	if !c.answered.IsZero() {
-		c.r.m.Duration.WithLabelValues(c.trunkName(), c.direction).Observe(end.Sub(c.answered).Seconds())
+	answered := c.answerTime()
+	if !answered.IsZero() {
+		c.r.m.Duration.WithLabelValues(c.trunkName(), c.direction).Observe(end.Sub(answered).Seconds())
 	}
 	rec := c.cdrRecord()
 	rec.End, rec.EndCause, rec.SIPCode = end, c.cause, c.code
 	rec.EndedBy = whoEnded(c.cause, c.endedBy.Load())
-	if rec.SIPCode == 0 && !c.answered.IsZero() {
+	if rec.SIPCode == 0 && !answered.IsZero() {
 		rec.SIPCode = 200
 	}
 	if m := c.active.Load(); c.mediaUp && m != nil {

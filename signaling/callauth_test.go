@@ -12,6 +12,7 @@ import (
 	"github.com/mediarelay/mediarelay/pkg/cdr"
 	"github.com/mediarelay/mediarelay/pkg/config"
 	"github.com/mediarelay/mediarelay/pkg/token"
+	"github.com/mediarelay/mediarelay/signaling/mediaplan"
 )
 
 // authRequired turns caller authentication back on (startRelay turns it
@@ -31,7 +32,7 @@ func (u *trunkUAS) trunkInvites() int {
 // call through.
 func TestCallAuthRequired(t *testing.T) {
 	u := newTrunkUAS(t)
-	r := startRelay(t, chain(withTrunk(u, ModeAuto, "PCMU"), withUsers("alice", "wonderland"), authRequired))
+	r := startRelay(t, chain(withTrunk(u, mediaplan.ModeAuto, "PCMU"), withUsers("alice", "wonderland"), authRequired))
 
 	t.Run("no credentials", func(t *testing.T) {
 		p := newPhone(t, "PCMU")
@@ -108,7 +109,7 @@ func phoneRegister(t *testing.T, p *phone, r *Relay, user, password string) {
 func TestCallAuthToken(t *testing.T) {
 	const secret = "shared-with-the-web-app"
 	u := newTrunkUAS(t)
-	r := startRelay(t, chain(withTrunk(u, ModeAuto, "PCMU"), authRequired, func(c *config.Config) { c.SIP.TokenSecret = secret }))
+	r := startRelay(t, chain(withTrunk(u, mediaplan.ModeAuto, "PCMU"), authRequired, func(c *config.Config) { c.SIP.TokenSecret = secret }))
 
 	t.Run("valid", func(t *testing.T) {
 		p := newPhone(t, "PCMU")
@@ -148,7 +149,7 @@ func TestCallAuthToken(t *testing.T) {
 // per minute are capped.
 func TestCallAuthUserLimits(t *testing.T) {
 	u := newTrunkUAS(t)
-	r := startRelay(t, chain(withTrunk(u, ModeAuto, "PCMU"), withUsers("alice", "wonderland"), authRequired, func(c *config.Config) {
+	r := startRelay(t, chain(withTrunk(u, mediaplan.ModeAuto, "PCMU"), withUsers("alice", "wonderland"), authRequired, func(c *config.Config) {
 		c.SIP.UserMaxCalls = 1
 		c.SIP.UserCallRate = 3
 	}))
@@ -193,7 +194,7 @@ func TestAnswerWithoutConnection(t *testing.T) {
 		}
 		return []byte(strings.Join(out, "\r\n"))
 	}
-	r := startRelay(t, withTrunk(u, ModeAuto, "PCMU"))
+	r := startRelay(t, withTrunk(u, mediaplan.ModeAuto, "PCMU"))
 	p := newPhone(t, "PCMU")
 	if code := callStatus(t, p, r, "+15551234567"); code != 488 {
 		t.Fatalf("answer without c=: browser got %d, want 488", code)
@@ -206,7 +207,7 @@ func TestAnswerWithoutConnection(t *testing.T) {
 // before it ends; the end completes the same row.
 func TestCDRWrittenAtAnswer(t *testing.T) {
 	u := newTrunkUAS(t)
-	r := startRelay(t, withTrunk(u, ModeAuto, "PCMU"))
+	r := startRelay(t, withTrunk(u, mediaplan.ModeAuto, "PCMU"))
 	p := newPhone(t, "PCMU")
 	p.call(r, "+15551234567")
 	id := activeCallID(t, r)
@@ -218,7 +219,7 @@ func TestCDRWrittenAtAnswer(t *testing.T) {
 	p.hangup()
 	waitFor(t, "the row completed", 5*time.Second, func() bool {
 		rec, err := r.CDR().Query(ctx, id)
-		return err == nil && rec.EndCause == endNormalBrowser
+		return err == nil && rec.EndCause == cdr.CauseNormalBrowser
 	})
 	if n, _ := r.CDR().Count(ctx); n != 1 {
 		t.Fatalf("%d CDR rows for one call", n)

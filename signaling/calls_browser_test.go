@@ -10,7 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mediarelay/mediarelay/pkg/cdr"
 	"github.com/mediarelay/mediarelay/pkg/config"
+	"github.com/mediarelay/mediarelay/signaling/mediaplan"
 	"github.com/mediarelay/mediarelay/signaling/web/browsertest"
 )
 
@@ -24,7 +26,7 @@ func TestAPIBrowserHangup(t *testing.T) {
 	}
 	u := newTrunkUAS(t)
 	r := startRelay(t, func(c *config.Config) {
-		withTrunk(u, ModeAuto, "PCMU")(c)
+		withTrunk(u, mediaplan.ModeAuto, "PCMU")(c)
 		c.HTTP.AdminToken = testAdminToken
 	})
 	wav := filepath.Join(t.TempDir(), "tone.wav")
@@ -85,7 +87,7 @@ func TestAPIBrowserHangup(t *testing.T) {
 	if err != nil || res.Error != "" || !res.Gone {
 		t.Fatalf("callspage.mjs: %v %s\n%v", err, res.Error, res.Log)
 	}
-	for _, want := range []string{id, "1000", "carrier", "outbound", "answered", ModePassthrough, "PCMU / PCMU"} {
+	for _, want := range []string{id, "1000", "carrier", "outbound", "answered", mediaplan.ModePassthrough, "PCMU / PCMU"} {
 		if !slices.Contains(res.Cells, want) {
 			t.Errorf("the page's row %q lacks %q", res.Cells, want)
 		}
@@ -102,7 +104,7 @@ func TestAPIBrowserHangup(t *testing.T) {
 		t.Error("the browser's call did not end")
 	}
 	waitFor(t, "call cleanup", 5*time.Second, func() bool { return r.ActiveCalls() == 0 })
-	if rec := callRecord(t, r, id); rec.EndCause != endAdminHangup || rec.EndedBy != "admin@127.0.0.1" {
-		t.Errorf("CDR end cause %q, ended by %q; want %s by admin@127.0.0.1", rec.EndCause, rec.EndedBy, endAdminHangup)
+	if rec := callRecord(t, r, id); rec.EndCause != cdr.CauseAdminHangup || rec.EndedBy != "admin@127.0.0.1" {
+		t.Errorf("CDR end cause %q, ended by %q; want %s by admin@127.0.0.1", rec.EndCause, rec.EndedBy, cdr.CauseAdminHangup)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/mediarelay/mediarelay/pkg/cdr"
 	"github.com/mediarelay/mediarelay/pkg/cdr/pgtest"
 	"github.com/mediarelay/mediarelay/pkg/config"
+	"github.com/mediarelay/mediarelay/signaling/mediaplan"
 )
 
 // TestCDRPostgresCall: with cdr.driver postgres a real call's CDR lands in
@@ -18,7 +19,7 @@ func TestCDRPostgresCall(t *testing.T) {
 	srv := pgtest.Start(t)
 	u := newTrunkUAS(t)
 	r := startRelay(t, func(c *config.Config) {
-		withTrunk(u, ModeAuto, "PCMU")(c)
+		withTrunk(u, mediaplan.ModeAuto, "PCMU")(c)
 		c.CDR.Driver, c.CDR.DSN, c.CDR.Path = "postgres", srv.DSN(), ""
 		c.CDR.Spool = filepath.Join(t.TempDir(), "cdr.spool")
 	})
@@ -35,7 +36,7 @@ func TestCDRPostgresCall(t *testing.T) {
 		rec, err = r.CDR().Query(context.Background(), callID)
 		return err == nil && rec.EndCause != cdr.CauseInProgress
 	})
-	if rec.EndCause != endNormalBrowser || rec.EndedBy != "browser" || rec.Trunk != "carrier" || rec.To != "1000" ||
+	if rec.EndCause != cdr.CauseNormalBrowser || rec.EndedBy != "browser" || rec.Trunk != "carrier" || rec.To != "1000" ||
 		!strings.EqualFold(rec.SIPCodec, "PCMU") || rec.WebRTCPacketsIn < 20 || rec.Answer.IsZero() {
 		t.Errorf("CDR: %+v", rec)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/mediarelay/mediarelay/pkg/cdr"
 	"github.com/mediarelay/mediarelay/pkg/config"
 	"github.com/mediarelay/mediarelay/pkg/sdp"
+	"github.com/mediarelay/mediarelay/signaling/mediaplan"
 	"github.com/mediarelay/mediarelay/transcode"
 	"github.com/mediarelay/mediarelay/transcode/tone"
 )
@@ -121,7 +122,7 @@ func checkAnswer(t *testing.T, res *sip.Response, codec, ev sdp.Codec, dir strin
 	if got := normDir(a); got != dir {
 		t.Fatalf("answer direction %s, want %s", got, dir)
 	}
-	v := sdpVersion(string(res.Body()))
+	v := sdp.Version(string(res.Body()))
 	if v <= prev {
 		t.Fatalf("answer's SDP version %d does not follow %d", v, prev)
 	}
@@ -192,14 +193,14 @@ func TestTrunkChangesCodec(t *testing.T) {
 			u := newTrunkUAS(t)
 			u.answerWith("PCMU")
 			u.capture = make(chan []byte, 2000)
-			r := startRelay(t, withTrunk(u, ModeAuto, "PCMU", "PCMA", "G722"))
+			r := startRelay(t, withTrunk(u, mediaplan.ModeAuto, "PCMU", "PCMA", "G722"))
 			p := newPhone(t, "opus")
 			p.call(r, "1000")
 			callID := activeCallID(t, r)
-			first := sdpVersion(string(u.lastInvite().Body()))
+			first := sdp.Version(string(u.lastInvite().Body()))
 
 			// The trunk renumbers telephone-event too (101 → 96).
-			codec := sipCodecs[strings.ToLower(tc.codec)]
+			codec := mediaplan.SIPCodecs[strings.ToLower(tc.codec)]
 			ver := checkAnswer(t, u.reoffer(t, tc.method, 2, "sendrecv", codec, dtmf96), codec, dtmf96, "sendrecv", first)
 
 			u.drain()
@@ -260,10 +261,10 @@ func TestTrunkChangesCodec(t *testing.T) {
 
 			p.hangup()
 			rec := callRecord(t, r, callID)
-			if rec.Mode != ModeTranscode || rec.SIPCodec != tc.codec || rec.WebRTCCodec != "opus" {
+			if rec.Mode != mediaplan.ModeTranscode || rec.SIPCodec != tc.codec || rec.WebRTCCodec != "opus" {
 				t.Errorf("CDR says mode %s, SIP codec %s, WebRTC codec %s; want transcode, %s, opus", rec.Mode, rec.SIPCodec, rec.WebRTCCodec, tc.codec)
 			}
-			if n := sumCounter(t, r.m.TranscodedCalls, "mode", ModeTranscode); n != 1 {
+			if n := sumCounter(t, r.m.TranscodedCalls, "mode", mediaplan.ModeTranscode); n != 1 {
 				t.Errorf("transcoded calls counted %d times", n)
 			}
 		})
@@ -274,16 +275,16 @@ func TestTrunkChangesCodec(t *testing.T) {
 	t.Run("opus/PCMU-to-opus", func(t *testing.T) {
 		u := newTrunkUAS(t)
 		u.answerWith("PCMU")
-		r := startRelay(t, withTrunk(u, ModeAuto, "PCMU", "opus"))
+		r := startRelay(t, withTrunk(u, mediaplan.ModeAuto, "PCMU", "opus"))
 		p := newPhone(t, "opus")
 		p.call(r, "1000")
 		callID := activeCallID(t, r)
-		opus := sipCodecs["opus"]
-		checkAnswer(t, u.reoffer(t, sip.INVITE, 2, "sendrecv", opus, dtmf8k), opus, dtmf8k, "sendrecv", 0)
+		opus := mediaplan.SIPCodecs["opus"]
+		checkAnswer(t, u.reoffer(t, sip.INVITE, 2, "sendrecv", opus, mediaplan.DTMF8k), opus, mediaplan.DTMF8k, "sendrecv", 0)
 		p.collect(300 * time.Millisecond) // whatever the bridge still had in flight
 		checkEcho(t, p, 100)
 		p.hangup()
-		if rec := callRecord(t, r, callID); rec.Mode != ModePassthrough || rec.SIPCodec != "opus" {
+		if rec := callRecord(t, r, callID); rec.Mode != mediaplan.ModePassthrough || rec.SIPCodec != "opus" {
 			t.Errorf("CDR says mode %s, SIP codec %s; want passthrough, opus", rec.Mode, rec.SIPCodec)
 		}
 	})
@@ -295,12 +296,12 @@ func TestTrunkChangesCodec(t *testing.T) {
 		u := newTrunkUAS(t)
 		u.answerWith("PCMU")
 		u.capture = make(chan []byte, 2000)
-		r := startRelay(t, withTrunk(u, ModeAuto, "PCMU", "PCMA"))
+		r := startRelay(t, withTrunk(u, mediaplan.ModeAuto, "PCMU", "PCMA"))
 		p := newPhone(t, "PCMU", "PCMA")
 		p.call(r, "1000")
 		callID := activeCallID(t, r)
-		pcma := sipCodecs["pcma"]
-		checkAnswer(t, u.reoffer(t, sip.INVITE, 2, "sendrecv", pcma, dtmf8k), pcma, dtmf8k, "sendrecv", 0)
+		pcma := mediaplan.SIPCodecs["pcma"]
+		checkAnswer(t, u.reoffer(t, sip.INVITE, 2, "sendrecv", pcma, mediaplan.DTMF8k), pcma, mediaplan.DTMF8k, "sendrecv", 0)
 
 		// Bytes: the trunk must get the A-law code of each μ-law sample,
 		// and the browser the μ-law code of each A-law sample echoed.
@@ -368,7 +369,7 @@ func TestTrunkChangesCodec(t *testing.T) {
 			t.Errorf("the tone back at the browser: SNR %.1f dB, want ≥ 25", snr)
 		}
 		p.hangup()
-		if rec := callRecord(t, r, callID); rec.Mode != ModeTranscode || rec.SIPCodec != "PCMA" || rec.WebRTCCodec != "PCMU" {
+		if rec := callRecord(t, r, callID); rec.Mode != mediaplan.ModeTranscode || rec.SIPCodec != "PCMA" || rec.WebRTCCodec != "PCMU" {
 			t.Errorf("CDR says mode %s, SIP codec %s, WebRTC codec %s; want transcode, PCMA, PCMU", rec.Mode, rec.SIPCodec, rec.WebRTCCodec)
 		}
 	})
@@ -379,11 +380,11 @@ func TestTrunkChangesCodec(t *testing.T) {
 		u := newTrunkUAS(t)
 		u.answerWith("PCMU")
 		u.capture = make(chan []byte, 2000)
-		r := startRelay(t, withTrunk(u, ModePassthrough, "PCMU", "PCMA"))
+		r := startRelay(t, withTrunk(u, mediaplan.ModePassthrough, "PCMU", "PCMA"))
 		p := newPhone(t, "PCMU", "PCMA")
 		p.call(r, "1000")
 		callID := activeCallID(t, r)
-		if res := u.reoffer(t, sip.INVITE, 2, "sendrecv", sipCodecs["pcma"], dtmf8k); res.StatusCode != 488 {
+		if res := u.reoffer(t, sip.INVITE, 2, "sendrecv", mediaplan.SIPCodecs["pcma"], mediaplan.DTMF8k); res.StatusCode != 488 {
 			t.Fatalf("codec change in mode passthrough answered %d, want 488", res.StatusCode)
 		}
 		u.drain()
@@ -392,10 +393,10 @@ func TestTrunkChangesCodec(t *testing.T) {
 			t.Fatalf("after the refusal the trunk got %d PCMU and %d PCMA packets", len(got[0]), len(got[8]))
 		}
 		// The next offer with the old codec is fine, and answered with it.
-		pcmu := sipCodecs["pcmu"]
-		checkAnswer(t, u.reoffer(t, sip.INVITE, 3, "sendrecv", pcmu, dtmf8k), pcmu, dtmf8k, "sendrecv", 0)
+		pcmu := mediaplan.SIPCodecs["pcmu"]
+		checkAnswer(t, u.reoffer(t, sip.INVITE, 3, "sendrecv", pcmu, mediaplan.DTMF8k), pcmu, mediaplan.DTMF8k, "sendrecv", 0)
 		p.hangup()
-		if rec := callRecord(t, r, callID); rec.Mode != ModePassthrough || rec.SIPCodec != "PCMU" {
+		if rec := callRecord(t, r, callID); rec.Mode != mediaplan.ModePassthrough || rec.SIPCodec != "PCMU" {
 			t.Errorf("CDR says mode %s, SIP codec %s; want passthrough, PCMU", rec.Mode, rec.SIPCodec)
 		}
 	})
@@ -440,7 +441,7 @@ func TestTrunkChangesCodecInbound(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkAnswer(t, res, sipCodecs["pcma"], dtmf96, "sendrecv", 0)
+	checkAnswer(t, res, mediaplan.SIPCodecs["pcma"], dtmf96, "sendrecv", 0)
 
 	// PCMA from the trunk: the browser echoes it (as PCMU), the trunk gets
 	// it back as PCMA.
@@ -525,12 +526,12 @@ func TestSetCodecs(t *testing.T) {
 		"m=audio 16000 RTP/AVP 0 8 9 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:9 G722/8000\r\n" +
 		"a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=ptime:20\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:x\r\na=sendrecv\r\n" +
 		"m=video 0 RTP/AVP 96\r\na=rtpmap:96 VP8/90000\r\n"
-	got := setCodecs(body, []sdp.Codec{sipCodecs["opus"], dtmf96})
+	got := sdp.SetCodecs(body, []sdp.Codec{mediaplan.SIPCodecs["opus"], dtmf96})
 	_, a, err := sdp.Parse([]byte(got))
 	if err != nil {
 		t.Fatalf("%v\n%s", err, got)
 	}
-	if len(a.Codecs) != 2 || !a.Codecs[0].Is("opus") || a.Codecs[0].PT != 111 || a.Codecs[0].Channels != 2 || a.Codecs[0].Fmtp != sipCodecs["opus"].Fmtp ||
+	if len(a.Codecs) != 2 || !a.Codecs[0].Is("opus") || a.Codecs[0].PT != 111 || a.Codecs[0].Channels != 2 || a.Codecs[0].Fmtp != mediaplan.SIPCodecs["opus"].Fmtp ||
 		!a.Codecs[1].Is("telephone-event") || a.Codecs[1].PT != 96 || a.Port != 16000 || a.Ptime != 20 || len(a.Crypto) != 1 {
 		t.Fatalf("audio %+v from:\n%s", a, got)
 	}

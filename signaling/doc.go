@@ -7,7 +7,8 @@
 // router (routeRequests): a new INVITE from a browser becomes an outbound
 // call to a trunk, one from a trunk rings the browsers registered as the
 // called user (signaling/fork); a request inside a dialog goes to the Call
-// or join it belongs to, or gets 481 there. Which trunk a browser's call
+// (which the router reaches as a dialogCall: its legs and serve) or join
+// it belongs to, or gets 481 there. Which trunk a browser's call
 // goes to is config.Routes, compiled once in pkg/config (patterns,
 // addresses, sources, the default trunk by name or by URI); signaling
 // routes by that table and defaults nothing itself.
@@ -21,7 +22,9 @@
 // direction the peer asked for, offer/answer state (glare, an answer due
 // in the ACK), the RFC 4028 session timer, and what is sent on that dialog
 // (re-INVITEs, refreshes, DTMF INFO, a REFER's NOTIFYs); the trunk's also
-// holds the RTP leg. The Call decides what crosses between its legs:
+// holds the RTP leg, whose encryption a sipsrtp.Negotiation sets up and
+// the call's sipsrtp.State keeps. The Call decides what crosses between
+// its legs:
 // mid-call offers, hold (either leg's direction), transfers, DTMF, and at
 // the end the CDR (recordPlan, recordLegs, shared with joins). A transfer
 // that leaves two trunk legs talking hands its trunk leg to a join
@@ -47,6 +50,10 @@
 //     the codecs offered each side, the plan an answer settles and how it
 //     follows a mid-call offer, end-to-end DTLS identities, and the SIP
 //     leg's SRTP policy and SDES keys;
+//   - sipsrtp: the encryption of a SIP leg's RTP: its negotiation per
+//     the trunk's srtp policy (SDES, keys from a trunk's offer, DTLS-SRTP
+//     on the leg's port), which needs no Call, and a call's watch on a
+//     keyed stream that keeps failing authentication;
 //   - dtmf: RFC 4733 telephone-events played into a media path and
 //     turned into SIP INFO, and reading an INFO's digit;
 //   - callapi: the HTTP call API (list, show, hang up), who may use it,

@@ -7,20 +7,21 @@ import (
 
 	"github.com/mediarelay/mediarelay/pkg/config"
 	"github.com/mediarelay/mediarelay/pkg/sdp"
+	"github.com/mediarelay/mediarelay/signaling/mediaplan"
 )
 
 // TestDTLSSRTP: a DTLS-SRTP SIP leg (no ICE) against a pion/dtls peer that
 // takes the active role; audio both ways, in passthrough and transcode.
 func TestDTLSSRTP(t *testing.T) {
 	for _, tc := range []struct{ name, mode, phone string }{
-		{"passthrough", ModePassthrough, "PCMU"},
-		{"transcode", ModeTranscode, "opus"},
+		{"passthrough", mediaplan.ModePassthrough, "PCMU"},
+		{"transcode", mediaplan.ModeTranscode, "opus"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			u := newSecTrunk(t, "udp", nil)
 			u.dtlsMode = true
 			r := startRelayWith(t, nil, nil, func(c *config.Config) {
-				c.Trunks = []config.Trunk{u.trunkConfig(SRTPDTLS, tc.mode, "PCMU")}
+				c.Trunks = []config.Trunk{u.trunkConfig(mediaplan.SRTPDTLS, tc.mode, "PCMU")}
 			})
 			p := newPhone(t, tc.phone)
 			p.call(r, "1000")
@@ -28,7 +29,7 @@ func TestDTLSSRTP(t *testing.T) {
 			if offer.Proto != "UDP/TLS/RTP/SAVP" || len(offer.Crypto) != 0 {
 				t.Fatalf("offer: proto %s, %d crypto lines", offer.Proto, len(offer.Crypto))
 			}
-			if tc.mode == ModePassthrough {
+			if tc.mode == mediaplan.ModePassthrough {
 				echoFrames(t, p, 60)
 			} else if n := countBack(t, p, 60); n < 40 {
 				t.Fatalf("only %d packets came back", n)
@@ -50,7 +51,7 @@ func TestDTLSWrongFingerprint(t *testing.T) {
 	u.dtlsMode, u.wrongFP = true, true
 	log, buf := bufLogger()
 	r := startRelayWith(t, nil, log, func(c *config.Config) {
-		c.Trunks = []config.Trunk{u.trunkConfig(SRTPDTLS, ModePassthrough, "PCMU")}
+		c.Trunks = []config.Trunk{u.trunkConfig(mediaplan.SRTPDTLS, mediaplan.ModePassthrough, "PCMU")}
 	})
 	p := newPhone(t, "PCMU")
 	if code := callStatus(t, p, r, "1000"); code != 488 {

@@ -9,6 +9,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/mediarelay/mediarelay/pkg/config"
+	"github.com/mediarelay/mediarelay/signaling/dtmf"
 )
 
 // info sends an INFO from the trunk's side.
@@ -83,7 +84,7 @@ func TestDTMFToInfoTrunk(t *testing.T) {
 	}
 	r.mu.Unlock()
 	w := c.sipWriter()
-	if _, ok := w.(*dtmfToInfo); !ok {
+	if _, ok := w.(*dtmf.ToInfo); !ok {
 		t.Fatalf("browser→trunk path is %T, want the INFO filter", w)
 	}
 	// Digit 4 for 100 ms: five updates, then the end packet three times.

@@ -8,6 +8,7 @@ import (
 	"github.com/pion/webrtc/v4"
 
 	"github.com/mediarelay/mediarelay/pkg/config"
+	"github.com/mediarelay/mediarelay/signaling/mediaplan"
 	"github.com/mediarelay/mediarelay/signaling/web/browsertest"
 )
 
@@ -27,8 +28,8 @@ func TestDualStack(t *testing.T) {
 		c.Media.BindIP = "::"
 		c.Media.PublicIP = "127.0.0.1,::1"
 		c.Trunks = []config.Trunk{
-			{Name: "v4", Match: "^4", Address: "sip:" + u4.addr, Transport: "udp", Codecs: []string{"PCMU"}, MediaMode: ModeAuto},
-			{Name: "v6", Match: "^6", Address: "sip:" + u6.addr, Transport: "udp", Codecs: []string{"PCMU"}, MediaMode: ModeAuto},
+			{Name: "v4", Match: "^4", Address: "sip:" + u4.addr, Transport: "udp", Codecs: []string{"PCMU"}, MediaMode: mediaplan.ModeAuto},
+			{Name: "v6", Match: "^6", Address: "sip:" + u6.addr, Transport: "udp", Codecs: []string{"PCMU"}, MediaMode: mediaplan.ModeAuto},
 		}
 	})
 	for _, tc := range []struct {

@@ -21,8 +21,10 @@ import (
 	"github.com/pion/stun/v4"
 
 	"github.com/mediarelay/mediarelay/media"
+	"github.com/mediarelay/mediarelay/pkg/cdr"
 	"github.com/mediarelay/mediarelay/pkg/config"
 	"github.com/mediarelay/mediarelay/pkg/sdp"
+	"github.com/mediarelay/mediarelay/signaling/mediaplan"
 	"github.com/mediarelay/mediarelay/signaling/web/browsertest"
 	"github.com/mediarelay/mediarelay/transcode"
 	"github.com/mediarelay/mediarelay/transcode/tone"
@@ -30,7 +32,7 @@ import (
 
 // e2eTrunk is the relay's entry for u in end-to-end mode.
 func e2eTrunk(u *secTrunk, fallback string) config.Trunk {
-	tr := u.trunkConfig(SRTPOff, ModeE2E, "PCMU")
+	tr := u.trunkConfig(mediaplan.SRTPOff, mediaplan.ModeE2E, "PCMU")
 	tr.E2EFallback = fallback
 	return tr
 }
@@ -165,12 +167,12 @@ func TestE2EOutboundDTLSPeer(t *testing.T) {
 	}
 	browserFP := sdpFingerprint(t, p.pc.LocalDescription().SDP)
 	for i, dir := range []string{"sendonly", "sendrecv"} {
-		res := reinvite(rewriteSDP(trunkSDP, dir, uint64(10+i), ""))
+		res := reinvite(sdp.Rewrite(trunkSDP, dir, uint64(10+i), ""))
 		if res.StatusCode != 200 || !strings.Contains(string(res.Body()), "a=setup:passive") || sdpFingerprint(t, string(res.Body())) != browserFP {
 			t.Fatalf("trunk %s re-INVITE answered %d:\n%s", dir, res.StatusCode, res.Body())
 		}
 	}
-	pcma := strings.NewReplacer(" UDP/TLS/RTP/SAVP 0", " UDP/TLS/RTP/SAVP 8", "a=rtpmap:0 PCMU/8000", "a=rtpmap:8 PCMA/8000").Replace(rewriteSDP(trunkSDP, "sendrecv", 12, ""))
+	pcma := strings.NewReplacer(" UDP/TLS/RTP/SAVP 0", " UDP/TLS/RTP/SAVP 8", "a=rtpmap:0 PCMU/8000", "a=rtpmap:8 PCMA/8000").Replace(sdp.Rewrite(trunkSDP, "sendrecv", 12, ""))
 	if res := reinvite(pcma); res.StatusCode != 488 {
 		t.Fatalf("a codec change on an e2e call answered %d", res.StatusCode)
 	}
@@ -186,7 +188,7 @@ func TestE2EOutboundDTLSPeer(t *testing.T) {
 
 	p.hangup()
 	waitChan(t, "BYE at the trunk", u.byes)
-	if rec := callRecord(t, r, callID); rec.Mode != ModeE2E || rec.SIPPacketsIn < 40 || rec.WebRTCPacketsIn < 40 {
+	if rec := callRecord(t, r, callID); rec.Mode != mediaplan.ModeE2E || rec.SIPPacketsIn < 40 || rec.WebRTCPacketsIn < 40 {
 		t.Fatalf("CDR: mode %q, packets sip in %d webrtc in %d", rec.Mode, rec.SIPPacketsIn, rec.WebRTCPacketsIn)
 	}
 	if v := metricValue(metricsText(t, r), "mediarelay_transcoded_calls_total", `mode="e2e"`); v != 1 {
@@ -218,7 +220,7 @@ func TestE2EPlainFarEnd(t *testing.T) {
 			t.Fatalf("browser got %d, Warning %v; want 488 with the DTLS-SRTP warning", res.StatusCode, w)
 		}
 		waitChan(t, "BYE at the trunk", u.byes)
-		if cause, code := lastEnd(t, r, 1); cause != endE2ENoDTLS || code != 488 {
+		if cause, code := lastEnd(t, r, 1); cause != cdr.CauseE2ENoDTLS || code != 488 {
 			t.Fatalf("CDR: cause %s code %d", cause, code)
 		}
 	})
@@ -226,7 +228,7 @@ func TestE2EPlainFarEnd(t *testing.T) {
 		u := newSecTrunk(t, "udp", nil)
 		u.plain = true
 		r := startRelayWith(t, nil, nil, func(c *config.Config) {
-			c.Trunks = []config.Trunk{e2eTrunk(u, E2EFallbackTerminate)}
+			c.Trunks = []config.Trunk{e2eTrunk(u, mediaplan.E2EFallbackTerminate)}
 		})
 		p := newPhone(t, "PCMU")
 		p.call(r, "1000")
@@ -234,7 +236,7 @@ func TestE2EPlainFarEnd(t *testing.T) {
 		echoFrames(t, p, 60)
 		p.hangup()
 		waitChan(t, "BYE at the trunk", u.byes)
-		if rec := callRecord(t, r, callID); rec.Mode != ModePassthrough {
+		if rec := callRecord(t, r, callID); rec.Mode != mediaplan.ModePassthrough {
 			t.Fatalf("CDR mode %q, want passthrough", rec.Mode)
 		}
 	})
@@ -255,7 +257,7 @@ func TestE2EInboundDTLSCaller(t *testing.T) {
 func e2eInbound(t *testing.T, withICE bool) {
 	u := newTrunkUAC(t)
 	r := startRelay(t, chain(withUsers("alice", "wonderland"), withCarrier(u), func(c *config.Config) {
-		c.Users[0].MediaMode = ModeE2E
+		c.Users[0].MediaMode = mediaplan.ModeE2E
 	}))
 	p := newRegPhone(t, r, "alice", "laptop", "PCMU")
 	p.mustRegister("wonderland")
@@ -269,7 +271,7 @@ func e2eInbound(t *testing.T, withICE bool) {
 	const ssrc = 4242
 	offer := sdp.Offer{SessionID: 77, Version: 1, Addr: netip.MustParseAddr("127.0.0.1"),
 		Port: u.rtpConn.LocalAddr().(*net.UDPAddr).Port, Proto: "UDP/TLS/RTP/SAVP",
-		Codecs: []sdp.Codec{sipCodecs["pcmu"], dtmf8k},
+		Codecs: []sdp.Codec{mediaplan.SIPCodecs["pcmu"], mediaplan.DTMF8k},
 		Extra:  []string{"fingerprint:" + fp, "setup:actpass", "rtcp-mux", fmt.Sprintf("ssrc:%d cname:carrier", ssrc)}}
 	const trunkUfrag, trunkPwd = "trunkufrag", "trunkpassword0123456789"
 	if withICE {
@@ -389,7 +391,7 @@ collect:
 	if err := u.bye(); err != nil {
 		t.Fatal(err)
 	}
-	if rec := callRecord(t, r, callID); rec.Mode != ModeE2E || rec.Direction != "inbound" {
+	if rec := callRecord(t, r, callID); rec.Mode != mediaplan.ModeE2E || rec.Direction != "inbound" {
 		t.Fatalf("CDR: mode %q direction %q", rec.Mode, rec.Direction)
 	}
 }
@@ -397,7 +399,7 @@ collect:
 // TestE2EInboundPlainOfferRefused: a plain RTP offer into a user whose
 // media_mode is e2e gets 488 with the Warning; the browser never rings.
 func TestE2EInboundPlainOfferRefused(t *testing.T) {
-	r, u := inboundRelay(t, func(c *config.Config) { c.Users[0].MediaMode = ModeE2E })
+	r, u := inboundRelay(t, func(c *config.Config) { c.Users[0].MediaMode = mediaplan.ModeE2E })
 	p := newRegPhone(t, r, "alice", "laptop", "PCMU")
 	p.mustRegister("wonderland")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -436,8 +438,8 @@ func TestE2EBaresipDTLS(t *testing.T) {
 	f.Close()
 	b := startBaresipEnc(t, pki, "1000", source, "dtls_srtp")
 	r := startRelayWith(t, pki, nil, func(c *config.Config) {
-		tr := b.trunk(ModeE2E)
-		tr.SRTP = SRTPOff
+		tr := b.trunk(mediaplan.ModeE2E)
+		tr.SRTP = mediaplan.SRTPOff
 		c.Trunks = []config.Trunk{tr}
 	})
 	keys := media.KeysExported()
@@ -541,7 +543,7 @@ func TestE2EBrowser(t *testing.T) {
 			t.Errorf("%v Hz came back at %.1f dB (quiet %v Hz at %.1f dB): not detected", f, db, quiet, floor)
 		}
 	}
-	if res.RelayMode != ModeE2E {
+	if res.RelayMode != mediaplan.ModeE2E {
 		t.Errorf("the relay named mode %q", res.RelayMode)
 	}
 	peerFP := *u.dtlsFP.Load()

@@ -16,6 +16,7 @@ import (
 
 	"github.com/mediarelay/mediarelay/pkg/config"
 	"github.com/mediarelay/mediarelay/pkg/sdp"
+	"github.com/mediarelay/mediarelay/signaling/mediaplan"
 )
 
 // TestTrunkForkingEarlyMedia: the trunk forks, answering 180 from one
@@ -45,7 +46,7 @@ func TestTrunkForkingEarlyMedia(t *testing.T) {
 		relayRTP = netip.AddrPortFrom(offer.Addr, uint16(offer.Port))
 		mu.Unlock()
 		body := sdp.Offer{SessionID: 5, Version: 1, Addr: netip.MustParseAddr("127.0.0.1"),
-			Port: media.LocalAddr().(*net.UDPAddr).Port, Codecs: []sdp.Codec{sipCodecs["pcmu"]}}.Marshal()
+			Port: media.LocalAddr().(*net.UDPAddr).Port, Codecs: []sdp.Codec{mediaplan.SIPCodecs["pcmu"]}}.Marshal()
 		withTag := func(code int, reason, tag string, body []byte) *sip.Response {
 			res := sip.NewResponseFromRequest(req, code, reason, body)
 			res.To().Params.Remove("tag")

@@ -26,6 +26,7 @@ import (
 
 	"github.com/mediarelay/mediarelay/pkg/config"
 	"github.com/mediarelay/mediarelay/pkg/sdp"
+	"github.com/mediarelay/mediarelay/signaling/mediaplan"
 	"github.com/mediarelay/mediarelay/transcode"
 )
 
@@ -220,7 +221,7 @@ func (u *trunkUAS) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		if c.Is("telephone-event") {
 			continue
 		}
-		if accept == nil || containsFold(accept, c.Name) {
+		if accept == nil || mediaplan.HasCodec(accept, c.Name) {
 			chosen = append(chosen, c)
 			break
 		}
@@ -443,7 +444,7 @@ func newPhoneOn(t *testing.T, network webrtc.NetworkType, codecs ...string) *pho
 			}
 		}
 		local := p.pc.LocalDescription().SDP
-		body := rewriteSDP(local, sdp.AnswerDirection(dir), sdpVersion(local)+reinvites.Add(1), "")
+		body := sdp.Rewrite(local, sdp.AnswerDirection(dir), sdp.Version(local)+reinvites.Add(1), "")
 		res := sip.NewResponseFromRequest(req, 200, "OK", []byte(body))
 		res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
 		res.AppendHeader(sip.HeaderClone(&p.dua.ContactHDR))

@@ -18,6 +18,7 @@ import (
 	"github.com/mediarelay/mediarelay/pkg/config"
 	"github.com/mediarelay/mediarelay/pkg/sdp"
 	"github.com/mediarelay/mediarelay/signaling/digest"
+	"github.com/mediarelay/mediarelay/signaling/mediaplan"
 )
 
 // trunkUAC is a carrier stand-in that places calls into the relay over UDP
@@ -106,7 +107,7 @@ func newTrunkUAC(t *testing.T) *trunkUAC {
 func (u *trunkUAC) sdp(version uint64, dir string) []byte {
 	return sdp.Offer{SessionID: 77, Version: version, Addr: netip.MustParseAddr("127.0.0.1"),
 		Port: u.rtpConn.LocalAddr().(*net.UDPAddr).Port, Direction: dir,
-		Codecs: []sdp.Codec{sipCodecs["pcmu"], dtmf8k}}.Marshal()
+		Codecs: []sdp.Codec{mediaplan.SIPCodecs["pcmu"], mediaplan.DTMF8k}}.Marshal()
 }
 
 // withCarrier configures a trunk for the trunkUAC (identified by its

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/mediarelay/mediarelay/pkg/config"
+	"github.com/mediarelay/mediarelay/signaling/mediaplan"
 	"github.com/mediarelay/mediarelay/signaling/web/browsertest"
 )
 
@@ -65,7 +66,7 @@ func TestBrowserIPv6(t *testing.T) {
 		c.SIP.UDPListen = "[" + ula + "]:0"
 		c.SIP.TCPListen = "[" + ula + "]:0"
 		c.Media.BindIP = ula
-		withTrunk(u, ModeAuto, "PCMU")(c)
+		withTrunk(u, mediaplan.ModeAuto, "PCMU")(c)
 	})
 
 	watch := watchWebTransports(r)

@@ -10,6 +10,7 @@ import (
 	"github.com/pion/webrtc/v4"
 
 	"github.com/mediarelay/mediarelay/pkg/config"
+	"github.com/mediarelay/mediarelay/signaling/mediaplan"
 )
 
 // TestIPv6Call: with the relay's SIP and media on ::1, a pion client
@@ -31,7 +32,7 @@ func TestIPv6Call(t *testing.T) {
 		c.SIP.UDPListen = "[::1]:0"
 		c.SIP.TCPListen = "[::1]:0"
 		c.Media.BindIP = "::1"
-		withTrunk(u, ModeAuto, "PCMU")(c)
+		withTrunk(u, mediaplan.ModeAuto, "PCMU")(c)
 	})
 	p := newPhoneOn(t, webrtc.NetworkTypeUDP6, "PCMU")
 	p.call(r, "1000")

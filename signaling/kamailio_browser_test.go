@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/mediarelay/mediarelay/pkg/cdr"
+	"github.com/mediarelay/mediarelay/signaling/mediaplan"
 	"github.com/mediarelay/mediarelay/signaling/web/browsertest"
 )
 
@@ -179,7 +180,7 @@ func (k *kamailioBrowser) call(ws, target string, hold time.Duration, nodes []*R
 		}
 	}
 	rec := callRecord(t, nodes[node], id)
-	if rec.Direction != DirectionNG || rec.EndCause != endNormalBrowser {
+	if rec.Direction != DirectionNG || rec.EndCause != cdr.CauseNormalBrowser {
 		t.Errorf("call to %s: CDR direction %q, end %q; want an ng call the browser ended", target, rec.Direction, rec.EndCause)
 	}
 	t.Logf("call to %s: node %d, %s %s/%s, tones %v", target, node, rec.Mode, rec.WebRTCCodec, rec.SIPCodec, br.res.ToneDB)
@@ -226,8 +227,8 @@ func (k *kamailioBrowser) signallingCall(ws string, nodes []*Relay) int {
 	if err := p.dcs.Bye(k.ctx); err != nil {
 		t.Logf("bye through Kamailio: %v (the CDR below decides)", err)
 	}
-	if rec := callRecord(t, nodes[node], id); rec.EndCause != endNormalBrowser {
-		t.Fatalf("phone's call on node %d ended %q, want %q", node, rec.EndCause, endNormalBrowser)
+	if rec := callRecord(t, nodes[node], id); rec.EndCause != cdr.CauseNormalBrowser {
+		t.Fatalf("phone's call on node %d ended %q, want %q", node, rec.EndCause, cdr.CauseNormalBrowser)
 	}
 	return node
 }
@@ -270,9 +271,9 @@ func TestKamailioExampleBrowsers(t *testing.T) {
 	for _, tc := range []struct {
 		target, mode, web, sip string
 	}{
-		{"sip:5550100@127.0.0.1", ModePassthrough, "PCMU", "PCMU"},
-		{"sip:opus@127.0.0.1", ModePassthrough, "opus", "opus"},
-		{"sip:0044205550100@127.0.0.1", ModeTranscode, "opus", "PCMU"}, // G711_ONLY in the example
+		{"sip:5550100@127.0.0.1", mediaplan.ModePassthrough, "PCMU", "PCMU"},
+		{"sip:opus@127.0.0.1", mediaplan.ModePassthrough, "opus", "opus"},
+		{"sip:0044205550100@127.0.0.1", mediaplan.ModeTranscode, "opus", "PCMU"}, // G711_ONLY in the example
 	} {
 		c := k.call(ws, tc.target, 3*time.Second, nodes, nil)
 		calls[c.node]++

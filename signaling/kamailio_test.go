@@ -17,6 +17,8 @@ import (
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 	"github.com/pion/webrtc/v4"
+
+	"github.com/mediarelay/mediarelay/signaling/mediaplan"
 )
 
 // kamailioCfg is a minimal Kamailio 5.6 proxy that drives a media node over
@@ -192,7 +194,7 @@ func TestKamailioDrivesNG(t *testing.T) {
 		if err != nil || rec.EndCause == "" || rec.EndCause == "in_progress" {
 			return false
 		}
-		if rec.Direction != DirectionNG || !strings.HasPrefix(rec.Trunk, "ng:127.0.0.1:") || rec.Mode != ModePassthrough ||
+		if rec.Direction != DirectionNG || !strings.HasPrefix(rec.Trunk, "ng:127.0.0.1:") || rec.Mode != mediaplan.ModePassthrough ||
 			rec.WebRTCPacketsIn < uint64(toSIP) || rec.SIPPacketsIn < uint64(toWeb) {
 			t.Fatalf("cdr %+v; forwarded %d and %d", rec, toSIP, toWeb)
 		}

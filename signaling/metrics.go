@@ -122,15 +122,15 @@ func (c *Call) trunkName() string {
 
 // markAnswered records the answer time and the set-up time.
 func (c *Call) markAnswered() {
-	c.answered = time.Now()
-	c.answeredNS.Store(c.answered.UnixNano())
-	c.r.m.CallSetup.WithLabelValues(c.trunkName(), c.direction).Observe(c.answered.Sub(c.start).Seconds())
+	now := time.Now()
+	c.answered.Store(&now)
+	c.r.m.CallSetup.WithLabelValues(c.trunkName(), c.direction).Observe(now.Sub(c.start).Seconds())
 }
 
 // answerTime is when the call was answered, zero before; safe from any goroutine.
 func (c *Call) answerTime() time.Time {
-	if ns := c.answeredNS.Load(); ns != 0 {
-		return time.Unix(0, ns)
+	if t := c.answered.Load(); t != nil {
+		return *t
 	}
 	return time.Time{}
 }

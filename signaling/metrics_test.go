@@ -15,6 +15,7 @@ import (
 	"github.com/mediarelay/mediarelay/pkg/cdr"
 	"github.com/mediarelay/mediarelay/pkg/config"
 	"github.com/mediarelay/mediarelay/pkg/metrics"
+	"github.com/mediarelay/mediarelay/signaling/mediaplan"
 )
 
 // parseMetrics parses a scrape in the text exposition format.
@@ -96,7 +97,7 @@ func familyCount(fams map[string]*dto.MetricFamily, name string, labels map[stri
 // mode, and the set-up, first media, duration and quality histograms.
 func TestMetricsCall(t *testing.T) {
 	u := newTrunkUAS(t)
-	r := startRelay(t, withTrunk(u, ModeAuto, "PCMU"))
+	r := startRelay(t, withTrunk(u, mediaplan.ModeAuto, "PCMU"))
 	p := newPhone(t, "PCMU")
 
 	idle := scrapeFamilies(t, r)
@@ -127,13 +128,13 @@ func TestMetricsCall(t *testing.T) {
 	if v := familyCount(live, "mediarelay_calls_active", nil); v != 1 {
 		t.Errorf("calls_active = %v", v)
 	}
-	if v := familyCount(live, "mediarelay_trunk_calls_active", map[string]string{"trunk": "carrier", "mode": ModePassthrough}); v != 1 {
+	if v := familyCount(live, "mediarelay_trunk_calls_active", map[string]string{"trunk": "carrier", "mode": mediaplan.ModePassthrough}); v != 1 {
 		t.Errorf("trunk_calls_active{carrier,passthrough} = %v", v)
 	}
 	if v := familyCount(live, "mediarelay_packets_total", map[string]string{"leg": "webrtc", "dir": "in"}); v < 45 {
 		t.Errorf("live packets{webrtc,in} = %v, want the ~50 sent", v)
 	}
-	if v := familyCount(live, "mediarelay_transcoded_calls_total", map[string]string{"mode": ModePassthrough, "trunk": "carrier"}); v != 1 {
+	if v := familyCount(live, "mediarelay_transcoded_calls_total", map[string]string{"mode": mediaplan.ModePassthrough, "trunk": "carrier"}); v != 1 {
 		t.Errorf("transcoded_calls_total{passthrough,carrier} = %v", v)
 	}
 	// The media loops: the call's sockets are on one, which has served
@@ -152,7 +153,7 @@ func TestMetricsCall(t *testing.T) {
 	p.hangup()
 	waitFor(t, "call cleanup", 5*time.Second, func() bool { return r.ActiveCalls() == 0 })
 	end := scrapeFamilies(t, r)
-	if v := familyCount(end, "mediarelay_calls_total", map[string]string{"cause": endNormalBrowser, "trunk": "carrier"}); v != 1 {
+	if v := familyCount(end, "mediarelay_calls_total", map[string]string{"cause": cdr.CauseNormalBrowser, "trunk": "carrier"}); v != 1 {
 		t.Errorf("calls_total{normal,carrier} = %v", v)
 	}
 	if v := familyCount(end, "mediarelay_call_duration_seconds", outbound); v != 1 {
@@ -245,10 +246,10 @@ func TestRecordLegs(t *testing.T) {
 	if want := cdr.EstimateMOS("PCMU", 0.1, 12, 0); rec.MOS != want {
 		t.Errorf("MOS = %v, want %v", rec.MOS, want)
 	}
-	if got := whoEnded(endNormalTrunk, nil); got != endedByTrunk {
+	if got := whoEnded(cdr.CauseNormalTrunk, nil); got != cdr.EndedByTrunk {
 		t.Errorf("whoEnded(trunk hung up) = %q", got)
 	}
-	if op := "ops"; whoEnded(endNormalTrunk, &op) != "ops" {
+	if op := "ops"; whoEnded(cdr.CauseNormalTrunk, &op) != "ops" {
 		t.Error("the operator who hung up is not the CDR's ended_by")
 	}
 }

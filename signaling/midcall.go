@@ -34,7 +34,7 @@ func (c *Call) setDir(s side, dir string) bool {
 // onOffer answers an in-dialog INVITE or UPDATE from side s of the call;
 // an UPDATE without a body is a session refresh.
 func (c *Call) onOffer(s side, req *sip.Request, tx sip.ServerTransaction) {
-	if req.Method == sip.INVITE && c.answered.IsZero() {
+	if req.Method == sip.INVITE && c.answerTime().IsZero() {
 		sipleg.Respond(tx, req, 481, "Call/Transaction Does Not Exist")
 		return
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/mediarelay/mediarelay/pkg/config"
 	"github.com/mediarelay/mediarelay/pkg/sdp"
+	"github.com/mediarelay/mediarelay/signaling/mediaplan"
 )
 
 // reinvite sends an in-dialog INVITE with the trunk's SDP in direction dir
@@ -126,7 +127,7 @@ func TestHoldResumeFromBrowser(t *testing.T) {
 		defer cancel()
 		target := d.InviteRequest.Contact().Address
 		req := sip.NewRequest(sip.INVITE, *target.Clone())
-		req.SetBody([]byte(rewriteSDP(pc.LocalDescription().SDP, dir, ver, "")))
+		req.SetBody([]byte(sdp.Rewrite(pc.LocalDescription().SDP, dir, ver, "")))
 		req.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
 		res, err := d.Do(ctx, req)
 		if err != nil {
@@ -315,7 +316,7 @@ func newHoldUAS(t *testing.T, se ...string) *holdUAS {
 	h.dua = &sipgo.DialogUA{Client: cli, ContactHDR: sip.ContactHeader{Address: sip.Uri{User: "pbx", Host: host, Port: port}}}
 	body := func(dir string, v uint64) []byte {
 		return sdp.Offer{SessionID: 9, Version: v, Addr: netip.MustParseAddr("127.0.0.1"), Port: h.media.LocalAddr().(*net.UDPAddr).Port,
-			Direction: dir, Codecs: []sdp.Codec{sipCodecs["pcmu"], dtmf8k}}.Marshal()
+			Direction: dir, Codecs: []sdp.Codec{mediaplan.SIPCodecs["pcmu"], mediaplan.DTMF8k}}.Marshal()
 	}
 	srv.OnInvite(func(req *sip.Request, tx sip.ServerTransaction) {
 		if tag, _ := req.To().Params.Get("tag"); tag != "" {
@@ -392,7 +393,7 @@ func TestHoldResumeOutboundCall(t *testing.T) {
 		defer cancel()
 		target := p.dcs.InviteResponse.Contact().Address
 		req := sip.NewRequest(sip.INVITE, *target.Clone())
-		req.SetBody([]byte(rewriteSDP(p.pc.LocalDescription().SDP, dir, ver, "")))
+		req.SetBody([]byte(sdp.Rewrite(p.pc.LocalDescription().SDP, dir, ver, "")))
 		req.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
 		res, err := p.dcs.Do(ctx, req)
 		if err != nil {
@@ -450,7 +451,7 @@ func TestHoldResumeOutboundCall(t *testing.T) {
 	target := d.InviteRequest.Contact().Address
 	req := sip.NewRequest(sip.INVITE, *target.Clone())
 	req.SetBody(sdp.Offer{SessionID: 9, Version: 10, Addr: netip.MustParseAddr("127.0.0.1"), Port: h.media.LocalAddr().(*net.UDPAddr).Port,
-		Direction: "sendonly", Codecs: []sdp.Codec{sipCodecs["pcmu"], dtmf8k}}.Marshal())
+		Direction: "sendonly", Codecs: []sdp.Codec{mediaplan.SIPCodecs["pcmu"], mediaplan.DTMF8k}}.Marshal())
 	req.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
 	res, err := d.Do(ctx, req)
 	if err != nil || res.StatusCode != 200 || sdpDir(t, res.Body()) != "recvonly" {

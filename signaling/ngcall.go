@@ -89,6 +89,7 @@ func (h ngHost) NewCall(s *ngnode.Session, route *config.Trunk) ngnode.Call {
 	c.from, c.start, c.ngs = s.FromTag(), s.Created(), s
 	// Ids come from SIP clients through the proxy: logged bounded.
 	c.log = r.log.With("call", c.id, "ng_call_id", logsafe.Truncate(s.CallID(), 64), "proxy", s.Proxy().String())
+	c.srtp = r.srtpFor(route, c.log, &c.sec)
 	return &ngCall{c: c}
 }
 
@@ -152,21 +153,12 @@ func (n *ngCall) offerToPlain(offer sdp.Audio, req *ng.Request, fail func(int, s
 		Codecs:    offered,
 		Direction: offer.Direction,
 	}
-	if err := c.secureOffer(&o); err != nil {
+	if err := c.srtp.Offer(&o); err != nil {
 		return "", err
 	}
 	if len(req.Flags.SDES) > 0 {
-		keep := c.sec.offered[:0]
-		o.Crypto = o.Crypto[:0]
-		for _, cr := range c.sec.offered {
-			if req.Flags.AllowsSDES(cr.Suite) {
-				keep = append(keep, cr)
-				o.Crypto = append(o.Crypto, cr.String())
-			}
-		}
-		c.sec.offered = keep
-		if len(keep) == 0 && c.sec.policy == mediaplan.SRTPRequired {
-			return "", fmt.Errorf("SDES flags leave no crypto suite")
+		if err := c.srtp.KeepSuites(&o, req.Flags.AllowsSDES); err != nil {
+			return "", err
 		}
 	}
 	if tp := req.Flags.TransportProtocol; tp != "" {
@@ -231,25 +223,36 @@ func (n *ngCall) Answer(s *ngnode.Session, req *ng.Request, ans sdp.Audio, first
 	return c.answerSDP, nil
 }
 
+// Answered marks the call answered by the party tagged to. The call API,
+// the watcher and an ng delete may read the call meanwhile: to is set
+// under the relay's lock and the answer time atomically, as they read
+// them.
 func (n *ngCall) Answered(to string) {
 	c := n.c
 	c.r.mu.Lock()
 	c.to = to
 	c.r.mu.Unlock()
-	c.answered = time.Now()
+	now := time.Now()
+	c.answered.Store(&now)
 	c.watch()
 	c.beginCDR()
 	c.log.Info("ng call answered", "to_tag", logsafe.Truncate(to, 64))
 }
 
+// FollowAddress moves the plain side's media to the address of a
+// repeated answer.
 func (n *ngCall) FollowAddress(ans sdp.Audio) { n.c.trunk.SetRemote(ans) }
 
+// Hangup ends the call with cause.
 func (n *ngCall) Hangup(cause string) { n.c.hangup(cause, 0, "") }
 
+// Ended is closed when the call has ended.
 func (n *ngCall) Ended() <-chan struct{} { return n.c.ended }
 
+// Log is the call's logger.
 func (n *ngCall) Log() *slog.Logger { return n.c.log }
 
+// Stats are the call's legs' counts and ports, for query and delete.
 func (n *ngCall) Stats() ngnode.Stats {
 	c := n.c
 	var st ngnode.Stats
@@ -265,6 +268,6 @@ func (n *ngCall) Stats() ngnode.Stats {
 	if c.r.webrtc != nil {
 		_, st.WebPort = splitHostPort(c.r.webrtc.LocalAddr().String())
 	}
-	st.SRTP = c.sec.suite != ""
+	st.SRTP = c.sec.Outcome().Suite != ""
 	return st
 }

@@ -16,8 +16,10 @@ import (
 	"github.com/pion/webrtc/v4"
 
 	"github.com/mediarelay/mediarelay/pkg/bencode"
+	"github.com/mediarelay/mediarelay/pkg/cdr"
 	"github.com/mediarelay/mediarelay/pkg/config"
 	"github.com/mediarelay/mediarelay/pkg/sdp"
+	"github.com/mediarelay/mediarelay/signaling/mediaplan"
 	"github.com/mediarelay/mediarelay/transcode"
 	"github.com/mediarelay/mediarelay/transcode/tone"
 )
@@ -149,7 +151,7 @@ func (p *plainPeer) port() int { return p.conn.LocalAddr().(*net.UDPAddr).Port }
 // sdp is the peer's plain RTP/AVP SDP with PCMU and telephone-event.
 func (p *plainPeer) sdp() string {
 	return string(sdp.Offer{SessionID: 1, Version: 1, Addr: netip.MustParseAddr("127.0.0.1"), Port: p.port(),
-		Codecs: []sdp.Codec{sipCodecs["pcmu"], dtmf8k}}.Marshal())
+		Codecs: []sdp.Codec{mediaplan.SIPCodecs["pcmu"], mediaplan.DTMF8k}}.Marshal())
 }
 
 // send sends n PCMU packets to the relay, each payload naming its index.
@@ -358,7 +360,7 @@ func TestNGWebRTCOfferToPlainRTP(t *testing.T) {
 		rec.dir, rec.trunk, rec.mode, rec.cause = got.Direction, got.Trunk, got.Mode, got.EndCause
 		return true
 	})
-	if rec.dir != DirectionNG || !strings.HasPrefix(rec.trunk, "ng:127.0.0.1:") || rec.mode != ModePassthrough || rec.cause != endNormalBrowser {
+	if rec.dir != DirectionNG || !strings.HasPrefix(rec.trunk, "ng:127.0.0.1:") || rec.mode != mediaplan.ModePassthrough || rec.cause != cdr.CauseNormalBrowser {
 		t.Errorf("cdr: %+v", rec)
 	}
 	if r.ActiveCalls() != 0 || len(ngc.ok(map[string]any{"command": "list"})["calls"].([]any)) != 0 {
@@ -591,7 +593,7 @@ func TestNGTranscode(t *testing.T) {
 		if err != nil || rec.EndCause == "" || rec.EndCause == "in_progress" {
 			return false
 		}
-		if rec.Mode != ModeTranscode || rec.SIPCodec != "PCMU" || rec.WebRTCCodec != "opus" {
+		if rec.Mode != mediaplan.ModeTranscode || rec.SIPCodec != "PCMU" || rec.WebRTCCodec != "opus" {
 			t.Fatalf("cdr: mode %s, codecs %s/%s", rec.Mode, rec.WebRTCCodec, rec.SIPCodec)
 		}
 		return true

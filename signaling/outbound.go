@@ -149,7 +149,7 @@ func (c *Call) trunkOfferSDP(browserDTLS mediaplan.DTLSIdentity) ([]byte, error)
 			return nil, err
 		}
 		mediaplan.E2EOfferSDP(&o, browserDTLS, ice)
-	} else if err := c.secureOffer(&o); err != nil {
+	} else if err := c.srtp.Offer(&o); err != nil {
 		return nil, err
 	}
 	return o.Marshal(), nil

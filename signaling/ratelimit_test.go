@@ -10,6 +10,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/mediarelay/mediarelay/pkg/config"
+	"github.com/mediarelay/mediarelay/signaling/mediaplan"
 )
 
 // TestInviteFloodLimited: an INVITE flood from one source gets 503 with
@@ -17,7 +18,7 @@ import (
 // /metrics, while a browser on another source calls a trunk.
 func TestInviteFloodLimited(t *testing.T) {
 	u := newTrunkUAS(t)
-	r := startRelay(t, chain(withTrunk(u, ModeAuto, "PCMU"), func(c *config.Config) {
+	r := startRelay(t, chain(withTrunk(u, mediaplan.ModeAuto, "PCMU"), func(c *config.Config) {
 		c.SIP.InviteRate, c.SIP.InviteBurst = 2, 5
 		c.SIP.OverloadReplyRate = 2
 	}))

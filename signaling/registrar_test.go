@@ -262,7 +262,7 @@ func (p *regPhone) onReInvite(req *sip.Request, tx sip.ServerTransaction) {
 			dir = d
 		}
 	}
-	body := rewriteSDP(pc.LocalDescription().SDP, sdp.AnswerDirection(dir), sdpVersion(pc.LocalDescription().SDP)+uint64(len(p.reinv)), "")
+	body := sdp.Rewrite(pc.LocalDescription().SDP, sdp.AnswerDirection(dir), sdp.Version(pc.LocalDescription().SDP)+uint64(len(p.reinv)), "")
 	res := sip.NewResponseFromRequest(req, 200, "OK", []byte(body))
 	res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
 	res.AppendHeader(sip.HeaderClone(&p.dua.ContactHDR))

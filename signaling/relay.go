@@ -79,10 +79,10 @@ type Relay struct {
 	inb       *inboundState
 
 	mu       sync.Mutex
-	calls    map[string]*Call // by relay call id
-	byDialog map[string]*Call // by either leg's dialog id
-	joins    *join.Joins      // trunk-to-trunk calls after a transfer
-	ngNode   *ngnode.Node     // the calls SIP proxies set up over ng
+	calls    map[string]*Call      // by relay call id
+	byDialog map[string]dialogCall // calls by either leg's dialog id, for the router
+	joins    *join.Joins           // trunk-to-trunk calls after a transfer
+	ngNode   *ngnode.Node          // the calls SIP proxies set up over ng
 	wg       sync.WaitGroup
 
 	ngSrv *ng.Server
@@ -109,7 +109,7 @@ func New(cfg config.Config, log *slog.Logger) (*Relay, error) {
 		log:      log,
 		start:    time.Now(),
 		calls:    map[string]*Call{},
-		byDialog: map[string]*Call{},
+		byDialog: map[string]dialogCall{},
 		ready:    make(chan struct{}),
 		wsCalls:  map[string]int{},
 

@@ -16,7 +16,9 @@ import (
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 
+	"github.com/mediarelay/mediarelay/pkg/cdr"
 	"github.com/mediarelay/mediarelay/pkg/config"
+	"github.com/mediarelay/mediarelay/signaling/mediaplan"
 )
 
 func withTrunk(u *trunkUAS, mode string, codecs ...string) func(*config.Config) {
@@ -29,7 +31,7 @@ func withTrunk(u *trunkUAS, mode string, codecs ...string) func(*config.Config) 
 // checks they come back byte for byte.
 func echoCall(t *testing.T, phoneCodec string, trunkCodecs ...string) {
 	u := newTrunkUAS(t)
-	r := startRelay(t, withTrunk(u, ModeAuto, trunkCodecs...))
+	r := startRelay(t, withTrunk(u, mediaplan.ModeAuto, trunkCodecs...))
 	p := newPhone(t, phoneCodec)
 	p.call(r, "1000")
 	callID := activeCallID(t, r)
@@ -54,8 +56,8 @@ func echoCall(t *testing.T, phoneCodec string, trunkCodecs ...string) {
 	if n, _ := r.CDR().Count(context.Background()); n != 1 {
 		t.Fatalf("%d CDR rows for one call", n)
 	}
-	if rec.EndCause != endNormalBrowser || rec.SIPCode != 200 || rec.Trunk != "carrier" || rec.To != "1000" ||
-		rec.Mode != ModePassthrough || !strings.EqualFold(rec.SIPCodec, phoneCodec) || !strings.EqualFold(rec.WebRTCCodec, phoneCodec) ||
+	if rec.EndCause != cdr.CauseNormalBrowser || rec.SIPCode != 200 || rec.Trunk != "carrier" || rec.To != "1000" ||
+		rec.Mode != mediaplan.ModePassthrough || !strings.EqualFold(rec.SIPCodec, phoneCodec) || !strings.EqualFold(rec.WebRTCCodec, phoneCodec) ||
 		rec.Answer.IsZero() || rec.End.Before(rec.Answer) || rec.WebRTCPacketsIn < 90 || rec.SIPPacketsIn < 90 ||
 		rec.BrowserCallID == "" || rec.TrunkCallID == "" || rec.BrowserCallID == rec.TrunkCallID || rec.MOS < 4 {
 		t.Fatalf("CDR: %+v", rec)
@@ -88,7 +90,7 @@ func TestPassthroughOpus(t *testing.T) { echoCall(t, "opus", "opus", "PCMU") }
 
 func TestTopologyHiding(t *testing.T) {
 	u := newTrunkUAS(t)
-	r := startRelay(t, withTrunk(u, ModeAuto, "PCMU"))
+	r := startRelay(t, withTrunk(u, mediaplan.ModeAuto, "PCMU"))
 	p := newPhone(t, "PCMU")
 	p.call(r, "2000")
 	inv := u.lastInvite()
@@ -112,7 +114,7 @@ func TestTopologyHiding(t *testing.T) {
 func TestTrunkBusy(t *testing.T) {
 	u := newTrunkUAS(t)
 	u.code = 486
-	r := startRelay(t, withTrunk(u, ModeAuto, "PCMU"))
+	r := startRelay(t, withTrunk(u, mediaplan.ModeAuto, "PCMU"))
 	p := newPhone(t, "PCMU")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -123,7 +125,7 @@ func TestTrunkBusy(t *testing.T) {
 	if res.StatusCode != 486 {
 		t.Fatalf("browser got %d, want 486", res.StatusCode)
 	}
-	if cause, code := lastEnd(t, r, 1); cause != endBusy || code != 486 {
+	if cause, code := lastEnd(t, r, 1); cause != cdr.CauseBusy || code != 486 {
 		t.Fatalf("CDR end %s/%d, want busy/486", cause, code)
 	}
 	waitFor(t, "cleanup", 5*time.Second, func() bool { return r.ActiveCalls() == 0 && r.PortsInUse() == 0 })
@@ -152,7 +154,7 @@ func TestTrunkUnreachable(t *testing.T) {
 			if int(res.StatusCode) != tc.want {
 				t.Fatalf("browser got %d, want %d", res.StatusCode, tc.want)
 			}
-			if cause, code := lastEnd(t, r, 1); cause != endUnreachable || code != tc.want {
+			if cause, code := lastEnd(t, r, 1); cause != cdr.CauseUnreachable || code != tc.want {
 				t.Fatalf("CDR end %s/%d, want trunk_unreachable/%d", cause, code, tc.want)
 			}
 			waitFor(t, "cleanup", 5*time.Second, func() bool { return r.ActiveCalls() == 0 && r.PortsInUse() == 0 })
@@ -163,7 +165,7 @@ func TestTrunkUnreachable(t *testing.T) {
 func TestBrowserCancelsWhileRinging(t *testing.T) {
 	u := newTrunkUAS(t)
 	u.noAnswer = true
-	r := startRelay(t, withTrunk(u, ModeAuto, "PCMU"))
+	r := startRelay(t, withTrunk(u, mediaplan.ModeAuto, "PCMU"))
 	p := newPhone(t, "PCMU")
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() {
@@ -180,7 +182,7 @@ func TestBrowserCancelsWhileRinging(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("trunk never saw the CANCEL")
 	}
-	if cause, code := lastEnd(t, r, 1); cause != endCancelled || code != 487 {
+	if cause, code := lastEnd(t, r, 1); cause != cdr.CauseCancelled || code != 487 {
 		t.Fatalf("CDR end %s/%d, want cancelled/487", cause, code)
 	}
 	waitFor(t, "cleanup", 5*time.Second, func() bool { return r.ActiveCalls() == 0 && r.PortsInUse() == 0 })
@@ -189,7 +191,7 @@ func TestBrowserCancelsWhileRinging(t *testing.T) {
 func TestTrunkHangsUp(t *testing.T) {
 	u := newTrunkUAS(t)
 	u.byeAfter = 500 * time.Millisecond
-	r := startRelay(t, withTrunk(u, ModeAuto, "PCMU"))
+	r := startRelay(t, withTrunk(u, mediaplan.ModeAuto, "PCMU"))
 	p := newPhone(t, "PCMU")
 	p.call(r, "6000")
 	select {
@@ -204,7 +206,7 @@ func TestMediaTimeout(t *testing.T) {
 	u := newTrunkUAS(t)
 	u.echo = false // the trunk sends nothing
 	r := startRelay(t, func(c *config.Config) {
-		withTrunk(u, ModeAuto, "PCMU")(c)
+		withTrunk(u, mediaplan.ModeAuto, "PCMU")(c)
 		c.Media.Timeout = 2 * time.Second
 	})
 	p := newPhone(t, "PCMU")
@@ -217,7 +219,7 @@ func TestMediaTimeout(t *testing.T) {
 			t.Fatal("a leg was not hung up after the media timeout")
 		}
 	}
-	if cause, _ := lastEnd(t, r, 1); cause != endMediaTimeout {
+	if cause, _ := lastEnd(t, r, 1); cause != cdr.CauseMediaTimeout {
 		t.Fatalf("CDR end %s, want media_timeout", cause)
 	}
 	waitFor(t, "cleanup", 5*time.Second, func() bool { return r.ActiveCalls() == 0 && r.PortsInUse() == 0 })
@@ -225,7 +227,7 @@ func TestMediaTimeout(t *testing.T) {
 
 func TestNoCommonCodec(t *testing.T) {
 	u := newTrunkUAS(t)
-	r := startRelay(t, withTrunk(u, ModePassthrough, "PCMU"))
+	r := startRelay(t, withTrunk(u, mediaplan.ModePassthrough, "PCMU"))
 	p := newPhone(t, "G729")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -243,7 +245,7 @@ func TestNoCommonCodec(t *testing.T) {
 
 func TestMalformedSDP(t *testing.T) {
 	u := newTrunkUAS(t)
-	r := startRelay(t, withTrunk(u, ModeAuto, "PCMU"))
+	r := startRelay(t, withTrunk(u, mediaplan.ModeAuto, "PCMU"))
 	p := newPhone(t, "PCMU")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -294,7 +296,7 @@ func TestHTTPEndpoints(t *testing.T) {
 // goroutine of them is released.
 func TestNoLeaks(t *testing.T) {
 	u := newTrunkUAS(t)
-	r := startRelay(t, withTrunk(u, ModeAuto, "PCMU"))
+	r := startRelay(t, withTrunk(u, mediaplan.ModeAuto, "PCMU"))
 	oneCall := func() {
 		p := newPhone(t, "PCMU")
 		p.call(r, "1")
@@ -449,7 +451,7 @@ func TestDefaultTrunkByName(t *testing.T) {
 	r := startRelay(t, func(c *config.Config) {
 		c.Trunks = []config.Trunk{
 			{Name: "pbx", Match: "^9", Address: "sip:" + other.addr},
-			{Name: "carrier", Match: "^8", Address: "sip:" + u.addr, Codecs: []string{"PCMA"}, MediaMode: ModePassthrough},
+			{Name: "carrier", Match: "^8", Address: "sip:" + u.addr, Codecs: []string{"PCMA"}, MediaMode: mediaplan.ModePassthrough},
 		}
 		c.Trunk = "carrier"
 	})
@@ -476,7 +478,7 @@ func TestDefaultTrunkByName(t *testing.T) {
 // while the call it already carries goes on.
 func TestDrainRefusesNewCalls(t *testing.T) {
 	u := newTrunkUAS(t)
-	r := startRelay(t, withTrunk(u, ModeAuto, "PCMU"))
+	r := startRelay(t, withTrunk(u, mediaplan.ModeAuto, "PCMU"))
 	p := newPhone(t, "PCMU")
 	p.call(r, "1000")
 	r.Drain()
@@ -500,7 +502,7 @@ func TestDrainRefusesNewCalls(t *testing.T) {
 // yet and must not break the call: the leg it gets later is the real one.
 func TestWebLegReadDuringSetup(t *testing.T) {
 	u := newTrunkUAS(t)
-	r := startRelay(t, withTrunk(u, ModeAuto, "PCMU"))
+	r := startRelay(t, withTrunk(u, mediaplan.ModeAuto, "PCMU"))
 	stop := make(chan struct{})
 	done := make(chan struct{})
 	go func() {

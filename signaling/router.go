@@ -110,6 +110,18 @@ func (c *Call) serve(s side, req *sip.Request, tx sip.ServerTransaction) {
 	}
 }
 
+// dialogCall is what the router needs of a call to route a request
+// inside one of its dialogs: the leg on each side, to tell which of them
+// sent it, and serving the request there. A Call is one; the router
+// reaches it only through this.
+type dialogCall interface {
+	// leg is the call's dialog on side s; the router holds the relay's
+	// lock.
+	leg(s side) *sipleg.Leg
+	// serve takes an in-dialog request from side s.
+	serve(s side, req *sip.Request, tx sip.ServerTransaction)
+}
+
 // side is a leg of a Call.
 type side int
 
@@ -121,7 +133,7 @@ const (
 
 // callAndSide finds the call an in-dialog request belongs to and which of
 // its legs sent it.
-func (r *Relay) callAndSide(req *sip.Request) (*Call, side) {
+func (r *Relay) callAndSide(req *sip.Request) (dialogCall, side) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	// The relay is UAS on the dialogs the peer placed, UAC on the others.

@@ -22,6 +22,7 @@ import (
 	"github.com/mediarelay/mediarelay/media"
 	"github.com/mediarelay/mediarelay/pkg/config"
 	"github.com/mediarelay/mediarelay/pkg/sdp"
+	"github.com/mediarelay/mediarelay/signaling/mediaplan"
 )
 
 // sdesCaller is a trunk that calls the relay with an SDES offer.
@@ -58,7 +59,7 @@ func newSDESCaller(t *testing.T, pki *testPKI) *sdesCaller {
 // relay should skip only if unsupported, then our AES_CM line.
 func (c *sdesCaller) offer(proto string, withCrypto bool) []byte {
 	o := sdp.Offer{SessionID: 5, Version: 1, Addr: netip.MustParseAddr("127.0.0.1"), Proto: proto,
-		Port: c.rtpConn.LocalAddr().(*net.UDPAddr).Port, Codecs: []sdp.Codec{sipCodecs["pcmu"], dtmf8k}}
+		Port: c.rtpConn.LocalAddr().(*net.UDPAddr).Port, Codecs: []sdp.Codec{mediaplan.SIPCodecs["pcmu"], mediaplan.DTMF8k}}
 	if withCrypto {
 		o.Crypto = []string{"3 FOO_BAR_SUITE inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz", c.mine.String()}
 	}
@@ -157,7 +158,7 @@ func sdesInboundRelay(t *testing.T, pki *testPKI, tr config.Trunk) *Relay {
 // RTP/SAVP; the relay answers RTP/SAVP with one a=crypto line of its own
 // under the trunk's tag, and audio goes both ways through SRTP.
 func TestInboundSDESOverTLS(t *testing.T) {
-	for _, policy := range []string{SRTPRequired, SRTPOptional} {
+	for _, policy := range []string{mediaplan.SRTPRequired, mediaplan.SRTPOptional} {
 		t.Run(policy, func(t *testing.T) {
 			pki := newPKI(t)
 			c := newSDESCaller(t, pki)
@@ -218,13 +219,13 @@ func TestInboundSDESRefused(t *testing.T) {
 		name, transport, policy, proto string
 		crypto, allowInsecure          bool
 	}{
-		{"required without crypto", "tls", SRTPRequired, "RTP/AVP", false, false},
-		{"SAVP without crypto", "tls", SRTPOptional, "RTP/SAVP", false, false},
-		{"policy off, SAVP", "tls", SRTPOff, "RTP/SAVP", true, false},
+		{"required without crypto", "tls", mediaplan.SRTPRequired, "RTP/AVP", false, false},
+		{"SAVP without crypto", "tls", mediaplan.SRTPOptional, "RTP/SAVP", false, false},
+		{"policy off, SAVP", "tls", mediaplan.SRTPOff, "RTP/SAVP", true, false},
 		{"udp default policy", "udp", "", "RTP/SAVP", true, false},
-		{"udp optional", "udp", SRTPOptional, "RTP/SAVP", true, false},
-		{"udp optional AVP with crypto", "udp", SRTPOptional, "RTP/AVP", true, false},
-		{"DTLS offer", "tls", SRTPOptional, "UDP/TLS/RTP/SAVP", false, false},
+		{"udp optional", "udp", mediaplan.SRTPOptional, "RTP/SAVP", true, false},
+		{"udp optional AVP with crypto", "udp", mediaplan.SRTPOptional, "RTP/AVP", true, false},
+		{"DTLS offer", "tls", mediaplan.SRTPOptional, "UDP/TLS/RTP/SAVP", false, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -264,7 +265,7 @@ func TestInboundSDESRefused(t *testing.T) {
 func TestInboundSDESOverUDPAllowed(t *testing.T) {
 	c := newSDESCaller(t, nil)
 	r := sdesInboundRelay(t, nil, config.Trunk{Name: "t", Match: ".*", Address: "sip:127.0.0.1:5999",
-		Transport: "udp", Codecs: []string{"PCMU"}, SRTP: SRTPOptional, AllowSDESOverInsecureTransport: true})
+		Transport: "udp", Codecs: []string{"PCMU"}, SRTP: mediaplan.SRTPOptional, AllowSDESOverInsecureTransport: true})
 	p := newRegPhone(t, r, "alice", "laptop", "PCMU")
 	p.mustRegister("wonderland")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)

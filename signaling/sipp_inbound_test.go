@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mediarelay/mediarelay/pkg/cdr"
 	"github.com/mediarelay/mediarelay/pkg/config"
 	"github.com/mediarelay/mediarelay/signaling/web/browsertest"
 	"github.com/mediarelay/mediarelay/transcode"
@@ -237,7 +238,7 @@ func TestSIPpHoldResume(t *testing.T) {
 	if strings.Join(dirs, ",") != "sendonly,sendrecv" {
 		t.Fatalf("browser was offered %v, want sendonly then sendrecv", dirs)
 	}
-	if c := sumCounter(t, r.m.CallsTotal, "cause", endMediaTimeout); c != 0 {
+	if c := sumCounter(t, r.m.CallsTotal, "cause", cdr.CauseMediaTimeout); c != 0 {
 		t.Fatal("the media timeout fired during hold")
 	}
 }

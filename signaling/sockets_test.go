@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/emiago/sipgo/sip"
+
+	"github.com/mediarelay/mediarelay/signaling/mediaplan"
 )
 
 // ownSockets returns the local addresses of this process's sockets listed
@@ -76,7 +78,7 @@ func TestNoStraySIPSockets(t *testing.T) {
 		t.Logf("sockets open before the test, not counted: %v", before)
 	}
 	u := newTrunkUAS(t)
-	r := startRelay(t, withTrunk(u, ModeAuto, "PCMU"))
+	r := startRelay(t, withTrunk(u, mediaplan.ModeAuto, "PCMU"))
 	p := newPhone(t, "PCMU")
 	p.call(r, "+15551234567")
 	p.hangup() // the relay BYEs the trunk

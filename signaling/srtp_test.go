@@ -16,6 +16,7 @@ import (
 	"github.com/mediarelay/mediarelay/media"
 	"github.com/mediarelay/mediarelay/pkg/config"
 	"github.com/mediarelay/mediarelay/pkg/sdp"
+	"github.com/mediarelay/mediarelay/signaling/mediaplan"
 )
 
 func tlsServerConfig(t *testing.T, pki *testPKI, name string, expired bool) *tls.Config {
@@ -37,7 +38,7 @@ func TestSDESOverTLS(t *testing.T) {
 			u := newSecTrunk(t, "tls", tlsServerConfig(t, pki, "trunk", false))
 			u.suite = suite
 			r := startRelayWith(t, pki, nil, func(c *config.Config) {
-				c.Trunks = []config.Trunk{u.trunkConfig(SRTPRequired, ModePassthrough, "PCMU")}
+				c.Trunks = []config.Trunk{u.trunkConfig(mediaplan.SRTPRequired, mediaplan.ModePassthrough, "PCMU")}
 			})
 			p := newPhone(t, "PCMU")
 			p.call(r, "1000")
@@ -68,7 +69,7 @@ func TestSDESTranscode(t *testing.T) {
 	pki := newPKI(t)
 	u := newSecTrunk(t, "tls", tlsServerConfig(t, pki, "trunk", false))
 	r := startRelayWith(t, pki, nil, func(c *config.Config) {
-		c.Trunks = []config.Trunk{u.trunkConfig(SRTPRequired, ModeTranscode, "PCMU")}
+		c.Trunks = []config.Trunk{u.trunkConfig(mediaplan.SRTPRequired, mediaplan.ModeTranscode, "PCMU")}
 	})
 	p := newPhone(t, "opus")
 	p.call(r, "1000")
@@ -95,7 +96,7 @@ func TestSDESOptional(t *testing.T) {
 			u := newSecTrunk(t, "tls", tlsServerConfig(t, pki, "trunk", false))
 			u.plain = plain
 			r := startRelayWith(t, pki, nil, func(c *config.Config) {
-				c.Trunks = []config.Trunk{u.trunkConfig(SRTPOptional, ModeAuto, "PCMU")}
+				c.Trunks = []config.Trunk{u.trunkConfig(mediaplan.SRTPOptional, mediaplan.ModeAuto, "PCMU")}
 			})
 			p := newPhone(t, "PCMU")
 			p.call(r, "1000")
@@ -120,7 +121,7 @@ func TestSDESRequiredRefused(t *testing.T) {
 	u := newSecTrunk(t, "tls", tlsServerConfig(t, pki, "trunk", false))
 	u.plain = true
 	r := startRelayWith(t, pki, nil, func(c *config.Config) {
-		c.Trunks = []config.Trunk{u.trunkConfig(SRTPRequired, ModeAuto, "PCMU")}
+		c.Trunks = []config.Trunk{u.trunkConfig(mediaplan.SRTPRequired, mediaplan.ModeAuto, "PCMU")}
 	})
 	p := newPhone(t, "PCMU")
 	if code := callStatus(t, p, r, "1000"); code != 488 {
@@ -139,7 +140,7 @@ func TestSDESRequiredRefused(t *testing.T) {
 func TestSDESOverUDPRefused(t *testing.T) {
 	t.Run("config", func(t *testing.T) {
 		c := config.Default()
-		c.Trunks = []config.Trunk{{Name: "u", Address: "sip:127.0.0.1:5070", Transport: "udp", SRTP: SRTPRequired}}
+		c.Trunks = []config.Trunk{{Name: "u", Address: "sip:127.0.0.1:5070", Transport: "udp", SRTP: mediaplan.SRTPRequired}}
 		err := c.Validate()
 		if err == nil || !strings.Contains(err.Error(), "trunks[0].srtp") {
 			t.Fatalf("Validate: %v", err)
@@ -148,7 +149,7 @@ func TestSDESOverUDPRefused(t *testing.T) {
 	t.Run("offer", func(t *testing.T) {
 		u := newSecTrunk(t, "udp", nil)
 		r := startRelayWith(t, nil, nil, func(c *config.Config) {
-			c.Trunks = []config.Trunk{u.trunkConfig(SRTPRequired, ModeAuto, "PCMU")}
+			c.Trunks = []config.Trunk{u.trunkConfig(mediaplan.SRTPRequired, mediaplan.ModeAuto, "PCMU")}
 		})
 		p := newPhone(t, "PCMU")
 		if code := callStatus(t, p, r, "1000"); code != 488 {
@@ -162,7 +163,7 @@ func TestSDESOverUDPRefused(t *testing.T) {
 		u := newSecTrunk(t, "udp", nil)
 		u.cryptoAnyway = true
 		r := startRelayWith(t, nil, nil, func(c *config.Config) {
-			c.Trunks = []config.Trunk{u.trunkConfig(SRTPOff, ModeAuto, "PCMU")}
+			c.Trunks = []config.Trunk{u.trunkConfig(mediaplan.SRTPOff, mediaplan.ModeAuto, "PCMU")}
 		})
 		p := newPhone(t, "PCMU")
 		if code := callStatus(t, p, r, "1000"); code != 488 {
@@ -173,7 +174,7 @@ func TestSDESOverUDPRefused(t *testing.T) {
 	t.Run("allowed", func(t *testing.T) {
 		u := newSecTrunk(t, "udp", nil)
 		r := startRelayWith(t, nil, nil, func(c *config.Config) {
-			tr := u.trunkConfig(SRTPRequired, ModeAuto, "PCMU")
+			tr := u.trunkConfig(mediaplan.SRTPRequired, mediaplan.ModeAuto, "PCMU")
 			tr.AllowSDESOverInsecureTransport = true
 			c.Trunks = []config.Trunk{tr}
 		})
@@ -194,7 +195,7 @@ func TestSRTPTamperedAndReplayed(t *testing.T) {
 	pki := newPKI(t)
 	u := newSecTrunk(t, "tls", tlsServerConfig(t, pki, "trunk", false))
 	r := startRelayWith(t, pki, nil, func(c *config.Config) {
-		c.Trunks = []config.Trunk{u.trunkConfig(SRTPRequired, ModePassthrough, "PCMU")}
+		c.Trunks = []config.Trunk{u.trunkConfig(mediaplan.SRTPRequired, mediaplan.ModePassthrough, "PCMU")}
 	})
 	p := newPhone(t, "PCMU")
 	p.call(r, "1000")
@@ -244,7 +245,7 @@ func TestSRTPAuthFailureEndsCall(t *testing.T) {
 	u := newSecTrunk(t, "tls", tlsServerConfig(t, pki, "trunk", false))
 	u.wrongKey = true
 	r := startRelayWith(t, pki, nil, func(c *config.Config) {
-		c.Trunks = []config.Trunk{u.trunkConfig(SRTPRequired, ModePassthrough, "PCMU")}
+		c.Trunks = []config.Trunk{u.trunkConfig(mediaplan.SRTPRequired, mediaplan.ModePassthrough, "PCMU")}
 	})
 	p := newPhone(t, "PCMU")
 	p.call(r, "1000")
@@ -276,7 +277,7 @@ func TestTLSCertificateRefused(t *testing.T) {
 			u := newSecTrunk(t, "tls", srv)
 			log, buf := bufLogger()
 			r := startRelayWith(t, pki, log, func(c *config.Config) {
-				c.Trunks = []config.Trunk{u.trunkConfig(SRTPRequired, ModeAuto, "PCMU")}
+				c.Trunks = []config.Trunk{u.trunkConfig(mediaplan.SRTPRequired, mediaplan.ModeAuto, "PCMU")}
 			})
 			p := newPhone(t, "PCMU")
 			if code := callStatus(t, p, r, "1000"); code != 503 {
@@ -302,7 +303,7 @@ func TestTLSMutual(t *testing.T) {
 	u := newSecTrunk(t, "tls", srv)
 	r := startRelayWith(t, pki, nil, func(c *config.Config) {
 		c.SIP.TLSClientCert, c.SIP.TLSClientKey = pki.issue(t, "relay-client", false)
-		c.Trunks = []config.Trunk{u.trunkConfig(SRTPRequired, ModePassthrough, "PCMU")}
+		c.Trunks = []config.Trunk{u.trunkConfig(mediaplan.SRTPRequired, mediaplan.ModePassthrough, "PCMU")}
 	})
 	p := newPhone(t, "PCMU")
 	p.call(r, "1000")
@@ -372,7 +373,7 @@ func TestNoKeysInLogs(t *testing.T) {
 	pki := newPKI(t)
 	u := newSecTrunk(t, "tls", tlsServerConfig(t, pki, "trunk", false))
 	r := startRelayWith(t, pki, log, func(c *config.Config) {
-		c.Trunks = []config.Trunk{u.trunkConfig(SRTPRequired, ModePassthrough, "PCMU")}
+		c.Trunks = []config.Trunk{u.trunkConfig(mediaplan.SRTPRequired, mediaplan.ModePassthrough, "PCMU")}
 	})
 	p := newPhone(t, "PCMU")
 	p.call(r, "1000")

@@ -7,6 +7,7 @@ import (
 	"github.com/hraban/opus"
 	"github.com/pion/rtp"
 
+	"github.com/mediarelay/mediarelay/signaling/mediaplan"
 	"github.com/mediarelay/mediarelay/transcode"
 	"github.com/mediarelay/mediarelay/transcode/tone"
 )
@@ -94,7 +95,7 @@ func TestTranscodedCall(t *testing.T) {
 		t.Run(codec, func(t *testing.T) {
 			u := newTrunkUAS(t)
 			u.capture = make(chan []byte, 1000)
-			r := startRelay(t, withTrunk(u, ModeAuto, codec))
+			r := startRelay(t, withTrunk(u, mediaplan.ModeAuto, codec))
 			p := newPhone(t, "opus")
 			p.call(r, "1000")
 			p.sendOpusTone(t, ref)
@@ -123,7 +124,7 @@ func TestTranscodedCall(t *testing.T) {
 				t.Logf("Opus → %s at the trunk: SNR %.1f dB", codec, snr)
 			}
 			waitFor(t, "cleanup", 5*time.Second, func() bool { return r.ActiveCalls() == 0 })
-			if got := sumCounter(t, r.m.TranscodedCalls, "mode", ModeTranscode); got != 1 {
+			if got := sumCounter(t, r.m.TranscodedCalls, "mode", mediaplan.ModeTranscode); got != 1 {
 				t.Errorf("transcoded calls: %d", got)
 			}
 		})

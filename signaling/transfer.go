@@ -14,6 +14,7 @@ import (
 	"github.com/mediarelay/mediarelay/signaling/dtmf"
 	"github.com/mediarelay/mediarelay/signaling/mediaplan"
 	"github.com/mediarelay/mediarelay/signaling/sipleg"
+	"github.com/mediarelay/mediarelay/signaling/sipsrtp"
 )
 
 // Blind transfer (RFC 3515): the trunk leg sends REFER with Refer-To; the
@@ -25,7 +26,7 @@ import (
 // itself (blind, attended, to a trunk or to a registered user).
 func (c *Call) onRefer(s side, req *sip.Request, tx sip.ServerTransaction) {
 	r := c.r
-	if c.answered.IsZero() {
+	if c.answerTime().IsZero() {
 		sipleg.Respond(tx, req, 481, "Call/Transaction Does Not Exist")
 		return
 	}
@@ -138,9 +139,7 @@ func (c *Call) swapSIPLeg(leg *sipleg.Leg) (*sipleg.Leg, bool) {
 	if !ok {
 		return nil, false
 	}
-	sec := leg.Security()
-	c.sec.policy, c.sec.suite = sec.Policy, sec.Suite
-	c.sec.keyed.Store(sec.Keyed)
+	c.sec.Set(sipsrtp.Outcome(leg.Security()))
 	c.setDir(sideTrunk, "sendrecv")
 
 	// The browser-bound loop reads the old leg: stop it there and run it on

@@ -36,7 +36,7 @@ func (c *Call) handOff() (*sipleg.Leg, bool) {
 	r := c.r
 	c.mid.mu.Lock() // serialised with offers and answers on the call
 	defer c.mid.mu.Unlock()
-	if c.answered.IsZero() || !c.mediaUp {
+	if c.answerTime().IsZero() || !c.mediaUp {
 		return nil, false
 	}
 	leg := c.trunk
@@ -63,7 +63,7 @@ func (c *Call) handOff() (*sipleg.Leg, bool) {
 // codec and joins the two trunk legs.
 func (c *Call) transferToTrunk(old sipleg.DialogRef, route *config.Trunk, user string) {
 	old.NotifyRefer(c.log, "100 Trying", false)
-	if c.sec.policy == mediaplan.SRTPDTLS {
+	if c.sec.Outcome().Policy == mediaplan.SRTPDTLS {
 		// The DTLS association belongs to the call; a join does not carry it.
 		old.NotifyRefer(c.log, "488 Not Acceptable Here", true)
 		return
@@ -93,11 +93,11 @@ func (c *Call) transferToTrunk(old sipleg.DialogRef, route *config.Trunk, user s
 func (c *Call) transferAttended(old sipleg.DialogRef, rep sipleg.Replaces) {
 	old.NotifyRefer(c.log, "100 Trying", false)
 	other := c.r.callByBrowserDialog(rep)
-	if other == nil || other == c || other.answered.IsZero() {
+	if other == nil || other == c || other.answerTime().IsZero() {
 		old.NotifyRefer(c.log, "481 Call/Transaction Does Not Exist", true)
 		return
 	}
-	if c.sec.policy == mediaplan.SRTPDTLS || other.sec.policy == mediaplan.SRTPDTLS {
+	if c.sec.Outcome().Policy == mediaplan.SRTPDTLS || other.sec.Outcome().Policy == mediaplan.SRTPDTLS {
 		old.NotifyRefer(c.log, "488 Not Acceptable Here", true)
 		return
 	}
@@ -229,13 +229,18 @@ type dialOptions struct {
 // its PT is not 0) and returns the answered leg, not yet in a call or
 // join; or nil and a status line for a NOTIFY.
 func (r *Relay) dialTrunk(ctx context.Context, route *config.Trunk, user, fromUser string, codec, dtmf sdp.Codec, o dialOptions) (*sipleg.Leg, string) {
-	// A scratch call holds the leg's SRTP state while it is negotiated; it
-	// is never admitted.
-	nc := r.newCall(route, "")
-	nc.dropsTo = o.owner
-	status := ""
-	if !nc.openRTPLeg(func(code int, reason, _ string, _ ...sip.Header) { status = fmtStatus(code, reason) }) {
-		return nil, status
+	log, onDrop := r.log.With("trunk", route.Name), r.countDrop
+	if o.owner != nil {
+		log, onDrop = r.log.With("call", o.owner.id, "trunk", route.Name), o.owner.onRTPDrop
+	}
+	rtp, err := r.openRTP(log, onDrop)
+	if err != nil {
+		return nil, fmtStatus(503, "No Media Ports")
+	}
+	if route.SRTP == mediaplan.SRTPDTLS {
+		// A transfer target is not dialled with DTLS-SRTP.
+		_ = rtp.Close()
+		return nil, "488 Not Acceptable Here"
 	}
 	// The peer's codec first; G.711's other law too if the trunk takes
 	// it, since the join converts between them.
@@ -250,25 +255,22 @@ func (r *Relay) dialTrunk(ctx context.Context, route *config.Trunk, user, fromUs
 		codecs = append(codecs[:len(codecs):len(codecs)], dtmf)
 	}
 	offer := sdp.Offer{SessionID: uint64(time.Now().UnixNano()), Version: 1, Addr: r.mediaAddrFor(route.PeerAddr()),
-		Port: int(nc.trunk.RTP().LocalAddr().Port()), Codecs: codecs, Ptime: route.Ptime}
-	if nc.sec.policy = route.SRTP; nc.sec.policy == mediaplan.SRTPDTLS {
-		_ = nc.trunk.RTP().Close()
-		return nil, "488 Not Acceptable Here"
-	}
-	if err := nc.secureOffer(&offer); err != nil {
-		nc.log.Warn("transfer target's SRTP policy cannot be met", "err", err)
-		_ = nc.trunk.RTP().Close()
+		Port: int(rtp.LocalAddr().Port()), Codecs: codecs, Ptime: route.Ptime}
+	srtp := r.srtpFor(route, log, nil)
+	if err := srtp.Offer(&offer); err != nil {
+		log.Warn("transfer target's SRTP policy cannot be met", "err", err)
+		_ = rtp.Close()
 		return nil, "488 Not Acceptable Here"
 	}
 	body := offer.Marshal()
 	dcs, status := r.inviteTrunk(ctx, route, user, fromUser, body, o.extra...)
 	if dcs == nil {
-		_ = nc.trunk.RTP().Close()
+		_ = rtp.Close()
 		return nil, status
 	}
 	leg := sipleg.New(route)
 	leg.SetClient(dcs)
-	leg.SetRTP(nc.trunk.RTP())
+	leg.SetRTP(rtp)
 	leg.SetSDP(string(body))
 	answered := codec
 	_, ans, err := sdp.Parse(dcs.InviteResponse.Body())
@@ -282,10 +284,10 @@ func (r *Relay) dialTrunk(ctx context.Context, route *config.Trunk, user, fromUs
 		}
 	}
 	if err == nil {
-		err = nc.secureAnswer(ans)
+		err = srtp.Answer(ans, rtp)
 	}
 	if err != nil {
-		nc.log.Info("transfer target's answer unusable", "err", err)
+		log.Info("transfer target's answer unusable", "err", err)
 		leg.Drop()
 		return nil, "488 Not Acceptable Here"
 	}
@@ -295,7 +297,7 @@ func (r *Relay) dialTrunk(ctx context.Context, route *config.Trunk, user, fromUs
 	leg.SetPeer(user, answered, dtmf)
 	leg.AnsweredSessionTimer(dcs.InviteResponse) // armed by the call or join that takes the leg
 	leg.SetRemote(ans)
-	leg.SetSecurity(sipleg.Security{Policy: nc.sec.policy, Suite: nc.sec.suite, Keyed: nc.sec.keyed.Load()})
+	leg.SetSecurity(sipleg.Security(srtp.Outcome()))
 	return leg, ""
 }
 
@@ -322,7 +324,7 @@ func (r *Relay) replaceTrunkLeg(req *sip.Request, tx sip.ServerTransaction, rout
 		return true
 	}
 	c := r.callByTrunkDialog(rep)
-	if c == nil || c.answered.IsZero() || !c.mediaUp {
+	if c == nil || c.answerTime().IsZero() || !c.mediaUp {
 		fail(481, "Call/Transaction Does Not Exist", "")
 		return true
 	}
@@ -343,7 +345,7 @@ func (r *Relay) replaceTrunkLeg(req *sip.Request, tx sip.ServerTransaction, rout
 		fail(400, "Bad Request", "malformed SDP")
 		return true
 	}
-	if c.sec.keyed.Load() || c.sec.policy == mediaplan.SRTPDTLS || len(offer.Crypto) > 0 {
+	if sec := c.sec.Outcome(); sec.Keyed || sec.Policy == mediaplan.SRTPDTLS || len(offer.Crypto) > 0 {
 		fail(488, "Not Acceptable Here", "an encrypted trunk leg cannot be re-keyed")
 		return true
 	}

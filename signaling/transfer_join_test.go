@@ -12,7 +12,10 @@ import (
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 
+	"github.com/mediarelay/mediarelay/pkg/cdr"
 	"github.com/mediarelay/mediarelay/pkg/config"
+	"github.com/mediarelay/mediarelay/signaling/join"
+	"github.com/mediarelay/mediarelay/signaling/mediaplan"
 )
 
 // sendRefer sends REFER with Refer-To to target, the far end of the
@@ -138,7 +141,7 @@ func TestBrowserTransfersToTrunk(t *testing.T) {
 	}
 	waitChan(t, "a BYE to the target after the caller hung up", target.byes)
 	rows := cdrRows(t, r, 2)
-	if rows[0] != [2]string{"inbound", endTransferred} || rows[1] != [2]string{directionTransfer, endNormalTrunk} {
+	if rows[0] != [2]string{"inbound", cdr.CauseTransferred} || rows[1] != [2]string{join.Direction, cdr.CauseNormalTrunk} {
 		t.Fatalf("CDR rows %v", rows)
 	}
 	waitFor(t, "ports released", 5*time.Second, func() bool { return r.PortsInUse() == 0 })
@@ -241,7 +244,7 @@ func TestBrowserAttendedTransfer(t *testing.T) {
 	}
 	waitChan(t, "a BYE to the first trunk party after the other hung up", u.byes)
 	rows := cdrRows(t, r, 3)
-	if rows[2] != [2]string{directionTransfer, endNormalTrunk} {
+	if rows[2] != [2]string{join.Direction, cdr.CauseNormalTrunk} {
 		t.Fatalf("CDR rows %v", rows)
 	}
 	waitFor(t, "ports released", 5*time.Second, func() bool { return r.PortsInUse() == 0 })
@@ -333,7 +336,7 @@ func TestInviteWithReplaces(t *testing.T) {
 	if err := u2.bye(); err != nil {
 		t.Fatal(err)
 	}
-	if cause, _ := lastEnd(t, r, 1); cause != endNormalTrunk {
+	if cause, _ := lastEnd(t, r, 1); cause != cdr.CauseNormalTrunk {
 		t.Fatalf("end cause %q", cause)
 	}
 }
@@ -373,7 +376,7 @@ func TestJoinSessionTimer(t *testing.T) {
 			t.Fatalf("the %s got no BYE when the session expired", name)
 		}
 	}
-	if cause, _ := lastEnd(t, r, 2); cause != endSessionTime {
+	if cause, _ := lastEnd(t, r, 2); cause != cdr.CauseSessionExpired {
 		t.Fatalf("join ended with %q", cause)
 	}
 }
@@ -466,7 +469,7 @@ func TestTransferFromSDESTrunk(t *testing.T) {
 		cfg.Trunks = []config.Trunk{
 			{Name: "target", Match: "^7", Address: "sip:" + target.addr, Codecs: []string{"PCMU"}, Sources: []string{"127.0.0.2/32"}},
 			{Name: "t", Match: ".*", Address: "sip:127.0.0.1:5999", Transport: "udp", Codecs: []string{"PCMU"},
-				SRTP: SRTPOptional, AllowSDESOverInsecureTransport: true},
+				SRTP: mediaplan.SRTPOptional, AllowSDESOverInsecureTransport: true},
 		}
 	}))
 	p := newRegPhone(t, r, "alice", "laptop", "PCMU")

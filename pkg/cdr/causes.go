@@ -36,3 +36,24 @@ const (
 	// progress (it was killed); their end time is the last one known.
 	CauseRelayRestart = "relay_restart"
 )
+
+// Who ended a call or a join, as Record.EndedBy says; an operator who hung
+// up through the call API is "admin@ADDRESS" instead.
+const (
+	EndedByBrowser = "browser"
+	EndedByTrunk   = "trunk"
+	EndedByRelay   = "relay"
+)
+
+// WhoEnded is the side an end cause points at: the browser (it hung up or
+// cancelled), a trunk (it hung up, was busy or rejected), or else the
+// relay (a timer, an error, shutdown, a transfer).
+func WhoEnded(cause string) string {
+	switch cause {
+	case CauseNormalBrowser, CauseCancelled:
+		return EndedByBrowser
+	case CauseNormalTrunk, CauseBusy, CauseRejected:
+		return EndedByTrunk
+	}
+	return EndedByRelay
+}

@@ -307,7 +307,7 @@ func (j *Join) finish(legs [2]*sipleg.Leg, codecs [2]string) {
 	rec := cdr.Record{
 		CallID: j.id, TrunkCallID: a.CallID(), BrowserCallID: b.CallID(),
 		From: j.from, To: j.to, Trunk: trunk, Direction: Direction,
-		Start: j.start, Answer: j.start, End: end, EndCause: j.cause, SIPCode: 200,
+		Start: j.start, Answer: j.start, End: end, EndCause: j.cause, EndedBy: cdr.WhoEnded(j.cause), SIPCode: 200,
 		Mode: mediaplan.ModePassthrough, SIPCodec: codecs[0], WebRTCCodec: codecs[1],
 	}
 	if !strings.EqualFold(codecs[0], codecs[1]) {

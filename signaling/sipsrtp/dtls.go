@@ -1,4 +1,4 @@
-package signaling
+package sipsrtp
 
 import (
 	"context"
@@ -12,17 +12,11 @@ import (
 	"github.com/pion/dtls/v3/pkg/crypto/selfsign"
 
 	"github.com/mediarelay/mediarelay/media"
-	"github.com/mediarelay/mediarelay/pkg/metrics"
 	"github.com/mediarelay/mediarelay/pkg/sdp"
 )
 
-// errDTLS is wrapped by every DTLS-SRTP setup failure.
-var errDTLS = errors.New("dtls-srtp")
-
-// dtlsOffer is the DTLS-SRTP state of a call's SIP leg.
-type dtlsOffer struct {
-	cert tls.Certificate
-}
+// ErrDTLS is wrapped by every DTLS-SRTP set-up failure.
+var ErrDTLS = errors.New("dtls-srtp")
 
 // The relay's DTLS certificate for SIP legs: self-signed, made once per
 // process; its fingerprint in the SDP is what the peer checks.
@@ -39,27 +33,27 @@ func relayDTLSCert() (tls.Certificate, error) {
 
 // dtlsOffer offers UDP/TLS/RTP/SAVP with our fingerprint and setup:actpass
 // (RFC 5763): the trunk picks the DTLS role.
-func (c *Call) dtlsOffer(o *sdp.Offer) error {
+func (n *Negotiation) dtlsOffer(o *sdp.Offer) error {
 	cert, err := relayDTLSCert()
 	if err != nil {
-		return fmt.Errorf("%w: certificate: %v", errDTLS, err)
+		return fmt.Errorf("%w: certificate: %w", ErrDTLS, err)
 	}
 	fp, err := media.Fingerprint(cert, "sha-256")
 	if err != nil {
-		return fmt.Errorf("%w: %v", errDTLS, err)
+		return fmt.Errorf("%w: %w", ErrDTLS, err)
 	}
-	c.sec.dtls = &dtlsOffer{cert: cert}
+	n.cert = &cert
 	o.Proto = "UDP/TLS/RTP/SAVP"
 	o.Extra = append(o.Extra, "fingerprint:"+fp, "setup:actpass")
 	return nil
 }
 
 // dtlsAnswer runs the handshake with the trunk at the address of its answer
-// and keys the leg. The trunk's certificate must match its a=fingerprint,
+// and keys rtp. The trunk's certificate must match its a=fingerprint,
 // checked before any media is read.
-func (c *Call) dtlsAnswer(ans sdp.Audio) error {
-	if c.sec.dtls == nil {
-		return fmt.Errorf("%w: no offer", errDTLS)
+func (n *Negotiation) dtlsAnswer(ans sdp.Audio, rtp *media.RTPLeg) error {
+	if n.cert == nil {
+		return fmt.Errorf("%w: no offer", ErrDTLS)
 	}
 	var fpHash, fp, setup string
 	for _, a := range ans.Attrs {
@@ -73,13 +67,13 @@ func (c *Call) dtlsAnswer(ans sdp.Audio) error {
 		}
 	}
 	if fp == "" {
-		return fmt.Errorf("%w: the answer has no usable a=fingerprint", errDTLS)
+		return fmt.Errorf("%w: the answer has no usable a=fingerprint", ErrDTLS)
 	}
 	if !strings.Contains(strings.ToUpper(ans.Proto), "TLS") {
-		return fmt.Errorf("%w: the answer's protocol is %s", errDTLS, ans.Proto)
+		return fmt.Errorf("%w: the answer's protocol is %s", ErrDTLS, ans.Proto)
 	}
 	if !ans.Addr.IsValid() || ans.Port == 0 {
-		return fmt.Errorf("%w: the answer has no media address", errDTLS)
+		return fmt.Errorf("%w: the answer has no media address", ErrDTLS)
 	}
 	// The answerer picks: active means it sends the ClientHello; passive
 	// means we do. A missing a=setup defaults to active (RFC 4145).
@@ -89,24 +83,31 @@ func (c *Call) dtlsAnswer(ans sdp.Audio) error {
 		client = true
 	case "", "active":
 	default:
-		return fmt.Errorf("%w: a=setup:%s in an answer", errDTLS, setup)
+		return fmt.Errorf("%w: a=setup:%s in an answer", ErrDTLS, setup)
 	}
 	remote := netip.AddrPortFrom(ans.Addr, uint16(ans.Port))
-	cfg, err := c.trunk.RTP().DTLSKeys(context.Background(), media.DTLSOptions{
-		Certificate: c.sec.dtls.cert, Client: client, Remote: remote,
+	cfg, err := rtp.DTLSKeys(context.Background(), media.DTLSOptions{
+		Certificate: *n.cert, Client: client, Remote: remote,
 		FingerprintHash: fpHash, Fingerprint: fp,
-		Timeout: c.r.cfg.SIP.InviteTimeout,
+		Timeout: n.opts.DTLSTimeout,
 	})
 	if err != nil {
-		c.r.m.DTLSFailures.WithLabelValues(metrics.LegSIP, media.FailDTLS).Inc()
-		return fmt.Errorf("%w: %v", errDTLS, err)
+		n.failed(media.FailDTLS)
+		return fmt.Errorf("%w: %w", ErrDTLS, err)
 	}
-	if err := c.trunk.RTP().StartSRTP(cfg); err != nil {
-		c.r.m.DTLSFailures.WithLabelValues(metrics.LegSIP, media.FailSRTPKeys).Inc()
-		return fmt.Errorf("%w: %v", errDTLS, err)
+	if err := rtp.StartSRTP(cfg); err != nil {
+		n.failed(media.FailSRTPKeys)
+		return fmt.Errorf("%w: %w", ErrDTLS, err)
 	}
-	c.sec.suite = cfg.Profile.String()
-	c.sec.keyed.Store(true)
-	c.log.Info("sip leg encrypted", "srtp", "dtls", "profile", cfg.Profile.String(), "dtls_role", map[bool]string{true: "client", false: "server"}[client])
+	n.keyed, n.suite = true, cfg.Profile.String()
+	n.settle()
+	n.opts.Log.Info("sip leg encrypted", "srtp", "dtls", "profile", cfg.Profile.String(), "dtls_role", map[bool]string{true: "client", false: "server"}[client])
 	return nil
+}
+
+// failed reports a DTLS-SRTP failure's cause.
+func (n *Negotiation) failed(cause string) {
+	if n.opts.OnDTLSFailure != nil {
+		n.opts.OnDTLSFailure(cause)
+	}
 }
