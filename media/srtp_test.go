@@ -243,7 +243,7 @@ func BenchmarkSRTPReencrypt(b *testing.B) {
 				if !ok {
 					b.Fatal(reason)
 				}
-				if _, err := in.encRTP.EncryptRTP(in.wbuf, pt, &in.whdr); err != nil {
+				if _, err := in.encRTP.EncryptRTP(in.sealBuf(), pt, &in.whdr); err != nil {
 					b.Fatal(err)
 				}
 			}
