@@ -5,6 +5,7 @@ package benchmarks
 import (
 	"context"
 	"errors"
+	"net"
 	"net/netip"
 	"sync/atomic"
 	"time"
@@ -68,3 +69,16 @@ func (b *batcher) addFile(fd int)                      {}
 func (b *batcher) removeFile(fd int)                   {}
 func (b *batcher) queueRecv(fd int, c *call) bool      { return false }
 func (b *batcher) receive(sink *shard, now time.Time)  {}
+
+type rtpBatch struct{}
+
+func newRTPBatch(*net.UDPConn) (*rtpBatch, error) { return nil, errEngineUnsupported }
+func (*rtpBatch) read() (int, error)              { return 0, errEngineUnsupported }
+func (*rtpBatch) at(int) ([]byte, netip.AddrPort, int64, bool) {
+	return nil, netip.AddrPort{}, 0, false
+}
+func (*rtpBatch) queue([]byte, netip.AddrPort) error { return errEngineUnsupported }
+func (*rtpBatch) flush() error                       { return errEngineUnsupported }
+
+// slotSize is the load client's datagram buffer size (ring_linux.go).
+const slotSize = 2048

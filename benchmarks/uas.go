@@ -437,96 +437,133 @@ func (u *UAS) TakeDelays(key string) []float64 {
 	return d
 }
 
+// readRTP serves the RTP socket until it is closed: each batch of
+// datagrams is handled in order, and the echoes it produced leave
+// together.
 func (u *UAS) readRTP() {
-	buf := make([]byte, 1500)
-	plain := make([]byte, 1500)
-	out := make([]byte, 1500)
-	enc := make([]byte, 1500)
-	var hdr rtp.Header
+	b, err := newRTPBatch(u.rtpConn)
+	if err != nil {
+		u.log.Error("uas: no RTP", "err", err)
+		return
+	}
+	var s rtpScratch
 	for {
-		n, src, err := u.rtpConn.ReadFromUDPAddrPort(buf)
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			continue
+		n, err := b.read()
+		if errors.Is(err, net.ErrClosed) {
+			return
 		}
 		now := time.Now()
-		src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
-		u.mu.RLock()
-		c := u.byAddr[src]
-		u.mu.RUnlock()
-		if c == nil {
-			u.unknown.Add(1)
-			continue
-		}
-		pkt := buf[:n]
-		rx, tx := c.rx, c.tx
-		if d := c.dtls; d != nil {
-			// RFC 7983: DTLS records go to the call's handshake; media
-			// waits for its keys; SRTCP (rtcp-mux) is not measured.
-			if n == 0 {
+		for i := range n {
+			pkt, src, at, ok := b.at(i)
+			if !ok {
 				continue
 			}
-			if b := pkt[0]; b >= 20 && b <= 63 {
-				d.record(pkt)
-				continue
+			arrival := now
+			if at != 0 {
+				// On now's monotonic clock: a datagram that waited in the
+				// socket is timed as it arrived.
+				arrival = now.Add(time.Duration(at - now.UnixNano()))
 			}
-			k := d.keys.Load()
-			if k == nil || media.IsRTCP(pkt) {
-				continue
-			}
-			rx, tx = k.rx, k.tx
-		}
-		var hl int
-		if rx != nil {
-			if pkt, err = rx.DecryptRTP(plain[:0], pkt, &hdr); err != nil {
-				continue
-			}
-			hl = hdr.MarshalSize()
-		} else if hl, err = hdr.Unmarshal(pkt); err != nil {
-			continue
-		}
-		payload := pkt[hl:]
-		if hdr.Padding && len(payload) > 0 {
-			// RTP padding (not Opus padding): the last byte counts it.
-			if p := int(payload[len(payload)-1]); p <= len(payload) {
-				payload = payload[:len(payload)-p]
+			if echo := u.rtp(pkt, src, arrival, now, &s); echo != nil {
+				_ = b.queue(echo, src) // IPv4 sources only, as read gives them
 			}
 		}
-		sendNs, _, hasMarker := readMarker(payload)
-		c.mu.Lock()
-		c.stats.Update(hdr.SequenceNumber, hdr.Timestamp, now)
-		if hasMarker && u.measuring.Load() {
-			c.upDelay = append(c.upDelay, float64(nowNs()-sendNs)/1e6)
+		if err := b.flush(); errors.Is(err, net.ErrClosed) {
+			return
 		}
-		seq := c.outSeq
-		c.outSeq++
-		c.mu.Unlock()
-		if !u.echo {
-			continue
-		}
-		// Echo with our own SSRC, sequence and timestamps, so loss and jitter
-		// on the way back are measured independently of the way in.
-		ts := c.tsBase + uint32(int64(now.Sub(c.t0))*c.rate/int64(time.Second))
-		oh := rtp.Header{Version: 2, PayloadType: hdr.PayloadType, SequenceNumber: seq, Timestamp: ts, SSRC: c.ssrc, Marker: hdr.Marker}
-		ohl, _ := oh.MarshalTo(out)
-		m := copy(out[ohl:], payload)
-		if hasMarker {
-			off := (nowNs() - sendNs) / 1000
-			if off < 0 {
-				off = 0
-			}
-			setMarkerHold(out[ohl:ohl+m], uint32(off))
-		}
-		o := out[:ohl+m]
-		if tx != nil {
-			if o, err = tx.EncryptRTP(enc[:0], o, &oh); err != nil {
-				continue
-			}
-		}
-		_, _ = u.rtpConn.WriteToUDPAddrPort(o, src)
 	}
+}
+
+// rtpScratch is readRTP's buffers, reused from packet to packet.
+type rtpScratch struct {
+	plain, out, enc [slotSize]byte
+	hdr             rtp.Header
+}
+
+// rtp handles one datagram from src that arrived at arrival, in a batch
+// read at now, and returns its echo (in s, valid until the next call), or
+// nil when there is none to send.
+func (u *UAS) rtp(pkt []byte, src netip.AddrPort, arrival, now time.Time, s *rtpScratch) []byte {
+	u.mu.RLock()
+	c := u.byAddr[src]
+	u.mu.RUnlock()
+	if c == nil {
+		u.unknown.Add(1)
+		return nil
+	}
+	rx, tx := c.rx, c.tx
+	if d := c.dtls; d != nil {
+		// RFC 7983: DTLS records go to the call's handshake; media
+		// waits for its keys; SRTCP (rtcp-mux) is not measured.
+		if len(pkt) == 0 {
+			return nil
+		}
+		if b := pkt[0]; b >= 20 && b <= 63 {
+			d.record(pkt)
+			return nil
+		}
+		k := d.keys.Load()
+		if k == nil || media.IsRTCP(pkt) {
+			return nil
+		}
+		rx, tx = k.rx, k.tx
+	}
+	hdr := &s.hdr
+	var hl int
+	var err error
+	if rx != nil {
+		if pkt, err = rx.DecryptRTP(s.plain[:0], pkt, hdr); err != nil {
+			return nil
+		}
+		hl = hdr.MarshalSize()
+	} else if hl, err = hdr.Unmarshal(pkt); err != nil {
+		return nil
+	}
+	payload := pkt[hl:]
+	if hdr.Padding && len(payload) > 0 {
+		// RTP padding (not Opus padding): the last byte counts it.
+		if p := int(payload[len(payload)-1]); p <= len(payload) {
+			payload = payload[:len(payload)-p]
+		}
+	}
+	sendNs, _, hasMarker := readMarker(payload)
+	c.mu.Lock()
+	c.stats.Update(hdr.SequenceNumber, hdr.Timestamp, arrival)
+	if hasMarker && u.measuring.Load() {
+		c.upDelay = append(c.upDelay, float64(int64(arrival.Sub(epoch))-sendNs)/1e6)
+	}
+	seq := c.outSeq
+	c.outSeq++
+	c.mu.Unlock()
+	if !u.echo {
+		return nil
+	}
+	// Echo with our own SSRC, sequence and timestamps, so loss and jitter
+	// on the way back are measured independently of the way in.
+	ts := c.tsBase + uint32(int64(now.Sub(c.t0))*c.rate/int64(time.Second))
+	oh := rtp.Header{Version: 2, PayloadType: hdr.PayloadType, SequenceNumber: seq, Timestamp: ts, SSRC: c.ssrc, Marker: hdr.Marker}
+	ohl, err := oh.MarshalTo(s.out[:])
+	if err != nil || ohl+len(payload) > len(s.out) {
+		return nil
+	}
+	m := copy(s.out[ohl:], payload)
+	if hasMarker {
+		// How long the frame was held here since its send, for the
+		// client to take out of the round trip: the echo leaves with
+		// this batch.
+		off := (nowNs() - sendNs) / 1000
+		if off < 0 {
+			off = 0
+		}
+		setMarkerHold(s.out[ohl:ohl+m], uint32(off))
+	}
+	o := s.out[:ohl+m]
+	if tx != nil {
+		if o, err = tx.EncryptRTP(s.enc[:0], o, &oh); err != nil {
+			return nil
+		}
+	}
+	return o
 }
 
 func clockRateOf(rtpmap string) int {
