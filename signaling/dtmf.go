@@ -9,10 +9,11 @@ import (
 	"github.com/mediarelay/mediarelay/signaling/sipleg"
 )
 
-// A call's DTMF (signaling/dtmf does the packets): INFO from the trunk is
-// played to the browser by the injector on the trunk → browser direction;
-// towards a trunk with dtmf: info, the browser's telephone-events become
-// INFO requests on the trunk's dialog.
+// A call's DTMF (signaling/dtmf does the packets, signaling/callmedia puts
+// them in the call's media): INFO from the trunk is played to the browser
+// by the injector on the trunk → browser direction; towards a trunk with
+// dtmf: info, the browser's telephone-events become INFO requests on the
+// trunk's dialog.
 
 // onInfo takes DTMF from the trunk as INFO and plays it to the browser.
 func (c *Call) onInfo(s side, req *sip.Request, tx sip.ServerTransaction) {
