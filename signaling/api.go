@@ -24,13 +24,14 @@ func (c *Call) view() callapi.CallView {
 		a = a.UTC()
 		v.State, v.Answer = "answered", &a
 	}
-	if m := c.active.Load(); m != nil {
-		v.Mode = m.plan.Mode
-		v.Codecs[metrics.LegWebRTC] = m.plan.BrowserCodec
-		v.Codecs[metrics.LegSIP] = m.plan.SIPCodec.Name
+	if c.media.Settled() {
+		plan := c.media.Plan()
+		v.Mode = plan.Mode
+		v.Codecs[metrics.LegWebRTC] = plan.BrowserCodec
+		v.Codecs[metrics.LegSIP] = plan.SIPCodec.Name
 	}
-	if c.mediaStarted() {
-		if web := c.webLeg(); web != nil {
+	if c.media.Started() {
+		if web := c.media.Web(); web != nil {
 			v.Legs[metrics.LegWebRTC] = legView(web.Transport(), web.Stats())
 		}
 		if sip := c.sipLeg(); sip != nil {

@@ -19,7 +19,7 @@ import (
 	"github.com/mediarelay/mediarelay/pkg/config"
 	"github.com/mediarelay/mediarelay/pkg/metrics"
 	"github.com/mediarelay/mediarelay/pkg/sdp"
-	"github.com/mediarelay/mediarelay/signaling/dtmf"
+	"github.com/mediarelay/mediarelay/signaling/callmedia"
 	"github.com/mediarelay/mediarelay/signaling/mediaplan"
 	"github.com/mediarelay/mediarelay/signaling/ngnode"
 	"github.com/mediarelay/mediarelay/signaling/sipleg"
@@ -56,14 +56,12 @@ type Call struct {
 
 	browserOffer string
 	offered      []sdp.Codec
-	web          *media.WebRTCLeg
 	answerSDP    string
-	active       atomic.Pointer[activeMedia] // plan and forwarding, replaced when the trunk changes codec
-	mediaUp      bool
-	firstMedia   atomic.Bool // mediarelay_call_first_media_seconds observed
-	watched      atomic.Bool // the relay's call watcher checks it (watch)
-	counted      media.Tally // packets and bytes already in the relay's counters
-	mediaWG      sync.WaitGroup
+	// media is what runs between the browser's WebRTC leg and the trunk's
+	// RTP leg: the plan, its forwarding, DTMF.
+	media   *callmedia.Media
+	mediaUp bool
+	watched atomic.Bool // the relay's call watcher checks it (watch)
 	// srtp is the trunk leg's SRTP set-up (SDES or DTLS-SRTP); sec what
 	// it settled, replaced by a transfer's new trunk leg, and the leg's
 	// authentication failures.
@@ -86,12 +84,6 @@ type Call struct {
 	// SDP: sipleg.Leg.ExpectAckAnswer).
 	trunkOffer sdp.Audio
 	mid        midCallState
-	// DTMF: INFO from the trunk is injected on the way to the browser.
-	inj      atomic.Pointer[dtmf.Injector]
-	dtmfOnce sync.Once
-	// The browser leg as the forwarding sees it; a transfer swaps it.
-	wio     *webIO
-	webOnce sync.Once
 	// handedOff: the trunk leg went on in a join; guarded by r.mu.
 	handedOff bool
 	// ngs is the ng session of a call a SIP proxy set up.
@@ -125,6 +117,7 @@ func (r *Relay) newCall(route *config.Trunk, direction string) *Call {
 		c.log = r.log.With("call", c.id, "trunk", route.Name)
 	}
 	c.srtp = r.srtpFor(route, c.log, &c.sec)
+	c.media = callmedia.New(callmedia.Options{Legs: trunkSide{c}, Log: c.log, Transcode: r.cfg.Transcode, OnDrop: r.m.CountDrop})
 	c.trunk.AdoptSessionTimer(c.log, c.sessionExpired)
 	return c
 }
@@ -170,6 +163,20 @@ func (c *Call) legNow(s side) *sipleg.Leg {
 	return c.leg(s)
 }
 
+// trunkSide is the call's trunk side as its media sees it
+// (callmedia.Legs).
+type trunkSide struct{ c *Call }
+
+func (t trunkSide) Trunk() (*config.Trunk, *media.RTPLeg) {
+	t.c.r.mu.Lock() // a transfer may change the route and the leg
+	defer t.c.r.mu.Unlock()
+	return t.c.route, t.c.trunk.RTP()
+}
+
+func (t trunkSide) SendInfo(digit byte, dur time.Duration) error {
+	return t.c.legNow(sideTrunk).SendInfo(digit, dur)
+}
+
 // sipLeg is the call's SIP media leg; a transfer from the trunk side may
 // replace it (swapSIPLeg), so goroutines other than the call's signalling
 // read it here.
@@ -179,56 +186,6 @@ func (c *Call) sipLeg() *media.RTPLeg {
 	return c.trunk.RTP()
 }
 
-// webIO is the browser leg as the forwarders see it: a transfer from the
-// browser side swaps in the new browser's leg without restarting them.
-type webIO struct {
-	cur atomic.Pointer[media.WebRTCLeg]
-}
-
-func (w *webIO) ReadRTP(b []byte) (int, error) {
-	for {
-		l := w.cur.Load()
-		n, err := l.ReadRTP(b)
-		if err != nil && w.cur.Load() != l {
-			continue // the leg was swapped (and the old one closed): read the new one
-		}
-		return n, err
-	}
-}
-
-// Serve delivers the current browser leg's packets to h, moving on to the
-// new leg when a transfer swaps it in (media.PacketSource).
-func (w *webIO) Serve(h func(pkt []byte)) error {
-	for {
-		l := w.cur.Load()
-		err := l.Serve(h)
-		if w.cur.Load() != l {
-			continue
-		}
-		return err
-	}
-}
-
-func (w *webIO) WriteRTP(b []byte) error { return w.cur.Load().WriteRTP(b) }
-
-// webRW is the browser leg the forwarders read and write, made on first
-// use.
-func (c *Call) webRW() *webIO {
-	// The leg is stored where c.web is set (setWeb), never read from
-	// c.web here: a first call before the leg exists must not latch nil.
-	c.webOnce.Do(func() { c.wio = &webIO{} })
-	return c.wio
-}
-
-// setWeb makes leg the call's browser leg, for the forwarders too.
-func (c *Call) setWeb(leg *media.WebRTCLeg) {
-	c.web = leg
-	c.webRW().cur.Store(leg)
-}
-
-// webLeg is the current browser leg; nil before the call has one.
-func (c *Call) webLeg() *media.WebRTCLeg { return c.webRW().cur.Load() }
-
 // rejectInvite answers the INVITE of dss with a final failure and ends the
 // call with cause.
 func (c *Call) rejectInvite(dss *sipgo.DialogServerSession, code int, reason, cause string, hdrs ...sip.Header) {
@@ -237,7 +194,7 @@ func (c *Call) rejectInvite(dss *sipgo.DialogServerSession, code int, reason, ca
 		res.AppendHeader(h)
 	}
 	_ = dss.WriteResponse(res)
-	c.r.countSetupFailure(code)
+	c.r.m.CountSetupFailure(code)
 	c.hangup(cause, code, reason)
 }
 
@@ -282,7 +239,7 @@ func (c *Call) startInboundSRTP(k *mediaplan.InboundKeys, fail func(int, string,
 
 // onRTPDrop counts a dropped packet of the call's SIP leg.
 func (c *Call) onRTPDrop(reason string) {
-	c.r.countDrop(reason)
+	c.r.m.CountDrop(reason)
 	c.sec.CountDrop(reason)
 }
 
@@ -319,7 +276,7 @@ func (c *Call) setupMedia(answer sdp.Audio) error {
 	if err != nil {
 		return err
 	}
-	c.active.Store(&activeMedia{plan: plan})
+	c.media.Settle(plan)
 	// Keys go in before the leg has a remote (and so before it reads).
 	if err := c.srtp.Answer(answer, c.trunk.RTP()); err != nil {
 		return err
@@ -329,12 +286,12 @@ func (c *Call) setupMedia(answer sdp.Audio) error {
 	if err != nil {
 		return err
 	}
-	c.setWeb(web)
+	c.media.SetWeb(web)
 	c.answerSDP = answerSDP
 	c.trunk.SetRemote(answer)
 	c.mediaUp = true
 
-	if err := c.startForwarding(plan, sipPtime(answer, c.route)); err != nil {
+	if err := c.media.Start(plan, callmedia.Ptime(answer, c.route)); err != nil {
 		return err
 	}
 	// Counted once, with the mode of the setup, even if the trunk changes
@@ -373,24 +330,6 @@ func usableConnection(a sdp.Audio) error {
 func mustAudio(offer string) sdp.Audio {
 	_, a, _ := sdp.Parse([]byte(offer))
 	return a
-}
-
-// webPT returns the browser's payload type for a codec of our answer.
-func (c *Call) webPT(name string, clock uint32) (uint8, bool) {
-	for _, x := range c.webLeg().Audio.Codecs {
-		if x.Is(name) && (clock == 0 || x.Clock == clock) {
-			return x.PT, true
-		}
-	}
-	return 0, false
-}
-
-func (c *Call) run(f func() error) {
-	c.mediaWG.Add(1)
-	go func() {
-		defer c.mediaWG.Done()
-		_ = f() // returns when a leg closes
-	}()
 }
 
 // watch hands the call, once its media is up, to the relay's call
@@ -434,8 +373,8 @@ func (c *Call) check(now time.Time) {
 		go c.hangup(cause, 0, "")
 	}
 	select {
-	case <-c.webLeg().Failed():
-		c.r.countLegFailure(c.webLeg().FailCause())
+	case <-c.media.Web().Failed():
+		c.r.m.CountLegFailure(c.media.Web().FailCause())
 		end(cdr.CauseICEFailed)
 		return
 	default:
@@ -446,7 +385,7 @@ func (c *Call) check(now time.Time) {
 		end(cdr.CauseSRTPAuth)
 		return
 	}
-	if c.mid.hold.Silent(now, c.answerTime(), c.r.cfg.Media.Timeout, c.webLeg(), c.sipLeg()) {
+	if c.mid.hold.Silent(now, c.answerTime(), c.r.cfg.Media.Timeout, c.media.Web(), c.sipLeg()) {
 		end(cdr.CauseMediaTimeout)
 	}
 }
@@ -513,8 +452,8 @@ func (c *Call) hangup(cause string, code int, reason string) {
 }
 
 func (c *Call) closeMedia() {
-	if c.web != nil {
-		_ = c.web.Close()
+	if web := c.media.Web(); web != nil {
+		_ = web.Close()
 	}
 	c.r.mu.Lock()
 	rtp, keep := c.trunk.RTP(), c.handedOff
@@ -522,7 +461,7 @@ func (c *Call) closeMedia() {
 	if rtp != nil && !keep {
 		_ = rtp.Close()
 	}
-	c.mediaWG.Wait()
+	c.media.Wait()
 }
 
 // cdrRecord is the call's CDR as far as its set-up goes.
@@ -554,8 +493,8 @@ func (c *Call) beginCDR() {
 	}
 	rec := c.cdrRecord()
 	rec.SIPCode = 200
-	if m := c.active.Load(); m != nil {
-		recordPlan(&rec, m.plan)
+	if c.media.Settled() {
+		recordPlan(&rec, c.media.Plan())
 	}
 	if err := c.r.cdr.Begin(rec); err != nil {
 		c.log.Error("cdr not begun", "err", err)
@@ -565,7 +504,7 @@ func (c *Call) beginCDR() {
 // finish writes the CDR and forgets the call.
 func (c *Call) finish() {
 	end := time.Now()
-	c.r.countEnd(c.cause, c.trunkName())
+	c.r.m.CountEnd(c.cause, c.trunkName())
 	answered := c.answerTime()
 	if !answered.IsZero() {
 		c.r.m.Duration.WithLabelValues(c.trunkName(), c.direction).Observe(end.Sub(answered).Seconds())
@@ -576,24 +515,24 @@ func (c *Call) finish() {
 	if rec.SIPCode == 0 && !answered.IsZero() {
 		rec.SIPCode = 200
 	}
-	if m := c.active.Load(); c.mediaUp && m != nil {
+	if c.mediaUp && c.media.Settled() {
 		// The media as it ended: a trunk may have changed codec mid-call.
-		recordPlan(&rec, m.plan)
-		web, rtp := c.web, c.sipLeg()
+		recordPlan(&rec, c.media.Plan())
+		web, rtp := c.media.Web(), c.sipLeg()
 		ws, rs := web.Stats(), rtp.Stats()
 		recordLegs(&rec, rs, ws, rtp.Transport(), web.Transport())
-		c.r.countTransports(rec.WebRTCTransport, rec.SIPTransport)
+		c.r.m.CountTransports(rec.WebRTCTransport, rec.SIPTransport)
 		c.observeFirstMedia()
-		observeQuality(c.r.m, c.trunkName(), rec, rs, ws)
-		if m.bridge != nil {
-			st := m.bridge.Stats()
+		c.r.m.ObserveQuality(c.trunkName(), rec, rs, ws)
+		if b := c.media.Bridge(); b != nil {
+			st := b.Stats()
 			rec.DTMFEvents = int(st.DTMFEventsToSIP + st.DTMFEventsToWebRTC)
 			c.log.Info("transcoding stats", "to_sip_frames", st.ToSIPFrames, "to_webrtc_frames", st.ToWebRTCFrames,
 				"plc", st.PLCFrames, "fec", st.FECFrames, "lost", st.LostPackets, "late", st.LatePackets,
 				"dropped", st.DroppedPackets, "dtmf_to_sip", st.DTMFEventsToSIP, "dtmf_to_webrtc", st.DTMFEventsToWebRTC,
 				"dtmf_dropped", st.DTMFDropped)
 		}
-		c.countMedia()
+		c.r.m.CountLegs(c.media.Moved())
 	}
 	// Forgotten once counted: a scrape that no longer sees the call sees
 	// its end in the counters and histograms.

@@ -53,7 +53,7 @@ func TestAPIBrowserHangup(t *testing.T) {
 	}()
 	waitFor(t, "the browser's call answered", time.Minute, func() bool {
 		for _, c := range r.callList() {
-			if c.mediaStarted() {
+			if c.media.Started() {
 				return true
 			}
 		}

@@ -14,10 +14,10 @@
 // routes by that table and defaults nothing itself.
 //
 // A Call is one browser↔trunk call: two SIP legs (signaling/sipleg) and,
-// between the browser's WebRTC leg and the trunk's RTP leg, one media.Path
-// per direction running the plan's stage: forwarding, G.711 law
-// conversion, or an Opus transcode bridge (stages; the plan itself is
-// signaling/mediaplan's decision). A sipleg.Leg is a dialog and what
+// between the browser's WebRTC leg and the trunk's RTP leg, its media
+// (signaling/callmedia): one media.Path per direction running the plan's
+// stage, forwarding, G.711 law conversion, or an Opus transcode bridge
+// (the plan itself is signaling/mediaplan's decision). A sipleg.Leg is a dialog and what
 // concerns it alone: the relay's SDP on it and its next version, the
 // direction the peer asked for, offer/answer state (glare, an answer due
 // in the ACK), the RFC 4028 session timer, and what is sent on that dialog
@@ -33,7 +33,7 @@
 // metrics and the CDR) the join asks of its join.Host, joinHost here.
 //
 // Browsers authenticate by digest or time-limited tokens before a trunk is
-// dialled; trunks are known by source address or digest. SIP proxies can
+// dialled (signaling/callauth decides); trunks are known by source address or digest. SIP proxies can
 // also drive the relay as a media node over rtpengine's ng protocol
 // (signaling/ngnode): each session's media is a Call, set up in ngcall.go
 // through ngnode.Call.
@@ -46,6 +46,13 @@
 //   - join: two trunk legs relayed to each other after a transfer (media,
 //     hold, codec changes, INFO, further REFERs), and the joins in
 //     progress, filed by dialog for the router;
+//   - callmedia: the media of a call between its legs: the stages of
+//     both directions, following a trunk's codec change, moving to a
+//     transfer's new leg, DTMF between the legs, and what the legs moved;
+//   - callmetrics: what the relay counts of requests, calls and legs;
+//   - callauth: who may call whom: a browser's credentials or
+//     registration, per-user call rates and slots, transfers to trunks,
+//     and which user a called name rings;
 //   - mediaplan: what a call's media will be, from the two legs' SDPs:
 //     the codecs offered each side, the plan an answer settles and how it
 //     follows a mid-call offer, end-to-end DTLS identities, and the SIP

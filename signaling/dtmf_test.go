@@ -83,7 +83,7 @@ func TestDTMFToInfoTrunk(t *testing.T) {
 		c = x
 	}
 	r.mu.Unlock()
-	w := c.sipWriter()
+	w := c.media.SIPWriter()
 	if _, ok := w.(*dtmf.ToInfo); !ok {
 		t.Fatalf("browser→trunk path is %T, want the INFO filter", w)
 	}

@@ -56,38 +56,17 @@ func (c *Call) setupE2E(answer sdp.Audio) (fallback bool, err error) {
 		return false, err
 	}
 	c.log.Debug("webrtc answer", "sdp", answerSDP)
-	c.setWeb(web)
+	c.media.SetWeb(web)
 	c.answerSDP = answerSDP
 	c.trunk.RTP().SetE2E() // before it has a remote, and so before it reads
 	c.trunk.RTP().SetRemoteICE(far.ICEUfrag)
 	c.trunk.SetRemote(answer)
 	c.mediaUp = true
-	c.startOpaque(plan)
+	c.media.StartOpaque(plan)
 	c.r.m.TranscodedCalls.WithLabelValues(plan.Mode, c.trunkName()).Inc()
 	c.log.Info("media negotiated", "mode", plan.Mode, "codec", plan.SIPCodec.Name, "far_setup", far.Setup, "far_ice", far.ICEUfrag != "")
 	return false, nil
 }
-
-// startOpaque joins the legs of an end-to-end call: each direction writes
-// what it reads unchanged.
-func (c *Call) startOpaque(plan mediaplan.Plan) {
-	m := &activeMedia{
-		plan:      plan,
-		toSIP:     media.NewPath(media.NewOpaqueStage(c.sipLeg(), c.r.countDrop)),
-		toWeb:     media.NewPath(media.NewOpaqueStage(c.webRW(), c.r.countDrop)),
-		toWebDone: make(chan struct{}),
-	}
-	c.active.Store(m)
-	c.run(func() error { return m.toSIP.Run(c.webRW()) })
-	sip := c.sipLeg()
-	c.run(func() error {
-		defer close(m.toWebDone)
-		return m.toWeb.Run(sip) // no DTMF injection: the relay cannot write into the stream
-	})
-}
-
-// WriteOpaque sends an end-to-end packet to the current browser leg.
-func (w *webIO) WriteOpaque(b []byte) error { return w.cur.Load().WriteOpaque(b) }
 
 // userE2E reports whether the configured user wants end-to-end media on
 // calls into its browsers (users[].media_mode: e2e).
@@ -127,14 +106,14 @@ func (r *Relay) inboundE2E(route *config.Trunk, user string, offer sdp.Audio, la
 // browser's answer settles the codec, and the trunk is answered with the
 // browser's fingerprint and setup.
 func (c *Call) startInboundE2E(browserAnswer string) error {
-	if err := c.web.SetAnswer(browserAnswer); err != nil {
+	if err := c.media.Web().SetAnswer(browserAnswer); err != nil {
 		return err
 	}
 	fp, setup, err := media.RemoteDTLS(browserAnswer)
 	if err != nil {
 		return fmt.Errorf("browser answer: %w", err)
 	}
-	plan, codecs, err := mediaplan.E2EPlan(c.web.Audio, c.trunkOffer.Codecs)
+	plan, codecs, err := mediaplan.E2EPlan(c.media.Web().Audio, c.trunkOffer.Codecs)
 	if err != nil {
 		return err
 	}
@@ -165,7 +144,7 @@ func (c *Call) startInboundE2E(browserAnswer string) error {
 	c.trunk.RTP().SetE2E() // before it has a remote, and so before it reads
 	c.trunk.SetRemote(c.trunkOffer)
 	c.mediaUp = true
-	c.startOpaque(plan)
+	c.media.StartOpaque(plan)
 	c.r.m.TranscodedCalls.WithLabelValues(plan.Mode, c.trunkName()).Inc()
 	c.log.Info("media negotiated", "mode", plan.Mode, "codec", plan.SIPCodec.Name, "browser_setup", setup)
 	return nil

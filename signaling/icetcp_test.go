@@ -145,10 +145,10 @@ func keys(m map[string]bool) string {
 
 // liveWebLeg is the call's WebRTC leg once its media has started, nil
 // before: the leg accessors may be used from another goroutine only then
-// (mediaStarted), and a call still being set up has none.
+// (Media.Started), and a call still being set up has none.
 func liveWebLeg(c *Call) *media.WebRTCLeg {
-	if !c.mediaStarted() {
+	if !c.media.Started() {
 		return nil
 	}
-	return c.webLeg()
+	return c.media.Web()
 }

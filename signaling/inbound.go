@@ -16,6 +16,7 @@ import (
 	"github.com/mediarelay/mediarelay/pkg/cdr"
 	"github.com/mediarelay/mediarelay/pkg/config"
 	"github.com/mediarelay/mediarelay/pkg/sdp"
+	"github.com/mediarelay/mediarelay/signaling/callmedia"
 	"github.com/mediarelay/mediarelay/signaling/digest"
 	"github.com/mediarelay/mediarelay/signaling/fork"
 	"github.com/mediarelay/mediarelay/signaling/mediaplan"
@@ -55,7 +56,7 @@ func (r *Relay) initInbound(cfg config.Config) error {
 		}
 	}
 	r.inb = in
-	r.registrar = registrar.New(creds, cfg.SIP, r.m, r.log, r.throttled)
+	r.registrar = registrar.New(creds, cfg.SIP, r.m.Relay, r.log, r.throttled)
 	return nil
 }
 
@@ -110,7 +111,7 @@ func (r *Relay) trunkFor(req *sip.Request, tx sip.ServerTransaction) *config.Tru
 	// mediarelay_inbound_rejected_total.
 	r.log.Debug("INVITE from unknown source refused", "source", req.Source())
 	sipleg.Respond(tx, req, 403, "Forbidden")
-	r.countSetupFailure(403)
+	r.m.CountSetupFailure(403)
 	return nil
 }
 
@@ -181,7 +182,7 @@ type inboundInvite struct {
 // no such user, nobody registered, an unusable offer or session interval.
 func (r *Relay) checkInbound(req *sip.Request, tx sip.ServerTransaction, route *config.Trunk) (inboundInvite, bool) {
 	var inv inboundInvite
-	user, ok := r.browserUser(req.Recipient.User)
+	user, ok := r.auth.BrowserUser(req.Recipient.User)
 	if !ok {
 		r.inb.rejected.WithLabelValues("not_found").Inc()
 		r.refuse(req, tx, 404, "Not Found", "")
@@ -209,7 +210,7 @@ func (r *Relay) checkInbound(req *sip.Request, tx sip.ServerTransaction, route *
 	}
 	inv.e2e = e2e
 	if tooBrief(req, tx) {
-		r.countSetupFailure(422)
+		r.m.CountSetupFailure(422)
 		return inv, false
 	}
 	mode := route.MediaMode
@@ -264,7 +265,7 @@ func (r *Relay) inboundOffer(req *sip.Request, tx sip.ServerTransaction, route *
 	}
 	if ct := req.ContentType(); ct == nil || !strings.EqualFold(strings.TrimSpace(ct.Value()), "application/sdp") {
 		sipleg.Respond(tx, req, 415, "Unsupported Media Type", sip.NewHeader("Accept", "application/sdp"))
-		r.countSetupFailure(415)
+		r.m.CountSetupFailure(415)
 		return offer, false, false
 	}
 	_, offer, err := sdp.Parse(req.Body())
@@ -287,7 +288,7 @@ func (r *Relay) refuse(req *sip.Request, tx sip.ServerTransaction, code int, rea
 		hdrs = append(hdrs, sip.NewHeader("Warning", `399 mediarelay "`+warning+`"`))
 	}
 	sipleg.Respond(tx, req, code, reason, hdrs...)
-	r.countSetupFailure(code)
+	r.m.CountSetupFailure(code)
 }
 
 // ringUser rings the called user's browsers with an offer each until one
@@ -334,7 +335,7 @@ func (c *Call) ringUser(ctx context.Context, req *sip.Request, dss *sipgo.Dialog
 func (c *Call) answerInbound(req *sip.Request, dss *sipgo.DialogServerSession, winner *fork.Branch, keys *mediaplan.InboundKeys) {
 	r := c.r
 	c.browser.SetClient(winner.Dialog())
-	c.setWeb(winner.Leg())
+	c.media.SetWeb(winner.Leg())
 	r.indexDialog(c, winner.Dialog().ID)
 	if err := winner.Dialog().Ack(context.Background()); err != nil {
 		c.log.Warn("ack to browser failed", "err", err)
@@ -344,7 +345,7 @@ func (c *Call) answerInbound(req *sip.Request, dss *sipgo.DialogServerSession, w
 		c.log.Warn("browser answer unusable", "err", err)
 		res := sip.NewResponseFromRequest(dss.InviteRequest, 488, "Not Acceptable Here", nil)
 		_ = dss.WriteResponse(res)
-		r.countSetupFailure(488)
+		r.m.CountSetupFailure(488)
 		r.mu.Lock()
 		c.trunk.Abandon() // never established towards the trunk: no BYE
 		r.mu.Unlock()
@@ -369,11 +370,11 @@ func (c *Call) startInboundMedia(browserAnswer string, keys *mediaplan.InboundKe
 	if c.e2e {
 		return c.startInboundE2E(browserAnswer)
 	}
-	if err := c.web.SetAnswer(browserAnswer); err != nil {
+	if err := c.media.Web().SetAnswer(browserAnswer); err != nil {
 		return err
 	}
 	var browserCodec string
-	for _, x := range c.web.Audio.Codecs {
+	for _, x := range c.media.Web().Audio.Codecs {
 		if !x.Is("telephone-event") {
 			browserCodec = x.Name
 			break
@@ -387,7 +388,7 @@ func (c *Call) startInboundMedia(browserAnswer string, keys *mediaplan.InboundKe
 	if err != nil {
 		return err
 	}
-	c.active.Store(&activeMedia{plan: plan})
+	c.media.Settle(plan)
 	ans := sdp.Offer{
 		SessionID: uint64(time.Now().UnixNano()),
 		Version:   1,
@@ -401,7 +402,7 @@ func (c *Call) startInboundMedia(browserAnswer string, keys *mediaplan.InboundKe
 	c.trunk.SetSDP(c.answerSDP)
 	c.trunk.SetRemote(c.trunkOffer)
 	c.mediaUp = true
-	if err := c.startForwarding(plan, sipPtime(c.trunkOffer, c.route)); err != nil {
+	if err := c.media.Start(plan, callmedia.Ptime(c.trunkOffer, c.route)); err != nil {
 		return err
 	}
 	c.log.Info("media negotiated", "mode", plan.Mode, "sip_codec", plan.SIPCodec.Name, "webrtc_codec", plan.BrowserCodec)
@@ -447,7 +448,7 @@ func (c *Call) trunkAck(l *sipleg.Leg, req *sip.Request) {
 	}
 	_, ans, err := sdp.Parse(body)
 	if err == nil {
-		if _, ok := ans.Find(c.currentPlan().SIPCodec.Name); !ok {
+		if _, ok := ans.Find(c.media.Plan().SIPCodec.Name); !ok {
 			err = mediaplan.ErrNoCommonCodec
 		}
 	}

@@ -214,7 +214,7 @@ func TestMetricsLegFailureCauses(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, c := range []string{media.FailICETimeout, media.FailICEConsent, media.FailDTLS, media.FailClosed, ""} {
-		r.countLegFailure(c)
+		r.m.CountLegFailure(c)
 	}
 	if v := testutil.ToFloat64(r.m.ICEFailures.WithLabelValues(media.FailICETimeout)); v != 1 {
 		t.Errorf("ice_failures{ice_timeout} = %v", v)

@@ -121,10 +121,10 @@ func (c *Call) offerIn(s side, req *sip.Request) (string, int, string) {
 	}
 	if s == sideTrunk {
 		// A new codec or new payload types: the relay re-plumbs the media
-		// and the browser keeps its codec (followTrunkOffer). What it
+		// and the browser keeps its codec (callmedia.Media.Follow). What it
 		// cannot join to the browser's codec gets 488, and the call goes
 		// on as it was.
-		if err := c.followTrunkOffer(a); err != nil {
+		if err := c.media.Follow(a); err != nil {
 			c.log.Info("trunk's mid-call offer refused", "err", err)
 			return "", 488, ""
 		}
@@ -145,24 +145,24 @@ func (c *Call) localSDP(s side, dir string) string {
 	l := c.leg(s)
 	setup := ""
 	if s == sideTrunk {
-		if ans := l.PeerAnswer(); c.currentPlan().Mode == mediaplan.ModeE2E && ans != nil {
+		if ans := l.PeerAnswer(); c.media.Plan().Mode == mediaplan.ModeE2E && ans != nil {
 			// Our offer said actpass for the browser; the trunk's answer
 			// settled the roles, which later SDP must keep.
 			setup = mediaplan.E2ESettledSetup(string(ans))
 		}
 		var codecs []sdp.Codec
-		if c.active.Load() != nil {
+		if c.media.Settled() {
 			// Only what the call uses now: the codec may have changed since
 			// the first SDP, which for a call to a trunk listed all offered.
-			codecs = c.currentPlan().TrunkCodecs()
+			codecs = c.media.Plan().TrunkCodecs()
 		}
 		return l.NextSDP(dir, setup, codecs)
 	}
 	switch {
 	case l.PlacedByPeer():
 		l.SetSDP(c.answerSDP)
-	case c.web != nil:
-		l.SetSDP(c.web.LocalSDP())
+	case c.media.Web() != nil:
+		l.SetSDP(c.media.Web().LocalSDP())
 		// Our first SDP was an offer (actpass); the browser's answer
 		// settled the DTLS roles, which later SDP must keep.
 		setup = "passive"

@@ -77,7 +77,7 @@ type ngHost struct{ r *Relay }
 
 func (h ngHost) Draining() bool { return h.r.Draining() }
 
-func (h ngHost) Metrics() *metrics.Relay { return h.r.m }
+func (h ngHost) Metrics() *metrics.Relay { return h.r.m.Relay }
 
 // NewCall is the call behind an ng session: its legs are named by the
 // proxy's Call-ID, its caller by the offerer's tag.
@@ -112,7 +112,7 @@ func (n *ngCall) Offer(s *ngnode.Session, req *ng.Request, offer sdp.Audio) (str
 		if code == 503 {
 			failure = ngnode.ErrNoPorts // openRTPLeg: the port range is exhausted
 		}
-		r.countSetupFailure(code)
+		r.m.CountSetupFailure(code)
 		c.hangup(cause, code, reason)
 	}
 	var out string
@@ -126,7 +126,7 @@ func (n *ngCall) Offer(s *ngnode.Session, req *ng.Request, offer sdp.Audio) (str
 		err = failure
 	}
 	if err != nil && failure == nil {
-		r.countSetupFailure(488)
+		r.m.CountSetupFailure(488)
 		c.hangup(setupCause(err), 488, "")
 	}
 	return out, err
@@ -198,7 +198,7 @@ func (n *ngCall) offerToWeb(offer sdp.Audio, fail func(int, string, string, ...s
 	if err != nil {
 		return "", err
 	}
-	c.setWeb(web)
+	c.media.SetWeb(web)
 	return out, nil
 }
 
@@ -215,7 +215,7 @@ func (n *ngCall) Answer(s *ngnode.Session, req *ng.Request, ans sdp.Audio, first
 	}
 	if err != nil {
 		if first {
-			c.r.countSetupFailure(488)
+			c.r.m.CountSetupFailure(488)
 			go c.hangup(setupCause(err), 488, "")
 		}
 		return "", err
@@ -260,8 +260,8 @@ func (n *ngCall) Stats() ngnode.Stats {
 		st.Plain = rtp.Stats()
 		st.PlainPort = int(rtp.LocalAddr().Port())
 	}
-	if c.web != nil {
-		if web := c.webLeg(); web != nil {
+	if c.media.Web() != nil {
+		if web := c.media.Web(); web != nil {
 			st.Web = web.Stats()
 		}
 	}

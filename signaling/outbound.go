@@ -52,9 +52,10 @@ func (r *Relay) outbound(req *sip.Request, tx sip.ServerTransaction) {
 	if out.caller != "" {
 		c.from = out.caller // the caller is who authenticated, whatever From says
 	}
-	if !r.admitUser(c, req, tx) {
+	if !r.auth.Admit(c.user, req, tx) {
 		return
 	}
+	c.userHeld = c.user != ""
 	r.admit(c, dss.ID)
 	r.wg.Add(1)
 	defer r.wg.Done()
@@ -109,7 +110,7 @@ func (r *Relay) checkOutbound(req *sip.Request, tx sip.ServerTransaction) (outbo
 		return out, false
 	}
 	var ok bool
-	if out.caller, ok = r.authorizeCall(req, tx, out.route); !ok {
+	if out.caller, ok = r.auth.Authorize(req, tx, out.route); !ok {
 		return out, false
 	}
 	if out.e2e = out.route.MediaMode == mediaplan.ModeE2E; out.e2e {
@@ -236,7 +237,7 @@ func (c *Call) answerOutbound(dss *sipgo.DialogServerSession, dcs *sipgo.DialogC
 			res.AppendHeader(e2eWarning())
 		}
 		_ = dss.WriteResponse(res)
-		r.countSetupFailure(488)
+		r.m.CountSetupFailure(488)
 		c.browserRejected.Store(true) // no BYE: the browser got a final failure
 		c.hangup(setupCause(perr), 488, "")
 		return
@@ -259,8 +260,8 @@ const modeHeader = "X-Mediarelay-Mode"
 // browser's INVITE.
 func (c *Call) browserAnswer(invite *sip.Request) *sip.Response {
 	res := sip.NewSDPResponseFromRequest(invite, []byte(c.answerSDP))
-	if m := c.active.Load(); m != nil {
-		res.AppendHeader(sip.NewHeader(modeHeader, m.plan.Mode))
+	if c.media.Settled() {
+		res.AppendHeader(sip.NewHeader(modeHeader, c.media.Plan().Mode))
 	}
 	return res
 }

@@ -24,6 +24,8 @@ import (
 	"github.com/mediarelay/mediarelay/pkg/connlimit"
 	"github.com/mediarelay/mediarelay/pkg/metrics"
 	"github.com/mediarelay/mediarelay/signaling/callapi"
+	"github.com/mediarelay/mediarelay/signaling/callauth"
+	"github.com/mediarelay/mediarelay/signaling/callmetrics"
 	"github.com/mediarelay/mediarelay/signaling/connguard"
 	"github.com/mediarelay/mediarelay/signaling/echo"
 	"github.com/mediarelay/mediarelay/signaling/fork"
@@ -59,8 +61,7 @@ type Relay struct {
 	ports  *media.PortAllocator
 	webrtc *media.WebRTC
 	cdr    *cdr.Store
-	m      *metrics.Relay
-	drops  dropCounters
+	m      *callmetrics.Counters
 	// connRefused counts connections refused or closed by the relay's
 	// hygiene (foreign Origin, limits, idleness), by listener and reason.
 	connRefused *prometheus.CounterVec
@@ -75,6 +76,7 @@ type Relay struct {
 	echoTrunk *config.Trunk        // the built-in sip:echo endpoint, reached like a trunk; nil when off
 	registrar *registrar.Registrar // browsers' registrations
 	limits    *throttle.Users      // per-user call limits
+	auth      *callauth.Gate       // who may call whom
 	srcLimits *throttle.Sources    // per-source request rates
 	inb       *inboundState
 
@@ -140,16 +142,20 @@ func New(cfg config.Config, log *slog.Logger) (*Relay, error) {
 	if r.routes.Default != nil {
 		names = append(names, r.routes.Default.Name)
 	}
-	r.m = metrics.NewRelay(metrics.Options{Trunks: names, Refresh: r.countLive, Active: r.activeCalls})
-	r.m.MediaLoops(mediaLoops)
-	r.initFailureCounters()
+	r.m = callmetrics.New(metrics.Options{Trunks: names, Refresh: r.countLive, Active: r.activeCalls})
 	r.connRefused = r.m.NewCounterVec("mediarelay_connections_refused_total",
 		"Connections refused or closed by the relay, by listener (http, ws, tcp, tls) and reason (origin, per_source, total, idle, ping_timeout).", "listener", "reason")
 	if err := r.initInbound(cfg); err != nil {
 		return nil, err
 	}
 	r.limits = throttle.NewUsers(cfg.SIP.UserMaxCalls, cfg.SIP.UserCallRate)
-	r.srcLimits = throttle.NewSources(cfg.SIP, r.m)
+	r.auth = callauth.New(callauth.Options{
+		Registrar: r.registrar, Users: r.inb.creds, Limits: r.limits,
+		Anonymous: cfg.SIP.AnonymousCalls, TokenSecret: cfg.SIP.TokenSecret,
+		IsEcho:  func(t *config.Trunk) bool { return r.echoTrunk != nil && t == r.echoTrunk },
+		Refused: r.m.CountSetupFailure, Log: r.log,
+	})
+	r.srcLimits = throttle.NewSources(cfg.SIP, r.m.Relay)
 
 	if r.ports, err = media.NewPortAllocator(cfg.Media.BindIP, cfg.Media.PortMin, cfg.Media.PortMax); err != nil {
 		return nil, fmt.Errorf("media ports: %w", err)

@@ -509,7 +509,7 @@ func TestWebLegReadDuringSetup(t *testing.T) {
 		defer close(done)
 		for {
 			for _, c := range r.callList() {
-				_ = c.webLeg() // before setWeb: nil, and nothing latched
+				_ = c.media.Web() // before SetWeb: nil, and nothing latched
 			}
 			select {
 			case <-stop:

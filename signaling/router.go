@@ -38,14 +38,14 @@ func (r *Relay) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		r.inDialog(req, tx)
 		return
 	}
-	r.countRequest(req)
+	r.m.CountRequest(req)
 	if r.throttled(req, tx) {
 		return
 	}
 	if r.draining.Load() { // calls in progress go on, new ones go elsewhere
 		sipleg.Respond(tx, req, 503, "Service Unavailable", sip.NewHeader("Retry-After", "30"),
 			sip.NewHeader("Warning", `399 mediarelay "draining"`))
-		r.countSetupFailure(503)
+		r.m.CountSetupFailure(503)
 		return
 	}
 	switch strings.ToLower(req.Transport()) {
@@ -72,7 +72,7 @@ func (r *Relay) inDialog(req *sip.Request, tx sip.ServerTransaction) {
 	case sip.ACK, sip.BYE:
 		// Not in mediarelay_sip_requests_total, as before the router.
 	default:
-		r.countRequest(req)
+		r.m.CountRequest(req)
 	}
 	if j, i := r.joins.Find(req); j != nil {
 		j.Serve(i, req, tx)
@@ -184,7 +184,7 @@ func (r *Relay) isTrunkSource(ip string) bool {
 
 // onRegister hands a browser's REGISTER to the registrar.
 func (r *Relay) onRegister(req *sip.Request, tx sip.ServerTransaction) {
-	r.countRequest(req)
+	r.m.CountRequest(req)
 	r.registrar.Register(req, tx)
 }
 

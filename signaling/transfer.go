@@ -11,7 +11,7 @@ import (
 
 	"github.com/mediarelay/mediarelay/pkg/config"
 	"github.com/mediarelay/mediarelay/pkg/sdp"
-	"github.com/mediarelay/mediarelay/signaling/dtmf"
+	"github.com/mediarelay/mediarelay/signaling/callmedia"
 	"github.com/mediarelay/mediarelay/signaling/mediaplan"
 	"github.com/mediarelay/mediarelay/signaling/sipleg"
 	"github.com/mediarelay/mediarelay/signaling/sipsrtp"
@@ -30,7 +30,7 @@ func (c *Call) onRefer(s side, req *sip.Request, tx sip.ServerTransaction) {
 		sipleg.Respond(tx, req, 481, "Call/Transaction Does Not Exist")
 		return
 	}
-	if c.currentPlan().Mode == mediaplan.ModeE2E {
+	if c.media.Plan().Mode == mediaplan.ModeE2E {
 		// A new party would need its own end-to-end handshake with the
 		// one that stays, which the relay cannot start in their place.
 		sipleg.Respond(tx, req, 488, "Not Acceptable Here", sip.NewHeader("Warning", `399 mediarelay "no transfers on end-to-end calls"`))
@@ -62,10 +62,10 @@ func (c *Call) onRefer(s side, req *sip.Request, tx sip.ServerTransaction) {
 		// of its calls, the one named by Replaces and this one.
 		run = func(old sipleg.DialogRef) { c.transferAttended(old, rep) }
 	default:
-		if _, ok := r.browserUser(target.User); ok {
+		if _, ok := r.auth.BrowserUser(target.User); ok {
 			run = func(old sipleg.DialogRef) { c.transferBrowser(old, target.User) }
 		} else if route := r.route(target.User); route != nil {
-			if !r.mayTransferToTrunk(c, s, route) {
+			if !r.auth.MayTransferToTrunk(c.user, s == sideBrowser, route) {
 				r.registrar.CallRejected("transfer")
 				sipleg.Respond(tx, req, 403, "Forbidden", sip.NewHeader("Warning", `399 mediarelay "transfer to a trunk needs an authenticated caller"`))
 				return
@@ -106,7 +106,7 @@ func (c *Call) transferTrunk(old sipleg.DialogRef, user string, extra ...sip.Hea
 	}
 	ctx, cancel := untilEnded(c.ended, ringTimeout)
 	defer cancel()
-	plan := c.currentPlan()
+	plan := c.media.Plan()
 	leg, status := r.dialTrunk(ctx, route, user, fromUser, plan.SIPCodec, plan.SIPDTMF, dialOptions{owner: c, extra: extra})
 	if leg == nil {
 		c.log.Info("transfer failed", "target", user, "status", status)
@@ -131,8 +131,7 @@ func (c *Call) transferTrunk(old sipleg.DialogRef, user string, extra ...sip.Hea
 func (c *Call) swapSIPLeg(leg *sipleg.Leg) (*sipleg.Leg, bool) {
 	c.mid.mu.Lock()
 	defer c.mid.mu.Unlock()
-	cur := c.active.Load()
-	if cur == nil || cur.toSIP == nil {
+	if !c.media.Started() {
 		return nil, false
 	}
 	old, ok := c.replaceLeg(sideTrunk, leg)
@@ -141,39 +140,14 @@ func (c *Call) swapSIPLeg(leg *sipleg.Leg) (*sipleg.Leg, bool) {
 	}
 	c.sec.Set(sipsrtp.Outcome(leg.Security()))
 	c.setDir(sideTrunk, "sendrecv")
-
-	// The browser-bound loop reads the old leg: stop it there and run it on
-	// the new one with the stage it had, then switch both directions to
-	// stages built for the new leg (the browser-bound one carries on its
-	// stream; the trunk-bound one writes to the new leg).
-	_ = old.RTP().PauseReads()
-	<-cur.toWebDone
-	c.dtmfOnce.Do(func() {})
-	c.inj.Store(dtmf.NewInjector(leg.RTP()))
-	plan := cur.plan
-	plan.SIPCodec, plan.SIPDTMF = leg.Codecs()
-	m := &activeMedia{plan: plan, toSIP: cur.toSIP, toWeb: cur.toWeb, bridge: cur.bridge, toWebDone: make(chan struct{})}
-	c.runToWeb(m.toWeb, m.toWebDone)
+	// Both directions move to the new leg: the browser-bound one carries
+	// on its stream; the trunk-bound one writes to the new leg.
 	ptime := leg.Route().Ptime
 	if _, ans, err := sdp.Parse(leg.PeerAnswer()); err == nil {
-		ptime = sipPtime(ans, leg.Route())
+		ptime = callmedia.Ptime(ans, leg.Route())
 	}
-	toSIP, toWeb, b, err := c.stages(plan, ptime, cur.bridge)
-	if err != nil {
-		// The codec is the one the call had, so the stages were built
-		// before; keep forwarding what we can.
-		c.log.Warn("media for the transfer target", "err", err)
-	} else {
-		if b != nil {
-			m.bridge = b
-		}
-		c.active.Store(m)
-		m.toSIP.Switch(toSIP)
-		m.toWeb.Switch(toWeb)
-	}
-	if err != nil {
-		c.active.Store(m)
-	}
+	codec, ev := leg.Codecs()
+	c.media.SwapTrunk(old.RTP(), leg.RTP(), codec, ev, ptime)
 	old.StopSessionTimer()
 	leg.AdoptSessionTimer(c.log, c.sessionExpired)
 	leg.ArmSessionTimer()

@@ -18,7 +18,7 @@ import (
 func (c *Call) transferBrowser(old sipleg.DialogRef, target string) {
 	r := c.r
 	old.NotifyRefer(c.log, "100 Trying", false)
-	user, ok := r.browserUser(target)
+	user, ok := r.auth.BrowserUser(target)
 	if !ok {
 		old.NotifyRefer(c.log, "404 Not Found", true)
 		return
@@ -28,10 +28,10 @@ func (c *Call) transferBrowser(old sipleg.DialogRef, target string) {
 		old.NotifyRefer(c.log, "480 Temporarily Unavailable", true)
 		return
 	}
-	cur := c.webLeg()
+	cur := c.media.Web()
 	var codecs []sdp.Codec
 	for _, x := range cur.Audio.Codecs {
-		if x.Is(c.currentPlan().BrowserCodec) || x.Is("telephone-event") {
+		if x.Is(c.media.Plan().BrowserCodec) || x.Is("telephone-event") {
 			codecs = append(codecs, x)
 		}
 	}
@@ -55,7 +55,7 @@ func (c *Call) transferBrowser(old sipleg.DialogRef, target string) {
 	_ = winner.Dialog().Ack(context.Background())
 	leg := winner.Leg()
 	err := leg.SetAnswer(string(winner.Dialog().InviteResponse.Body()))
-	if err == nil && (len(leg.Audio.Codecs) == 0 || !leg.Audio.Codecs[0].Is(c.currentPlan().BrowserCodec)) {
+	if err == nil && (len(leg.Audio.Codecs) == 0 || !leg.Audio.Codecs[0].Is(c.media.Plan().BrowserCodec)) {
 		err = mediaplan.ErrNoCommonCodec
 	}
 	if err != nil {
@@ -74,7 +74,7 @@ func (c *Call) transferBrowser(old sipleg.DialogRef, target string) {
 		r.ringer.HangUp(winner)
 		return
 	}
-	c.setWeb(leg)
+	c.media.SetWeb(leg)
 	c.setDir(sideBrowser, "sendrecv")
 	c.mid.mu.Unlock()
 	_ = cur.Close()

@@ -43,7 +43,7 @@ func (c *Call) handOff() (*sipleg.Leg, bool) {
 	if !leg.Exists() {
 		return nil, false
 	}
-	plan := c.currentPlan()
+	plan := c.media.Plan()
 	if !c.lockAlive() {
 		return nil, false
 	}
@@ -70,7 +70,7 @@ func (c *Call) transferToTrunk(old sipleg.DialogRef, route *config.Trunk, user s
 	}
 	ctx, cancel := untilEnded(c.ended, ringTimeout)
 	defer cancel()
-	plan := c.currentPlan()
+	plan := c.media.Plan()
 	leg, status := c.r.dialTrunk(ctx, route, user, c.trunkParty(), plan.SIPCodec, plan.SIPDTMF, dialOptions{otherLaw: true})
 	if leg == nil {
 		c.log.Info("transfer failed", "target", user, "status", status)
@@ -101,7 +101,7 @@ func (c *Call) transferAttended(old sipleg.DialogRef, rep sipleg.Replaces) {
 		old.NotifyRefer(c.log, "488 Not Acceptable Here", true)
 		return
 	}
-	mine, theirs := c.currentPlan().SIPCodec, other.currentPlan().SIPCodec
+	mine, theirs := c.media.Plan().SIPCodec, other.media.Plan().SIPCodec
 	if !mediaplan.Joinable(mine, theirs) {
 		// A join converts G.711 laws but decodes nothing.
 		c.log.Info("attended transfer between calls with different codecs refused",
@@ -199,7 +199,7 @@ func (h joinHost) Dial(ended <-chan struct{}, route *config.Trunk, user, fromUse
 	return h.r.dialTrunk(ctx, route, user, fromUser, codec, dtmf, dialOptions{otherLaw: true, extra: extra})
 }
 
-func (h joinHost) CountDrop(reason string) { h.r.countDrop(reason) }
+func (h joinHost) CountDrop(reason string) { h.r.m.CountDrop(reason) }
 
 // Ended counts the join's end and its legs' media, and writes its CDR
 // with the legs' counts, loss, jitter and transports.
@@ -207,11 +207,11 @@ func (h joinHost) Ended(j *join.Join, rec cdr.Record) error {
 	r := h.r
 	legs := j.Legs()
 	a, b := legs[0].RTP(), legs[1].RTP()
-	r.countEnd(rec.EndCause, rec.Trunk)
+	r.m.CountEnd(rec.EndCause, rec.Trunk)
 	recordLegs(&rec, a.Stats(), b.Stats(), a.Transport(), b.Transport())
-	r.countTransports("", rec.SIPTransport)
-	r.countTransports("", rec.WebRTCTransport)
-	r.countJoinMedia(j)
+	r.m.CountTransports("", rec.SIPTransport)
+	r.m.CountTransports("", rec.WebRTCTransport)
+	countJoinMedia(r.m, j)
 	if r.cdr == nil {
 		return nil
 	}
@@ -229,7 +229,7 @@ type dialOptions struct {
 // its PT is not 0) and returns the answered leg, not yet in a call or
 // join; or nil and a status line for a NOTIFY.
 func (r *Relay) dialTrunk(ctx context.Context, route *config.Trunk, user, fromUser string, codec, dtmf sdp.Codec, o dialOptions) (*sipleg.Leg, string) {
-	log, onDrop := r.log.With("trunk", route.Name), r.countDrop
+	log, onDrop := r.log.With("trunk", route.Name), r.m.CountDrop
 	if o.owner != nil {
 		log, onDrop = r.log.With("call", o.owner.id, "trunk", route.Name), o.owner.onRTPDrop
 	}
@@ -316,7 +316,7 @@ func (r *Relay) replaceTrunkLeg(req *sip.Request, tx sip.ServerTransaction, rout
 			hdrs = append(hdrs, sip.NewHeader("Warning", `399 mediarelay "`+warning+`"`))
 		}
 		sipleg.Respond(tx, req, code, reason, hdrs...)
-		r.countSetupFailure(code)
+		r.m.CountSetupFailure(code)
 	}
 	rep, ok := sipleg.ParseReplaces(h.Value())
 	if !ok {
@@ -332,7 +332,7 @@ func (r *Relay) replaceTrunkLeg(req *sip.Request, tx sip.ServerTransaction, rout
 		fail(486, "Busy Here", "")
 		return true
 	}
-	if c.currentPlan().Mode == mediaplan.ModeE2E {
+	if c.media.Plan().Mode == mediaplan.ModeE2E {
 		fail(488, "Not Acceptable Here", "no transfers on end-to-end calls")
 		return true
 	}
@@ -349,7 +349,7 @@ func (r *Relay) replaceTrunkLeg(req *sip.Request, tx sip.ServerTransaction, rout
 		fail(488, "Not Acceptable Here", "an encrypted trunk leg cannot be re-keyed")
 		return true
 	}
-	plan := c.currentPlan()
+	plan := c.media.Plan()
 	codec, ok := offer.Find(plan.SIPCodec.Name)
 	if !ok {
 		fail(488, "Not Acceptable Here", "")

@@ -56,7 +56,7 @@ type Registrar struct {
 	failures map[string]*failure            // source IP + user → wrong passwords
 
 	rejected     *prometheus.CounterVec // REGISTERs
-	callRejected *prometheus.CounterVec // browsers' INVITEs refused by authorizeCall
+	callRejected *prometheus.CounterVec // browsers' INVITEs refused by callauth.Gate.Authorize
 }
 
 type failure struct {
