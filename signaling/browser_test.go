@@ -38,7 +38,7 @@ func TestBrowser(t *testing.T) {
 	defer browser.Close()
 
 	u := newTrunkUAS(t)
-	u.capture = make(chan []byte, 4000)
+	u.setCapture(make(chan []byte, 4000))
 	r := startRelay(t, func(c *config.Config) {
 		c.Trunks = []config.Trunk{
 			{Name: "pcmu-auto", Match: "^1", Address: "sip:" + u.addr, Codecs: []string{"PCMU"}, MediaMode: mediaplan.ModeAuto},

@@ -192,7 +192,7 @@ func TestTrunkChangesCodec(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			u := newTrunkUAS(t)
 			u.answerWith("PCMU")
-			u.capture = make(chan []byte, 2000)
+			u.setCapture(make(chan []byte, 2000))
 			r := startRelay(t, withTrunk(u, mediaplan.ModeAuto, "PCMU", "PCMA", "G722"))
 			p := newPhone(t, "opus")
 			p.call(r, "1000")
@@ -295,7 +295,7 @@ func TestTrunkChangesCodec(t *testing.T) {
 	t.Run("PCMU-passthrough/to-PCMA", func(t *testing.T) {
 		u := newTrunkUAS(t)
 		u.answerWith("PCMU")
-		u.capture = make(chan []byte, 2000)
+		u.setCapture(make(chan []byte, 2000))
 		r := startRelay(t, withTrunk(u, mediaplan.ModeAuto, "PCMU", "PCMA"))
 		p := newPhone(t, "PCMU", "PCMA")
 		p.call(r, "1000")
@@ -379,7 +379,7 @@ func TestTrunkChangesCodec(t *testing.T) {
 	t.Run("passthrough-mode/refused", func(t *testing.T) {
 		u := newTrunkUAS(t)
 		u.answerWith("PCMU")
-		u.capture = make(chan []byte, 2000)
+		u.setCapture(make(chan []byte, 2000))
 		r := startRelay(t, withTrunk(u, mediaplan.ModePassthrough, "PCMU", "PCMA"))
 		p := newPhone(t, "PCMU", "PCMA")
 		p.call(r, "1000")

@@ -129,7 +129,7 @@ type trunkUAS struct {
 	noAnswer bool                // ring forever
 	early    bool                // 183 with SDP before the 200
 	echo     bool                // echo RTP back
-	capture  chan []byte         // if set, a copy of every RTP packet received
+	capture  chan []byte         // if set, a copy of every RTP packet received; set with setCapture
 	byeAfter time.Duration       // hang up after answering
 	stream   int                 // after the ACK, send this many packets of a tone at 50 packets/s
 	streamed chan int            // with stream: how many packets were sent, once done
@@ -240,8 +240,9 @@ func (u *trunkUAS) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	}
 	u.mu.Lock()
 	u.conns = append(u.conns, conn)
+	capture := u.capture
 	u.mu.Unlock()
-	go serveRTP(conn, u.capture, u.echo)
+	go serveRTP(conn, capture, u.echo)
 	body := sdp.Offer{SessionID: 1, Version: 1, Addr: u.ip,
 		Port: conn.LocalAddr().(*net.UDPAddr).Port, Codecs: chosen}.Marshal()
 	if u.rewrite != nil {
@@ -272,6 +273,15 @@ func (u *trunkUAS) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		defer cancel()
 		_ = d.Bye(ctx)
 	}
+}
+
+// setCapture makes the UAS copy the RTP of the calls it answers from now
+// on into ch. Under mu: its INVITE handler reads it, on the server's
+// goroutines, while a test may be setting it for its next call.
+func (u *trunkUAS) setCapture(ch chan []byte) {
+	u.mu.Lock()
+	u.capture = ch
+	u.mu.Unlock()
 }
 
 // serveRTP reads conn until it is closed: a copy of each packet goes to

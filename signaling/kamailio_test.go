@@ -167,7 +167,7 @@ func TestKamailioDrivesNG(t *testing.T) {
 	r := ngRelay(t)
 	uas := newTrunkUAS(t)
 	uas.codecs = []string{"PCMU"}
-	uas.capture = make(chan []byte, 1000)
+	uas.setCapture(make(chan []byte, 1000))
 	_, uasPort := splitHostPort(uas.addr)
 	kport := startKamailio(t, uasPort, ngNode(r, 1))
 

@@ -94,7 +94,7 @@ func TestTranscodedCall(t *testing.T) {
 	for _, codec := range []string{"PCMU", "PCMA", "G722"} {
 		t.Run(codec, func(t *testing.T) {
 			u := newTrunkUAS(t)
-			u.capture = make(chan []byte, 1000)
+			u.setCapture(make(chan []byte, 1000))
 			r := startRelay(t, withTrunk(u, mediaplan.ModeAuto, codec))
 			p := newPhone(t, "opus")
 			p.call(r, "1000")

@@ -413,7 +413,7 @@ func TestJoinReferAgain(t *testing.T) {
 // refused and the call goes on.
 func TestJoinCodecChange(t *testing.T) {
 	target := newTrunkUAS(t)
-	target.capture = make(chan []byte, 4000)
+	target.setCapture(make(chan []byte, 4000))
 	_, u := joinedCall(t, target)
 	body := strings.Replace(string(u.sdp(2, "sendrecv")), "RTP/AVP 0 101", "RTP/AVP 8 101", 1)
 	body = strings.Replace(body, "a=rtpmap:0 PCMU/8000", "a=rtpmap:8 PCMA/8000", 1)
