@@ -105,19 +105,26 @@ func (b *rtpBatch) read() (int, error) {
 // recv is read's attempt: false (nothing there) makes RawConn.Read wait
 // in the netpoller until the socket is readable.
 func (b *rtpBatch) recv(fd uintptr) bool {
+	n, e, ok := mmsg(unix.SYS_RECVMMSG, fd, &b.rh[0], uasBatch)
+	b.got, b.errno = n, e
+	return ok
+}
+
+// mmsg makes a recvmmsg or sendmmsg (trap) of n messages from hdrs on fd
+// without blocking, again when a signal interrupts it; false means the
+// socket has to be waited for (EAGAIN).
+func mmsg(trap, fd uintptr, hdrs *unix.Mmsghdr, n int) (int, syscall.Errno, bool) {
 	for {
-		n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.rh[0])), uasBatch, unix.MSG_DONTWAIT, 0, 0)
+		r, _, e := unix.Syscall6(trap, fd, uintptr(unsafe.Pointer(hdrs)), uintptr(n), unix.MSG_DONTWAIT, 0, 0)
 		switch e {
-		case 0:
-			b.got = int(n)
-			return true
 		case unix.EINTR:
 			continue
 		case unix.EAGAIN:
-			return false
+			return 0, 0, false
+		case 0:
+			return int(r), 0, true
 		default:
-			b.errno = e
-			return true
+			return 0, e, true
 		}
 	}
 }
@@ -177,22 +184,11 @@ func (b *rtpBatch) flush() error {
 // send is flush's attempt: false (buffer full) makes RawConn.Write wait
 // until the socket is writable.
 func (b *rtpBatch) send(fd uintptr) bool {
-	for {
-		n, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&b.wh[b.woff])), uintptr(b.wn-b.woff), unix.MSG_DONTWAIT, 0, 0)
-		switch e {
-		case 0:
-			if n == 0 {
-				b.errno = unix.EIO // none taken: skip one rather than spin
-			}
-			b.woff += int(n)
-			return true
-		case unix.EINTR:
-			continue
-		case unix.EAGAIN:
-			return false
-		default:
-			b.errno = e
-			return true
-		}
+	n, e, ok := mmsg(unix.SYS_SENDMMSG, fd, &b.wh[b.woff], b.wn-b.woff)
+	if ok && e == 0 && n == 0 {
+		e = unix.EIO // none taken: skip one rather than spin
 	}
+	b.woff += n
+	b.errno = e
+	return ok
 }
