@@ -9,9 +9,9 @@ import (
 
 // view is the call as the API shows it; safe from any goroutine.
 func (c *Call) view() callapi.CallView {
-	c.r.mu.Lock()
+	c.r.calls.Lock()
 	to := c.to // an ng call's is set when it is answered
-	c.r.mu.Unlock()
+	c.r.calls.Unlock()
 	v := callapi.CallView{
 		ID: c.id, From: c.from, To: to, Trunk: c.trunkName(), Direction: c.direction,
 		State: "ringing", Start: c.start.UTC(), Mode: "pending",
@@ -65,7 +65,7 @@ func whoEnded(cause string, operator *string) string {
 type apiCalls struct{ r *Relay }
 
 func (a apiCalls) Views() []callapi.CallView {
-	calls := a.r.callList()
+	calls := a.r.calls.List()
 	views := make([]callapi.CallView, 0, len(calls))
 	for _, c := range calls {
 		views = append(views, c.view())
@@ -73,11 +73,7 @@ func (a apiCalls) Views() []callapi.CallView {
 	return views
 }
 
-func (a apiCalls) call(id string) *Call {
-	a.r.mu.Lock()
-	defer a.r.mu.Unlock()
-	return a.r.calls[id]
-}
+func (a apiCalls) call(id string) *Call { return a.r.calls.Get(id) }
 
 func (a apiCalls) View(id string) (callapi.CallView, bool) {
 	if c := a.call(id); c != nil {

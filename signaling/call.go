@@ -37,7 +37,7 @@ type Call struct {
 	// browser and trunk are the call's SIP dialogs. On a call from a
 	// browser the relay is the browser's UAS and the trunk's UAC; on a call
 	// into browsers the other way round. A transfer may put a new leg in
-	// place of either, under both c.mid.mu and r.mu (read them under
+	// place of either, under both c.mid.mu and the lock of r.calls (read them under
 	// either, or with legNow); the trunk leg holds the RTP leg.
 	browser, trunk *sipleg.Leg
 	from, to       string
@@ -47,7 +47,7 @@ type Call struct {
 	direction string
 	// user is the authenticated browser user of a call from a browser
 	// ("" for anonymous and echo calls); userHeld says it holds one of
-	// the user's sip.user_max_calls slots until removeCall.
+	// the user's sip.user_max_calls slots until it is removed from the relay's calls.
 	user     string
 	userHeld bool
 	// wsSource is the WebSocket peer a browser's call came over (its
@@ -84,7 +84,7 @@ type Call struct {
 	// SDP: sipleg.Leg.ExpectAckAnswer).
 	trunkOffer sdp.Audio
 	mid        midCallState
-	// handedOff: the trunk leg went on in a join; guarded by r.mu.
+	// handedOff: the trunk leg went on in a join; guarded by the lock of r.calls.
 	handedOff bool
 	// ngs is the ng session of a call a SIP proxy set up.
 	ngs *ngnode.Session
@@ -137,8 +137,8 @@ func (r *Relay) srtpFor(route *config.Trunk, log *slog.Logger, state *sipsrtp.St
 
 // admit registers a new call with the relay under its first dialog.
 func (r *Relay) admit(c *Call, dialogID string) {
-	r.addCall(c)
-	r.indexDialog(c, dialogID)
+	r.calls.Add(c.id, c, c.wsSource)
+	r.calls.Index(dialogID, c)
 }
 
 // The call's legs ----------------------------------------------------------
@@ -147,20 +147,20 @@ func (r *Relay) admit(c *Call, dialogID string) {
 // the browser's WebRTC leg: code outside the call's signalling reaches
 // them through these.
 
-// leg is the call's dialog on side s; c.mid.mu or r.mu is held (a
-// transfer replaces a leg under both).
-func (c *Call) leg(s side) *sipleg.Leg {
+// Leg is the call's dialog on side s; c.mid.mu or the lock of the relay's
+// calls is held (a transfer replaces a leg under both).
+func (c *Call) Leg(s side) *sipleg.Leg {
 	if s == sideTrunk {
 		return c.trunk
 	}
 	return c.browser
 }
 
-// legNow is leg for goroutines that hold neither lock.
+// legNow is Leg for goroutines that hold neither lock.
 func (c *Call) legNow(s side) *sipleg.Leg {
-	c.r.mu.Lock()
-	defer c.r.mu.Unlock()
-	return c.leg(s)
+	c.r.calls.Lock()
+	defer c.r.calls.Unlock()
+	return c.Leg(s)
 }
 
 // trunkSide is the call's trunk side as its media sees it
@@ -168,8 +168,8 @@ func (c *Call) legNow(s side) *sipleg.Leg {
 type trunkSide struct{ c *Call }
 
 func (t trunkSide) Trunk() (*config.Trunk, *media.RTPLeg) {
-	t.c.r.mu.Lock() // a transfer may change the route and the leg
-	defer t.c.r.mu.Unlock()
+	t.c.r.calls.Lock() // a transfer may change the route and the leg
+	defer t.c.r.calls.Unlock()
 	return t.c.route, t.c.trunk.RTP()
 }
 
@@ -181,8 +181,8 @@ func (t trunkSide) SendInfo(digit byte, dur time.Duration) error {
 // replace it (swapSIPLeg), so goroutines other than the call's signalling
 // read it here.
 func (c *Call) sipLeg() *media.RTPLeg {
-	c.r.mu.Lock()
-	defer c.r.mu.Unlock()
+	c.r.calls.Lock()
+	defer c.r.calls.Unlock()
 	return c.trunk.RTP()
 }
 
@@ -349,7 +349,7 @@ func (r *Relay) watchCalls(done <-chan struct{}) {
 		case <-done:
 			return
 		case now := <-t.C:
-			for _, c := range r.callList() {
+			for _, c := range r.calls.List() {
 				if c.watched.Load() {
 					c.check(now)
 				}
@@ -431,9 +431,9 @@ func (c *Call) hangup(cause string, code int, reason string) {
 		}
 		// A transfer may hand the trunk leg to a join at the same time:
 		// read it under the lock that hand-off takes.
-		c.r.mu.Lock()
+		c.r.calls.Lock()
 		trunk, handedOff := c.trunk, c.handedOff
-		c.r.mu.Unlock()
+		c.r.calls.Unlock()
 		if !handedOff {
 			trunk.StopSessionTimer()
 		}
@@ -455,9 +455,9 @@ func (c *Call) closeMedia() {
 	if web := c.media.Web(); web != nil {
 		_ = web.Close()
 	}
-	c.r.mu.Lock()
+	c.r.calls.Lock()
 	rtp, keep := c.trunk.RTP(), c.handedOff
-	c.r.mu.Unlock()
+	c.r.calls.Unlock()
 	if rtp != nil && !keep {
 		_ = rtp.Close()
 	}
@@ -466,9 +466,9 @@ func (c *Call) closeMedia() {
 
 // cdrRecord is the call's CDR as far as its set-up goes.
 func (c *Call) cdrRecord() cdr.Record {
-	c.r.mu.Lock()
+	c.r.calls.Lock()
 	to := c.to // an ng call's is set when it is answered
-	c.r.mu.Unlock()
+	c.r.calls.Unlock()
 	rec := cdr.Record{
 		CallID:        c.id,
 		BrowserCallID: c.browser.CallID(),
@@ -536,7 +536,14 @@ func (c *Call) finish() {
 	}
 	// Forgotten once counted: a scrape that no longer sees the call sees
 	// its end in the counters and histograms.
-	c.r.removeCall(c)
+	c.r.calls.Remove(c.id, c.wsSource, func(c *Call) {
+		if c.ngs != nil {
+			c.r.ngNode.Forget(c.ngs)
+		}
+		if c.userHeld {
+			c.r.limits.Release(c.user)
+		}
+	})
 	if c.r.cdr != nil {
 		if err := c.r.cdr.Write(rec); err != nil {
 			c.log.Error("cdr not written", "err", err)

@@ -52,7 +52,7 @@ func TestAPIBrowserHangup(t *testing.T) {
 		called <- outcome{res, err}
 	}()
 	waitFor(t, "the browser's call answered", time.Minute, func() bool {
-		for _, c := range r.callList() {
+		for _, c := range r.calls.List() {
 			if c.media.Started() {
 				return true
 			}

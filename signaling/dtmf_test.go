@@ -77,12 +77,10 @@ func TestDTMFToInfoTrunk(t *testing.T) {
 		c.Media.Timeout = 30 * time.Second
 		c.Trunks[len(c.Trunks)-1].DTMF = "info"
 	})
-	r.mu.Lock()
 	var c *Call
-	for _, x := range r.calls {
+	for _, x := range r.calls.List() {
 		c = x
 	}
-	r.mu.Unlock()
 	w := c.media.SIPWriter()
 	if _, ok := w.(*dtmf.ToInfo); !ok {
 		t.Fatalf("browser→trunk path is %T, want the INFO filter", w)

@@ -57,7 +57,7 @@ func TestDualStack(t *testing.T) {
 				}
 			}
 			want := "udp" + tc.name[3:]
-			for _, c := range r.callList() {
+			for _, c := range r.calls.List() {
 				if l := liveWebLeg(c); l != nil && l.Transport() != want {
 					t.Errorf("the WebRTC leg runs over %q, want %s", l.Transport(), want)
 				}

@@ -100,7 +100,7 @@ func TestE2EOutboundDTLSPeer(t *testing.T) {
 
 	var web *media.WebRTCLeg
 	var sipLeg *media.RTPLeg
-	for _, c := range r.callList() {
+	for _, c := range r.calls.List() {
 		web, sipLeg = liveWebLeg(c), c.sipLeg()
 	}
 	if web == nil || sipLeg == nil {

@@ -99,7 +99,7 @@ func watchWebTransports(r *Relay) func() map[string]bool {
 	go func() {
 		defer close(done)
 		for {
-			for _, c := range r.callList() {
+			for _, c := range r.calls.List() {
 				if l := liveWebLeg(c); l != nil {
 					if tr := l.Transport(); tr != "" {
 						mu.Lock()

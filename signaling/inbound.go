@@ -336,7 +336,7 @@ func (c *Call) answerInbound(req *sip.Request, dss *sipgo.DialogServerSession, w
 	r := c.r
 	c.browser.SetClient(winner.Dialog())
 	c.media.SetWeb(winner.Leg())
-	r.indexDialog(c, winner.Dialog().ID)
+	r.calls.Index(winner.Dialog().ID, c)
 	if err := winner.Dialog().Ack(context.Background()); err != nil {
 		c.log.Warn("ack to browser failed", "err", err)
 	}
@@ -346,9 +346,9 @@ func (c *Call) answerInbound(req *sip.Request, dss *sipgo.DialogServerSession, w
 		res := sip.NewResponseFromRequest(dss.InviteRequest, 488, "Not Acceptable Here", nil)
 		_ = dss.WriteResponse(res)
 		r.m.CountSetupFailure(488)
-		r.mu.Lock()
+		r.calls.Lock()
 		c.trunk.Abandon() // never established towards the trunk: no BYE
-		r.mu.Unlock()
+		r.calls.Unlock()
 		c.hangup(cdr.CauseNoCodec, 488, "")
 		return
 	}

@@ -38,7 +38,7 @@ func TestIPv6Call(t *testing.T) {
 	p.call(r, "1000")
 	id := activeCallID(t, r)
 	var leg string
-	for _, c := range r.callList() {
+	for _, c := range r.calls.List() {
 		if l := liveWebLeg(c); l != nil {
 			leg = l.Transport()
 		}

@@ -192,7 +192,7 @@ func (k *kamailioBrowser) call(ws, target string, hold time.Duration, nodes []*R
 // if there is none).
 func (k *kamailioBrowser) newCall(nodes []*Relay) (int, string) {
 	for i, r := range nodes {
-		for _, c := range r.callList() {
+		for _, c := range r.calls.List() {
 			if c.ngs != nil && !k.seen[c.id] {
 				k.seen[c.id] = true
 				return i, c.id

@@ -181,7 +181,7 @@ func TestKamailioDrivesNG(t *testing.T) {
 	toSIP := matchPayloads(t, "browser → sip", sent, audioPayloads(uas.capture))
 	toWeb := matchPayloads(t, "sip → browser (echo)", sent, phonePayloads(p))
 
-	calls := r.callList()
+	calls := r.calls.List()
 	if len(calls) != 1 || calls[0].ngs == nil {
 		t.Fatalf("%d calls on the relay, want one ng call", len(calls))
 	}

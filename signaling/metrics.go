@@ -12,7 +12,7 @@ import (
 // countLive brings the packet and byte counters up to date with the legs
 // of the calls in progress (metrics.Options.Refresh: at each scrape).
 func (r *Relay) countLive() {
-	for _, c := range r.callList() {
+	for _, c := range r.calls.List() {
 		r.m.CountLegs(c.media.Moved())
 	}
 	for _, j := range r.joins.List() {
@@ -66,7 +66,7 @@ func (c *Call) observeFirstMedia() {
 func (r *Relay) activeCalls() []metrics.ActiveCalls {
 	type key struct{ trunk, mode string }
 	n := map[key]int{}
-	for _, c := range r.callList() {
+	for _, c := range r.calls.List() {
 		mode := "pending"
 		if c.media.Settled() {
 			mode = c.media.Plan().Mode

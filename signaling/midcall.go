@@ -26,7 +26,7 @@ type midCallState struct {
 // setDir records the direction side s asked for and reports whether it
 // changed; c.mid.mu is held.
 func (c *Call) setDir(s side, dir string) bool {
-	changed := c.leg(s).SetDir(dir)
+	changed := c.Leg(s).SetDir(dir)
 	c.mid.hold.Update(c.browser, c.trunk)
 	return changed
 }
@@ -102,12 +102,12 @@ func (c *Call) contact(s side) sip.Header {
 func (c *Call) offerIn(s side, req *sip.Request) (string, int, string) {
 	c.mid.mu.Lock()
 	defer c.mid.mu.Unlock()
-	if c.leg(s).Offering() {
+	if c.Leg(s).Offering() {
 		return "", 491, "" // an offer of ours to s is outstanding: glare
 	}
 	if len(req.Body()) == 0 {
 		// Late offer in a re-INVITE: we offer what we have; the ACK answers.
-		return c.localSDP(s, c.leg(otherSide(s)).AskedDir()), 200, ""
+		return c.localSDP(s, c.Leg(otherSide(s)).AskedDir()), 200, ""
 	}
 	_, a, err := sdp.Parse(req.Body())
 	if err != nil {
@@ -142,7 +142,7 @@ func (c *Call) offerIn(s side, req *sip.Request) (string, int, string) {
 // version: the session it established, rewritten; towards the trunk, with
 // the codecs of the current plan. c.mid.mu is held.
 func (c *Call) localSDP(s side, dir string) string {
-	l := c.leg(s)
+	l := c.Leg(s)
 	setup := ""
 	if s == sideTrunk {
 		if ans := l.PeerAnswer(); c.media.Plan().Mode == mediaplan.ModeE2E && ans != nil {

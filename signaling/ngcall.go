@@ -105,7 +105,7 @@ type ngCall struct {
 // is counted and ends the call, as a refused INVITE does.
 func (n *ngCall) Offer(s *ngnode.Session, req *ng.Request, offer sdp.Audio) (string, error) {
 	c, r := n.c, n.c.r
-	r.addCall(c)
+	r.calls.Add(c.id, c, c.wsSource)
 	var failure error
 	fail := func(code int, reason, cause string, _ ...sip.Header) {
 		failure = fmt.Errorf("%d %s", code, reason)
@@ -229,9 +229,9 @@ func (n *ngCall) Answer(s *ngnode.Session, req *ng.Request, ans sdp.Audio, first
 // them.
 func (n *ngCall) Answered(to string) {
 	c := n.c
-	c.r.mu.Lock()
+	c.r.calls.Lock()
 	c.to = to
-	c.r.mu.Unlock()
+	c.r.calls.Unlock()
 	now := time.Now()
 	c.answered.Store(&now)
 	c.watch()

@@ -226,7 +226,7 @@ func (c *Call) answerOutbound(dss *sipgo.DialogServerSession, dcs *sipgo.DialogC
 		perr = c.setupMedia(ans)
 	}
 	c.trunk.Confirm()
-	r.indexDialog(c, dcs.ID)
+	r.calls.Index(dcs.ID, c)
 	c.markAnswered()
 	c.trunk.AnsweredSessionTimer(dcs.InviteResponse)
 	if perr != nil {

@@ -26,6 +26,7 @@ import (
 	"github.com/mediarelay/mediarelay/signaling/callapi"
 	"github.com/mediarelay/mediarelay/signaling/callauth"
 	"github.com/mediarelay/mediarelay/signaling/callmetrics"
+	"github.com/mediarelay/mediarelay/signaling/callreg"
 	"github.com/mediarelay/mediarelay/signaling/connguard"
 	"github.com/mediarelay/mediarelay/signaling/echo"
 	"github.com/mediarelay/mediarelay/signaling/fork"
@@ -70,7 +71,6 @@ type Relay struct {
 	// stops the call watcher, watchCalls).
 	sipReaper, wsReaper *connguard.Reaper
 	reapDone            chan struct{}
-	wsCalls             map[string]int // calls from browsers, by WebSocket peer address
 
 	routes    *config.Routes       // trunks and the default trunk, compiled by config
 	echoTrunk *config.Trunk        // the built-in sip:echo endpoint, reached like a trunk; nil when off
@@ -80,12 +80,12 @@ type Relay struct {
 	srcLimits *throttle.Sources    // per-source request rates
 	inb       *inboundState
 
-	mu       sync.Mutex
-	calls    map[string]*Call      // by relay call id
-	byDialog map[string]dialogCall // calls by either leg's dialog id, for the router
-	joins    *join.Joins           // trunk-to-trunk calls after a transfer
-	ngNode   *ngnode.Node          // the calls SIP proxies set up over ng
-	wg       sync.WaitGroup
+	// calls are the calls in progress, by id, dialog and WebSocket peer;
+	// their lock also guards the fields of a Call a transfer changes.
+	calls  *callreg.Registry[*Call]
+	joins  *join.Joins  // trunk-to-trunk calls after a transfer
+	ngNode *ngnode.Node // the calls SIP proxies set up over ng
+	wg     sync.WaitGroup
 
 	ngSrv *ng.Server
 	// draining: new calls are refused (ng offers, /healthz 503); calls in
@@ -107,13 +107,11 @@ func New(cfg config.Config, log *slog.Logger) (*Relay, error) {
 	}
 	log = logsafe.Redact(log) // no SRTP key in any log line
 	r := &Relay{
-		cfg:      cfg,
-		log:      log,
-		start:    time.Now(),
-		calls:    map[string]*Call{},
-		byDialog: map[string]dialogCall{},
-		ready:    make(chan struct{}),
-		wsCalls:  map[string]int{},
+		cfg:   cfg,
+		log:   log,
+		start: time.Now(),
+		calls: callreg.New[*Call](),
+		ready: make(chan struct{}),
 
 		sipReaper: connguard.NewReaper(),
 		wsReaper:  connguard.NewReaper(),
@@ -419,10 +417,7 @@ func (r *Relay) sipStream(l net.Listener) net.Listener {
 
 // wsBusy reports whether the WebSocket from remote carries a registration or a call.
 func (r *Relay) wsBusy(remote string) bool {
-	r.mu.Lock()
-	n := r.wsCalls[remote]
-	r.mu.Unlock()
-	return n > 0 || r.registrar.UserOn(remote) != ""
+	return r.calls.Busy(remote) || r.registrar.UserOn(remote) != ""
 }
 
 func (r *Relay) serveLog(name string, f func() error) {
@@ -431,21 +426,10 @@ func (r *Relay) serveLog(name string, f func() error) {
 	}
 }
 
-// callList is a snapshot of the calls in progress.
-func (r *Relay) callList() []*Call {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	calls := make([]*Call, 0, len(r.calls))
-	for _, c := range r.calls {
-		calls = append(calls, c)
-	}
-	return calls
-}
-
 // shutdown hangs up every call, then closes listeners and stores.
 func (r *Relay) shutdown() {
 	r.stopNG()
-	for _, c := range r.callList() {
+	for _, c := range r.calls.List() {
 		c.hangup(cdr.CauseShutdown, 0, "")
 	}
 	for _, j := range r.joins.List() {
@@ -477,9 +461,7 @@ func (r *Relay) SIPTLSAddr() net.Addr { return r.tlsAddr }
 // ActiveCalls is the number of calls in progress.
 func (r *Relay) ActiveCalls() int {
 	joins := r.joins.Len()
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return len(r.calls) + joins
+	return r.calls.Len() + joins
 }
 
 // PortsInUse is the number of RTP port pairs allocated.
@@ -487,42 +469,6 @@ func (r *Relay) PortsInUse() int { return r.ports.InUse() }
 
 // CDR is the relay's record store (nil when disabled).
 func (r *Relay) CDR() *cdr.Store { return r.cdr }
-
-func (r *Relay) addCall(c *Call) {
-	r.mu.Lock()
-	r.calls[c.id] = c
-	if c.wsSource != "" {
-		r.wsCalls[c.wsSource]++
-	}
-	r.mu.Unlock()
-}
-
-func (r *Relay) indexDialog(c *Call, id string) {
-	r.mu.Lock()
-	r.byDialog[id] = c
-	r.mu.Unlock()
-}
-
-func (r *Relay) removeCall(c *Call) {
-	r.mu.Lock()
-	if _, ok := r.calls[c.id]; ok {
-		delete(r.calls, c.id)
-		delete(r.byDialog, c.browser.ID())
-		delete(r.byDialog, c.trunk.ID())
-		if c.ngs != nil {
-			r.ngNode.Forget(c.ngs)
-		}
-		if c.userHeld {
-			r.limits.Release(c.user)
-		}
-		if c.wsSource != "" {
-			if r.wsCalls[c.wsSource]--; r.wsCalls[c.wsSource] <= 0 {
-				delete(r.wsCalls, c.wsSource)
-			}
-		}
-	}
-	r.mu.Unlock()
-}
 
 func splitHostPort(a string) (string, int) {
 	h, p, err := net.SplitHostPort(a)

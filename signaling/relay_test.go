@@ -75,10 +75,8 @@ func echoCall(t *testing.T, phoneCodec string, trunkCodecs ...string) {
 // activeCallID returns the id of the relay's only call.
 func activeCallID(t *testing.T, r *Relay) string {
 	t.Helper()
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for id := range r.calls {
-		return id
+	for _, c := range r.calls.List() {
+		return c.id
 	}
 	t.Fatal("no active call")
 	return ""
@@ -508,7 +506,7 @@ func TestWebLegReadDuringSetup(t *testing.T) {
 	go func() {
 		defer close(done)
 		for {
-			for _, c := range r.callList() {
+			for _, c := range r.calls.List() {
 				_ = c.media.Web() // before SetWeb: nil, and nothing latched
 			}
 			select {

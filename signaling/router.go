@@ -6,6 +6,7 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
+	"github.com/mediarelay/mediarelay/signaling/callreg"
 	"github.com/mediarelay/mediarelay/signaling/sipleg"
 )
 
@@ -78,9 +79,9 @@ func (r *Relay) inDialog(req *sip.Request, tx sip.ServerTransaction) {
 		j.Serve(i, req, tx)
 		return
 	}
-	c, s := r.callAndSide(req)
+	c, s, ok := r.calls.ForRequest(req)
 	switch {
-	case c != nil:
+	case ok:
 		c.serve(s, req, tx)
 	case req.Method == sip.ACK:
 		// Nothing answers an ACK.
@@ -110,53 +111,14 @@ func (c *Call) serve(s side, req *sip.Request, tx sip.ServerTransaction) {
 	}
 }
 
-// dialogCall is what the router needs of a call to route a request
-// inside one of its dialogs: the leg on each side, to tell which of them
-// sent it, and serving the request there. A Call is one; the router
-// reaches it only through this.
-type dialogCall interface {
-	// leg is the call's dialog on side s; the router holds the relay's
-	// lock.
-	leg(s side) *sipleg.Leg
-	// serve takes an in-dialog request from side s.
-	serve(s side, req *sip.Request, tx sip.ServerTransaction)
-}
-
 // side is a leg of a Call.
-type side int
+type side = callreg.Side
 
 const (
-	sideNone side = iota
-	sideBrowser
-	sideTrunk
+	sideNone    = callreg.None
+	sideBrowser = callreg.Browser
+	sideTrunk   = callreg.Trunk
 )
-
-// callAndSide finds the call an in-dialog request belongs to and which of
-// its legs sent it.
-func (r *Relay) callAndSide(req *sip.Request) (dialogCall, side) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	// The relay is UAS on the dialogs the peer placed, UAC on the others.
-	if id, err := sip.DialogIDFromRequestUAS(req); err == nil {
-		if c := r.byDialog[id]; c != nil {
-			for _, s := range []side{sideBrowser, sideTrunk} {
-				if l := c.leg(s); l.ID() == id && l.PlacedByPeer() {
-					return c, s
-				}
-			}
-		}
-	}
-	if id, err := sip.DialogIDFromRequestUAC(req); err == nil {
-		if c := r.byDialog[id]; c != nil {
-			for _, s := range []side{sideTrunk, sideBrowser} {
-				if l := c.leg(s); l.ID() == id && !l.PlacedByPeer() {
-					return c, s
-				}
-			}
-		}
-	}
-	return nil, sideNone
-}
 
 // throttled reports whether req was over its source's rate
 // (signaling/throttle), in which case it has been answered with 503 or

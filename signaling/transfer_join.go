@@ -47,9 +47,9 @@ func (c *Call) handOff() (*sipleg.Leg, bool) {
 	if !c.lockAlive() {
 		return nil, false
 	}
-	delete(r.byDialog, leg.ID())
+	r.calls.Unindex(leg.ID())
 	c.handedOff = true
-	r.mu.Unlock()
+	r.calls.Unlock()
 	leg.SetPeer(c.trunkParty(), plan.SIPCodec, plan.SIPDTMF)
 	// The SDP the join goes on from: what the call last told the trunk.
 	leg.SetSDP(c.localSDP(sideTrunk, c.browser.AskedDir()))
@@ -92,7 +92,7 @@ func (c *Call) transferToTrunk(old sipleg.DialogRef, route *config.Trunk, user s
 // this one and the one whose browser dialog rep names (RFC 5589 section 7).
 func (c *Call) transferAttended(old sipleg.DialogRef, rep sipleg.Replaces) {
 	old.NotifyRefer(c.log, "100 Trying", false)
-	other := c.r.callByBrowserDialog(rep)
+	other := c.r.calls.ByReplaces(rep, sideBrowser)
 	if other == nil || other == c || other.answerTime().IsZero() {
 		old.NotifyRefer(c.log, "481 Call/Transaction Does Not Exist", true)
 		return
@@ -129,13 +129,13 @@ func (c *Call) transferAttended(old sipleg.DialogRef, rep sipleg.Replaces) {
 	c.r.joins.Start(newCallID(), a, b)
 }
 
-// lockAlive takes r.mu unless the call has ended, and reports whether it
+// lockAlive takes the lock of the relay's calls unless the call has ended, and reports whether it
 // did.
 func (c *Call) lockAlive() bool {
-	c.r.mu.Lock()
+	c.r.calls.Lock()
 	select {
 	case <-c.ended:
-		c.r.mu.Unlock()
+		c.r.calls.Unlock()
 		return false
 	default:
 		return true
@@ -149,37 +149,15 @@ func (c *Call) replaceLeg(s side, leg *sipleg.Leg) (*sipleg.Leg, bool) {
 	if !c.lockAlive() {
 		return nil, false
 	}
-	defer c.r.mu.Unlock()
-	old := c.leg(s)
-	delete(c.r.byDialog, old.ID())
+	defer c.r.calls.Unlock()
+	old := c.Leg(s)
 	if s == sideTrunk {
 		c.trunk, c.route = leg, leg.Route()
 	} else {
 		c.browser = leg
 	}
-	c.r.byDialog[leg.ID()] = c
+	c.r.calls.Reindex(old.ID(), leg.ID(), c)
 	return old, true
-}
-
-// callByBrowserDialog finds the call whose browser dialog rep names.
-func (r *Relay) callByBrowserDialog(rep sipleg.Replaces) *Call {
-	return r.callByDialog(rep, func(c *Call) (string, string) { return c.browser.CallID(), c.browser.ID() })
-}
-
-// callByTrunkDialog finds the call whose trunk dialog rep names.
-func (r *Relay) callByTrunkDialog(rep sipleg.Replaces) *Call {
-	return r.callByDialog(rep, func(c *Call) (string, string) { return c.trunk.CallID(), c.trunk.ID() })
-}
-
-func (r *Relay) callByDialog(rep sipleg.Replaces, dialog func(*Call) (callID, dialogID string)) *Call {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for _, c := range r.calls {
-		if callID, id := dialog(c); callID == rep.CallID && rep.Matches(id) {
-			return c
-		}
-	}
-	return nil
 }
 
 // joinHost is what the relay does for its joins (join.Host).
@@ -323,7 +301,7 @@ func (r *Relay) replaceTrunkLeg(req *sip.Request, tx sip.ServerTransaction, rout
 		fail(400, "Bad Request", "malformed Replaces")
 		return true
 	}
-	c := r.callByTrunkDialog(rep)
+	c := r.calls.ByReplaces(rep, sideTrunk)
 	if c == nil || c.answerTime().IsZero() || !c.mediaUp {
 		fail(481, "Call/Transaction Does Not Exist", "")
 		return true
