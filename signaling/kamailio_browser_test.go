@@ -329,7 +329,7 @@ func TestKamailioExampleBrowsers(t *testing.T) {
 	waitFor(t, "Kamailio to find both nodes", 10*time.Second, func() bool {
 		return strings.Count(klog.String(), "support for it enabled") >= 2
 	})
-	nodes[0].stopNG()
+	nodes[0].ngNode.Close()
 	dead := fmt.Sprintf("<udp:%s>", nodes[0].NGAddr())
 	tried := func() int {
 		n := 0

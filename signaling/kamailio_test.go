@@ -281,5 +281,5 @@ func TestKamailioSkipsDrainedNode(t *testing.T) {
 // died: nothing on its ng port), Kamailio stops using it and new calls
 // succeed on the other node.
 func TestKamailioSkipsSilentNode(t *testing.T) {
-	twoNodes(t, (*Relay).stopNG)
+	twoNodes(t, func(r *Relay) { r.ngNode.Close() })
 }

@@ -23,54 +23,9 @@ import (
 // its trunk column is "ng:" and the proxy's address.
 const DirectionNG = ngnode.Direction
 
-// NGAddr is the address of the ng control socket (after Ready), or nil.
-func (r *Relay) NGAddr() netip.AddrPort {
-	if r.ngSrv == nil {
-		return netip.AddrPort{}
-	}
-	a, _ := netip.ParseAddrPort(r.ngSrv.Addr().String())
-	return a
-}
-
-// listenNG opens the ng control socket when ng.listen is set.
-func (r *Relay) listenNG() error {
-	if r.cfg.NG.Listen == "" {
-		return nil
-	}
-	var allow []netip.Prefix
-	for _, a := range r.cfg.NG.Allow {
-		p, err := config.ParseSource(a)
-		if err != nil {
-			return fmt.Errorf("ng.allow %q: %w", a, err)
-		}
-		allow = append(allow, p)
-	}
-	cmds := r.m.NewCounterVec("mediarelay_ng_commands_total",
-		"ng control commands served, by command and result (ok, pong, error).", "command", "result")
-	srv, err := ng.Listen(r.cfg.NG.Listen, r.ngNode, ng.Options{Allow: allow, Logger: r.log.With("component", "ng"),
-		OnCommand: func(command, result string) { cmds.WithLabelValues(command, result).Inc() }})
-	if err != nil {
-		return err
-	}
-	r.ngSrv = srv
-	if a := r.NGAddr(); !a.Addr().IsLoopback() {
-		r.log.Warn("ng.listen is not a loopback address: firewall it so that only the SIP proxies reach it",
-			"ng_listen", a.String(), "ng_allow", strings.Join(r.cfg.NG.Allow, ","))
-		if len(allow) == 0 {
-			r.log.Warn("ng.allow is empty: only proxies on this host (loopback) are served")
-		}
-	}
-	go r.serveLog("ng", srv.Serve)
-	return nil
-}
-
-// stopNG closes the ng socket first at shutdown: no offer may create a
-// call while the relay hangs up the others.
-func (r *Relay) stopNG() {
-	if r.ngSrv != nil {
-		_ = r.ngSrv.Close()
-	}
-}
+// NGAddr is the address of the ng control socket (after Ready), or the
+// zero AddrPort when ng.listen is not set.
+func (r *Relay) NGAddr() netip.AddrPort { return r.ngNode.Addr() }
 
 // ngHost is what the relay does for its ng node (ngnode.Host).
 type ngHost struct{ r *Relay }

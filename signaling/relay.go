@@ -32,7 +32,6 @@ import (
 	"github.com/mediarelay/mediarelay/signaling/fork"
 	"github.com/mediarelay/mediarelay/signaling/join"
 	"github.com/mediarelay/mediarelay/signaling/logsafe"
-	"github.com/mediarelay/mediarelay/signaling/ng"
 	"github.com/mediarelay/mediarelay/signaling/ngnode"
 	"github.com/mediarelay/mediarelay/signaling/registrar"
 	"github.com/mediarelay/mediarelay/signaling/throttle"
@@ -87,7 +86,6 @@ type Relay struct {
 	ngNode *ngnode.Node // the calls SIP proxies set up over ng
 	wg     sync.WaitGroup
 
-	ngSrv *ng.Server
 	// draining: new calls are refused (ng offers, /healthz 503); calls in
 	// progress go on.
 	draining atomic.Bool
@@ -322,7 +320,13 @@ func (r *Relay) open(ctx context.Context) error {
 	go r.serveLog("http", func() error { return r.httpSrv.Serve(r.demux.HTTP()) })
 	go r.serveLog("ws", func() error { return r.server.ServeWS(r.demux.SIP()) })
 	r.startTrunkRegistrations(ctx)
-	return r.listenNG()
+	if r.cfg.NG.Listen == "" {
+		return nil
+	}
+	cmds := r.m.NewCounterVec("mediarelay_ng_commands_total",
+		"ng control commands served, by command and result (ok, pong, error).", "command", "result")
+	return r.ngNode.Listen(ngnode.ListenOptions{Addr: r.cfg.NG.Listen, Allow: r.cfg.NG.Allow, Log: r.log,
+		OnCommand: func(command, result string) { cmds.WithLabelValues(command, result).Inc() }})
 }
 
 // startTrunkRegistrations keeps the relay registered to every trunk with
@@ -428,7 +432,7 @@ func (r *Relay) serveLog(name string, f func() error) {
 
 // shutdown hangs up every call, then closes listeners and stores.
 func (r *Relay) shutdown() {
-	r.stopNG()
+	r.ngNode.Close() // first: no offer may create a call while the others hang up
 	for _, c := range r.calls.List() {
 		c.hangup(cdr.CauseShutdown, 0, "")
 	}

@@ -5,7 +5,8 @@
 // refused), answer (a retry or a second 2xx following the answerer's
 // address), delete, query — and the node's statistics in rtpengine's
 // shapes. Which side is WebRTC and which plain RTP follows from the offer
-// and the flags (Route makes the stand-in trunk they ask for).
+// and the flags (Route makes the stand-in trunk they ask for). The node
+// also owns the ng control socket it serves them on (Listen, Close).
 //
 // The media of a session is the relay's call: the node asks its Host for
 // one per offer and drives it through the small Call interface; it knows
@@ -106,6 +107,8 @@ type Node struct {
 
 	mu       sync.Mutex
 	sessions map[string]*Session // by the proxy's call-id
+
+	srv *ng.Server // the control socket (Listen), until Close
 }
 
 // New is the node of a relay started at start; an offer not answered
