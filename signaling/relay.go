@@ -11,7 +11,6 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/emiago/sipgo"
@@ -28,6 +27,7 @@ import (
 	"github.com/mediarelay/mediarelay/signaling/callmetrics"
 	"github.com/mediarelay/mediarelay/signaling/callreg"
 	"github.com/mediarelay/mediarelay/signaling/connguard"
+	"github.com/mediarelay/mediarelay/signaling/drain"
 	"github.com/mediarelay/mediarelay/signaling/echo"
 	"github.com/mediarelay/mediarelay/signaling/fork"
 	"github.com/mediarelay/mediarelay/signaling/join"
@@ -86,9 +86,9 @@ type Relay struct {
 	ngNode *ngnode.Node // the calls SIP proxies set up over ng
 	wg     sync.WaitGroup
 
-	// draining: new calls are refused (ng offers, /healthz 503); calls in
-	// progress go on.
-	draining atomic.Bool
+	// drain: once on, new calls are refused (INVITEs and ng offers get
+	// 503, /healthz too); calls in progress go on.
+	drain *drain.State
 
 	httpAddr, udpAddr, tcpAddr, tlsAddr net.Addr
 
@@ -117,6 +117,7 @@ func New(cfg config.Config, log *slog.Logger) (*Relay, error) {
 	}
 	r.joins = join.New(joinHost{r}, log, cfg.Media.Timeout)
 	r.ngNode = ngnode.New(ngHost{r}, r.start, ringTimeout)
+	r.drain = drain.New(log, r.ActiveCalls)
 	r.host = cfg.SIP.Host
 	if pub := cfg.Media.PublicAddrs(); r.host == "" && len(pub) > 0 {
 		r.host = pub[0].String()
@@ -401,8 +402,8 @@ func (r *Relay) listenHTTP() error {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/", web.Handler())
-	mux.HandleFunc("/healthz", r.healthz) // 503 while draining
-	mux.HandleFunc("/admin/drain", r.adminDrain)
+	mux.HandleFunc("/healthz", r.drain.Healthz) // 503 while draining
+	mux.HandleFunc("/admin/drain", r.drain.Admin)
 	mux.Handle("/metrics", r.m.Handler())
 	mux.Handle("/api/", callapi.Handler(r.cfg.HTTP.AdminToken, apiCalls{r}))
 	r.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 60 * time.Second}

@@ -43,7 +43,7 @@ func (r *Relay) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	if r.throttled(req, tx) {
 		return
 	}
-	if r.draining.Load() { // calls in progress go on, new ones go elsewhere
+	if r.drain.Draining() { // calls in progress go on, new ones go elsewhere
 		sipleg.Respond(tx, req, 503, "Service Unavailable", sip.NewHeader("Retry-After", "30"),
 			sip.NewHeader("Warning", `399 mediarelay "draining"`))
 		r.m.CountSetupFailure(503)
