@@ -132,7 +132,7 @@ func (r *Relay) inbound(req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 	_ = tx.Respond(sip.NewResponseFromRequest(req, 100, "Trying", nil))
-	dss, err := r.dialogUAFor(route).ReadInvite(req, tx)
+	dss, err := r.trunkUA.forTrunk(route).ReadInvite(req, tx)
 	if err != nil {
 		r.refuse(req, tx, 400, "Bad Request", "")
 		return

@@ -89,9 +89,9 @@ func statusText(code int) string {
 func (c *Call) contact(s side) sip.Header {
 	switch {
 	case s == sideTrunk && c.route != nil:
-		return sip.HeaderClone(&c.r.dialogUAFor(c.route).ContactHDR)
+		return sip.HeaderClone(&c.r.trunkUA.forTrunk(c.route).ContactHDR)
 	case s == sideTrunk:
-		return sip.HeaderClone(&c.r.trunkUA.ContactHDR)
+		return sip.HeaderClone(&c.r.trunkUA.plain.ContactHDR)
 	}
 	return sip.HeaderClone(&c.r.browserUA.ContactHDR)
 }

@@ -168,7 +168,7 @@ func (c *Call) callTrunk(ctx context.Context, cancel context.CancelCauseFunc, re
 	var provisional atomic.Bool
 	go c.superviseInvite(ctx, dss.Context(), cancel, &provisional)
 
-	dcs, err := c.r.dialogUAFor(route).Invite(ctx, *recipient, body, append([]sip.Header{from, to, sip.NewHeader("Content-Type", "application/sdp"),
+	dcs, err := c.r.trunkUA.forTrunk(route).Invite(ctx, *recipient, body, append([]sip.Header{from, to, sip.NewHeader("Content-Type", "application/sdp"),
 		sip.NewHeader("Supported", "timer")}, identity...)...)
 	if err != nil {
 		logTrunkError(c.log, route, err)

@@ -53,10 +53,8 @@ type Relay struct {
 	client    *sipgo.Client
 	browserUA *sipgo.DialogUA
 	ringer    *fork.Ringer // rings a user's browsers over browserUA
-	trunkUA   *sipgo.DialogUA
-	// trunkTLSUA is for trunks over TLS (Contact on the TLS listener).
-	trunkTLSUA *sipgo.DialogUA
-	tls        *tlsconf.State
+	trunkUA   trunkUAs     // by the trunk's transport
+	tls       *tlsconf.State
 
 	ports  *media.PortAllocator
 	webrtc *media.WebRTC
@@ -255,9 +253,14 @@ func (r *Relay) open(ctx context.Context) error {
 	}
 	var serveTLS func() error
 	if a := r.cfg.SIP.TLSListen; a != "" {
-		if serveTLS, err = r.listenSIPTLS(a); err != nil {
-			return err
+		l, err := net.Listen("tcp", a)
+		if err != nil {
+			return fmt.Errorf("sip.tls_listen %s: %w", a, err)
 		}
+		r.closers = append(r.closers, l.Close)
+		r.tlsAddr = l.Addr()
+		tl := r.sipStream(tls.NewListener(r.guard(l, "tls", r.cfg.SIP.MaxConns, r.cfg.SIP.MaxConnsPerSource), r.tls.ServerConfig()))
+		serveTLS = func() error { return r.server.ServeTLS(tl) }
 	}
 	if err := r.listenHTTP(); err != nil {
 		return err
@@ -282,11 +285,7 @@ func (r *Relay) open(ctx context.Context) error {
 	if sipAddr != nil {
 		_, sipPort = splitHostPort(sipAddr.String())
 	}
-	r.trunkUA = &sipgo.DialogUA{
-		Client:     r.client,
-		ContactHDR: sip.ContactHeader{Address: sip.Uri{User: "mediarelay", Host: r.host, Port: sipPort}},
-	}
-	r.trunkTLSUA = r.newTrunkTLSUA()
+	r.trunkUA = newTrunkUAs(r.client, r.host, sipPort, r.tlsAddr)
 	r.routeRequests()
 	if r.cfg.SIP.Echo {
 		ep, err := echo.Start(ctx, r.cfg.Media.BindIP, r.udpAddr, r.log)
@@ -342,7 +341,7 @@ func (r *Relay) startTrunkRegistrations(ctx context.Context) {
 		go func() {
 			defer r.wg.Done()
 			callID := newCallID() + newCallID() + "@" + r.host
-			trunkreg.Keep(ctx, r.client, r.dialogUAFor(t).ContactHDR, t, callID, r.log, func(up bool) {
+			trunkreg.Keep(ctx, r.client, r.trunkUA.forTrunk(t).ContactHDR, t, callID, r.log, func(up bool) {
 				if up {
 					gauge.WithLabelValues(t.Name).Set(1)
 				} else {
@@ -471,6 +470,25 @@ func (r *Relay) ActiveCalls() int {
 
 // PortsInUse is the number of RTP port pairs allocated.
 func (r *Relay) PortsInUse() int { return r.ports.InUse() }
+
+// ReloadTLS re-reads the SIP and HTTP certificates, keys and the client CA
+// bundle. New connections use them; a failure keeps the previous ones and
+// is returned (and logged). The command calls it on SIGHUP.
+func (r *Relay) ReloadTLS() error {
+	if r.tls == nil {
+		return errors.New("relay not started")
+	}
+	return r.tls.Reload()
+}
+
+// Drain makes the relay refuse new calls set up over ng (the proxy gets an
+// error and picks another node) and answer /healthz with 503 so that load
+// balancers notice, while the calls in progress go on to their end.
+// It cannot be undone short of a restart.
+func (r *Relay) Drain() { r.drain.Drain() }
+
+// Draining reports whether Drain was called.
+func (r *Relay) Draining() bool { return r.drain.Draining() }
 
 // CDR is the relay's record store (nil when disabled).
 func (r *Relay) CDR() *cdr.Store { return r.cdr }

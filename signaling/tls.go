@@ -4,7 +4,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 
@@ -15,53 +14,36 @@ import (
 	"github.com/mediarelay/mediarelay/signaling/mediaplan"
 )
 
-// ReloadTLS re-reads the SIP and HTTP certificates, keys and the client CA
-// bundle. New connections use them; a failure keeps the previous ones and
-// is returned (and logged). The command calls it on SIGHUP.
-func (r *Relay) ReloadTLS() error {
-	if r.tls == nil {
-		return errors.New("relay not started")
-	}
-	if err := r.tls.Load(); err != nil {
-		r.log.Error("TLS reload failed; keeping the previous certificates", "err", err)
-		return err
-	}
-	r.log.Info("TLS certificates reloaded")
-	return nil
-}
+// trunkUAs are the dialog UAs towards trunks: plain's Contact is the UDP
+// (or TCP) listener; secure's, for trunks over TLS, names the TLS listener
+// so that in-dialog requests come back encrypted (nil without one).
+type trunkUAs struct{ plain, secure *sipgo.DialogUA }
 
-// listenSIPTLS opens sip.tls_listen and returns the function that serves it.
-func (r *Relay) listenSIPTLS(addr string) (func() error, error) {
-	l, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("sip.tls_listen %s: %w", addr, err)
-	}
-	r.closers = append(r.closers, l.Close)
-	r.tlsAddr = l.Addr()
-	tl := r.sipStream(tls.NewListener(r.guard(l, "tls", r.cfg.SIP.MaxConns, r.cfg.SIP.MaxConnsPerSource), r.tls.ServerConfig()))
-	return func() error { return r.server.ServeTLS(tl) }, nil
-}
-
-// newTrunkTLSUA is the dialog UA for trunks reached over TLS: its Contact
-// names the TLS listener so that in-dialog requests come back encrypted.
-func (r *Relay) newTrunkTLSUA() *sipgo.DialogUA {
+// newTrunkUAs makes the dialog UAs of client for a relay at host with its
+// SIP port and TLS listener (nil for none).
+func newTrunkUAs(client *sipgo.Client, host string, sipPort int, tlsAddr net.Addr) trunkUAs {
+	u := trunkUAs{plain: &sipgo.DialogUA{
+		Client:     client,
+		ContactHDR: sip.ContactHeader{Address: sip.Uri{User: "mediarelay", Host: host, Port: sipPort}},
+	}}
 	port := 0
-	if r.tlsAddr != nil {
-		_, port = splitHostPort(r.tlsAddr.String())
+	if tlsAddr != nil {
+		_, port = splitHostPort(tlsAddr.String())
 	}
-	return &sipgo.DialogUA{
-		Client: r.client,
-		ContactHDR: sip.ContactHeader{Address: sip.Uri{User: "mediarelay", Host: r.host, Port: port,
+	u.secure = &sipgo.DialogUA{
+		Client: client,
+		ContactHDR: sip.ContactHeader{Address: sip.Uri{User: "mediarelay", Host: host, Port: port,
 			UriParams: sip.HeaderParams{{K: "transport", V: "tls"}}}},
 	}
+	return u
 }
 
-// dialogUAFor picks the dialog UA for a trunk's transport.
-func (r *Relay) dialogUAFor(t *config.Trunk) *sipgo.DialogUA {
-	if mediaplan.SecureSignalling(t) && r.trunkTLSUA != nil {
-		return r.trunkTLSUA
+// forTrunk picks the dialog UA for a trunk's transport.
+func (u trunkUAs) forTrunk(t *config.Trunk) *sipgo.DialogUA {
+	if mediaplan.SecureSignalling(t) && u.secure != nil {
+		return u.secure
 	}
-	return r.trunkUA
+	return u.plain
 }
 
 // logTrunkError logs why a trunk could not be reached, saying so plainly

@@ -177,7 +177,7 @@ func (r *Relay) inviteTrunk(ctx context.Context, route *config.Trunk, user, from
 	from.Params.Add("tag", sip.GenerateTagN(16))
 	to := &sip.ToHeader{Address: sip.Uri{User: user, Host: recipient.Host}}
 	hdrs := append([]sip.Header{from, to, sip.NewHeader("Content-Type", "application/sdp")}, extra...)
-	dcs, err := r.dialogUAFor(route).Invite(ctx, *recipient, body, hdrs...)
+	dcs, err := r.trunkUA.forTrunk(route).Invite(ctx, *recipient, body, hdrs...)
 	if err == nil {
 		err = dcs.WaitAnswer(ctx, sipgo.AnswerOptions{Username: route.Username, Password: route.Password})
 	}

@@ -164,7 +164,7 @@ func (c *Call) replaceLeg(s side, leg *sipleg.Leg) (*sipleg.Leg, bool) {
 type joinHost struct{ r *Relay }
 
 func (h joinHost) Contact(route *config.Trunk) sip.Header {
-	return sip.HeaderClone(&h.r.dialogUAFor(route).ContactHDR)
+	return sip.HeaderClone(&h.r.trunkUA.forTrunk(route).ContactHDR)
 }
 
 func (h joinHost) Route(user string) *config.Trunk { return h.r.route(user) }
@@ -344,7 +344,7 @@ func (r *Relay) replaceTrunkLeg(req *sip.Request, tx sip.ServerTransaction, rout
 		fail(488, "Not Acceptable Here", "payload type numbering differs")
 		return true
 	}
-	dss, err := r.dialogUAFor(route).ReadInvite(req, tx)
+	dss, err := r.trunkUA.forTrunk(route).ReadInvite(req, tx)
 	if err != nil {
 		fail(400, "Bad Request", "")
 		return true

@@ -95,6 +95,18 @@ func (s *State) Load() error {
 	return nil
 }
 
+// Reload is Load for a running relay: new connections use the new
+// certificates; a failure keeps the previous ones and is logged and
+// returned.
+func (s *State) Reload() error {
+	if err := s.Load(); err != nil {
+		s.log.Error("TLS reload failed; keeping the previous certificates", "err", err)
+		return err
+	}
+	s.log.Info("TLS certificates reloaded")
+	return nil
+}
+
 func (s *State) cert(which **tls.Certificate, key string) (*tls.Certificate, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
