@@ -3,11 +3,11 @@
 // INVITE into two independent dialogs with the media relayed between them.
 //
 // A Relay owns the listeners, the registrar (signaling/registrar), the
-// calls and the joins (signaling/join). Every SIP request enters its
-// router (routeRequests): a new INVITE from a browser becomes an outbound
-// call to a trunk, one from a trunk rings the browsers registered as the
-// called user (signaling/fork); a request inside a dialog goes to the Call
-// (which the router reaches as a dialogCall: its legs and serve) or join
+// calls (signaling/callreg) and the joins (signaling/join). Every SIP
+// request enters its router (routeRequests): a new INVITE from a browser
+// becomes an outbound call to a trunk, one from a trunk rings the browsers
+// registered as the called user (signaling/fork); a request inside a
+// dialog goes to the Call (found by dialog in the calls registry) or join
 // it belongs to, or gets 481 there. Which trunk a browser's call
 // goes to is config.Routes, compiled once in pkg/config (patterns,
 // addresses, sources, the default trunk by name or by URI); signaling
@@ -50,6 +50,9 @@
 //     both directions, following a trunk's codec change, moving to a
 //     transfer's new leg, DTMF between the legs, and what the legs moved;
 //   - callmetrics: what the relay counts of requests, calls and legs;
+//   - callreg: the calls in progress, by id, by either leg's dialog and by
+//     WebSocket peer, and the lock that also guards a call's replaceable
+//     legs;
 //   - callauth: who may call whom: a browser's credentials or
 //     registration, per-user call rates and slots, transfers to trunks,
 //     and which user a called name rings;
@@ -77,7 +80,9 @@
 //     first answer winning;
 //   - ng: rtpengine's ng control protocol;
 //   - ngnode: the relay as an ng media node: the proxies' sessions, what
-//     each command does to one, the node's statistics;
+//     each command does to one, the node's statistics, and its control
+//     socket;
+//   - drain: the draining switch, /healthz and /admin/drain;
 //   - web: the demo softphone;
 //   - echo: the built-in sip:echo endpoint;
 //   - connguard: reaping idle SIP streams and WebSockets;
