@@ -180,7 +180,7 @@ func (n *ngCall) Answer(s *ngnode.Session, req *ng.Request, ans sdp.Audio, first
 
 // Answered marks the call answered by the party tagged to. The call API,
 // the watcher and an ng delete may read the call meanwhile: to is set
-// under the relay's lock and the answer time atomically, as they read
+// under the lock of the relay's calls and the answer time atomically, as they read
 // them.
 func (n *ngCall) Answered(to string) {
 	c := n.c
