@@ -26,28 +26,49 @@ function cell(text) {
 
 function pct(x) { return (100 * (x || 0)).toFixed(1) + '%'; }
 
+// render updates the table in place: a call's row, and its Hang up button,
+// stay the same elements from refresh to refresh. Rebuilt every second,
+// a click that began on a button could end on its replacement and be lost.
 function render(calls) {
-  tbody.replaceChildren();
+  const rows = new Map([...tbody.rows].map((tr) => [tr.dataset.id, tr]));
+  const live = new Set();
   for (const c of calls) {
+    live.add(c.id);
     const w = c.legs.webrtc || {}, s = c.legs.sip || {};
-    const tr = document.createElement('tr');
-    tr.dataset.id = c.id;
-    tr.append(cell(c.id), cell(c.from), cell(c.to), cell(c.trunk), cell(c.direction), cell(c.state), cell(c.mode),
-      cell((c.codecs.webrtc || '–') + ' / ' + (c.codecs.sip || '–')),
-      cell((w.packets_in || 0) + ' / ' + (s.packets_in || 0)),
-      cell(pct(w.loss) + ' / ' + pct(s.loss)),
-      cell((w.jitter_ms || 0).toFixed(1) + ' / ' + (s.jitter_ms || 0).toFixed(1)),
-      cell(Math.round((Date.now() - Date.parse(c.answer || c.start)) / 1000) + ' s'));
-    const td = document.createElement('td');
-    const b = document.createElement('button');
-    b.type = 'button';
-    b.className = 'hangup';
-    b.textContent = 'Hang up';
-    b.addEventListener('click', () => hangup(c.id, b));
-    td.append(b);
-    tr.append(td);
-    tbody.append(tr);
+    const texts = [c.id, c.from, c.to, c.trunk, c.direction, c.state, c.mode,
+      (c.codecs.webrtc || '–') + ' / ' + (c.codecs.sip || '–'),
+      (w.packets_in || 0) + ' / ' + (s.packets_in || 0),
+      pct(w.loss) + ' / ' + pct(s.loss),
+      (w.jitter_ms || 0).toFixed(1) + ' / ' + (s.jitter_ms || 0).toFixed(1),
+      Math.round((Date.now() - Date.parse(c.answer || c.start)) / 1000) + ' s'];
+    let tr = rows.get(c.id);
+    if (!tr) {
+      tr = newRow(c.id, texts.length);
+      tbody.append(tr);
+    }
+    texts.forEach((t, i) => {
+      if (tr.cells[i].textContent !== t) tr.cells[i].textContent = t;
+    });
   }
+  for (const [id, tr] of rows) {
+    if (!live.has(id)) tr.remove();
+  }
+}
+
+// newRow is a call's row: n cells for its figures and a Hang up button.
+function newRow(id, n) {
+  const tr = document.createElement('tr');
+  tr.dataset.id = id;
+  for (let i = 0; i < n; i++) tr.append(cell(''));
+  const td = document.createElement('td');
+  const b = document.createElement('button');
+  b.type = 'button';
+  b.className = 'hangup';
+  b.textContent = 'Hang up';
+  b.addEventListener('click', () => hangup(id, b));
+  td.append(b);
+  tr.append(td);
+  return tr;
 }
 
 async function hangup(id, button) {
