@@ -288,9 +288,12 @@ func (sh *shard) run(ctx context.Context) {
 	sh.tid.Store(int64(gettid()))
 	for ctx.Err() == nil {
 		// The tick wakes it every 20 ms, so cancellation is seen promptly
-		// without a timeout; 100 ms is a guard.
-		n := sh.poll.wait(100)
+		// without a timeout.
+		n := sh.poll.wait()
 		if n == 0 {
+			if ctx.Err() == nil {
+				time.Sleep(10 * time.Millisecond) // a broken epoll set: don't spin
+			}
 			continue
 		}
 		sh.mu.Lock()

@@ -110,7 +110,7 @@ func NewUAS(ctx context.Context, sipAddr string, echo bool, log *slog.Logger) (*
 	})
 	go func() { _ = u.srv.ServeUDP(u.sipConn) }()
 	go u.readRTP()
-	go drain(u.rtcpConn)
+	go drain(u.rtcpConn, log)
 	return u, nil
 }
 
@@ -135,10 +135,18 @@ func listenPair() (*net.UDPConn, *net.UDPConn, error) {
 	return nil, nil, errors.New("uas: no free RTP/RTCP port pair on 127.0.0.1")
 }
 
-func drain(c *net.UDPConn) {
-	buf := make([]byte, 1500)
+// drain discards what the relay sends to the RTCP port, in batches, as
+// readRTP reads: a read per datagram through the net package would be a
+// Syscall each, and each wakes the runtime's sysmon from its deep sleep
+// (see mmsg).
+func drain(c *net.UDPConn, log *slog.Logger) {
+	b, err := newRTPBatch(c)
+	if err != nil {
+		log.Error("uas: RTCP not read", "err", err)
+		return
+	}
 	for {
-		if _, _, err := c.ReadFromUDP(buf); err != nil {
+		if _, err := b.read(); errors.Is(err, net.ErrClosed) {
 			return
 		}
 	}
