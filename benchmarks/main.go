@@ -47,6 +47,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		relayLogOut = fs.String("relay-log", "", "file for the spawned relays' logs (default: discarded unless -v)")
 		senders     = fs.Int("senders", 1, "load client engine threads (each sends and receives a fixed share of the calls' media)")
 		transportF  = fs.String("webrtc-transport", "udp", "how the browser legs reach the relay: udp, or tcp (ICE-TCP, RFC 6544: a TCP connection per call to the relay's passive candidate; mediarelay over SIP only)")
+		relayCPUs   = fs.String("relay-cpus", "", "CPUs for the relays this run starts, e.g. 0 or 0-1; the load generator runs on the others. Each then has cores of its own, so a ladder's knee is the relay's rather than the machine's (on 2 cores the generator costs about what the relay does)")
 		relayBin    = fs.String("relay-bin", "", "mediarelay binary for --spawn (default: this executable if it is mediarelay, else go build)")
 		user        = fs.String("user", "", "answer the relay's digest challenges as this user (with --password); with --token-secret, the user every call's token names (default: one user per call)")
 		password    = fs.String("password", "", "password for --user")
@@ -137,6 +138,25 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 
+	var place *Placement
+	if *relayCPUs != "" {
+		if !*spawn && *against == "" {
+			fmt.Fprintln(stderr, "bench: --relay-cpus places the relays this run starts: give --spawn or --against")
+			return 2
+		}
+		if place, err = NewPlacement(*relayCPUs); err != nil {
+			fmt.Fprintln(stderr, "bench: --relay-cpus:", err)
+			return 2
+		}
+		// Before the client and UAS start their threads, which then
+		// inherit the generator's CPUs.
+		if err := place.PinSelf(); err != nil {
+			fmt.Fprintln(stderr, "bench:", err)
+			return 1
+		}
+		log.Info("cpu placement", "placement", place.String())
+	}
+
 	tmp, err := os.MkdirTemp("", "mediarelay-bench-")
 	if err != nil {
 		fmt.Fprintln(stderr, "bench:", err)
@@ -178,7 +198,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		if creds.TokenSecret == "" && creds.User == "" {
 			creds.TokenSecret = randToken(16)
 		}
-		rp, err := spawnRelay(ctx, log, relayLog, *relayBin, sc, uas.SIPAddr(), tmp, creds, *control == "ng")
+		rp, err := spawnRelay(ctx, log, relayLog, *relayBin, sc, uas.SIPAddr(), tmp, creds, *control == "ng", place)
 		if err != nil {
 			fmt.Fprintln(stderr, "bench: spawn relay:", err)
 			return 1
@@ -195,7 +215,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		targets = append(targets, wsTarget("mediarelay", *wsURL, *relayPid, *wsConns, creds, log))
 	}
 	if *against == "rtpengine" {
-		t, stop, err := rtpengineTarget(ctx, log, relayLog, sc, uas)
+		t, stop, err := rtpengineTarget(ctx, log, relayLog, sc, uas, place)
 		if err != nil {
 			fmt.Fprintln(stderr, "bench: rtpengine:", err)
 			return 1
@@ -206,7 +226,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 	b := &bench{uas: uas, client: client, log: log, stderr: stderr, tty: isTerminal(stderr)}
 	params := RunParams{Rate: *rate, Hold: *hold, Settle: *settle, SetupTimeout: *setupTmo}
-	report := &Report{Machine: machineInfo(), Scenario: sc, Transport: transport, Started: time.Now().UTC(), KneeLossPct: *kneeLoss}
+	report := &Report{Machine: machineInfo(), Placement: place.describe(), Scenario: sc, Transport: transport, Started: time.Now().UTC(), KneeLossPct: *kneeLoss}
 	if *repeat < 1 {
 		fmt.Fprintln(stderr, "bench: --repeat must be at least 1")
 		return 2
@@ -354,9 +374,9 @@ func wsTarget(name, url string, pid, conns int, creds Credentials, log *slog.Log
 	}}
 }
 
-func rtpengineTarget(ctx context.Context, log *slog.Logger, out io.Writer, sc Scenario, uas *UAS) (target, func(), error) {
+func rtpengineTarget(ctx context.Context, log *slog.Logger, out io.Writer, sc Scenario, uas *UAS, place *Placement) (target, func(), error) {
 	portMin := 40000 + 2*int(randUint32()%2000)
-	p, err := startRtpengine(ctx, log, out, portMin, portMin+5999)
+	p, err := startRtpengine(ctx, log, out, portMin, portMin+5999, place)
 	if err != nil {
 		return target{}, nil, err
 	}

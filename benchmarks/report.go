@@ -14,8 +14,11 @@ import (
 
 // Report is everything one `mediarelay bench` invocation measured.
 type Report struct {
-	Machine  Machine  `json:"machine"`
-	Scenario Scenario `json:"scenario"`
+	Machine Machine `json:"machine"`
+	// Placement is where --relay-cpus put the relay and the load
+	// generator; empty when the OS placed them.
+	Placement string   `json:"placement,omitempty"`
+	Scenario  Scenario `json:"scenario"`
 	// Transport is how the browser legs reached the relay: udp, or tcp
 	// (ICE-TCP).
 	Transport   Transport      `json:"browser_transport"`
@@ -85,6 +88,9 @@ func (r *Report) WriteTable(w io.Writer) {
 	fmt.Fprintf(w, "\nScenario: %s, trunk UAS %s\n", r.Scenario.Name, map[bool]string{true: "echo", false: "sink"}[r.Scenario.Echo])
 	fmt.Fprintf(w, "Browser legs: %s\n", transportName(r.Transport))
 	fmt.Fprintf(w, "Machine: %s, %d cores, Linux %s, %s\n", r.Machine.CPU, r.Machine.Cores, r.Machine.Kernel, r.Machine.Go)
+	if r.Placement != "" {
+		fmt.Fprintf(w, "Placement: %s\n", r.Placement)
+	}
 	steps := map[int][]*Result{}
 	var order []int
 	for _, t := range r.Targets {

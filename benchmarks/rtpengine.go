@@ -223,7 +223,7 @@ func findRtpengine(log *slog.Logger) (string, error) {
 // range of its own: userspace forwarding only (-t -1: no kernel module), in
 // the foreground, with two worker threads, as Debian's rtpengine 10.5 runs
 // without its service.
-func startRtpengine(ctx context.Context, log *slog.Logger, stderr io.Writer, portMin, portMax int) (*rtpengineProc, error) {
+func startRtpengine(ctx context.Context, log *slog.Logger, stderr io.Writer, portMin, portMax int, place *Placement) (*rtpengineProc, error) {
 	bin, err := findRtpengine(log)
 	if err != nil {
 		return nil, err
@@ -233,12 +233,17 @@ func startRtpengine(ctx context.Context, log *slog.Logger, stderr io.Writer, por
 		return nil, err
 	}
 	ngAddr := "127.0.0.1:" + strconv.Itoa(ngPort)
+	// A media thread per CPU it may use, as mediarelay's media loops are.
+	threads := 2
+	if place != nil {
+		threads = place.RelayCPUs()
+	}
 	cmd := exec.Command(bin, "--config-file=none", "-t", "-1", "-i", "127.0.0.1", "-n", ngAddr,
 		"-m", strconv.Itoa(portMin), "-M", strconv.Itoa(portMax), "-f", "-E", "-L", "4",
-		"--delete-delay=0", "--num-threads=2")
+		"--delete-delay=0", "--num-threads="+strconv.Itoa(threads))
 	cmd.Stdout = stderr
 	cmd.Stderr = stderr
-	if err := cmd.Start(); err != nil {
+	if err := place.Start(cmd); err != nil {
 		return nil, fmt.Errorf("start rtpengine: %w", err)
 	}
 	p := &rtpengineProc{cmd: cmd, ngAddr: ngAddr, done: make(chan struct{})}

@@ -132,7 +132,7 @@ func relayConfig(sc Scenario, uasAddr, dir string, httpPort, sipPort, webrtcPort
 // another process can take one first (a client's ephemeral port on the
 // SIP TCP port, say): a relay that exits at start is tried again on other
 // ports, twice.
-func spawnRelay(ctx context.Context, log *slog.Logger, logOut io.Writer, bin string, sc Scenario, uasAddr, tmpDir string, creds Credentials, ng bool) (*relayProc, error) {
+func spawnRelay(ctx context.Context, log *slog.Logger, logOut io.Writer, bin string, sc Scenario, uasAddr, tmpDir string, creds Credentials, ng bool, place *Placement) (*relayProc, error) {
 	if bin == "" {
 		var err error
 		if bin, err = relayBinary(ctx, tmpDir, log); err != nil {
@@ -142,7 +142,7 @@ func spawnRelay(ctx context.Context, log *slog.Logger, logOut io.Writer, bin str
 	var err error
 	for range 3 {
 		var p *relayProc
-		if p, err = startRelay(ctx, logOut, bin, sc, uasAddr, tmpDir, creds, ng); !errors.Is(err, errExitedAtStart) {
+		if p, err = startRelay(ctx, logOut, bin, sc, uasAddr, tmpDir, creds, ng, place); !errors.Is(err, errExitedAtStart) {
 			return p, err
 		}
 		log.Warn("relay exited at start; trying other ports", "err", err)
@@ -154,7 +154,7 @@ func spawnRelay(ctx context.Context, log *slog.Logger, logOut io.Writer, bin str
 var errExitedAtStart = errors.New("mediarelay exited at start")
 
 // startRelay is one try of spawnRelay.
-func startRelay(ctx context.Context, logOut io.Writer, bin string, sc Scenario, uasAddr, tmpDir string, creds Credentials, ng bool) (*relayProc, error) {
+func startRelay(ctx context.Context, logOut io.Writer, bin string, sc Scenario, uasAddr, tmpDir string, creds Credentials, ng bool, place *Placement) (*relayProc, error) {
 	httpPort, err := freeTCPPort()
 	if err != nil {
 		return nil, err
@@ -185,7 +185,7 @@ func startRelay(ctx context.Context, logOut io.Writer, bin string, sc Scenario, 
 	cmd.Stdout = io.MultiWriter(logOut, tail)
 	cmd.Stderr = cmd.Stdout
 	cmd.Dir = tmpDir
-	if err := cmd.Start(); err != nil {
+	if err := place.Start(cmd); err != nil {
 		return nil, fmt.Errorf("start %s serve: %w", bin, err)
 	}
 	p := &relayProc{cmd: cmd, ws: fmt.Sprintf("ws://127.0.0.1:%d/ws", httpPort), done: make(chan struct{})}

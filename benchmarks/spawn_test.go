@@ -27,7 +27,7 @@ func TestSpawnRelayExitsAtStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	_, err = spawnRelay(context.Background(), log, io.Discard, bin, sc, "127.0.0.1:5060", dir, Credentials{}, false)
+	_, err = spawnRelay(context.Background(), log, io.Discard, bin, sc, "127.0.0.1:5060", dir, Credentials{}, false, nil)
 	if !errors.Is(err, errExitedAtStart) || !strings.Contains(err.Error(), "address already in use") {
 		t.Fatalf("error %v, want an exit at start with what the relay said", err)
 	}
