@@ -39,6 +39,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		wsConns     = fs.Int("ws-conns", 4, "WebSocket connections the calls are spread over")
 		ladder      = fs.String("ladder", "", "comma-separated call counts to step through, e.g. 50,100,200,400; stops at the knee")
 		kneeLoss    = fs.Float64("knee-loss", 0.1, "loss percent (either direction) above which a ladder step is past the knee")
+		kneeDelay   = fs.Float64("knee-delay", 100, "one-way delay p99 in ms (either direction, where measured) above which a ladder step is past the knee: a relay past its capacity that queues rather than drops loses nothing, but its delay grows; 0 turns the bound off")
 		repeat      = fs.Int("repeat", 1, "runs of each step per relay, alternated between the relays (A B, then B A); the report gives each relay's median CPU per call-second and the spread (on a shared or virtual machine one run moves by 10-20 %)")
 		jsonOut     = fs.String("json", "", "write results as JSON to this file")
 		plotOut     = fs.String("plot", "", "write an SVG of CPU per call and delay against concurrent calls (for --ladder)")
@@ -226,7 +227,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 	b := &bench{uas: uas, client: client, log: log, stderr: stderr, tty: isTerminal(stderr)}
 	params := RunParams{Rate: *rate, Hold: *hold, Settle: *settle, SetupTimeout: *setupTmo}
-	report := &Report{Machine: machineInfo(), Placement: place.describe(), Scenario: sc, Transport: transport, Started: time.Now().UTC(), KneeLossPct: *kneeLoss}
+	report := &Report{Machine: machineInfo(), Placement: place.describe(), Scenario: sc, Transport: transport, Started: time.Now().UTC(), KneeLossPct: *kneeLoss, KneeDelayMs: *kneeDelay}
+	limits := report.Limits()
 	if *repeat < 1 {
 		fmt.Fprintln(stderr, "bench: --repeat must be at least 1")
 		return 2
@@ -266,13 +268,13 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			if len(runs[i]) == 0 {
 				continue
 			}
-			res := medianRun(runs[i], *kneeLoss)
+			res := medianRun(runs[i], limits)
 			tr := &ladders[i]
 			tr.Steps = append(tr.Steps, res)
 			switch {
 			case res.Unsupported != "":
 				stopped[i] = true
-			case res.Clean(*kneeLoss):
+			case res.Clean(limits):
 				tr.Knee = n
 			default:
 				tr.PastKnee = n
@@ -303,7 +305,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	for _, t := range report.Targets {
 		for _, r := range t.Steps {
-			if r.Unsupported == "" && len(steps) == 1 && !r.Clean(*kneeLoss) {
+			if r.Unsupported == "" && len(steps) == 1 && !r.Clean(limits) {
 				return 1 // a single run that failed calls or lost audio
 			}
 		}
@@ -415,7 +417,7 @@ func runOrder(n, rep int) []int {
 // lower of the middle two), carrying every run's figure in CPURuns, and
 // the first run's memory. A step is as clean as its worst run: if one was
 // past the knee, that run is the step's result.
-func medianRun(runs []*Result, maxLossPct float64) *Result {
+func medianRun(runs []*Result, k KneeLimits) *Result {
 	if len(runs) == 1 {
 		return runs[0]
 	}
@@ -424,7 +426,7 @@ func medianRun(runs []*Result, maxLossPct float64) *Result {
 		cpu[i] = r.Relay.CPUMicrosPerCallS
 	}
 	pick := runs[0]
-	if bad := slices.IndexFunc(runs, func(r *Result) bool { return !r.Clean(maxLossPct) }); bad >= 0 {
+	if bad := slices.IndexFunc(runs, func(r *Result) bool { return !r.Clean(k) }); bad >= 0 {
 		pick = runs[bad]
 	} else {
 		sorted := slices.Clone(runs)

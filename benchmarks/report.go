@@ -25,6 +25,7 @@ type Report struct {
 	Started     time.Time      `json:"started"`
 	Finished    time.Time      `json:"finished"`
 	KneeLossPct float64        `json:"knee_loss_pct"`
+	KneeDelayMs float64        `json:"knee_delay_p99_ms,omitempty"`
 	Targets     []TargetLadder `json:"targets"`
 }
 
@@ -241,7 +242,7 @@ func (r *Report) WriteTable(w io.Writer) {
 			return fmt.Sprintf("%d / %d", x.RelayUDPDrops, x.LoadGenUDPDrops)
 		})
 		tw.Flush()
-		if ratio := cpuRatio(rs, r.KneeLossPct); ratio != "" {
+		if ratio := cpuRatio(rs, r.Limits()); ratio != "" {
 			fmt.Fprintln(w, ratio)
 		}
 		for _, x := range rs {
@@ -251,7 +252,11 @@ func (r *Report) WriteTable(w io.Writer) {
 		}
 	}
 	if len(order) > 1 {
-		fmt.Fprintf(w, "\n== ladder (knee: largest step with 0 failed calls, loss and relay rcvbuf drops <= %.2f%%) ==\n", r.KneeLossPct)
+		delay := ""
+		if r.KneeDelayMs > 0 {
+			delay = fmt.Sprintf(", one-way delay p99 <= %.0f ms", r.KneeDelayMs)
+		}
+		fmt.Fprintf(w, "\n== ladder (knee: largest step with 0 failed calls, loss and relay rcvbuf drops <= %.2f%%%s) ==\n", r.KneeLossPct, delay)
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "target\tcalls\tfailed\tloss up/down %\tsetup p95 ms\tdelay up p50 ms\trelay µs/call-s\tcalls/core\tloadgen µs/call-s\tclient µs/call-s\tsend rate %\trelay drops")
 		for _, t := range r.Targets {
@@ -270,8 +275,7 @@ func (r *Report) WriteTable(w io.Writer) {
 			case t.PastKnee > 0 && t.Knee > 0:
 				why := ""
 				for _, x := range t.Steps {
-					relayClean := x.Failed == 0 && x.Up.LossPct <= r.KneeLossPct && x.Down.LossPct <= r.KneeLossPct && x.RelayDropPct() <= r.KneeLossPct
-					if x.Calls == t.PastKnee && x.LoadGenLimited() && relayClean {
+					if x.Calls == t.PastKnee && x.LoadGenLimited() && x.relayKeptUp(r.Limits()) {
 						why = " (the load generator could not keep its send rate there: the relay's own limit is higher)"
 					}
 				}
@@ -297,7 +301,12 @@ func transportName(t Transport) string {
 // A relay past its knee at the step (failed calls, loss or drops beyond
 // maxLossPct) spent its CPU on the part of the work it did, so the ratio
 // would flatter it: the line then says so instead of giving one.
-func cpuRatio(rs []*Result, maxLossPct float64) string {
+// Limits is the report's knee criteria.
+func (r *Report) Limits() KneeLimits {
+	return KneeLimits{LossPct: r.KneeLossPct, DelayMs: r.KneeDelayMs}
+}
+
+func cpuRatio(rs []*Result, k KneeLimits) string {
 	var mr, re *Result
 	for _, x := range rs {
 		if x.Unsupported != "" || !x.Relay.Measured || x.Relay.CPUMicrosPerCallS <= 0 {
@@ -314,8 +323,8 @@ func cpuRatio(rs []*Result, maxLossPct float64) string {
 		return ""
 	}
 	for _, x := range []*Result{mr, re} {
-		if !x.Clean(maxLossPct) {
-			return fmt.Sprintf("CPU per call-second: no ratio at this step: %s was past its knee (failed calls, loss or drops above %.2f%%), so its CPU covers only the work it did", x.Target, maxLossPct)
+		if !x.Clean(k) {
+			return fmt.Sprintf("CPU per call-second: no ratio at this step: %s was past its knee (failed calls, loss or drops above %.2f%%, or delay p99 above %.0f ms), so its CPU covers only the work it did", x.Target, k.LossPct, k.DelayMs)
 		}
 	}
 	line := fmt.Sprintf("CPU per call-second, %s / rtpengine = %.2f", mr.Target, mr.Relay.CPUMicrosPerCallS/re.Relay.CPUMicrosPerCallS)

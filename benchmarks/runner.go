@@ -136,9 +136,37 @@ const minSendRatePct = 97
 // Datagrams the relay's kernel dropped for a full receive buffer count as
 // loss too: a transcoding relay sends on its own clock and conceals what it
 // lost, so the far end may see no gap at all.
-func (r *Result) Clean(maxLossPct float64) bool {
-	return r.Unsupported == "" && r.Failed == 0 && r.Up.LossPct <= maxLossPct && r.Down.LossPct <= maxLossPct &&
-		r.RelayDropPct() <= maxLossPct && !r.LoadGenLimited()
+func (r *Result) Clean(k KneeLimits) bool {
+	return r.Unsupported == "" && r.relayKeptUp(k) && !r.LoadGenLimited()
+}
+
+// KneeLimits are what a ladder step must stay within to be before the
+// knee.
+type KneeLimits struct {
+	// LossPct bounds the loss in either direction and the relay's
+	// receive-buffer drops, in percent.
+	LossPct float64
+	// DelayMs bounds the one-way delay p99 in either direction where it
+	// is measured (not through a transcoder); 0 turns the bound off. A
+	// relay past its capacity that queues rather than drops loses nothing,
+	// but its delay grows by seconds.
+	DelayMs float64
+}
+
+// relayKeptUp reports whether the relay carried the step within k:
+// no failed call, loss, drops and delay in bounds.
+func (r *Result) relayKeptUp(k KneeLimits) bool {
+	if r.Failed != 0 || r.Up.LossPct > k.LossPct || r.Down.LossPct > k.LossPct || r.RelayDropPct() > k.LossPct {
+		return false
+	}
+	if k.DelayMs > 0 {
+		for _, d := range []Dist{r.Up.DelayMs, r.Down.DelayMs} {
+			if d.N > 0 && d.P99 > k.DelayMs {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // RelayDropPct is the relay's receive-buffer drops as a percentage of the
