@@ -71,7 +71,7 @@ func parseCPUList(list string) ([]int, error) {
 // RelayCPUs is how many CPUs the relay has.
 func (p *Placement) RelayCPUs() int { return p.relay.Count() }
 
-// String is "relay on CPUs a,b; load generator on c,d".
+// String is "relay on CPU a,b, load generator on CPU c,d".
 func (p *Placement) String() string {
 	return fmt.Sprintf("relay on CPU %s, load generator on CPU %s", cpuList(&p.relay), cpuList(&p.load))
 }

@@ -163,13 +163,11 @@ func (s *udpSock) fdNum() int { return s.fd }
 // the shard is woken 50 times a second, not once per few packets.
 //
 // The shard waits for the first set in Go's netpoller, as the relay's media
-// loops do, not in a blocking epoll_wait: a goroutine blocked in a syscall
-// has its P retaken by sysmon after 10 ms, and every retake sets sysmon
-// back to waking every 20 µs. At 50 ticks a second that kept sysmon's
-// wake-ups at 15 % of the load generator's CPU. For the same reason every
-// syscall a tick makes (this poller's, and the sockets' reads and writes)
-// is raw: none can block (non-blocking descriptors, zero timeouts), and
-// each Syscall would wake sysmon from its deep sleep, back to 20 µs.
+// loops do, not in a blocking epoll_wait, and every syscall a tick makes
+// (this poller's, and the sockets' reads and writes) is raw: none can
+// block (non-blocking descriptors, zero timeouts). Between two ticks every
+// P is idle and sysmon sleeps deeply; the next Syscall wakes it into 20 µs
+// polling, which was 15 % of the load generator's CPU.
 type poller struct {
 	ep     int
 	epFile *os.File        // ep in the netpoller
@@ -255,11 +253,17 @@ func (p *poller) hush(fd int) error {
 // pollQuiet returns how many sockets of the polled set are readable now;
 // quietFD(i) is the i-th.
 func (p *poller) pollQuiet() int {
-	n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(p.quiet), uintptr(unsafe.Pointer(&p.qev[0])), uintptr(len(p.qev)), 0, 0, 0)
+	n, e := epollNow(uintptr(p.quiet), p.qev)
 	if e != 0 {
 		return 0
 	}
-	return int(n)
+	return n
+}
+
+// epollNow is a non-blocking epoll_wait on epfd into events.
+func epollNow(epfd uintptr, events []unix.EpollEvent) (int, syscall.Errno) {
+	n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, epfd, uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), 0, 0, 0)
+	return int(n), e
 }
 
 func (p *poller) quietFD(i int) int { return int(p.qev[i].Fd) }
@@ -278,10 +282,10 @@ func (p *poller) wait() int {
 // take is wait's non-blocking epoll_wait; false parks the caller in the
 // netpoller until the set is readable.
 func (p *poller) take(fd uintptr) bool {
-	n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, fd, uintptr(unsafe.Pointer(&p.events[0])), uintptr(len(p.events)), 0, 0, 0)
+	n, e := epollNow(fd, p.events)
 	switch {
 	case e == 0 && n > 0:
-		p.found = int(n)
+		p.found = n
 		return true
 	case e == 0, e == unix.EINTR, e == unix.EAGAIN:
 		return false

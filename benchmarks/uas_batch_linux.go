@@ -115,9 +115,9 @@ func (b *rtpBatch) recv(fd uintptr) bool {
 // socket has to be waited for (EAGAIN).
 //
 // Raw, as the media loops' sends are: with MSG_DONTWAIT it does not block,
-// but a batch of 64 sends can take longer than sysmon's 20 µs tick, and a P
-// found in a syscall then is retaken and sets sysmon back to its fastest
-// wake-ups (12 % of the load generator's CPU when this was a Syscall6).
+// so the scheduler need not be told, and a Syscall made while every P is
+// idle wakes sysmon from its deep sleep into 20 µs polling (with the
+// client's waits, 12-15 % of the load generator's CPU).
 func mmsg(trap, fd uintptr, hdrs *unix.Mmsghdr, n int) (int, syscall.Errno, bool) {
 	for {
 		r, _, e := unix.RawSyscall6(trap, fd, uintptr(unsafe.Pointer(hdrs)), uintptr(n), unix.MSG_DONTWAIT, 0, 0)
