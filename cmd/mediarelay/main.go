@@ -79,6 +79,7 @@ func serve(args []string, stderr io.Writer) int {
 	log := newLogger(cfg.Log, stderr)
 	slog.SetDefault(log)
 	raiseFileLimit(log)
+	tuneGC()
 	relay, err := signaling.New(cfg, log)
 	if err != nil {
 		log.Error("cannot start", "err", err)
