@@ -5,8 +5,12 @@ import (
 	"errors"
 	"net"
 	"os"
+	"runtime"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/pion/rtp"
 )
 
 // serveInto runs leg.Serve on its own goroutine, sending a copy of each
@@ -178,4 +182,109 @@ func TestInjectTakesPacketsPlaces(t *testing.T) {
 	}
 	t.Run("served", func(t *testing.T) { check(t, true) })
 	t.Run("ReadRTP", func(t *testing.T) { check(t, false) })
+}
+
+// flushCounter is a Stage that hands each packet to w and counts its
+// flushes.
+type flushCounter struct {
+	w       *chanWriter
+	flushes atomic.Int32
+}
+
+func (s *flushCounter) Process(pkt []byte)  { _ = s.w.WriteRTP(pkt) }
+func (s *flushCounter) Flush()              { s.flushes.Add(1) }
+func (s *flushCounter) Position() StreamPos { return StreamPos{} }
+func (s *flushCounter) Resume(StreamPos)    {}
+
+// TestPathStartKeepsNoGoroutine: paths started on RTP legs forward their
+// peers' packets byte for byte with no goroutine of their own while the
+// call lasts, and when a leg closes its path's stage is flushed and done
+// gets net.ErrClosed, once.
+func TestPathStartKeepsNoGoroutine(t *testing.T) {
+	const n = 12
+	ports := testPorts(t, n)
+	legs := make([]*RTPLeg, n)
+	peers := make([]*udpPeer, n)
+	for i := range legs {
+		legs[i] = newTestLeg(t, ports, RTPLegOptions{})
+		peers[i] = newUDPPeer(t)
+		legs[i].SetRemote(udpAddr(peers[i].rtp), udpAddr(peers[i].rtcp))
+	}
+	base := runtime.NumGoroutine()
+	stages := make([]*flushCounter, n)
+	done := make(chan error, 2*n)
+	for i, l := range legs {
+		stages[i] = &flushCounter{w: &chanWriter{out: make(chan rtp.Packet, 4)}}
+		NewPath(stages[i]).Start(l, func(err error) { done <- err })
+	}
+	if got := runtime.NumGoroutine(); got > base {
+		t.Errorf("%d goroutines with %d paths started, %d before", got, n, base)
+	}
+	for i, l := range legs {
+		want := mkRTP(t, 0, uint16(i), 160*uint32(i), 0x5000+uint32(i), false, []byte{byte(i), 1, 2, 3})
+		udpSend(t, peers[i].rtp, l.LocalAddr(), want)
+		select {
+		case pkt := <-stages[i].w.out:
+			if pkt.SSRC != 0x5000+uint32(i) || !bytes.Equal(pkt.Payload, []byte{byte(i), 1, 2, 3}) {
+				t.Fatalf("leg %d forwarded SSRC %#x payload %x", i, pkt.SSRC, pkt.Payload)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("leg %d forwarded nothing", i)
+		}
+	}
+	if got := runtime.NumGoroutine(); got > base {
+		t.Errorf("%d goroutines while %d paths forward, %d before", got, n, base)
+	}
+	for _, l := range legs {
+		_ = l.Close()
+	}
+	for range n {
+		select {
+		case err := <-done:
+			if !isNetClosed(err) {
+				t.Fatalf("done got %v, want net.ErrClosed", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("a closed leg never called its path's done")
+		}
+	}
+	for i, s := range stages {
+		if f := s.flushes.Load(); f != 1 {
+			t.Errorf("path %d flushed %d times, want once", i, f)
+		}
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("done called again: %v", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+}
+
+// TestAttachRefusedOnClosedOrPausedLeg: attaching to a closed or paused
+// leg calls done at once with why, and the handler never runs.
+func TestAttachRefusedOnClosedOrPausedLeg(t *testing.T) {
+	ports := testPorts(t, 2)
+	paused := newTestLeg(t, ports, RTPLegOptions{})
+	closed := newTestLeg(t, ports, RTPLegOptions{})
+	if err := paused.PauseReads(); err != nil {
+		t.Fatal(err)
+	}
+	_ = closed.Close()
+	h := func([]byte) { t.Error("handler called") }
+	if err := paused.Serve(h); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("paused leg: %v, want a deadline error", err)
+	}
+	if err := closed.Serve(h); !isNetClosed(err) {
+		t.Errorf("closed leg: %v, want net.ErrClosed", err)
+	}
+	// Resumed, it serves again.
+	if err := paused.ResumeReads(); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan []byte, 1)
+	res := serveInto(paused, got)
+	_ = paused.Close()
+	if err := <-res; !isNetClosed(err) {
+		t.Errorf("resumed leg, closed: %v", err)
+	}
 }

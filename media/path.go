@@ -57,12 +57,12 @@ func (p StreamPos) TSAfter(clock uint32, now int64) uint32 {
 	return p.NextTS
 }
 
-// Path runs one direction of a call: it reads packets from a leg and hands
+// Path runs one direction of a call: it takes packets from a leg and hands
 // each to the current Stage. The Stage can be replaced while the path runs
-// (the trunk changed codec mid-call) without stopping the read loop or
-// touching either leg. The new stage takes over between two packets, on
-// the path's own goroutine: the old one is flushed and the new one resumes
-// its outgoing stream. The packet path pays one atomic load for this, of
+// (the trunk changed codec mid-call) without stopping the path or touching
+// either leg. The new stage takes over between two packets, on the
+// goroutine that delivers them: the old one is flushed and the new one
+// resumes its outgoing stream. The packet path pays one atomic load for this, of
 // the word beside the current stage: packets of hundreds of calls
 // interleave on a media loop, so each dependent load per packet is likely
 // a cache miss.
@@ -82,16 +82,35 @@ func NewPath(s Stage) *Path { return &Path{cur: s} }
 // from any goroutine.
 func (p *Path) Switch(s Stage) { p.next.Store(&stageRef{s}) }
 
+// Start runs the path from from until from fails, then flushes the
+// current stage and calls done with the error. A PacketSource is attached:
+// its packets are processed on the goroutine that received them, and the
+// path has no goroutine of its own while the call lasts. Any other reader
+// gets a goroutine running Run.
+func (p *Path) Start(from RTPReader, done func(error)) {
+	src, ok := from.(PacketSource)
+	if !ok {
+		go func() { done(p.Run(from)) }()
+		return
+	}
+	p.begin()
+	src.Attach(p.process, func(err error) {
+		p.takeSwitch()
+		p.cur.Flush()
+		done(err)
+	})
+}
+
 // Run reads from until it returns an error, which Run returns after
 // flushing the current stage. One goroutine runs a Path. A PacketSource
-// is served instead of read: its packets are processed on the goroutine
-// that received them.
+// is attached instead of read, and Run waits for it to be done.
 func (p *Path) Run(from RTPReader) error {
-	if next := p.next.Swap(nil); next != nil {
-		p.cur = next.s // switched before anything ran: nothing to carry on
-	}
+	p.begin()
 	if src, ok := from.(PacketSource); ok {
-		return p.serve(src)
+		err := Serve(src, p.process)
+		p.takeSwitch()
+		p.cur.Flush()
+		return err
 	}
 	if p.buf == nil {
 		p.buf = make([]byte, forwardBufSize) // only a reader needs one: sources lend theirs
@@ -105,6 +124,14 @@ func (p *Path) Run(from RTPReader) error {
 		}
 		// A misbehaving reader must not be able to make us slice out of range.
 		p.process(p.buf[:max(0, min(n, len(p.buf)))])
+	}
+}
+
+// begin takes a stage given to Switch before anything ran: there is no
+// stream to carry on.
+func (p *Path) begin() {
+	if next := p.next.Swap(nil); next != nil {
+		p.cur = next.s
 	}
 }
 
@@ -123,14 +150,4 @@ func (p *Path) takeSwitch() {
 		next.s.Resume(p.cur.Position())
 		p.cur = next.s
 	}
-}
-
-// serve is Run for a PacketSource: the source calls the stage on its own
-// goroutine, and Serve returns only once that has stopped, so cur is ours
-// again afterwards.
-func (p *Path) serve(src PacketSource) error {
-	err := src.Serve(p.process)
-	p.takeSwitch()
-	p.cur.Flush()
-	return err
 }

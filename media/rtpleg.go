@@ -129,20 +129,21 @@ type RTPLeg struct {
 	dropped atomic.Uint64
 	rtcpState
 
-	// Serve: the media loop the RTP socket is on, and the packet handler.
-	fd      int // the RTP socket's descriptor, for the loop's raw reads
-	regMu   sync.Mutex
-	reg     *loop
-	regSlot int32
-	sink    func(pkt []byte) // set before the socket joins the loop
+	// Attach: the media loop the RTP socket is on, the packet handler, and
+	// what to call when the leg closes or pauses.
+	fd        int // the RTP socket's descriptor, for the loop's raw reads
+	regMu     sync.Mutex
+	reg       *loop
+	regSlot   int32
+	sink      func(pkt []byte) // set before the socket joins the loop
+	serveDone func(error)      // under regMu; nil when not attached
 	// Packets Inject queued to take the place of the next ones delivered;
 	// injected counts them, so that the packet path locks only while
 	// some wait.
 	injectMu sync.Mutex
 	injectQ  [][]byte
 	injected atomic.Int32
-	paused   atomic.Bool
-	pauseCh  chan struct{} // wakes Serve on PauseReads
+	paused   atomic.Bool // under regMu when set, so Attach sees it
 
 	done        chan struct{}
 	rtcpMu      sync.Mutex // the report timer, and stopping it
@@ -206,11 +207,10 @@ func NewRTPLeg(o RTPLegOptions) (*RTPLeg, error) {
 			cname: o.CNAME,
 			ssrc:  binary.BigEndian.Uint32(rnd[:4]),
 		},
-		srtp:    sess,
-		out:     pair.rtp.out,
-		fd:      pair.rtp.fd,
-		pauseCh: make(chan struct{}, 1),
-		done:    make(chan struct{}),
+		srtp: sess,
+		out:  pair.rtp.out,
+		fd:   pair.rtp.fd,
+		done: make(chan struct{}),
 	}
 	l.recv.clockRate = uint64(o.ClockRate)
 	l.recv.epoch = time.Now()
@@ -567,89 +567,94 @@ func (l *RTPLeg) Stats() LegStats {
 
 // PauseReads makes a ReadRTP blocked in another goroutine return an error
 // wrapping os.ErrDeadlineExceeded, and every ReadRTP fail the same way
-// until ResumeReads. It lets a call hand the leg to a new reader (a
-// transfer joins it to another call) without closing it: packets that
-// arrive meanwhile wait in the socket buffer. RTCP keeps running.
+// until ResumeReads; an attached handler is detached with that error. It
+// lets a call hand the leg to a new reader (a transfer joins it to another
+// call) without closing it: packets that arrive meanwhile wait in the
+// socket buffer. RTCP keeps running.
 func (l *RTPLeg) PauseReads() error {
+	l.regMu.Lock()
 	l.paused.Store(true)
-	select {
-	case l.pauseCh <- struct{}{}:
-	default:
-	}
+	l.regMu.Unlock()
+	l.detach(fmt.Errorf("rtp leg %s: read: %w", l.local, os.ErrDeadlineExceeded))
 	return l.pair.rtp.setReadDeadline(time.Unix(1, 0))
 }
 
-// ResumeReads lets ReadRTP block again after PauseReads.
+// ResumeReads lets ReadRTP block, and Attach serve, again after
+// PauseReads.
 func (l *RTPLeg) ResumeReads() error {
 	l.paused.Store(false)
-	select {
-	case <-l.pauseCh:
-	default:
-	}
 	return l.pair.rtp.setReadDeadline(time.Time{})
 }
 
-// Serve hands the peer's RTP to h on a media loop's goroutine, with no
-// copy and no goroutine of its own, until the leg closes or PauseReads
-// (then the error wraps os.ErrDeadlineExceeded, as ReadRTP's does).
-// Where there are no loops it reads with ReadRTP. (PacketSource)
-func (l *RTPLeg) Serve(h func(pkt []byte)) error {
+// Attach hands the peer's RTP to h on a media loop's goroutine, with no
+// copy and no goroutine of its own, until the leg closes or PauseReads;
+// then done gets an error wrapping net.ErrClosed or os.ErrDeadlineExceeded
+// (as ReadRTP's would), on a goroutine of its own, once h has stopped.
+// Where there are no loops it reads with ReadRTP on a goroutine.
+// (PacketSource)
+func (l *RTPLeg) Attach(h func(pkt []byte), done func(error)) {
 	lp, err := pickLoop()
 	if err != nil || l.fd < 0 {
-		buf := make([]byte, readBufSize)
-		for {
-			n, err := l.ReadRTP(buf)
-			if err != nil {
-				return err
+		go func() {
+			buf := make([]byte, readBufSize)
+			for {
+				n, err := l.ReadRTP(buf)
+				if err != nil {
+					done(err)
+					return
+				}
+				h(buf[:n])
 			}
-			h(buf[:n])
-		}
-	}
-	if l.paused.Load() {
-		return fmt.Errorf("rtp leg %s: read: %w", l.local, os.ErrDeadlineExceeded)
+		}()
+		return
 	}
 	l.regMu.Lock()
+	var fail error
 	select {
 	case <-l.done:
-		l.regMu.Unlock()
-		return fmt.Errorf("rtp leg %s: read: %w", l.local, net.ErrClosed)
+		fail = fmt.Errorf("rtp leg %s: read: %w", l.local, net.ErrClosed)
 	default:
-	}
-	if l.reg != nil {
-		l.regMu.Unlock()
-		return fmt.Errorf("rtp leg %s: already served", l.local)
-	}
-	l.sink = h
-	slot, err := lp.add(l.fd, l)
-	if err != nil {
-		l.regMu.Unlock()
-		return fmt.Errorf("rtp leg %s: %w", l.local, err)
-	}
-	l.reg, l.regSlot = lp, slot
-	l.regMu.Unlock()
-	for {
-		select {
-		case <-l.done:
-			l.leaveLoop()
-			return fmt.Errorf("rtp leg %s: read: %w", l.local, net.ErrClosed)
-		case <-l.pauseCh:
-			if l.paused.Load() {
-				l.leaveLoop()
-				return fmt.Errorf("rtp leg %s: read: %w", l.local, os.ErrDeadlineExceeded)
-			}
+		switch {
+		case l.paused.Load():
+			fail = fmt.Errorf("rtp leg %s: read: %w", l.local, os.ErrDeadlineExceeded)
+		case l.reg != nil:
+			fail = fmt.Errorf("rtp leg %s: already served", l.local)
 		}
+	}
+	if fail == nil {
+		l.sink = h
+		slot, err := lp.add(l.fd, l)
+		if err != nil {
+			fail = fmt.Errorf("rtp leg %s: %w", l.local, err)
+		} else {
+			l.reg, l.regSlot, l.serveDone = lp, slot, done
+		}
+	}
+	l.regMu.Unlock()
+	if fail != nil {
+		go done(fail)
 	}
 }
 
-// leaveLoop takes the RTP socket off its loop; once it returns the
-// handler is not running and the socket may close.
-func (l *RTPLeg) leaveLoop() {
+// Serve is Attach that returns done's error, for callers with a goroutine
+// to spare (tests, tools).
+func (l *RTPLeg) Serve(h func(pkt []byte)) error { return Serve(l, h) }
+
+// detach takes the RTP socket off its loop and, if a handler was attached,
+// tells its owner why. Once the socket is off, the handler is not running
+// and the socket may close.
+func (l *RTPLeg) detach(why error) {
 	l.regMu.Lock()
 	if l.reg != nil {
 		l.reg.remove(l.regSlot, l.fd)
 		l.reg = nil
 	}
+	done := l.serveDone
+	l.serveDone = nil
 	l.regMu.Unlock()
+	if done != nil {
+		go done(why)
+	}
 }
 
 // ready is the loop's call: every datagram queued at the RTP socket.
@@ -688,7 +693,7 @@ func (l *RTPLeg) datagram(pkt []byte, from netip.AddrPort, truncated bool, _ tim
 func (l *RTPLeg) Close() error {
 	l.closeOnce.Do(func() {
 		close(l.done)
-		l.leaveLoop()
+		l.detach(fmt.Errorf("rtp leg %s: read: %w", l.local, net.ErrClosed))
 		l.stopReports()
 		l.sendReport(true)
 		l.stopRTCPReads()

@@ -18,14 +18,25 @@ import (
 )
 
 // PacketSource is a leg that delivers its packets by calling a handler on
-// the goroutine that received them, instead of being read. Path.Run uses it
-// in place of ReadRTP, so a packet crosses no goroutine on its way through
-// the relay.
+// the goroutine that received them, instead of being read. Path.Start uses
+// it in place of ReadRTP, so a packet crosses no goroutine on its way
+// through the relay, and an established call keeps no goroutine of its own.
 type PacketSource interface {
-	// Serve calls h with each packet (valid only during the call) until
-	// the source closes, then returns an error wrapping net.ErrClosed.
-	// When Serve returns, h is no longer running and will not be called.
-	Serve(h func(pkt []byte)) error
+	// Attach calls h with each packet (valid only during the call) until
+	// the source closes or stops serving h; then it calls done, once, on a
+	// goroutine of its own, with an error wrapping net.ErrClosed (or why
+	// it stopped). When done runs, h is no longer running and will not be
+	// called. Attach itself returns at once.
+	Attach(h func(pkt []byte), done func(error))
+}
+
+// Serve attaches h to src and waits until src is done with it, returning
+// done's error: Attach for callers with a goroutine to spare (tests,
+// tools).
+func Serve(src PacketSource, h func(pkt []byte)) error {
+	ch := make(chan error, 1)
+	src.Attach(h, func(err error) { ch <- err })
+	return <-ch
 }
 
 // dtlsLinger is how long a leg keeps its DTLS session after the handshake,
@@ -73,6 +84,10 @@ type WebRTCLeg struct {
 	// to another pair may briefly send from two.
 	rmu  sync.Mutex
 	sink atomic.Pointer[sinkRef]
+	// serveMu guards served, the handler Attach gave sink, until the leg
+	// closes.
+	serveMu sync.Mutex
+	served  *attached
 
 	readOnce sync.Once
 	readQ    chan []byte // ReadRTP's queue, made on first use
@@ -416,15 +431,57 @@ func (l *WebRTCLeg) WaitConnected(ctx context.Context) error {
 	}
 }
 
-// Serve delivers the browser's decrypted RTP to h on the shard's
+// Attach delivers the browser's decrypted RTP to h on the shard's
 // goroutine until the leg closes (PacketSource).
-func (l *WebRTCLeg) Serve(h func(pkt []byte)) error {
+func (l *WebRTCLeg) Attach(h func(pkt []byte), done func(error)) {
 	ref := &sinkRef{h}
+	l.serveMu.Lock()
+	select {
+	case <-l.closed:
+		l.serveMu.Unlock()
+		go done(fmt.Errorf("webrtc leg: %w", net.ErrClosed))
+		return
+	default:
+	}
+	prev := l.served
+	l.served = &attached{ref: ref, done: done}
 	l.sink.Store(ref)
-	<-l.closed
-	l.sink.CompareAndSwap(ref, nil)
-	l.quiesce()
-	return fmt.Errorf("webrtc leg: %w", net.ErrClosed)
+	l.serveMu.Unlock()
+	if prev != nil {
+		go func() {
+			l.quiesce()
+			prev.done(errors.New("webrtc leg: served by another handler"))
+		}()
+	}
+}
+
+// attached is a handler given to Attach, and its done.
+type attached struct {
+	ref  *sinkRef
+	done func(error)
+}
+
+// Serve is Attach that returns done's error, for callers with a goroutine
+// to spare (tests, tools).
+func (l *WebRTCLeg) Serve(h func(pkt []byte)) error { return Serve(l, h) }
+
+// detach stops delivering to the attached handler, once the leg is
+// closed, and calls its done when no packet is in its hands. The wait
+// runs on a goroutine of its own: Close may be called with a packet of
+// the leg in flight on this goroutine.
+func (l *WebRTCLeg) detach() {
+	l.serveMu.Lock()
+	a := l.served
+	l.served = nil
+	l.serveMu.Unlock()
+	if a == nil {
+		return
+	}
+	go func() {
+		l.sink.CompareAndSwap(a.ref, nil)
+		l.quiesce()
+		a.done(fmt.Errorf("webrtc leg: %w", net.ErrClosed))
+	}()
 }
 
 // quiesce waits until no packet of the leg is being handled.
@@ -570,6 +627,7 @@ func (l *WebRTCLeg) Close() error {
 		l.isDown.Store(true)
 		l.w.unregister(l)
 		close(l.closed)
+		l.detach()
 	})
 	return nil
 }

@@ -27,17 +27,17 @@ func (w *webIO) ReadRTP(b []byte) (int, error) {
 	}
 }
 
-// Serve delivers the current browser leg's packets to h, moving on to the
-// new leg when a transfer swaps it in (media.PacketSource).
-func (w *webIO) Serve(h func(pkt []byte)) error {
-	for {
-		l := w.cur.Load()
-		err := l.Serve(h)
+// Attach delivers the current browser leg's packets to h, moving on to
+// the new leg when a transfer swaps it in (media.PacketSource).
+func (w *webIO) Attach(h func(pkt []byte), done func(error)) {
+	l := w.cur.Load()
+	l.Attach(h, func(err error) {
 		if w.cur.Load() != l {
-			continue
+			w.Attach(h, done) // the leg was swapped (and the old one closed)
+			return
 		}
-		return err
-	}
+		done(err)
+	})
 }
 
 func (w *webIO) WriteRTP(b []byte) error { return w.cur.Load().WriteRTP(b) }

@@ -16,8 +16,8 @@
 // telephone-event). The relay follows, as a carrier's media relay does,
 // without renegotiating the browser leg: the browser keeps its codec
 // (mediaplan.Replan) and the relay re-plumbs what joins the two legs. Each
-// direction of a call is one media.Path, a read loop that lives as long as
-// the call, running the current media.Stage; a change builds fresh stages
+// direction of a call is one media.Path, attached to its source leg for as
+// long as the call lasts, running the current media.Stage; a change builds fresh stages
 // for the new plan and switches both paths to them, between two packets and
 // without touching a leg. The new stages carry on the old ones' outgoing
 // streams (SSRC, sequence numbers, timestamps), so neither far end sees a
@@ -74,7 +74,7 @@ type Media struct {
 	// injector that plays DTMF from INFO.
 	inj     atomic.Pointer[dtmf.Injector]
 	injOnce sync.Once
-	wg      sync.WaitGroup // the paths' read loops
+	wg      sync.WaitGroup // the paths, until their legs stop serving them
 
 	counted    media.Tally // packets and bytes already in the relay's counters
 	firstMedia atomic.Bool // the time to first media observed
@@ -129,7 +129,7 @@ func (m *Media) Bridge() *transcode.Bridge {
 	return nil
 }
 
-// Wait waits for both directions' read loops to return, once the legs are
+// Wait waits until both directions have stopped, once the legs are
 // closed.
 func (m *Media) Wait() { m.wg.Wait() }
 
@@ -151,7 +151,7 @@ func (m *Media) Start(plan mediaplan.Plan, ptime int) error {
 	}
 	a := &active{plan: plan, toSIP: media.NewPath(toSIP), toWeb: media.NewPath(toWeb), bridge: b, toWebDone: make(chan struct{})}
 	m.active.Store(a)
-	m.run(func() error { return a.toSIP.Run(&m.web) })
+	m.start(a.toSIP, &m.web, nil)
 	m.runToWeb(a.toWeb, a.toWebDone)
 	return nil
 }
@@ -167,28 +167,27 @@ func (m *Media) StartOpaque(plan mediaplan.Plan) {
 		toWebDone: make(chan struct{}),
 	}
 	m.active.Store(a)
-	m.run(func() error { return a.toSIP.Run(&m.web) })
-	m.run(func() error {
-		defer close(a.toWebDone)
-		return a.toWeb.Run(sip) // no DTMF injection: the relay cannot write into the stream
-	})
+	m.start(a.toSIP, &m.web, nil)
+	m.start(a.toWeb, sip, a.toWebDone) // no DTMF injection: the relay cannot write into the stream
 }
 
-func (m *Media) run(f func() error) {
+// start runs p from from until a leg closes (or, for the trunk's leg,
+// pauses for a transfer), then closes stopped if it is not nil. The legs
+// deliver to p on their media loops: the call keeps no goroutine.
+func (m *Media) start(p *media.Path, from media.RTPReader, stopped chan struct{}) {
 	m.wg.Add(1)
-	go func() {
-		defer m.wg.Done()
-		_ = f() // returns when a leg closes
-	}()
+	p.Start(from, func(error) {
+		if stopped != nil {
+			close(stopped)
+		}
+		m.wg.Done()
+	})
 }
 
 // runToWeb runs the trunk → browser path on the SIP leg's reader, closing
-// done when it returns.
+// done when it stops.
 func (m *Media) runToWeb(p *media.Path, done chan struct{}) {
-	m.run(func() error {
-		defer close(done)
-		return p.Run(m.sipReader())
-	})
+	m.start(p, m.sipReader(), done)
 }
 
 // stages builds the processing of both directions for plan: Forwarders
