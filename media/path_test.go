@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/binary"
 	"io"
+	"runtime"
+	"strconv"
 	"testing"
 	"time"
 
@@ -190,6 +192,37 @@ func BenchmarkPathForward(b *testing.B) {
 			b.ReportAllocs()
 			b.ResetTimer()
 			_ = p.Run(r)
+		})
+	}
+}
+
+// BenchmarkPathForwardCalls is BenchmarkPathForward/plain with the packets
+// of many calls interleaved, one path each, as a media loop sees them:
+// with a thousand calls each packet finds its path's and forwarder's state
+// out of the nearer caches, which is what the relay's cost per call grows
+// with. Each call's objects sit among other allocations of the same size
+// as a call's, so they are spread as they are in the relay.
+func BenchmarkPathForwardCalls(b *testing.B) {
+	for _, calls := range []int{1, 1000, 10000} {
+		b.Run(strconv.Itoa(calls), func(b *testing.B) {
+			paths := make([]*Path, calls)
+			other := make([][]byte, calls) // a call's other state
+			for i := range paths {
+				paths[i] = NewPath(NewForwarder(ForwarderOptions{PTMap: map[uint8]uint8{0: 8}, ClockRate: 8000}).Stage(discard{}))
+				other[i] = make([]byte, 4096)
+			}
+			pkt := mkRTP(b, 0, 0, 0, 42, false, make([]byte, 160))
+			b.SetBytes(int64(len(pkt)))
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := range b.N {
+				binary.BigEndian.PutUint16(pkt[2:], uint16(i/calls))
+				binary.BigEndian.PutUint32(pkt[4:], uint32(i/calls)*160)
+				binary.BigEndian.PutUint32(pkt[8:], 42) // the forwarder wrote its own
+				pkt[1] = 0
+				paths[i%calls].process(pkt)
+			}
+			runtime.KeepAlive(other)
 		})
 	}
 }
