@@ -77,8 +77,8 @@ func TestWebRTCLegMediaBothWaysUnderSpray(t *testing.T) {
 	}
 }
 
-// TestWebRTCLegClosedStopsServe: Serve returns once the leg closes, and a
-// closed leg refuses writes.
+// TestWebRTCLegClosedStopsServe: Serve returns once the leg closes, a
+// closed leg refuses a new handler, and it refuses writes.
 func TestWebRTCLegClosedStopsServe(t *testing.T) {
 	w, err := NewWebRTC(WebRTCOptions{BindIP: "127.0.0.1"})
 	if err != nil {
@@ -91,11 +91,15 @@ func TestWebRTCLegClosedStopsServe(t *testing.T) {
 	leg.Close()
 	select {
 	case err := <-done:
-		if err == nil {
-			t.Fatal("Serve returned nil")
+		if !isNetClosed(err) {
+			t.Fatalf("Serve returned %v, want net.ErrClosed", err)
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("Serve did not return after Close")
+	}
+	// Attached after the close, a handler is refused at once.
+	if err := leg.Serve(func([]byte) { t.Error("handler called on a closed leg") }); !isNetClosed(err) {
+		t.Fatalf("Serve on a closed leg returned %v", err)
 	}
 	pkt := make([]byte, 12+160)
 	pkt[0] = 0x80
