@@ -46,7 +46,7 @@ const dtlsLinger = 10 * time.Second
 // WebRTCLeg is the browser side of a call: ICE-lite on the shared port, a
 // DTLS handshake for the SRTP keys, then SRTP in place on the shard that
 // receives the browser's packets. It implements WriteRTP like the RTP leg,
-// and delivers received packets through Serve (PacketSource).
+// and delivers received packets through Attach (PacketSource).
 type WebRTCLeg struct {
 	w   *WebRTC
 	log *slog.Logger
