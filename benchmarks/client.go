@@ -86,6 +86,10 @@ type Client struct {
 	shards []*shard
 	stop   context.CancelFunc
 	loops  sync.WaitGroup
+	// slots is how many evenly spaced instants of each 20 ms a shard
+	// sends at, each call at one of them: 1 sends every call's packet at
+	// the same instant.
+	slots int
 
 	measuring atomic.Bool
 	sent      atomic.Uint64
@@ -153,6 +157,7 @@ type callMedia struct {
 	seq   uint16
 	ts    uint32
 	frame int
+	slot  int // the instant of each 20 ms it sends at (Client.slots)
 }
 
 // pendingCheck is a connectivity check we sent and retransmit.
@@ -172,10 +177,12 @@ type shard struct {
 	// tick (once per batch, not per packet), and by anyone else using a
 	// call's socket: a socket is closed only under it, so no descriptor
 	// is used after close or, reused, for another call.
-	mu     sync.Mutex
-	byFD   map[int]*call
-	active []*call // calls sending media
-	due    uint64  // timer expiries not yet served
+	mu       sync.Mutex
+	byFD     map[int]*call
+	active   []*call // calls sending media
+	due      uint64  // timer expiries not yet served
+	slot     int     // the send slot the next expiry serves
+	nextSlot int     // the slot the next call to send gets
 
 	// ring batches the media sockets' sends and reads of a tick into an
 	// io_uring_enter each; nil where io_uring is not available, and then
@@ -190,8 +197,10 @@ type shard struct {
 
 // NewClient prepares shards engine goroutines (at least one), the shared
 // DTLS certificate and the encoded frames, and starts the engine; its calls
-// use transport (UDP if empty). Close stops it.
-func NewClient(codec Codec, shards int, transport Transport, log *slog.Logger) (*Client, error) {
+// use transport (UDP if empty). Each shard sends at slots evenly spaced
+// instants of every 20 ms, a call at one of them (at least one slot; at
+// most 20, a 1 ms tick). Close stops it.
+func NewClient(codec Codec, shards, slots int, transport Transport, log *slog.Logger) (*Client, error) {
 	if transport == "" {
 		transport = TransportUDP
 	}
@@ -203,13 +212,14 @@ func NewClient(codec Codec, shards int, transport Transport, log *slog.Logger) (
 	if err != nil {
 		return nil, err
 	}
-	cl := &Client{codec: codec, transport: transport, frames: frames, cert: id.cert, fp: id.fp, log: log}
+	slots = min(max(slots, 1), maxSendSlots)
+	cl := &Client{codec: codec, transport: transport, frames: frames, cert: id.cert, fp: id.fp, log: log, slots: slots}
 	binary.BigEndian.PutUint64(cl.tieBreaker[:], ^uint64(0))
 	if shards < 1 {
 		shards = 1
 	}
 	for range shards {
-		p, err := newPoller(ptime)
+		p, err := newPoller(ptime / time.Duration(slots))
 		if err != nil {
 			cl.closeShards()
 			return nil, fmt.Errorf("load client engine: %w", err)
@@ -365,27 +375,35 @@ func (sh *shard) readRing(n int, now time.Time) {
 	sh.ring.receive(sh, now)
 }
 
-// maxCatchUp is how many missed ticks a shard makes up with a burst; more
-// than that (the machine is saturated) are skipped, as a browser would.
+// maxCatchUp is how many missed 20 ms periods a shard makes up with a
+// burst; more than that (the machine is saturated) are skipped, as a
+// browser would.
 const maxCatchUp = 5
 
-// tick sends every active call's next frame(s) and its consent checks,
-// then reads what the active calls have received. Sending first keeps each
-// call's send time at the same offset from the tick however long reading
+// maxSendSlots bounds Client.slots: a 1 ms tick.
+const maxSendSlots = 20
+
+// tick serves the send slots of expired timer expiries: each active call
+// of a slot sends its next frame and, when due, a consent check. Then it
+// reads what the active calls have received. Sending first keeps each
+// call's send time at the same offset from its slot however long reading
 // takes, so the load client adds no jitter of its own. Under sh.mu.
 func (sh *shard) tick(expired uint64) {
-	frames := min(expired, maxCatchUp)
+	slots := sh.cl.slots
+	n := min(expired, uint64(maxCatchUp*slots))
 	t0 := time.Now()
 	defer sh.drain()
-	for _, c := range sh.active {
-		if !c.sending.Load() {
-			continue
-		}
-		for range frames {
+	for range n {
+		s := sh.slot
+		sh.slot = (sh.slot + 1) % slots
+		for _, c := range sh.active {
+			if c.slot != s || !c.sending.Load() {
+				continue
+			}
 			sh.sendFrame(c)
-		}
-		if t0.After(c.nextCheck) {
-			sh.consent(c, t0)
+			if t0.After(c.nextCheck) {
+				sh.consent(c, t0)
+			}
 		}
 	}
 	sh.flushSends()
@@ -849,6 +867,8 @@ func (cl *Client) handshake(ctx context.Context, sh *shard, c *call) error {
 	c.enc, c.dec = enc, dec
 	c.lastCheck = now
 	c.nextCheck = now.Add(consentInterval())
+	c.slot = sh.nextSlot
+	sh.nextSlot = (sh.nextSlot + 1) % sh.cl.slots
 	sh.active = append(sh.active, c)
 	if c.tcp != nil {
 		// An ICE-TCP connection stays in the set that wakes the shard:

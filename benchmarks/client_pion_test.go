@@ -94,7 +94,7 @@ func (p *pionPeer) Close() {
 func TestClientAgainstFullAgent(t *testing.T) {
 	for name, role := range map[string]webrtc.DTLSRole{"peer-active": webrtc.DTLSRoleClient, "peer-passive": webrtc.DTLSRoleServer} {
 		t.Run(name, func(t *testing.T) {
-			cl, err := NewClient(CodecPCMU, 1, TransportUDP, slog.New(slog.NewTextHandler(io.Discard, nil)))
+			cl, err := NewClient(CodecPCMU, 1, 1, TransportUDP, slog.New(slog.NewTextHandler(io.Discard, nil)))
 			if err != nil {
 				t.Fatal(err)
 			}

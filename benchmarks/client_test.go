@@ -3,6 +3,7 @@
 package benchmarks
 
 import (
+	"encoding/binary"
 	"io"
 	"log/slog"
 	"net"
@@ -23,7 +24,7 @@ import (
 // can echo what the call sends.
 func enginePair(t testing.TB) (*shard, *call, *net.UDPConn) {
 	t.Helper()
-	cl := &Client{codec: CodecPCMU, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	cl := &Client{codec: CodecPCMU, slots: 1, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	frames, err := Frames(CodecPCMU)
 	if err != nil {
 		t.Fatal(err)
@@ -47,8 +48,15 @@ func enginePair(t testing.TB) (*shard, *call, *net.UDPConn) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { peer.Close() })
+	return sh, addEngineCall(t, sh, peer, 1234), peer
+}
+
+// addEngineCall adds an active call with SSRC ssrc to sh, its socket
+// connected to peer and keyed as enginePair's.
+func addEngineCall(t testing.TB, sh *shard, peer *net.UDPConn, ssrc uint32) *call {
+	t.Helper()
 	c := &call{user: "t", firstCh: make(chan struct{}), stats: NewRecvStats(8000)}
-	c.ssrc, c.pt = 1234, 0
+	c.ssrc, c.pt = ssrc, 0
 	if err := sh.open(c); err != nil {
 		t.Fatal(err)
 	}
@@ -66,12 +74,63 @@ func enginePair(t testing.TB) (*shard, *call, *net.UDPConn) {
 		return ctx
 	}
 	c.enc, c.dec = newCtx(), newCtx()
+	c.lastCheck, c.nextCheck = time.Now(), time.Now().Add(time.Hour) // no consent checks
 	c.sending.Store(true)
+	c.slot = len(sh.active) % sh.cl.slots
 	sh.active = append(sh.active, c)
 	if err := sh.poll.hush(c.sock.fdNum()); err != nil {
 		t.Fatal(err)
 	}
-	return sh, c, peer
+	return c
+}
+
+// TestTickSpreadsCallsOverSlots: with four send slots per 20 ms and four
+// calls, each timer expiry sends one call's frame, in slot order, and one
+// expiry late by a whole period sends each call's frame once.
+func TestTickSpreadsCallsOverSlots(t *testing.T) {
+	sh, _, peer := enginePair(t)
+	sh.cl.slots = 4
+	for i := range 3 {
+		addEngineCall(t, sh, peer, 1235+uint32(i))
+	}
+	for i, c := range sh.active {
+		c.slot = i
+	}
+	buf := make([]byte, 2048)
+	ssrcOf := func() uint32 {
+		t.Helper()
+		_ = peer.SetReadDeadline(time.Now().Add(10 * time.Second))
+		n, err := peer.Read(buf)
+		if err != nil || n < 12 {
+			t.Fatalf("peer read: %d bytes, %v", n, err)
+		}
+		return binary.BigEndian.Uint32(buf[8:12])
+	}
+	nothingMore := func() {
+		t.Helper()
+		_ = peer.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		if n, err := peer.Read(buf); err == nil {
+			t.Fatalf("an extra %d-byte packet", n)
+		}
+	}
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	for i := range 4 {
+		sh.tick(1)
+		if got := ssrcOf(); got != 1234+uint32(i) {
+			t.Fatalf("expiry %d sent SSRC %d, want %d", i, got, 1234+i)
+		}
+		nothingMore()
+	}
+	sh.tick(4)
+	seen := map[uint32]bool{}
+	for range 4 {
+		seen[ssrcOf()] = true
+	}
+	if len(seen) != 4 {
+		t.Fatalf("a late period sent SSRCs %v, want each of the four once", seen)
+	}
+	nothingMore()
 }
 
 // TestEnginePacketPathsAllocateNothing pins the point of the engine: per
@@ -280,7 +339,7 @@ func TestICECheckAnsweredOnce(t *testing.T) {
 // a plain TCP peer, which reads and writes RFC 4571 frames.
 func engineTCPPair(t testing.TB) (*shard, *call, net.Conn) {
 	t.Helper()
-	cl := &Client{codec: CodecPCMU, transport: TransportTCP, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	cl := &Client{codec: CodecPCMU, transport: TransportTCP, slots: 1, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	frames, err := Frames(CodecPCMU)
 	if err != nil {
 		t.Fatal(err)

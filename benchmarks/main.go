@@ -47,6 +47,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		verbose     = fs.Bool("v", false, "debug logging")
 		relayLogOut = fs.String("relay-log", "", "file for the spawned relays' logs (default: discarded unless -v)")
 		senders     = fs.Int("senders", 1, "load client engine threads (each sends and receives a fixed share of the calls' media)")
+		sendSlots   = fs.Int("send-slots", 1, "instants of each 20 ms at which a load client thread sends, a call at one of them, up to 20: 1 sends every call's packet at once, as one clock for all; 10 spreads the calls over a 2 ms tick, as browsers with clocks of their own arrive spread")
 		transportF  = fs.String("webrtc-transport", "udp", "how the browser legs reach the relay: udp, or tcp (ICE-TCP, RFC 6544: a TCP connection per call to the relay's passive candidate; mediarelay over SIP only)")
 		relayCPUs   = fs.String("relay-cpus", "", "CPUs for the relays this run starts, e.g. 0 or 0-1; the load generator runs on the others. Each then has cores of its own, so a ladder's knee is the relay's rather than the machine's (on 2 cores the generator costs about what the relay does)")
 		relayBin    = fs.String("relay-bin", "", "mediarelay binary for --spawn (default: this executable if it is mediarelay, else go build)")
@@ -171,7 +172,11 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer uas.Close()
-	client, err := NewClient(sc.Codec, *senders, transport, log)
+	if *sendSlots < 1 || *sendSlots > maxSendSlots {
+		fmt.Fprintf(stderr, "bench: --send-slots: %d is not in 1..%d\n", *sendSlots, maxSendSlots)
+		return 2
+	}
+	client, err := NewClient(sc.Codec, *senders, *sendSlots, transport, log)
 	if err != nil {
 		fmt.Fprintln(stderr, "bench:", err)
 		return 1
