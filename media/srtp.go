@@ -61,7 +61,9 @@ type SRTPConfig struct {
 // path: the reading goroutine owns decRTP; writers share encRTP under wmu,
 // and so does RTCP's rare encryption (one context less per session, each
 // about 3 KB); decRTCP, read where RTP is not (an RTCP port's own
-// reader), takes rtcpMu.
+// reader), takes rtcpMu. A session made by newMuxedSRTPSession has no
+// decRTCP of its own: its RTCP arrives with its RTP and is read under the
+// lock the RTP reads take, so decRTCP is decRTP.
 type srtpSession struct {
 	decRTP *srtp.Context
 	rhdr   rtp.Header // reused for decryption, reader-owned
@@ -90,7 +92,15 @@ func splitKey(p srtp.ProtectionProfile, keySalt []byte) (key, salt []byte, err e
 	return keySalt[:kl], keySalt[kl:], nil
 }
 
-func newSRTPSession(c *SRTPConfig) (*srtpSession, error) {
+func newSRTPSession(c *SRTPConfig) (*srtpSession, error) { return newSession(c, false) }
+
+// newMuxedSRTPSession is newSRTPSession for a leg that decrypts its RTCP,
+// multiplexed with its RTP, under the lock its RTP decryption takes (a
+// WebRTC leg's rmu): RTCP uses the RTP context, one pion context less per
+// call.
+func newMuxedSRTPSession(c *SRTPConfig) (*srtpSession, error) { return newSession(c, true) }
+
+func newSession(c *SRTPConfig, muxed bool) (*srtpSession, error) {
 	lk, ls, err := splitKey(c.Profile, c.LocalKey)
 	if err != nil {
 		return nil, fmt.Errorf("local key: %w", err)
@@ -109,6 +119,10 @@ func newSRTPSession(c *SRTPConfig) (*srtpSession, error) {
 	}
 	if s.decRTP, err = remote(); err != nil {
 		return nil, fmt.Errorf("srtp context: %w", err)
+	}
+	if muxed {
+		s.decRTCP = s.decRTP
+		return s, nil
 	}
 	if s.decRTCP, err = remote(); err != nil {
 		return nil, fmt.Errorf("srtcp context: %w", err)

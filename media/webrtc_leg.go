@@ -236,7 +236,9 @@ func (l *WebRTCLeg) media(pkt []byte, now time.Time) {
 		return
 	}
 	if IsRTCP(pkt) {
+		l.rmu.Lock() // the session decrypts RTCP with its RTP context
 		plain, _, ok := sess.decryptRTCP(pkt)
+		l.rmu.Unlock()
 		if !ok || !l.received(plain, now) {
 			l.dropped.Add(1)
 		}
@@ -311,7 +313,7 @@ func (l *WebRTCLeg) handshake() {
 	keys, err := srtpFromDTLS(dc, l.dtlsClient)
 	var sess *srtpSession
 	if err == nil {
-		sess, err = newSRTPSession(keys)
+		sess, err = newMuxedSRTPSession(keys)
 	}
 	if err != nil {
 		finish()

@@ -2,6 +2,7 @@ package media
 
 import (
 	"bytes"
+	"github.com/pion/rtcp"
 	"net"
 	"testing"
 	"time"
@@ -168,5 +169,31 @@ func mediaBothWays(t *testing.T, leg *WebRTCLeg, track *webrtc.TrackLocalStaticR
 		case <-time.After(10 * time.Second):
 			t.Fatalf("only %d of %d packets reached the browser", i, n)
 		}
+	}
+}
+
+// TestWebRTCLegReadsBrowserRTCP: the browser's receiver report about our
+// stream, SRTCP multiplexed with its media, reaches the leg's statistics,
+// and its media keeps flowing around it.
+func TestWebRTCLegReadsBrowserRTCP(t *testing.T) {
+	w, err := NewWebRTC(WebRTCOptions{BindIP: "127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	leg, pc := connectedLeg(t, w)
+	rr := []rtcp.Packet{&rtcp.ReceiverReport{SSRC: 0x5150, Reports: []rtcp.ReceptionReport{{
+		SSRC: leg.rtcpState.ssrc, FractionLost: 64, TotalLost: 7, Jitter: 80,
+	}}}}
+	pollUntil(t, "the browser's report in the leg's statistics", func() bool {
+		if err := pc.WriteRTCP(rr); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
+		return leg.Stats().RemoteLost == 7
+	})
+	s := leg.Stats()
+	if s.RemoteFractionLost != 0.25 || s.RemoteJitter != 10 {
+		t.Errorf("remote fraction lost %v, jitter %v ms; want 0.25, 10 ms (80 at 8 kHz)", s.RemoteFractionLost, s.RemoteJitter)
 	}
 }
