@@ -62,10 +62,10 @@ func (p StreamPos) TSAfter(clock uint32, now int64) uint32 {
 // (the trunk changed codec mid-call) without stopping the path or touching
 // either leg. The new stage takes over between two packets, on the
 // goroutine that delivers them: the old one is flushed and the new one
-// resumes its outgoing stream. The packet path pays one atomic load for this, of
-// the word beside the current stage: packets of hundreds of calls
-// interleave on a media loop, so each dependent load per packet is likely
-// a cache miss.
+// resumes its outgoing stream. The packet path pays one atomic load for
+// this, of the word beside the current stage: packets of hundreds of
+// calls interleave on a media loop, so each dependent load per packet is
+// likely a cache miss.
 type Path struct {
 	next atomic.Pointer[stageRef] // a stage waiting to take over; nil if none
 	cur  Stage                    // the running goroutine's
@@ -95,8 +95,7 @@ func (p *Path) Start(from RTPReader, done func(error)) {
 	}
 	p.begin()
 	src.Attach(p.process, func(err error) {
-		p.takeSwitch()
-		p.cur.Flush()
+		p.finish()
 		done(err)
 	})
 }
@@ -105,21 +104,19 @@ func (p *Path) Start(from RTPReader, done func(error)) {
 // flushing the current stage. One goroutine runs a Path. A PacketSource
 // is attached instead of read, and Run waits for it to be done.
 func (p *Path) Run(from RTPReader) error {
-	p.begin()
-	if src, ok := from.(PacketSource); ok {
-		err := Serve(src, p.process)
-		p.takeSwitch()
-		p.cur.Flush()
-		return err
+	if _, ok := from.(PacketSource); ok {
+		ch := make(chan error, 1)
+		p.Start(from, func(err error) { ch <- err })
+		return <-ch
 	}
+	p.begin()
 	if p.buf == nil {
 		p.buf = make([]byte, forwardBufSize) // only a reader needs one: sources lend theirs
 	}
 	for {
 		n, err := from.ReadRTP(p.buf)
 		if err != nil {
-			p.takeSwitch()
-			p.cur.Flush()
+			p.finish()
 			return err
 		}
 		// A misbehaving reader must not be able to make us slice out of range.
@@ -133,6 +130,12 @@ func (p *Path) begin() {
 	if next := p.next.Swap(nil); next != nil {
 		p.cur = next.s
 	}
+}
+
+// finish flushes the stage the path ends with, after a pending switch.
+func (p *Path) finish() {
+	p.takeSwitch()
+	p.cur.Flush()
 }
 
 // process hands pkt to the current stage, after a pending switch.

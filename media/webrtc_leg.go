@@ -450,10 +450,7 @@ func (l *WebRTCLeg) Attach(h func(pkt []byte), done func(error)) {
 	l.sink.Store(ref)
 	l.serveMu.Unlock()
 	if prev != nil {
-		go func() {
-			l.quiesce()
-			prev.done(errors.New("webrtc leg: served by another handler"))
-		}()
+		l.release(prev, errors.New("webrtc leg: served by another handler"))
 	}
 }
 
@@ -467,22 +464,25 @@ type attached struct {
 // to spare (tests, tools).
 func (l *WebRTCLeg) Serve(h func(pkt []byte)) error { return Serve(l, h) }
 
-// detach stops delivering to the attached handler, once the leg is
-// closed, and calls its done when no packet is in its hands. The wait
-// runs on a goroutine of its own: Close may be called with a packet of
-// the leg in flight on this goroutine.
+// detach releases the attached handler once the leg is closed.
 func (l *WebRTCLeg) detach() {
 	l.serveMu.Lock()
 	a := l.served
 	l.served = nil
 	l.serveMu.Unlock()
-	if a == nil {
-		return
+	if a != nil {
+		l.release(a, fmt.Errorf("webrtc leg: %w", net.ErrClosed))
 	}
+}
+
+// release stops delivering to a, if it is still the sink, and calls its
+// done with why once no packet is in its hands. The wait runs on a
+// goroutine of its own: the caller may have a packet of the leg in flight.
+func (l *WebRTCLeg) release(a *attached, why error) {
 	go func() {
 		l.sink.CompareAndSwap(a.ref, nil)
 		l.quiesce()
-		a.done(fmt.Errorf("webrtc leg: %w", net.ErrClosed))
+		a.done(why)
 	}()
 }
 
